@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * rpctl.h: every struct, enum and limit shared by the SK_REUSEPORT program
+ * (steer.bpf.c) and the Python controller (controller/abi.py mirrors it and
+ * tests/unit/test_abi.py holds the two to the same sizes and offsets).
+ *
+ * Fixed-width types only; padding is written out so that both sides agree
+ * without relying on a compiler's layout rules.
+ */
+#ifndef RPCTL_H
+#define RPCTL_H
+
+/* Bumped whenever a struct or a map below changes shape: a controller
+ * refuses pinned state of another version instead of reading garbage. */
+#define RP_ABI_VERSION 1
+
+/* Capacity of a group: sockarray size, members map size, live list size. */
+#define RP_MAX_MEMBERS 256
+
+/* Slots of one weighted table.  A power of two so that the program maps a
+ * hash to a slot with a mask instead of a division. */
+#define RP_SLOT_BITS 16
+#define RP_SLOTS (1u << RP_SLOT_BITS)
+#define RP_SLOT_MASK (RP_SLOTS - 1)
+
+/* Two tables (generation 0 and 1) share one array map: writers fill the
+ * inactive one, then flip rp_ctl.gen. */
+#define RP_GENERATIONS 2
+
+/* A slot that selects nobody (no live member had weight). */
+#define RP_NO_MEMBER 0xffffffffu
+
+#define RP_NAME_LEN 32
+
+/* rp_member.flags */
+enum rp_member_flag {
+	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
+};
+
+/* rp_policy.flags: per generation, so a drain flips with its table. */
+enum rp_policy_flag {
+	RP_POLICY_PRESENT = 1u << 0,   /* member of this generation */
+	RP_POLICY_DRAINING = 1u << 1,  /* takes no new connection */
+};
+
+/* rp_ctl.proto */
+enum rp_proto {
+	RP_PROTO_TCP = 6,
+	RP_PROTO_UDP = 17,
+};
+
+/* rp_gen.mode: how the program picks a member. */
+enum rp_mode {
+	RP_MODE_WEIGHTED = 0,
+};
+
+/* Map "ctl", one element: which generation is live, and what the group is. */
+struct rp_ctl {
+	__u32 abi_version;
+	__u32 gen;             /* 0 or 1: the live table and live list */
+	__u32 proto;           /* enum rp_proto */
+	__u32 family;          /* AF_INET or AF_INET6 */
+	__u8 addr[16];         /* bound address (IPv4 in the first 4 bytes) */
+	__u16 port;            /* host byte order */
+	__u16 _pad0;
+	__u32 _pad1;
+	__u64 created_ns;      /* CLOCK_REALTIME at creation */
+};
+
+/* Map "gens", two elements: what the program needs of one generation
+ * besides its slot table.  live[] lists the members that may take a
+ * connection (registered, not draining, weight > 0) in index order; the
+ * program falls back to it when a slot's socket is gone. */
+struct rp_gen {
+	__u32 mode;            /* enum rp_mode */
+	__u32 n_live;          /* used entries of live[] */
+	__u64 published_ns;    /* CLOCK_REALTIME when this generation went live */
+	__u32 live[RP_MAX_MEMBERS];
+};
+
+/* One member's policy in one generation. */
+struct rp_policy {
+	__u32 weight;          /* configured weight, kept while draining */
+	__u32 flags;           /* enum rp_policy_flag */
+};
+
+/* Map "members", RP_MAX_MEMBERS elements indexed like the socket array.
+ * Only user space reads it: the program needs nothing but the tables. */
+struct rp_member {
+	char name[RP_NAME_LEN];
+	__u64 cookie;          /* SO_COOKIE of the registered socket */
+	__u32 pid;             /* process serving the socket */
+	__u32 fd;              /* its fd number in that process */
+	__u32 flags;           /* enum rp_member_flag */
+	__u32 _pad0;
+	__u64 registered_ns;   /* CLOCK_REALTIME at registration */
+	struct rp_policy policy[RP_GENERATIONS];
+	/* selected + fallback counted when the live generation was published,
+	 * so that an observed share can be told since the last change. */
+	__u64 base_selections[RP_GENERATIONS];
+};
+
+/* Map "member_stats", per CPU, indexed like the socket array. */
+struct rp_member_stats {
+	__u64 selected;        /* chosen through its slot in the table */
+	__u64 fallback;        /* chosen because the slot's socket was gone */
+	__u64 migrated;        /* took a request from a closing listener */
+	__u64 _reserved;
+};
+
+/* Map "group_stats", per CPU, one element. */
+struct rp_group_stats {
+	__u64 slot_misses;     /* slot's socket gone: fell back to live[] */
+	__u64 no_live;         /* no live member: the kernel chose */
+	__u64 empty_slots;     /* slot named no member: fell back to live[] */
+	__u64 _reserved;
+};
+
+#endif /* RPCTL_H */

@@ -1,0 +1,335 @@
+"""The bpf(2) system call through ctypes.
+
+Commands that only read or write pinned maps use this module instead of bcc:
+importing bcc maps libbcc and LLVM and costs tens of milliseconds, while a
+map update is one system call.  Only the commands rpctl needs are wrapped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+__all__ = [
+    "BpfError",
+    "MapInfo",
+    "ProgInfo",
+    "map_create",
+    "map_lookup",
+    "map_update",
+    "map_delete",
+    "map_lookup_batch",
+    "map_update_batch",
+    "obj_pin",
+    "obj_get",
+    "map_info",
+    "prog_info",
+    "prog_get_fd_by_id",
+    "enable_stats",
+    "possible_cpus",
+]
+
+# Command numbers from include/uapi/linux/bpf.h (enum bpf_cmd).
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
+BPF_ENABLE_STATS = 32
+
+# Map types (enum bpf_map_type).
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_REUSEPORT_SOCKARRAY = 20
+
+# Update flags.
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+# Program types and attach types used by rpctl.
+PROG_TYPE_SK_REUSEPORT = 21
+ATTACH_SK_REUSEPORT_SELECT = 39
+ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE = 40
+
+BPF_STATS_RUN_TIME = 0
+
+_SYSCALL_NR = {"x86_64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class BpfError(OSError):
+    """A bpf(2) call failed; errno and the operation are kept."""
+
+    def __init__(self, err: int, what: str):
+        super().__init__(err, f"{what}: {os.strerror(err)}")
+        self.what = what
+
+
+def _nr() -> int:
+    machine = platform.machine()
+    try:
+        return _SYSCALL_NR[machine]
+    except KeyError:
+        raise BpfError(errno.ENOSYS, f"bpf syscall number unknown for {machine}") from None
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    ret = _libc.syscall(_nr(), cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        raise BpfError(ctypes.get_errno(), what)
+    return ret
+
+
+def _addr(buf) -> int:
+    return ctypes.addressof(buf) if buf is not None else 0
+
+
+class _MapCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * 16),
+        ("map_ifindex", ctypes.c_uint32),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    ]
+
+
+class _MapElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _ObjAttr(ctypes.Structure):
+    _fields_ = [
+        ("pathname", ctypes.c_uint64),
+        ("bpf_fd", ctypes.c_uint32),
+        ("file_flags", ctypes.c_uint32),
+        ("path_fd", ctypes.c_int32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class _GetIdAttr(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("next_id", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [
+        ("bpf_fd", ctypes.c_uint32),
+        ("info_len", ctypes.c_uint32),
+        ("info", ctypes.c_uint64),
+    ]
+
+
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 3)]
+
+
+class MapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info (what rpctl checks)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+class ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info up to the run-time statistics."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32),
+        ("attach_btf_obj_id", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    """Create a map and return its fd (owned by the caller)."""
+    attr = _MapCreateAttr(
+        map_type=map_type,
+        key_size=key_size,
+        value_size=value_size,
+        max_entries=max_entries,
+        map_name=name.encode()[:15],
+    )
+    return _bpf(BPF_MAP_CREATE, attr, f"create map {name}")
+
+
+def map_lookup(fd: int, key, value, what: str = "map lookup") -> bool:
+    """Read one element into `value`; False when the key has no element."""
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr, what)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_update(fd: int, key, value, flags: int = BPF_ANY, what: str = "map update") -> None:
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value), flags=flags)
+    _bpf(BPF_MAP_UPDATE_ELEM, attr, what)
+
+
+def map_delete(fd: int, key, what: str = "map delete") -> bool:
+    """Delete one element; False when there was none."""
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key))
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, attr, what)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_update_batch(fd: int, keys, values, count: int, what: str = "map batch update") -> None:
+    """Write `count` elements in one call (arrays: Linux 5.6+)."""
+    attr = _BatchAttr(keys=_addr(keys), values=_addr(values), count=count, map_fd=fd)
+    _bpf(BPF_MAP_UPDATE_BATCH, attr, what)
+    if attr.count != count:
+        raise BpfError(errno.EIO, f"{what}: wrote {attr.count} of {count} elements")
+
+
+def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup") -> int:
+    """Read up to `count` elements from the start of an array map; returns how many."""
+    out = ctypes.c_uint32(0)
+    attr = _BatchAttr(out_batch=ctypes.addressof(out), keys=_addr(keys), values=_addr(values), count=count, map_fd=fd)
+    try:
+        _bpf(BPF_MAP_LOOKUP_BATCH, attr, what)
+    except BpfError as e:
+        # ENOENT marks the end of the map: the elements reported were read.
+        if e.errno != errno.ENOENT:
+            raise
+    return attr.count
+
+
+def obj_pin(fd: int, path: str) -> None:
+    p = ctypes.create_string_buffer(os.fsencode(path))
+    attr = _ObjAttr(pathname=ctypes.addressof(p), bpf_fd=fd)
+    _bpf(BPF_OBJ_PIN, attr, f"pin {path}")
+
+
+def obj_get(path: str) -> int:
+    p = ctypes.create_string_buffer(os.fsencode(path))
+    attr = _ObjAttr(pathname=ctypes.addressof(p))
+    return _bpf(BPF_OBJ_GET, attr, f"open pinned {path}")
+
+
+def _info(fd: int, info: ctypes.Structure, what: str):
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, what)
+    return info
+
+
+def map_info(fd: int) -> MapInfo:
+    return _info(fd, MapInfo(), "read map info")
+
+
+def prog_info(fd: int) -> ProgInfo:
+    return _info(fd, ProgInfo(), "read program info")
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id), f"open program id {prog_id}")
+
+
+def enable_stats() -> int:
+    """Turn on run_time_ns/run_cnt accounting while the returned fd is open."""
+    return _bpf(BPF_ENABLE_STATS, _EnableStatsAttr(type=BPF_STATS_RUN_TIME), "enable bpf stats")
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs: the stride of per-CPU map values."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return count
