@@ -276,10 +276,22 @@ def map_update_batch(fd: int, keys, values, count: int, what: str = "map batch u
         raise BpfError(errno.EIO, f"{what}: wrote {attr.count} of {count} elements")
 
 
-def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup") -> int:
-    """Read up to `count` elements from the start of an array map; returns how many."""
+def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup", start: int = 0) -> int:
+    """Read up to `count` elements of an array map from key `start` on; returns how many.
+
+    For arrays the kernel resumes after the key in in_batch, so reading from
+    `start` > 0 passes start - 1.
+    """
+    prev = ctypes.c_uint32(start - 1 if start > 0 else 0)
     out = ctypes.c_uint32(0)
-    attr = _BatchAttr(out_batch=ctypes.addressof(out), keys=_addr(keys), values=_addr(values), count=count, map_fd=fd)
+    attr = _BatchAttr(
+        in_batch=ctypes.addressof(prev) if start > 0 else 0,
+        out_batch=ctypes.addressof(out),
+        keys=_addr(keys),
+        values=_addr(values),
+        count=count,
+        map_fd=fd,
+    )
     try:
         _bpf(BPF_MAP_LOOKUP_BATCH, attr, what)
     except BpfError as e:

@@ -1,0 +1,150 @@
+"""Group views -> rich tables and JSON documents.  Pure: no I/O here.
+
+The JSON keys are a stable interface (snake_case, documented in README).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from rich.table import Table
+from rich.text import Text
+
+from rpctl.controller.group import GroupView, MemberView
+from rpctl.controller.probe import Check
+
+STATE_STYLE = {"active": "green", "draining": "yellow", "drained": "cyan", "gone": "red"}
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _opt(x: Optional[int]) -> str:
+    return "-" if x is None else str(x)
+
+
+def member_json(m: MemberView) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "index": m.index,
+        "pid": m.pid,
+        "fd": m.fd,
+        "cookie": m.cookie,
+        "state": m.state,
+        "weight": m.weight,
+        "target_share": round(m.target_share, 6),
+        "observed_share": None if m.observed_share is None else round(m.observed_share, 6),
+        "selected": m.selected,
+        "fallback": m.fallback,
+        "migrated": m.migrated,
+        "selected_since_change": m.since_publish,
+        "queue": m.queue,
+    }
+
+
+def group_json(g: GroupView) -> dict[str, Any]:
+    return {
+        "name": g.name,
+        "protocol": g.proto,
+        "address": g.addr,
+        "port": g.port,
+        "program_id": g.prog_id,
+        "mode": g.mode,
+        "generation": g.gen,
+        "published_ns": g.published_ns,
+        "counters": {"slot_misses": g.slot_misses, "no_live_member": g.no_live, "empty_slots": g.empty_slots},
+        "members": [member_json(m) for m in g.members],
+    }
+
+
+def status_json(groups: Iterable[GroupView]) -> dict[str, Any]:
+    return {"groups": [group_json(g) for g in groups]}
+
+
+def weights_json(g: GroupView) -> dict[str, Any]:
+    return {
+        "group": g.name,
+        "members": [
+            {
+                "name": m.name,
+                "state": m.state,
+                "weight": m.weight,
+                "target_share": round(m.target_share, 6),
+                "observed_share": None if m.observed_share is None else round(m.observed_share, 6),
+                "selected_since_change": m.since_publish,
+            }
+            for m in g.members
+        ],
+    }
+
+
+def _state(m: MemberView) -> Text:
+    return Text(m.state, style=STATE_STYLE.get(m.state, ""))
+
+
+def group_title(g: GroupView) -> str:
+    return (
+        f"group {g.name}  {g.endpoint}  prog {g.prog_id}  mode {g.mode}  "
+        f"fallbacks {g.slot_misses}  no-live {g.no_live}"
+    )
+
+
+def status_table(g: GroupView) -> Table:
+    t = Table(title=group_title(g), title_justify="left")
+    for col, kw in (
+        ("member", {}),
+        ("pid", {"justify": "right"}),
+        ("index", {"justify": "right"}),
+        ("cookie", {"justify": "right"}),
+        ("state", {}),
+        ("weight", {"justify": "right"}),
+        ("selected", {"justify": "right"}),
+        ("fallback", {"justify": "right"}),
+        ("queue", {"justify": "right"}),
+    ):
+        t.add_column(col, **kw)
+    for m in g.members:
+        t.add_row(
+            m.name, str(m.pid), str(m.index), str(m.cookie), _state(m), str(m.weight),
+            str(m.selected), str(m.fallback), _opt(m.queue),
+        )
+    return t
+
+
+def weights_table(g: GroupView) -> Table:
+    t = Table(title=f"group {g.name}  {g.endpoint}", title_justify="left")
+    t.add_column("member")
+    t.add_column("state")
+    t.add_column("weight", justify="right")
+    t.add_column("target", justify="right")
+    t.add_column("observed", justify="right")
+    t.add_column("since change", justify="right")
+    for m in g.members:
+        t.add_row(m.name, _state(m), str(m.weight), _pct(m.target_share), _pct(m.observed_share), str(m.since_publish))
+    return t
+
+
+def doctor_table(checks: Iterable[Check]) -> Table:
+    t = Table(title="rpctl doctor", title_justify="left")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("detail")
+    for c in checks:
+        if c.ok:
+            result = Text("ok", style="green")
+        elif c.warning:
+            result = Text("warn", style="yellow")
+        else:
+            result = Text("FAIL", style="bold red")
+        detail = c.detail if c.ok or not c.fix else f"{c.detail} -> fix: {c.fix}"
+        t.add_row(c.name, result, detail)
+    return t
+
+
+def doctor_json(checks: Iterable[Check]) -> dict[str, Any]:
+    return {
+        "checks": [
+            {"name": c.name, "ok": c.ok, "warning": c.warning, "detail": c.detail, "fix": c.fix} for c in checks
+        ]
+    }

@@ -1,0 +1,128 @@
+"""ctypes mirrors of bpf/rpctl.h, and the shape of every map of a group.
+
+tests/unit/test_abi.py compiles the header and holds every struct here to
+the C sizes and offsets, and every constant to its #define.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from . import bpfsys
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+RP_ABI_VERSION = 1
+RP_MAX_MEMBERS = 256
+RP_SLOT_BITS = 16
+RP_SLOTS = 1 << RP_SLOT_BITS
+RP_SLOT_MASK = RP_SLOTS - 1
+RP_GENERATIONS = 2
+RP_NO_MEMBER = 0xFFFFFFFF
+RP_NAME_LEN = 32
+
+RP_MEMBER_USED = 1 << 0
+RP_POLICY_PRESENT = 1 << 0
+RP_POLICY_DRAINING = 1 << 1
+
+RP_PROTO_TCP = 6
+RP_PROTO_UDP = 17
+
+RP_MODE_WEIGHTED = 0
+
+
+class RpCtl(ctypes.Structure):
+    """Mirrors struct rp_ctl in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("abi_version", u32),
+        ("gen", u32),
+        ("proto", u32),
+        ("family", u32),
+        ("addr", u8 * 16),
+        ("port", u16),
+        ("_pad0", u16),
+        ("_pad1", u32),
+        ("created_ns", u64),
+    ]
+
+
+class RpGen(ctypes.Structure):
+    """Mirrors struct rp_gen in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("mode", u32),
+        ("n_live", u32),
+        ("published_ns", u64),
+        ("live", u32 * RP_MAX_MEMBERS),
+    ]
+
+
+class RpPolicy(ctypes.Structure):
+    """Mirrors struct rp_policy in bpf/rpctl.h."""
+
+    _fields_ = [("weight", u32), ("flags", u32)]
+
+
+class RpMember(ctypes.Structure):
+    """Mirrors struct rp_member in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("name", ctypes.c_char * RP_NAME_LEN),
+        ("cookie", u64),
+        ("pid", u32),
+        ("fd", u32),
+        ("flags", u32),
+        ("_pad0", u32),
+        ("registered_ns", u64),
+        ("policy", RpPolicy * RP_GENERATIONS),
+        ("base_selections", u64 * RP_GENERATIONS),
+    ]
+
+
+class RpMemberStats(ctypes.Structure):
+    """Mirrors struct rp_member_stats in bpf/rpctl.h (one CPU's copy)."""
+
+    _fields_ = [("selected", u64), ("fallback", u64), ("migrated", u64), ("_reserved", u64)]
+
+
+class RpGroupStats(ctypes.Structure):
+    """Mirrors struct rp_group_stats in bpf/rpctl.h (one CPU's copy)."""
+
+    _fields_ = [("slot_misses", u64), ("no_live", u64), ("empty_slots", u64), ("_reserved", u64)]
+
+
+# Structs the header test checks, by C name.
+STRUCTS = {
+    "rp_ctl": RpCtl,
+    "rp_gen": RpGen,
+    "rp_policy": RpPolicy,
+    "rp_member": RpMember,
+    "rp_member_stats": RpMemberStats,
+    "rp_group_stats": RpGroupStats,
+}
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """What one pinned map of a group must be: checked on every open."""
+
+    name: str          # pin name in the group folder, and the C macro RP_FD_<NAME>
+    map_type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+
+
+# Every map of a group.  The names are an API: pins and -DRP_FD_* macros.
+GROUP_MAPS = (
+    MapSpec("socks", bpfsys.MAP_TYPE_REUSEPORT_SOCKARRAY, 4, 8, RP_MAX_MEMBERS),
+    MapSpec("ctl", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpCtl), 1),
+    MapSpec("gens", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpGen), RP_GENERATIONS),
+    MapSpec("slots", bpfsys.MAP_TYPE_ARRAY, 4, 4, RP_SLOTS * RP_GENERATIONS),
+    MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
+    MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
+    MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
+)
+MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

@@ -1,0 +1,741 @@
+"""A group and its members: create, register, weigh, drain, read, unload.
+
+Every write goes through Group.publish(): the slot table, live list and
+member policies of the inactive generation are written first, then one
+update of ctl.gen makes them live at once.  A writer killed before that
+update leaves the live generation untouched; the program never sees half
+a table.  The member map keeps each member's policy per generation, so a
+reader always sees the weights and drain flags of the live table.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional
+
+from . import abi, bpfsys, policy, probe, sockets
+from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError, WaitTimeout
+from .maps import Map
+from .state import Layout, check_group_name
+
+MAX_WEIGHT = 10000
+DEFAULT_WEIGHT = 1
+
+PROG_PIN = "prog"
+
+
+@dataclass
+class MemberView:
+    """One member as status, weights and the dashboard show it."""
+
+    index: int
+    name: str
+    pid: int
+    fd: int
+    cookie: int
+    weight: int
+    draining: bool
+    gone: bool
+    selected: int
+    fallback: int
+    migrated: int
+    since_publish: int          # selections since the live table was published
+    target_share: float         # of the live table
+    observed_share: Optional[float] = None  # since the live table was published
+    queue: Optional[int] = None  # accept-queue depth (TCP) or bytes queued (UDP)
+    registered_ns: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.gone:
+            return "gone"
+        if self.draining:
+            return "drained" if self.queue == 0 else "draining"
+        return "active"
+
+
+@dataclass
+class GroupView:
+    name: str
+    proto: str
+    family: int
+    addr: str
+    port: int
+    prog_id: int
+    gen: int
+    mode: str
+    published_ns: int
+    created_ns: int
+    members: list[MemberView] = field(default_factory=list)
+    slot_misses: int = 0
+    no_live: int = 0
+    empty_slots: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.addr}]" if self.family == socket.AF_INET6 else self.addr
+        return f"{self.proto}:{host}:{self.port}"
+
+    def member(self, name: str) -> MemberView:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise NotFound(f"no member {name!r} in group {self.name!r}")
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _failpoint(name: str) -> None:
+    """Test hook: RPCTL_FAILPOINT=<name>:pause stops a writer at a named
+    point so that a test can SIGKILL it there; <name>:exit dies at once."""
+    spec = os.environ.get("RPCTL_FAILPOINT", "")
+    point, _, action = spec.partition(":")
+    if point != name:
+        return
+    print(f"rpctl: failpoint {name} reached", file=sys.stderr, flush=True)
+    if action == "exit":
+        os._exit(137)
+    while True:
+        time.sleep(3600)
+
+
+def _name_of(m: abi.RpMember) -> str:
+    return m.name.decode(errors="replace")
+
+
+def check_member_name(name: str) -> str:
+    raw = name.encode()
+    if not name or len(raw) >= abi.RP_NAME_LEN or not name.isprintable() or "=" in name or name.strip() != name:
+        raise InvalidInput(
+            f"member name {name!r}: use 1-{abi.RP_NAME_LEN - 1} printable bytes, no '=' and no surrounding spaces"
+        )
+    return name
+
+
+def check_weight(name: str, weight: object) -> int:
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidInput(f"weight of {name}: {weight!r} is not a whole number")
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise InvalidInput(f"weight of {name}: {weight} is out of range 0..{MAX_WEIGHT}")
+    return weight
+
+
+class Group:
+    """The pinned state of one group, opened for reading or writing."""
+
+    def __init__(self, layout: Layout, name: str, maps: dict[str, Map]):
+        self.layout = layout
+        self.name = name
+        self.dir = layout.group_dir(name)
+        self.maps = maps
+
+    # Opening -----------------------------------------------------------
+
+    @classmethod
+    def open(cls, name: str, layout: Optional[Layout] = None) -> "Group":
+        layout = layout or Layout()
+        path = layout.group_dir(name)
+        if not os.path.isdir(path):
+            raise NotFound(f"no group {name!r} in this network namespace")
+        maps: dict[str, Map] = {}
+        try:
+            for spec in abi.GROUP_MAPS:
+                maps[spec.name] = Map.open_pinned(os.path.join(path, spec.name), spec)
+        except FileNotFoundError:
+            for m in maps.values():
+                m.close()
+            raise StateError(f"group {name!r}: pinned state in {path} is incomplete; run `rpctl unload --group {name}`")
+        except BaseException:
+            for m in maps.values():
+                m.close()
+            raise
+        group = cls(layout, name, maps)
+        ctl = group.ctl()
+        if ctl.abi_version != abi.RP_ABI_VERSION:
+            group.close()
+            raise StateError(
+                f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
+                f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
+            )
+        return group
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+
+    def __enter__(self) -> "Group":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Reading -------------------------------------------------------------
+
+    def ctl(self) -> abi.RpCtl:
+        value = self.maps["ctl"].get(0, abi.RpCtl)
+        if value is None:
+            raise StateError(f"group {self.name!r}: ctl map has no element 0")
+        return value
+
+    def members(self) -> list[abi.RpMember]:
+        return self.maps["members"].read_structs(abi.RpMember, abi.RP_MAX_MEMBERS)
+
+    def socket_cookie(self, index: int) -> Optional[int]:
+        """Cookie of the socket at `index` of the socket array; None when the
+        kernel emptied the entry (the socket closed)."""
+        value = self.maps["socks"].get(index, ctypes.c_uint64)
+        return None if value is None else value.value
+
+    def member_totals(self) -> list[tuple[int, int, int]]:
+        """(selected, fallback, migrated) per index, summed over CPUs."""
+        rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS)
+        return [
+            (sum(c.selected for c in cpus), sum(c.fallback for c in cpus), sum(c.migrated for c in cpus))
+            for cpus in rows
+        ]
+
+    def group_totals(self) -> tuple[int, int, int]:
+        cpus = self.maps["group_stats"].read_percpu(0, abi.RpGroupStats)
+        return (
+            sum(c.slot_misses for c in cpus),
+            sum(c.no_live for c in cpus),
+            sum(c.empty_slots for c in cpus),
+        )
+
+    def prog_id(self) -> int:
+        try:
+            fd = bpfsys.obj_get(os.path.join(self.dir, PROG_PIN))
+        except OSError:
+            return 0
+        try:
+            return bpfsys.prog_info(fd).id
+        finally:
+            os.close(fd)
+
+    def view(self, with_queues: bool = True) -> GroupView:
+        ctl = self.ctl()
+        gen = ctl.gen & 1
+        gen_info = self.maps["gens"].get(gen, abi.RpGen)
+        totals = self.member_totals()
+        slot_misses, no_live, empty_slots = self.group_totals()
+        proto = "tcp" if ctl.proto == abi.RP_PROTO_TCP else "udp"
+        view = GroupView(
+            name=self.name,
+            proto=proto,
+            family=ctl.family,
+            addr=sockets.addr_from_bytes(ctl.family, bytes(ctl.addr)),
+            port=ctl.port,
+            prog_id=self.prog_id(),
+            gen=gen,
+            mode="weighted",
+            published_ns=gen_info.published_ns if gen_info else 0,
+            created_ns=ctl.created_ns,
+            slot_misses=slot_misses,
+            no_live=no_live,
+            empty_slots=empty_slots,
+        )
+        live_weights: dict[int, int] = {}
+        for idx, m in enumerate(self.members()):
+            pol = m.policy[gen]
+            if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
+                continue
+            selected, fallback, migrated = totals[idx]
+            total = selected + fallback + migrated
+            member = MemberView(
+                index=idx,
+                name=_name_of(m),
+                pid=m.pid,
+                fd=m.fd,
+                cookie=m.cookie,
+                weight=pol.weight,
+                draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
+                gone=self.socket_cookie(idx) != m.cookie,
+                selected=selected,
+                fallback=fallback,
+                migrated=migrated,
+                since_publish=max(0, total - m.base_selections[gen]),
+                target_share=0.0,
+                registered_ns=m.registered_ns,
+            )
+            view.members.append(member)
+            if not member.draining and not member.gone and member.weight > 0:
+                live_weights[idx] = member.weight
+        weight_sum = sum(live_weights.values())
+        since_sum = sum(m.since_publish for m in view.members)
+        for member in view.members:
+            member.target_share = live_weights.get(member.index, 0) / weight_sum if weight_sum else 0.0
+            member.observed_share = member.since_publish / since_sum if since_sum else None
+        if with_queues and view.members:
+            from . import diag
+
+            proto_num = socket.IPPROTO_TCP if proto == "tcp" else socket.IPPROTO_UDP
+            depths = diag.queue_depths(proto_num, [m.cookie for m in view.members], port=view.port)
+            for member in view.members:
+                member.queue = depths.get(member.cookie)
+        return view
+
+    # Writing (callers hold the group lock) --------------------------------
+
+    def publish(self, policies: Mapping[int, Optional[abi.RpPolicy]], members: list[abi.RpMember]) -> None:
+        """Make `policies` (index -> policy, None = not a member) the live generation.
+
+        Indexes of used members missing from `policies` keep their live policy.
+        """
+        ctl = self.ctl()
+        active = ctl.gen & 1
+        nxt = active ^ 1
+        totals = self.member_totals()
+        final: dict[int, Optional[abi.RpPolicy]] = {}
+        for idx, m in enumerate(members):
+            if not m.flags & abi.RP_MEMBER_USED:
+                continue
+            if idx in policies:
+                final[idx] = policies[idx]
+            else:
+                live = m.policy[active]
+                # A used entry absent from the live generation is what a
+                # writer killed mid-register or mid-unregister leaves.
+                final[idx] = abi.RpPolicy(live.weight, live.flags) if live.flags & abi.RP_POLICY_PRESENT else None
+
+        weights: dict[int, int] = {}
+        for idx, pol in final.items():
+            if pol is None or pol.flags & abi.RP_POLICY_DRAINING or pol.weight == 0:
+                continue
+            if self.socket_cookie(idx) != members[idx].cookie:
+                continue  # gone: the kernel dropped its socket from the array
+            weights[idx] = pol.weight
+
+        previous = self.maps["slots"].read_u32s(active * abi.RP_SLOTS, abi.RP_SLOTS)
+        table = policy.build_table(weights, previous, abi.RP_SLOTS)
+        self.maps["slots"].write_u32s(nxt * abi.RP_SLOTS, table)
+
+        gen = abi.RpGen(mode=abi.RP_MODE_WEIGHTED, n_live=len(weights), published_ns=_now_ns())
+        for i, idx in enumerate(sorted(weights)):
+            gen.live[i] = idx
+        self.maps["gens"].put(nxt, gen)
+
+        for idx, pol in final.items():
+            m = members[idx]
+            m.policy[nxt] = pol if pol is not None else abi.RpPolicy(0, 0)
+            m.base_selections[nxt] = sum(totals[idx])
+            self.maps["members"].put(idx, m)
+
+        _failpoint("before-flip")
+        ctl.gen = nxt
+        self.maps["ctl"].put(0, ctl)
+
+        # Entries that left with this generation are cleared only now.
+        for idx, pol in final.items():
+            if pol is None:
+                self.maps["socks"].delete(idx)
+                self.maps["members"].put(idx, abi.RpMember())
+
+    def live_policies(self, members: list[abi.RpMember]) -> dict[int, abi.RpPolicy]:
+        gen = self.ctl().gen & 1
+        out = {}
+        for idx, m in enumerate(members):
+            pol = m.policy[gen]
+            if m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT:
+                out[idx] = abi.RpPolicy(pol.weight, pol.flags)
+        return out
+
+    def find(self, members: list[abi.RpMember], name: str) -> int:
+        for idx, pol in self.live_policies(members).items():
+            if _name_of(members[idx]) == name:
+                return idx
+        raise NotFound(f"no member {name!r} in group {self.name!r}")
+
+    def reset_stats(self, index: int) -> None:
+        ncpus = bpfsys.possible_cpus()
+        stride = (ctypes.sizeof(abi.RpMemberStats) + 7) & ~7
+        zeros = ctypes.create_string_buffer(stride * ncpus)
+        self.maps["member_stats"].put(index, zeros)
+
+
+# Group-level operations ------------------------------------------------------
+
+
+def resolve_group(name: Optional[str], layout: Optional[Layout] = None) -> str:
+    """The group a command means: the one named, or the only one there is."""
+    layout = layout or Layout()
+    if name is not None:
+        check_group_name(name)
+        if not os.path.isdir(layout.group_dir(name)):
+            raise NotFound(f"no group {name!r} in this network namespace")
+        return name
+    groups = layout.groups()
+    if not groups:
+        raise NotFound("no group in this network namespace: register a member first")
+    if len(groups) > 1:
+        raise UsageError(f"several groups here ({', '.join(groups)}): say which with --group")
+    return groups[0]
+
+
+def default_group_name(info: sockets.SocketInfo) -> str:
+    return f"{info.proto_name}{'6' if info.family == socket.AF_INET6 else ''}-{info.port}"
+
+
+def _matches(ctl: abi.RpCtl, info: sockets.SocketInfo) -> bool:
+    return (
+        ctl.proto == info.proto
+        and ctl.family == info.family
+        and ctl.port == info.port
+        and bytes(ctl.addr) == sockets.addr_bytes(info)
+    )
+
+
+def _find_group_for(layout: Layout, info: sockets.SocketInfo) -> Optional[str]:
+    for name in layout.groups():
+        try:
+            with Group.open(name, layout) as g:
+                if _matches(g.ctl(), info):
+                    return name
+        except RpctlError:
+            continue
+    return None
+
+
+def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
+    """Create and pin a group's maps and program under a temporary name,
+    then rename the folder into place: all or nothing."""
+    from . import loader
+
+    tmp = layout.temp_dir(name)
+    os.mkdir(tmp, 0o700)
+    maps: dict[str, Map] = {}
+    prog_fd = -1
+    try:
+        for spec in abi.GROUP_MAPS:
+            maps[spec.name] = Map.create(spec)
+        ctl = abi.RpCtl(
+            abi_version=abi.RP_ABI_VERSION,
+            gen=0,
+            proto=info.proto,
+            family=info.family,
+            port=info.port,
+            created_ns=_now_ns(),
+        )
+        ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
+        maps["ctl"].put(0, ctl)
+        empty = policy.build_table({}, None, abi.RP_SLOTS)
+        maps["slots"].write_u32s(0, empty)
+        maps["slots"].write_u32s(abi.RP_SLOTS, empty)
+        prog_fd = loader.load(maps)
+        for spec_name, m in maps.items():
+            m.pin(os.path.join(tmp, spec_name))
+        bpfsys.obj_pin(prog_fd, os.path.join(tmp, PROG_PIN))
+        os.rename(tmp, layout.group_dir(name))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for m in maps.values():
+            m.close()
+        if prog_fd >= 0:
+            os.close(prog_fd)
+
+
+@dataclass
+class Registration:
+    group: str
+    member: str
+    index: int
+    created: bool
+    replaced: bool
+
+
+def register(
+    name: str,
+    pid: int,
+    fd: int,
+    group: Optional[str] = None,
+    weight: int = DEFAULT_WEIGHT,
+    replace: bool = False,
+    layout: Optional[Layout] = None,
+) -> Registration:
+    """Make fd `fd` of process `pid` a member named `name`.
+
+    The first member of a port creates the group: maps, program, pins, and
+    the program attached to the reuseport group.
+    """
+    what = f"register {name}"
+    check_member_name(name)
+    check_weight(name, weight)
+    probe.require_kernel()
+    probe.require_bpf_privileges(what)
+    if group is not None:
+        check_group_name(group)
+    sock = sockets.take_socket(pid, fd)
+    try:
+        info = sockets.inspect(sock)
+        sockets.check_member_socket(info, what)
+        layout = layout or Layout()
+        with layout.ns_lock():
+            layout.sweep_temp_dirs()
+            created = False
+            if group is None:
+                group = _find_group_for(layout, info) or default_group_name(info)
+            if not os.path.isdir(layout.group_dir(group)):
+                _create(layout, group, info)
+                created = True
+            try:
+                with layout.group_lock(group), Group.open(group, layout) as g:
+                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what)
+            except BaseException:
+                if created:
+                    layout.remove_group_dir(group)
+                raise
+        return Registration(group, name, index, created, replaced)
+    finally:
+        # Holding a copy would keep the listener open after its worker
+        # dies: connections would queue on it with no one to accept them.
+        sock.close()
+
+
+def _register_locked(
+    g: Group,
+    name: str,
+    pid: int,
+    fd: int,
+    sock: socket.socket,
+    info: sockets.SocketInfo,
+    weight: int,
+    replace: bool,
+    what: str,
+) -> tuple[int, bool]:
+    ctl = g.ctl()
+    if not _matches(ctl, info):
+        view_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
+        raise InvalidInput(
+            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} "
+            f"({'tcp' if ctl.proto == abi.RP_PROTO_TCP else 'udp'} {view_addr} port {ctl.port})"
+        )
+    members = g.members()
+    live = g.live_policies(members)
+    existing = next((idx for idx in live if _name_of(members[idx]) == name), None)
+    for idx in live:
+        if members[idx].cookie == info.cookie and g.socket_cookie(idx) == info.cookie and idx != existing:
+            raise InvalidInput(f"{what}: this socket is already member {_name_of(members[idx])!r}")
+    if existing is not None and not replace:
+        raise InvalidInput(f"{what}: group {g.name!r} already has a member {name!r} (use --replace to swap its socket)")
+
+    if existing is not None:
+        index = existing
+        pol = live[index]
+    else:
+        free = [i for i, m in enumerate(members) if not m.flags & abi.RP_MEMBER_USED]
+        if not free:
+            raise InvalidInput(f"{what}: group {g.name!r} is full ({abi.RP_MAX_MEMBERS} members)")
+        index = free[0]
+        pol = abi.RpPolicy(weight, abi.RP_POLICY_PRESENT)
+        g.reset_stats(index)
+
+    try:
+        # The kernel checks here that the socket is in a reuseport group.
+        g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
+    except OSError as e:
+        raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+
+    m = members[index]
+    active = ctl.gen & 1
+    if existing is None:
+        m = abi.RpMember()
+        members[index] = m
+        m.policy[active] = abi.RpPolicy(0, 0)  # not live until the flip
+    m.name = name.encode()
+    m.cookie = info.cookie
+    m.pid = pid
+    m.fd = fd
+    m.flags = abi.RP_MEMBER_USED
+    m.registered_ns = _now_ns()
+    g.maps["members"].put(index, m)
+    g.publish({index: pol}, members)
+    prog_fd = bpfsys.obj_get(os.path.join(g.dir, PROG_PIN))
+    try:
+        sockets.attach_program(sock, prog_fd)
+    finally:
+        os.close(prog_fd)
+    return index, existing is not None
+
+
+def _write(group: Optional[str], layout: Optional[Layout], fn: Callable[[Group, list[abi.RpMember]], object]):
+    probe.require_bpf_privileges("change a group")
+    layout = layout or Layout()
+    group = resolve_group(group, layout)
+    with layout.group_lock(group), Group.open(group, layout) as g:
+        return fn(g, g.members())
+
+
+def unregister(name: str, group: Optional[str] = None, layout: Optional[Layout] = None) -> str:
+    def apply(g: Group, members: list[abi.RpMember]) -> str:
+        idx = g.find(members, name)
+        g.publish({idx: None}, members)
+        return g.name
+
+    return _write(group, layout, apply)
+
+
+def _effective_live(g: Group, members: list[abi.RpMember], policies: Mapping[int, abi.RpPolicy]) -> list[int]:
+    return [
+        idx
+        for idx, pol in policies.items()
+        if pol is not None
+        and pol.weight > 0
+        and not pol.flags & abi.RP_POLICY_DRAINING
+        and g.socket_cookie(idx) == members[idx].cookie
+    ]
+
+
+def set_weights(weights: Mapping[str, int], group: Optional[str] = None, layout: Optional[Layout] = None) -> str:
+    """Set the weights of the members named; others keep theirs.  All or nothing."""
+    if not weights:
+        raise InvalidInput("set weights: no NAME=WEIGHT given")
+    for name, w in weights.items():
+        check_weight(name, w)
+
+    def apply(g: Group, members: list[abi.RpMember]) -> str:
+        policies = g.live_policies(members)
+        by_name = {_name_of(members[idx]): idx for idx in policies}
+        unknown = [n for n in weights if n not in by_name]
+        if unknown:
+            raise NotFound(f"set weights: no member {unknown[0]!r} in group {g.name!r}")
+        for name, w in weights.items():
+            policies[by_name[name]].weight = w
+        if all(pol.weight == 0 for pol in policies.values()):
+            raise InvalidInput("set weights: every weight would be zero; drain members instead")
+        g.publish(policies, members)
+        return g.name
+
+    return _write(group, layout, apply)
+
+
+def set_draining(name: str, draining: bool, force: bool = False, group: Optional[str] = None,
+                 layout: Optional[Layout] = None) -> str:
+    def apply(g: Group, members: list[abi.RpMember]) -> str:
+        policies = g.live_policies(members)
+        idx = g.find(members, name)
+        if draining:
+            policies[idx].flags |= abi.RP_POLICY_DRAINING
+            if not force and not _effective_live(g, members, policies):
+                raise InvalidInput(
+                    f"drain {name}: it is the last live member of group {g.name!r}; new connections would go "
+                    "to the kernel's own selection (use --force)"
+                )
+        else:
+            policies[idx].flags &= ~abi.RP_POLICY_DRAINING
+        g.publish(policies, members)
+        return g.name
+
+    return _write(group, layout, apply)
+
+
+def wait_drained(
+    name: str,
+    timeout: float,
+    group: Optional[str] = None,
+    layout: Optional[Layout] = None,
+    progress: Optional[Callable[[int], None]] = None,
+    interval: float = 0.1,
+) -> None:
+    """Return when a draining member's queue is empty; WaitTimeout otherwise."""
+    layout = layout or Layout()
+    group = resolve_group(group, layout)
+    deadline = time.monotonic() + timeout
+    last = None
+    with Group.open(group, layout) as g:
+        while True:
+            member = g.view().member(name)
+            if not member.draining:
+                raise InvalidInput(f"wait for {name}: it is not draining (run `rpctl drain {name}` first)")
+            if member.gone or member.queue == 0:
+                return
+            if progress and member.queue != last:
+                progress(member.queue or 0)
+                last = member.queue
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"drain {name}: still {member.queue} queued after {timeout:g}s; it takes no new connection"
+                )
+            time.sleep(interval)
+
+
+def _group_sockets(g: Group) -> Iterable[socket.socket]:
+    """Sockets of the group we can take: from the members' recorded (pid, fd),
+    then from any process sock_diag shows holding a member's socket."""
+    members = [m for m in g.members() if m.flags & abi.RP_MEMBER_USED]
+    cookies = {m.cookie for m in members}
+    tried = set()
+    candidates = [(m.pid, m.fd) for m in members]
+    try:
+        from . import diag
+
+        ctl = g.ctl()
+        proto = socket.IPPROTO_TCP if ctl.proto == abi.RP_PROTO_TCP else socket.IPPROTO_UDP
+        found = diag.listeners(proto, ctl.port)
+        inodes = [d.inode for c, d in found.items() if c in cookies]
+        for pairs in diag.holders(inodes).values():
+            candidates.extend(pairs)
+    except (OSError, RuntimeError):
+        pass
+    for pid, fd in candidates:
+        if (pid, fd) in tried:
+            continue
+        tried.add((pid, fd))
+        try:
+            sock = sockets.take_socket(pid, fd)
+        except (RpctlError, OSError):
+            continue
+        try:
+            if sockets.cookie_of(sock) in cookies:
+                yield sock
+        finally:
+            sock.close()
+
+
+def unload(group: Optional[str] = None, force: bool = False, layout: Optional[Layout] = None) -> tuple[str, bool]:
+    """Detach the program and remove the pinned state; the workers' sockets
+    stay as they are and go back to the kernel's own selection."""
+    probe.require_bpf_privileges("unload")
+    layout = layout or Layout()
+    group = resolve_group(group, layout)
+    with layout.ns_lock(), layout.group_lock(group):
+        detached = False
+        alive = False
+        try:
+            with Group.open(group, layout) as g:
+                alive = any(
+                    g.socket_cookie(i) is not None for i in range(abi.RP_MAX_MEMBERS)
+                )
+                for sock in _group_sockets(g):
+                    detached = sockets.detach_program(sock) or detached
+                    break
+        except StateError:
+            if not force:
+                raise
+        if alive and not detached and not force:
+            raise RpctlError(
+                f"unload {group}: no member socket could be reached to detach the program "
+                "(members' processes gone?); use --force to remove the state anyway"
+            )
+        layout.remove_group_dir(group)
+        return group, detached
+
+
+def views(group: Optional[str] = None, layout: Optional[Layout] = None, with_queues: bool = True) -> list[GroupView]:
+    """Views of one group, or of every group of this namespace."""
+    layout = layout or Layout(root=None)
+    names = [resolve_group(group, layout)] if group is not None else layout.groups()
+    out = []
+    for name in names:
+        with Group.open(name, layout) as g:
+            out.append(g.view(with_queues=with_queues))
+    return out

@@ -1,0 +1,153 @@
+"""Taking a worker's socket (pidfd_getfd) and telling what kind of socket it is."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from .errors import InvalidInput, PermissionDenied, Unsupported
+
+SO_COOKIE = 57
+SO_PROTOCOL = 38
+SO_DOMAIN = 39
+SO_ACCEPTCONN = 30
+SO_ATTACH_REUSEPORT_EBPF = 52
+SO_DETACH_REUSEPORT_BPF = 68
+
+_SYS_PIDFD_OPEN = 434
+_SYS_PIDFD_GETFD = 438
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+@dataclass(frozen=True)
+class SocketInfo:
+    family: int        # AF_INET / AF_INET6
+    proto: int         # IPPROTO_TCP / IPPROTO_UDP
+    addr: str          # bound address, e.g. "127.0.0.1", "::"
+    port: int
+    cookie: int
+    reuseport: bool
+    listening: bool    # TCP: in LISTEN
+
+    @property
+    def proto_name(self) -> str:
+        return "tcp" if self.proto == socket.IPPROTO_TCP else "udp"
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.addr}]" if self.family == socket.AF_INET6 else self.addr
+        return f"{self.proto_name}:{host}:{self.port}"
+
+
+def take_fd(pid: int, fd: int) -> int:
+    """Duplicate fd `fd` of process `pid` into this process (Linux 5.6+)."""
+    if pid <= 0 or fd < 0:
+        raise InvalidInput(f"take fd {fd} of pid {pid}: pid must be > 0 and fd >= 0")
+    pidfd = _libc.syscall(_SYS_PIDFD_OPEN, pid, 0)
+    if pidfd < 0:
+        err = ctypes.get_errno()
+        if err == errno.ESRCH:
+            raise InvalidInput(f"take fd {fd} of pid {pid}: no such process")
+        if err == errno.ENOSYS:
+            raise Unsupported("pidfd_open: kernel too old (Linux 5.3+ needed, 5.6+ for pidfd_getfd)")
+        raise OSError(err, f"pidfd_open({pid}): {os.strerror(err)}")
+    try:
+        newfd = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if newfd < 0:
+            err = ctypes.get_errno()
+            if err == errno.EBADF:
+                raise InvalidInput(f"take fd {fd} of pid {pid}: the process has no fd {fd}")
+            if err == errno.EPERM:
+                raise PermissionDenied(f"take fd {fd} of pid {pid}: needs CAP_SYS_PTRACE over that process")
+            if err == errno.ESRCH:
+                raise InvalidInput(f"take fd {fd} of pid {pid}: the process exited")
+            if err == errno.ENOSYS:
+                raise Unsupported("pidfd_getfd: kernel too old (Linux 5.6+ needed)")
+            raise OSError(err, f"pidfd_getfd(pid {pid}, fd {fd}): {os.strerror(err)}")
+        return newfd
+    finally:
+        os.close(pidfd)
+
+
+def take_socket(pid: int, fd: int) -> socket.socket:
+    """The socket behind fd `fd` of process `pid`, as our own socket object."""
+    newfd = take_fd(pid, fd)
+    if not stat.S_ISSOCK(os.fstat(newfd).st_mode):
+        os.close(newfd)
+        raise InvalidInput(f"fd {fd} of pid {pid} is not a socket")
+    return socket.socket(fileno=newfd)
+
+
+def cookie_of(sock: socket.socket) -> int:
+    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+
+
+def inspect(sock: socket.socket) -> SocketInfo:
+    family = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
+    proto = sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+    if family not in (socket.AF_INET, socket.AF_INET6) or proto not in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+        raise InvalidInput("socket is neither TCP nor UDP over IPv4/IPv6")
+    name = sock.getsockname()
+    addr = ipaddress.ip_address(name[0].split("%")[0]).compressed
+    return SocketInfo(
+        family=family,
+        proto=proto,
+        addr=addr,
+        port=name[1],
+        cookie=cookie_of(sock),
+        reuseport=bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)),
+        listening=bool(sock.getsockopt(socket.SOL_SOCKET, SO_ACCEPTCONN)),
+    )
+
+
+def check_member_socket(info: SocketInfo, what: str) -> None:
+    """Refuse sockets the kernel would not let into a reuseport socket array."""
+    if not info.reuseport:
+        raise InvalidInput(f"{what}: socket {info.endpoint} does not have SO_REUSEPORT set")
+    if info.port == 0:
+        raise InvalidInput(f"{what}: socket is not bound to a port")
+    if info.proto == socket.IPPROTO_TCP and not info.listening:
+        raise InvalidInput(f"{what}: TCP socket {info.endpoint} is not listening")
+
+
+def attach_program(sock: socket.socket, prog_fd: int) -> None:
+    """Attach to the whole reuseport group the socket belongs to."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, prog_fd)
+
+
+def detach_program(sock: socket.socket) -> bool:
+    """Detach the group's program; False when none was attached."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def addr_bytes(info: SocketInfo) -> bytes:
+    return ipaddress.ip_address(info.addr).packed.ljust(16, b"\0")
+
+
+def addr_from_bytes(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    return ipaddress.IPv6Address(bytes(raw[:16])).compressed

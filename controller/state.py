@@ -1,0 +1,179 @@
+"""Where a group's state lives in bpffs, and who may write it when.
+
+Layout: /sys/fs/bpf/rpctl/<netns>/<group>/{prog,socks,ctl,gens,slots,...}
+where <netns> is "net<inode>" of the caller's network namespace, so groups
+of different namespaces never collide (as tubular does).
+
+A group folder is created whole or not at all: it is filled under a
+temporary name and renamed into place.  Writers to one group hold an
+exclusive flock on its folder; creating or removing a group holds one on
+the namespace folder.  Locks die with their process, so a SIGKILLed
+writer never leaves a group locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import shutil
+from typing import Iterator, Optional
+
+from .errors import InvalidInput, NotFound, PermissionDenied, Unsupported
+
+BPFFS_MOUNT = "/sys/fs/bpf"
+# `ip netns exec` remounts /sys in a fresh mount namespace, hiding bpffs;
+# the host's bpffs stays reachable through PID 1's root.
+HOST_BPFFS = "/proc/1/root/sys/fs/bpf"
+BPF_FS_MAGIC = 0xCAFE4A11
+
+# bpffs refuses names with a dot (reserved by the kernel).
+GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+
+
+def _is_bpffs(path: str) -> bool:
+    buf = _Statfs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return False
+    return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
+def _same_mount_ns_as_init() -> bool:
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino == os.stat("/proc/1/ns/mnt").st_ino
+    except OSError:
+        return True
+
+
+def bpffs_root(mount: bool = True) -> str:
+    """The bpffs mount rpctl keeps its state in, mounting it when allowed."""
+    if _is_bpffs(BPFFS_MOUNT):
+        return BPFFS_MOUNT
+    if not _same_mount_ns_as_init() and _is_bpffs(HOST_BPFFS):
+        return HOST_BPFFS
+    if not mount:
+        raise Unsupported(f"bpffs is not mounted at {BPFFS_MOUNT}: run `mount -t bpf bpf {BPFFS_MOUNT}`")
+    if not _same_mount_ns_as_init():
+        # A bpffs mounted in a private mount namespace dies with it and
+        # takes the pins along: steering would go on with no way to reach it.
+        raise Unsupported(
+            f"bpffs is not mounted at {BPFFS_MOUNT} and this process runs in a private mount namespace: "
+            f"mount it on the host (`mount -t bpf bpf {BPFFS_MOUNT}`) or enter the network namespace "
+            "with `nsenter --net=/run/netns/NAME` instead of `ip netns exec`"
+        )
+    os.makedirs(BPFFS_MOUNT, exist_ok=True)
+    if _libc.mount(b"bpf", BPFFS_MOUNT.encode(), b"bpf", 0, b"mode=0700") != 0:
+        err = ctypes.get_errno()
+        if err == errno.EPERM:
+            raise PermissionDenied(
+                f"bpffs is not mounted at {BPFFS_MOUNT} and mounting it needs root: "
+                f"run `mount -t bpf bpf {BPFFS_MOUNT}` as root"
+            )
+        raise Unsupported(f"mount bpffs at {BPFFS_MOUNT}: {os.strerror(err)}")
+    return BPFFS_MOUNT
+
+
+def netns_id() -> str:
+    """A name for the caller's network namespace, stable while it exists."""
+    return f"net{os.stat('/proc/self/ns/net').st_ino}"
+
+
+def check_group_name(name: str) -> str:
+    if not GROUP_NAME_RE.match(name):
+        raise InvalidInput(
+            f"group name {name!r}: use 1-63 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+class Layout:
+    """Paths of one namespace's state."""
+
+    def __init__(self, root: Optional[str] = None, netns: Optional[str] = None):
+        self.bpffs = root if root is not None else bpffs_root()
+        self.netns = netns if netns is not None else netns_id()
+        self.ns_dir = os.path.join(self.bpffs, "rpctl", self.netns)
+
+    def group_dir(self, group: str) -> str:
+        return os.path.join(self.ns_dir, check_group_name(group))
+
+    def groups(self) -> list[str]:
+        """Groups of this namespace, by name (temporary folders left out)."""
+        try:
+            names = os.listdir(self.ns_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if GROUP_NAME_RE.match(n))
+
+    def ensure_ns_dir(self) -> None:
+        try:
+            os.makedirs(self.ns_dir, mode=0o700, exist_ok=True)
+        except PermissionError:
+            raise PermissionDenied(f"create {self.ns_dir}: permission denied (run as root)") from None
+
+    @contextlib.contextmanager
+    def ns_lock(self) -> Iterator[None]:
+        """Exclusive lock for creating or removing groups of this namespace."""
+        self.ensure_ns_dir()
+        with _flock(self.ns_dir):
+            yield
+
+    @contextlib.contextmanager
+    def group_lock(self, group: str) -> Iterator[None]:
+        """Exclusive lock for writing one group."""
+        path = self.group_dir(group)
+        try:
+            with _flock(path):
+                yield
+        except FileNotFoundError:
+            raise NotFound(f"no group {group!r} in this network namespace") from None
+
+    def temp_dir(self, group: str) -> str:
+        return os.path.join(self.ns_dir, f"_tmp-{group}-{os.getpid()}")
+
+    def remove_group_dir(self, group: str) -> None:
+        """Unpin a group: renamed away first so readers never see half of it."""
+        path = self.group_dir(group)
+        doomed = os.path.join(self.ns_dir, f"_del-{group}-{os.getpid()}")
+        os.rename(path, doomed)
+        shutil.rmtree(doomed)
+
+    def sweep_temp_dirs(self) -> None:
+        """Remove folders left by writers that died mid-create or mid-remove."""
+        try:
+            names = os.listdir(self.ns_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            m = re.match(r"^_(tmp|del)-.+-(\d+)$", name)
+            if m and not _pid_alive(int(m.group(2))):
+                shutil.rmtree(os.path.join(self.ns_dir, name), ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _flock(path: str) -> Iterator[None]:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
