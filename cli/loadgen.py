@@ -38,7 +38,17 @@ from typing import Callable
 
 from .demo_worker import parse_hostport
 
-__all__ = ["Tally", "FAILURE_KINDS", "loopback_source", "classify", "parse_reply", "run_tcp", "run_udp", "main"]
+__all__ = [
+    "Tally",
+    "BadReply",
+    "FAILURE_KINDS",
+    "loopback_source",
+    "classify",
+    "parse_reply",
+    "run_tcp",
+    "run_udp",
+    "main",
+]
 
 FAILURE_KINDS = ("refused", "reset", "timeout", "other")
 REQUEST = b"GET / HTTP/1.0\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -73,11 +73,12 @@ def load(maps: Mapping[str, Map], migrate: bool | None = None) -> int:
     log.close()
     try:
         with _stderr_to(log.name):
-            bpf = BPF(text=text, cflags=cflags(maps, migrate))
-            fn = bpf.load_func(PROGRAM_NAME, bpfsys.PROG_TYPE_SK_REUSEPORT, attach_type=attach_type)
+            bpf = BPF(text=text.encode(), cflags=cflags(maps, migrate))
+            fn = bpf.load_func(PROGRAM_NAME.encode(), bpfsys.PROG_TYPE_SK_REUSEPORT, attach_type=attach_type)
             prog_fd = os.dup(fn.fd)
             bpf.cleanup()
     except Exception as e:
-        raise RpctlError(f"compile and load the steering program: {e} (compiler and verifier log: {log.name})") from e
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise RpctlError(f"compile and load the steering program: {first} (compiler and verifier log: {log.name})") from e
     os.unlink(log.name)
     return prog_fd

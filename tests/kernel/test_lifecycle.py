@@ -1,0 +1,204 @@
+"""Members that die, writers that crash, input that must change nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from rpctl.cli import demo_worker, loadgen
+from rpctl.controller import abi
+from rpctl.controller.group import Group
+from rpctl.controller.state import Layout
+from traffic import PORT, tcp_connections
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def workers():
+    procs = []
+
+    def start(name: str, port: int = PORT):
+        proc, ready = demo_worker.spawn(name, f"127.0.0.1:{port}")
+        procs.append(proc)
+        return proc, ready
+
+    yield start
+    for proc in procs:
+        demo_worker.stop(proc, timeout=1)
+
+
+def _members(rpctl) -> dict[str, dict]:
+    (group,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+    return {m["name"]: m for m in group["members"]}
+
+
+def test_member_closing_its_socket_loses_no_connection(netns, rpctl, workers):
+    procs = {}
+    for name in ("w1", "w2", "w3"):
+        proc, ready = workers(name)
+        rpctl.ok("register", name, "--pid", ready.pid, "--fd", ready.fd)
+        procs[name] = proc
+    stop = threading.Event()
+    result = {}
+
+    def load():
+        result["tally"] = loadgen.run_tcp("127.0.0.1", PORT, duration=4.0, concurrency=8, stop=stop)
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1.5)
+    # SIGTERM: the worker closes its listener while connections stream in.
+    demo_worker.stop(procs["w2"])
+    t.join()
+    tally = result["tally"]
+    assert tally.total_ok() > 500, f"load generator barely ran: {tally}"
+    assert sum(tally.failures.values()) == 0, f"failed connections: {dict(tally.failures)}"
+    members = _members(rpctl)
+    assert members["w2"]["state"] == "gone"
+    assert members["w2"]["target_share"] == 0
+    # The next write drops the gone member from the table; steering goes on.
+    rpctl.ok("weights", "w1=2")
+    after = loadgen.run_tcp("127.0.0.1", PORT, count=600, concurrency=4)
+    assert sum(after.failures.values()) == 0
+    assert set(after.by_name) == {"w1", "w3"}
+    print(f"member closed mid-load: {tally.total_ok()} connections, 0 failed, replies {dict(tally.by_name)}")
+
+
+_SETUP_AND_CHANGE = """
+import os, sys
+from rpctl.controller import group
+pid, fd_a, fd_b = map(int, sys.argv[1:4])
+group.register("a", pid, fd_a)
+group.register("b", pid, fd_b)
+os.environ["RPCTL_FAILPOINT"] = "before-flip:pause"
+group.set_weights({"b": 0})
+"""
+
+
+def _maps_bytes(group_name: str) -> dict[str, bytes]:
+    """Everything a writer may touch, byte for byte (counters left out)."""
+    with Group.open(group_name, Layout()) as g:
+        out = {
+            "ctl": bytes(g.ctl()),
+            "gens": b"".join(bytes(x) for x in g.maps["gens"].read_structs(abi.RpGen, abi.RP_GENERATIONS)),
+            "slots": g.maps["slots"].read_u32s(0, abi.RP_SLOTS * abi.RP_GENERATIONS).tobytes(),
+            "members": b"".join(bytes(m) for m in g.members()),
+            "socks": repr([g.socket_cookie(i) for i in range(abi.RP_MAX_MEMBERS)]).encode(),
+        }
+    return out
+
+
+def test_sigkill_mid_weight_change_leaves_old_table_live(netns, rpctl, make_members):
+    members = make_members()
+    a, b = members.add(), members.add()
+    # The process that sets the group up is killed inside a weight change,
+    # after writing the new table and before making it live.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SETUP_AND_CHANGE, str(os.getpid()), str(a.fileno()), str(b.fileno())],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert "failpoint before-flip reached" in line, line
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    state = _members(rpctl)
+    assert (state["a"]["weight"], state["b"]["weight"]) == (1, 1), "status reads the old, live table"
+    counts, failures = tcp_connections(members, 2000, seed=11)
+    assert failures == 0 and sum(counts.values()) == 2000
+    assert counts[1] > 800, f"old table (1:1) still steers: {dict(counts)}"
+
+    # The lock died with the writer: the next change goes through.
+    rpctl.ok("weights", "b=0")
+    counts, failures = tcp_connections(members, 1000, seed=12)
+    assert failures == 0 and counts[1] == 0
+
+
+def test_bad_input_fails_in_one_line_and_changes_nothing(netns, rpctl, make_members):
+    members = make_members()
+    rpctl.ok(*members.register_args("a", members.add(), weight=2))
+    rpctl.ok(*members.register_args("b", members.add(), weight=1))
+    rpctl.ok("drain", "b")
+    # Sockets that must be refused: no SO_REUSEPORT, and another port.
+    plain = members.add(reuseport=False, port=PORT + 1)
+    other = members.add(port=PORT + 2)
+    pid = os.getpid()
+    before = _maps_bytes("tcp-7000")
+    cases = [
+        (["weights", "nosuch=1"], 3),
+        (["weights", "a=-1"], 4),
+        (["weights", "a=x"], 4),
+        (["weights", "a=1.5"], 4),
+        (["weights", "a=10001"], 4),
+        (["weights", "a=0", "b=0"], 4),
+        (["register", "a", "--pid", pid, "--fd", members.socks[0].fileno()], 4),
+        (["register", "c", "--pid", pid, "--fd", plain.fileno(), "--group", "tcp-7000"], 4),
+        (["register", "c", "--pid", pid, "--fd", other.fileno(), "--group", "tcp-7000"], 4),
+        (["register", "c", "--pid", 2**22 + 12345, "--fd", 3], 4),
+        (["register", "c", "--pid", pid, "--fd", 0], 4),
+        (["drain", "nosuch"], 3),
+        (["drain", "a"], 4),  # the last live member
+        (["undrain", "nosuch"], 3),
+        (["unregister", "nosuch"], 3),
+        (["status", "--group", "nosuch"], 3),
+        (["weights", "--group", "bad.name"], 4),
+    ]
+    for argv, want in cases:
+        code, out, err = rpctl(*argv)
+        lines = err.strip().splitlines()
+        assert code == want, f"rpctl {argv}: exit {code}, want {want}: {err}"
+        assert len(lines) == 1 and lines[0].startswith("rpctl: "), f"rpctl {argv}: {err!r}"
+    assert _maps_bytes("tcp-7000") == before
+    assert Layout().groups() == ["tcp-7000"], "no group was created by a refused register"
+
+
+def test_commands_without_privileges_fail_with_exit_5(netns, rpctl, make_members):
+    members = make_members()
+    rpctl.ok(*members.register_args("a", members.add()))
+
+    def as_nobody():
+        os.setgid(65534)
+        os.setuid(65534)
+
+    for argv in (["status"], ["weights", "a=2"], ["drain", "a"]):
+        proc = rpctl.subprocess(*argv, preexec_fn=as_nobody)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 5, f"rpctl {argv} as nobody: {proc.returncode} {err}"
+        assert len(err.strip().splitlines()) == 1 and "root" in err, err
+
+
+def test_doctor_passes_on_this_machine(netns, rpctl):
+    code, out, err = rpctl("doctor", "--json")
+    checks = json.loads(out)["checks"]
+    failed = [c for c in checks if not c["ok"] and not c["warning"]]
+    assert code == 0 and not failed, failed
+    assert {"kernel", "privileges", "bpffs", "kernel headers", "bcc"} <= {c["name"] for c in checks}
+
+
+def test_cli_entry_point_runs_as_a_process(netns, rpctl, make_members):
+    """The same commands through a real `rpctl` process, as an operator runs them."""
+    members = make_members(proto="udp")
+    s = members.add()
+    proc = rpctl.subprocess("register", "dns-1", "--pid", os.getpid(), "--fd", s.fileno())
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "created group udp-7000" in out
+    proc = rpctl.subprocess("weights", "--json")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["members"][0]["name"] == "dns-1"
