@@ -113,7 +113,12 @@ def c_facts(tmp_path_factory) -> SimpleNamespace:
         )
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout
     facts = SimpleNamespace(sizes={}, offsets={}, field_sizes={}, constants={})
-    table = {"size": facts.sizes, "offset": facts.offsets, "fieldsize": facts.field_sizes, "const": facts.constants}
+    table = {
+        "size": facts.sizes,
+        "offset": facts.offsets,
+        "fieldsize": facts.field_sizes,
+        "const": facts.constants,
+    }
     for line in out.splitlines():
         kind, key, value = line.split()
         table[kind][key] = int(value)
@@ -128,7 +133,8 @@ def test_every_header_struct_is_mirrored_field_for_field():
     structs = header_structs()
     assert set(structs) == set(abi.STRUCTS), "abi.STRUCTS and the structs of rpctl.h differ"
     for cname, cls in abi.STRUCTS.items():
-        assert [f[0] for f in cls._fields_] == structs[cname], f"struct {cname}: fields differ or are out of order"
+        fields = [f[0] for f in cls._fields_]
+        assert fields == structs[cname], f"struct {cname}: fields differ or are misordered"
 
 
 @pytest.mark.parametrize("cname", sorted(abi.STRUCTS))
@@ -166,7 +172,7 @@ def test_header_constants_are_found():
 
 def test_abi_defines_every_header_constant():
     missing = [n for n in header_constant_names() if n not in HEADER_ONLY and not hasattr(abi, n)]
-    assert not missing, f"controller/abi.py lacks {missing}: mirror them, or list them in HEADER_ONLY with a reason"
+    assert not missing, f"controller/abi.py lacks {missing}: mirror them, or list them in HEADER_ONLY (why)"
 
 
 def test_header_only_exceptions_are_current():

@@ -298,7 +298,7 @@ def test_listen_pid_of_another_process_is_ignored(start):
     """Inherited LISTEN_* variables that name another pid must not make fd 3 the listener."""
     port = free_port()
     env = dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")
-    proc, ready = start("w1", f"127.0.0.1:{port}", env=env)
+    _, ready = start("w1", f"127.0.0.1:{port}", env=env)
     assert ready.port == port
     assert http_get("127.0.0.1", port).endswith(b"w1\n")
 
@@ -322,6 +322,7 @@ def test_bad_arguments_fail_fast(args):
         capture_output=True,
         timeout=10,
         env=env,
+        check=False,
     )
     assert res.returncode != 0
     assert res.stdout == b""  # no ready line

@@ -241,8 +241,17 @@ def test_cli_prints_json(group, udp_group):
     assert set(result["by_name"]) <= {"w1", "w2"}
 
     out = subprocess.run(
-        [sys.executable, "-m", "rpctl.cli.loadgen", "--target", f"127.0.0.1:{udp_group}", "--proto", "udp",
-         "--count", "20"],
+        [
+            sys.executable,
+            "-m",
+            "rpctl.cli.loadgen",
+            "--target",
+            f"127.0.0.1:{udp_group}",
+            "--proto",
+            "udp",
+            "--count",
+            "20",
+        ],
         capture_output=True,
         timeout=30,
         check=True,

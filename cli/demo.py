@@ -1,0 +1,178 @@
+"""rpctl demo: demo workers on one port, under load, steered step by step.
+
+Starts N demo workers (real HTTP servers, one process each) on one
+SO_REUSEPORT port of 127.0.0.1, registers them as a group, and runs the
+built-in load generator through four steps: even weights, a drain, new
+weights, an undrain.  After each step it prints every worker's share of the
+replies the load generator actually got.  On a terminal the current step
+is shown live; without one it prints plain tables and exits by itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from rpctl.controller import group as groups
+from rpctl.controller import probe
+from rpctl.controller.errors import ExitStatus, InvalidInput
+
+from . import demo_worker, loadgen
+from .render import STATE_STYLE
+
+
+@dataclass
+class Step:
+    title: str
+    action: Callable[[str], None]  # called with the group name
+
+
+def steps(names: list[str]) -> list[Step]:
+    drained = names[2] if len(names) > 2 else names[-1]
+    return [
+        Step("even weights", lambda g: None),
+        Step(f"drain {drained}", lambda g: groups.set_draining(drained, True, group=g)),
+        Step(
+            f"weights {names[0]}=3 {names[1]}=1",
+            lambda g: groups.set_weights({names[0]: 3, names[1]: 1}, group=g),
+        ),
+        Step(f"undrain {drained}", lambda g: groups.set_draining(drained, False, group=g)),
+    ]
+
+
+def step_table(title: str, view: groups.GroupView, tally: loadgen.Tally, elapsed: float) -> Table:
+    """Pure: one step's shares as the load generator saw them."""
+    ok = tally.total_ok()
+    failed = sum(tally.failures.values())
+    t = Table(
+        title=f"{title}: {ok} connections in {elapsed:.1f}s, {failed} failed",
+        title_justify="left",
+    )
+    for col in ("worker", "state", "weight", "target", "observed", "replies"):
+        t.add_column(col, justify="left" if col in ("worker", "state") else "right")
+    for m in view.members:
+        replies = tally.by_name.get(m.name, 0)
+        observed = f"{100 * replies / ok:.1f}%" if ok else "-"
+        t.add_row(
+            m.name,
+            Text(m.state, style=STATE_STYLE.get(m.state, "")),
+            str(m.weight),
+            f"{100 * m.target_share:.1f}%",
+            observed,
+            str(replies),
+        )
+    return t
+
+
+def _check_port_free(port: int) -> None:
+    """Workers with SO_REUSEPORT would silently join someone else's group."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise InvalidInput(f"demo: port {port} on 127.0.0.1 is in use; pick another with --port") from None
+        raise
+    finally:
+        s.close()
+
+
+def run(env, args) -> ExitStatus:
+    if not 2 <= args.workers <= 16:
+        raise InvalidInput(f"demo: --workers {args.workers} is out of range 2..16")
+    if not 0.5 <= args.step_seconds <= 30:
+        raise InvalidInput(f"demo: --step-seconds {args.step_seconds:g} is out of range 0.5..30")
+    if not 1 <= args.port <= 65535:
+        raise InvalidInput(f"demo: --port {args.port} is out of range 1..65535")
+    probe.require_kernel()
+    probe.require_bpf_privileges("demo")
+    probe.require_ptrace("demo")
+    _check_port_free(args.port)
+
+    console = env.console()
+    group_name = f"demo-{args.port}"
+    names = [f"worker-{i + 1}" for i in range(args.workers)]
+    procs = []
+    registered = False
+    try:
+        for name in names:
+            proc, ready = demo_worker.spawn(name, f"127.0.0.1:{args.port}")
+            procs.append(proc)
+            groups.register(name, ready.pid, ready.fd, group=group_name)
+            registered = True
+        console.print(
+            f"[bold]rpctl demo[/]: {args.workers} workers on tcp 127.0.0.1:{args.port}, group {group_name}; "
+            f"`rpctl status` in another shell shows it live"
+        )
+        failed_total = 0
+        for step in steps(names):
+            step.action(group_name)
+            failed_total += _run_step(console, step.title, group_name, args)
+        verdict = "no connection failed" if failed_total == 0 else f"{failed_total} connections failed"
+        console.print(f"[bold]done[/]: {verdict}")
+        if args.keep:
+            console.print(f"group {group_name} and its workers keep running (--keep); `rpctl unload` ends steering")
+            procs = []
+            registered = False
+        return ExitStatus.OK if failed_total == 0 else ExitStatus.ERROR
+    finally:
+        if registered:
+            groups.unload(group=group_name, force=True)
+        for proc in procs:
+            demo_worker.stop(proc, timeout=2)
+
+
+def _run_step(console, title: str, group_name: str, args) -> int:
+    """Load for one step; live view on a terminal.  Returns failed connections."""
+    result: dict[str, loadgen.Tally] = {}
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def load() -> None:
+        result["tally"] = loadgen.run_tcp("127.0.0.1", args.port, duration=args.step_seconds, concurrency=4, stop=stop)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=4, transient=True) as live:
+                while worker.is_alive():
+                    live.update(_live_table(title, group_name, time.monotonic() - start))
+                    worker.join(0.25)
+        worker.join()
+    except KeyboardInterrupt:
+        stop.set()
+        worker.join()
+        raise
+    tally = result.get("tally") or loadgen.Tally()
+    view = groups.views(group=group_name)[0]
+    console.print(step_table(title, view, tally, tally.elapsed))
+    return sum(tally.failures.values())
+
+
+def _live_table(title: str, group_name: str, elapsed: float) -> Table:
+    """What the program has selected since this step's table went live."""
+    view = groups.views(group=group_name, with_queues=False)[0]
+    total = sum(m.since_publish for m in view.members)
+    t = Table(title=f"{title}: {total} selections in {elapsed:.1f}s (live, from the program's counters)",
+              title_justify="left")
+    for col in ("worker", "state", "weight", "target", "observed"):
+        t.add_column(col, justify="left" if col in ("worker", "state") else "right")
+    for m in view.members:
+        t.add_row(
+            m.name,
+            Text(m.state, style=STATE_STYLE.get(m.state, "")),
+            str(m.weight),
+            f"{100 * m.target_share:.1f}%",
+            f"{100 * m.since_publish / total:.1f}%" if total else "-",
+        )
+    return t
+
