@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
-import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
@@ -40,7 +41,16 @@ class Environment:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line, exit 2."""
+    """argparse that reports a bad command line in one line, exit 2, and
+    prints --help and --version to the Environment's stdout."""
+
+    def __init__(self, *args, out: Optional[TextIO] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.out = out
+
+    def _print_message(self, message: str, file: Optional[TextIO] = None) -> None:
+        if message:
+            (self.out or file or sys.stdout).write(message)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -58,7 +68,7 @@ def parse_assignments(items: list[str]) -> dict[str, int]:
         if not sep or not name:
             raise InvalidInput(f"weights: {item!r} is not NAME=WEIGHT")
         value = value.strip()
-        if not value.lstrip("-").isdigit():
+        if not re.fullmatch(r"-?[0-9]+", value):
             raise InvalidInput(f"weight of {name}: {value!r} is not a whole number")
         if name in out:
             raise InvalidInput(f"weights: {name} is given twice")
@@ -155,7 +165,7 @@ def cmd_status(env: Environment, args) -> ExitStatus:
         return ExitStatus.OK
     console = env.console()
     for view in views:
-        console.print(render.status_table(view))
+        console.print(render.status_table(view, console.width))
     return ExitStatus.OK
 
 
@@ -186,8 +196,9 @@ def _group_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", "-g", metavar="G", help="group name (may be left out when there is one group)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
     parser = _Parser(
+        out=out,
         prog=PROG,
         description="Steer the new connections of a SO_REUSEPORT group with eBPF: drain, weight and inspect workers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -202,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=functools.partial(_Parser, out=out))
     sub.required = True
 
     def add(name: str, handler: Callable, help: str, examples: list[str]) -> argparse.ArgumentParser:
@@ -313,9 +324,11 @@ def _message(e: BaseException) -> tuple[str, ExitStatus]:
 def run(argv: Optional[list[str]] = None, env: Optional[Environment] = None) -> int:
     env = env or Environment()
     argv = list(sys.argv[1:] if argv is None else argv)
-    traceback_wanted = "--traceback" in argv
+    # --traceback is an option of rpctl itself: it stands before the command.
+    first_word = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    traceback_wanted = "--traceback" in argv[:first_word]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(env.stdout).parse_args(argv)
         return int(args.handler(env, args))
     except SystemExit as e:  # --help and --version
         return int(e.code or 0)

@@ -90,25 +90,27 @@ def group_title(g: GroupView) -> str:
     )
 
 
-def status_table(g: GroupView) -> Table:
+def status_table(g: GroupView, width: int = 80) -> Table:
+    """Fits 80 columns; the socket cookie joins from 100 columns on (JSON always has it)."""
     t = Table(title=group_title(g), title_justify="left")
-    for col, kw in (
-        ("member", {}),
-        ("pid", {"justify": "right"}),
-        ("index", {"justify": "right"}),
-        ("cookie", {"justify": "right"}),
+    columns = [("member", {}), ("pid", {"justify": "right"}), ("idx", {"justify": "right"})]
+    if width >= 100:
+        columns.append(("cookie", {"justify": "right"}))
+    columns += [
         ("state", {}),
         ("weight", {"justify": "right"}),
         ("selected", {"justify": "right"}),
         ("fallback", {"justify": "right"}),
         ("queue", {"justify": "right"}),
-    ):
+    ]
+    for col, kw in columns:
         t.add_column(col, **kw)
     for m in g.members:
-        t.add_row(
-            m.name, str(m.pid), str(m.index), str(m.cookie), _state(m), str(m.weight),
-            str(m.selected), str(m.fallback), _opt(m.queue),
-        )
+        cells = [m.name, str(m.pid), str(m.index)]
+        if width >= 100:
+            cells.append(str(m.cookie))
+        cells += [_state(m), str(m.weight), str(m.selected), str(m.fallback), _opt(m.queue)]
+        t.add_row(*cells)
     return t
 
 

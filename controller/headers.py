@@ -20,6 +20,7 @@ from typing import Optional
 from .errors import Unsupported
 
 CACHE_DIR = "/var/cache/rpctl/kernel-headers"
+SRC_DIR = "/usr/src"
 
 # Files whose presence makes a tree usable: one from each half.
 _MARKERS = ("include/linux/kconfig.h", "include/generated/autoconf.h")
@@ -35,9 +36,10 @@ def _version_key(name: str) -> tuple:
     return tuple(int(x) if x.isdigit() else x for x in re.split(r"[.-]", name))
 
 
-def debian_pairs(src: str = "/usr/src") -> list[tuple[str, str, str]]:
+def debian_pairs(src: str = "") -> list[tuple[str, str, str]]:
     """(release, common folder, arch folder) of installed Debian header packages, newest first."""
     arch = _DEB_ARCH.get(platform.machine(), platform.machine())
+    src = src or SRC_DIR
     pairs = []
     try:
         names = os.listdir(src)
@@ -107,7 +109,7 @@ def find_kernel_source(build: bool = True) -> Optional[str]:
             return tree
         if build:
             try:
-                return build_tree(release, common, arch_dir)
+                return build_tree(release, common, arch_dir, CACHE_DIR)
             except OSError as e:
                 raise Unsupported(f"build kernel header tree in {CACHE_DIR}: {e}") from None
     arch = _DEB_ARCH.get(platform.machine(), platform.machine())

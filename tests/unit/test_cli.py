@@ -66,23 +66,21 @@ SUBCOMMANDS = sorted(_subparsers())
 
 
 def member(index: int, name: str, **kw) -> MemberView:
-    fields = dict(
-        index=index, name=name, pid=4200 + index, fd=3, cookie=8193 + index, weight=1, draining=False,
-        gone=False, selected=100 * (index + 1), fallback=index, migrated=0, since_publish=10 * (index + 1),
-        target_share=0.25, observed_share=0.123456789, queue=2,
-    )
-    fields.update(kw)
-    return MemberView(**fields)
+    fields = {
+        "index": index, "name": name, "pid": 4200 + index, "fd": 3, "cookie": 8193 + index, "weight": 1,
+        "draining": False, "gone": False, "selected": 100 * (index + 1), "fallback": index, "migrated": 0,
+        "since_publish": 10 * (index + 1), "target_share": 0.25, "observed_share": 0.123456789, "queue": 2,
+    }
+    return MemberView(**{**fields, **kw})
 
 
 def group_view(members=None, **kw) -> GroupView:
-    fields = dict(
-        name="tcp-18080", proto="tcp", family=socket.AF_INET, addr="127.0.0.1", port=18080, prog_id=42,
-        gen=1, mode="weighted", published_ns=1_700_000_000_000_000_000, created_ns=1_600_000_000_000_000_000,
-        slot_misses=5, no_live=6, empty_slots=7,
-    )
-    fields.update(kw)
-    view = GroupView(**fields)
+    fields = {
+        "name": "tcp-18080", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
+        "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 1_700_000_000_000_000_000,
+        "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live": 6, "empty_slots": 7,
+    }
+    view = GroupView(**{**fields, **kw})
     view.members = members if members is not None else [
         member(0, "worker-1"),
         member(1, "worker-2", draining=True, queue=3),
@@ -132,10 +130,8 @@ def test_top_level_help_lists_every_exit_code(capsys):
     assert listed[0].startswith("ok") and listed[2].startswith("usage") and listed[8].startswith("timeout")
 
 
-HELP_BUG = "bug: --help/--version print to sys.stdout (argparse), not to env.stdout"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HELP_BUG)
 def test_help_goes_to_the_environment(capsys):
     status, out, _ = invoke(["status", "--help"])
     capsys.readouterr()
@@ -192,17 +188,14 @@ def test_parse_assignments_refuses(items):
         parse_assignments(items)
 
 
-PARSE_BUG = "bug: cli/main.py parse_assignments checks value.lstrip('-').isdigit(), then int() raises"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=PARSE_BUG)
 @pytest.mark.parametrize("value", ["--3", "---7", "\u00b2", "1\u00b2"])
 def test_parse_assignments_refuses_odd_digits(value):
     with pytest.raises(InvalidInput):
         parse_assignments([f"a={value}"])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PARSE_BUG + ": exit 1 'unexpected error'")
 def test_odd_digits_exit_4(no_group):
     status, _, err = invoke(["weights", "a=--3"])
     assert status == ExitStatus.INVALID, err
@@ -359,10 +352,8 @@ def test_status_table_shows_every_member_and_state():
         assert re.search(rf"\b{name}\b.*\b{state_}\b", text), f"{name} {state_} missing:\n{text}"
 
 
-WIDTH_BUG = "bug: cli/render.py status_table needs ~86 columns; at 80 it cuts names and 'draining'"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=WIDTH_BUG)
 def test_status_table_at_80_columns():
     text = _render(render.status_table(group_view()), 80)
     for name, state_ in STATES.items():
@@ -528,3 +519,9 @@ def test_weights_sets_then_shows(monkeypatch):
     assert len(calls) == 1, "weights without NAME=WEIGHT must not write"
     for name, state_ in STATES.items():
         assert re.search(rf"\b{name}\b.*\b{state_}\b", out), out
+
+
+def test_traceback_is_an_option_of_rpctl_itself():
+    status, _, err = invoke(["status", "--traceback"])
+    assert status == ExitStatus.USAGE
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,86 @@
+"""Kernel version checks and the kernel header tree bcc is given (no privileges)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pytest
+
+from rpctl.controller import headers, probe
+from rpctl.controller.errors import Unsupported
+
+
+@pytest.mark.parametrize(
+    "release, want",
+    [("6.18.44-fc-v657", (6, 18)), ("5.15.0-91-generic", (5, 15)), ("4.19.0", (4, 19)), ("6.1.0-56-amd64", (6, 1))],
+)
+def test_kernel_version_parses_release_strings(release, want):
+    assert probe.kernel_version(release) == want
+
+
+def test_too_old_kernel_is_refused_with_one_line(monkeypatch):
+    monkeypatch.setattr(platform, "release", lambda: "5.4.0-150-generic")
+    with pytest.raises(Unsupported) as e:
+        probe.require_kernel()
+    assert "too old" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setattr(platform, "release", lambda: "5.10.0")
+    probe.require_kernel()
+    assert not probe.kernel_at_least(probe.MIGRATE_KERNEL)
+
+
+def test_capability_bits_are_read_from_a_mask():
+    caps = (1 << probe.CAP_BPF) | (1 << probe.CAP_NET_ADMIN)
+    assert probe.has_cap(probe.CAP_BPF, caps)
+    assert not probe.has_cap(probe.CAP_SYS_PTRACE, caps)
+
+
+def _fake_debian_headers(root, release="6.1.0-99"):
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    common = root / "src" / f"linux-headers-{release}-common"
+    arch_dir = root / "src" / f"linux-headers-{release}-{arch}"
+    (common / "include" / "linux").mkdir(parents=True)
+    (common / "include" / "linux" / "kconfig.h").write_text("/* common */\n")
+    (common / "arch" / "x86" / "include" / "asm").mkdir(parents=True)
+    (common / "arch" / "x86" / "include" / "asm" / "a.h").write_text("/* asm */\n")
+    (arch_dir / "include" / "generated").mkdir(parents=True)
+    (arch_dir / "include" / "generated" / "autoconf.h").write_text("#define CONFIG_X 1\n")
+    (arch_dir / "arch" / "x86" / "include" / "generated").mkdir(parents=True)
+    (arch_dir / ".config").write_text("CONFIG_X=y\n")
+    return f"{release}-{arch}"
+
+
+def test_debian_header_halves_are_merged_into_one_tree(tmp_path, monkeypatch):
+    name = _fake_debian_headers(tmp_path)
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    monkeypatch.setattr(headers, "SRC_DIR", str(tmp_path / "src"))
+    monkeypatch.setattr(headers, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(platform, "release", lambda: "0.0.0-no-such-kernel")
+    tree = headers.find_kernel_source()
+    assert tree == str(tmp_path / "cache" / name)
+    # Both halves are visible through the one tree, arch-specific files too.
+    assert Path(tree, "include/linux/kconfig.h").read_text() == "/* common */\n"
+    assert Path(tree, "include/generated/autoconf.h").read_text().startswith("#define")
+    assert os.path.exists(os.path.join(tree, "arch/x86/include/asm/a.h"))
+    assert os.path.isdir(os.path.join(tree, "arch/x86/include/generated"))
+    assert os.path.exists(os.path.join(tree, ".config"))
+    # A second call finds the tree already built.
+    assert headers.find_kernel_source(build=False) == tree
+
+
+def test_no_headers_anywhere_fails_with_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    monkeypatch.setattr(headers, "SRC_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(headers, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(platform, "release", lambda: "0.0.0-no-such-kernel")
+    with pytest.raises(Unsupported) as e:
+        headers.find_kernel_source()
+    assert "apt-get install linux-headers-" in str(e.value)
+
+
+def test_bcc_kernel_source_that_is_not_a_tree_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path))
+    with pytest.raises(Unsupported) as e:
+        headers.find_kernel_source()
+    assert "BCC_KERNEL_SOURCE" in str(e.value)
