@@ -53,7 +53,7 @@ def step_table(title: str, view: groups.GroupView, tally: loadgen.Tally, elapsed
     ok = tally.total_ok()
     failed = sum(tally.failures.values())
     t = Table(
-        title=f"{title}: {ok} connections in {elapsed:.1f}s, {failed} failed",
+        title=f"{title}: {ok} connections, {failed} failed, {elapsed:.1f}s",
         title_justify="left",
     )
     for col in ("worker", "state", "weight", "target", "observed", "replies"):
