@@ -62,20 +62,14 @@ def status_json(groups: Iterable[GroupView]) -> dict[str, Any]:
     return {"groups": [group_json(g) for g in groups]}
 
 
+# The member keys `rpctl weights --json` shows: a subset of status's.
+WEIGHTS_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected_since_change")
+
+
 def weights_json(g: GroupView) -> dict[str, Any]:
     return {
         "group": g.name,
-        "members": [
-            {
-                "name": m.name,
-                "state": m.state,
-                "weight": m.weight,
-                "target_share": round(m.target_share, 6),
-                "observed_share": None if m.observed_share is None else round(m.observed_share, 6),
-                "selected_since_change": m.since_publish,
-            }
-            for m in g.members
-        ],
+        "members": [{k: v for k, v in member_json(m).items() if k in WEIGHTS_KEYS} for m in g.members],
     }
 
 

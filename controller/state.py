@@ -23,6 +23,7 @@ import shutil
 from typing import Iterator, Optional
 
 from .errors import InvalidInput, NotFound, PermissionDenied, Unsupported
+from .sockets import process_exists
 
 BPFFS_MOUNT = "/sys/fs/bpf"
 # `ip netns exec` remounts /sys in a fresh mount namespace, hiding bpffs;
@@ -155,18 +156,8 @@ class Layout:
             return
         for name in names:
             m = re.match(r"^_(tmp|del)-.+-(\d+)$", name)
-            if m and not _pid_alive(int(m.group(2))):
+            if m and not process_exists(int(m.group(2))):
                 shutil.rmtree(os.path.join(self.ns_dir, name), ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
