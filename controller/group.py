@@ -352,6 +352,15 @@ class Group:
                 return idx
         raise NotFound(f"no member {name!r} in group {self.name!r}")
 
+    def attach(self, sock: socket.socket) -> None:
+        """Attach the group's program to the reuseport group of `sock`
+        (replacing whatever program it had)."""
+        prog_fd = bpfsys.obj_get(os.path.join(self.dir, PROG_PIN))
+        try:
+            sockets.attach_program(sock, prog_fd)
+        finally:
+            os.close(prog_fd)
+
     def reset_stats(self, index: int) -> None:
         ncpus = bpfsys.possible_cpus()
         stride = (ctypes.sizeof(abi.RpMemberStats) + 7) & ~7
@@ -461,11 +470,14 @@ def register(
     weight: int = DEFAULT_WEIGHT,
     replace: bool = False,
     layout: Optional[Layout] = None,
+    attach: bool = True,
 ) -> Registration:
     """Make fd `fd` of process `pid` a member named `name`.
 
     The first member of a port creates the group: maps, program, pins, and
-    the program attached to the reuseport group.
+    the program attached to the reuseport group.  attach=False leaves the
+    attaching to a later call (adopting several listeners registers them
+    all first, so that none of them takes every connection meanwhile).
     """
     what = f"register {name}"
     check_member_name(name)
@@ -489,7 +501,7 @@ def register(
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
-                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what)
+                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach)
             except BaseException:
                 if created:
                     layout.remove_group_dir(group)
@@ -511,6 +523,7 @@ def _register_locked(
     weight: int,
     replace: bool,
     what: str,
+    attach: bool,
 ) -> tuple[int, bool]:
     ctl = g.ctl()
     if not _matches(ctl, info):
@@ -559,11 +572,8 @@ def _register_locked(
     m.registered_ns = _now_ns()
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
-    prog_fd = bpfsys.obj_get(os.path.join(g.dir, PROG_PIN))
-    try:
-        sockets.attach_program(sock, prog_fd)
-    finally:
-        os.close(prog_fd)
+    if attach:
+        g.attach(sock)
     return index, existing is not None
 
 
