@@ -109,7 +109,7 @@ def cmd_unload(env: Environment, args) -> ExitStatus:
 def _one_view(args):
     from rpctl.controller import group
 
-    return group.views(group=group.resolve_group(args.group))[0]
+    return group.views(group=group.resolve_group(args.group), with_queues=None)[0]
 
 
 def cmd_weights(env: Environment, args) -> ExitStatus:

@@ -219,7 +219,10 @@ class Group:
         finally:
             os.close(fd)
 
-    def view(self, with_queues: bool = True) -> GroupView:
+    def view(self, with_queues: Optional[bool] = True) -> GroupView:
+        """with_queues=None reads queue depths only when a member is
+        draining (its state, draining or drained, depends on it): sock_diag
+        costs the pyroute2 import, which most reads can skip."""
         ctl = self.ctl()
         gen = ctl.gen & 1
         gen_info = self.maps["gens"].get(gen, abi.RpGen)
@@ -272,6 +275,8 @@ class Group:
         for member in view.members:
             member.target_share = live_weights.get(member.index, 0) / weight_sum if weight_sum else 0.0
             member.observed_share = member.since_publish / since_sum if since_sum else None
+        if with_queues is None:
+            with_queues = any(m.draining for m in view.members)
         if with_queues and view.members:
             from . import diag
 
@@ -740,7 +745,9 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
         return group, detached
 
 
-def views(group: Optional[str] = None, layout: Optional[Layout] = None, with_queues: bool = True) -> list[GroupView]:
+def views(
+    group: Optional[str] = None, layout: Optional[Layout] = None, with_queues: Optional[bool] = True
+) -> list[GroupView]:
     """Views of one group, or of every group of this namespace."""
     layout = layout or Layout(root=None)
     names = [resolve_group(group, layout)] if group is not None else layout.groups()
