@@ -509,7 +509,7 @@ def test_weights_sets_then_shows(monkeypatch):
 
     monkeypatch.setattr(group, "set_weights", set_weights)
     monkeypatch.setattr(group, "resolve_group", lambda name: "web" if name in (None, "web") else None)
-    monkeypatch.setattr(group, "views", lambda group=None: [view] if group == "web" else [])
+    monkeypatch.setattr(group, "views", lambda group=None, with_queues=True: [view] if group == "web" else [])
     status, out, err = invoke(["weights", "worker-1=3", "worker-2=0", "-g", "web", "--json"])
     assert status == 0 and err == ""
     assert calls == [({"worker-1": 3, "worker-2": 0}, "web")]
