@@ -43,6 +43,13 @@ enum rp_policy_flag {
 	RP_POLICY_DRAINING = 1u << 1,  /* takes no new connection */
 };
 
+/* rp_ctl.flags */
+enum rp_ctl_flag {
+	/* Loaded as SELECT_OR_MIGRATE: the program places the requests of a
+	 * closing listener.  Without it (kernels before 5.14) they are lost. */
+	RP_CTL_MIGRATE = 1u << 0,
+};
+
 /* rp_ctl.proto */
 enum rp_proto {
 	RP_PROTO_TCP = 6,
@@ -63,7 +70,7 @@ struct rp_ctl {
 	__u8 addr[16];         /* bound address (IPv4 in the first 4 bytes) */
 	__u16 port;            /* host byte order */
 	__u16 _pad0;
-	__u32 _pad1;
+	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
 };
 

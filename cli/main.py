@@ -86,6 +86,11 @@ def cmd_register(env: Environment, args) -> ExitStatus:
     verb = "replaced the socket of" if r.replaced else "registered"
     created = f" (created group {r.group})" if r.created else ""
     env.out(f"{verb} {r.member} in group {r.group} at index {r.index}{created}")
+    if r.created and not r.migration and r.proto == "tcp":
+        env.err(
+            f"rpctl: warning: group {r.group} has no listener migration (kernel older than 5.14, or RPCTL_MIGRATE=0): "
+            "connections queued on a listener that closes are lost; drain and wait before closing one"
+        )
     return ExitStatus.OK
 
 

@@ -51,6 +51,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "port": g.port,
         "program_id": g.prog_id,
         "mode": g.mode,
+        "migration": g.migration,
         "generation": g.gen,
         "published_ns": g.published_ns,
         "counters": {"slot_misses": g.slot_misses, "no_live_member": g.no_live, "empty_slots": g.empty_slots},

@@ -26,6 +26,8 @@ RP_MEMBER_USED = 1 << 0
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
+RP_CTL_MIGRATE = 1 << 0
+
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
 
@@ -43,7 +45,7 @@ class RpCtl(ctypes.Structure):
         ("addr", u8 * 16),
         ("port", u16),
         ("_pad0", u16),
-        ("_pad1", u32),
+        ("flags", u32),
         ("created_ns", u64),
     ]
 

@@ -71,6 +71,7 @@ class GroupView:
     mode: str
     published_ns: int
     created_ns: int
+    migration: bool = True
     members: list[MemberView] = field(default_factory=list)
     slot_misses: int = 0
     no_live: int = 0
@@ -240,6 +241,7 @@ class Group:
             mode="weighted",
             published_ns=gen_info.published_ns if gen_info else 0,
             created_ns=ctl.created_ns,
+            migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
             slot_misses=slot_misses,
             no_live=no_live,
             empty_slots=empty_slots,
@@ -437,11 +439,13 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
             created_ns=_now_ns(),
         )
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
+        migrate = loader.migration_wanted()
+        ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
         maps["ctl"].put(0, ctl)
         empty = policy.build_table({}, None, abi.RP_SLOTS)
         maps["slots"].write_u32s(0, empty)
         maps["slots"].write_u32s(abi.RP_SLOTS, empty)
-        prog_fd = loader.load(maps)
+        prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():
             m.pin(os.path.join(tmp, spec_name))
         bpfsys.obj_pin(prog_fd, os.path.join(tmp, PROG_PIN))
@@ -465,6 +469,8 @@ class Registration:
     index: int
     created: bool
     replaced: bool
+    migration: bool = True
+    proto: str = "tcp"
 
 
 def register(
@@ -507,11 +513,12 @@ def register(
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
                     index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach)
+                    migration = bool(g.ctl().flags & abi.RP_CTL_MIGRATE)
             except BaseException:
                 if created:
                     layout.remove_group_dir(group)
                 raise
-        return Registration(group, name, index, created, replaced)
+        return Registration(group, name, index, created, replaced, migration, info.proto_name)
     finally:
         # Holding a copy would keep the listener open after its worker
         # dies: connections would queue on it with no one to accept them.

@@ -52,10 +52,16 @@ def _stderr_to(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def load(maps: Mapping[str, Map], migrate: bool | None = None) -> int:
+def migration_wanted() -> bool:
+    """SELECT_OR_MIGRATE where the kernel has it (5.14+).  RPCTL_MIGRATE=0
+    loads plain SELECT, as on older kernels: for comparison and tests."""
+    if os.environ.get("RPCTL_MIGRATE", "") == "0":
+        return False
+    return probe.kernel_at_least(probe.MIGRATE_KERNEL)
+
+
+def load(maps: Mapping[str, Map], migrate: bool) -> int:
     """Compile and load the program against `maps`; returns an fd the caller owns."""
-    if migrate is None:
-        migrate = probe.kernel_at_least(probe.MIGRATE_KERNEL)
     source_tree = find_kernel_source()
     if source_tree:
         os.environ["BCC_KERNEL_SOURCE"] = source_tree

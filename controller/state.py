@@ -1,8 +1,9 @@
 """Where a group's state lives in bpffs, and who may write it when.
 
 Layout: /sys/fs/bpf/rpctl/<netns>/<group>/{prog,socks,ctl,gens,slots,...}
-where <netns> is "net<inode>" of the caller's network namespace, so groups
-of different namespaces never collide (as tubular does).
+where <netns> is "netns<cookie>" of the caller's network namespace (its
+SO_NETNS_COOKIE; "net<inode>" before Linux 5.14), so groups of different
+namespaces never collide (as tubular does).
 
 A group folder is created whole or not at all: it is filled under a
 temporary name and renamed into place.  Writers to one group hold an
@@ -20,6 +21,7 @@ import fcntl
 import os
 import re
 import shutil
+import socket
 from typing import Iterator, Optional
 
 from .errors import InvalidInput, NotFound, PermissionDenied, Unsupported
@@ -83,9 +85,22 @@ def bpffs_root(mount: bool = True) -> str:
     return BPFFS_MOUNT
 
 
+SO_NETNS_COOKIE = 71
+
+
 def netns_id() -> str:
-    """A name for the caller's network namespace, stable while it exists."""
-    return f"net{os.stat('/proc/self/ns/net').st_ino}"
+    """A name for the caller's network namespace.
+
+    The namespace cookie (Linux 5.14+) is never reused, unlike the inode
+    of /proc/self/ns/net: a new namespace that got a dead one's inode
+    would otherwise find the dead one's pinned groups.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+        return f"netns{cookie}"
+    except OSError:
+        return f"net{os.stat('/proc/self/ns/net').st_ino}"
 
 
 def check_group_name(name: str) -> str:

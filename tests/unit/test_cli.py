@@ -264,7 +264,7 @@ def test_check_weight_refuses(weight):
 
 # The stable JSON interface, as render.py writes it today: renaming a key must fail here.
 GROUP_KEYS = {
-    "name", "protocol", "address", "port", "program_id", "mode", "generation", "published_ns", "counters",
+    "name", "protocol", "address", "port", "program_id", "mode", "migration", "generation", "published_ns", "counters",
     "members",
 }
 COUNTER_KEYS = {"slot_misses", "no_live_member", "empty_slots"}
