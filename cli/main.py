@@ -306,6 +306,10 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="number of demo workers (2..16, default 4)")
     p.add_argument("--step-seconds", type=float, default=3.0, help="load per demo step (default 3 s)")
     p.add_argument("--keep", action="store_true", help="leave the group and workers running at the end")
+
+    from .discover_cmds import add_commands as add_discover_commands
+
+    add_discover_commands(add)
     return parser
 
 

@@ -85,6 +85,8 @@ def load(maps: Mapping[str, Map], migrate: bool) -> int:
             bpf.cleanup()
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise RpctlError(f"compile and load the steering program: {first} (compiler and verifier log: {log.name})") from e
+        raise RpctlError(
+            f"compile and load the steering program: {first} (compiler and verifier log: {log.name})"
+        ) from e
     os.unlink(log.name)
     return prog_fd

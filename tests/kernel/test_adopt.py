@@ -1,0 +1,330 @@
+"""`rpctl discover` and `rpctl adopt` against a real nginx, and the refusals that must change nothing.
+
+nginx with `listen ... reuseport` and 3 workers opens 3 listeners in its
+master and forks: master and workers all hold all 3 (same fd numbers), and
+each worker adds only its own listener to its epoll.  discover must name a
+worker, never the master, as each socket's server; adopt registers those;
+a drained worker then answers nothing while the others answer everything.
+Each reply body is "$pid\\n": the pid of the worker that accepted it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from rpctl.cli import demo_worker, loadgen
+from rpctl.controller import discover
+from rpctl.controller.state import Layout
+
+pytestmark = pytest.mark.kernel
+
+NGINX = "/usr/sbin/nginx"
+PORT = 7080
+WORKERS = 3
+
+NGINX_CONF = """\
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{ return 200 "$pid\\n"; }}
+    }}
+}}
+"""
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.add(int(entry))
+    return out
+
+
+class Nginx:
+    def __init__(self, tmp, port: int = PORT, workers: int = WORKERS):
+        self.tmp = tmp
+        self.port = port
+        self.workers = workers
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workers=workers, tmp=tmp, port=port))
+        with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.worker_pids: set[int] = set()
+
+    @property
+    def master(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        """Until every listener has a worker that epolls it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited {self.proc.returncode}: {self.errors()}")
+            eps = discover.discover(port=self.port, proto="tcp", probe_reuseport=False)
+            self.worker_pids = _children(self.master)
+            if (
+                eps
+                and len(eps[0].listeners) == self.workers
+                and len(self.worker_pids) == self.workers
+                and all(lst.server and lst.server.pid in self.worker_pids for lst in eps[0].listeners)
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx not ready after {timeout}s: {eps}; {self.errors()}")
+            time.sleep(0.05)
+
+    def errors(self) -> str:
+        try:
+            return (self.tmp / "error.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        pids = _children(self.master) | self.worker_pids
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, then the master exits
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in pids:  # a worker must never outlive the test (or its network namespace)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def nginx(netns, tmp_path):
+    if not os.access(NGINX, os.X_OK):
+        pytest.fail(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")
+    made = []
+
+    def start(**kw) -> Nginx:
+        n = Nginx(tmp_path, **kw)
+        made.append(n)
+        n.wait_ready()
+        return n
+
+    try:
+        yield start
+    finally:
+        for n in made:
+            n.stop()
+
+
+@pytest.fixture
+def workers():
+    procs = []
+
+    def start(name: str, port: int, proto: str = "tcp"):
+        proc, ready = demo_worker.spawn(name, f"127.0.0.1:{port}", proto=proto)
+        procs.append(proc)
+        return proc, ready
+
+    yield start
+    for proc in procs:
+        demo_worker.stop(proc, timeout=1)
+
+
+def _status(rpctl) -> list[dict]:
+    return json.loads(rpctl.ok("status", "--json"))["groups"]
+
+
+def _one_error(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rpctl: "), err
+    return lines[0]
+
+
+def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
+    from rpctl.controller import group as group_mod
+
+    ngx = nginx()
+    calls = []  # registrations and attaches, in order
+    real_register, real_attach = group_mod.register, group_mod.Group.attach
+
+    def register(name, pid, fd, **kw):
+        calls.append(("register", name, kw.get("attach", True)))
+        return real_register(name, pid, fd, **kw)
+
+    def attach(self, sock):
+        calls.append(("attach",))
+        return real_attach(self, sock)
+
+    monkeypatch.setattr(group_mod, "register", register)
+    monkeypatch.setattr(group_mod.Group, "attach", attach)
+    (ep,) = json.loads(rpctl.ok("discover", "--port", PORT, "--json"))["endpoints"]
+    assert (ep["protocol"], ep["address"], ep["port"], ep["reuseport"]) == ("tcp", "127.0.0.1", PORT, True)
+    assert len(ep["listeners"]) == WORKERS
+    servers = [lst["server"] for lst in ep["listeners"]]
+    assert {s["pid"] for s in servers} == ngx.worker_pids, "each worker serves exactly one listener"
+    for lst in ep["listeners"]:
+        holders = {h["pid"] for h in lst["holders"]}
+        # The master holds every listener and serves none: only the epolls tell.
+        assert holders == ngx.worker_pids | {ngx.master}
+        assert lst["epolled_by"] == [lst["server"]["pid"]]
+        assert lst["server"]["comm"] == "nginx"
+    print("discover:", json.dumps(ep))
+
+    out = rpctl.ok("adopt", "--port", PORT)
+    print(out)
+    # Every listener is a member before the program decides anything: no worker takes it all meanwhile.
+    assert calls == [("register", f"nginx-{s['pid']}", False) for s in servers] + [("attach",)]
+    (group,) = _status(rpctl)
+    members = {m["name"]: m for m in group["members"]}
+    assert set(members) == {f"nginx-{pid}" for pid in ngx.worker_pids}
+    assert {(m["pid"], m["fd"]) for m in members.values()} == {(s["pid"], s["fd"]) for s in servers}
+    assert {m["cookie"] for m in members.values()} == {lst["cookie"] for lst in ep["listeners"]}
+
+    again = rpctl.ok("adopt", "--port", PORT)
+    assert again.count("): already a member") == WORKERS and "nothing to do" in again, again
+    (after,) = _status(rpctl)
+    assert _same_members(after, group), "adopting again must change nothing"
+
+    drained = min(ngx.worker_pids)
+    rpctl.ok("drain", f"nginx-{drained}")
+    tally = loadgen.run_tcp("127.0.0.1", PORT, count=2000, concurrency=8)
+    assert sum(tally.failures.values()) == 0, f"failed requests: {dict(tally.failures)}"
+    assert tally.total_ok() == 2000
+    assert tally.by_name[str(drained)] == 0, dict(tally.by_name)
+    assert set(tally.by_name) == {str(p) for p in ngx.worker_pids - {drained}}, dict(tally.by_name)
+    print(f"after draining nginx-{drained}: replies by worker pid {dict(tally.by_name)}")
+
+
+def _same_members(a: dict, b: dict) -> bool:
+    keys = ("name", "index", "pid", "fd", "cookie", "weight", "state")
+    return (a["generation"], a["published_ns"]) == (b["generation"], b["published_ns"]) and [
+        {k: m[k] for k in keys} for m in a["members"]
+    ] == [{k: m[k] for k in keys} for m in b["members"]]
+
+
+def test_adopt_refuses_a_port_nobody_listens_on(netns, rpctl):
+    code, out, err = rpctl("adopt", "--port", 7999)
+    assert code == 3, (code, out, err)
+    assert "no TCP or UDP socket listens on port 7999" in _one_error(err)
+    assert Layout().groups() == []
+
+
+def test_adopt_refuses_a_listener_without_reuseport(netns, rpctl):
+    plain = socket.socket()
+    try:
+        plain.bind(("127.0.0.1", 7081))
+        plain.listen(16)
+        (ep,) = json.loads(rpctl.ok("discover", "--port", 7081, "--json"))["endpoints"]
+        assert ep["reuseport"] is False
+        assert ep["listeners"][0]["server"]["pid"] == os.getpid()
+        code, out, err = rpctl("adopt", "--port", 7081)
+        assert code == 4, (code, out, err)
+        assert "does not have SO_REUSEPORT set" in _one_error(err)
+        assert Layout().groups() == []
+    finally:
+        plain.close()
+
+
+@pytest.mark.parametrize("when", ["after-discovery", "during-registration"])
+def test_adopt_refuses_a_process_that_went_away(netns, rpctl, workers, monkeypatch, when):
+    """A worker killed after adopt's discovery, or after the first member's registration:
+    exit 4 naming the pid, and no group is left behind.
+
+    (Killed before adopt runs, its only listener closes with it and adopt just sees one
+    listener fewer: the race needs adopt to be running.)
+    """
+    from rpctl.controller import group as group_mod
+
+    port = 7082
+    procs = dict(workers(name, port) for name in ("a", "b"))
+    ready = {proc.pid: r for proc, r in procs.items()}
+    assert len(ready) == 2
+    victim = {}
+
+    def kill(pid: int) -> None:
+        proc = next(p for p in procs if p.pid == pid)
+        proc.kill()
+        proc.wait()
+        victim["pid"] = pid
+
+    if when == "after-discovery":
+        real = discover.discover
+
+        def racing_discover(*a, **kw):
+            found = real(*a, **kw)
+            kill(found[0].listeners[-1].server.pid)
+            return found
+
+        monkeypatch.setattr(discover, "discover", racing_discover)
+    else:
+        real_register = group_mod.register
+
+        def racing_register(name, pid, fd, **kw):
+            if not victim:
+                kill(next(p for p in ready if p != pid))
+            return real_register(name, pid, fd, **kw)
+
+        monkeypatch.setattr(group_mod, "register", racing_register)
+
+    code, out, err = rpctl("adopt", "--port", port, "--name-format", "w-{pid}")
+    assert code == 4, (code, out, err)
+    line = _one_error(err)
+    assert f"pid {victim['pid']}" in line and "no such process" in line, line
+    assert Layout().groups() == [], "state must be as before adopt"
+    assert _status(rpctl) == []
+    print(f"{when}: {line}")
+
+
+def test_adopt_asks_which_when_tcp_and_udp_share_the_port(netns, rpctl, workers):
+    port = 7083
+    for name in ("t1", "t2"):
+        workers(name, port)
+    udp_names = {workers(name, port, proto="udp")[1].pid: name for name in ("u1", "u2")}
+    eps = json.loads(rpctl.ok("discover", "--port", port, "--json"))["endpoints"]
+    assert [(e["protocol"], len(e["listeners"]), e["reuseport"]) for e in eps] == [
+        ("tcp", 2, True),
+        ("udp", 2, True),
+    ]
+
+    code, out, err = rpctl("adopt", "--port", port)
+    assert code == 2, (code, out, err)
+    line = _one_error(err)
+    assert f"tcp:127.0.0.1:{port}, udp:127.0.0.1:{port}" in line and "--proto" in line, line
+    assert Layout().groups() == []
+
+    rpctl.ok("adopt", "--port", port, "--proto", "udp", "--name-format", "udp-{i}")
+    rpctl.ok("adopt", "--port", port, "--proto", "tcp", "--name-format", "tcp-{i}")
+    groups = {g["name"]: sorted(m["name"] for m in g["members"]) for g in _status(rpctl)}
+    assert groups == {f"udp-{port}": ["udp-1", "udp-2"], f"tcp-{port}": ["tcp-1", "tcp-2"]}
+    rpctl.ok("drain", "udp-1", "--group", f"udp-{port}")
+    tally = loadgen.run_udp("127.0.0.1", port, count=300)
+    assert sum(tally.failures.values()) == 0 and tally.total_ok() == 300, tally.to_dict()
+    (udp_group,) = [g for g in _status(rpctl) if g["protocol"] == "udp"]
+    drained = next(udp_names[m["pid"]] for m in udp_group["members"] if m["name"] == "udp-1")
+    assert set(tally.by_name) == set(udp_names.values()) - {drained}, dict(tally.by_name)
