@@ -308,8 +308,10 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the group and workers running at the end")
 
     from .discover_cmds import add_commands as add_discover_commands
+    from .run_cmd import add_commands as add_run_commands
 
     add_discover_commands(add)
+    add_run_commands(add)
     return parser
 
 

@@ -564,11 +564,16 @@ def _register_locked(
         pol = abi.RpPolicy(weight, abi.RP_POLICY_PRESENT)
         g.reset_stats(index)
 
-    try:
-        # The kernel checks here that the socket is in a reuseport group.
-        g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
-    except OSError as e:
-        raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+    # The kernel refuses to add a socket that is in a socket array already
+    # (EBUSY), even to its own slot: replacing a member's socket by the very
+    # same one (`rpctl run` registering the socket a restarted child
+    # inherited) only changes the pid and fd on record.
+    if existing is None or g.socket_cookie(index) != info.cookie:
+        try:
+            # The kernel checks here that the socket is in a reuseport group.
+            g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
+        except OSError as e:
+            raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
 
     m = members[index]
     active = ctl.gen & 1

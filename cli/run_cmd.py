@@ -1,0 +1,138 @@
+"""`rpctl run`: start N copies of a command as the members of one group.
+
+Kept out of cli/main.py so that the launcher's options and help live next
+to each other; main.py only calls add_commands() with its `add` helper.
+`python -m rpctl.cli.run_cmd run ...` works the same as `rpctl run ...`
+(tests use it, and it runs before main.py knows the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable, Optional
+
+from rpctl.controller.errors import ExitStatus
+
+DESCRIPTION = """\
+Start N copies of CMD, each with its own SO_REUSEPORT socket on HOST:PORT,
+register them as members worker-1..worker-N (see --name) of one group, and
+keep them running: a child that dies is drained at once, restarted with
+exponential backoff (0.5 s doubling to 10 s, back to 0.5 s after a child
+lived 10 s), registered again under the same name and undrained.  The
+launcher keeps its own copy of every socket, as systemd does, so the
+connections queued for a dead child wait for its replacement; only those
+the dead process had already accepted are lost.
+
+SIGTERM or SIGINT: stop the children (SIGTERM, SIGKILL after 5 s),
+unregister them, and unload the group if run created it and no one else is
+in it.  Exit 0.  A second signal kills the children at once.
+
+Each child gets, as systemd socket activation gives:
+  fd 3             its socket (TCP: listening, backlog 4096)
+  LISTEN_FDS=1     LISTEN_PID=<its pid>     LISTEN_FDNAMES=<member name>
+  RPCTL_MEMBER=<member name>
+$RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and ${LISTEN_FDNAMES} in CMD
+are replaced by the member name (quote them so that your shell does not);
+no other $ is touched.  CMD must serve from the process run starts (no
+daemonizing).  Children die with run, even with a SIGKILLed run."""
+
+
+def cmd_run(env, args) -> ExitStatus:
+    from rpctl.controller.launcher import Launcher
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    launcher = Launcher(
+        args.group,
+        args.count,
+        cmd,
+        name_format=args.name,
+        listen=args.listen,
+        proto=args.proto,
+        weight=args.weight,
+        log=lambda message: env.err(f"rpctl run: {message}"),
+    )
+    return ExitStatus(launcher.run())
+
+
+def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `run` through cli/main.py's add(name, handler, help, examples)."""
+    from rpctl.controller.launcher import DEFAULT_LISTEN, MAX_COUNT
+
+    p = add(
+        "run",
+        cmd_run,
+        "start N copies of a command on one port (socket activation on fd 3) as members, and restart them",
+        [
+            "rpctl run --group web -n 4 --listen 127.0.0.1:8080 -- "
+            "python3 -m rpctl.cli.demo_worker --name '$LISTEN_FDNAMES'",
+            "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
+            "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
+        ],
+    )
+    p.description = DESCRIPTION
+    p.add_argument("--group", "-g", metavar="G",
+                   help="group name (default: the group of HOST:PORT, else tcp-PORT)")
+    p.add_argument("-n", "--count", type=int, required=True, metavar="N",
+                   help=f"number of children (1..{MAX_COUNT})")
+    p.add_argument("--name", default="worker-{i}", metavar="FORMAT",
+                   help="member names; {i} is 1..N (default worker-{i})")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"address to listen on, [V6]:PORT for IPv6 (default {DEFAULT_LISTEN})")
+    p.add_argument("--proto", choices=("tcp", "udp"), default="tcp", help="protocol (default tcp)")
+    p.add_argument("--weight", type=int, default=1, help="weight of every member (default 1, range 0..10000)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command each child runs")
+
+
+def build_parser(out=None) -> argparse.ArgumentParser:
+    """rpctl's parser with `run` alone: what main.py's build_parser gives
+    once it calls add_commands()."""
+    from .main import PROG, _examples, _Parser
+
+    parser = _Parser(out=out, prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(_Parser, out=out))
+    sub.required = True
+
+    def add(name, handler, help, examples):
+        p = sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(handler=handler)
+        return p
+
+    add_commands(add)
+    return parser
+
+
+def run(argv: Optional[list[str]] = None, env=None) -> int:
+    """main.run() for this parser: one line on stderr and an exit code."""
+    from .main import Environment, _message
+
+    env = env or Environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first_word = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    traceback_wanted = "--traceback" in argv[:first_word]
+    try:
+        args = build_parser(env.stdout).parse_args(argv)
+        return int(args.handler(env, args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    except KeyboardInterrupt:
+        env.err("rpctl: interrupted")
+        return 130
+    except BaseException as e:
+        message, status = _message(e)
+        if traceback_wanted:
+            import traceback
+
+            traceback.print_exc(file=env.stderr)
+        env.err(f"rpctl: {message}")
+        return int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

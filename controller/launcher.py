@@ -1,0 +1,572 @@
+"""`rpctl run`: start N copies of a command on one port, as members of one group.
+
+The launcher plays systemd's part for socket activation: it makes the
+SO_REUSEPORT sockets itself and hands each child one of them as fd 3 with
+LISTEN_FDS=1, LISTEN_PID=<that child> and LISTEN_FDNAMES=<member name>
+(plus RPCTL_MEMBER=<member name> for commands that only want their name).
+Each child's fd 3 is then registered as a member under a fixed name.
+
+It keeps its own copy of every socket on purpose, like systemd: a child
+that dies leaves its socket, and the connections queued on it, to its
+replacement instead of the kernel resetting them.  The price is that the
+dead child's member would keep getting connections nobody accepts, so the
+launcher drains it the moment the child is reaped and undrains it once the
+replacement holds the socket.  Only connections the dead process had
+already accepted are lost.
+
+Children are started through a tiny Python wrapper (posix_spawn, then
+exec): it sets LISTEN_PID to its own pid, which the exec keeps, so that
+LISTEN_PID is the pid that runs CMD; and it asks the kernel to SIGKILL it
+when the launcher dies (PR_SET_PDEATHSIG), so that not even a SIGKILLed
+launcher leaves children behind.  Each child gets its own process group:
+a Ctrl-C in a terminal reaches the launcher alone, which then stops the
+children in order.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from . import abi, probe
+from . import group as groups
+from . import sockets as socks
+from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .state import check_group_name
+
+MAX_COUNT = abi.RP_MAX_MEMBERS
+LISTEN_FD = 3                 # SD_LISTEN_FDS_START
+LISTEN_BACKLOG = 4096
+STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
+STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+# The only $VARs expanded in CMD, as systemd expands them in ExecStart=:
+# their value is the member's name in every child, so no shell is needed
+# to pass a worker its own name.
+_NAME_VARS = ("RPCTL_MEMBER", "LISTEN_FDNAMES")
+_VAR_RE = re.compile(r"\$(?:\{(%s)\}|(%s)(?![A-Za-z0-9_]))" % ("|".join(_NAME_VARS), "|".join(_NAME_VARS)))
+
+_PR_SET_PDEATHSIG = 1
+# Run as `python -I -S -c WRAPPER <launcher pid> CMD...`.  Checking the
+# parent after prctl closes the window in which the launcher died before
+# the death signal was armed.
+_EXEC_WRAPPER = f"""\
+import ctypes, os, sys
+ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+os.environ["LISTEN_PID"] = str(os.getpid())
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    sys.stderr.write("rpctl run: cannot run %s: %s\\n" % (sys.argv[2], e.strerror))
+    os._exit(127)
+"""
+
+
+def _default_log(message: str) -> None:
+    print(f"rpctl run: {message}", file=sys.stderr, flush=True)
+
+
+def _describe(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return f"exited with signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"exited with signal {-code}"
+    return f"exited with status {code}"
+
+
+def expand_name(arg: str, name: str) -> str:
+    """Replace $RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and
+    ${LISTEN_FDNAMES} in one CMD argument by the member's name."""
+    return _VAR_RE.sub(lambda m: name, arg)
+
+
+def parse_listen(listen: str, what: str = "listen") -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT -> (address, port).  Only literal addresses:
+    a name would need DNS and could stand for several addresses."""
+    host, sep, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise InvalidInput(f"{what} {listen!r}: put an IPv6 address in brackets: [{host}]:{port_text}")
+    try:
+        addr = ipaddress.ip_address(host) if sep else None
+    except ValueError:
+        addr = None
+    if addr is None:
+        raise InvalidInput(f"{what} {listen!r}: use HOST:PORT or [V6ADDR]:PORT with a literal address")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidInput(f"{what} {listen!r}: port {port_text!r} is not a number in 0..65535")
+    return addr.compressed, int(port_text)
+
+
+@dataclass
+class Member:
+    """One member: its name, the launcher's copy of its socket, its child."""
+
+    name: str
+    sock: socket.socket
+    backoff: float
+    cookie: int = 0                # of the socket: tells our socket in the array from others
+    pid: int = 0                   # 0 while no child runs
+    pidfd: int = -1
+    started: float = 0.0           # time.monotonic() at spawn
+    restart_at: Optional[float] = None
+    registered: bool = False       # the group knows this name
+    operator_drained: bool = False  # drained by someone else before its child died: stays drained
+    restarts: int = 0
+
+
+class Launcher:
+    """Start, register, supervise and finally stop `count` copies of `argv`."""
+
+    def __init__(
+        self,
+        group: Optional[str],
+        count: int,
+        argv: Sequence[str],
+        name_format: str = "worker-{i}",
+        listen: str = DEFAULT_LISTEN,
+        proto: str = "tcp",
+        weight: int = groups.DEFAULT_WEIGHT,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+        log: Optional[Callable[[str], None]] = None,
+    ):
+        # Everything is checked here, before a socket or a child exists:
+        # a refused command line must leave nothing behind.
+        if group is not None:
+            check_group_name(group)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            raise InvalidInput(f"run: -n {count!r} is out of range 1..{MAX_COUNT}")
+        argv = [str(a) for a in argv]
+        if not argv or not argv[0]:
+            raise UsageError("run: no command given (put it after --)")
+        if proto not in ("tcp", "udp"):
+            raise InvalidInput(f"run: --proto {proto!r}: use tcp or udp")
+        self.host, self.port = parse_listen(listen, "run: --listen")
+        if not 0 < backoff_initial <= backoff_max:
+            raise InvalidInput(f"run: backoff {backoff_initial}..{backoff_max}: need 0 < initial <= max")
+        names = []
+        for i in range(1, count + 1):
+            try:
+                name = name_format.format(i=i)
+            except (KeyError, IndexError, ValueError) as e:
+                raise InvalidInput(f"run: --name {name_format!r}: only {{i}} may be used ({e})") from None
+            groups.check_member_name(name)
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise InvalidInput(
+                f"run: --name {name_format!r} gives every member the same name: put {{i}} in it"
+            )
+        groups.check_weight(names[0], weight)
+        # Inherited activation variables would describe the launcher's own fds.
+        inherited = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+        self.env = {k: v for k, v in os.environ.items() if k not in inherited}
+        if shutil.which(argv[0], path=self.env.get("PATH", os.defpath)) is None:
+            raise InvalidInput(f"run: command not found: {argv[0]}")
+
+        self.group = group
+        self.names = names
+        self.argv = argv
+        self.proto = proto
+        self.weight = weight
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.log = log or _default_log
+        self.members: list[Member] = []
+        self.created = False           # this launcher created the group: it unloads it when empty
+        self._sel: Optional[selectors.BaseSelector] = None
+        self._wake_r: Optional[socket.socket] = None
+        self._wake_w: Optional[socket.socket] = None
+        self._stop_requests = 0
+        self._attached = False         # set once running: a group missing after that was unloaded
+
+    # Public ------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+    def stop(self) -> None:
+        """Ask run() to stop, from any thread; a second call stops the
+        children with SIGKILL at once instead of waiting for them."""
+        # No lock: this also runs as a signal handler, on the main thread,
+        # possibly while that thread is in the middle of run().
+        self._stop_requests += 1
+        wake = self._wake_w
+        if wake is not None:
+            try:
+                wake.send(b"\0")
+            except OSError:  # closed: run() has returned
+                pass
+
+    def run(self) -> int:
+        """Start everything, supervise until SIGTERM/SIGINT or stop(), then
+        stop the children, unregister the members and unload the group if
+        this launcher created it and no one else is in it.  Returns 0.
+
+        Any exception on the way (the controller refusing a registration,
+        say) stops and reaps every child before it propagates.
+        """
+        probe.require_kernel()
+        probe.require_bpf_privileges("run")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        restore = self._install_signals()
+        try:
+            try:
+                self._start()
+                self._supervise()
+            finally:
+                self._shutdown()
+        finally:
+            restore()
+            self._sel.close()
+            wake, self._wake_w = self._wake_w, None
+            wake.close()
+            self._wake_r.close()
+        return 0
+
+    # Signals -------------------------------------------------------------------
+
+    def _install_signals(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT become stop requests that wake the selector.  Only
+        the main thread may install handlers; elsewhere stop() is the way."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum, frame):
+            self.stop()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+        return restore
+
+    def _stopping(self) -> bool:
+        return self._stop_requests > 0
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # Start -----------------------------------------------------------------------
+
+    def _make_socket(self) -> socket.socket:
+        family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM if self.proto == "tcp" else socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, self.port))
+            if self.proto == "tcp":
+                sock.listen(LISTEN_BACKLOG)
+        except OSError as e:
+            sock.close()
+            hint = ""
+            if e.errno == errno.EADDRINUSE:
+                hint = " (taken by a socket without SO_REUSEPORT, or of another user)"
+            raise InvalidInput(f"run: cannot listen on {self.endpoint}: {e.strerror}{hint}") from None
+        if self.port == 0:
+            self.port = sock.getsockname()[1]  # the other sockets join the port the kernel picked
+        return sock
+
+    def _resolve_group(self, info: socks.SocketInfo) -> None:
+        """Find the group of this address (or the one named) and refuse names
+        a live member already has: two launchers must not steal each other's
+        members.  A member whose socket is gone is taken over."""
+        existing = {v.name: v for v in groups.views(with_queues=False)}
+        if self.group is None:
+            matching = [
+                v for v in existing.values()
+                if (v.proto, v.family, v.addr, v.port) == (info.proto_name, info.family, info.addr, info.port)
+            ]
+            self.group = matching[0].name if matching else groups.default_group_name(info)
+        view = existing.get(self.group)
+        if view is None:
+            return
+        for m in view.members:
+            if m.name in self.names and not m.gone:
+                raise InvalidInput(
+                    f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
+                    "choose other names with --name"
+                )
+
+    def _start(self) -> None:
+        for name in self.names:
+            sock = self._make_socket()
+            self.members.append(Member(name, sock, self.backoff_initial, cookie=socks.cookie_of(sock)))
+        self._resolve_group(socks.inspect(self.members[0].sock))
+        for m in self.members:
+            if self._stopping():
+                return
+            self._spawn(m)
+            try:
+                self._register(m, replace=True)
+            except RpctlError:
+                if not self._exited(m):
+                    raise
+                # Its exit is handled (and the restart scheduled) by the loop.
+        if not any(m.registered for m in self.members):
+            raise RpctlError(f"run: every child of {self.argv[0]} exited before it could be registered")
+        attached = False
+        for m in self.members:
+            try:
+                with groups.Group.open(self.group) as g:
+                    g.attach(m.sock)
+                attached = True
+                break
+            except OSError:
+                continue
+        if not attached:
+            raise RpctlError(f"run: could not attach the program of group {self.group!r}")
+        self._attached = True
+        how = "created" if self.created else "joined"
+        plural = "" if len(self.members) == 1 else "s"
+        self.log(f"{how} group {self.group} on {self.endpoint} with {len(self.members)} member{plural}")
+
+    def _spawn(self, m: Member) -> None:
+        env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
+        argv = [expand_name(a, m.name) for a in self.argv]
+        wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), *argv]
+        pid = os.posix_spawn(
+            sys.executable,
+            wrapper,
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, m.sock.fileno(), LISTEN_FD)],
+            setpgroup=0,
+            setsigmask=(),
+            # Python ignores these; the child must start with the defaults.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+        m.pid = pid
+        m.started = time.monotonic()
+        m.restart_at = None
+        try:
+            m.pidfd = os.pidfd_open(pid)
+        except OSError:
+            # Cannot happen for our own unreaped child; kill it rather than lose track of it.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            m.pid = 0
+            raise
+        self._sel.register(m.pidfd, selectors.EVENT_READ, m)
+        self.log(f"started {m.name} (pid {pid})")
+
+    def _register(self, m: Member, replace: bool) -> None:
+        """Make the child's fd 3 the member's socket (it is the launcher's
+        socket, so replacing keeps the member's index, weight and counters)."""
+        if self._attached:
+            # Once running, a missing group means someone unloaded it: back to
+            # the kernel's own selection, as they asked.  register() would make
+            # a new group of this one member, which would then get everything.
+            groups.resolve_group(self.group)
+        r = groups.register(m.name, m.pid, LISTEN_FD, group=self.group, weight=self.weight,
+                            replace=replace, attach=False)
+        m.registered = True
+        self.created = self.created or r.created
+
+    def _exited(self, m: Member) -> bool:
+        if m.pidfd < 0:
+            return True
+        with selectors.DefaultSelector() as sel:
+            sel.register(m.pidfd, selectors.EVENT_READ)
+            return bool(sel.select(0))
+
+    # Supervise ---------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stopping():
+            due = [m.restart_at for m in self.members if m.restart_at is not None]
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
+            for key, _ in self._sel.select(timeout):
+                if key.data is None:
+                    self._drain_wake()
+                elif not self._stopping():
+                    self._on_exit(key.data)
+            if self._stopping():
+                return
+            now = time.monotonic()
+            for m in self.members:
+                if m.restart_at is not None and m.restart_at <= now:
+                    self._restart(m)
+
+    def _reap(self, m: Member) -> int:
+        self._sel.unregister(m.pidfd)
+        os.close(m.pidfd)
+        m.pidfd = -1
+        _, status = os.waitpid(m.pid, 0)
+        return status
+
+    def _on_exit(self, m: Member) -> None:
+        pid = m.pid
+        status = self._reap(m)
+        lived = time.monotonic() - m.started
+        m.pid = 0
+        # First thing: no new connection for a socket no one accepts on.
+        if m.registered:
+            self._drain_dead(m)
+        if lived >= STABLE_AFTER:
+            m.backoff = self.backoff_initial
+        delay = m.backoff
+        m.backoff = min(m.backoff * 2, self.backoff_max)
+        m.restart_at = time.monotonic() + delay
+        self.log(f"{m.name} (pid {pid}) {_describe(status)}; restarting in {delay:g}s")
+
+    def _drain_dead(self, m: Member) -> None:
+        try:
+            m.operator_drained = self._is_draining(m.name)
+            if not m.operator_drained:
+                groups.set_draining(m.name, True, force=True, group=self.group)
+        except RpctlError as e:
+            self.log(f"{m.name}: could not drain it: {e}")
+
+    def _is_draining(self, name: str) -> bool:
+        with groups.Group.open(self.group) as g:
+            members = g.members()
+            return bool(g.live_policies(members)[g.find(members, name)].flags & abi.RP_POLICY_DRAINING)
+
+    def _restart(self, m: Member) -> None:
+        m.restarts += 1
+        try:
+            self._spawn(m)
+        except OSError as e:
+            delay = m.backoff
+            m.backoff = min(m.backoff * 2, self.backoff_max)
+            m.restart_at = time.monotonic() + delay
+            self.log(f"{m.name}: cannot start it: {e.strerror or e}; retrying in {delay:g}s")
+            return
+        try:
+            self._register(m, replace=True)
+        except RpctlError as e:
+            # If the child died already its exit comes through the selector;
+            # otherwise it serves what is queued on its socket but gets no new
+            # connection until someone registers it.
+            self.log(f"{m.name} (pid {m.pid}): could not register it again: {e}")
+            return
+        if m.operator_drained:
+            self.log(f"{m.name} (pid {m.pid}) registered again; left drained as it was before")
+            return
+        try:
+            groups.set_draining(m.name, False, group=self.group)
+        except RpctlError as e:
+            self.log(f"{m.name}: could not undrain it: {e}")
+            return
+        self.log(f"{m.name} (pid {m.pid}) registered again and undrained")
+
+    # Stop -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Stop the children, unregister, unload: each step runs even when
+        an earlier one failed, and no child survives this method."""
+        try:
+            # Closing our copies first makes each child's close the last one:
+            # the kernel then hands its queued connections to the program, which
+            # moves them to a live member (of this group or another) if any.
+            for m in self.members:
+                m.sock.close()
+            self._stop_children()
+        finally:
+            self._kill_children()
+        for m in self.members:
+            if not m.registered:
+                continue
+            try:
+                groups.unregister(m.name, group=self.group)
+                m.registered = False
+            except NotFound:
+                m.registered = False
+            except RpctlError as e:
+                self.log(f"{m.name}: could not unregister it: {e}")
+        if self.created and self.group is not None:
+            self._unload_if_empty()
+
+    def _stop_children(self) -> None:
+        running = [m for m in self.members if m.pid]
+        if running:
+            self.log(f"stopping {len(running)} children")
+        requests = self._stop_requests
+        for m in running:
+            try:
+                os.kill(m.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(m.pid for m in self.members):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for key, _ in self._sel.select(left):
+                if key.data is None:
+                    self._drain_wake()
+                    if self._stop_requests > requests:
+                        self.log("asked again: killing the children")
+                        return
+                else:
+                    m = key.data
+                    pid = m.pid
+                    status = self._reap(m)
+                    m.pid = 0
+                    self.log(f"{m.name} (pid {pid}) {_describe(status)}")
+
+    def _kill_children(self) -> None:
+        for m in self.members:
+            if not m.pid:
+                continue
+            pid = m.pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if m.pidfd >= 0:
+                try:
+                    self._sel.unregister(m.pidfd)
+                except (KeyError, ValueError):
+                    pass
+                os.close(m.pidfd)
+                m.pidfd = -1
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = None
+            m.pid = 0
+            self.log(f"{m.name} (pid {pid}) {'killed' if status is None else _describe(status)}")
+
+    def _unload_if_empty(self) -> None:
+        try:
+            (view,) = groups.views(group=self.group, with_queues=False)
+            if view.members:
+                self.log(f"left group {self.group} in place: {len(view.members)} other members are in it")
+                return
+            groups.unload(group=self.group)
+            self.log(f"unloaded group {self.group}")
+        except NotFound:
+            pass
+        except RpctlError as e:
+            self.log(f"could not unload group {self.group}: {e}")

@@ -1,0 +1,290 @@
+"""`rpctl run` (controller.launcher) and join() on the real kernel.
+
+The launcher runs as a subprocess (`python -m rpctl.cli.run_cmd run ...`),
+as an operator would run it: it installs signal handlers and reaps its
+children, neither of which a pytest process should share.  Its stdout (the
+workers' `ready` lines) and stderr (its event log) go to files, never to
+pipes: a full pipe would block the launcher and its children.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from rpctl.cli import loadgen, run_cmd
+from rpctl.cli.demo_worker import parse_ready
+from rpctl.cli.main import Environment
+from rpctl.controller.errors import InvalidInput
+from rpctl.controller.join import join
+from rpctl.controller.state import Layout
+from traffic import tcp_connections
+
+pytestmark = pytest.mark.kernel
+
+PORT = 7090
+CONCURRENCY = 8
+# A worker that takes its name from the environment the launcher gives it
+# (and checks that LISTEN_FDNAMES says the same), with no shell in between.
+WORKER_FROM_ENV = [
+    sys.executable,
+    "-c",
+    "import os, sys; assert os.environ['LISTEN_FDNAMES'] == os.environ['RPCTL_MEMBER']; "
+    "os.execv(sys.executable, "
+    "[sys.executable, '-m', 'rpctl.cli.demo_worker', '--name', os.environ['RPCTL_MEMBER']])",
+]
+NAMES = {"worker-1", "worker-2", "worker-3"}
+
+
+def wait_until(what: str, check, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """True for a running process; a zombie counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def ppid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def members(rpctl, group: str = "web") -> dict[str, dict]:
+    (view,) = json.loads(rpctl.ok("status", "--group", group, "--json"))["groups"]
+    return {m["name"]: m for m in view["members"]}
+
+
+class Run:
+    """One `rpctl run` subprocess and what it printed."""
+
+    def __init__(self, tmp_path, args: list, cmd: list):
+        self.out_path = tmp_path / f"run-{id(self)}.out"
+        self.err_path = tmp_path / f"run-{id(self)}.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rpctl.cli.run_cmd", "run", *map(str, args), "--", *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+        self.seen: set[int] = set()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def ready_pids(self) -> set[int]:
+        pids = set()
+        for line in self.out_path.read_text().splitlines():
+            if line.startswith("ready "):
+                pids.add(parse_ready(line).pid)
+        self.seen |= pids
+        return pids
+
+    def wait_members(self, rpctl, names: set, group: str = "web") -> dict[str, dict]:
+        """Status once every member is registered with a child that is ready."""
+
+        def check():
+            assert self.proc.poll() is None, f"launcher exited {self.proc.returncode}: {self.stderr()}"
+            if group not in Layout().groups():
+                return None
+            found = members(rpctl, group)
+            ready = self.ready_pids()
+            if set(found) == names and all(m["pid"] in ready and m["state"] == "active"
+                                           for m in found.values()):
+                return found
+            return None
+
+        return wait_until(f"{sorted(names)} registered and ready", check)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def cleanup(self) -> list[int]:
+        """Stop the launcher; returns the children that outlived it (killed now)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # its children die with it (PR_SET_PDEATHSIG)
+                self.proc.wait()
+        self.ready_pids()
+        deadline = time.monotonic() + 3
+        while any(alive(pid) for pid in self.seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leftovers = [pid for pid in self.seen if alive(pid)]
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        return leftovers
+
+
+@pytest.fixture
+def launch(netns, tmp_path):
+    runs = []
+
+    def start(args: list, cmd: list) -> Run:
+        r = Run(tmp_path, args, cmd)
+        runs.append(r)
+        return r
+
+    yield start
+    leftovers = []
+    for r in runs:
+        leftovers += r.cleanup()
+    assert not leftovers, f"children left behind: {leftovers}"
+
+
+def web(n: int = 3, *extra) -> list:
+    return ["--group", "web", "-n", n, "--listen", f"127.0.0.1:{PORT}", *extra]
+
+
+def test_run_registers_its_children_and_they_serve(launch, rpctl):
+    r = launch(web(3), WORKER_FROM_ENV)
+    found = r.wait_members(rpctl, NAMES)
+    for m in found.values():
+        assert ppid_of(m["pid"]) == r.proc.pid
+        assert m["fd"] == 3
+    tally = loadgen.run_tcp("127.0.0.1", PORT, count=1500, concurrency=CONCURRENCY)
+    assert set(tally.by_name) == NAMES, tally.to_dict()
+    assert sum(tally.failures.values()) == 0, tally.to_dict()
+    assert "created group web on tcp:127.0.0.1:7090 with 3 members" in r.stderr()
+
+
+def test_kill9_child_is_replaced_and_only_its_own_connections_fail(launch, rpctl):
+    r = launch(web(3), WORKER_FROM_ENV)
+    victim = r.wait_members(rpctl, NAMES)["worker-2"]["pid"]
+    result = {}
+
+    def load():
+        result["tally"] = loadgen.run_tcp("127.0.0.1", PORT, duration=4.0, concurrency=CONCURRENCY)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        t.join()
+    tally = result["tally"]
+    after = r.wait_members(rpctl, NAMES)
+    assert after["worker-2"]["pid"] != victim
+    assert f"worker-2 (pid {victim}) exited with signal 9 (SIGKILL); restarting in 0.5s" in r.stderr()
+
+    failures = sum(tally.failures.values())
+    print(f"\nkill -9 of worker-2 under load: {tally.total_ok()} ok, {failures} failed "
+          f"{dict(tally.failures)}, replies {dict(tally.by_name)}")
+    assert tally.total_ok() > 1000, tally.to_dict()
+    # The connections queued on worker-2's socket survive (the launcher holds
+    # the socket; the replacement accepts them), so only the ones the dead
+    # process had accepted and not answered can fail.  The load generator
+    # has at most CONCURRENCY connections open at any moment: that bounds them.
+    assert failures <= CONCURRENCY, tally.to_dict()
+
+    again = loadgen.run_tcp("127.0.0.1", PORT, count=1500, concurrency=CONCURRENCY)
+    assert set(again.by_name) == NAMES, again.to_dict()
+    assert sum(again.failures.values()) == 0, again.to_dict()
+
+
+def test_sigterm_stops_children_and_unloads_the_group(launch, rpctl):
+    # The brief's example: the launcher expands $LISTEN_FDNAMES in CMD.
+    cmd = [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$LISTEN_FDNAMES"]
+    r = launch(web(2, "--name", "w{i}"), cmd)
+    pids = [m["pid"] for m in r.wait_members(rpctl, {"w1", "w2"}).values()]
+    tally = loadgen.run_tcp("127.0.0.1", PORT, count=600, concurrency=4)
+    assert set(tally.by_name) == {"w1", "w2"}, tally.to_dict()
+
+    assert r.terminate() == 0, r.stderr()
+    assert not [pid for pid in pids if alive(pid)]
+    assert Layout().groups() == []
+    err = r.stderr()
+    assert "unloaded group web" in err, err
+    for pid in pids:
+        assert f"(pid {pid}) exited with status 0" in err, err
+
+
+def test_sigkilled_launcher_leaves_no_children(launch, rpctl):
+    r = launch(web(2), WORKER_FROM_ENV)
+    pids = [m["pid"] for m in r.wait_members(rpctl, {"worker-1", "worker-2"}).values()]
+    r.proc.kill()
+    r.proc.wait()
+    wait_until("children to die with the launcher", lambda: not any(alive(pid) for pid in pids), timeout=3)
+
+
+def test_controller_refusal_stops_the_children_it_started(launch, rpctl, make_members):
+    # Group "taken" belongs to another port: registering the first child fails.
+    other = make_members(port=PORT + 1)
+    join(other.add(), "outsider", group="taken")
+    r = launch(
+        ["--group", "taken", "-n", 2, "--listen", f"127.0.0.1:{PORT + 2}"],
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    assert r.proc.wait(timeout=15) == InvalidInput.exit_status, r.stderr()
+    errors = [line for line in r.stderr().splitlines() if line.startswith("rpctl: ")]
+    assert len(errors) == 1 and "does not belong to group 'taken'" in errors[0], r.stderr()
+    started = [int(line.split("(pid ")[1].rstrip(")"))
+               for line in r.stderr().splitlines() if " started " in line]
+    assert started, r.stderr()
+    assert not [pid for pid in started if alive(pid)]
+    assert set(members(rpctl, "taken")) == {"outsider"}
+
+
+def test_join_registers_the_callers_own_sockets(netns, rpctl, make_members):
+    m = make_members(port=PORT + 3)
+    a, b = m.add(), m.add()
+    r = join(a, "self-1", group="selfjoin")
+    assert r.created and r.group == "selfjoin"
+    assert not join(b, "self-2", group="selfjoin", weight=3).created
+    found = members(rpctl, "selfjoin")
+    assert {n: (x["pid"], x["fd"], x["weight"]) for n, x in found.items()} == {
+        "self-1": (os.getpid(), a.fileno(), 1),
+        "self-2": (os.getpid(), b.fileno(), 3),
+    }
+    counts, failures = tcp_connections(m, 2000)
+    assert failures == 0
+    assert 0 < counts[0] < counts[1], counts
+    with pytest.raises(InvalidInput, match="already has a member 'self-1'"):
+        join(m.add(), "self-1", group="selfjoin")
+
+
+@pytest.mark.parametrize(
+    "argv, status, message",
+    [
+        (["-n", "0", "--", "true"], 4, "out of range 1..256"),
+        (["-n", "257", "--", "true"], 4, "out of range 1..256"),
+        (["-n", "2"], 2, "no command given"),
+        (["-n", "2", "--"], 2, "no command given"),
+        (["--", "true"], 2, "required: -n"),
+        (["-n", "2", "--listen", "localhost:80", "--", "true"], 4, "literal address"),
+        (["-n", "2", "--listen", "127.0.0.1:99999", "--", "true"], 4, "0..65535"),
+        (["-n", "2", "--group", "a.b", "--", "true"], 4, "group name 'a.b'"),
+        (["-n", "2", "--name", "same", "--", "true"], 4, "put {i} in it"),
+        (["-n", "2", "--weight", "10001", "--", "true"], 4, "out of range 0..10000"),
+        (["-n", "2", "--", "no-such-command-rpctl"], 4, "command not found"),
+    ],
+)
+def test_run_refuses_bad_command_lines(argv, status, message):
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    assert run_cmd.run(["run", *argv], env) == status
+    lines = env.stderr.getvalue().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
