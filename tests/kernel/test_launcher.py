@@ -13,6 +13,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from rpctl.cli import loadgen, run_cmd
+from rpctl.cli import demo_worker, loadgen, run_cmd
 from rpctl.cli.demo_worker import parse_ready
 from rpctl.cli.main import Environment
 from rpctl.controller.errors import InvalidInput
@@ -288,3 +289,35 @@ def test_run_refuses_bad_command_lines(argv, status, message):
     assert run_cmd.run(["run", *argv], env) == status
     lines = env.stderr.getvalue().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_launched_joined_and_registered_members_share_one_group(launch, rpctl):
+    """One group, three kinds of member: two launched by `rpctl run`, one
+    demo worker registered by pid/fd, and one socket that joined itself."""
+    r = launch(web(2), WORKER_FROM_ENV)
+    r.wait_members(rpctl, {"worker-1", "worker-2"})
+    proc, ready = demo_worker.spawn("registered", f"127.0.0.1:{PORT}")
+    own = socket.socket()
+    try:
+        rpctl.ok("register", "registered", "--pid", ready.pid, "--fd", ready.fd, "--group", "web")
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.bind(("127.0.0.1", PORT))
+        own.listen(128)
+        join(own, "joined", group="web", weight=0)
+        assert set(members(rpctl)) == {"worker-1", "worker-2", "registered", "joined"}
+        tally = loadgen.run_tcp("127.0.0.1", PORT, count=1500, concurrency=CONCURRENCY)
+        assert sum(tally.failures.values()) == 0, tally.to_dict()
+        assert set(tally.by_name) == {"worker-1", "worker-2", "registered"}, tally.to_dict()
+        rpctl.ok("weights", "joined=1", "worker-1=0", "worker-2=0", "registered=0")
+        own.setblocking(False)
+        ok = 0
+        for _ in range(50):
+            c = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+            conn, _ = own.accept()
+            conn.close()
+            c.close()
+            ok += 1
+        assert ok == 50
+    finally:
+        own.close()
+        demo_worker.stop(proc)
