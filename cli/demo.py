@@ -1,7 +1,8 @@
 """rpctl demo: demo workers on one port, under load, steered step by step.
 
 Starts N demo workers (real HTTP servers, one process each) on one
-SO_REUSEPORT port of 127.0.0.1, registers them as a group, and runs the
+SO_REUSEPORT port of 127.0.0.1 through the launcher of `rpctl run` (which
+hands each its socket and registers it), and runs the
 built-in load generator through four steps: even weights, a drain, new
 weights, an undrain.  After each step it prints every worker's share of the
 replies the load generator actually got.  On a terminal the current step
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -23,9 +25,10 @@ from rich.text import Text
 
 from rpctl.controller import group as groups
 from rpctl.controller import probe
-from rpctl.controller.errors import ExitStatus, InvalidInput
+from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlError
+from rpctl.controller.launcher import Launcher
 
-from . import demo_worker, loadgen
+from . import loadgen
 from .render import STATE_STYLE
 
 
@@ -100,14 +103,25 @@ def run(env, args) -> ExitStatus:
     console = env.console()
     group_name = f"demo-{args.port}"
     names = [f"worker-{i + 1}" for i in range(args.workers)]
-    procs = []
-    registered = False
+    launcher = Launcher(
+        group_name,
+        args.workers,
+        [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$RPCTL_MEMBER"],
+        listen=f"127.0.0.1:{args.port}",
+        log=lambda line: env.err(f"rpctl run: {line}"),
+    )
+    failure: list[BaseException] = []
+
+    def supervise() -> None:
+        try:
+            launcher.run()
+        except BaseException as e:  # reported by the main thread
+            failure.append(e)
+
+    thread = threading.Thread(target=supervise, name="rpctl-demo-launcher")
+    thread.start()
     try:
-        for name in names:
-            proc, ready = demo_worker.spawn(name, f"127.0.0.1:{args.port}")
-            procs.append(proc)
-            groups.register(name, ready.pid, ready.fd, group=group_name)
-            registered = True
+        _wait_for_members(group_name, set(names), thread, failure)
         console.print(
             f"[bold]rpctl demo[/]: {args.workers} workers on tcp 127.0.0.1:{args.port}, group {group_name}; "
             f"`rpctl status` in another shell shows it live"
@@ -119,15 +133,32 @@ def run(env, args) -> ExitStatus:
         verdict = "no connection failed" if failed_total == 0 else f"{failed_total} connections failed"
         console.print(f"[bold]done[/]: {verdict}")
         if args.keep:
-            console.print(f"group {group_name} and its workers keep running (--keep); `rpctl unload` ends steering")
-            procs = []
-            registered = False
+            console.print(f"group {group_name} keeps running until Ctrl-C (--keep): try `rpctl status` elsewhere")
+            while thread.is_alive():
+                thread.join(0.5)
         return ExitStatus.OK if failed_total == 0 else ExitStatus.ERROR
     finally:
-        if registered:
-            groups.unload(group=group_name, force=True)
-        for proc in procs:
-            demo_worker.stop(proc, timeout=2)
+        # The launcher stops the workers, unregisters them and unloads the group.
+        launcher.stop()
+        thread.join()
+
+
+def _wait_for_members(group_name: str, names: set, thread: threading.Thread, failure: list, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        if failure:
+            raise failure[0]
+        if not thread.is_alive():
+            raise RpctlError("demo: the launcher stopped before its workers were registered")
+        try:
+            (view,) = groups.views(group=group_name, with_queues=False)
+            if {m.name for m in view.members if not m.gone} >= names:
+                return
+        except (NotFound, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise RpctlError(f"demo: workers not registered after {timeout:g}s")
+        time.sleep(0.1)
 
 
 def _run_step(console, title: str, group_name: str, args) -> int:
