@@ -305,11 +305,13 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=18080, help="TCP port on 127.0.0.1 (default 18080)")
     p.add_argument("--workers", type=int, default=4, help="number of demo workers (2..16, default 4)")
     p.add_argument("--step-seconds", type=float, default=3.0, help="load per demo step (default 3 s)")
-    p.add_argument("--keep", action="store_true", help="keep the group and workers running after the steps, until Ctrl-C")
+    p.add_argument("--keep", action="store_true", help="keep group and workers running after the steps, until Ctrl-C")
 
+    from .dashboard import add_commands as add_dashboard_commands
     from .discover_cmds import add_commands as add_discover_commands
     from .run_cmd import add_commands as add_run_commands
 
+    add_dashboard_commands(add)
     add_discover_commands(add)
     add_run_commands(add)
     return parser

@@ -123,6 +123,15 @@ def udp_datagrams(members: Members, count: int, seed: int = 1, batch: int = 200)
     return counts
 
 
+def syn_retransmits() -> int:
+    """SYNs the clients of this network namespace sent again (TcpExt
+    TCPSynRetrans): each one runs the program once more."""
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("TCPSynRetrans")])
+
+
 def shares(counts: collections.Counter, n: int) -> list[float]:
     total = sum(counts.values()) or 1
     return [counts[i] / total for i in range(n)]

@@ -1,0 +1,272 @@
+"""rpctl dashboard: a live view of the groups of this network namespace.
+
+It only reads: the pinned maps (through controller.group.views) and the
+queue depths sock_diag reports.  Nothing is written and nothing is held
+open between polls, so starting, stopping or killing a dashboard never
+changes how connections are steered.  Rates, recent shares and events are
+computed from successive polls (dashboard_view.History).
+
+On a terminal it takes the screen (rich Live) and redraws every --interval
+seconds until `q` or Ctrl-C; without one it prints one frame (or --frames
+N), which is what scripts and CI logs want.
+
+This module imports nothing heavy at the top: rpctl's parser imports it to
+add the command, and every other command would pay for rich.live otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import time
+from typing import Callable, Iterator, Optional
+
+DEFAULT_INTERVAL = 0.25  # 4 frames a second: a drain shows up before the operator looks away
+MIN_INTERVAL = 0.05
+MAX_INTERVAL = 60.0
+QUIT_KEYS = (b"q", b"Q", b"\x03")  # \x03: Ctrl-C, should the terminal not turn it into SIGINT
+
+
+def add_commands(add: Callable) -> None:
+    """Add `dashboard` with rpctl's add(name, handler, help, examples) helper."""
+    p = add(
+        "dashboard",
+        run,
+        "live view of groups and members: state, weights, shares, rates, queues and recent events (q quits)",
+        [
+            "rpctl dashboard",
+            "rpctl dashboard --group web --interval 1",
+            "rpctl dashboard --frames 1 > snapshot.txt",
+        ],
+    )
+    p.add_argument("--group", "-g", metavar="G", help="show only this group (default: every group here)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="S",
+        help=f"seconds between polls and redraws (default {DEFAULT_INTERVAL:g}, "
+        f"range {MIN_INTERVAL:g}..{MAX_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        metavar="N",
+        help="stop after N frames (default: until q on a terminal, 1 without one)",
+    )
+
+
+def _poll(group: Optional[str]):
+    """One Snapshot of the group asked for, or of every group.
+
+    A group removed while we read is not an error: the dashboard shows it
+    gone (an event) and goes on.
+    """
+    from rpctl.controller import group as groups
+    from rpctl.controller.errors import NotFound
+
+    from .dashboard_view import Snapshot
+
+    for attempt in range(3):
+        try:
+            found = groups.views(group=group)
+            break
+        except NotFound:
+            if group is not None or attempt == 2:
+                found = []
+                break
+            # views() listed a group that was unloaded before it opened it: list again.
+    return Snapshot(time=time.monotonic(), groups=found, wall=time.time())
+
+
+class _Keys:
+    """Keys pressed on a terminal's stdin, without echo or waiting for Enter.
+
+    cbreak mode with VMIN=VTIME=0 (reads never block) and select() for the
+    wait; _keys() restores the terminal's settings in a finally, whatever
+    ends the loop.
+    """
+
+    def __init__(self, fd: int):
+        import termios
+        import tty
+
+        self.fd: Optional[int] = fd
+        self.saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd, termios.TCSANOW)
+        attrs = termios.tcgetattr(fd)
+        attrs[6][termios.VMIN] = 0
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+    def wait_quit(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when a quit key was pressed."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if self.fd is None:
+                if left > 0:
+                    time.sleep(left)
+                return False
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, left))
+            if not ready:
+                return False
+            data = os.read(self.fd, 1024)
+            if not data:
+                self.fd = None  # the terminal hung up: stop listening, keep drawing
+                continue
+            if any(k in data for k in QUIT_KEYS):
+                return True
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Optional[_Keys]]:
+    """_Keys on stdin when it is a terminal, None otherwise (Ctrl-C still ends the dashboard)."""
+    try:
+        fd = sys.stdin.fileno()
+        interactive = os.isatty(fd)
+    except (AttributeError, OSError, ValueError):
+        interactive = False
+    if not interactive:
+        yield None
+        return
+    keys = _Keys(fd)
+    try:
+        yield keys
+    finally:
+        import termios
+
+        try:
+            termios.tcsetattr(fd, termios.TCSADRAIN, keys.saved)
+        except termios.error:
+            pass  # the terminal is gone (hung up): there is nothing left to restore
+
+
+@contextlib.contextmanager
+def _stops_on(*signums: int) -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt for the duration, so that `kill` or a
+    closed terminal also goes through the finally blocks that restore the terminal."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    saved = {}
+    try:
+        for signum in signums:
+            saved[signum] = signal.signal(signum, stop)
+    except ValueError:
+        pass  # not the main thread (an embedding program): its signals are its own business
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def run(env, args):
+    """The `rpctl dashboard` handler."""
+    from rpctl.controller import group as groups
+    from rpctl.controller.errors import ExitStatus, InvalidInput
+
+    from .dashboard_view import History
+
+    interval = args.interval
+    if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        raise InvalidInput(
+            f"dashboard: --interval {interval:g} is out of range {MIN_INTERVAL:g}..{MAX_INTERVAL:g}"
+        )
+    frames = args.frames
+    if frames is not None and frames < 1:
+        raise InvalidInput(f"dashboard: --frames {frames} must be at least 1")
+    if args.group is not None:
+        groups.resolve_group(args.group)  # a typo is exit 3 now, not an empty screen
+    console = env.console()
+    history = History()
+    if console.is_terminal:
+        _live(console, history, args.group, interval, frames)
+    else:
+        _print_frames(console, history, args.group, interval, frames or 1)
+    return ExitStatus.OK
+
+
+def _print_frames(console, history, group: Optional[str], interval: float, frames: int) -> None:
+    """Without a terminal: N frames, one after another.  The first poll comes an interval
+    before the first frame, so that its rates are measured, not blank."""
+    from .dashboard_view import render
+
+    history.update(_poll(group))
+    for _ in range(frames):
+        time.sleep(interval)
+        snap = _poll(group)
+        history.update(snap)
+        width, height = console.size
+        console.print(render(snap, history, width, height))
+
+
+def _live(console, history, group: Optional[str], interval: float, frames: Optional[int]) -> None:
+    """On a terminal: the whole screen, redrawn every interval, until q, Ctrl-C or N frames."""
+    import signal
+
+    from rich.live import Live
+
+    from .dashboard_view import render
+
+    shown = 0
+    try:
+        with _stops_on(signal.SIGTERM, signal.SIGHUP), _keys() as keys, Live(
+            console=console, screen=True, auto_refresh=False, transient=True,
+            redirect_stdout=False, redirect_stderr=False,
+        ) as live:
+            hint = "q quits" if keys is not None else "Ctrl-C quits"
+            due = time.monotonic()
+            while True:
+                snap = _poll(group)
+                history.update(snap)
+                width, height = console.size
+                live.update(render(snap, history, width, height, hint=hint), refresh=True)
+                shown += 1
+                if frames is not None and shown >= frames:
+                    return
+                # A fixed schedule, but a slow poll does not make frames pile up behind it.
+                now = time.monotonic()
+                due = max(due + interval, now)
+                if keys is not None:
+                    if keys.wait_quit(due - now):
+                        return
+                else:
+                    time.sleep(due - now)
+    except KeyboardInterrupt:
+        return  # Ctrl-C (or SIGTERM, SIGHUP) is how a dashboard is meant to end: the terminal is restored
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m rpctl.cli.dashboard [options]`: the command without the rest of rpctl's parser
+    (tests start it in tmux this way; `rpctl dashboard` is the same handler)."""
+    import argparse
+
+    from rpctl.controller.errors import RpctlError
+
+    from .main import Environment
+
+    parser = argparse.ArgumentParser(prog="rpctl")
+    sub = parser.add_subparsers(dest="command")
+
+    def add(name: str, handler: Callable, help: str, examples: list[str]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    add_commands(add)
+    args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.handler(Environment(), args))
+    except RpctlError as e:
+        print(f"rpctl: {e}", file=sys.stderr)
+        return int(e.exit_status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,596 @@
+"""What `rpctl dashboard` shows, computed from successive group views.  Pure: no I/O here.
+
+The BPF program keeps only running totals per member; rates, recent shares
+and the event list are differences between snapshots, so they live here
+(History) and not in the kernel or in pinned state: a dashboard that starts
+later simply has less history, and one that is killed leaves nothing behind.
+Events are derived from what changed between two snapshots, never from a
+log, so they show what any writer (another operator, a script, a member
+dying) did.
+
+render() returns a renderable that is never taller than `height` nor wider
+than `width`: columns are dropped by importance, rows are summarised.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import time as _time
+from dataclasses import dataclass, field
+from typing import Deque, Optional
+
+from rich.cells import cell_len
+from rich.console import Group as RenderGroup
+from rich.console import RenderableType
+from rich.text import Text
+
+from rpctl.controller.group import GroupView, MemberView
+
+from .render import STATE_STYLE
+
+STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+WINDOW = 60.0  # seconds of per-member totals kept (the sparkline's minute)
+RATE_WINDOW = 1.0  # a rate is the slope over about this long
+SHARE_WINDOW = 5.0  # observed share: over about this long
+MAX_EVENTS = 200
+
+SPARK_MIN = 10  # a narrower sparkline says nothing: drop the column instead
+SPARK_MAX = int(WINDOW)
+NAME_MAX = 24  # longer member names are cut with an ellipsis
+
+Key = tuple[str, str, int]  # (group, member name, socket cookie)
+
+
+@dataclass
+class Snapshot:
+    """The groups as read at one moment.
+
+    `time` is monotonic (rates must not jump with the wall clock); `wall`
+    (epoch seconds) only labels events and may be left out.
+    """
+
+    time: float
+    groups: list[GroupView] = field(default_factory=list)
+    wall: Optional[float] = None
+
+
+@dataclass
+class Event:
+    time: float  # monotonic, as Snapshot.time
+    wall: Optional[float]
+    group: str
+    kind: str  # registered unregistered drain drained undrain gone weights group+ group-
+    text: str
+    member: Optional[str] = None
+
+
+EVENT_STYLE = {
+    "registered": "green",
+    "unregistered": "magenta",
+    "drain": "yellow",
+    "drained": "cyan",
+    "undrain": "green",
+    "gone": "red",
+    "weights": "blue",
+    "group+": "bold green",
+    "group-": "bold red",
+}
+
+
+def member_total(m: MemberView) -> int:
+    """Every connection (datagram) the program placed on the member, however it chose it."""
+    return m.selected + m.fallback + m.migrated
+
+
+class _Series:
+    """(time, cumulative total) samples of one member socket, oldest first."""
+
+    __slots__ = ("times", "totals")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.totals: list[int] = []
+
+    def add(self, t: float, total: int) -> None:
+        if self.totals and total < self.totals[-1]:
+            # Counters only fall when the member's statistics were reset:
+            # the old samples would yield a negative rate.
+            self.times.clear()
+            self.totals.clear()
+        if self.times and t <= self.times[-1]:
+            self.times[-1], self.totals[-1] = t, total
+        else:
+            self.times.append(t)
+            self.totals.append(total)
+
+    def trim(self, oldest: float) -> None:
+        """Forget samples before `oldest`, keeping one at or before it for interpolation."""
+        i = bisect.bisect_right(self.times, oldest) - 1
+        if i > 0:
+            del self.times[:i]
+            del self.totals[:i]
+
+    def at(self, t: float) -> Optional[float]:
+        """Cumulative total at time t, interpolated; None before the first sample."""
+        times = self.times
+        if not times or t < times[0]:
+            return None
+        i = bisect.bisect_right(times, t)
+        if i >= len(times):
+            return float(self.totals[-1])
+        t0, t1 = times[i - 1], times[i]
+        c0, c1 = self.totals[i - 1], self.totals[i]
+        return c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+
+    def delta(self, seconds: float) -> Optional[tuple[float, float]]:
+        """(count, elapsed) over the last `seconds`, or as much of it as was seen."""
+        if len(self.times) < 2:
+            return None
+        now = self.times[-1]
+        start = max(now - seconds, self.times[0])
+        if now <= start:
+            return None
+        begin = self.at(start)
+        assert begin is not None
+        return self.totals[-1] - begin, now - start
+
+
+class History:
+    """The last minute of per-member totals, and the events seen, from consecutive snapshots."""
+
+    def __init__(self, window: float = WINDOW, max_events: int = MAX_EVENTS):
+        self.window = window
+        self.series: dict[Key, _Series] = {}
+        self.events: Deque[Event] = collections.deque(maxlen=max_events)
+        self.last: Optional[Snapshot] = None
+
+    @staticmethod
+    def key(group: str, m: MemberView) -> Key:
+        return (group, m.name, m.cookie)
+
+    def update(self, snap: Snapshot) -> list[Event]:
+        """Record a snapshot; returns the events it brought (also appended to .events)."""
+        seen = set()
+        for g in snap.groups:
+            for m in g.members:
+                k = self.key(g.name, m)
+                seen.add(k)
+                series = self.series.get(k)
+                if series is None:
+                    series = self.series[k] = _Series()
+                series.add(snap.time, member_total(m))
+                series.trim(snap.time - self.window - 1.0)
+        for k in [k for k in self.series if k not in seen]:
+            del self.series[k]  # unregistered or replaced: nothing shows it any more
+        new = diff(self.last, snap) if self.last is not None else []
+        self.events.extend(new)
+        self.last = snap
+        return new
+
+    # Per member -------------------------------------------------------------------
+
+    def rate(self, group: str, m: MemberView, seconds: float = RATE_WINDOW) -> Optional[float]:
+        """New connections (datagrams) per second over the last ~`seconds`; None before two samples."""
+        series = self.series.get(self.key(group, m))
+        d = series.delta(seconds) if series else None
+        return None if d is None else d[0] / d[1]
+
+    def recent(self, group: str, m: MemberView, seconds: float) -> Optional[float]:
+        series = self.series.get(self.key(group, m))
+        d = series.delta(seconds) if series else None
+        return None if d is None else d[0]
+
+    def shares(self, g: GroupView, seconds: float = SHARE_WINDOW) -> dict[str, Optional[float]]:
+        """Each member's fraction of the group's connections over the last ~`seconds`.
+
+        None for all when nothing arrived then: an idle group has no observed share.
+        """
+        counts = {m.name: self.recent(g.name, m, seconds) or 0.0 for m in g.members}
+        total = sum(counts.values())
+        return {name: (c / total if total > 0 else None) for name, c in counts.items()}
+
+    def share(self, g: GroupView, m: MemberView, seconds: float = SHARE_WINDOW) -> Optional[float]:
+        return self.shares(g, seconds).get(m.name)
+
+    def group_rate(self, g: GroupView, seconds: float = RATE_WINDOW) -> Optional[float]:
+        rates = [self.rate(g.name, m, seconds) for m in g.members]
+        known = [r for r in rates if r is not None]
+        return sum(known) if known else None
+
+    def per_second(self, group: str, m: MemberView, seconds: int = SPARK_MAX) -> list[Optional[float]]:
+        """Rates of the last `seconds` whole seconds, oldest first; None where nothing was recorded."""
+        series = self.series.get(self.key(group, m))
+        if series is None or not series.times:
+            return [None] * seconds
+        now = series.times[-1]
+        edges = [series.at(now - s) for s in range(seconds, -1, -1)]
+        return [None if a is None or b is None else b - a for a, b in zip(edges, edges[1:])]
+
+    def sparkline(
+        self, group: str, m: MemberView, seconds: int = SPARK_MAX, scale: Optional[float] = None
+    ) -> str:
+        return sparkline(self.per_second(group, m, seconds), scale)
+
+
+def sparkline(values: list[Optional[float]], scale: Optional[float] = None) -> str:
+    """Per-second rates -> ▁..█ (relative to `scale`, default their maximum); blank where unknown.
+
+    Zero is ▁ and anything above zero at least ▂, so a trickle is not
+    mistaken for silence; the rest is proportional, rounded.
+    """
+    known = [v for v in values if v is not None]
+    top = scale if scale is not None else max(known, default=0.0)
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        elif v <= 0 or top <= 0:
+            out.append(BLOCKS[0])
+        else:
+            out.append(BLOCKS[max(1, min(len(BLOCKS) - 1, int(v / top * (len(BLOCKS) - 1) + 0.5)))])
+    return "".join(out)
+
+
+# Events -------------------------------------------------------------------------------
+
+
+def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
+    """What changed between two snapshots, as events stamped with the later one's time."""
+    out: list[Event] = []
+
+    def ev(group: str, kind: str, text: str, member: Optional[str] = None) -> None:
+        out.append(Event(cur.time, cur.wall, group, kind, text, member))
+
+    before = {g.name: g for g in prev.groups}
+    after = {g.name: g for g in cur.groups}
+    for name in before:
+        if name not in after:
+            ev(name, "group-", f"group {name} removed")
+    for name, g in after.items():
+        old = before.get(name)
+        if old is None:
+            ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
+            continue
+        was = {m.name: m for m in old.members}
+        now = {m.name: m for m in g.members}
+        for mname in was:
+            if mname not in now:
+                ev(name, "unregistered", f"{mname} unregistered", mname)
+        weights = []
+        for mname, m in now.items():
+            p = was.get(mname)
+            if p is None:
+                ev(name, "registered", f"{mname} registered (weight {m.weight})", mname)
+                continue
+            if p.cookie != m.cookie:
+                ev(name, "registered", f"{mname} registered again (socket replaced)", mname)
+            if m.gone and not p.gone:
+                ev(name, "gone", f"{mname} gone (its socket closed)", mname)
+            if not m.gone:
+                if m.draining and not p.draining:
+                    ev(name, "drain", f"{mname} drain started (queue {_opt(m.queue)})", mname)
+                if p.draining and not m.draining:
+                    ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
+                if m.draining and m.queue == 0 and (not p.draining or p.queue != 0 or p.gone):
+                    ev(name, "drained", f"{mname} drained (queue empty)", mname)
+            if p.weight != m.weight:
+                weights.append(f"{mname} {p.weight}->{m.weight}")
+        if weights:
+            ev(name, "weights", "weights changed: " + ", ".join(weights))
+    return out
+
+
+# Rendering ------------------------------------------------------------------------------
+
+
+def _opt(x: Optional[int]) -> str:
+    return "-" if x is None else str(x)
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _count(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    if n < 100_000:
+        return str(n)
+    if n < 10_000_000:
+        return f"{n / 1000:.0f}k"
+    return f"{n / 1_000_000:.0f}M"
+
+
+def _rate(r: Optional[float]) -> str:
+    if r is None:
+        return "-"
+    if r < 10:
+        return f"{r:.1f}"
+    if r < 100_000:
+        return f"{r:.0f}"
+    return f"{r / 1000:.0f}k"
+
+
+def _unit(g: GroupView) -> str:
+    return "conn/s" if g.proto == "tcp" else "dgram/s"
+
+
+def _state_text(m: MemberView) -> Text:
+    state = m.state
+    return Text(f"{STATE_SYMBOL.get(state, '?')} {state}", style=STATE_STYLE.get(state, ""))
+
+
+def _cut(s: str, width: int) -> str:
+    return s if len(s) <= width else s[: max(0, width - 1)] + "…"
+
+
+# Columns in the order they are shown; DROP_ORDER says which go first when space runs out.
+COLUMNS = ("name", "pid", "state", "weight", "target", "observed", "rate", "spark", "queue", "migrated",
+           "fallback", "pin")
+DROP_ORDER = ("pid", "pin", "fallback", "migrated", "spark", "queue", "target", "weight", "rate", "observed")
+RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "migrated", "fallback"}
+GAP = 2  # spaces between columns (table padding 1 on each side, none at the edges)
+
+
+def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[str, Optional[float]]) -> dict:
+    return {
+        "name": _cut(m.name, NAME_MAX),
+        "pid": str(m.pid),
+        "state": _state_text(m),
+        "weight": str(m.weight),
+        "target": _pct(m.target_share),
+        "observed": _pct(shares.get(m.name)),
+        "rate": _rate(history.rate(g.name, m)),
+        "queue": _opt(m.queue),
+        "migrated": _count(m.migrated),
+        "fallback": _count(m.fallback),
+        "pin": "-",  # the only mode is weighted: nothing is pinned yet
+    }
+
+
+def _headers(g: GroupView, spark_width: int) -> dict[str, str]:
+    return {
+        "name": "member", "pid": "pid", "state": "state", "weight": "weight", "target": "target",
+        "observed": "observed", "rate": _unit(g), "spark": f"last {spark_width}s", "queue": "queue",
+        "migrated": "migrated", "fallback": "fallback", "pin": "pin",
+    }
+
+
+def _cell_len(v: object) -> int:
+    return cell_len(v.plain if isinstance(v, Text) else str(v))
+
+
+def choose_columns(widths: dict[str, int], width: int) -> tuple[list[str], int]:
+    """Columns that fit `width`, dropping by DROP_ORDER; and the sparkline's width (0 = none).
+
+    `widths` holds the widest cell (header included) of every column but
+    the sparkline, which takes what is left, from SPARK_MIN up to a minute.
+    """
+    shown = [c for c in COLUMNS if c in widths or c == "spark"]
+    for victim in (None,) + DROP_ORDER:
+        if victim is not None and victim in shown:
+            shown.remove(victim)
+        fixed = sum(widths[c] for c in shown if c != "spark") + GAP * (len(shown) - 1)
+        if "spark" in shown:
+            spark = min(SPARK_MAX, width - fixed)
+            if spark >= SPARK_MIN:
+                return shown, spark
+            continue
+        if fixed <= width:
+            return shown, 0
+    return shown, 0  # name and state alone: the table cuts the name if even they do not fit
+
+
+def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
+    """Group header segments, packed greedily into lines of `width` (a segment is never split)."""
+    rate = history.group_rate(g)
+    migrated = sum(m.migrated for m in g.members)
+    fallback = sum(m.fallback for m in g.members)
+    counts = collections.Counter(m.state for m in g.members)
+    states = ", ".join(f"{counts[s]} {s}" for s in ("active", "draining", "drained", "gone") if counts[s])
+    segments = [
+        Text(g.name, style="bold reverse"),
+        Text(g.endpoint, style="bold"),
+        Text(f"{g.proto} {g.mode}"),
+        Text(f"prog {g.prog_id}"),
+        Text(f"{_rate(rate)} {_unit(g)}", style="bold"),
+        # Without listener migration (kernel < 5.14) a closing member's queue is not placed by
+        # the program: "migrated 0" would read as "nothing to migrate".
+        Text(f"migrated {_count(migrated)}") if g.migration else Text("no migration", style="yellow"),
+        Text(f"fallback {_count(fallback)}"),
+        Text(f"slot misses {_count(g.slot_misses)}"),
+        Text(f"no live {_count(g.no_live)}"),
+        Text(f"{len(g.members)} members" + (f" ({states})" if states else "")),
+    ]
+    lines: list[Text] = []
+    line = Text()
+    for seg in segments:
+        seg.truncate(width, overflow="ellipsis")
+        if len(line) and len(line) + 2 + len(seg) > width:
+            lines.append(line)
+            line = Text()
+        if len(line):
+            line.append("  ")
+        line.append_text(seg)
+    lines.append(line)
+    for t in lines:
+        t.no_wrap = True
+        t.overflow = "ellipsis"
+    return lines
+
+
+def pick_rows(members: list[MemberView], n: int) -> list[MemberView]:
+    """`n` members to show when not all fit: the ones not active first (a drain in progress or
+    a gone member is what the operator is watching), then the first active ones; in index order."""
+    urgent = [m for m in members if m.state != "active"][:n]
+    chosen = {id(m) for m in urgent}
+    for m in members:
+        if len(chosen) >= n:
+            break
+        chosen.add(id(m))
+    return [m for m in members if id(m) in chosen]
+
+
+def _summary(members: list[MemberView]) -> str:
+    counts = collections.Counter(m.state for m in members)
+    detail = ", ".join(f"{counts[s]} {s}" for s in ("active", "draining", "drained", "gone") if counts[s])
+    return f"+{len(members)} more members ({detail})"
+
+
+def _line(cells: list[tuple[object, int, bool]]) -> Text:
+    """One table line from (value, width, right-justified) cells."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for i, (value, w, right) in enumerate(cells):
+        t = value.copy() if isinstance(value, Text) else Text(str(value))
+        if cell_len(t.plain) > w:
+            t.truncate(w, overflow="ellipsis")
+        pad = " " * (w - cell_len(t.plain))
+        if i:
+            line.append(" " * GAP)
+        if right:
+            line.append(pad)
+        line.append_text(t)
+        if not right:
+            line.append(pad)
+    line.rstrip()
+    return line
+
+
+def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[RenderableType]:
+    """The member table of one group, in at most 1 + `rows` lines (header included).
+
+    Lines are laid out here rather than by rich's Table: the widths are
+    computed anyway to choose the columns, and a Table costs about ten times
+    the CPU per frame, which a dashboard left running pays four times a second.
+    """
+    shares = history.shares(g)
+    shown = g.members if len(g.members) <= rows else pick_rows(g.members, max(0, rows - 1))
+    cells = [_member_cells(g, m, history, shares) for m in shown]
+    heads = _headers(g, SPARK_MAX)
+    widths = {c: max([len(heads[c])] + [_cell_len(r[c]) for r in cells]) for c in COLUMNS if c != "spark"}
+    columns, spark = choose_columns(widths, width)
+    heads = _headers(g, spark)
+    if spark:
+        # One scale for the whole group: a member at half the rate of another shows half as tall.
+        lines = [history.per_second(g.name, m, spark) for m in shown]
+        top = max((v for line in lines for v in line if v is not None), default=0.0)
+        for r, line in zip(cells, lines):
+            r["spark"] = Text(sparkline(line, top), style="green")
+    widths["spark"] = spark
+    overflow = sum(widths[c] for c in columns) + GAP * (len(columns) - 1) - width
+    if overflow > 0:  # not even name and state fit: cut the name
+        widths["name"] = max(1, widths["name"] - overflow)
+    head = _line([(Text(heads[c], style="bold"), widths[c], c in RIGHT) for c in columns])
+    out: list[RenderableType] = [head]
+    for r in cells:
+        out.append(_line([(r[c], widths[c], c in RIGHT) for c in columns]))
+    # Summaries are lines of their own: as rows they would widen the name column.
+    if len(shown) < len(g.members):
+        picked = {id(m) for m in shown}
+        rest = [m for m in g.members if id(m) not in picked]
+        out.append(Text(_summary(rest), style="dim italic", no_wrap=True, overflow="ellipsis"))
+    if not g.members:
+        out.append(Text("no members", style="dim", no_wrap=True, overflow="ellipsis"))
+    return out
+
+
+def _event_line(e: Event, now: float, width: int) -> Text:
+    if e.wall is not None:
+        stamp = _time.strftime("%H:%M:%S", _time.localtime(e.wall))
+    else:
+        stamp = f"{max(0.0, now - e.time):5.1f}s ago"
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(stamp, style="dim")
+    t.append("  ")
+    t.append(e.group, style="bold")
+    t.append("  ")
+    t.append(e.text, style=EVENT_STYLE.get(e.kind, ""))
+    t.truncate(width, overflow="ellipsis")
+    return t
+
+
+def _allocate(needs: list[int], budget: int) -> list[int]:
+    """Share `budget` rows among groups needing `needs` rows: each gets a fair part, spare goes on."""
+    got = [0] * len(needs)
+    left = budget
+    while left > 0:
+        hungry = [i for i, n in enumerate(needs) if got[i] < n]
+        if not hungry:
+            break
+        part = max(1, left // len(hungry))
+        for i in hungry:
+            take = min(part, needs[i] - got[i], left)
+            got[i] += take
+            left -= take
+            if left == 0:
+                break
+    return got
+
+
+def render(snapshot: Snapshot, history: History, width: int, height: int, hint: str = "") -> RenderableType:
+    """One frame: a title line, per group a header and a member table, then recent events.
+
+    Never more than `height` lines nor wider than `width`.  Rows that do not
+    fit are summarised per group; events fill whatever the tables leave.
+    `hint` (e.g. "q quits") ends the title line.
+    """
+    width = max(20, width)
+    height = max(3, height)
+    groups = snapshot.groups
+    title = Text(no_wrap=True, overflow="ellipsis")
+    title.append("rpctl dashboard", style="bold")
+    title.append(f"  {len(groups)} group{'s' if len(groups) != 1 else ''}")
+    if snapshot.wall is not None:
+        title.append("  " + _time.strftime("%H:%M:%S", _time.localtime(snapshot.wall)))
+    if hint:
+        title.append(f"  ({hint})", style="dim")
+    title.truncate(width, overflow="ellipsis")
+    parts: list[RenderableType] = [title]
+    left = height - 1
+    if not groups:
+        parts.append(Text("no group in this network namespace (yet): `rpctl register` makes one",
+                          style="dim", no_wrap=True, overflow="ellipsis"))
+        left -= 1
+
+    events = list(history.events)
+    # The footer keeps a few lines whatever the tables want: what just happened matters most.
+    events_min = min(len(events), max(1, height // 8)) if height >= 12 else 0
+    footer_min = 1 + events_min if height >= 8 else 0
+
+    headers = [_header_lines(g, history, width) for g in groups]
+    # Groups that do not get even a header, a table header and one row are summarised in one line.
+    shown_groups = len(groups)
+    while shown_groups:
+        chrome = sum(len(h) + 1 for h in headers[:shown_groups])
+        extra = 1 if shown_groups < len(groups) else 0
+        if chrome + shown_groups + extra + footer_min <= left:
+            break
+        shown_groups -= 1
+    chrome = sum(len(h) + 1 for h in headers[:shown_groups])
+    more_groups = len(groups) - shown_groups
+    rows_budget = max(0, left - chrome - (1 if more_groups else 0) - footer_min)
+    needs = [max(1, len(g.members)) for g in groups[:shown_groups]]
+    rows = _allocate(needs, rows_budget)
+    for g, head, r in zip(groups, headers, rows):
+        parts.extend(head)
+        parts.extend(_group_table(g, history, width, r))
+        left -= len(head) + 1 + r
+    if more_groups:
+        names = ", ".join(g.name for g in groups[shown_groups:])
+        parts.append(Text(f"+{more_groups} more groups: {names}", style="dim italic", no_wrap=True,
+                          overflow="ellipsis"))
+        left -= 1
+
+    if left >= 1 and (footer_min or left >= 2):
+        n = min(len(events), left - 1)
+        rule = Text(no_wrap=True, overflow="ellipsis")
+        rule.append("events", style="bold")
+        rule.append(f"  (last {n} of {len(events)})" if n < len(events) else "" if events else "  none yet",
+                    style="dim")
+        parts.append(rule)
+        for e in events[len(events) - n:] if n else []:
+            parts.append(_event_line(e, snapshot.time, width))
+    return RenderGroup(*parts)
