@@ -334,14 +334,19 @@ def _message(e: BaseException) -> tuple[str, ExitStatus]:
     return f"unexpected error: {type(e).__name__}: {e}", ExitStatus.ERROR
 
 
-def run(argv: Optional[list[str]] = None, env: Optional[Environment] = None) -> int:
+def run(
+    argv: Optional[list[str]] = None,
+    env: Optional[Environment] = None,
+    parser: Callable[[Optional[TextIO]], argparse.ArgumentParser] = build_parser,
+) -> int:
+    """Run one command line; `parser` builds the parser (rpctl's own by default)."""
     env = env or Environment()
     argv = list(sys.argv[1:] if argv is None else argv)
     # --traceback is an option of rpctl itself: it stands before the command.
     first_word = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     traceback_wanted = "--traceback" in argv[:first_word]
     try:
-        args = build_parser(env.stdout).parse_args(argv)
+        args = parser(env.stdout).parse_args(argv)
         return int(args.handler(env, args))
     except SystemExit as e:  # --help and --version
         return int(e.code or 0)

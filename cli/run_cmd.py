@@ -110,28 +110,9 @@ def build_parser(out=None) -> argparse.ArgumentParser:
 
 def run(argv: Optional[list[str]] = None, env=None) -> int:
     """main.run() for this parser: one line on stderr and an exit code."""
-    from .main import Environment, _message
+    from . import main
 
-    env = env or Environment()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    first_word = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    traceback_wanted = "--traceback" in argv[:first_word]
-    try:
-        args = build_parser(env.stdout).parse_args(argv)
-        return int(args.handler(env, args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    except KeyboardInterrupt:
-        env.err("rpctl: interrupted")
-        return 130
-    except BaseException as e:
-        message, status = _message(e)
-        if traceback_wanted:
-            import traceback
-
-            traceback.print_exc(file=env.stderr)
-        env.err(f"rpctl: {message}")
-        return int(status)
+    return main.run(argv, env, parser=build_parser)
 
 
 if __name__ == "__main__":

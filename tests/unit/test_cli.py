@@ -18,25 +18,13 @@ import pytest
 from rich.console import Console
 from rpctl.cli import render
 from rpctl.cli.main import Environment, build_parser, parse_assignments, run
-from rpctl.controller import errors, group, probe, sockets, state
+from rpctl.controller import errors, group, probe
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, RpctlError
 from rpctl.controller.group import GroupView, MemberView, check_member_name, check_weight
 
 
-class ReachedSystem(Exception):
-    """A unit test got as far as bpffs, capabilities or another process's fds."""
-
-
 @pytest.fixture(autouse=True)
-def no_system(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise ReachedSystem("a unit test reached the real system")
-
-    monkeypatch.setattr(state, "bpffs_root", refuse)
-    monkeypatch.setattr(probe, "require_bpf_privileges", refuse)
-    monkeypatch.setattr(probe, "require_kernel", refuse)
-    monkeypatch.setattr(probe, "run_checks", refuse)
-    monkeypatch.setattr(sockets, "take_socket", refuse)
+def no_system(refuse_system, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # env.console(): wide enough that nothing is cut
 
 

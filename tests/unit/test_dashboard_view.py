@@ -18,24 +18,13 @@ from rpctl.cli import dashboard, dashboard_view
 from rpctl.cli.dashboard_view import History, Snapshot, choose_columns, render, sparkline
 from rpctl.cli.main import Environment
 from rpctl.controller import group as groups
-from rpctl.controller import probe, sockets, state
 from rpctl.controller.errors import InvalidInput, NotFound
 from rpctl.controller.group import GroupView, MemberView
 
 
-class ReachedSystem(Exception):
-    """A unit test got as far as bpffs, capabilities or another process's fds."""
-
-
 @pytest.fixture(autouse=True)
-def no_system(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise ReachedSystem("a unit test reached the real system")
-
-    monkeypatch.setattr(state, "bpffs_root", refuse)
-    monkeypatch.setattr(probe, "require_bpf_privileges", refuse)
-    monkeypatch.setattr(sockets, "take_socket", refuse)
-    monkeypatch.setattr(groups, "views", refuse)
+def no_system(refuse_system, monkeypatch):
+    monkeypatch.setattr(groups, "views", refuse_system)
 
 
 def member(index: int, name: str, **kw) -> MemberView:

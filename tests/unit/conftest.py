@@ -1,0 +1,25 @@
+"""Unit tests need no privileges: `refuse_system` makes any path that would
+reach bpffs, capabilities, the kernel checks or another process's fds fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from rpctl.controller import probe, sockets, state
+
+
+class ReachedSystem(Exception):
+    """A unit test got as far as bpffs, capabilities or another process's fds."""
+
+
+@pytest.fixture
+def refuse_system(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ReachedSystem("a unit test reached the real system")
+
+    monkeypatch.setattr(state, "bpffs_root", refuse)
+    monkeypatch.setattr(probe, "require_bpf_privileges", refuse)
+    monkeypatch.setattr(probe, "require_kernel", refuse)
+    monkeypatch.setattr(probe, "run_checks", refuse)
+    monkeypatch.setattr(sockets, "take_socket", refuse)
+    return refuse
