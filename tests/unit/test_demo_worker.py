@@ -126,7 +126,7 @@ def test_two_tcp_workers_share_the_port(start):
 
 def test_ipv6_loopback(start):
     if not ipv6_loopback_works():
-        pytest.skip("no usable ::1 here")
+        pytest.fail("no usable ::1 on this machine: IPv6 loopback is required (sysctl net.ipv6.conf.lo.disable_ipv6=0)")
     port = free_port("::1")
     _, ready = start("v1", f"[::1]:{port}")
     start("v2", f"[::1]:{port}")
