@@ -40,6 +40,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from rpctl.controller.sockets import parse_hostport
+
 __all__ = [
     "Ready",
     "parse_hostport",
@@ -63,32 +65,6 @@ SWEEP_INTERVAL = 0.5  # how often idle connections are looked for
 # --------------------------------------------------------------------------
 # Helpers shared with the load generator, the demo and the tests.
 # --------------------------------------------------------------------------
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` or ``[V6]:PORT`` into a literal address and a port.
-
-    Only literal addresses are accepted: a name would need DNS, and both the
-    worker and the load generator are meant for loopback.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT or [V6ADDR]:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"an IPv6 address must be in brackets: [{host}]:{port_text}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"not a literal IP address: {host!r}") from None
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"bad port {port_text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range: {port}")
-    return host, port
 
 
 @dataclass(frozen=True)

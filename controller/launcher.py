@@ -97,22 +97,11 @@ def expand_name(arg: str, name: str) -> str:
 
 
 def parse_listen(listen: str, what: str = "listen") -> tuple[str, int]:
-    """HOST:PORT or [V6]:PORT -> (address, port).  Only literal addresses:
-    a name would need DNS and could stand for several addresses."""
-    host, sep, port_text = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise InvalidInput(f"{what} {listen!r}: put an IPv6 address in brackets: [{host}]:{port_text}")
+    """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput."""
     try:
-        addr = ipaddress.ip_address(host) if sep else None
-    except ValueError:
-        addr = None
-    if addr is None:
-        raise InvalidInput(f"{what} {listen!r}: use HOST:PORT or [V6ADDR]:PORT with a literal address")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise InvalidInput(f"{what} {listen!r}: port {port_text!r} is not a number in 0..65535")
-    return addr.compressed, int(port_text)
+        return socks.parse_hostport(listen)
+    except ValueError as e:
+        raise InvalidInput(f"{what} {listen!r}: {e}") from None
 
 
 @dataclass

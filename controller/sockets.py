@@ -151,3 +151,26 @@ def addr_from_bytes(family: int, raw: bytes) -> str:
     if family == socket.AF_INET:
         return str(ipaddress.IPv4Address(bytes(raw[:4])))
     return ipaddress.IPv6Address(bytes(raw[:16])).compressed
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (literal address, port); ValueError otherwise.
+
+    Only literal addresses: a name would need DNS and could stand for
+    several addresses.  One parser for the launcher, the demo worker and
+    the load generator.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"put an IPv6 address in brackets: [{host}]:{port_text}")
+    try:
+        addr = ipaddress.ip_address(host) if sep else None
+    except ValueError:
+        addr = None
+    if addr is None:
+        raise ValueError("use HOST:PORT or [V6ADDR]:PORT with a literal address")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number in 0..65535")
+    return addr.compressed, int(port_text)
