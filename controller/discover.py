@@ -454,55 +454,37 @@ class _GroupState:
 
 
 def _group_for(layout, ep: Endpoint, wanted: Optional[str]) -> _GroupState:
-    """The group the endpoint's listeners join (existing or to be made), and its members."""
+    """The group the endpoint's listeners join (existing or to be made), and its members.
+
+    The same choice register() makes: the group named, else the one steering
+    this endpoint, else the default name."""
     from . import abi
     from .state import check_group_name
 
     info = _endpoint_info(ep)
-    key = (PROTOS[ep.proto], ep.family, ep.port, sockets.addr_bytes(info))
-
-    def read(name: str) -> Optional[tuple[tuple, _GroupState]]:
-        if not os.path.isdir(layout.group_dir(name)):
-            return None
-        state = _GroupState(name)
-        with group_mod.Group.open(name, layout) as g:
-            ctl = g.ctl()
-            members = g.members()
-            for idx in g.live_policies(members):
-                m = members[idx]
-                state.names[m.name.decode(errors="replace")] = m.cookie
-                if g.socket_cookie(idx) == m.cookie:
-                    state.members[m.cookie] = (m.name.decode(errors="replace"), idx)
-        return (ctl.proto, ctl.family, ctl.port, bytes(ctl.addr)), state
-
-    def other(name: str, got: tuple) -> InvalidInput:
-        g_proto = "tcp" if got[0] == abi.RP_PROTO_TCP else "udp"
-        g_addr = sockets.addr_from_bytes(got[1], got[3])
-        return InvalidInput(
-            f"adopt {ep.name}: group {name!r} steers {g_proto} {g_addr} port {got[2]}, not this endpoint"
-            + ("" if wanted else ": name a new group with --group")
-        )
-
-    if wanted is not None:
-        check_group_name(wanted)
-        got = read(wanted)
-        if got is None:
-            return _GroupState(wanted)
-        if got[0] != key:
-            raise other(wanted, got[0])
-        return got[1]
-    for name in layout.groups():
-        try:
-            got = read(name)
-        except RpctlError:
-            continue
-        if got is not None and got[0] == key:
-            return got[1]
-    default = group_mod.default_group_name(info)
-    got = read(default)
-    if got is not None:  # a group of that name steers another address of the port
-        raise other(default, got[0])
-    return _GroupState(default)
+    name = wanted
+    if name is None:
+        name = group_mod.find_group_for(layout, info) or group_mod.default_group_name(info)
+    check_group_name(name)
+    state = _GroupState(name)
+    if not os.path.isdir(layout.group_dir(name)):
+        return state
+    with group_mod.Group.open(name, layout) as g:
+        ctl = g.ctl()
+        if not group_mod.matches(ctl, info):
+            g_proto = "tcp" if ctl.proto == abi.RP_PROTO_TCP else "udp"
+            g_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
+            raise InvalidInput(
+                f"adopt {ep.name}: group {name!r} steers {g_proto} {g_addr} port {ctl.port}, not this endpoint"
+                + ("" if wanted else ": name a new group with --group")
+            )
+        members = g.members()
+        for idx in g.live_policies(members):
+            m = members[idx]
+            state.names[m.name.decode(errors="replace")] = m.cookie
+            if g.socket_cookie(idx) == m.cookie:
+                state.members[m.cookie] = (m.name.decode(errors="replace"), idx)
+    return state
 
 
 def _check_socket(ep: Endpoint, p: _Plan) -> None:
@@ -560,7 +542,7 @@ def adopt(
     if not todo:
         # Attaching the group's own program again changes nothing, and mends a
         # group whose adopt was killed between registering and attaching.
-        _attach(layout, gname, skipped, ep)
+        _attach(layout, gname, ep)
         return skipped
 
     done: list[AdoptResult] = []
@@ -590,7 +572,7 @@ def adopt(
                     created=r.created,
                 )
             )
-        _attach(layout, gname, done, ep)
+        _attach(layout, gname, ep)
     except BaseException:
         _undo(layout, gname, created, [r.name for r in done])
         raise
@@ -598,24 +580,14 @@ def adopt(
     return [by_cookie[lst.cookie] for lst in ep.listeners if lst.cookie in by_cookie]
 
 
-def _attach(layout, gname: str, members: list[AdoptResult], ep: Endpoint) -> None:
-    """Attach the group's program through the first member socket that can still be taken.
-
-    The cookie is checked: an fd closed and reused for another socket since
-    would attach the program to that socket's reuseport group.
-    """
+def _attach(layout, gname: str, ep: Endpoint) -> None:
+    """Attach the group's program through the first member socket that can
+    still be taken (group_sockets checks its cookie: an fd closed and reused
+    for another socket would attach the program to that socket's group)."""
     with layout.group_lock(gname), group_mod.Group.open(gname, layout) as g:
-        for r in members:
-            try:
-                sock = sockets.take_socket(r.pid, r.fd)
-            except (RpctlError, OSError):
-                continue
-            try:
-                if sockets.cookie_of(sock) == r.cookie:
-                    g.attach(sock)
-                    return
-            finally:
-                sock.close()
+        for sock in group_mod.group_sockets(g):
+            g.attach(sock)
+            return
     raise InvalidInput(
         f"adopt {ep.name}: no member socket could be taken to attach the program (its processes exited?)"
     )

@@ -398,7 +398,7 @@ def default_group_name(info: sockets.SocketInfo) -> str:
     return f"{info.proto_name}{'6' if info.family == socket.AF_INET6 else ''}-{info.port}"
 
 
-def _matches(ctl: abi.RpCtl, info: sockets.SocketInfo) -> bool:
+def matches(ctl: abi.RpCtl, info: sockets.SocketInfo) -> bool:
     return (
         ctl.proto == info.proto
         and ctl.family == info.family
@@ -407,11 +407,11 @@ def _matches(ctl: abi.RpCtl, info: sockets.SocketInfo) -> bool:
     )
 
 
-def _find_group_for(layout: Layout, info: sockets.SocketInfo) -> Optional[str]:
+def find_group_for(layout: Layout, info: sockets.SocketInfo) -> Optional[str]:
     for name in layout.groups():
         try:
             with Group.open(name, layout) as g:
-                if _matches(g.ctl(), info):
+                if matches(g.ctl(), info):
                     return name
         except RpctlError:
             continue
@@ -506,7 +506,7 @@ def register(
             layout.sweep_temp_dirs()
             created = False
             if group is None:
-                group = _find_group_for(layout, info) or default_group_name(info)
+                group = find_group_for(layout, info) or default_group_name(info)
             if not os.path.isdir(layout.group_dir(group)):
                 _create(layout, group, info)
                 created = True
@@ -538,7 +538,7 @@ def _register_locked(
     attach: bool,
 ) -> tuple[int, bool]:
     ctl = g.ctl()
-    if not _matches(ctl, info):
+    if not matches(ctl, info):
         view_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
         raise InvalidInput(
             f"{what}: socket {info.endpoint} does not belong to group {g.name!r} "
@@ -695,7 +695,7 @@ def wait_drained(
             time.sleep(interval)
 
 
-def _group_sockets(g: Group) -> Iterable[socket.socket]:
+def group_sockets(g: Group) -> Iterable[socket.socket]:
     """Sockets of the group we can take: from the members' recorded (pid, fd),
     then from any process sock_diag shows holding a member's socket."""
     members = [m for m in g.members() if m.flags & abi.RP_MEMBER_USED]
@@ -742,7 +742,7 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
                 alive = any(
                     g.socket_cookie(i) is not None for i in range(abi.RP_MAX_MEMBERS)
                 )
-                for sock in _group_sockets(g):
+                for sock in group_sockets(g):
                     detached = sockets.detach_program(sock) or detached
                     break
         except StateError:
