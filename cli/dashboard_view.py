@@ -27,7 +27,7 @@ from rich.text import Text
 
 from rpctl.controller.group import GroupView, MemberView
 
-from .render import STATE_STYLE
+from .render import STATE_STYLE, pct
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -290,10 +290,6 @@ def _opt(x: Optional[int]) -> str:
     return "-" if x is None else str(x)
 
 
-def _pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 def _count(n: Optional[int]) -> str:
     if n is None:
         return "-"
@@ -341,8 +337,8 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "pid": str(m.pid),
         "state": _state_text(m),
         "weight": str(m.weight),
-        "target": _pct(m.target_share),
-        "observed": _pct(shares.get(m.name)),
+        "target": pct(m.target_share),
+        "observed": pct(shares.get(m.name)),
         "rate": _rate(history.rate(g.name, m)),
         "queue": _opt(m.queue),
         "migrated": _count(m.migrated),

@@ -17,11 +17,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from rpctl.controller import group as groups
 from rpctl.controller import probe
@@ -29,7 +28,7 @@ from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlErr
 from rpctl.controller.launcher import Launcher
 
 from . import loadgen
-from .render import STATE_STYLE
+from .render import pct, state_text
 
 
 @dataclass
@@ -51,28 +50,25 @@ def steps(names: list[str]) -> list[Step]:
     ]
 
 
-def step_table(title: str, view: groups.GroupView, tally: loadgen.Tally, elapsed: float) -> Table:
-    """Pure: one step's shares as the load generator saw them."""
-    ok = tally.total_ok()
-    failed = sum(tally.failures.values())
-    t = Table(
-        title=f"{title}: {ok} connections, {failed} failed, {elapsed:.1f}s",
-        title_justify="left",
-    )
-    for col in ("worker", "state", "weight", "target", "observed", "replies"):
+def shares_table(title: str, view: groups.GroupView, counts: Mapping[str, int], count_column: str = "") -> Table:
+    """Pure: each worker's state, weight, target share and observed share of `counts`."""
+    total = sum(counts.values())
+    t = Table(title=title, title_justify="left")
+    columns = ["worker", "state", "weight", "target", "observed"] + ([count_column] if count_column else [])
+    for col in columns:
         t.add_column(col, justify="left" if col in ("worker", "state") else "right")
     for m in view.members:
-        replies = tally.by_name.get(m.name, 0)
-        observed = f"{100 * replies / ok:.1f}%" if ok else "-"
-        t.add_row(
-            m.name,
-            Text(m.state, style=STATE_STYLE.get(m.state, "")),
-            str(m.weight),
-            f"{100 * m.target_share:.1f}%",
-            observed,
-            str(replies),
-        )
+        n = counts.get(m.name, 0)
+        row = [m.name, state_text(m), str(m.weight), pct(m.target_share), pct(n / total if total else None)]
+        t.add_row(*row, *([str(n)] if count_column else []))
     return t
+
+
+def step_table(title: str, view: groups.GroupView, tally: loadgen.Tally, elapsed: float) -> Table:
+    """Pure: one step's shares as the load generator saw them."""
+    failed = sum(tally.failures.values())
+    heading = f"{title}: {tally.total_ok()} connections, {failed} failed, {elapsed:.1f}s"
+    return shares_table(heading, view, tally.by_name, "replies")
 
 
 def _check_port_free(port: int) -> None:
@@ -192,18 +188,6 @@ def _run_step(console, title: str, group_name: str, args) -> int:
 def _live_table(title: str, group_name: str, elapsed: float) -> Table:
     """What the program has selected since this step's table went live."""
     view = groups.views(group=group_name, with_queues=False)[0]
-    total = sum(m.since_publish for m in view.members)
-    t = Table(title=f"{title}: {total} selections in {elapsed:.1f}s (live, from the program's counters)",
-              title_justify="left")
-    for col in ("worker", "state", "weight", "target", "observed"):
-        t.add_column(col, justify="left" if col in ("worker", "state") else "right")
-    for m in view.members:
-        t.add_row(
-            m.name,
-            Text(m.state, style=STATE_STYLE.get(m.state, "")),
-            str(m.weight),
-            f"{100 * m.target_share:.1f}%",
-            f"{100 * m.since_publish / total:.1f}%" if total else "-",
-        )
-    return t
-
+    counts = {m.name: m.since_publish for m in view.members}
+    heading = f"{title}: {sum(counts.values())} selections in {elapsed:.1f}s (live, from the program's counters)"
+    return shares_table(heading, view, counts)

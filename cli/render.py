@@ -16,7 +16,7 @@ from rpctl.controller.probe import Check
 STATE_STYLE = {"active": "green", "draining": "yellow", "drained": "cyan", "gone": "red"}
 
 
-def _pct(x: Optional[float]) -> str:
+def pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
@@ -74,7 +74,7 @@ def weights_json(g: GroupView) -> dict[str, Any]:
     }
 
 
-def _state(m: MemberView) -> Text:
+def state_text(m: MemberView) -> Text:
     return Text(m.state, style=STATE_STYLE.get(m.state, ""))
 
 
@@ -104,7 +104,7 @@ def status_table(g: GroupView, width: int = 80) -> Table:
         cells = [m.name, str(m.pid), str(m.index)]
         if width >= 100:
             cells.append(str(m.cookie))
-        cells += [_state(m), str(m.weight), str(m.selected), str(m.fallback), _opt(m.queue)]
+        cells += [state_text(m), str(m.weight), str(m.selected), str(m.fallback), _opt(m.queue)]
         t.add_row(*cells)
     return t
 
@@ -118,7 +118,9 @@ def weights_table(g: GroupView) -> Table:
     t.add_column("observed", justify="right")
     t.add_column("since change", justify="right")
     for m in g.members:
-        t.add_row(m.name, _state(m), str(m.weight), _pct(m.target_share), _pct(m.observed_share), str(m.since_publish))
+        t.add_row(
+            m.name, state_text(m), str(m.weight), pct(m.target_share), pct(m.observed_share), str(m.since_publish)
+        )
     return t
 
 
