@@ -136,6 +136,7 @@ class Launcher:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         log: Optional[Callable[[str], None]] = None,
+        child_stdout: Optional[str] = None,
     ):
         # Everything is checked here, before a socket or a child exists:
         # a refused command line must leave nothing behind.
@@ -178,6 +179,8 @@ class Launcher:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.log = log or _default_log
+        # A file the children's stdout goes to instead of the launcher's own.
+        self.child_stdout = child_stdout
         self.members: list[Member] = []
         self.created = False           # this launcher created the group: it unloads it when empty
         self._sel: Optional[selectors.BaseSelector] = None
@@ -344,11 +347,14 @@ class Launcher:
         env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
         argv = [expand_name(a, m.name) for a in self.argv]
         wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), *argv]
+        actions = [(os.POSIX_SPAWN_DUP2, m.sock.fileno(), LISTEN_FD)]
+        if self.child_stdout is not None:
+            actions.append((os.POSIX_SPAWN_OPEN, 1, self.child_stdout, os.O_WRONLY | os.O_APPEND, 0))
         pid = os.posix_spawn(
             sys.executable,
             wrapper,
             env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, m.sock.fileno(), LISTEN_FD)],
+            file_actions=actions,
             setpgroup=0,
             setsigmask=(),
             # Python ignores these; the child must start with the defaults.
