@@ -311,13 +311,7 @@ class Group:
                 # writer killed mid-register or mid-unregister leaves.
                 final[idx] = abi.RpPolicy(live.weight, live.flags) if live.flags & abi.RP_POLICY_PRESENT else None
 
-        weights: dict[int, int] = {}
-        for idx, pol in final.items():
-            if pol is None or pol.flags & abi.RP_POLICY_DRAINING or pol.weight == 0:
-                continue
-            if self.socket_cookie(idx) != members[idx].cookie:
-                continue  # gone: the kernel dropped its socket from the array
-            weights[idx] = pol.weight
+        weights = self.live_weights(members, final)
 
         previous = self.maps["slots"].read_u32s(active * abi.RP_SLOTS, abi.RP_SLOTS)
         table = policy.build_table(weights, previous, abi.RP_SLOTS)
@@ -343,6 +337,20 @@ class Group:
             if pol is None:
                 self.maps["socks"].delete(idx)
                 self.maps["members"].put(idx, abi.RpMember())
+
+    def live_weights(
+        self, members: list[abi.RpMember], policies: Mapping[int, Optional[abi.RpPolicy]]
+    ) -> dict[int, int]:
+        """Index -> weight of the members that would take connections under
+        `policies`: present, not draining, weight > 0, socket still open."""
+        weights: dict[int, int] = {}
+        for idx, pol in policies.items():
+            if pol is None or pol.flags & abi.RP_POLICY_DRAINING or pol.weight == 0:
+                continue
+            if self.socket_cookie(idx) != members[idx].cookie:
+                continue  # gone: the kernel dropped its socket from the array
+            weights[idx] = pol.weight
+        return weights
 
     def live_policies(self, members: list[abi.RpMember]) -> dict[int, abi.RpPolicy]:
         gen = self.ctl().gen & 1
@@ -611,17 +619,6 @@ def unregister(name: str, group: Optional[str] = None, layout: Optional[Layout] 
     return _write(group, layout, apply)
 
 
-def _effective_live(g: Group, members: list[abi.RpMember], policies: Mapping[int, abi.RpPolicy]) -> list[int]:
-    return [
-        idx
-        for idx, pol in policies.items()
-        if pol is not None
-        and pol.weight > 0
-        and not pol.flags & abi.RP_POLICY_DRAINING
-        and g.socket_cookie(idx) == members[idx].cookie
-    ]
-
-
 def set_weights(weights: Mapping[str, int], group: Optional[str] = None, layout: Optional[Layout] = None) -> str:
     """Set the weights of the members named; others keep theirs.  All or nothing."""
     if not weights:
@@ -652,7 +649,7 @@ def set_draining(name: str, draining: bool, force: bool = False, group: Optional
         idx = g.find(members, name)
         if draining:
             policies[idx].flags |= abi.RP_POLICY_DRAINING
-            if not force and not _effective_live(g, members, policies):
+            if not force and not g.live_weights(members, policies):
                 raise InvalidInput(
                     f"drain {name}: it is the last live member of group {g.name!r}; new connections would go "
                     "to the kernel's own selection (use --force)"
