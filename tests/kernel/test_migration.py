@@ -22,6 +22,16 @@ def _accept_all(sock: socket.socket) -> list[socket.socket]:
         out.append(conn)
 
 
+def _connect(clients: list, port: int, prefix: str) -> None:
+    """QUEUED clients from distinct sources under `prefix` (e.g. "127.0"), kept in `clients`."""
+    for i in range(QUEUED):
+        cl = socket.socket()
+        cl.settimeout(5)
+        clients.append(cl)
+        cl.bind((f"{prefix}.{i // 200}.{1 + i % 200}", 0))
+        cl.connect(("127.0.0.1", port))
+
+
 def test_closing_listener_hands_its_queue_to_live_members(netns, rpctl, make_members):
     members = make_members()
     a, b, c = members.add(), members.add(), members.add()
@@ -32,12 +42,7 @@ def test_closing_listener_hands_its_queue_to_live_members(netns, rpctl, make_mem
     rpctl.ok("weights", "b=0", "c=0")
     clients = []
     try:
-        for i in range(QUEUED):
-            cl = socket.socket()
-            cl.settimeout(5)
-            cl.bind((f"127.0.{i // 200}.{1 + i % 200}", 0))
-            cl.connect(("127.0.0.1", members.port))
-            clients.append(cl)
+        _connect(clients, members.port, "127.0")
         queue = json.loads(rpctl.ok("status", "--json"))["groups"][0]["members"][0]
         assert queue["name"] == "a" and queue["queue"] == QUEUED
 
@@ -80,12 +85,7 @@ def test_plain_select_loses_a_closing_listeners_queue(netns, rpctl, make_members
         assert f.read().strip() == "0", "this test documents the kernel's default"
     clients = []
     try:
-        for i in range(QUEUED):
-            cl = socket.socket()
-            cl.settimeout(5)
-            cl.bind((f"127.1.{i // 200}.{1 + i % 200}", 0))
-            cl.connect(("127.0.0.1", members.port))
-            clients.append(cl)
+        _connect(clients, members.port, "127.1")
         rpctl.ok("weights", "b=1")
         a.close()
         assert _accept_all(b) == [], "nothing migrated without SELECT_OR_MIGRATE"
