@@ -309,11 +309,13 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
 
     from .dashboard import add_commands as add_dashboard_commands
     from .discover_cmds import add_commands as add_discover_commands
+    from .restart_cmd import add_commands as add_restart_commands
     from .run_cmd import add_commands as add_run_commands
 
     add_dashboard_commands(add)
     add_discover_commands(add)
     add_run_commands(add)
+    add_restart_commands(add)
     return parser
 
 

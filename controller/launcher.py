@@ -50,6 +50,7 @@ LISTEN_FD = 3                 # SD_LISTEN_FDS_START
 LISTEN_BACKLOG = 4096
 STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
 STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
+PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 # The only $VARs expanded in CMD, as systemd expands them in ExecStart=:
@@ -80,7 +81,7 @@ def _default_log(message: str) -> None:
     print(f"rpctl run: {message}", file=sys.stderr, flush=True)
 
 
-def _describe(status: int) -> str:
+def describe_exit(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         try:
@@ -429,10 +430,15 @@ class Launcher:
             self._drain_dead(m)
         if lived >= STABLE_AFTER:
             m.backoff = self.backoff_initial
-        delay = m.backoff
-        m.backoff = min(m.backoff * 2, self.backoff_max)
+        if m.operator_drained and lived >= PLANNED_MIN_LIFE:
+            # Drained before it exited: a planned stop (`rpctl restart`), not a
+            # crash.  The replacement starts at once; the backoff is for crashes.
+            delay = 0.0
+        else:
+            delay = m.backoff
+            m.backoff = min(m.backoff * 2, self.backoff_max)
         m.restart_at = time.monotonic() + delay
-        self.log(f"{m.name} (pid {pid}) {_describe(status)}; restarting in {delay:g}s")
+        self.log(f"{m.name} (pid {pid}) {describe_exit(status)}; restarting in {delay:g}s")
 
     def _drain_dead(self, m: Member) -> None:
         try:
@@ -528,7 +534,7 @@ class Launcher:
                     pid = m.pid
                     status = self._reap(m)
                     m.pid = 0
-                    self.log(f"{m.name} (pid {pid}) {_describe(status)}")
+                    self.log(f"{m.name} (pid {pid}) {describe_exit(status)}")
 
     def _kill_children(self) -> None:
         for m in self.members:
@@ -551,7 +557,7 @@ class Launcher:
             except ChildProcessError:
                 status = None
             m.pid = 0
-            self.log(f"{m.name} (pid {pid}) {'killed' if status is None else _describe(status)}")
+            self.log(f"{m.name} (pid {pid}) {'killed' if status is None else describe_exit(status)}")
 
     def _unload_if_empty(self) -> None:
         try:

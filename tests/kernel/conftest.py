@@ -9,26 +9,14 @@ headers or bcc fail the session with a message: never a silent skip.
 
 from __future__ import annotations
 
-import ctypes
 import io
-import itertools
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-_counter = itertools.count()
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
+from netns import fresh_netns
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_prerequisites():
@@ -63,40 +51,8 @@ class Netns:
 @pytest.fixture
 def netns():
     """A fresh network namespace with loopback up, entered for the test."""
-    name = f"rpctl-t{os.getpid()}-{next(_counter)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    ns_dir = None
-    try:
-        _setns(target)
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        from rpctl.controller.state import Layout
-
-        ns_dir = Layout().ns_dir
+    with fresh_netns() as name:
         yield Netns(name)
-    finally:
-        # Pinned state is keyed by the namespace's inode, which a later
-        # namespace may reuse: never leave it behind.
-        if ns_dir:
-            _unload_all()
-            shutil.rmtree(ns_dir, ignore_errors=True)
-        _setns(home)
-        os.close(home)
-        os.close(target)
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def _unload_all() -> None:
-    from rpctl.controller import group
-    from rpctl.controller.errors import RpctlError
-    from rpctl.controller.state import Layout
-
-    for name in Layout().groups():
-        try:
-            group.unload(group=name, force=True)
-        except RpctlError:
-            pass
 
 
 class Cli:
@@ -145,3 +101,23 @@ def make_members():
     yield make
     for m in made:
         m.close()
+
+
+@pytest.fixture
+def launch(netns, tmp_path):
+    """Start `rpctl run ARGS -- CMD` subprocesses; all stopped after the test,
+    which fails if any child outlived its launcher."""
+    from launched import Run
+
+    runs = []
+
+    def start(args: list, cmd: list) -> Run:
+        r = Run(tmp_path, args, cmd)
+        runs.append(r)
+        return r
+
+    yield start
+    leftovers = []
+    for r in runs:
+        leftovers += r.cleanup()
+    assert not leftovers, f"children left behind: {leftovers}"

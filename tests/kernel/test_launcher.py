@@ -10,11 +10,9 @@ pipes: a full pipe would block the launcher and its children.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -22,11 +20,11 @@ import time
 import pytest
 
 from rpctl.cli import demo_worker, loadgen, run_cmd
-from rpctl.cli.demo_worker import parse_ready
 from rpctl.cli.main import Environment
 from rpctl.controller.errors import InvalidInput
 from rpctl.controller.join import join
 from rpctl.controller.state import Layout
+from launched import alive, members, ppid_of, wait_until
 from traffic import tcp_connections
 
 pytestmark = pytest.mark.kernel
@@ -43,117 +41,6 @@ WORKER_FROM_ENV = [
     "[sys.executable, '-m', 'rpctl.cli.demo_worker', '--name', os.environ['RPCTL_MEMBER']])",
 ]
 NAMES = {"worker-1", "worker-2", "worker-3"}
-
-
-def wait_until(what: str, check, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def alive(pid: int) -> bool:
-    """True for a running process; a zombie counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def ppid_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def members(rpctl, group: str = "web") -> dict[str, dict]:
-    (view,) = json.loads(rpctl.ok("status", "--group", group, "--json"))["groups"]
-    return {m["name"]: m for m in view["members"]}
-
-
-class Run:
-    """One `rpctl run` subprocess and what it printed."""
-
-    def __init__(self, tmp_path, args: list, cmd: list):
-        self.out_path = tmp_path / f"run-{id(self)}.out"
-        self.err_path = tmp_path / f"run-{id(self)}.err"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rpctl.cli.run_cmd", "run", *map(str, args), "--", *cmd],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-        self.seen: set[int] = set()
-
-    def stderr(self) -> str:
-        return self.err_path.read_text()
-
-    def ready_pids(self) -> set[int]:
-        pids = set()
-        for line in self.out_path.read_text().splitlines():
-            if line.startswith("ready "):
-                pids.add(parse_ready(line).pid)
-        self.seen |= pids
-        return pids
-
-    def wait_members(self, rpctl, names: set, group: str = "web") -> dict[str, dict]:
-        """Status once every member is registered with a child that is ready."""
-
-        def check():
-            assert self.proc.poll() is None, f"launcher exited {self.proc.returncode}: {self.stderr()}"
-            if group not in Layout().groups():
-                return None
-            found = members(rpctl, group)
-            ready = self.ready_pids()
-            if set(found) == names and all(m["pid"] in ready and m["state"] == "active"
-                                           for m in found.values()):
-                return found
-            return None
-
-        return wait_until(f"{sorted(names)} registered and ready", check)
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def cleanup(self) -> list[int]:
-        """Stop the launcher; returns the children that outlived it (killed now)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # its children die with it (PR_SET_PDEATHSIG)
-                self.proc.wait()
-        self.ready_pids()
-        deadline = time.monotonic() + 3
-        while any(alive(pid) for pid in self.seen) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        leftovers = [pid for pid in self.seen if alive(pid)]
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        return leftovers
-
-
-@pytest.fixture
-def launch(netns, tmp_path):
-    runs = []
-
-    def start(args: list, cmd: list) -> Run:
-        r = Run(tmp_path, args, cmd)
-        runs.append(r)
-        return r
-
-    yield start
-    leftovers = []
-    for r in runs:
-        leftovers += r.cleanup()
-    assert not leftovers, f"children left behind: {leftovers}"
 
 
 def web(n: int = 3, *extra) -> list:

@@ -16,6 +16,7 @@ from rpctl.cli import demo_worker, loadgen
 from rpctl.controller import abi
 from rpctl.controller.group import Group
 from rpctl.controller.state import Layout
+from launched import members as group_members
 from traffic import PORT, tcp_connections
 
 pytestmark = pytest.mark.kernel
@@ -33,11 +34,6 @@ def workers():
     yield start
     for proc in procs:
         demo_worker.stop(proc, timeout=1)
-
-
-def _members(rpctl) -> dict[str, dict]:
-    (group,) = json.loads(rpctl.ok("status", "--json"))["groups"]
-    return {m["name"]: m for m in group["members"]}
 
 
 def test_member_closing_its_socket_loses_no_connection(netns, rpctl, workers):
@@ -61,7 +57,7 @@ def test_member_closing_its_socket_loses_no_connection(netns, rpctl, workers):
     tally = result["tally"]
     assert tally.total_ok() > 500, f"load generator barely ran: {tally}"
     assert sum(tally.failures.values()) == 0, f"failed connections: {dict(tally.failures)}"
-    members = _members(rpctl)
+    members = group_members(rpctl, None)
     assert members["w2"]["state"] == "gone"
     assert members["w2"]["target_share"] == 0
     # The next write drops the gone member from the table; steering goes on.
@@ -117,7 +113,7 @@ def test_sigkill_mid_weight_change_leaves_old_table_live(netns, rpctl, make_memb
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
 
-    state = _members(rpctl)
+    state = group_members(rpctl, None)
     assert (state["a"]["weight"], state["b"]["weight"]) == (1, 1), "status reads the old, live table"
     counts, failures = tcp_connections(members, 2000, seed=11)
     assert failures == 0 and sum(counts.values()) == 2000
