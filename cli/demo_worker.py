@@ -23,7 +23,10 @@ the fd number lets a controller take the listening socket with
 goes to stdout, so a parent can read that line and then ignore the pipe.
 
 SIGTERM/SIGINT: accept what is already queued, close the listening socket,
-finish in-flight connections for at most 2 s and exit 0.
+finish in-flight connections for at most 2 s and exit 0.  With --close-first
+the listener is closed at once, its queue unaccepted, as nginx's graceful
+shutdown and Go's http.Server.Shutdown do (benchmarks use it to show what a
+closing listener loses).
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ def command(
     proto: str | None = None,
     accept_delay_ms: float | None = None,
     python: str | None = None,
+    close_first: bool = False,
 ) -> list[str]:
     """The argv that runs one worker with this interpreter (or ``python``)."""
     argv = [python or sys.executable, "-m", "rpctl.cli.demo_worker", "--name", name]
@@ -103,6 +107,8 @@ def command(
         argv += ["--proto", proto]
     if accept_delay_ms is not None:
         argv += ["--accept-delay", str(accept_delay_ms)]
+    if close_first:
+        argv.append("--close-first")
     return argv
 
 
@@ -140,10 +146,11 @@ def spawn(
     proto: str = "tcp",
     accept_delay_ms: float | None = None,
     timeout: float = 10.0,
+    close_first: bool = False,
     **popen_kwargs,
 ) -> tuple[subprocess.Popen, Ready]:
     """Start one worker and wait until it is ready; it is killed if it never is."""
-    argv = command(name, listen=listen, proto=proto, accept_delay_ms=accept_delay_ms)
+    argv = command(name, listen=listen, proto=proto, accept_delay_ms=accept_delay_ms, close_first=close_first)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen_kwargs)
     try:
         return proc, wait_ready(proc, timeout)
@@ -231,8 +238,9 @@ class _Conn:
 class Worker:
     """The event loop of one worker; ``run()`` returns the process exit code."""
 
-    def __init__(self, name: str, sock: socket.socket, accept_delay: float = 0.0):
+    def __init__(self, name: str, sock: socket.socket, accept_delay: float = 0.0, close_first: bool = False):
         self.name = name
+        self.close_first = close_first
         self.sock = sock
         self.tcp = sock.type == socket.SOCK_STREAM
         self.accept_delay = accept_delay
@@ -358,9 +366,11 @@ class Worker:
 
         Connections still in the accept queue belong to this socket alone: if
         it closed with them queued, the kernel would reset them.  So they are
-        accepted first, and only then is the listener closed.
+        accepted first, and only then is the listener closed (unless
+        --close-first asks for what many servers do).
         """
-        self._accept_batch(limit=None)
+        if not self.close_first:
+            self._accept_batch(limit=None)
         if registered:
             self.sel.unregister(self.sock)
         self.sock.close()
@@ -496,6 +506,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="pause this long between accept batches, so that an accept queue builds up",
     )
+    p.add_argument(
+        "--close-first",
+        action="store_true",
+        help="on SIGTERM close the listener at once, leaving its queue unaccepted (as nginx and Go servers do)",
+    )
     return p.parse_args(argv)
 
 
@@ -526,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"demo_worker: cannot listen on {args.listen}: {exc}", file=sys.stderr)
             return 1
-    return Worker(args.name, sock, accept_delay=max(args.accept_delay, 0.0) / 1000.0).run()
+    return Worker(args.name, sock, accept_delay=max(args.accept_delay, 0.0) / 1000.0,
+                  close_first=args.close_first).run()
 
 
 if __name__ == "__main__":

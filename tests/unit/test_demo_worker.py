@@ -227,6 +227,34 @@ def test_sigterm_finishes_in_flight_connection(start):
     assert wait_exit(proc, 3.0) == 0
 
 
+@pytest.mark.parametrize("close_first", [False, True])
+def test_sigterm_and_the_accept_queue(start, close_first):
+    """By default the queue is served before the listener closes; --close-first
+    closes it at once, and the kernel resets what was queued."""
+    port = free_port()
+    proc, _ = start("w1", f"127.0.0.1:{port}", accept_delay_ms=60000, close_first=close_first)
+    # The first connection is accepted and answered; then the worker stops
+    # watching its listener for 60 s, so the next ones stay queued.
+    assert http_get("127.0.0.1", port).endswith(b"w1\n")
+    queued = [socket.create_connection(("127.0.0.1", port), timeout=3.0) for _ in range(5)]
+    try:
+        for q in queued:
+            q.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        outcomes = []
+        for q in queued:
+            try:
+                outcomes.append(recv_all(q).endswith(b"w1\n"))
+            except ConnectionResetError:
+                outcomes.append(False)
+    finally:
+        for q in queued:
+            q.close()
+    assert outcomes == [not close_first] * 5
+    assert wait_exit(proc, 3.0) == 0
+
+
 def test_sigterm_with_stuck_client_is_bounded(start):
     """A client that never finishes its request delays exit by at most the 2 s drain."""
     port = free_port()
