@@ -186,7 +186,7 @@ def run(env, args):
     console = env.console()
     history = History()
     if console.is_terminal:
-        _live(console, history, args.group, interval, frames)
+        show_live(console, history, args.group, interval, frames)
     else:
         _print_frames(console, history, args.group, interval, frames or 1)
     return ExitStatus.OK
@@ -206,8 +206,11 @@ def _print_frames(console, history, group: Optional[str], interval: float, frame
         console.print(render(snap, history, width, height))
 
 
-def _live(console, history, group: Optional[str], interval: float, frames: Optional[int]) -> None:
-    """On a terminal: the whole screen, redrawn every interval, until q, Ctrl-C or N frames."""
+def show_live(console, history, group: Optional[str], interval: float, frames: Optional[int],
+          until: Optional[Callable[[], bool]] = None, caption: Optional[Callable[[], str]] = None) -> None:
+    """On a terminal: the whole screen, redrawn every interval, until q, Ctrl-C, N frames
+    or until() holds (`rpctl demo` ends it when its steps are done).  caption() is shown
+    on the title line before the key hint (the demo's current step)."""
     import signal
 
     from rich.live import Live
@@ -220,15 +223,16 @@ def _live(console, history, group: Optional[str], interval: float, frames: Optio
             console=console, screen=True, auto_refresh=False, transient=True,
             redirect_stdout=False, redirect_stderr=False,
         ) as live:
-            hint = "q quits" if keys is not None else "Ctrl-C quits"
+            quit_hint = "q quits" if keys is not None else "Ctrl-C quits"
             due = time.monotonic()
             while True:
                 snap = _poll(group)
                 history.update(snap)
                 width, height = console.size
+                hint = f"{caption()}; {quit_hint}" if caption else quit_hint
                 live.update(render(snap, history, width, height, hint=hint), refresh=True)
                 shown += 1
-                if frames is not None and shown >= frames:
+                if (frames is not None and shown >= frames) or (until is not None and until()):
                     return
                 # A fixed schedule, but a slow poll does not make frames pile up behind it.
                 now = time.monotonic()

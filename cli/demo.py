@@ -4,9 +4,11 @@ Starts N demo workers (real HTTP servers, one process each) on one
 SO_REUSEPORT port of 127.0.0.1 through the launcher of `rpctl run` (which
 hands each its socket and registers it), and runs the
 built-in load generator through four steps: even weights, a drain, new
-weights, an undrain.  After each step it prints every worker's share of the
-replies the load generator actually got.  On a terminal the current step
-is shown live; without one it prints plain tables and exits by itself.
+weights, an undrain.  On a terminal the steps run under the live dashboard
+(`rpctl dashboard`, the step on its title line), which closes by itself
+when the steps are done (with --keep: on q or Ctrl-C).  Then, and without
+a terminal after each step, it prints every worker's share of the replies
+the load generator actually got.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from rich.live import Live
 from rich.table import Table
 
 from rpctl.controller import group as groups
@@ -125,13 +126,10 @@ def run(env, args) -> ExitStatus:
             f"[bold]rpctl demo[/]: {args.workers} workers on tcp 127.0.0.1:{args.port}, group {group_name}; "
             f"`rpctl status` in another shell shows it live"
         )
-        failed_total = 0
-        for step in steps(names):
-            step.action(group_name)
-            failed_total += _run_step(console, step.title, group_name, args)
+        failed_total = _run_steps(console, group_name, names, args)
         verdict = "no connection failed" if failed_total == 0 else f"{failed_total} connections failed"
         console.print(f"[bold]done[/]: {verdict}")
-        if args.keep:
+        if args.keep and not console.is_terminal:
             console.print(f"group {group_name} keeps running until Ctrl-C (--keep): try `rpctl status` elsewhere")
             while thread.is_alive():
                 thread.join(0.5)
@@ -169,37 +167,54 @@ def _wait_for_members(group_name: str, names: set, thread: threading.Thread, fai
         time.sleep(0.1)
 
 
-def _run_step(console, title: str, group_name: str, args) -> int:
-    """Load for one step; live view on a terminal.  Returns failed connections."""
-    result: dict[str, loadgen.Tally] = {}
+def _run_steps(console, group_name: str, names: list[str], args) -> int:
+    """Each step under load; returns the failed connections of all steps.
+
+    The steps run on a thread while the main thread shows the dashboard (on a
+    terminal), so that Ctrl-C and q reach the dashboard, which restores the
+    terminal; the step tables are printed once the screen is back."""
+    from . import dashboard
+    from .dashboard_view import History
+
     stop = threading.Event()
-    start = time.monotonic()
+    done: list[Table] = []
+    failed = [0]
+    current = [""]
+    errors: list[BaseException] = []
+    live = console.is_terminal
 
-    def load() -> None:
-        result["tally"] = loadgen.run_tcp("127.0.0.1", args.port, duration=args.step_seconds, concurrency=4, stop=stop)
+    def run_all() -> None:
+        try:
+            for i, step in enumerate(steps(names), 1):
+                if stop.is_set():
+                    return
+                step.action(group_name)
+                current[0] = f"demo step {i}/4: {step.title}"
+                tally = loadgen.run_tcp("127.0.0.1", args.port, duration=args.step_seconds, concurrency=4, stop=stop)
+                view = groups.views(group=group_name)[0]
+                failed[0] += sum(tally.failures.values())
+                done.append(step_table(step.title, view, tally, tally.elapsed))
+                if not live:
+                    console.print(done[-1])
+            current[0] = "demo steps done" + ("; the group keeps running (--keep)" if args.keep else "")
+        except BaseException as e:  # re-raised on the main thread
+            errors.append(e)
 
-    worker = threading.Thread(target=load, daemon=True)
+    worker = threading.Thread(target=run_all, name="rpctl-demo-steps", daemon=True)
     worker.start()
     try:
-        if console.is_terminal:
-            with Live(console=console, refresh_per_second=4, transient=True) as live:
-                while worker.is_alive():
-                    live.update(_live_table(title, group_name, time.monotonic() - start))
-                    worker.join(0.25)
-        worker.join()
-    except KeyboardInterrupt:
+        if live:
+            dashboard.show_live(console, History(), group_name, dashboard.DEFAULT_INTERVAL, None,
+                            until=lambda: not worker.is_alive() and not args.keep, caption=lambda: current[0])
+        else:
+            worker.join()
+    finally:
+        # Leaving the dashboard early (q, Ctrl-C) ends the steps too.
         stop.set()
         worker.join()
-        raise
-    tally = result.get("tally") or loadgen.Tally()
-    view = groups.views(group=group_name)[0]
-    console.print(step_table(title, view, tally, tally.elapsed))
-    return sum(tally.failures.values())
-
-
-def _live_table(title: str, group_name: str, elapsed: float) -> Table:
-    """What the program has selected since this step's table went live."""
-    view = groups.views(group=group_name, with_queues=False)[0]
-    counts = {m.name: m.since_publish for m in view.members}
-    heading = f"{title}: {sum(counts.values())} selections in {elapsed:.1f}s (live, from the program's counters)"
-    return shares_table(heading, view, counts)
+    if errors:
+        raise errors[0]
+    if live:
+        for table in done:
+            console.print(table)
+    return failed[0]
