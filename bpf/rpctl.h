@@ -12,7 +12,7 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 1
+#define RP_ABI_VERSION 2
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256
@@ -31,6 +31,20 @@
 #define RP_NO_MEMBER 0xffffffffu
 
 #define RP_NAME_LEN 32
+
+/* Pinned modes.  One pin table per generation, indexed by CPU (CPU mode)
+ * or by receive queue (RSS mode); a CPU or queue past its end is served by
+ * the weighted table, like one with no member. */
+#define RP_MAX_PINS 1024
+/* Set in a pin entry whose member is draining, weightless or gone when the
+ * generation was published: the program counts a pin fallback instead of
+ * selecting it. */
+#define RP_PIN_UNAVAILABLE 0x80000000u
+/* Largest RSS indirection table rpctl takes (NICs have 64 to 2048). */
+#define RP_RSS_MAX_INDIR 4096
+/* Bytes the NIC's Toeplitz hash reads at most: IPv6 addresses and ports. */
+#define RP_RSS_INPUT_MAX 36
+#define RP_IFNAME_LEN 16
 
 /* rp_member.flags */
 enum rp_member_flag {
@@ -58,7 +72,18 @@ enum rp_proto {
 
 /* rp_gen.mode: how the program picks a member. */
 enum rp_mode {
-	RP_MODE_WEIGHTED = 0,
+	RP_MODE_WEIGHTED = 0,  /* the slot table */
+	RP_MODE_CPU = 1,       /* pin[CPU the program runs on] */
+	RP_MODE_RSS = 2,       /* pin[rss_indir[NIC hash % rss_indir_size]] */
+};
+
+/* rp_gen.rss_flags: the fields the NIC hashes, per IP version.  A version
+ * without its flag is not hashed the NIC's way: weighted table. */
+enum rp_rss_flag {
+	RP_RSS_IPV4 = 1u << 0,         /* IPv4 source and destination address */
+	RP_RSS_IPV4_PORTS = 1u << 1,   /* ...and the source and destination port */
+	RP_RSS_IPV6 = 1u << 2,
+	RP_RSS_IPV6_PORTS = 1u << 3,
 };
 
 /* Map "ctl", one element: which generation is live, and what the group is. */
@@ -77,12 +102,28 @@ struct rp_ctl {
 /* Map "gens", two elements: what the program needs of one generation
  * besides its slot table.  live[] lists the members that may take a
  * connection (registered, not draining, weight > 0) in index order; the
- * program falls back to it when a slot's socket is gone. */
+ * program falls back to it when a slot's socket is gone.
+ *
+ * The pin tables live here too, so that a pin change (or a drain in a
+ * pinned mode) flips with ctl.gen like a weight change, and the program
+ * reads the mode from the element it has already looked up. */
 struct rp_gen {
 	__u32 mode;            /* enum rp_mode */
 	__u32 n_live;          /* used entries of live[] */
 	__u64 published_ns;    /* CLOCK_REALTIME when this generation went live */
 	__u32 live[RP_MAX_MEMBERS];
+	__u32 rss_flags;       /* enum rp_rss_flag */
+	__u32 rss_indir_size;  /* used entries of rss_indir[] */
+	char pin_dev[RP_IFNAME_LEN];  /* RSS mode: the device the tables are from */
+	/* CPU or receive queue -> member index, | RP_PIN_UNAVAILABLE when it
+	 * takes nothing now; RP_NO_MEMBER when nobody is pinned there. */
+	__u32 pin[RP_MAX_PINS];
+	__u16 rss_indir[RP_RSS_MAX_INDIR];  /* NIC hash % size -> receive queue */
+	/* The device's Toeplitz hash as a table: the hash of input byte i
+	 * having value v (every other byte 0) is rss_hash[i][v], and the hash
+	 * of an input is the XOR over its bytes (the hash is linear).  Built
+	 * by the controller from the device's key. */
+	__u32 rss_hash[RP_RSS_INPUT_MAX][256];
 };
 
 /* One member's policy in one generation. */
@@ -112,7 +153,7 @@ struct rp_member_stats {
 	__u64 selected;        /* chosen through its slot in the table */
 	__u64 fallback;        /* chosen because the slot's socket was gone */
 	__u64 migrated;        /* took a request from a closing listener */
-	__u64 _reserved;
+	__u64 pinned;          /* chosen as the member of its CPU or queue */
 };
 
 /* Map "group_stats", per CPU, one element. */
@@ -120,7 +161,10 @@ struct rp_group_stats {
 	__u64 slot_misses;     /* slot's socket gone: fell back to live[] */
 	__u64 no_live;         /* no live member: the kernel chose */
 	__u64 empty_slots;     /* slot named no member: fell back to live[] */
-	__u64 _reserved;
+	__u64 pin_fallbacks;   /* pinned member draining or gone: weighted table */
+	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
+	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
+	                        * recomputed for: weighted table */
 };
 
 #endif /* RPCTL_H */

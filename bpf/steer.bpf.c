@@ -4,12 +4,21 @@
  *
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array:
- *   1. the member named by the live weighted slot table at hash & mask;
- *   2. if that socket is gone (closed: the kernel emptied its array entry),
+ *   1. a request migrating from a closing listener goes to step 3: it has
+ *      no arrival CPU or queue of its own (the program runs on the CPU that
+ *      closes the listener);
+ *   2. in a pinned mode, the member pinned to the CPU the program runs on
+ *      (CPU mode), or to the receive queue the NIC's RSS put the packet on
+ *      (RSS mode: the NIC's Toeplitz hash, recomputed here from the packet,
+ *      through the device's indirection table).  A CPU or queue whose
+ *      member is draining or gone, or that has none, goes on to step 3 and
+ *      is counted;
+ *   3. the member named by the live weighted slot table at hash & mask;
+ *   4. if that socket is gone (closed: the kernel emptied its array entry),
  *      the first member that takes it, walking at most RP_FALLBACK_TRIES
  *      entries of the live list from hash % n_live: deterministic for a
  *      flow, never a draining member;
- *   3. if no member is live, SK_PASS without a choice: the kernel's own
+ *   5. if no member is live, SK_PASS without a choice: the kernel's own
  *      hash selection takes over (and the group counter says so).
  * Unregistered sockets of the port are never in the array, so while any
  * member is live they get nothing (hijack protection).
@@ -33,10 +42,15 @@
  * meets dead entries for members that closed since the last publish. */
 #define RP_FALLBACK_TRIES 16
 
+/* EtherType of md->eth_protocol, which holds it in network byte order. */
+#define RP_ETH_P_IP 0x0800
+#define RP_ETH_P_IPV6 0x86DD
+
 enum rp_outcome {
 	RP_SELECTED,
 	RP_FALLBACK,
 	RP_MIGRATED,
+	RP_PINNED,
 };
 
 static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
@@ -50,8 +64,10 @@ static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
 		st->selected++;
 	else if (outcome == RP_FALLBACK)
 		st->fallback++;
-	else
+	else if (outcome == RP_MIGRATED)
 		st->migrated++;
+	else
+		st->pinned++;
 }
 
 static __always_inline struct rp_group_stats *rp_group_stats(void)
@@ -59,6 +75,100 @@ static __always_inline struct rp_group_stats *rp_group_stats(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+}
+
+/* The NIC's Toeplitz hash of in[0..len-1], from the per-byte table the
+ * controller built with the device's key.  len is a constant at each call
+ * site, so the loop unrolls into len table loads. */
+static __always_inline __u32 rp_toeplitz(struct rp_gen *g, const __u8 *in, const __u32 len)
+{
+	__u32 h = 0, i;
+
+#pragma unroll
+	for (i = 0; i < len; i++)
+		h ^= g->rss_hash[i][in[i]];
+	return h;
+}
+
+/* RSS mode: the receive queue the NIC put this packet on.  Its input is
+ * what the NIC hashes, in the order it hashes it: source address,
+ * destination address, then source port and destination port when it
+ * hashes ports (a port left out reads as zero, which adds nothing to the
+ * hash).  The kernel's md->hash is its own hash of the 4-tuple, never the
+ * NIC's: it cannot name the queue.  Returns 0 and sets *queue, or -1. */
+static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_gen *g, __u32 *queue)
+{
+	__u8 in[RP_RSS_INPUT_MAX] = {};
+	__u32 h, size;
+
+	/* The addresses sit at fixed offsets of the network header; md->data
+	 * (offset 0 of bpf_skb_load_bytes) is the transport header. */
+	if (md->eth_protocol == bpf_htons(RP_ETH_P_IP)) {
+		if (!(g->rss_flags & RP_RSS_IPV4))
+			return -1;
+		if (bpf_skb_load_bytes_relative(md, 12, in, 8, BPF_HDR_START_NET))
+			return -1;
+		if (g->rss_flags & RP_RSS_IPV4_PORTS && bpf_skb_load_bytes(md, 0, in + 8, 4))
+			return -1;
+		h = rp_toeplitz(g, in, 12);
+	} else if (md->eth_protocol == bpf_htons(RP_ETH_P_IPV6)) {
+		if (!(g->rss_flags & RP_RSS_IPV6))
+			return -1;
+		if (bpf_skb_load_bytes_relative(md, 8, in, 32, BPF_HDR_START_NET))
+			return -1;
+		if (g->rss_flags & RP_RSS_IPV6_PORTS && bpf_skb_load_bytes(md, 0, in + 32, 4))
+			return -1;
+		h = rp_toeplitz(g, in, RP_RSS_INPUT_MAX);
+	} else {
+		return -1;
+	}
+	size = g->rss_indir_size;
+	if (!size || size > RP_RSS_MAX_INDIR)
+		return -1;
+	h %= size;
+	/* clang knows h < size <= RP_RSS_MAX_INDIR and would drop the mask;
+	 * the verifier does not, and needs it. */
+	asm volatile("" : "+r"(h));
+	*queue = g->rss_indir[h & (RP_RSS_MAX_INDIR - 1)];
+	return 0;
+}
+
+/* Pinned modes: select the member of this CPU or queue.  Returns 0 when
+ * it took the connection; otherwise the weighted table decides, and the
+ * group counter names why. */
+static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g)
+{
+	struct rp_group_stats *gs;
+	__u32 key, idx;
+
+	if (g->mode == RP_MODE_CPU) {
+		key = bpf_get_smp_processor_id();
+	} else if (rp_rss_queue(md, g, &key)) {
+		/* Not IPv4/IPv6, a version the NIC does not hash the way we
+		 * recompute, or headers out of reach. */
+		gs = rp_group_stats();
+		if (gs)
+			gs->rss_unhashed++;
+		return -1;
+	}
+	idx = key < RP_MAX_PINS ? g->pin[key & (RP_MAX_PINS - 1)] : RP_NO_MEMBER;
+	if (idx == RP_NO_MEMBER) {
+		/* Nobody is pinned to this CPU or queue. */
+		gs = rp_group_stats();
+		if (gs)
+			gs->pin_unassigned++;
+		return -1;
+	}
+	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
+	 * never selected, a gone one's entry is empty; both fall back. */
+	if (!(idx & RP_PIN_UNAVAILABLE) && bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+		rp_count_member(idx, RP_PINNED);
+		return 0;
+	}
+	gs = rp_group_stats();
+	if (gs)
+		gs->pin_fallbacks++;
+	return -1;
 }
 
 int rp_select(struct sk_reuseport_md *md)
@@ -84,6 +194,11 @@ int rp_select(struct sk_reuseport_md *md)
 	/* A closing listener hands over a queued or half-open request. */
 	migrating = md->migrating_sk != 0;
 #endif
+
+	/* The weighted path's only cost of the pinned modes: this test of a
+	 * field of the generation it has looked up anyway. */
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
+		return SK_PASS;
 
 	/* Weighted table of the live generation. */
 	slot = (gen << RP_SLOT_BITS) | (md->hash & RP_SLOT_MASK);

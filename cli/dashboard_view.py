@@ -27,7 +27,7 @@ from rich.text import Text
 
 from rpctl.controller.group import GroupView, MemberView
 
-from .render import STATE_STYLE, pct
+from .render import STATE_STYLE, mode_text, pct, pin_text
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -62,7 +62,7 @@ class Event:
     time: float  # monotonic, as Snapshot.time
     wall: Optional[float]
     group: str
-    kind: str  # registered unregistered drain drained undrain gone weights group+ group-
+    kind: str  # registered unregistered drain drained undrain gone weights mode group+ group-
     text: str
     member: Optional[str] = None
 
@@ -75,6 +75,7 @@ EVENT_STYLE = {
     "undrain": "green",
     "gone": "red",
     "weights": "blue",
+    "mode": "bold blue",
     "group+": "bold green",
     "group-": "bold red",
 }
@@ -82,7 +83,7 @@ EVENT_STYLE = {
 
 def member_total(m: MemberView) -> int:
     """Every connection (datagram) the program placed on the member, however it chose it."""
-    return m.selected + m.fallback + m.migrated
+    return m.selected + m.fallback + m.migrated + m.pinned
 
 
 class _Series:
@@ -254,6 +255,8 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
         if old is None:
             ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
             continue
+        if (old.mode, old.pin_dev) != (g.mode, g.pin_dev):
+            ev(name, "mode", f"mode {mode_text(old)} -> {mode_text(g)}")
         was = {m.name: m for m in old.members}
         now = {m.name: m for m in g.members}
         for mname in was:
@@ -343,7 +346,7 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "queue": _opt(m.queue),
         "migrated": _count(m.migrated),
         "fallback": _count(m.fallback),
-        "pin": "-",  # the only mode is weighted: nothing is pinned yet
+        "pin": pin_text(g, m),
     }
 
 
@@ -390,7 +393,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
     segments = [
         Text(g.name, style="bold reverse"),
         Text(g.endpoint, style="bold"),
-        Text(f"{g.proto} {g.mode}"),
+        Text(f"{g.proto} {mode_text(g)}", style="bold" if g.mode != "weighted" else ""),
         Text(f"prog {g.prog_id}"),
         Text(f"{_rate(rate)} {_unit(g)}", style="bold"),
         # Without listener migration (kernel < 5.14) a closing member's queue is not placed by
@@ -399,6 +402,10 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
         Text(f"fallback {_count(fallback)}"),
         Text(f"slot misses {_count(g.slot_misses)}"),
         Text(f"no live {_count(g.no_live)}"),
+        # Pinned modes only: why connections did not go to their CPU's or queue's member.
+        *([Text(f"pin fallbacks {_count(g.pin_fallbacks)}"), Text(f"unpinned {_count(g.pin_unassigned)}")]
+          if g.mode != "weighted" else []),
+        *([Text(f"unhashed {_count(g.rss_unhashed)}")] if g.mode == "rss" else []),
         Text(f"{len(g.members)} members" + (f" ({states})" if states else "")),
     ]
     lines: list[Text] = []

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rpctl.controller.group import GroupView, MemberView
+from rpctl.controller.pinning import format_cpus
 from rpctl.controller.probe import Check
 
 STATE_STYLE = {"active": "green", "draining": "yellow", "drained": "cyan", "gone": "red"}
@@ -22,6 +23,17 @@ def pct(x: Optional[float]) -> str:
 
 def _opt(x: Optional[int]) -> str:
     return "-" if x is None else str(x)
+
+
+def pin_text(g: GroupView, m: MemberView) -> str:
+    """What a member is pinned to: "cpu 0-1", "queue 0,2", or "-"."""
+    if g.mode not in ("cpu", "rss") or not m.pins:
+        return "-"
+    return f"{'cpu' if g.mode == 'cpu' else 'queue'} {format_cpus(m.pins)}"
+
+
+def mode_text(g: GroupView) -> str:
+    return f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
 
 
 def member_json(m: MemberView) -> dict[str, Any]:
@@ -38,6 +50,8 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "selected": m.selected,
         "fallback": m.fallback,
         "migrated": m.migrated,
+        "pinned": m.pinned,
+        "pins": list(m.pins),
         "selected_since_change": m.since_publish,
         "queue": m.queue,
     }
@@ -51,10 +65,18 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "port": g.port,
         "program_id": g.prog_id,
         "mode": g.mode,
+        "pin_device": g.pin_dev or None,
         "migration": g.migration,
         "generation": g.gen,
         "published_ns": g.published_ns,
-        "counters": {"slot_misses": g.slot_misses, "no_live_member": g.no_live, "empty_slots": g.empty_slots},
+        "counters": {
+            "slot_misses": g.slot_misses,
+            "no_live_member": g.no_live,
+            "empty_slots": g.empty_slots,
+            "pin_fallbacks": g.pin_fallbacks,
+            "pin_unassigned": g.pin_unassigned,
+            "rss_unhashed": g.rss_unhashed,
+        },
         "members": [member_json(m) for m in g.members],
     }
 
@@ -79,33 +101,43 @@ def state_text(m: MemberView) -> Text:
 
 
 def group_title(g: GroupView) -> str:
+    pinned = ""
+    if g.mode != "weighted":
+        pinned = f"  pin fallbacks {g.pin_fallbacks}  unpinned {g.pin_unassigned}"
+        if g.mode == "rss":
+            pinned += f"  unhashed {g.rss_unhashed}"
     return (
-        f"group {g.name}  {g.endpoint}  prog {g.prog_id}  mode {g.mode}  "
-        f"fallbacks {g.slot_misses}  no-live {g.no_live}"
+        f"group {g.name}  {g.endpoint}  prog {g.prog_id}  mode {mode_text(g)}  "
+        f"fallbacks {g.slot_misses}  no-live {g.no_live}{pinned}"
     )
 
 
 def status_table(g: GroupView, width: int = 80) -> Table:
-    """Fits 80 columns; the socket cookie joins from 100 columns on (JSON always has it)."""
+    """Fits 80 columns; the socket cookie joins from 100 columns on (JSON always has it).
+    In a pinned mode, what each member is pinned to and how often that chose it; below
+    100 columns these take the place of idx and fallback (JSON always has them)."""
+    pinned = g.mode != "weighted"
+    wide = width >= 100
     t = Table(title=group_title(g), title_justify="left")
-    columns = [("member", {}), ("pid", {"justify": "right"}), ("idx", {"justify": "right"})]
-    if width >= 100:
-        columns.append(("cookie", {"justify": "right"}))
-    columns += [
-        ("state", {}),
-        ("weight", {"justify": "right"}),
-        ("selected", {"justify": "right"}),
-        ("fallback", {"justify": "right"}),
-        ("queue", {"justify": "right"}),
+    right = {"justify": "right"}
+    columns = [
+        ("member", {}, lambda m: m.name),
+        ("pid", right, lambda m: str(m.pid)),
+        ("idx", right, lambda m: str(m.index), wide or not pinned),
+        ("cookie", right, lambda m: str(m.cookie), wide),
+        ("state", {}, state_text),
+        ("weight", right, lambda m: str(m.weight)),
+        ("selected", right, lambda m: str(m.selected)),
+        ("fallback", right, lambda m: str(m.fallback), wide or not pinned),
+        ("queue", right, lambda m: _opt(m.queue)),
+        ("pin", {}, lambda m: pin_text(g, m), pinned),
+        ("pinned", right, lambda m: str(m.pinned), pinned),
     ]
-    for col, kw in columns:
+    shown = [(col, kw, cell) for col, kw, cell, *keep in columns if not keep or keep[0]]
+    for col, kw, _ in shown:
         t.add_column(col, **kw)
     for m in g.members:
-        cells = [m.name, str(m.pid), str(m.index)]
-        if width >= 100:
-            cells.append(str(m.cookie))
-        cells += [state_text(m), str(m.weight), str(m.selected), str(m.fallback), _opt(m.queue)]
-        t.add_row(*cells)
+        t.add_row(*[cell(m) for _, _, cell in shown])
     return t
 
 

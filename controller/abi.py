@@ -13,7 +13,7 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 1
+RP_ABI_VERSION = 2
 RP_MAX_MEMBERS = 256
 RP_SLOT_BITS = 16
 RP_SLOTS = 1 << RP_SLOT_BITS
@@ -21,6 +21,11 @@ RP_SLOT_MASK = RP_SLOTS - 1
 RP_GENERATIONS = 2
 RP_NO_MEMBER = 0xFFFFFFFF
 RP_NAME_LEN = 32
+RP_MAX_PINS = 1024
+RP_PIN_UNAVAILABLE = 0x80000000
+RP_RSS_MAX_INDIR = 4096
+RP_RSS_INPUT_MAX = 36
+RP_IFNAME_LEN = 16
 
 RP_MEMBER_USED = 1 << 0
 RP_POLICY_PRESENT = 1 << 0
@@ -32,6 +37,13 @@ RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
 
 RP_MODE_WEIGHTED = 0
+RP_MODE_CPU = 1
+RP_MODE_RSS = 2
+
+RP_RSS_IPV4 = 1 << 0
+RP_RSS_IPV4_PORTS = 1 << 1
+RP_RSS_IPV6 = 1 << 2
+RP_RSS_IPV6_PORTS = 1 << 3
 
 
 class RpCtl(ctypes.Structure):
@@ -58,6 +70,12 @@ class RpGen(ctypes.Structure):
         ("n_live", u32),
         ("published_ns", u64),
         ("live", u32 * RP_MAX_MEMBERS),
+        ("rss_flags", u32),
+        ("rss_indir_size", u32),
+        ("pin_dev", ctypes.c_char * RP_IFNAME_LEN),
+        ("pin", u32 * RP_MAX_PINS),
+        ("rss_indir", u16 * RP_RSS_MAX_INDIR),
+        ("rss_hash", (u32 * 256) * RP_RSS_INPUT_MAX),
     ]
 
 
@@ -86,13 +104,20 @@ class RpMember(ctypes.Structure):
 class RpMemberStats(ctypes.Structure):
     """Mirrors struct rp_member_stats in bpf/rpctl.h (one CPU's copy)."""
 
-    _fields_ = [("selected", u64), ("fallback", u64), ("migrated", u64), ("_reserved", u64)]
+    _fields_ = [("selected", u64), ("fallback", u64), ("migrated", u64), ("pinned", u64)]
 
 
 class RpGroupStats(ctypes.Structure):
     """Mirrors struct rp_group_stats in bpf/rpctl.h (one CPU's copy)."""
 
-    _fields_ = [("slot_misses", u64), ("no_live", u64), ("empty_slots", u64), ("_reserved", u64)]
+    _fields_ = [
+        ("slot_misses", u64),
+        ("no_live", u64),
+        ("empty_slots", u64),
+        ("pin_fallbacks", u64),
+        ("pin_unassigned", u64),
+        ("rss_unhashed", u64),
+    ]
 
 
 # Structs the header test checks, by C name.

@@ -1,0 +1,194 @@
+"""`rpctl pin`: options, refusals before anything is touched, output, and how status and
+the dashboard show a pinned group.  In-process, no privileges: the controller calls a
+command makes are replaced by fakes that record them."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+import pytest
+from rich.console import Console
+from rpctl.cli import dashboard_view, pin_cmd, render
+from rpctl.cli.main import Environment, run
+from rpctl.controller import locality, rss
+from rpctl.controller.errors import ExitStatus
+from rpctl.controller.group import GroupView, MemberView
+
+
+@pytest.fixture(autouse=True)
+def no_system(refuse_system, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in ("pin_cpu", "pin_rss", "pin_off", "explain_rss"):
+        monkeypatch.setattr(locality, name, refuse_system)
+    monkeypatch.setattr(rss, "read_device", refuse_system)
+
+
+def invoke(*argv: str) -> tuple[int, str, str]:
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    status = run(list(argv), env)
+    return status, env.stdout.getvalue(), env.stderr.getvalue()
+
+
+def one_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rpctl: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["pin"], "the following arguments are required: mode"),
+        (["pin", "numa"], "invalid choice: 'numa'"),
+        (["pin", "rss"], "pin rss: --dev IFACE is required"),
+        (["pin", "cpu", "--dev", "eth0"], "--dev and --explain go with `pin rss`"),
+        (["pin", "off", "--explain"], "--dev and --explain go with `pin rss`"),
+        (["pin", "off", "--map", "a=0"], "--map goes with `pin cpu` and `pin rss`"),
+        (["pin", "cpu", "--json"], "--json goes with --explain"),
+    ],
+)
+def test_bad_command_lines_exit_2(argv, says):
+    status, out, err = invoke(*argv)
+    assert status == ExitStatus.USAGE and out == ""
+    assert says in one_line(err)
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("a=x", "CPU of a: 'x' is not a whole number"),
+        ("a", "CPUs: 'a' is not NAME=CPU"),
+        ("a=0,a=1", "CPUs: a is given twice"),
+        ("a=-1", "CPU of a: -1 is not a CPU number"),
+        (",", "--map: give NAME=CPU"),
+    ],
+)
+def test_bad_maps_exit_4_before_any_group_is_touched(value, says):
+    status, out, err = invoke("pin", "cpu", "--map", value)
+    assert status == ExitStatus.INVALID and out == ""
+    assert says in one_line(err)
+
+
+def test_parse_map_joins_commas_and_repeats():
+    assert pin_cmd.parse_map(["w1=0, w2=1", "w3=2"]) == {"w1": 0, "w2": 1, "w3": 2}
+    assert pin_cmd.parse_map(None) is None
+
+
+def test_pin_cpu_prints_the_assignment(monkeypatch):
+    calls = []
+
+    def pin_cpu(mapping, group=None):
+        calls.append((mapping, group))
+        return locality.PinResult("web", "cpu", {0: "w1", 1: "w2", 2: "w1"}, unassigned=[3])
+
+    monkeypatch.setattr(locality, "pin_cpu", pin_cpu)
+    status, out, err = invoke("pin", "cpu", "--map", "w1=0,w2=1", "-g", "web")
+    assert status == 0 and err == ""
+    assert calls == [({"w1": 0, "w2": 1}, "web")]
+    assert out.splitlines() == ["group web: pinned by CPU", "  CPU 0,2 -> w1", "  CPU 1 -> w2",
+                                "  CPU 3: no member; the weighted table serves them"]
+
+
+def test_pin_off_says_when_there_was_nothing_to_do(monkeypatch):
+    monkeypatch.setattr(locality, "pin_off", lambda group=None: ("web", "weighted"))
+    status, out, err = invoke("pin", "off")
+    assert status == 0 and out == "" and "not pinned" in one_line(err)
+    monkeypatch.setattr(locality, "pin_off", lambda group=None: ("web", "cpu"))
+    status, out, _ = invoke("pin", "off")
+    assert status == 0 and "cpu mode off, back to weighted selection" in out
+
+
+def explanation(problems=()) -> locality.Explanation:
+    info = rss.RssInfo("eth0", rx_queues=2, queues_from="GRXRINGS", indir=[0, 0, 0, 1], key=bytes(40),
+                       hfunc="toeplitz", fields={"tcp4": rss.RXH_ADDRS | rss.RXH_PORTS})
+    rows = [
+        locality.ChainRow(0, 0.75, 45, "eth0-TxRx-0", "0", 0, "w1"),
+        locality.ChainRow(1, 0.25, None, "", "", None, None),
+    ]
+    return locality.Explanation(info, "web", rows, list(problems))
+
+
+def test_explain_prints_the_chain(monkeypatch):
+    monkeypatch.setattr(rss, "read_device", lambda dev: explanation().info)
+    monkeypatch.setattr(locality, "explain_rss", lambda info, mapping, group=None: explanation())
+    status, out, err = invoke("pin", "rss", "--dev", "eth0", "--explain")
+    assert status == 0 and err == ""
+    assert "device eth0: 2 receive queues (ETHTOOL_GRXRINGS)" in out
+    assert "tcp4 hashed over IP src + IP dst + L4 src port + L4 dst port" in out
+    assert "not the NIC's" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert rows[0][:6] == ["0", "75.0%", "45", "0", "0", "w1"]
+    assert rows[1][:6] == ["1", "25.0%", "?", "-", "?", "-"]
+
+
+def test_explain_with_a_problem_prints_then_exits_4(monkeypatch):
+    monkeypatch.setattr(rss, "read_device", lambda dev: explanation().info)
+    monkeypatch.setattr(locality, "explain_rss",
+                        lambda info, mapping, group=None: explanation(["the NIC hashes with xor"]))
+    status, out, err = invoke("pin", "rss", "--dev", "eth0", "--explain", "--json")
+    doc = json.loads(out)
+    assert status == ExitStatus.INVALID and "xor" in one_line(err)
+    assert set(doc) == {"device", "group", "rx_queues", "indirection_size", "hash_function", "key_size",
+                        "hashed_fields", "rps_queues", "chain", "problems", "notes"}
+    assert doc["chain"][0] == {"queue": 0, "table_share": 0.75, "irq": 45, "irq_name": "eth0-TxRx-0",
+                               "irq_cpus": "0", "cpu": 0, "member": "w1"}
+    assert doc["problems"] == ["the NIC hashes with xor"]
+
+
+# Status and dashboard ---------------------------------------------------------------
+
+
+def pinned_view(mode: str = "cpu") -> GroupView:
+    def member(i: int, name: str, pins: list[int], **kw) -> MemberView:
+        fields = dict(index=i, name=name, pid=100 + i, fd=3, cookie=9 + i, weight=1, draining=False, gone=False,
+                      selected=5, fallback=0, migrated=0, since_publish=0, target_share=0.5, queue=0,
+                      pinned=40 + i, pins=pins)
+        return MemberView(**{**fields, **kw})
+
+    view = GroupView(name="web", proto="tcp", family=socket.AF_INET, addr="127.0.0.1", port=80, prog_id=7, gen=0,
+                     mode=mode, published_ns=0, created_ns=0, pin_dev="eth0" if mode == "rss" else "",
+                     pin_fallbacks=3, pin_unassigned=4, rss_unhashed=5)
+    view.members = [member(0, "worker-1", [0, 2]), member(1, "worker-2", [1], draining=True),
+                    member(2, "worker-3", [])]
+    return view
+
+
+def text_of(renderable, width: int) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=False)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
+    text = text_of(render.status_table(pinned_view("cpu")), 80)
+    words = " ".join(text.split())  # the title wraps at 80 columns
+    assert "mode cpu" in words and "pin fallbacks 3" in words and "unpinned 4" in words
+    assert "cpu 0,2" in text and "cpu 1" in text and "worker-3" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    rss_text = text_of(render.status_table(pinned_view("rss")), 80)
+    assert "mode rss eth0" in rss_text and "queue 0,2" in rss_text and "unhashed 5" in " ".join(rss_text.split())
+
+
+def test_status_json_in_a_pinned_mode():
+    (g,) = render.status_json([pinned_view("rss")])["groups"]
+    assert (g["mode"], g["pin_device"]) == ("rss", "eth0")
+    assert g["counters"]["pin_fallbacks"] == 3 and g["counters"]["rss_unhashed"] == 5
+    assert [(m["pins"], m["pinned"]) for m in g["members"]] == [([0, 2], 40), ([1], 41), ([], 42)]
+
+
+def test_dashboard_pin_column_header_and_mode_event():
+    history = dashboard_view.History()
+    before = pinned_view("cpu")
+    before.mode, before.pin_dev = "weighted", ""
+    history.update(dashboard_view.Snapshot(time=0.0, groups=[before]))
+    snap = dashboard_view.Snapshot(time=1.0, groups=[pinned_view("rss")])
+    events = history.update(snap)
+    assert [(e.kind, e.text) for e in events] == [("mode", "mode weighted -> rss eth0")]
+    text = text_of(dashboard_view.render(snap, history, 160, 40), 160)
+    assert "tcp rss eth0" in text and "pin fallbacks 3" in text and "unhashed 5" in text
+    row = next(line for line in text.splitlines() if line.startswith("worker-1 "))
+    assert row.rstrip().endswith("queue 0,2")
+    row3 = next(line for line in text.splitlines() if line.startswith("worker-3 "))
+    assert row3.rstrip().endswith("-")
