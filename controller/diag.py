@@ -5,13 +5,15 @@ cookie, the key the BPF program sees), how deep each one's queue is, and which
 processes hold them.  inet_diag answers the first two in one dump per address
 family; /proc/*/fd answers the third.
 
-pyroute2 supplies the inet_diag request and reply layouts, but not the transport:
-its DiagSocket drops the error code the kernel puts in NLMSG_DONE (a missing
-udp_diag module would read as "no sockets") and starts an asyncio loop per
-socket.  A plain netlink socket is opened per call instead, so the dump always
-sees the network namespace the calling thread is in *now*.  pyroute2 is imported
-inside the functions: importing it costs about 0.1 s, which commands that do not
-read sockets must not pay.
+The request and the reply are two fixed C structs (inet_diag_req_v2 and
+inet_diag_msg in include/uapi/linux/inet_diag.h), packed and unpacked here with
+`struct`.  pyroute2 used to supply them, but importing any of its modules runs
+its package __init__ (asyncio, ndb, ipdb, conntrack): 65-90 ms of every
+`rpctl status`, half the control plane's budget, and its generic decoder cost
+more per message than the whole dump (docs/decisions/0003).  A plain netlink
+socket is opened per call, so the dump always sees the network namespace the
+calling thread is in *now*, and the kernel's error code in NLMSG_DONE is kept
+(a missing udp_diag module must not read as "no sockets").
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["SocketDiag", "listeners", "queue_depths", "holders"]
+__all__ = ["SocketDiag", "listeners", "queue_depths", "holders", "handshakes"]
 
 # include/uapi/linux/netlink.h, sock_diag.h, net/tcp_states.h
 _NLMSG_ERROR = 2
@@ -33,7 +35,17 @@ _SOCK_DIAG_BY_FAMILY = 20
 _NETLINK_SOCK_DIAG = 4
 _TCP_LISTEN = 10
 _TCP_CLOSE = 7
+_TCP_SYN_RECV = 3  # how inet_diag reports a request socket (TCP_NEW_SYN_RECV, 12, in the hash)
+_TCP_NEW_SYN_RECV = 12
 _NLMSG_HDR = struct.Struct("=IHHII")
+# struct inet_diag_req_v2: family, protocol, ext, pad, states; then struct
+# inet_diag_sockid, of which only the source port (big-endian) is set.
+_REQ = struct.Struct("=BBBxI")
+_REQ_SOCKID = struct.Struct("!HH44x")
+# struct inet_diag_msg: family, state, timer, retrans; sockid (sport and dport
+# big-endian, src[16], dst[16], if, cookie as u32[2] low word first); expires,
+# rqueue, wqueue, uid, inode.  Ports are read native and swapped with ntohs.
+_MSG = struct.Struct("=BB2xH2x16s16x4xII4xIIII")
 _RECV_SIZE = 1 << 16  # above the 32 KiB the kernel fills per dump skb: no MSG_TRUNC
 
 _PROTO_NAMES = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP"}
@@ -75,24 +87,32 @@ def _fail(what: str, err: int) -> OSError:
     return OSError(err, f"read sockets through sock_diag: {what}: {os.strerror(err)}{hint}")
 
 
-def _dump(nl: socket.socket, family: int, proto: int, port: int | None) -> list[SocketDiag]:
-    """One SOCK_DIAG_BY_FAMILY dump of the listening sockets of one family and protocol."""
-    from pyroute2.netlink.diag import inet_diag_msg, inet_diag_req
+def _request(family: int, proto: int, port: int | None, states: int) -> bytes:
+    body = _REQ.pack(family, proto, 0, states) + _REQ_SOCKID.pack(port or 0, 0)
+    header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+    return header + body
 
+
+def _decode(data: bytes, off: int, proto: int) -> SocketDiag:
+    """The inet_diag_msg after the netlink header at `off`."""
+    family, state, sport, src, lo, hi, rqueue, wqueue, uid, inode = _MSG.unpack_from(data, off + _NLMSG_HDR.size)
+    addr = socket.inet_ntop(family, src[:4] if family == socket.AF_INET else src)
+    return SocketDiag(cookie=lo | hi << 32, inode=inode, uid=uid, family=family, proto=proto, state=state,
+                      local_addr=addr, local_port=socket.ntohs(sport), rqueue=rqueue, wqueue=wqueue)
+
+
+def _dump(
+    nl: socket.socket, family: int, proto: int, port: int | None, handshaking: bool = False
+) -> list[SocketDiag]:
+    """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
+    sockets, or (handshaking=True, TCP) the requests still in their handshake."""
     what = f"{_FAMILY_NAMES[family]} {_PROTO_NAMES[proto]} dump"
-    state = _STATE_FOR[proto]
-    req = inet_diag_req()
-    req["header"] = {"type": _SOCK_DIAG_BY_FAMILY, "flags": _NLM_F_REQUEST | _NLM_F_DUMP,
-                     "sequence_number": 1, "pid": 0}
-    req["sdiag_family"] = family
-    req["sdiag_protocol"] = proto
-    req["idiag_states"] = 1 << state
-    # The kernel skips other source ports itself (TCP listeners and UDP); the
-    # check below is kept for kernels that do not.
-    req["idiag_sport"] = port or 0
-    req.encode()
+    state = _TCP_SYN_RECV if handshaking else _STATE_FOR[proto]
+    states = (1 << _TCP_SYN_RECV | 1 << _TCP_NEW_SYN_RECV) if handshaking else 1 << state
     try:
-        nl.send(req.data)
+        # The kernel skips other source ports itself (TCP listeners and UDP); the
+        # check below is kept for kernels that do not.
+        nl.send(_request(family, proto, port, states))
     except OSError as e:
         raise _fail(f"{what}: send request", e.errno) from None
 
@@ -117,18 +137,19 @@ def _dump(nl: socket.socket, family: int, proto: int, port: int | None) -> list[
                 if mtype == _NLMSG_DONE:
                     return found
             elif mtype == _SOCK_DIAG_BY_FAMILY:
-                msg = inet_diag_msg(data, offset=off)
-                msg.decode()
-                if msg["idiag_state"] == state and (port is None or msg["idiag_sport"] == port):
-                    # The kernel writes the cookie as u32[2], low word first; pyroute2
-                    # reads a native u64, which is only right on little-endian hosts.
-                    lo, hi = struct.unpack("=II", struct.pack("=Q", msg["idiag_cookie"]))
-                    found.append(SocketDiag(
-                        cookie=lo | hi << 32, inode=msg["idiag_inode"], uid=msg["idiag_uid"],
-                        family=msg["idiag_family"], proto=proto, state=msg["idiag_state"],
-                        local_addr=msg["idiag_src"], local_port=msg["idiag_sport"],
-                        rqueue=msg["idiag_rqueue"], wqueue=msg["idiag_wqueue"]))
+                if length < _NLMSG_HDR.size + _MSG.size:
+                    raise RuntimeError(f"read sockets through sock_diag: {what}: short inet_diag_msg")
+                d = _decode(data, off, proto)
+                if d.state == state and (port is None or d.local_port == port):
+                    found.append(d)
             off += (length + 3) & ~3
+
+
+def _netlink() -> socket.socket:
+    try:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG)
+    except OSError as e:
+        raise _fail("open a NETLINK_SOCK_DIAG socket", e.errno) from None
 
 
 def listeners(proto: int, port: int | None = None, family: int | None = None) -> dict[int, SocketDiag]:
@@ -139,12 +160,20 @@ def listeners(proto: int, port: int | None = None, family: int | None = None) ->
     """
     _check(proto, port, family)
     families = (socket.AF_INET, socket.AF_INET6) if family is None else (family,)
-    try:
-        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG)
-    except OSError as e:
-        raise _fail("open a NETLINK_SOCK_DIAG socket", e.errno) from None
-    with nl:
+    with _netlink() as nl:
         return {d.cookie: d for fam in families for d in _dump(nl, fam, proto, port)}
+
+
+def handshakes(port: int) -> int:
+    """TCP connections of local port `port` still in their handshake (SYN received,
+    final ACK not yet), over both families.
+
+    A request socket is not attributed to a listener in sock_diag (its inode and
+    uid read 0), so this is a count for the port, not for one member."""
+    _check(socket.IPPROTO_TCP, port)
+    with _netlink() as nl:
+        return sum(len(_dump(nl, fam, socket.IPPROTO_TCP, port, handshaking=True))
+                   for fam in (socket.AF_INET, socket.AF_INET6))
 
 
 def queue_depths(proto: int, cookies: Iterable[int], port: int | None = None) -> dict[int, int]:

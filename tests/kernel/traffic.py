@@ -47,21 +47,35 @@ class Members:
     def register_args(self, name: str, sock: socket.socket, weight: int = 1) -> list:
         return ["register", name, "--pid", os.getpid(), "--fd", sock.fileno(), "--weight", weight]
 
-    def drain_queues(self, counts: collections.Counter) -> None:
-        """Accept (or read) everything queued, counting by socket position."""
+    def register_all(self, first: int = 0, count: int | None = None, weight: int = 1, prefix: str = "w") -> str:
+        """Register sockets first.. (count of them, default all) as PREFIX<position>
+        through the library (the test process holds them); returns the group's name."""
+        from rpctl.controller import group
+
+        name = ""
+        last = len(self.socks) if count is None else first + count
+        for i in range(first, last):
+            name = group.register(f"{prefix}{i}", os.getpid(), self.socks[i].fileno(), weight=weight).group
+        return name
+
+    def drain_queues(self, counts: collections.Counter, peers: list | None = None) -> None:
+        """Accept (or read) everything queued, counting by socket position;
+        `peers` gets (position, client address) of each."""
         for i, s in enumerate(self.socks):
             if s.fileno() < 0:
                 continue
             while True:
                 try:
                     if self.proto == "tcp":
-                        conn, _ = s.accept()
+                        conn, peer = s.accept()
                         conn.close()
                     else:
-                        s.recv(64)
+                        _, peer = s.recvfrom(64)
                 except (BlockingIOError, InterruptedError):
                     break
                 counts[i] += 1
+                if peers is not None:
+                    peers.append((i, peer[:2]))
 
     def close(self) -> None:
         for s in self.socks:
@@ -77,8 +91,11 @@ def _source(rng: random.Random, family: int) -> str:
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
-def tcp_connections(members: Members, count: int, seed: int = 1, batch: int = 500) -> tuple[collections.Counter, int]:
-    """Open `count` connections; returns (accepted per member position, failures)."""
+def tcp_connections(
+    members: Members, count: int, seed: int = 1, batch: int = 500, peers: list | None = None
+) -> tuple[collections.Counter, int]:
+    """Open `count` connections; returns (accepted per member position, failures).
+    `peers` gets (member position, client address) of each accepted one."""
     rng = random.Random(seed)
     counts: collections.Counter = collections.Counter()
     failures = 0
@@ -99,15 +116,50 @@ def tcp_connections(members: Members, count: int, seed: int = 1, batch: int = 50
                 continue
             clients.append(c)
         done += min(batch, count - done)
-        members.drain_queues(counts)
+        members.drain_queues(counts, peers)
         for c in clients:
             c.close()
-    members.drain_queues(counts)
+    members.drain_queues(counts, peers)
     return counts, failures
 
 
-def udp_datagrams(members: Members, count: int, seed: int = 1, batch: int = 200) -> collections.Counter:
-    """Send `count` datagrams, each from a fresh source; returns received per member position."""
+def tcp_sources(count: int, seed: int = 1) -> list[tuple[str, int]]:
+    """`count` distinct client addresses (IPv4 loopback, fixed source port),
+    so that the same connections can be opened again after a change."""
+    rng = random.Random(seed)
+    found: set[tuple[str, int]] = set()
+    while len(found) < count:
+        found.add((_source(rng, socket.AF_INET), rng.randrange(20000, 60000)))
+    return sorted(found)
+
+
+def tcp_placements(members: Members, sources: list[tuple[str, int]], batch: int = 500) -> dict[tuple[str, int], int]:
+    """Connect once from each source; returns the member position that accepted it."""
+    placed: dict[tuple[str, int], int] = {}
+    for start in range(0, len(sources), batch):
+        clients = []
+        for src in sources[start:start + batch]:
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Reset on close: no side keeps the 4-tuple in TIME_WAIT, so the
+            # same sources can connect again at once.
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            c.bind(src)
+            c.connect((members.host, members.port))
+            clients.append(c)
+        peers: list = []
+        members.drain_queues(collections.Counter(), peers)
+        for c in clients:
+            c.close()
+        placed.update((peer, i) for i, peer in peers)
+    return placed
+
+
+def udp_datagrams(
+    members: Members, count: int, seed: int = 1, batch: int = 200, peers: list | None = None
+) -> collections.Counter:
+    """Send `count` datagrams, each from a fresh source; returns received per member position.
+    `peers` gets (member position, sender address) of each."""
     rng = random.Random(seed)
     counts: collections.Counter = collections.Counter()
     done = 0
@@ -118,8 +170,8 @@ def udp_datagrams(members: Members, count: int, seed: int = 1, batch: int = 200)
             c.sendto(b"x", (members.host, members.port))
             c.close()
         done += min(batch, count - done)
-        members.drain_queues(counts)
-    members.drain_queues(counts)
+        members.drain_queues(counts, peers)
+    members.drain_queues(counts, peers)
     return counts
 
 

@@ -1,0 +1,164 @@
+"""Control plane: wall time of rpctl's commands, against bpftool reading the same map.
+
+Every command is a fresh process, as an operator runs it, in a fresh network
+namespace whose group has 4, 64 or 256 members (test-held SO_REUSEPORT
+listeners registered through the library).  The reference is
+`bpftool map dump pinned <group>/members` (a C program reading one of the
+maps `rpctl weights` reads) and an empty Python process (the interpreter's
+own start, which no Python command can go below).  Where the time of
+`rpctl status --json` goes is read from `python -X importtime`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from common import alternate, median, table, write_section
+from netns import fresh_netns
+from traffic import Members
+
+SECTION = "control-plane"
+PORT = 7300
+SIZES, QUICK_SIZES = (4, 64, 256), (4,)
+ROUNDS, QUICK_ROUNDS = 9, 1
+GOAL_MS = 150
+
+
+def rpctl_argv() -> list[str]:
+    """The console script next to this Python (what `rpctl` on PATH runs), else -m."""
+    script = Path(sys.executable).with_name("rpctl")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rpctl.cli.main"]
+
+
+# An installed rpctl runs from cached bytecode; a shell that sets
+# PYTHONDONTWRITEBYTECODE would make every command compile its sources again.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def timed(argv: list[str], after: list[str] | None = None) -> Callable[[], float]:
+    """A variant: run `argv` and return its wall time in ms; `after` (untimed)
+    puts the state back, so that every round starts from the same state."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=ENV)
+        took = (time.perf_counter() - start) * 1e3
+        if after:
+            subprocess.run(after, check=True, stdout=subprocess.DEVNULL, env=ENV)
+        return took
+
+    return once
+
+
+def toggled(argv_for: Callable[[int], list[str]]) -> Callable[[], float]:
+    """A write that changes something every time (weight 2, then 1, ...)."""
+    values = itertools.cycle((2, 1))
+    return lambda: timed(argv_for(next(values)))()
+
+
+def variants(group_dir: str) -> dict[str, Callable[[], float]]:
+    rp = rpctl_argv()
+    return {
+        "python (empty process)": timed([sys.executable, "-c", "pass"]),
+        "bpftool map dump pinned .../members": timed(["bpftool", "map", "dump", "pinned", f"{group_dir}/members"]),
+        "rpctl weights": timed(rp + ["weights"]),
+        "rpctl weights w0=2": toggled(lambda w: rp + ["weights", f"w0={w}"]),
+        "rpctl drain w1": timed(rp + ["drain", "w1"], after=rp + ["undrain", "w1"]),
+        "rpctl status --json": timed(rp + ["status", "--json"]),
+    }
+
+
+def import_breakdown(top: int = 6) -> list[tuple[str, float]]:
+    """The heaviest top-level imports of `rpctl status --json` (cumulative ms)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "rpctl.cli.main", "status", "--json"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    found = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)  # top level: no indent
+        if m:
+            found.append((m.group(2), int(m.group(1)) / 1e3))
+    return sorted(found, key=lambda x: -x[1])[:top]
+
+
+def measure(n: int, rounds: int) -> tuple[dict[str, float], tuple[float, float], list[tuple[str, float]]]:
+    """Medians per command; ms to create the group and to register each further
+    member (library calls, mean); the import breakdown.  In a fresh namespace."""
+    from rpctl.controller import group
+
+    with fresh_netns("rpctl-b"):
+        members = Members(port=PORT)
+        try:
+            for _ in range(n):
+                members.add()
+            start = time.perf_counter()
+            name = members.register_all(count=1)
+            created = time.perf_counter()
+            members.register_all(first=1)
+            register_ms = ((created - start) * 1e3, (time.perf_counter() - created) * 1e3 / (n - 1))
+            group_dir = group.Layout().group_dir(name)
+            warm_up = variants(group_dir)
+            alternate(1, warm_up)  # page cache, bytecode cache: not what is measured
+            results = alternate(rounds, variants(group_dir))
+            imports = import_breakdown()
+        finally:
+            members.close()
+    return {k: median(v) for k, v in results.items()}, register_ms, imports
+
+
+def report(by_size: dict[int, tuple[dict[str, float], float, list]], rounds: int) -> str:
+    sizes = list(by_size)
+    commands = list(by_size[sizes[0]][0])
+    floor = "bpftool map dump pinned .../members"
+    rows = []
+    for cmd in commands:
+        cells = [f"`{cmd}`"]
+        for n in sizes:
+            ms = by_size[n][0][cmd]
+            cells.append(f"{ms:.0f} ms ({ms / by_size[n][0][floor]:.0f}x)")
+        rows.append(cells)
+    rows.append(["first register: creates the group, compiles and loads the program (library call)"]
+                + [f"{by_size[n][1][0]:.0f} ms" for n in sizes])
+    rows.append(["register one more member (library call, mean up to that size)"]
+                + [f"{by_size[n][1][1]:.0f} ms" for n in sizes])
+    worst = max(ms for n in sizes for c, ms in by_size[n][0].items() if c.startswith("rpctl"))
+    imports = by_size[sizes[0]][2]
+    return "\n".join([
+        "### Control plane (issue 7, part 4; part 5 for the sizes)",
+        "",
+        "```sh",
+        "./scripts/bench.sh controlplane",
+        "```",
+        "",
+        f"Wall time of one command, a fresh process each, median of {rounds} alternating rounds;",
+        "in brackets, the ratio to `bpftool map dump` of the group's `members` map in the same",
+        f"rounds. Goal: every rpctl command under {GOAL_MS} ms. Slowest here: {worst:.0f} ms.",
+        "",
+        table(["command"] + [f"{n} members" for n in sizes], rows),
+        "",
+        f"Heaviest top-level imports of `rpctl status --json` ({sizes[0]} members, `python -X importtime`,",
+        "cumulative): " + ", ".join(f"{mod} {ms:.0f} ms" for mod, ms in imports) + ".",
+        "No command but the first `register` of a group (which loads the program) imports bcc",
+        "or compiles C (`rpctl doctor` imports it to check it): tests/kernel/test_command_imports.py.",
+        "A write (`weights w0=2`, `drain`) reads the live 65,536-slot table and writes the other",
+        "half through batch map calls: about 14 ms each way in the kernel at any group size;",
+        "the rest of the growth with members is the slot table (policy.build_table) and, for",
+        "`rpctl weights`, laying out rich's table (about 0.25 ms per row).",
+    ])
+
+
+def run(quick: bool) -> None:
+    sizes, rounds = (QUICK_SIZES, QUICK_ROUNDS) if quick else (SIZES, ROUNDS)
+    by_size = {n: measure(n, rounds) for n in sizes}
+    write_section(SECTION, report(by_size, rounds))
+    for n, (medians, reg, _) in by_size.items():
+        print(f"{n:4d} members: " + ", ".join(f"{k} {v:.0f} ms" for k, v in medians.items())
+              + f", create {reg[0]:.0f} ms, register {reg[1]:.0f} ms/member", flush=True)

@@ -1,0 +1,96 @@
+"""Run the benchmark suite: every bench/*.py module, or the ones named.
+
+    ./scripts/bench.sh [--quick] [NAME ...]       (sets up, then runs this file)
+    .venv/bin/python bench/run.py [--quick] [NAME ...]
+
+The convention every benchmark module follows (bench/<name>.py):
+
+- It defines ``def run(quick: bool) -> None``; the runner imports the module
+  and calls it.  Nothing runs at import time.
+- ``run`` measures, then rewrites its own section of docs/benchmarks.md with
+  ``common.write_section(SECTION, body)`` (one section per module, named by a
+  short kebab-case ``SECTION`` constant, e.g. ``control-plane``).  The body
+  starts with a ``### Title (issue N)`` line, says the exact command
+  (``./scripts/bench.sh NAME``), and gives medians of alternating rounds
+  (``common.alternate``) and ratios measured side by side in the same run.
+- ``quick=True`` checks that the benchmark still runs end to end (a round or
+  two, small sizes) in a few seconds; its figures mean nothing, so it writes
+  to a scratch copy of the document (``common.DOC`` is redirected by the
+  runner), never over the published figures.
+- Network traffic stays on loopback in a fresh namespace
+  (``tests/kernel/netns.py: fresh_netns``); helpers shared with the kernel
+  tests come from tests/kernel/ (``common`` puts it on ``sys.path``).
+- The whole suite stays under 10 minutes, the quick mode under one minute.
+
+Modules whose name starts with ``_`` and the shared ``common`` are not
+benchmarks.  A failing benchmark is reported and the others still run; the
+exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402  (bench/ on sys.path first)
+
+NOT_BENCHMARKS = {"common", "run"}
+
+
+def available() -> list[str]:
+    return sorted(
+        p.stem for p in BENCH.glob("*.py") if p.stem not in NOT_BENCHMARKS and not p.stem.startswith("_")
+    )
+
+
+def run_one(name: str, quick: bool) -> bool:
+    started = time.monotonic()
+    print(f"== {name}", flush=True)
+    try:
+        importlib.import_module(name).run(quick)
+    except Exception:  # one broken benchmark must not hide the others' results
+        traceback.print_exc()
+        print(f"== {name}: FAILED after {time.monotonic() - started:.1f} s", flush=True)
+        return False
+    print(f"== {name}: done in {time.monotonic() - started:.1f} s", flush=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke check: the suite runs, figures are not kept")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(available())})")
+    args = parser.parse_args(argv)
+    names = args.names or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        parser.error(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(available())})")
+    scratch = None
+    if args.quick:
+        # Quick figures are noise: write them to a copy, keep the real document.
+        scratch = Path(tempfile.mkdtemp(prefix="rpctl-bench-"))
+        common.DOC = scratch / "benchmarks.md"
+        if (common.REPO / "docs" / "benchmarks.md").exists():
+            shutil.copy(common.REPO / "docs" / "benchmarks.md", common.DOC)
+    try:
+        failed = [n for n in names if not run_one(n, args.quick)]
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

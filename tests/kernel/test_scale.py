@@ -1,0 +1,124 @@
+"""A group at its limit: 256 members (RP_MAX_MEMBERS, the size of the socket
+array and of every per-member map; the kernel's reuseport group itself grows
+far beyond).  Weights, drain, status and the dashboard view stay exact there.
+
+The 256 registrations are most of this module's time (each publishes a
+table), so one group serves every test, in order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+
+import pytest
+from netns import fresh_netns
+from traffic import Members, syn_retransmits, tcp_connections
+
+from rpctl.controller import abi, group, policy
+from rpctl.controller.errors import InvalidInput
+
+PORT = 7500
+N = abi.RP_MAX_MEMBERS
+CONNECTIONS = 5000  # about 19 per live member: none is left without one by chance
+
+
+@pytest.fixture(scope="module")
+def full():
+    """N registered members w0..w255 and one more socket in the port's reuseport group."""
+    with fresh_netns():
+        members = Members(port=PORT)
+        try:
+            for _ in range(N + 1):
+                members.add()
+            yield members, members.register_all(count=N)
+        finally:
+            members.close()
+
+
+def view(name: str) -> group.GroupView:
+    return group.views(group=name)[0]
+
+
+def test_the_limit_is_256_and_a_257th_member_is_refused(full, rpctl):
+    members, name = full
+    assert N == 256 == policy.MAX_MEMBERS
+    g = view(name)
+    assert [m.index for m in g.members] == list(range(N))
+    assert [m.name for m in g.members] == [f"w{i}" for i in range(N)]
+    assert {m.state for m in g.members} == {"active"}
+    assert all(m.target_share == pytest.approx(1 / N) for m in g.members)
+
+    with pytest.raises(InvalidInput, match=f"is full \\({N} members\\)"):
+        group.register("one-too-many", os.getpid(), members.socks[N].fileno())
+    assert view(name).gen == g.gen  # nothing was published
+
+    doc = json.loads(rpctl.ok("status", "--json"))
+    (only,) = doc["groups"]
+    assert len(only["members"]) == N
+    assert sorted(m["cookie"] for m in only["members"]) == sorted(m.cookie for m in g.members)
+
+
+def test_weights_and_drain_are_exact_in_the_table_and_on_connections(full, rpctl):
+    members, name = full
+    group.set_weights({"w0": 3}, group=name)
+    group.set_draining("w1", True, group=name)
+
+    doc = json.loads(rpctl.ok("weights", "--json"))
+    shown = {m["name"]: m for m in doc["members"]}
+    assert len(shown) == N
+    assert shown["w1"]["state"] == "drained" and shown["w1"]["target_share"] == 0
+    assert shown["w0"]["target_share"] == pytest.approx(3 / (N + 1), abs=1e-6)
+    # JSON rounds each share to 6 decimals.
+    assert sum(m["target_share"] for m in shown.values()) == pytest.approx(1, abs=N * 5e-7)
+
+    with group.Group.open(name) as g:
+        live = policy.shares(g.slot_table(g.ctl().gen & 1))
+    assert 1 not in live  # no slot selects the drained member
+    assert len(live) == N - 1
+    assert live[0] == pytest.approx(3 / (N + 1), abs=1 / abi.RP_SLOTS)
+    assert all(s == pytest.approx(1 / (N + 1), abs=1 / abi.RP_SLOTS) for i, s in live.items() if i != 0)
+
+    retrans_before = syn_retransmits()
+    counts, failures = tcp_connections(members, CONNECTIONS)
+    retransmitted = syn_retransmits() - retrans_before
+    assert failures == 0 and sum(counts.values()) == CONNECTIONS
+    assert counts[1] == 0, "the drained member got connections"
+    assert counts[N] == 0, "the unregistered socket got connections"
+    assert all(counts[i] > 0 for i in range(N) if i != 1)
+    assert counts[0] > 2 * (CONNECTIONS / (N + 1))  # weight 3 of 258: about 58
+
+    g = view(name)
+    selections = [m.selected + m.fallback for m in g.members]
+    for i, (accepted, selected) in enumerate(zip((counts[i] for i in range(N)), selections)):
+        assert accepted <= selected <= accepted + retransmitted, (i, accepted, selected)
+
+
+def test_dashboard_view_of_256_members(full):
+    from rich.console import Console
+
+    from rpctl.cli.dashboard_view import History, Snapshot, render
+
+    _, name = full
+    history = History()
+    snap = Snapshot(time=time.monotonic(), groups=group.views(group=name))
+    history.update(snap)
+
+    def lines(width: int, height: int) -> list[str]:
+        console = Console(file=io.StringIO(), width=width, height=height, color_system=None)
+        console.print(render(snap, history, width, height))
+        return console.file.getvalue().splitlines()
+
+    small = lines(120, 40)
+    assert len(small) <= 40 and max(map(len, small)) <= 120
+    rows = [line for line in small if re.match(r"\s*w\d+\s", line)]
+    assert rows and any(re.match(r"\s*w1\s.*drained", line) for line in rows)  # the drain is what is watched
+    (summary,) = [line for line in small if "more members" in line]
+    assert f"+{N - len(rows)} more members ({N - len(rows)} active)" in summary
+
+    tall = lines(120, N + 40)
+    rows = [re.match(r"\s*(w\d+)\s", line) for line in tall]
+    assert sorted(m.group(1) for m in rows if m) == sorted(f"w{i}" for i in range(N))
