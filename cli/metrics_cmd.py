@@ -1,0 +1,150 @@
+"""`rpctl metrics`: serve the groups' counters and states to Prometheus.
+
+Like the dashboard it only reads: every scrape opens the pinned maps, reads
+them (and the queue depths sock_diag reports) and closes them again.  It
+takes no lock, so it runs beside any other rpctl command, a writer stuck
+holding a group's lock does not stall a scrape, and the program never waits
+for it: steering does not involve this process at all.
+
+cli/main.py imports this module to add the command: prometheus_client and
+the metric families (cli/metrics_view.py) are imported by the handler
+only, so no other command pays for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import threading
+from typing import Callable, Optional
+
+from rpctl.controller.errors import ExitStatus, InvalidInput, PermissionDenied, RpctlError
+
+# Signals that end the exporter cleanly: Ctrl-C, `kill`, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+DESCRIPTION = """\
+Serve the groups of this network namespace to Prometheus (text format, any
+path, e.g. /metrics) until Ctrl-C or SIGTERM.  Every scrape reads the
+pinned state afresh and takes no lock: it runs beside any other rpctl
+command and never slows steering.
+
+metrics (labels group, member; counters restart when a member is registered again):
+  rpctl_member_selected_total         steered through the member's slots
+  rpctl_member_fallback_total         given by the fallback over live members
+  rpctl_member_migrated_total         queued connections of a closing listener placed on it
+  rpctl_member_weight                 weight in the live table
+  rpctl_member_state{state=...}       1 for its state (active, draining, drained, gone), 0 for the others
+  rpctl_member_queued_connections     TCP: connections in its accept queue
+  rpctl_member_queued_bytes           UDP: bytes in its receive queue
+  rpctl_group_info{endpoint,protocol,mode,program_id,migration}   1 per group
+  rpctl_group_slot_misses_total, rpctl_group_no_live_member_total, rpctl_group_empty_slots_total
+  rpctl_up                            0 when a scrape could not read the pinned state
+  process_*                           the exporter's own CPU, memory and file descriptors"""
+
+
+class GroupCollector:
+    """A prometheus_client collector that reads the pinned state at scrape time.
+
+    A scrape that cannot read the state (the group was unloaded, the state
+    is damaged) answers rpctl_up 0 instead of an HTTP error, so Prometheus
+    tells "rpctl says the group is gone" from "the exporter is down".  The
+    reason goes to `log` once, not once per scrape.
+    """
+
+    def __init__(self, group: Optional[str], log: Callable[[str], None]):
+        self.group = group
+        self.log = log
+        self._lock = threading.Lock()  # scrapes run in threads of their own
+        self._last_error: Optional[str] = None
+
+    def read(self):
+        """The views of this scrape; raises what reading raises."""
+        from rpctl.controller import group as groups
+
+        return groups.views(group=self.group, with_queues=True)
+
+    def collect(self):
+        from .metrics_view import families
+
+        try:
+            views, error = self.read(), None
+        except (RpctlError, OSError) as e:
+            views, error = [], str(e)
+        with self._lock:
+            if error != self._last_error:
+                self.log(f"cannot read the pinned state: {error}" if error else "reading the pinned state again")
+            self._last_error = error
+        return families(views, up=error is None)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _serve(host: str, port: int, collector: GroupCollector):
+    """prometheus_client's HTTP server on (host, port) with the collector and the process metrics;
+    returns (server, thread).  A refused address is one line and an exit code."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    where = f"{_url_host(host)}:{port}"
+    try:
+        return start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(f"metrics: listen on {where}: {e.strerror} (ports below 1024 need root)") from None
+        raise InvalidInput(f"metrics: listen on {where}: {e.strerror}") from None
+
+
+def cmd_metrics(env, args) -> ExitStatus:
+    from rpctl.controller import group as groups
+    from rpctl.controller.launcher import parse_listen
+
+    host, port = parse_listen(args.listen, "metrics: --listen")
+    if args.group is not None:
+        groups.resolve_group(args.group)  # a typo is exit 3 now, not an exporter that serves nothing
+    collector = GroupCollector(args.group, log=lambda message: env.err(f"rpctl metrics: {message}"))
+    collector.read()  # missing privileges or damaged state: say so and exit, before listening
+
+    # The signals are blocked before the server's thread starts, so that it
+    # and the threads of its requests inherit the mask: a stop signal
+    # reaches sigwait() below and interrupts nothing half-way.
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        server, thread = _serve(host, port, collector)
+        try:
+            bound = server.server_address[1]  # the port the kernel chose for port 0
+            what = f"group {args.group}" if args.group else "every group of this network namespace"
+            env.err(f"rpctl metrics: serving {what} on http://{_url_host(host)}:{bound}/metrics "
+                    "(Ctrl-C or SIGTERM stops)")
+            signum = signal.sigwait(STOP_SIGNALS)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+    env.err(f"rpctl metrics: stopped ({signal.Signals(signum).name})")
+    return ExitStatus.OK
+
+
+def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `metrics` through cli/main.py's add(name, handler, help, examples)."""
+    p = add(
+        "metrics",
+        cmd_metrics,
+        "serve member counters, weights, states and queues to Prometheus until Ctrl-C or SIGTERM",
+        [
+            "rpctl metrics --listen 127.0.0.1:9464",
+            "rpctl metrics --listen '[::1]:9464' --group web",
+            "rpctl metrics --listen 0.0.0.0:9464          # every IPv4 address of this host",
+        ],
+    )
+    p.description = DESCRIPTION
+    p.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="literal address and port to serve on, [V6]:PORT for IPv6 (port 0: any free port)")
+    p.add_argument("--group", "-g", metavar="G", help="serve only this group (default: every group here)")

@@ -1,0 +1,108 @@
+"""Group views -> Prometheus metric families.  Pure: no I/O here.
+
+What `rpctl metrics` serves, built from the same GroupView snapshots that
+status and the dashboard show, so that the three never disagree.  Names
+follow the Prometheus conventions: the `rpctl_` prefix, `_total` on
+counters (prometheus_client adds it to a counter family's samples), one
+unit per name.  That is why the queue is two names: a TCP member's queue is
+connections waiting in its accept queue, a UDP member's is bytes waiting in
+its receive queue.
+
+The counters are the program's per-CPU counters summed over CPUs: they
+restart at zero when a name is registered again (a new member), which
+Prometheus' rate() treats as a counter reset.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+
+from rpctl.controller.group import GroupView
+
+from .render import STATE_STYLE
+
+# Every state a member can be in, one series each in rpctl_member_state.
+STATES = tuple(STATE_STYLE)
+
+GROUP = ["group"]
+MEMBER = ["group", "member"]
+
+
+def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
+    """The metric families of one scrape.
+
+    `up` says whether the pinned state could be read at all; when it could
+    not, `views` is empty and only rpctl_up (0) has a sample.  Every family
+    is listed even without samples, so that a scrape of an empty namespace
+    still documents every name.
+    """
+    up_family = GaugeMetricFamily("rpctl_up", "1 if rpctl read the pinned state of this scrape, 0 if it could not")
+    up_family.add_metric([], 1 if up else 0)
+
+    info = InfoMetricFamily(
+        "rpctl_group", "A group: its endpoint, protocol, steering mode, program id and listener migration",
+        labels=GROUP,
+    )
+    slot_misses = CounterMetricFamily(
+        "rpctl_group_slot_misses", "Selections whose slot's socket was gone: fell back to the live list", labels=GROUP
+    )
+    no_live = CounterMetricFamily(
+        "rpctl_group_no_live_member", "Selections with no live member: the kernel chose the socket", labels=GROUP
+    )
+    empty_slots = CounterMetricFamily(
+        "rpctl_group_empty_slots", "Selections whose slot named no member: fell back to the live list", labels=GROUP
+    )
+    selected = CounterMetricFamily(
+        "rpctl_member_selected", "New connections or datagrams steered to the member through its slots",
+        labels=MEMBER,
+    )
+    fallback = CounterMetricFamily(
+        "rpctl_member_fallback", "New connections or datagrams given to the member by the fallback over live members",
+        labels=MEMBER,
+    )
+    migrated = CounterMetricFamily(
+        "rpctl_member_migrated", "Queued connections of a closing listener placed on the member", labels=MEMBER
+    )
+    weight = GaugeMetricFamily("rpctl_member_weight", "Weight of the member in the live table", labels=MEMBER)
+    state = GaugeMetricFamily(
+        "rpctl_member_state", f"1 for the member's state, 0 for the others ({', '.join(STATES)})",
+        labels=MEMBER + ["state"],
+    )
+    queued_connections = GaugeMetricFamily(
+        "rpctl_member_queued_connections", "Connections waiting in a TCP member's accept queue", labels=MEMBER
+    )
+    queued_bytes = GaugeMetricFamily(
+        "rpctl_member_queued_bytes", "Bytes waiting in a UDP member's receive queue", labels=MEMBER
+    )
+
+    for g in views:
+        info.add_metric(
+            [g.name],
+            {
+                "endpoint": g.endpoint,
+                "protocol": g.proto,
+                "mode": g.mode,
+                "program_id": str(g.prog_id),
+                "migration": "true" if g.migration else "false",
+            },
+        )
+        slot_misses.add_metric([g.name], g.slot_misses)
+        no_live.add_metric([g.name], g.no_live)
+        empty_slots.add_metric([g.name], g.empty_slots)
+        queued = queued_connections if g.proto == "tcp" else queued_bytes
+        for m in g.members:
+            labels = [g.name, m.name]
+            selected.add_metric(labels, m.selected)
+            fallback.add_metric(labels, m.fallback)
+            migrated.add_metric(labels, m.migrated)
+            weight.add_metric(labels, m.weight)
+            current = m.state
+            for s in STATES:
+                state.add_metric(labels + [s], 1 if s == current else 0)
+            if m.queue is not None:  # None: sock_diag did not find the socket (it closed)
+                queued.add_metric(labels, m.queue)
+
+    return [up_family, info, slot_misses, no_live, empty_slots, selected, fallback, migrated, weight, state,
+            queued_connections, queued_bytes]
