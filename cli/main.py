@@ -60,18 +60,19 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def parse_assignments(items: list[str]) -> dict[str, int]:
-    """NAME=WEIGHT arguments -> {name: weight}; refuses anything else."""
+def parse_assignments(items: list[str], what: str = "weight") -> dict[str, int]:
+    """NAME=WEIGHT arguments -> {name: weight}; refuses anything else.
+    `what` names the value in messages ("CPU" for `pin cpu --map NAME=CPU`)."""
     out: dict[str, int] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise InvalidInput(f"weights: {item!r} is not NAME=WEIGHT")
+            raise InvalidInput(f"{what}s: {item!r} is not NAME={what.upper()}")
         value = value.strip()
         if not re.fullmatch(r"-?[0-9]+", value):
-            raise InvalidInput(f"weight of {name}: {value!r} is not a whole number")
+            raise InvalidInput(f"{what} of {name}: {value!r} is not a whole number")
         if name in out:
-            raise InvalidInput(f"weights: {name} is given twice")
+            raise InvalidInput(f"{what}s: {name} is given twice")
         out[name] = int(value)
     return out
 
@@ -142,7 +143,7 @@ def cmd_drain(env: Environment, args) -> ExitStatus:
             args.name,
             args.timeout,
             group=name,
-            progress=lambda q: env.err(f"{args.name}: {q} queued"),
+            progress=lambda q, h: env.err(f"{args.name}: {group.drain_progress(q, h)}"),
         )
         env.out(f"{args.name} drained: its queue is empty")
     return ExitStatus.OK
@@ -217,7 +218,7 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
         "\n            6 unsupported (kernel, bpffs, headers), 7 pinned state mismatch, 8 timeout",
     )
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=functools.partial(_Parser, out=out))
     sub.required = True
 
@@ -309,6 +310,8 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
 
     from .dashboard import add_commands as add_dashboard_commands
     from .discover_cmds import add_commands as add_discover_commands
+    from .metrics_cmd import add_commands as add_metrics_commands
+    from .pin_cmd import add_commands as add_pin_commands
     from .restart_cmd import add_commands as add_restart_commands
     from .run_cmd import add_commands as add_run_commands
 
@@ -316,7 +319,21 @@ def build_parser(out: Optional[TextIO] = None) -> argparse.ArgumentParser:
     add_discover_commands(add)
     add_run_commands(add)
     add_restart_commands(add)
+    add_metrics_commands(add)
+    add_pin_commands(add)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs about
+    15 ms, a tenth of a command's budget, and every command builds the parser."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser._print_message(f"{PROG} {_version()}\n")
+        parser.exit()
 
 
 def _version() -> str:

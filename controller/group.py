@@ -10,6 +10,7 @@ reader always sees the weights and drain flags of the live table.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import os
 import socket
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, policy, probe, sockets
+from . import abi, bpfsys, pinning, policy, probe, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError, WaitTimeout
 from .maps import Map
 from .state import Layout, check_group_name
@@ -49,6 +50,8 @@ class MemberView:
     observed_share: Optional[float] = None  # since the live table was published
     queue: Optional[int] = None  # accept-queue depth (TCP) or bytes queued (UDP)
     registered_ns: int = 0
+    pinned: int = 0             # chosen as the member of its CPU or RSS queue
+    pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
 
     @property
     def state(self) -> str:
@@ -76,6 +79,10 @@ class GroupView:
     slot_misses: int = 0
     no_live: int = 0
     empty_slots: int = 0
+    pin_dev: str = ""           # rss mode: the device whose queues are pinned
+    pin_fallbacks: int = 0      # pinned member draining or gone: the weighted table chose
+    pin_unassigned: int = 0     # CPU or queue with no member pinned: the weighted table chose
+    rss_unhashed: int = 0       # rss mode: packet whose NIC hash could not be recomputed
 
     @property
     def endpoint(self) -> str:
@@ -194,21 +201,23 @@ class Group:
         value = self.maps["socks"].get(index, ctypes.c_uint64)
         return None if value is None else value.value
 
-    def member_totals(self) -> list[tuple[int, int, int]]:
-        """(selected, fallback, migrated) per index, summed over CPUs."""
+    def member_totals(self) -> list[tuple[int, int, int, int]]:
+        """(selected, fallback, migrated, pinned) per index, summed over CPUs."""
         rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS)
         return [
-            (sum(c.selected for c in cpus), sum(c.fallback for c in cpus), sum(c.migrated for c in cpus))
+            (sum(c.selected for c in cpus), sum(c.fallback for c in cpus), sum(c.migrated for c in cpus),
+             sum(c.pinned for c in cpus))
             for cpus in rows
         ]
 
-    def group_totals(self) -> tuple[int, int, int]:
+    def group_totals(self) -> dict[str, int]:
+        """Every group counter (rp_group_stats' fields), summed over CPUs."""
         cpus = self.maps["group_stats"].read_percpu(0, abi.RpGroupStats)
-        return (
-            sum(c.slot_misses for c in cpus),
-            sum(c.no_live for c in cpus),
-            sum(c.empty_slots for c in cpus),
-        )
+        return {name: sum(getattr(c, name) for c in cpus) for name, _ in abi.RpGroupStats._fields_}
+
+    def slot_table(self, gen: int) -> array.array:
+        """The weighted table of generation `gen` (0 or 1): member index per slot."""
+        return self.maps["slots"].read_u32s(gen * abi.RP_SLOTS, abi.RP_SLOTS)
 
     def prog_id(self) -> int:
         try:
@@ -222,13 +231,13 @@ class Group:
 
     def view(self, with_queues: Optional[bool] = True) -> GroupView:
         """with_queues=None reads queue depths only when a member is
-        draining (its state, draining or drained, depends on it): sock_diag
-        costs the pyroute2 import, which most reads can skip."""
+        draining (its state, draining or drained, depends on it): a sock_diag
+        dump per address family, which most reads can skip."""
         ctl = self.ctl()
         gen = ctl.gen & 1
         gen_info = self.maps["gens"].get(gen, abi.RpGen)
         totals = self.member_totals()
-        slot_misses, no_live, empty_slots = self.group_totals()
+        counters = self.group_totals()
         proto = "tcp" if ctl.proto == abi.RP_PROTO_TCP else "udp"
         view = GroupView(
             name=self.name,
@@ -238,21 +247,26 @@ class Group:
             port=ctl.port,
             prog_id=self.prog_id(),
             gen=gen,
-            mode="weighted",
+            mode=pinning.mode_name(gen_info.mode) if gen_info else "weighted",
             published_ns=gen_info.published_ns if gen_info else 0,
             created_ns=ctl.created_ns,
             migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
-            slot_misses=slot_misses,
-            no_live=no_live,
-            empty_slots=empty_slots,
+            slot_misses=counters["slot_misses"],
+            no_live=counters["no_live"],
+            empty_slots=counters["empty_slots"],
+            pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
+            pin_fallbacks=counters["pin_fallbacks"],
+            pin_unassigned=counters["pin_unassigned"],
+            rss_unhashed=counters["rss_unhashed"],
         )
+        pins = pinning.pins_by_member(gen_info)
         live_weights: dict[int, int] = {}
         for idx, m in enumerate(self.members()):
             pol = m.policy[gen]
             if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
                 continue
-            selected, fallback, migrated = totals[idx]
-            total = selected + fallback + migrated
+            selected, fallback, migrated, pinned = totals[idx]
+            total = selected + fallback + migrated + pinned
             member = MemberView(
                 index=idx,
                 name=_name_of(m),
@@ -265,6 +279,8 @@ class Group:
                 selected=selected,
                 fallback=fallback,
                 migrated=migrated,
+                pinned=pinned,
+                pins=pins.get(idx, []),
                 since_publish=max(0, total - m.base_selections[gen]),
                 target_share=0.0,
                 registered_ns=m.registered_ns,
@@ -290,10 +306,16 @@ class Group:
 
     # Writing (callers hold the group lock) --------------------------------
 
-    def publish(self, policies: Mapping[int, Optional[abi.RpPolicy]], members: list[abi.RpMember]) -> None:
+    def publish(
+        self,
+        policies: Mapping[int, Optional[abi.RpPolicy]],
+        members: list[abi.RpMember],
+        pin: Optional[pinning.PinPlan] = None,
+    ) -> None:
         """Make `policies` (index -> policy, None = not a member) the live generation.
 
         Indexes of used members missing from `policies` keep their live policy.
+        `pin` sets the selection mode and its pin tables; None keeps the live ones.
         """
         ctl = self.ctl()
         active = ctl.gen & 1
@@ -313,13 +335,16 @@ class Group:
 
         weights = self.live_weights(members, final)
 
-        previous = self.maps["slots"].read_u32s(active * abi.RP_SLOTS, abi.RP_SLOTS)
+        previous = self.slot_table(active)
         table = policy.build_table(weights, previous, abi.RP_SLOTS)
         self.maps["slots"].write_u32s(nxt * abi.RP_SLOTS, table)
 
-        gen = abi.RpGen(mode=abi.RP_MODE_WEIGHTED, n_live=len(weights), published_ns=_now_ns())
+        gen = pinning.next_gen(self.maps["gens"].get(active, abi.RpGen), pin)
+        gen.n_live, gen.published_ns = len(weights), _now_ns()
         for i, idx in enumerate(sorted(weights)):
             gen.live[i] = idx
+        # A pinned member takes connections exactly when the table would give it some.
+        pinning.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
         self.maps["gens"].put(nxt, gen)
 
         for idx, pol in final.items():
@@ -667,29 +692,53 @@ def wait_drained(
     timeout: float,
     group: Optional[str] = None,
     layout: Optional[Layout] = None,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Callable[[int, Optional[int]], None]] = None,
     interval: float = 0.1,
 ) -> None:
-    """Return when a draining member's queue is empty; WaitTimeout otherwise."""
+    """Return when a draining member's queue is empty; WaitTimeout otherwise.
+
+    progress(queued, in_handshake) is called when either changes; in_handshake
+    counts the whole port's TCP handshakes (sock_diag cannot tell whose they
+    are; on a listener that closes the program places them), None for UDP."""
     layout = layout or Layout()
     group = resolve_group(group, layout)
     deadline = time.monotonic() + timeout
     last = None
     with Group.open(group, layout) as g:
+        tcp = g.ctl().proto == abi.RP_PROTO_TCP
         while True:
-            member = g.view().member(name)
+            view = g.view()
+            member = view.member(name)
             if not member.draining:
                 raise InvalidInput(f"wait for {name}: it is not draining (run `rpctl drain {name}` first)")
             if member.gone or member.queue == 0:
                 return
-            if progress and member.queue != last:
-                progress(member.queue or 0)
-                last = member.queue
+            shaking = _handshakes(view.port) if tcp else None
+            if progress and (member.queue, shaking) != last:
+                progress(member.queue or 0, shaking)
+                last = (member.queue, shaking)
             if time.monotonic() >= deadline:
                 raise WaitTimeout(
                     f"drain {name}: still {member.queue} queued after {timeout:g}s; it takes no new connection"
                 )
             time.sleep(interval)
+
+
+def drain_progress(queued: int, handshakes: Optional[int]) -> str:
+    """One progress line of a drain: what is queued on the member, and the
+    port's handshakes (not the member's: sock_diag cannot tell)."""
+    if handshakes is None:
+        return f"{queued} queued"
+    return f"{queued} queued, {handshakes} in handshake on the port"
+
+
+def _handshakes(port: int) -> Optional[int]:
+    from . import diag
+
+    try:
+        return diag.handshakes(port)
+    except (OSError, RuntimeError):
+        return None  # progress only: the wait itself goes on
 
 
 def group_sockets(g: Group) -> Iterable[socket.socket]:

@@ -233,7 +233,7 @@ class _Restart:
                 max(0.0, deadline - time.monotonic()),
                 group=self.group,
                 layout=self.layout,
-                progress=lambda q, n=j.name: self.log(f"{n}: {q} queued"),
+                progress=lambda q, h, n=j.name: self.log(f"{n}: {groups.drain_progress(q, h)}"),
             )
             self.log(f"{j.name}: drained")
 

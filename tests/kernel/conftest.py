@@ -87,8 +87,8 @@ def rpctl():
 
 
 @pytest.fixture
-def make_members():
-    """Members(...) factory whose sockets are closed after the test."""
+def make_members(netns):
+    """Members(...) factory (always in the test's own namespace) whose sockets are closed after the test."""
     from traffic import Members
 
     made = []

@@ -8,8 +8,10 @@ failed (loadgen.Tally.failures).
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -17,6 +19,7 @@ import pytest
 
 from launched import alive, members, wait_until
 from rpctl.cli import demo_worker, loadgen
+from rpctl.controller import diag
 
 pytestmark = pytest.mark.kernel
 
@@ -204,3 +207,35 @@ def test_restart_refuses_outside_member_without_command(rpctl, outsiders):
     code, out, err = rpctl("restart", "ext-1", "--group", "ext")
     assert code == 2 and "was not started by `rpctl run`" in err, err
     assert members(rpctl, "ext")["ext-1"]["state"] == "active"
+
+
+def test_drain_wait_shows_queued_and_handshakes_then_times_out_with_exit_8(netns, rpctl, make_members):
+    """drain --wait reports what is queued on the member and the port's
+    handshakes; past --timeout it exits 8 saying what is still queued."""
+    m = make_members(port=PORT)
+    held, other = m.add(), m.add()
+    # TCP_DEFER_ACCEPT keeps a handshake open until the client sends data: a
+    # way to hold requests in their handshake on loopback.
+    held.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+    other.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+    rpctl.ok(*m.register_args("held", held))
+    rpctl.ok(*m.register_args("other", other, weight=0))
+    clients = [socket.create_connection(("127.0.0.1", PORT), timeout=3) for _ in range(6)]
+    try:
+        wait_until("6 handshakes", lambda: diag.handshakes(PORT) == 6)
+        for c in clients[:4]:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")  # data completes these four: queued on held
+        wait_until("4 queued", lambda: members(rpctl, None)["held"]["queue"] == 4)
+        rpctl.ok("weights", "other=1")
+        code, out, err = rpctl("drain", "held", "--wait", "--timeout", "0.5")
+        assert code == 8, err
+        assert "held: 4 queued, 2 in handshake on the port" in err, err
+        assert err.strip().splitlines()[-1] == (
+            "rpctl: drain held: still 4 queued after 0.5s; it takes no new connection"
+        ), err
+        m.drain_queues(collections.Counter())
+        assert rpctl("drain", "held", "--wait", "--timeout", "5")[0] == 0
+        assert members(rpctl, None)["held"]["state"] == "drained"
+    finally:
+        for c in clients:
+            c.close()

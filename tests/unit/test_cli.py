@@ -86,7 +86,7 @@ STATES = {"worker-1": "active", "worker-2": "draining", "worker-3": "drained", "
 
 def test_parser_has_every_command():
     assert set(SUBCOMMANDS) >= {
-        "register", "unregister", "unload", "weights", "drain", "undrain", "status", "doctor", "demo",
+        "register", "unregister", "unload", "weights", "drain", "undrain", "status", "doctor", "demo", "metrics",
     }
 
 
@@ -252,13 +252,13 @@ def test_check_weight_refuses(weight):
 
 # The stable JSON interface, as render.py writes it today: renaming a key must fail here.
 GROUP_KEYS = {
-    "name", "protocol", "address", "port", "program_id", "mode", "migration", "generation", "published_ns", "counters",
-    "members",
+    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
+    "published_ns", "counters", "members",
 }
-COUNTER_KEYS = {"slot_misses", "no_live_member", "empty_slots"}
+COUNTER_KEYS = {"slot_misses", "no_live_member", "empty_slots", "pin_fallbacks", "pin_unassigned", "rss_unhashed"}
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
-    "fallback", "migrated", "selected_since_change", "queue",
+    "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue",
 }
 WEIGHTS_KEYS = {"group", "members"}
 WEIGHTS_MEMBER_KEYS = {"name", "state", "weight", "target_share", "observed_share", "selected_since_change"}
@@ -290,7 +290,9 @@ def test_status_json_keys_and_values():
     (g,) = doc["groups"]
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
-    assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "empty_slots": 7}
+    assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "empty_slots": 7, "pin_fallbacks": 0,
+                             "pin_unassigned": 0, "rss_unhashed": 0}
+    assert g["pin_device"] is None
     assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
     assert (g["program_id"], g["generation"], g["mode"]) == (42, 1, "weighted")
     assert g["published_ns"] == view.published_ns
