@@ -227,7 +227,7 @@ def report(cpu: dict[str, list[float]], parts: dict[str, float], connections: in
         table(["part of a frame", "ms"], [[k, f"{v:.1f}"] for k, v in parts.items()]),
         "",
         f"So a frame is about {poll + draw:.1f} ms of work, {1 / INTERVAL:g} times a second: the poll ({poll:.1f} ms,",
-        f"{poll - maps:.1f} ms of it the sock_diag dump for the queue depths, decoded by pyroute2) and",
+        f"{poll - maps:.1f} ms of it the sock_diag dump for the queue depths) and",
         f"laying out the frame itself ({draw:.1f} ms).",
         "Laying the rows out by hand instead of with rich's Table (about ten times the CPU per",
         "frame) cut the dashboard from about 5 % of a core to the figures above.",
