@@ -29,7 +29,7 @@ from typing import Callable
 
 from common import alternate, median, table, write_section
 from netns import fresh_netns
-from traffic import Members, tcp_connections
+from traffic import LightLoad, Members
 
 SECTION = "dashboard-cpu"
 PORT = 7400
@@ -158,36 +158,20 @@ def measure(quick: bool) -> tuple[dict[str, list[float]], dict[str, float], int]
     warmup, window = (QUICK_WARMUP_S, QUICK_WINDOW_S) if quick else (WARMUP_S, WINDOW_S)
     with fresh_netns("rpctl-b"):
         members = Members(port=PORT)
-        stop = threading.Event()
-        sent = []
-
-        def light_load() -> None:
-            n = 0
-            while not stop.is_set():
-                counts, failures = tcp_connections(members, 40, seed=n)
-                sent.append((sum(counts.values()), failures))
-                n += 1
-                stop.wait(0.25)
-
-        loader = threading.Thread(target=light_load, daemon=True)  # started in the namespace: it lives there
         try:
             for _ in range(MEMBERS):
                 members.add()
             name = members.register_all(prefix="m")
-            loader.start()
-            cpu = alternate(rounds, {
-                f"{w}x{h}": (lambda w=w, h=h: dashboard_cpu(w, h, warmup, window)) for w, h in sizes
-            })
-            parts = frame_parts(name, 5 if quick else TIMED_CALLS)
+            with LightLoad(members) as load:
+                cpu = alternate(rounds, {
+                    f"{w}x{h}": (lambda w=w, h=h: dashboard_cpu(w, h, warmup, window)) for w, h in sizes
+                })
+                parts = frame_parts(name, 5 if quick else TIMED_CALLS)
         finally:
-            stop.set()
-            if loader.is_alive():
-                loader.join(10)
             members.close()
-    failures = sum(f for _, f in sent)
-    if failures:
-        raise RuntimeError(f"{failures} connections of the light load failed")
-    return cpu, parts, sum(c for c, _ in sent)
+    if load.failed:
+        raise RuntimeError(f"{load.failed} connections of the light load failed")
+    return cpu, parts, load.connected
 
 
 def report(cpu: dict[str, list[float]], parts: dict[str, float], connections: int, quick: bool,

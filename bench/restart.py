@@ -35,9 +35,11 @@ import time
 from pathlib import Path
 
 from common import alternate, median, table, write_section
-from launched import members, wait_until
+from launched import wait_until
 from netns import fresh_netns
 from rpctl.cli import demo_worker
+from rpctl.controller import group as groups
+from rpctl.controller.errors import NotFound
 
 SECTION = "rolling-restart"
 PORT = 7400
@@ -130,17 +132,8 @@ def plain_restart(migrate_req: int, close_first: bool, duration: float) -> dict:
         subprocess.run(["sysctl", "-q", "-w", "net.ipv4.tcp_migrate_req=0"], check=True)
 
 
-class _Cli:
-    """Just enough of the tests' rpctl fixture for launched.members()."""
-
-    def ok(self, *argv: str) -> str:
-        return subprocess.run([sys.executable, "-m", "rpctl.cli.main", *argv], check=True,
-                              capture_output=True, text=True).stdout
-
-
 def rpctl_rollout(duration: float) -> dict:
     """(c): `rpctl run -n 4`, then `rpctl rollout` under the same load."""
-    rpctl = _Cli()
     log = tempfile.NamedTemporaryFile(prefix="rpctl-run-", suffix=".log", delete=False)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "rpctl.cli.main", "run", "--group", "bench", "-n", str(WORKERS),
@@ -152,10 +145,10 @@ def rpctl_rollout(duration: float) -> dict:
         def ready():
             assert launcher.poll() is None, Path(log.name).read_text()
             try:
-                found = members(rpctl, "bench")
-            except subprocess.CalledProcessError:
+                (view,) = groups.views(group="bench", with_queues=True)
+            except NotFound:
                 return False
-            return len(found) == WORKERS and all(m["state"] == "active" for m in found.values())
+            return len(view.members) == WORKERS and all(m.state == "active" for m in view.members)
 
         wait_until("the launched workers", ready, timeout=20)
         time.sleep(0.3)  # the workers' first accept loops

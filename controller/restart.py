@@ -78,7 +78,6 @@ class Restarted:
 class _Job:
     name: str
     pid: int
-    cookie: int
     launched: bool
     was_draining: bool
     new_pid: int = 0
@@ -179,7 +178,7 @@ class _Restart:
                     f"restart {name}: pid {m.pid} was started by `rpctl run`, which starts its replacement "
                     "itself: give no command"
                 )
-            jobs.append(_Job(name, m.pid, m.cookie, launched, m.draining))
+            jobs.append(_Job(name, m.pid, launched, m.draining))
         restarting = {j.name for j in jobs}
         serving = [m for m in view.members if not m.gone and not m.draining and m.name not in restarting]
         if others_must_serve and not serving:

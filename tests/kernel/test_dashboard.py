@@ -18,13 +18,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from rpctl.cli import demo_worker, loadgen
-from traffic import PORT, tcp_connections
+from rpctl.cli import demo_worker
+from traffic import PORT, ClientLoad, LightLoad
 
 pytestmark = pytest.mark.kernel
 
@@ -144,67 +143,44 @@ def workers():
         demo_worker.stop(proc, timeout=1)
 
 
-@pytest.fixture
-def load():
-    """Connections through loadgen (demo workers answer them) until the test ends."""
-    stop = threading.Event()
-    threads = []
-    result = {}
-
-    def start(rate: float = 300):
-        def run():
-            result["tally"] = loadgen.run_tcp("127.0.0.1", PORT, concurrency=4, rate=rate, stop=stop)
-
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        threads.append(t)
-        return result
-
-    yield start
-    stop.set()
-    for t in threads:
-        t.join(10)
-
-
 def row(screen: str, name: str) -> str:
     return next((line for line in screen.splitlines() if line.startswith(name + " ")), "")
 
 
-def test_dashboard_shows_members_and_a_drain_live_and_quits_on_q(netns, rpctl, tmux, workers, load):
+def test_dashboard_shows_members_and_a_drain_live_and_quits_on_q(netns, rpctl, tmux, workers):
     names = ["worker-1", "worker-2", "worker-3"]
     for name in names:
         ready = workers(name)
         rpctl.ok("register", name, "--pid", ready.pid, "--fd", ready.fd)
-    result = load()
-    term = tmux()
-    term.start()
+    with ClientLoad(PORT, concurrency=4, rate=300) as load:
+        term = tmux()
+        term.start()
 
-    def all_members_flowing(screen: str) -> bool:
-        # Every member active, with a measured rate above zero (connections are flowing).
-        return all(re.search(r"● active .*%\s+[1-9][0-9.]*\s", row(screen, n)) for n in names)
+        def all_members_flowing(screen: str) -> bool:
+            # Every member active, with a measured rate above zero (connections are flowing).
+            return all(re.search(r"● active .*%\s+[1-9][0-9.]*\s", row(screen, n)) for n in names)
 
-    term.wait_for(all_members_flowing, 10, "three active members with traffic")
-    screen = term.screen()
-    assert f"tcp:127.0.0.1:{PORT}" in screen
-    assert max(len(line) for line in screen.splitlines()) <= 120
+        term.wait_for(all_members_flowing, 10, "three active members with traffic")
+        screen = term.screen()
+        assert f"tcp:127.0.0.1:{PORT}" in screen
+        assert max(len(line) for line in screen.splitlines()) <= 120
 
-    rpctl.ok("drain", "worker-2")
-    took = term.wait_for(lambda s: re.search(r"[◐○] drain(ing|ed)", row(s, "worker-2")), 2.0,
-                         "worker-2 draining or drained")
-    term.wait_for(lambda s: "worker-2 drain started" in s, 2.0, "the drain event")
-    # Demo workers accept at once: the queue empties and the row says so.
-    term.wait_for(lambda s: "○ drained" in row(s, "worker-2") and "worker-2 drained" in s, 3.0,
-                  "worker-2 drained")
-    print(f"drain shown after {took:.2f}s")
+        rpctl.ok("drain", "worker-2")
+        took = term.wait_for(lambda s: re.search(r"[◐○] drain(ing|ed)", row(s, "worker-2")), 2.0,
+                             "worker-2 draining or drained")
+        term.wait_for(lambda s: "worker-2 drain started" in s, 2.0, "the drain event")
+        # Demo workers accept at once: the queue empties and the row says so.
+        term.wait_for(lambda s: "○ drained" in row(s, "worker-2") and "worker-2 drained" in s, 3.0,
+                      "worker-2 drained")
+        print(f"drain shown after {took:.2f}s")
 
-    term("send-keys", "-t", "dash", "q")
-    assert term.wait_exit(3) == 0, term.stderr()
-    # The alternate screen is gone: the terminal shows what it showed before the dashboard.
-    assert "rpctl dashboard" not in term.screen()
-    assert term.terminal_restored(), term.stty.read_text()
-    assert term.stderr() == ""
-    tally = result.get("tally")
-    assert tally is None or sum(tally.failures.values()) == 0
+        term("send-keys", "-t", "dash", "q")
+        assert term.wait_exit(3) == 0, term.stderr()
+        # The alternate screen is gone: the terminal shows what it showed before the dashboard.
+        assert "rpctl dashboard" not in term.screen()
+        assert term.terminal_restored(), term.stty.read_text()
+        assert term.stderr() == ""
+    assert sum(load.tally.failures.values()) == 0, load.tally.to_dict()
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -232,21 +208,8 @@ def test_dashboard_killed_mid_run_changes_no_state(netns, rpctl, tmux, make_memb
         rpctl.ok(*members.register_args(f"m{i:02d}", members.add()))
     before = json.loads(rpctl.ok("status", "--json"))["groups"][0]
 
-    stop = threading.Event()
-    sent = []
-
-    def light_load():
-        n = 0
-        while not stop.is_set():
-            counts, failures = tcp_connections(members, 40, seed=n)
-            sent.append((sum(counts.values()), failures))
-            n += 1
-            stop.wait(0.25)
-
-    loader = threading.Thread(target=light_load, daemon=True)
-    loader.start()
-    term = tmux(width=160, height=48)
-    try:
+    with LightLoad(members) as load:
+        term = tmux(width=160, height=48)
         term.start()
         term.wait_for(lambda s: "64 members" in s and "+" in s and "more members" in s, 15, "64 members")
         pid = term.dashboard_pid()
@@ -257,12 +220,9 @@ def test_dashboard_killed_mid_run_changes_no_state(netns, rpctl, tmux, make_memb
         assert term.wait_exit(3) == 128 + signal.SIGKILL
         # Nothing could restore the terminal after SIGKILL: the check that q and Ctrl-C pass sees it.
         assert not term.terminal_restored()
-    finally:
-        stop.set()
-        loader.join(10)
     after = json.loads(rpctl.ok("status", "--json"))["groups"][0]
     assert (after["generation"], after["published_ns"]) == (before["generation"], before["published_ns"])
-    assert all(f == 0 for _, f in sent)
+    assert load.failed == 0
 
 
 def test_demo_runs_its_steps_under_the_dashboard_and_closes_it(netns, tmux):

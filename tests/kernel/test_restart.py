@@ -13,11 +13,11 @@ import os
 import signal
 import socket
 import sys
-import threading
 
 import pytest
 
 from launched import alive, members, wait_until
+from traffic import ClientLoad
 from rpctl.cli import demo_worker, loadgen
 from rpctl.controller import diag
 
@@ -29,30 +29,6 @@ NAMES = {f"worker-{i}" for i in range(1, 5)}
 WORKER = [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$RPCTL_MEMBER"]
 
 
-class Load:
-    """Clients opening connections from a thread until stopped."""
-
-    def __init__(self, port: int = PORT):
-        self.stop = threading.Event()
-        self.result: dict = {}
-        self.thread = threading.Thread(target=self._run, args=(port,))
-
-    def _run(self, port: int) -> None:
-        self.result["tally"] = loadgen.run_tcp("127.0.0.1", port, concurrency=CONCURRENCY, stop=self.stop)
-
-    def __enter__(self) -> "Load":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    @property
-    def tally(self) -> loadgen.Tally:
-        return self.result["tally"]
-
-
 def _assert_no_loss(tally: loadgen.Tally, at_least: int) -> None:
     assert tally.total_ok() >= at_least, tally.to_dict()
     assert sum(tally.failures.values()) == 0, tally.to_dict()
@@ -62,7 +38,7 @@ def _assert_no_loss(tally: loadgen.Tally, at_least: int) -> None:
 def test_rollout_of_four_launched_members_under_load_loses_nothing(launch, rpctl):
     r = launch(["--group", "web", "-n", 4, "--listen", f"127.0.0.1:{PORT}"], WORKER)
     before = {n: m["pid"] for n, m in r.wait_members(rpctl, NAMES).items()}
-    with Load() as load:
+    with ClientLoad(PORT, CONCURRENCY) as load:
         wait_until("load to flow", lambda: sum(members(rpctl)[n]["selected"] for n in NAMES) > 300)
         out = rpctl.ok("rollout", "--group", "web")
     after = {n: m["pid"] for n, m in r.wait_members(rpctl, NAMES).items()}
@@ -93,7 +69,7 @@ def test_rollout_in_batches_of_two_and_refusals(launch, rpctl):
     assert {n: m["pid"] for n, m in members(rpctl).items()} == before
     assert all(m["state"] == "active" for m in members(rpctl).values())
 
-    with Load() as load:
+    with ClientLoad(PORT, CONCURRENCY) as load:
         wait_until("load to flow", lambda: sum(members(rpctl)[n]["selected"] for n in NAMES) > 300)
         rpctl.ok("rollout", "--group", "web", "--batch", "2")
     after = r.wait_members(rpctl, NAMES)
@@ -156,7 +132,7 @@ def test_restart_of_an_outside_member_starts_its_replacement_under_load(rpctl, o
     rpctl.ok("weights", "ext-1=3", "--group", "ext")
     replacement = [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$RPCTL_MEMBER",
                    "--listen", f"127.0.0.1:{PORT}"]
-    with Load() as load:
+    with ClientLoad(PORT, CONCURRENCY) as load:
         wait_until("load to flow", lambda: members(rpctl, "ext")["ext-1"]["selected"] > 200)
         out = rpctl.ok("restart", "ext-1", "--group", "ext", "--", *replacement)
     after = members(rpctl, "ext")["ext-1"]

@@ -11,6 +11,7 @@ import os
 import random
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 
 PORT = 7000
@@ -187,3 +188,66 @@ def syn_retransmits() -> int:
 def shares(counts: collections.Counter, n: int) -> list[float]:
     total = sum(counts.values()) or 1
     return [counts[i] / total for i in range(n)]
+
+
+class LightLoad:
+    """Batches of 40 connections every 0.25 s from a thread, until the block ends.
+
+    The thread is started on entry, by the calling thread, so it lives in that
+    thread's network namespace.  `connected` and `failed` sum the batches."""
+
+    def __init__(self, members: Members, batch: int = 40, pause: float = 0.25):
+        self.members, self.batch, self.pause = members, batch, pause
+        self.stop = threading.Event()
+        self.batches: list[tuple[int, int]] = []  # (connections accepted, failures) per batch
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            counts, failures = tcp_connections(self.members, self.batch, seed=n)
+            self.batches.append((sum(counts.values()), failures))
+            n += 1
+            self.stop.wait(self.pause)
+
+    @property
+    def connected(self) -> int:
+        return sum(c for c, _ in self.batches)
+
+    @property
+    def failed(self) -> int:
+        return sum(f for _, f in self.batches)
+
+    def __enter__(self) -> "LightLoad":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+class ClientLoad:
+    """The load generator's clients (one HTTP request per connection, from
+    varied sources) in a thread started on entry, until the block ends;
+    `tally` is their outcome."""
+
+    def __init__(self, port: int = PORT, concurrency: int = 8, rate: float | None = None):
+        from rpctl.cli import loadgen
+
+        self.stop = threading.Event()
+        self.tally: loadgen.Tally | None = None
+
+        def run() -> None:
+            self.tally = loadgen.run_tcp("127.0.0.1", port, concurrency=concurrency, rate=rate, stop=self.stop)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+
+    def __enter__(self) -> "ClientLoad":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
