@@ -12,22 +12,26 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 2
+#define RP_ABI_VERSION 3
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256
 
 /* Slots of one weighted table.  A power of two so that the program maps a
- * hash to a slot with a mask instead of a division. */
-#define RP_SLOT_BITS 16
+ * hash to a slot with a mask instead of a division.  1,024 one-byte slots
+ * (1 KiB, in the generation element the program has looked up anyway) put
+ * every share within 0.1 point of its weight and cost a cache line that
+ * stays warm; a 64 K-slot table of u32 (256 KiB) missed the caches on
+ * nearly every connection (docs/decisions/0005). */
+#define RP_SLOT_BITS 10
 #define RP_SLOTS (1u << RP_SLOT_BITS)
 #define RP_SLOT_MASK (RP_SLOTS - 1)
 
-/* Two tables (generation 0 and 1) share one array map: writers fill the
+/* Two generations (elements 0 and 1 of the map "gens"): writers fill the
  * inactive one, then flip rp_ctl.gen. */
 #define RP_GENERATIONS 2
 
-/* A slot that selects nobody (no live member had weight). */
+/* A pin entry that names nobody. */
 #define RP_NO_MEMBER 0xffffffffu
 
 #define RP_NAME_LEN 32
@@ -99,10 +103,15 @@ struct rp_ctl {
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
 };
 
-/* Map "gens", two elements: what the program needs of one generation
- * besides its slot table.  live[] lists the members that may take a
- * connection (registered, not draining, weight > 0) in index order; the
- * program falls back to it when a slot's socket is gone.
+_Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
+
+/* Map "gens", two elements: everything the program reads to place a
+ * connection in one generation.  slots[] is the weighted table: the member
+ * index of each slot (every index of RP_MAX_MEMBERS fits a byte); it names
+ * nobody, and the program does not read it, while n_live is 0.  live[]
+ * lists the members that may take a connection (registered, not draining,
+ * weight > 0) in index order; the program falls back to it when a slot's
+ * socket is gone.
  *
  * The pin tables live here too, so that a pin change (or a drain in a
  * pinned mode) flips with ctl.gen like a weight change, and the program
@@ -111,6 +120,7 @@ struct rp_gen {
 	__u32 mode;            /* enum rp_mode */
 	__u32 n_live;          /* used entries of live[] */
 	__u64 published_ns;    /* CLOCK_REALTIME when this generation went live */
+	__u8 slots[RP_SLOTS];  /* hash & RP_SLOT_MASK -> member index */
 	__u32 live[RP_MAX_MEMBERS];
 	__u32 rss_flags;       /* enum rp_rss_flag */
 	__u32 rss_indir_size;  /* used entries of rss_indir[] */
@@ -160,7 +170,6 @@ struct rp_member_stats {
 struct rp_group_stats {
 	__u64 slot_misses;     /* slot's socket gone: fell back to live[] */
 	__u64 no_live;         /* no live member: the kernel chose */
-	__u64 empty_slots;     /* slot named no member: fell back to live[] */
 	__u64 pin_fallbacks;   /* pinned member draining or gone: weighted table */
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be

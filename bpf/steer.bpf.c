@@ -176,8 +176,7 @@ int rp_select(struct sk_reuseport_md *md)
 	struct rp_group_stats *gs;
 	struct rp_ctl *ctl;
 	struct rp_gen *g;
-	__u32 zero = 0, gen, slot, idx, n, start, i, j;
-	__u32 *member;
+	__u32 zero = 0, gen, idx, n, start, i, j;
 	int migrating = 0;
 
 	/* Element 0 of an array always exists: these checks only satisfy
@@ -200,11 +199,11 @@ int rp_select(struct sk_reuseport_md *md)
 	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
 		return SK_PASS;
 
-	/* Weighted table of the live generation. */
-	slot = (gen << RP_SLOT_BITS) | (md->hash & RP_SLOT_MASK);
-	member = bpf_map_lookup_elem(RP_MAP(RP_FD_SLOTS), &slot);
-	if (member && *member < RP_MAX_MEMBERS) {
-		idx = *member;
+	/* Weighted table of the live generation: one byte in the element
+	 * already looked up, so no further lookup and a warm cache line. */
+	n = g->n_live;
+	if (n) {
+		idx = g->slots[md->hash & RP_SLOT_MASK];
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
 			rp_count_member(idx, migrating ? RP_MIGRATED : RP_SELECTED);
 			return SK_PASS;
@@ -213,15 +212,9 @@ int rp_select(struct sk_reuseport_md *md)
 		gs = rp_group_stats();
 		if (gs)
 			gs->slot_misses++;
-	} else {
-		/* Slot names nobody: only a table with no live member does. */
-		gs = rp_group_stats();
-		if (gs)
-			gs->empty_slots++;
 	}
 
 	/* Deterministic fallback over the live list. */
-	n = g->n_live;
 	if (n > RP_MAX_MEMBERS)
 		n = RP_MAX_MEMBERS;
 	if (n) {

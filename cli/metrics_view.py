@@ -26,6 +26,15 @@ from .render import STATE_STYLE
 # Every state a member can be in, one series each in rpctl_member_state.
 STATES = tuple(STATE_STYLE)
 
+# The group's counters: (metric name, GroupView attribute, help).
+GROUP_COUNTERS = (
+    ("slot_misses", "slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
+    ("no_live_member", "no_live", "Selections with no live member: the kernel chose the socket"),
+    ("pin_fallbacks", "pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
+    ("pin_unassigned", "pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
+    ("rss_unhashed", "rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+)
+
 GROUP = ["group"]
 MEMBER = ["group", "member"]
 
@@ -45,15 +54,9 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         "rpctl_group", "A group: its endpoint, protocol, steering mode, program id and listener migration",
         labels=GROUP,
     )
-    slot_misses = CounterMetricFamily(
-        "rpctl_group_slot_misses", "Selections whose slot's socket was gone: fell back to the live list", labels=GROUP
-    )
-    no_live = CounterMetricFamily(
-        "rpctl_group_no_live_member", "Selections with no live member: the kernel chose the socket", labels=GROUP
-    )
-    empty_slots = CounterMetricFamily(
-        "rpctl_group_empty_slots", "Selections whose slot named no member: fell back to the live list", labels=GROUP
-    )
+    counters = [
+        (CounterMetricFamily(f"rpctl_group_{name}", text, labels=GROUP), attr) for name, attr, text in GROUP_COUNTERS
+    ]
     selected = CounterMetricFamily(
         "rpctl_member_selected", "New connections or datagrams steered to the member through its slots",
         labels=MEMBER,
@@ -64,6 +67,10 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     )
     migrated = CounterMetricFamily(
         "rpctl_member_migrated", "Queued connections of a closing listener placed on the member", labels=MEMBER
+    )
+    pinned = CounterMetricFamily(
+        "rpctl_member_pinned", "New connections or datagrams given to the member as the one of their CPU or queue",
+        labels=MEMBER,
     )
     weight = GaugeMetricFamily("rpctl_member_weight", "Weight of the member in the live table", labels=MEMBER)
     state = GaugeMetricFamily(
@@ -88,15 +95,15 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 "migration": "true" if g.migration else "false",
             },
         )
-        slot_misses.add_metric([g.name], g.slot_misses)
-        no_live.add_metric([g.name], g.no_live)
-        empty_slots.add_metric([g.name], g.empty_slots)
+        for family, attr in counters:
+            family.add_metric([g.name], getattr(g, attr))
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
             selected.add_metric(labels, m.selected)
             fallback.add_metric(labels, m.fallback)
             migrated.add_metric(labels, m.migrated)
+            pinned.add_metric(labels, m.pinned)
             weight.add_metric(labels, m.weight)
             current = m.state
             for s in STATES:
@@ -104,5 +111,5 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
             if m.queue is not None:  # None: sock_diag did not find the socket (it closed)
                 queued.add_metric(labels, m.queue)
 
-    return [up_family, info, slot_misses, no_live, empty_slots, selected, fallback, migrated, weight, state,
-            queued_connections, queued_bytes]
+    return [up_family, info, *(family for family, _ in counters), selected, fallback, migrated, pinned, weight,
+            state, queued_connections, queued_bytes]

@@ -72,7 +72,6 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "counters": {
             "slot_misses": g.slot_misses,
             "no_live_member": g.no_live,
-            "empty_slots": g.empty_slots,
             "pin_fallbacks": g.pin_fallbacks,
             "pin_unassigned": g.pin_unassigned,
             "rss_unhashed": g.rss_unhashed,

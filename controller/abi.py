@@ -13,9 +13,9 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 2
+RP_ABI_VERSION = 3
 RP_MAX_MEMBERS = 256
-RP_SLOT_BITS = 16
+RP_SLOT_BITS = 10
 RP_SLOTS = 1 << RP_SLOT_BITS
 RP_SLOT_MASK = RP_SLOTS - 1
 RP_GENERATIONS = 2
@@ -69,6 +69,7 @@ class RpGen(ctypes.Structure):
         ("mode", u32),
         ("n_live", u32),
         ("published_ns", u64),
+        ("slots", u8 * RP_SLOTS),
         ("live", u32 * RP_MAX_MEMBERS),
         ("rss_flags", u32),
         ("rss_indir_size", u32),
@@ -113,7 +114,6 @@ class RpGroupStats(ctypes.Structure):
     _fields_ = [
         ("slot_misses", u64),
         ("no_live", u64),
-        ("empty_slots", u64),
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
@@ -147,7 +147,6 @@ GROUP_MAPS = (
     MapSpec("socks", bpfsys.MAP_TYPE_REUSEPORT_SOCKARRAY, 4, 8, RP_MAX_MEMBERS),
     MapSpec("ctl", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpCtl), 1),
     MapSpec("gens", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpGen), RP_GENERATIONS),
-    MapSpec("slots", bpfsys.MAP_TYPE_ARRAY, 4, 4, RP_SLOTS * RP_GENERATIONS),
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),

@@ -78,7 +78,6 @@ class GroupView:
     members: list[MemberView] = field(default_factory=list)
     slot_misses: int = 0
     no_live: int = 0
-    empty_slots: int = 0
     pin_dev: str = ""           # rss mode: the device whose queues are pinned
     pin_fallbacks: int = 0      # pinned member draining or gone: the weighted table chose
     pin_unassigned: int = 0     # CPU or queue with no member pinned: the weighted table chose
@@ -216,8 +215,10 @@ class Group:
         return {name: sum(getattr(c, name) for c in cpus) for name, _ in abi.RpGroupStats._fields_}
 
     def slot_table(self, gen: int) -> array.array:
-        """The weighted table of generation `gen` (0 or 1): member index per slot."""
-        return self.maps["slots"].read_u32s(gen * abi.RP_SLOTS, abi.RP_SLOTS)
+        """The weighted table of generation `gen` (0 or 1): member index per
+        slot, policy.NO_MEMBER throughout while it has no live member."""
+        element = self.maps["gens"].get(gen, abi.RpGen)
+        return slots_of(element) if element is not None else policy.empty_table(abi.RP_SLOTS)
 
     def prog_id(self) -> int:
         try:
@@ -253,7 +254,6 @@ class Group:
             migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
             slot_misses=counters["slot_misses"],
             no_live=counters["no_live"],
-            empty_slots=counters["empty_slots"],
             pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
             pin_fallbacks=counters["pin_fallbacks"],
             pin_unassigned=counters["pin_unassigned"],
@@ -335,12 +335,14 @@ class Group:
 
         weights = self.live_weights(members, final)
 
-        previous = self.slot_table(active)
+        live_gen = self.maps["gens"].get(active, abi.RpGen)
+        previous = slots_of(live_gen) if live_gen is not None else None
         table = policy.build_table(weights, previous, abi.RP_SLOTS)
-        self.maps["slots"].write_u32s(nxt * abi.RP_SLOTS, table)
 
-        gen = pinning.next_gen(self.maps["gens"].get(active, abi.RpGen), pin)
+        gen = pinning.next_gen(live_gen, pin)
         gen.n_live, gen.published_ns = len(weights), _now_ns()
+        # No live member: the table names nobody, and the program skips it.
+        gen.slots[:] = table if weights else bytes(abi.RP_SLOTS)
         for i, idx in enumerate(sorted(weights)):
             gen.live[i] = idx
         # A pinned member takes connections exactly when the table would give it some.
@@ -406,6 +408,13 @@ class Group:
         stride = (ctypes.sizeof(abi.RpMemberStats) + 7) & ~7
         zeros = ctypes.create_string_buffer(stride * ncpus)
         self.maps["member_stats"].put(index, zeros)
+
+
+def slots_of(gen: abi.RpGen) -> array.array:
+    """The weighted table of a generation element, as policy.build_table makes it."""
+    if not gen.n_live:
+        return policy.empty_table(abi.RP_SLOTS)
+    return array.array("I", gen.slots)
 
 
 # Group-level operations ------------------------------------------------------
@@ -475,9 +484,6 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
         maps["ctl"].put(0, ctl)
-        empty = policy.build_table({}, None, abi.RP_SLOTS)
-        maps["slots"].write_u32s(0, empty)
-        maps["slots"].write_u32s(abi.RP_SLOTS, empty)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():
             m.pin(os.path.join(tmp, spec_name))

@@ -61,7 +61,14 @@ def migration_wanted() -> bool:
 
 
 def load(maps: Mapping[str, Map], migrate: bool) -> int:
-    """Compile and load the program against `maps`; returns an fd the caller owns."""
+    """Compile and load the steering program against `maps`; returns an fd the caller owns."""
+    return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate)
+
+
+def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrate: bool) -> int:
+    """Compile C file `source` with the maps' fds as RP_FD_* macros and load its
+    SK_REUSEPORT function `function` (the benchmarks load their floor programs
+    through here too, so that they are built exactly as the steering program)."""
     source_tree = find_kernel_source()
     if source_tree:
         os.environ["BCC_KERNEL_SOURCE"] = source_tree
@@ -72,7 +79,7 @@ def load(maps: Mapping[str, Map], migrate: bool) -> int:
             "bcc is not importable: install python3-bpfcc (apt-get install python3-bpfcc) and run rpctl "
             "from a virtualenv made with --system-site-packages"
         ) from None
-    with open(os.path.join(bpf_dir(), SOURCE)) as f:
+    with open(source) as f:
         text = f.read()
     attach_type = bpfsys.ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE if migrate else bpfsys.ATTACH_SK_REUSEPORT_SELECT
     log = tempfile.NamedTemporaryFile(prefix="rpctl-load-", suffix=".log", delete=False)
@@ -80,13 +87,13 @@ def load(maps: Mapping[str, Map], migrate: bool) -> int:
     try:
         with _stderr_to(log.name):
             bpf = BPF(text=text.encode(), cflags=cflags(maps, migrate))
-            fn = bpf.load_func(PROGRAM_NAME.encode(), bpfsys.PROG_TYPE_SK_REUSEPORT, attach_type=attach_type)
+            fn = bpf.load_func(function.encode(), bpfsys.PROG_TYPE_SK_REUSEPORT, attach_type=attach_type)
             prog_fd = os.dup(fn.fd)
             bpf.cleanup()
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise RpctlError(
-            f"compile and load the steering program: {first} (compiler and verifier log: {log.name})"
+            f"compile and load {os.path.basename(source)}: {first} (compiler and verifier log: {log.name})"
         ) from e
     os.unlink(log.name)
     return prog_fd

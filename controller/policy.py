@@ -62,17 +62,18 @@ __all__ = [
     "NO_MEMBER",
     "apportion",
     "build_table",
+    "empty_table",
     "min_moved_fraction",
     "moved_fraction",
     "shares",
 ]
 
-#: Slot value that selects nobody (RP_NO_MEMBER in bpf/rpctl.h).
+#: Slot value that selects nobody: a table with no live member.
 NO_MEMBER = 0xFFFFFFFF
 #: Members are indices 0..MAX_MEMBERS-1 in the socket array.
 MAX_MEMBERS = 256
 #: Slots in one table (RP_SLOTS in bpf/rpctl.h).
-DEFAULT_SLOTS = 1 << 16
+DEFAULT_SLOTS = 1 << 10
 
 # Due times are fixed point numbers with this many fractional bits: exact
 # comparisons for deficits up to 2**19 slots, and still deterministic beyond.
@@ -193,7 +194,7 @@ def build_table(
     counts = apportion(weights, slots)
     table = None if previous is None else _check_previous(previous, slots)
     if not counts:
-        return array("I", [NO_MEMBER]) * slots
+        return empty_table(slots)
 
     if table is None:
         return array("I", _interleave(sorted(counts.items())))
@@ -206,6 +207,11 @@ def build_table(
     for i, m in zip(free, _interleave(deficits)):
         table[i] = m
     return table
+
+
+def empty_table(slots: int = DEFAULT_SLOTS) -> array[int]:
+    """A table that names nobody."""
+    return array("I", [NO_MEMBER]) * slots
 
 
 def shares(table: Sequence[int]) -> dict[int, float]:

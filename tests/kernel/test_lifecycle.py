@@ -85,7 +85,6 @@ def _maps_bytes(group_name: str) -> dict[str, bytes]:
         out = {
             "ctl": bytes(g.ctl()),
             "gens": b"".join(bytes(x) for x in g.maps["gens"].read_structs(abi.RpGen, abi.RP_GENERATIONS)),
-            "slots": g.maps["slots"].read_u32s(0, abi.RP_SLOTS * abi.RP_GENERATIONS).tobytes(),
             "members": b"".join(bytes(m) for m in g.members()),
             "socks": repr([g.socket_cookie(i) for i in range(abi.RP_MAX_MEMBERS)]).encode(),
         }

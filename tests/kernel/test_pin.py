@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import socket
 import subprocess
 
@@ -19,18 +18,12 @@ import pytest
 from rpctl.cli import demo_worker, loadgen
 from rpctl.controller import locality, rss, toeplitz
 
+from rss_device import synthetic_device
 from traffic import syn_retransmits, tcp_connections, udp_datagrams
 
 pytestmark = pytest.mark.kernel
 
 N = 600
-
-# The key of Microsoft's RSS verification suite (tests/unit/test_toeplitz.py
-# checks our hash against its published values).
-MS_KEY = bytes.fromhex(
-    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"
-)
-
 
 @pytest.fixture(autouse=True, scope="module")
 def two_cpus():
@@ -235,19 +228,6 @@ def test_pin_cpu_from_member_affinity_and_its_refusals(netns, rpctl):
 
 
 # RSS mode ---------------------------------------------------------------------------
-
-
-def synthetic_device(ports: dict[str, int], seed: int = 11) -> rss.RssInfo:
-    """A 4-queue NIC: a shuffled 128-entry table, queues 0 and 2 interrupt CPU 0,
-    queue 1 CPU 1, queue 3 may interrupt either (so no member can be said to serve it)."""
-    rng = random.Random(seed)
-    indir = [i % 4 for i in range(128)]
-    rng.shuffle(indir)
-    irqs = {}
-    for q, cpus in ((0, {0}), (1, {1}), (2, {0}), (3, {0, 1})):
-        irqs[q] = rss.Irq(100 + q, f"synth-rx-{q}", frozenset(cpus), frozenset())
-    return rss.RssInfo("synth0", rx_queues=4, queues_from="synthetic", indir=indir, key=MS_KEY,
-                       hfunc="toeplitz", fields=dict(ports), irqs=irqs)
 
 
 ADDRS_AND_PORTS = rss.RXH_ADDRS | rss.RXH_PORTS

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from rpctl.controller import abi, loader
+from rpctl.controller import abi, loader, policy
 
 REPO = Path(__file__).resolve().parents[2]
 BPF_DIR = REPO / "bpf"
@@ -210,8 +210,6 @@ def test_map_shapes_follow_header_limits(c_facts):
     specs = abi.MAP_SPECS
     assert len(specs) == len(abi.GROUP_MAPS), "two maps share a name"
     assert all(s.key_size == 4 for s in abi.GROUP_MAPS), "every map is an array indexed by a __u32"
-    assert specs["slots"].value_size == 4  # a __u32 member index
-    assert specs["slots"].max_entries == const["RP_SLOTS"] * const["RP_GENERATIONS"]
     assert specs["gens"].max_entries == const["RP_GENERATIONS"]
     for name in ("socks", "members", "member_stats"):
         assert specs[name].max_entries == const["RP_MAX_MEMBERS"], name
@@ -248,3 +246,12 @@ def test_loader_passes_one_macro_per_map():
     defined = {m.group(1): int(m.group(2)) for f in flags if (m := re.fullmatch(r"-DRP_FD_(\w+)=(\d+)", f))}
     assert defined == {name.upper(): m.fd for name, m in maps.items()}
     assert _fd_macros_in_program() <= set(defined)
+
+
+def test_policy_builds_tables_of_the_programs_size():
+    # The controller builds and reads tables through policy; the program masks with RP_SLOT_MASK.
+    assert policy.DEFAULT_SLOTS == abi.RP_SLOTS
+    assert len(policy.build_table({0: 1, 255: 3})) == abi.RP_SLOTS
+    # Every member index fits the one-byte slot of rp_gen.slots.
+    assert policy.MAX_MEMBERS == abi.RP_MAX_MEMBERS <= 256
+    assert abi.RpGen.slots.size == abi.RP_SLOTS  # bytes: one per slot

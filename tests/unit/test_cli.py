@@ -57,7 +57,8 @@ def member(index: int, name: str, **kw) -> MemberView:
     fields = {
         "index": index, "name": name, "pid": 4200 + index, "fd": 3, "cookie": 8193 + index, "weight": 1,
         "draining": False, "gone": False, "selected": 100 * (index + 1), "fallback": index, "migrated": 0,
-        "since_publish": 10 * (index + 1), "target_share": 0.25, "observed_share": 0.123456789, "queue": 2,
+        "pinned": 7 * index, "since_publish": 10 * (index + 1), "target_share": 0.25, "observed_share": 0.123456789,
+        "queue": 2,
     }
     return MemberView(**{**fields, **kw})
 
@@ -66,7 +67,8 @@ def group_view(members=None, **kw) -> GroupView:
     fields = {
         "name": "tcp-18080", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
         "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 1_700_000_000_000_000_000,
-        "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live": 6, "empty_slots": 7,
+        "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live": 6, "pin_fallbacks": 7,
+        "pin_unassigned": 8, "rss_unhashed": 9,
     }
     view = GroupView(**{**fields, **kw})
     view.members = members if members is not None else [
@@ -255,7 +257,7 @@ GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
     "published_ns", "counters", "members",
 }
-COUNTER_KEYS = {"slot_misses", "no_live_member", "empty_slots", "pin_fallbacks", "pin_unassigned", "rss_unhashed"}
+COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed"}
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
     "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue",
@@ -290,8 +292,8 @@ def test_status_json_keys_and_values():
     (g,) = doc["groups"]
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
-    assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "empty_slots": 7, "pin_fallbacks": 0,
-                             "pin_unassigned": 0, "rss_unhashed": 0}
+    assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
+                             "rss_unhashed": 9}
     assert g["pin_device"] is None
     assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
     assert (g["program_id"], g["generation"], g["mode"]) == (42, 1, "weighted")

@@ -40,7 +40,7 @@ def group_view(members, **kw) -> GroupView:
     fields = {
         "name": "web", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
         "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 0, "created_ns": 0,
-        "slot_misses": 5, "no_live": 6, "empty_slots": 0,
+        "slot_misses": 5, "no_live": 6,
     }
     view = GroupView(**{**fields, **kw})
     view.members = list(members)

@@ -75,7 +75,7 @@ def test_counters_gauges_and_info_of_a_tcp_group():
 
     assert got["rpctl_up"].type == "gauge" and samples(got["rpctl_up"]) == {(): 1.0}
     for family, field in (("rpctl_member_selected", "selected"), ("rpctl_member_fallback", "fallback"),
-                          ("rpctl_member_migrated", "migrated")):
+                          ("rpctl_member_migrated", "migrated"), ("rpctl_member_pinned", "pinned")):
         assert got[family].type == "counter"
         assert by_member(got[family], family + "_total") == {m.name: getattr(m, field) for m in view.members}
         for labels in samples(got[family], family + "_total"):
@@ -94,7 +94,8 @@ def test_counters_gauges_and_info_of_a_tcp_group():
     }
     assert samples(got["rpctl_group_info"])[info_labels] == 1.0
     for family, value in (("rpctl_group_slot_misses", 5), ("rpctl_group_no_live_member", 6),
-                          ("rpctl_group_empty_slots", 7)):
+                          ("rpctl_group_pin_fallbacks", 7), ("rpctl_group_pin_unassigned", 8),
+                          ("rpctl_group_rss_unhashed", 9)):
         assert got[family].type == "counter"
         assert samples(got[family], family + "_total") == {(("group", "tcp-18080"),): value}
 

@@ -281,7 +281,9 @@ def test_drain_refill_is_interleaved():
     new = build_table({**BASE, 0: 0}, old)
     freed = [new[i] for i in range(SLOTS) if old[i] == 0]
     assert runs(freed) <= 3
-    assert {m: freed.count(m) for m in (1, 2, 3)} == {1: 5462, 2: 5461, 3: 5461}
+    assert len(freed) == SLOTS // 4
+    # Shared as evenly as slots allow: each within one slot of a third.
+    assert all(abs(freed.count(m) - len(freed) / 3) < 1 for m in (1, 2, 3)), [freed.count(m) for m in (1, 2, 3)]
 
 
 # shares / moved fractions ------------------------------------------------
@@ -356,8 +358,8 @@ def test_bad_slots(slots):
 @pytest.mark.parametrize(
     "previous, match",
     [
-        ([0] * (SLOTS - 1), "expected 65536"),
-        ([0] * (SLOTS + 1), "expected 65536"),
+        ([0] * (SLOTS - 1), f"expected {SLOTS}"),
+        ([0] * (SLOTS + 1), f"expected {SLOTS}"),
         ([0] * (SLOTS - 1) + [256], "neither a member"),
         ([0] * (SLOTS - 1) + [NO_MEMBER - 1], "neither a member"),
         ([0] * (SLOTS - 1) + [-1], "not a slot value"),

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * datapath.bpf.c: the reference programs of the data-path benchmark
+ * (bench/datapath.py), loaded through rpctl's own loader on groups of the
+ * same kind as rpctl's (four listeners, their own socket array "socks").
+ *
+ * The floors: what any SK_REUSEPORT program pays before doing anything of
+ * its own.
+ *   rp_return_only  the kernel's entry into the program and the two clock
+ *                   reads of bpf_stats around it; the kernel then selects;
+ *   rp_select_only  that, plus one bpf_sk_select_reuseport() at hash & 3:
+ *                   the least a program that chooses a socket does.
+ *
+ * The ladder: rpctl's weighted path built up one piece at a time, on the
+ * live state of an rpctl group (its "ctl" and "gens" maps, read only), to
+ * say what each nanosecond above the floor buys.
+ *   rp_lookups      + the ctl and generation lookups (the atomic flip);
+ *   rp_slot         + the member from the generation's one-byte slot;
+ *   rp_counted      + the member's per-CPU counter (= rpctl's fast path,
+ *                   without its mode and migration tests);
+ *   rp_wide_slots   rp_counted with the table of rpctl before ABI 3:
+ *                   65,536 u32 slots per generation in a map of their own
+ *                   ("wide_slots"), 256 KiB where the byte table is 1 KiB.
+ */
+#include <uapi/linux/bpf.h>
+#include "rpctl.h"
+
+#ifndef RP_FD_SOCKS
+#error "compile through rpctl's loader: it passes the map fds as -DRP_FD_*"
+#endif
+
+#define RP_MAP(fd) ((void *)bpf_pseudo_fd(1, (fd)))
+#define WIDE_SLOT_BITS 16
+
+int rp_return_only(struct sk_reuseport_md *md)
+{
+	return SK_PASS;
+}
+
+int rp_select_only(struct sk_reuseport_md *md)
+{
+	__u32 idx = md->hash & 3;
+
+	bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0);
+	return SK_PASS;
+}
+
+#ifdef RP_FD_GENS
+
+static __always_inline struct rp_gen *live_gen(__u32 *gen)
+{
+	__u32 zero = 0;
+	struct rp_ctl *ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+
+	if (!ctl)
+		return 0;
+	*gen = ctl->gen & 1;
+	return bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), gen);
+}
+
+static __always_inline void count(__u32 idx)
+{
+	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
+
+	if (st)
+		st->selected++;
+}
+
+int rp_lookups(struct sk_reuseport_md *md)
+{
+	__u32 gen, idx = md->hash & 3;
+	struct rp_gen *g = live_gen(&gen);
+
+	if (!g || !g->n_live)
+		return SK_PASS;
+	bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0);
+	return SK_PASS;
+}
+
+int rp_slot(struct sk_reuseport_md *md)
+{
+	__u32 gen, idx;
+	struct rp_gen *g = live_gen(&gen);
+
+	if (!g || !g->n_live)
+		return SK_PASS;
+	idx = g->slots[md->hash & RP_SLOT_MASK];
+	bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0);
+	return SK_PASS;
+}
+
+int rp_counted(struct sk_reuseport_md *md)
+{
+	__u32 gen, idx;
+	struct rp_gen *g = live_gen(&gen);
+
+	if (!g || !g->n_live)
+		return SK_PASS;
+	idx = g->slots[md->hash & RP_SLOT_MASK];
+	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+		count(idx);
+	return SK_PASS;
+}
+
+int rp_wide_slots(struct sk_reuseport_md *md)
+{
+	__u32 gen, slot, idx, *member;
+	struct rp_gen *g = live_gen(&gen);
+
+	if (!g || !g->n_live)
+		return SK_PASS;
+	slot = (gen << WIDE_SLOT_BITS) | (md->hash & ((1u << WIDE_SLOT_BITS) - 1));
+	member = bpf_map_lookup_elem(RP_MAP(RP_FD_WIDE_SLOTS), &slot);
+	if (!member)
+		return SK_PASS;
+	idx = *member;
+	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+		count(idx);
+	return SK_PASS;
+}
+
+#endif /* RP_FD_GENS */
