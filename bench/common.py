@@ -78,6 +78,41 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+# wrk ----------------------------------------------------------------------------------
+
+_ERRORS_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_REQUESTS_RE = re.compile(r"(\d+) requests in ([\d.]+)(m?s)")
+
+
+def parse_wrk(text: str) -> dict:
+    """wrk's summary -> requests, seconds, rate, errors by kind, non-2xx, failed."""
+    m = _REQUESTS_RE.search(text)
+    if not m:
+        raise ValueError(f"no request count in wrk output: {text!r}")
+    requests = int(m.group(1))
+    seconds = float(m.group(2)) / (1000.0 if m.group(3) == "ms" else 1.0)
+    errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    e = _ERRORS_RE.search(text)
+    if e:
+        errors = dict(zip(errors, map(int, e.groups())))
+    n = _NON2XX_RE.search(text)
+    non2xx = int(n.group(1)) if n else 0
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "rate": requests / seconds if seconds else 0.0,
+        "errors": errors,
+        "non2xx": non2xx,
+        "failed": sum(errors.values()) + non2xx,
+    }
+
+
+def wrk_command(url: str, threads: int, connections: int, seconds: float) -> list[str]:
+    """wrk opening a new connection per request (`Connection: close`)."""
+    return ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "-H", "Connection: close", url]
+
+
 def write_section(name: str, body: str, doc: Path | None = None) -> None:
     """Replace (or append) the section NAME of docs/benchmarks.md with BODY,
     stamped with the machine line."""

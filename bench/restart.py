@@ -26,7 +26,6 @@ replies.  The sysctl is set only inside the benchmark's own namespace.
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import alternate, median, table, write_section
+from common import alternate, median, parse_wrk, table, wrk_command, write_section
 from launched import wait_until
 from netns import fresh_netns
 from rpctl.cli import demo_worker
@@ -52,40 +51,9 @@ ACCEPT_DELAY_MS = 10                     # a busy worker: its accept queue fills
 MIN_RATE = 5000                          # new connections per second the issue asks for
 URL = f"http://127.0.0.1:{PORT}/"
 
-_ERRORS_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
-_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
-_REQUESTS_RE = re.compile(r"(\d+) requests in ([\d.]+)(m?s)")
-
-
-def parse_wrk(text: str) -> dict:
-    """wrk's summary -> requests, seconds, rate, errors by kind, non-2xx, failed."""
-    m = _REQUESTS_RE.search(text)
-    if not m:
-        raise ValueError(f"no request count in wrk output: {text!r}")
-    requests = int(m.group(1))
-    seconds = float(m.group(2)) / (1000.0 if m.group(3) == "ms" else 1.0)
-    errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
-    e = _ERRORS_RE.search(text)
-    if e:
-        errors = dict(zip(errors, map(int, e.groups())))
-    n = _NON2XX_RE.search(text)
-    non2xx = int(n.group(1)) if n else 0
-    return {
-        "requests": requests,
-        "seconds": seconds,
-        "rate": requests / seconds if seconds else 0.0,
-        "errors": errors,
-        "non2xx": non2xx,
-        "failed": sum(errors.values()) + non2xx,
-    }
-
-
 def wrk(limit: float) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["wrk", "-t", str(WRK_THREADS), "-c", str(WRK_CONNECTIONS), "-d", f"{limit:g}s",
-         "-H", "Connection: close", URL],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    return subprocess.Popen(wrk_command(URL, WRK_THREADS, WRK_CONNECTIONS, limit),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _under_load(duration: float, restart_all) -> dict:

@@ -1,4 +1,4 @@
-"""The rolling-restart benchmark's reading of wrk's summary."""
+"""The benchmarks' reading of wrk's summary (bench/common.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from restart import parse_wrk  # noqa: E402
+from common import parse_wrk  # noqa: E402
 
 WITH_ERRORS = """\
 Running 6s test @ http://127.0.0.1:7400/

@@ -1,0 +1,113 @@
+"""A real nginx serving one SO_REUSEPORT port, for the adoption tests and the
+end-to-end benchmark: `listen ... reuseport` and N workers open N listeners
+in the master, which forks; master and workers all hold all N (same fd
+numbers), and each worker adds only its own listener to its epoll.  Every
+reply body is "$pid\\n": the pid of the worker that accepted the connection.
+Plain module (no pytest) so that bench/ uses the same code as the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from rpctl.controller import discover
+
+NGINX = "/usr/sbin/nginx"
+
+NGINX_CONF = """\
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{ return 200 "$pid\\n"; }}
+    }}
+}}
+"""
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.add(int(entry))
+    return out
+
+
+class Nginx:
+    def __init__(self, tmp: Path, port: int, workers: int):
+        self.tmp = tmp
+        self.port = port
+        self.workers = workers
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workers=workers, tmp=tmp, port=port))
+        with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.worker_pids: set[int] = set()
+
+    @property
+    def master(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        """Until every listener has a worker that epolls it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited {self.proc.returncode}: {self.errors()}")
+            eps = discover.discover(port=self.port, proto="tcp", probe_reuseport=False)
+            self.worker_pids = _children(self.master)
+            if (
+                eps
+                and len(eps[0].listeners) == self.workers
+                and len(self.worker_pids) == self.workers
+                and all(lst.server and lst.server.pid in self.worker_pids for lst in eps[0].listeners)
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx not ready after {timeout}s: {eps}; {self.errors()}")
+            time.sleep(0.05)
+
+    def errors(self) -> str:
+        try:
+            return (self.tmp / "error.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        pids = _children(self.master) | self.worker_pids
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, then the master exits
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in pids:  # a worker must never outlive the test (or its network namespace)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
