@@ -148,10 +148,10 @@ def report(by_size: dict[int, tuple[dict[str, float], float, list]], rounds: int
         "cumulative): " + ", ".join(f"{mod} {ms:.0f} ms" for mod, ms in imports) + ".",
         "No command but the first `register` of a group (which loads the program) imports bcc",
         "or compiles C (`rpctl doctor` imports it to check it): tests/kernel/test_command_imports.py.",
-        "A write (`weights w0=2`, `drain`) reads the live 65,536-slot table and writes the other",
-        "half through batch map calls: about 14 ms each way in the kernel at any group size;",
-        "the rest of the growth with members is the slot table (policy.build_table) and, for",
-        "`rpctl weights`, laying out rich's table (about 0.25 ms per row).",
+        "A write (`weights w0=2`, `drain`) reads the live generation element (its 1,024-slot",
+        "table included, decision 0005) and writes the other: two map calls of about 50 KiB;",
+        "the growth with members is reading every member's counters and, for the text",
+        "commands, one line per member (cli/layout.py; rich's Table took about 0.25 ms per row).",
     ])
 
 

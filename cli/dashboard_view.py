@@ -20,14 +20,15 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Deque, Optional
 
-from rich.cells import cell_len
 from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 
 from rpctl.controller.group import GroupView, MemberView
 
-from .render import STATE_STYLE, mode_text, pct, pin_text
+from .layout import GAP, width_of
+from .layout import line as table_line
+from .views import STATE_STYLE, mode_text, pct, pin_text
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -331,7 +332,6 @@ COLUMNS = ("name", "pid", "state", "weight", "target", "observed", "rate", "spar
            "fallback", "pin")
 DROP_ORDER = ("pid", "pin", "fallback", "migrated", "spark", "queue", "target", "weight", "rate", "observed")
 RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "migrated", "fallback"}
-GAP = 2  # spaces between columns (table padding 1 on each side, none at the edges)
 
 
 def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[str, Optional[float]]) -> dict:
@@ -356,10 +356,6 @@ def _headers(g: GroupView, spark_width: int) -> dict[str, str]:
         "observed": "observed", "rate": _unit(g), "spark": f"last {spark_width}s", "queue": "queue",
         "migrated": "migrated", "fallback": "fallback", "pin": "pin",
     }
-
-
-def _cell_len(v: object) -> int:
-    return cell_len(v.plain if isinstance(v, Text) else str(v))
 
 
 def choose_columns(widths: dict[str, int], width: int) -> tuple[list[str], int]:
@@ -443,25 +439,6 @@ def _summary(members: list[MemberView]) -> str:
     return f"+{len(members)} more members ({detail})"
 
 
-def _line(cells: list[tuple[object, int, bool]]) -> Text:
-    """One table line from (value, width, right-justified) cells."""
-    line = Text(no_wrap=True, overflow="ellipsis")
-    for i, (value, w, right) in enumerate(cells):
-        t = value.copy() if isinstance(value, Text) else Text(str(value))
-        if cell_len(t.plain) > w:
-            t.truncate(w, overflow="ellipsis")
-        pad = " " * (w - cell_len(t.plain))
-        if i:
-            line.append(" " * GAP)
-        if right:
-            line.append(pad)
-        line.append_text(t)
-        if not right:
-            line.append(pad)
-    line.rstrip()
-    return line
-
-
 def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[RenderableType]:
     """The member table of one group, in at most 1 + `rows` lines (header included).
 
@@ -473,7 +450,7 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     shown = g.members if len(g.members) <= rows else pick_rows(g.members, max(0, rows - 1))
     cells = [_member_cells(g, m, history, shares) for m in shown]
     heads = _headers(g, SPARK_MAX)
-    widths = {c: max([len(heads[c])] + [_cell_len(r[c]) for r in cells]) for c in COLUMNS if c != "spark"}
+    widths = {c: max([len(heads[c])] + [width_of(r[c]) for r in cells]) for c in COLUMNS if c != "spark"}
     columns, spark = choose_columns(widths, width)
     heads = _headers(g, spark)
     if spark:
@@ -486,10 +463,10 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     overflow = sum(widths[c] for c in columns) + GAP * (len(columns) - 1) - width
     if overflow > 0:  # not even name and state fit: cut the name
         widths["name"] = max(1, widths["name"] - overflow)
-    head = _line([(Text(heads[c], style="bold"), widths[c], c in RIGHT) for c in columns])
+    head = table_line([(Text(heads[c], style="bold"), widths[c], c in RIGHT) for c in columns])
     out: list[RenderableType] = [head]
     for r in cells:
-        out.append(_line([(r[c], widths[c], c in RIGHT) for c in columns]))
+        out.append(table_line([(r[c], widths[c], c in RIGHT) for c in columns]))
     # Summaries are lines of their own: as rows they would widen the name column.
     if len(shown) < len(g.members):
         picked = {id(m) for m in shown}

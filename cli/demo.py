@@ -30,7 +30,8 @@ from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlErr
 from rpctl.controller.launcher import Launcher
 
 from . import loadgen
-from .render import pct, state_text
+from .render import state_text
+from .views import pct
 
 
 @dataclass

@@ -121,15 +121,18 @@ def _one_view(args):
 def cmd_weights(env: Environment, args) -> ExitStatus:
     from rpctl.controller import group
 
-    from . import render
-
     if args.assignments:
         group.set_weights(parse_assignments(args.assignments), group=args.group)
     view = _one_view(args)
     if args.json:
-        env.out(json.dumps(render.weights_json(view), indent=2))
+        from .views import weights_json
+
+        env.out(json.dumps(weights_json(view), indent=2))
     else:
-        env.console().print(render.weights_table(view))
+        from . import render
+
+        console = env.console()
+        console.print(render.weights_table(view, console.width))
     return ExitStatus.OK
 
 
@@ -160,15 +163,17 @@ def cmd_undrain(env: Environment, args) -> ExitStatus:
 def cmd_status(env: Environment, args) -> ExitStatus:
     from rpctl.controller import group
 
-    from . import render
-
     views = group.views(group=args.group)
     if args.json:
-        env.out(json.dumps(render.status_json(views), indent=2))
+        from .views import status_json
+
+        env.out(json.dumps(status_json(views), indent=2))
         return ExitStatus.OK
     if not views:
         env.out("no group in this network namespace")
         return ExitStatus.OK
+    from . import render
+
     console = env.console()
     for view in views:
         console.print(render.status_table(view, console.width))
@@ -178,12 +183,14 @@ def cmd_status(env: Environment, args) -> ExitStatus:
 def cmd_doctor(env: Environment, args) -> ExitStatus:
     from rpctl.controller import probe
 
-    from . import render
-
     checks = probe.run_checks()
     if args.json:
-        env.out(json.dumps(render.doctor_json(checks), indent=2))
+        from .views import doctor_json
+
+        env.out(json.dumps(doctor_json(checks), indent=2))
     else:
+        from . import render
+
         env.console().print(render.doctor_table(checks))
     failed = [c for c in checks if not c.ok and not c.warning]
     return ExitStatus.UNSUPPORTED if failed else ExitStatus.OK

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 
 from rpctl.controller.group import GroupView
 
-from .render import STATE_STYLE
+from .views import STATE_STYLE
 
 # Every state a member can be in, one series each in rpctl_member_state.
 STATES = tuple(STATE_STYLE)

@@ -97,7 +97,7 @@ def explain_json(exp) -> dict[str, Any]:
 def explain_text(exp) -> list[str]:
     from rpctl.controller import rss
 
-    from .render import pct
+    from .views import pct
 
     lines = rss.describe(exp.info)
     lines.append("the kernel's reuseport hash is not the NIC's: in rss mode the program recomputes the NIC's "

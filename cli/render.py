@@ -1,98 +1,22 @@
-"""Group views -> rich tables and JSON documents.  Pure: no I/O here.
+"""Group views -> rich tables.  Pure: no I/O here.
 
-The JSON keys are a stable interface (snake_case, documented in README).
+The plain-text pieces and the JSON documents are in views.py, which does
+not import rich: `--json` never pays for it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Iterable
 
+from rich.console import Group as RenderGroup
 from rich.table import Table
 from rich.text import Text
 
 from rpctl.controller.group import GroupView, MemberView
-from rpctl.controller.pinning import format_cpus
 from rpctl.controller.probe import Check
 
-STATE_STYLE = {"active": "green", "draining": "yellow", "drained": "cyan", "gone": "red"}
-
-
-def pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _opt(x: Optional[int]) -> str:
-    return "-" if x is None else str(x)
-
-
-def pin_text(g: GroupView, m: MemberView) -> str:
-    """What a member is pinned to: "cpu 0-1", "queue 0,2", or "-"."""
-    if g.mode not in ("cpu", "rss") or not m.pins:
-        return "-"
-    return f"{'cpu' if g.mode == 'cpu' else 'queue'} {format_cpus(m.pins)}"
-
-
-def mode_text(g: GroupView) -> str:
-    return f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
-
-
-def member_json(m: MemberView) -> dict[str, Any]:
-    return {
-        "name": m.name,
-        "index": m.index,
-        "pid": m.pid,
-        "fd": m.fd,
-        "cookie": m.cookie,
-        "state": m.state,
-        "weight": m.weight,
-        "target_share": round(m.target_share, 6),
-        "observed_share": None if m.observed_share is None else round(m.observed_share, 6),
-        "selected": m.selected,
-        "fallback": m.fallback,
-        "migrated": m.migrated,
-        "pinned": m.pinned,
-        "pins": list(m.pins),
-        "selected_since_change": m.since_publish,
-        "queue": m.queue,
-    }
-
-
-def group_json(g: GroupView) -> dict[str, Any]:
-    return {
-        "name": g.name,
-        "protocol": g.proto,
-        "address": g.addr,
-        "port": g.port,
-        "program_id": g.prog_id,
-        "mode": g.mode,
-        "pin_device": g.pin_dev or None,
-        "migration": g.migration,
-        "generation": g.gen,
-        "published_ns": g.published_ns,
-        "counters": {
-            "slot_misses": g.slot_misses,
-            "no_live_member": g.no_live,
-            "pin_fallbacks": g.pin_fallbacks,
-            "pin_unassigned": g.pin_unassigned,
-            "rss_unhashed": g.rss_unhashed,
-        },
-        "members": [member_json(m) for m in g.members],
-    }
-
-
-def status_json(groups: Iterable[GroupView]) -> dict[str, Any]:
-    return {"groups": [group_json(g) for g in groups]}
-
-
-# The member keys `rpctl weights --json` shows: a subset of status's.
-WEIGHTS_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected_since_change")
-
-
-def weights_json(g: GroupView) -> dict[str, Any]:
-    return {
-        "group": g.name,
-        "members": [{k: v for k, v in member_json(m).items() if k in WEIGHTS_KEYS} for m in g.members],
-    }
+from .layout import table_lines
+from .views import STATE_STYLE, mode_text, opt, pct, pin_text
 
 
 def state_text(m: MemberView) -> Text:
@@ -111,48 +35,43 @@ def group_title(g: GroupView) -> str:
     )
 
 
-def status_table(g: GroupView, width: int = 80) -> Table:
+def _titled(title: str, lines: list[Text]) -> RenderGroup:
+    return RenderGroup(Text(title, style="bold"), *lines)
+
+
+def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     """Fits 80 columns; the socket cookie joins from 100 columns on (JSON always has it).
     In a pinned mode, what each member is pinned to and how often that chose it; below
     100 columns these take the place of idx and fallback (JSON always has them)."""
     pinned = g.mode != "weighted"
     wide = width >= 100
-    t = Table(title=group_title(g), title_justify="left")
-    right = {"justify": "right"}
     columns = [
-        ("member", {}, lambda m: m.name),
-        ("pid", right, lambda m: str(m.pid)),
-        ("idx", right, lambda m: str(m.index), wide or not pinned),
-        ("cookie", right, lambda m: str(m.cookie), wide),
-        ("state", {}, state_text),
-        ("weight", right, lambda m: str(m.weight)),
-        ("selected", right, lambda m: str(m.selected)),
-        ("fallback", right, lambda m: str(m.fallback), wide or not pinned),
-        ("queue", right, lambda m: _opt(m.queue)),
-        ("pin", {}, lambda m: pin_text(g, m), pinned),
-        ("pinned", right, lambda m: str(m.pinned), pinned),
+        ("member", False, lambda m: m.name),
+        ("pid", True, lambda m: str(m.pid)),
+        ("idx", True, lambda m: str(m.index), wide or not pinned),
+        ("cookie", True, lambda m: str(m.cookie), wide),
+        ("state", False, state_text),
+        ("weight", True, lambda m: str(m.weight)),
+        ("selected", True, lambda m: str(m.selected)),
+        ("fallback", True, lambda m: str(m.fallback), wide or not pinned),
+        ("queue", True, lambda m: opt(m.queue)),
+        ("pin", False, lambda m: pin_text(g, m), pinned),
+        ("pinned", True, lambda m: str(m.pinned), pinned),
     ]
-    shown = [(col, kw, cell) for col, kw, cell, *keep in columns if not keep or keep[0]]
-    for col, kw, _ in shown:
-        t.add_column(col, **kw)
-    for m in g.members:
-        t.add_row(*[cell(m) for _, _, cell in shown])
-    return t
+    shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
+    rows = [[cell(m) for _, _, cell in shown] for m in g.members]
+    lines = table_lines([c for c, _, _ in shown], rows, [r for _, r, _ in shown], width)
+    return _titled(group_title(g), lines)
 
 
-def weights_table(g: GroupView) -> Table:
-    t = Table(title=f"group {g.name}  {g.endpoint}", title_justify="left")
-    t.add_column("member")
-    t.add_column("state")
-    t.add_column("weight", justify="right")
-    t.add_column("target", justify="right")
-    t.add_column("observed", justify="right")
-    t.add_column("since change", justify="right")
-    for m in g.members:
-        t.add_row(
-            m.name, state_text(m), str(m.weight), pct(m.target_share), pct(m.observed_share), str(m.since_publish)
-        )
-    return t
+def weights_table(g: GroupView, width: int = 80) -> RenderGroup:
+    rows = [
+        [m.name, state_text(m), str(m.weight), pct(m.target_share), pct(m.observed_share), str(m.since_publish)]
+        for m in g.members
+    ]
+    lines = table_lines(["member", "state", "weight", "target", "observed", "since change"], rows,
+                        [False, False, True, True, True, True], width)
+    return _titled(f"group {g.name}  {g.endpoint}", lines)
 
 
 def doctor_table(checks: Iterable[Check]) -> Table:
@@ -170,11 +89,3 @@ def doctor_table(checks: Iterable[Check]) -> Table:
         detail = c.detail if c.ok or not c.fix else f"{c.detail} -> fix: {c.fix}"
         t.add_row(c.name, result, detail)
     return t
-
-
-def doctor_json(checks: Iterable[Check]) -> dict[str, Any]:
-    return {
-        "checks": [
-            {"name": c.name, "ok": c.ok, "warning": c.warning, "detail": c.detail, "fix": c.fix} for c in checks
-        ]
-    }

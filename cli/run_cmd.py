@@ -60,7 +60,9 @@ def cmd_run(env, args) -> ExitStatus:
 
 def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """Add `run` through cli/main.py's add(name, handler, help, examples)."""
-    from rpctl.controller.launcher import DEFAULT_LISTEN, MAX_COUNT
+    # Not from launcher.py: every rpctl command builds this parser.
+    from rpctl.controller.abi import RP_MAX_MEMBERS as MAX_COUNT
+    from rpctl.controller.sockets import DEFAULT_LISTEN
 
     p = add(
         "run",

@@ -51,7 +51,7 @@ LISTEN_BACKLOG = 4096
 STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
 STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
-DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_LISTEN = socks.DEFAULT_LISTEN
 
 # The only $VARs expanded in CMD, as systemd expands them in ExecStart=:
 # their value is the member's name in every child, so no shell is needed

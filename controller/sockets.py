@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 from .errors import InvalidInput, PermissionDenied, Unsupported
 
+# Where `rpctl run` listens when not told (kept here, not in launcher.py,
+# so that building the command line does not import the launcher).
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
 SO_COOKIE = 57
 SO_PROTOCOL = 38
 SO_DOMAIN = 39

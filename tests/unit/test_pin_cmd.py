@@ -10,7 +10,7 @@ import socket
 
 import pytest
 from rich.console import Console
-from rpctl.cli import dashboard_view, pin_cmd, render
+from rpctl.cli import dashboard_view, pin_cmd, render, views
 from rpctl.cli.main import Environment, run
 from rpctl.controller import locality, rss
 from rpctl.controller.errors import ExitStatus
@@ -172,7 +172,7 @@ def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
 
 
 def test_status_json_in_a_pinned_mode():
-    (g,) = render.status_json([pinned_view("rss")])["groups"]
+    (g,) = views.status_json([pinned_view("rss")])["groups"]
     assert (g["mode"], g["pin_device"]) == ("rss", "eth0")
     assert g["counters"]["pin_fallbacks"] == 3 and g["counters"]["rss_unhashed"] == 5
     assert [(m["pins"], m["pinned"]) for m in g["members"]] == [([0, 2], 40), ([1], 41), ([], 42)]
