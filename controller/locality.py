@@ -106,6 +106,8 @@ def pin_rss(
         flags = rss.steering_flags(info, view.proto, view.family)
         cpu_members = _cpu_assignment(view, mapping, online, affinity)
         queues, unassigned = queue_assignment(info.queue_cpus(), cpu_members)
+        if not queues and "sysfs" in info.unsupported:
+            raise InvalidInput(f"pin rss --dev {info.dev}: {info.unsupported['sysfs']}")
         if not queues:
             raise InvalidInput(
                 f"pin rss --dev {info.dev}: no receive queue has its interrupt on one CPU of a member "
@@ -187,6 +189,8 @@ def explain_rss(
             problems.append(str(e))
     elif not info.indir:
         problems.append(f"the device has no RSS ({info.unsupported.get('indirection', 'no indirection table')})")
+    if "sysfs" in info.unsupported:
+        problems.append(info.unsupported["sysfs"])
     queues = sorted(set(info.indir)) or list(range(info.rx_queues))
     rows = []
     for q in queues:

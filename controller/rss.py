@@ -275,11 +275,37 @@ def _rps_queues(dev: str) -> list[int]:
     return sorted(out)
 
 
-def _sysfs_rx_queues(dev: str) -> int:
+def _netlink_links() -> dict[str, tuple[int, int]]:
+    """{name: (ifindex, receive queues)} of this network namespace's devices, from
+    rtnetlink (pyroute2).  Unlike /sys/class/net, which shows the devices of the
+    namespace sysfs was mounted in, netlink always answers for the caller's own.
+    Imported here: only `pin rss` pays for pyroute2."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return {
+            link.get_attr("IFLA_IFNAME"): (link["index"], link.get_attr("IFLA_NUM_RX_QUEUES") or 0)
+            for link in ipr.get_links()
+        }
+
+
+def _sysfs_links() -> dict[str, int]:
+    """{name: ifindex} as /sys/class/net shows them."""
+    out = {}
     try:
-        return sum(1 for e in os.listdir(f"/sys/class/net/{dev}/queues") if e.startswith("rx-"))
+        names = os.listdir("/sys/class/net")
     except OSError:
-        return 0
+        return out
+    for name in names:
+        text = _read(f"/sys/class/net/{name}/ifindex")
+        if text and text.strip().isdigit():
+            out[name] = int(text)
+    return out
+
+
+STALE_SYSFS = ("/sys/class/net shows another network namespace's devices (sysfs was mounted there): "
+               "interrupts and RPS of the device unknown; run rpctl where sysfs belongs to this "
+               "namespace (`ip netns exec` mounts one)")
 
 
 def read_device(dev: str) -> RssInfo:
@@ -287,6 +313,10 @@ def read_device(dev: str) -> RssInfo:
     if not dev or len(dev.encode()) >= abi.RP_IFNAME_LEN or "/" in dev or dev.strip() != dev:
         raise InvalidInput(f"pin rss: {dev!r} is not a network device name")
     info = RssInfo(dev)
+    links = _netlink_links()
+    if dev not in links:
+        raise NotFound(f"no network device {dev!r} in this network namespace")
+    sysfs_ours = _sysfs_links() == {name: index for name, (index, _) in links.items()}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             info.rx_queues, info.queues_from = _rxnfc(sock, dev, ETHTOOL_GRXRINGS, 0, "ETHTOOL_GRXRINGS"), "GRXRINGS"
@@ -296,7 +326,7 @@ def read_device(dev: str) -> RssInfo:
                 info.rx_queues, info.queues_from = _channels(sock, dev), "GCHANNELS"
             except _Unsupported as e2:
                 info.unsupported["channels"] = str(e2)
-                info.rx_queues, info.queues_from = _sysfs_rx_queues(dev), "sysfs"
+                info.rx_queues, info.queues_from = links[dev][1], "netlink"
         try:
             info.indir, info.key, hfunc, info.input_xfrm = _rssh(sock, dev)
             info.hfunc = next((n for bit, n in HASH_FUNCTIONS.items() if hfunc == bit), "")
@@ -308,6 +338,11 @@ def read_device(dev: str) -> RssInfo:
             except _Unsupported as e:
                 info.fields[flow] = None
                 info.unsupported.setdefault("fields", str(e))
+    if not sysfs_ours:
+        # The interrupts are matched by the device's name and its sysfs folder:
+        # another namespace's device of the same name would answer for it.
+        info.unsupported["sysfs"] = STALE_SYSFS
+        return info
     ids, msi = _device_ids(dev)
     names = parse_interrupts(_read("/proc/interrupts") or "")
     info.irqs = {q: _irq(irq, names[irq]) for q, irq in queue_irqs(dev, names, ids, msi).items()}
@@ -372,8 +407,8 @@ def describe(info: RssInfo) -> list[str]:
     """Lines about the device as a whole (the head of --explain)."""
     queues = f"{info.rx_queues} receive queue{'s' if info.rx_queues != 1 else ''}" if info.rx_queues else \
         "receive queues unknown"
-    lines = [f"device {info.dev}: {queues}" + (f" (ETHTOOL_{info.queues_from})" if info.queues_from != "sysfs"
-                                                else " (sysfs)")]
+    source = info.queues_from if info.queues_from in ("netlink", "synthetic", "") else f"ETHTOOL_{info.queues_from}"
+    lines = [f"device {info.dev}: {queues}" + (f" ({source})" if source else "")]
     if info.indir:
         lines.append(f"indirection table: {len(info.indir)} entries; hash {info.hfunc or 'not said'}, "
                      f"key {len(info.key)} bytes")
@@ -382,6 +417,8 @@ def describe(info: RssInfo) -> list[str]:
     for flow, bits in info.fields.items():
         if bits is not None:
             lines.append(f"{flow} hashed over {fields_text(bits)}")
+    if "sysfs" in info.unsupported:
+        lines.append(info.unsupported["sysfs"])
     if info.rps_queues:
         lines.append(f"RPS is set on queues {format_cpus(info.rps_queues)}: the stack then handles their packets "
                      "on other CPUs than the interrupt's")

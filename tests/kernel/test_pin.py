@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 from rpctl.cli import demo_worker, loadgen
@@ -288,6 +289,9 @@ def test_device_reader_on_veth_and_lo_says_there_is_no_rss(netns, rpctl, make_me
     # indirection table, key or hash fields (ETHTOOL_GRSSH, GRXFH fail).
     assert (veth.rx_queues, veth.queues_from) == (4, "GCHANNELS")
     assert veth.indir == [] and "indirection" in veth.unsupported
+    # This test entered its namespace with setns(): /sys is still the host's,
+    # whose devices differ, so nothing is taken from it (interrupts, RPS).
+    assert "sysfs" in veth.unsupported and veth.irqs == {}
     lo = rss.read_device("lo")
     assert lo.indir == [] and lo.rx_queues == 1 and "Operation not supported" in lo.unsupported["indirection"]
 
@@ -305,6 +309,13 @@ def test_device_reader_on_veth_and_lo_says_there_is_no_rss(netns, rpctl, make_me
     doc = json.loads(out)
     assert code == 4 and doc["rx_queues"] == 4 and doc["indirection_size"] == 0
     assert [row["queue"] for row in doc["chain"]] == [0, 1, 2, 3] and doc["problems"]
+
+    # `ip netns exec` mounts a sysfs of the namespace: then rpctl reads it.
+    probe = ("from rpctl.controller import rss; i = rss.read_device('rpv0'); "
+             "print(i.rx_queues, i.queues_from, sorted(i.unsupported))")
+    out = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c", probe],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["4", "GCHANNELS"] and "sysfs" not in out[2:], out
 
     code, _, err = rpctl("pin", "rss", "--dev", "nosuch0")
     assert code == 3 and "no network device 'nosuch0'" in err

@@ -123,10 +123,10 @@ def test_steering_refusals_say_why(change, says):
 
 
 def test_describe_a_device_without_rss():
-    info = rss.RssInfo("lo", rx_queues=1, queues_from="sysfs", unsupported={"indirection": "not supported"},
+    info = rss.RssInfo("lo", rx_queues=1, queues_from="netlink", unsupported={"indirection": "not supported"},
                        rps_queues=[0, 1])
     text = "\n".join(rss.describe(info))
-    assert "device lo: 1 receive queue (sysfs)" in text and "no RSS: not supported" in text
+    assert "device lo: 1 receive queue (netlink)" in text and "no RSS: not supported" in text
     assert "RPS is set on queues 0-1" in text
 
 
@@ -181,3 +181,9 @@ def test_ethtool_layouts_match_the_system_headers(tmp_path):
     got = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout.split()
     for (expr, want), value in zip(checks.items(), got):
         assert int(value) == want, f"{expr}: C says {value}, controller/rss.py says {want}"
+
+
+def test_describe_says_when_sysfs_is_another_namespaces():
+    info = rss.RssInfo("eth0", rx_queues=4, queues_from="GCHANNELS", unsupported={"sysfs": rss.STALE_SYSFS})
+    text = "\n".join(rss.describe(info))
+    assert "(ETHTOOL_GCHANNELS)" in text and "another network namespace's devices" in text
