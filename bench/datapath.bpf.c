@@ -9,7 +9,8 @@
  *   rp_return_only  the kernel's entry into the program and the two clock
  *                   reads of bpf_stats around it; the kernel then selects;
  *   rp_select_only  that, plus one bpf_sk_select_reuseport() at hash & 3:
- *                   the least a program that chooses a socket does.
+ *                   the least a program that chooses a socket does;
+ *   rp_select_only_256  the same over 256 sockets (hash & 255).
  *
  * The ladder: rpctl's weighted path built up one piece at a time, on the
  * live state of an rpctl group (its "ctl" and "gens" maps, read only), to
@@ -37,12 +38,22 @@ int rp_return_only(struct sk_reuseport_md *md)
 	return SK_PASS;
 }
 
-int rp_select_only(struct sk_reuseport_md *md)
+static __always_inline int select_at(struct sk_reuseport_md *md, __u32 mask)
 {
-	__u32 idx = md->hash & 3;
+	__u32 idx = md->hash & mask;
 
 	bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0);
 	return SK_PASS;
+}
+
+int rp_select_only(struct sk_reuseport_md *md)
+{
+	return select_at(md, 3);
+}
+
+int rp_select_only_256(struct sk_reuseport_md *md)
+{
+	return select_at(md, 255);
 }
 
 #ifdef RP_FD_GENS

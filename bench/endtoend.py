@@ -18,11 +18,9 @@ its rounds, and none of the others.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -172,14 +170,3 @@ is well under the noise between rounds.  wrk, nginx and the kernel share
 the machine's two CPUs, as a loopback benchmark must."""
     write_section(SECTION, body)
 
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    run(args.quick)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ from netns import fresh_netns
 from traffic import Members, tcp_connections, tcp_placements, tcp_sources
 
 from rpctl.controller import group as groups
-from rpctl.controller import policy
+from rpctl.controller import abi, policy
 
 SECTION = "steering-quality"
 PORT = 7400
@@ -226,6 +226,10 @@ def report(errors, moves, connections: int, rounds: int, n_sources: int) -> str:
         f"{GOAL_MOVED}x of the minimum.",
         "",
         table(["where", "change", "moved", "minimum", "moved / minimum"], move_rows),
+        "",
+        f"Shares move in whole slots (1/{abi.RP_SLOTS} = {100 / abi.RP_SLOTS:.3f} pp): where the minimum is a few",
+        "slots (255 members), a change can move one slot less than the unrounded minimum (a ratio",
+        "under 1), and the new shares are then within one slot of exact, as the share error shows.",
     ])
 
 
