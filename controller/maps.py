@@ -88,19 +88,9 @@ class Map:
             raise StateError(f"read {self.spec.name}: got {got} of {count} elements")
         return list(values)
 
-    def read_u32s(self, start: int, count: int) -> array.array:
-        """A run of u32 values of an array map (the slot tables)."""
-        keys = (ctypes.c_uint32 * count)()
-        values = (ctypes.c_uint32 * count)()
-        got = bpfsys.map_lookup_batch(self.fd, keys, values, count, f"read {self.spec.name}", start=start)
-        if got != count:
-            raise StateError(f"read {self.spec.name}: got {got} of {count} elements")
-        out = array.array("I")
-        out.frombytes(bytes(values))
-        return out
-
     def write_u32s(self, start: int, data: array.array) -> None:
-        """Write a run of u32 values in one system call."""
+        """Write a run of u32 values in one system call (the data-path
+        benchmark fills its wide slot table, rpctl's table before decision 0005)."""
         count = len(data)
         keys = (ctypes.c_uint32 * count).from_buffer(array.array("I", range(start, start + count)))
         values = (ctypes.c_uint32 * count).from_buffer_copy(data.tobytes())
