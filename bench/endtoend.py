@@ -52,27 +52,21 @@ class Selections:
         from rpctl.controller import abi, loader, sockets
         from rpctl.controller import group as groups
 
-        self.group_name = group_name
         g = groups.Group.open(group_name)
         stack.callback(g.close)
         self.group = g
-        # The listeners themselves, from the processes rpctl registered them from.
-        socks = []
-        for m in g.members():
-            if m.flags & abi.RP_MEMBER_USED:
-                sock = sockets.take_socket(m.pid, m.fd)
-                stack.callback(sock.close)
-                if sockets.cookie_of(sock) != m.cookie:
-                    raise RuntimeError(f"member {m.name}: pid {m.pid} fd {m.fd} is another socket now")
-                socks.append(sock)
-        if len(socks) != WORKERS:
-            raise RuntimeError(f"the group has {len(socks)} members, not {WORKERS}")
-        self.sock = socks[0]
+        used = [(i, m) for i, m in enumerate(g.members()) if m.flags & abi.RP_MEMBER_USED]
         # A socket belongs to one socket array at most: the floor program
         # selects from the group's own, where the members sit at 0..3.
-        indexes = sorted(i for i, m in enumerate(g.members()) if m.flags & abi.RP_MEMBER_USED)
-        if indexes != list(range(WORKERS)):
-            raise RuntimeError(f"members at indexes {indexes}, the floor program selects 0..{WORKERS - 1}")
+        if [i for i, _ in used] != list(range(WORKERS)):
+            raise RuntimeError(f"members at indexes {[i for i, _ in used]}, the floor program selects "
+                               f"0..{WORKERS - 1}")
+        # One listener is enough to switch the whole reuseport group's program.
+        _, first = used[0]
+        self.sock = sockets.take_socket(first.pid, first.fd)
+        stack.callback(self.sock.close)
+        if sockets.cookie_of(self.sock) != first.cookie:
+            raise RuntimeError(f"member 0: pid {first.pid} fd {first.fd} is another socket now")
         self.floor_fd = loader.compile_and_load(str(REFERENCE), "rp_select_only", {"socks": g.maps["socks"]},
                                                 migrate=False)
         stack.callback(os.close, self.floor_fd)
