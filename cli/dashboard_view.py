@@ -26,8 +26,8 @@ from rich.text import Text
 
 from rpctl.controller.group import GroupView, MemberView
 
-from .layout import GAP, width_of
-from .layout import line as table_line
+from .layout import GAP, column_widths, fit
+from .layout import lines as table_lines
 from .views import STATE_STYLE, mode_text, pct, pin_text
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
@@ -450,23 +450,18 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     shown = g.members if len(g.members) <= rows else pick_rows(g.members, max(0, rows - 1))
     cells = [_member_cells(g, m, history, shares) for m in shown]
     heads = _headers(g, SPARK_MAX)
-    widths = {c: max([len(heads[c])] + [width_of(r[c]) for r in cells]) for c in COLUMNS if c != "spark"}
+    widths = column_widths({c: heads[c] for c in COLUMNS if c != "spark"}, cells)
     columns, spark = choose_columns(widths, width)
     heads = _headers(g, spark)
     if spark:
         # One scale for the whole group: a member at half the rate of another shows half as tall.
-        lines = [history.per_second(g.name, m, spark) for m in shown]
-        top = max((v for line in lines for v in line if v is not None), default=0.0)
-        for r, line in zip(cells, lines):
-            r["spark"] = Text(sparkline(line, top), style="green")
+        rates = [history.per_second(g.name, m, spark) for m in shown]
+        top = max((v for rate in rates for v in rate if v is not None), default=0.0)
+        for r, rate in zip(cells, rates):
+            r["spark"] = Text(sparkline(rate, top), style="green")
     widths["spark"] = spark
-    overflow = sum(widths[c] for c in columns) + GAP * (len(columns) - 1) - width
-    if overflow > 0:  # not even name and state fit: cut the name
-        widths["name"] = max(1, widths["name"] - overflow)
-    head = table_line([(Text(heads[c], style="bold"), widths[c], c in RIGHT) for c in columns])
-    out: list[RenderableType] = [head]
-    for r in cells:
-        out.append(table_line([(r[c], widths[c], c in RIGHT) for c in columns]))
+    fit(widths, columns, width, shrink="name")  # when not even name and state fit: cut the name
+    out: list[RenderableType] = list(table_lines(columns, heads, cells, widths, RIGHT))
     # Summaries are lines of their own: as rows they would widen the name column.
     if len(shown) < len(g.members):
         picked = {id(m) for m in shown}

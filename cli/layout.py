@@ -10,12 +10,14 @@ the terminal gives up width from one column chosen by the caller.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Container, Mapping, Optional, Sequence, TypeVar
 
 from rich.cells import cell_len
 from rich.text import Text
 
 GAP = 2  # spaces between columns, none at the edges
+K = TypeVar("K")  # what names a column: its index, or its key in a row's dict
+Row = Any  # a row's cells: a list indexed by column position, or a dict by column key
 
 
 def width_of(value: object) -> int:
@@ -41,14 +43,33 @@ def line(cells: Sequence[tuple[object, int, bool]]) -> Text:
     return out
 
 
-def table_lines(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool],
+def column_widths(headers: Mapping[K, str], rows: Sequence[Row]) -> dict[K, int]:
+    """The widest cell of each column, its header included."""
+    return {c: max([len(h)] + [width_of(r[c]) for r in rows]) for c, h in headers.items()}
+
+
+def fit(widths: dict[K, int], columns: Sequence[K], width: int, shrink: K) -> None:
+    """Make `columns` fit `width`: column `shrink` gives up the excess (never below one cell)."""
+    overflow = sum(widths[c] for c in columns) + GAP * (len(columns) - 1) - width
+    if overflow > 0:
+        widths[shrink] = max(1, widths[shrink] - overflow)
+
+
+def lines(columns: Sequence[K], headers: Mapping[K, str], rows: Sequence[Row],
+          widths: Mapping[K, int], right: Container[K]) -> list[Text]:
+    """A bold header line and one line per row, of `columns` in that order."""
+    out = [line([(Text(headers[c], style="bold"), widths[c], c in right) for c in columns])]
+    out += [line([(r[c], widths[c], c in right) for c in columns]) for r in rows]
+    return out
+
+
+def table_lines(headers: Sequence[str], rows: Sequence[Row], right: Sequence[bool],
                 width: Optional[int] = None, shrink: int = 0) -> list[Text]:
     """A bold header line and one line per row.  When the columns need more
     than `width`, column `shrink` (default: the first) gives up the excess."""
-    widths = [max([len(h)] + [width_of(r[c]) for r in rows]) for c, h in enumerate(headers)]
-    overflow = sum(widths) + GAP * (len(widths) - 1) - width if width else 0
-    if overflow > 0:
-        widths[shrink] = max(1, widths[shrink] - overflow)
-    out = [line([(Text(h, style="bold"), w, r) for h, w, r in zip(headers, widths, right)])]
-    out += [line(list(zip(row, widths, right))) for row in rows]
-    return out
+    columns = range(len(headers))
+    heads = dict(enumerate(headers))
+    widths = column_widths(heads, rows)
+    if width:
+        fit(widths, columns, width, shrink)
+    return lines(columns, heads, rows, widths, {c for c in columns if right[c]})
