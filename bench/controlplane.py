@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import plots
 from common import alternate, median, table, write_section
 from netns import fresh_netns
 from traffic import Members
@@ -129,6 +130,10 @@ def report(by_size: dict[int, tuple[dict[str, float], float, list]], rounds: int
                 + [f"{by_size[n][1][0]:.0f} ms" for n in sizes])
     rows.append(["register one more member (library call, mean up to that size)"]
                 + [f"{by_size[n][1][1]:.0f} ms" for n in sizes])
+    figure = plots.lines(
+        "controlplane", f"Wall time of one command (fresh process, median of {rounds} rounds)", "ms", sizes,
+        {cmd: [by_size[n][0][cmd] for n in sizes] for cmd in commands}, goal=GOAL_MS,
+    )
     worst = max(ms for n in sizes for c, ms in by_size[n][0].items() if c.startswith("rpctl"))
     imports = by_size[sizes[0]][2]
     return "\n".join([
@@ -143,6 +148,8 @@ def report(by_size: dict[int, tuple[dict[str, float], float, list]], rounds: int
         f"rounds. Goal: every rpctl command under {GOAL_MS} ms. Slowest here: {worst:.0f} ms.",
         "",
         table(["command"] + [f"{n} members" for n in sizes], rows),
+        "",
+        figure,
         "",
         f"Heaviest top-level imports of `rpctl status --json` ({sizes[0]} members, `python -X importtime`,",
         "cumulative): " + ", ".join(f"{mod} {ms:.0f} ms" for mod, ms in imports) + ".",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import plots
 from common import alternate, median, table, write_section
 
 SECTION = "datapath"
@@ -242,6 +243,18 @@ def run(quick: bool) -> None:
             paths[name],
         ])
 
+    def kind(name: str) -> str:
+        if name.startswith("rpctl"):
+            return "rpctl's program"
+        return "floor" if name.startswith(("return", "select")) else "ladder to rpctl weighted"
+
+    figure = plots.bars(
+        "datapath", "Cost per selection (bpf_stats run_time_ns / run_cnt; whiskers: range over rounds)",
+        "ns per program run",
+        [plots.Bar(n, ns[n], min(r["ns"] for r in rs), max(r["ns"] for r in rs), kind(n)) for n, rs in results.items()],
+        {"select-only floor": floor_sel, "return-only floor": floor_ret},
+    )
+
     def step(a: str, b: str) -> str:
         return f"{round(ns[b] - ns[a]):+d} ns"
 
@@ -268,6 +281,8 @@ the connections.
         ["program", "ns per run", "range over rounds", "vs select only", "vs return only",
          "insns (xlated) / JIT bytes", "path"], rows
     ) + f"""
+
+{figure}
 
 Goal: weighted within 25 ns of the select-only floor.  Measured:
 **{round(ns["rpctl weighted"] - floor_sel):+d} ns** ({ns["rpctl weighted"]:.0f} against {floor_sel:.0f} ns).

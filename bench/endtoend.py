@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import plots
 from common import alternate, median, parse_wrk, table, wrk_command, write_section
 
 SECTION = "end-to-end"
@@ -136,6 +137,12 @@ def run(quick: bool) -> None:
     per_round = [r / d["rate"] for r, d in zip((x["rate"] for x in results["rpctl weighted"]),
                                                 results["kernel default"])]
     ratio = rate["rpctl weighted"] / rate["kernel default"]
+    # Per round, not medians: the rounds drift far more than the selections differ within one.
+    figure = plots.lines(
+        "endtoend", f"New connections per second through nginx ({WORKERS} workers), each round", "connections/s",
+        list(range(1, rounds + 1)), {n: [r["rate"] for r in results[n]] for n in names},
+        xlabel="round (the selections alternate within each)", log2_x=False,
+    )
     verdict = "met" if ratio >= GOAL else "NOT met"
     body = f"""### End to end: new connections per second (issue 7, part 2)
 
@@ -155,6 +162,8 @@ connections in flight when wrk stops), in the others none.
 
 """ + table(["selection", "connections/s", "range over rounds", "vs kernel default", "failed",
              "requests", "placed by rpctl's program"], rows) + f"""
+
+{figure}
 
 Goal: rpctl at least {GOAL} of the kernel default.  Measured: **{ratio:.3f}**
 ({verdict}; per round {min(per_round):.3f}-{max(per_round):.3f}).  A selection costs about

@@ -13,6 +13,9 @@ The convention every benchmark module follows (bench/<name>.py):
   starts with a ``### Title (issue N)`` line, says the exact command
   (``./scripts/bench.sh NAME``), and gives medians of alternating rounds
   (``common.alternate``) and ratios measured side by side in the same run.
+- Where a picture reads faster than the table (bars with ranges, a cost
+  against group size), ``plots`` draws a PNG beside the document and the
+  body shows it (``docs/bench-NAME.png``).
 - ``quick=True`` checks that the benchmark still runs end to end (a round or
   two, small sizes) in a few seconds; its figures mean nothing, so it writes
   to a scratch copy of the document (``common.DOC`` is redirected by the
@@ -22,8 +25,8 @@ The convention every benchmark module follows (bench/<name>.py):
   tests come from tests/kernel/ (``common`` puts it on ``sys.path``).
 - The whole suite stays under 10 minutes, the quick mode under one minute.
 
-Modules whose name starts with ``_`` and the shared ``common`` are not
-benchmarks.  A failing benchmark is reported and the others still run; the
+Modules whose name starts with ``_`` and the shared ``common`` and ``plots``
+are not benchmarks.  A failing benchmark is reported and the others still run; the
 exit status is 1 if any failed.
 """
 
@@ -43,7 +46,7 @@ sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402  (bench/ on sys.path first)
 
-NOT_BENCHMARKS = {"common", "run"}
+NOT_BENCHMARKS = {"common", "plots", "run"}
 
 
 def available() -> list[str]:

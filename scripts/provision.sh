@@ -8,8 +8,8 @@
 # installed, pip when pyproject.toml has not changed since the last install.
 #
 # Usage: scripts/provision.sh [--with-tests]
-#   --with-tests   also install what the test suite needs (ruby, tmux,
-#                  nginx-light, wrk).
+#   --with-tests   also install what the test suite and the benchmarks need
+#                  (ruby, tmux, nginx-light, wrk; pytest and matplotlib).
 # May be executed or sourced (source scripts/provision.sh [--with-tests]).
 set -euo pipefail
 
@@ -59,7 +59,7 @@ provision_main() {
     flock "$lock_fd"
 
     provision_apt "$with_tests" "$os_id"
-    provision_venv "$repo" "$venv"
+    provision_venv "$repo" "$venv" "$with_tests"
     provision_link "$venv"
     provision_bpffs
 
@@ -116,7 +116,13 @@ provision_apt() {
 
 # --- virtualenv ------------------------------------------------------------
 provision_venv() {
-    local repo="$1" venv="$2" sys_py=/usr/bin/python3
+    local repo="$1" venv="$2" with_tests="$3" sys_py=/usr/bin/python3
+    # The demo needs rpctl alone; tests and benchmarks add pyproject's extras.
+    local extras="" spec="$repo"
+    if [ "$with_tests" = 1 ]; then
+        extras="test,bench"
+        spec="$repo[$extras]"
+    fi
     [ -x "$sys_py" ] || provision_die "$sys_py not found (python3 package)"
     local want_ver
     want_ver="$("$sys_py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
@@ -146,18 +152,21 @@ provision_venv() {
     fi
 
     # Re-run pip only when pyproject.toml (or the repo's location, baked into
-    # the venv's scripts, or the python) changed since the last install.
-    local stamp="$venv/.rpctl-provision.stamp" want_stamp
+    # the venv's scripts, or the python) changed since the last install, or
+    # when extras are wanted that the last install did not include.
+    local stamp="$venv/.rpctl-provision.stamp" want_stamp have_stamp=""
     want_stamp="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) python=$want_ver repo=$repo"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -x "$venv/bin/rpctl" ]; then
+    [ -f "$stamp" ] && have_stamp="$(cat "$stamp")"
+    if [ -x "$venv/bin/rpctl" ] && { [ "$have_stamp" = "$want_stamp extras=$extras" ] \
+            || { [ -z "$extras" ] && [ "${have_stamp% extras=*}" = "$want_stamp" ]; }; }; then
         provision_log "venv: up to date (pyproject.toml unchanged)"
     else
-        provision_log "venv: pip install -e '$repo[test]'"
+        provision_log "venv: pip install -e '$spec'"
         rm -f -- "$stamp"
         PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            "$venv/bin/python" -m pip install -q -e "$repo[test]" </dev/null \
-            || provision_die "pip install -e '$repo[test]' failed"
-        printf '%s\n' "$want_stamp" >"$stamp"
+            "$venv/bin/python" -m pip install -q -e "$spec" </dev/null \
+            || provision_die "pip install -e '$spec' failed"
+        printf '%s extras=%s\n' "$want_stamp" "$extras" >"$stamp"
     fi
 
     # bcc must be importable from the venv (python3-bpfcc, system site).

@@ -1,0 +1,103 @@
+"""PNG figures beside docs/benchmarks.md, for the tables a picture reads faster
+than: the data-path ladder, the end-to-end rounds (how far the machine drifts
+between rounds, against how little the selections differ within one), the
+control plane against group size.
+
+matplotlib is the `bench` extra of pyproject.toml (scripts/bench.sh and
+scripts/test.sh install it); rpctl itself never imports it.  Each function
+draws one figure, writes ``docs/bench-NAME.png`` next to the document the run
+writes (a scratch copy in quick mode: see common.write_section) and returns
+the Markdown line that shows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, NamedTuple, Sequence
+
+import common
+
+# One colour per kind of row, in order of first appearance.
+PALETTE = ("#9e9e9e", "#7fa7d6", "#1f4e9c", "#d9534f", "#5cb85c", "#f0ad4e")
+REFERENCE_STYLES = ("--", ":", "-.")
+
+
+class Bar(NamedTuple):
+    label: str
+    median: float
+    low: float  # lowest round
+    high: float  # highest round
+    kind: str  # rows of one kind share a colour and a legend entry
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise RuntimeError("matplotlib is missing: run ./scripts/bench.sh (it installs the `bench` extra)") from e
+    matplotlib.use("Agg")  # no display: render straight to PNG
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, name: str, alt: str) -> str:
+    path = Path(common.DOC).parent / f"bench-{name}.png"
+    # No software or date stamp: a rerun with the same figures gives the same file.
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    print(f"figure: {path}", flush=True)
+    return f"![{alt}]({path.name})"
+
+
+def bars(name: str, title: str, unit: str, rows: Sequence[Bar], references: Mapping[str, float] | None = None) -> str:
+    """Horizontal bars, top to bottom in the order given: each a median with
+    its range over rounds as a whisker, the value written at its end; a
+    dashed vertical line for each reference (a floor, a goal)."""
+    plt = _pyplot()
+    kinds = list(dict.fromkeys(r.kind for r in rows))
+    colour = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(kinds)}
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.4))
+    ys = range(len(rows))[::-1]
+    for y, r in zip(ys, rows):
+        ax.barh(y, r.median, color=colour[r.kind], label=r.kind,
+                xerr=[[r.median - r.low], [r.high - r.median]], error_kw={"elinewidth": 1, "capsize": 2})
+    top = max(r.high for r in rows)
+    for y, r in zip(ys, rows):
+        ax.text(r.high + top * 0.01, y, f"{r.median:,.0f}", va="center", fontsize=8)
+    for i, (label, x) in enumerate((references or {}).items()):
+        ax.axvline(x, color="black", linestyle=REFERENCE_STYLES[i % len(REFERENCE_STYLES)], linewidth=0.9,
+                   label=label)
+    ax.set_yticks(list(ys), [r.label for r in rows], fontsize=9)
+    ax.set_xlabel(unit)
+    ax.set_xlim(0, top * 1.12)
+    ax.set_title(title, fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per kind, not per bar
+    # Below the axes: inside, it would cover the longest bars' figures.
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.5 / len(rows) - 0.08), ncol=min(3, len(unique)), frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(plt, fig, name, title)
+
+
+def lines(name: str, title: str, unit: str, xs: Sequence[int], series: Mapping[str, Sequence[float]],
+          goal: float | None = None, xlabel: str = "members", log2_x: bool = True) -> str:
+    """One line per series against xs (group sizes on a log scale, or rounds
+    on a linear one), with an optional dashed goal line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for i, (label, values) in enumerate(series.items()):
+        ax.plot(xs, values, marker="o", color=PALETTE[(i + 1) % len(PALETTE)], label=label)
+    if goal is not None:
+        ax.axhline(goal, color="black", linestyle="--", linewidth=0.8, label=f"goal {goal:g} {unit}")
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(list(xs), [str(n) for n in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(unit)
+    ax.set_ylim(0, max([goal or 0] + [v for vs in series.values() for v in vs]) * 1.1)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, name, title)
