@@ -82,9 +82,10 @@ def bars(name: str, title: str, unit: str, rows: Sequence[Bar], references: Mapp
 
 
 def lines(name: str, title: str, unit: str, xs: Sequence[int], series: Mapping[str, Sequence[float]],
-          goal: float | None = None, xlabel: str = "members", log2_x: bool = True) -> str:
+          goal: float | None = None, xlabel: str = "members", log2_x: bool = True, from_zero: bool = True) -> str:
     """One line per series against xs (group sizes on a log scale, or rounds
-    on a linear one), with an optional dashed goal line."""
+    on a linear one), with an optional dashed goal line.  from_zero=False
+    fits the y axis to the values: for drift between rounds, not for sizes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for i, (label, values) in enumerate(series.items()):
@@ -96,7 +97,12 @@ def lines(name: str, title: str, unit: str, xs: Sequence[int], series: Mapping[s
     ax.set_xticks(list(xs), [str(n) for n in xs])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(unit)
-    ax.set_ylim(0, max([goal or 0] + [v for vs in series.values() for v in vs]) * 1.1)
+    values = [v for vs in series.values() for v in vs] + ([goal] if goal is not None else [])
+    if from_zero:
+        ax.set_ylim(0, max(values) * 1.1)
+    else:
+        pad = (max(values) - min(values)) * 0.1 or max(values) * 0.01
+        ax.set_ylim(min(values) - pad, max(values) + pad)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
