@@ -90,6 +90,23 @@ static __always_inline __u32 rp_toeplitz(struct rp_gen *g, const __u8 *in, const
 	return h;
 }
 
+/* The source and destination ports: the first four bytes of the transport
+ * header, where md->data points.  Read in place (direct packet access)
+ * rather than through bpf_skb_load_bytes: one helper call less on every
+ * RSS-pinned selection.  Returns 0, or -1 if the header is not there. */
+static __always_inline int rp_ports(struct sk_reuseport_md *md, __u8 *out)
+{
+	const __u8 *data = md->data, *end = md->data_end;
+
+	if (data + 4 > end)
+		return -1;
+	out[0] = data[0];
+	out[1] = data[1];
+	out[2] = data[2];
+	out[3] = data[3];
+	return 0;
+}
+
 /* RSS mode: the receive queue the NIC put this packet on.  Its input is
  * what the NIC hashes, in the order it hashes it: source address,
  * destination address, then source port and destination port when it
@@ -101,14 +118,14 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 	__u8 in[RP_RSS_INPUT_MAX] = {};
 	__u32 h, size;
 
-	/* The addresses sit at fixed offsets of the network header; md->data
-	 * (offset 0 of bpf_skb_load_bytes) is the transport header. */
+	/* The addresses sit at fixed offsets of the network header, before
+	 * md->data, so a helper reads them. */
 	if (md->eth_protocol == bpf_htons(RP_ETH_P_IP)) {
 		if (!(g->rss_flags & RP_RSS_IPV4))
 			return -1;
 		if (bpf_skb_load_bytes_relative(md, 12, in, 8, BPF_HDR_START_NET))
 			return -1;
-		if (g->rss_flags & RP_RSS_IPV4_PORTS && bpf_skb_load_bytes(md, 0, in + 8, 4))
+		if (g->rss_flags & RP_RSS_IPV4_PORTS && rp_ports(md, in + 8))
 			return -1;
 		h = rp_toeplitz(g, in, 12);
 	} else if (md->eth_protocol == bpf_htons(RP_ETH_P_IPV6)) {
@@ -116,7 +133,7 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 			return -1;
 		if (bpf_skb_load_bytes_relative(md, 8, in, 32, BPF_HDR_START_NET))
 			return -1;
-		if (g->rss_flags & RP_RSS_IPV6_PORTS && bpf_skb_load_bytes(md, 0, in + 32, 4))
+		if (g->rss_flags & RP_RSS_IPV6_PORTS && rp_ports(md, in + 32))
 			return -1;
 		h = rp_toeplitz(g, in, RP_RSS_INPUT_MAX);
 	} else {

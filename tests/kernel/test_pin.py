@@ -239,9 +239,10 @@ ADDRS_AND_PORTS = rss.RXH_ADDRS | rss.RXH_PORTS
     [
         ("tcp", socket.AF_INET, ADDRS_AND_PORTS),
         ("udp", socket.AF_INET, rss.RXH_ADDRS),   # many NICs hash UDP over addresses only
+        ("udp", socket.AF_INET, ADDRS_AND_PORTS),  # others over the ports too: read from a UDP header
         ("tcp", socket.AF_INET6, ADDRS_AND_PORTS),
     ],
-    ids=["tcp4-4tuple", "udp4-addresses", "tcp6-4tuple"],
+    ids=["tcp4-4tuple", "udp4-addresses", "udp4-4tuple", "tcp6-4tuple"],
 )
 def test_rss_mode_follows_the_nics_hash_through_the_indirection_table(
     netns, rpctl, make_members, proto, family, hashed
