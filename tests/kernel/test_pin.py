@@ -20,7 +20,7 @@ from rpctl.cli import demo_worker, loadgen
 from rpctl.controller import locality, rss, toeplitz
 
 from rss_device import synthetic_device
-from traffic import syn_retransmits, tcp_connections, udp_datagrams
+from traffic import ExtraRuns, tcp_connections, udp_datagrams
 
 pytestmark = pytest.mark.kernel
 
@@ -63,10 +63,11 @@ def traffic(members, proto: str, n: int, seed: int, peers=None):
     return counts
 
 
-def program_runs_bound(proto: str, n: int, retrans_before: int) -> int:
-    """The most program runs `n` connections may cause: one each, plus SYNs
-    sent again, plus the rare extra lookup (see test_steering)."""
-    return n + (syn_retransmits() - retrans_before + n // 500 if proto == "tcp" else 0)
+def program_runs_bound(proto: str, n: int, extra_runs: ExtraRuns, clients: int = N) -> int:
+    """The most program runs `n` of the `clients` connections may cause: one
+    each, plus the extra runs the stack accounts for (traffic.ExtraRuns).
+    A datagram runs the program exactly once."""
+    return n + (extra_runs.allowed(clients) if proto == "tcp" else 0)
 
 
 # CPU mode ---------------------------------------------------------------------------
@@ -98,12 +99,12 @@ def test_cpu_mode_sends_each_cpu_to_its_member_and_drained_ones_fall_back(netns,
     # CPU 0 falls back to the weighted table (all of it w2's) and is counted.
     rpctl.ok("drain", "w1")
     assert status(rpctl)["mode"] == "cpu", "a drain keeps the mode"
-    retrans = syn_retransmits() if proto == "tcp" else 0
+    extra_runs = ExtraRuns()
     with on_cpu(0):
         counts = traffic(members, proto, N, seed=3)
     assert counts[0] == 0 and counts[1] == N, dict(counts)
     fallbacks = status(rpctl)["counters"]["pin_fallbacks"]
-    assert N <= fallbacks <= program_runs_bound(proto, N, retrans), fallbacks
+    assert N <= fallbacks <= program_runs_bound(proto, N, extra_runs), fallbacks
 
     # Undrained, CPU 0 is w1's again; a weight change keeps the pins.
     rpctl.ok("undrain", "w1")
@@ -127,12 +128,12 @@ def test_cpu_mode_leaves_a_cpu_without_member_to_the_weighted_table(netns, rpctl
         rpctl.ok(*members.register_args(name, members.add()))
     out = rpctl.ok("pin", "cpu", "--map", "w2=1")
     assert "CPU 0: no member" in out
-    retrans = syn_retransmits()
+    extra_runs = ExtraRuns()
     with on_cpu(0):
         counts = traffic(members, "tcp", N, seed=6)
     assert counts[0] > 0 and counts[1] > 0, "the weighted table spreads CPU 0's connections"
     unassigned = status(rpctl)["counters"]["pin_unassigned"]
-    assert N <= unassigned <= program_runs_bound("tcp", N, retrans)
+    assert N <= unassigned <= program_runs_bound("tcp", N, extra_runs)
 
 
 def test_unregistered_member_loses_its_cpu(netns, rpctl, make_members):
@@ -260,7 +261,7 @@ def test_rss_mode_follows_the_nics_hash_through_the_indirection_table(
     assert {m["name"]: m["pins"] for m in group["members"]} == {"w1": [0, 2], "w2": [1]}
 
     peers: list = []
-    retrans = syn_retransmits() if proto == "tcp" else 0
+    extra_runs = ExtraRuns()
     traffic(members, proto, N, seed=12, peers=peers)
     expected_member = {0: 0, 1: 1, 2: 0}
     wrong, on_queue3, queues = [], 0, set()
@@ -275,7 +276,7 @@ def test_rss_mode_follows_the_nics_hash_through_the_indirection_table(
     assert not wrong, f"{len(wrong)} of {N} not on their queue's member, e.g. {wrong[:3]}"
     assert queues == {0, 1, 2, 3}, "the flows covered every queue"
     counters = status(rpctl)["counters"]
-    assert on_queue3 <= counters["pin_unassigned"] <= program_runs_bound(proto, on_queue3, retrans)
+    assert on_queue3 <= counters["pin_unassigned"] <= program_runs_bound(proto, on_queue3, extra_runs)
     assert counters["rss_unhashed"] == 0 and counters["pin_fallbacks"] == 0
 
 
