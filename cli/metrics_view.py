@@ -21,19 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 
 from rpctl.controller.group import GroupView
 
-from .views import STATE_STYLE
+from .views import GROUP_COUNTERS, STATE_STYLE
 
 # Every state a member can be in, one series each in rpctl_member_state.
 STATES = tuple(STATE_STYLE)
-
-# The group's counters: (metric name, GroupView attribute, help).
-GROUP_COUNTERS = (
-    ("slot_misses", "slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
-    ("no_live_member", "no_live", "Selections with no live member: the kernel chose the socket"),
-    ("pin_fallbacks", "pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
-    ("pin_unassigned", "pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
-    ("rss_unhashed", "rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
-)
 
 GROUP = ["group"]
 MEMBER = ["group", "member"]

@@ -16,6 +16,15 @@ from rpctl.controller.probe import Check
 # Member state -> the rich style it is shown in (a name, not a rich object).
 STATE_STYLE = {"active": "green", "draining": "yellow", "drained": "cyan", "gone": "red"}
 
+# The group's counters: (name in `status --json` and in the metrics, GroupView attribute, help).
+GROUP_COUNTERS = (
+    ("slot_misses", "slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
+    ("no_live_member", "no_live", "Selections with no live member: the kernel chose the socket"),
+    ("pin_fallbacks", "pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
+    ("pin_unassigned", "pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
+    ("rss_unhashed", "rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+)
+
 
 def pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
@@ -69,13 +78,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "migration": g.migration,
         "generation": g.gen,
         "published_ns": g.published_ns,
-        "counters": {
-            "slot_misses": g.slot_misses,
-            "no_live_member": g.no_live,
-            "pin_fallbacks": g.pin_fallbacks,
-            "pin_unassigned": g.pin_unassigned,
-            "rss_unhashed": g.rss_unhashed,
-        },
+        "counters": {name: getattr(g, attr) for name, attr, _ in GROUP_COUNTERS},
         "members": [member_json(m) for m in g.members],
     }
 
