@@ -30,6 +30,12 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
+def span(values: Iterable[float], fmt: str = "{:.0f}") -> str:
+    """'lowest-highest' of a benchmark's rounds, each formatted with fmt."""
+    vs = list(values)
+    return f"{fmt.format(min(vs))}-{fmt.format(max(vs))}"
+
+
 def alternate(rounds: int, variants: Mapping[str, Callable[[], T]]) -> dict[str, list[T]]:
     """Run every variant once per round, rotating the order each round so
     that drift of the machine (thermal, other load) spreads over all."""

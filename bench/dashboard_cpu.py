@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Callable
 
-from common import alternate, median, table, write_section
+from common import alternate, median, span, table, write_section
 from netns import fresh_netns
 from traffic import LightLoad, Members
 
@@ -180,7 +180,7 @@ def report(cpu: dict[str, list[float]], parts: dict[str, float], connections: in
     warmup = QUICK_WARMUP_S if quick else WARMUP_S
     rows = []
     for size, values in cpu.items():
-        spread = f" ({min(values):.1f}-{max(values):.1f} %)" if len(values) > 1 else ""
+        spread = f" ({span(values, '{:.1f}')} %)" if len(values) > 1 else ""
         rows.append([MEMBERS, f"{INTERVAL:g} s", size, f"{median(values):.1f} %{spread}", len(values)])
     worst = max(median(v) for v in cpu.values())
     poll, maps, draw = parts[POLL], parts[POLL_MAPS], parts[DRAW]

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import plots
-from common import alternate, median, table, write_section
+from common import alternate, median, span, table, write_section
 
 SECTION = "datapath"
 MEMBERS = 4
@@ -236,7 +236,7 @@ def run(quick: bool) -> None:
         rows.append([
             name,
             f"{ns[name]:.0f}",
-            f"{min(r['ns'] for r in rs):.0f}-{max(r['ns'] for r in rs):.0f}",
+            span(r["ns"] for r in rs),
             f"{round(ns[name] - floor_sel):+d}",
             f"{round(ns[name] - floor_ret):+d}",
             f"{info.xlated_prog_len // 8} / {info.jited_prog_len}",

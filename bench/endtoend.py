@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import plots
-from common import alternate, median, parse_wrk, table, wrk_command, write_section
+from common import alternate, median, parse_wrk, span, table, wrk_command, write_section
 
 SECTION = "end-to-end"
 PORT = 7700
@@ -132,7 +132,7 @@ def run(quick: bool) -> None:
         rows.append([
             n,
             f"{rate[n]:,.0f}",
-            f"{min(r['rate'] for r in rs):,.0f}-{max(r['rate'] for r in rs):,.0f}",
+            span((r["rate"] for r in rs), "{:,.0f}"),
             f"{rate[n] / rate['kernel default']:.3f}",
             sum(r["failed"] for r in rs),
             f"{sum(r['requests'] for r in rs):,}",

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from common import alternate, median, table, write_section
+from common import alternate, median, span, table, write_section
 
 SECTION = "locality"
 PORT = 7500
@@ -215,7 +215,7 @@ def run(quick: bool) -> None:
         rows.append([
             v,
             f"{100 * median(r['locality'] for r in rs):.1f} %",
-            f"{100 * min(r['locality'] for r in rs):.1f}-{100 * max(r['locality'] for r in rs):.1f} %",
+            span((100 * r["locality"] for r in rs), "{:.1f}") + " %",
             f"{median(r['rate'] for r in rs):.0f}",
             f"{median(r['p50_us'] for r in rs):.0f}",
             f"{median(r['p99_us'] for r in rs):.0f}",
