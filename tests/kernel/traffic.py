@@ -219,17 +219,36 @@ def shares(counts: collections.Counter, n: int) -> list[float]:
     return [counts[i] / total for i in range(n)]
 
 
-class LightLoad:
-    """Batches of 40 connections every 0.25 s from a thread, until the block ends.
+class _Background:
+    """A thread running `_run` from the start of a `with` block to its end.
 
     The thread is started on entry, by the calling thread, so it lives in that
-    thread's network namespace.  `connected` and `failed` sum the batches."""
+    thread's network namespace; `_run` returns once `stop` is set."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+class LightLoad(_Background):
+    """Batches of 40 connections every 0.25 s, until the block ends.
+    `connected` and `failed` sum the batches."""
 
     def __init__(self, members: Members, batch: int = 40, pause: float = 0.25):
+        super().__init__()
         self.members, self.batch, self.pause = members, batch, pause
-        self.stop = threading.Event()
         self.batches: list[tuple[int, int]] = []  # (connections accepted, failures) per batch
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         n = 0
@@ -247,36 +266,21 @@ class LightLoad:
     def failed(self) -> int:
         return sum(f for _, f in self.batches)
 
-    def __enter__(self) -> "LightLoad":
-        self.thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(10)
-
-
-class ClientLoad:
+class ClientLoad(_Background):
     """The load generator's clients (one HTTP request per connection, from
-    varied sources) in a thread started on entry, until the block ends;
-    `tally` is their outcome."""
+    varied sources) until the block ends; `tally` is their outcome."""
 
     def __init__(self, port: int = PORT, concurrency: int = 8, rate: float | None = None):
         from rpctl.cli import loadgen
 
-        self.stop = threading.Event()
+        super().__init__()
+        self.port, self.concurrency, self.rate = port, concurrency, rate
         self.tally: loadgen.Tally | None = None
 
-        def run() -> None:
-            self.tally = loadgen.run_tcp("127.0.0.1", port, concurrency=concurrency, rate=rate, stop=self.stop)
+    def _run(self) -> None:
+        from rpctl.cli import loadgen
 
-        self.thread = threading.Thread(target=run, daemon=True)
-
-    def __enter__(self) -> "ClientLoad":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(10)
+        self.tally = loadgen.run_tcp("127.0.0.1", self.port, concurrency=self.concurrency, rate=self.rate,
+                                     stop=self.stop)
 
