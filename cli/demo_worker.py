@@ -43,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from rpctl.controller.sockets import parse_hostport
+from rpctl.controller.sockets import SelfPipe, parse_hostport
 
 __all__ = [
     "Ready",
@@ -255,9 +255,7 @@ class Worker:
         self.sel = selectors.DefaultSelector()
         # Signals wake the selector through this pair: a Python handler alone
         # would only run after select() returned on its own (PEP 475 retries).
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.wake_w.setblocking(False)
+        self.wake = SelfPipe()
 
     # ---- setup / teardown
 
@@ -265,7 +263,7 @@ class Worker:
         def on_signal(signum, frame):
             self.stopping = True
 
-        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        signal.set_wakeup_fd(self.wake.writer.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
@@ -276,8 +274,7 @@ class Worker:
         if self.sock.fileno() != -1:
             self.sock.close()
         self.sel.close()
-        self.wake_r.close()
-        self.wake_w.close()
+        self.wake.close()
 
     def announce(self) -> None:
         port = self.sock.getsockname()[1]
@@ -289,7 +286,7 @@ class Worker:
     def run(self) -> int:
         self._install_signals()
         self.sock.setblocking(False)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.sel.register(self.wake.reader, selectors.EVENT_READ, "wake")
         self.sel.register(self.sock, selectors.EVENT_READ, "listen")
         self.announce()
         try:
@@ -303,18 +300,11 @@ class Worker:
             self.close()
         return 0
 
-    def _drain_wake(self) -> None:
-        try:
-            while self.wake_r.recv(512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-
     def _run_udp(self) -> None:
         while not self.stopping:
             for key, _ in self.sel.select():
                 if key.data == "wake":
-                    self._drain_wake()
+                    self.wake.drain()
                 else:
                     self._serve_datagrams()
 
@@ -342,7 +332,7 @@ class Worker:
                 timeout = min(timeout, resume_accept - now)
             for key, events in self.sel.select(max(timeout, 0.0)):
                 if key.data == "wake":
-                    self._drain_wake()
+                    self.wake.drain()
                 elif key.data == "listen":
                     self._accept_batch()
                     if self.accept_delay:
@@ -381,7 +371,7 @@ class Worker:
                 break
             for key, events in self.sel.select(left):
                 if key.data == "wake":
-                    self._drain_wake()
+                    self.wake.drain()
                 elif isinstance(key.data, _Conn):
                     self._on_conn(key.data, events)
 

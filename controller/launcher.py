@@ -185,8 +185,7 @@ class Launcher:
         self.members: list[Member] = []
         self.created = False           # this launcher created the group: it unloads it when empty
         self._sel: Optional[selectors.BaseSelector] = None
-        self._wake_r: Optional[socket.socket] = None
-        self._wake_w: Optional[socket.socket] = None
+        self._wake: Optional[socks.SelfPipe] = None
         self._stop_requests = 0
         self._attached = False         # set once running: a group missing after that was unloaded
 
@@ -203,10 +202,10 @@ class Launcher:
         # No lock: this also runs as a signal handler, on the main thread,
         # possibly while that thread is in the middle of run().
         self._stop_requests += 1
-        wake = self._wake_w
+        wake = self._wake
         if wake is not None:
             try:
-                wake.send(b"\0")
+                wake.writer.send(b"\0")
             except OSError:  # closed: run() has returned
                 pass
 
@@ -220,11 +219,9 @@ class Launcher:
         """
         probe.require_kernel()
         probe.require_bpf_privileges("run")
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake = socks.SelfPipe()
         self._sel = selectors.DefaultSelector()
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sel.register(self._wake.reader, selectors.EVENT_READ, None)
         restore = self._install_signals()
         try:
             try:
@@ -235,9 +232,8 @@ class Launcher:
         finally:
             restore()
             self._sel.close()
-            wake, self._wake_w = self._wake_w, None
+            wake, self._wake = self._wake, None
             wake.close()
-            self._wake_r.close()
         return 0
 
     # Signals -------------------------------------------------------------------
@@ -261,13 +257,6 @@ class Launcher:
 
     def _stopping(self) -> bool:
         return self._stop_requests > 0
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
 
     # Start -----------------------------------------------------------------------
 
@@ -403,7 +392,7 @@ class Launcher:
             timeout = max(0.0, min(due) - time.monotonic()) if due else None
             for key, _ in self._sel.select(timeout):
                 if key.data is None:
-                    self._drain_wake()
+                    self._wake.drain()
                 elif not self._stopping():
                     self._on_exit(key.data)
             if self._stopping():
@@ -525,7 +514,7 @@ class Launcher:
                 return
             for key, _ in self._sel.select(left):
                 if key.data is None:
-                    self._drain_wake()
+                    self._wake.drain()
                     if self._stop_requests > requests:
                         self.log("asked again: killing the children")
                         return

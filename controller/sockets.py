@@ -178,3 +178,27 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} is not a number in 0..65535")
     return addr.compressed, int(port_text)
+
+
+class SelfPipe:
+    """A connected socket pair, both ends non-blocking, that wakes a
+    selectors loop: a signal (signal.set_wakeup_fd(writer.fileno())) or
+    another thread (writer.send) writes; the loop registers `reader` and
+    calls drain() when it is readable."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+
+    def drain(self) -> None:
+        """Read and drop every wake-up byte waiting."""
+        try:
+            while self.reader.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def close(self) -> None:
+        self.writer.close()
+        self.reader.close()
