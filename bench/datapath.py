@@ -97,7 +97,7 @@ def _reference(name: str, function: str, port: int, stack: contextlib.ExitStack,
 def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
     """The live ctl and generations of rpctl group `group_name`, a scratch
     counter map, and the weighted table again as 65,536 u32 per generation."""
-    from rpctl.controller import abi, bpfsys, policy
+    from rpctl.controller import abi, bpfsys, slot_table
     from rpctl.controller.group import Group
     from rpctl.controller.maps import Map
 
@@ -107,7 +107,7 @@ def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
     stack.callback(counters.close)
     wide = Map.create(abi.MapSpec("wide_slots", bpfsys.MAP_TYPE_ARRAY, 4, 4, 2 * WIDE_SLOTS))
     stack.callback(wide.close)
-    table = policy.build_table({i: 1 for i in range(MEMBERS)}, slots=WIDE_SLOTS)
+    table = slot_table.build_table({i: 1 for i in range(MEMBERS)}, slots=WIDE_SLOTS)
     wide.write_u32s(0, table)
     wide.write_u32s(WIDE_SLOTS, table)
     return {"ctl": g.maps["ctl"], "gens": g.maps["gens"], "member_stats": counters, "wide_slots": wide}
@@ -139,18 +139,18 @@ def _drained(g: str) -> None:
 
 
 def _cpu_pin(g: str) -> None:
-    from rpctl.controller import locality
+    from rpctl.controller import pin
 
-    locality.pin_cpu({"w0": 0, "w1": 1}, group=g)
+    pin.pin_cpu({"w0": 0, "w1": 1}, group=g)
 
 
 def _rss_pin(g: str) -> None:
     from rss_device import synthetic_device
 
-    from rpctl.controller import locality, rss
+    from rpctl.controller import pin, rss
 
     info = synthetic_device({"tcp4": rss.RXH_ADDRS | rss.RXH_PORTS}, queue_cpus=({0}, {1}, {0}, {1}))
-    locality.pin_rss(info, {"w0": 0, "w1": 1}, group=g)
+    pin.pin_rss(info, {"w0": 0, "w1": 1}, group=g)
 
 
 def _setup(stack: contextlib.ExitStack) -> list[Variant]:

@@ -153,20 +153,20 @@ def _percentile(values: list[int], q: float) -> float:
 def one_round(variant: str, seconds: float, seed: int) -> dict:
     """One run of `variant` in a fresh namespace."""
     from netns import fresh_netns
-    from rpctl.controller import group, locality
+    from rpctl.controller import group, pin
 
     with fresh_netns("rpctl-bench-loc-"):
         workers = [_spawn("--worker", "--cpu", str(cpu), "--port", str(PORT),
                           *(["--incoming-cpu"] if variant == "SO_INCOMING_CPU" else [])) for cpu in CPUS]
         try:
             ready = [_json_line(w) for w in workers]
-            pin = {}
+            assignment = {}
             if variant.startswith("rpctl"):
                 for cpu, r in zip(CPUS, ready):
                     group.register(f"worker-{cpu + 1}", r["pid"], r["fd"])
                 if variant == "rpctl cpu":
-                    pin = locality.pin_cpu().assignment
-                    assert pin == {0: "worker-1", 1: "worker-2"}, pin
+                    assignment = pin.pin_cpu().assignment
+                    assert assignment == {0: "worker-1", 1: "worker-2"}, assignment
             clients = [_spawn("--client", "--cpu", str(cpu), "--port", str(PORT), "--seconds", str(seconds),
                               "--seed", str(seed * 100 + 10 * cpu + k))
                        for cpu in CPUS for k in range(CLIENTS_PER_CPU)]

@@ -2,7 +2,7 @@
 little of the hash space a change moves.
 
 Two levels, side by side:
-- the table: controller/policy.py's slot table itself (pure, exact), at 4,
+- the table: controller/slot_table.py's slot table itself (pure, exact), at 4,
   64 and 256 members;
 - the kernel: real TCP connections from varied loopback sources to a group
   of 4 registered members in a fresh network namespace, and the same sources
@@ -10,7 +10,7 @@ Two levels, side by side:
   member really changed), next to the live slot table read back from the
   pinned map before and after.
 The minimum a change must move is the total variation distance between the
-old and new shares (policy.min_moved_fraction).
+old and new shares (slot_table.min_moved_fraction).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from netns import fresh_netns
 from traffic import Members, tcp_connections, tcp_placements, tcp_sources
 
 from rpctl.controller import group as groups
-from rpctl.controller import abi, policy
+from rpctl.controller import abi, slot_table
 
 SECTION = "steering-quality"
 PORT = 7400
@@ -60,7 +60,7 @@ def shares_of(weights: list[int]) -> list[float]:
 
 def table_error(weights: list[int]) -> float:
     """Largest |share in the table - weight share| over the members."""
-    got = policy.shares(policy.build_table(dict(enumerate(weights))))
+    got = slot_table.shares(slot_table.build_table(dict(enumerate(weights))))
     return max(abs(got.get(i, 0.0) - want) for i, want in enumerate(shares_of(weights)))
 
 
@@ -101,12 +101,12 @@ CHANGES = [
 def table_moves(n: int) -> list[tuple[str, float, float]]:
     """(change, moved, minimum) for CHANGES applied in turn to n even members."""
     weights = {i: 1 for i in range(n)}
-    live = policy.build_table(weights)
+    live = slot_table.build_table(weights)
     out = []
     for change in CHANGES:
         new_weights = change.weights(weights, n)
-        new = policy.build_table(new_weights, live)
-        out.append((change.name, policy.moved_fraction(live, new), policy.min_moved_fraction(weights, new_weights)))
+        new = slot_table.build_table(new_weights, live)
+        out.append((change.name, slot_table.moved_fraction(live, new), slot_table.min_moved_fraction(weights, new_weights)))
         weights, live = new_weights, new
     return out
 
@@ -162,8 +162,8 @@ def real_moves(members: Members, group: str, n_sources: int) -> list[tuple[str, 
         new_weights, new_live = _live(group)
         after = tcp_placements(members, sources)
         moved = sum(before[s] != after[s] for s in sources) / len(sources)
-        out.append((change.name, moved, policy.moved_fraction(live, new_live),
-                    policy.min_moved_fraction(weights, new_weights)))
+        out.append((change.name, moved, slot_table.moved_fraction(live, new_live),
+                    slot_table.min_moved_fraction(weights, new_weights)))
         weights, live, before = new_weights, new_live, after
     return out
 
@@ -208,7 +208,7 @@ def report(errors, moves, connections: int, rounds: int, n_sources: int) -> str:
         "```",
         "",
         "Share error: the largest |share - weight share| over the members, in percentage points.",
-        "The table column is the slot table controller/policy.py builds (the vector stretched to",
+        "The table column is the slot table controller/slot_table.py builds (the vector stretched to",
         "n members: even; 1, 2, 3, 4 repeating; a last member at 1 %); the kernel column counts",
         f"{connections * rounds} real TCP connections from varied loopback sources per vector ({rounds} rounds, the",
         f"vectors alternating) to {KERNEL_MEMBERS} registered members (sigma: the binomial sampling error",

@@ -36,7 +36,7 @@ from pathlib import Path
 from common import alternate, median, parse_wrk, table, wrk_command, write_section
 from launched import wait_until
 from netns import fresh_netns
-from rpctl.cli import demo_worker
+from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import group as groups
 from rpctl.controller.errors import NotFound
 
@@ -105,7 +105,7 @@ def rpctl_rollout(duration: float) -> dict:
     log = tempfile.NamedTemporaryFile(prefix="rpctl-run-", suffix=".log", delete=False)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "rpctl.cli.main", "run", "--group", "bench", "-n", str(WORKERS),
-         "--listen", f"127.0.0.1:{PORT}", "--", sys.executable, "-m", "rpctl.cli.demo_worker",
+         "--listen", f"127.0.0.1:{PORT}", "--", sys.executable, "-m", "rpctl.cli.demo.worker",
          "--name", "$RPCTL_MEMBER", "--close-first", "--accept-delay", str(ACCEPT_DELAY_MS)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
     )

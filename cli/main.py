@@ -197,7 +197,7 @@ def cmd_doctor(env: Environment, args) -> ExitStatus:
 
 
 def cmd_demo(env: Environment, args) -> ExitStatus:
-    from . import demo
+    from .demo import runner as demo
 
     return demo.run(env, args)
 

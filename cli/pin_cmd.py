@@ -61,7 +61,7 @@ def _check_options(args) -> None:
 
 
 def _assignment_lines(result) -> list[str]:
-    from rpctl.controller.pinning import format_cpus
+    from rpctl.controller.pin_table import format_cpus
 
     what = "CPU" if result.mode == "cpu" else "queue"
     by_member: dict[str, list[int]] = {}
@@ -117,26 +117,26 @@ def explain_text(exp) -> list[str]:
 
 
 def cmd_pin(env, args) -> ExitStatus:
-    from rpctl.controller import locality, rss
+    from rpctl.controller import pin, rss
 
     _check_options(args)
     mapping = parse_map(args.map)
     if args.mode == "off":
-        name, was = locality.pin_off(group=args.group)
+        name, was = pin.pin_off(group=args.group)
         if was == "weighted":
             env.err(f"rpctl: group {name} is not pinned: nothing to do")
         else:
             env.out(f"group {name}: {was} mode off, back to weighted selection")
         return ExitStatus.OK
     if args.mode == "cpu":
-        result = locality.pin_cpu(mapping, group=args.group)
+        result = pin.pin_cpu(mapping, group=args.group)
         env.out(f"group {result.group}: pinned by CPU")
         for line in _assignment_lines(result):
             env.out(line)
         return ExitStatus.OK
     info = rss.read_device(args.dev)
     if args.explain:
-        exp = locality.explain_rss(info, mapping, group=args.group)
+        exp = pin.explain_rss(info, mapping, group=args.group)
         if args.json:
             env.out(json.dumps(explain_json(exp), indent=2))
         else:
@@ -145,7 +145,7 @@ def cmd_pin(env, args) -> ExitStatus:
         if exp.problems:
             raise InvalidInput(f"pin rss --dev {info.dev}: {exp.problems[0]}")
         return ExitStatus.OK
-    result = locality.pin_rss(info, mapping, group=args.group)
+    result = pin.pin_rss(info, mapping, group=args.group)
     env.out(f"group {result.group}: pinned by the RSS queues of {result.dev}")
     for line in _assignment_lines(result):
         env.out(line)

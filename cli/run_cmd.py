@@ -70,7 +70,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         "start N copies of a command on one port (socket activation on fd 3) as members, and restart them",
         [
             "rpctl run --group web -n 4 --listen 127.0.0.1:8080 -- "
-            "python3 -m rpctl.cli.demo_worker --name '$LISTEN_FDNAMES'",
+            "python3 -m rpctl.cli.demo.worker --name '$LISTEN_FDNAMES'",
             "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
             "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
         ],

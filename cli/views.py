@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 from rpctl.controller.group import GroupView, MemberView
-from rpctl.controller.pinning import format_cpus
+from rpctl.controller.pin_table import format_cpus
 from rpctl.controller.probe import Check
 
 # Member state -> the rich style it is shown in (a name, not a rich object).

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, pinning, policy, probe, sockets
+from . import abi, bpfsys, pin_table, probe, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError, WaitTimeout
 from .maps import Map
 from .state import Layout, check_group_name
@@ -216,9 +216,9 @@ class Group:
 
     def slot_table(self, gen: int) -> array.array:
         """The weighted table of generation `gen` (0 or 1): member index per
-        slot, policy.NO_MEMBER throughout while it has no live member."""
+        slot, slot_table.NO_MEMBER throughout while it has no live member."""
         element = self.maps["gens"].get(gen, abi.RpGen)
-        return slots_of(element) if element is not None else policy.empty_table(abi.RP_SLOTS)
+        return slots_of(element) if element is not None else slot_table.empty_table(abi.RP_SLOTS)
 
     def prog_id(self) -> int:
         try:
@@ -248,7 +248,7 @@ class Group:
             port=ctl.port,
             prog_id=self.prog_id(),
             gen=gen,
-            mode=pinning.mode_name(gen_info.mode) if gen_info else "weighted",
+            mode=pin_table.mode_name(gen_info.mode) if gen_info else "weighted",
             published_ns=gen_info.published_ns if gen_info else 0,
             created_ns=ctl.created_ns,
             migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
@@ -259,7 +259,7 @@ class Group:
             pin_unassigned=counters["pin_unassigned"],
             rss_unhashed=counters["rss_unhashed"],
         )
-        pins = pinning.pins_by_member(gen_info)
+        pins = pin_table.pins_by_member(gen_info)
         live_weights: dict[int, int] = {}
         for idx, m in enumerate(self.members()):
             pol = m.policy[gen]
@@ -310,7 +310,7 @@ class Group:
         self,
         policies: Mapping[int, Optional[abi.RpPolicy]],
         members: list[abi.RpMember],
-        pin: Optional[pinning.PinPlan] = None,
+        pin: Optional[pin_table.PinPlan] = None,
     ) -> None:
         """Make `policies` (index -> policy, None = not a member) the live generation.
 
@@ -337,16 +337,16 @@ class Group:
 
         live_gen = self.maps["gens"].get(active, abi.RpGen)
         previous = slots_of(live_gen) if live_gen is not None else None
-        table = policy.build_table(weights, previous, abi.RP_SLOTS)
+        table = slot_table.build_table(weights, previous, abi.RP_SLOTS)
 
-        gen = pinning.next_gen(live_gen, pin)
+        gen = pin_table.next_gen(live_gen, pin)
         gen.n_live, gen.published_ns = len(weights), _now_ns()
         # No live member: the table names nobody, and the program skips it.
         gen.slots[:] = table if weights else bytes(abi.RP_SLOTS)
         for i, idx in enumerate(sorted(weights)):
             gen.live[i] = idx
         # A pinned member takes connections exactly when the table would give it some.
-        pinning.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
+        pin_table.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
         self.maps["gens"].put(nxt, gen)
 
         for idx, pol in final.items():
@@ -411,9 +411,9 @@ class Group:
 
 
 def slots_of(gen: abi.RpGen) -> array.array:
-    """The weighted table of a generation element, as policy.build_table makes it."""
+    """The weighted table of a generation element, as slot_table.build_table makes it."""
     if not gen.n_live:
-        return policy.empty_table(abi.RP_SLOTS)
+        return slot_table.empty_table(abi.RP_SLOTS)
     return array.array("I", gen.slots)
 
 

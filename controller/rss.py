@@ -30,7 +30,7 @@ from typing import Optional
 
 from . import abi
 from .errors import InvalidInput, NotFound, PermissionDenied
-from .pinning import format_cpus, parse_cpus
+from .pin_table import format_cpus, parse_cpus
 
 __all__ = [
     "FLOWS",

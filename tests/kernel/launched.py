@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from rpctl.cli.demo_worker import parse_ready
+from rpctl.cli.demo.worker import parse_ready
 from rpctl.controller.state import Layout
 
 

@@ -15,7 +15,8 @@ import os
 import socket
 
 import pytest
-from rpctl.cli import demo_worker, loadgen
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import discover
 from rpctl.controller.state import Layout
 

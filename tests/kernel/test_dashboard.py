@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from rpctl.cli import demo_worker
+from rpctl.cli.demo import worker as demo_worker
 from traffic import PORT, ClientLoad, LightLoad
 
 pytestmark = pytest.mark.kernel

@@ -19,7 +19,9 @@ import time
 
 import pytest
 
-from rpctl.cli import demo_worker, loadgen, run_cmd
+from rpctl.cli import run_cmd
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as demo_worker
 from rpctl.cli.main import Environment
 from rpctl.controller.errors import InvalidInput
 from rpctl.controller.join import join
@@ -38,7 +40,7 @@ WORKER_FROM_ENV = [
     "-c",
     "import os, sys; assert os.environ['LISTEN_FDNAMES'] == os.environ['RPCTL_MEMBER']; "
     "os.execv(sys.executable, "
-    "[sys.executable, '-m', 'rpctl.cli.demo_worker', '--name', os.environ['RPCTL_MEMBER']])",
+    "[sys.executable, '-m', 'rpctl.cli.demo.worker', '--name', os.environ['RPCTL_MEMBER']])",
 ]
 NAMES = {"worker-1", "worker-2", "worker-3"}
 
@@ -96,7 +98,7 @@ def test_kill9_child_is_replaced_and_only_its_own_connections_fail(launch, rpctl
 
 def test_sigterm_stops_children_and_unloads_the_group(launch, rpctl):
     # The brief's example: the launcher expands $LISTEN_FDNAMES in CMD.
-    cmd = [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$LISTEN_FDNAMES"]
+    cmd = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$LISTEN_FDNAMES"]
     r = launch(web(2, "--name", "w{i}"), cmd)
     pids = [m["pid"] for m in r.wait_members(rpctl, {"w1", "w2"}).values()]
     tally = loadgen.run_tcp("127.0.0.1", PORT, count=600, concurrency=4)

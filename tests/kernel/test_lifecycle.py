@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from rpctl.cli import demo_worker, loadgen
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import abi
 from rpctl.controller.group import Group
 from rpctl.controller.state import Layout

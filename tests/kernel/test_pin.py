@@ -16,8 +16,9 @@ import subprocess
 import sys
 
 import pytest
-from rpctl.cli import demo_worker, loadgen
-from rpctl.controller import locality, rss, toeplitz
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as demo_worker
+from rpctl.controller import pin, rss, toeplitz
 
 from rss_device import synthetic_device
 from traffic import ExtraRuns, tcp_connections, udp_datagrams
@@ -28,7 +29,7 @@ N = 600
 
 @pytest.fixture(autouse=True, scope="module")
 def two_cpus():
-    online = locality.online_cpus()
+    online = pin.online_cpus()
     if not {0, 1} <= online:
         pytest.fail(f"pin tests drive CPUs 0 and 1; online here: {sorted(online)}", pytrace=False)
 
@@ -254,7 +255,7 @@ def test_rss_mode_follows_the_nics_hash_through_the_indirection_table(
     v = 6 if family == socket.AF_INET6 else 4
     info = synthetic_device({f"{proto}{v}": hashed})
     # The same call `rpctl pin rss --dev` makes with what the reader filled.
-    result = locality.pin_rss(info, {"w1": 0, "w2": 1})
+    result = pin.pin_rss(info, {"w1": 0, "w2": 1})
     assert result.assignment == {0: "w1", 1: "w2", 2: "w1"} and result.unassigned == [3]
     group = status(rpctl)
     assert group["mode"] == "rss" and group["pin_device"] == "synth0"

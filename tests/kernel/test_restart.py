@@ -18,7 +18,8 @@ import pytest
 
 from launched import alive, members, wait_until
 from traffic import ClientLoad
-from rpctl.cli import demo_worker, loadgen
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import diag
 
 pytestmark = pytest.mark.kernel
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.kernel
 PORT = 7120
 CONCURRENCY = 8
 NAMES = {f"worker-{i}" for i in range(1, 5)}
-WORKER = [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$RPCTL_MEMBER"]
+WORKER = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"]
 
 
 def _assert_no_loss(tally: loadgen.Tally, at_least: int) -> None:
@@ -130,7 +131,7 @@ def outsiders(netns):
 def test_restart_of_an_outside_member_starts_its_replacement_under_load(rpctl, outsiders):
     pids = outsiders.register(rpctl, ["ext-1", "ext-2", "ext-3"])
     rpctl.ok("weights", "ext-1=3", "--group", "ext")
-    replacement = [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$RPCTL_MEMBER",
+    replacement = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER",
                    "--listen", f"127.0.0.1:{PORT}"]
     with ClientLoad(PORT, CONCURRENCY) as load:
         wait_until("load to flow", lambda: members(rpctl, "ext")["ext-1"]["selected"] > 200)
@@ -152,7 +153,7 @@ def test_restart_hook_runs_the_command_and_registers_the_new_listener(rpctl, out
     # that outlives the hook.
     hook = (
         f"kill {old}; "
-        f"setsid {sys.executable} -m rpctl.cli.demo_worker --name \"$RPCTL_MEMBER\" "
+        f"setsid {sys.executable} -m rpctl.cli.demo.worker --name \"$RPCTL_MEMBER\" "
         f"--listen 127.0.0.1:{PORT} </dev/null >/dev/null 2>&1 &"
     )
     out = rpctl.ok("restart", "ext-1", "--group", "ext", "--hook", "--", "sh", "-c", hook)

@@ -19,7 +19,7 @@ import pytest
 from netns import fresh_netns
 from traffic import ExtraRuns, Members, tcp_connections
 
-from rpctl.controller import abi, group, policy
+from rpctl.controller import abi, group, slot_table
 from rpctl.controller.errors import InvalidInput
 
 PORT = 7500
@@ -47,7 +47,7 @@ def view(name: str) -> group.GroupView:
 
 def test_the_limit_is_256_and_a_257th_member_is_refused(full, rpctl):
     members, name = full
-    assert N == 256 == policy.MAX_MEMBERS
+    assert N == 256 == slot_table.MAX_MEMBERS
     g = view(name)
     assert [m.index for m in g.members] == list(range(N))
     assert [m.name for m in g.members] == [f"w{i}" for i in range(N)]
@@ -79,7 +79,7 @@ def test_weights_and_drain_are_exact_in_the_table_and_on_connections(full, rpctl
     assert sum(m["target_share"] for m in shown.values()) == pytest.approx(1, abs=N * 5e-7)
 
     with group.Group.open(name) as g:
-        live = policy.shares(g.slot_table(g.ctl().gen & 1))
+        live = slot_table.shares(g.slot_table(g.ctl().gen & 1))
     assert 1 not in live  # no slot selects the drained member
     assert len(live) == N - 1
     assert live[0] == pytest.approx(W0 / total, abs=1 / abi.RP_SLOTS)

@@ -272,14 +272,14 @@ class ClientLoad(_Background):
     varied sources) until the block ends; `tally` is their outcome."""
 
     def __init__(self, port: int = PORT, concurrency: int = 8, rate: float | None = None):
-        from rpctl.cli import loadgen
+        from rpctl.cli.demo import loadgen
 
         super().__init__()
         self.port, self.concurrency, self.rate = port, concurrency, rate
         self.tally: loadgen.Tally | None = None
 
     def _run(self) -> None:
-        from rpctl.cli import loadgen
+        from rpctl.cli.demo import loadgen
 
         self.tally = loadgen.run_tcp("127.0.0.1", self.port, concurrency=self.concurrency, rate=self.rate,
                                      stop=self.stop)

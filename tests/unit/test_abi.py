@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from rpctl.controller import abi, loader, policy
+from rpctl.controller import abi, loader, slot_table
 
 REPO = Path(__file__).resolve().parents[2]
 BPF_DIR = REPO / "bpf"
@@ -248,10 +248,10 @@ def test_loader_passes_one_macro_per_map():
     assert _fd_macros_in_program() <= set(defined)
 
 
-def test_policy_builds_tables_of_the_programs_size():
+def test_slot_table_builds_tables_of_the_programs_size():
     # The controller builds and reads tables through policy; the program masks with RP_SLOT_MASK.
-    assert policy.DEFAULT_SLOTS == abi.RP_SLOTS
-    assert len(policy.build_table({0: 1, 255: 3})) == abi.RP_SLOTS
+    assert slot_table.DEFAULT_SLOTS == abi.RP_SLOTS
+    assert len(slot_table.build_table({0: 1, 255: 3})) == abi.RP_SLOTS
     # Every member index fits the one-byte slot of rp_gen.slots.
-    assert policy.MAX_MEMBERS == abi.RP_MAX_MEMBERS <= 256
+    assert slot_table.MAX_MEMBERS == abi.RP_MAX_MEMBERS <= 256
     assert abi.RpGen.slots.size == abi.RP_SLOTS  # bytes: one per slot

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from rpctl.cli import demo_worker as dw
-from rpctl.cli.loadgen import run_tcp, run_udp
+from rpctl.cli.demo import worker as dw
+from rpctl.cli.demo.loadgen import run_tcp, run_udp
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -285,7 +285,7 @@ os.execv(sys.executable, [sys.executable] + sys.argv[2:])
 
 
 def spawn_activated(sock: socket.socket, *worker_args: str, env: dict | None = None) -> subprocess.Popen:
-    argv = [sys.executable, "-c", ACTIVATE, str(sock.fileno()), "-m", "rpctl.cli.demo_worker", *worker_args]
+    argv = [sys.executable, "-c", ACTIVATE, str(sock.fileno()), "-m", "rpctl.cli.demo.worker", *worker_args]
     return subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(sock.fileno(),), env=env
     )
@@ -348,7 +348,7 @@ def test_listen_pid_of_another_process_is_ignored(start):
 def test_bad_arguments_fail_fast(args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
     res = subprocess.run(
-        [sys.executable, "-m", "rpctl.cli.demo_worker", *args],
+        [sys.executable, "-m", "rpctl.cli.demo.worker", *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=10,

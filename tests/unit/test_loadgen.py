@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from rpctl.cli import demo_worker as dw
-from rpctl.cli import loadgen
-from rpctl.cli.loadgen import Tally, run_tcp, run_udp
+from rpctl.cli.demo import worker as dw
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo.loadgen import Tally, run_tcp, run_udp
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -231,7 +231,7 @@ def test_rate_cap(group):
 
 def test_cli_prints_json(group, udp_group):
     out = subprocess.run(
-        [sys.executable, "-m", "rpctl.cli.loadgen", "--target", f"127.0.0.1:{group}", "--count", "50"],
+        [sys.executable, "-m", "rpctl.cli.demo.loadgen", "--target", f"127.0.0.1:{group}", "--count", "50"],
         capture_output=True,
         timeout=30,
         check=True,
@@ -244,7 +244,7 @@ def test_cli_prints_json(group, udp_group):
         [
             sys.executable,
             "-m",
-            "rpctl.cli.loadgen",
+            "rpctl.cli.demo.loadgen",
             "--target",
             f"127.0.0.1:{udp_group}",
             "--proto",

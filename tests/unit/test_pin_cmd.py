@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from rpctl.cli import dashboard_view, pin_cmd, render, views
 from rpctl.cli.main import Environment, run
-from rpctl.controller import locality, rss
+from rpctl.controller import pin, rss
 from rpctl.controller.errors import ExitStatus
 from rpctl.controller.group import GroupView, MemberView
 
@@ -21,7 +21,7 @@ from rpctl.controller.group import GroupView, MemberView
 def no_system(refuse_system, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     for name in ("pin_cpu", "pin_rss", "pin_off", "explain_rss"):
-        monkeypatch.setattr(locality, name, refuse_system)
+        monkeypatch.setattr(pin, name, refuse_system)
     monkeypatch.setattr(rss, "read_device", refuse_system)
 
 
@@ -81,9 +81,9 @@ def test_pin_cpu_prints_the_assignment(monkeypatch):
 
     def pin_cpu(mapping, group=None):
         calls.append((mapping, group))
-        return locality.PinResult("web", "cpu", {0: "w1", 1: "w2", 2: "w1"}, unassigned=[3])
+        return pin.PinResult("web", "cpu", {0: "w1", 1: "w2", 2: "w1"}, unassigned=[3])
 
-    monkeypatch.setattr(locality, "pin_cpu", pin_cpu)
+    monkeypatch.setattr(pin, "pin_cpu", pin_cpu)
     status, out, err = invoke("pin", "cpu", "--map", "w1=0,w2=1", "-g", "web")
     assert status == 0 and err == ""
     assert calls == [({"w1": 0, "w2": 1}, "web")]
@@ -92,27 +92,27 @@ def test_pin_cpu_prints_the_assignment(monkeypatch):
 
 
 def test_pin_off_says_when_there_was_nothing_to_do(monkeypatch):
-    monkeypatch.setattr(locality, "pin_off", lambda group=None: ("web", "weighted"))
+    monkeypatch.setattr(pin, "pin_off", lambda group=None: ("web", "weighted"))
     status, out, err = invoke("pin", "off")
     assert status == 0 and out == "" and "not pinned" in one_line(err)
-    monkeypatch.setattr(locality, "pin_off", lambda group=None: ("web", "cpu"))
+    monkeypatch.setattr(pin, "pin_off", lambda group=None: ("web", "cpu"))
     status, out, _ = invoke("pin", "off")
     assert status == 0 and "cpu mode off, back to weighted selection" in out
 
 
-def explanation(problems=()) -> locality.Explanation:
+def explanation(problems=()) -> pin.Explanation:
     info = rss.RssInfo("eth0", rx_queues=2, queues_from="GRXRINGS", indir=[0, 0, 0, 1], key=bytes(40),
                        hfunc="toeplitz", fields={"tcp4": rss.RXH_ADDRS | rss.RXH_PORTS})
     rows = [
-        locality.ChainRow(0, 0.75, 45, "eth0-TxRx-0", "0", 0, "w1"),
-        locality.ChainRow(1, 0.25, None, "", "", None, None),
+        pin.ChainRow(0, 0.75, 45, "eth0-TxRx-0", "0", 0, "w1"),
+        pin.ChainRow(1, 0.25, None, "", "", None, None),
     ]
-    return locality.Explanation(info, "web", rows, list(problems))
+    return pin.Explanation(info, "web", rows, list(problems))
 
 
 def test_explain_prints_the_chain(monkeypatch):
     monkeypatch.setattr(rss, "read_device", lambda dev: explanation().info)
-    monkeypatch.setattr(locality, "explain_rss", lambda info, mapping, group=None: explanation())
+    monkeypatch.setattr(pin, "explain_rss", lambda info, mapping, group=None: explanation())
     status, out, err = invoke("pin", "rss", "--dev", "eth0", "--explain")
     assert status == 0 and err == ""
     assert "device eth0: 2 receive queues (ETHTOOL_GRXRINGS)" in out
@@ -125,7 +125,7 @@ def test_explain_prints_the_chain(monkeypatch):
 
 def test_explain_with_a_problem_prints_then_exits_4(monkeypatch):
     monkeypatch.setattr(rss, "read_device", lambda dev: explanation().info)
-    monkeypatch.setattr(locality, "explain_rss",
+    monkeypatch.setattr(pin, "explain_rss",
                         lambda info, mapping, group=None: explanation(["the NIC hashes with xor"]))
     status, out, err = invoke("pin", "rss", "--dev", "eth0", "--explain", "--json")
     doc = json.loads(out)

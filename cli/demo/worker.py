@@ -7,7 +7,7 @@ program) picked for each connection or datagram.
 
 The module is stdlib-only on purpose so that anything can exec it (systemd,
 a shell script, a test) without rpctl's dependencies being importable.  Run
-it as ``python -m rpctl.cli.demo_worker --name w1 --listen 127.0.0.1:8080``.
+it as ``python -m rpctl.cli.demo.worker --name w1 --listen 127.0.0.1:8080``.
 
 Protocol:
 
@@ -100,7 +100,7 @@ def command(
     close_first: bool = False,
 ) -> list[str]:
     """The argv that runs one worker with this interpreter (or ``python``)."""
-    argv = [python or sys.executable, "-m", "rpctl.cli.demo_worker", "--name", name]
+    argv = [python or sys.executable, "-m", "rpctl.cli.demo.worker", "--name", name]
     if listen is not None:
         argv += ["--listen", listen]
     if proto is not None:
@@ -474,7 +474,7 @@ class Worker:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m rpctl.cli.demo_worker",
+        prog="python -m rpctl.cli.demo.worker",
         description="Demo worker: answers every TCP (HTTP) connection or UDP datagram with its name.",
     )
     p.add_argument("--name", required=True, help="the name every reply carries")

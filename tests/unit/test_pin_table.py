@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from rpctl.controller import abi, pinning, toeplitz
+from rpctl.controller import abi, pin_table, toeplitz
 from rpctl.controller.errors import InvalidInput
-from rpctl.controller.pinning import PinPlan
+from rpctl.controller.pin_table import PinPlan
 
 ONLINE = frozenset({0, 1, 2, 3})
 
@@ -18,60 +18,60 @@ ONLINE = frozenset({0, 1, 2, 3})
     [("0", {0}), ("0-3", {0, 1, 2, 3}), ("0-1,4,6-7\n", {0, 1, 4, 6, 7}), ("", set()), ("5,5", {5})],
 )
 def test_parse_cpus(text, cpus):
-    assert pinning.parse_cpus(text) == cpus
+    assert pin_table.parse_cpus(text) == cpus
 
 
 @pytest.mark.parametrize("text", ["a", "3-1", "1-", "-1", "0x1"])
 def test_parse_cpus_refuses(text):
     with pytest.raises(ValueError):
-        pinning.parse_cpus(text)
+        pin_table.parse_cpus(text)
 
 
 @pytest.mark.parametrize("cpus, text", [({0}, "0"), ({0, 1, 2, 5, 7, 8}, "0-2,5,7-8"), (set(), "")])
 def test_format_cpus_round_trips(cpus, text):
-    assert pinning.format_cpus(cpus) == text
-    assert pinning.parse_cpus(text) == cpus
+    assert pin_table.format_cpus(cpus) == text
+    assert pin_table.parse_cpus(text) == cpus
 
 
 # Assignment from affinity ---------------------------------------------------------------
 
 
 def test_affinity_one_cpu_each():
-    assert pinning.assign_from_affinity({"a": {0}, "b": {1}}, ONLINE) == {0: "a", 1: "b"}
+    assert pin_table.assign_from_affinity({"a": {0}, "b": {1}}, ONLINE) == {0: "a", 1: "b"}
 
 
 def test_affinity_several_cpus_per_member_and_offline_cpus_ignored():
-    got = pinning.assign_from_affinity({"a": {0, 1, 9}, "b": {2, 3}}, ONLINE)
+    got = pin_table.assign_from_affinity({"a": {0, 1, 9}, "b": {2, 3}}, ONLINE)
     assert got == {0: "a", 1: "a", 2: "b", 3: "b"}
 
 
 def test_affinity_refuses_a_member_allowed_everywhere_and_names_it():
     with pytest.raises(InvalidInput, match=r"b may run on every CPU \(0-3\)"):
-        pinning.assign_from_affinity({"a": {0}, "b": {0, 1, 2, 3, 4}}, ONLINE)
+        pin_table.assign_from_affinity({"a": {0}, "b": {0, 1, 2, 3, 4}}, ONLINE)
 
 
 def test_affinity_refuses_two_members_on_one_cpu_and_names_both():
     with pytest.raises(InvalidInput, match="a and b may both run on CPU 1"):
-        pinning.assign_from_affinity({"a": {0, 1}, "b": {1, 2}}, ONLINE)
+        pin_table.assign_from_affinity({"a": {0, 1}, "b": {1, 2}}, ONLINE)
 
 
 def test_affinity_refuses_only_offline_cpus_and_no_member():
     with pytest.raises(InvalidInput, match="only run on offline CPUs"):
-        pinning.assign_from_affinity({"a": {8}}, ONLINE)
+        pin_table.assign_from_affinity({"a": {8}}, ONLINE)
     with pytest.raises(InvalidInput, match="no member"):
-        pinning.assign_from_affinity({}, ONLINE)
+        pin_table.assign_from_affinity({}, ONLINE)
 
 
 def test_affinity_on_one_online_cpu_is_always_ambiguous():
     with pytest.raises(InvalidInput, match="every CPU"):
-        pinning.assign_from_affinity({"a": {0}}, frozenset({0}))
+        pin_table.assign_from_affinity({"a": {0}}, frozenset({0}))
 
 
 # Assignment from --map ----------------------------------------------------------------------
 
 
 def test_map():
-    assert pinning.assign_from_map({"a": 1, "b": 0}, ["a", "b", "c"], ONLINE) == {1: "a", 0: "b"}
+    assert pin_table.assign_from_map({"a": 1, "b": 0}, ["a", "b", "c"], ONLINE) == {1: "a", 0: "b"}
 
 
 @pytest.mark.parametrize(
@@ -85,16 +85,16 @@ def test_map():
 )
 def test_map_refuses(mapping, says):
     with pytest.raises(InvalidInput, match=says):
-        pinning.assign_from_map(mapping, ["a", "b"], ONLINE)
+        pin_table.assign_from_map(mapping, ["a", "b"], ONLINE)
 
 
 def test_map_refuses_a_cpu_past_the_pin_table():
     with pytest.raises(InvalidInput, match="past the"):
-        pinning.assign_from_map({"a": abi.RP_MAX_PINS}, ["a"], frozenset({abi.RP_MAX_PINS}))
+        pin_table.assign_from_map({"a": abi.RP_MAX_PINS}, ["a"], frozenset({abi.RP_MAX_PINS}))
 
 
 def test_queue_assignment_composes_queue_cpu_and_cpu_member():
-    queues, left = pinning.queue_assignment({0: 0, 1: 1, 2: 0, 3: None, 4: 3}, {0: "a", 1: "b"})
+    queues, left = pin_table.queue_assignment({0: 0, 1: 1, 2: 0, 3: None, 4: 3}, {0: "a", 1: "b"})
     assert queues == {0: "a", 1: "b", 2: "a"} and left == [3, 4]
 
 
@@ -102,37 +102,37 @@ def test_queue_assignment_composes_queue_cpu_and_cpu_member():
 
 
 def test_weighted_generation_has_no_pins():
-    gen = pinning.next_gen(None, None)
+    gen = pin_table.next_gen(None, None)
     assert gen.mode == abi.RP_MODE_WEIGHTED
     assert all(p == abi.RP_NO_MEMBER for p in gen.pin)
-    assert pinning.pins_by_member(gen) == {}
+    assert pin_table.pins_by_member(gen) == {}
 
 
 def test_cpu_plan_is_carried_to_the_next_generation_with_fresh_availability():
-    gen = pinning.next_gen(None, PinPlan(abi.RP_MODE_CPU, {0: 4, 1: 7, 2: 4}))
+    gen = pin_table.next_gen(None, PinPlan(abi.RP_MODE_CPU, {0: 4, 1: 7, 2: 4}))
     gen.live[0] = 4
-    pinning.refresh(gen, present={4, 7}, available={4, 7})
-    assert pinning.pins_by_member(gen) == {4: [0, 2], 7: [1]}
+    pin_table.refresh(gen, present={4, 7}, available={4, 7})
+    assert pin_table.pins_by_member(gen) == {4: [0, 2], 7: [1]}
     assert gen.pin[0] == 4 and gen.pin[3] == abi.RP_NO_MEMBER
 
-    nxt = pinning.next_gen(gen, None)  # a weight change or drain: pins stay
+    nxt = pin_table.next_gen(gen, None)  # a weight change or drain: pins stay
     assert nxt.mode == abi.RP_MODE_CPU and nxt.live[0] == 0
-    pinning.refresh(nxt, present={4, 7}, available={4})  # 7 drains
+    pin_table.refresh(nxt, present={4, 7}, available={4})  # 7 drains
     assert nxt.pin[1] == 7 | abi.RP_PIN_UNAVAILABLE and nxt.pin[0] == 4
-    assert pinning.pins_by_member(nxt) == {4: [0, 2], 7: [1]}, "a draining member keeps its CPUs on record"
+    assert pin_table.pins_by_member(nxt) == {4: [0, 2], 7: [1]}, "a draining member keeps its CPUs on record"
 
-    back = pinning.next_gen(nxt, None)
-    pinning.refresh(back, present={4, 7}, available={4, 7})  # undrained
+    back = pin_table.next_gen(nxt, None)
+    pin_table.refresh(back, present={4, 7}, available={4, 7})  # undrained
     assert back.pin[1] == 7
 
-    gone = pinning.next_gen(back, None)
-    pinning.refresh(gone, present={7}, available={7})  # 4 unregistered: its index may be reused
-    assert gone.pin[0] == gone.pin[2] == abi.RP_NO_MEMBER and pinning.pins_by_member(gone) == {7: [1]}
+    gone = pin_table.next_gen(back, None)
+    pin_table.refresh(gone, present={7}, available={7})  # 4 unregistered: its index may be reused
+    assert gone.pin[0] == gone.pin[2] == abi.RP_NO_MEMBER and pin_table.pins_by_member(gone) == {7: [1]}
 
 
 def test_off_clears_the_tables():
-    gen = pinning.next_gen(None, PinPlan(abi.RP_MODE_CPU, {0: 1}))
-    off = pinning.next_gen(gen, pinning.WEIGHTED)
+    gen = pin_table.next_gen(None, PinPlan(abi.RP_MODE_CPU, {0: 1}))
+    off = pin_table.next_gen(gen, pin_table.WEIGHTED)
     assert off.mode == abi.RP_MODE_WEIGHTED and off.pin[0] == abi.RP_NO_MEMBER
 
 
@@ -140,7 +140,7 @@ def test_rss_plan_writes_the_table_and_the_hash_rows():
     key = bytes(range(40))
     plan = PinPlan(abi.RP_MODE_RSS, {0: 1, 1: 2}, dev="eth0", rss_flags=abi.RP_RSS_IPV4 | abi.RP_RSS_IPV4_PORTS,
                    indir=[0, 1, 1, 0], key=key)
-    gen = pinning.next_gen(None, plan)
+    gen = pin_table.next_gen(None, plan)
     assert (gen.mode, gen.pin_dev, gen.rss_indir_size) == (abi.RP_MODE_RSS, b"eth0", 4)
     assert list(gen.rss_indir[:4]) == [0, 1, 1, 0]
     tables = toeplitz.byte_tables(key, abi.RP_RSS_INPUT_MAX)
@@ -148,7 +148,7 @@ def test_rss_plan_writes_the_table_and_the_hash_rows():
 
 
 def test_rss_plan_with_a_16_byte_key_fills_the_ipv4_rows_only():
-    gen = pinning.next_gen(None, PinPlan(abi.RP_MODE_RSS, {0: 0}, dev="x", indir=[0], key=bytes(range(1, 17))))
+    gen = pin_table.next_gen(None, PinPlan(abi.RP_MODE_RSS, {0: 0}, dev="x", indir=[0], key=bytes(range(1, 17))))
     assert any(gen.rss_hash[11]) and not any(gen.rss_hash[12])
 
 
@@ -162,9 +162,9 @@ def test_rss_plan_with_a_16_byte_key_fills_the_ipv4_rows_only():
 )
 def test_bad_plans_are_refused(plan):
     with pytest.raises(InvalidInput):
-        pinning.next_gen(None, plan)
+        pin_table.next_gen(None, plan)
 
 
 def test_mode_names():
-    assert [pinning.mode_name(m) for m in (0, 1, 2)] == ["weighted", "cpu", "rss"]
-    assert pinning.mode_name(9) == "unknown(9)"
+    assert [pin_table.mode_name(m) for m in (0, 1, 2)] == ["weighted", "cpu", "rss"]
+    assert pin_table.mode_name(9) == "unknown(9)"

@@ -30,8 +30,8 @@ from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlErr
 from rpctl.controller.launcher import Launcher
 
 from . import loadgen
-from .render import state_text
-from .views import pct
+from ..render import state_text
+from ..views import pct
 
 
 @dataclass
@@ -105,7 +105,7 @@ def run(env, args) -> ExitStatus:
     launcher = Launcher(
         group_name,
         args.workers,
-        [sys.executable, "-m", "rpctl.cli.demo_worker", "--name", "$RPCTL_MEMBER"],
+        [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"],
         listen=f"127.0.0.1:{args.port}",
         log=lambda line: _log_quietly(env, f"rpctl run: {line}"),
         # Each worker's "ready" line is for a controller, not for the demo's reader.
@@ -174,8 +174,8 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
     The steps run on a thread while the main thread shows the dashboard (on a
     terminal), so that Ctrl-C and q reach the dashboard, which restores the
     terminal; the step tables are printed once the screen is back."""
-    from . import dashboard
-    from .dashboard_view import History
+    from .. import dashboard
+    from ..dashboard_view import History
 
     stop = threading.Event()
     done: list[Table] = []

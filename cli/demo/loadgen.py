@@ -1,6 +1,6 @@
 """Load generator for the demo workers: who answered, and what failed.
 
-Every demo worker (``rpctl.cli.demo_worker``) answers with its name, so the
+Every demo worker (``rpctl.cli.demo.worker``) answers with its name, so the
 load generator only has to count names to show how the members of a
 SO_REUSEPORT group share the load, and count failures by kind to show what
 a drain or a weight change cost: a reset or refused connection during a
@@ -19,7 +19,7 @@ Library use::
 
 Command line::
 
-    python -m rpctl.cli.loadgen --target 127.0.0.1:8080 --duration 5
+    python -m rpctl.cli.demo.loadgen --target 127.0.0.1:8080 --duration 5
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .demo_worker import parse_hostport
+from .worker import parse_hostport
 
 __all__ = [
     "Tally",
@@ -338,7 +338,7 @@ def run_udp(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m rpctl.cli.loadgen",
+        prog="python -m rpctl.cli.demo.loadgen",
         description="Load a demo worker group and print who answered as JSON.",
     )
     p.add_argument("--target", required=True, metavar="HOST:PORT", help="e.g. 127.0.0.1:8080 or [::1]:8080")

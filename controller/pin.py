@@ -3,7 +3,7 @@
 Each operation validates everything (members, CPUs, device) before it
 publishes one generation through Group.publish(): refused input changes
 nothing, and the mode, pin table and RSS tables go live together.
-Assignments are computed by controller/pinning.py (pure); the device is
+Assignments are computed by controller/pin_table.py (pure); the device is
 described by controller/rss.py.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import abi, rss
 from .errors import InvalidInput, NotFound, RpctlError
 from .group import Group, GroupView, _write, resolve_group, views
-from .pinning import WEIGHTED, PinPlan, assign_from_affinity, assign_from_map, format_cpus, parse_cpus, queue_assignment
+from .pin_table import WEIGHTED, PinPlan, assign_from_affinity, assign_from_map, format_cpus, parse_cpus, queue_assignment
 from .state import Layout
 
 __all__ = ["ChainRow", "Explanation", "PinResult", "explain_rss", "online_cpus", "pin_cpu", "pin_off", "pin_rss"]
