@@ -130,10 +130,10 @@ def frame_parts(group_name: str, calls: int) -> dict[str, float]:
     from rich.console import Console
 
     from rpctl.cli.dashboard_view import History, Snapshot, render
-    from rpctl.controller import group as groups
+    from rpctl.controller import views
 
     def poll():
-        return Snapshot(time=time.monotonic(), groups=groups.views(group=group_name), wall=time.time())
+        return Snapshot(time=time.monotonic(), groups=views.read_views(group=group_name), wall=time.time())
 
     history = History()
     history.update(poll())
@@ -147,7 +147,7 @@ def frame_parts(group_name: str, calls: int) -> dict[str, float]:
 
     return {
         POLL: ms_per_call(poll, calls),
-        POLL_MAPS: ms_per_call(lambda: groups.views(group=group_name, with_queues=False), calls),
+        POLL_MAPS: ms_per_call(lambda: views.read_views(group=group_name, with_queues=False), calls),
         DRAW: ms_per_call(draw, calls),
     }
 

@@ -188,16 +188,16 @@ def _measure(variant: Variant, connections: int, seed: int) -> dict:
 
 def _paths(variant: Variant) -> str:
     """Which path of the program served the variant's connections, from its counters."""
-    from rpctl.controller import group
+    from rpctl.controller import views
 
     if not variant.group:
         return "-"
-    (view,) = group.views(variant.group)
+    (view,) = views.read_views(variant.group)
     pinned = sum(m.pinned for m in view.members)
     selected = sum(m.selected for m in view.members)
     fallback = sum(m.fallback for m in view.members)
     drained = [m.name for m in view.members if m.draining and m.selected + m.pinned + m.fallback]
-    misses = view.pin_fallbacks + view.pin_unassigned + view.rss_unhashed + view.slot_misses + view.no_live
+    misses = view.pin_fallbacks + view.pin_unassigned + view.rss_unhashed + view.slot_misses + view.no_live_member
     parts = [f"{what} {n:,}" for what, n in (("table", selected), ("pinned", pinned), ("fallback", fallback),
                                               ("misses", misses)) if n]
     if drained:

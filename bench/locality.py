@@ -153,7 +153,7 @@ def _percentile(values: list[int], q: float) -> float:
 def one_round(variant: str, seconds: float, seed: int) -> dict:
     """One run of `variant` in a fresh namespace."""
     from netns import fresh_netns
-    from rpctl.controller import group, pin
+    from rpctl.controller import group, pin, views
 
     with fresh_netns("rpctl-bench-loc-"):
         workers = [_spawn("--worker", "--cpu", str(cpu), "--port", str(PORT),
@@ -175,7 +175,7 @@ def one_round(variant: str, seconds: float, seed: int) -> dict:
                 c.wait()
             counters = {}
             if variant.startswith("rpctl"):
-                (view,) = group.views()
+                (view,) = views.read_views()
                 counters = {"pin_fallbacks": view.pin_fallbacks, "pin_unassigned": view.pin_unassigned}
         finally:
             for w in workers:

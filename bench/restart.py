@@ -37,7 +37,7 @@ from common import alternate, median, parse_wrk, table, wrk_command, write_secti
 from launched import wait_until
 from netns import fresh_netns
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import group as groups
+from rpctl.controller import views
 from rpctl.controller.errors import NotFound
 
 SECTION = "rolling-restart"
@@ -113,7 +113,7 @@ def rpctl_rollout(duration: float) -> dict:
         def ready():
             assert launcher.poll() is None, Path(log.name).read_text()
             try:
-                (view,) = groups.views(group="bench", with_queues=True)
+                (view,) = views.read_views(group="bench", with_queues=True)
             except NotFound:
                 return False
             return len(view.members) == WORKERS and all(m.state == "active" for m in view.members)

@@ -169,7 +169,7 @@ struct rp_member_stats {
 /* Map "group_stats", per CPU, one element. */
 struct rp_group_stats {
 	__u64 slot_misses;     /* slot's socket gone: fell back to live[] */
-	__u64 no_live;         /* no live member: the kernel chose */
+	__u64 no_live_member;  /* no live member: the kernel chose */
 	__u64 pin_fallbacks;   /* pinned member draining or gone: weighted table */
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be

@@ -259,6 +259,6 @@ int rp_select(struct sk_reuseport_md *md)
 	/* No live member: the kernel's own selection takes over. */
 	gs = rp_group_stats();
 	if (gs)
-		gs->no_live++;
+		gs->no_live_member++;
 	return SK_PASS;
 }

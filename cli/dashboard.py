@@ -64,20 +64,15 @@ def _poll(group: Optional[str]):
     A group removed while we read is not an error: the dashboard shows it
     gone (an event) and goes on.
     """
-    from rpctl.controller import group as groups
     from rpctl.controller.errors import NotFound
+    from rpctl.controller.views import read_views
 
     from .dashboard_view import Snapshot
 
-    for attempt in range(3):
-        try:
-            found = groups.views(group=group)
-            break
-        except NotFound:
-            if group is not None or attempt == 2:
-                found = []
-                break
-            # views() listed a group that was unloaded before it opened it: list again.
+    try:
+        found = read_views(group=group)
+    except NotFound:
+        found = []
     return Snapshot(time=time.monotonic(), groups=found, wall=time.time())
 
 

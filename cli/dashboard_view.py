@@ -24,11 +24,11 @@ from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 
-from rpctl.controller.group import GroupView, MemberView
+from rpctl.controller.views import STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .views import STATE_STYLE, mode_text, pct, pin_text
+from .views import STATE_STYLE, counter_texts, mode_text, pct, pin_text
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -385,7 +385,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
     migrated = sum(m.migrated for m in g.members)
     fallback = sum(m.fallback for m in g.members)
     counts = collections.Counter(m.state for m in g.members)
-    states = ", ".join(f"{counts[s]} {s}" for s in ("active", "draining", "drained", "gone") if counts[s])
+    states = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
     segments = [
         Text(g.name, style="bold reverse"),
         Text(g.endpoint, style="bold"),
@@ -396,12 +396,8 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
         # the program: "migrated 0" would read as "nothing to migrate".
         Text(f"migrated {_count(migrated)}") if g.migration else Text("no migration", style="yellow"),
         Text(f"fallback {_count(fallback)}"),
-        Text(f"slot misses {_count(g.slot_misses)}"),
-        Text(f"no live {_count(g.no_live)}"),
-        # Pinned modes only: why connections did not go to their CPU's or queue's member.
-        *([Text(f"pin fallbacks {_count(g.pin_fallbacks)}"), Text(f"unpinned {_count(g.pin_unassigned)}")]
-          if g.mode != "weighted" else []),
-        *([Text(f"unhashed {_count(g.rss_unhashed)}")] if g.mode == "rss" else []),
+        # The group's counters under their one name; the pin ones in pinned modes only.
+        *(Text(text) for text in counter_texts(g, _count)),
         Text(f"{len(g.members)} members" + (f" ({states})" if states else "")),
     ]
     lines: list[Text] = []

@@ -77,6 +77,14 @@ def parse_assignments(items: list[str], what: str = "weight") -> dict[str, int]:
     return out
 
 
+def drain_progress(queued: int, handshakes: Optional[int]) -> str:
+    """One progress line of a drain: what is queued on the member, and the
+    port's handshakes (not the member's: sock_diag cannot tell)."""
+    if handshakes is None:
+        return f"{queued} queued"
+    return f"{queued} queued, {handshakes} in handshake on the port"
+
+
 # Handlers ---------------------------------------------------------------------
 
 
@@ -113,9 +121,10 @@ def cmd_unload(env: Environment, args) -> ExitStatus:
 
 
 def _one_view(args):
-    from rpctl.controller import group
+    from rpctl.controller.group import resolve_group
+    from rpctl.controller.views import read_views
 
-    return group.views(group=group.resolve_group(args.group), with_queues=None)[0]
+    return read_views(group=resolve_group(args.group), with_queues=None)[0]
 
 
 def cmd_weights(env: Environment, args) -> ExitStatus:
@@ -137,16 +146,16 @@ def cmd_weights(env: Environment, args) -> ExitStatus:
 
 
 def cmd_drain(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller import drain, group
 
     name = group.set_draining(args.name, True, force=args.force, group=args.group)
     env.out(f"draining {args.name} in group {name}: it takes no new connection")
     if args.wait:
-        group.wait_drained(
+        drain.wait_drained(
             args.name,
             args.timeout,
             group=name,
-            progress=lambda q, h: env.err(f"{args.name}: {group.drain_progress(q, h)}"),
+            progress=lambda q, h: env.err(f"{args.name}: {drain_progress(q, h)}"),
         )
         env.out(f"{args.name} drained: its queue is empty")
     return ExitStatus.OK
@@ -161,9 +170,9 @@ def cmd_undrain(env: Environment, args) -> ExitStatus:
 
 
 def cmd_status(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller.views import read_views
 
-    views = group.views(group=args.group)
+    views = read_views(group=args.group)
     if args.json:
         from .views import status_json
 

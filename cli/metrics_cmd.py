@@ -66,9 +66,9 @@ class GroupCollector:
 
     def read(self):
         """The views of this scrape; raises what reading raises."""
-        from rpctl.controller import group as groups
+        from rpctl.controller import views
 
-        return groups.views(group=self.group, with_queues=True)
+        return views.read_views(group=self.group, with_queues=True)
 
     def collect(self):
         from .metrics_view import families

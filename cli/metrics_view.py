@@ -19,12 +19,9 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-from rpctl.controller.group import GroupView
+from rpctl.controller.views import GroupView
 
-from .views import GROUP_COUNTERS, STATE_STYLE
-
-# Every state a member can be in, one series each in rpctl_member_state.
-STATES = tuple(STATE_STYLE)
+from rpctl.controller.views import GROUP_COUNTERS, MEMBER_COUNTERS, STATES
 
 GROUP = ["group"]
 MEMBER = ["group", "member"]
@@ -45,24 +42,13 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         "rpctl_group", "A group: its endpoint, protocol, steering mode, program id and listener migration",
         labels=GROUP,
     )
-    counters = [
-        (CounterMetricFamily(f"rpctl_group_{name}", text, labels=GROUP), attr) for name, attr, text in GROUP_COUNTERS
+    # One family per counter of the one table, named after it.
+    group_counters = [
+        (CounterMetricFamily(f"rpctl_group_{c.name}", c.help, labels=GROUP), c.name) for c in GROUP_COUNTERS
     ]
-    selected = CounterMetricFamily(
-        "rpctl_member_selected", "New connections or datagrams steered to the member through its slots",
-        labels=MEMBER,
-    )
-    fallback = CounterMetricFamily(
-        "rpctl_member_fallback", "New connections or datagrams given to the member by the fallback over live members",
-        labels=MEMBER,
-    )
-    migrated = CounterMetricFamily(
-        "rpctl_member_migrated", "Queued connections of a closing listener placed on the member", labels=MEMBER
-    )
-    pinned = CounterMetricFamily(
-        "rpctl_member_pinned", "New connections or datagrams given to the member as the one of their CPU or queue",
-        labels=MEMBER,
-    )
+    member_counters = [
+        (CounterMetricFamily(f"rpctl_member_{c.name}", c.help, labels=MEMBER), c.name) for c in MEMBER_COUNTERS
+    ]
     weight = GaugeMetricFamily("rpctl_member_weight", "Weight of the member in the live table", labels=MEMBER)
     state = GaugeMetricFamily(
         "rpctl_member_state", f"1 for the member's state, 0 for the others ({', '.join(STATES)})",
@@ -86,15 +72,13 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 "migration": "true" if g.migration else "false",
             },
         )
-        for family, attr in counters:
-            family.add_metric([g.name], getattr(g, attr))
+        for family, name in group_counters:
+            family.add_metric([g.name], getattr(g, name))
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
-            selected.add_metric(labels, m.selected)
-            fallback.add_metric(labels, m.fallback)
-            migrated.add_metric(labels, m.migrated)
-            pinned.add_metric(labels, m.pinned)
+            for family, name in member_counters:
+                family.add_metric(labels, getattr(m, name))
             weight.add_metric(labels, m.weight)
             current = m.state
             for s in STATES:
@@ -102,5 +86,5 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
             if m.queue is not None:  # None: sock_diag did not find the socket (it closed)
                 queued.add_metric(labels, m.queue)
 
-    return [up_family, info, *(family for family, _ in counters), selected, fallback, migrated, pinned, weight,
-            state, queued_connections, queued_bytes]
+    return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
+            weight, state, queued_connections, queued_bytes]

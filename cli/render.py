@@ -12,11 +12,11 @@ from rich.console import Group as RenderGroup
 from rich.table import Table
 from rich.text import Text
 
-from rpctl.controller.group import GroupView, MemberView
+from rpctl.controller.views import GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .views import STATE_STYLE, mode_text, opt, pct, pin_text
+from .views import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text
 
 
 def state_text(m: MemberView) -> Text:
@@ -24,15 +24,7 @@ def state_text(m: MemberView) -> Text:
 
 
 def group_title(g: GroupView) -> str:
-    pinned = ""
-    if g.mode != "weighted":
-        pinned = f"  pin fallbacks {g.pin_fallbacks}  unpinned {g.pin_unassigned}"
-        if g.mode == "rss":
-            pinned += f"  unhashed {g.rss_unhashed}"
-    return (
-        f"group {g.name}  {g.endpoint}  prog {g.prog_id}  mode {mode_text(g)}  "
-        f"fallbacks {g.slot_misses}  no-live {g.no_live}{pinned}"
-    )
+    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g)])
 
 
 def _titled(title: str, lines: list[Text]) -> RenderGroup:

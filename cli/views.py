@@ -7,23 +7,28 @@ The JSON keys are a stable interface (snake_case, documented in README).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
-from rpctl.controller.group import GroupView, MemberView
 from rpctl.controller.pin_table import format_cpus
 from rpctl.controller.probe import Check
+from rpctl.controller.views import ACTIVE, DRAINED, DRAINING, GONE, GROUP_COUNTERS, Counter, GroupView, MemberView
 
 # Member state -> the rich style it is shown in (a name, not a rich object).
-STATE_STYLE = {"active": "green", "draining": "yellow", "drained": "cyan", "gone": "red"}
+STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
 
-# The group's counters: (name in `status --json` and in the metrics, GroupView attribute, help).
-GROUP_COUNTERS = (
-    ("slot_misses", "slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
-    ("no_live_member", "no_live", "Selections with no live member: the kernel chose the socket"),
-    ("pin_fallbacks", "pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
-    ("pin_unassigned", "pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
-    ("rss_unhashed", "rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
-)
+# Group counters that only mean something in some modes: name -> the modes that show it.
+_COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
+
+
+def shown_counters(g: GroupView) -> list[Counter]:
+    """The group counters a screen shows for g's mode (JSON and metrics always have every one)."""
+    return [c for c in GROUP_COUNTERS if g.mode in _COUNTER_MODES.get(c.name, (g.mode,))]
+
+
+def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:
+    """"slot misses 5", ...: each shown counter under its one name, as the status title and
+    the dashboard write it."""
+    return [f"{c.label} {count(getattr(g, c.name))}" for c in shown_counters(g)]
 
 
 def pct(x: Optional[float]) -> str:
@@ -78,7 +83,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "migration": g.migration,
         "generation": g.gen,
         "published_ns": g.published_ns,
-        "counters": {name: getattr(g, attr) for name, attr, _ in GROUP_COUNTERS},
+        "counters": g.counters,
         "members": [member_json(m) for m in g.members],
     }
 

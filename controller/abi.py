@@ -113,7 +113,7 @@ class RpGroupStats(ctypes.Structure):
 
     _fields_ = [
         ("slot_misses", u64),
-        ("no_live", u64),
+        ("no_live_member", u64),
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),

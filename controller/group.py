@@ -16,11 +16,11 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
 from . import abi, bpfsys, pin_table, probe, slot_table, sockets
-from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError, WaitTimeout
+from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
 from .state import Layout, check_group_name
 
@@ -28,71 +28,6 @@ MAX_WEIGHT = 10000
 DEFAULT_WEIGHT = 1
 
 PROG_PIN = "prog"
-
-
-@dataclass
-class MemberView:
-    """One member as status, weights and the dashboard show it."""
-
-    index: int
-    name: str
-    pid: int
-    fd: int
-    cookie: int
-    weight: int
-    draining: bool
-    gone: bool
-    selected: int
-    fallback: int
-    migrated: int
-    since_publish: int          # selections since the live table was published
-    target_share: float         # of the live table
-    observed_share: Optional[float] = None  # since the live table was published
-    queue: Optional[int] = None  # accept-queue depth (TCP) or bytes queued (UDP)
-    registered_ns: int = 0
-    pinned: int = 0             # chosen as the member of its CPU or RSS queue
-    pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
-
-    @property
-    def state(self) -> str:
-        if self.gone:
-            return "gone"
-        if self.draining:
-            return "drained" if self.queue == 0 else "draining"
-        return "active"
-
-
-@dataclass
-class GroupView:
-    name: str
-    proto: str
-    family: int
-    addr: str
-    port: int
-    prog_id: int
-    gen: int
-    mode: str
-    published_ns: int
-    created_ns: int
-    migration: bool = True
-    members: list[MemberView] = field(default_factory=list)
-    slot_misses: int = 0
-    no_live: int = 0
-    pin_dev: str = ""           # rss mode: the device whose queues are pinned
-    pin_fallbacks: int = 0      # pinned member draining or gone: the weighted table chose
-    pin_unassigned: int = 0     # CPU or queue with no member pinned: the weighted table chose
-    rss_unhashed: int = 0       # rss mode: packet whose NIC hash could not be recomputed
-
-    @property
-    def endpoint(self) -> str:
-        host = f"[{self.addr}]" if self.family == socket.AF_INET6 else self.addr
-        return f"{self.proto}:{host}:{self.port}"
-
-    def member(self, name: str) -> MemberView:
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise NotFound(f"no member {name!r} in group {self.name!r}")
 
 
 def _now_ns() -> int:
@@ -200,14 +135,10 @@ class Group:
         value = self.maps["socks"].get(index, ctypes.c_uint64)
         return None if value is None else value.value
 
-    def member_totals(self) -> list[tuple[int, int, int, int]]:
-        """(selected, fallback, migrated, pinned) per index, summed over CPUs."""
+    def member_totals(self) -> list[dict[str, int]]:
+        """Every member counter (rp_member_stats' fields) per index, summed over CPUs."""
         rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS)
-        return [
-            (sum(c.selected for c in cpus), sum(c.fallback for c in cpus), sum(c.migrated for c in cpus),
-             sum(c.pinned for c in cpus))
-            for cpus in rows
-        ]
+        return [{name: sum(getattr(c, name) for c in cpus) for name, _ in abi.RpMemberStats._fields_} for cpus in rows]
 
     def group_totals(self) -> dict[str, int]:
         """Every group counter (rp_group_stats' fields), summed over CPUs."""
@@ -229,80 +160,6 @@ class Group:
             return bpfsys.prog_info(fd).id
         finally:
             os.close(fd)
-
-    def view(self, with_queues: Optional[bool] = True) -> GroupView:
-        """with_queues=None reads queue depths only when a member is
-        draining (its state, draining or drained, depends on it): a sock_diag
-        dump per address family, which most reads can skip."""
-        ctl = self.ctl()
-        gen = ctl.gen & 1
-        gen_info = self.maps["gens"].get(gen, abi.RpGen)
-        totals = self.member_totals()
-        counters = self.group_totals()
-        proto = "tcp" if ctl.proto == abi.RP_PROTO_TCP else "udp"
-        view = GroupView(
-            name=self.name,
-            proto=proto,
-            family=ctl.family,
-            addr=sockets.addr_from_bytes(ctl.family, bytes(ctl.addr)),
-            port=ctl.port,
-            prog_id=self.prog_id(),
-            gen=gen,
-            mode=pin_table.mode_name(gen_info.mode) if gen_info else "weighted",
-            published_ns=gen_info.published_ns if gen_info else 0,
-            created_ns=ctl.created_ns,
-            migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
-            slot_misses=counters["slot_misses"],
-            no_live=counters["no_live"],
-            pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
-            pin_fallbacks=counters["pin_fallbacks"],
-            pin_unassigned=counters["pin_unassigned"],
-            rss_unhashed=counters["rss_unhashed"],
-        )
-        pins = pin_table.pins_by_member(gen_info)
-        live_weights: dict[int, int] = {}
-        for idx, m in enumerate(self.members()):
-            pol = m.policy[gen]
-            if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
-                continue
-            selected, fallback, migrated, pinned = totals[idx]
-            total = selected + fallback + migrated + pinned
-            member = MemberView(
-                index=idx,
-                name=_name_of(m),
-                pid=m.pid,
-                fd=m.fd,
-                cookie=m.cookie,
-                weight=pol.weight,
-                draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
-                gone=self.socket_cookie(idx) != m.cookie,
-                selected=selected,
-                fallback=fallback,
-                migrated=migrated,
-                pinned=pinned,
-                pins=pins.get(idx, []),
-                since_publish=max(0, total - m.base_selections[gen]),
-                target_share=0.0,
-                registered_ns=m.registered_ns,
-            )
-            view.members.append(member)
-            if not member.draining and not member.gone and member.weight > 0:
-                live_weights[idx] = member.weight
-        weight_sum = sum(live_weights.values())
-        since_sum = sum(m.since_publish for m in view.members)
-        for member in view.members:
-            member.target_share = live_weights.get(member.index, 0) / weight_sum if weight_sum else 0.0
-            member.observed_share = member.since_publish / since_sum if since_sum else None
-        if with_queues is None:
-            with_queues = any(m.draining for m in view.members)
-        if with_queues and view.members:
-            from . import diag
-
-            proto_num = socket.IPPROTO_TCP if proto == "tcp" else socket.IPPROTO_UDP
-            depths = diag.queue_depths(proto_num, [m.cookie for m in view.members], port=view.port)
-            for member in view.members:
-                member.queue = depths.get(member.cookie)
-        return view
 
     # Writing (callers hold the group lock) --------------------------------
 
@@ -352,7 +209,7 @@ class Group:
         for idx, pol in final.items():
             m = members[idx]
             m.policy[nxt] = pol if pol is not None else abi.RpPolicy(0, 0)
-            m.base_selections[nxt] = sum(totals[idx])
+            m.base_selections[nxt] = sum(totals[idx].values())
             self.maps["members"].put(idx, m)
 
         _failpoint("before-flip")
@@ -693,62 +550,6 @@ def set_draining(name: str, draining: bool, force: bool = False, group: Optional
     return _write(group, layout, apply)
 
 
-def wait_drained(
-    name: str,
-    timeout: float,
-    group: Optional[str] = None,
-    layout: Optional[Layout] = None,
-    progress: Optional[Callable[[int, Optional[int]], None]] = None,
-    interval: float = 0.1,
-) -> None:
-    """Return when a draining member's queue is empty; WaitTimeout otherwise.
-
-    progress(queued, in_handshake) is called when either changes; in_handshake
-    counts the whole port's TCP handshakes (sock_diag cannot tell whose they
-    are; on a listener that closes the program places them), None for UDP."""
-    layout = layout or Layout()
-    group = resolve_group(group, layout)
-    deadline = time.monotonic() + timeout
-    last = None
-    with Group.open(group, layout) as g:
-        tcp = g.ctl().proto == abi.RP_PROTO_TCP
-        while True:
-            view = g.view()
-            member = view.member(name)
-            if not member.draining:
-                raise InvalidInput(f"wait for {name}: it is not draining (run `rpctl drain {name}` first)")
-            if member.gone or member.queue == 0:
-                return
-            if progress:
-                # The port's handshakes: one more dump, only for someone who shows it.
-                shaking = _handshakes(view.port) if tcp else None
-                if (member.queue, shaking) != last:
-                    progress(member.queue or 0, shaking)
-                    last = (member.queue, shaking)
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"drain {name}: still {member.queue} queued after {timeout:g}s; it takes no new connection"
-                )
-            time.sleep(interval)
-
-
-def drain_progress(queued: int, handshakes: Optional[int]) -> str:
-    """One progress line of a drain: what is queued on the member, and the
-    port's handshakes (not the member's: sock_diag cannot tell)."""
-    if handshakes is None:
-        return f"{queued} queued"
-    return f"{queued} queued, {handshakes} in handshake on the port"
-
-
-def _handshakes(port: int) -> Optional[int]:
-    from . import diag
-
-    try:
-        return diag.handshakes(port)
-    except (OSError, RuntimeError):
-        return None  # progress only: the wait itself goes on
-
-
 def group_sockets(g: Group) -> Iterable[socket.socket]:
     """Sockets of the group we can take: from the members' recorded (pid, fd),
     then from any process sock_diag shows holding a member's socket."""
@@ -809,16 +610,3 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
             )
         layout.remove_group_dir(group)
         return group, detached
-
-
-def views(
-    group: Optional[str] = None, layout: Optional[Layout] = None, with_queues: Optional[bool] = True
-) -> list[GroupView]:
-    """Views of one group, or of every group of this namespace."""
-    layout = layout or Layout(root=None)
-    names = [resolve_group(group, layout)] if group is not None else layout.groups()
-    out = []
-    for name in names:
-        with Group.open(name, layout) as g:
-            out.append(g.view(with_queues=with_queues))
-    return out

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import abi, probe
+from . import abi, probe, views
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
@@ -283,7 +283,7 @@ class Launcher:
         """Find the group of this address (or the one named) and refuse names
         a live member already has: two launchers must not steal each other's
         members.  A member whose socket is gone is taken over."""
-        existing = {v.name: v for v in groups.views(with_queues=False)}
+        existing = {v.name: v for v in views.read_views(with_queues=False)}
         if self.group is None:
             matching = [
                 v for v in existing.values()
@@ -550,7 +550,7 @@ class Launcher:
 
     def _unload_if_empty(self) -> None:
         try:
-            (view,) = groups.views(group=self.group, with_queues=False)
+            (view,) = views.read_views(group=self.group, with_queues=False)
             if view.members:
                 self.log(f"left group {self.group} in place: {len(view.members)} other members are in it")
                 return

@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from . import abi, rss
 from .errors import InvalidInput, NotFound, RpctlError
-from .group import Group, GroupView, _write, resolve_group, views
+from .group import Group, _write
+from .views import GroupView, read_group, read_view
 from .pin_table import WEIGHTED, PinPlan, assign_from_affinity, assign_from_map, format_cpus, parse_cpus, queue_assignment
 from .state import Layout
 
@@ -80,7 +81,7 @@ def pin_cpu(
     online = online if online is not None else online_cpus()
 
     def apply(g: Group, members: list[abi.RpMember]) -> PinResult:
-        view = g.view(with_queues=False)
+        view = read_group(g, with_queues=False)
         assignment = _cpu_assignment(view, mapping, online, affinity)
         index = _index(view)
         g.publish({}, members, pin=PinPlan(abi.RP_MODE_CPU, {cpu: index[n] for cpu, n in assignment.items()}))
@@ -102,7 +103,7 @@ def pin_rss(
     online = online if online is not None else online_cpus()
 
     def apply(g: Group, members: list[abi.RpMember]) -> PinResult:
-        view = g.view(with_queues=False)
+        view = read_group(g, with_queues=False)
         flags = rss.steering_flags(info, view.proto, view.family)
         cpu_members = _cpu_assignment(view, mapping, online, affinity)
         queues, unassigned = queue_assignment(info.queue_cpus(), cpu_members)
@@ -126,7 +127,7 @@ def pin_off(group: Optional[str] = None, layout: Optional[Layout] = None) -> tup
     """Back to weighted selection; returns (group, the mode it was in)."""
 
     def apply(g: Group, members: list[abi.RpMember]) -> tuple[str, str]:
-        was = g.view(with_queues=False).mode
+        was = read_group(g, with_queues=False).mode
         if was != "weighted":
             g.publish({}, members, pin=WEIGHTED)
         return g.name, was
@@ -172,7 +173,7 @@ def explain_rss(
     view = None
     try:
         layout = layout or Layout(root=None)
-        view = views(group=resolve_group(group, layout), layout=layout, with_queues=False)[0]
+        view = read_view(group, layout, with_queues=False)
     except NotFound as e:
         if group is not None:
             raise

@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import diag, discover
+from . import diag, discover, drain, views
 from . import group as groups
 from .errors import InvalidInput, NotFound, RpctlError, UsageError, WaitTimeout
 from .launcher import describe_exit, expand_name
@@ -152,8 +152,8 @@ class _Restart:
         self.opts = opts
         self.log = log
 
-    def _view(self) -> groups.GroupView:
-        (view,) = groups.views(group=self.group, layout=self.layout, with_queues=True)
+    def _view(self) -> views.GroupView:
+        (view,) = views.read_views(group=self.group, layout=self.layout, with_queues=True)
         return view
 
     def plan(self, names: Sequence[str], others_must_serve: bool = True) -> list[_Job]:
@@ -227,12 +227,12 @@ class _Restart:
     def _wait_drained(self, jobs: list[_Job]) -> None:
         deadline = time.monotonic() + self.opts.drain_timeout
         for j in jobs:
-            groups.wait_drained(
+            drain.wait_drained(
                 j.name,
                 max(0.0, deadline - time.monotonic()),
                 group=self.group,
                 layout=self.layout,
-                progress=lambda q, h, n=j.name: self.log(f"{n}: {groups.drain_progress(q, h)}"),
+                progress=lambda q, h, n=j.name: self.log(f"{n}: {q} queued" + ("" if h is None else f", {h} in handshake on the port")),
             )
             self.log(f"{j.name}: drained")
 
@@ -394,7 +394,7 @@ def rollout(
     layout = layout or Layout()
     gname = groups.resolve_group(group, layout)
     r = _Restart(gname, layout, opts or RestartOptions(), log)
-    (view,) = groups.views(group=gname, layout=layout, with_queues=False)
+    (view,) = views.read_views(group=gname, layout=layout, with_queues=False)
     names = [m.name for m in view.members]
     if not names:
         raise NotFound(f"rollout: group {gname!r} has no members")

@@ -30,6 +30,25 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
+PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+
+
+def proto_name(number: int) -> str:
+    """IPPROTO_TCP -> "tcp", IPPROTO_UDP -> "udp" (rp_ctl.proto holds the same numbers)."""
+    return PROTO_NAMES[number]
+
+
+def proto_number(name: str) -> int:
+    """ "tcp" -> IPPROTO_TCP, "udp" -> IPPROTO_UDP."""
+    return socket.IPPROTO_TCP if name == "tcp" else socket.IPPROTO_UDP
+
+
+def endpoint_text(proto: str, family: int, addr: str, port: int) -> str:
+    """How rpctl writes an endpoint everywhere: tcp:127.0.0.1:8080, udp:[::1]:53."""
+    host = f"[{addr}]" if family == socket.AF_INET6 else addr
+    return f"{proto}:{host}:{port}"
+
+
 @dataclass(frozen=True)
 class SocketInfo:
     family: int        # AF_INET / AF_INET6
@@ -42,12 +61,11 @@ class SocketInfo:
 
     @property
     def proto_name(self) -> str:
-        return "tcp" if self.proto == socket.IPPROTO_TCP else "udp"
+        return proto_name(self.proto)
 
     @property
     def endpoint(self) -> str:
-        host = f"[{self.addr}]" if self.family == socket.AF_INET6 else self.addr
-        return f"{self.proto_name}:{host}:{self.port}"
+        return endpoint_text(self.proto_name, self.family, self.addr, self.port)
 
 
 def take_fd(pid: int, fd: int) -> int:

@@ -25,6 +25,7 @@ from typing import Callable, Mapping
 from rich.table import Table
 
 from rpctl.controller import group as groups
+from rpctl.controller import views
 from rpctl.controller import probe
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlError
 from rpctl.controller.launcher import Launcher
@@ -53,7 +54,7 @@ def steps(names: list[str]) -> list[Step]:
     ]
 
 
-def shares_table(title: str, view: groups.GroupView, counts: Mapping[str, int], count_column: str = "") -> Table:
+def shares_table(title: str, view: views.GroupView, counts: Mapping[str, int], count_column: str = "") -> Table:
     """Pure: each worker's state, weight, target share and observed share of `counts`."""
     total = sum(counts.values())
     t = Table(title=title, title_justify="left")
@@ -67,7 +68,7 @@ def shares_table(title: str, view: groups.GroupView, counts: Mapping[str, int], 
     return t
 
 
-def step_table(title: str, view: groups.GroupView, tally: loadgen.Tally, elapsed: float) -> Table:
+def step_table(title: str, view: views.GroupView, tally: loadgen.Tally, elapsed: float) -> Table:
     """Pure: one step's shares as the load generator saw them."""
     failed = sum(tally.failures.values())
     heading = f"{title}: {tally.total_ok()} connections, {failed} failed, {elapsed:.1f}s"
@@ -158,7 +159,7 @@ def _wait_for_members(group_name: str, names: set, thread: threading.Thread, fai
         if not thread.is_alive():
             raise RpctlError("demo: the launcher stopped before its workers were registered")
         try:
-            (view,) = groups.views(group=group_name, with_queues=False)
+            (view,) = views.read_views(group=group_name, with_queues=False)
             if {m.name for m in view.members if not m.gone} >= names:
                 return
         except (NotFound, ValueError):
@@ -192,7 +193,7 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
                 step.action(group_name)
                 current[0] = f"demo step {i}/4: {step.title}"
                 tally = loadgen.run_tcp("127.0.0.1", args.port, duration=args.step_seconds, concurrency=4, stop=stop)
-                view = groups.views(group=group_name)[0]
+                view = views.read_views(group=group_name)[0]
                 failed[0] += sum(tally.failures.values())
                 done.append(step_table(step.title, view, tally, tally.elapsed))
                 if not live:

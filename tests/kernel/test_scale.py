@@ -19,7 +19,7 @@ import pytest
 from netns import fresh_netns
 from traffic import ExtraRuns, Members, tcp_connections
 
-from rpctl.controller import abi, group, slot_table
+from rpctl.controller import abi, group, slot_table, views
 from rpctl.controller.errors import InvalidInput
 
 PORT = 7500
@@ -41,8 +41,8 @@ def full():
             members.close()
 
 
-def view(name: str) -> group.GroupView:
-    return group.views(group=name)[0]
+def view(name: str) -> views.GroupView:
+    return views.read_views(group=name)[0]
 
 
 def test_the_limit_is_256_and_a_257th_member_is_refused(full, rpctl):
@@ -111,7 +111,7 @@ def test_dashboard_view_of_256_members(full):
 
     _, name = full
     history = History()
-    snap = Snapshot(time=time.monotonic(), groups=group.views(group=name))
+    snap = Snapshot(time=time.monotonic(), groups=views.read_views(group=name))
     history.update(snap)
 
     def lines(width: int, height: int) -> list[str]:

@@ -19,8 +19,10 @@ from rich.console import Console
 from rpctl.cli import render, views
 from rpctl.cli.main import Environment, build_parser, parse_assignments, run
 from rpctl.controller import errors, group, probe
+from rpctl.controller import views as read_model
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, RpctlError
-from rpctl.controller.group import GroupView, MemberView, check_member_name, check_weight
+from rpctl.controller.group import check_member_name, check_weight
+from rpctl.controller.views import GroupView, MemberView
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +69,7 @@ def group_view(members=None, **kw) -> GroupView:
     fields = {
         "name": "tcp-18080", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
         "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 1_700_000_000_000_000_000,
-        "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live": 6, "pin_fallbacks": 7,
+        "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7,
         "pin_unassigned": 8, "rss_unhashed": 9,
     }
     view = GroupView(**{**fields, **kw})
@@ -202,7 +204,7 @@ def no_group(monkeypatch):
         raise PermissionDenied(f"{what}: needs root (or CAP_BPF and CAP_NET_ADMIN)")
 
     monkeypatch.setattr(group, "resolve_group", no_group)
-    monkeypatch.setattr(group, "views", no_group)
+    monkeypatch.setattr(read_model, "read_views", no_group)
     monkeypatch.setattr(probe, "require_bpf_privileges", no_caps)
 
 
@@ -387,7 +389,7 @@ def test_permission_oserror_exits_5(monkeypatch, code):
     def views(group=None):
         raise OSError(code, "Operation not permitted", "/sys/fs/bpf/rpctl")
 
-    monkeypatch.setattr(group, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
     status, _, err = invoke(["status"])
     assert status == ExitStatus.PERMISSION == 5
     line = assert_one_error_line(err)
@@ -398,7 +400,7 @@ def _explode(monkeypatch, exc: BaseException):
     def views(group=None):
         raise exc
 
-    monkeypatch.setattr(group, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
 
 
 def test_unexpected_exception_exits_1(monkeypatch):
@@ -440,14 +442,14 @@ def test_interrupt_exits_130(monkeypatch):
 
 def test_status_with_no_group(monkeypatch):
     calls = []
-    monkeypatch.setattr(group, "views", lambda group=None: calls.append(group) or [])
+    monkeypatch.setattr(read_model, "read_views", lambda group=None: calls.append(group) or [])
     status, out, err = invoke(["status"])
     assert (status, out, err) == (0, "no group in this network namespace\n", "")
     assert calls == [None]
 
 
 def test_status_json_with_no_group(monkeypatch):
-    monkeypatch.setattr(group, "views", lambda group=None: [])
+    monkeypatch.setattr(read_model, "read_views", lambda group=None: [])
     status, out, err = invoke(["status", "--json"])
     assert status == 0 and err == ""
     assert json.loads(out) == {"groups": []}
@@ -467,7 +469,7 @@ def test_status_of_a_missing_group(monkeypatch):
         calls.append(group)
         raise NotFound(f"no group {group!r} in this network namespace")
 
-    monkeypatch.setattr(group, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
     status, _, err = invoke(["status", "--group", "web"])
     assert status == 3
     assert assert_one_error_line(err) == "rpctl: no group 'web' in this network namespace"
@@ -476,7 +478,7 @@ def test_status_of_a_missing_group(monkeypatch):
 
 def test_status_prints_tables_and_json(monkeypatch):
     view = group_view()
-    monkeypatch.setattr(group, "views", lambda group=None: [view])
+    monkeypatch.setattr(read_model, "read_views", lambda group=None: [view])
     status, out, err = invoke(["status"])
     assert status == 0 and err == ""
     for name, state_ in STATES.items():
@@ -501,7 +503,7 @@ def test_weights_sets_then_shows(monkeypatch):
 
     monkeypatch.setattr(group, "set_weights", set_weights)
     monkeypatch.setattr(group, "resolve_group", lambda name: "web" if name in (None, "web") else None)
-    monkeypatch.setattr(group, "views", lambda group=None, with_queues=True: [view] if group == "web" else [])
+    monkeypatch.setattr(read_model, "read_views", lambda group=None, with_queues=True: [view] if group == "web" else [])
     status, out, err = invoke(["weights", "worker-1=3", "worker-2=0", "-g", "web", "--json"])
     assert status == 0 and err == ""
     assert calls == [({"worker-1": 3, "worker-2": 0}, "web")]

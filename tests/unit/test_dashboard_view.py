@@ -18,13 +18,14 @@ from rpctl.cli import dashboard, dashboard_view
 from rpctl.cli.dashboard_view import History, Snapshot, choose_columns, render, sparkline
 from rpctl.cli.main import Environment
 from rpctl.controller import group as groups
+from rpctl.controller import views as read_model
 from rpctl.controller.errors import InvalidInput, NotFound
-from rpctl.controller.group import GroupView, MemberView
+from rpctl.controller.views import GroupView, MemberView
 
 
 @pytest.fixture(autouse=True)
 def no_system(refuse_system, monkeypatch):
-    monkeypatch.setattr(groups, "views", refuse_system)
+    monkeypatch.setattr(read_model, "read_views", refuse_system)
 
 
 def member(index: int, name: str, **kw) -> MemberView:
@@ -40,7 +41,7 @@ def group_view(members, **kw) -> GroupView:
     fields = {
         "name": "web", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
         "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 0, "created_ns": 0,
-        "slot_misses": 5, "no_live": 6,
+        "slot_misses": 5, "no_live_member": 6,
     }
     view = GroupView(**{**fields, **kw})
     view.members = list(members)
@@ -108,7 +109,7 @@ def test_80x24_shows_every_member_state_and_share():
     assert re.search(r"25\.0%\s+10\.0%\s+100\b", row1), row1
     assert "tcp:127.0.0.1:18080" in text and "prog 42" in text and "weighted" in text
     assert "1000 conn/s" in text  # the group's total
-    assert "slot misses 5" in text and "no live 6" in text
+    assert "slot misses 5" in text and "no live member 6" in text
     assert "migrated 66" in text and "fallback 42" in text  # sums over members
 
 
@@ -381,7 +382,7 @@ def test_without_a_terminal_one_frame_is_printed(monkeypatch):
         polls.append(group)
         return [four(len(polls))]
 
-    monkeypatch.setattr(groups, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
     status = dashboard.run(env, parse("--interval", "0.05"))
     out = env.stdout.getvalue()
@@ -422,7 +423,7 @@ def test_a_group_unloaded_while_watched_is_shown_removed(monkeypatch):
             raise NotFound("no group 'web' in this network namespace")
         return [four(1)]
 
-    monkeypatch.setattr(groups, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
     monkeypatch.setattr(groups, "resolve_group", lambda name, layout=None: name)
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
     assert dashboard.run(env, parse("--group", "web", "--interval", "0.05")) == 0

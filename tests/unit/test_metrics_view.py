@@ -26,6 +26,7 @@ from rpctl.cli import metrics_cmd
 from rpctl.cli.main import Environment, run
 from rpctl.cli.metrics_view import STATES, families
 from rpctl.controller import group as groups
+from rpctl.controller import views as read_model
 from rpctl.controller.errors import ExitStatus, NotFound, StateError
 from test_cli import STATES as MEMBER_STATES
 from test_cli import assert_one_error_line, group_view, invoke, member
@@ -36,7 +37,7 @@ NAME_RE = re.compile(r"^rpctl_[a-z][a-z0-9_]*$")
 
 @pytest.fixture(autouse=True)
 def no_system(refuse_system, monkeypatch):
-    monkeypatch.setattr(groups, "views", refuse_system)
+    monkeypatch.setattr(read_model, "read_views", refuse_system)
     monkeypatch.setattr(groups, "resolve_group", refuse_system)
 
 
@@ -171,7 +172,7 @@ def test_collector_reads_at_every_scrape_and_reports_a_failure_once(monkeypatch)
             raise answer
         return answer
 
-    monkeypatch.setattr(groups, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
     log = []
     collector = metrics_cmd.GroupCollector("web", log.append)
     ups = [samples(scrape(collector.collect())["rpctl_up"])[()] for _ in answers]
@@ -186,7 +187,7 @@ def test_collector_reports_damaged_state_and_os_errors_as_not_up(monkeypatch):
         def views(group=None, with_queues=True, exc=exc):
             raise exc
 
-        monkeypatch.setattr(groups, "views", views)
+        monkeypatch.setattr(read_model, "read_views", views)
         log = []
         got = scrape(metrics_cmd.GroupCollector(None, log.append).collect())
         assert samples(got["rpctl_up"]) == {(): 0.0}
@@ -231,7 +232,7 @@ def test_unknown_group_exits_3(monkeypatch):
 
 
 def test_address_in_use_exits_4(monkeypatch):
-    monkeypatch.setattr(groups, "views", lambda group=None, with_queues=True: [])
+    monkeypatch.setattr(read_model, "read_views", lambda group=None, with_queues=True: [])
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -252,7 +253,7 @@ def test_serves_until_sigterm_and_exits_0(monkeypatch):
         reads.append(group)
         return [view]
 
-    monkeypatch.setattr(groups, "views", views)
+    monkeypatch.setattr(read_model, "read_views", views)
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
     main_thread = threading.get_ident()
     scraped = []

@@ -14,7 +14,7 @@ from rpctl.cli import dashboard_view, pin_cmd, render, views
 from rpctl.cli.main import Environment, run
 from rpctl.controller import pin, rss
 from rpctl.controller.errors import ExitStatus
-from rpctl.controller.group import GroupView, MemberView
+from rpctl.controller.views import GroupView, MemberView
 
 
 @pytest.fixture(autouse=True)
@@ -164,11 +164,11 @@ def text_of(renderable, width: int) -> str:
 def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
     text = text_of(render.status_table(pinned_view("cpu")), 80)
     words = " ".join(text.split())  # the title wraps at 80 columns
-    assert "mode cpu" in words and "pin fallbacks 3" in words and "unpinned 4" in words
+    assert "mode cpu" in words and "pin fallbacks 3" in words and "pin unassigned 4" in words
     assert "cpu 0,2" in text and "cpu 1" in text and "worker-3" in text
     assert all(len(line) <= 80 for line in text.splitlines())
     rss_text = text_of(render.status_table(pinned_view("rss")), 80)
-    assert "mode rss eth0" in rss_text and "queue 0,2" in rss_text and "unhashed 5" in " ".join(rss_text.split())
+    assert "mode rss eth0" in rss_text and "queue 0,2" in rss_text and "rss unhashed 5" in " ".join(rss_text.split())
 
 
 def test_status_json_in_a_pinned_mode():
@@ -187,7 +187,7 @@ def test_dashboard_pin_column_header_and_mode_event():
     events = history.update(snap)
     assert [(e.kind, e.text) for e in events] == [("mode", "mode weighted -> rss eth0")]
     text = text_of(dashboard_view.render(snap, history, 160, 40), 160)
-    assert "tcp rss eth0" in text and "pin fallbacks 3" in text and "unhashed 5" in text
+    assert "tcp rss eth0" in text and "pin fallbacks 3" in text and "rss unhashed 5" in text
     row = next(line for line in text.splitlines() if line.startswith("worker-1 "))
     assert row.rstrip().endswith("queue 0,2")
     row3 = next(line for line in text.splitlines() if line.startswith("worker-3 "))

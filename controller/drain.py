@@ -1,0 +1,67 @@
+"""Waiting for a draining member: its queue empty, or its socket gone.
+
+Draining itself is a write (group.set_draining); this module only reads,
+through the read model, until the member has nothing left to serve.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from . import abi
+from .errors import InvalidInput, WaitTimeout
+from .group import Group, resolve_group
+from .state import Layout
+from .views import read_group
+
+# progress(queued, in_handshake): see wait_drained.
+Progress = Callable[[int, Optional[int]], None]
+
+
+def wait_drained(
+    name: str,
+    timeout: float,
+    group: Optional[str] = None,
+    layout: Optional[Layout] = None,
+    progress: Optional[Progress] = None,
+    interval: float = 0.1,
+) -> None:
+    """Return when a draining member's queue is empty; WaitTimeout otherwise.
+
+    progress(queued, in_handshake) is called when either changes; in_handshake
+    counts the whole port's TCP handshakes (sock_diag cannot tell whose they
+    are; on a listener that closes the program places them), None for UDP."""
+    layout = layout or Layout()
+    group = resolve_group(group, layout)
+    deadline = time.monotonic() + timeout
+    last = None
+    with Group.open(group, layout) as g:
+        tcp = g.ctl().proto == abi.RP_PROTO_TCP
+        while True:
+            view = read_group(g)
+            member = view.member(name)
+            if not member.draining:
+                raise InvalidInput(f"wait for {name}: it is not draining (run `rpctl drain {name}` first)")
+            if member.gone or member.queue == 0:
+                return
+            if progress:
+                # The port's handshakes: one more dump, only for someone who shows it.
+                shaking = _handshakes(view.port) if tcp else None
+                if (member.queue, shaking) != last:
+                    progress(member.queue or 0, shaking)
+                    last = (member.queue, shaking)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"drain {name}: still {member.queue} queued after {timeout:g}s; it takes no new connection"
+                )
+            time.sleep(interval)
+
+
+def _handshakes(port: int) -> Optional[int]:
+    from . import diag
+
+    try:
+        return diag.handshakes(port)
+    except (OSError, RuntimeError):
+        return None  # progress only: the wait itself goes on

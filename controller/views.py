@@ -1,0 +1,231 @@
+"""The read model: what a group and its members look like to every reader.
+
+status, weights, the dashboard, the metrics exporter and the write
+commands' checks all read groups through here, so they never disagree on
+a member's state or a counter's name.
+
+One name per counter, from C to the screen: COUNTERS' names are the fields
+of struct rp_group_stats and rp_member_stats in bpf/rpctl.h, the
+attributes of GroupView and MemberView, the keys of `status --json`, the
+metric names (rpctl_group_<name>_total, rpctl_member_<name>_total) and,
+with spaces for underscores, the labels on screen.
+
+Reading takes no lock: every view is built from one read of the live
+generation, which a writer replaces with one map update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import abi, pin_table, sockets
+from .errors import NotFound
+from .group import Group, resolve_group
+from .state import Layout
+
+# A member's states, in the order they are listed everywhere.
+ACTIVE, DRAINING, DRAINED, GONE = "active", "draining", "drained", "gone"
+STATES = (ACTIVE, DRAINING, DRAINED, GONE)
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A counter of the program: `name` is its C field, attribute, JSON key and metric name."""
+
+    name: str
+    help: str
+
+    @property
+    def label(self) -> str:
+        """How a screen writes it: the name with spaces."""
+        return self.name.replace("_", " ")
+
+
+# struct rp_group_stats, in its order.
+GROUP_COUNTERS = (
+    Counter("slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
+    Counter("no_live_member", "Selections with no live member: the kernel chose the socket"),
+    Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
+    Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
+    Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+)
+
+# struct rp_member_stats, in its order.
+MEMBER_COUNTERS = (
+    Counter("selected", "New connections or datagrams steered to the member through its slots"),
+    Counter("fallback", "New connections or datagrams given to the member by the fallback over live members"),
+    Counter("migrated", "Queued connections of a closing listener placed on the member"),
+    Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
+)
+
+
+@dataclass
+class MemberView:
+    """One member as status, weights, the dashboard and the metrics show it."""
+
+    index: int
+    name: str
+    pid: int
+    fd: int
+    cookie: int
+    weight: int
+    draining: bool
+    gone: bool
+    selected: int
+    fallback: int
+    migrated: int
+    since_publish: int          # selections since the live table was published
+    target_share: float         # of the live table
+    observed_share: Optional[float] = None  # since the live table was published
+    queue: Optional[int] = None  # accept-queue depth (TCP) or bytes queued (UDP)
+    registered_ns: int = 0
+    pinned: int = 0             # chosen as the member of its CPU or RSS queue
+    pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+
+    @property
+    def state(self) -> str:
+        if self.gone:
+            return GONE
+        if self.draining:
+            return DRAINED if self.queue == 0 else DRAINING
+        return ACTIVE
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {c.name: getattr(self, c.name) for c in MEMBER_COUNTERS}
+
+
+@dataclass
+class GroupView:
+    name: str
+    proto: str
+    family: int
+    addr: str
+    port: int
+    prog_id: int
+    gen: int
+    mode: str
+    published_ns: int
+    created_ns: int
+    migration: bool = True
+    members: list[MemberView] = field(default_factory=list)
+    slot_misses: int = 0
+    no_live_member: int = 0
+    pin_dev: str = ""           # rss mode: the device whose queues are pinned
+    pin_fallbacks: int = 0
+    pin_unassigned: int = 0
+    rss_unhashed: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return sockets.endpoint_text(self.proto, self.family, self.addr, self.port)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {c.name: getattr(self, c.name) for c in GROUP_COUNTERS}
+
+    def member(self, name: str) -> MemberView:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise NotFound(f"no member {name!r} in group {self.name!r}")
+
+
+def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
+    """The view of an open group.  with_queues=None reads queue depths only
+    when a member is draining (its state, draining or drained, depends on
+    it): a sock_diag dump per address family, which most reads can skip."""
+    ctl = g.ctl()
+    gen = ctl.gen & 1
+    gen_info = g.maps["gens"].get(gen, abi.RpGen)
+    totals = g.member_totals()
+    group_totals = g.group_totals()
+    view = GroupView(
+        name=g.name,
+        proto=sockets.proto_name(ctl.proto),
+        family=ctl.family,
+        addr=sockets.addr_from_bytes(ctl.family, bytes(ctl.addr)),
+        port=ctl.port,
+        prog_id=g.prog_id(),
+        gen=gen,
+        mode=pin_table.mode_name(gen_info.mode) if gen_info else "weighted",
+        published_ns=gen_info.published_ns if gen_info else 0,
+        created_ns=ctl.created_ns,
+        migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
+        pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
+        **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
+    )
+    pins = pin_table.pins_by_member(gen_info)
+    live_weights: dict[int, int] = {}
+    for idx, m in enumerate(g.members()):
+        pol = m.policy[gen]
+        if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
+            continue
+        counts = totals[idx]
+        member = MemberView(
+            index=idx,
+            name=m.name.decode(errors="replace"),
+            pid=m.pid,
+            fd=m.fd,
+            cookie=m.cookie,
+            weight=pol.weight,
+            draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
+            gone=g.socket_cookie(idx) != m.cookie,
+            pins=pins.get(idx, []),
+            since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
+            target_share=0.0,
+            registered_ns=m.registered_ns,
+            **counts,
+        )
+        view.members.append(member)
+        if not member.draining and not member.gone and member.weight > 0:
+            live_weights[idx] = member.weight
+    weight_sum = sum(live_weights.values())
+    since_sum = sum(m.since_publish for m in view.members)
+    for member in view.members:
+        member.target_share = live_weights.get(member.index, 0) / weight_sum if weight_sum else 0.0
+        member.observed_share = member.since_publish / since_sum if since_sum else None
+    if with_queues is None:
+        with_queues = any(m.draining for m in view.members)
+    if with_queues and view.members:
+        from . import diag
+
+        depths = diag.queue_depths(sockets.proto_number(view.proto), [m.cookie for m in view.members], port=view.port)
+        for member in view.members:
+            member.queue = depths.get(member.cookie)
+    return view
+
+
+def read_view(group: Optional[str] = None, layout: Optional[Layout] = None,
+              with_queues: Optional[bool] = True) -> GroupView:
+    """The view of one group: the one named, or the only one there is."""
+    layout = layout or Layout(root=None)
+    with Group.open(resolve_group(group, layout), layout) as g:
+        return read_group(g, with_queues)
+
+
+def read_views(
+    group: Optional[str] = None, layout: Optional[Layout] = None, with_queues: Optional[bool] = True
+) -> list[GroupView]:
+    """Views of one group, or of every group of this namespace.
+
+    Reading every group, a group unloaded between the listing and its
+    reading is not an error (readers that poll, the dashboard and the
+    exporter, see it gone): the groups are listed again, up to three times.
+    A group asked for by name that does not exist is NotFound.
+    """
+    layout = layout or Layout(root=None)
+    if group is not None:
+        return [read_view(group, layout, with_queues)]
+    for attempt in range(3):
+        try:
+            out = []
+            for name in layout.groups():
+                with Group.open(name, layout) as g:
+                    out.append(read_group(g, with_queues))
+            return out
+        except NotFound:
+            if attempt == 2:
+                return []
+    return []
