@@ -129,7 +129,7 @@ def frame_parts(group_name: str, calls: int) -> dict[str, float]:
     queue depths (sock_diag), and laying out and printing a 160x48 frame."""
     from rich.console import Console
 
-    from rpctl.cli.dashboard_view import History, Snapshot, render
+    from rpctl.cli.dashboard_screen import History, Snapshot, render
     from rpctl.controller import views
 
     def poll():

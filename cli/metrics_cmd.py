@@ -6,20 +6,21 @@ takes no lock, so it runs beside any other rpctl command, a writer stuck
 holding a group's lock does not stall a scrape, and the program never waits
 for it: steering does not involve this process at all.
 
-cli/main.py imports this module to add the command: prometheus_client and
-the metric families (cli/metrics_view.py) are imported by the handler
+Every command builds the parser, which imports this module: prometheus_client
+and the metric families (cli/metrics_families.py) are imported by the handler
 only, so no other command pays for them.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import signal
 import threading
 from typing import Callable, Optional
 
 from rpctl.controller.errors import ExitStatus, InvalidInput, PermissionDenied, RpctlError
+
+from .common import Environment, add_command, group_option
 
 # Signals that end the exporter cleanly: Ctrl-C, `kill`, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -66,12 +67,12 @@ class GroupCollector:
 
     def read(self):
         """The views of this scrape; raises what reading raises."""
-        from rpctl.controller import views
+        from rpctl.controller.views import read_views
 
-        return views.read_views(group=self.group, with_queues=True)
+        return read_views(group=self.group, with_queues=True)
 
     def collect(self):
-        from .metrics_view import families
+        from .metrics_families import families
 
         try:
             views, error = self.read(), None
@@ -105,7 +106,7 @@ def _serve(host: str, port: int, collector: GroupCollector):
         raise InvalidInput(f"metrics: listen on {where}: {e.strerror}") from None
 
 
-def cmd_metrics(env, args) -> ExitStatus:
+def cmd_metrics(env: Environment, args) -> ExitStatus:
     from rpctl.controller import group as groups
     from rpctl.controller.launcher import parse_listen
 
@@ -137,9 +138,9 @@ def cmd_metrics(env, args) -> ExitStatus:
     return ExitStatus.OK
 
 
-def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add `metrics` through cli/main.py's add(name, handler, help, examples)."""
-    p = add(
+def add_commands(sub) -> None:
+    p = add_command(
+        sub,
         "metrics",
         cmd_metrics,
         "serve member counters, weights, states and queues to Prometheus until Ctrl-C or SIGTERM",
@@ -148,8 +149,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "rpctl metrics --listen '[::1]:9464' --group web",
             "rpctl metrics --listen 0.0.0.0:9464          # every IPv4 address of this host",
         ],
+        description=DESCRIPTION,
     )
-    p.description = DESCRIPTION
     p.add_argument("--listen", required=True, metavar="HOST:PORT",
                    help="literal address and port to serve on, [V6]:PORT for IPv6 (port 0: any free port)")
-    p.add_argument("--group", "-g", metavar="G", help="serve only this group (default: every group here)")
+    group_option(p, help="serve only this group (default: every group here)")

@@ -1,15 +1,13 @@
-"""`rpctl pin cpu|rss|off`: serve each connection by the member of its CPU or RSS queue.
-
-Kept out of cli/main.py like `run`; main.py only calls add_commands().
-"""
+"""`rpctl pin cpu|rss|off`: serve each connection by the member of its CPU or RSS queue."""
 
 from __future__ import annotations
 
-import argparse
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from rpctl.controller.errors import ExitStatus, InvalidInput, UsageError
+
+from .common import Environment, add_command, group_option, json_option, parse_assignments
 
 DESCRIPTION = """\
 cpu   the program selects the member pinned to the CPU it runs on: the CPU
@@ -37,7 +35,6 @@ def parse_map(items: Optional[list[str]]) -> Optional[dict[str, int]]:
     """--map values ("a=0,b=1", repeatable) -> {member: CPU}; None when not given."""
     if not items:
         return None
-    from .main import parse_assignments
 
     entries = [e.strip() for item in items for e in item.split(",") if e.strip()]
     if not entries:
@@ -97,7 +94,7 @@ def explain_json(exp) -> dict[str, Any]:
 def explain_text(exp) -> list[str]:
     from rpctl.controller import rss
 
-    from .views import pct
+    from .text import pct
 
     lines = rss.describe(exp.info)
     lines.append("the kernel's reuseport hash is not the NIC's: in rss mode the program recomputes the NIC's "
@@ -116,7 +113,7 @@ def explain_text(exp) -> list[str]:
     return lines
 
 
-def cmd_pin(env, args) -> ExitStatus:
+def cmd_pin(env: Environment, args) -> ExitStatus:
     from rpctl.controller import pin, rss
 
     _check_options(args)
@@ -152,11 +149,9 @@ def cmd_pin(env, args) -> ExitStatus:
     return ExitStatus.OK
 
 
-def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add `pin` through cli/main.py's add(name, handler, help, examples)."""
-    from .main import _group_arg
-
-    p = add(
+def add_commands(sub) -> None:
+    p = add_command(
+        sub,
         "pin",
         cmd_pin,
         "serve each connection by the member of its CPU (cpu) or RSS queue (rss), or stop (off)",
@@ -167,12 +162,12 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "rpctl pin rss --dev eth0 -g web",
             "rpctl pin off",
         ],
+        description=DESCRIPTION,
     )
-    p.description = DESCRIPTION
     p.add_argument("mode", choices=("cpu", "rss", "off"), help="what to pin by, or off")
     p.add_argument("--map", action="append", metavar="NAME=CPU,...",
                    help="which member serves which CPU (default: the members' CPU affinity)")
     p.add_argument("--dev", metavar="IFACE", help="rss: the network device whose queues to pin")
     p.add_argument("--explain", action="store_true", help="rss: print queue -> IRQ -> CPU -> member, change nothing")
-    p.add_argument("--json", action="store_true", help="with --explain: print JSON")
-    _group_arg(p)
+    json_option(p, help="with --explain: print JSON")
+    group_option(p)

@@ -16,7 +16,7 @@ from rpctl.controller.views import GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .views import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text
+from .text import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text
 
 
 def state_text(m: MemberView) -> Text:

@@ -1,16 +1,13 @@
-"""`rpctl restart` and `rpctl rollout`: restart members without losing a connection.
-
-Kept out of cli/main.py like `run`; main.py only calls add_commands().
-"""
+"""`rpctl restart` and `rpctl rollout`: restart members without losing a connection."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import signal
-from typing import Callable
-
 from rpctl.controller.errors import ExitStatus, InvalidInput
+
+from .common import Environment, add_command, group_option, json_option
 
 STEPS = """\
 Each member is drained, its queue waited empty, its process stopped (--signal,
@@ -81,7 +78,7 @@ def _report(env, args, done) -> ExitStatus:
     return ExitStatus.OK
 
 
-def cmd_restart(env, args) -> ExitStatus:
+def cmd_restart(env: Environment, args) -> ExitStatus:
     from rpctl.controller import restart
 
     done = restart.restart(args.names, group=args.group, opts=_options(args),
@@ -89,7 +86,7 @@ def cmd_restart(env, args) -> ExitStatus:
     return _report(env, args, done)
 
 
-def cmd_rollout(env, args) -> ExitStatus:
+def cmd_rollout(env: Environment, args) -> ExitStatus:
     from rpctl.controller import restart
 
     done = restart.rollout(group=args.group, batch=args.batch, opts=_options(args),
@@ -98,8 +95,7 @@ def cmd_rollout(env, args) -> ExitStatus:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.description = (p.description or "") + "\n\n" + STEPS
-    p.add_argument("--group", "-g", metavar="G", help="group name (may be left out when there is one group)")
+    group_option(p)
     p.add_argument("--signal", default="TERM", metavar="SIG", help="signal that stops a member (default TERM)")
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="seconds for a drained member's queue to empty (default 30; exit 8 past it)")
@@ -111,7 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CMD restarts the member itself; rpctl sends no signal")
     p.add_argument("--output", default="/dev/null", metavar="FILE",
                    help="where a replacement started from CMD writes stdout and stderr (default /dev/null)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    json_option(p, help="print the result as JSON")
     p.usage = p.format_usage().split(":", 1)[1].strip() + " [-- CMD ...]"
     _split_command(p)
 
@@ -137,9 +133,9 @@ def _split_command(p: argparse.ArgumentParser) -> None:
     p.parse_known_args = parse_known_args
 
 
-def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add `restart` and `rollout` through cli/main.py's add()."""
-    p = add(
+def add_commands(sub) -> None:
+    p = add_command(
+        sub,
         "restart",
         cmd_restart,
         "restart members with no connection lost: drain, wait, stop, start, register, undrain",
@@ -148,11 +144,14 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "rpctl restart api-2 -- /srv/api --listen 127.0.0.1:8080",
             "rpctl restart api-2 --hook -- systemctl restart 'api@$RPCTL_MEMBER'",
         ],
+        description=STEPS,
+        log_prefix="rpctl restart",
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="members restarted together")
     _common(p)
 
-    p = add(
+    p = add_command(
+        sub,
         "rollout",
         cmd_rollout,
         "restart every member of a group, --batch at a time, stopping at the first failure",
@@ -161,6 +160,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "rpctl rollout --group web --batch 2 --drain-timeout 60",
             "rpctl rollout --hook -- systemctl restart 'api@$RPCTL_MEMBER'",
         ],
+        description=STEPS,
+        log_prefix="rpctl rollout",
     )
     p.add_argument("--batch", type=int, default=1, metavar="K",
                    help="members restarted at a time (default 1; fewer than the live members)")

@@ -1,19 +1,12 @@
-"""`rpctl run`: start N copies of a command as the members of one group.
-
-Kept out of cli/main.py so that the launcher's options and help live next
-to each other; main.py only calls add_commands() with its `add` helper.
-`python -m rpctl.cli.run_cmd run ...` works the same as `rpctl run ...`
-(tests use it, and it runs before main.py knows the command).
-"""
+"""`rpctl run`: start N copies of a command as the members of one group, and keep them running."""
 
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
-from typing import Callable, Optional
 
 from rpctl.controller.errors import ExitStatus
+
+from .common import Environment, add_command, group_option
 
 DESCRIPTION = """\
 Start N copies of CMD, each with its own SO_REUSEPORT socket on HOST:PORT,
@@ -39,7 +32,7 @@ no other $ is touched.  CMD must serve from the process run starts (no
 daemonizing).  Children die with run, even with a SIGKILLed run."""
 
 
-def cmd_run(env, args) -> ExitStatus:
+def cmd_run(env: Environment, args) -> ExitStatus:
     from rpctl.controller.launcher import Launcher
 
     cmd = list(args.cmd)
@@ -58,13 +51,13 @@ def cmd_run(env, args) -> ExitStatus:
     return ExitStatus(launcher.run())
 
 
-def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add `run` through cli/main.py's add(name, handler, help, examples)."""
+def add_commands(sub) -> None:
     # Not from launcher.py: every rpctl command builds this parser.
     from rpctl.controller.abi import RP_MAX_MEMBERS as MAX_COUNT
     from rpctl.controller.sockets import DEFAULT_LISTEN
 
-    p = add(
+    p = add_command(
+        sub,
         "run",
         cmd_run,
         "start N copies of a command on one port (socket activation on fd 3) as members, and restart them",
@@ -74,10 +67,10 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
             "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
         ],
+        description=DESCRIPTION,
+        log_prefix="rpctl run",
     )
-    p.description = DESCRIPTION
-    p.add_argument("--group", "-g", metavar="G",
-                   help="group name (default: the group of HOST:PORT, else tcp-PORT)")
+    group_option(p, help="group name (default: the group of HOST:PORT, else tcp-PORT)")
     p.add_argument("-n", "--count", type=int, required=True, metavar="N",
                    help=f"number of children (1..{MAX_COUNT})")
     p.add_argument("--name", default="worker-{i}", metavar="FORMAT",
@@ -87,35 +80,3 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp", help="protocol (default tcp)")
     p.add_argument("--weight", type=int, default=1, help="weight of every member (default 1, range 0..10000)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command each child runs")
-
-
-def build_parser(out=None) -> argparse.ArgumentParser:
-    """rpctl's parser with `run` alone: what main.py's build_parser gives
-    once it calls add_commands()."""
-    from .main import PROG, _examples, _Parser
-
-    parser = _Parser(out=out, prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                parser_class=functools.partial(_Parser, out=out))
-    sub.required = True
-
-    def add(name, handler, help, examples):
-        p = sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(handler=handler)
-        return p
-
-    add_commands(add)
-    return parser
-
-
-def run(argv: Optional[list[str]] = None, env=None) -> int:
-    """main.run() for this parser: one line on stderr and an exit code."""
-    from . import main
-
-    return main.run(argv, env, parser=build_parser)
-
-
-if __name__ == "__main__":
-    sys.exit(run())

@@ -32,7 +32,7 @@ from rpctl.controller.launcher import Launcher
 
 from . import loadgen
 from ..render import state_text
-from ..views import pct
+from ..text import pct
 
 
 @dataclass
@@ -175,8 +175,8 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
     The steps run on a thread while the main thread shows the dashboard (on a
     terminal), so that Ctrl-C and q reach the dashboard, which restores the
     terminal; the step tables are printed once the screen is back."""
-    from .. import dashboard
-    from ..dashboard_view import History
+    from .. import live as live_view
+    from ..dashboard_screen import History
 
     stop = threading.Event()
     done: list[Table] = []
@@ -206,8 +206,8 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
     worker.start()
     try:
         if live:
-            dashboard.show_live(console, History(), group_name, dashboard.DEFAULT_INTERVAL, None,
-                            until=lambda: not worker.is_alive() and not args.keep, caption=lambda: current[0])
+            live_view.show_live(console, History(), group_name, live_view.DEFAULT_INTERVAL, None,
+                                until=lambda: not worker.is_alive() and not args.keep, caption=lambda: current[0])
         else:
             worker.join()
     finally:

@@ -16,8 +16,9 @@ import socket
 
 import pytest
 from rich.console import Console
-from rpctl.cli import render, views
-from rpctl.cli.main import Environment, build_parser, parse_assignments, run
+from rpctl.cli import json_docs, render
+from rpctl.cli.common import Environment, parse_assignments
+from rpctl.cli.main import build_parser, run
 from rpctl.controller import errors, group, probe
 from rpctl.controller import views as read_model
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, RpctlError
@@ -288,7 +289,7 @@ def test_member_state(draining, gone, queue, state):
 
 def test_status_json_keys_and_values():
     view = group_view()
-    doc = views.status_json([view])
+    doc = json_docs.status_json([view])
     json.dumps(doc)  # serialisable as it is
     assert set(doc) == {"groups"}
     (g,) = doc["groups"]
@@ -308,13 +309,13 @@ def test_status_json_keys_and_values():
     assert (first["pid"], first["index"], first["cookie"], first["queue"]) == (4200, 0, 8193, 2)
     assert first["selected_since_change"] == 10
     assert first["observed_share"] == 0.123457
-    assert views.status_json([]) == {"groups": []}
+    assert json_docs.status_json([]) == {"groups": []}
 
 
 def test_weights_json_keys_and_values():
     view = group_view()
     view.members[3].observed_share = None
-    doc = views.weights_json(view)
+    doc = json_docs.weights_json(view)
     json.dumps(doc)
     assert set(doc) == WEIGHTS_KEYS
     assert doc["group"] == "tcp-18080"
@@ -485,7 +486,7 @@ def test_status_prints_tables_and_json(monkeypatch):
         assert re.search(rf"\b{name}\b.*\b{state_}\b", out), out
     status, out, _ = invoke(["status", "--json"])
     assert status == 0
-    assert json.loads(out) == views.status_json([view])
+    assert json.loads(out) == json_docs.status_json([view])
 
 
 def test_weights_with_no_group(no_group):
@@ -507,7 +508,7 @@ def test_weights_sets_then_shows(monkeypatch):
     status, out, err = invoke(["weights", "worker-1=3", "worker-2=0", "-g", "web", "--json"])
     assert status == 0 and err == ""
     assert calls == [({"worker-1": 3, "worker-2": 0}, "web")]
-    assert json.loads(out) == views.weights_json(view)
+    assert json.loads(out) == json_docs.weights_json(view)
     status, out, _ = invoke(["weights"])
     assert status == 0
     assert len(calls) == 1, "weights without NAME=WEIGHT must not write"

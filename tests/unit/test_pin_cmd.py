@@ -10,8 +10,9 @@ import socket
 
 import pytest
 from rich.console import Console
-from rpctl.cli import dashboard_view, pin_cmd, render, views
-from rpctl.cli.main import Environment, run
+from rpctl.cli import dashboard_screen, json_docs, pin_cmd, render
+from rpctl.cli.common import Environment
+from rpctl.cli.main import run
 from rpctl.controller import pin, rss
 from rpctl.controller.errors import ExitStatus
 from rpctl.controller.views import GroupView, MemberView
@@ -172,21 +173,21 @@ def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
 
 
 def test_status_json_in_a_pinned_mode():
-    (g,) = views.status_json([pinned_view("rss")])["groups"]
+    (g,) = json_docs.status_json([pinned_view("rss")])["groups"]
     assert (g["mode"], g["pin_device"]) == ("rss", "eth0")
     assert g["counters"]["pin_fallbacks"] == 3 and g["counters"]["rss_unhashed"] == 5
     assert [(m["pins"], m["pinned"]) for m in g["members"]] == [([0, 2], 40), ([1], 41), ([], 42)]
 
 
 def test_dashboard_pin_column_header_and_mode_event():
-    history = dashboard_view.History()
+    history = dashboard_screen.History()
     before = pinned_view("cpu")
     before.mode, before.pin_dev = "weighted", ""
-    history.update(dashboard_view.Snapshot(time=0.0, groups=[before]))
-    snap = dashboard_view.Snapshot(time=1.0, groups=[pinned_view("rss")])
+    history.update(dashboard_screen.Snapshot(time=0.0, groups=[before]))
+    snap = dashboard_screen.Snapshot(time=1.0, groups=[pinned_view("rss")])
     events = history.update(snap)
     assert [(e.kind, e.text) for e in events] == [("mode", "mode weighted -> rss eth0")]
-    text = text_of(dashboard_view.render(snap, history, 160, 40), 160)
+    text = text_of(dashboard_screen.render(snap, history, 160, 40), 160)
     assert "tcp rss eth0" in text and "pin fallbacks 3" in text and "rss unhashed 5" in text
     row = next(line for line in text.splitlines() if line.startswith("worker-1 "))
     assert row.rstrip().endswith("queue 0,2")

@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from rpctl.cli.main import Environment, build_parser, run
+from rpctl.cli.common import Environment
+from rpctl.cli.main import build_parser, run
 from rpctl.cli.restart_cmd import parse_signal
 from rpctl.controller.errors import InvalidInput
 from rpctl.controller.restart import batches, check_batch, is_launched, parse_environ

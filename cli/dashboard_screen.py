@@ -28,7 +28,7 @@ from rpctl.controller.views import STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .views import STATE_STYLE, counter_texts, mode_text, pct, pin_text
+from .text import STATE_STYLE, counter_texts, mode_text, pct, pin_text
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"

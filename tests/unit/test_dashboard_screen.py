@@ -7,19 +7,15 @@ can be checked against counters whose answer is known, and the layout at
 
 from __future__ import annotations
 
-import argparse
 import io
 import re
 import socket
 
 import pytest
 from rich.console import Console
-from rpctl.cli import dashboard, dashboard_view
-from rpctl.cli.dashboard_view import History, Snapshot, choose_columns, render, sparkline
-from rpctl.cli.main import Environment
-from rpctl.controller import group as groups
+from rpctl.cli import dashboard_screen
+from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
 from rpctl.controller import views as read_model
-from rpctl.controller.errors import InvalidInput, NotFound
 from rpctl.controller.views import GroupView, MemberView
 
 
@@ -129,16 +125,16 @@ def test_80x24_drops_the_least_important_columns_and_160x48_shows_all():
 
 
 def test_columns_drop_in_order_of_importance_as_width_shrinks():
-    widths = {c: 6 for c in dashboard_view.COLUMNS if c != "spark"}
+    widths = {c: 6 for c in dashboard_screen.COLUMNS if c != "spark"}
     previous = None
     for width in range(200, 10, -1):
         shown, spark = choose_columns(widths, width)
         fixed = sum(widths[c] for c in shown if c != "spark") + spark + 2 * (len(shown) - 1)
         assert fixed <= width or shown == ["name", "state"]
-        assert ("spark" in shown) == (spark >= dashboard_view.SPARK_MIN)
-        dropped = [c for c in dashboard_view.COLUMNS if c not in shown]
+        assert ("spark" in shown) == (spark >= dashboard_screen.SPARK_MIN)
+        dropped = [c for c in dashboard_screen.COLUMNS if c not in shown]
         # What is dropped is always a prefix of the drop order: never a column before a less important one.
-        assert set(dropped) == set(dashboard_view.DROP_ORDER[: len(dropped)])
+        assert set(dropped) == set(dashboard_screen.DROP_ORDER[: len(dropped)])
         if previous is not None:
             assert set(shown) <= set(previous)
         previous = shown
@@ -154,7 +150,7 @@ def test_no_frame_overflows_its_terminal(size):
         seconds=3,
     )
     for e in range(30):  # plenty of events for the footer
-        history.events.append(dashboard_view.Event(3.0, None, "web", "weights", f"weights changed #{e}"))
+        history.events.append(dashboard_screen.Event(3.0, None, "web", "weights", f"weights changed #{e}"))
     assert_fits(frame(snap, history, width, height), width, height)
 
 
@@ -339,7 +335,7 @@ def test_groups_appearing_and_leaving_are_events():
 def test_footer_shows_the_latest_events_that_fit():
     history, snap = history_of(lambda t: [four(t)], seconds=1)
     for e in range(40):
-        event = dashboard_view.Event(float(e) / 40, None, "web", "weights", f"change number {e}")
+        event = dashboard_screen.Event(float(e) / 40, None, "web", "weights", f"change number {e}")
         history.events.append(event)
     small = frame(snap, history, 80, 24)
     large = frame(snap, history, 160, 48)
@@ -351,83 +347,6 @@ def test_footer_shows_the_latest_events_that_fit():
 
 
 # The command, without a terminal ---------------------------------------------------------------
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rpctl")
-    sub = parser.add_subparsers(dest="command")
-
-    def add(name, handler, help, examples):
-        assert examples and all(e.startswith(f"rpctl {name}") for e in examples)
-        p = sub.add_parser(name, help=help)
-        p.set_defaults(handler=handler)
-        return p
-
-    dashboard.add_commands(add)
-    return parser.parse_args(["dashboard", *argv])
-
-
-def test_add_commands_defaults():
-    args = parse()
-    assert args.handler is dashboard.run
-    assert args.interval == 0.25 and args.frames is None and args.group is None
-    args = parse("--group", "web", "--interval", "1", "--frames", "3")
-    assert (args.group, args.interval, args.frames) == ("web", 1.0, 3)
-
-
-def test_without_a_terminal_one_frame_is_printed(monkeypatch):
-    polls = []
-
-    def views(group=None, **kw):
-        polls.append(group)
-        return [four(len(polls))]
-
-    monkeypatch.setattr(read_model, "read_views", views)
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    status = dashboard.run(env, parse("--interval", "0.05"))
-    out = env.stdout.getvalue()
-    assert status == 0
-    assert out.count("rpctl dashboard") == 1
-    assert "worker-3" in out and "drained" in out
-    assert len(polls) == 2  # one poll before the frame, so that its rates are measured
-    # Its rate is measured (a number, not "-"): 100 connections in one interval.
-    assert re.search(r"%\s+\d+\s", next(line for line in out.splitlines() if line.startswith("worker-1 ")))
-
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    dashboard.run(env, parse("--interval", "0.05", "--frames", "3"))
-    assert env.stdout.getvalue().count("rpctl dashboard") == 3
-
-
-def test_bad_options_and_unknown_groups_are_refused(monkeypatch):
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    with pytest.raises(InvalidInput):
-        dashboard.run(env, parse("--interval", "0"))
-    with pytest.raises(InvalidInput):
-        dashboard.run(env, parse("--frames", "0"))
-
-    def resolve(name, layout=None):
-        raise NotFound(f"no group {name!r} in this network namespace")
-
-    monkeypatch.setattr(groups, "resolve_group", resolve)
-    with pytest.raises(NotFound):
-        dashboard.run(env, parse("--group", "nope"))
-    assert env.stdout.getvalue() == ""
-
-
-def test_a_group_unloaded_while_watched_is_shown_removed(monkeypatch):
-    calls = []
-
-    def views(group=None, **kw):
-        calls.append(group)
-        if len(calls) > 1:
-            raise NotFound("no group 'web' in this network namespace")
-        return [four(1)]
-
-    monkeypatch.setattr(read_model, "read_views", views)
-    monkeypatch.setattr(groups, "resolve_group", lambda name, layout=None: name)
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    assert dashboard.run(env, parse("--group", "web", "--interval", "0.05")) == 0
-    assert "group web removed" in env.stdout.getvalue()
 
 
 def test_a_group_without_listener_migration_says_so():

@@ -1,17 +1,17 @@
-"""rpctl dashboard: a live view of the groups of this network namespace.
+"""The live view of `rpctl dashboard` and `rpctl demo`: poll, render, redraw.
 
-It only reads: the pinned maps (through controller.group.views) and the
+It only reads: the pinned maps (through controller.views.read_views) and the
 queue depths sock_diag reports.  Nothing is written and nothing is held
 open between polls, so starting, stopping or killing a dashboard never
 changes how connections are steered.  Rates, recent shares and events are
-computed from successive polls (dashboard_view.History).
+computed from successive polls (dashboard_screen.History).
 
 On a terminal it takes the screen (rich Live) and redraws every --interval
 seconds until `q` or Ctrl-C; without one it prints one frame (or --frames
 N), which is what scripts and CI logs want.
 
-This module imports nothing heavy at the top: rpctl's parser imports it to
-add the command, and every other command would pay for rich.live otherwise.
+This module imports nothing heavy at the top (rich.live only once a screen
+is drawn); the polling and drawing are here, the command in dashboard_cmd.py.
 """
 
 from __future__ import annotations
@@ -29,36 +29,7 @@ MAX_INTERVAL = 60.0
 QUIT_KEYS = (b"q", b"Q", b"\x03")  # \x03: Ctrl-C, should the terminal not turn it into SIGINT
 
 
-def add_commands(add: Callable) -> None:
-    """Add `dashboard` with rpctl's add(name, handler, help, examples) helper."""
-    p = add(
-        "dashboard",
-        run,
-        "live view of groups and members: state, weights, shares, rates, queues and recent events (q quits)",
-        [
-            "rpctl dashboard",
-            "rpctl dashboard --group web --interval 1",
-            "rpctl dashboard --frames 1 > snapshot.txt",
-        ],
-    )
-    p.add_argument("--group", "-g", metavar="G", help="show only this group (default: every group here)")
-    p.add_argument(
-        "--interval",
-        type=float,
-        default=DEFAULT_INTERVAL,
-        metavar="S",
-        help=f"seconds between polls and redraws (default {DEFAULT_INTERVAL:g}, "
-        f"range {MIN_INTERVAL:g}..{MAX_INTERVAL:g})",
-    )
-    p.add_argument(
-        "--frames",
-        type=int,
-        metavar="N",
-        help="stop after N frames (default: until q on a terminal, 1 without one)",
-    )
-
-
-def _poll(group: Optional[str]):
+def poll(group: Optional[str]):
     """One Snapshot of the group asked for, or of every group.
 
     A group removed while we read is not an error: the dashboard shows it
@@ -67,7 +38,7 @@ def _poll(group: Optional[str]):
     from rpctl.controller.errors import NotFound
     from rpctl.controller.views import read_views
 
-    from .dashboard_view import Snapshot
+    from .dashboard_screen import Snapshot
 
     try:
         found = read_views(group=group)
@@ -161,41 +132,15 @@ def _stops_on(*signums: int) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def run(env, args):
-    """The `rpctl dashboard` handler."""
-    from rpctl.controller import group as groups
-    from rpctl.controller.errors import ExitStatus, InvalidInput
-
-    from .dashboard_view import History
-
-    interval = args.interval
-    if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
-        raise InvalidInput(
-            f"dashboard: --interval {interval:g} is out of range {MIN_INTERVAL:g}..{MAX_INTERVAL:g}"
-        )
-    frames = args.frames
-    if frames is not None and frames < 1:
-        raise InvalidInput(f"dashboard: --frames {frames} must be at least 1")
-    if args.group is not None:
-        groups.resolve_group(args.group)  # a typo is exit 3 now, not an empty screen
-    console = env.console()
-    history = History()
-    if console.is_terminal:
-        show_live(console, history, args.group, interval, frames)
-    else:
-        _print_frames(console, history, args.group, interval, frames or 1)
-    return ExitStatus.OK
-
-
-def _print_frames(console, history, group: Optional[str], interval: float, frames: int) -> None:
+def print_frames(console, history, group: Optional[str], interval: float, frames: int) -> None:
     """Without a terminal: N frames, one after another.  The first poll comes an interval
     before the first frame, so that its rates are measured, not blank."""
-    from .dashboard_view import render
+    from .dashboard_screen import render
 
-    history.update(_poll(group))
+    history.update(poll(group))
     for _ in range(frames):
         time.sleep(interval)
-        snap = _poll(group)
+        snap = poll(group)
         history.update(snap)
         width, height = console.size
         console.print(render(snap, history, width, height))
@@ -210,7 +155,7 @@ def show_live(console, history, group: Optional[str], interval: float, frames: O
 
     from rich.live import Live
 
-    from .dashboard_view import render
+    from .dashboard_screen import render
 
     shown = 0
     try:
@@ -221,7 +166,7 @@ def show_live(console, history, group: Optional[str], interval: float, frames: O
             quit_hint = "q quits" if keys is not None else "Ctrl-C quits"
             due = time.monotonic()
             while True:
-                snap = _poll(group)
+                snap = poll(group)
                 history.update(snap)
                 width, height = console.size
                 hint = f"{caption()}; {quit_hint}" if caption else quit_hint
@@ -239,33 +184,3 @@ def show_live(console, history, group: Optional[str], interval: float, frames: O
                     time.sleep(due - now)
     except KeyboardInterrupt:
         return  # Ctrl-C (or SIGTERM, SIGHUP) is how a dashboard is meant to end: the terminal is restored
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m rpctl.cli.dashboard [options]`: the command without the rest of rpctl's parser
-    (tests start it in tmux this way; `rpctl dashboard` is the same handler)."""
-    import argparse
-
-    from rpctl.controller.errors import RpctlError
-
-    from .main import Environment
-
-    parser = argparse.ArgumentParser(prog="rpctl")
-    sub = parser.add_subparsers(dest="command")
-
-    def add(name: str, handler: Callable, help: str, examples: list[str]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        return p
-
-    add_commands(add)
-    args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.handler(Environment(), args))
-    except RpctlError as e:
-        print(f"rpctl: {e}", file=sys.stderr)
-        return int(e.exit_status)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

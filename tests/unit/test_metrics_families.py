@@ -23,8 +23,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from rpctl.cli import metrics_cmd
-from rpctl.cli.main import Environment, run
-from rpctl.cli.metrics_view import STATES, families
+from rpctl.cli.common import Environment
+from rpctl.cli.main import run
+from rpctl.cli.metrics_families import STATES, families
 from rpctl.controller import group as groups
 from rpctl.controller import views as read_model
 from rpctl.controller.errors import ExitStatus, NotFound, StateError
@@ -293,7 +294,7 @@ def test_other_commands_do_not_import_prometheus_client():
         "import sys\n"
         "from rpctl.cli.main import run\n"
         "run(['status', '--help'])\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', 'rpctl.cli.metrics_view'))))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', 'rpctl.cli.metrics_families'))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.splitlines()[-1] == "[]"

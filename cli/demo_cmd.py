@@ -1,0 +1,32 @@
+"""`rpctl demo`: demo workers on one port under load, drained, weighted and undrained.
+
+The demo itself (its runner, worker and load generator) is the package
+rpctl.cli.demo; this module only puts the command on the parser.
+"""
+
+from __future__ import annotations
+
+from rpctl.controller.errors import ExitStatus
+
+from .common import Environment, add_command
+
+
+def cmd_demo(env: Environment, args) -> ExitStatus:
+    from .demo import runner
+
+    return runner.run(env, args)
+
+
+def add_commands(sub) -> None:
+    p = add_command(
+        sub,
+        "demo",
+        cmd_demo,
+        "run demo workers on one port under load, and drain, weigh and undrain them while showing shares",
+        ["rpctl demo", "rpctl demo --port 18080 --workers 4", "rpctl demo --keep   # then `rpctl status` elsewhere"],
+        log_prefix="rpctl run",
+    )
+    p.add_argument("--port", type=int, default=18080, help="TCP port on 127.0.0.1 (default 18080)")
+    p.add_argument("--workers", type=int, default=4, help="number of demo workers (2..16, default 4)")
+    p.add_argument("--step-seconds", type=float, default=3.0, help="load per demo step (default 3 s)")
+    p.add_argument("--keep", action="store_true", help="keep group and workers running after the steps, until Ctrl-C")

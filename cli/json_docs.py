@@ -1,0 +1,73 @@
+"""Group views -> the JSON documents of `--json`.  Pure: no I/O and no rich.
+
+The JSON keys are a stable interface (snake_case, documented in README):
+counters are keyed by their one name (controller/views.py's tables).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rpctl.controller.probe import Check
+from rpctl.controller.views import GroupView, MemberView
+
+
+def member_json(m: MemberView) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "index": m.index,
+        "pid": m.pid,
+        "fd": m.fd,
+        "cookie": m.cookie,
+        "state": m.state,
+        "weight": m.weight,
+        "target_share": round(m.target_share, 6),
+        "observed_share": None if m.observed_share is None else round(m.observed_share, 6),
+        "selected": m.selected,
+        "fallback": m.fallback,
+        "migrated": m.migrated,
+        "pinned": m.pinned,
+        "pins": list(m.pins),
+        "selected_since_change": m.since_publish,
+        "queue": m.queue,
+    }
+
+
+def group_json(g: GroupView) -> dict[str, Any]:
+    return {
+        "name": g.name,
+        "protocol": g.proto,
+        "address": g.addr,
+        "port": g.port,
+        "program_id": g.prog_id,
+        "mode": g.mode,
+        "pin_device": g.pin_dev or None,
+        "migration": g.migration,
+        "generation": g.gen,
+        "published_ns": g.published_ns,
+        "counters": g.counters,
+        "members": [member_json(m) for m in g.members],
+    }
+
+
+def status_json(groups: Iterable[GroupView]) -> dict[str, Any]:
+    return {"groups": [group_json(g) for g in groups]}
+
+
+# The member keys `rpctl weights --json` shows: a subset of status's.
+WEIGHTS_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected_since_change")
+
+
+def weights_json(g: GroupView) -> dict[str, Any]:
+    return {
+        "group": g.name,
+        "members": [{k: v for k, v in member_json(m).items() if k in WEIGHTS_KEYS} for m in g.members],
+    }
+
+
+def doctor_json(checks: Iterable[Check]) -> dict[str, Any]:
+    return {
+        "checks": [
+            {"name": c.name, "ok": c.ok, "warning": c.warning, "detail": c.detail, "fix": c.fix} for c in checks
+        ]
+    }

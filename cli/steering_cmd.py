@@ -1,0 +1,88 @@
+"""`rpctl weights`, `rpctl drain`, `rpctl undrain`: how new connections are shared.
+
+Each change is one atomic publish of the group's next generation (see
+controller/group.py): the program never sees half a change.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rpctl.controller.errors import ExitStatus
+
+from .common import Environment, add_command, drain_progress, group_option, json_option, parse_assignments
+
+
+def cmd_weights(env: Environment, args) -> ExitStatus:
+    from rpctl.controller import group
+    from rpctl.controller.views import read_views
+
+    if args.assignments:
+        group.set_weights(parse_assignments(args.assignments), group=args.group)
+    # None: queue depths only when a member is draining (its state depends on them).
+    view = read_views(group=group.resolve_group(args.group), with_queues=None)[0]
+    if args.json:
+        from .json_docs import weights_json
+
+        env.out(json.dumps(weights_json(view), indent=2))
+    else:
+        from . import render
+
+        console = env.console()
+        console.print(render.weights_table(view, console.width))
+    return ExitStatus.OK
+
+
+def cmd_drain(env: Environment, args) -> ExitStatus:
+    from rpctl.controller import drain, group
+
+    name = group.set_draining(args.name, True, force=args.force, group=args.group)
+    env.out(f"draining {args.name} in group {name}: it takes no new connection")
+    if args.wait:
+        drain.wait_drained(
+            args.name,
+            args.timeout,
+            group=name,
+            progress=lambda q, h: env.err(f"{args.name}: {drain_progress(q, h)}"),
+        )
+        env.out(f"{args.name} drained: its queue is empty")
+    return ExitStatus.OK
+
+
+def cmd_undrain(env: Environment, args) -> ExitStatus:
+    from rpctl.controller import group
+
+    name = group.set_draining(args.name, False, group=args.group)
+    env.out(f"undrained {args.name} in group {name}: back at its weight")
+    return ExitStatus.OK
+
+
+def add_commands(sub) -> None:
+    p = add_command(
+        sub,
+        "weights",
+        cmd_weights,
+        "show weights and shares, or set NAME=WEIGHT for some members (the others keep theirs)",
+        ["rpctl weights", "rpctl weights worker-1=3 worker-2=1", "rpctl weights --json"],
+    )
+    p.add_argument("assignments", nargs="*", metavar="NAME=WEIGHT")
+    json_option(p)
+    group_option(p)
+
+    p = add_command(
+        sub,
+        "drain",
+        cmd_drain,
+        "stop new connections to a member at once; --wait returns when its queue is empty",
+        ["rpctl drain worker-3", "rpctl drain worker-3 --wait --timeout 30"],
+    )
+    p.add_argument("name")
+    p.add_argument("--wait", action="store_true", help="wait until the member's queue is empty")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait may take (default 60; exit 8 past it)")
+    p.add_argument("--force", action="store_true", help="drain even the last live member")
+    group_option(p)
+
+    p = add_command(sub, "undrain", cmd_undrain, "bring a drained member back at its weight",
+                    ["rpctl undrain worker-3", "rpctl undrain worker-3 --group web"])
+    p.add_argument("name")
+    group_option(p)

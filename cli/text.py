@@ -1,0 +1,46 @@
+"""Plain-text pieces of group views: shares, states, modes, pins, counters.  Pure: no
+I/O and no rich (render.py and dashboard_screen.py draw with them), so that
+a `--json` command or the exporter does not import it."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from rpctl.controller.pin_table import format_cpus
+from rpctl.controller.views import ACTIVE, DRAINED, DRAINING, GONE, GROUP_COUNTERS, Counter, GroupView, MemberView
+
+# Member state -> the rich style it is shown in (a name, not a rich object).
+STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
+
+# Group counters that only mean something in some modes: name -> the modes that show it.
+_COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
+
+
+def shown_counters(g: GroupView) -> list[Counter]:
+    """The group counters a screen shows for g's mode (JSON and metrics always have every one)."""
+    return [c for c in GROUP_COUNTERS if g.mode in _COUNTER_MODES.get(c.name, (g.mode,))]
+
+
+def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:
+    """"slot misses 5", ...: each shown counter under its one name, as the status title and
+    the dashboard write it."""
+    return [f"{c.label} {count(getattr(g, c.name))}" for c in shown_counters(g)]
+
+
+def pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def opt(x: Optional[int]) -> str:
+    return "-" if x is None else str(x)
+
+
+def pin_text(g: GroupView, m: MemberView) -> str:
+    """What a member is pinned to: "cpu 0-1", "queue 0,2", or "-"."""
+    if g.mode not in ("cpu", "rss") or not m.pins:
+        return "-"
+    return f"{'cpu' if g.mode == 'cpu' else 'queue'} {format_cpus(m.pins)}"
+
+
+def mode_text(g: GroupView) -> str:
+    return f"rss {g.pin_dev}" if g.mode == "rss" else g.mode

@@ -1,0 +1,91 @@
+"""`rpctl dashboard`: its options, its frames without a terminal, and groups that go away.
+
+The snapshots are hand-built (test_dashboard_screen's `four`): no privileges, no bpffs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+
+import pytest
+from rpctl.cli import dashboard_cmd
+from rpctl.cli.common import Environment
+from rpctl.cli.main import build_parser
+from rpctl.controller import group as groups
+from rpctl.controller import views as read_model
+from rpctl.controller.errors import InvalidInput, NotFound
+from test_dashboard_screen import four
+
+
+@pytest.fixture(autouse=True)
+def no_system(refuse_system, monkeypatch):
+    monkeypatch.setattr(read_model, "read_views", refuse_system)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["dashboard", *argv])
+
+
+def test_add_commands_defaults():
+    args = parse()
+    assert args.handler is dashboard_cmd.cmd_dashboard
+    assert args.interval == 0.25 and args.frames is None and args.group is None
+    args = parse("--group", "web", "--interval", "1", "--frames", "3")
+    assert (args.group, args.interval, args.frames) == ("web", 1.0, 3)
+
+
+def test_without_a_terminal_one_frame_is_printed(monkeypatch):
+    polls = []
+
+    def views(group=None, **kw):
+        polls.append(group)
+        return [four(len(polls))]
+
+    monkeypatch.setattr(read_model, "read_views", views)
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    status = dashboard_cmd.cmd_dashboard(env, parse("--interval", "0.05"))
+    out = env.stdout.getvalue()
+    assert status == 0
+    assert out.count("rpctl dashboard") == 1
+    assert "worker-3" in out and "drained" in out
+    assert len(polls) == 2  # one poll before the frame, so that its rates are measured
+    # Its rate is measured (a number, not "-"): 100 connections in one interval.
+    assert re.search(r"%\s+\d+\s", next(line for line in out.splitlines() if line.startswith("worker-1 ")))
+
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    dashboard_cmd.cmd_dashboard(env, parse("--interval", "0.05", "--frames", "3"))
+    assert env.stdout.getvalue().count("rpctl dashboard") == 3
+
+
+def test_bad_options_and_unknown_groups_are_refused(monkeypatch):
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(InvalidInput):
+        dashboard_cmd.cmd_dashboard(env, parse("--interval", "0"))
+    with pytest.raises(InvalidInput):
+        dashboard_cmd.cmd_dashboard(env, parse("--frames", "0"))
+
+    def resolve(name, layout=None):
+        raise NotFound(f"no group {name!r} in this network namespace")
+
+    monkeypatch.setattr(groups, "resolve_group", resolve)
+    with pytest.raises(NotFound):
+        dashboard_cmd.cmd_dashboard(env, parse("--group", "nope"))
+    assert env.stdout.getvalue() == ""
+
+
+def test_a_group_unloaded_while_watched_is_shown_removed(monkeypatch):
+    calls = []
+
+    def views(group=None, **kw):
+        calls.append(group)
+        if len(calls) > 1:
+            raise NotFound("no group 'web' in this network namespace")
+        return [four(1)]
+
+    monkeypatch.setattr(read_model, "read_views", views)
+    monkeypatch.setattr(groups, "resolve_group", lambda name, layout=None: name)
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    assert dashboard_cmd.cmd_dashboard(env, parse("--group", "web", "--interval", "0.05")) == 0
+    assert "group web removed" in env.stdout.getvalue()
