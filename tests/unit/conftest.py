@@ -23,3 +23,10 @@ def refuse_system(monkeypatch):
     monkeypatch.setattr(probe, "run_checks", refuse)
     monkeypatch.setattr(sockets, "take_socket", refuse)
     return refuse
+
+
+@pytest.fixture
+def cli_without_system(refuse_system, monkeypatch):
+    """A command run in-process (tests.support.cli.invoke) with no path to the system, and
+    a console wide enough that nothing is cut."""
+    monkeypatch.setenv("COLUMNS", "200")

@@ -29,8 +29,9 @@ from rpctl.cli.metrics_families import STATES, families
 from rpctl.controller import group as groups
 from rpctl.controller import views as read_model
 from rpctl.controller.errors import ExitStatus, NotFound, StateError
-from test_cli import STATES as MEMBER_STATES
-from test_cli import assert_one_error_line, group_view, invoke, member
+from tests.support.views import STATES as MEMBER_STATES
+from tests.support.cli import assert_one_error_line, invoke
+from tests.support.views import group_view, member
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NAME_RE = re.compile(r"^rpctl_[a-z][a-z0-9_]*$")

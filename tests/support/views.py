@@ -1,0 +1,37 @@
+"""Hand-built group views: four members, one per state, with known counters."""
+
+from __future__ import annotations
+
+import socket
+
+from rpctl.controller.views import GroupView, MemberView
+
+
+def member(index: int, name: str, **kw) -> MemberView:
+    fields = {
+        "index": index, "name": name, "pid": 4200 + index, "fd": 3, "cookie": 8193 + index, "weight": 1,
+        "draining": False, "gone": False, "selected": 100 * (index + 1), "fallback": index, "migrated": 0,
+        "pinned": 7 * index, "since_publish": 10 * (index + 1), "target_share": 0.25, "observed_share": 0.123456789,
+        "queue": 2,
+    }
+    return MemberView(**{**fields, **kw})
+
+
+def group_view(members=None, **kw) -> GroupView:
+    fields = {
+        "name": "tcp-18080", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
+        "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 1_700_000_000_000_000_000,
+        "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7,
+        "pin_unassigned": 8, "rss_unhashed": 9,
+    }
+    view = GroupView(**{**fields, **kw})
+    view.members = members if members is not None else [
+        member(0, "worker-1"),
+        member(1, "worker-2", draining=True, queue=3),
+        member(2, "worker-3", draining=True, queue=0),
+        member(3, "worker-4", gone=True),
+    ]
+    return view
+
+
+STATES = {"worker-1": "active", "worker-2": "draining", "worker-3": "drained", "worker-4": "gone"}

@@ -1,0 +1,36 @@
+"""cli/common.py: NAME=VALUE parsing shared by `weights` and `pin --map`."""
+
+from __future__ import annotations
+
+
+import pytest
+from rpctl.cli.common import parse_assignments
+from rpctl.controller.errors import InvalidInput
+
+
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        ([], {}),
+        (["worker-1=3"], {"worker-1": 3}),
+        (["worker-1=3", "worker-2=0", "w3=10000"], {"worker-1": 3, "worker-2": 0, "w3": 10000}),
+        (["a=-1"], {"a": -1}),  # parses: the range is check_weight's job
+        (["a= 7 "], {"a": 7}),
+    ],
+)
+def test_parse_assignments_valid(items, expected):
+    assert parse_assignments(items) == expected
+
+
+@pytest.mark.parametrize(
+    "items", [["a"], ["=3"], ["a=x"], ["a=1.5"], ["a="], ["a=1e3"], ["a=0x10"], ["a=1", "b=2", "a=3"]]
+)
+def test_parse_assignments_refuses(items):
+    with pytest.raises(InvalidInput):
+        parse_assignments(items)
+
+
+@pytest.mark.parametrize("value", ["--3", "---7", "\u00b2", "1\u00b2"])
+def test_parse_assignments_refuses_odd_digits(value):
+    with pytest.raises(InvalidInput):
+        parse_assignments([f"a={value}"])

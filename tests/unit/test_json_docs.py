@@ -1,0 +1,68 @@
+"""cli/json_docs.py: the stable JSON of `status --json` and `weights --json`."""
+
+from __future__ import annotations
+
+import json
+
+from rpctl.cli import json_docs
+from tests.support.views import STATES, group_view
+
+
+GROUP_KEYS = {
+    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
+    "published_ns", "counters", "members",
+}
+
+
+COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed"}
+
+
+MEMBER_KEYS = {
+    "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
+    "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue",
+}
+
+
+WEIGHTS_KEYS = {"group", "members"}
+
+
+WEIGHTS_MEMBER_KEYS = {"name", "state", "weight", "target_share", "observed_share", "selected_since_change"}
+
+
+def test_status_json_keys_and_values():
+    view = group_view()
+    doc = json_docs.status_json([view])
+    json.dumps(doc)  # serialisable as it is
+    assert set(doc) == {"groups"}
+    (g,) = doc["groups"]
+    assert set(g) == GROUP_KEYS
+    assert set(g["counters"]) == COUNTER_KEYS
+    assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
+                             "rss_unhashed": 9}
+    assert g["pin_device"] is None
+    assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
+    assert (g["program_id"], g["generation"], g["mode"]) == (42, 1, "weighted")
+    assert g["published_ns"] == view.published_ns
+    assert [m["name"] for m in g["members"]] == list(STATES)
+    for m in g["members"]:
+        assert set(m) == MEMBER_KEYS
+        assert m["state"] == STATES[m["name"]]
+    first = g["members"][0]
+    assert (first["pid"], first["index"], first["cookie"], first["queue"]) == (4200, 0, 8193, 2)
+    assert first["selected_since_change"] == 10
+    assert first["observed_share"] == 0.123457
+    assert json_docs.status_json([]) == {"groups": []}
+
+
+def test_weights_json_keys_and_values():
+    view = group_view()
+    view.members[3].observed_share = None
+    doc = json_docs.weights_json(view)
+    json.dumps(doc)
+    assert set(doc) == WEIGHTS_KEYS
+    assert doc["group"] == "tcp-18080"
+    for m in doc["members"]:
+        assert set(m) == WEIGHTS_MEMBER_KEYS
+        assert m["state"] == STATES[m["name"]]
+    assert doc["members"][0]["target_share"] == 0.25
+    assert doc["members"][3]["observed_share"] is None
