@@ -1,0 +1,54 @@
+"""`rpctl restart` and `rollout`: signal names, the command line split at `--`, and options
+refused before anything is touched."""
+
+from __future__ import annotations
+
+import io
+import signal
+
+import pytest
+
+from rpctl.cli.common import Environment
+from rpctl.cli.main import build_parser, run
+from rpctl.cli.restart_cmd import parse_signal
+from rpctl.controller.errors import InvalidInput
+
+
+@pytest.mark.parametrize("text, num", [("TERM", 15), ("sigterm", 15), ("15", 15), ("QUIT", 3), ("INT", 2)])
+def test_parse_signal(text, num):
+    assert parse_signal(text) == num == int(signal.Signals(num))
+
+
+@pytest.mark.parametrize("text", ["", "NOPE", "999", "-1"])
+def test_parse_signal_refuses(text):
+    with pytest.raises(InvalidInput, match="not a signal"):
+        parse_signal(text)
+
+
+@pytest.mark.parametrize("argv, names, cmd, hook", [
+    (["restart", "w1"], ["w1"], [], False),
+    (["restart", "w1", "w2", "--", "/srv/api", "--listen", "x"], ["w1", "w2"], ["/srv/api", "--listen", "x"], False),
+    (["restart", "w1", "--hook", "--", "systemctl", "restart", "a"], ["w1"], ["systemctl", "restart", "a"], True),
+    (["restart", "--hook", "w1", "--", "sh", "-c", "x -- y"], ["w1"], ["sh", "-c", "x -- y"], True),
+])
+def test_restart_command_line_splits_at_the_first_double_dash(argv, names, cmd, hook):
+    args = build_parser().parse_args(argv)
+    assert (args.names, args.cmd, args.hook) == (names, cmd, hook)
+
+
+def test_rollout_command_line():
+    args = build_parser().parse_args(["rollout", "--batch", "2", "--", "x", "--", "y"])
+    assert (args.batch, args.cmd) == (2, ["x", "--", "y"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["restart", "w1", "--hook"], "--hook: give the command"),
+    (["restart", "w1", "--signal", "BOGUS"], "not a signal"),
+    (["restart", "w1", "--drain-timeout", "0"], "must be more than 0"),
+    (["rollout", "--stop-timeout", "-1"], "must be more than 0"),
+])
+def test_bad_options_fail_with_one_line_before_touching_anything(argv, message):
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    assert run(argv, env) == InvalidInput.exit_status
+    lines = env.stderr.getvalue().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
