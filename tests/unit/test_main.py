@@ -160,3 +160,26 @@ def test_traceback_is_an_option_of_rpctl_itself():
     status, _, err = invoke(["status", "--traceback"])
     assert status == ExitStatus.USAGE
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _listed_commands(help_text: str) -> list[str]:
+    """The commands `rpctl --help` lists under COMMAND: each line indented by four spaces."""
+    section = help_text.split("\n  COMMAND\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in section.splitlines() if re.match(r"^    \S", line)]
+
+
+def test_every_command_that_rpctl_help_lists_answers_help_with_examples():
+    """As an operator runs it: `rpctl --help`, then `rpctl CMD --help` for each command it lists."""
+    import subprocess
+    import sys
+
+    rpctl = [sys.executable, "-m", "rpctl.cli"]
+    top = subprocess.run([*rpctl, "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0, top.stderr
+    listed = _listed_commands(top.stdout)
+    assert sorted(listed) == SUBCOMMANDS, "rpctl --help must list every command the parser has"
+    for command in listed:
+        done = subprocess.run([*rpctl, command, "--help"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stderr == "", (command, done.stderr)
+        examples = done.stdout.rstrip("\n").split("\nexamples:\n")[1].splitlines()
+        assert examples and all(e.startswith(f"  rpctl {command}") for e in examples), (command, examples)
