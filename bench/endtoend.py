@@ -88,7 +88,7 @@ class Selections:
 
     def placed(self) -> int:
         """Connections rpctl's program has placed so far."""
-        return sum(sum(t) for t in self.group.member_totals())
+        return sum(sum(t.values()) for t in self.group.member_totals())
 
 
 def one_round(sel: Selections, name: str, seconds: float) -> dict:
