@@ -1,0 +1,7 @@
+"""Helpers shared by the kernel tests (tests/kernel) and the benchmarks
+(bench/): fresh network namespaces (netns), member sockets and real traffic
+(traffic), a real nginx on a SO_REUSEPORT port (nginx), a synthetic RSS device
+(rss_device), and `rpctl run` launched as a subprocess with waits on its
+workers (launched).  Plain modules, no pytest, imported as
+``tests.support.<module>`` from the repository root (pytest's ``pythonpath``
+setting in pyproject.toml; ``python -m bench.run`` runs from there too)."""
