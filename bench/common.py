@@ -4,8 +4,8 @@ rounds, and rewriting one section of docs/benchmarks.md.
 Each benchmark owns one section of docs/benchmarks.md, delimited by
 ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``; a run rewrites only its
 own section, so benchmarks can be run one at a time or all together
-(bench/run.py).  Benchmarks reuse the kernel tests' namespace and traffic
-helpers (tests/kernel/netns.py, tests/kernel/traffic.py) rather than copies.
+(``python -m bench.run``).  Benchmarks reuse the kernel tests' namespace and
+traffic helpers (tests.support.netns, tests.support.traffic) rather than copies.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
 
 T = TypeVar("T")
 
@@ -122,7 +120,7 @@ def wrk_command(url: str, threads: int, connections: int, seconds: float) -> lis
 def write_section(name: str, body: str, doc: Path | None = None) -> None:
     """Replace (or append) the section NAME of docs/benchmarks.md with BODY,
     stamped with the machine line."""
-    # Looked up at call time: bench/run.py --quick points DOC at a scratch copy.
+    # Looked up at call time: bench.run --quick points DOC at a scratch copy.
     doc = doc or DOC
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body.rstrip()}\n\nMachine: {machine()}.\n{end}"

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import plots
-from common import alternate, median, table, write_section
-from netns import fresh_netns
-from traffic import Members
+from bench import plots
+from bench.common import alternate, median, table, write_section
+from tests.support.netns import fresh_netns
+from tests.support.traffic import Members
 
 SECTION = "control-plane"
 PORT = 7300
@@ -35,7 +35,7 @@ GOAL_MS = 150
 def rpctl_argv() -> list[str]:
     """The console script next to this Python (what `rpctl` on PATH runs), else -m."""
     script = Path(sys.executable).with_name("rpctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "rpctl.cli.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rpctl.cli"]
 
 
 # An installed rpctl runs from cached bytecode; a shell that sets
@@ -79,7 +79,7 @@ def variants(group_dir: str) -> dict[str, Callable[[], float]]:
 def import_breakdown(top: int = 6) -> list[tuple[str, float]]:
     """The heaviest top-level imports of `rpctl status --json` (cumulative ms)."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "rpctl.cli.main", "status", "--json"],
+        [sys.executable, "-X", "importtime", "-m", "rpctl.cli", "status", "--json"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     found = []

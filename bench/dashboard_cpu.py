@@ -8,7 +8,8 @@ operator starts it; its CPU is utime + stime from /proc over a fixed window
 after a warm-up.  Where a frame's time goes (the poll, with and without the
 sock_diag queue depths, and laying the frame out) is timed in this process.
 
-    .venv/bin/python bench/dashboard_cpu.py      (as root; rewrites its section of docs/benchmarks.md)
+    .venv/bin/python -m bench.dashboard_cpu      (as root, from the repository root; rewrites its section
+                                                  of docs/benchmarks.md)
     ./scripts/bench.sh dashboard_cpu             (the same, after setting up)
     ./scripts/bench.sh --quick dashboard_cpu     (smoke check; figures not kept)
 """
@@ -27,9 +28,9 @@ import threading
 import time
 from typing import Callable
 
-from common import alternate, median, span, table, write_section
-from netns import fresh_netns
-from traffic import LightLoad, Members
+from bench.common import alternate, median, span, table, write_section
+from tests.support.netns import fresh_netns
+from tests.support.traffic import LightLoad, Members
 
 SECTION = "dashboard-cpu"
 PORT = 7400
@@ -90,7 +91,7 @@ def dashboard_cpu(width: int, height: int, warmup: float, window: float) -> floa
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the terminal's size rules
     env["TERM"] = "xterm-256color"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rpctl.cli.dashboard", "--interval", str(INTERVAL)],
+        [sys.executable, "-m", "rpctl.cli", "dashboard", "--interval", str(INTERVAL)],
         stdin=term.slave, stdout=term.slave, stderr=subprocess.PIPE, env=env, start_new_session=True,
     )
     os.close(term.slave)
@@ -189,7 +190,7 @@ def report(cpu: dict[str, list[float]], parts: dict[str, float], connections: in
         "### Dashboard CPU (issue 4)",
         "",
         "```sh",
-        ".venv/bin/python bench/dashboard_cpu.py     # or: ./scripts/bench.sh dashboard_cpu",
+        ".venv/bin/python -m bench.dashboard_cpu     # or: ./scripts/bench.sh dashboard_cpu",
         "```",
         "",
         f"`rpctl dashboard` at its default refresh ({INTERVAL:g} s) watching one group of {MEMBERS}",
@@ -229,5 +230,6 @@ def run(quick: bool) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:]:
-        sys.exit("usage: bench/dashboard_cpu.py (no arguments; ./scripts/bench.sh --quick dashboard_cpu to smoke-test)")
+        sys.exit("usage: python -m bench.dashboard_cpu "
+                 "(no arguments; ./scripts/bench.sh --quick dashboard_cpu to smoke-test)")
     run(quick=False)

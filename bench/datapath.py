@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import plots
-from common import alternate, median, span, table, write_section
+from bench import plots
+from bench.common import alternate, median, span, table, write_section
 
 SECTION = "datapath"
 MEMBERS = 4
@@ -65,7 +65,7 @@ class Variant:
 
 
 def _members(port: int, count: int = MEMBERS):
-    from traffic import Members
+    from tests.support.traffic import Members
 
     members = Members(port=port)
     for _ in range(count):
@@ -145,7 +145,7 @@ def _cpu_pin(g: str) -> None:
 
 
 def _rss_pin(g: str) -> None:
-    from rss_device import synthetic_device
+    from tests.support.rss_device import synthetic_device
 
     from rpctl.controller import pin, rss
 
@@ -175,7 +175,7 @@ def _setup(stack: contextlib.ExitStack) -> list[Variant]:
 
 
 def _measure(variant: Variant, connections: int, seed: int) -> dict:
-    from traffic import tcp_connections
+    from tests.support.traffic import tcp_connections
 
     t0, c0 = variant.run_stats()
     counts, failures = tcp_connections(variant.members, connections, seed=seed)
@@ -206,7 +206,7 @@ def _paths(variant: Variant) -> str:
 
 
 def run(quick: bool) -> None:
-    from netns import fresh_netns
+    from tests.support.netns import fresh_netns
 
     from rpctl.controller import bpfsys
 

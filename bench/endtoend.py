@@ -24,8 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import plots
-from common import alternate, median, parse_wrk, span, table, wrk_command, write_section
+from bench import plots
+from bench.common import alternate, median, parse_wrk, span, table, wrk_command, write_section
 
 SECTION = "end-to-end"
 PORT = 7700
@@ -100,8 +100,8 @@ def one_round(sel: Selections, name: str, seconds: float) -> dict:
 
 
 def run(quick: bool) -> None:
-    from netns import fresh_netns
-    from nginx import NGINX, Nginx
+    from tests.support.netns import fresh_netns
+    from tests.support.nginx import NGINX, Nginx
 
     from rpctl.controller import discover
 

@@ -19,8 +19,9 @@ Reported: the locality ratio (local / accepted), connections per second of
 all clients together, and the clients' connection latency (p50, p99),
 medians over rounds.
 
-The same file is the worker and the client (``--worker``/``--client``): the
-benchmark starts it as separate processes so that each has its own CPU.
+The same module is the worker and the client (``python -m bench.locality
+--worker``/``--client``): the benchmark starts it as separate processes so
+that each has its own CPU.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from common import alternate, median, span, table, write_section
+from bench.common import REPO, alternate, median, span, table, write_section
 
 SECTION = "locality"
 PORT = 7500
@@ -134,8 +135,8 @@ def client(cpu: int, port: int, seconds: float, seed: int) -> int:
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen([sys.executable, "-m", "bench.locality", *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, text=True)
 
 
 def _json_line(proc: subprocess.Popen) -> dict:
@@ -152,7 +153,7 @@ def _percentile(values: list[int], q: float) -> float:
 
 def one_round(variant: str, seconds: float, seed: int) -> dict:
     """One run of `variant` in a fresh namespace."""
-    from netns import fresh_netns
+    from tests.support.netns import fresh_netns
     from rpctl.controller import group, pin, views
 
     with fresh_netns("rpctl-bench-loc-"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
-import common
+from bench import common
 
 # One colour per kind of row, in order of first appearance.
 PALETTE = ("#9e9e9e", "#7fa7d6", "#1f4e9c", "#d9534f", "#5cb85c", "#f0ad4e")

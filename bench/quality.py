@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from common import alternate, table, write_section
-from netns import fresh_netns
-from traffic import Members, tcp_connections, tcp_placements, tcp_sources
+from bench.common import alternate, table, write_section
+from tests.support.netns import fresh_netns
+from tests.support.traffic import Members, tcp_connections, tcp_placements, tcp_sources
 
 from rpctl.controller import group as groups
 from rpctl.controller import abi, slot_table

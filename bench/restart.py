@@ -33,9 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import alternate, median, parse_wrk, table, wrk_command, write_section
-from launched import wait_until
-from netns import fresh_netns
+from bench.common import alternate, median, parse_wrk, table, wrk_command, write_section
+from tests.support.launched import wait_until
+from tests.support.netns import fresh_netns
 from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import views
 from rpctl.controller.errors import NotFound
@@ -104,7 +104,7 @@ def rpctl_rollout(duration: float) -> dict:
     """(c): `rpctl run -n 4`, then `rpctl rollout` under the same load."""
     log = tempfile.NamedTemporaryFile(prefix="rpctl-run-", suffix=".log", delete=False)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "rpctl.cli.main", "run", "--group", "bench", "-n", str(WORKERS),
+        [sys.executable, "-m", "rpctl.cli", "run", "--group", "bench", "-n", str(WORKERS),
          "--listen", f"127.0.0.1:{PORT}", "--", sys.executable, "-m", "rpctl.cli.demo.worker",
          "--name", "$RPCTL_MEMBER", "--close-first", "--accept-delay", str(ACCEPT_DELAY_MS)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
@@ -122,7 +122,7 @@ def rpctl_rollout(duration: float) -> dict:
         time.sleep(0.3)  # the workers' first accept loops
 
         def restart_all() -> None:
-            subprocess.run([sys.executable, "-m", "rpctl.cli.main", "rollout", "--group", "bench"],
+            subprocess.run([sys.executable, "-m", "rpctl.cli", "rollout", "--group", "bench"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         return _under_load(duration, restart_all)

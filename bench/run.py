@@ -1,7 +1,7 @@
 """Run the benchmark suite: every bench/*.py module, or the ones named.
 
-    ./scripts/bench.sh [--quick] [NAME ...]       (sets up, then runs this file)
-    .venv/bin/python bench/run.py [--quick] [NAME ...]
+    ./scripts/bench.sh [--quick] [NAME ...]       (sets up, then runs this module)
+    .venv/bin/python -m bench.run [--quick] [NAME ...]     (from the repository root)
 
 The convention every benchmark module follows (bench/<name>.py):
 
@@ -21,8 +21,11 @@ The convention every benchmark module follows (bench/<name>.py):
   to a scratch copy of the document (``common.DOC`` is redirected by the
   runner), never over the published figures.
 - Network traffic stays on loopback in a fresh namespace
-  (``tests/kernel/netns.py: fresh_netns``); helpers shared with the kernel
-  tests come from tests/kernel/ (``common`` puts it on ``sys.path``).
+  (``tests.support.netns.fresh_netns``); helpers shared with the kernel
+  tests come from the package tests.support (``from tests.support.traffic
+  import Members``), the shared pieces of bench/ from ``bench.common`` and
+  ``bench.plots``; both resolve because the suite runs as
+  ``python -m bench.run`` from the repository root.
 - The whole suite stays under 10 minutes, the quick mode under one minute.
 
 Modules whose name starts with ``_`` and the shared ``common`` and ``plots``
@@ -41,10 +44,9 @@ import time
 import traceback
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+from bench import common
 
-import common  # noqa: E402  (bench/ on sys.path first)
+BENCH = Path(__file__).resolve().parent
 
 NOT_BENCHMARKS = {"common", "plots", "run"}
 
@@ -59,7 +61,7 @@ def run_one(name: str, quick: bool) -> bool:
     started = time.monotonic()
     print(f"== {name}", flush=True)
     try:
-        importlib.import_module(name).run(quick)
+        importlib.import_module(f"bench.{name}").run(quick)
     except Exception:  # one broken benchmark must not hide the others' results
         traceback.print_exc()
         print(f"== {name}: FAILED after {time.monotonic() - started:.1f} s", flush=True)

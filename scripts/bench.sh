@@ -11,4 +11,4 @@ REPO="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd -P)"
 "$REPO/scripts/provision.sh" --with-tests
 
 cd "$REPO"
-exec "$REPO/.venv/bin/python" "$REPO/bench/run.py" "$@"
+exec "$REPO/.venv/bin/python" -m bench.run "$@"

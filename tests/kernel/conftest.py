@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from netns import fresh_netns
+from tests.support.netns import fresh_netns
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_prerequisites():
@@ -72,7 +72,7 @@ class Cli:
 
     def subprocess(self, *argv: str, env=None, **kw) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "rpctl.cli.main", *map(str, argv)],
+            [sys.executable, "-m", "rpctl.cli", *map(str, argv)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -89,7 +89,7 @@ def rpctl():
 @pytest.fixture
 def make_members(netns):
     """Members(...) factory (always in the test's own namespace) whose sockets are closed after the test."""
-    from traffic import Members
+    from tests.support.traffic import Members
 
     made = []
 
@@ -107,7 +107,7 @@ def make_members(netns):
 def launch(netns, tmp_path):
     """Start `rpctl run ARGS -- CMD` subprocesses; all stopped after the test,
     which fails if any child outlived its launcher."""
-    from launched import Run
+    from tests.support.launched import Run
 
     runs = []
 

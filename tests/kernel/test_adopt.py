@@ -20,7 +20,7 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import discover
 from rpctl.controller.state import Layout
 
-from nginx import NGINX, Nginx
+from tests.support.nginx import NGINX, Nginx
 
 pytestmark = pytest.mark.kernel
 

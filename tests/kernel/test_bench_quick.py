@@ -1,7 +1,8 @@
-"""The benchmark suite still runs: `bench/run.py --quick` runs every benchmark
-once at small sizes (under a minute; its figures are not checked), draws the
-PNG figures to a scratch directory, and leaves the published figures in
-docs/ alone."""
+"""The benchmark suite still runs: `python -m bench.run --quick` (from the
+repository root, as scripts/bench.sh runs it) runs every benchmark once at
+small sizes (under a minute; its figures are not checked), draws the PNG
+figures to a scratch directory, and leaves the published figures in docs/
+alone."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def published() -> dict[str, bytes]:
 def test_quick_suite_runs_every_benchmark(netns):
     before = published()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick"],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "bench.run", "--quick"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     started = re.findall(r"^== (\w+)$", proc.stdout, re.M)

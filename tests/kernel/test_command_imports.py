@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from traffic import PORT
+from tests.support.traffic import PORT
 
 # Runs one rpctl command line, then reports which heavy packages it imported.
 PROBE = """

@@ -23,7 +23,7 @@ import time
 import pytest
 
 from rpctl.cli.demo import worker as demo_worker
-from traffic import PORT, ClientLoad, LightLoad
+from tests.support.traffic import PORT, ClientLoad, LightLoad
 
 pytestmark = pytest.mark.kernel
 
@@ -49,7 +49,7 @@ class Tmux:
                               capture_output=True, text=True, check=check, timeout=10)
 
     def start(self, *dashboard_args: str) -> None:
-        self.start_module("rpctl.cli.dashboard", *dashboard_args)
+        self.start_module("rpctl.cli", "dashboard", *dashboard_args)
 
     def start_module(self, module: str, *args: str) -> None:
         # A shell records the exit status: tmux may mark a pane dead before it reaps the
@@ -214,7 +214,7 @@ def test_dashboard_killed_mid_run_changes_no_state(netns, rpctl, tmux, make_memb
         term.wait_for(lambda s: "64 members" in s and "+" in s and "more members" in s, 15, "64 members")
         pid = term.dashboard_pid()
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            assert b"rpctl.cli.dashboard" in f.read()
+            assert b"-m\0rpctl.cli\0dashboard" in f.read()
         time.sleep(1)  # a few more polls and frames under load
         os.kill(pid, signal.SIGKILL)
         assert term.wait_exit(3) == 128 + signal.SIGKILL
@@ -230,7 +230,7 @@ def test_demo_runs_its_steps_under_the_dashboard_and_closes_it(netns, tmux):
     workers and the current step, closes by itself after the last step, and
     the step tables follow on the restored screen."""
     t = tmux(width=120, height=40)
-    t.start_module("rpctl.cli.main", "demo", "--port", "18081", "--step-seconds", "2")
+    t.start_module("rpctl.cli", "demo", "--port", "18081", "--step-seconds", "2")
     t.wait_for(lambda s: "demo step 2/4: drain worker-3" in s and "worker-4" in s, 30, "the drain step")
     screen = t.screen()
     assert "demo-18081" in screen and "tcp:127.0.0.1:18081" in screen, screen

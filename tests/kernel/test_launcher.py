@@ -1,6 +1,6 @@
 """`rpctl run` (controller.launcher) and join() on the real kernel.
 
-The launcher runs as a subprocess (`python -m rpctl.cli.run_cmd run ...`),
+The launcher runs as a subprocess (`python -m rpctl.cli run ...`),
 as an operator would run it: it installs signal handlers and reaps its
 children, neither of which a pytest process should share.  Its stdout (the
 workers' `ready` lines) and stderr (its event log) go to files, never to
@@ -19,15 +19,15 @@ import time
 
 import pytest
 
-from rpctl.cli import run_cmd
+from rpctl.cli import main
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
 from rpctl.cli.main import Environment
 from rpctl.controller.errors import InvalidInput
 from rpctl.controller.join import join
 from rpctl.controller.state import Layout
-from launched import alive, members, ppid_of, wait_until
-from traffic import tcp_connections
+from tests.support.launched import alive, members, ppid_of, wait_until
+from tests.support.traffic import tcp_connections
 
 pytestmark = pytest.mark.kernel
 
@@ -175,7 +175,7 @@ def test_join_registers_the_callers_own_sockets(netns, rpctl, make_members):
 )
 def test_run_refuses_bad_command_lines(argv, status, message):
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    assert run_cmd.run(["run", *argv], env) == status
+    assert main.run(["run", *argv], env) == status
     lines = env.stderr.getvalue().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
 

@@ -17,8 +17,8 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import abi
 from rpctl.controller.group import Group
 from rpctl.controller.state import Layout
-from launched import members as group_members
-from traffic import PORT, tcp_connections
+from tests.support.launched import members as group_members
+from tests.support.traffic import PORT, tcp_connections
 
 pytestmark = pytest.mark.kernel
 

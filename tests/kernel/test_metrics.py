@@ -1,6 +1,6 @@
 """rpctl metrics over a real group: a real exporter process, scraped over HTTP.
 
-The exporter runs as an operator runs it (`python -m rpctl.cli.main metrics`),
+The exporter runs as an operator runs it (`python -m rpctl.cli metrics`),
 inside the test's network namespace; the connections are real and counted
 where they arrive, on the member sockets.
 """
@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from traffic import ExtraRuns, tcp_connections
+from tests.support.traffic import ExtraRuns, tcp_connections
 
 pytestmark = pytest.mark.kernel
 

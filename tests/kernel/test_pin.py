@@ -20,8 +20,8 @@ from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import pin, rss, toeplitz
 
-from rss_device import synthetic_device
-from traffic import ExtraRuns, tcp_connections, udp_datagrams
+from tests.support.rss_device import synthetic_device
+from tests.support.traffic import ExtraRuns, tcp_connections, udp_datagrams
 
 pytestmark = pytest.mark.kernel
 

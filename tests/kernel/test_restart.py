@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from launched import alive, members, wait_until
-from traffic import ClientLoad
+from tests.support.launched import alive, members, wait_until
+from tests.support.traffic import ClientLoad
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import diag

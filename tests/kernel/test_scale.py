@@ -16,8 +16,8 @@ import re
 import time
 
 import pytest
-from netns import fresh_netns
-from traffic import ExtraRuns, Members, tcp_connections
+from tests.support.netns import fresh_netns
+from tests.support.traffic import ExtraRuns, Members, tcp_connections
 
 from rpctl.controller import abi, group, slot_table, views
 from rpctl.controller.errors import InvalidInput

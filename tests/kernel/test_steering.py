@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from traffic import ExtraRuns, shares, tcp_connections, udp_datagrams
+from tests.support.traffic import ExtraRuns, shares, tcp_connections, udp_datagrams
 
 pytestmark = pytest.mark.kernel
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from common import parse_wrk  # noqa: E402
+from bench.common import parse_wrk
 
 WITH_ERRORS = """\
 Running 6s test @ http://127.0.0.1:7400/

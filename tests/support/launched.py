@@ -53,7 +53,7 @@ class Run:
         self.err_path = tmp_path / f"run-{id(self)}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rpctl.cli.run_cmd", "run", *map(str, args), "--", *cmd],
+                [sys.executable, "-m", "rpctl.cli", "run", *map(str, args), "--", *cmd],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
