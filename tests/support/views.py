@@ -35,3 +35,40 @@ def group_view(members=None, **kw) -> GroupView:
 
 
 STATES = {"worker-1": "active", "worker-2": "draining", "worker-3": "drained", "worker-4": "gone"}
+
+
+def moving_member(index: int, name: str, **kw) -> MemberView:
+    """A member with no counts yet: the dashboard's tests move its counters from poll to poll."""
+    fields = {
+        "index": index, "name": name, "pid": 4200 + index, "fd": 3, "cookie": 8193 + index, "weight": 1,
+        "draining": False, "gone": False, "selected": 0, "fallback": 0, "migrated": 0,
+        "since_publish": 0, "target_share": 0.25, "observed_share": None, "queue": 0,
+    }
+    return MemberView(**{**fields, **kw})
+
+
+def moving_group(members, **kw) -> GroupView:
+    fields = {
+        "name": "web", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
+        "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 0, "created_ns": 0,
+        "slot_misses": 5, "no_live_member": 6,
+    }
+    view = GroupView(**{**fields, **kw})
+    view.members = list(members)
+    return view
+
+
+def four(t: float, **overrides) -> GroupView:
+    """Four members, one per state, member i getting (i+1)*100 connections a second."""
+    specs = [
+        ("worker-1", {}),
+        ("worker-2", {"draining": True, "queue": 3}),
+        ("worker-3", {"draining": True, "queue": 0}),
+        ("worker-4", {"gone": True, "queue": None}),
+    ]
+    members = []
+    for i, (name, kw) in enumerate(specs):
+        fields = {"selected": int((i + 1) * 100 * t), "fallback": 7 * i, "migrated": 11 * i, **kw}
+        fields.update(overrides.get(name, {}))
+        members.append(moving_member(i, name, **fields))
+    return moving_group(members)

@@ -16,7 +16,7 @@ from rpctl.cli.main import build_parser
 from rpctl.controller import group as groups
 from rpctl.controller import views as read_model
 from rpctl.controller.errors import InvalidInput, NotFound
-from test_dashboard_screen import four
+from tests.support.views import four
 
 
 @pytest.fixture(autouse=True)

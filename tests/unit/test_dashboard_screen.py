@@ -9,55 +9,18 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 
 import pytest
 from rich.console import Console
 from rpctl.cli import dashboard_screen
 from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
 from rpctl.controller import views as read_model
-from rpctl.controller.views import GroupView, MemberView
+from tests.support.views import four, moving_group, moving_member
 
 
 @pytest.fixture(autouse=True)
 def no_system(refuse_system, monkeypatch):
     monkeypatch.setattr(read_model, "read_views", refuse_system)
-
-
-def member(index: int, name: str, **kw) -> MemberView:
-    fields = {
-        "index": index, "name": name, "pid": 4200 + index, "fd": 3, "cookie": 8193 + index, "weight": 1,
-        "draining": False, "gone": False, "selected": 0, "fallback": 0, "migrated": 0,
-        "since_publish": 0, "target_share": 0.25, "observed_share": None, "queue": 0,
-    }
-    return MemberView(**{**fields, **kw})
-
-
-def group_view(members, **kw) -> GroupView:
-    fields = {
-        "name": "web", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
-        "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 0, "created_ns": 0,
-        "slot_misses": 5, "no_live_member": 6,
-    }
-    view = GroupView(**{**fields, **kw})
-    view.members = list(members)
-    return view
-
-
-def four(t: float, **overrides) -> GroupView:
-    """Four members, one per state, member i getting (i+1)*100 connections a second."""
-    specs = [
-        ("worker-1", {}),
-        ("worker-2", {"draining": True, "queue": 3}),
-        ("worker-3", {"draining": True, "queue": 0}),
-        ("worker-4", {"gone": True, "queue": None}),
-    ]
-    members = []
-    for i, (name, kw) in enumerate(specs):
-        fields = {"selected": int((i + 1) * 100 * t), "fallback": 7 * i, "migrated": 11 * i, **kw}
-        fields.update(overrides.get(name, {}))
-        members.append(member(i, name, **fields))
-    return group_view(members)
 
 
 def frame(snap: Snapshot, history: History, width: int, height: int) -> str:
@@ -145,7 +108,7 @@ def test_columns_drop_in_order_of_importance_as_width_shrinks():
 def test_no_frame_overflows_its_terminal(size):
     width, height = size
     history, snap = history_of(
-        lambda t: [four(t), group_view([member(i, f"udp-worker-{i}", selected=int(50 * t)) for i in range(9)],
+        lambda t: [four(t), moving_group([moving_member(i, f"udp-worker-{i}", selected=int(50 * t)) for i in range(9)],
                                        name="dns", proto="udp", port=5353)],
         seconds=3,
     )
@@ -156,7 +119,7 @@ def test_no_frame_overflows_its_terminal(size):
 
 def test_64_members_are_summarised_at_80x24_and_a_draining_one_stays_visible():
     def make(t):
-        return [group_view([member(i, f"member-{i:02d}", selected=int(10 * t), draining=i == 50, queue=4)
+        return [moving_group([moving_member(i, f"member-{i:02d}", selected=int(10 * t), draining=i == 50, queue=4)
                             for i in range(64)])]
 
     history, snap = history_of(make, seconds=2)
@@ -175,7 +138,7 @@ def test_64_members_are_summarised_at_80x24_and_a_draining_one_stays_visible():
 
 def test_udp_groups_count_datagrams_and_empty_namespaces_say_so():
     history, snap = history_of(
-        lambda t: [group_view([member(0, "dns-1", selected=int(20 * t))], name="dns", proto="udp")], seconds=2
+        lambda t: [moving_group([moving_member(0, "dns-1", selected=int(20 * t))], name="dns", proto="udp")], seconds=2
     )
     text = frame(snap, history, 80, 24)
     assert "20 dgram/s" in text and "conn/s" not in text
@@ -196,8 +159,8 @@ def two_members(a_rate, b_rate):
             totals["b"] += b_rate(t)
         # Spread over the three counters: the dashboard counts every way a connection arrives.
         a, b = int(totals["a"]), int(totals["b"])
-        return [group_view([member(0, "a", selected=a - a // 4, fallback=a // 8, migrated=a // 4 - a // 8),
-                            member(1, "b", selected=b)])]
+        return [moving_group([moving_member(0, "a", selected=a - a // 4, fallback=a // 8, migrated=a // 4 - a // 8),
+                            moving_member(1, "b", selected=b)])]
 
     return make
 
@@ -243,13 +206,13 @@ def test_rate_is_over_about_one_second_even_with_fast_polls():
 
 def test_rates_need_two_snapshots_and_survive_a_counter_reset():
     history = History()
-    history.update(Snapshot(0.0, [group_view([member(0, "a", selected=500)])]))
+    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a", selected=500)])]))
     g = history.last.groups[0]
     assert history.rate("web", g.members[0]) is None
     assert history.share(g, g.members[0]) is None
     assert history.group_rate(g) is None
-    history.update(Snapshot(1.0, [group_view([member(0, "a", selected=20)])]))  # statistics reset
-    history.update(Snapshot(2.0, [group_view([member(0, "a", selected=70)])]))
+    history.update(Snapshot(1.0, [moving_group([moving_member(0, "a", selected=20)])]))  # statistics reset
+    history.update(Snapshot(2.0, [moving_group([moving_member(0, "a", selected=70)])]))
     assert history.rate("web", history.last.groups[0].members[0]) == pytest.approx(50)
 
 
@@ -293,9 +256,9 @@ def test_events_follow_the_snapshot_that_changed():
     ]
     seen_texts = []
     for t, (what, spec, expected) in enumerate(steps):
-        members = [member(i, name, **kw) for i, (name, kw) in enumerate(sorted(spec.items()))]
+        members = [moving_member(i, name, **kw) for i, (name, kw) in enumerate(sorted(spec.items()))]
         # Indexes shift when members leave; events are by name, so that must not matter.
-        snap = Snapshot(float(t), [group_view(members)])
+        snap = Snapshot(float(t), [moving_group(members)])
         before = frame(snap, history, 160, 48) if history.last else ""
         if expected:
             assert expected not in before, f"{what}: the event showed before its snapshot"
@@ -316,8 +279,8 @@ def test_events_follow_the_snapshot_that_changed():
 
 def test_drain_of_an_empty_queue_is_drain_started_and_drained_at_once():
     history = History()
-    history.update(Snapshot(0.0, [group_view([member(0, "a"), member(1, "b")])]))
-    drained_at_once = group_view([member(0, "a", draining=True, queue=0), member(1, "b")])
+    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")])]))
+    drained_at_once = moving_group([moving_member(0, "a", draining=True, queue=0), moving_member(1, "b")])
     new = history.update(Snapshot(1.0, [drained_at_once]))
     assert [e.kind for e in new] == ["drain", "drained"]
 
@@ -325,7 +288,7 @@ def test_drain_of_an_empty_queue_is_drain_started_and_drained_at_once():
 def test_groups_appearing_and_leaving_are_events():
     history = History()
     history.update(Snapshot(0.0, []))
-    new = history.update(Snapshot(1.0, [group_view([member(0, "a")])]))
+    new = history.update(Snapshot(1.0, [moving_group([moving_member(0, "a")])]))
     assert [(e.kind, e.group) for e in new] == [("group+", "web")]
     assert "tcp:127.0.0.1:18080" in new[0].text
     new = history.update(Snapshot(2.0, []))
