@@ -59,7 +59,8 @@ class Cli:
     """rpctl in-process: exit code, stdout and stderr of one command."""
 
     def __call__(self, *argv: str):
-        from rpctl.cli.main import Environment, run
+        from rpctl.cli.common import Environment
+        from rpctl.cli.main import run
 
         env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
         code = run([str(a) for a in argv], env)

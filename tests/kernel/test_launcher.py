@@ -22,7 +22,7 @@ import pytest
 from rpctl.cli import main
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.cli.main import Environment
+from rpctl.cli.common import Environment
 from rpctl.controller.errors import InvalidInput
 from rpctl.controller.join import join
 from rpctl.controller.state import Layout
