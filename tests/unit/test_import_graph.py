@@ -170,6 +170,14 @@ def test_the_library_never_prints_or_exits():
     assert not bad, "the library logs or returns data; the CLI words it and exits: " + ", ".join(bad)
 
 
+def test_the_readme_layout_names_every_module():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    layout = readme.split("## Layout of the code", 1)[1].split("\n## ", 1)[0]
+    missing = [f"{name} ({path.name})" for name, path in modules().items()
+               if path.name not in ("__init__.py", "__main__.py") and path.name not in layout]
+    assert not missing, f"README's Layout of the code does not name: {missing}"
+
+
 def test_the_checks_would_catch_what_they_look_for(tmp_path):
     """A cycle, a print and an exit, made up here, are each found (the checks can fail)."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
