@@ -30,3 +30,12 @@ def cli_without_system(refuse_system, monkeypatch):
     """A command run in-process (tests.support.cli.invoke) with no path to the system, and
     a console wide enough that nothing is cut."""
     monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture
+def groups_unreadable(refuse_system, monkeypatch):
+    """No group can be read or resolved: a test replaces what its command may reach."""
+    from rpctl.controller import group, views
+
+    monkeypatch.setattr(views, "read_views", refuse_system)
+    monkeypatch.setattr(group, "resolve_group", refuse_system)

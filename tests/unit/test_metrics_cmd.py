@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,16 +26,8 @@ from tests.support.cli import assert_one_error_line, invoke
 from tests.support.metrics import by_member, samples, scrape
 from tests.support.views import group_view
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-NAME_RE = re.compile(r"^rpctl_[a-z][a-z0-9_]*$")
 
-
-
-
-@pytest.fixture(autouse=True)
-def no_system(refuse_system, monkeypatch):
-    monkeypatch.setattr(read_model, "read_views", refuse_system)
-    monkeypatch.setattr(groups, "resolve_group", refuse_system)
+pytestmark = pytest.mark.usefixtures("groups_unreadable")
 
 
 def test_collector_reads_at_every_scrape_and_reports_a_failure_once(monkeypatch):

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from rpctl.cli import metrics_cmd
 from rpctl.cli.metrics_families import STATES, families
-from rpctl.controller import group as groups
-from rpctl.controller import views as read_model
 from tests.support.views import STATES as MEMBER_STATES
 from tests.support.metrics import by_member, samples, scrape
 from tests.support.views import group_view, member
@@ -25,10 +23,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 NAME_RE = re.compile(r"^rpctl_[a-z][a-z0-9_]*$")
 
 
-@pytest.fixture(autouse=True)
-def no_system(refuse_system, monkeypatch):
-    monkeypatch.setattr(read_model, "read_views", refuse_system)
-    monkeypatch.setattr(groups, "resolve_group", refuse_system)
+pytestmark = pytest.mark.usefixtures("groups_unreadable")
 
 
 # The mapping -----------------------------------------------------------------------
