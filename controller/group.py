@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import array
 import ctypes
+import logging
 import os
+import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
@@ -29,6 +30,8 @@ DEFAULT_WEIGHT = 1
 
 PROG_PIN = "prog"
 
+log = logging.getLogger("rpctl.group")
+
 
 def _now_ns() -> int:
     return time.time_ns()
@@ -36,14 +39,16 @@ def _now_ns() -> int:
 
 def _failpoint(name: str) -> None:
     """Test hook: RPCTL_FAILPOINT=<name>:pause stops a writer at a named
-    point so that a test can SIGKILL it there; <name>:exit dies at once."""
+    point so that a test can SIGKILL it there; <name>:exit dies there at once,
+    as SIGKILL would kill it.  Either way it logs "failpoint NAME reached"
+    (WARNING) first, which a test waits for on stderr."""
     spec = os.environ.get("RPCTL_FAILPOINT", "")
     point, _, action = spec.partition(":")
     if point != name:
         return
-    print(f"rpctl: failpoint {name} reached", file=sys.stderr, flush=True)
+    log.warning("failpoint %s reached", name)
     if action == "exit":
-        os._exit(137)
+        os.kill(os.getpid(), signal.SIGKILL)
     while True:
         time.sleep(3600)
 

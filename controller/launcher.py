@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import re
 import selectors
@@ -53,6 +54,10 @@ STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
 DEFAULT_LISTEN = socks.DEFAULT_LISTEN
 
+# What the launcher does and what becomes of its children: INFO; what it
+# failed to do (it carries on): WARNING.
+log = logging.getLogger("rpctl.launcher")
+
 # The only $VARs expanded in CMD, as systemd expands them in ExecStart=:
 # their value is the member's name in every child, so no shell is needed
 # to pass a worker its own name.
@@ -75,10 +80,6 @@ except OSError as e:
     sys.stderr.write("rpctl run: cannot run %s: %s\\n" % (sys.argv[2], e.strerror))
     os._exit(127)
 """
-
-
-def _default_log(message: str) -> None:
-    print(f"rpctl run: {message}", file=sys.stderr, flush=True)
 
 
 def describe_exit(status: int) -> str:
@@ -136,7 +137,6 @@ class Launcher:
         weight: int = groups.DEFAULT_WEIGHT,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
-        log: Optional[Callable[[str], None]] = None,
         child_stdout: Optional[str] = None,
     ):
         # Everything is checked here, before a socket or a child exists:
@@ -179,7 +179,6 @@ class Launcher:
         self.weight = weight
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.log = log or _default_log
         # A file the children's stdout goes to instead of the launcher's own.
         self.child_stdout = child_stdout
         self.members: list[Member] = []
@@ -331,7 +330,7 @@ class Launcher:
         self._attached = True
         how = "created" if self.created else "joined"
         plural = "" if len(self.members) == 1 else "s"
-        self.log(f"{how} group {self.group} on {self.endpoint} with {len(self.members)} member{plural}")
+        log.info("%s group %s on %s with %d member%s", how, self.group, self.endpoint, len(self.members), plural)
 
     def _spawn(self, m: Member) -> None:
         env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
@@ -362,7 +361,7 @@ class Launcher:
             m.pid = 0
             raise
         self._sel.register(m.pidfd, selectors.EVENT_READ, m)
-        self.log(f"started {m.name} (pid {pid})")
+        log.info("started %s (pid %d)", m.name, pid)
 
     def _register(self, m: Member, replace: bool) -> None:
         """Make the child's fd 3 the member's socket (it is the launcher's
@@ -427,7 +426,7 @@ class Launcher:
             delay = m.backoff
             m.backoff = min(m.backoff * 2, self.backoff_max)
         m.restart_at = time.monotonic() + delay
-        self.log(f"{m.name} (pid {pid}) {describe_exit(status)}; restarting in {delay:g}s")
+        log.info("%s (pid %d) %s; restarting in %gs", m.name, pid, describe_exit(status), delay)
 
     def _drain_dead(self, m: Member) -> None:
         try:
@@ -435,7 +434,7 @@ class Launcher:
             if not m.operator_drained:
                 groups.set_draining(m.name, True, force=True, group=self.group)
         except RpctlError as e:
-            self.log(f"{m.name}: could not drain it: {e}")
+            log.warning("%s: could not drain it: %s", m.name, e)
 
     def _is_draining(self, name: str) -> bool:
         with groups.Group.open(self.group) as g:
@@ -450,7 +449,7 @@ class Launcher:
             delay = m.backoff
             m.backoff = min(m.backoff * 2, self.backoff_max)
             m.restart_at = time.monotonic() + delay
-            self.log(f"{m.name}: cannot start it: {e.strerror or e}; retrying in {delay:g}s")
+            log.warning("%s: cannot start it: %s; retrying in %gs", m.name, e.strerror or e, delay)
             return
         try:
             self._register(m, replace=True)
@@ -458,17 +457,17 @@ class Launcher:
             # If the child died already its exit comes through the selector;
             # otherwise it serves what is queued on its socket but gets no new
             # connection until someone registers it.
-            self.log(f"{m.name} (pid {m.pid}): could not register it again: {e}")
+            log.warning("%s (pid %d): could not register it again: %s", m.name, m.pid, e)
             return
         if m.operator_drained:
-            self.log(f"{m.name} (pid {m.pid}) registered again; left drained as it was before")
+            log.info("%s (pid %d) registered again; left drained as it was before", m.name, m.pid)
             return
         try:
             groups.set_draining(m.name, False, group=self.group)
         except RpctlError as e:
-            self.log(f"{m.name}: could not undrain it: {e}")
+            log.warning("%s: could not undrain it: %s", m.name, e)
             return
-        self.log(f"{m.name} (pid {m.pid}) registered again and undrained")
+        log.info("%s (pid %d) registered again and undrained", m.name, m.pid)
 
     # Stop -----------------------------------------------------------------------------
 
@@ -493,14 +492,14 @@ class Launcher:
             except NotFound:
                 m.registered = False
             except RpctlError as e:
-                self.log(f"{m.name}: could not unregister it: {e}")
+                log.warning("%s: could not unregister it: %s", m.name, e)
         if self.created and self.group is not None:
             self._unload_if_empty()
 
     def _stop_children(self) -> None:
         running = [m for m in self.members if m.pid]
         if running:
-            self.log(f"stopping {len(running)} children")
+            log.info("stopping %d children", len(running))
         requests = self._stop_requests
         for m in running:
             try:
@@ -516,14 +515,14 @@ class Launcher:
                 if key.data is None:
                     self._wake.drain()
                     if self._stop_requests > requests:
-                        self.log("asked again: killing the children")
+                        log.info("asked again: killing the children")
                         return
                 else:
                     m = key.data
                     pid = m.pid
                     status = self._reap(m)
                     m.pid = 0
-                    self.log(f"{m.name} (pid {pid}) {describe_exit(status)}")
+                    log.info("%s (pid %d) %s", m.name, pid, describe_exit(status))
 
     def _kill_children(self) -> None:
         for m in self.members:
@@ -546,17 +545,17 @@ class Launcher:
             except ChildProcessError:
                 status = None
             m.pid = 0
-            self.log(f"{m.name} (pid {pid}) {'killed' if status is None else describe_exit(status)}")
+            log.info("%s (pid %d) %s", m.name, pid, "killed" if status is None else describe_exit(status))
 
     def _unload_if_empty(self) -> None:
         try:
             (view,) = views.read_views(group=self.group, with_queues=False)
             if view.members:
-                self.log(f"left group {self.group} in place: {len(view.members)} other members are in it")
+                log.info("left group %s in place: %d other members are in it", self.group, len(view.members))
                 return
             groups.unload(group=self.group)
-            self.log(f"unloaded group {self.group}")
+            log.info("unloaded group %s", self.group)
         except NotFound:
             pass
         except RpctlError as e:
-            self.log(f"could not unload group {self.group}: {e}")
+            log.warning("could not unload group %s: %s", self.group, e)

@@ -36,6 +36,8 @@ left drained: the others go on serving, the group stays steerable.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import select
 import signal
@@ -52,6 +54,13 @@ from .state import Layout
 
 POLL_INTERVAL = 0.05
 KILL_GRACE = 5.0  # after SIGKILL: how long a process may take to be gone
+
+# Each step of each member, as it happens: INFO.
+log = logging.getLogger("rpctl.restart")
+
+# progress(member, queued, in_handshake) while a drained member's queue empties:
+# what is queued on it and the port's TCP handshakes (None for UDP); see drain.wait_drained.
+Progress = Callable[[str, int, Optional[int]], None]
 
 
 @dataclass
@@ -146,11 +155,11 @@ def _descends_from(pid: int, ancestor: int) -> bool:
 class _Restart:
     """One batch of members going through the six steps together."""
 
-    def __init__(self, group: str, layout: Layout, opts: RestartOptions, log: Callable[[str], None]):
+    def __init__(self, group: str, layout: Layout, opts: RestartOptions, progress: Optional[Progress]):
         self.group = group
         self.layout = layout
         self.opts = opts
-        self.log = log
+        self.progress = progress
 
     def _view(self) -> views.GroupView:
         (view,) = views.read_views(group=self.group, layout=self.layout, with_queues=True)
@@ -222,7 +231,7 @@ class _Restart:
             if not j.was_draining:
                 groups.set_draining(j.name, True, group=self.group, layout=self.layout)
                 j.drained_by_us = True
-                self.log(f"{j.name}: draining")
+                log.info("%s: draining", j.name)
 
     def _wait_drained(self, jobs: list[_Job]) -> None:
         deadline = time.monotonic() + self.opts.drain_timeout
@@ -232,9 +241,9 @@ class _Restart:
                 max(0.0, deadline - time.monotonic()),
                 group=self.group,
                 layout=self.layout,
-                progress=lambda q, h, n=j.name: self.log(f"{n}: {q} queued" + ("" if h is None else f", {h} in handshake on the port")),
+                progress=functools.partial(self.progress, j.name) if self.progress else None,
             )
-            self.log(f"{j.name}: drained")
+            log.info("%s: drained", j.name)
 
     def _listener_cookies(self) -> set[int]:
         view = self._view()
@@ -243,7 +252,7 @@ class _Restart:
 
     def _stop(self, jobs: list[_Job]) -> None:
         for j in jobs:
-            self.log(f"{j.name}: stopping pid {j.pid} ({signal.Signals(self.opts.signal).name})")
+            log.info("%s: stopping pid %d (%s)", j.name, j.pid, signal.Signals(self.opts.signal).name)
             try:
                 os.kill(j.pid, self.opts.signal)
             except ProcessLookupError:
@@ -253,9 +262,9 @@ class _Restart:
 
     def _wait_stopped(self, j: _Job) -> None:
         if _wait_exit(j.pid, self.opts.stop_timeout):
-            self.log(f"{j.name}: pid {j.pid} exited")
+            log.info("%s: pid %d exited", j.name, j.pid)
             return
-        self.log(f"{j.name}: pid {j.pid} still running after {self.opts.stop_timeout:g}s: SIGKILL")
+        log.info("%s: pid %d still running after %gs: SIGKILL", j.name, j.pid, self.opts.stop_timeout)
         try:
             os.kill(j.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -268,7 +277,7 @@ class _Restart:
 
     def _run_hook(self, j: _Job) -> None:
         argv = self._command(j)
-        self.log(f"{j.name}: running {' '.join(argv)}")
+        log.info("%s: running %s", j.name, " ".join(argv))
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=self.opts.start_timeout)
         except FileNotFoundError:
@@ -296,7 +305,7 @@ class _Restart:
             raise InvalidInput(f"restart {j.name}: command not found: {argv[0]}") from None
         except OSError as e:
             raise RpctlError(f"restart {j.name}: cannot start {argv[0]}: {e.strerror}") from None
-        self.log(f"{j.name}: started {argv[0]} (pid {j.spawned})")
+        log.info("%s: started %s (pid %d)", j.name, argv[0], j.spawned)
 
     def _register_replacement(self, j: _Job, before: set[int], deadline: float) -> None:
         if j.launched:
@@ -305,7 +314,7 @@ class _Restart:
             pid, fd = self._wait_new_listener(j, before, deadline)
             groups.register(j.name, pid, fd, group=self.group, replace=True, layout=self.layout, attach=False)
             j.new_pid = pid
-        self.log(f"{j.name}: pid {j.new_pid} registered")
+        log.info("%s: pid %d registered", j.name, j.new_pid)
 
     def _wait_relaunched(self, j: _Job, deadline: float) -> int:
         while True:
@@ -357,11 +366,11 @@ class _Restart:
     def _undrain(self, jobs: list[_Job]) -> None:
         for j in jobs:
             if j.was_draining:
-                self.log(f"{j.name}: left drained, as it was before the restart")
+                log.info("%s: left drained, as it was before the restart", j.name)
                 continue
             groups.set_draining(j.name, False, group=self.group, layout=self.layout)
             j.drained_by_us = False
-            self.log(f"{j.name}: undrained")
+            log.info("%s: undrained", j.name)
 
 
 def restart(
@@ -369,16 +378,19 @@ def restart(
     group: Optional[str] = None,
     opts: Optional[RestartOptions] = None,
     layout: Optional[Layout] = None,
-    log: Callable[[str], None] = lambda _: None,
+    progress: Optional[Progress] = None,
 ) -> list[Restarted]:
-    """Restart the members named, together (drained at once, undrained at once)."""
+    """Restart the members named, together (drained at once, undrained at once).
+
+    Each step is logged (logger "rpctl.restart", INFO); progress(member,
+    queued, in_handshake) is called while a drained member's queue empties."""
     if not names:
         raise UsageError("restart: no member named")
     if len(set(names)) != len(names):
         raise UsageError("restart: a member is named twice")
     layout = layout or Layout()
     gname = groups.resolve_group(group, layout)
-    r = _Restart(gname, layout, opts or RestartOptions(), log)
+    r = _Restart(gname, layout, opts or RestartOptions(), progress)
     return r.run(r.plan(names))
 
 
@@ -387,13 +399,13 @@ def rollout(
     batch: int = 1,
     opts: Optional[RestartOptions] = None,
     layout: Optional[Layout] = None,
-    log: Callable[[str], None] = lambda _: None,
+    progress: Optional[Progress] = None,
 ) -> list[Restarted]:
     """Restart every member of the group, `batch` at a time, in index order;
-    stop at the first failure."""
+    stop at the first failure.  Logged, and progress called, as by restart()."""
     layout = layout or Layout()
     gname = groups.resolve_group(group, layout)
-    r = _Restart(gname, layout, opts or RestartOptions(), log)
+    r = _Restart(gname, layout, opts or RestartOptions(), progress)
     (view,) = views.read_views(group=gname, layout=layout, with_queues=False)
     names = [m.name for m in view.members]
     if not names:
