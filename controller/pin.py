@@ -189,7 +189,7 @@ def explain_rss(
         except RpctlError as e:
             problems.append(str(e))
     elif not info.indir:
-        problems.append(f"the device has no RSS ({info.unsupported.get('indirection', 'no indirection table')})")
+        problems.append(f"the device has no RSS ({info.why_no_rss})")
     if "sysfs" in info.unsupported:
         problems.append(info.unsupported["sysfs"])
     queues = sorted(set(info.indir)) or list(range(info.rx_queues))

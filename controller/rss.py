@@ -30,13 +30,12 @@ from typing import Optional
 
 from . import abi
 from .errors import InvalidInput, NotFound, PermissionDenied
-from .pin_table import format_cpus, parse_cpus
+from .pin_table import parse_cpus
 
 __all__ = [
     "FLOWS",
     "Irq",
     "RssInfo",
-    "describe",
     "fields_text",
     "parse_interrupts",
     "queue_irqs",
@@ -111,6 +110,11 @@ class RssInfo:
 
     def table_share(self, queue: int) -> float:
         return self.indir.count(queue) / len(self.indir) if self.indir else 0.0
+
+    @property
+    def why_no_rss(self) -> str:
+        """Why the device has no indirection table, as the driver said; "" when it has one."""
+        return "" if self.indir else self.unsupported.get("indirection", "no indirection table")
 
 
 def fields_text(bits: Optional[int]) -> str:
@@ -375,9 +379,8 @@ def steering_flags(info: RssInfo, proto: str, family: int) -> int:
     InvalidInput, saying why, when the program could not tell a packet's queue."""
     what = f"pin rss --dev {info.dev}"
     if not info.indir:
-        why = info.unsupported.get("indirection", "no indirection table")
         raise InvalidInput(
-            f"{what}: the device has no RSS ({why}): it does not spread flows over receive queues by hash, "
+            f"{what}: the device has no RSS ({info.why_no_rss}): it does not spread flows over receive queues by hash, "
             "so there is no queue to pin; `rpctl pin cpu` pins by the CPU that handles a connection"
         )
     if info.hfunc != "toeplitz":
@@ -401,25 +404,3 @@ def steering_flags(info: RssInfo, proto: str, family: int) -> int:
     if family == socket.AF_INET6 and not v6:
         raise InvalidInput(f"{what}: {why6}")
     return v4 | v6
-
-
-def describe(info: RssInfo) -> list[str]:
-    """Lines about the device as a whole (the head of --explain)."""
-    queues = f"{info.rx_queues} receive queue{'s' if info.rx_queues != 1 else ''}" if info.rx_queues else \
-        "receive queues unknown"
-    source = info.queues_from if info.queues_from in ("netlink", "synthetic", "") else f"ETHTOOL_{info.queues_from}"
-    lines = [f"device {info.dev}: {queues}" + (f" ({source})" if source else "")]
-    if info.indir:
-        lines.append(f"indirection table: {len(info.indir)} entries; hash {info.hfunc or 'not said'}, "
-                     f"key {len(info.key)} bytes")
-    else:
-        lines.append(f"no RSS: {info.unsupported.get('indirection', 'no indirection table')}")
-    for flow, bits in info.fields.items():
-        if bits is not None:
-            lines.append(f"{flow} hashed over {fields_text(bits)}")
-    if "sysfs" in info.unsupported:
-        lines.append(info.unsupported["sysfs"])
-    if info.rps_queues:
-        lines.append(f"RPS is set on queues {format_cpus(info.rps_queues)}: the stack then handles their packets "
-                     "on other CPUs than the interrupt's")
-    return lines
