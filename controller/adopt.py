@@ -33,6 +33,7 @@ from . import group as group_mod
 from . import probe, sockets
 from .discover import PROTOS, Endpoint, Holder, Listener, _check_port, _check_proto
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .refs import Call, Param
 
 __all__ = ["ALREADY_MEMBER", "REGISTERED", "AdoptResult", "adopt", "format_name", "plan"]
 
@@ -56,7 +57,7 @@ class AdoptResult:
 
 
 def format_name(name_format: str, comm: str, pid: int, fd: int, i: int) -> str:
-    """A member name from --name-format; {comm} is the process name with characters
+    """A member name from name_format; {comm} is the process name with characters
     other than letters, digits, '.', '_' and '-' replaced by '_'; {i} counts from 1."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(name_format) if f is not None]
@@ -89,7 +90,9 @@ def _pick_endpoint(eps: list[Endpoint], port: int, proto: Optional[str], addr: O
         raise NotFound(f"{what}: no {kinds}socket listens on port {port}{where} in this network namespace")
     if len(eps) > 1:
         names = ", ".join(e.name for e in eps)
-        raise UsageError(f"{what}: several endpoints use it ({names}): say which with --proto and/or --addr")
+        raise UsageError(
+            f"{what}: several endpoints use it ({names}): say which with ", Param("proto"), " and/or ", Param("addr")
+        )
     return eps[0]
 
 
@@ -136,7 +139,7 @@ def plan(
                 polls = "none of them epolls it"
             raise InvalidInput(
                 f"{what}: cannot tell which process serves {sock}: pids {pids} hold it and {polls} "
-                "(register it with `rpctl register NAME --pid PID --fd FD`)"
+                "(register it with ", Call("register", "NAME", pid="PID", fd="FD"), ")",
             )
         h = lst.server
         todo.append(_Plan(lst, format_name(name_format, h.comm, h.pid, h.fd, i), h))
@@ -147,7 +150,7 @@ def plan(
         if other is not None:
             raise InvalidInput(
                 f"{what}: name {p.name!r} would be given to pid {other.holder.pid} fd {other.holder.fd} and "
-                f"to pid {p.holder.pid} fd {p.holder.fd}: add {{fd}} or {{i}} to --name-format"
+                f"to pid {p.holder.pid} fd {p.holder.fd}: add {{fd}} or {{i}} to ", Param("name_format"),
             )
         seen[p.name] = p
     taken = names_in_use if names_in_use is not None else {name: c for c, (name, _) in members.items()}
@@ -155,7 +158,7 @@ def plan(
         if p.name in taken:
             raise InvalidInput(
                 f"{what}: group {group_name!r} already has a member {p.name!r} (another socket, cookie "
-                f"{taken[p.name]}): choose other names with --name-format"
+                f"{taken[p.name]}): choose other names with ", Param("name_format"),
             )
     return todo, skipped
 
@@ -201,8 +204,8 @@ def _group_for(layout, ep: Endpoint, wanted: Optional[str]) -> _GroupState:
             g_proto = "tcp" if ctl.proto == abi.RP_PROTO_TCP else "udp"
             g_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
             raise InvalidInput(
-                f"adopt {ep.name}: group {name!r} steers {g_proto} {g_addr} port {ctl.port}, not this endpoint"
-                + ("" if wanted else ": name a new group with --group")
+                f"adopt {ep.name}: group {name!r} steers {g_proto} {g_addr} port {ctl.port}, not this endpoint",
+                *(() if wanted else (": name a new group with ", Param("group"))),
             )
         members = g.members()
         for idx in g.live_policies(members):
@@ -220,7 +223,7 @@ def _check_socket(ep: Endpoint, p: _Plan) -> None:
     try:
         sock = sockets.take_socket(h.pid, h.fd)
     except InvalidInput as e:
-        raise InvalidInput(f"{what}: {p.name}: {e}") from None
+        raise e.within(f"{what}: {p.name}: ") from None
     try:
         info = sockets.inspect(sock)
     finally:
@@ -282,7 +285,7 @@ def adopt(
                 )
             except InvalidInput as e:  # e.g. the process exited since the checks
                 who = "" if str(e).startswith(f"register {p.name}") else f"{p.name}: "
-                raise InvalidInput(f"adopt {ep.name}: {who}{e}") from None
+                raise e.within(f"adopt {ep.name}: {who}") from None
             created = created or r.created
             done.append(
                 AdoptResult(

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from . import abi, bpfsys, pin_table, probe, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
+from .refs import Call, Param
 from .maps import Map
 from .state import Layout, check_group_name
 
@@ -98,7 +99,7 @@ class Group:
         except FileNotFoundError:
             for m in maps.values():
                 m.close()
-            raise StateError(f"group {name!r}: pinned state in {path} is incomplete; run `rpctl unload --group {name}`")
+            raise StateError(f"group {name!r}: pinned state in {path} is incomplete; run ", Call("unload", group=name))
         except BaseException:
             for m in maps.values():
                 m.close()
@@ -294,7 +295,7 @@ def resolve_group(name: Optional[str], layout: Optional[Layout] = None) -> str:
     if not groups:
         raise NotFound("no group in this network namespace: register a member first")
     if len(groups) > 1:
-        raise UsageError(f"several groups here ({', '.join(groups)}): say which with --group")
+        raise UsageError(f"several groups here ({', '.join(groups)}): say which with ", Param("group"))
     return groups[0]
 
 
@@ -452,7 +453,10 @@ def _register_locked(
         if members[idx].cookie == info.cookie and g.socket_cookie(idx) == info.cookie and idx != existing:
             raise InvalidInput(f"{what}: this socket is already member {_name_of(members[idx])!r}")
     if existing is not None and not replace:
-        raise InvalidInput(f"{what}: group {g.name!r} already has a member {name!r} (use --replace to swap its socket)")
+        raise InvalidInput(
+            f"{what}: group {g.name!r} already has a member {name!r} (use ", Param("replace", flag=True),
+            " to swap its socket)",
+        )
 
     if existing is not None:
         index = existing
@@ -545,7 +549,7 @@ def set_draining(name: str, draining: bool, force: bool = False, group: Optional
             if not force and not g.live_weights(members, policies):
                 raise InvalidInput(
                     f"drain {name}: it is the last live member of group {g.name!r}; new connections would go "
-                    "to the kernel's own selection (use --force)"
+                    "to the kernel's own selection (use ", Param("force", flag=True), ")",
                 )
         else:
             policies[idx].flags &= ~abi.RP_POLICY_DRAINING
@@ -611,7 +615,7 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
         if alive and not detached and not force:
             raise RpctlError(
                 f"unload {group}: no member socket could be reached to detach the program "
-                "(members' processes gone?); use --force to remove the state anyway"
+                "(members' processes gone?); use ", Param("force", flag=True), " to remove the state anyway",
             )
         layout.remove_group_dir(group)
         return group, detached

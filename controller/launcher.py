@@ -44,6 +44,7 @@ from . import abi, probe, views
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .refs import Param
 from .state import check_group_name
 
 MAX_COUNT = abi.RP_MAX_MEMBERS
@@ -98,12 +99,13 @@ def expand_name(arg: str, name: str) -> str:
     return _VAR_RE.sub(lambda m: name, arg)
 
 
-def parse_listen(listen: str, what: str = "listen") -> tuple[str, int]:
-    """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput."""
+def parse_listen(listen: str, *what: object) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput;
+    `what` (message parts, "listen" when none) says whose address it is."""
     try:
         return socks.parse_hostport(listen)
     except ValueError as e:
-        raise InvalidInput(f"{what} {listen!r}: {e}") from None
+        raise InvalidInput(*(what or ("listen",)), f" {listen!r}: {e}") from None
 
 
 @dataclass
@@ -144,13 +146,13 @@ class Launcher:
         if group is not None:
             check_group_name(group)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            raise InvalidInput(f"run: -n {count!r} is out of range 1..{MAX_COUNT}")
+            raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
         argv = [str(a) for a in argv]
         if not argv or not argv[0]:
-            raise UsageError("run: no command given (put it after --)")
+            raise UsageError("run: no command given (put it ", Param("argv", "Launcher"), ")")
         if proto not in ("tcp", "udp"):
-            raise InvalidInput(f"run: --proto {proto!r}: use tcp or udp")
-        self.host, self.port = parse_listen(listen, "run: --listen")
+            raise InvalidInput("run: ", Param("proto", "Launcher"), f" {proto!r}: use tcp or udp")
+        self.host, self.port = parse_listen(listen, "run: ", Param("listen", "Launcher"))
         if not 0 < backoff_initial <= backoff_max:
             raise InvalidInput(f"run: backoff {backoff_initial}..{backoff_max}: need 0 < initial <= max")
         names = []
@@ -158,12 +160,15 @@ class Launcher:
             try:
                 name = name_format.format(i=i)
             except (KeyError, IndexError, ValueError) as e:
-                raise InvalidInput(f"run: --name {name_format!r}: only {{i}} may be used ({e})") from None
+                raise InvalidInput(
+                    "run: ", Param("name_format", "Launcher"), f" {name_format!r}: only {{i}} may be used ({e})"
+                ) from None
             groups.check_member_name(name)
             names.append(name)
         if len(set(names)) != len(names):
             raise InvalidInput(
-                f"run: --name {name_format!r} gives every member the same name: put {{i}} in it"
+                "run: ", Param("name_format", "Launcher"),
+                f" {name_format!r} gives every member the same name: put {{i}} in it",
             )
         groups.check_weight(names[0], weight)
         # Inherited activation variables would describe the launcher's own fds.
@@ -296,7 +301,7 @@ class Launcher:
             if m.name in self.names and not m.gone:
                 raise InvalidInput(
                     f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
-                    "choose other names with --name"
+                    "choose other names with ", Param("name_format", "Launcher"),
                 )
 
     def _start(self) -> None:

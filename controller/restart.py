@@ -50,6 +50,7 @@ from . import diag, discover, drain, views
 from . import group as groups
 from .errors import InvalidInput, NotFound, RpctlError, UsageError, WaitTimeout
 from .launcher import describe_exit, expand_name
+from .refs import Call, Param
 from .state import Layout
 
 POLL_INTERVAL = 0.05
@@ -116,11 +117,13 @@ def batches(names: Sequence[str], size: int) -> list[list[str]]:
 def check_batch(batch: object, live: int) -> int:
     """A batch must leave at least one live member serving while it is drained."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidInput(f"rollout: --batch {batch!r}: use a whole number of members, at least 1")
+        raise InvalidInput("rollout: ", Param("batch"), f" {batch!r}: use a whole number of members, at least 1")
     if live < 2:
         raise InvalidInput(f"rollout: {live} live member(s): none would serve while another restarts")
     if batch >= live:
-        raise InvalidInput(f"rollout: --batch {batch} would drain every live member at once: use at most {live - 1}")
+        raise InvalidInput(
+            "rollout: ", Param("batch"), f" {batch} would drain every live member at once: use at most {live - 1}"
+        )
     return batch
 
 
@@ -173,14 +176,15 @@ class _Restart:
             m = view.member(name)
             if m.gone:
                 raise InvalidInput(
-                    f"restart {name}: its socket is gone (no process holds it); start it again and "
-                    f"`rpctl register {name} --replace`"
+                    f"restart {name}: its socket is gone (no process holds it); start it again and ",
+                    Call("register", name, pid="PID", fd="FD", replace=True),
                 )
             launched = is_launched(m.pid, name)
             if not launched and not self.opts.command:
                 raise UsageError(
                     f"restart {name}: pid {m.pid} was not started by `rpctl run`; give the command that "
-                    "starts its replacement after -- (or --hook and the command that restarts it)"
+                    "starts its replacement ", Param("command", "RestartOptions"),
+                    " (or ", Param("hook", "RestartOptions", flag=True), " and the command that restarts it)",
                 )
             if launched and self.opts.command:
                 raise UsageError(
@@ -220,7 +224,7 @@ class _Restart:
             stuck = [j.name for j in jobs if j.drained_by_us]
             if stuck:
                 left = ", ".join(stuck)
-                e.args = (f"{e.args[0]}; {left} left drained, the other members serve",)
+                e.args = (*e.args, f"; {left} left drained, the other members serve")
             raise
         return [Restarted(j.name, j.pid, j.new_pid, j.launched, j.was_draining) for j in jobs]
 
@@ -352,8 +356,8 @@ class _Restart:
             if len(fresh) > 1 and not j.spawned:
                 pids = ", ".join(str(h.pid) for h in fresh)
                 raise InvalidInput(
-                    f"restart {j.name}: several new listeners appeared (pids {pids}); register the right one "
-                    f"with `rpctl register {j.name} --pid PID --fd FD --replace`"
+                    f"restart {j.name}: several new listeners appeared (pids {pids}); register the right one with ",
+                    Call("register", j.name, pid="PID", fd="FD", replace=True),
                 )
             if fresh:
                 return fresh[0].pid, fresh[0].fd

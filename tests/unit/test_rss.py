@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from rpctl.cli import rss_text
+from rpctl.cli.wording import error_text
 from rpctl.controller import abi, rss
 from rpctl.controller.errors import InvalidInput
 
@@ -120,7 +121,8 @@ def test_a_key_too_short_for_ipv6_leaves_ipv6_out():
 def test_steering_refusals_say_why(change, says):
     with pytest.raises(InvalidInput) as e:
         rss.steering_flags(device(**change), "tcp", socket.AF_INET)
-    assert says in str(e.value) and str(e.value).startswith("pin rss --dev eth0: ")
+    line = error_text(e.value)  # as the command line words it
+    assert says in line and line.startswith("pin rss --dev eth0: ")
 
 
 def test_describe_a_device_without_rss():
