@@ -21,6 +21,7 @@ an adopt killed between registering and attaching.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -31,7 +32,7 @@ from typing import Optional
 from . import discover as discovery
 from . import group as group_mod
 from . import probe, sockets
-from .discover import PROTOS, Endpoint, Holder, Listener, _check_port, _check_proto
+from .discover import Endpoint, Holder, Listener, _check_port, _check_proto
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
 from .refs import Call, Param
 
@@ -163,18 +164,6 @@ def plan(
     return todo, skipped
 
 
-def _endpoint_info(ep: Endpoint) -> sockets.SocketInfo:
-    return sockets.SocketInfo(
-        family=ep.family,
-        proto=PROTOS[ep.proto],
-        addr=ep.addr,
-        port=ep.port,
-        cookie=0,
-        reuseport=True,
-        listening=ep.proto == "tcp",
-    )
-
-
 @dataclass
 class _GroupState:
     name: str
@@ -187,24 +176,20 @@ def _group_for(layout, ep: Endpoint, wanted: Optional[str]) -> _GroupState:
 
     The same choice register() makes: the group named, else the one steering
     this endpoint, else the default name."""
-    from . import abi
     from .state import check_group_name
 
-    info = _endpoint_info(ep)
     name = wanted
     if name is None:
-        name = group_mod.find_group_for(layout, info) or group_mod.default_group_name(info)
+        name = group_mod.find_group_for(ep.key, layout) or group_mod.default_group_name(ep.key)
     check_group_name(name)
     state = _GroupState(name)
     if not os.path.isdir(layout.group_dir(name)):
         return state
     with group_mod.Group.open(name, layout) as g:
-        ctl = g.ctl()
-        if not group_mod.matches(ctl, info):
-            g_proto = "tcp" if ctl.proto == abi.RP_PROTO_TCP else "udp"
-            g_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
+        steered = g.endpoint_key()
+        if steered != ep.key:
             raise InvalidInput(
-                f"adopt {ep.name}: group {name!r} steers {g_proto} {g_addr} port {ctl.port}, not this endpoint",
+                f"adopt {ep.name}: group {name!r} steers {steered.text}, not this endpoint",
                 *(() if wanted else (": name a new group with ", Param("group"))),
             )
         members = g.members()
@@ -218,21 +203,8 @@ def _group_for(layout, ep: Endpoint, wanted: Optional[str]) -> _GroupState:
 
 def _check_socket(ep: Endpoint, p: _Plan) -> None:
     """Take the server's fd: the process is still there, the fd is still that socket, with SO_REUSEPORT."""
-    what = f"adopt {ep.name}"
-    h = p.holder
-    try:
-        sock = sockets.take_socket(h.pid, h.fd)
-    except InvalidInput as e:
-        raise e.within(f"{what}: {p.name}: ") from None
-    try:
-        info = sockets.inspect(sock)
-    finally:
-        sock.close()
-    if info.cookie != p.listener.cookie:
-        raise InvalidInput(
-            f"{what}: {p.name}: fd {h.fd} of pid {h.pid} is no longer the socket found (closed?)"
-        )
-    sockets.check_member_socket(info, f"{what}: {p.name} (pid {h.pid} fd {h.fd})")
+    sock, _ = sockets.take_member_socket(p.holder.pid, p.holder.fd, f"adopt {ep.name}: {p.name}", p.listener.cookie)
+    sock.close()
 
 
 def adopt(
@@ -314,9 +286,9 @@ def _attach(layout, gname: str, ep: Endpoint) -> None:
     still be taken (group_sockets checks its cookie: an fd closed and reused
     for another socket would attach the program to that socket's group)."""
     with layout.group_lock(gname), group_mod.Group.open(gname, layout) as g:
-        for sock in group_mod.group_sockets(g):
-            g.attach(sock)
-            return
+        with contextlib.closing(group_mod.group_sockets(g)) as socks:
+            if g.attach_any(socks):
+                return
     raise InvalidInput(
         f"adopt {ep.name}: no member socket could be taken to attach the program (its processes exited?)"
     )

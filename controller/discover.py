@@ -54,7 +54,6 @@ __all__ = [
     "serving_fds",
 ]
 
-PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 EVENTPOLL_LINK = "anon_inode:[eventpoll]"
 
 # Processes exit, and close fds, while /proc is read.
@@ -165,9 +164,12 @@ class Endpoint:
     reuseport: Optional[bool] = None  # None: could not be found out (no holder lets us take its socket)
 
     @property
+    def key(self) -> sockets.EndpointKey:
+        return sockets.EndpointKey(self.proto, self.family, self.addr, self.port)
+
+    @property
     def name(self) -> str:
-        host = f"[{self.addr}]" if self.family == socket.AF_INET6 else self.addr
-        return f"{self.proto}:{host}:{self.port}"
+        return self.key.text
 
 
 def _watches(targets: list[EpollTarget], inode: int, fds: set[int]) -> bool:
@@ -217,8 +219,8 @@ def _endpoint_reuseport(ep: Endpoint) -> Optional[bool]:
 
 def _check_proto(proto: Optional[str]) -> list[str]:
     if proto is None:
-        return list(PROTOS)
-    if proto not in PROTOS:
+        return list(sockets.PROTO_NUMBERS)
+    if proto not in sockets.PROTO_NUMBERS:
         raise InvalidInput(f"protocol {proto!r}: use tcp or udp")
     return [proto]
 
@@ -241,7 +243,7 @@ def discover(
     _check_port(port)
     found: list[tuple[str, diag.SocketDiag]] = []
     for name in _check_proto(proto):
-        found.extend((name, d) for d in diag.listeners(PROTOS[name], port).values())
+        found.extend((name, d) for d in diag.listeners(sockets.proto_number(name), port).values())
     by_inode = diag.holders(d.inode for _, d in found)
 
     targets: dict[int, list[EpollTarget]] = {}

@@ -11,6 +11,7 @@ reader always sees the weights and drain flags of the live table.
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import logging
 import os
@@ -257,6 +258,10 @@ class Group:
                 return idx
         raise NotFound(f"no member {name!r} in group {self.name!r}")
 
+    def endpoint_key(self) -> sockets.EndpointKey:
+        """The endpoint this group steers."""
+        return ctl_endpoint(self.ctl())
+
     def attach(self, sock: socket.socket) -> None:
         """Attach the group's program to the reuseport group of `sock`
         (replacing whatever program it had)."""
@@ -265,6 +270,18 @@ class Group:
             sockets.attach_program(sock, prog_fd)
         finally:
             os.close(prog_fd)
+
+    def attach_any(self, socks: Iterable[socket.socket]) -> bool:
+        """Attach the program through the first of `socks` the kernel takes it
+        from (one socket attaches it for the whole reuseport group); False when
+        none does."""
+        for sock in socks:
+            try:
+                self.attach(sock)
+                return True
+            except OSError:
+                continue
+        return False
 
     def reset_stats(self, index: int) -> None:
         ncpus = bpfsys.possible_cpus()
@@ -299,24 +316,26 @@ def resolve_group(name: Optional[str], layout: Optional[Layout] = None) -> str:
     return groups[0]
 
 
-def default_group_name(info: sockets.SocketInfo) -> str:
-    return f"{info.proto_name}{'6' if info.family == socket.AF_INET6 else ''}-{info.port}"
+def default_group_name(key: sockets.EndpointKey) -> str:
+    """tcp-8080, udp6-53: the name of a group made for an endpoint when none is given."""
+    return f"{key.proto}{'6' if key.family == socket.AF_INET6 else ''}-{key.port}"
 
 
-def matches(ctl: abi.RpCtl, info: sockets.SocketInfo) -> bool:
-    return (
-        ctl.proto == info.proto
-        and ctl.family == info.family
-        and ctl.port == info.port
-        and bytes(ctl.addr) == sockets.addr_bytes(info)
+def ctl_endpoint(ctl: abi.RpCtl) -> sockets.EndpointKey:
+    """The endpoint a group steers, from its ctl element."""
+    return sockets.EndpointKey(
+        sockets.proto_name(ctl.proto), ctl.family, sockets.addr_from_bytes(ctl.family, bytes(ctl.addr)), ctl.port
     )
 
 
-def find_group_for(layout: Layout, info: sockets.SocketInfo) -> Optional[str]:
+def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) -> Optional[str]:
+    """The group of this namespace that steers endpoint `key`, if any: the one
+    place that answers it for register, adopt and the launcher."""
+    layout = layout or Layout()
     for name in layout.groups():
         try:
             with Group.open(name, layout) as g:
-                if matches(g.ctl(), info):
+                if g.endpoint_key() == key:
                     return name
         except RpctlError:
             continue
@@ -399,16 +418,14 @@ def register(
     probe.require_bpf_privileges(what)
     if group is not None:
         check_group_name(group)
-    sock = sockets.take_socket(pid, fd)
+    sock, info = sockets.take_member_socket(pid, fd, what)
     try:
-        info = sockets.inspect(sock)
-        sockets.check_member_socket(info, what)
         layout = layout or Layout()
         with layout.ns_lock():
             layout.sweep_temp_dirs()
             created = False
             if group is None:
-                group = find_group_for(layout, info) or default_group_name(info)
+                group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
                 _create(layout, group, info)
                 created = True
@@ -440,11 +457,9 @@ def _register_locked(
     attach: bool,
 ) -> tuple[int, bool]:
     ctl = g.ctl()
-    if not matches(ctl, info):
-        view_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
+    if ctl_endpoint(ctl) != info.key:
         raise InvalidInput(
-            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} "
-            f"({'tcp' if ctl.proto == abi.RP_PROTO_TCP else 'udp'} {view_addr} port {ctl.port})"
+            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} ({ctl_endpoint(ctl).text})"
         )
     members = g.members()
     live = g.live_policies(members)
@@ -570,8 +585,7 @@ def group_sockets(g: Group) -> Iterable[socket.socket]:
         from . import diag
 
         ctl = g.ctl()
-        proto = socket.IPPROTO_TCP if ctl.proto == abi.RP_PROTO_TCP else socket.IPPROTO_UDP
-        found = diag.listeners(proto, ctl.port)
+        found = diag.listeners(ctl.proto, ctl.port)
         inodes = [d.inode for c, d in found.items() if c in cookies]
         for pairs in diag.holders(inodes).values():
             candidates.extend(pairs)
@@ -606,9 +620,10 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
                 alive = any(
                     g.socket_cookie(i) is not None for i in range(abi.RP_MAX_MEMBERS)
                 )
-                for sock in group_sockets(g):
-                    detached = sockets.detach_program(sock) or detached
-                    break
+                with contextlib.closing(group_sockets(g)) as socks:
+                    for sock in socks:
+                        detached = sockets.detach_program(sock)
+                        break
         except StateError:
             if not force:
                 raise

@@ -26,7 +26,6 @@ children in order.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import re
@@ -44,12 +43,13 @@ from . import abi, probe, views
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .process import describe_exit, pidfd_exited
 from .refs import Param
 from .state import check_group_name
 
 MAX_COUNT = abi.RP_MAX_MEMBERS
 LISTEN_FD = 3                 # SD_LISTEN_FDS_START
-LISTEN_BACKLOG = 4096
+LISTEN_BACKLOG = socks.LISTEN_BACKLOG
 STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
 STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
@@ -81,16 +81,6 @@ except OSError as e:
     sys.stderr.write("rpctl run: cannot run %s: %s\\n" % (sys.argv[2], e.strerror))
     os._exit(127)
 """
-
-
-def describe_exit(status: int) -> str:
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            return f"exited with signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"exited with signal {-code}"
-    return f"exited with status {code}"
 
 
 def expand_name(arg: str, name: str) -> str:
@@ -150,7 +140,7 @@ class Launcher:
         argv = [str(a) for a in argv]
         if not argv or not argv[0]:
             raise UsageError("run: no command given (put it ", Param("argv", "Launcher"), ")")
-        if proto not in ("tcp", "udp"):
+        if proto not in socks.PROTO_NUMBERS:
             raise InvalidInput("run: ", Param("proto", "Launcher"), f" {proto!r}: use tcp or udp")
         self.host, self.port = parse_listen(listen, "run: ", Param("listen", "Launcher"))
         if not 0 < backoff_initial <= backoff_max:
@@ -197,8 +187,7 @@ class Launcher:
 
     @property
     def endpoint(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.proto}:{host}:{self.port}"
+        return socks.endpoint_text(self.proto, socks.family_of(self.host), self.host, self.port)
 
     def stop(self) -> None:
         """Ask run() to stop, from any thread; a second call stops the
@@ -265,16 +254,9 @@ class Launcher:
     # Start -----------------------------------------------------------------------
 
     def _make_socket(self) -> socket.socket:
-        family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM if self.proto == "tcp" else socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((self.host, self.port))
-            if self.proto == "tcp":
-                sock.listen(LISTEN_BACKLOG)
+            sock = socks.reuseport_socket(self.proto, self.host, self.port, LISTEN_BACKLOG)
         except OSError as e:
-            sock.close()
             hint = ""
             if e.errno == errno.EADDRINUSE:
                 hint = " (taken by a socket without SO_REUSEPORT, or of another user)"
@@ -287,16 +269,12 @@ class Launcher:
         """Find the group of this address (or the one named) and refuse names
         a live member already has: two launchers must not steal each other's
         members.  A member whose socket is gone is taken over."""
-        existing = {v.name: v for v in views.read_views(with_queues=False)}
         if self.group is None:
-            matching = [
-                v for v in existing.values()
-                if (v.proto, v.family, v.addr, v.port) == (info.proto_name, info.family, info.addr, info.port)
-            ]
-            self.group = matching[0].name if matching else groups.default_group_name(info)
-        view = existing.get(self.group)
-        if view is None:
-            return
+            self.group = groups.find_group_for(info.key) or groups.default_group_name(info.key)
+        try:
+            (view,) = views.read_views(group=self.group, with_queues=False)
+        except NotFound:
+            return  # a new group
         for m in view.members:
             if m.name in self.names and not m.gone:
                 raise InvalidInput(
@@ -321,15 +299,8 @@ class Launcher:
                 # Its exit is handled (and the restart scheduled) by the loop.
         if not any(m.registered for m in self.members):
             raise RpctlError(f"run: every child of {self.argv[0]} exited before it could be registered")
-        attached = False
-        for m in self.members:
-            try:
-                with groups.Group.open(self.group) as g:
-                    g.attach(m.sock)
-                attached = True
-                break
-            except OSError:
-                continue
+        with groups.Group.open(self.group) as g:
+            attached = g.attach_any(m.sock for m in self.members)
         if not attached:
             raise RpctlError(f"run: could not attach the program of group {self.group!r}")
         self._attached = True
@@ -382,11 +353,7 @@ class Launcher:
         self.created = self.created or r.created
 
     def _exited(self, m: Member) -> bool:
-        if m.pidfd < 0:
-            return True
-        with selectors.DefaultSelector() as sel:
-            sel.register(m.pidfd, selectors.EVENT_READ)
-            return bool(sel.select(0))
+        return m.pidfd < 0 or pidfd_exited(m.pidfd)
 
     # Supervise ---------------------------------------------------------------------
 

@@ -39,17 +39,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import select
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import diag, discover, drain, views
+from . import diag, discover, drain, sockets, views
 from . import group as groups
 from .errors import InvalidInput, NotFound, RpctlError, UsageError, WaitTimeout
-from .launcher import describe_exit, expand_name
+from .launcher import expand_name
+from .process import describe_exit, wait_exit
 from .refs import Call, Param
 from .state import Layout
 
@@ -125,20 +125,6 @@ def check_batch(batch: object, live: int) -> int:
             "rollout: ", Param("batch"), f" {batch} would drain every live member at once: use at most {live - 1}"
         )
     return batch
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """True once pid has exited (or never existed), False after timeout.
-    A pidfd works for processes that are not our children."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        return bool(ready)
-    finally:
-        os.close(fd)
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:
@@ -251,8 +237,7 @@ class _Restart:
 
     def _listener_cookies(self) -> set[int]:
         view = self._view()
-        proto = discover.PROTOS[view.proto]
-        return set(diag.listeners(proto, view.port))
+        return set(diag.listeners(sockets.proto_number(view.proto), view.port))
 
     def _stop(self, jobs: list[_Job]) -> None:
         for j in jobs:
@@ -265,7 +250,7 @@ class _Restart:
             self._wait_stopped(j)
 
     def _wait_stopped(self, j: _Job) -> None:
-        if _wait_exit(j.pid, self.opts.stop_timeout):
+        if wait_exit(j.pid, self.opts.stop_timeout):
             log.info("%s: pid %d exited", j.name, j.pid)
             return
         log.info("%s: pid %d still running after %gs: SIGKILL", j.name, j.pid, self.opts.stop_timeout)
@@ -273,7 +258,7 @@ class _Restart:
             os.kill(j.pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        if not _wait_exit(j.pid, KILL_GRACE):
+        if not wait_exit(j.pid, KILL_GRACE):
             raise RpctlError(f"restart {j.name}: pid {j.pid} survived SIGKILL")
 
     def _command(self, j: _Job) -> list[str]:
@@ -345,7 +330,7 @@ class _Restart:
                 )
             fresh = []
             for ep in discover.discover(port=view.port, proto=view.proto, probe_reuseport=False):
-                if (ep.family, ep.addr) != (view.family, view.addr):
+                if ep.key != view.key:
                     continue
                 for lst in ep.listeners:
                     if lst.cookie in before or lst.cookie in taken or lst.server is None:
