@@ -14,17 +14,7 @@ import pytest
 from rpctl.cli.wording import COMMANDS, FLAGS, cli_word, error_line, error_text
 from rpctl.controller import adopt, group, launcher, pin_table, rss
 from rpctl.controller.discover import Endpoint, Holder, Listener
-from rpctl.controller.errors import (
-    ExitStatus,
-    InvalidInput,
-    NotFound,
-    PermissionDenied,
-    RpctlError,
-    StateError,
-    Unsupported,
-    UsageError,
-    WaitTimeout,
-)
+from rpctl.controller.errors import ExitStatus, InvalidInput, RpctlError, UsageError
 from rpctl.controller.refs import Call, Param
 from rpctl.controller.restart import check_batch
 from rpctl.controller.state import Layout
@@ -35,9 +25,7 @@ CONTROLLER = Path(group.__file__).parent
 # The line and the exit code ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "cls", [RpctlError, UsageError, NotFound, InvalidInput, PermissionDenied, Unsupported, StateError, WaitTimeout]
-)
+@pytest.mark.parametrize("cls", [RpctlError, *RpctlError.__subclasses__()], ids=lambda c: c.__name__)
 def test_an_rpctl_error_keeps_its_text_and_exit_status(cls):
     assert error_line(cls("set weights: boom")) == ("set weights: boom", cls.exit_status)
 
