@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from . import abi, bpfsys, pin_table, probe, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
-from .refs import Call, Param
 from .maps import Map
+from .refs import Call, Param
 from .state import Layout, check_group_name
 
 MAX_WEIGHT = 10000

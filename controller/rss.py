@@ -30,8 +30,8 @@ from typing import Optional
 
 from . import abi
 from .errors import InvalidInput, NotFound, PermissionDenied
-from .refs import Call, Param
 from .pin_table import parse_cpus
+from .refs import Call, Param
 
 __all__ = [
     "FLOWS",
