@@ -103,7 +103,7 @@ def run(quick: bool) -> None:
     from tests.support.netns import fresh_netns
     from tests.support.nginx import NGINX, Nginx
 
-    from rpctl.controller import discover
+    from rpctl.controller import adopt
 
     if not os.access(NGINX, os.X_OK):
         raise RuntimeError(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")
@@ -115,7 +115,7 @@ def run(quick: bool) -> None:
         ngx = Nginx(Path(tmp), port=PORT, workers=WORKERS)
         stack.callback(ngx.stop)
         ngx.wait_ready()
-        adopted = discover.adopt(PORT, group="e2e")
+        adopted = adopt.adopt(PORT, group="e2e")
         if len(adopted) != WORKERS:
             raise RuntimeError(f"adopted {len(adopted)} of {WORKERS} nginx workers")
         sel = Selections("e2e", stack)

@@ -1,0 +1,125 @@
+"""rpctl's controller: the library behind the `rpctl` command line.
+
+It never prints or exits: it returns data, raises the errors of
+rpctl.controller.errors, and logs to logging.getLogger("rpctl.<module>")
+(no handler of its own).
+
+Public modules (import them, or reach them as attributes of this package):
+
+    group     a group and its members: register, weigh, drain, unload (the one writer)
+    views     the read model: GroupView, MemberView, member states, the counters
+    drain     wait until a draining member has nothing left to serve
+    join      a worker makes its own SO_REUSEPORT socket a member
+    launcher  Launcher: start N copies of a command on one port as members, and supervise them
+    restart   restart() and rollout(): restart members without losing a connection
+    discover  the listeners of a port and the process that serves each one
+    adopt     adopt(): register every listener of a port at once
+    pin       pin connections to the member of their CPU or RSS queue, or stop
+    rss       what a network device says about its RSS (queues, hash, interrupts)
+    probe     what this kernel and this process can do (the checks of `rpctl doctor`)
+    sockets   member sockets (take, inspect, make) and endpoints (EndpointKey, endpoint_text)
+    state     where groups live in bpffs (Layout), and their locks
+    errors    the exception tree and its exit codes
+    refs      references to the library's parameters and operations inside error messages
+
+The other modules (abi, bpfsys, diag, headers, loader, maps, pin_table,
+process, slot_table, toeplitz) are its insides.
+
+Importing this package imports nothing: modules and names load on first
+use, so that a command pays only for what it uses (bcc alone costs 40-70 ms
+and only loading a program needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+MODULES = (
+    "adopt",
+    "discover",
+    "drain",
+    "errors",
+    "group",
+    "join",
+    "launcher",
+    "pin",
+    "probe",
+    "refs",
+    "restart",
+    "rss",
+    "sockets",
+    "state",
+    "views",
+)
+
+# The main names, by the module that defines them.
+_NAMES = {
+    "AdoptResult": "adopt",
+    "EndpointKey": "sockets",
+    "ExitStatus": "errors",
+    "Group": "group",
+    "GroupView": "views",
+    "InvalidInput": "errors",
+    "Launcher": "launcher",
+    "Layout": "state",
+    "MemberView": "views",
+    "NotFound": "errors",
+    "PermissionDenied": "errors",
+    "Registration": "group",
+    "RestartOptions": "restart",
+    "Restarted": "restart",
+    "RpctlError": "errors",
+    "StateError": "errors",
+    "Unsupported": "errors",
+    "UsageError": "errors",
+    "WaitTimeout": "errors",
+    "read_view": "views",
+    "read_views": "views",
+    "register": "group",
+    "resolve_group": "group",
+    "set_draining": "group",
+    "set_weights": "group",
+    "unload": "group",
+    "unregister": "group",
+    "wait_drained": "drain",
+}
+
+__all__ = [*MODULES, *sorted(_NAMES)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from . import adopt, discover, drain, errors, group, join, launcher, pin, probe, refs, restart, rss, sockets
+    from . import state, views
+    from .adopt import AdoptResult
+    from .drain import wait_drained
+    from .errors import (
+        ExitStatus,
+        InvalidInput,
+        NotFound,
+        PermissionDenied,
+        RpctlError,
+        StateError,
+        Unsupported,
+        UsageError,
+        WaitTimeout,
+    )
+    from .group import Group, Registration, register, resolve_group, set_draining, set_weights, unload, unregister
+    from .launcher import Launcher
+    from .restart import RestartOptions, Restarted
+    from .sockets import EndpointKey
+    from .state import Layout
+    from .views import GroupView, MemberView, read_view, read_views

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from . import abi
 from .errors import InvalidInput, WaitTimeout
 from .group import Group, resolve_group
+from .refs import Call
 from .state import Layout
 from .views import read_group
 
@@ -42,7 +43,9 @@ def wait_drained(
             view = read_group(g)
             member = view.member(name)
             if not member.draining:
-                raise InvalidInput(f"wait for {name}: it is not draining (run `rpctl drain {name}` first)")
+                raise InvalidInput(
+                    f"wait for {name}: it is not draining (run ", Call("set_draining", name, True), " first)"
+                )
             if member.gone or member.queue == 0:
                 return
             if progress:

@@ -11,10 +11,12 @@ reader always sees the weights and drain flags of the live table.
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
+import logging
 import os
+import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
@@ -22,12 +24,15 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import abi, bpfsys, pin_table, probe, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
+from .refs import Call, Param
 from .state import Layout, check_group_name
 
 MAX_WEIGHT = 10000
 DEFAULT_WEIGHT = 1
 
 PROG_PIN = "prog"
+
+log = logging.getLogger("rpctl.group")
 
 
 def _now_ns() -> int:
@@ -36,14 +41,16 @@ def _now_ns() -> int:
 
 def _failpoint(name: str) -> None:
     """Test hook: RPCTL_FAILPOINT=<name>:pause stops a writer at a named
-    point so that a test can SIGKILL it there; <name>:exit dies at once."""
+    point so that a test can SIGKILL it there; <name>:exit dies there at once,
+    as SIGKILL would kill it.  Either way it logs "failpoint NAME reached"
+    (WARNING) first, which a test waits for on stderr."""
     spec = os.environ.get("RPCTL_FAILPOINT", "")
     point, _, action = spec.partition(":")
     if point != name:
         return
-    print(f"rpctl: failpoint {name} reached", file=sys.stderr, flush=True)
+    log.warning("failpoint %s reached", name)
     if action == "exit":
-        os._exit(137)
+        os.kill(os.getpid(), signal.SIGKILL)
     while True:
         time.sleep(3600)
 
@@ -93,7 +100,7 @@ class Group:
         except FileNotFoundError:
             for m in maps.values():
                 m.close()
-            raise StateError(f"group {name!r}: pinned state in {path} is incomplete; run `rpctl unload --group {name}`")
+            raise StateError(f"group {name!r}: pinned state in {path} is incomplete; run ", Call("unload", group=name))
         except BaseException:
             for m in maps.values():
                 m.close()
@@ -251,6 +258,10 @@ class Group:
                 return idx
         raise NotFound(f"no member {name!r} in group {self.name!r}")
 
+    def endpoint_key(self) -> sockets.EndpointKey:
+        """The endpoint this group steers."""
+        return ctl_endpoint(self.ctl())
+
     def attach(self, sock: socket.socket) -> None:
         """Attach the group's program to the reuseport group of `sock`
         (replacing whatever program it had)."""
@@ -259,6 +270,18 @@ class Group:
             sockets.attach_program(sock, prog_fd)
         finally:
             os.close(prog_fd)
+
+    def attach_any(self, socks: Iterable[socket.socket]) -> bool:
+        """Attach the program through the first of `socks` the kernel takes it
+        from (one socket attaches it for the whole reuseport group); False when
+        none does."""
+        for sock in socks:
+            try:
+                self.attach(sock)
+                return True
+            except OSError:
+                continue
+        return False
 
     def reset_stats(self, index: int) -> None:
         ncpus = bpfsys.possible_cpus()
@@ -289,28 +312,30 @@ def resolve_group(name: Optional[str], layout: Optional[Layout] = None) -> str:
     if not groups:
         raise NotFound("no group in this network namespace: register a member first")
     if len(groups) > 1:
-        raise UsageError(f"several groups here ({', '.join(groups)}): say which with --group")
+        raise UsageError(f"several groups here ({', '.join(groups)}): say which with ", Param("group"))
     return groups[0]
 
 
-def default_group_name(info: sockets.SocketInfo) -> str:
-    return f"{info.proto_name}{'6' if info.family == socket.AF_INET6 else ''}-{info.port}"
+def default_group_name(key: sockets.EndpointKey) -> str:
+    """tcp-8080, udp6-53: the name of a group made for an endpoint when none is given."""
+    return f"{key.proto}{'6' if key.family == socket.AF_INET6 else ''}-{key.port}"
 
 
-def matches(ctl: abi.RpCtl, info: sockets.SocketInfo) -> bool:
-    return (
-        ctl.proto == info.proto
-        and ctl.family == info.family
-        and ctl.port == info.port
-        and bytes(ctl.addr) == sockets.addr_bytes(info)
+def ctl_endpoint(ctl: abi.RpCtl) -> sockets.EndpointKey:
+    """The endpoint a group steers, from its ctl element."""
+    return sockets.EndpointKey(
+        sockets.proto_name(ctl.proto), ctl.family, sockets.addr_from_bytes(ctl.family, bytes(ctl.addr)), ctl.port
     )
 
 
-def find_group_for(layout: Layout, info: sockets.SocketInfo) -> Optional[str]:
+def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) -> Optional[str]:
+    """The group of this namespace that steers endpoint `key`, if any: the one
+    place that answers it for register, adopt and the launcher."""
+    layout = layout or Layout()
     for name in layout.groups():
         try:
             with Group.open(name, layout) as g:
-                if matches(g.ctl(), info):
+                if g.endpoint_key() == key:
                     return name
         except RpctlError:
             continue
@@ -393,16 +418,14 @@ def register(
     probe.require_bpf_privileges(what)
     if group is not None:
         check_group_name(group)
-    sock = sockets.take_socket(pid, fd)
+    sock, info = sockets.take_member_socket(pid, fd, what)
     try:
-        info = sockets.inspect(sock)
-        sockets.check_member_socket(info, what)
         layout = layout or Layout()
         with layout.ns_lock():
             layout.sweep_temp_dirs()
             created = False
             if group is None:
-                group = find_group_for(layout, info) or default_group_name(info)
+                group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
                 _create(layout, group, info)
                 created = True
@@ -434,11 +457,9 @@ def _register_locked(
     attach: bool,
 ) -> tuple[int, bool]:
     ctl = g.ctl()
-    if not matches(ctl, info):
-        view_addr = sockets.addr_from_bytes(ctl.family, bytes(ctl.addr))
+    if ctl_endpoint(ctl) != info.key:
         raise InvalidInput(
-            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} "
-            f"({'tcp' if ctl.proto == abi.RP_PROTO_TCP else 'udp'} {view_addr} port {ctl.port})"
+            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} ({ctl_endpoint(ctl).text})"
         )
     members = g.members()
     live = g.live_policies(members)
@@ -447,7 +468,10 @@ def _register_locked(
         if members[idx].cookie == info.cookie and g.socket_cookie(idx) == info.cookie and idx != existing:
             raise InvalidInput(f"{what}: this socket is already member {_name_of(members[idx])!r}")
     if existing is not None and not replace:
-        raise InvalidInput(f"{what}: group {g.name!r} already has a member {name!r} (use --replace to swap its socket)")
+        raise InvalidInput(
+            f"{what}: group {g.name!r} already has a member {name!r} (use ", Param("replace", flag=True),
+            " to swap its socket)",
+        )
 
     if existing is not None:
         index = existing
@@ -540,7 +564,7 @@ def set_draining(name: str, draining: bool, force: bool = False, group: Optional
             if not force and not g.live_weights(members, policies):
                 raise InvalidInput(
                     f"drain {name}: it is the last live member of group {g.name!r}; new connections would go "
-                    "to the kernel's own selection (use --force)"
+                    "to the kernel's own selection (use ", Param("force", flag=True), ")",
                 )
         else:
             policies[idx].flags &= ~abi.RP_POLICY_DRAINING
@@ -561,8 +585,7 @@ def group_sockets(g: Group) -> Iterable[socket.socket]:
         from . import diag
 
         ctl = g.ctl()
-        proto = socket.IPPROTO_TCP if ctl.proto == abi.RP_PROTO_TCP else socket.IPPROTO_UDP
-        found = diag.listeners(proto, ctl.port)
+        found = diag.listeners(ctl.proto, ctl.port)
         inodes = [d.inode for c, d in found.items() if c in cookies]
         for pairs in diag.holders(inodes).values():
             candidates.extend(pairs)
@@ -597,16 +620,17 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
                 alive = any(
                     g.socket_cookie(i) is not None for i in range(abi.RP_MAX_MEMBERS)
                 )
-                for sock in group_sockets(g):
-                    detached = sockets.detach_program(sock) or detached
-                    break
+                with contextlib.closing(group_sockets(g)) as socks:
+                    for sock in socks:
+                        detached = sockets.detach_program(sock)
+                        break
         except StateError:
             if not force:
                 raise
         if alive and not detached and not force:
             raise RpctlError(
                 f"unload {group}: no member socket could be reached to detach the program "
-                "(members' processes gone?); use --force to remove the state anyway"
+                "(members' processes gone?); use ", Param("force", flag=True), " to remove the state anyway",
             )
         layout.remove_group_dir(group)
         return group, detached

@@ -26,7 +26,7 @@ children in order.
 from __future__ import annotations
 
 import errno
-import ipaddress
+import logging
 import os
 import re
 import selectors
@@ -43,15 +43,21 @@ from . import abi, probe, views
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .process import describe_exit, pidfd_exited
+from .refs import Param
 from .state import check_group_name
 
 MAX_COUNT = abi.RP_MAX_MEMBERS
 LISTEN_FD = 3                 # SD_LISTEN_FDS_START
-LISTEN_BACKLOG = 4096
+LISTEN_BACKLOG = socks.LISTEN_BACKLOG
 STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
 STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
 DEFAULT_LISTEN = socks.DEFAULT_LISTEN
+
+# What the launcher does and what becomes of its children: INFO; what it
+# failed to do (it carries on): WARNING.
+log = logging.getLogger("rpctl.launcher")
 
 # The only $VARs expanded in CMD, as systemd expands them in ExecStart=:
 # their value is the member's name in every child, so no shell is needed
@@ -77,32 +83,19 @@ except OSError as e:
 """
 
 
-def _default_log(message: str) -> None:
-    print(f"rpctl run: {message}", file=sys.stderr, flush=True)
-
-
-def describe_exit(status: int) -> str:
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            return f"exited with signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"exited with signal {-code}"
-    return f"exited with status {code}"
-
-
 def expand_name(arg: str, name: str) -> str:
     """Replace $RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and
     ${LISTEN_FDNAMES} in one CMD argument by the member's name."""
     return _VAR_RE.sub(lambda m: name, arg)
 
 
-def parse_listen(listen: str, what: str = "listen") -> tuple[str, int]:
-    """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput."""
+def parse_listen(listen: str, *what: object) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput;
+    `what` (message parts, "listen" when none) says whose address it is."""
     try:
         return socks.parse_hostport(listen)
     except ValueError as e:
-        raise InvalidInput(f"{what} {listen!r}: {e}") from None
+        raise InvalidInput(*(what or ("listen",)), f" {listen!r}: {e}") from None
 
 
 @dataclass
@@ -136,7 +129,6 @@ class Launcher:
         weight: int = groups.DEFAULT_WEIGHT,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
-        log: Optional[Callable[[str], None]] = None,
         child_stdout: Optional[str] = None,
     ):
         # Everything is checked here, before a socket or a child exists:
@@ -144,13 +136,13 @@ class Launcher:
         if group is not None:
             check_group_name(group)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            raise InvalidInput(f"run: -n {count!r} is out of range 1..{MAX_COUNT}")
+            raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
         argv = [str(a) for a in argv]
         if not argv or not argv[0]:
-            raise UsageError("run: no command given (put it after --)")
-        if proto not in ("tcp", "udp"):
-            raise InvalidInput(f"run: --proto {proto!r}: use tcp or udp")
-        self.host, self.port = parse_listen(listen, "run: --listen")
+            raise UsageError("run: no command given (put it ", Param("argv", "Launcher"), ")")
+        if proto not in socks.PROTO_NUMBERS:
+            raise InvalidInput("run: ", Param("proto", "Launcher"), f" {proto!r}: use tcp or udp")
+        self.host, self.port = parse_listen(listen, "run: ", Param("listen", "Launcher"))
         if not 0 < backoff_initial <= backoff_max:
             raise InvalidInput(f"run: backoff {backoff_initial}..{backoff_max}: need 0 < initial <= max")
         names = []
@@ -158,12 +150,15 @@ class Launcher:
             try:
                 name = name_format.format(i=i)
             except (KeyError, IndexError, ValueError) as e:
-                raise InvalidInput(f"run: --name {name_format!r}: only {{i}} may be used ({e})") from None
+                raise InvalidInput(
+                    "run: ", Param("name_format", "Launcher"), f" {name_format!r}: only {{i}} may be used ({e})"
+                ) from None
             groups.check_member_name(name)
             names.append(name)
         if len(set(names)) != len(names):
             raise InvalidInput(
-                f"run: --name {name_format!r} gives every member the same name: put {{i}} in it"
+                "run: ", Param("name_format", "Launcher"),
+                f" {name_format!r} gives every member the same name: put {{i}} in it",
             )
         groups.check_weight(names[0], weight)
         # Inherited activation variables would describe the launcher's own fds.
@@ -179,7 +174,6 @@ class Launcher:
         self.weight = weight
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.log = log or _default_log
         # A file the children's stdout goes to instead of the launcher's own.
         self.child_stdout = child_stdout
         self.members: list[Member] = []
@@ -193,8 +187,7 @@ class Launcher:
 
     @property
     def endpoint(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.proto}:{host}:{self.port}"
+        return socks.endpoint_text(self.proto, socks.family_of(self.host), self.host, self.port)
 
     def stop(self) -> None:
         """Ask run() to stop, from any thread; a second call stops the
@@ -261,16 +254,9 @@ class Launcher:
     # Start -----------------------------------------------------------------------
 
     def _make_socket(self) -> socket.socket:
-        family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM if self.proto == "tcp" else socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((self.host, self.port))
-            if self.proto == "tcp":
-                sock.listen(LISTEN_BACKLOG)
+            sock = socks.reuseport_socket(self.proto, self.host, self.port, LISTEN_BACKLOG)
         except OSError as e:
-            sock.close()
             hint = ""
             if e.errno == errno.EADDRINUSE:
                 hint = " (taken by a socket without SO_REUSEPORT, or of another user)"
@@ -283,21 +269,17 @@ class Launcher:
         """Find the group of this address (or the one named) and refuse names
         a live member already has: two launchers must not steal each other's
         members.  A member whose socket is gone is taken over."""
-        existing = {v.name: v for v in views.read_views(with_queues=False)}
         if self.group is None:
-            matching = [
-                v for v in existing.values()
-                if (v.proto, v.family, v.addr, v.port) == (info.proto_name, info.family, info.addr, info.port)
-            ]
-            self.group = matching[0].name if matching else groups.default_group_name(info)
-        view = existing.get(self.group)
-        if view is None:
-            return
+            self.group = groups.find_group_for(info.key) or groups.default_group_name(info.key)
+        try:
+            (view,) = views.read_views(group=self.group, with_queues=False)
+        except NotFound:
+            return  # a new group
         for m in view.members:
             if m.name in self.names and not m.gone:
                 raise InvalidInput(
                     f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
-                    "choose other names with --name"
+                    "choose other names with ", Param("name_format", "Launcher"),
                 )
 
     def _start(self) -> None:
@@ -317,21 +299,14 @@ class Launcher:
                 # Its exit is handled (and the restart scheduled) by the loop.
         if not any(m.registered for m in self.members):
             raise RpctlError(f"run: every child of {self.argv[0]} exited before it could be registered")
-        attached = False
-        for m in self.members:
-            try:
-                with groups.Group.open(self.group) as g:
-                    g.attach(m.sock)
-                attached = True
-                break
-            except OSError:
-                continue
+        with groups.Group.open(self.group) as g:
+            attached = g.attach_any(m.sock for m in self.members)
         if not attached:
             raise RpctlError(f"run: could not attach the program of group {self.group!r}")
         self._attached = True
         how = "created" if self.created else "joined"
         plural = "" if len(self.members) == 1 else "s"
-        self.log(f"{how} group {self.group} on {self.endpoint} with {len(self.members)} member{plural}")
+        log.info("%s group %s on %s with %d member%s", how, self.group, self.endpoint, len(self.members), plural)
 
     def _spawn(self, m: Member) -> None:
         env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
@@ -362,7 +337,7 @@ class Launcher:
             m.pid = 0
             raise
         self._sel.register(m.pidfd, selectors.EVENT_READ, m)
-        self.log(f"started {m.name} (pid {pid})")
+        log.info("started %s (pid %d)", m.name, pid)
 
     def _register(self, m: Member, replace: bool) -> None:
         """Make the child's fd 3 the member's socket (it is the launcher's
@@ -378,11 +353,7 @@ class Launcher:
         self.created = self.created or r.created
 
     def _exited(self, m: Member) -> bool:
-        if m.pidfd < 0:
-            return True
-        with selectors.DefaultSelector() as sel:
-            sel.register(m.pidfd, selectors.EVENT_READ)
-            return bool(sel.select(0))
+        return m.pidfd < 0 or pidfd_exited(m.pidfd)
 
     # Supervise ---------------------------------------------------------------------
 
@@ -427,7 +398,7 @@ class Launcher:
             delay = m.backoff
             m.backoff = min(m.backoff * 2, self.backoff_max)
         m.restart_at = time.monotonic() + delay
-        self.log(f"{m.name} (pid {pid}) {describe_exit(status)}; restarting in {delay:g}s")
+        log.info("%s (pid %d) %s; restarting in %gs", m.name, pid, describe_exit(status), delay)
 
     def _drain_dead(self, m: Member) -> None:
         try:
@@ -435,7 +406,7 @@ class Launcher:
             if not m.operator_drained:
                 groups.set_draining(m.name, True, force=True, group=self.group)
         except RpctlError as e:
-            self.log(f"{m.name}: could not drain it: {e}")
+            log.warning("%s: could not drain it: %s", m.name, e)
 
     def _is_draining(self, name: str) -> bool:
         with groups.Group.open(self.group) as g:
@@ -450,7 +421,7 @@ class Launcher:
             delay = m.backoff
             m.backoff = min(m.backoff * 2, self.backoff_max)
             m.restart_at = time.monotonic() + delay
-            self.log(f"{m.name}: cannot start it: {e.strerror or e}; retrying in {delay:g}s")
+            log.warning("%s: cannot start it: %s; retrying in %gs", m.name, e.strerror or e, delay)
             return
         try:
             self._register(m, replace=True)
@@ -458,17 +429,17 @@ class Launcher:
             # If the child died already its exit comes through the selector;
             # otherwise it serves what is queued on its socket but gets no new
             # connection until someone registers it.
-            self.log(f"{m.name} (pid {m.pid}): could not register it again: {e}")
+            log.warning("%s (pid %d): could not register it again: %s", m.name, m.pid, e)
             return
         if m.operator_drained:
-            self.log(f"{m.name} (pid {m.pid}) registered again; left drained as it was before")
+            log.info("%s (pid %d) registered again; left drained as it was before", m.name, m.pid)
             return
         try:
             groups.set_draining(m.name, False, group=self.group)
         except RpctlError as e:
-            self.log(f"{m.name}: could not undrain it: {e}")
+            log.warning("%s: could not undrain it: %s", m.name, e)
             return
-        self.log(f"{m.name} (pid {m.pid}) registered again and undrained")
+        log.info("%s (pid %d) registered again and undrained", m.name, m.pid)
 
     # Stop -----------------------------------------------------------------------------
 
@@ -493,14 +464,14 @@ class Launcher:
             except NotFound:
                 m.registered = False
             except RpctlError as e:
-                self.log(f"{m.name}: could not unregister it: {e}")
+                log.warning("%s: could not unregister it: %s", m.name, e)
         if self.created and self.group is not None:
             self._unload_if_empty()
 
     def _stop_children(self) -> None:
         running = [m for m in self.members if m.pid]
         if running:
-            self.log(f"stopping {len(running)} children")
+            log.info("stopping %d children", len(running))
         requests = self._stop_requests
         for m in running:
             try:
@@ -516,14 +487,14 @@ class Launcher:
                 if key.data is None:
                     self._wake.drain()
                     if self._stop_requests > requests:
-                        self.log("asked again: killing the children")
+                        log.info("asked again: killing the children")
                         return
                 else:
                     m = key.data
                     pid = m.pid
                     status = self._reap(m)
                     m.pid = 0
-                    self.log(f"{m.name} (pid {pid}) {describe_exit(status)}")
+                    log.info("%s (pid %d) %s", m.name, pid, describe_exit(status))
 
     def _kill_children(self) -> None:
         for m in self.members:
@@ -546,17 +517,17 @@ class Launcher:
             except ChildProcessError:
                 status = None
             m.pid = 0
-            self.log(f"{m.name} (pid {pid}) {'killed' if status is None else describe_exit(status)}")
+            log.info("%s (pid %d) %s", m.name, pid, "killed" if status is None else describe_exit(status))
 
     def _unload_if_empty(self) -> None:
         try:
             (view,) = views.read_views(group=self.group, with_queues=False)
             if view.members:
-                self.log(f"left group {self.group} in place: {len(view.members)} other members are in it")
+                log.info("left group %s in place: %d other members are in it", self.group, len(view.members))
                 return
             groups.unload(group=self.group)
-            self.log(f"unloaded group {self.group}")
+            log.info("unloaded group %s", self.group)
         except NotFound:
             pass
         except RpctlError as e:
-            self.log(f"could not unload group {self.group}: {e}")
+            log.warning("could not unload group %s: %s", self.group, e)

@@ -16,9 +16,10 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import abi, rss
 from .errors import InvalidInput, NotFound, RpctlError
 from .group import Group, _write
-from .views import GroupView, read_group, read_view
 from .pin_table import WEIGHTED, PinPlan, assign_from_affinity, assign_from_map, format_cpus, parse_cpus, queue_assignment
+from .refs import Call, Param
 from .state import Layout
+from .views import GroupView, read_group, read_view
 
 __all__ = ["ChainRow", "Explanation", "PinResult", "explain_rss", "online_cpus", "pin_cpu", "pin_off", "pin_rss"]
 
@@ -50,7 +51,7 @@ def _affinities(view: GroupView, affinity: Affinity) -> dict[str, frozenset[int]
             out[m.name] = frozenset(affinity(m.pid))
         except ProcessLookupError:
             raise InvalidInput(
-                f"pin cpu: process {m.pid} of {m.name} is gone, so its CPUs are unknown; give --map"
+                f"pin cpu: process {m.pid} of {m.name} is gone, so its CPUs are unknown; give ", Param("mapping")
             ) from None
     return out
 
@@ -108,11 +109,11 @@ def pin_rss(
         cpu_members = _cpu_assignment(view, mapping, online, affinity)
         queues, unassigned = queue_assignment(info.queue_cpus(), cpu_members)
         if not queues and "sysfs" in info.unsupported:
-            raise InvalidInput(f"pin rss --dev {info.dev}: {info.unsupported['sysfs']}")
+            raise InvalidInput(*rss.pin_rss_what(info.dev), ": ", info.unsupported["sysfs"])
         if not queues:
             raise InvalidInput(
-                f"pin rss --dev {info.dev}: no receive queue has its interrupt on one CPU of a member "
-                f"(see `rpctl pin rss --dev {info.dev} --explain`)"
+                *rss.pin_rss_what(info.dev), ": no receive queue has its interrupt on one CPU of a member (see ",
+                Call("explain_rss", Call("read_device", info.dev)), ")",
             )
         index = _index(view)
         plan = PinPlan(abi.RP_MODE_RSS, {q: index[n] for q, n in queues.items()}, dev=info.dev,
@@ -180,16 +181,15 @@ def explain_rss(
         notes.append(f"members unknown: {e}")
     cpu_members: dict[int, str] = {}
     if view is not None:
-        try:
-            rss.steering_flags(info, view.proto, view.family)
-        except InvalidInput as e:
-            problems.append(str(e).partition(": ")[2] or str(e))
+        why = rss.rss_flags(info, view.proto, view.family)[1]
+        if why:
+            problems.append(why)
         try:
             cpu_members = _cpu_assignment(view, mapping, online, affinity)
         except RpctlError as e:
             problems.append(str(e))
     elif not info.indir:
-        problems.append(f"the device has no RSS ({info.unsupported.get('indirection', 'no indirection table')})")
+        problems.append(f"the device has no RSS ({info.why_no_rss})")
     if "sysfs" in info.unsupported:
         problems.append(info.unsupported["sysfs"])
     queues = sorted(set(info.indir)) or list(range(info.rx_queues))

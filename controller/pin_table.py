@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from . import abi, toeplitz
 from .errors import InvalidInput
+from .refs import Param
 
 __all__ = [
     "MODE_NAMES",
@@ -126,14 +127,14 @@ def assign_from_affinity(affinity: Mapping[str, Iterable[int]], online: frozense
         if allowed == online:
             raise InvalidInput(
                 f"pin cpu: {name} may run on every CPU ({format_cpus(online)}), so it has no CPU of its own: "
-                f"restrict its process (taskset -pc CPU PID) or give --map {name}=CPU,..."
+                "restrict its process (taskset -pc CPU PID) or give ", Param("mapping"),
             )
         for cpu in sorted(allowed):
             other = out.get(cpu)
             if other is not None:
                 raise InvalidInput(
                     f"pin cpu: {other} and {name} may both run on CPU {cpu}: "
-                    "give each its own CPUs (taskset -pc) or give --map"
+                    "give each its own CPUs (taskset -pc) or give ", Param("mapping"),
                 )
             _check_cpu(cpu, online, f"pin cpu: {name}")
             out[cpu] = name

@@ -36,22 +36,32 @@ left drained: the others go on serving, the group stays steerable.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-import select
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import diag, discover, drain, views
+from . import diag, discover, drain, sockets, views
 from . import group as groups
 from .errors import InvalidInput, NotFound, RpctlError, UsageError, WaitTimeout
-from .launcher import describe_exit, expand_name
+from .launcher import expand_name
+from .process import describe_exit, wait_exit
+from .refs import Call, Param
 from .state import Layout
 
 POLL_INTERVAL = 0.05
 KILL_GRACE = 5.0  # after SIGKILL: how long a process may take to be gone
+
+# Each step of each member, as it happens: INFO.
+log = logging.getLogger("rpctl.restart")
+
+# progress(member, queued, in_handshake) while a drained member's queue empties:
+# what is queued on it and the port's TCP handshakes (None for UDP); see drain.wait_drained.
+Progress = Callable[[str, int, Optional[int]], None]
 
 
 @dataclass
@@ -107,26 +117,14 @@ def batches(names: Sequence[str], size: int) -> list[list[str]]:
 def check_batch(batch: object, live: int) -> int:
     """A batch must leave at least one live member serving while it is drained."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidInput(f"rollout: --batch {batch!r}: use a whole number of members, at least 1")
+        raise InvalidInput("rollout: ", Param("batch"), f" {batch!r}: use a whole number of members, at least 1")
     if live < 2:
         raise InvalidInput(f"rollout: {live} live member(s): none would serve while another restarts")
     if batch >= live:
-        raise InvalidInput(f"rollout: --batch {batch} would drain every live member at once: use at most {live - 1}")
+        raise InvalidInput(
+            "rollout: ", Param("batch"), f" {batch} would drain every live member at once: use at most {live - 1}"
+        )
     return batch
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """True once pid has exited (or never existed), False after timeout.
-    A pidfd works for processes that are not our children."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        return bool(ready)
-    finally:
-        os.close(fd)
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:
@@ -146,11 +144,11 @@ def _descends_from(pid: int, ancestor: int) -> bool:
 class _Restart:
     """One batch of members going through the six steps together."""
 
-    def __init__(self, group: str, layout: Layout, opts: RestartOptions, log: Callable[[str], None]):
+    def __init__(self, group: str, layout: Layout, opts: RestartOptions, progress: Optional[Progress]):
         self.group = group
         self.layout = layout
         self.opts = opts
-        self.log = log
+        self.progress = progress
 
     def _view(self) -> views.GroupView:
         (view,) = views.read_views(group=self.group, layout=self.layout, with_queues=True)
@@ -164,14 +162,15 @@ class _Restart:
             m = view.member(name)
             if m.gone:
                 raise InvalidInput(
-                    f"restart {name}: its socket is gone (no process holds it); start it again and "
-                    f"`rpctl register {name} --replace`"
+                    f"restart {name}: its socket is gone (no process holds it); start it again and ",
+                    Call("register", name, pid="PID", fd="FD", replace=True),
                 )
             launched = is_launched(m.pid, name)
             if not launched and not self.opts.command:
                 raise UsageError(
                     f"restart {name}: pid {m.pid} was not started by `rpctl run`; give the command that "
-                    "starts its replacement after -- (or --hook and the command that restarts it)"
+                    "starts its replacement ", Param("command", "RestartOptions"),
+                    " (or ", Param("hook", "RestartOptions", flag=True), " and the command that restarts it)",
                 )
             if launched and self.opts.command:
                 raise UsageError(
@@ -211,7 +210,7 @@ class _Restart:
             stuck = [j.name for j in jobs if j.drained_by_us]
             if stuck:
                 left = ", ".join(stuck)
-                e.args = (f"{e.args[0]}; {left} left drained, the other members serve",)
+                e.args = (*e.args, f"; {left} left drained, the other members serve")
             raise
         return [Restarted(j.name, j.pid, j.new_pid, j.launched, j.was_draining) for j in jobs]
 
@@ -222,7 +221,7 @@ class _Restart:
             if not j.was_draining:
                 groups.set_draining(j.name, True, group=self.group, layout=self.layout)
                 j.drained_by_us = True
-                self.log(f"{j.name}: draining")
+                log.info("%s: draining", j.name)
 
     def _wait_drained(self, jobs: list[_Job]) -> None:
         deadline = time.monotonic() + self.opts.drain_timeout
@@ -232,18 +231,17 @@ class _Restart:
                 max(0.0, deadline - time.monotonic()),
                 group=self.group,
                 layout=self.layout,
-                progress=lambda q, h, n=j.name: self.log(f"{n}: {q} queued" + ("" if h is None else f", {h} in handshake on the port")),
+                progress=functools.partial(self.progress, j.name) if self.progress else None,
             )
-            self.log(f"{j.name}: drained")
+            log.info("%s: drained", j.name)
 
     def _listener_cookies(self) -> set[int]:
         view = self._view()
-        proto = discover.PROTOS[view.proto]
-        return set(diag.listeners(proto, view.port))
+        return set(diag.listeners(sockets.proto_number(view.proto), view.port))
 
     def _stop(self, jobs: list[_Job]) -> None:
         for j in jobs:
-            self.log(f"{j.name}: stopping pid {j.pid} ({signal.Signals(self.opts.signal).name})")
+            log.info("%s: stopping pid %d (%s)", j.name, j.pid, signal.Signals(self.opts.signal).name)
             try:
                 os.kill(j.pid, self.opts.signal)
             except ProcessLookupError:
@@ -252,15 +250,15 @@ class _Restart:
             self._wait_stopped(j)
 
     def _wait_stopped(self, j: _Job) -> None:
-        if _wait_exit(j.pid, self.opts.stop_timeout):
-            self.log(f"{j.name}: pid {j.pid} exited")
+        if wait_exit(j.pid, self.opts.stop_timeout):
+            log.info("%s: pid %d exited", j.name, j.pid)
             return
-        self.log(f"{j.name}: pid {j.pid} still running after {self.opts.stop_timeout:g}s: SIGKILL")
+        log.info("%s: pid %d still running after %gs: SIGKILL", j.name, j.pid, self.opts.stop_timeout)
         try:
             os.kill(j.pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        if not _wait_exit(j.pid, KILL_GRACE):
+        if not wait_exit(j.pid, KILL_GRACE):
             raise RpctlError(f"restart {j.name}: pid {j.pid} survived SIGKILL")
 
     def _command(self, j: _Job) -> list[str]:
@@ -268,7 +266,7 @@ class _Restart:
 
     def _run_hook(self, j: _Job) -> None:
         argv = self._command(j)
-        self.log(f"{j.name}: running {' '.join(argv)}")
+        log.info("%s: running %s", j.name, " ".join(argv))
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=self.opts.start_timeout)
         except FileNotFoundError:
@@ -296,7 +294,7 @@ class _Restart:
             raise InvalidInput(f"restart {j.name}: command not found: {argv[0]}") from None
         except OSError as e:
             raise RpctlError(f"restart {j.name}: cannot start {argv[0]}: {e.strerror}") from None
-        self.log(f"{j.name}: started {argv[0]} (pid {j.spawned})")
+        log.info("%s: started %s (pid %d)", j.name, argv[0], j.spawned)
 
     def _register_replacement(self, j: _Job, before: set[int], deadline: float) -> None:
         if j.launched:
@@ -305,7 +303,7 @@ class _Restart:
             pid, fd = self._wait_new_listener(j, before, deadline)
             groups.register(j.name, pid, fd, group=self.group, replace=True, layout=self.layout, attach=False)
             j.new_pid = pid
-        self.log(f"{j.name}: pid {j.new_pid} registered")
+        log.info("%s: pid %d registered", j.name, j.new_pid)
 
     def _wait_relaunched(self, j: _Job, deadline: float) -> int:
         while True:
@@ -332,7 +330,7 @@ class _Restart:
                 )
             fresh = []
             for ep in discover.discover(port=view.port, proto=view.proto, probe_reuseport=False):
-                if (ep.family, ep.addr) != (view.family, view.addr):
+                if ep.key != view.key:
                     continue
                 for lst in ep.listeners:
                     if lst.cookie in before or lst.cookie in taken or lst.server is None:
@@ -343,8 +341,8 @@ class _Restart:
             if len(fresh) > 1 and not j.spawned:
                 pids = ", ".join(str(h.pid) for h in fresh)
                 raise InvalidInput(
-                    f"restart {j.name}: several new listeners appeared (pids {pids}); register the right one "
-                    f"with `rpctl register {j.name} --pid PID --fd FD --replace`"
+                    f"restart {j.name}: several new listeners appeared (pids {pids}); register the right one with ",
+                    Call("register", j.name, pid="PID", fd="FD", replace=True),
                 )
             if fresh:
                 return fresh[0].pid, fresh[0].fd
@@ -357,11 +355,11 @@ class _Restart:
     def _undrain(self, jobs: list[_Job]) -> None:
         for j in jobs:
             if j.was_draining:
-                self.log(f"{j.name}: left drained, as it was before the restart")
+                log.info("%s: left drained, as it was before the restart", j.name)
                 continue
             groups.set_draining(j.name, False, group=self.group, layout=self.layout)
             j.drained_by_us = False
-            self.log(f"{j.name}: undrained")
+            log.info("%s: undrained", j.name)
 
 
 def restart(
@@ -369,16 +367,19 @@ def restart(
     group: Optional[str] = None,
     opts: Optional[RestartOptions] = None,
     layout: Optional[Layout] = None,
-    log: Callable[[str], None] = lambda _: None,
+    progress: Optional[Progress] = None,
 ) -> list[Restarted]:
-    """Restart the members named, together (drained at once, undrained at once)."""
+    """Restart the members named, together (drained at once, undrained at once).
+
+    Each step is logged (logger "rpctl.restart", INFO); progress(member,
+    queued, in_handshake) is called while a drained member's queue empties."""
     if not names:
         raise UsageError("restart: no member named")
     if len(set(names)) != len(names):
         raise UsageError("restart: a member is named twice")
     layout = layout or Layout()
     gname = groups.resolve_group(group, layout)
-    r = _Restart(gname, layout, opts or RestartOptions(), log)
+    r = _Restart(gname, layout, opts or RestartOptions(), progress)
     return r.run(r.plan(names))
 
 
@@ -387,13 +388,13 @@ def rollout(
     batch: int = 1,
     opts: Optional[RestartOptions] = None,
     layout: Optional[Layout] = None,
-    log: Callable[[str], None] = lambda _: None,
+    progress: Optional[Progress] = None,
 ) -> list[Restarted]:
     """Restart every member of the group, `batch` at a time, in index order;
-    stop at the first failure."""
+    stop at the first failure.  Logged, and progress called, as by restart()."""
     layout = layout or Layout()
     gname = groups.resolve_group(group, layout)
-    r = _Restart(gname, layout, opts or RestartOptions(), log)
+    r = _Restart(gname, layout, opts or RestartOptions(), progress)
     (view,) = views.read_views(group=gname, layout=layout, with_queues=False)
     names = [m.name for m in view.members]
     if not names:

@@ -30,17 +30,19 @@ from typing import Optional
 
 from . import abi
 from .errors import InvalidInput, NotFound, PermissionDenied
-from .pin_table import format_cpus, parse_cpus
+from .pin_table import parse_cpus
+from .refs import Call, Param
 
 __all__ = [
     "FLOWS",
     "Irq",
     "RssInfo",
-    "describe",
     "fields_text",
     "parse_interrupts",
+    "pin_rss_what",
     "queue_irqs",
     "read_device",
+    "rss_flags",
     "steering_flags",
 ]
 
@@ -111,6 +113,11 @@ class RssInfo:
 
     def table_share(self, queue: int) -> float:
         return self.indir.count(queue) / len(self.indir) if self.indir else 0.0
+
+    @property
+    def why_no_rss(self) -> str:
+        """Why the device has no indirection table, as the driver said; "" when it has one."""
+        return "" if self.indir else self.unsupported.get("indirection", "no indirection table")
 
 
 def fields_text(bits: Optional[int]) -> str:
@@ -370,56 +377,44 @@ def _version_flags(info: RssInfo, flow: str, version: int) -> tuple[int, Optiona
     return abi.RP_RSS_IPV6 | (abi.RP_RSS_IPV6_PORTS if ports else 0), None
 
 
-def steering_flags(info: RssInfo, proto: str, family: int) -> int:
-    """abi.RP_RSS_* flags for a group of `proto` ("tcp"/"udp") and `family`;
-    InvalidInput, saying why, when the program could not tell a packet's queue."""
-    what = f"pin rss --dev {info.dev}"
+def pin_rss_what(dev: str) -> tuple[object, ...]:
+    """The head of a refusal of `pin rss` on `dev`: message parts saying what was being done."""
+    return ("pin rss ", Param("dev", "read_device"), f" {dev}")
+
+
+def rss_flags(info: RssInfo, proto: str, family: int) -> tuple[int, str]:
+    """(abi.RP_RSS_* flags, "") for a group of `proto` ("tcp"/"udp") and `family`,
+    or (0, why not) when the program could not tell a packet's queue."""
     if not info.indir:
-        why = info.unsupported.get("indirection", "no indirection table")
-        raise InvalidInput(
-            f"{what}: the device has no RSS ({why}): it does not spread flows over receive queues by hash, "
-            "so there is no queue to pin; `rpctl pin cpu` pins by the CPU that handles a connection"
-        )
+        return 0, (f"the device has no RSS ({info.why_no_rss}): it does not spread flows over receive queues "
+                   "by hash, so there is no queue to pin")
     if info.hfunc != "toeplitz":
         said = f"with {info.hfunc}" if info.hfunc else "with a function it does not name"
-        raise InvalidInput(f"{what}: the NIC hashes {said}, not Toeplitz: rpctl cannot recompute its hash, "
-                           "so it cannot tell a packet's queue")
+        return 0, (f"the NIC hashes {said}, not Toeplitz: rpctl cannot recompute its hash, "
+                   "so it cannot tell a packet's queue")
     if info.input_xfrm:
-        raise InvalidInput(f"{what}: the NIC transforms the hash input (input_xfrm {info.input_xfrm:#x}, "
-                           "e.g. symmetric-xor): rpctl cannot recompute its hash")
+        return 0, (f"the NIC transforms the hash input (input_xfrm {info.input_xfrm:#x}, e.g. symmetric-xor): "
+                   "rpctl cannot recompute its hash")
     if len(info.indir) > abi.RP_RSS_MAX_INDIR:
-        raise InvalidInput(f"{what}: its indirection table has {len(info.indir)} entries; "
-                           f"rpctl takes at most {abi.RP_RSS_MAX_INDIR}")
+        return 0, f"its indirection table has {len(info.indir)} entries; rpctl takes at most {abi.RP_RSS_MAX_INDIR}"
     if max(info.indir) >= abi.RP_MAX_PINS:
-        raise InvalidInput(f"{what}: queue {max(info.indir)} is past the {abi.RP_MAX_PINS} queues a pin table covers")
+        return 0, f"queue {max(info.indir)} is past the {abi.RP_MAX_PINS} queues a pin table covers"
     v4, why4 = _version_flags(info, f"{proto}4", 4)
     v6, why6 = _version_flags(info, f"{proto}6", 6)
     # An IPv6 group also takes IPv4 (mapped) unless it is v6-only: what it
     # cannot hash goes to the weighted table and is counted (rss_unhashed).
     if family == socket.AF_INET and not v4:
-        raise InvalidInput(f"{what}: {why4}")
+        return 0, why4 or ""
     if family == socket.AF_INET6 and not v6:
-        raise InvalidInput(f"{what}: {why6}")
-    return v4 | v6
+        return 0, why6 or ""
+    return v4 | v6, ""
 
 
-def describe(info: RssInfo) -> list[str]:
-    """Lines about the device as a whole (the head of --explain)."""
-    queues = f"{info.rx_queues} receive queue{'s' if info.rx_queues != 1 else ''}" if info.rx_queues else \
-        "receive queues unknown"
-    source = info.queues_from if info.queues_from in ("netlink", "synthetic", "") else f"ETHTOOL_{info.queues_from}"
-    lines = [f"device {info.dev}: {queues}" + (f" ({source})" if source else "")]
-    if info.indir:
-        lines.append(f"indirection table: {len(info.indir)} entries; hash {info.hfunc or 'not said'}, "
-                     f"key {len(info.key)} bytes")
-    else:
-        lines.append(f"no RSS: {info.unsupported.get('indirection', 'no indirection table')}")
-    for flow, bits in info.fields.items():
-        if bits is not None:
-            lines.append(f"{flow} hashed over {fields_text(bits)}")
-    if "sysfs" in info.unsupported:
-        lines.append(info.unsupported["sysfs"])
-    if info.rps_queues:
-        lines.append(f"RPS is set on queues {format_cpus(info.rps_queues)}: the stack then handles their packets "
-                     "on other CPUs than the interrupt's")
-    return lines
+def steering_flags(info: RssInfo, proto: str, family: int) -> int:
+    """rss_flags(), or InvalidInput saying why the program could not tell a packet's queue."""
+    flags, why = rss_flags(info, proto, family)
+    if why:
+        # Without RSS there is still the CPU that handles a connection.
+        cpu = () if info.indir else ("; ", Call("pin_cpu"), " pins by the CPU that handles a connection")
+        raise InvalidInput(*pin_rss_what(info.dev), ": ", why, *cpu)
+    return flags

@@ -1,4 +1,9 @@
-"""Taking a worker's socket (pidfd_getfd) and telling what kind of socket it is."""
+"""Member sockets: taking a worker's (pidfd_getfd), telling what kind of socket it is, making one.
+
+Also the words every module uses for an endpoint: protocol names
+(proto_name, proto_number), EndpointKey (what makes a group's endpoint)
+and endpoint_text (how rpctl writes one: tcp:127.0.0.1:8080).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,14 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
-from .errors import InvalidInput, PermissionDenied, Unsupported
+from .errors import InvalidInput, PermissionDenied, RpctlError, Unsupported
 
 # Where `rpctl run` listens when not told (kept here, not in launcher.py,
 # so that building the command line does not import the launcher).
 DEFAULT_LISTEN = "127.0.0.1:8080"
+LISTEN_BACKLOG = 4096         # accept queue of the TCP sockets rpctl makes
 
 SO_COOKIE = 57
 SO_PROTOCOL = 38
@@ -31,22 +38,42 @@ _libc.syscall.restype = ctypes.c_long
 
 
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 
 def proto_name(number: int) -> str:
-    """IPPROTO_TCP -> "tcp", IPPROTO_UDP -> "udp" (rp_ctl.proto holds the same numbers)."""
+    """IPPROTO_TCP -> "tcp", IPPROTO_UDP -> "udp" (rp_ctl.proto holds the same numbers); KeyError otherwise."""
     return PROTO_NAMES[number]
 
 
 def proto_number(name: str) -> int:
-    """ "tcp" -> IPPROTO_TCP, "udp" -> IPPROTO_UDP."""
-    return socket.IPPROTO_TCP if name == "tcp" else socket.IPPROTO_UDP
+    """ "tcp" -> IPPROTO_TCP, "udp" -> IPPROTO_UDP; KeyError otherwise."""
+    return PROTO_NUMBERS[name]
+
+
+def family_of(addr: str) -> int:
+    """AF_INET6 for an IPv6 literal address, AF_INET for an IPv4 one (ValueError otherwise)."""
+    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
 
 
 def endpoint_text(proto: str, family: int, addr: str, port: int) -> str:
     """How rpctl writes an endpoint everywhere: tcp:127.0.0.1:8080, udp:[::1]:53."""
     host = f"[{addr}]" if family == socket.AF_INET6 else addr
     return f"{proto}:{host}:{port}"
+
+
+class EndpointKey(NamedTuple):
+    """What makes an endpoint, and so a group: one group per key.  Every reader
+    (a socket, a group's ctl, a view, a discovered endpoint) gives its own."""
+
+    proto: str    # "tcp" / "udp"
+    family: int   # AF_INET / AF_INET6
+    addr: str     # compressed literal address, e.g. "127.0.0.1", "::"
+    port: int
+
+    @property
+    def text(self) -> str:
+        return endpoint_text(self.proto, self.family, self.addr, self.port)
 
 
 @dataclass(frozen=True)
@@ -64,8 +91,12 @@ class SocketInfo:
         return proto_name(self.proto)
 
     @property
+    def key(self) -> EndpointKey:
+        return EndpointKey(self.proto_name, self.family, self.addr, self.port)
+
+    @property
     def endpoint(self) -> str:
-        return endpoint_text(self.proto_name, self.family, self.addr, self.port)
+        return self.key.text
 
 
 def take_fd(pid: int, fd: int) -> int:
@@ -129,6 +160,29 @@ def inspect(sock: socket.socket) -> SocketInfo:
     )
 
 
+def take_member_socket(
+    pid: int, fd: int, what: str, cookie: Optional[int] = None
+) -> tuple[socket.socket, SocketInfo]:
+    """Fd `fd` of process `pid` as a member's socket, checked as the socket array
+    will take it (SO_REUSEPORT, bound, TCP: listening) and, given `cookie`, still
+    the socket found before.  Errors start with `what`.  The caller closes the
+    socket as soon as it can: a copy kept open would keep the listener open, and
+    connections queueing on it, after its worker dies."""
+    try:
+        sock = take_socket(pid, fd)
+    except RpctlError as e:
+        raise e.within(f"{what}: ") from None
+    try:
+        info = inspect(sock)
+        if cookie is not None and info.cookie != cookie:
+            raise InvalidInput(f"{what}: fd {fd} of pid {pid} is no longer the socket found (closed?)")
+        check_member_socket(info, f"{what} (pid {pid} fd {fd})")
+    except BaseException:
+        sock.close()
+        raise
+    return sock, info
+
+
 def check_member_socket(info: SocketInfo, what: str) -> None:
     """Refuse sockets the kernel would not let into a reuseport socket array."""
     if not info.reuseport:
@@ -137,6 +191,25 @@ def check_member_socket(info: SocketInfo, what: str) -> None:
         raise InvalidInput(f"{what}: socket is not bound to a port")
     if info.proto == socket.IPPROTO_TCP and not info.listening:
         raise InvalidInput(f"{what}: TCP socket {info.endpoint} is not listening")
+
+
+def reuseport_socket(proto: str, host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A new `proto` ("tcp"/"udp") socket with SO_REUSEADDR and SO_REUSEPORT, bound to
+    host:port (a literal address; port 0: the kernel picks) and, for TCP, listening:
+    it joins, or founds, the reuseport group of that address.  OSError as bind() or
+    listen() raise it, the socket closed."""
+    kind = socket.SOCK_STREAM if proto_number(proto) == socket.IPPROTO_TCP else socket.SOCK_DGRAM
+    sock = socket.socket(family_of(host), kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def attach_program(sock: socket.socket, prog_fd: int) -> None:

@@ -21,7 +21,7 @@ from typing import Optional
 
 from . import abi, pin_table, sockets
 from .errors import NotFound
-from .group import Group, resolve_group
+from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
 
 # A member's states, in the order they are listed everywhere.
@@ -118,8 +118,12 @@ class GroupView:
     rss_unhashed: int = 0
 
     @property
+    def key(self) -> sockets.EndpointKey:
+        return sockets.EndpointKey(self.proto, self.family, self.addr, self.port)
+
+    @property
     def endpoint(self) -> str:
-        return sockets.endpoint_text(self.proto, self.family, self.addr, self.port)
+        return self.key.text
 
     @property
     def counters(self) -> dict[str, int]:
@@ -141,12 +145,13 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
     gen_info = g.maps["gens"].get(gen, abi.RpGen)
     totals = g.member_totals()
     group_totals = g.group_totals()
+    key = ctl_endpoint(ctl)
     view = GroupView(
         name=g.name,
-        proto=sockets.proto_name(ctl.proto),
-        family=ctl.family,
-        addr=sockets.addr_from_bytes(ctl.family, bytes(ctl.addr)),
-        port=ctl.port,
+        proto=key.proto,
+        family=key.family,
+        addr=key.addr,
+        port=key.port,
         prog_id=g.prog_id(),
         gen=gen,
         mode=pin_table.mode_name(gen_info.mode) if gen_info else "weighted",

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import os
 import selectors
 import signal
@@ -43,7 +42,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from rpctl.controller.sockets import SelfPipe, parse_hostport
+from rpctl.controller.sockets import PROTO_NAMES, SelfPipe, endpoint_text, family_of, parse_hostport, reuseport_socket
 
 __all__ = [
     "Ready",
@@ -203,23 +202,6 @@ def _activated_socket() -> socket.socket | None:
         return None
     # socket.socket(fileno=...) asks the kernel for family, type and protocol.
     return socket.socket(fileno=SD_LISTEN_FDS_START)
-
-
-def _own_socket(proto: str, host: str, port: int) -> socket.socket:
-    """A fresh socket that joins (or founds) the reuseport group of host:port."""
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        if proto == "tcp":
-            sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _Conn:
@@ -512,7 +494,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo_worker: fd {SD_LISTEN_FDS_START} from socket activation: {exc}", file=sys.stderr)
         return 1
     if sock is not None:
-        actual = "tcp" if sock.type == socket.SOCK_STREAM else "udp"
+        actual = PROTO_NAMES.get(sock.proto)
+        if actual is None:
+            sock.close()
+            print(f"demo_worker: fd {SD_LISTEN_FDS_START} is neither a TCP nor a UDP socket", file=sys.stderr)
+            return 2
         if args.proto is not None and args.proto != actual:
             sock.close()
             print(f"demo_worker: --proto {args.proto} but fd 3 is a {actual} socket", file=sys.stderr)
@@ -525,11 +511,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.listen:
             print("demo_worker: --listen is required without socket activation", file=sys.stderr)
             return 2
+        proto = args.proto or "tcp"
         try:
             host, port = parse_hostport(args.listen)
-            sock = _own_socket(args.proto or "tcp", host, port)
-        except (ValueError, OSError) as exc:
+        except ValueError as exc:
             print(f"demo_worker: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            # The same socket `rpctl run` makes: it joins (or founds) the reuseport group of host:port.
+            sock = reuseport_socket(proto, host, port, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            where = endpoint_text(proto, family_of(host), host, port)
+            print(f"demo_worker: cannot listen on {where}: {exc}", file=sys.stderr)
             return 1
     return Worker(args.name, sock, accept_delay=max(args.accept_delay, 0.0) / 1000.0,
                   close_first=args.close_first).run()

@@ -1,4 +1,4 @@
-"""rpctl.controller.discover and the discover/adopt commands, without privileges.
+"""rpctl.controller.discover and .adopt, and the discover/adopt commands, without privileges.
 
 The fdinfo parser is fed text; serving_fds and discover() look at real epolls
 and real loopback listeners of this test process and of children it starts
@@ -19,7 +19,7 @@ import sys
 
 import pytest
 from rpctl.cli import main
-from rpctl.controller import discover, probe
+from rpctl.controller import adopt, discover, probe
 from rpctl.controller.discover import Endpoint, EpollTarget, Holder, Listener
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
 
@@ -216,7 +216,7 @@ def test_discover_tells_the_server_apart_like_an_nginx_master_and_workers(childr
         with pytest.raises(
             InvalidInput, match=rf"pids {','.join(map(str, everyone))} hold it and none of them"
         ):
-            discover.plan(ep, "{comm}-{pid}", {}, "tcp-1")
+            adopt.plan(ep, "{comm}-{pid}", {}, "tcp-1")
     finally:
         for s in (a, b, c):
             s.close()
@@ -233,22 +233,22 @@ def test_discover_checks_its_arguments():
 
 
 def test_format_name():
-    assert discover.format_name("{comm}-{pid}", "nginx", 42, 5, 1) == "nginx-42"
-    assert discover.format_name("w{i}-fd{fd}", "x", 42, 5, 3) == "w3-fd5"
-    assert discover.format_name("{comm}", "my server=1", 1, 1, 1) == "my_server_1"
-    assert discover.format_name("{pid:06d}", "x", 42, 5, 1) == "000042"
+    assert adopt.format_name("{comm}-{pid}", "nginx", 42, 5, 1) == "nginx-42"
+    assert adopt.format_name("w{i}-fd{fd}", "x", 42, 5, 3) == "w3-fd5"
+    assert adopt.format_name("{comm}", "my server=1", 1, 1, 1) == "my_server_1"
+    assert adopt.format_name("{pid:06d}", "x", 42, 5, 1) == "000042"
     with pytest.raises(InvalidInput, match=r"unknown field \{port\}"):
-        discover.format_name("{comm}-{port}", "x", 1, 1, 1)
+        adopt.format_name("{comm}-{port}", "x", 1, 1, 1)
     with pytest.raises(InvalidInput, match=r"unknown field \{\}"):
-        discover.format_name("w-{}", "x", 1, 1, 1)
+        adopt.format_name("w-{}", "x", 1, 1, 1)
     with pytest.raises(InvalidInput, match="name format"):
-        discover.format_name("w-{pid", "x", 1, 1, 1)
+        adopt.format_name("w-{pid", "x", 1, 1, 1)
     with pytest.raises(InvalidInput, match="name format"):
-        discover.format_name("{comm:d}", "x", 1, 1, 1)
+        adopt.format_name("{comm:d}", "x", 1, 1, 1)
     with pytest.raises(InvalidInput, match="member name"):
-        discover.format_name("x" * 100 + "{i}", "x", 1, 1, 1)
+        adopt.format_name("x" * 100 + "{i}", "x", 1, 1, 1)
     with pytest.raises(InvalidInput, match="member name"):
-        discover.format_name(" {i}", "x", 1, 1, 1)
+        adopt.format_name(" {i}", "x", 1, 1, 1)
 
 
 def _ep(*listeners: Listener, proto: str = "tcp", addr: str = "127.0.0.1", port: int = 8080) -> Endpoint:
@@ -265,10 +265,10 @@ def test_plan_names_members_and_skips_those_already_in():
     ep = _ep(
         _lst(1, (10, 5), (11, 5), server=11, polled=(11,)), _lst(2, (10, 6), (12, 6), server=12, polled=(12,))
     )
-    todo, skipped = discover.plan(ep, "{comm}-{pid}", {}, "tcp-8080")
+    todo, skipped = adopt.plan(ep, "{comm}-{pid}", {}, "tcp-8080")
     assert [(p.name, p.holder.pid, p.holder.fd) for p in todo] == [("srv-11", 11, 5), ("srv-12", 12, 6)]
     assert skipped == []
-    todo, skipped = discover.plan(ep, "w{i}", {2: ("web-b", 4)}, "tcp-8080")
+    todo, skipped = adopt.plan(ep, "w{i}", {2: ("web-b", 4)}, "tcp-8080")
     assert [p.name for p in todo] == ["w1"]
     assert [(r.name, r.status, r.index, r.pid, r.endpoint) for r in skipped] == [
         ("web-b", "already a member", 4, 12, "tcp:127.0.0.1:8080")
@@ -280,12 +280,12 @@ def test_plan_refuses_what_it_cannot_tell_apart():
     with pytest.raises(
         InvalidInput, match=r"pids 10,11,12 hold it and the epolls of pids 11,12 all watch it"
     ):
-        discover.plan(several, "{comm}-{pid}", {}, "g")
+        adopt.plan(several, "{comm}-{pid}", {}, "g")
     nobody = _ep(_lst(1))
     with pytest.raises(InvalidInput, match="no process visible here holds socket cookie 1"):
-        discover.plan(nobody, "{comm}-{pid}", {}, "g")
+        adopt.plan(nobody, "{comm}-{pid}", {}, "g")
     # ...unless the socket is a member already: then it is skipped.
-    assert discover.plan(several, "{comm}-{pid}", {1: ("x", 0)}, "g")[0] == []
+    assert adopt.plan(several, "{comm}-{pid}", {1: ("x", 0)}, "g")[0] == []
 
 
 def test_plan_refuses_colliding_names():
@@ -293,34 +293,34 @@ def test_plan_refuses_colliding_names():
     with pytest.raises(
         InvalidInput, match=r"'srv-10' would be given to pid 10 fd 5 and to pid 10 fd 6: add \{fd\}"
     ):
-        discover.plan(one_process_two_sockets, "{comm}-{pid}", {}, "g")
-    assert [p.name for p in discover.plan(one_process_two_sockets, "{comm}-{fd}", {}, "g")[0]] == [
+        adopt.plan(one_process_two_sockets, "{comm}-{pid}", {}, "g")
+    assert [p.name for p in adopt.plan(one_process_two_sockets, "{comm}-{fd}", {}, "g")[0]] == [
         "srv-5",
         "srv-6",
     ]
     ep = _ep(_lst(1, (10, 5), server=10))
     with pytest.raises(InvalidInput, match="group 'g' already has a member 'srv-10'"):
-        discover.plan(ep, "{comm}-{pid}", {99: ("srv-10", 0)}, "g")
+        adopt.plan(ep, "{comm}-{pid}", {99: ("srv-10", 0)}, "g")
     # A member whose socket is gone still holds its name.
     with pytest.raises(InvalidInput, match="already has a member 'srv-10'"):
-        discover.plan(ep, "{comm}-{pid}", {}, "g", names_in_use={"srv-10": 99})
+        adopt.plan(ep, "{comm}-{pid}", {}, "g", names_in_use={"srv-10": 99})
 
 
 def test_pick_endpoint():
     tcp, udp = _ep(proto="tcp"), _ep(proto="udp")
     other = _ep(addr="::1")
-    assert discover._pick_endpoint([tcp], 8080, None, None) is tcp
+    assert adopt._pick_endpoint([tcp], 8080, None, None) is tcp
     with pytest.raises(NotFound, match="no TCP or UDP socket listens on port 8080"):
-        discover._pick_endpoint([], 8080, None, None)
+        adopt._pick_endpoint([], 8080, None, None)
     with pytest.raises(NotFound, match="no UDP socket listens on port 8080 on 10.0.0.1"):
-        discover._pick_endpoint([tcp], 8080, "udp", "10.0.0.1")
+        adopt._pick_endpoint([tcp], 8080, "udp", "10.0.0.1")
     with pytest.raises(
         UsageError, match=r"several endpoints use it \(tcp:127.0.0.1:8080, udp:127.0.0.1:8080\)"
     ):
-        discover._pick_endpoint([tcp, udp], 8080, None, None)
-    assert discover._pick_endpoint([tcp, other], 8080, None, "0:0::1") is other
+        adopt._pick_endpoint([tcp, udp], 8080, None, None)
+    assert adopt._pick_endpoint([tcp, other], 8080, None, "0:0::1") is other
     with pytest.raises(InvalidInput, match="not an IP address"):
-        discover._pick_endpoint([tcp], 8080, None, "localhost")
+        adopt._pick_endpoint([tcp], 8080, None, "localhost")
 
 
 # adopt's checks that come before anything is read or changed ----------------------------------
@@ -333,22 +333,22 @@ def nothing_read(monkeypatch):
 
     monkeypatch.setattr(discover, "discover", refuse)
     monkeypatch.setattr(discover.sockets, "take_socket", refuse)
-    monkeypatch.setattr(discover.group_mod, "register", refuse)
+    monkeypatch.setattr(adopt.group_mod, "register", refuse)
 
 
 def test_adopt_without_cap_sys_ptrace_is_refused_first(monkeypatch, nothing_read):
     monkeypatch.setattr(probe, "effective_caps", lambda: 0)
     with pytest.raises(PermissionDenied, match="adopt port 8080: .*CAP_SYS_PTRACE"):
-        discover.adopt(8080)
+        adopt.adopt(8080)
 
 
 def test_adopt_refuses_bad_arguments_before_anything(nothing_read):
     with pytest.raises(InvalidInput, match="unknown field"):
-        discover.adopt(8080, name_format="{name}")
+        adopt.adopt(8080, name_format="{name}")
     with pytest.raises(InvalidInput, match="port 70000"):
-        discover.adopt(70000)
+        adopt.adopt(70000)
     with pytest.raises(InvalidInput, match="protocol"):
-        discover.adopt(8080, proto="sctp")
+        adopt.adopt(8080, proto="sctp")
 
 
 # The commands --------------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ def test_discover_table(run, monkeypatch):
 
 def test_adopt_command_output_and_arguments(run, monkeypatch):
     seen = {}
-    R = discover.AdoptResult
+    R = adopt.AdoptResult
 
     def fake(port, **kw):
         seen.update(kw, port=port)
@@ -422,7 +422,7 @@ def test_adopt_command_output_and_arguments(run, monkeypatch):
             R("old", 12, 6, "nginx", 8, "already a member", "tcp-7080", 3, "tcp:127.0.0.1:7080"),
         ]
 
-    monkeypatch.setattr(discover, "adopt", fake)
+    monkeypatch.setattr(adopt, "adopt", fake)
     code, out, err = run("adopt", "--port", 7080, "-g", "tcp-7080", "--name-format", "n{i}", "--proto", "tcp")
     assert code == 0, err
     assert seen == {"port": 7080, "group": "tcp-7080", "name_format": "n{i}", "proto": "tcp", "addr": None}
@@ -448,7 +448,7 @@ def test_adopt_refusals_are_one_line_and_an_exit_code(run, monkeypatch, error, s
     def fake(port, **kw):
         raise error
 
-    monkeypatch.setattr(discover, "adopt", fake)
+    monkeypatch.setattr(adopt, "adopt", fake)
     code, out, err = run("adopt", "--port", 7080)
     assert (code, out) == (status, "")
     assert err == f"rpctl: {error}\n"

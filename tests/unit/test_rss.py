@@ -8,6 +8,8 @@ import socket
 import subprocess
 
 import pytest
+from rpctl.cli import rss_text
+from rpctl.cli.wording import error_text
 from rpctl.controller import abi, rss
 from rpctl.controller.errors import InvalidInput
 
@@ -119,13 +121,14 @@ def test_a_key_too_short_for_ipv6_leaves_ipv6_out():
 def test_steering_refusals_say_why(change, says):
     with pytest.raises(InvalidInput) as e:
         rss.steering_flags(device(**change), "tcp", socket.AF_INET)
-    assert says in str(e.value) and str(e.value).startswith("pin rss --dev eth0: ")
+    line = error_text(e.value)  # as the command line words it
+    assert says in line and line.startswith("pin rss --dev eth0: ")
 
 
 def test_describe_a_device_without_rss():
     info = rss.RssInfo("lo", rx_queues=1, queues_from="netlink", unsupported={"indirection": "not supported"},
                        rps_queues=[0, 1])
-    text = "\n".join(rss.describe(info))
+    text = "\n".join(rss_text.describe(info))
     assert "device lo: 1 receive queue (netlink)" in text and "no RSS: not supported" in text
     assert "RPS is set on queues 0-1" in text
 
@@ -185,5 +188,5 @@ def test_ethtool_layouts_match_the_system_headers(tmp_path):
 
 def test_describe_says_when_sysfs_is_another_namespaces():
     info = rss.RssInfo("eth0", rx_queues=4, queues_from="GCHANNELS", unsupported={"sysfs": rss.STALE_SYSFS})
-    text = "\n".join(rss.describe(info))
+    text = "\n".join(rss_text.describe(info))
     assert "(ETHTOOL_GCHANNELS)" in text and "another network namespace's devices" in text

@@ -1,0 +1,63 @@
+"""The library logs and never prints or exits; the command line shows its log on stderr."""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import subprocess
+import sys
+
+from rpctl.cli.logs import library_log
+from rpctl.cli.main import Environment
+
+
+def _env() -> Environment:
+    return Environment(stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_library_records_become_prefixed_lines_while_inside():
+    env = _env()
+    launcher = logging.getLogger("rpctl.launcher")
+    with library_log(env, "rpctl run"):
+        launcher.info("started %s (pid %d)", "worker-1", 42)
+        launcher.debug("not shown")
+        logging.getLogger("rpctl.group").warning("failpoint %s reached", "before-flip")
+        logging.getLogger("elsewhere").warning("not rpctl's")
+    launcher.info("after: not shown")
+    assert env.stderr.getvalue().splitlines() == [
+        "rpctl run: started worker-1 (pid 42)",
+        "rpctl run: failpoint before-flip reached",
+    ]
+    assert env.stdout.getvalue() == ""
+    assert logging.getLogger("rpctl").handlers == []
+
+
+def test_a_stderr_that_went_away_does_not_stop_the_logger():
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    env = Environment(stdout=io.StringIO(), stderr=Gone())
+    with library_log(env):
+        logging.getLogger("rpctl.launcher").info("unloaded group web")  # no exception
+
+
+FAILPOINT = """
+import os
+os.environ["RPCTL_FAILPOINT"] = "before-flip:" + ACTION
+from rpctl.controller import group
+group._failpoint("elsewhere")
+print("passed the other point", flush=True)
+group._failpoint("before-flip")
+print("not reached", flush=True)
+"""
+
+
+def test_failpoint_exit_logs_then_dies_by_sigkill():
+    """No handler installed: logging's last resort puts the WARNING on stderr, as a test waits for it."""
+    proc = subprocess.run([sys.executable, "-c", "ACTION = 'exit'" + FAILPOINT], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdout == "passed the other point\n"
+    assert proc.stderr.splitlines() == ["failpoint before-flip reached"]
