@@ -11,13 +11,11 @@ because every command builds the whole parser.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import logging
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 from rpctl.controller.errors import ExitStatus, InvalidInput, UsageError
 
@@ -88,7 +86,8 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """Add one command: its one-line help, a longer description if any, and examples
     (every command has some: a test holds each `--help` to it).  `log_prefix` is what
-    the library's log lines start with on stderr while it runs (default "rpctl")."""
+    the library's log lines start with on stderr while it runs (default "rpctl";
+    logs.library_log)."""
     p = sub.add_parser(
         name,
         help=help,
@@ -145,39 +144,3 @@ def drain_progress(queued: int, handshakes: Optional[int]) -> str:
     if handshakes is None:
         return f"{queued} queued"
     return f"{queued} queued, {handshakes} in handshake on the port"
-
-
-# The library's log ---------------------------------------------------------------------
-
-
-class _LineHandler(logging.Handler):
-    """The library's log records as `<prefix>: <message>` lines on the command's stderr."""
-
-    def __init__(self, stream: TextIO, prefix: str):
-        super().__init__(logging.INFO)
-        self.stream = stream
-        self.prefix = prefix
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.stream.write(f"{self.prefix}: {record.getMessage()}\n")
-            self.stream.flush()
-        except Exception:
-            # A reader of stderr that went away (`rpctl demo | head`) must not stop
-            # what the library was doing (a launcher unregistering its members).
-            pass
-
-
-@contextlib.contextmanager
-def library_log(stream: TextIO, prefix: str = PROG) -> Iterator[None]:
-    """While a command runs, the library's log (logger "rpctl") goes to its stderr."""
-    logger = logging.getLogger("rpctl")
-    handler = _LineHandler(stream, prefix)
-    saved_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved_level)

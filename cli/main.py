@@ -9,11 +9,8 @@ the whole story); handlers never print errors or exit by themselves.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from typing import Callable, Optional, TextIO
-
-from rpctl.controller.errors import ExitStatus, PermissionDenied, RpctlError
 
 from . import (
     adopt_cmd,
@@ -29,7 +26,9 @@ from . import (
     status_cmd,
     steering_cmd,
 )
-from .common import EXIT_CODES, PROG, Environment, Parser, examples, library_log, subcommands
+from .common import EXIT_CODES, PROG, Environment, Parser, examples, subcommands
+from .logs import library_log
+from .wording import error_line
 
 # In the order `rpctl --help` lists their commands.
 COMMAND_MODULES = (
@@ -92,14 +91,6 @@ def _version() -> str:
         return "unknown"
 
 
-def _message(e: BaseException) -> tuple[str, ExitStatus]:
-    if isinstance(e, RpctlError):
-        return str(e), e.exit_status
-    if isinstance(e, OSError) and e.errno in (errno.EPERM, errno.EACCES):
-        return str(PermissionDenied(f"{e.strerror}: {e.filename or ''} (run as root)".strip())), ExitStatus.PERMISSION
-    return f"unexpected error: {type(e).__name__}: {e}", ExitStatus.ERROR
-
-
 def run(
     argv: Optional[list[str]] = None,
     env: Optional[Environment] = None,
@@ -113,7 +104,7 @@ def run(
     traceback_wanted = "--traceback" in argv[:first_word]
     try:
         args = parser(env.stdout).parse_args(argv)
-        with library_log(env.stderr, args.log_prefix):
+        with library_log(env, args.log_prefix):
             return int(args.handler(env, args))
     except SystemExit as e:  # --help and --version
         return int(e.code or 0)
@@ -121,7 +112,7 @@ def run(
         env.err(f"{PROG}: interrupted")
         return 130
     except BaseException as e:
-        message, status = _message(e)
+        message, status = error_line(e)
         if traceback_wanted:
             import traceback
 

@@ -73,11 +73,12 @@ class GroupCollector:
 
     def collect(self):
         from .metrics_families import families
+        from .wording import error_text
 
         try:
             views, error = self.read(), None
         except (RpctlError, OSError) as e:
-            views, error = [], str(e)
+            views, error = [], error_text(e) if isinstance(e, RpctlError) else str(e)
         with self._lock:
             if error != self._last_error:
                 self.log(f"cannot read the pinned state: {error}" if error else "reading the pinned state again")

@@ -92,11 +92,10 @@ def explain_json(exp) -> dict[str, Any]:
 
 
 def explain_text(exp) -> list[str]:
-    from rpctl.controller import rss
-
+    from .rss_text import describe
     from .text import pct
 
-    lines = rss.describe(exp.info)
+    lines = describe(exp.info)
     lines.append("the kernel's reuseport hash is not the NIC's: in rss mode the program recomputes the NIC's "
                  "Toeplitz hash from each packet with this key")
     lines.append(f"{'queue':>5}  {'table':>6}  {'IRQ':>5}  {'may fire on':<12} {'CPU':>4}  member")

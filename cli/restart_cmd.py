@@ -7,7 +7,7 @@ import json
 import signal
 from rpctl.controller.errors import ExitStatus, InvalidInput
 
-from .common import Environment, add_command, group_option, json_option
+from .common import Environment, add_command, drain_progress, group_option, json_option
 
 STEPS = """\
 Each member is drained, its queue waited empty, its process stopped (--signal,
@@ -78,11 +78,15 @@ def _report(env, args, done) -> ExitStatus:
     return ExitStatus.OK
 
 
+def _progress(env: Environment, command: str):
+    """A draining member's queue, as `drain --wait` shows it, on the command's stderr."""
+    return lambda name, queued, handshakes: env.err(f"rpctl {command}: {name}: {drain_progress(queued, handshakes)}")
+
+
 def cmd_restart(env: Environment, args) -> ExitStatus:
     from rpctl.controller import restart
 
-    done = restart.restart(args.names, group=args.group, opts=_options(args),
-                           log=lambda m: env.err(f"rpctl restart: {m}"))
+    done = restart.restart(args.names, group=args.group, opts=_options(args), progress=_progress(env, "restart"))
     return _report(env, args, done)
 
 
@@ -90,7 +94,7 @@ def cmd_rollout(env: Environment, args) -> ExitStatus:
     from rpctl.controller import restart
 
     done = restart.rollout(group=args.group, batch=args.batch, opts=_options(args),
-                           log=lambda m: env.err(f"rpctl rollout: {m}"))
+                           progress=_progress(env, "rollout"))
     return _report(env, args, done)
 
 

@@ -46,7 +46,6 @@ def cmd_run(env: Environment, args) -> ExitStatus:
         listen=args.listen,
         proto=args.proto,
         weight=args.weight,
-        log=lambda message: env.err(f"rpctl run: {message}"),
     )
     return ExitStatus(launcher.run())
 

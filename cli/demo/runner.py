@@ -108,7 +108,6 @@ def run(env, args) -> ExitStatus:
         args.workers,
         [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"],
         listen=f"127.0.0.1:{args.port}",
-        log=lambda line: _log_quietly(env, f"rpctl run: {line}"),
         # Each worker's "ready" line is for a controller, not for the demo's reader.
         child_stdout=os.devnull,
     )
@@ -140,15 +139,6 @@ def run(env, args) -> ExitStatus:
         # The launcher stops the workers, unregisters them and unloads the group.
         launcher.stop()
         thread.join()
-
-
-def _log_quietly(env, line: str) -> None:
-    """The launcher's log must not stop its shutdown (unregister, unload)
-    when the reader of stderr has gone away (`rpctl demo | head`)."""
-    try:
-        env.err(line)
-    except OSError:
-        pass
 
 
 def _wait_for_members(group_name: str, names: set, thread: threading.Thread, failure: list, timeout: float = 20.0):

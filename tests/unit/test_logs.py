@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from rpctl.cli.logs import library_log
-from rpctl.cli.main import Environment
+from rpctl.cli.common import Environment
 
 
 def _env() -> Environment:
