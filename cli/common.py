@@ -102,7 +102,10 @@ def add_command(
 # Shared options ---------------------------------------------------------------------
 
 
-def group_option(p: argparse.ArgumentParser, help: str = "group name (may be left out when there is one group)") -> None:
+GROUP_HELP = "group name (may be left out when there is one group)"
+
+
+def group_option(p: argparse.ArgumentParser, help: str = GROUP_HELP) -> None:
     p.add_argument("--group", "-g", metavar="G", help=help)
 
 

@@ -16,7 +16,15 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import abi, rss
 from .errors import InvalidInput, NotFound, RpctlError
 from .group import Group, _write
-from .pin_table import WEIGHTED, PinPlan, assign_from_affinity, assign_from_map, format_cpus, parse_cpus, queue_assignment
+from .pin_table import (
+    WEIGHTED,
+    PinPlan,
+    assign_from_affinity,
+    assign_from_map,
+    format_cpus,
+    parse_cpus,
+    queue_assignment,
+)
 from .refs import Call, Param
 from .state import Layout
 from .views import GroupView, read_group, read_view

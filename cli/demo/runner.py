@@ -29,6 +29,7 @@ from rpctl.controller import views
 from rpctl.controller import probe
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlError
 from rpctl.controller.launcher import Launcher
+from rpctl.controller.sockets import endpoint_text
 
 from . import loadgen
 from ..render import state_text
@@ -123,8 +124,9 @@ def run(env, args) -> ExitStatus:
     thread.start()
     try:
         _wait_for_members(group_name, set(names), thread, failure)
+        where = endpoint_text("tcp", socket.AF_INET, "127.0.0.1", args.port)
         console.print(
-            f"[bold]rpctl demo[/]: {args.workers} workers on tcp 127.0.0.1:{args.port}, group {group_name}; "
+            f"[bold]rpctl demo[/]: {args.workers} workers on {where}, group {group_name}; "
             f"`rpctl status` in another shell shows it live"
         )
         failed_total = _run_steps(console, group_name, names, args)
