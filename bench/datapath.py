@@ -192,7 +192,7 @@ def _paths(variant: Variant) -> str:
 
     if not variant.group:
         return "-"
-    (view,) = views.read_views(variant.group)
+    view = views.read_view(variant.group)
     pinned = sum(m.pinned for m in view.members)
     selected = sum(m.selected for m in view.members)
     fallback = sum(m.fallback for m in view.members)

@@ -176,7 +176,7 @@ def one_round(variant: str, seconds: float, seed: int) -> dict:
                 c.wait()
             counters = {}
             if variant.startswith("rpctl"):
-                (view,) = views.read_views()
+                view = views.read_view()
                 counters = {"pin_fallbacks": view.pin_fallbacks, "pin_unassigned": view.pin_unassigned}
         finally:
             for w in workers:

@@ -113,7 +113,7 @@ def rpctl_rollout(duration: float) -> dict:
         def ready():
             assert launcher.poll() is None, Path(log.name).read_text()
             try:
-                (view,) = views.read_views(group="bench", with_queues=True)
+                view = views.read_view("bench", with_queues=True)
             except NotFound:
                 return False
             return len(view.members) == WORKERS and all(m.state == "active" for m in view.members)

@@ -15,12 +15,12 @@ from .common import Environment, add_command, drain_progress, group_option, json
 
 def cmd_weights(env: Environment, args) -> ExitStatus:
     from rpctl.controller import group
-    from rpctl.controller.views import read_views
+    from rpctl.controller.views import read_view
 
     if args.assignments:
         group.set_weights(parse_assignments(args.assignments), group=args.group)
     # None: queue depths only when a member is draining (its state depends on them).
-    view = read_views(group=group.resolve_group(args.group), with_queues=None)[0]
+    view = read_view(args.group, with_queues=None)
     if args.json:
         from .json_docs import weights_json
 

@@ -272,7 +272,7 @@ class Launcher:
         if self.group is None:
             self.group = groups.find_group_for(info.key) or groups.default_group_name(info.key)
         try:
-            (view,) = views.read_views(group=self.group, with_queues=False)
+            view = views.read_view(self.group, with_queues=False)
         except NotFound:
             return  # a new group
         for m in view.members:
@@ -521,7 +521,7 @@ class Launcher:
 
     def _unload_if_empty(self) -> None:
         try:
-            (view,) = views.read_views(group=self.group, with_queues=False)
+            view = views.read_view(self.group, with_queues=False)
             if view.members:
                 log.info("left group %s in place: %d other members are in it", self.group, len(view.members))
                 return

@@ -151,8 +151,7 @@ class _Restart:
         self.progress = progress
 
     def _view(self) -> views.GroupView:
-        (view,) = views.read_views(group=self.group, layout=self.layout, with_queues=True)
-        return view
+        return views.read_view(self.group, self.layout, with_queues=True)
 
     def plan(self, names: Sequence[str], others_must_serve: bool = True) -> list[_Job]:
         """Check everything before anything changes."""
@@ -395,7 +394,7 @@ def rollout(
     layout = layout or Layout()
     gname = groups.resolve_group(group, layout)
     r = _Restart(gname, layout, opts or RestartOptions(), progress)
-    (view,) = views.read_views(group=gname, layout=layout, with_queues=False)
+    view = views.read_view(gname, layout, with_queues=False)
     names = [m.name for m in view.members]
     if not names:
         raise NotFound(f"rollout: group {gname!r} has no members")

@@ -151,10 +151,10 @@ def _wait_for_members(group_name: str, names: set, thread: threading.Thread, fai
         if not thread.is_alive():
             raise RpctlError("demo: the launcher stopped before its workers were registered")
         try:
-            (view,) = views.read_views(group=group_name, with_queues=False)
+            view = views.read_view(group_name, with_queues=False)
             if {m.name for m in view.members if not m.gone} >= names:
                 return
-        except (NotFound, ValueError):
+        except NotFound:
             pass
         if time.monotonic() > deadline:
             raise RpctlError(f"demo: workers not registered after {timeout:g}s")
@@ -185,7 +185,7 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
                 step.action(group_name)
                 current[0] = f"demo step {i}/4: {step.title}"
                 tally = loadgen.run_tcp("127.0.0.1", args.port, duration=args.step_seconds, concurrency=4, stop=stop)
-                view = views.read_views(group=group_name)[0]
+                view = views.read_view(group_name)
                 failed[0] += sum(tally.failures.values())
                 done.append(step_table(step.title, view, tally, tally.elapsed))
                 if not live:

@@ -38,4 +38,5 @@ def groups_unreadable(refuse_system, monkeypatch):
     from rpctl.controller import group, views
 
     monkeypatch.setattr(views, "read_views", refuse_system)
+    monkeypatch.setattr(views, "read_view", refuse_system)
     monkeypatch.setattr(group, "resolve_group", refuse_system)

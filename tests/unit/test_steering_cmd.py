@@ -29,6 +29,7 @@ def no_group(monkeypatch):
 
     monkeypatch.setattr(group, "resolve_group", no_group)
     monkeypatch.setattr(read_model, "read_views", no_group)
+    monkeypatch.setattr(read_model, "read_view", no_group)
     monkeypatch.setattr(probe, "require_bpf_privileges", no_caps)
 
 
@@ -68,8 +69,13 @@ def test_weights_sets_then_shows(monkeypatch):
         return "web"
 
     monkeypatch.setattr(group, "set_weights", set_weights)
-    monkeypatch.setattr(group, "resolve_group", lambda name: "web" if name in (None, "web") else None)
-    monkeypatch.setattr(read_model, "read_views", lambda group=None, with_queues=True: [view] if group == "web" else [])
+
+    def read_view(group=None, layout=None, with_queues=True):
+        if group not in (None, "web"):  # None: the only group there is, web
+            raise NotFound(f"no group {group!r} in this network namespace")
+        return view
+
+    monkeypatch.setattr(read_model, "read_view", read_view)
     status, out, err = invoke(["weights", "worker-1=3", "worker-2=0", "-g", "web", "--json"])
     assert status == 0 and err == ""
     assert calls == [({"worker-1": 3, "worker-2": 0}, "web")]
