@@ -37,25 +37,21 @@ def group_view(members=None, **kw) -> GroupView:
 STATES = {"worker-1": "active", "worker-2": "draining", "worker-3": "drained", "worker-4": "gone"}
 
 
+# What the dashboard's tests start from: the same members and group with no counts yet
+# (their counters then grow from poll to poll) and only the weighted mode's counters set.
+_NO_COUNTS = {"selected": 0, "fallback": 0, "pinned": 0, "since_publish": 0, "observed_share": None, "queue": 0}
+_WEIGHTED_GROUP = {"name": "web", "published_ns": 0, "created_ns": 0, "pin_fallbacks": 0, "pin_unassigned": 0,
+                   "rss_unhashed": 0}
+
+
 def moving_member(index: int, name: str, **kw) -> MemberView:
-    """A member with no counts yet: the dashboard's tests move its counters from poll to poll."""
-    fields = {
-        "index": index, "name": name, "pid": 4200 + index, "fd": 3, "cookie": 8193 + index, "weight": 1,
-        "draining": False, "gone": False, "selected": 0, "fallback": 0, "migrated": 0,
-        "since_publish": 0, "target_share": 0.25, "observed_share": None, "queue": 0,
-    }
-    return MemberView(**{**fields, **kw})
+    """member() with no counts yet: the dashboard's tests move its counters from poll to poll."""
+    return member(index, name, **{**_NO_COUNTS, **kw})
 
 
 def moving_group(members, **kw) -> GroupView:
-    fields = {
-        "name": "web", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
-        "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 0, "created_ns": 0,
-        "slot_misses": 5, "no_live_member": 6,
-    }
-    view = GroupView(**{**fields, **kw})
-    view.members = list(members)
-    return view
+    """group_view() named web, with only the weighted mode's counters (slot misses 5, no live member 6)."""
+    return group_view(list(members), **{**_WEIGHTED_GROUP, **kw})
 
 
 def four(t: float, **overrides) -> GroupView:
