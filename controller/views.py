@@ -44,7 +44,7 @@ class Counter:
 
 # struct rp_group_stats, in its order.
 GROUP_COUNTERS = (
-    Counter("slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
+    Counter("slot_misses", "Selections whose slot's socket was gone: re-hashed into the weighted table"),
     Counter("no_live_member", "Selections with no live member: the kernel chose the socket"),
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
@@ -54,7 +54,7 @@ GROUP_COUNTERS = (
 # struct rp_member_stats, in its order.
 MEMBER_COUNTERS = (
     Counter("selected", "New connections or datagrams steered to the member through its slots"),
-    Counter("fallback", "New connections or datagrams given to the member by the fallback over live members"),
+    Counter("fallback", "New connections or datagrams given to the member because their slot's socket was gone"),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
 )
