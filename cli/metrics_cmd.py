@@ -46,6 +46,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_group_pin_fallbacks_total     pinned member draining or gone: the weighted table chose
   rpctl_group_pin_unassigned_total    no member pinned to the CPU or queue: the weighted table chose
   rpctl_group_rss_unhashed_total      RSS mode, NIC hash not recomputed: the weighted table chose
+  rpctl_group_unmanaged_listeners     listeners of the endpoint that are not members (get nothing)
   rpctl_up                            0 when a scrape could not read the pinned state
   process_*                           the exporter's own CPU, memory and file descriptors"""
 
