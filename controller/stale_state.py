@@ -13,14 +13,16 @@ namespace is found:
 
 What can still be missed, and why removing is safe anyway: a namespace held
 only by something this process cannot see (a process of another PID
-namespace, a mount namespace no visible process is in, a socket created in
-the namespace and passed to a process elsewhere).  A socket keeps its
-namespace alive, and a member is a socket: so a folder is also kept while
-any of its groups still has a socket in its socket array.  A folder whose
-namespace is unseen and whose groups hold no socket steers nothing; removing
-it loses only the settings of groups with no member left.  When the
-namespaces cannot be listed completely (no privilege to enter one, to read
-/proc), nothing is called stale: when in doubt, keep.
+namespace; a process it may not inspect under the ptrace rules, as a
+container's more privileged init; a mount namespace no visible process is
+in; a socket created in the namespace and passed to a process elsewhere).
+A socket keeps its namespace alive, and a member is a socket: so a folder is
+also kept while any of its groups still has a socket in its socket array.
+A folder whose namespace is unseen and whose groups hold no socket steers
+nothing and cannot steer again without a new registration; removing it
+loses only the settings of groups with no member left.  A namespace that is
+found but cannot be entered to read its cookie (no CAP_SYS_ADMIN) leaves
+every folder in doubt: then nothing is called stale (PermissionDenied).
 
 Folders are listed before the namespaces are: a folder made by a namespace
 created during the scan is never taken for a dead one's.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -48,6 +51,7 @@ from .state import Layout, netns_id
 log = logging.getLogger("rpctl")
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), linux/nsfs.h
 # The folder names state.netns_id() gives a namespace.
 _FOLDER_RE = re.compile(r"^(netns|net)(\d+)$")
 _NET_LINK_RE = re.compile(r"^net:\[(\d+)\]$")
@@ -74,57 +78,56 @@ class _Incomplete(Exception):
         self.errno = err
 
 
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _pids() -> list[str]:
     return [p for p in os.listdir("/proc") if p.isdigit()]
 
 
-def _namespace_paths() -> Iterator[str]:
+def _namespace_paths(unreadable: set[str]) -> Iterator[str]:
     """Paths that open a live network namespace: of tasks, nsfs mounts and held fds.
-    A process whose namespaces this one may not read makes the list incomplete."""
-    try:
-        yield from _scan_proc()
-    except PermissionError as e:
-        raise _Incomplete(f"read {e.filename}: permission denied", errno.EACCES) from None
-
-
-def _scan_proc() -> Iterator[str]:
+    Processes this one may not inspect (ptrace access rules) are added to `unreadable`."""
     mount_namespaces: set[int] = set()
+    nsfs_dev = os.stat("/proc/self/ns/net").st_dev  # every namespace file lives on nsfs
     for pid in _pids():
         try:
             tids = os.listdir(f"/proc/{pid}/task")
-        except _GONE:
-            continue
-        for tid in tids:
-            yield f"/proc/{pid}/task/{tid}/ns/net"
-        # Bind mounts, once per mount namespace, reached through a process in it.
-        try:
+            for tid in tids:
+                yield f"/proc/{pid}/task/{tid}/ns/net"
+            # Bind mounts, once per mount namespace, reached through a process in it.
             mnt = os.stat(f"/proc/{pid}/ns/mnt").st_ino
             if mnt not in mount_namespaces:
                 mount_namespaces.add(mnt)
                 yield from _nsfs_mounts(pid)
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(*_GONE):  # closed since the listing
+                    if _is_nsfs_fd(f"/proc/{pid}/fd/{fd}", nsfs_dev):
+                        yield f"/proc/{pid}/fd/{fd}"
         except _GONE:
-            pass
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except _GONE:
-            continue
-        for fd in fds:
-            try:
-                if _NET_LINK_RE.match(os.readlink(f"/proc/{pid}/fd/{fd}")):
-                    yield f"/proc/{pid}/fd/{fd}"
-            except _GONE:
-                continue
+            continue  # the process exited during the scan
+        except PermissionError:
+            unreadable.add(pid)
+
+
+def _is_nsfs_fd(path: str, nsfs_dev: int) -> bool:
+    """Whether a /proc/PID/fd/N is a namespace file (of any type: open() tells a network one).
+    One opened through /proc/PID/ns reads "net:[INODE]"; one opened through a bind
+    mount reads as the mount's path, or "/" once it is unmounted (`ip netns del`)."""
+    link = os.readlink(path)
+    if _NET_LINK_RE.match(link):
+        return True
+    return link.startswith("/") and os.stat(path).st_dev == nsfs_dev
 
 
 def _nsfs_mounts(pid: str) -> Iterator[str]:
     with open(f"/proc/{pid}/mountinfo") as f:
-        lines = f.read().splitlines()
-    for line in lines:
+        text = f.read()
+    for mount_point in net_namespace_mounts(text):
+        yield f"/proc/{pid}/root{mount_point}"
+
+
+def net_namespace_mounts(mountinfo: str) -> list[str]:
+    """Mount points of network namespace files (nsfs, root "net:[INODE]") in a mountinfo."""
+    out = []
+    for line in mountinfo.splitlines():
         fields = line.split()
         # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
         try:
@@ -132,7 +135,9 @@ def _nsfs_mounts(pid: str) -> Iterator[str]:
         except (ValueError, IndexError):
             continue
         if fstype == "nsfs" and _NET_LINK_RE.match(fields[3]):
-            yield f"/proc/{pid}/root{_unescape(fields[4])}"
+            # mountinfo writes space, tab, newline and backslash as octal escapes.
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return out
 
 
 def _cookie_name(fd: int) -> str:
@@ -156,13 +161,15 @@ def _cookie_name(fd: int) -> str:
     return out[0]
 
 
-def live_netns_ids() -> set[str]:
+def live_netns_ids(unreadable: set[str] | None = None) -> set[str]:
     """The folder names ("netns<cookie>" and "net<inode>") of every network
-    namespace found alive.  Raises _Incomplete when one was found but could
-    not be named."""
+    namespace found alive; the pids whose namespaces could not be read go to
+    `unreadable`.  Raises _Incomplete when a namespace was found but could not
+    be entered to read its cookie."""
+    unreadable = set() if unreadable is None else unreadable
     seen: set[tuple[int, int]] = set()
     names = {netns_id()}
-    for path in _namespace_paths():
+    for path in _namespace_paths(unreadable):
         try:
             st = os.stat(path)
             if (st.st_dev, st.st_ino) in seen:
@@ -170,10 +177,13 @@ def live_netns_ids() -> set[str]:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except _GONE:
             continue  # the task, mount or fd went away since it was listed
-        except OSError as e:
-            raise _Incomplete(f"open {path}: {e.strerror}", e.errno) from None
+        except PermissionError:
+            unreadable.add(path.split("/")[2])
+            continue
         try:
             seen.add((st.st_dev, st.st_ino))
+            if fcntl.ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET:
+                continue  # a mount, PID, user... namespace held by an fd
             names.add(f"net{st.st_ino}")
             try:
                 names.add(_cookie_name(fd))
@@ -186,10 +196,11 @@ def live_netns_ids() -> set[str]:
 
 def _holds_a_socket(group_dir: str) -> bool:
     """Whether a group's socket array still has a socket (unreadable: assume it does)."""
-    try:
-        socks = Map.open_pinned(os.path.join(group_dir, "socks"), abi.MAP_SPECS["socks"])
-    except FileNotFoundError:
+    path = os.path.join(group_dir, "socks")
+    if not os.path.exists(path):
         return False  # an incomplete folder: nothing to steer
+    try:
+        socks = Map.open_pinned(path, abi.MAP_SPECS["socks"])
     except Exception as e:  # noqa: BLE001 - any doubt keeps the folder
         log.debug("keep %s: cannot read its socket array (%s)", group_dir, e)
         return True
@@ -213,13 +224,17 @@ def stale_folders(root: str | None = None) -> list[StaleFolder]:
     folders = _folders(root)  # before the scan: see the module's docstring
     if not folders:
         return []
+    unreadable: set[str] = set()
     try:
-        live = live_netns_ids()
+        live = live_netns_ids(unreadable)
     except _Incomplete as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise PermissionDenied(f"tell which state folders are stale: {e} (run as root)") from None
         log.info("no state folder is called stale: %s", e)
         return []
+    if unreadable:
+        # Their namespaces are unseen: only the socket check below protects their folders.
+        log.debug("namespaces of processes %s not readable", ", ".join(sorted(unreadable, key=int)))
     out = []
     for name, path in folders:
         if name in live:

@@ -13,11 +13,13 @@ import itertools
 import os
 import shutil
 import subprocess
-from typing import Iterator
+import threading
+from typing import Callable, Iterator, TypeVar
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
+T = TypeVar("T")
 
 
 def _setns(fd: int) -> None:
@@ -37,6 +39,31 @@ def unload_all() -> None:
             group.unload(group=name, force=True)
         except RpctlError:
             pass
+
+
+def run_in(name: str, fn: Callable[[], T]) -> T:
+    """fn() on a thread of its own that enters namespace `name` (/run/netns/NAME) first;
+    the calling thread stays where it is.  Returns what fn returns, raises what it raises."""
+    out: list = []
+
+    def enter() -> None:
+        try:
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+            try:
+                _setns(fd)
+                out.append((True, fn()))
+            finally:
+                os.close(fd)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out.append((False, e))
+
+    t = threading.Thread(target=enter, name=f"netns-{name}")
+    t.start()
+    t.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
 
 
 @contextlib.contextmanager
