@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,18 +45,16 @@ from . import abi, state
 from .errors import PermissionDenied
 from .maps import Map
 from .sockets import process_exists
-from .state import Layout, netns_id
+from .state import CLONE_NEWNET, Layout, in_netns, netns_id
 
 log = logging.getLogger("rpctl")
 
-CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), linux/nsfs.h
 # The folder names state.netns_id() gives a namespace.
 _FOLDER_RE = re.compile(r"^(netns|net)(\d+)$")
 _NET_LINK_RE = re.compile(r"^net:\[(\d+)\]$")
 # A folder being removed (renamed away first), by the pid removing it.
 _DOOMED_RE = re.compile(r"^_del-(?:netns|net)\d+-(\d+)$")
-_libc = ctypes.CDLL(None, use_errno=True)
 _GONE = (FileNotFoundError, ProcessLookupError, NotADirectoryError)
 
 
@@ -140,27 +137,6 @@ def net_namespace_mounts(mountinfo: str) -> list[str]:
     return out
 
 
-def _cookie_name(fd: int) -> str:
-    """netns_id() of the namespace `fd` opens, read from a thread that enters it
-    (setns moves only the calling thread; this one ends with the read)."""
-    out: list = []
-
-    def enter() -> None:
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            out.append(netns_id())
-        except OSError as e:
-            out.append(e)
-
-    t = threading.Thread(target=enter, name="rpctl-netns-id")
-    t.start()
-    t.join()
-    if isinstance(out[0], OSError):
-        raise out[0]
-    return out[0]
-
-
 def live_netns_ids(unreadable: set[str] | None = None) -> set[str]:
     """The folder names ("netns<cookie>" and "net<inode>") of every network
     namespace found alive; the pids whose namespaces could not be read go to
@@ -186,7 +162,7 @@ def live_netns_ids(unreadable: set[str] | None = None) -> set[str]:
                 continue  # a mount, PID, user... namespace held by an fd
             names.add(f"net{st.st_ino}")
             try:
-                names.add(_cookie_name(fd))
+                names.add(in_netns(fd, netns_id))
             except OSError as e:
                 raise _Incomplete(f"enter the network namespace of {path}: {os.strerror(e.errno)}", e.errno) from None
         finally:

@@ -13,7 +13,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import threading
 from typing import Callable, Iterator, TypeVar
 
 CLONE_NEWNET = 0x40000000
@@ -43,27 +42,14 @@ def unload_all() -> None:
 
 def run_in(name: str, fn: Callable[[], T]) -> T:
     """fn() on a thread of its own that enters namespace `name` (/run/netns/NAME) first;
-    the calling thread stays where it is.  Returns what fn returns, raises what it raises."""
-    out: list = []
+    the calling thread stays where it is."""
+    from rpctl.controller.state import in_netns
 
-    def enter() -> None:
-        try:
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            try:
-                _setns(fd)
-                out.append((True, fn()))
-            finally:
-                os.close(fd)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            out.append((False, e))
-
-    t = threading.Thread(target=enter, name=f"netns-{name}")
-    t.start()
-    t.join()
-    ok, value = out[0]
-    if not ok:
-        raise value
-    return value
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        return in_netns(fd, fn)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
