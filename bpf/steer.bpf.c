@@ -214,43 +214,27 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	return -1;
 }
 
-int rp_select(struct sk_reuseport_md *md)
+/* Whether the program runs for a request migrating from a closing listener. */
+static __always_inline int rp_migrating(struct sk_reuseport_md *md)
+{
+#ifdef RP_HAVE_MIGRATE
+	return md->migrating_sk != 0;
+#else
+	return 0;
+#endif
+}
+
+/* Steps 4 to 6: the slot's socket is gone, or no member is live.  It reads
+ * n_live and md's fields again rather than take them from rp_select: a
+ * value kept across its helper calls would have clang spill registers on
+ * rp_select's common path too (a call may change md and g, so these are
+ * loads after the first select, never copies). */
+static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g)
 {
 	struct rp_group_stats *gs;
-	struct rp_ctl *ctl;
-	struct rp_gen *g;
-	__u32 zero = 0, gen, idx, n, start, i, j;
-	int migrating = 0;
+	__u32 n = g->n_live, idx, start, i, j;
 
-	/* Element 0 of an array always exists: these checks only satisfy
-	 * the verifier.  SK_PASS without a choice lets the kernel select. */
-	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
-	if (!ctl)
-		return SK_PASS;
-	gen = ctl->gen & 1;
-	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
-	if (!g)
-		return SK_PASS;
-
-#ifdef RP_HAVE_MIGRATE
-	/* A closing listener hands over a queued or half-open request. */
-	migrating = md->migrating_sk != 0;
-#endif
-
-	/* The weighted path's only cost of the pinned modes: this test of a
-	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
-		return SK_PASS;
-
-	/* Weighted table of the live generation: one byte in the element
-	 * already looked up, so no further lookup and a warm cache line. */
-	n = g->n_live;
 	if (n) {
-		idx = g->slots[md->hash & RP_SLOT_MASK];
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(idx, migrating ? RP_MIGRATED : RP_SELECTED);
-			return SK_PASS;
-		}
 		/* Slot's socket closed (or being migrated away from). */
 		gs = rp_group_stats();
 		if (gs)
@@ -262,13 +246,14 @@ int rp_select(struct sk_reuseport_md *md)
 		for (i = 0; i < RP_REHASH_TRIES; i++) {
 			idx = g->slots[rp_rehash_slot(md->hash, i)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, migrating ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
 				return SK_PASS;
 			}
 		}
 	}
 
 	/* Last resort: deterministic walk over the live list. */
+	n = g->n_live;
 	if (n > RP_MAX_MEMBERS)
 		n = RP_MAX_MEMBERS;
 	if (n) {
@@ -287,7 +272,7 @@ int rp_select(struct sk_reuseport_md *md)
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, migrating ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
 				return SK_PASS;
 			}
 		}
@@ -298,4 +283,41 @@ int rp_select(struct sk_reuseport_md *md)
 	if (gs)
 		gs->no_live_member++;
 	return SK_PASS;
+}
+
+int rp_select(struct sk_reuseport_md *md)
+{
+	struct rp_ctl *ctl;
+	struct rp_gen *g;
+	__u32 zero = 0, gen, idx;
+	int migrating;
+
+	/* Element 0 of an array always exists: these checks only satisfy
+	 * the verifier.  SK_PASS without a choice lets the kernel select. */
+	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	if (!ctl)
+		return SK_PASS;
+	gen = ctl->gen & 1;
+	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
+	if (!g)
+		return SK_PASS;
+
+	/* A closing listener hands over a queued or half-open request. */
+	migrating = rp_migrating(md);
+
+	/* The weighted path's only cost of the pinned modes: this test of a
+	 * field of the generation it has looked up anyway. */
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
+		return SK_PASS;
+
+	/* Weighted table of the live generation: one byte in the element
+	 * already looked up, so no further lookup and a warm cache line. */
+	if (g->n_live) {
+		idx = g->slots[md->hash & RP_SLOT_MASK];
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+			rp_count_member(idx, migrating ? RP_MIGRATED : RP_SELECTED);
+			return SK_PASS;
+		}
+	}
+	return rp_fallback(md, g);
 }
