@@ -92,8 +92,9 @@ def _namespace_paths(unreadable: set[str]) -> Iterator[str]:
             # Bind mounts, once per mount namespace, reached through a process in it.
             mnt = os.stat(f"/proc/{pid}/ns/mnt").st_ino
             if mnt not in mount_namespaces:
+                mounts = list(_nsfs_mounts(pid))  # read before marking: a denied read leaves it to another process
                 mount_namespaces.add(mnt)
-                yield from _nsfs_mounts(pid)
+                yield from mounts
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(*_GONE):  # closed since the listing
                     if _is_nsfs_fd(f"/proc/{pid}/fd/{fd}", nsfs_dev):
