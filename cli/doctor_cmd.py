@@ -28,7 +28,7 @@ def state_checks(machine: list[Check]) -> list[Check]:
             warning = unmanaged_warning(g)
             checks.append(Check(f"group {g.name}", warning is None,
                                 warning or f"every listener of {g.endpoint} is a member", warning=True))
-    except RpctlError as e:
+    except (RpctlError, OSError) as e:
         checks.append(Check("groups", False, f"cannot read this namespace's groups: {error_line(e)[0]}",
                             warning=True))
     try:
@@ -37,7 +37,7 @@ def state_checks(machine: list[Check]) -> list[Check]:
         detail = (f"{folders} of network namespaces that no longer exist: "
                   + "; ".join(folder_text(f) for f in stale)) if stale else "none of a namespace that is gone"
         checks.append(Check("state folders", not stale, detail, fix="rpctl cleanup", warning=True))
-    except RpctlError as e:
+    except (RpctlError, OSError) as e:
         checks.append(Check("state folders", False, f"cannot tell which are stale: {error_line(e)[0]}",
                             warning=True))
     return checks
