@@ -88,10 +88,10 @@ static __always_inline struct rp_group_stats *rp_group_stats(void)
 	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
 }
 
-/* The slot of re-hash number `attempt` of a flow's hash: murmur3's finalizer over
- * the hash offset by a multiple of the golden ratio, so each try lands on
- * a slot unrelated to the flow's first slot and to the other tries (the
- * slot is its low bits, which the plain hash would repeat). */
+/* The slot of re-hash number `attempt` of a flow's hash: murmur3's
+ * finalizer over the hash offset by a multiple of the golden ratio, so each
+ * try lands on a slot unrelated to the flow's first slot and to the other
+ * tries (a slot is the low bits, which the plain hash would repeat). */
 static __always_inline __u32 rp_rehash_slot(__u32 h, __u32 attempt)
 {
 	h += (attempt + 1) * 0x9e3779b9u;
