@@ -113,6 +113,20 @@ def json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
     p.add_argument("--json", action="store_true", help=help)
 
 
+def prometheus_options(p: argparse.ArgumentParser, window: bool = False) -> None:
+    """--prometheus URL and --match SELECTOR (and --window): read every host's groups through a
+    Prometheus server that scrapes their `rpctl metrics` instead of this host's maps."""
+    p.add_argument("--prometheus", metavar="URL",
+                   help="read the groups of every host a Prometheus server scrapes (its HTTP API) "
+                        "instead of this host's")
+    p.add_argument("--match", metavar="SELECTOR",
+                   help='with --prometheus: only these series, e.g. \'{instance=~"web-.*",group="api"}\'')
+    if window:
+        p.add_argument("--window", metavar="DURATION",
+                       help="with --prometheus: observed shares and rates over this long (default 1m; "
+                            "at least two scrape intervals)")
+
+
 def port_number(text: str) -> int:
     """argparse type of a port: 1..65535."""
     try:

@@ -28,7 +28,7 @@ from rpctl.controller.views import STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, pct, pin_text, unmanaged_warning
+from .text import STATE_STYLE, counter_texts, mode_text, pct, pin_text, rate_text, rate_unit, unmanaged_warning
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -304,20 +304,6 @@ def _count(n: Optional[int]) -> str:
     return f"{n / 1_000_000:.0f}M"
 
 
-def _rate(r: Optional[float]) -> str:
-    if r is None:
-        return "-"
-    if r < 10:
-        return f"{r:.1f}"
-    if r < 100_000:
-        return f"{r:.0f}"
-    return f"{r / 1000:.0f}k"
-
-
-def _unit(g: GroupView) -> str:
-    return "conn/s" if g.proto == "tcp" else "dgram/s"
-
-
 def _state_text(m: MemberView) -> Text:
     state = m.state
     return Text(f"{STATE_SYMBOL.get(state, '?')} {state}", style=STATE_STYLE.get(state, ""))
@@ -342,7 +328,7 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "weight": str(m.weight),
         "target": pct(m.target_share),
         "observed": pct(shares.get(m.name)),
-        "rate": _rate(history.rate(g.name, m)),
+        "rate": rate_text(history.rate(g.name, m)),
         "queue": _opt(m.queue),
         "migrated": _count(m.migrated),
         "fallback": _count(m.fallback),
@@ -353,7 +339,7 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
 def _headers(g: GroupView, spark_width: int) -> dict[str, str]:
     return {
         "name": "member", "pid": "pid", "state": "state", "weight": "weight", "target": "target",
-        "observed": "observed", "rate": _unit(g), "spark": f"last {spark_width}s", "queue": "queue",
+        "observed": "observed", "rate": rate_unit(g), "spark": f"last {spark_width}s", "queue": "queue",
         "migrated": "migrated", "fallback": "fallback", "pin": "pin",
     }
 
@@ -391,7 +377,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
         Text(g.endpoint, style="bold"),
         Text(f"{g.proto} {mode_text(g)}", style="bold" if g.mode != "weighted" else ""),
         Text(f"prog {g.prog_id}"),
-        Text(f"{_rate(rate)} {_unit(g)}", style="bold"),
+        Text(f"{rate_text(rate)} {rate_unit(g)}", style="bold"),
         # Without listener migration (kernel < 5.14) a closing member's queue is not placed by
         # the program: "migrated 0" would read as "nothing to migrate".
         Text(f"migrated {_count(migrated)}") if g.migration else Text("no migration", style="yellow"),

@@ -68,6 +68,40 @@ def weights_json(g: GroupView) -> dict[str, Any]:
     }
 
 
+# The member keys of `rpctl status --prometheus --json`: what Prometheus knows of a member.
+FLEET_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected", "fallback", "migrated",
+              "pinned", "queue")
+
+
+def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[str, Any]:
+    """Groups read through Prometheus: each with its `instance`; each member's `rate` and
+    `observed_share` are over `window` (Prometheus' rate())."""
+    return {
+        "prometheus": source,
+        "window": window,
+        "groups": [
+            {
+                "instance": g.instance,
+                "name": g.name,
+                "protocol": g.proto,
+                "address": g.addr,
+                "port": g.port,
+                "program_id": g.prog_id,
+                "mode": g.mode,
+                "migration": g.migration,
+                "counters": g.counters,
+                "unmanaged_listeners": None if g.unmanaged is None else len(g.unmanaged),
+                "members": [
+                    {**{k: v for k, v in member_json(m).items() if k in FLEET_KEYS},
+                     "rate": None if m.rate is None else round(m.rate, 3)}
+                    for m in g.members
+                ],
+            }
+            for g in groups
+        ],
+    }
+
+
 def doctor_json(checks: Iterable[Check]) -> dict[str, Any]:
     return {
         "checks": [

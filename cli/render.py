@@ -16,7 +16,7 @@ from rpctl.controller.views import GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text, unmanaged_warning
+from .text import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text, rate_text, rate_unit, unmanaged_warning
 
 
 def state_text(m: MemberView) -> Text:
@@ -67,6 +67,21 @@ def weights_table(g: GroupView, width: int = 80) -> RenderGroup:
     lines = table_lines(["member", "state", "weight", "target", "observed", "since change"], rows,
                         [False, False, True, True, True, True], width)
     return _titled(f"group {g.name}  {g.endpoint}", lines)
+
+
+def fleet_table(g: GroupView, window: str, width: int = 80) -> RenderGroup:
+    """A group read through Prometheus: its instance in the title; observed share and rate over `window`."""
+    rows = [
+        [m.name, state_text(m), str(m.weight), pct(m.target_share), pct(m.observed_share), rate_text(m.rate),
+         opt(m.queue)]
+        for m in g.members
+    ]
+    lines = table_lines(["member", "state", "weight", "target", f"observed {window}", rate_unit(g), "queue"],
+                        rows, [False, False, True, True, True, True, True], width)
+    warning = unmanaged_warning(g)
+    if warning:
+        lines.append(Text(warning, style="yellow"))
+    return _titled(f"{g.instance}  {group_title(g)}", lines)
 
 
 def doctor_table(checks: Iterable[Check]) -> Table:

@@ -30,6 +30,21 @@ def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:
     return [f"{c.label} {count(getattr(g, c.name))}" for c in shown_counters(g)]
 
 
+def rate_text(r: Optional[float]) -> str:
+    """Connections (datagrams) per second, as short as it reads: 3.5, 120, 14k."""
+    if r is None:
+        return "-"
+    if r < 10:
+        return f"{r:.1f}"
+    if r < 100_000:
+        return f"{r:.0f}"
+    return f"{r / 1000:.0f}k"
+
+
+def rate_unit(g: GroupView) -> str:
+    return "conn/s" if g.proto == "tcp" else "dgram/s"
+
+
 def pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -60,9 +75,13 @@ def unmanaged_warning(g: GroupView) -> Optional[str]:
     if not g.unmanaged:
         return None
     n = len(g.unmanaged)
+    what = "connection" if g.proto == "tcp" else "datagram"
+    if g.instance is not None:  # read through Prometheus: how many, not whose
+        return (f"{n} unmanaged listener{'s' if n > 1 else ''} on {g.endpoint} at {g.instance} — "
+                f"{'they get' if n > 1 else 'it gets'} no {what} while a member is live; adopt or stop "
+                f"{'them' if n > 1 else 'it'}")
     holders = ", ".join(f"pid {u.pid} ({u.comm})" if u.pid is not None else f"cookie {u.cookie} (no visible process)"
                         for u in g.unmanaged)
-    what = "connection" if g.proto == "tcp" else "datagram"
     if n == 1:
         return (f"1 unmanaged listener on {g.endpoint}: {holders} — it gets no {what} while a member is live; "
                 "adopt it or stop it")

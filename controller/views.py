@@ -86,6 +86,9 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+    # New connections (datagrams) per second when the source measured it (Prometheus' rate()
+    # over a window); None for a local read, whose readers measure it between polls.
+    rate: Optional[float] = None
 
     @property
     def state(self) -> str:
@@ -133,6 +136,15 @@ class GroupView:
     rss_unhashed: int = 0
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
+    # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
+    # comes from; None for a group of this host.
+    instance: Optional[str] = None
+
+    @property
+    def ref(self) -> str:
+        """What tells the group apart from every other one a reader shows: its name here,
+        instance/name when read through Prometheus (every host may have a group `web`)."""
+        return self.name if self.instance is None else f"{self.instance}/{self.name}"
 
     @property
     def key(self) -> sockets.EndpointKey:
@@ -179,7 +191,6 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
-    live_weights: dict[int, int] = {}
     for idx, m in enumerate(g.members()):
         pol = m.policy[gen]
         if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
@@ -201,12 +212,9 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             **counts,
         )
         view.members.append(member)
-        if not member.draining and not member.gone and member.weight > 0:
-            live_weights[idx] = member.weight
-    weight_sum = sum(live_weights.values())
+    set_target_shares(view.members)
     since_sum = sum(m.since_publish for m in view.members)
     for member in view.members:
-        member.target_share = live_weights.get(member.index, 0) / weight_sum if weight_sum else 0.0
         member.observed_share = member.since_publish / since_sum if since_sum else None
     if with_queues is None:
         with_queues = any(m.draining for m in view.members)
@@ -219,6 +227,15 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             member.queue = found[member.cookie].rqueue if member.cookie in found else None
         view.unmanaged = unmanaged_listeners(view, found.values())
     return view
+
+
+def set_target_shares(members: list[MemberView]) -> None:
+    """Each member's share of the live table: its weight over the live members' (active,
+    weight above 0), 0 for the others."""
+    live = {m.index: m.weight for m in members if not m.draining and not m.gone and m.weight > 0}
+    weight_sum = sum(live.values())
+    for m in members:
+        m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0
 
 
 def unmanaged_listeners(view: GroupView, found: Iterable[diag.SocketDiag]) -> list[UnmanagedListener]:
