@@ -155,7 +155,10 @@ def queries(match: str, window: str) -> dict[str, str]:
         "state": f"rpctl_member_state{{{match}}} == 1",
         "weight": f"rpctl_member_weight{{{match}}}",
         "member_totals": f'{{__name__=~"rpctl_member_({member_totals})_total"{sel}}}',
-        "rates": f'rate({{__name__=~"rpctl_member_({member_totals})_total"{sel}}}[{window}])',
+        # One rate per counter, added up: rate() drops the metric's name, so one rate() of the
+        # four would hold four series of the same labels, which Prometheus refuses.
+        "rates": " + ".join(f"sum by (instance, group, member) (rate(rpctl_member_{c.name}_total{{{match}}}"
+                            f"[{window}]))" for c in MEMBER_COUNTERS),
         "queue": f'{{__name__=~"rpctl_member_queued_(connections|bytes)"{sel}}}',
         "group_totals": f'{{__name__=~"rpctl_group_({group_totals})_total"{sel}}}',
         "unmanaged": f"rpctl_group_unmanaged_listeners{{{match}}}",
