@@ -95,3 +95,61 @@ class Prometheus:
 
     def targets_up(self) -> int:
         return sum(1 for t in self.api("targets")["activeTargets"] if t["health"] == "up")
+
+
+class FakeApi:
+    """An HTTP server on loopback answering /api/v1/query with `respond(expr) -> (HTTP status, body)`:
+    recorded answers of a real Prometheus, or what a wrong URL answers."""
+
+    def __init__(self, respond):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                expr = urllib.parse.parse_qs(self.rfile.read(length).decode()).get("query", [""])[0]
+                seen.append((self.path, expr))
+                code, body = respond(expr)
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        seen: list[tuple[str, str]] = []
+        self.seen = seen
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeApi":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+RECORDED = REPO / "tests" / "unit" / "data" / "prometheus_answers.json"
+
+
+def recorded_answers(match: str = "", window: str = "1m"):
+    """respond() for FakeApi: the answers a real Prometheus gave to queries(match, window) while
+    it scraped three exporters of the fleet test (three groups, 8 members, after their load)."""
+    from rpctl.controller.prometheus_source import queries
+
+    answers = json.loads(RECORDED.read_text())
+    by_expr = {expr: answers[what] for what, expr in queries(match, window).items()}
+
+    def respond(expr: str):
+        doc = by_expr.get(expr)
+        if doc is None:
+            return 400, json.dumps({"status": "error", "errorType": "bad_data", "error": f"unknown {expr}"}).encode()
+        return 200, json.dumps(doc).encode()
+
+    return respond
