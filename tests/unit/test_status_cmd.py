@@ -79,9 +79,10 @@ def test_status_through_prometheus_json():
             assert m["state"] == "active" and m["rate"] > 0 and 0 < m["observed_share"] < 1
 
 
-def test_status_through_prometheus_fits_80_columns():
+def test_status_through_prometheus_fits_80_columns(monkeypatch):
     from tests.support.prometheus import FakeApi, recorded_answers
 
+    monkeypatch.setenv("COLUMNS", "80")
     with FakeApi(recorded_answers(window="1m")) as api:
         status, out, err = invoke(["status", "--prometheus", api.url])
     assert status == 0 and err == ""
