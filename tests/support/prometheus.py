@@ -51,7 +51,7 @@ class Prometheus:
         self.log = tmp / "prometheus.log"
         self.proc: Optional[subprocess.Popen] = None
 
-    def __enter__(self) -> "Prometheus":
+    def __enter__(self) -> Prometheus:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [self.exe, f"--config.file={self.config}", f"--storage.tsdb.path={self.tmp / 'data'}",
@@ -125,7 +125,7 @@ class FakeApi:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeApi":
+    def __enter__(self) -> FakeApi:
         self.thread.start()
         return self
 
@@ -153,3 +153,12 @@ def recorded_answers(match: str = "", window: str = "1m"):
         return 200, json.dumps(doc).encode()
 
     return respond
+
+
+def recorded_views():
+    """The views of the recorded answers (three instances, one group each)."""
+    from rpctl.controller import prometheus_source
+
+    answers = json.loads(RECORDED.read_text())
+    return prometheus_source.fleet_views(
+        {what: prometheus_source._answer(doc, what) for what, doc in answers.items()})

@@ -8,15 +8,10 @@ import socket
 import urllib.error
 
 import pytest
-
 from rpctl.controller import prometheus_source as source
 from rpctl.controller.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
-from tests.support.prometheus import RECORDED, FakeApi, recorded_answers
 
-
-def recorded_views():
-    answers = json.loads(RECORDED.read_text())
-    return source.fleet_views({what: source._answer(doc, what) for what, doc in answers.items()})
+from tests.support.prometheus import RECORDED, FakeApi, recorded_answers, recorded_views
 
 
 def test_recorded_answers_become_one_view_per_instance_and_group():

@@ -96,18 +96,18 @@ def test_status_through_prometheus_errors_are_one_line_with_their_code():
 
     bad = json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error"}).encode()
     with FakeApi(lambda expr: (400, bad)) as api:
-        status, out, err = invoke(["status", "--prometheus", api.url, "--match", "{a==b}"])
+        status, _, err = invoke(["status", "--prometheus", api.url, "--match", "{a==b}"])
     assert status == 4 and "--match is not a valid selector (parse error)" in assert_one_error_line(err)
     with FakeApi(lambda expr: (404, b"no")) as api:
-        status, out, err = invoke(["status", "--prometheus", api.url])
+        status, _, err = invoke(["status", "--prometheus", api.url])
     assert status == 4 and "--prometheus" in assert_one_error_line(err)
     empty = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
     with FakeApi(lambda expr: (200, empty)) as api:
-        status, out, err = invoke(["status", "--prometheus", api.url])
+        status, _, err = invoke(["status", "--prometheus", api.url])
     assert status == 3 and "no rpctl series" in assert_one_error_line(err)
-    status, out, err = invoke(["status", "--prometheus", "http://127.0.0.1:9", "--window", "10"])
+    status, _, err = invoke(["status", "--prometheus", "http://127.0.0.1:9", "--window", "10"])
     assert status == 4 and "--window '10'" in assert_one_error_line(err)
-    status, out, err = invoke(["status", "--window", "5m"])
+    status, _, err = invoke(["status", "--window", "5m"])
     assert status == 2 and "need --prometheus" in assert_one_error_line(err)
-    status, out, err = invoke(["status", "--prometheus", "http://127.0.0.1:9", "--group", "web"])
+    status, _, err = invoke(["status", "--prometheus", "http://127.0.0.1:9", "--group", "web"])
     assert status == 2 and "--match" in assert_one_error_line(err)
