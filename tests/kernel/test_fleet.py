@@ -71,6 +71,10 @@ def test_three_hosts_through_prometheus(netns, rpctl, make_members, tmp_path):
                     assert abs(m["observed_share"] - served[host][i]) <= 0.05, (host, i, m, served[host])
                     assert m["rate"] > 0 and m["queue"] == 0
 
+            # The dashboard over the same server: one frame, every host.
+            frame = rpctl.ok("dashboard", "--prometheus", prom.url, "--frames", "1")
+            assert all(f"{listen}  tcp-" in frame for listen in instance.values()), frame
+
             # A drain on host a shows within two scrape intervals.
             rpctl.ok("drain", "a0", "--group", "tcp-7001")
             drained_at = time.monotonic()
