@@ -58,7 +58,7 @@ class Nginx:
         self.port = port
         self.workers = workers
         conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=workers, tmp=tmp, port=port))
+        self._write_conf()
         with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
                 [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
@@ -67,6 +67,24 @@ class Nginx:
                 stderr=subprocess.STDOUT,
             )
         self.worker_pids: set[int] = set()
+
+    def _write_conf(self) -> None:
+        (self.tmp / "nginx.conf").write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
+
+    def reload(self, workers: int, timeout: float = 10.0) -> None:
+        """`nginx -s reload` to `workers` workers: new worker processes, the
+        listeners kept (one more opened, or one closed, when the count changes);
+        returns when every old worker is gone and every listener has a new one."""
+        old = _children(self.master)
+        self.workers = workers
+        self._write_conf()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while _children(self.master) & old:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx reload: old workers {sorted(old)} still there; {self.errors()}")
+            time.sleep(0.05)
+        self.wait_ready(max(0.1, deadline - time.monotonic()))
 
     @property
     def master(self) -> int:
