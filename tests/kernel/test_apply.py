@@ -10,6 +10,7 @@ reloads, and changes nothing when nothing changed (ctl.gen stays).
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from rpctl.cli.demo import loadgen
@@ -69,7 +70,9 @@ def test_reconcile_adopts_nginx_follows_reloads_and_changes_nothing_twice(netns,
     p = reconcile.reconcile(spec)
     assert p.create and [a.name for a in p.adds] == ["nginx-1", "nginx-2", "nginx-3"], p.lines()
     gen = _gen()
+    started = time.monotonic()
     again = reconcile.reconcile(spec)
+    print(f"reconcile with nothing to do (3 listeners): {(time.monotonic() - started) * 1000:.1f} ms")
     assert again.empty and again.lines() == ["group web: up to date"]
     assert _gen() == gen, "a reconcile with nothing to do must not publish"
 
@@ -229,3 +232,27 @@ def test_prune_unloads_groups_the_file_does_not_name(netns, nginx, rpctl, tmp_pa
     out = rpctl.ok("apply", "-c", path, "--prune")
     assert out.splitlines() == ["group web: up to date", f"group {extra}: unloaded (not in {path})"]
     assert Layout().groups() == ["web"]
+
+
+def test_after_a_server_restart_apply_adopts_the_new_sockets_and_attaches_the_program(netns, nginx, rpctl, tmp_path):
+    """A restart (as `systemctl restart nginx`) closes every listener and opens new ones: a new
+    reuseport group that has no program.  apply removes the old members, adds the new listeners
+    under the freed names and attaches the program again: the file's drain holds at once."""
+    path = _write(tmp_path, WEB + 'drain = ["nginx-1"]\n')
+    first = nginx(port=PORT, workers=2)
+    rpctl.ok("apply", "-c", path)
+    first.stop()
+    second = nginx(port=PORT, workers=2)
+    out = rpctl.ok("apply", "-c", path)
+    print(out)
+    lines = out.splitlines()
+    assert sorted(line for line in lines if " - " in line) == [
+        "group web: - nginx-1 (socket closed)", "group web: - nginx-2 (socket closed)"], out
+    assert [line.split(" (")[0] for line in lines if " + " in line] == ["group web: + nginx-1", "group web: + nginx-2"]
+    members = _members(rpctl)
+    assert members["nginx-1"]["state"] in ("drained", "draining") and {m["pid"] for m in members.values()} == (
+        second.worker_pids)
+    tally = loadgen.run_tcp("127.0.0.1", PORT, count=400, concurrency=4)
+    assert sum(tally.failures.values()) == 0
+    assert tally.by_name[str(members["nginx-1"]["pid"])] == 0, f"the program is not attached: {dict(tally.by_name)}"
+    assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"
