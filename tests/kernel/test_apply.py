@@ -10,6 +10,7 @@ reloads, and changes nothing when nothing changed (ctl.gen stays).
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -256,3 +257,27 @@ def test_after_a_server_restart_apply_adopts_the_new_sockets_and_attaches_the_pr
     assert sum(tally.failures.values()) == 0
     assert tally.by_name[str(members["nginx-1"]["pid"])] == 0, f"the program is not attached: {dict(tally.by_name)}"
     assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"
+
+
+def test_an_apply_killed_before_its_flip_disturbs_nothing_and_the_next_converges(netns, nginx, rpctl, tmp_path):
+    """Killed after it put the new listener into the socket array, before the flip: the live
+    generation is untouched (the new worker gets nothing, nobody fails), and the next apply
+    adds it (the socket the dead writer left in the array is cleared first, else EBUSY)."""
+    path = _write(tmp_path, WEB)
+    ngx = nginx(port=PORT, workers=3)
+    rpctl.ok("apply", "-c", path)
+    ngx.reload(4)
+    gen = _gen()
+    writer = rpctl.subprocess("apply", "-c", path, env={**os.environ, "RPCTL_FAILPOINT": "before-flip:exit"})
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == -9 and "failpoint before-flip reached" in err, (writer.returncode, out, err)
+    assert _gen() == gen, "the killed apply flipped"
+    members = _members(rpctl)
+    assert set(members) == {"nginx-1", "nginx-2", "nginx-3"}
+    tally = loadgen.run_tcp("127.0.0.1", PORT, count=400, concurrency=4)
+    assert sum(tally.failures.values()) == 0
+    assert set(tally.by_name) <= {str(m["pid"]) for m in members.values()}, dict(tally.by_name)
+    out = rpctl.ok("apply", "-c", path)
+    assert [line.split(" (")[0] for line in out.splitlines() if " + " in line] == ["group web: + nginx-4"], out
+    tally = loadgen.run_tcp("127.0.0.1", PORT, count=800, concurrency=8)
+    assert sum(tally.failures.values()) == 0 and set(tally.by_name) == {str(p) for p in ngx.worker_pids}
