@@ -281,3 +281,23 @@ def test_an_apply_killed_before_its_flip_disturbs_nothing_and_the_next_converges
     assert [line.split(" (")[0] for line in out.splitlines() if " + " in line] == ["group web: + nginx-4"], out
     tally = loadgen.run_tcp("127.0.0.1", PORT, count=800, concurrency=8)
     assert sum(tally.failures.values()) == 0 and set(tally.by_name) == {str(p) for p in ngx.worker_pids}
+
+
+def test_udp_on_ipv6_workers_matched_by_executable(netns, rpctl, tmp_path):
+    """A UDP group on [::1], its workers (demo workers, one socket each) matched by exe and uid."""
+    from rpctl.controller import discover
+
+    procs = [demo_worker.spawn(f"u{i}", f"[::1]:{PORT}", proto="udp")[0] for i in range(2)]
+    try:
+        exe = discover.identity(procs[0].pid).exe
+        path = _write(tmp_path, f'[[group]]\nname = "dns"\nlisten = "udp:[::1]:{PORT}"\n'
+                                f'adopt = {{ exe = "{exe}", uid = "root" }}\nnames = "u-{{i}}"\nweights = {{ "u-2" = 0 }}\n')
+        out = rpctl.ok("apply", "-c", path)
+        assert [line.split(" (")[0] for line in out.splitlines()] == [
+            "group dns: create it for udp:[::1]:7180", "group dns: + u-1", "group dns: + u-2"], out
+        tally = loadgen.run_udp("::1", PORT, count=200)
+        assert tally.total_ok() >= 190 and set(tally.by_name) == {"u0"}, dict(tally.by_name)
+        assert rpctl.ok("apply", "-c", path) == "group dns: up to date\n"
+    finally:
+        for proc in procs:
+            demo_worker.stop(proc, timeout=1)
