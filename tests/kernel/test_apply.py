@@ -291,7 +291,8 @@ def test_udp_on_ipv6_workers_matched_by_executable(netns, rpctl, tmp_path):
     try:
         exe = discover.identity(procs[0].pid).exe
         path = _write(tmp_path, f'[[group]]\nname = "dns"\nlisten = "udp:[::1]:{PORT}"\n'
-                                f'adopt = {{ exe = "{exe}", uid = "root" }}\nnames = "u-{{i}}"\nweights = {{ "u-2" = 0 }}\n')
+                                f'adopt = {{ exe = "{exe}", uid = "root" }}\n'
+                                'names = "u-{i}"\nweights = { "u-2" = 0 }\n')
         out = rpctl.ok("apply", "-c", path)
         assert [line.split(" (")[0] for line in out.splitlines()] == [
             "group dns: create it for udp:[::1]:7180", "group dns: + u-1", "group dns: + u-2"], out
