@@ -46,9 +46,12 @@ def cmd_apply(env: Environment, args) -> ExitStatus:
     return ExitStatus.OK
 
 
-def add_commands(sub) -> None:
-    from rpctl.controller.config import DEFAULT_PATH
+# controller.config.DEFAULT_PATH, spelled here so that building the parser (every
+# command does) does not import the config module; a unit test holds the two equal.
+DEFAULT_PATH = "/etc/rpctl/rpctl.toml"
 
+
+def add_commands(sub) -> None:
     p = add_command(
         sub,
         "apply",

@@ -131,5 +131,7 @@ def test_without_privileges_exit_5(monkeypatch, refuse_system, tmp_path):
 
 
 def test_the_default_file():
+    from rpctl.cli import apply_cmd
+
     code, out, _ = invoke(["apply", "--help"])
-    assert code == 0 and config.DEFAULT_PATH in out
+    assert code == 0 and config.DEFAULT_PATH in out and apply_cmd.DEFAULT_PATH == config.DEFAULT_PATH
