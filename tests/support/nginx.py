@@ -57,11 +57,11 @@ class Nginx:
         self.tmp = tmp
         self.port = port
         self.workers = workers
-        conf = tmp / "nginx.conf"
+        self.conf = tmp / "nginx.conf"
         self._write_conf()
         with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
+                [NGINX, "-p", str(tmp), "-c", str(self.conf), "-e", str(tmp / "error.log")],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -69,7 +69,7 @@ class Nginx:
         self.worker_pids: set[int] = set()
 
     def _write_conf(self) -> None:
-        (self.tmp / "nginx.conf").write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
+        self.conf.write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
 
     def reload(self, workers: int, timeout: float = 10.0) -> None:
         """`nginx -s reload` to `workers` workers: new worker processes, the
