@@ -81,8 +81,10 @@ def test_reconcile_adopts_nginx_follows_reloads_and_changes_nothing_twice(netns,
     assert sum(tally.failures.values()) == 0 and set(tally.by_name) == {str(p) for p in ngx.worker_pids}
 
     ngx.reload(4)
-    p = reconcile.reconcile(spec)
+    # What `rpctl serve` may do: observe, plan and execute apart.
+    p = reconcile.plan(spec, reconcile.observe(spec))
     assert [a.name for a in p.adds] == ["nginx-4"], p.lines()
+    assert sorted(reconcile.execute(p)) == ["nginx-1", "nginx-2", "nginx-3", "nginx-4"]
     assert len(p.refreshes) == 3 and not p.removes, p.lines()
     view = reconcile.observe(spec)
     assert {m.name for m in view.members} == {"nginx-1", "nginx-2", "nginx-3", "nginx-4"}
