@@ -98,7 +98,7 @@ def test_reconcile_adopts_nginx_follows_reloads_and_changes_nothing_twice(netns,
 
 def test_a_listener_of_another_process_is_not_admitted(netns, nginx):
     ngx = nginx(port=PORT, workers=2)
-    proc, ready = demo_worker.spawn("intruder", f"127.0.0.1:{PORT}")
+    proc, _ready = demo_worker.spawn("intruder", f"127.0.0.1:{PORT}")
     try:
         spec = config.loads(WEB, "rpctl.toml").group("web")
         p = reconcile.reconcile(spec)
@@ -124,12 +124,12 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
 
     out = rpctl.ok("apply", "-c", path, "--dry-run")
     assert out.splitlines()[:2] == ["group web: create it for tcp:127.0.0.1:7180",
-                                    "group web: + nginx-1 (pid %d nginx fd %d, weight 3)" % _server(1)], out
+                                    f"group web: + nginx-1 ({_server(1)}, weight 3)"], out
     assert Layout().groups() == [], "--dry-run created the group"
 
     out = rpctl.ok("apply", "-c", path)
     print(out)
-    assert "group web: + nginx-3 (pid %d nginx fd %d, weight 1, drained)" % _server(3) in out.splitlines()
+    assert f"group web: + nginx-3 ({_server(3)}, weight 1, drained)" in out.splitlines()
     members = _members(rpctl)
     assert {n: (m["weight"], m["state"]) for n, m in members.items()} == {
         "nginx-1": (3, "active"), "nginx-2": (1, "active"), "nginx-3": (1, "drained")}
@@ -140,7 +140,7 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
     ngx.reload(4)
     before = _pinned_bytes()
     out = rpctl.ok("apply", "-c", path, "--dry-run")
-    assert "group web: + nginx-4 (pid %d nginx fd %d, weight 1)" % _server(4) in out.splitlines(), out
+    assert f"group web: + nginx-4 ({_server(4)}, weight 1)" in out.splitlines(), out
     assert _pinned_bytes() == before, "--dry-run changed the pinned state"
     doc = json.loads(rpctl.ok("apply", "-c", path, "--json"))
     (plan,) = doc["groups"]
@@ -168,13 +168,13 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
     assert set(_members(rpctl)) == {"nginx-1", "nginx-2"}
 
 
-def _server(i: int) -> tuple[int, int]:
-    """(pid, fd) of the i-th listener discover lists on PORT (servers by pid): the one named nginx-i."""
+def _server(i: int) -> str:
+    """"pid P nginx fd F" of the i-th listener discover lists on PORT (servers by pid): the one named nginx-i."""
     from rpctl.controller import discover
 
     (ep,) = discover.discover(PORT, "tcp", probe_reuseport=False)
     s = ep.listeners[i - 1].server
-    return s.pid, s.fd
+    return f"pid {s.pid} nginx fd {s.fd}"
 
 
 BAD_FILES = {
@@ -213,7 +213,7 @@ def test_a_refused_pin_leaves_the_new_listener_out_and_the_state_as_it_was(netns
     rpctl.ok("apply", "-c", _write(tmp_path, WEB))
     ngx.reload(4)
     before = _pinned_bytes()
-    code, out, err = rpctl("apply", "-c", _write(tmp_path, WEB + 'pin = "cpu"\n'))
+    code, _out, err = rpctl("apply", "-c", _write(tmp_path, WEB + 'pin = "cpu"\n'))
     assert code == 4 and "pin cpu" in err and len(err.splitlines()) == 1, err
     assert _pinned_bytes() == before
     assert set(_members(rpctl)) == {"nginx-1", "nginx-2", "nginx-3"}
