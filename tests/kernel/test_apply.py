@@ -304,3 +304,36 @@ def test_udp_on_ipv6_workers_matched_by_executable(netns, rpctl, tmp_path):
     finally:
         for proc in procs:
             demo_worker.stop(proc, timeout=1)
+
+
+def test_pin_cpu_from_the_file_follows_a_reload(netns, nginx, rpctl, tmp_path):
+    """nginx with `worker_cpu_affinity auto` runs worker i on CPU i: `pin = "cpu"` sends what
+    arrives on a CPU to its worker, and after a reload (new processes) the assignment is
+    computed again from the new workers in the same publish."""
+    from rpctl.controller.pin import online_cpus
+
+    from tests.support.traffic import on_cpu
+
+    assert {0, 1} <= online_cpus(), "this test drives CPUs 0 and 1"
+    ngx = nginx(port=PORT, workers=2, cpu_affinity=True)
+    path = _write(tmp_path, WEB + 'pin = "cpu"\n')
+    out = rpctl.ok("apply", "-c", path)
+    assert out.splitlines()[-1] == "group web: pin cpu (was weighted)", out
+
+    def worker_of(cpu: int) -> str:
+        (pid,) = [p for p in ngx.worker_pids if os.sched_getaffinity(p) == {cpu}]
+        return str(pid)
+
+    for round_ in ("first", "after reload"):
+        (view,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+        assert view["mode"] == "cpu", view
+        for cpu in (0, 1):
+            with on_cpu(cpu):
+                tally = loadgen.run_tcp("127.0.0.1", PORT, count=200, concurrency=2)
+            assert sum(tally.failures.values()) == 0
+            assert dict(tally.by_name) == {worker_of(cpu): 200}, (round_, cpu, dict(tally.by_name))
+        if round_ == "first":
+            ngx.reload(2)
+            out = rpctl.ok("apply", "-c", path)
+            assert out.count("(same socket") == 2 and out.splitlines()[-1] == "group web: pin cpu (members changed)"
+    assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"
