@@ -14,6 +14,7 @@ from typing import Callable, Optional, TextIO
 
 from . import (
     adopt_cmd,
+    apply_cmd,
     cleanup_cmd,
     dashboard_cmd,
     demo_cmd,
@@ -42,6 +43,7 @@ COMMAND_MODULES = (
     dashboard_cmd,  # dashboard
     discover_cmd,   # discover
     adopt_cmd,      # adopt
+    apply_cmd,      # apply
     run_cmd,        # run
     restart_cmd,    # restart, rollout
     metrics_cmd,    # metrics
