@@ -71,7 +71,8 @@ def weights_json(g: GroupView) -> dict[str, Any]:
     }
 
 
-# The member keys of `rpctl status --prometheus --json`: what Prometheus knows of a member.
+# The keys of `rpctl status --prometheus --json`: what Prometheus knows of a group and a member.
+FLEET_GROUP_KEYS = ("name", "protocol", "address", "port", "program_id", "mode", "migration", "counters")
 FLEET_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected", "fallback", "migrated",
               "pinned", "queue")
 
@@ -85,14 +86,7 @@ def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[st
         "groups": [
             {
                 "instance": g.instance,
-                "name": g.name,
-                "protocol": g.proto,
-                "address": g.addr,
-                "port": g.port,
-                "program_id": g.prog_id,
-                "mode": g.mode,
-                "migration": g.migration,
-                "counters": g.counters,
+                **{k: v for k, v in group_json(g).items() if k in FLEET_GROUP_KEYS},
                 "unmanaged_listeners": None if g.unmanaged is None else len(g.unmanaged),
                 "members": [
                     {**{k: v for k, v in member_json(m).items() if k in FLEET_KEYS},
