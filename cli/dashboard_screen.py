@@ -28,7 +28,10 @@ from rpctl.controller.views import ACTIVE, STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, pct, pin_text, rate_text, rate_unit, unmanaged_warning
+from .text import (
+    STATE_STYLE, UNREACHABLE, counter_texts, mode_text, pct, pin_text,
+    rate_text, rate_unit, unmanaged_warning,
+)
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -453,7 +456,9 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
         picked = {id(m) for m in shown}
         rest = [m for m in g.members if id(m) not in picked]
         out.append(Text(_summary(rest), style="dim italic", no_wrap=True, overflow="ellipsis"))
-    if not g.members:
+    if g.unreachable:
+        out.append(Text(UNREACHABLE, style="bold red", no_wrap=True, overflow="ellipsis"))
+    elif not g.members:
         out.append(Text("no members", style="dim", no_wrap=True, overflow="ellipsis"))
     return out
 
@@ -462,18 +467,19 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
 OFF_TARGET = 0.1
 
 
-def look_score(g: GroupView) -> tuple[bool, int, int, float]:
-    """Why a group needs a look, compared most urgent first: no active member, members gone,
-    unmanaged listeners, the share furthest off its target (an active member's)."""
+def look_score(g: GroupView) -> tuple[bool, bool, int, int, float]:
+    """Why a group needs a look, compared most urgent first: its exporter is down, no active
+    member, members gone, unmanaged listeners, the share furthest off its target (an active
+    member's)."""
     off = max((abs(m.observed_share - m.target_share) for m in g.members
                if m.observed_share is not None and m.state == ACTIVE), default=0.0)
-    return (not any(m.state == ACTIVE for m in g.members), sum(m.gone for m in g.members),
+    return (g.unreachable, not any(m.state == ACTIVE for m in g.members), sum(m.gone for m in g.members),
             len(g.unmanaged or []), off)
 
 
 def needs_a_look(g: GroupView) -> bool:
-    no_active, gone, unmanaged, off = look_score(g)
-    return no_active or gone > 0 or unmanaged > 0 or off > OFF_TARGET
+    unreachable, no_active, gone, unmanaged, off = look_score(g)
+    return unreachable or no_active or gone > 0 or unmanaged > 0 or off > OFF_TARGET
 
 
 def by_urgency(groups: list[GroupView]) -> list[GroupView]:

@@ -86,6 +86,7 @@ def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[st
         "groups": [
             {
                 "instance": g.instance,
+                "exporter_up": not g.unreachable,
                 **{k: v for k, v in group_json(g).items() if k in FLEET_GROUP_KEYS},
                 "unmanaged_listeners": None if g.unmanaged is None else len(g.unmanaged),
                 "members": [

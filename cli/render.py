@@ -16,7 +16,10 @@ from rpctl.controller.views import GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text, rate_text, rate_unit, unmanaged_warning
+from .text import (
+    STATE_STYLE, UNREACHABLE, counter_texts, mode_text, opt, pct,
+    pin_text, rate_text, rate_unit, unmanaged_warning,
+)
 
 
 def state_text(m: MemberView) -> Text:
@@ -81,6 +84,8 @@ def fleet_table(g: GroupView, window: str, width: int = 80) -> RenderGroup:
     warning = unmanaged_warning(g)
     if warning:
         lines.append(Text(warning, style="yellow"))
+    if g.unreachable:
+        lines = [Text(UNREACHABLE, style="bold red")]
     return _titled(f"{g.instance}  {group_title(g)}", lines)
 
 

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 # Member state -> the rich style it is shown in (a name, not a rich object).
 STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
 
+# What a group read through Prometheus shows when its exporter is down.
+UNREACHABLE = "its exporter is down or cannot read the pinned state: no figures"
+
 # Group counters that only mean something in some modes: name -> the modes that show it.
 _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
 

@@ -6,6 +6,10 @@ GroupView and MemberView that a local read builds, one per group and scrape
 target (`instance`), so that status, its JSON and the dashboard show a fleet
 with the code that shows one host.
 
+A group seen within the last hour whose exporter Prometheus cannot scrape
+now (or that cannot read the pinned state) is a view marked `unreachable`,
+without members: it is what most needs a look.
+
 What Prometheus cannot know is left empty: a member's pid, fd, cookie and
 index (indexes are given in name order), the generation, who holds an
 unmanaged listener (only how many there are).  What a local read computes
@@ -39,6 +43,7 @@ from .views import (
 __all__ = ["DEFAULT_WINDOW", "PrometheusApi", "Sample", "fleet_views", "parse_match", "parse_window", "read_fleet"]
 
 DEFAULT_WINDOW = "1m"
+LOOKBACK = "1h"  # how long a group whose exporter went down is still shown as such
 
 # A Prometheus duration, as rate() takes it: 30s, 1m, 1h30m.
 _DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
@@ -162,6 +167,10 @@ def queries(match: str, window: str) -> dict[str, str]:
         "queue": f'{{__name__=~"rpctl_member_queued_(connections|bytes)"{sel}}}',
         "group_totals": f'{{__name__=~"rpctl_group_({group_totals})_total"{sel}}}',
         "unmanaged": f"rpctl_group_unmanaged_listeners{{{match}}}",
+        # Groups seen within LOOKBACK whose exporter cannot be scraped now, or cannot read the
+        # pinned state: their series went stale, so without this they would just vanish.
+        "unreachable": f"(last_over_time(rpctl_group_info{{{match}}}[{LOOKBACK}]) unless on (instance, group) "
+                       f"rpctl_group_info{{{match}}}) and on (instance) (up == 0 or rpctl_up == 0)",
     }
 
 
@@ -189,11 +198,16 @@ def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
         instance, name = s.labels.get("instance", ""), s.labels.get("group", "")
         groups[(instance, name)] = _group(instance, name, s.labels)
 
+    for s in answers.get("unreachable", []):
+        instance, name = s.labels.get("instance", ""), s.labels.get("group", "")
+        if (instance, name) not in groups:
+            groups[(instance, name)] = _group(instance, name, s.labels)
+            groups[(instance, name)].unreachable = True
     members: dict[tuple[str, str], dict[str, MemberView]] = defaultdict(dict)
 
     def member(s: Sample) -> Optional[MemberView]:
         key = (s.labels.get("instance", ""), s.labels.get("group", ""))
-        if key not in groups or "member" not in s.labels:
+        if key not in groups or groups[key].unreachable or "member" not in s.labels:
             return None  # a group whose info series is missing (a scrape in between): shown next time
         found = members[key]
         name = s.labels["member"]

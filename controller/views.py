@@ -139,6 +139,9 @@ class GroupView:
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
     # comes from; None for a group of this host.
     instance: Optional[str] = None
+    # Read through Prometheus: its exporter was scraped within the last hour but is down now (or
+    # cannot read the pinned state), so nothing of it is known but its name and endpoint.
+    unreachable: bool = False
 
     @property
     def ref(self) -> str:

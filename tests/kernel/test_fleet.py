@@ -4,7 +4,8 @@ for a group of its own under load, and evaluates the shipped rules.
 
 `rpctl status --prometheus` must show every host's members with the shares the member
 sockets were served, a drain within two scrape intervals, and RpctlNoActiveMember must
-become pending when every member of one host's group is gone.
+become pending when every member of one host's group is gone; a host whose exporter
+stops stays in the view, marked.
 """
 
 from __future__ import annotations
@@ -99,6 +100,16 @@ def test_three_hosts_through_prometheus(netns, rpctl, make_members, tmp_path):
             assert alert["labels"]["instance"] == instance["c"] and alert["labels"]["group"] == "tcp-7003"
             (group,) = fleet(rpctl, prom.url, "--match", f'{{instance="{instance["c"]}"}}')["groups"]
             assert {m["state"] for m in group["members"]} == {"gone"}
+
+            # Host b's exporter stops: its group stays in the view, marked, without figures.
+            exporters[1].kill()
+
+            def b_down():
+                groups = {g["instance"]: g for g in fleet(rpctl, prom.url)["groups"]}
+                return not groups[instance["b"]]["exporter_up"] and groups[instance["b"]]
+
+            down = wait_until("host b's exporter down in the view", b_down, timeout=10, interval=0.2)
+            assert down["name"] == "tcp-7002" and down["members"] == []
     finally:
         for proc in exporters:
             proc.kill()

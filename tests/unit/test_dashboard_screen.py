@@ -367,10 +367,12 @@ def test_hundreds_of_hosts_fit_80x24_and_what_needs_a_look_comes_first():
         m.draining = True  # no active member
     groups[200].members[0].gone = True
     groups[42].members[0].observed_share += 0.3  # far off target
+    groups[7].members, groups[7].unreachable = [], True  # its exporter is down
     lines = fleet_frame(groups)
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
     titles = [line.split()[0] for line in lines if line.startswith("web-")]
-    assert titles[:3] == ["web-137:9464", "web-200:9464", "web-042:9464"]
+    assert titles[:4] == ["web-007:9464", "web-137:9464", "web-200:9464", "web-042:9464"]
+    assert "its exporter is down or cannot read the pinned state: no figures" in lines
     shown = len(titles)
     assert f"... and {250 - shown} more groups, all healthy" in lines
     # Every shown host's members are shown, not summarised away.

@@ -112,3 +112,18 @@ def test_a_server_that_does_not_answer_in_time():
 def test_a_url_that_is_not_http(url):
     with pytest.raises(InvalidInput, match="is not the http"):
         source.PrometheusApi(url)
+
+
+def test_a_group_whose_exporter_went_down_is_shown_unreachable():
+    answers = json.loads(RECORDED.read_text())
+    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    gone_host = parsed["info"][0].labels
+    parsed["info"] = parsed["info"][1:]  # its series went stale
+    parsed["unreachable"] = [source.Sample(dict(gone_host), 1.0)]
+    views = source.fleet_views(parsed)
+    (down,) = [g for g in views if g.unreachable]
+    assert (down.instance, down.name, down.members) == (gone_host["instance"], gone_host["group"], [])
+    assert len(views) == 3 and sum(g.unreachable for g in views) == 1
+    # A group still scraped is never unreachable, whatever the lookback says.
+    parsed["unreachable"] = [source.Sample(dict(s.labels), 1.0) for s in parsed["info"]]
+    assert not any(g.unreachable for g in source.fleet_views(parsed))

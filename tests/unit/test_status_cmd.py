@@ -73,8 +73,8 @@ def test_status_through_prometheus_json():
     assert doc["prometheus"] == api.url and doc["window"] == "1m"
     assert sorted(g["name"] for g in doc["groups"]) == ["tcp-7001", "tcp-7002", "tcp-7003"]
     for g in doc["groups"]:
-        assert set(g) == {"instance", *json_docs.FLEET_GROUP_KEYS, "unmanaged_listeners", "members"}
-        assert g["instance"].startswith("127.0.0.1:") and g["unmanaged_listeners"] == 0
+        assert set(g) == {"instance", "exporter_up", *json_docs.FLEET_GROUP_KEYS, "unmanaged_listeners", "members"}
+        assert g["instance"].startswith("127.0.0.1:") and g["unmanaged_listeners"] == 0 and g["exporter_up"]
         for m in g["members"]:
             assert set(m) == set(json_docs.FLEET_KEYS) | {"rate"}
             assert m["state"] == "active" and m["rate"] > 0 and 0 < m["observed_share"] < 1
