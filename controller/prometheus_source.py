@@ -36,7 +36,14 @@ from .errors import InvalidInput, NotFound, RpctlError, WaitTimeout
 from .refs import Param
 from .sockets import family_of, parse_hostport
 from .views import (
-    DRAINED, DRAINING, GONE, GROUP_COUNTERS, MEMBER_COUNTERS, GroupView, MemberView, UnmanagedListener,
+    DRAINED,
+    DRAINING,
+    GONE,
+    GROUP_COUNTERS,
+    MEMBER_COUNTERS,
+    GroupView,
+    MemberView,
+    UnmanagedListener,
     set_target_shares,
 )
 

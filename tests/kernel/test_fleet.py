@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.support.launched import stderr_line, wait_until
-from tests.support.prometheus import Prometheus, free_port
+from tests.support.prometheus import Prometheus, dashboard_expressions, free_port
 from tests.support.traffic import shares, tcp_connections
 
 pytestmark = pytest.mark.kernel
@@ -71,6 +71,16 @@ def test_three_hosts_through_prometheus(netns, rpctl, make_members, tmp_path):
                     assert m["target_share"] == pytest.approx(weight / sum(weights), abs=1e-6)
                     assert abs(m["observed_share"] - served[host][i]) <= 0.05, (host, i, m, served[host])
                     assert m["rate"] > 0 and m["queue"] == 0
+
+            # The shipped rules evaluate without error on real series, and every expression of the
+            # Grafana dashboard runs (its variables standing for every instance and group).
+            rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
+            assert rules and all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
+            placed = prom.api("query", query="rpctl:member_observed_share:ratio_rate1m")["result"]
+            assert len(placed) == sum(len(weights) for _, weights in HOSTS.values())
+            for expr in dashboard_expressions():
+                if not expr.startswith("label_values("):  # Grafana's own function, not PromQL
+                    prom.api("query", query=expr.replace("$instance", ".*").replace("$group", ".*"))
 
             # The dashboard over the same server: one frame, every host.
             frame = rpctl.ok("dashboard", "--prometheus", prom.url, "--frames", "1")

@@ -18,6 +18,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "contrib" / "prometheus" / "rpctl-rules.yml"
+DASHBOARD = REPO / "contrib" / "grafana" / "rpctl.json"
+
+
+def dashboard_expressions() -> list[str]:
+    """Every query of the Grafana dashboard: its panels' and its variables'."""
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"] for v in doc["templating"]["list"] if v["type"] == "query"]
+    return exprs
 
 
 def free_port() -> int:

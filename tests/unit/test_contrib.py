@@ -6,7 +6,6 @@ promtool comes with Debian's prometheus package (`./scripts/provision.sh --with-
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from rpctl.cli.metrics_families import families
 
+from tests.support.prometheus import RULES, dashboard_expressions
+
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "contrib" / "prometheus" / "rpctl-rules.yml"
 RULE_TESTS = REPO / "contrib" / "prometheus" / "rpctl-rules.test.yml"
-DASHBOARD = REPO / "contrib" / "grafana" / "rpctl.json"
 
 ALERTS = {"RpctlExporterDown", "RpctlNoActiveMember", "RpctlMemberGone", "RpctlUnmanagedListener",
           "RpctlShareOffTarget"}
@@ -32,7 +30,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
     if exe is None:
         pytest.fail("promtool is missing: install Debian's prometheus package (./scripts/provision.sh --with-tests)",
                     pytrace=False)
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=RULES.parent)
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=RULES.parent, check=False)
 
 
 def rules() -> list[dict]:
@@ -88,13 +86,6 @@ def names_in(expr: str) -> set[str]:
         if name.startswith("rpctl") or ":" in name or name == "up":
             out.add(name)
     return out
-
-
-def dashboard_expressions() -> list[str]:
-    doc = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
-    exprs += [v["query"] for v in doc["templating"]["list"] if v["type"] == "query"]
-    return exprs
 
 
 def test_the_dashboard_parses_and_reads_only_exported_metrics_and_recorded_rules():
