@@ -67,7 +67,8 @@ class Sample:
 def parse_window(window: str) -> str:
     """A rate() window as Prometheus writes durations ("1m", "90s"); InvalidInput otherwise."""
     if not _DURATION.fullmatch(window or ""):
-        raise InvalidInput(Param("window", "read_fleet"), f" {window!r} is not a Prometheus duration such as 30s, 1m or 1h")
+        raise InvalidInput(Param("window", "read_fleet"),
+                           f" {window!r} is not a Prometheus duration such as 30s, 1m or 1h")
     return window
 
 
@@ -91,7 +92,8 @@ class PrometheusApi:
     def __init__(self, url: str, timeout: float = 10.0, opener: Optional[Callable] = None):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise InvalidInput(Param("url", "read_fleet"), f" {url!r} is not the http:// or https:// URL of a Prometheus server")
+            raise InvalidInput(Param("url", "read_fleet"),
+                               f" {url!r} is not the http:// or https:// URL of a Prometheus server")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.opener = opener or urllib.request.urlopen
@@ -140,7 +142,8 @@ def _answer(doc: dict, expr: str) -> list[Sample]:
     if doc.get("status") != "success":
         reason = doc.get("error") or doc.get("errorType") or "no reason given"
         if doc.get("errorType") == "bad_data":
-            raise InvalidInput("Prometheus refused the query: ", Param("match", "read_fleet"), f" is not a valid selector ({reason})")
+            raise InvalidInput("Prometheus refused the query: ", Param("match", "read_fleet"),
+                               f" is not a valid selector ({reason})")
         raise RpctlError(f"Prometheus could not run {expr!r}: {reason}")
     data = doc.get("data") or {}
     if data.get("resultType") != "vector":
