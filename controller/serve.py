@@ -1,0 +1,365 @@
+"""`rpctl serve`: one long-running process that keeps every group of a file true to it.
+
+Adopted groups (`adopt = {...}`) are watched (controller/watch.py): several
+times a second one port-filtered sock_diag dump and a liveness check of the
+members' pids; only when either differs from what the last reconcile left,
+or every RESYNC seconds, the group is reconciled (controller/reconcile.py:
+one lock, one atomic publish).  Groups with `run = {...}` are launched and
+supervised by a Launcher each, as `rpctl run` does, and reconciled for
+their weights, drains and pin like the others.
+
+Signals: SIGHUP rereads the file (a file that does not load is logged and
+the last good one stays in force); SIGTERM and SIGINT stop serve, which
+leaves every adopted group steering as it is (its state is pinned) and
+stops the children of its run groups as `rpctl run` does.  A second
+SIGTERM kills those children at once.  A SIGKILLed serve changes nothing:
+every write is one publish, and serve keeps no socket of an adopted group;
+the children of run groups die with it (as those of a SIGKILLed `rpctl
+run`), and the next serve starts new ones under the same names.
+
+A service manager hears READY=1 after the first full reconcile of every
+group, RELOADING=1 and READY=1 around a reread, STOPPING=1 at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from . import notify, probe, sockets, views, watch
+from .errors import NotFound, RpctlError
+from .launcher import Launcher
+from .state import Layout
+
+__all__ = ["INTERVAL", "RESYNC", "Serve"]
+
+INTERVAL = 0.2   # seconds between two looks at every group: a change is acted on within this
+RESYNC = 30.0    # seconds between two full reconciles of a group that looks unchanged
+RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
+
+log = logging.getLogger("rpctl.serve")
+
+
+def _reconcile(spec, layout: Layout):
+    from . import reconcile  # imports the config's parser; serve loads it anyway
+
+    return reconcile.reconcile(spec, layout)
+
+
+def _load(path: str):
+    from . import config
+
+    return config.load(path)
+
+
+class _Keeper:
+    """One configured group: reconciled when its signs change (watch.py)."""
+
+    def __init__(self, spec, layout: Layout):
+        self.spec = spec
+        self.layout = layout
+        self.key = spec.listen
+        self.settled: Optional[watch.Signs] = None
+        self.pids: frozenset[int] = frozenset()
+        self.next_full = 0.0
+        self.failed: Optional[str] = None   # the last reconcile's error, logged once
+        self.unmanaged: set[int] = set()    # cookies reported as unmanaged already
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def tick(self, now: float, force: bool = False) -> bool:
+        """Look at the group; reconcile it when it changed.  True when it was reconciled."""
+        signs = watch.signs(self.key, self.pids)
+        why = watch.difference(self.settled, signs)
+        if why is None and not force and now < self.next_full:
+            return False
+        self.reconcile(signs, why or ("file reread" if force else "periodic check"))
+        return True
+
+    def reconcile(self, signs: watch.Signs, why: str) -> None:
+        try:
+            plan = _reconcile(self.spec, self.layout)
+        except RpctlError as e:
+            text = str(e)
+            if text != self.failed:
+                log.warning("group %s: cannot reconcile (%s): %s", self.name, why, text)
+            self.failed = text
+            self.settled = signs
+            self.next_full = time.monotonic() + RETRY
+            return
+        if self.failed is not None:
+            log.info("group %s: reconciled again", self.name)
+            self.failed = None
+        for line in plan.lines() if not plan.empty else ():
+            log.info("group %s: %s", self.name, line)
+        self._settle(signs)
+
+    def _settle(self, signs: watch.Signs) -> None:
+        """Remember what this reconcile left: the listeners seen before it and
+        the members' pids after it."""
+        try:
+            view = views.read_view(self.name, self.layout, with_queues=False)
+            members = view.members
+        except NotFound:
+            members = []
+        self.pids = frozenset(m.pid for m in members)
+        self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
+        self.next_full = time.monotonic() + RESYNC
+        self._report_unmanaged(signs.listeners - {m.cookie for m in members})
+
+    def _report_unmanaged(self, cookies: frozenset[int]) -> None:
+        """One warning per listener that the adopt rule keeps out of the group."""
+        new = cookies - self.unmanaged
+        self.unmanaged = set(cookies)
+        if not new:
+            return
+        from . import diag
+
+        found = diag.listeners(sockets.proto_number(self.key.proto), self.key.port, self.key.family)
+        inodes = {c: found[c].inode for c in new if c in found}
+        owners = diag.holders(inodes.values())
+        for cookie, inode in sorted(inodes.items()):
+            pids = sorted({pid for pid, _ in owners.get(inode, [])})
+            who = ", ".join(f"pid {p} ({_comm(p)})" for p in pids) or "no visible process"
+            log.warning("group %s: unmanaged listener (cookie %d, inode %d) of %s: it matches no rule, "
+                        "it gets no connection while a member is live", self.name, cookie, inode, who)
+
+    def close(self) -> None:
+        pass
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+class _LaunchedKeeper(_Keeper):
+    """A `run` group: a Launcher starts and restarts its children; the
+    reconcile applies the file's weights, drains and pin to them."""
+
+    def __init__(self, spec, layout: Layout):
+        super().__init__(spec, layout)
+        run = spec.run
+        self.launcher = Launcher(
+            spec.name,
+            run.count,
+            list(run.command),
+            name_format=spec.names,
+            listen=_hostport(self.key),
+            proto=self.key.proto,
+            backoff_initial=run.backoff_initial,
+            backoff_max=run.backoff_max,
+        )
+        self.launcher.open()
+        try:
+            self.launcher.start()
+        except BaseException:
+            self.launcher.close()
+            raise
+
+    def close(self) -> None:
+        self.launcher.close()
+
+
+def _hostport(key: sockets.EndpointKey) -> str:
+    return f"[{key.addr}]:{key.port}" if ":" in key.addr else f"{key.addr}:{key.port}"
+
+
+def _run_spec(spec) -> Optional[tuple]:
+    """What a run group's launcher was made from: a change of it means a new launcher."""
+    run = getattr(spec, "run", None)
+    if run is None:
+        return None
+    return (tuple(run.command), run.count, spec.names, spec.listen)
+
+
+@dataclass
+class _Requests:
+    """What the signal handlers asked for, read by the loop."""
+
+    reload: int = 0
+    stop: int = 0
+
+
+class Serve:
+    """Keep the groups of the file at `path` true to it until stop()."""
+
+    def __init__(self, path: str, layout: Optional[Layout] = None, interval: float = INTERVAL,
+                 environ: Mapping[str, str] = os.environ):
+        self.path = path
+        self.layout = layout or Layout()
+        self.interval = interval
+        self.environ = environ
+        self.keepers: dict[str, _Keeper] = {}
+        self.config = None
+        self._requests = _Requests()
+        self._wake: Optional[sockets.SelfPipe] = None
+        self._sel: Optional[selectors.BaseSelector] = None
+
+    # Requests (signal handlers, other threads) ----------------------------------
+
+    def reload(self) -> None:
+        self._requests.reload += 1
+        self._poke()
+
+    def stop(self) -> None:
+        """Stop serving; asked again, the children of run groups are killed at once."""
+        self._requests.stop += 1
+        if self._requests.stop > 1:
+            for k in list(self.keepers.values()):
+                if isinstance(k, _LaunchedKeeper):
+                    k.launcher.stop()
+        self._poke()
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake.writer.send(b"\0")
+            except OSError:
+                pass
+
+    # The loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Load the file (an error here is raised: nothing was started), keep
+        its groups until SIGTERM/SIGINT or stop(), return 0."""
+        probe.require_kernel()
+        probe.require_bpf_privileges("serve")
+        config = _load(self.path)
+        self._wake = sockets.SelfPipe()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake.reader, selectors.EVENT_READ, None)
+        restore = self._install_signals()
+        try:
+            try:
+                self._apply(config)
+                notify.notify(notify.READY, self.environ)
+                log.info("serving %s from %s", _count(len(self.keepers), "group"), self.path)
+                self._loop()
+            finally:
+                notify.notify(notify.STOPPING, self.environ)
+                self._close_all()
+        finally:
+            restore()
+            self._sel.close()
+            wake, self._wake = self._wake, None
+            wake.close()
+        log.info("stopped; steering goes on as it is")
+        return 0
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGHUP: self.reload}
+        old = {s: signal.signal(s, lambda signum, frame, fn=fn: fn()) for s, fn in handlers.items()}
+
+        def restore() -> None:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+        return restore
+
+    def _loop(self) -> None:
+        done_reloads = self._requests.reload
+        while not self._requests.stop:
+            for key, _ in self._sel.select(self._timeout()):
+                if key.data is None:
+                    self._wake.drain()
+            if self._requests.stop:
+                return
+            if self._requests.reload != done_reloads:
+                done_reloads = self._requests.reload
+                self._reread()
+            self._tick()
+
+    def _timeout(self) -> float:
+        due = [self.interval]
+        for k in self.keepers.values():
+            if isinstance(k, _LaunchedKeeper):
+                d = k.launcher.next_due()
+                if d is not None:
+                    due.append(d)
+        return min(due)
+
+    def _tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for k in list(self.keepers.values()):
+            if isinstance(k, _LaunchedKeeper):
+                k.launcher.step(0)
+            try:
+                k.tick(now, force)
+            except (RpctlError, OSError) as e:
+                log.warning("group %s: cannot look at it: %s", k.name, e)
+
+    # The file -------------------------------------------------------------------------
+
+    def _reread(self) -> None:
+        notify.notify(notify.reloading(), self.environ)
+        try:
+            config = _load(self.path)
+        except RpctlError as e:
+            log.warning("%s: not reread, the last good file stays in force: %s", self.path, e)
+        else:
+            log.info("rereading %s", self.path)
+            self._apply(config)
+        notify.notify(notify.READY, self.environ)
+
+    def _apply(self, config) -> None:
+        """Make the keepers those of `config`'s groups, and reconcile each once."""
+        wanted = {spec.name: spec for spec in config.groups}
+        for name in [n for n in self.keepers if n not in wanted]:
+            log.info("group %s: no longer in the file; left as it is", name)
+            self._drop(name)
+        for name, spec in wanted.items():
+            old = self.keepers.get(name)
+            if old is not None and _run_spec(old.spec) != _run_spec(spec):
+                log.info("group %s: its run or listen changed: starting it again", name)
+                self._drop(name)
+                old = None
+            if old is None:
+                try:
+                    self.keepers[name] = self._keeper(spec)
+                except RpctlError as e:
+                    log.warning("group %s: cannot start it: %s", name, e)
+                    continue
+            else:
+                old.spec = spec
+        self.config = config
+        self._tick(force=True)
+
+    def _keeper(self, spec) -> _Keeper:
+        if _run_spec(spec) is None:
+            return _Keeper(spec, self.layout)
+        k = _LaunchedKeeper(spec, self.layout)
+        self._sel.register(k.launcher.fileno(), selectors.EVENT_READ, k)
+        return k
+
+    def _drop(self, name: str) -> None:
+        k = self.keepers.pop(name)
+        if isinstance(k, _LaunchedKeeper):
+            self._sel.unregister(k.launcher.fileno())
+        try:
+            k.close()
+        except RpctlError as e:
+            log.warning("group %s: %s", name, e)
+
+    def _close_all(self) -> None:
+        for name in list(self.keepers):
+            self._drop(name)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
