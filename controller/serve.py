@@ -32,8 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from . import notify, probe, sockets, views, watch
-from .errors import NotFound, RpctlError
+from . import abi, notify, probe, sockets, watch
+from . import group as groups
+from .errors import RpctlError
 from .launcher import Launcher
 from .state import Layout
 
@@ -59,17 +60,17 @@ def _load(path: str):
 
 
 class _Keeper:
-    """One configured group: reconciled when its signs change (watch.py)."""
+    """One adopted group: reconciled when its signs change (watch.py)."""
 
     def __init__(self, spec, layout: Layout):
         self.spec = spec
         self.layout = layout
-        self.key = spec.listen
+        self.key: sockets.EndpointKey = spec.listen
         self.settled: Optional[watch.Signs] = None
         self.pids: frozenset[int] = frozenset()
         self.next_full = 0.0
         self.failed: Optional[str] = None   # the last reconcile's error, logged once
-        self.unmanaged: set[int] = set()    # cookies reported as unmanaged already
+        self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
 
     @property
     def name(self) -> str:
@@ -98,55 +99,30 @@ class _Keeper:
         if self.failed is not None:
             log.info("group %s: reconciled again", self.name)
             self.failed = None
-        for line in plan.lines() if not plan.empty else ():
-            log.info("group %s: %s", self.name, line)
-        self._settle(signs)
-
-    def _settle(self, signs: watch.Signs) -> None:
-        """Remember what this reconcile left: the listeners seen before it and
-        the members' pids after it."""
-        try:
-            view = views.read_view(self.name, self.layout, with_queues=False)
-            members = view.members
-        except NotFound:
-            members = []
-        self.pids = frozenset(m.pid for m in members)
+        for line in plan.change_lines():
+            log.info("%s", line)
+        self._log_notes(plan.note_lines())
+        # What this reconcile left: the listeners seen before it, the
+        # members' pids after it (a pid dead already stays out of both).
+        self.pids = frozenset(plan.pids.values())
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
         self.next_full = time.monotonic() + RESYNC
-        self._report_unmanaged(signs.listeners - {m.cookie for m in members})
 
-    def _report_unmanaged(self, cookies: frozenset[int]) -> None:
-        """One warning per listener that the adopt rule keeps out of the group."""
-        new = cookies - self.unmanaged
-        self.unmanaged = set(cookies)
-        if not new:
-            return
-        from . import diag
-
-        found = diag.listeners(sockets.proto_number(self.key.proto), self.key.port, self.key.family)
-        inodes = {c: found[c].inode for c in new if c in found}
-        owners = diag.holders(inodes.values())
-        for cookie, inode in sorted(inodes.items()):
-            pids = sorted({pid for pid, _ in owners.get(inode, [])})
-            who = ", ".join(f"pid {p} ({_comm(p)})" for p in pids) or "no visible process"
-            log.warning("group %s: unmanaged listener (cookie %d, inode %d) of %s: it matches no rule, "
-                        "it gets no connection while a member is live", self.name, cookie, inode, who)
+    def _log_notes(self, notes: list[str]) -> None:
+        """Each note (a listener not admitted, a name no member has) once while it holds."""
+        for line in notes:
+            if line not in self.notes:
+                log.warning("%s", line)
+        self.notes = set(notes)
 
     def close(self) -> None:
         pass
 
 
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
 class _LaunchedKeeper(_Keeper):
-    """A `run` group: a Launcher starts and restarts its children; the
-    reconcile applies the file's weights, drains and pin to them."""
+    """A `run` group: a Launcher starts, restarts and registers its children
+    (reconcile leaves such groups to serve); the file's weights and drains
+    are applied to them by name when the file is (re)read."""
 
     def __init__(self, spec, layout: Layout):
         super().__init__(spec, layout)
@@ -168,8 +144,42 @@ class _LaunchedKeeper(_Keeper):
             self.launcher.close()
             raise
 
+    def tick(self, now: float, force: bool = False) -> bool:
+        if not force:
+            return False
+        try:
+            for line in _apply_policies(self.spec, self.layout, self.launcher):
+                log.info("group %s: %s", self.name, line)
+        except RpctlError as e:
+            log.warning("group %s: cannot apply its weights and drains: %s", self.name, e)
+        return True
+
     def close(self) -> None:
         self.launcher.close()
+
+
+def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
+    """The file's weights and drains on a run group's members, in one publish;
+    a member whose child is dead stays drained (the launcher drained it and
+    undrains it when the replacement runs).  Returns one line per change."""
+    dead = {m.name for m in launcher.members if not m.pid}
+    with layout.group_lock(spec.name), groups.Group.open(spec.name, layout) as g:
+        members = g.members()
+        policies = g.live_policies(members)
+        changes = []
+        for idx, pol in policies.items():
+            name = members[idx].name.decode(errors="replace")
+            weight = spec.weights.get(name, spec.default_weight)
+            draining = name in spec.drain or (name in dead and bool(pol.flags & abi.RP_POLICY_DRAINING))
+            if weight != pol.weight:
+                changes.append(f"{name} weight {pol.weight} -> {weight}")
+                pol.weight = weight
+            if draining != bool(pol.flags & abi.RP_POLICY_DRAINING):
+                changes.append(f"{'drain' if draining else 'undrain'} {name}")
+                pol.flags ^= abi.RP_POLICY_DRAINING
+        if changes:
+            g.publish(policies, members)
+    return changes
 
 
 def _hostport(key: sockets.EndpointKey) -> str:

@@ -57,8 +57,7 @@ class Nginx:
         self.tmp = tmp
         self.port = port
         self.workers = workers
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=workers, tmp=tmp, port=port))
+        conf = self._write_conf()
         with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
                 [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
@@ -67,6 +66,30 @@ class Nginx:
                 stderr=subprocess.STDOUT,
             )
         self.worker_pids: set[int] = set()
+
+    def _write_conf(self) -> Path:
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
+        return conf
+
+    def reload(self, workers: int) -> set[int]:
+        """`nginx -s reload` with `worker_processes workers`: the master opens or
+        closes listeners to match, starts new workers and retires the old ones
+        gracefully.  Returns the old workers' pids (they exit once idle)."""
+        old = _children(self.master)
+        self.workers = workers
+        self._write_conf()
+        self.proc.send_signal(signal.SIGHUP)
+        return old
+
+    def wait_reloaded(self, old: set[int], timeout: float = 10.0) -> None:
+        """Until the new workers serve every listener and the old ones have exited."""
+        deadline = time.monotonic() + timeout
+        while _children(self.master) & old:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"old nginx workers {sorted(_children(self.master) & old)} still running")
+            time.sleep(0.05)
+        self.wait_ready(max(0.1, deadline - time.monotonic()))
 
     @property
     def master(self) -> int:
