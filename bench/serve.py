@@ -137,7 +137,7 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
                 for _ in range(reloads):
                     before = _listeners()
                     hup = time.monotonic()
-                    ngx.reload(4)
+                    old = ngx.start_reload(4)
                     new = _wait("the new listener", lambda: _listeners() - before, interval=POLL_S)
                     opened = time.monotonic()
                     (cookie,) = new
@@ -145,8 +145,8 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
                     first = time.monotonic()
                     waits.append((first - opened) * 1e3)
                     from_hup.append((first - hup) * 1e3)
-                    old = ngx.reload(3)
                     ngx.wait_reloaded(old)
+                    ngx.reload(3)
                     _wait("3 members again", lambda: _member_count() == 3)
             if serve.proc.poll() is not None:
                 raise RuntimeError(f"serve exited: {serve.err.read_text()}")

@@ -47,9 +47,11 @@ __all__ = [
     "Endpoint",
     "EpollTarget",
     "Holder",
+    "Identity",
     "Listener",
     "discover",
     "epoll_targets",
+    "identity",
     "parse_epoll_fdinfo",
     "serving_fds",
 ]
@@ -122,6 +124,38 @@ def _comm(pid: int) -> str:
             return f.read().strip()
     except (*_GONE, OSError):
         return "?"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an adopt rule matches a serving process on; None where /proc does not tell."""
+
+    comm: str
+    exe: Optional[str]     # /proc/PID/exe
+    uid: Optional[int]     # effective user id
+    cgroup: Optional[str]  # cgroup v2 path ("0::" line of /proc/PID/cgroup)
+
+
+def identity(pid: int) -> Identity:
+    base = f"/proc/{pid}"
+    try:
+        exe: Optional[str] = os.readlink(f"{base}/exe")
+    except (*_GONE, OSError):
+        exe = None
+    uid = cgroup = None
+    try:
+        with open(f"{base}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    uid = int(line.split()[2])
+                    break
+        with open(f"{base}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    cgroup = line[3:].strip()
+    except (*_GONE, OSError, ValueError, IndexError):
+        pass
+    return Identity(_comm(pid), exe, uid, cgroup)
 
 
 # Discovery ------------------------------------------------------------------------

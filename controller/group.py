@@ -457,16 +457,13 @@ def _register_locked(
     attach: bool,
 ) -> tuple[int, bool]:
     ctl = g.ctl()
-    if ctl_endpoint(ctl) != info.key:
-        raise InvalidInput(
-            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} ({ctl_endpoint(ctl).text})"
-        )
+    _check_endpoint(g, ctl, info, what)
     members = g.members()
     live = g.live_policies(members)
     existing = next((idx for idx in live if _name_of(members[idx]) == name), None)
-    for idx in live:
-        if members[idx].cookie == info.cookie and g.socket_cookie(idx) == info.cookie and idx != existing:
-            raise InvalidInput(f"{what}: this socket is already member {_name_of(members[idx])!r}")
+    holder = _member_of_socket(g, members, live, info.cookie)
+    if holder is not None and holder != existing:
+        raise InvalidInput(f"{what}: this socket is already member {_name_of(members[holder])!r}")
     if existing is not None and not replace:
         raise InvalidInput(
             f"{what}: group {g.name!r} already has a member {name!r} (use ", Param("replace", flag=True),
@@ -477,10 +474,7 @@ def _register_locked(
         index = existing
         pol = live[index]
     else:
-        free = [i for i, m in enumerate(members) if not m.flags & abi.RP_MEMBER_USED]
-        if not free:
-            raise InvalidInput(f"{what}: group {g.name!r} is full ({abi.RP_MAX_MEMBERS} members)")
-        index = free[0]
+        index = _free_indexes(g, members, 1, what)[0]
         pol = abi.RpPolicy(weight, abi.RP_POLICY_PRESENT)
         g.reset_stats(index)
 
@@ -489,29 +483,134 @@ def _register_locked(
     # same one (`rpctl run` registering the socket a restarted child
     # inherited) only changes the pid and fd on record.
     if existing is None or g.socket_cookie(index) != info.cookie:
-        try:
-            # The kernel checks here that the socket is in a reuseport group.
-            g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
-        except OSError as e:
-            raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+        _put_socket(g, index, sock, what)
 
     m = members[index]
-    active = ctl.gen & 1
     if existing is None:
         m = abi.RpMember()
         members[index] = m
-        m.policy[active] = abi.RpPolicy(0, 0)  # not live until the flip
-    m.name = name.encode()
-    m.cookie = info.cookie
-    m.pid = pid
-    m.fd = fd
-    m.flags = abi.RP_MEMBER_USED
-    m.registered_ns = _now_ns()
+    _record(m, name, info.cookie, pid, fd)
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
         g.attach(sock)
     return index, existing is not None
+
+
+def _check_endpoint(g: Group, ctl: abi.RpCtl, info: sockets.SocketInfo, what: str) -> None:
+    if ctl_endpoint(ctl) != info.key:
+        raise InvalidInput(
+            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} ({ctl_endpoint(ctl).text})"
+        )
+
+
+def _member_of_socket(g: Group, members: list[abi.RpMember], live: Iterable[int], cookie: int) -> Optional[int]:
+    """The index of the live member whose open socket is `cookie`, if any."""
+    return next((i for i in live if members[i].cookie == cookie and g.socket_cookie(i) == cookie), None)
+
+
+def _free_indexes(g: Group, members: list[abi.RpMember], count: int, what: str) -> list[int]:
+    free = [i for i, m in enumerate(members) if not m.flags & abi.RP_MEMBER_USED]
+    if len(free) < count:
+        raise InvalidInput(f"{what}: group {g.name!r} is full ({abi.RP_MAX_MEMBERS} members)")
+    return free[:count]
+
+
+def _put_socket(g: Group, index: int, sock: socket.socket, what: str) -> None:
+    try:
+        # The kernel checks here that the socket is in a reuseport group.
+        g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
+    except OSError as e:
+        raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+
+
+def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int) -> None:
+    """Fill a member entry; its policies are left as they are (a new entry's
+    are absent: it is not live until the flip)."""
+    m.name = name.encode()
+    m.cookie = cookie
+    m.pid = pid
+    m.fd = fd
+    m.flags = abi.RP_MEMBER_USED
+    m.registered_ns = _now_ns()
+
+
+@dataclass
+class Joining:
+    """A socket to make a member of an open group (see update_members)."""
+
+    name: str
+    pid: int
+    fd: int
+    sock: socket.socket  # the caller's copy, taken with sockets.take_member_socket; the caller closes it
+    info: sockets.SocketInfo
+    policy: abi.RpPolicy
+
+
+def update_members(
+    g: Group,
+    members: list[abi.RpMember],
+    joining: Iterable[Joining] = (),
+    moved: Optional[Mapping[int, tuple[int, int]]] = None,
+    policies: Optional[Mapping[int, Optional[abi.RpPolicy]]] = None,
+    pin: Optional[Callable[[dict[str, int]], Optional[pin_table.PinPlan]]] = None,
+) -> dict[str, int]:
+    """Every change of a group's membership in ONE publish (the caller holds the group lock).
+
+    `joining` sockets are put into free indexes of the socket array and their
+    member entries written (not live yet); `moved` (index -> pid, fd) records
+    the new process of a member whose socket lives on; `policies` (index ->
+    policy, None = leaves) as Group.publish takes them; `pin`, given
+    name -> index of the members after the change, returns the pin plan (None
+    keeps the live one).  Then one publish makes it all live, and the program
+    is attached through a joining socket (a restarted server makes a new
+    reuseport group that has no program).  A refusal before the publish
+    undoes the entries it wrote; a writer killed there leaves entries the next
+    publish clears.  Returns name -> index of the members after the change.
+    """
+    joining = list(joining)
+    final: dict[int, Optional[abi.RpPolicy]] = dict(policies or {})
+    ctl = g.ctl()
+    what = f"update group {g.name}"
+    live = g.live_policies(members)
+    staying = {_name_of(members[i]) for i in live if final.get(i, live[i]) is not None}
+    for j in joining:
+        check_member_name(j.name)
+        check_weight(j.name, j.policy.weight)
+        _check_endpoint(g, ctl, j.info, f"add {j.name}")
+        holder = _member_of_socket(g, members, live, j.info.cookie)
+        if holder is not None and final.get(holder, live[holder]) is not None:
+            raise InvalidInput(f"add {j.name}: this socket is already member {_name_of(members[holder])!r}")
+        if j.name in staying:
+            raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
+        staying.add(j.name)
+    placed: list[int] = []
+    try:
+        for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
+            g.reset_stats(index)
+            _put_socket(g, index, j.sock, f"add {j.name}")
+            placed.append(index)
+            m = abi.RpMember()
+            _record(m, j.name, j.info.cookie, j.pid, j.fd)
+            members[index] = m
+            g.maps["members"].put(index, m)
+            final[index] = j.policy
+        for index, (pid, fd) in (moved or {}).items():
+            members[index].pid, members[index].fd = pid, fd
+            final.setdefault(index, live.get(index))
+        after = {**live, **final}
+        names = {_name_of(members[i]): i for i, pol in after.items() if pol is not None}
+        plan = pin(names) if pin is not None else None
+    except BaseException:
+        for index in placed:
+            with contextlib.suppress(OSError):
+                g.maps["socks"].delete(index)
+                g.maps["members"].put(index, abi.RpMember())
+        raise
+    g.publish(final, members, plan)
+    if joining and not g.attach_any(j.sock for j in joining):
+        raise RpctlError(f"{what}: the kernel refused to attach the program through the new members' sockets")
+    return names
 
 
 def _write(group: Optional[str], layout: Optional[Layout], fn: Callable[[Group, list[abi.RpMember]], object]):

@@ -122,3 +122,25 @@ def launch(netns, tmp_path):
     for r in runs:
         leftovers += r.cleanup()
     assert not leftovers, f"children left behind: {leftovers}"
+
+
+@pytest.fixture
+def nginx(netns, tmp_path):
+    """start(port=P, workers=N): a real nginx (tests/support/nginx.py) in the test's namespace, ready; stopped after."""
+    from tests.support.nginx import NGINX, Nginx
+
+    if not os.access(NGINX, os.X_OK):
+        pytest.fail(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")
+    made = []
+
+    def start(port: int, workers: int) -> Nginx:
+        n = Nginx(tmp_path, port=port, workers=workers)
+        made.append(n)
+        n.wait_ready()
+        return n
+
+    try:
+        yield start
+    finally:
+        for n in made:
+            n.stop()

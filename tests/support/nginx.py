@@ -72,10 +72,14 @@ class Nginx:
         conf.write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
         return conf
 
-    def reload(self, workers: int) -> set[int]:
-        """`nginx -s reload` with `worker_processes workers`: the master opens or
-        closes listeners to match, starts new workers and retires the old ones
-        gracefully.  Returns the old workers' pids (they exit once idle)."""
+    def reload(self, workers: int, timeout: float = 10.0) -> None:
+        """`nginx -s reload` to `workers` workers: new worker processes, the
+        listeners kept (one more opened, or one closed, when the count changes);
+        returns when every old worker is gone and every listener has a new one."""
+        self.wait_reloaded(self.start_reload(workers), timeout)
+
+    def start_reload(self, workers: int) -> set[int]:
+        """Send the reload and return at once, with the old workers' pids (for wait_reloaded)."""
         old = _children(self.master)
         self.workers = workers
         self._write_conf()
@@ -83,11 +87,12 @@ class Nginx:
         return old
 
     def wait_reloaded(self, old: set[int], timeout: float = 10.0) -> None:
-        """Until the new workers serve every listener and the old ones have exited."""
+        """Until every old worker is gone and every listener has a new one."""
         deadline = time.monotonic() + timeout
         while _children(self.master) & old:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"old nginx workers {sorted(_children(self.master) & old)} still running")
+                raise TimeoutError(f"nginx reload: old workers {sorted(_children(self.master) & old)} still there; "
+                                   f"{self.errors()}")
             time.sleep(0.05)
         self.wait_ready(max(0.1, deadline - time.monotonic()))
 
