@@ -584,6 +584,8 @@ def update_members(
         if j.name in staying:
             raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
         staying.add(j.name)
+    if joining:
+        _clear_unpublished(g, members, live)
     placed: list[int] = []
     try:
         for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
@@ -611,6 +613,19 @@ def update_members(
     if joining and not g.attach_any(j.sock for j in joining):
         raise RpctlError(f"{what}: the kernel refused to attach the program through the new members' sockets")
     return names
+
+
+def _clear_unpublished(g: Group, members: list[abi.RpMember], live: Mapping[int, abi.RpPolicy]) -> None:
+    """Clear the entries a writer killed before its flip left: used, absent
+    from the live generation (so no table points at them), their socket
+    still in the array.  The next publish would clear them, but a joining
+    socket that is one of them would be refused before it (EBUSY: the kernel
+    takes a socket into one array slot only)."""
+    for index, m in enumerate(members):
+        if m.flags & abi.RP_MEMBER_USED and index not in live:
+            g.maps["socks"].delete(index)
+            members[index] = abi.RpMember()
+            g.maps["members"].put(index, members[index])
 
 
 def _write(group: Optional[str], layout: Optional[Layout], fn: Callable[[Group, list[abi.RpMember]], object]):

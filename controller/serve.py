@@ -266,7 +266,7 @@ class Serve:
             self._sel.close()
             wake, self._wake = self._wake, None
             wake.close()
-        log.info("stopped; steering goes on as it is")
+        log.info("stopped")
         return 0
 
     def _install_signals(self):
@@ -320,7 +320,7 @@ class Serve:
         try:
             config = _load(self.path)
         except RpctlError as e:
-            log.warning("%s: not reread, the last good file stays in force: %s", self.path, e)
+            log.warning("file not reread, the last good one stays in force: %s", e)
         else:
             log.info("rereading %s", self.path)
             self._apply(config)
