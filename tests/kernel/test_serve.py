@@ -9,12 +9,14 @@ operator would run it, its stderr (one line per change) in a file.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 
 import pytest
 
@@ -49,8 +51,8 @@ def serve(netns, tmp_path):
     which fails if a child of a run group outlived its serve."""
     runs = []
 
-    def start(config: str, env: dict | None = None) -> Run:
-        r = Run(tmp_path, [], [], argv=["serve", "-c", config], env=env)
+    def start(config: str, *args: str, env: dict | None = None) -> Run:
+        r = Run(tmp_path, [], [], argv=["serve", "-c", config, *args], env=env)
         runs.append(r)
         return r
 
@@ -153,8 +155,13 @@ def test_serve_follows_nginx_reloads_under_load(serve, nginx, tmp_path):
 
 def test_a_listener_of_another_process_is_never_admitted(serve, nginx, tmp_path):
     ngx = nginx(port=PORT, workers=2)
-    s = serve(adopt_config(tmp_path / "rpctl.toml"))
+    s = serve(adopt_config(tmp_path / "rpctl.toml"), "--metrics", "127.0.0.1:0")
     wait_members(nginx_names(2), ngx)
+    # --metrics: `rpctl metrics`' endpoint from the same process.
+    url = re.search(r"metrics on (http://\S+)", s.wait_logged("metrics on http://")).group(1)
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        scraped = reply.read().decode()
+    assert 'rpctl_member_weight{group="web",member="nginx-2"} 1.0' in scraped, scraped[:2000]
     # A stranger (a Python demo worker, not nginx) joins the port with SO_REUSEPORT.
     proc, _ = demo_worker.spawn("intruder", f"127.0.0.1:{PORT}")
     try:
@@ -178,6 +185,7 @@ def test_serve_killed_before_the_flip_changes_nothing_and_the_next_converges(ser
     wait_members(nginx_names(3), ngx)
     assert first.terminate() == 0
     before = views.read_view("web", with_queues=False)
+    assert {m.name for m in before.members if not m.gone} == nginx_names(3), "SIGTERM leaves steering as it is"
 
     ngx.reload(4)            # a listener for serve to admit
     with ClientLoad(PORT, concurrency=4) as load:
