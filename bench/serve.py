@@ -28,14 +28,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 from bench.common import median, table, write_section
-from bench.dashboard_cpu import cpu_seconds
+from bench.dashboard_cpu import cpu_seconds, ms_per_call
 from tests.support.netns import fresh_netns
-from tests.support.nginx import Nginx
+from tests.support.launched import wait_until
+from tests.support.nginx import Nginx, group_config
 from tests.support.traffic import ClientLoad, LightLoad, Members
 
 SECTION = "serve"
@@ -48,12 +48,7 @@ POLL_S = 0.005
 
 
 def _config(path: Path, comm: str) -> str:
-    path.write_text(textwrap.dedent(f"""\
-        [[group]]
-        name = "web"
-        listen = "tcp:127.0.0.1:{PORT}"
-        adopt = {{ comm = "{comm}" }}
-        """))
+    path.write_text(group_config(PORT, comm))
     return str(path)
 
 
@@ -73,17 +68,6 @@ class _Serve:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-def _wait(what: str, check, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def _member_count() -> int:
@@ -130,7 +114,7 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
         try:
             ngx.wait_ready()
             serve = _Serve(tmp, "nginx")
-            _wait("3 members", lambda: _member_count() == 3)
+            wait_until("3 members", lambda: _member_count() == 3, 15)
             idle = _cpu(serve.proc.pid, warmup, window)
             waits, from_hup = [], []
             with ClientLoad(PORT, concurrency=4):
@@ -138,16 +122,16 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
                     before = _listeners()
                     hup = time.monotonic()
                     old = ngx.start_reload(4)
-                    new = _wait("the new listener", lambda: _listeners() - before, interval=POLL_S)
+                    new = wait_until("the new listener", lambda before=before: _listeners() - before, 15, POLL_S)
                     opened = time.monotonic()
                     (cookie,) = new
-                    _wait("its first connection", lambda: _steered_to(cookie), timeout=10, interval=POLL_S)
+                    wait_until("its first connection", lambda cookie=cookie: _steered_to(cookie), 10, POLL_S)
                     first = time.monotonic()
                     waits.append((first - opened) * 1e3)
                     from_hup.append((first - hup) * 1e3)
                     ngx.wait_reloaded(old)
                     ngx.reload(3)
-                    _wait("3 members again", lambda: _member_count() == 3)
+                    wait_until("3 members again", lambda: _member_count() == 3, 15)
             if serve.proc.poll() is not None:
                 raise RuntimeError(f"serve exited: {serve.err.read_text()}")
             return waits, from_hup, idle
@@ -155,15 +139,6 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
             if serve is not None:
                 serve.stop()
             ngx.stop()
-
-
-def _ms(fn, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return median(times)
 
 
 def look_and_reconcile_ms(config: str, calls: int) -> tuple[float, float]:
@@ -174,7 +149,7 @@ def look_and_reconcile_ms(config: str, calls: int) -> tuple[float, float]:
 
     spec = configs.load(config).group("web")
     pids = [m.pid for m in views.read_view("web", with_queues=False).members]
-    return _ms(lambda: watch.signs(spec.listen, pids), calls), _ms(lambda: reconcile.reconcile(spec), calls)
+    return ms_per_call(lambda: watch.signs(spec.listen, pids), calls), ms_per_call(lambda: reconcile.reconcile(spec), calls)
 
 
 def members_cpu(warmup: float, window: float, calls: int) -> tuple[float, float, float]:
@@ -188,7 +163,7 @@ def members_cpu(warmup: float, window: float, calls: int) -> tuple[float, float,
             for _ in range(MEMBERS):
                 members.add()
             serve = _Serve(Path(d), comm)
-            _wait(f"{MEMBERS} members", lambda: _member_count() == MEMBERS, timeout=60)
+            wait_until(f"{MEMBERS} members", lambda: _member_count() == MEMBERS, 60)
             with LightLoad(members):
                 cpu = _cpu(serve.proc.pid, warmup, window)
             serve.stop()

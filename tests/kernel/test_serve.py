@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -24,7 +23,7 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import views
 from rpctl.controller.errors import RpctlError
 from tests.support.launched import Run, alive, members, wait_until
-from tests.support.nginx import Nginx, _children
+from tests.support.nginx import Nginx, _children, group_config
 from tests.support.traffic import ClientLoad
 
 pytestmark = pytest.mark.kernel
@@ -35,32 +34,19 @@ SHARE_SAMPLE = 3000      # connections counted for a share: sd of a 25 % share ~
 JOIN_WITHIN = 2.0        # a reload's new listener gets its share within this
 
 
-def adopt_config(path, port: int = PORT, extra: str = "") -> str:
-    path.write_text(textwrap.dedent(f"""\
-        [[group]]
-        name = "web"
-        listen = "tcp:127.0.0.1:{port}"
-        adopt = {{ comm = "nginx" }}
-        """) + extra)
+def adopt_config(path, extra: str = "") -> str:
+    path.write_text(group_config(PORT) + extra)
     return str(path)
 
 
 @pytest.fixture
-def serve(netns, tmp_path):
-    """Start `rpctl serve -c FILE` subprocesses; all stopped after the test,
-    which fails if a child of a run group outlived its serve."""
-    runs = []
+def serve(launch):
+    """Start `rpctl serve -c FILE ARGS` subprocesses (stopped after the test, as launch's)."""
 
     def start(config: str, *args: str, env: dict | None = None) -> Run:
-        r = Run(tmp_path, [], [], argv=["serve", "-c", config, *args], env=env)
-        runs.append(r)
-        return r
+        return launch([], [], argv=["serve", "-c", config, *args], env=env)
 
-    yield start
-    leftovers = []
-    for r in runs:
-        leftovers += r.cleanup()
-    assert not leftovers, f"children left behind: {leftovers}"
+    return start
 
 
 def live_members(group: str = "web") -> dict:

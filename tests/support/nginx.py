@@ -37,6 +37,16 @@ http {{
 """
 
 
+def group_config(port: int, comm: str = "nginx") -> str:
+    """A groups' file (rpctl.toml) of one group "web" on 127.0.0.1:port that adopts the listeners of `comm`."""
+    return (
+        "[[group]]\n"
+        'name = "web"\n'
+        f'listen = "tcp:127.0.0.1:{port}"\n'
+        f'adopt = {{ comm = "{comm}" }}\n'
+    )
+
+
 def _children(pid: int) -> set[int]:
     out = set()
     for entry in os.listdir("/proc"):
