@@ -208,7 +208,7 @@ class Serve:
     def __init__(self, path: str, layout: Optional[Layout] = None, interval: float = INTERVAL,
                  environ: Mapping[str, str] = os.environ):
         self.path = path
-        self.layout = layout or Layout()
+        self.layout = layout
         self.interval = interval
         self.environ = environ
         self.keepers: dict[str, _Keeper] = {}
@@ -245,9 +245,10 @@ class Serve:
     def run(self) -> int:
         """Load the file (an error here is raised: nothing was started), keep
         its groups until SIGTERM/SIGINT or stop(), return 0."""
+        config = _load(self.path)  # a bad file is its one line, before anything else is asked
         probe.require_kernel()
         probe.require_bpf_privileges("serve")
-        config = _load(self.path)
+        self.layout = self.layout or Layout()
         self._wake = sockets.SelfPipe()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake.reader, selectors.EVENT_READ, None)
@@ -270,12 +271,16 @@ class Serve:
         return 0
 
     def _install_signals(self):
+        """SIGTERM/SIGINT stop, SIGHUP rereads.  The wake-up fd makes a signal
+        that lands on another thread (the exporter's) wake the loop at once."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGHUP: self.reload}
         old = {s: signal.signal(s, lambda signum, frame, fn=fn: fn()) for s, fn in handlers.items()}
+        old_wakeup = signal.set_wakeup_fd(self._wake.writer.fileno(), warn_on_full_buffer=False)
 
         def restore() -> None:
+            signal.set_wakeup_fd(old_wakeup)
             for s, handler in old.items():
                 signal.signal(s, handler)
 
