@@ -14,6 +14,7 @@ from typing import Callable, Optional, TextIO
 
 from . import (
     adopt_cmd,
+    apply_cmd,
     dashboard_cmd,
     demo_cmd,
     discover_cmd,
@@ -41,6 +42,7 @@ COMMAND_MODULES = (
     dashboard_cmd,  # dashboard
     discover_cmd,   # discover
     adopt_cmd,      # adopt
+    apply_cmd,      # apply
     run_cmd,        # run
     restart_cmd,    # restart, rollout
     metrics_cmd,    # metrics

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from rpctl.controller.errors import ExitStatus
 
+from .apply_cmd import DEFAULT_PATH
 from .common import Environment, add_command
 
 DESCRIPTION = """\
-Keep every group of FILE (default /etc/rpctl/rpctl.toml) as the file
+Keep every group of FILE (the config file, see `rpctl apply`) as the file
 describes it, until SIGTERM or SIGINT.  Several times a second serve
 looks at each group's port (one sock_diag dump) and at its members'
 processes; when a listener appeared or closed, or a member's process
@@ -27,11 +28,9 @@ contrib/systemd/rpctl.service."""
 
 
 def cmd_serve(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import config
     from rpctl.controller.serve import Serve
 
-    path = args.config or config.DEFAULT_PATH
-    serve = Serve(path)
+    serve = Serve(args.config)
     if args.metrics is None:
         return ExitStatus(serve.run())
     from rpctl.controller.launcher import parse_listen
@@ -64,6 +63,7 @@ def add_commands(sub) -> None:
         description=DESCRIPTION,
         log_prefix="rpctl serve",
     )
-    p.add_argument("-c", "--config", metavar="FILE", help="the groups' file (default /etc/rpctl/rpctl.toml)")
+    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_PATH,
+                   help=f"the config file (default {DEFAULT_PATH})")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="also serve `rpctl metrics`' endpoint there ([V6]:PORT for IPv6)")

@@ -14,6 +14,9 @@ Public modules (import them, or reach them as attributes of this package):
     restart   restart() and rollout(): restart members without losing a connection
     discover  the listeners of a port and the process that serves each one
     adopt     adopt(): register every listener of a port at once
+    config    load(): the groups of rpctl.toml (GroupSpec), checked whole
+    reconcile reconcile(): make one group what its GroupSpec says, in one publish
+    naming    member names from a format, and the stable {i}
     pin       pin connections to the member of their CPU or RSS queue, or stop
     rss       what a network device says about its RSS (queues, hash, interrupts)
     probe     what this kernel and this process can do (the checks of `rpctl doctor`)
@@ -37,14 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 MODULES = (
     "adopt",
+    "config",
     "discover",
     "drain",
     "errors",
     "group",
     "join",
     "launcher",
+    "naming",
     "pin",
     "probe",
+    "reconcile",
     "refs",
     "restart",
     "rss",
@@ -56,9 +62,11 @@ MODULES = (
 # The main names, by the module that defines them.
 _NAMES = {
     "AdoptResult": "adopt",
+    "Config": "config",
     "EndpointKey": "sockets",
     "ExitStatus": "errors",
     "Group": "group",
+    "GroupSpec": "config",
     "GroupView": "views",
     "InvalidInput": "errors",
     "Launcher": "launcher",
@@ -66,6 +74,7 @@ _NAMES = {
     "MemberView": "views",
     "NotFound": "errors",
     "PermissionDenied": "errors",
+    "Plan": "reconcile",
     "Registration": "group",
     "RestartOptions": "restart",
     "Restarted": "restart",
@@ -103,8 +112,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import adopt, discover, drain, errors, group, join, launcher, pin, probe, refs, restart, rss, sockets
-    from . import state, views
+    from . import config, naming, reconcile, state, views
     from .adopt import AdoptResult
+    from .config import Config, GroupSpec
     from .drain import wait_drained
     from .errors import (
         ExitStatus,
@@ -119,6 +129,7 @@ if TYPE_CHECKING:
     )
     from .group import Group, Registration, register, resolve_group, set_draining, set_weights, unload, unregister
     from .launcher import Launcher
+    from .reconcile import Plan
     from .restart import RestartOptions, Restarted
     from .sockets import EndpointKey
     from .state import Layout

@@ -460,6 +460,7 @@ def _register_locked(
     _check_endpoint(g, ctl, info, what)
     members = g.members()
     live = g.live_policies(members)
+    _clear_leftovers(g, members, live)
     existing = next((idx for idx in live if _name_of(members[idx]) == name), None)
     holder = _member_of_socket(g, members, live, info.cookie)
     if holder is not None and holder != existing:
@@ -495,6 +496,18 @@ def _register_locked(
     if attach:
         g.attach(sock)
     return index, existing is not None
+
+
+def _clear_leftovers(g: Group, members: list[abi.RpMember], live: Mapping[int, abi.RpPolicy]) -> None:
+    """Clear the entries a writer killed before its flip left (used, not
+    live; the caller holds the group lock, so no live writer made them):
+    their sockets are still in the array, and the kernel refuses a socket
+    that is in one already (EBUSY), so the listener could not join again."""
+    for index, m in enumerate(members):
+        if m.flags & abi.RP_MEMBER_USED and index not in live:
+            g.maps["socks"].delete(index)
+            members[index] = abi.RpMember()
+            g.maps["members"].put(index, members[index])
 
 
 def _check_endpoint(g: Group, ctl: abi.RpCtl, info: sockets.SocketInfo, what: str) -> None:
@@ -584,8 +597,7 @@ def update_members(
         if j.name in staying:
             raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
         staying.add(j.name)
-    if joining:
-        _clear_unpublished(g, members, live)
+    _clear_leftovers(g, members, live)
     placed: list[int] = []
     try:
         for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
@@ -598,8 +610,7 @@ def update_members(
             g.maps["members"].put(index, m)
             final[index] = j.policy
         for index, (pid, fd) in (moved or {}).items():
-            members[index].pid, members[index].fd = pid, fd
-            final.setdefault(index, live.get(index))
+            members[index].pid, members[index].fd = pid, fd  # publish writes every member's entry
         after = {**live, **final}
         names = {_name_of(members[i]): i for i, pol in after.items() if pol is not None}
         plan = pin(names) if pin is not None else None
@@ -613,19 +624,6 @@ def update_members(
     if joining and not g.attach_any(j.sock for j in joining):
         raise RpctlError(f"{what}: the kernel refused to attach the program through the new members' sockets")
     return names
-
-
-def _clear_unpublished(g: Group, members: list[abi.RpMember], live: Mapping[int, abi.RpPolicy]) -> None:
-    """Clear the entries a writer killed before its flip left: used, absent
-    from the live generation (so no table points at them), their socket
-    still in the array.  The next publish would clear them, but a joining
-    socket that is one of them would be refused before it (EBUSY: the kernel
-    takes a socket into one array slot only)."""
-    for index, m in enumerate(members):
-        if m.flags & abi.RP_MEMBER_USED and index not in live:
-            g.maps["socks"].delete(index)
-            members[index] = abi.RpMember()
-            g.maps["members"].put(index, members[index])
 
 
 def _write(group: Optional[str], layout: Optional[Layout], fn: Callable[[Group, list[abi.RpMember]], object]):

@@ -33,6 +33,7 @@ from .config import WEIGHTED, GroupSpec, PinSpec
 from .discover import discover, identity
 from .errors import InvalidInput
 from .naming import Newcomer, assign_names
+from .refs import Call
 from .state import Layout
 
 __all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
@@ -211,15 +212,15 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
     layout = layout or Layout()
     steering = group_mod.find_group_for(spec.listen, layout)
     if steering is not None and steering != spec.name:
-        raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already "
-                           "(unload it, or give the group that name in the file)")
+        raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
+                           Call("unload", group=steering), ", or give the group that name in the file)")
     listeners = _candidates(spec.listen)
     if not os.path.isdir(layout.group_dir(spec.name)):
         return Observed(spec.name, spec.listen, False, listeners)
     with group_mod.Group.open(spec.name, layout) as g:
         if g.endpoint_key() != spec.listen:
-            raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} "
-                               "(unload it first to move it)")
+            raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
+                               Call("unload", group=spec.name), " first to move it)")
         view = read_group(g, with_queues=False)
     members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)
                     for m in view.members)
@@ -394,8 +395,8 @@ def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = 
     group's lock (the namespace's when the group may be created).  Returns the plan."""
     if spec.run is not None:
         return plan(spec, Observed(spec.name, spec.listen))
-    layout = layout or Layout()
     probe.require_bpf_privileges(f"apply group {spec.name}")
+    layout = layout or Layout()
     with _locked(layout, spec.name) as group_locked:
         p = plan(spec, observe(spec, layout))
         if not (dry_run or p.empty):

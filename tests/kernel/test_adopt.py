@@ -215,3 +215,37 @@ def test_adopt_asks_which_when_tcp_and_udp_share_the_port(netns, rpctl, workers)
     (udp_group,) = [g for g in _status(rpctl) if g["protocol"] == "udp"]
     drained = next(udp_names[m["pid"]] for m in udp_group["members"] if m["name"] == "udp-1")
     assert set(tally.by_name) == set(udp_names.values()) - {drained}, dict(tally.by_name)
+
+
+_ONE_PROCESS_THREE_LISTENERS = """
+import socket, sys, time
+socks = []
+for _ in range(3):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(64)
+    socks.append(s)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_adopt_names_the_listeners_of_one_process_without_a_name_format(netns, rpctl):
+    """A server with one listener per thread: the default {comm}-{i} gives each its own name."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _ONE_PROCESS_THREE_LISTENERS, str(PORT)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        out = rpctl.ok("adopt", "--port", PORT)
+        (group,) = _status(rpctl)
+        comm = discover.identity(proc.pid).comm
+        assert sorted(m["name"] for m in group["members"]) == [f"{comm}-{i}" for i in (1, 2, 3)], out
+        assert {m["pid"] for m in group["members"]} == {proc.pid}
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()

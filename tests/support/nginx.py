@@ -67,20 +67,19 @@ class Nginx:
         self.tmp = tmp
         self.port = port
         self.workers = workers
-        conf = self._write_conf()
+        self.conf = tmp / "nginx.conf"
+        self._write_conf()
         with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
+                [NGINX, "-p", str(tmp), "-c", str(self.conf), "-e", str(tmp / "error.log")],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         self.worker_pids: set[int] = set()
 
-    def _write_conf(self) -> Path:
-        conf = self.tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
-        return conf
+    def _write_conf(self) -> None:
+        self.conf.write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
 
     def reload(self, workers: int, timeout: float = 10.0) -> None:
         """`nginx -s reload` to `workers` workers: new worker processes, the
