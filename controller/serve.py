@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from . import abi, notify, probe, sockets, watch
+from . import abi, notify, probe, sockets, views, watch
 from . import group as groups
 from .errors import RpctlError
 from .launcher import Launcher
@@ -121,8 +121,8 @@ class _Keeper:
 
 class _LaunchedKeeper(_Keeper):
     """A `run` group: a Launcher starts, restarts and registers its children
-    (reconcile leaves such groups to serve); the file's weights and drains
-    are applied to them by name when the file is (re)read."""
+    (reconcile leaves such groups to serve); the file's weights, drains and
+    pin are applied to them by name when the file is (re)read."""
 
     def __init__(self, spec, layout: Layout):
         super().__init__(spec, layout)
@@ -151,7 +151,7 @@ class _LaunchedKeeper(_Keeper):
             for line in _apply_policies(self.spec, self.layout, self.launcher):
                 log.info("group %s: %s", self.name, line)
         except RpctlError as e:
-            log.warning("group %s: cannot apply its weights and drains: %s", self.name, e)
+            log.warning("group %s: nothing applied of its weights, drains and pin: %s", self.name, e)
         return True
 
     def close(self) -> None:
@@ -159,11 +159,15 @@ class _LaunchedKeeper(_Keeper):
 
 
 def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
-    """The file's weights and drains on a run group's members, in one publish;
-    a member whose child is dead stays drained (the launcher drained it and
-    undrains it when the replacement runs).  Returns one line per change."""
+    """The file's weights, drains and pin on a run group's members, in one
+    publish; a member whose child is dead stays drained (the launcher drained
+    it and undrains it when the replacement runs).  Returns one line per change."""
+    from .config import PinSpec
+    from .pin import plan_pins
+
     dead = {m.name for m in launcher.members if not m.pid}
     with layout.group_lock(spec.name), groups.Group.open(spec.name, layout) as g:
+        view = views.read_group(g, with_queues=False)
         members = g.members()
         policies = g.live_policies(members)
         changes = []
@@ -177,8 +181,18 @@ def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
             if draining != bool(pol.flags & abi.RP_POLICY_DRAINING):
                 changes.append(f"{'drain' if draining else 'undrain'} {name}")
                 pol.flags ^= abi.RP_POLICY_DRAINING
+        live_pin = PinSpec(view.mode, view.pin_dev if view.mode == "rss" else "")
+        pin = None
+        if spec.pin != live_pin or (changes and spec.pin.mode != "weighted"):
+            pids = {m.name: m.pid for m in view.members if not m.gone and m.pid}
+            changes.append(f"pin {spec.pin.text}" + (f" (was {live_pin.text})" if spec.pin != live_pin else ""))
+
+            def pin(index: dict[str, int]):
+                return plan_pins(spec.pin.mode, spec.pin.dev, index, {n: pids[n] for n in index if n in pids},
+                                 spec.listen)
+
         if changes:
-            g.publish(policies, members)
+            groups.update_members(g, members, policies=policies, pin=pin)
     return changes
 
 

@@ -235,7 +235,18 @@ def test_run_groups_are_launched_restarted_and_survive_a_broken_file(serve, tmp_
     assert {n: m["pid"] for n, m in members(rpctl).items()} == pids
     assert all(alive(p) for p in pids.values())
 
-    # A good file again, with a weight: applied by name.
+    # A weight and a pin the kernel's CPUs cannot give (the children may run
+    # on every CPU): all or nothing, so the weight is not applied either.
+    run_config(config, 2, 'weights = { "worker-2" = 3 }\npin = "cpu"\n')
+    mark = len(s.stderr())
+    s.proc.send_signal(signal.SIGHUP)
+    assert manager.recv(4096).startswith(b"RELOADING=1")
+    assert manager.recv(4096) == b"READY=1"
+    s.wait_logged("nothing applied of its weights, drains and pin", after=mark)
+    assert members(rpctl)["worker-2"]["weight"] == 1
+    assert views.read_view("web", with_queues=False).mode == "weighted"
+
+    # The weight alone: applied by name.
     run_config(config, 2, 'weights = { "worker-2" = 3 }\n')
     s.proc.send_signal(signal.SIGHUP)
     assert manager.recv(4096).startswith(b"RELOADING=1")
