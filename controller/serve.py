@@ -200,12 +200,12 @@ def _hostport(key: sockets.EndpointKey) -> str:
     return f"[{key.addr}]:{key.port}" if ":" in key.addr else f"{key.addr}:{key.port}"
 
 
-def _run_spec(spec) -> Optional[tuple]:
-    """What a run group's launcher was made from: a change of it means a new launcher."""
-    run = getattr(spec, "run", None)
-    if run is None:
-        return None
-    return (tuple(run.command), run.count, spec.names, spec.listen)
+def _made_from(spec) -> tuple:
+    """What a keeper is made from: a change of it (the endpoint; a run group's
+    command, count, names or backoff) means a new keeper, and a new launcher."""
+    run = spec.run
+    return (spec.listen, None if run is None else (tuple(run.command), run.count, spec.names,
+                                                   run.backoff_initial, run.backoff_max))
 
 
 @dataclass
@@ -353,8 +353,8 @@ class Serve:
             self._drop(name)
         for name, spec in wanted.items():
             old = self.keepers.get(name)
-            if old is not None and _run_spec(old.spec) != _run_spec(spec):
-                log.info("group %s: its run or listen changed: starting it again", name)
+            if old is not None and _made_from(old.spec) != _made_from(spec):
+                log.info("group %s: its listen or run changed: taken up anew", name)
                 self._drop(name)
                 old = None
             if old is None:
@@ -369,7 +369,7 @@ class Serve:
         self._tick(force=True)
 
     def _keeper(self, spec) -> _Keeper:
-        if _run_spec(spec) is None:
+        if spec.run is None:
             return _Keeper(spec, self.layout)
         k = _LaunchedKeeper(spec, self.layout)
         self._sel.register(k.launcher.fileno(), selectors.EVENT_READ, k)
