@@ -50,6 +50,9 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "published_ns": g.published_ns,
         "counters": g.counters,
         "members": [member_json(m) for m in g.members],
+        "unmanaged": None if g.unmanaged is None else [
+            {"pid": u.pid, "comm": u.comm, "cookie": u.cookie, "inode": u.inode} for u in g.unmanaged
+        ],
     }
 
 

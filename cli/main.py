@@ -15,6 +15,7 @@ from typing import Callable, Optional, TextIO
 from . import (
     adopt_cmd,
     apply_cmd,
+    cleanup_cmd,
     dashboard_cmd,
     demo_cmd,
     discover_cmd,
@@ -38,6 +39,7 @@ COMMAND_MODULES = (
     steering_cmd,   # weights, drain, undrain
     status_cmd,     # status
     doctor_cmd,     # doctor
+    cleanup_cmd,    # cleanup
     demo_cmd,       # demo
     dashboard_cmd,  # dashboard
     discover_cmd,   # discover

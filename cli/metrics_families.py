@@ -60,6 +60,11 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     queued_bytes = GaugeMetricFamily(
         "rpctl_member_queued_bytes", "Bytes waiting in a UDP member's receive queue", labels=MEMBER
     )
+    unmanaged = GaugeMetricFamily(
+        "rpctl_group_unmanaged_listeners",
+        "Listeners of the group's endpoint that are not members (they get nothing while a member is live)",
+        labels=GROUP,
+    )
 
     for g in views:
         info.add_metric(
@@ -74,6 +79,8 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         )
         for family, name in group_counters:
             family.add_metric([g.name], getattr(g, name))
+        if g.unmanaged is not None:  # None: sock_diag was not read
+            unmanaged.add_metric([g.name], len(g.unmanaged))
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
@@ -87,4 +94,4 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 queued.add_metric(labels, m.queue)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, queued_connections, queued_bytes]
+            weight, state, queued_connections, queued_bytes, unmanaged]

@@ -22,6 +22,7 @@ Public modules (import them, or reach them as attributes of this package):
     probe     what this kernel and this process can do (the checks of `rpctl doctor`)
     sockets   member sockets (take, inspect, make) and endpoints (EndpointKey, endpoint_text)
     state     where groups live in bpffs (Layout), and their locks
+    stale_state  state folders of network namespaces that no longer exist: remove_stale()
     errors    the exception tree and its exit codes
     refs      references to the library's parameters and operations inside error messages
 
@@ -55,6 +56,7 @@ MODULES = (
     "restart",
     "rss",
     "sockets",
+    "stale_state",
     "state",
     "views",
 )
@@ -86,6 +88,7 @@ _NAMES = {
     "read_view": "views",
     "read_views": "views",
     "register": "group",
+    "remove_stale": "stale_state",
     "resolve_group": "group",
     "set_draining": "group",
     "set_weights": "group",
@@ -112,7 +115,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import adopt, discover, drain, errors, group, join, launcher, pin, probe, refs, restart, rss, sockets
-    from . import config, naming, reconcile, state, views
+    from . import config, naming, reconcile, stale_state, state, views
     from .adopt import AdoptResult
     from .config import Config, GroupSpec
     from .drain import wait_drained
@@ -132,5 +135,6 @@ if TYPE_CHECKING:
     from .reconcile import Plan
     from .restart import RestartOptions, Restarted
     from .sockets import EndpointKey
+    from .stale_state import remove_stale
     from .state import Layout
     from .views import GroupView, MemberView, read_view, read_views

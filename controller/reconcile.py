@@ -329,7 +329,7 @@ def _taken(p: Plan) -> Iterator[list[group_mod.Joining]]:
             j.sock.close()
 
 
-def _execute(p: Plan, layout: Layout, group_locked: bool) -> None:
+def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
     """Carry out `p`; the caller holds the namespace's lock when p.create, and
     the group's lock when group_locked."""
     what = f"apply group {p.group}"
@@ -344,14 +344,14 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> None:
         try:
             lock = contextlib.nullcontext() if group_locked else layout.group_lock(p.group)
             with lock, group_mod.Group.open(p.group, layout) as g:
-                _write(g, p, joining)
+                return _write(g, p, joining)
         except BaseException:
             if p.create:
                 layout.remove_group_dir(p.group)
             raise
 
 
-def _write(g: group_mod.Group, p: Plan, joining: list[group_mod.Joining]) -> None:
+def _write(g: group_mod.Group, p: Plan, joining: list[group_mod.Joining]) -> dict[str, int]:
     policies: dict[int, Optional[abi.RpPolicy]] = {r.index: None for r in p.removes}
     policies.update({r.index: _policy(r.weight, r.draining) for r in p.reweighs})
     pin_plan = None
@@ -361,7 +361,7 @@ def _write(g: group_mod.Group, p: Plan, joining: list[group_mod.Joining]) -> Non
         def pin_plan(index: dict[str, int]):
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
-    group_mod.update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies,
+    return group_mod.update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies,
                              pin_plan)
 
 
@@ -379,15 +379,17 @@ def _locked(layout: Layout, group: str) -> Iterator[bool]:
         yield False
 
 
-def execute(p: Plan, layout: Optional[Layout] = None) -> None:
+def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
     """Carry out plan `p` (made by plan() from a recent observe()): all of the
-    group's changes in one publish, the group created first when `p.create`."""
+    group's changes in one publish, the group created first when `p.create`.
+    Returns name -> index in the socket array of the members after it ({}
+    for an empty plan, which changes nothing)."""
     if p.empty:
-        return
+        return {}
     layout = layout or Layout()
     lock = layout.ns_lock() if p.create else contextlib.nullcontext()
     with lock:
-        _execute(p, layout, group_locked=False)
+        return _execute(p, layout, group_locked=False)
 
 
 def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False) -> Plan:

@@ -20,7 +20,6 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import discover
 from rpctl.controller.state import Layout
 
-
 pytestmark = pytest.mark.kernel
 
 PORT = 7080

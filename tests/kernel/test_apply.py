@@ -81,8 +81,10 @@ def test_reconcile_adopts_nginx_follows_reloads_and_changes_nothing_twice(netns,
     assert sum(tally.failures.values()) == 0 and set(tally.by_name) == {str(p) for p in ngx.worker_pids}
 
     ngx.reload(4)
-    p = reconcile.reconcile(spec)
+    # What `rpctl serve` may do: observe, plan and execute apart.
+    p = reconcile.plan(spec, reconcile.observe(spec))
     assert [a.name for a in p.adds] == ["nginx-4"], p.lines()
+    assert sorted(reconcile.execute(p)) == ["nginx-1", "nginx-2", "nginx-3", "nginx-4"]
     assert len(p.refreshes) == 3 and not p.removes, p.lines()
     view = reconcile.observe(spec)
     assert {m.name for m in view.members} == {"nginx-1", "nginx-2", "nginx-3", "nginx-4"}
@@ -96,7 +98,7 @@ def test_reconcile_adopts_nginx_follows_reloads_and_changes_nothing_twice(netns,
 
 def test_a_listener_of_another_process_is_not_admitted(netns, nginx):
     ngx = nginx(port=PORT, workers=2)
-    proc, ready = demo_worker.spawn("intruder", f"127.0.0.1:{PORT}")
+    proc, _ready = demo_worker.spawn("intruder", f"127.0.0.1:{PORT}")
     try:
         spec = config.loads(WEB, "rpctl.toml").group("web")
         p = reconcile.reconcile(spec)
@@ -122,12 +124,12 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
 
     out = rpctl.ok("apply", "-c", path, "--dry-run")
     assert out.splitlines()[:2] == ["group web: create it for tcp:127.0.0.1:7180",
-                                    "group web: + nginx-1 (pid %d nginx fd %d, weight 3)" % _server(1)], out
+                                    f"group web: + nginx-1 ({_server(1)}, weight 3)"], out
     assert Layout().groups() == [], "--dry-run created the group"
 
     out = rpctl.ok("apply", "-c", path)
     print(out)
-    assert "group web: + nginx-3 (pid %d nginx fd %d, weight 1, drained)" % _server(3) in out.splitlines()
+    assert f"group web: + nginx-3 ({_server(3)}, weight 1, drained)" in out.splitlines()
     members = _members(rpctl)
     assert {n: (m["weight"], m["state"]) for n, m in members.items()} == {
         "nginx-1": (3, "active"), "nginx-2": (1, "active"), "nginx-3": (1, "drained")}
@@ -138,7 +140,7 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
     ngx.reload(4)
     before = _pinned_bytes()
     out = rpctl.ok("apply", "-c", path, "--dry-run")
-    assert "group web: + nginx-4 (pid %d nginx fd %d, weight 1)" % _server(4) in out.splitlines(), out
+    assert f"group web: + nginx-4 ({_server(4)}, weight 1)" in out.splitlines(), out
     assert _pinned_bytes() == before, "--dry-run changed the pinned state"
     doc = json.loads(rpctl.ok("apply", "-c", path, "--json"))
     (plan,) = doc["groups"]
@@ -166,13 +168,13 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
     assert set(_members(rpctl)) == {"nginx-1", "nginx-2"}
 
 
-def _server(i: int) -> tuple[int, int]:
-    """(pid, fd) of the i-th listener discover lists on PORT (servers by pid): the one named nginx-i."""
+def _server(i: int) -> str:
+    """"pid P nginx fd F" of the i-th listener discover lists on PORT (servers by pid): the one named nginx-i."""
     from rpctl.controller import discover
 
     (ep,) = discover.discover(PORT, "tcp", probe_reuseport=False)
     s = ep.listeners[i - 1].server
-    return s.pid, s.fd
+    return f"pid {s.pid} nginx fd {s.fd}"
 
 
 BAD_FILES = {
@@ -211,7 +213,7 @@ def test_a_refused_pin_leaves_the_new_listener_out_and_the_state_as_it_was(netns
     rpctl.ok("apply", "-c", _write(tmp_path, WEB))
     ngx.reload(4)
     before = _pinned_bytes()
-    code, out, err = rpctl("apply", "-c", _write(tmp_path, WEB + 'pin = "cpu"\n'))
+    code, _out, err = rpctl("apply", "-c", _write(tmp_path, WEB + 'pin = "cpu"\n'))
     assert code == 4 and "pin cpu" in err and len(err.splitlines()) == 1, err
     assert _pinned_bytes() == before
     assert set(_members(rpctl)) == {"nginx-1", "nginx-2", "nginx-3"}
@@ -302,3 +304,36 @@ def test_udp_on_ipv6_workers_matched_by_executable(netns, rpctl, tmp_path):
     finally:
         for proc in procs:
             demo_worker.stop(proc, timeout=1)
+
+
+def test_pin_cpu_from_the_file_follows_a_reload(netns, nginx, rpctl, tmp_path):
+    """nginx with `worker_cpu_affinity auto` runs worker i on CPU i: `pin = "cpu"` sends what
+    arrives on a CPU to its worker, and after a reload (new processes) the assignment is
+    computed again from the new workers in the same publish."""
+    from rpctl.controller.pin import online_cpus
+
+    from tests.support.traffic import on_cpu
+
+    assert {0, 1} <= online_cpus(), "this test drives CPUs 0 and 1"
+    ngx = nginx(port=PORT, workers=2, cpu_affinity=True)
+    path = _write(tmp_path, WEB + 'pin = "cpu"\n')
+    out = rpctl.ok("apply", "-c", path)
+    assert out.splitlines()[-1] == "group web: pin cpu (was weighted)", out
+
+    def worker_of(cpu: int) -> str:
+        (pid,) = [p for p in ngx.worker_pids if os.sched_getaffinity(p) == {cpu}]
+        return str(pid)
+
+    for round_ in ("first", "after reload"):
+        (view,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+        assert view["mode"] == "cpu", view
+        for cpu in (0, 1):
+            with on_cpu(cpu):
+                tally = loadgen.run_tcp("127.0.0.1", PORT, count=200, concurrency=2)
+            assert sum(tally.failures.values()) == 0
+            assert dict(tally.by_name) == {worker_of(cpu): 200}, (round_, cpu, dict(tally.by_name))
+        if round_ == "first":
+            ngx.reload(2)
+            out = rpctl.ok("apply", "-c", path)
+            assert out.count("(same socket") == 2 and out.splitlines()[-1] == "group web: pin cpu (members changed)"
+    assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"

@@ -20,6 +20,7 @@ NGINX = "/usr/sbin/nginx"
 
 NGINX_CONF = """\
 worker_processes {workers};
+{affinity}
 daemon off;
 master_process on;
 pid {tmp}/nginx.pid;
@@ -63,10 +64,12 @@ def _children(pid: int) -> set[int]:
 
 
 class Nginx:
-    def __init__(self, tmp: Path, port: int, workers: int):
+    def __init__(self, tmp: Path, port: int, workers: int, cpu_affinity: bool = False):
         self.tmp = tmp
         self.port = port
         self.workers = workers
+        # `worker_cpu_affinity auto`: worker i runs on CPU i only (what `pin cpu` reads).
+        self.cpu_affinity = cpu_affinity
         self.conf = tmp / "nginx.conf"
         self._write_conf()
         with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
@@ -79,7 +82,8 @@ class Nginx:
         self.worker_pids: set[int] = set()
 
     def _write_conf(self) -> None:
-        self.conf.write_text(NGINX_CONF.format(workers=self.workers, tmp=self.tmp, port=self.port))
+        affinity = "worker_cpu_affinity auto;" if self.cpu_affinity else ""
+        self.conf.write_text(NGINX_CONF.format(workers=self.workers, affinity=affinity, tmp=self.tmp, port=self.port))
 
     def reload(self, workers: int, timeout: float = 10.0) -> None:
         """`nginx -s reload` to `workers` workers: new worker processes, the

@@ -11,6 +11,7 @@ from rpctl.controller import group as groups
 from rpctl.controller.errors import ExitStatus, PermissionDenied
 from rpctl.controller.reconcile import Add, Plan, Unmanaged
 from rpctl.controller.sockets import EndpointKey
+
 from tests.support.cli import assert_one_error_line, invoke
 
 KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
@@ -103,8 +104,8 @@ def test_an_empty_file(fake, tmp_path):
 @pytest.mark.parametrize("text, status, line", [
     (None, ExitStatus.NOT_FOUND, "rpctl: config file {path}: no such file"),
     ('[[group]]\nname = "web"\nlisten = "tcp:1.2.3.4:80"\nadopt = { comm = "x" }\nwieght = 2\n', ExitStatus.INVALID,
-     "rpctl: {path}:5: group 'web': key 'wieght': unknown key (known: name, listen, adopt, run, names, weight, "
-     "weights, drain, pin)"),
+     ("rpctl: {path}:5: group 'web': key 'wieght': unknown key (known: name, listen, adopt, run, names, weight, "
+     "weights, drain, pin)")),
 ])
 def test_refusals_are_one_line_and_change_nothing(fake, tmp_path, text, status, line):
     path = tmp_path / "bad.toml"

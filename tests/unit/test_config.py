@@ -68,13 +68,13 @@ def _group(body: str) -> str:
     [
         # unknown keys: in a group, inside adopt / run, and outside every group
         (_group('adopt = { comm = "nginx" }\nflow_affinity = true\n'),
-         "f.toml:5: group 'web': key 'flow_affinity': unknown key (known: name, listen, adopt, run, names, weight, "
-         "weights, drain, pin)"),
+         ("f.toml:5: group 'web': key 'flow_affinity': unknown key (known: name, listen, adopt, run, names, weight, "
+         "weights, drain, pin)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
         (_group('run = { command = ["x"], count = 1, restart = "always" }\n'),
-         "f.toml:4: group 'web': key 'run.restart': unknown key 'restart' (use command, count, backoff_initial, "
-         "backoff_max)"),
+         ("f.toml:4: group 'web': key 'run.restart': unknown key 'restart' (use command, count, backoff_initial, "
+         "backoff_max)")),
         ('quic = true\n' + _group('adopt = { comm = "nginx" }\n'),
          "f.toml:1: key 'quic': unknown key (the file holds [[group]] tables)"),
         # wrong types
@@ -97,45 +97,45 @@ def _group(body: str) -> str:
         (_group('adopt = { comm = "nginx" }\npin = "rss"\n'),
          """f.toml:5: group 'web': key 'pin': 'rss': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),
         (_group('adopt = { comm = "nginx" }\nnames = "{comm}-{port}"\n'),
-         "f.toml:5: group 'web': key 'names': name format '{comm}-{port}': unknown field {port} "
-         "(use {comm}, {pid}, {fd}, {i})"),
+         ("f.toml:5: group 'web': key 'names': name format '{comm}-{port}': unknown field {port} "
+         "(use {comm}, {pid}, {fd}, {i})")),
         (_group('run = { command = ["x"], count = 2 }\nnames = "{comm}-{i}"\n'),
-         "f.toml:5: group 'web': key 'names': name format '{comm}-{i}': unknown field {comm} (use {i}) "
-         "(a run group's members are named before they start)"),
+         ("f.toml:5: group 'web': key 'names': name format '{comm}-{i}': unknown field {comm} (use {i}) "
+         "(a run group's members are named before they start)")),
         (_group('adopt = {}\n'),
-         "f.toml:4: group 'web': key 'adopt': give at least one of comm, exe, uid, cgroup (an empty rule would "
-         "admit every process)"),
+         ("f.toml:4: group 'web': key 'adopt': give at least one of comm, exe, uid, cgroup (an empty rule would "
+         "admit every process)")),
         (_group('adopt = { comm = "a-very-long-process-name" }\n'),
-         "f.toml:4: group 'web': key 'adopt.comm': comm 'a-very-long-process-name': the kernel keeps 1..15 bytes "
-         "of a process name"),
+         ("f.toml:4: group 'web': key 'adopt.comm': comm 'a-very-long-process-name': the kernel keeps 1..15 bytes "
+         "of a process name")),
         (_group('adopt = { uid = "no-such-user-here" }\n'),
          "f.toml:4: group 'web': key 'adopt.uid': no user 'no-such-user-here' on this machine"),
         (_group('adopt = { exe = "nginx" }\n'),
          "f.toml:4: group 'web': key 'adopt.exe': exe 'nginx' is not an absolute path"),
         # listen that does not parse
         ('[[group]]\nname = "web"\nlisten = "127.0.0.1:8080"\nadopt = { comm = "nginx" }\n',
-         "f.toml:3: group 'web': key 'listen': '127.0.0.1:8080': write PROTO:ADDRESS:PORT with tcp or udp "
-         "(tcp:127.0.0.1:8080, udp:[::1]:53)"),
+         ("f.toml:3: group 'web': key 'listen': '127.0.0.1:8080': write PROTO:ADDRESS:PORT with tcp or udp "
+         "(tcp:127.0.0.1:8080, udp:[::1]:53)")),
         ('[[group]]\nname = "web"\nlisten = "tcp:::1:8080"\nadopt = { comm = "nginx" }\n',
          "f.toml:3: group 'web': key 'listen': 'tcp:::1:8080': put an IPv6 address in brackets: [::1]:8080"),
         ('[[group]]\nname = "web"\nlisten = "tcp:localhost:8080"\nadopt = { comm = "nginx" }\n',
-         "f.toml:3: group 'web': key 'listen': 'tcp:localhost:8080': use HOST:PORT or [V6ADDR]:PORT with a "
-         "literal address"),
+         ("f.toml:3: group 'web': key 'listen': 'tcp:localhost:8080': use HOST:PORT or [V6ADDR]:PORT with a "
+         "literal address")),
         # missing keys, adopt and run together
         ('[[group]]\nname = "web"\nadopt = { comm = "nginx" }\n', "f.toml:1: group 'web': key 'listen': missing"),
-        (_group(''), "f.toml:1: group 'web': key 'adopt' or 'run': give exactly one: adopt (whose listeners are "
-                     "members) or run (members rpctl launches)"),
+        (_group(''), ("f.toml:1: group 'web': key 'adopt' or 'run': give exactly one: adopt (whose listeners are "
+                     "members) or run (members rpctl launches)")),
         (_group('adopt = { comm = "x" }\nrun = { command = ["x"], count = 1 }\n'),
-         "f.toml:1: group 'web': key 'adopt' or 'run': give exactly one: adopt (whose listeners are members) or "
-         "run (members rpctl launches)"),
+         ("f.toml:1: group 'web': key 'adopt' or 'run': give exactly one: adopt (whose listeners are members) or "
+         "run (members rpctl launches)")),
         # duplicates
         (_group('adopt = { comm = "a" }\n') + '\n' + _group('adopt = { comm = "b" }\n').replace("8080", "8081"),
          "f.toml:7: group 'web': key 'name': a second group of this name (the first is at line 1)"),
         (_group('adopt = { comm = "a" }\n') + _group('adopt = { comm = "b" }\n').replace('"web"', '"api"'),
          "f.toml:7: group 'api': key 'listen': tcp:127.0.0.1:8080 is group 'web''s already (line 1)"),
         ('[[group]]\nname = "no/slash"\n',
-         "f.toml:2: group 'no/slash': key 'name': group name 'no/slash': use 1-63 letters, digits, '_' or '-', "
-         "starting with a letter or digit"),
+         ("f.toml:2: group 'no/slash': key 'name': group name 'no/slash': use 1-63 letters, digits, '_' or '-', "
+         "starting with a letter or digit")),
         # syntax errors: their own line
         (_group('adopt = { comm = "nginx" }\n\nweights = { "a" = 1\n'), None),
     ],

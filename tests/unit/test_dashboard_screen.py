@@ -15,7 +15,7 @@ from rich.console import Console
 from rpctl.cli import dashboard_screen
 from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
 from rpctl.controller import views as read_model
-from tests.support.views import four, moving_group, moving_member
+from tests.support.views import four, moving_group, moving_member, strays
 
 
 @pytest.fixture(autouse=True)
@@ -318,3 +318,18 @@ def test_a_group_without_listener_migration_says_so():
     snap.groups[0].migration = False
     text = frame(snap, history, 160, 48)
     assert "no migration" in text and "migrated 66" not in text
+
+
+def test_an_unmanaged_listener_is_a_warning_line_of_its_group():
+    def make(t):
+        g = four(t)
+        g.unmanaged = strays((123, "nc"))
+        return [g]
+
+    history, snap = history_of(make, seconds=1)
+    for width, height in ((160, 48), (80, 24)):
+        text = frame(snap, history, width, height)
+        assert_fits(text, width, height)
+        assert "1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc)" in text
+    history, snap = history_of(lambda t: [four(t)], seconds=1)
+    assert "unmanaged" not in frame(snap, history, 160, 48)

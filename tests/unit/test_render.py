@@ -8,7 +8,7 @@ import socket
 
 from rich.console import Console
 from rpctl.cli import render
-from tests.support.views import STATES, group_view
+from tests.support.views import STATES, group_view, strays
 
 
 def _render(table, width: int) -> str:
@@ -42,3 +42,11 @@ def test_ipv6_endpoint_is_bracketed():
     view = group_view(family=socket.AF_INET6, addr="::1", proto="udp", port=53)
     assert view.endpoint == "udp:[::1]:53"
     assert "udp:[::1]:53" in _render(render.weights_table(view), 80)
+
+
+def test_status_warns_about_an_unmanaged_listener_under_its_table():
+    text = _render(render.status_table(group_view(unmanaged=strays((123, "nc")))), 200)
+    assert ("1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc) — it gets no connection while a "
+            "member is live; adopt it or stop it") in text
+    assert text.index("worker-4") < text.index("unmanaged")
+    assert "unmanaged" not in _render(render.status_table(group_view()), 200)
