@@ -17,6 +17,10 @@ every write is one publish, and serve keeps no socket of an adopted group;
 the children of run groups die with it (as those of a SIGKILLed `rpctl
 run`), and the next serve starts new ones under the same names.
 
+Every CLEANUP seconds (and at the start) serve also removes the state
+folders of network namespaces that no longer exist (controller/stale_state.py,
+what `rpctl cleanup` does).
+
 A service manager hears READY=1 after the first full reconcile of every
 group, RELOADING=1 and READY=1 around a reread, STOPPING=1 at the end.
 """
@@ -43,6 +47,7 @@ __all__ = ["INTERVAL", "RESYNC", "Serve"]
 INTERVAL = 0.2   # seconds between two looks at every group: a change is acted on within this
 RESYNC = 30.0    # seconds between two full reconciles of a group that looks unchanged
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
+CLEANUP = 300.0  # seconds between two sweeps of dead namespaces' state folders (a /proc scan)
 
 log = logging.getLogger("rpctl.serve")
 
@@ -230,6 +235,8 @@ class Serve:
         self._requests = _Requests()
         self._wake: Optional[sockets.SelfPipe] = None
         self._sel: Optional[selectors.BaseSelector] = None
+        self._next_cleanup = 0.0
+        self._cleanup_failed: Optional[str] = None
 
     # Requests (signal handlers, other threads) ----------------------------------
 
@@ -324,6 +331,9 @@ class Serve:
 
     def _tick(self, force: bool = False) -> None:
         now = time.monotonic()
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + CLEANUP
+            self._cleanup()
         for k in list(self.keepers.values()):
             if isinstance(k, _LaunchedKeeper):
                 k.launcher.step(0)
@@ -331,6 +341,24 @@ class Serve:
                 k.tick(now, force)
             except (RpctlError, OSError) as e:
                 log.warning("group %s: cannot look at it: %s", k.name, e)
+
+    def _cleanup(self) -> None:
+        """Remove the state folders of network namespaces that no longer exist
+        (what `rpctl cleanup` does); a refusal is logged once, not retried faster."""
+        from . import stale_state
+
+        try:
+            removed = stale_state.remove_stale()
+        except (RpctlError, OSError) as e:
+            text = str(e)
+            if text != self._cleanup_failed:
+                log.warning("cannot remove the state of dead network namespaces: %s", text)
+            self._cleanup_failed = text
+            return
+        self._cleanup_failed = None
+        for folder in removed:
+            groups_text = ", ".join(folder.groups) or "no group"
+            log.info("removed the state of dead network namespace %s (%s)", folder.netns, groups_text)
 
     # The file -------------------------------------------------------------------------
 

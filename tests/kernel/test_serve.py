@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -23,6 +24,7 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import views
 from rpctl.controller.errors import RpctlError
 from tests.support.launched import Run, alive, members, wait_until
+from tests.support.netns import drop_netns, namespace_with_a_group
 from tests.support.nginx import Nginx, _children, group_config
 from tests.support.traffic import ClientLoad
 
@@ -259,3 +261,20 @@ def test_run_groups_are_launched_restarted_and_survive_a_broken_file(serve, tmp_
     assert manager.recv(4096) == b"STOPPING=1"
     assert not any(alive(p) for p in pids.values())
     manager.close()
+
+
+def test_serve_removes_the_state_of_dead_namespaces(serve, tmp_path):
+    name = f"rpctl-served{os.getpid()}"
+    folder = None
+    try:
+        folder = namespace_with_a_group(name)
+        drop_netns(name)
+        assert os.path.isdir(folder)
+        s = serve(adopt_config(tmp_path / "rpctl.toml"))
+        err = s.wait_logged("removed the state of dead network namespace")
+        assert f"{os.path.basename(folder)} (tcp-7000)" in err, err
+        assert not os.path.exists(folder)
+    finally:
+        drop_netns(name)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
