@@ -33,7 +33,7 @@ import selectors
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from . import abi, notify, probe, sockets, views, watch
@@ -47,6 +47,8 @@ __all__ = ["INTERVAL", "RESYNC", "Serve"]
 INTERVAL = 0.2   # seconds between two looks at every group: a change is acted on within this
 RESYNC = 30.0    # seconds between two full reconciles of a group that looks unchanged
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
+SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
+UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
 CLEANUP = 300.0  # seconds between two sweeps of dead namespaces' state folders (a /proc scan)
 
 log = logging.getLogger("rpctl.serve")
@@ -76,6 +78,7 @@ class _Keeper:
         self.next_full = 0.0
         self.failed: Optional[str] = None   # the last reconcile's error, logged once
         self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
+        self.soon = 0.0                     # the delay before looking again at an undecided listener
 
     @property
     def name(self) -> str:
@@ -106,12 +109,21 @@ class _Keeper:
             self.failed = None
         for line in plan.change_lines():
             log.info("%s", line)
+        # A listener whose serving process cannot be told apart yet is what a
+        # reload looks like half-way (nginx's master opened it, no worker polls
+        # it yet): nothing else may change when the worker starts polling, so
+        # it is looked at again soon, less and less often, and only named in
+        # the log when it stays so.
+        undecided = any(not u.pid for u in plan.unmanaged)
+        self.soon = (min(self.soon * 2, RESYNC) if self.soon else SOON) if undecided else 0.0
+        if self.soon and self.soon < UNDECIDED_NOTE:
+            plan = replace(plan, unmanaged=tuple(u for u in plan.unmanaged if u.pid))
         self._log_notes(plan.note_lines())
         # What this reconcile left: the listeners seen before it, the
         # members' pids after it (a pid dead already stays out of both).
         self.pids = frozenset(plan.pids.values())
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
-        self.next_full = time.monotonic() + RESYNC
+        self.next_full = time.monotonic() + (self.soon or RESYNC)
 
     def _log_notes(self, notes: list[str]) -> None:
         """Each note (a listener not admitted, a name no member has) once while it holds."""
