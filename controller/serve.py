@@ -5,8 +5,8 @@ times a second one port-filtered sock_diag dump and a liveness check of the
 members' pids; only when either differs from what the last reconcile left,
 or every RESYNC seconds, the group is reconciled (controller/reconcile.py:
 one lock, one atomic publish).  Groups with `run = {...}` are launched and
-supervised by a Launcher each, as `rpctl run` does, and reconciled for
-their weights, drains and pin like the others.
+supervised by a Launcher each, as `rpctl run` does; their weights,
+drains and pin from the file are applied when the file is read.
 
 Signals: SIGHUP rereads the file (a file that does not load is logged and
 the last good one stays in force); SIGTERM and SIGINT stop serve, which
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
-from . import abi, notify, probe, sockets, views, watch
+from . import abi, config, notify, probe, reconcile, sockets, views, watch
 from . import group as groups
 from .errors import RpctlError
 from .launcher import Launcher
@@ -52,18 +52,6 @@ UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this lon
 CLEANUP = 300.0  # seconds between two sweeps of dead namespaces' state folders (a /proc scan)
 
 log = logging.getLogger("rpctl.serve")
-
-
-def _reconcile(spec, layout: Layout):
-    from . import reconcile  # imports the config's parser; serve loads it anyway
-
-    return reconcile.reconcile(spec, layout)
-
-
-def _load(path: str):
-    from . import config
-
-    return config.load(path)
 
 
 class _Keeper:
@@ -95,7 +83,7 @@ class _Keeper:
 
     def reconcile(self, signs: watch.Signs, why: str) -> None:
         try:
-            plan = _reconcile(self.spec, self.layout)
+            plan = reconcile.reconcile(self.spec, self.layout)
         except RpctlError as e:
             text = str(e)
             if text != self.failed:
@@ -179,7 +167,6 @@ def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
     """The file's weights, drains and pin on a run group's members, in one
     publish; a member whose child is dead stays drained (the launcher drained
     it and undrains it when the replacement runs).  Returns one line per change."""
-    from .config import PinSpec
     from .pin import plan_pins
 
     dead = {m.name for m in launcher.members if not m.pid}
@@ -198,7 +185,7 @@ def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
             if draining != bool(pol.flags & abi.RP_POLICY_DRAINING):
                 changes.append(f"{'drain' if draining else 'undrain'} {name}")
                 pol.flags ^= abi.RP_POLICY_DRAINING
-        live_pin = PinSpec(view.mode, view.pin_dev if view.mode == "rss" else "")
+        live_pin = config.PinSpec(view.mode, view.pin_dev if view.mode == "rss" else "")
         pin = None
         if spec.pin != live_pin or (changes and spec.pin.mode != "weighted"):
             pids = {m.name: m.pid for m in view.members if not m.gone and m.pid}
@@ -278,7 +265,7 @@ class Serve:
     def run(self) -> int:
         """Load the file (an error here is raised: nothing was started), keep
         its groups until SIGTERM/SIGINT or stop(), return 0."""
-        config = _load(self.path)  # a bad file is its one line, before anything else is asked
+        cfg = config.load(self.path)  # a bad file is its one line, before anything else is asked
         probe.require_kernel()
         probe.require_bpf_privileges("serve")
         self.layout = self.layout or Layout()
@@ -288,7 +275,7 @@ class Serve:
         restore = self._install_signals()
         try:
             try:
-                self._apply(config)
+                self._apply(cfg)
                 notify.notify(notify.READY, self.environ)
                 log.info("serving %s from %s", _count(len(self.keepers), "group"), self.path)
                 self._loop()
@@ -377,17 +364,17 @@ class Serve:
     def _reread(self) -> None:
         notify.notify(notify.reloading(), self.environ)
         try:
-            config = _load(self.path)
+            cfg = config.load(self.path)
         except RpctlError as e:
             log.warning("file not reread, the last good one stays in force: %s", e)
         else:
             log.info("rereading %s", self.path)
-            self._apply(config)
+            self._apply(cfg)
         notify.notify(notify.READY, self.environ)
 
-    def _apply(self, config) -> None:
-        """Make the keepers those of `config`'s groups, and reconcile each once."""
-        wanted = {spec.name: spec for spec in config.groups}
+    def _apply(self, cfg: config.Config) -> None:
+        """Make the keepers those of `cfg`'s groups, and reconcile each once."""
+        wanted = {spec.name: spec for spec in cfg.groups}
         for name in [n for n in self.keepers if n not in wanted]:
             log.info("group %s: no longer in the file; left as it is", name)
             self._drop(name)
@@ -405,7 +392,7 @@ class Serve:
                     continue
             else:
                 old.spec = spec
-        self.config = config
+        self.config = cfg
         self._tick(force=True)
 
     def _keeper(self, spec) -> _Keeper:

@@ -32,7 +32,7 @@ def plans(monkeypatch):
             raise item
         return item
 
-    monkeypatch.setattr(serve, "_reconcile", fake)
+    monkeypatch.setattr(serve.reconcile, "reconcile", fake)
     return queue
 
 
