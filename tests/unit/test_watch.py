@@ -64,3 +64,12 @@ def test_listener_cookies_sees_only_its_endpoint():
         key = sockets.EndpointKey("tcp", socket.AF_INET, "127.0.0.1", port)
         assert watch.listener_cookies(key) == {sockets.cookie_of(s)}
     assert watch.listener_cookies(key) == frozenset()
+
+
+def test_listener_cookies_of_an_ipv6_udp_endpoint():
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        v4.bind(("127.0.0.1", port))
+        key = sockets.EndpointKey("udp", socket.AF_INET6, "::1", port)
+        assert watch.listener_cookies(key) == {sockets.cookie_of(s)}
