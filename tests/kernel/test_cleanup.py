@@ -12,7 +12,6 @@ import pytest
 
 from rpctl.controller.state import Layout
 from tests.support.netns import drop_netns, namespace_with_a_group, run_in, unload_all
-from tests.support.traffic import Members
 
 pytestmark = pytest.mark.kernel
 
