@@ -213,7 +213,7 @@ busy work: these figures are noisy.
 
 {table(("serve's CPU", "% of one core"), cpu_rows)}
 
-Why serve looks instead of reconciling every time (docs/decisions/0009),
+Why serve looks instead of reconciling every time (docs/decisions/0012),
 timed in the benchmark's process on the {MEMBERS}-member group:
 
 {table((f"{MEMBERS} members, timed in-process", "median"), cost_rows)}

@@ -13,7 +13,7 @@ reconciles only when one of them differs from what the last reconcile left:
 A listener that stays unmanaged, or a member whose process died without a
 successor, is part of what the last reconcile left, so it does not make
 serve reconcile again and again; a periodic full reconcile catches what
-these two signs cannot see (docs/decisions/0009).
+these two signs cannot see (docs/decisions/0012).
 """
 
 from __future__ import annotations
