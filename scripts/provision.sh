@@ -9,8 +9,8 @@
 #
 # Usage: scripts/provision.sh [--with-tests]
 #   --with-tests   also install what the test suite and the benchmarks need
-#                  (ruby, tmux, nginx-light, wrk, prometheus; pytest and
-#                  matplotlib).
+#                  (ruby, tmux, nginx-light, wrk, systemd, prometheus; pytest
+#                  and matplotlib).
 # May be executed or sourced (source scripts/provision.sh [--with-tests]).
 set -euo pipefail
 
@@ -85,9 +85,11 @@ provision_apt() {
                    iproute2 procps util-linux)
     if [ "$with_tests" = 1 ]; then
         # ruby: `ruby -c Vagrantfile` in the unit tests; tmux, nginx-light and
-        # wrk: the demo and end-to-end tests; prometheus: the fleet test starts
-        # /usr/bin/prometheus itself, and promtool checks contrib/prometheus.
-        pkgs+=(ruby tmux nginx-light wrk prometheus)
+        # wrk: the demo and end-to-end tests; systemd: `systemd-analyze verify`
+        # of contrib/systemd/rpctl.service (container images often lack it);
+        # prometheus: the fleet test starts /usr/bin/prometheus itself, and
+        # promtool checks contrib/prometheus.
+        pkgs+=(ruby tmux nginx-light wrk systemd prometheus)
     fi
 
     local -a missing=()
