@@ -244,7 +244,9 @@ class Group:
         for idx, pol in final.items():
             if pol is None:
                 self.maps["socks"].delete(idx)
-                self.maps["members"].put(idx, abi.RpMember())
+                # The freed entry keeps its incarnation: the next socket at
+                # this index gets a new one, and the old flows do not follow it.
+                self.maps["members"].put(idx, abi.RpMember(incarnation=members[idx].incarnation))
 
     def live_weights(
         self, members: list[abi.RpMember], policies: Mapping[int, Optional[abi.RpPolicy]]
