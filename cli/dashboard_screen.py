@@ -24,6 +24,7 @@ from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 
+from rpctl.controller.abi import SELECTION_COUNTERS
 from rpctl.controller.views import STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
@@ -84,7 +85,7 @@ EVENT_STYLE = {
 
 def member_total(m: MemberView) -> int:
     """Every connection (datagram) the program placed on the member, however it chose it."""
-    return m.selected + m.fallback + m.migrated + m.pinned
+    return sum(getattr(m, name) for name in SELECTION_COUNTERS)
 
 
 class _Series:

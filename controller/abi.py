@@ -142,6 +142,17 @@ class RpFlow(ctypes.Structure):
     _fields_ = [("member", u32), ("incarnation", u32), ("seen_ns", u64)]
 
 
+# The counters of rp_member_stats that one selection adds one to: a
+# member's selections are their sum (flows_created and flows_reassigned
+# count flows, each also counted as a selection).
+SELECTION_COUNTERS = ("selected", "fallback", "migrated", "pinned", "flow_datagrams")
+
+
+def selections(totals: dict[str, int]) -> int:
+    """A member's selections, from its counters (Group.member_totals' rows)."""
+    return sum(totals[name] for name in SELECTION_COUNTERS)
+
+
 # Structs the header test checks, by C name.
 STRUCTS = {
     "rp_ctl": RpCtl,

@@ -233,7 +233,7 @@ class Group:
         for idx, pol in final.items():
             m = members[idx]
             m.policy[nxt] = pol if pol is not None else abi.RpPolicy(0, 0)
-            m.base_selections[nxt] = sum(totals[idx].values())
+            m.base_selections[nxt] = abi.selections(totals[idx])
             self.maps["members"].put(idx, m)
 
         _failpoint("before-flip")

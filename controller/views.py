@@ -191,7 +191,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
             gone=g.socket_cookie(idx) != m.cookie,
             pins=pins.get(idx, []),
-            since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
+            since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
             **counts,
