@@ -48,15 +48,18 @@ class Members:
     def register_args(self, name: str, sock: socket.socket, weight: int = 1) -> list:
         return ["register", name, "--pid", os.getpid(), "--fd", sock.fileno(), "--weight", weight]
 
-    def register_all(self, first: int = 0, count: int | None = None, weight: int = 1, prefix: str = "w") -> str:
+    def register_all(self, first: int = 0, count: int | None = None, weight: int = 1, prefix: str = "w",
+                     options=None) -> str:
         """Register sockets first.. (count of them, default all) as PREFIX<position>
-        through the library (the test process holds them); returns the group's name."""
+        through the library (the test process holds them), a new group made with
+        `options` (a GroupOptions); returns the group's name."""
         from rpctl.controller import group
 
         name = ""
         last = len(self.socks) if count is None else first + count
         for i in range(first, last):
-            name = group.register(f"{prefix}{i}", os.getpid(), self.socks[i].fileno(), weight=weight).group
+            name = group.register(f"{prefix}{i}", os.getpid(), self.socks[i].fileno(), weight=weight,
+                                  options=options).group
         return name
 
     def drain_queues(self, counts: collections.Counter, peers: list | None = None) -> None:
