@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
-import os
 import random
 import socket
 import time
