@@ -50,17 +50,11 @@
 #define RP_RSS_INPUT_MAX 36
 #define RP_IFNAME_LEN 16
 
-/* UDP flow affinity (map "flows"): a group's flow table holds
- * rp_ctl.flow_table_size flows (a power of two) in sets of RP_FLOW_WAYS,
- * one cache line per set (decision 0010).  Default: 65,536 flows, 1 MiB,
- * forgotten after 30 s of silence. */
-#define RP_FLOW_WAYS 4
+/* UDP flow affinity (map "flows"): default capacity and idle timeout of a
+ * group's flow table.  An LRU_HASH entry of a 4-byte key and a 16-byte
+ * value takes about 100 bytes of kernel memory (see decision 0010). */
 #define RP_FLOW_TABLE_DEFAULT 65536
 #define RP_FLOW_IDLE_MS_DEFAULT 30000
-/* rp_flow.seen counts ticks of 2^20 ns (about 1.05 ms) of
- * bpf_ktime_get_coarse_ns(), in 32 bits: ages are differences taken as
- * signed, good for 26 days. */
-#define RP_FLOW_TICK_SHIFT 20
 /* rp_flow.incarnation of no member: rp_gen.incarnation[] of an index that
  * is not a member of the generation. */
 #define RP_NO_INCARNATION 0
@@ -120,7 +114,7 @@ struct rp_ctl {
 	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
 	/* Creation options, fixed for the group's life. */
-	__u32 flow_table_size; /* flows the map "flows" holds (sets x RP_FLOW_WAYS) */
+	__u32 flow_table_size; /* max_entries of the map "flows" */
 	__u32 flow_idle_ms;    /* a flow unseen this long is placed as new */
 };
 
@@ -206,26 +200,19 @@ struct rp_group_stats {
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
 	                        * recomputed for: weighted table */
-	/* UDP: flows forgotten to make room for a new flow in a full set
-	 * (every way live): each is placed again by the weights when it
-	 * sends next, and may move. */
-	__u64 flow_evictions;
+	/* UDP: entries the program added to the flow table.  The table's LRU
+	 * evicts silently and nobody else adds or deletes entries, so its
+	 * evictions are exactly flow_inserts minus the entries it holds. */
+	__u64 flow_inserts;
 };
 
-/* One remembered flow: a way of a set of the map "flows". */
+/* Map "flows" (LRU_HASH, rp_ctl.flow_table_size entries), UDP groups with
+ * flow affinity.  Key: the kernel's hash of the datagram's 4-tuple
+ * (md->hash, a __u32): see decision 0010. */
 struct rp_flow {
-	__u32 tag;             /* md->hash | 1 of the flow; 0: an empty way */
 	__u32 member;          /* index in the socket array */
 	__u32 incarnation;     /* rp_gen.incarnation[member] when placed */
-	__u32 seen;            /* tick (RP_FLOW_TICK_SHIFT) when last refreshed */
-};
-
-/* Map "flows" (ARRAY, flow_table_size / RP_FLOW_WAYS elements), UDP groups
- * with flow affinity: set md->hash & (sets - 1) holds the flows of that
- * hash.  Keyed by the kernel's hash of the 4-tuple: two flows of one hash
- * share a member (decision 0010). */
-struct rp_flow_set {
-	struct rp_flow way[RP_FLOW_WAYS];
+	__u64 seen_ns;         /* CLOCK_MONOTONIC (coarse) when last refreshed */
 };
 
 #endif /* RPCTL_H */

@@ -70,12 +70,9 @@ enum rp_flow_state {
 };
 
 struct rp_flow_pick {
-	struct rp_flow_set *set;  /* the set of the flow's hash */
-	__u32 tag;         /* md->hash | 1 */
+	__u32 key;         /* md->hash: the flow table's key */
 	__u32 state;       /* enum rp_flow_state */
-	__u32 way;         /* IDLE, GONE: the way that holds the flow */
-	__u32 now;         /* this tick (RP_FLOW_TICK_SHIFT) */
-	__s32 idle;        /* the idle timeout in ticks */
+	__u64 now;         /* bpf_ktime_get_coarse_ns() */
 };
 
 static __always_inline struct rp_group_stats *rp_group_stats(void)
@@ -85,53 +82,28 @@ static __always_inline struct rp_group_stats *rp_group_stats(void)
 	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
 }
 
-/* Ticks since way w of the pick's set was refreshed; negative when another
- * CPU refreshed it after this program read the clock. */
-static __always_inline __s32 rp_flow_age(struct rp_flow_pick *fp, __u32 w)
-{
-	return (__s32)(fp->now - fp->set->way[w & (RP_FLOW_WAYS - 1)].seen);
-}
-
-/* The way a new flow takes: an empty one, else one idle past the timeout,
- * else the one seen longest ago, whose live flow is evicted (counted). */
-static __always_inline __u32 rp_flow_way(struct rp_flow_pick *fp)
-{
-	struct rp_group_stats *gs;
-	__u32 w, oldest = 0;
-	__s32 age, max = -1;
-
-#pragma unroll
-	for (w = 0; w < RP_FLOW_WAYS; w++) {
-		if (!fp->set->way[w].tag)
-			return w;
-		age = rp_flow_age(fp, w);
-		if (age > max) {
-			max = age;
-			oldest = w;
-		}
-	}
-	if (max <= fp->idle) {
-		gs = rp_group_stats();
-		if (gs)
-			gs->flow_evictions++;
-	}
-	return oldest;
-}
-
-/* Step 0's second half: the flow goes to idx from now on.  An idle or
- * orphaned flow keeps its way; a new one takes rp_flow_way's.  The tag is
- * written last, so that a reader on another CPU rarely sees a way half
- * written (two CPUs writing one way at once is not excluded: the loser's
- * flow is placed again when it sends next). */
+/* Step 0's second half: the flow goes to idx from now on.  A new flow is
+ * inserted only if still absent (another CPU may have placed it
+ * meanwhile), so that flow_inserts counts exactly the entries added; an
+ * idle or orphaned one is overwritten, or inserted again if the LRU
+ * evicted it since the lookup.  A failed insert (table full and every
+ * entry in use by other CPUs) still leaves the datagram placed. */
 static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
 {
-	__u32 w = fp->state == RP_FLOW_NEW ? rp_flow_way(fp) : fp->way;
-	struct rp_flow *f = &fp->set->way[w & (RP_FLOW_WAYS - 1)];
+	struct rp_flow f = {
+		.member = idx,
+		.incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)],
+		.seen_ns = fp->now,
+	};
+	struct rp_group_stats *gs;
 
-	f->member = idx;
-	f->incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)];
-	f->seen = fp->now;
-	f->tag = fp->tag;
+	if (fp->state != RP_FLOW_NEW && bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_EXIST) == 0)
+		return;
+	if (bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_NOEXIST))
+		return;
+	gs = rp_group_stats();
+	if (gs)
+		gs->flow_inserts++;
 }
 
 /* Count a selection of member idx; with a flow to remember, remember it. */
@@ -164,52 +136,42 @@ static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp
 
 /* Step 0: the member that the flow of this datagram was placed on.
  * Returns 0 when it took the datagram; otherwise fp->state says what the
- * table knew, and steps 2-4 place the datagram.  One array lookup and one
- * cache line: the set of the flow's hash, its ways compared in turn.  The
- * way's last-seen tick is refreshed in place, and only once a quarter of
- * the idle timeout has passed: a busy flow does not write its shared line
- * on every datagram. */
+ * table knew, and steps 2-4 place the datagram.  The entry's last-seen
+ * time is refreshed in place, and only once a quarter of the idle timeout
+ * has passed: a busy flow does not write its shared entry on every
+ * datagram. */
 static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
 					  struct rp_flow_pick *fp)
 {
-	__u32 set = md->hash & (ctl->flow_table_size / RP_FLOW_WAYS - 1), idx, w;
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
 	struct rp_flow *f;
-	__s32 age;
+	__u32 idx;
 
-	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
-	if (!fp->set)
-		return -1;  /* only a damaged ctl: fp->state stays NONE */
-	fp->tag = md->hash | 1;
-	fp->now = bpf_ktime_get_coarse_ns() >> RP_FLOW_TICK_SHIFT;
-	fp->idle = (ctl->flow_idle_ms * 1000000ull) >> RP_FLOW_TICK_SHIFT;
-	fp->state = RP_FLOW_NEW;
-#pragma unroll
-	for (w = 0; w < RP_FLOW_WAYS; w++) {
-		if (fp->set->way[w].tag == fp->tag) {
-			fp->way = w;
-			fp->state = RP_FLOW_GONE;
-			break;
-		}
-	}
-	if (fp->state == RP_FLOW_NEW)
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
 		return -1;
-	f = &fp->set->way[fp->way & (RP_FLOW_WAYS - 1)];
-	age = rp_flow_age(fp, fp->way);
-	if (age > fp->idle) {
+	}
+	/* A refresh on another CPU may be newer than our clock reading. */
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (age > idle) {
 		fp->state = RP_FLOW_IDLE;
 		return -1;
 	}
 	idx = f->member;
 	/* The incarnation tells the member's socket from a socket that took
 	 * its index later (and RP_NO_INCARNATION an index of no member). */
+	fp->state = RP_FLOW_GONE;
 	if (idx >= RP_MAX_MEMBERS || f->incarnation == RP_NO_INCARNATION ||
 	    f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
 		return -1;
 	/* Fails when the socket closed: the kernel emptied its entry. */
 	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
 		return -1;
-	if (age > fp->idle >> 2)
-		f->seen = fp->now;
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
 	rp_count_member(g, idx, RP_FLOW, fp);
 	return 0;
 }

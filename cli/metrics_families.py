@@ -70,6 +70,10 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     flow_size = GaugeMetricFamily(
         "rpctl_group_flow_table_size", "Entries the group's UDP flow table can hold", labels=GROUP
     )
+    flow_evictions = GaugeMetricFamily(
+        "rpctl_group_flow_evictions",
+        "Flows the full UDP flow table evicted so far (flow_inserts minus entries; only grows)", labels=GROUP,
+    )
 
     for g in views:
         info.add_metric(
@@ -87,6 +91,7 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         if g.flow_table is not None:
             flow_entries.add_metric([g.name], g.flow_table.entries)
             flow_size.add_metric([g.name], g.flow_table.size)
+            flow_evictions.add_metric([g.name], g.flow_table.evictions)
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
@@ -102,4 +107,4 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, queued_connections, queued_bytes, member_flows, flow_entries, flow_size]
+            weight, state, queued_connections, queued_bytes, member_flows, flow_entries, flow_size, flow_evictions]

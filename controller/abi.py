@@ -26,10 +26,8 @@ RP_PIN_UNAVAILABLE = 0x80000000
 RP_RSS_MAX_INDIR = 4096
 RP_RSS_INPUT_MAX = 36
 RP_IFNAME_LEN = 16
-RP_FLOW_WAYS = 4
 RP_FLOW_TABLE_DEFAULT = 65536
 RP_FLOW_IDLE_MS_DEFAULT = 30000
-RP_FLOW_TICK_SHIFT = 20
 RP_NO_INCARNATION = 0
 
 RP_MEMBER_USED = 1 << 0
@@ -134,20 +132,14 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
-        ("flow_evictions", u64),
+        ("flow_inserts", u64),
     ]
 
 
 class RpFlow(ctypes.Structure):
-    """Mirrors struct rp_flow in bpf/rpctl.h (a way of a set of the map "flows")."""
+    """Mirrors struct rp_flow in bpf/rpctl.h (a value of the map "flows")."""
 
-    _fields_ = [("tag", u32), ("member", u32), ("incarnation", u32), ("seen", u32)]
-
-
-class RpFlowSet(ctypes.Structure):
-    """Mirrors struct rp_flow_set in bpf/rpctl.h (an element of the map "flows")."""
-
-    _fields_ = [("way", RpFlow * RP_FLOW_WAYS)]
+    _fields_ = [("member", u32), ("incarnation", u32), ("seen_ns", u64)]
 
 
 # The counters of rp_member_stats that one selection adds one to: a
@@ -170,7 +162,6 @@ STRUCTS = {
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
     "rp_flow": RpFlow,
-    "rp_flow_set": RpFlowSet,
 }
 
 
@@ -182,7 +173,7 @@ class MapSpec:
     map_type: int
     key_size: int
     value_size: int
-    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size / RP_FLOW_WAYS
+    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size says
 
 
 # max_entries of a map whose size a group's creation options set.
@@ -196,6 +187,6 @@ GROUP_MAPS = (
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
-    MapSpec("flows", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpFlowSet), SIZED_AT_CREATION),
+    MapSpec("flows", bpfsys.MAP_TYPE_LRU_HASH, 4, ctypes.sizeof(RpFlow), SIZED_AT_CREATION),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

@@ -31,7 +31,7 @@ def counted_view(mode: str, flows: bool = False) -> GroupView:
     flows: a UDP group with a flow table."""
     values = {name: 101 + i for i, name in enumerate(GROUP_NAMES)}
     if flows:
-        values.update(proto="udp", flow_table=FlowTable(1024, 900, {0: 7}))
+        values.update(proto="udp", flow_table=FlowTable(1024, 900, 3, {0: 7}))
     return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", **values)
 
 
@@ -70,9 +70,9 @@ def test_metric_names_are_the_table_names():
 @pytest.mark.parametrize("mode, flows, shown", [
     ("weighted", False, ["slot_misses", "no_live_member"]),
     ("cpu", False, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
-    ("rss", False, [n for n in GROUP_NAMES if n != "flow_evictions"]),
+    ("rss", False, [n for n in GROUP_NAMES if n != "flow_inserts"]),
     ("rss", True, GROUP_NAMES),
-    ("weighted", True, ["slot_misses", "no_live_member", "flow_evictions"]),
+    ("weighted", True, ["slot_misses", "no_live_member", "flow_inserts"]),
 ])
 def test_the_status_table_and_the_dashboard_write_the_table_names(mode, flows, shown):
     view = counted_view(mode, flows)

@@ -48,7 +48,7 @@ def test_ipv6_endpoint_is_bracketed():
 def _udp_flows_view():
     members = [member(0, "dns-1", flows=1234), member(1, "dns-2", draining=True, queue=0, flows=17),
                member(2, "dns-3", draining=True, queue=0, flows=0)]
-    return group_view(members, name="udp-53", proto="udp", flow_table=FlowTable(65536, 1300, {0: 1234, 1: 17}))
+    return group_view(members, name="udp-53", proto="udp", flow_table=FlowTable(65536, 1300, 42, {0: 1234, 1: 17}))
 
 
 def test_status_table_of_a_udp_group_with_flows_has_a_flows_column():
@@ -61,7 +61,7 @@ def test_status_table_of_a_udp_group_with_flows_has_a_flows_column():
         # Live flows keep a draining member draining though its queue is empty.
         assert re.search(r"\bdns-2\b.*\bdraining\b.*\b17\b", text), text
         assert re.search(r"\bdns-3\b.*\bdrained\b", text), text
-        assert "flows 1300/65536" in " ".join(text.split()), text
+        assert "flows 1300/65536 evicted 42" in " ".join(text.split()), text
 
 
 def test_status_table_without_a_flow_table_has_no_flows_column():
