@@ -221,7 +221,7 @@ def test_restart_of_a_udp_member_waits_for_its_flows_to_end(launch, rpctl):
         assert restart.poll() is None, "the restart did not wait for worker-1's flows"
         assert members_of(rpctl, "dns")["worker-1"]["pid"] == old_pid
         # Once they are silent past the idle timeout, the restart goes on.
-        out, err = restart.communicate(timeout=60)
+        _, err = restart.communicate(timeout=60)
         assert restart.returncode == 0, err
         assert f"{len(on_one)} live flows" in err, err
         new = members_of(rpctl, "dns")["worker-1"]

@@ -18,11 +18,11 @@ import subprocess
 import sys
 
 import pytest
-from rpctl.controller.options import GroupOptions
 from rpctl.cli import main
 from rpctl.controller import adopt, discover, probe
 from rpctl.controller.discover import Endpoint, EpollTarget, Holder, Listener
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
+from rpctl.controller.options import GroupOptions
 
 # The text of /proc/PID/fdinfo/<epoll fd> of an nginx worker (kernel 6.18).
 NGINX_WORKER_FDINFO = """\
