@@ -9,7 +9,7 @@ import socket
 from rich.console import Console
 from rpctl.cli import render
 from rpctl.controller.flows import FlowTable
-from tests.support.views import STATES, group_view, member
+from tests.support.views import STATES, group_view, member, strays
 
 
 def _render(table, width: int) -> str:
@@ -67,3 +67,11 @@ def test_status_table_of_a_udp_group_with_flows_has_a_flows_column():
 def test_status_table_without_a_flow_table_has_no_flows_column():
     text = _render(render.status_table(group_view()), 120)
     assert "flows" not in text
+
+
+def test_status_warns_about_an_unmanaged_listener_under_its_table():
+    text = _render(render.status_table(group_view(unmanaged=strays((123, "nc")))), 200)
+    assert ("1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc) — it gets no connection while a "
+            "member is live; adopt it or stop it") in text
+    assert text.index("worker-4") < text.index("unmanaged")
+    assert "unmanaged" not in _render(render.status_table(group_view()), 200)
