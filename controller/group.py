@@ -643,12 +643,12 @@ def update_members(
             raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
         staying.add(j.name)
     _clear_leftovers(g, members, live)
-    placed: list[int] = []
+    placed: dict[int, abi.RpMember] = {}  # index -> its entry before
     try:
         for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
             g.reset_stats(index)
             _put_socket(g, index, j.sock, f"add {j.name}")
-            placed.append(index)
+            placed[index] = members[index]
             m = abi.RpMember(incarnation=_next_incarnation(members[index]))
             _record(m, j.name, j.info.cookie, j.pid, j.fd)
             members[index] = m
@@ -660,10 +660,11 @@ def update_members(
         names = {_name_of(members[i]): i for i, pol in after.items() if pol is not None}
         plan = pin(names) if pin is not None else None
     except BaseException:
-        for index in placed:
+        for index, before in placed.items():
+            members[index] = before
             with contextlib.suppress(OSError):
                 g.maps["socks"].delete(index)
-                g.maps["members"].put(index, _freed(members[index]))
+                g.maps["members"].put(index, before)
         raise
     g.publish(final, members, plan)
     if joining and not g.attach_any(j.sock for j in joining):
