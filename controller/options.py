@@ -23,7 +23,7 @@ DEFAULT_FLOW_IDLE_TIMEOUT = abi.RP_FLOW_IDLE_MS_DEFAULT / 1000
 # Small tables only serve tests; an LRU table smaller than a few entries
 # per CPU evicts on every insert.
 MIN_FLOW_TABLE_SIZE = 256
-MAX_FLOW_TABLE_SIZE = 1 << 24
+MAX_FLOW_TABLE_SIZE = 1 << 22  # 4 M flows, about 370 MiB of kernel memory (88 bytes a flow)
 # The program keeps the timeout in milliseconds in a u32.
 MAX_FLOW_IDLE_TIMEOUT = 86400.0
 MIN_FLOW_IDLE_TIMEOUT = 0.1
