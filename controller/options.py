@@ -37,7 +37,7 @@ class GroupOptions:
     flow_table_size: Optional[int] = None      # UDP: entries of the flow table
     flow_idle_timeout: Optional[float] = None  # UDP: seconds after which a silent flow is new
 
-    def check(self) -> "GroupOptions":
+    def check(self) -> GroupOptions:
         size, idle = self.flow_table_size, self.flow_idle_timeout
         if size is not None and (
             isinstance(size, bool) or not isinstance(size, int) or not MIN_FLOW_TABLE_SIZE <= size <= MAX_FLOW_TABLE_SIZE
@@ -59,7 +59,7 @@ class GroupOptions:
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
-    def resolved(self, proto: int) -> "GroupOptions":
+    def resolved(self, proto: int) -> GroupOptions:
         """Every option set: what a new group of protocol `proto` is made with.
         Flow affinity is on by default for UDP; TCP groups have none (the
         kernel places a connection once)."""
@@ -84,13 +84,13 @@ class GroupOptions:
         ctl.flow_idle_ms = round((self.flow_idle_timeout or 0) * 1000)
 
     @classmethod
-    def of_ctl(cls, ctl: abi.RpCtl) -> "GroupOptions":
+    def of_ctl(cls, ctl: abi.RpCtl) -> GroupOptions:
         """The options a group was made with."""
         if not ctl.flags & abi.RP_CTL_FLOWS:
             return cls(False, 0, 0.0)
         return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000)
 
-    def check_against(self, group: str, own: "GroupOptions") -> None:
+    def check_against(self, group: str, own: GroupOptions) -> None:
         """Refuse options that differ from those group `group` was made with."""
         self.check()
         for name, value in self.given().items():

@@ -83,7 +83,7 @@ def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows)
     assert code == 8 and f"{per_member[0]} live flows after 0.5s" in err, err
     # Its flows go quiet: the drained member is drained once they are idle.
     started = time.monotonic()
-    code, out, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
+    code, _, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
     assert code == 0, err
     assert time.monotonic() - started >= 2, "returned while w0 still had live flows"
     assert f"{per_member[0]} live flows" in err, err
