@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+from rpctl.cli.metrics_families import families
+from rpctl.controller.views import read_views
+from tests.support.metrics import by_member, samples, scrape
 from tests.support.traffic import UdpFlows, moved, shares, udp_datagrams
 
 pytestmark = pytest.mark.kernel
@@ -134,6 +137,12 @@ def test_ipv6_flows_stay_through_a_drain(netns, rpctl, make_members, flows):
     assert sum(fresh.values()) == 1000 and fresh[1] == 0
     w1 = _members(rpctl)["w1"]
     assert w1["state"] == "draining" and w1["flows"] == len(_on(first, 1))
+    # The exporter shows what status shows (the fresh datagrams' flows are live too).
+    got = scrape(families(read_views()))
+    group = _group(rpctl)
+    assert by_member(got["rpctl_member_flows"]) == {m["name"]: m["flows"] for m in group["members"]}
+    assert list(samples(got["rpctl_group_flow_table_entries"]).values()) == [group["flow_table"]["entries"]]
+    assert 1000 < group["flow_table"]["entries"] <= 1300
 
 
 def test_a_full_flow_table_still_places_by_weights_and_counts_evictions(netns, rpctl, make_members):
