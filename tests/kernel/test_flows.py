@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-
 from rpctl.cli.metrics_families import families
 from rpctl.controller.views import read_views
+
 from tests.support.metrics import by_member, samples, scrape
 from tests.support.traffic import UdpFlows, moved, shares, udp_datagrams
 
