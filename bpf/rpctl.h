@@ -12,7 +12,7 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 3
+#define RP_ABI_VERSION 4
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256
@@ -50,6 +50,15 @@
 #define RP_RSS_INPUT_MAX 36
 #define RP_IFNAME_LEN 16
 
+/* UDP flow affinity (map "flows"): default capacity and idle timeout of a
+ * group's flow table.  An LRU_HASH entry of a 4-byte key and a 16-byte
+ * value takes about 100 bytes of kernel memory (see decision 0010). */
+#define RP_FLOW_TABLE_DEFAULT 65536
+#define RP_FLOW_IDLE_MS_DEFAULT 30000
+/* rp_flow.incarnation of no member: rp_gen.incarnation[] of an index that
+ * is not a member of the generation. */
+#define RP_NO_INCARNATION 0
+
 /* rp_member.flags */
 enum rp_member_flag {
 	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
@@ -66,6 +75,9 @@ enum rp_ctl_flag {
 	/* Loaded as SELECT_OR_MIGRATE: the program places the requests of a
 	 * closing listener.  Without it (kernels before 5.14) they are lost. */
 	RP_CTL_MIGRATE = 1u << 0,
+	/* UDP flow affinity: a datagram of a flow in the map "flows" goes to
+	 * the member the flow was placed on while that member's socket lives. */
+	RP_CTL_FLOWS = 1u << 1,
 };
 
 /* rp_ctl.proto */
@@ -101,6 +113,9 @@ struct rp_ctl {
 	__u16 _pad0;
 	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
+	/* Creation options, fixed for the group's life. */
+	__u32 flow_table_size; /* max_entries of the map "flows" */
+	__u32 flow_idle_ms;    /* a flow unseen this long is placed as new */
 };
 
 _Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
@@ -122,6 +137,12 @@ struct rp_gen {
 	__u64 published_ns;    /* CLOCK_REALTIME when this generation went live */
 	__u8 slots[RP_SLOTS];  /* hash & RP_SLOT_MASK -> member index */
 	__u32 live[RP_MAX_MEMBERS];
+	/* Member index -> the incarnation of the socket it holds in this
+	 * generation (rp_member.incarnation), RP_NO_INCARNATION when the index
+	 * is no member.  A flow remembers the incarnation it was placed on, so
+	 * an index freed and taken by a new socket does not inherit the old
+	 * socket's flows. */
+	__u32 incarnation[RP_MAX_MEMBERS];
 	__u32 rss_flags;       /* enum rp_rss_flag */
 	__u32 rss_indir_size;  /* used entries of rss_indir[] */
 	char pin_dev[RP_IFNAME_LEN];  /* RSS mode: the device the tables are from */
@@ -150,7 +171,9 @@ struct rp_member {
 	__u32 pid;             /* process serving the socket */
 	__u32 fd;              /* its fd number in that process */
 	__u32 flags;           /* enum rp_member_flag */
-	__u32 _pad0;
+	/* Bumped (never RP_NO_INCARNATION) whenever a new socket takes this
+	 * index; published into rp_gen.incarnation[]. */
+	__u32 incarnation;
 	__u64 registered_ns;   /* CLOCK_REALTIME at registration */
 	struct rp_policy policy[RP_GENERATIONS];
 	/* selected + fallback counted when the live generation was published,
@@ -164,6 +187,9 @@ struct rp_member_stats {
 	__u64 fallback;        /* chosen because the slot's socket was gone */
 	__u64 migrated;        /* took a request from a closing listener */
 	__u64 pinned;          /* chosen as the member of its CPU or queue */
+	__u64 flow_datagrams;  /* UDP: sent to it by its flow in the flow table */
+	__u64 flows_created;   /* UDP: new flows (or idle ones) placed on it */
+	__u64 flows_reassigned; /* UDP: flows placed on it because their member was gone */
 };
 
 /* Map "group_stats", per CPU, one element. */
@@ -174,6 +200,19 @@ struct rp_group_stats {
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
 	                        * recomputed for: weighted table */
+	/* UDP: entries the program added to the flow table.  The table's LRU
+	 * evicts silently and nobody else adds or deletes entries, so its
+	 * evictions are exactly flow_inserts minus the entries it holds. */
+	__u64 flow_inserts;
+};
+
+/* Map "flows" (LRU_HASH, rp_ctl.flow_table_size entries), UDP groups with
+ * flow affinity.  Key: the kernel's hash of the datagram's 4-tuple
+ * (md->hash, a __u32): see decision 0010. */
+struct rp_flow {
+	__u32 member;          /* index in the socket array */
+	__u32 incarnation;     /* rp_gen.incarnation[member] when placed */
+	__u64 seen_ns;         /* CLOCK_MONOTONIC (coarse) when last refreshed */
 };
 
 #endif /* RPCTL_H */

@@ -4,6 +4,12 @@
  *
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array:
+ *   0. UDP groups with flow affinity (RP_CTL_FLOWS): a datagram of a flow
+ *      in the flow table, fresh, whose member's socket lives (the same
+ *      socket: same incarnation) goes to that member, even a draining or
+ *      weightless one.  Other datagrams go on, and whatever steps 2-5
+ *      choose is remembered for their flow (rp_flow_follow and
+ *      rp_flow_remember);
  *   1. a request migrating from a closing listener goes to step 3: it has
  *      no arrival CPU or queue of its own (the program runs on the CPU that
  *      closes the listener);
@@ -62,9 +68,58 @@ enum rp_outcome {
 	RP_FALLBACK,
 	RP_MIGRATED,
 	RP_PINNED,
+	RP_FLOW,
 };
 
-static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
+/* What the flow table knew of a datagram's flow (step 0), and so what
+ * must be remembered once steps 2-5 have chosen. */
+enum rp_flow_state {
+	RP_FLOW_NONE,      /* TCP, or a group without flow affinity */
+	RP_FLOW_NEW,       /* not in the table */
+	RP_FLOW_IDLE,      /* in the table, unseen for the idle timeout: as new */
+	RP_FLOW_GONE,      /* its member's socket closed or was replaced */
+};
+
+struct rp_flow_pick {
+	__u32 key;         /* md->hash: the flow table's key */
+	__u32 state;       /* enum rp_flow_state */
+	__u64 now;         /* bpf_ktime_get_coarse_ns() */
+};
+
+static __always_inline struct rp_group_stats *rp_group_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+}
+
+/* Step 0's second half: the flow goes to idx from now on.  A new flow is
+ * inserted only if still absent (another CPU may have placed it
+ * meanwhile), so that flow_inserts counts exactly the entries added; an
+ * idle or orphaned one is overwritten, or inserted again if the LRU
+ * evicted it since the lookup.  A failed insert (table full and every
+ * entry in use by other CPUs) still leaves the datagram placed. */
+static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
+{
+	struct rp_flow f = {
+		.member = idx,
+		.incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)],
+		.seen_ns = fp->now,
+	};
+	struct rp_group_stats *gs;
+
+	if (fp->state != RP_FLOW_NEW && bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_EXIST) == 0)
+		return;
+	if (bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_NOEXIST))
+		return;
+	gs = rp_group_stats();
+	if (gs)
+		gs->flow_inserts++;
+}
+
+/* Count a selection of member idx; with a flow to remember, remember it. */
+static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp_outcome outcome,
+					    struct rp_flow_pick *fp)
 {
 	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
 
@@ -77,15 +132,59 @@ static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
 		st->fallback++;
 	else if (outcome == RP_MIGRATED)
 		st->migrated++;
-	else
+	else if (outcome == RP_PINNED)
 		st->pinned++;
+	else
+		st->flow_datagrams++;
+	if (fp->state == RP_FLOW_NONE || outcome == RP_FLOW)
+		return;
+	if (fp->state == RP_FLOW_GONE)
+		st->flows_reassigned++;
+	else
+		st->flows_created++;
+	rp_flow_remember(fp, g, idx);
 }
 
-static __always_inline struct rp_group_stats *rp_group_stats(void)
+/* Step 0: the member that the flow of this datagram was placed on.
+ * Returns 0 when it took the datagram; otherwise fp->state says what the
+ * table knew, and steps 2-5 place the datagram.  The entry's last-seen
+ * time is refreshed in place, and only once a quarter of the idle timeout
+ * has passed: a busy flow does not write its shared entry on every
+ * datagram. */
+static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					  struct rp_flow_pick *fp)
 {
-	__u32 zero = 0;
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
+	struct rp_flow *f;
+	__u32 idx;
 
-	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
+		return -1;
+	}
+	/* A refresh on another CPU may be newer than our clock reading. */
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (age > idle) {
+		fp->state = RP_FLOW_IDLE;
+		return -1;
+	}
+	idx = f->member;
+	/* The incarnation tells the member's socket from a socket that took
+	 * its index later (and RP_NO_INCARNATION an index of no member). */
+	fp->state = RP_FLOW_GONE;
+	if (idx >= RP_MAX_MEMBERS || f->incarnation == RP_NO_INCARNATION ||
+	    f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
+		return -1;
+	/* Fails when the socket closed: the kernel emptied its entry. */
+	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
+		return -1;
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
+	rp_count_member(g, idx, RP_FLOW, fp);
+	return 0;
 }
 
 /* The slot of re-hash number `attempt` of a flow's hash: murmur3's
@@ -179,7 +278,7 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 /* Pinned modes: select the member of this CPU or queue.  Returns 0 when
  * it took the connection; otherwise the weighted table decides, and the
  * group counter names why. */
-static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g)
+static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	__u32 key, idx;
@@ -205,7 +304,7 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
 	 * never selected, a gone one's entry is empty; both fall back. */
 	if (!(idx & RP_PIN_UNAVAILABLE) && bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-		rp_count_member(idx, RP_PINNED);
+		rp_count_member(g, idx, RP_PINNED, fp);
 		return 0;
 	}
 	gs = rp_group_stats();
@@ -229,7 +328,7 @@ static __always_inline int rp_migrating(struct sk_reuseport_md *md)
  * value kept across its helper calls would have clang spill registers on
  * rp_select's common path too (a call may change md and g, so these are
  * loads after the first select, never copies). */
-static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g)
+static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	__u32 n = g->n_live, idx, start, i, j;
@@ -246,7 +345,7 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 		for (i = 0; i < RP_REHASH_TRIES; i++) {
 			idx = g->slots[rp_rehash_slot(md->hash, i)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
 				return SK_PASS;
 			}
 		}
@@ -272,7 +371,7 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
 				return SK_PASS;
 			}
 		}
@@ -287,11 +386,13 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 
 int rp_select(struct sk_reuseport_md *md)
 {
+	struct rp_flow_pick fp;
 	struct rp_ctl *ctl;
 	struct rp_gen *g;
 	__u32 zero = 0, gen, idx;
 	int migrating;
 
+	fp.state = RP_FLOW_NONE;
 	/* Element 0 of an array always exists: these checks only satisfy
 	 * the verifier.  SK_PASS without a choice lets the kernel select. */
 	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
@@ -305,9 +406,15 @@ int rp_select(struct sk_reuseport_md *md)
 	/* A closing listener hands over a queued or half-open request. */
 	migrating = rp_migrating(md);
 
+	/* TCP's cost of flow affinity: this test of a field of the ctl
+	 * element it has read anyway, and a test of fp.state after the
+	 * selection (migrating requests are TCP's: never here). */
+	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
+		return SK_PASS;
+
 	/* The weighted path's only cost of the pinned modes: this test of a
 	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
 		return SK_PASS;
 
 	/* Weighted table of the live generation: one byte in the element
@@ -315,9 +422,9 @@ int rp_select(struct sk_reuseport_md *md)
 	if (g->n_live) {
 		idx = g->slots[md->hash & RP_SLOT_MASK];
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(idx, migrating ? RP_MIGRATED : RP_SELECTED);
+			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
 			return SK_PASS;
 		}
 	}
-	return rp_fallback(md, g);
+	return rp_fallback(md, g, &fp);
 }

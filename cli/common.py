@@ -127,6 +127,26 @@ def prometheus_options(p: argparse.ArgumentParser, window: bool = False) -> None
                             "at least two scrape intervals)")
 
 
+def group_options(p: argparse.ArgumentParser) -> None:
+    """The options a command that may create a group takes (controller/options.py)."""
+    p.add_argument(
+        "--flow-affinity", action=argparse.BooleanOptionalAction, default=None,
+        help="UDP: keep each flow on the member it was placed on while that member's socket lives "
+             "(default: on; --no-flow-affinity when the group is created)",
+    )
+    p.add_argument("--flow-table-size", type=int, metavar="N", default=None,
+                   help="UDP: flows the group's table remembers (default 65536; set when the group is created)")
+    p.add_argument("--flow-idle-timeout", type=float, metavar="SECONDS", default=None,
+                   help="UDP: a flow silent this long is placed as new (default 30; set when the group is created)")
+
+
+def group_options_of(args):
+    """The GroupOptions of parsed group_options() flags (None for those not given)."""
+    from rpctl.controller.options import GroupOptions
+
+    return GroupOptions(args.flow_affinity, args.flow_table_size, args.flow_idle_timeout)
+
+
 def port_number(text: str) -> int:
     """argparse type of a port: 1..65535."""
     try:
@@ -155,9 +175,13 @@ def parse_assignments(items: list[str], what: str = "weight") -> dict[str, int]:
     return out
 
 
-def drain_progress(queued: int, handshakes: Optional[int]) -> str:
+def drain_progress(queued: int, handshakes: Optional[int], flows: Optional[int] = None) -> str:
     """One progress line of a drain (`drain --wait`, restart, rollout): what is queued
-    on the member, and the port's handshakes (not the member's: sock_diag cannot tell)."""
-    if handshakes is None:
-        return f"{queued} queued"
-    return f"{queued} queued, {handshakes} in handshake on the port"
+    on the member, the port's handshakes (not the member's: sock_diag cannot tell),
+    and the live UDP flows that still go to the member (None: no flow table)."""
+    text = f"{queued} queued"
+    if flows is not None:
+        text += f", {flows} live flow{'' if flows == 1 else 's'}"
+    if handshakes is not None:
+        text += f", {handshakes} in handshake on the port"
+    return text

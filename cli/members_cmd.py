@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from rpctl.controller.errors import ExitStatus
 
-from .common import Environment, add_command, group_option
+from .common import Environment, add_command, group_option, group_options, group_options_of
 
 
 def cmd_register(env: Environment, args) -> ExitStatus:
     from rpctl.controller import group
 
-    r = group.register(args.name, args.pid, args.fd, group=args.group, weight=args.weight, replace=args.replace)
+    r = group.register(args.name, args.pid, args.fd, group=args.group, weight=args.weight, replace=args.replace,
+                       options=group_options_of(args))
     verb = "replaced the socket of" if r.replaced else "registered"
     created = f" (created group {r.group})" if r.created else ""
     env.out(f"{verb} {r.member} in group {r.group} at index {r.index}{created}")
@@ -50,7 +51,11 @@ def add_commands(sub) -> None:
         "register",
         cmd_register,
         "make a worker's SO_REUSEPORT socket a member (the first member creates the group)",
-        ["rpctl register worker-1 --pid 4242 --fd 3", "rpctl register canary --pid 4343 --fd 5 --weight 0 -g web"],
+        [
+            "rpctl register worker-1 --pid 4242 --fd 3",
+            "rpctl register canary --pid 4343 --fd 5 --weight 0 -g web",
+            "rpctl register dns-1 --pid 4444 --fd 3 --flow-idle-timeout 10",
+        ],
     )
     p.add_argument("name", help="member name, unique in the group")
     p.add_argument("--pid", type=int, required=True, help="process holding the socket")
@@ -58,6 +63,7 @@ def add_commands(sub) -> None:
     p.add_argument("--weight", type=int, default=1, help="weight (default 1, range 0..10000)")
     p.add_argument("--replace", action="store_true", help="swap the socket of an existing member of that name")
     group_option(p)
+    group_options(p)
 
     p = add_command(sub, "unregister", cmd_unregister, "remove a member from its group",
                     ["rpctl unregister worker-3", "rpctl unregister worker-3 --group web"])

@@ -17,7 +17,7 @@ from rpctl.controller.probe import Check
 
 from .layout import table_lines
 from .text import (
-    STATE_STYLE, UNREACHABLE, counter_texts, mode_text, opt, pct,
+    STATE_STYLE, UNREACHABLE, counter_texts, flow_table_text, mode_text, opt, pct,
     pin_text, rate_text, rate_unit, unmanaged_warning,
 )
 
@@ -27,7 +27,9 @@ def state_text(m: MemberView) -> Text:
 
 
 def group_title(g: GroupView) -> str:
-    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g)])
+    flows = flow_table_text(g)
+    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g),
+                      *([flows] if flows else [])])
 
 
 def _titled(title: str, lines: list[Text]) -> RenderGroup:
@@ -50,6 +52,8 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
         ("selected", True, lambda m: str(m.selected)),
         ("fallback", True, lambda m: str(m.fallback), wide or not pinned),
         ("queue", True, lambda m: opt(m.queue)),
+        # UDP groups with flow affinity: the live flows that still go to each member.
+        ("flows", True, lambda m: opt(m.flows), g.flow_table is not None),
         ("pin", False, lambda m: pin_text(g, m), pinned),
         ("pinned", True, lambda m: str(m.pinned), pinned),
     ]

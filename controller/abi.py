@@ -13,7 +13,7 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 3
+RP_ABI_VERSION = 4
 RP_MAX_MEMBERS = 256
 RP_SLOT_BITS = 10
 RP_SLOTS = 1 << RP_SLOT_BITS
@@ -26,12 +26,16 @@ RP_PIN_UNAVAILABLE = 0x80000000
 RP_RSS_MAX_INDIR = 4096
 RP_RSS_INPUT_MAX = 36
 RP_IFNAME_LEN = 16
+RP_FLOW_TABLE_DEFAULT = 65536
+RP_FLOW_IDLE_MS_DEFAULT = 30000
+RP_NO_INCARNATION = 0
 
 RP_MEMBER_USED = 1 << 0
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
 RP_CTL_MIGRATE = 1 << 0
+RP_CTL_FLOWS = 1 << 1
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -59,6 +63,8 @@ class RpCtl(ctypes.Structure):
         ("_pad0", u16),
         ("flags", u32),
         ("created_ns", u64),
+        ("flow_table_size", u32),
+        ("flow_idle_ms", u32),
     ]
 
 
@@ -71,6 +77,7 @@ class RpGen(ctypes.Structure):
         ("published_ns", u64),
         ("slots", u8 * RP_SLOTS),
         ("live", u32 * RP_MAX_MEMBERS),
+        ("incarnation", u32 * RP_MAX_MEMBERS),
         ("rss_flags", u32),
         ("rss_indir_size", u32),
         ("pin_dev", ctypes.c_char * RP_IFNAME_LEN),
@@ -95,7 +102,7 @@ class RpMember(ctypes.Structure):
         ("pid", u32),
         ("fd", u32),
         ("flags", u32),
-        ("_pad0", u32),
+        ("incarnation", u32),
         ("registered_ns", u64),
         ("policy", RpPolicy * RP_GENERATIONS),
         ("base_selections", u64 * RP_GENERATIONS),
@@ -105,7 +112,15 @@ class RpMember(ctypes.Structure):
 class RpMemberStats(ctypes.Structure):
     """Mirrors struct rp_member_stats in bpf/rpctl.h (one CPU's copy)."""
 
-    _fields_ = [("selected", u64), ("fallback", u64), ("migrated", u64), ("pinned", u64)]
+    _fields_ = [
+        ("selected", u64),
+        ("fallback", u64),
+        ("migrated", u64),
+        ("pinned", u64),
+        ("flow_datagrams", u64),
+        ("flows_created", u64),
+        ("flows_reassigned", u64),
+    ]
 
 
 class RpGroupStats(ctypes.Structure):
@@ -117,7 +132,25 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
+        ("flow_inserts", u64),
     ]
+
+
+class RpFlow(ctypes.Structure):
+    """Mirrors struct rp_flow in bpf/rpctl.h (a value of the map "flows")."""
+
+    _fields_ = [("member", u32), ("incarnation", u32), ("seen_ns", u64)]
+
+
+# The counters of rp_member_stats that one selection adds one to: a
+# member's selections are their sum (flows_created and flows_reassigned
+# count flows, each also counted as a selection).
+SELECTION_COUNTERS = ("selected", "fallback", "migrated", "pinned", "flow_datagrams")
+
+
+def selections(totals: dict[str, int]) -> int:
+    """A member's selections, from its counters (Group.member_totals' rows)."""
+    return sum(totals[name] for name in SELECTION_COUNTERS)
 
 
 # Structs the header test checks, by C name.
@@ -128,6 +161,7 @@ STRUCTS = {
     "rp_member": RpMember,
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
+    "rp_flow": RpFlow,
 }
 
 
@@ -139,8 +173,11 @@ class MapSpec:
     map_type: int
     key_size: int
     value_size: int
-    max_entries: int
+    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size says
 
+
+# max_entries of a map whose size a group's creation options set.
+SIZED_AT_CREATION = 0
 
 # Every map of a group.  The names are an API: pins and -DRP_FD_* macros.
 GROUP_MAPS = (
@@ -150,5 +187,6 @@ GROUP_MAPS = (
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
+    MapSpec("flows", bpfsys.MAP_TYPE_LRU_HASH, 4, ctypes.sizeof(RpFlow), SIZED_AT_CREATION),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import abi, bpfsys, pin_table, probe, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
+from .options import GroupOptions
 from .refs import Call, Param
 from .state import Layout, check_group_name
 
@@ -113,6 +114,13 @@ class Group:
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
                 f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
             )
+        entries = bpfsys.map_info(maps["flows"].fd).max_entries
+        if ctl.flags & abi.RP_CTL_FLOWS and entries != ctl.flow_table_size:
+            group.close()
+            raise StateError(
+                f"group {name!r}: its flow table holds {entries} entries, its ctl says {ctl.flow_table_size}; "
+                "run ", Call("unload", group=name),
+            )
         return group
 
     def close(self) -> None:
@@ -132,6 +140,10 @@ class Group:
         if value is None:
             raise StateError(f"group {self.name!r}: ctl map has no element 0")
         return value
+
+    def options(self) -> GroupOptions:
+        """The creation options the group was made with."""
+        return GroupOptions.of_ctl(self.ctl())
 
     def members(self) -> list[abi.RpMember]:
         return self.maps["members"].read_structs(abi.RpMember, abi.RP_MAX_MEMBERS)
@@ -209,6 +221,11 @@ class Group:
         gen.slots[:] = table if weights else bytes(abi.RP_SLOTS)
         for i, idx in enumerate(sorted(weights)):
             gen.live[i] = idx
+        # Flows remember the incarnation of their member's socket: an index
+        # that is no member, or holds another socket now, loses its flows.
+        for idx in range(abi.RP_MAX_MEMBERS):
+            present = final.get(idx) is not None
+            gen.incarnation[idx] = members[idx].incarnation if present else abi.RP_NO_INCARNATION
         # A pinned member takes connections exactly when the table would give it some.
         pin_table.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
         self.maps["gens"].put(nxt, gen)
@@ -216,7 +233,7 @@ class Group:
         for idx, pol in final.items():
             m = members[idx]
             m.policy[nxt] = pol if pol is not None else abi.RpPolicy(0, 0)
-            m.base_selections[nxt] = sum(totals[idx].values())
+            m.base_selections[nxt] = abi.selections(totals[idx])
             self.maps["members"].put(idx, m)
 
         _failpoint("before-flip")
@@ -227,7 +244,7 @@ class Group:
         for idx, pol in final.items():
             if pol is None:
                 self.maps["socks"].delete(idx)
-                self.maps["members"].put(idx, abi.RpMember())
+                self.maps["members"].put(idx, _freed(members[idx]))
 
     def live_weights(
         self, members: list[abi.RpMember], policies: Mapping[int, Optional[abi.RpPolicy]]
@@ -342,10 +359,13 @@ def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) ->
     return None
 
 
-def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
+def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optional[GroupOptions] = None) -> None:
     """Create and pin a group's maps and program under a temporary name,
-    then rename the folder into place: all or nothing."""
+    then rename the folder into place: all or nothing.  `options`: those
+    given (None: the defaults for the socket's protocol)."""
     from . import loader
+
+    options = (options or GroupOptions()).resolved(info.proto)
 
     tmp = layout.temp_dir(name)
     os.mkdir(tmp, 0o700)
@@ -353,7 +373,9 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
     prog_fd = -1
     try:
         for spec in abi.GROUP_MAPS:
-            maps[spec.name] = Map.create(spec)
+            # A group without flow affinity keeps a one-entry table: the
+            # program is the same for every group and names the map.
+            maps[spec.name] = Map.create(spec, max_entries=options.flow_table_size or 1)
         ctl = abi.RpCtl(
             abi_version=abi.RP_ABI_VERSION,
             gen=0,
@@ -365,6 +387,7 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
+        options.write_ctl(ctl)
         maps["ctl"].put(0, ctl)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():
@@ -403,14 +426,18 @@ def register(
     replace: bool = False,
     layout: Optional[Layout] = None,
     attach: bool = True,
+    options: Optional[GroupOptions] = None,
 ) -> Registration:
     """Make fd `fd` of process `pid` a member named `name`.
 
     The first member of a port creates the group: maps, program, pins, and
-    the program attached to the reuseport group.  attach=False leaves the
+    the program attached to the reuseport group, with `options` (defaults
+    for those not given); options given for an existing group must be its
+    own.  attach=False leaves the
     attaching to a later call (adopting several listeners registers them
     all first, so that none of them takes every connection meanwhile).
     """
+    options = (options or GroupOptions()).check()
     what = f"register {name}"
     check_member_name(name)
     check_weight(name, weight)
@@ -427,10 +454,12 @@ def register(
             if group is None:
                 group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
-                _create(layout, group, info)
+                _create(layout, group, info, options)
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
+                    if not created:
+                        options.check_against(group, g.options())
                     index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach)
                     migration = bool(g.ctl().flags & abi.RP_CTL_MIGRATE)
             except BaseException:
@@ -483,14 +512,17 @@ def _register_locked(
     # (EBUSY), even to its own slot: replacing a member's socket by the very
     # same one (`rpctl run` registering the socket a restarted child
     # inherited) only changes the pid and fd on record.
-    if existing is None or g.socket_cookie(index) != info.cookie:
+    new_socket = existing is None or g.socket_cookie(index) != info.cookie
+    if new_socket:
         _put_socket(g, index, sock, what)
 
     m = members[index]
+    incarnation = _next_incarnation(m) if new_socket else m.incarnation
     if existing is None:
         m = abi.RpMember()
         members[index] = m
     _record(m, name, info.cookie, pid, fd)
+    m.incarnation = incarnation
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
@@ -506,7 +538,7 @@ def _clear_leftovers(g: Group, members: list[abi.RpMember], live: Mapping[int, a
     for index, m in enumerate(members):
         if m.flags & abi.RP_MEMBER_USED and index not in live:
             g.maps["socks"].delete(index)
-            members[index] = abi.RpMember()
+            members[index] = _freed(members[index])
             g.maps["members"].put(index, members[index])
 
 
@@ -535,6 +567,19 @@ def _put_socket(g: Group, index: int, sock: socket.socket, what: str) -> None:
         g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
     except OSError as e:
         raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+
+
+def _next_incarnation(previous: abi.RpMember) -> int:
+    """The incarnation of a new socket at the index of entry `previous`:
+    1, 2, ... 2**32 - 1, 1, ..., never RP_NO_INCARNATION."""
+    return previous.incarnation % 0xFFFFFFFF + 1
+
+
+def _freed(m: abi.RpMember) -> abi.RpMember:
+    """The entry of an index whose member left: empty, but for its
+    incarnation, so that the next socket there gets a new one and the old
+    member's flows do not follow it."""
+    return abi.RpMember(incarnation=m.incarnation)
 
 
 def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int) -> None:
@@ -598,13 +643,13 @@ def update_members(
             raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
         staying.add(j.name)
     _clear_leftovers(g, members, live)
-    placed: list[int] = []
+    placed: dict[int, abi.RpMember] = {}  # index -> its entry before
     try:
         for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
             g.reset_stats(index)
             _put_socket(g, index, j.sock, f"add {j.name}")
-            placed.append(index)
-            m = abi.RpMember()
+            placed[index] = members[index]
+            m = abi.RpMember(incarnation=_next_incarnation(members[index]))
             _record(m, j.name, j.info.cookie, j.pid, j.fd)
             members[index] = m
             g.maps["members"].put(index, m)
@@ -615,10 +660,11 @@ def update_members(
         names = {_name_of(members[i]): i for i, pol in after.items() if pol is not None}
         plan = pin(names) if pin is not None else None
     except BaseException:
-        for index in placed:
+        for index, before in placed.items():
+            members[index] = before
             with contextlib.suppress(OSError):
                 g.maps["socks"].delete(index)
-                g.maps["members"].put(index, abi.RpMember())
+                g.maps["members"].put(index, before)
         raise
     g.publish(final, members, plan)
     if joining and not g.attach_any(j.sock for j in joining):

@@ -43,6 +43,7 @@ from . import abi, probe, views
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .options import GroupOptions
 from .process import describe_exit, pidfd_exited
 from .refs import Param
 from .state import check_group_name
@@ -130,6 +131,7 @@ class Launcher:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         child_stdout: Optional[str] = None,
+        options: Optional[GroupOptions] = None,
     ):
         # Everything is checked here, before a socket or a child exists:
         # a refused command line must leave nothing behind.
@@ -161,6 +163,9 @@ class Launcher:
                 f" {name_format!r} gives every member the same name: put {{i}} in it",
             )
         groups.check_weight(names[0], weight)
+        # Creation options of the group (when run creates it), checked now.
+        self.options = (options or GroupOptions()).check()
+        self.options.resolved(socks.PROTO_NUMBERS[proto])  # flow options of a TCP run: refused now
         # Inherited activation variables would describe the launcher's own fds.
         inherited = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
         self.env = {k: v for k, v in os.environ.items() if k not in inherited}
@@ -395,7 +400,7 @@ class Launcher:
             # a new group of this one member, which would then get everything.
             groups.resolve_group(self.group)
         r = groups.register(m.name, m.pid, LISTEN_FD, group=self.group, weight=self.weight,
-                            replace=replace, attach=False)
+                            replace=replace, attach=False, options=self.options)
         m.registered = True
         self.created = self.created or r.created
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Optional
 
 from . import abi, pin_table, sockets
 from .errors import NotFound
+from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
 
@@ -53,6 +54,7 @@ GROUP_COUNTERS = (
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+    Counter("flow_inserts", "UDP: flows added to the flow table (its evictions are these minus its entries)"),
 )
 
 # struct rp_member_stats, in its order.
@@ -61,6 +63,9 @@ MEMBER_COUNTERS = (
     Counter("fallback", "New connections or datagrams given to the member because their slot's socket was gone"),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
+    Counter("flow_datagrams", "UDP: datagrams sent to the member by their flow in the flow table"),
+    Counter("flows_created", "UDP: new flows (or flows idle past the timeout) placed on the member"),
+    Counter("flows_reassigned", "UDP: flows placed on the member because their member's socket was gone"),
 )
 
 
@@ -86,6 +91,10 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+    flow_datagrams: int = 0
+    flows_created: int = 0
+    flows_reassigned: int = 0
+    flows: Optional[int] = None  # live UDP flows it holds; None: the group has no flow table
     # New connections (datagrams) per second when the source measured it (Prometheus' rate()
     # over a window); None for a local read, whose readers measure it between polls.
     rate: Optional[float] = None
@@ -95,7 +104,8 @@ class MemberView:
         if self.gone:
             return GONE
         if self.draining:
-            return DRAINED if self.queue == 0 else DRAINING
+            # A UDP member's live flows keep coming to it while it drains.
+            return DRAINED if self.queue == 0 and not self.flows else DRAINING
         return ACTIVE
 
     @property
@@ -134,6 +144,9 @@ class GroupView:
     pin_fallbacks: int = 0
     pin_unassigned: int = 0
     rss_unhashed: int = 0
+    flow_inserts: int = 0
+    flow_table: Optional[FlowTable] = None  # UDP groups with flow affinity
+    flow_idle_timeout: float = 0.0          # seconds, of the flow table
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
@@ -209,13 +222,18 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
             gone=g.socket_cookie(idx) != m.cookie,
             pins=pins.get(idx, []),
-            since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
+            since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
             **counts,
         )
         view.members.append(member)
     set_target_shares(view.members)
+    if ctl.flags & abi.RP_CTL_FLOWS and gen_info is not None:
+        view.flow_table = read_flows(g, ctl, gen_info, group_totals["flow_inserts"])
+        view.flow_idle_timeout = ctl.flow_idle_ms / 1000
+        for member in view.members:
+            member.flows = view.flow_table.live.get(member.index, 0)
     since_sum = sum(m.since_publish for m in view.members)
     for member in view.members:
         member.observed_share = member.since_publish / since_sum if since_sum else None

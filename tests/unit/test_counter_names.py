@@ -17,6 +17,7 @@ from rpctl.cli.dashboard_screen import History, Snapshot
 from rpctl.cli.dashboard_screen import render as dashboard_frame
 from rpctl.cli.metrics_families import families
 from rpctl.controller import abi
+from rpctl.controller.flows import FlowTable
 from rpctl.controller.views import GROUP_COUNTERS, MEMBER_COUNTERS, GroupView
 from tests.support.metrics import scrape
 from tests.support.views import group_view
@@ -25,9 +26,12 @@ GROUP_NAMES = [c.name for c in GROUP_COUNTERS]
 MEMBER_NAMES = [c.name for c in MEMBER_COUNTERS]
 
 
-def counted_view(mode: str) -> GroupView:
-    """Every group counter a distinct value: 101, 102, ... in table order."""
+def counted_view(mode: str, flows: bool = False) -> GroupView:
+    """Every group counter a distinct value: 101, 102, ... in table order.
+    flows: a UDP group with a flow table."""
     values = {name: 101 + i for i, name in enumerate(GROUP_NAMES)}
+    if flows:
+        values.update(proto="udp", flow_table=FlowTable(1024, 900, 3, {0: 7}))
     return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", **values)
 
 
@@ -63,13 +67,15 @@ def test_metric_names_are_the_table_names():
     assert counters == set(GROUP_NAMES), "a group counter family with a name of its own"
 
 
-@pytest.mark.parametrize("mode, shown", [
-    ("weighted", ["slot_misses", "no_live_member"]),
-    ("cpu", ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
-    ("rss", GROUP_NAMES),
+@pytest.mark.parametrize("mode, flows, shown", [
+    ("weighted", False, ["slot_misses", "no_live_member"]),
+    ("cpu", False, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
+    ("rss", False, [n for n in GROUP_NAMES if n != "flow_inserts"]),
+    ("rss", True, GROUP_NAMES),
+    ("weighted", True, ["slot_misses", "no_live_member", "flow_inserts"]),
 ])
-def test_the_status_table_and_the_dashboard_write_the_table_names(mode, shown):
-    view = counted_view(mode)
+def test_the_status_table_and_the_dashboard_write_the_table_names(mode, flows, shown):
+    view = counted_view(mode, flows)
     history = History()
     history.update(Snapshot(time=0.0, groups=[view]))
     screens = {

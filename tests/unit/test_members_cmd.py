@@ -9,6 +9,7 @@ import pytest
 from rpctl.controller import group
 from rpctl.controller.errors import ExitStatus, InvalidInput
 from rpctl.controller.group import Registration
+from rpctl.controller.options import GroupOptions
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")
@@ -17,15 +18,25 @@ pytestmark = pytest.mark.usefixtures("cli_without_system")
 def test_register_creates_the_group_and_says_so(monkeypatch):
     calls = []
 
-    def register(name, pid, fd, group=None, weight=1, replace=False):
-        calls.append((name, pid, fd, group, weight, replace))
+    def register(name, pid, fd, group=None, weight=1, replace=False, options=None):
+        calls.append((name, pid, fd, group, weight, replace, options))
         return Registration("web", name, 0, created=True, replaced=False)
 
     monkeypatch.setattr(group, "register", register)
     status, out, err = invoke(["register", "worker-1", "--pid", "4242", "--fd", "3", "--weight", "2", "-g", "web"])
     assert (status, err) == (0, "")
     assert out == "registered worker-1 in group web at index 0 (created group web)\n"
-    assert calls == [("worker-1", 4242, 3, "web", 2, False)]
+    assert calls == [("worker-1", 4242, 3, "web", 2, False, GroupOptions())]
+
+
+def test_register_passes_the_group_options_given(monkeypatch):
+    calls = []
+    monkeypatch.setattr(group, "register", lambda name, pid, fd, options=None, **kw: calls.append(options) or
+                        Registration("udp-53", name, 0, created=True, replaced=False, proto="udp"))
+    argv = ["register", "w", "--pid", "1", "--fd", "3"]
+    assert invoke([*argv, "--no-flow-affinity"])[0] == 0
+    assert invoke([*argv, "--flow-table-size", "1024", "--flow-idle-timeout", "2.5"])[0] == 0
+    assert calls == [GroupOptions(flow_affinity=False), GroupOptions(None, 1024, 2.5)]
 
 
 def test_register_replace_and_no_migration_warning(monkeypatch):
