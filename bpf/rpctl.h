@@ -12,7 +12,7 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 3
+#define RP_ABI_VERSION 4
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256
@@ -50,9 +50,16 @@
 #define RP_RSS_INPUT_MAX 36
 #define RP_IFNAME_LEN 16
 
+/* QUIC-LB server ids (plaintext): at most 4 bytes, so that an id and a
+ * member index fit one u64 of the generation's sorted lookup table. */
+#define RP_QUIC_MAX_SID_LEN 4
+/* An unused entry of rp_gen.quic_ids: sorts after every real entry. */
+#define RP_QUIC_NO_ID 0xffffffffffffffffULL
+
 /* rp_member.flags */
 enum rp_member_flag {
 	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
+	RP_MEMBER_QUIC = 1u << 1,      /* quic_server_id is set */
 };
 
 /* rp_policy.flags: per generation, so a drain flips with its table. */
@@ -66,6 +73,9 @@ enum rp_ctl_flag {
 	/* Loaded as SELECT_OR_MIGRATE: the program places the requests of a
 	 * closing listener.  Without it (kernels before 5.14) they are lost. */
 	RP_CTL_MIGRATE = 1u << 0,
+	/* A UDP group that routes QUIC packets by the server id of their
+	 * connection id (quic_sid_len bytes after its first octet). */
+	RP_CTL_QUIC = 1u << 1,
 };
 
 /* rp_ctl.proto */
@@ -101,6 +111,8 @@ struct rp_ctl {
 	__u16 _pad0;
 	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
+	__u32 quic_sid_len;    /* RP_CTL_QUIC: server id bytes, 1..RP_QUIC_MAX_SID_LEN */
+	__u32 _pad1;
 };
 
 _Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
@@ -134,6 +146,11 @@ struct rp_gen {
 	 * of an input is the XOR over its bytes (the hash is linear).  Built
 	 * by the controller from the device's key. */
 	__u32 rss_hash[RP_RSS_INPUT_MAX][256];
+	/* RP_CTL_QUIC: server id << 32 | member index of every member with a
+	 * server id (draining ones too), sorted, padded with RP_QUIC_NO_ID, so
+	 * the program finds an id in 8 halvings and a change of ids flips with
+	 * the generation (docs/decisions/0011). */
+	__u64 quic_ids[RP_MAX_MEMBERS];
 };
 
 /* One member's policy in one generation. */
@@ -150,7 +167,7 @@ struct rp_member {
 	__u32 pid;             /* process serving the socket */
 	__u32 fd;              /* its fd number in that process */
 	__u32 flags;           /* enum rp_member_flag */
-	__u32 _pad0;
+	__u32 quic_server_id;  /* RP_MEMBER_QUIC: its QUIC-LB server id */
 	__u64 registered_ns;   /* CLOCK_REALTIME at registration */
 	struct rp_policy policy[RP_GENERATIONS];
 	/* selected + fallback counted when the live generation was published,
@@ -164,6 +181,7 @@ struct rp_member_stats {
 	__u64 fallback;        /* chosen because the slot's socket was gone */
 	__u64 migrated;        /* took a request from a closing listener */
 	__u64 pinned;          /* chosen as the member of its CPU or queue */
+	__u64 quic_routed;     /* QUIC packet sent to it by its server id */
 };
 
 /* Map "group_stats", per CPU, one element. */
@@ -174,6 +192,8 @@ struct rp_group_stats {
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
 	                        * recomputed for: weighted table */
+	__u64 quic_unknown_server_id;  /* QUIC packet whose server id names no
+	                                * live member: flows/weights chose */
 };
 
 #endif /* RPCTL_H */

@@ -7,6 +7,10 @@
  *   1. a request migrating from a closing listener goes to step 3: it has
  *      no arrival CPU or queue of its own (the program runs on the CPU that
  *      closes the listener);
+ *   QUIC groups: a Handshake or short-header packet goes to the member
+ *      whose QUIC-LB server id its connection id carries, whatever its
+ *      4-tuple, while that member's socket lives (draining or not); any
+ *      other packet, or an id that names no live member (counted), goes on;
  *   2. in a pinned mode, the member pinned to the CPU the program runs on
  *      (CPU mode), or to the receive queue the NIC's RSS put the packet on
  *      (RSS mode: the NIC's Toeplitz hash, recomputed here from the packet,
@@ -51,6 +55,7 @@ enum rp_outcome {
 	RP_FALLBACK,
 	RP_MIGRATED,
 	RP_PINNED,
+	RP_QUIC_ROUTED,
 };
 
 static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
@@ -66,8 +71,10 @@ static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
 		st->fallback++;
 	else if (outcome == RP_MIGRATED)
 		st->migrated++;
-	else
+	else if (outcome == RP_PINNED)
 		st->pinned++;
+	else
+		st->quic_routed++;
 }
 
 static __always_inline struct rp_group_stats *rp_group_stats(void)
@@ -150,6 +157,98 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 	return 0;
 }
 
+/* QUIC (RFC 9000, 17.2; RFC 9369 for version 2).  Bytes of the UDP payload
+ * the program reads: a long header's first byte, version and DCID length,
+ * then the connection id's first octet and at most RP_QUIC_MAX_SID_LEN
+ * server id bytes.  Every QUIC packet that carries a server-chosen id is
+ * longer (a short header adds a packet number and a 16-byte AEAD tag). */
+#define RP_QUIC_LONG_DCID 6     /* 1 + version (4) + DCID length (1) */
+#define RP_QUIC_SHORT_DCID 1
+#define RP_QUIC_PEEK (RP_QUIC_LONG_DCID + 1 + RP_QUIC_MAX_SID_LEN)
+#define RP_QUIC_LONG_HEADER 0x80
+#define RP_QUIC_V1 0x00000001
+#define RP_QUIC_V2 0x6b3343cf
+#define RP_QUIC_HANDSHAKE_V1 2  /* long packet types: bits 5-4 of byte 0 */
+#define RP_QUIC_HANDSHAKE_V2 3
+#define RP_QUIC_UNROUTABLE 7    /* config rotation bits 0b111 */
+#define RP_UDP_HEADER 8         /* md->data points at the UDP header */
+
+/* The server id after a connection id's first octet (len bytes, big
+ * endian); -1 when its config rotation bits say unroutable. */
+static __always_inline int rp_quic_sid(const __u8 *cid, __u32 len, __u32 *sid)
+{
+	__u32 v = 0, i;
+
+	if (cid[0] >> 5 == RP_QUIC_UNROUTABLE)
+		return -1;
+#pragma unroll
+	for (i = 0; i < RP_QUIC_MAX_SID_LEN; i++)
+		if (i < len)
+			v = v << 8 | cid[1 + i];
+	*sid = v;
+	return 0;
+}
+
+/* The member index of server id sid: a lower bound over the sorted
+ * quic_ids in a fixed 8 halvings (RP_MAX_MEMBERS entries), then one
+ * compare.  Returns 0 and sets *idx, or -1. */
+static __always_inline int rp_quic_member(struct rp_gen *g, __u32 sid, __u32 *idx)
+{
+	__u64 want = (__u64)sid << 32, e;
+	__u32 pos = 0, step;
+
+#pragma unroll
+	for (step = RP_MAX_MEMBERS / 2; step; step >>= 1)
+		if (g->quic_ids[(pos + step - 1) & (RP_MAX_MEMBERS - 1)] < want)
+			pos += step;
+	e = g->quic_ids[pos & (RP_MAX_MEMBERS - 1)];
+	if (e == RP_QUIC_NO_ID || e >> 32 != sid)
+		return -1;
+	*idx = (__u32)e;
+	return 0;
+}
+
+/* QUIC groups: a packet whose connection id the server chose (Handshake,
+ * short header) goes to the member its server id names, while that
+ * member's socket lives: connection migration and NAT rebinding change
+ * the 4-tuple, not the id.  Initial and 0-RTT packets carry an id the
+ * client made up, and other versions are unknown: the flow table and
+ * weights place them.  Returns 0 when it took the datagram. */
+static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g)
+{
+	struct rp_group_stats *gs;
+	__u8 b[RP_QUIC_PEEK];
+	__u32 version, type, sid, idx, len = ctl->quic_sid_len;
+
+	/* A helper, not direct access: the payload may sit past the skb's
+	 * linear part.  Too short for a server-chosen id: not one. */
+	if (bpf_skb_load_bytes(md, RP_UDP_HEADER, b, RP_QUIC_PEEK))
+		return -1;
+	if (b[0] & RP_QUIC_LONG_HEADER) {
+		version = (__u32)b[1] << 24 | (__u32)b[2] << 16 | (__u32)b[3] << 8 | b[4];
+		type = (b[0] >> 4) & 3;
+		if (!((version == RP_QUIC_V1 && type == RP_QUIC_HANDSHAKE_V1) ||
+		      (version == RP_QUIC_V2 && type == RP_QUIC_HANDSHAKE_V2)))
+			return -1;
+		if (b[RP_QUIC_LONG_DCID - 1] < 1 + len)
+			return -1;
+		if (rp_quic_sid(b + RP_QUIC_LONG_DCID, len, &sid))
+			return -1;
+	} else if (rp_quic_sid(b + RP_QUIC_SHORT_DCID, len, &sid)) {
+		return -1;
+	}
+	if (rp_quic_member(g, sid, &idx) == 0 &&
+	    bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+		rp_count_member(idx, RP_QUIC_ROUTED);
+		return 0;
+	}
+	/* No member has this id, or its socket closed. */
+	gs = rp_group_stats();
+	if (gs)
+		gs->quic_unknown_server_id++;
+	return -1;
+}
+
 /* Pinned modes: select the member of this CPU or queue.  Returns 0 when
  * it took the connection; otherwise the weighted table decides, and the
  * group counter names why. */
@@ -210,6 +309,10 @@ int rp_select(struct sk_reuseport_md *md)
 	/* A closing listener hands over a queued or half-open request. */
 	migrating = md->migrating_sk != 0;
 #endif
+
+	/* TCP groups pay one test of a field of ctl, read anyway. */
+	if (ctl->flags & RP_CTL_QUIC && !migrating && rp_select_quic(md, ctl, g) == 0)
+		return SK_PASS;
 
 	/* The weighted path's only cost of the pinned modes: this test of a
 	 * field of the generation it has looked up anyway. */

@@ -109,6 +109,25 @@ def group_option(p: argparse.ArgumentParser, help: str = GROUP_HELP) -> None:
     p.add_argument("--group", "-g", metavar="G", help=help)
 
 
+def quic_options_arguments(p: argparse.ArgumentParser) -> None:
+    """--quic and --quic-server-id-length: a UDP group's QUIC routing, fixed when it is created."""
+    p.add_argument("--quic", action="store_true",
+                   help="UDP group created here: route QUIC packets by the server id of their connection id")
+    p.add_argument("--quic-server-id-length", type=int, metavar="N",
+                   help="with --quic: bytes of a QUIC-LB server id (default 1, range 1..4)")
+
+
+def quic_options(args: argparse.Namespace):
+    """The QuicOptions the command line asks for; None when it asks nothing (the group's own)."""
+    from rpctl.controller.quic import DEFAULT_SERVER_ID_LENGTH, QuicOptions
+
+    if args.quic_server_id_length is not None and not args.quic:
+        raise UsageError("--quic-server-id-length goes with --quic")
+    if not args.quic:
+        return None
+    return QuicOptions(True, args.quic_server_id_length or DEFAULT_SERVER_ID_LENGTH)
+
+
 def json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
     p.add_argument("--json", action="store_true", help=help)
 

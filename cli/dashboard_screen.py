@@ -84,7 +84,7 @@ EVENT_STYLE = {
 
 def member_total(m: MemberView) -> int:
     """Every connection (datagram) the program placed on the member, however it chose it."""
-    return m.selected + m.fallback + m.migrated + m.pinned
+    return m.selected + m.fallback + m.migrated + m.pinned + m.quic_routed
 
 
 class _Series:

@@ -14,11 +14,14 @@ STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"
 
 # Group counters that only mean something in some modes: name -> the modes that show it.
 _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
+# Group counters that only QUIC groups show.
+_QUIC_COUNTERS = ("quic_unknown_server_id",)
 
 
 def shown_counters(g: GroupView) -> list[Counter]:
     """The group counters a screen shows for g's mode (JSON and metrics always have every one)."""
-    return [c for c in GROUP_COUNTERS if g.mode in _COUNTER_MODES.get(c.name, (g.mode,))]
+    return [c for c in GROUP_COUNTERS if g.mode in _COUNTER_MODES.get(c.name, (g.mode,))
+            and (g.quic_server_id_length or c.name not in _QUIC_COUNTERS)]
 
 
 def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:

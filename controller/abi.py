@@ -13,7 +13,7 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 3
+RP_ABI_VERSION = 4
 RP_MAX_MEMBERS = 256
 RP_SLOT_BITS = 10
 RP_SLOTS = 1 << RP_SLOT_BITS
@@ -26,12 +26,16 @@ RP_PIN_UNAVAILABLE = 0x80000000
 RP_RSS_MAX_INDIR = 4096
 RP_RSS_INPUT_MAX = 36
 RP_IFNAME_LEN = 16
+RP_QUIC_MAX_SID_LEN = 4
+RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 
 RP_MEMBER_USED = 1 << 0
+RP_MEMBER_QUIC = 1 << 1
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
 RP_CTL_MIGRATE = 1 << 0
+RP_CTL_QUIC = 1 << 1
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -59,6 +63,8 @@ class RpCtl(ctypes.Structure):
         ("_pad0", u16),
         ("flags", u32),
         ("created_ns", u64),
+        ("quic_sid_len", u32),
+        ("_pad1", u32),
     ]
 
 
@@ -77,6 +83,7 @@ class RpGen(ctypes.Structure):
         ("pin", u32 * RP_MAX_PINS),
         ("rss_indir", u16 * RP_RSS_MAX_INDIR),
         ("rss_hash", (u32 * 256) * RP_RSS_INPUT_MAX),
+        ("quic_ids", u64 * RP_MAX_MEMBERS),
     ]
 
 
@@ -95,7 +102,7 @@ class RpMember(ctypes.Structure):
         ("pid", u32),
         ("fd", u32),
         ("flags", u32),
-        ("_pad0", u32),
+        ("quic_server_id", u32),
         ("registered_ns", u64),
         ("policy", RpPolicy * RP_GENERATIONS),
         ("base_selections", u64 * RP_GENERATIONS),
@@ -105,7 +112,13 @@ class RpMember(ctypes.Structure):
 class RpMemberStats(ctypes.Structure):
     """Mirrors struct rp_member_stats in bpf/rpctl.h (one CPU's copy)."""
 
-    _fields_ = [("selected", u64), ("fallback", u64), ("migrated", u64), ("pinned", u64)]
+    _fields_ = [
+        ("selected", u64),
+        ("fallback", u64),
+        ("migrated", u64),
+        ("pinned", u64),
+        ("quic_routed", u64),
+    ]
 
 
 class RpGroupStats(ctypes.Structure):
@@ -117,6 +130,7 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
+        ("quic_unknown_server_id", u64),
     ]
 
 

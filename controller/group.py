@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, pin_table, probe, slot_table, sockets
+from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
 from .refs import Call, Param
@@ -211,6 +211,11 @@ class Group:
             gen.live[i] = idx
         # A pinned member takes connections exactly when the table would give it some.
         pin_table.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
+        # Every present member keeps its QUIC packets, draining or not.
+        gen.quic_ids[:] = quic.lookup_table(
+            {i: members[i].quic_server_id for i, pol in final.items()
+             if pol is not None and members[i].flags & abi.RP_MEMBER_QUIC}
+        )
         self.maps["gens"].put(nxt, gen)
 
         for idx, pol in final.items():
@@ -342,7 +347,14 @@ def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) ->
     return None
 
 
-def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
+def group_quic_options(ctl: abi.RpCtl) -> quic.QuicOptions:
+    """The QUIC routing a group was created with."""
+    if not ctl.flags & abi.RP_CTL_QUIC:
+        return quic.QuicOptions()
+    return quic.QuicOptions(True, ctl.quic_sid_len)
+
+
+def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: quic.QuicOptions) -> None:
     """Create and pin a group's maps and program under a temporary name,
     then rename the folder into place: all or nothing."""
     from . import loader
@@ -365,6 +377,9 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
+        if options.enabled:
+            ctl.flags |= abi.RP_CTL_QUIC
+            ctl.quic_sid_len = options.server_id_length
         maps["ctl"].put(0, ctl)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():
@@ -392,6 +407,7 @@ class Registration:
     replaced: bool
     migration: bool = True
     proto: str = "tcp"
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group
 
 
 def register(
@@ -403,6 +419,8 @@ def register(
     replace: bool = False,
     layout: Optional[Layout] = None,
     attach: bool = True,
+    quic_server_id: Optional[str] = None,
+    quic_options: Optional[quic.QuicOptions] = None,
 ) -> Registration:
     """Make fd `fd` of process `pid` a member named `name`.
 
@@ -410,10 +428,16 @@ def register(
     the program attached to the reuseport group.  attach=False leaves the
     attaching to a later call (adopting several listeners registers them
     all first, so that none of them takes every connection meanwhile).
+    quic_options (None: as the group has them, or none for a new group)
+    are fixed at creation; in a QUIC group every member has a server id,
+    quic_server_id (hex) or else the member's own on a replace, or else the
+    lowest free one.
     """
     what = f"register {name}"
     check_member_name(name)
     check_weight(name, weight)
+    if quic_options is not None and quic_options.enabled:
+        quic.check_length(quic_options.server_id_length)
     probe.require_kernel()
     probe.require_bpf_privileges(what)
     if group is not None:
@@ -427,21 +451,49 @@ def register(
             if group is None:
                 group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
-                _create(layout, group, info)
+                options = quic_options or quic.QuicOptions()
+                if options.enabled and info.proto_name != "udp":
+                    raise InvalidInput(f"{what}: QUIC routing needs a UDP group; {info.endpoint} is not UDP")
+                _create(layout, group, info, options)
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
-                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach)
+                    options = quic_options_of(g, quic_options, what)
+                    sid = None
+                    if quic_server_id is not None:
+                        if not options.enabled:
+                            raise InvalidInput(f"{what}: group {g.name!r} does not route QUIC by server id")
+                        sid = quic.parse_server_id(quic_server_id, options.server_id_length)
+                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach,
+                                                       options, sid)
                     migration = bool(g.ctl().flags & abi.RP_CTL_MIGRATE)
+                    m = g.members()[index]
+                    sid_text = (quic.format_server_id(m.quic_server_id, options.server_id_length)
+                                if m.flags & abi.RP_MEMBER_QUIC else None)
             except BaseException:
                 if created:
                     layout.remove_group_dir(group)
                 raise
-        return Registration(group, name, index, created, replaced, migration, info.proto_name)
+        return Registration(group, name, index, created, replaced, migration, info.proto_name, sid_text)
+
     finally:
         # Holding a copy would keep the listener open after its worker
         # dies: connections would queue on it with no one to accept them.
         sock.close()
+
+
+def quic_options_of(g: Group, wanted: Optional[quic.QuicOptions], what: str) -> quic.QuicOptions:
+    """The group's QUIC routing; refuses `wanted` options that differ from it."""
+    options = group_quic_options(g.ctl())
+    if wanted is not None and wanted != options:
+        def words(o: quic.QuicOptions) -> str:
+            return f"QUIC routing with {o.server_id_length}-byte server ids" if o.enabled else "no QUIC routing"
+
+        raise InvalidInput(
+            f"{what}: group {g.name!r} was created with {words(options)}, not {words(wanted)}; "
+            "such options are fixed when a group is created"
+        )
+    return options
 
 
 def _register_locked(
@@ -455,6 +507,8 @@ def _register_locked(
     replace: bool,
     what: str,
     attach: bool,
+    options: quic.QuicOptions,
+    sid: Optional[int],
 ) -> tuple[int, bool]:
     ctl = g.ctl()
     if ctl_endpoint(ctl) != info.key:
@@ -472,6 +526,9 @@ def _register_locked(
             f"{what}: group {g.name!r} already has a member {name!r} (use ", Param("replace", flag=True),
             " to swap its socket)",
         )
+
+    if options.enabled:
+        sid = _quic_server_id(g, members, live, existing, sid, options, what)
 
     if existing is not None:
         index = existing
@@ -506,12 +563,43 @@ def _register_locked(
     m.pid = pid
     m.fd = fd
     m.flags = abi.RP_MEMBER_USED
+    if sid is not None:
+        m.flags |= abi.RP_MEMBER_QUIC
+        m.quic_server_id = sid
     m.registered_ns = _now_ns()
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
         g.attach(sock)
     return index, existing is not None
+
+
+def _quic_server_id(
+    g: Group,
+    members: list[abi.RpMember],
+    live: Mapping[int, abi.RpPolicy],
+    existing: Optional[int],
+    sid: Optional[int],
+    options: quic.QuicOptions,
+    what: str,
+) -> int:
+    """The server id a member of a QUIC group gets: the one asked for (no
+    other member may have it), else its own when its socket is replaced,
+    else the lowest free one."""
+    others = {idx: members[idx].quic_server_id for idx in live
+              if idx != existing and members[idx].flags & abi.RP_MEMBER_QUIC}
+    if sid is None:
+        old = members[existing] if existing is not None else None
+        if old is not None and old.flags & abi.RP_MEMBER_QUIC:
+            return old.quic_server_id
+        return quic.assign(others.values(), options.server_id_length)
+    for idx, other in others.items():
+        if other == sid:
+            raise InvalidInput(
+                f"{what}: QUIC server id {quic.format_server_id(sid, options.server_id_length)} is "
+                f"member {_name_of(members[idx])!r}'s in group {g.name!r}"
+            )
+    return sid
 
 
 def _write(group: Optional[str], layout: Optional[Layout], fn: Callable[[Group, list[abi.RpMember]], object]):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from . import abi, probe, views
+from . import quic as quic_mod
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
@@ -113,6 +114,7 @@ class Member:
     registered: bool = False       # the group knows this name
     operator_drained: bool = False  # drained by someone else before its child died: stays drained
     restarts: int = 0
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group: the same for every child of the member
 
 
 class Launcher:
@@ -130,6 +132,7 @@ class Launcher:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         child_stdout: Optional[str] = None,
+        quic: Optional[quic_mod.QuicOptions] = None,
     ):
         # Everything is checked here, before a socket or a child exists:
         # a refused command line must leave nothing behind.
@@ -161,6 +164,10 @@ class Launcher:
                 f" {name_format!r} gives every member the same name: put {{i}} in it",
             )
         groups.check_weight(names[0], weight)
+        if quic is not None and quic.enabled:
+            if proto != "udp":
+                raise InvalidInput("run: QUIC routing needs ", Param("proto", "Launcher"), " udp")
+            quic_mod.check_length(quic.server_id_length)
         # Inherited activation variables would describe the launcher's own fds.
         inherited = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
         self.env = {k: v for k, v in os.environ.items() if k not in inherited}
@@ -172,6 +179,7 @@ class Launcher:
         self.argv = argv
         self.proto = proto
         self.weight = weight
+        self.quic = quic
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         # A file the children's stdout goes to instead of the launcher's own.
@@ -274,13 +282,34 @@ class Launcher:
         try:
             view = views.read_view(self.group, with_queues=False)
         except NotFound:
+            self._assign_quic_ids(self.quic or quic_mod.QuicOptions(), [])
             return  # a new group
+        with groups.Group.open(self.group) as g:
+            options = groups.quic_options_of(g, self.quic, "run")
+        self._assign_quic_ids(options, view.members)
         for m in view.members:
             if m.name in self.names and not m.gone:
                 raise InvalidInput(
                     f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
                     "choose other names with ", Param("name_format", "Launcher"),
                 )
+
+    def _assign_quic_ids(self, options: quic_mod.QuicOptions, present: Sequence[views.MemberView]) -> None:
+        """In a QUIC group, each member's server id before its first child
+        starts (the child reads it from RPCTL_QUIC_SERVER_ID): the one a
+        member of that name has, else the lowest one free."""
+        if not options.enabled:
+            return
+        length = options.server_id_length
+        own = {m.name: m.quic_server_id for m in present if m.quic_server_id is not None}
+        taken = {quic_mod.parse_server_id(sid, length) for name, sid in own.items() if name not in self.names}
+        for m in self.members:
+            if m.name in own:
+                m.quic_server_id = own[m.name]
+                continue
+            value = quic_mod.assign(taken, length)
+            taken.add(value)
+            m.quic_server_id = quic_mod.format_server_id(value, length)
 
     def _start(self) -> None:
         for name in self.names:
@@ -310,6 +339,8 @@ class Launcher:
 
     def _spawn(self, m: Member) -> None:
         env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
+        if m.quic_server_id is not None:
+            env[quic_mod.SERVER_ID_VAR] = m.quic_server_id
         argv = [expand_name(a, m.name) for a in self.argv]
         wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), *argv]
         actions = [(os.POSIX_SPAWN_DUP2, m.sock.fileno(), LISTEN_FD)]
@@ -348,7 +379,7 @@ class Launcher:
             # a new group of this one member, which would then get everything.
             groups.resolve_group(self.group)
         r = groups.register(m.name, m.pid, LISTEN_FD, group=self.group, weight=self.weight,
-                            replace=replace, attach=False)
+                            replace=replace, attach=False, quic_server_id=m.quic_server_id, quic_options=self.quic)
         m.registered = True
         self.created = self.created or r.created
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import abi, pin_table, sockets
+from . import abi, pin_table, quic, sockets
 from .errors import NotFound
 from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
@@ -49,6 +49,7 @@ GROUP_COUNTERS = (
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+    Counter("quic_unknown_server_id", "QUIC packets whose server id named no live member (weights chose)"),
 )
 
 # struct rp_member_stats, in its order.
@@ -57,6 +58,7 @@ MEMBER_COUNTERS = (
     Counter("fallback", "New connections or datagrams given to the member by the fallback over live members"),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
+    Counter("quic_routed", "QUIC packets sent to the member by the server id of their connection id"),
 )
 
 
@@ -82,6 +84,8 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+    quic_routed: int = 0
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group
 
     @property
     def state(self) -> str:
@@ -116,6 +120,8 @@ class GroupView:
     pin_fallbacks: int = 0
     pin_unassigned: int = 0
     rss_unhashed: int = 0
+    quic_unknown_server_id: int = 0
+    quic_server_id_length: int = 0  # 0: no QUIC routing
 
     @property
     def key(self) -> sockets.EndpointKey:
@@ -159,6 +165,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         created_ns=ctl.created_ns,
         migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
         pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
+        quic_server_id_length=ctl.quic_sid_len if ctl.flags & abi.RP_CTL_QUIC else 0,
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
@@ -181,6 +188,8 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
+            quic_server_id=(quic.format_server_id(m.quic_server_id, view.quic_server_id_length)
+                            if m.flags & abi.RP_MEMBER_QUIC and view.quic_server_id_length else None),
             **counts,
         )
         view.members.append(member)

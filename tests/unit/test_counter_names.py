@@ -25,10 +25,11 @@ GROUP_NAMES = [c.name for c in GROUP_COUNTERS]
 MEMBER_NAMES = [c.name for c in MEMBER_COUNTERS]
 
 
-def counted_view(mode: str) -> GroupView:
+def counted_view(mode: str, quic_server_id_length: int = 0) -> GroupView:
     """Every group counter a distinct value: 101, 102, ... in table order."""
     values = {name: 101 + i for i, name in enumerate(GROUP_NAMES)}
-    return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", **values)
+    return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "",
+                      quic_server_id_length=quic_server_id_length, **values)
 
 
 def _text(renderable, width: int = 200, height: int = 60) -> str:
@@ -63,13 +64,15 @@ def test_metric_names_are_the_table_names():
     assert counters == set(GROUP_NAMES), "a group counter family with a name of its own"
 
 
-@pytest.mark.parametrize("mode, shown", [
-    ("weighted", ["slot_misses", "no_live_member"]),
-    ("cpu", ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
-    ("rss", GROUP_NAMES),
+@pytest.mark.parametrize("mode, quic, shown", [
+    ("weighted", 0, ["slot_misses", "no_live_member"]),
+    ("cpu", 0, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
+    ("rss", 0, [n for n in GROUP_NAMES if not n.startswith("quic_")]),
+    ("weighted", 1, ["slot_misses", "no_live_member", "quic_unknown_server_id"]),
+    ("rss", 2, GROUP_NAMES),
 ])
-def test_the_status_table_and_the_dashboard_write_the_table_names(mode, shown):
-    view = counted_view(mode)
+def test_the_status_table_and_the_dashboard_write_the_table_names(mode, quic, shown):
+    view = counted_view(mode, quic)
     history = History()
     history.update(Snapshot(time=0.0, groups=[view]))
     screens = {

@@ -9,6 +9,7 @@ import pytest
 from rpctl.controller import group
 from rpctl.controller.errors import ExitStatus, InvalidInput
 from rpctl.controller.group import Registration
+from rpctl.controller.quic import QuicOptions
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")
@@ -17,15 +18,40 @@ pytestmark = pytest.mark.usefixtures("cli_without_system")
 def test_register_creates_the_group_and_says_so(monkeypatch):
     calls = []
 
-    def register(name, pid, fd, group=None, weight=1, replace=False):
-        calls.append((name, pid, fd, group, weight, replace))
+    def register(name, pid, fd, group=None, weight=1, replace=False, quic_server_id=None, quic_options=None):
+        calls.append((name, pid, fd, group, weight, replace, quic_server_id, quic_options))
         return Registration("web", name, 0, created=True, replaced=False)
 
     monkeypatch.setattr(group, "register", register)
     status, out, err = invoke(["register", "worker-1", "--pid", "4242", "--fd", "3", "--weight", "2", "-g", "web"])
     assert (status, err) == (0, "")
     assert out == "registered worker-1 in group web at index 0 (created group web)\n"
-    assert calls == [("worker-1", 4242, 3, "web", 2, False)]
+    assert calls == [("worker-1", 4242, 3, "web", 2, False, None, None)]
+
+
+def test_register_quic_options_reach_the_library_and_the_id_is_said(monkeypatch):
+    calls = []
+
+    def register(name, pid, fd, **kw):
+        calls.append(kw)
+        return Registration("udp-443", name, 1, created=True, replaced=False, proto="udp", quic_server_id="0a01")
+
+    monkeypatch.setattr(group, "register", register)
+    status, out, err = invoke(["register", "q", "--pid", "1", "--fd", "3", "--quic", "--quic-server-id-length", "2",
+                               "--quic-server-id", "0a01"])
+    assert (status, err) == (0, "")
+    assert out == "registered q in group udp-443 at index 1 with QUIC server id 0a01 (created group udp-443)\n"
+    assert calls[0]["quic_server_id"] == "0a01"
+    assert calls[0]["quic_options"] == QuicOptions(True, 2)
+    invoke(["register", "q", "--pid", "1", "--fd", "3", "--quic"])
+    assert calls[1]["quic_options"] == QuicOptions(True, 1) and calls[1]["quic_server_id"] is None
+
+
+def test_register_quic_id_length_without_quic_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr(group, "register", lambda *a, **kw: pytest.fail("must not register"))
+    status, out, err = invoke(["register", "q", "--pid", "1", "--fd", "3", "--quic-server-id-length", "2"])
+    assert status == ExitStatus.USAGE and out == ""
+    assert "--quic-server-id-length goes with --quic" in assert_one_error_line(err)
 
 
 def test_register_replace_and_no_migration_warning(monkeypatch):
