@@ -22,6 +22,14 @@
  *   rp_wide_slots   rp_counted with the table of rpctl before ABI 3:
  *                   65,536 u32 slots per generation in a map of their own
  *                   ("wide_slots"), 256 KiB where the byte table is 1 KiB.
+ *
+ * The UDP flow table's key (docs/decisions/0010): a flow table alone, the
+ * member of a known flow selected, a new flow remembered at hash & 3.
+ *   rp_flow_by_hash   keyed by the kernel's 4-tuple hash, md->hash (what
+ *                     rpctl does): no packet read, a 4-byte key;
+ *   rp_flow_by_tuple  keyed by the IPv4 4-tuple itself: the addresses read
+ *                     with a helper (they lie before md->data), the ports in
+ *                     place, a 12-byte key to hash.
  */
 #include <uapi/linux/bpf.h>
 #include "rpctl.h"
@@ -131,3 +139,59 @@ int rp_wide_slots(struct sk_reuseport_md *md)
 }
 
 #endif /* RP_FD_GENS */
+
+#if defined(RP_FD_FLOWS_BY_HASH) || defined(RP_FD_FLOWS_BY_TUPLE)
+
+static __always_inline int select_flow(struct sk_reuseport_md *md, void *flows, void *key)
+{
+	struct rp_flow *f = bpf_map_lookup_elem(flows, key), fresh = {};
+	__u32 idx;
+
+	if (f) {
+		idx = f->member;
+	} else {
+		idx = md->hash & 3;
+		fresh.member = idx;
+		bpf_map_update_elem(flows, key, &fresh, BPF_NOEXIST);
+	}
+	bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0);
+	return SK_PASS;
+}
+
+#endif
+
+#ifdef RP_FD_FLOWS_BY_HASH
+
+int rp_flow_by_hash(struct sk_reuseport_md *md)
+{
+	__u32 key = md->hash;
+
+	return select_flow(md, RP_MAP(RP_FD_FLOWS_BY_HASH), &key);
+}
+
+#endif /* RP_FD_FLOWS_BY_HASH */
+
+#ifdef RP_FD_FLOWS_BY_TUPLE
+
+struct tuple4 {
+	__u8 addrs[8];         /* source, destination */
+	__u8 ports[4];         /* source, destination */
+};
+
+int rp_flow_by_tuple(struct sk_reuseport_md *md)
+{
+	const __u8 *data = md->data, *end = md->data_end;
+	struct tuple4 key = {};
+
+	if (bpf_skb_load_bytes_relative(md, 12, key.addrs, 8, BPF_HDR_START_NET))
+		return SK_PASS;
+	if (data + 4 > end)
+		return SK_PASS;
+	key.ports[0] = data[0];
+	key.ports[1] = data[1];
+	key.ports[2] = data[2];
+	key.ports[3] = data[3];
+	return select_flow(md, RP_MAP(RP_FD_FLOWS_BY_TUPLE), &key);
+}
+
+#endif /* RP_FD_FLOWS_BY_TUPLE */

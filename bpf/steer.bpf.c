@@ -4,13 +4,21 @@
  *
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array:
+ *   Q. QUIC groups (RP_CTL_QUIC): a Handshake or short-header packet goes
+ *      to the member whose QUIC-LB server id its connection id carries,
+ *      whatever its 4-tuple, while that member's socket lives (draining or
+ *      not), and its 4-tuple becomes (or stays) a flow of that member.
+ *      Initial and 0-RTT packets (ids the client chose), unroutable ids,
+ *      and ids that name no live member (counted) go on (rp_select_quic);
+ *   0. UDP groups with flow affinity (RP_CTL_FLOWS): a datagram of a flow
+ *      in the flow table, fresh, whose member's socket lives (the same
+ *      socket: same incarnation) goes to that member, even a draining or
+ *      weightless one.  Other datagrams go on, and whatever steps 2-4
+ *      choose is remembered for their flow (rp_flow_follow and
+ *      rp_flow_remember);
  *   1. a request migrating from a closing listener goes to step 3: it has
  *      no arrival CPU or queue of its own (the program runs on the CPU that
  *      closes the listener);
- *   QUIC groups: a Handshake or short-header packet goes to the member
- *      whose QUIC-LB server id its connection id carries, whatever its
- *      4-tuple, while that member's socket lives (draining or not); any
- *      other packet, or an id that names no live member (counted), goes on;
  *   2. in a pinned mode, the member pinned to the CPU the program runs on
  *      (CPU mode), or to the receive queue the NIC's RSS put the packet on
  *      (RSS mode: the NIC's Toeplitz hash, recomputed here from the packet,
@@ -55,10 +63,59 @@ enum rp_outcome {
 	RP_FALLBACK,
 	RP_MIGRATED,
 	RP_PINNED,
+	RP_FLOW,
 	RP_QUIC_ROUTED,
 };
 
-static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
+/* What the flow table knew of a datagram's flow (step 0), and so what
+ * must be remembered once steps 2-4 have chosen. */
+enum rp_flow_state {
+	RP_FLOW_NONE,      /* TCP, or a group without flow affinity */
+	RP_FLOW_NEW,       /* not in the table */
+	RP_FLOW_IDLE,      /* in the table, unseen for the idle timeout: as new */
+	RP_FLOW_GONE,      /* its member's socket closed or was replaced */
+};
+
+struct rp_flow_pick {
+	__u32 key;         /* md->hash: the flow table's key */
+	__u32 state;       /* enum rp_flow_state */
+	__u64 now;         /* bpf_ktime_get_coarse_ns() */
+};
+
+static __always_inline struct rp_group_stats *rp_group_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+}
+
+/* Step 0's second half: the flow goes to idx from now on.  A new flow is
+ * inserted only if still absent (another CPU may have placed it
+ * meanwhile), so that flow_inserts counts exactly the entries added; an
+ * idle or orphaned one is overwritten, or inserted again if the LRU
+ * evicted it since the lookup.  A failed insert (table full and every
+ * entry in use by other CPUs) still leaves the datagram placed. */
+static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
+{
+	struct rp_flow f = {
+		.member = idx,
+		.incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)],
+		.seen_ns = fp->now,
+	};
+	struct rp_group_stats *gs;
+
+	if (fp->state != RP_FLOW_NEW && bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_EXIST) == 0)
+		return;
+	if (bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_NOEXIST))
+		return;
+	gs = rp_group_stats();
+	if (gs)
+		gs->flow_inserts++;
+}
+
+/* Count a selection of member idx; with a flow to remember, remember it. */
+static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp_outcome outcome,
+					    struct rp_flow_pick *fp)
 {
 	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
 
@@ -73,15 +130,59 @@ static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
 		st->migrated++;
 	else if (outcome == RP_PINNED)
 		st->pinned++;
-	else
+	else if (outcome == RP_QUIC_ROUTED)
 		st->quic_routed++;
+	else
+		st->flow_datagrams++;
+	if (fp->state == RP_FLOW_NONE || outcome == RP_FLOW)
+		return;
+	if (fp->state == RP_FLOW_GONE)
+		st->flows_reassigned++;
+	else
+		st->flows_created++;
+	rp_flow_remember(fp, g, idx);
 }
 
-static __always_inline struct rp_group_stats *rp_group_stats(void)
+/* Step 0: the member that the flow of this datagram was placed on.
+ * Returns 0 when it took the datagram; otherwise fp->state says what the
+ * table knew, and steps 2-4 place the datagram.  The entry's last-seen
+ * time is refreshed in place, and only once a quarter of the idle timeout
+ * has passed: a busy flow does not write its shared entry on every
+ * datagram. */
+static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					  struct rp_flow_pick *fp)
 {
-	__u32 zero = 0;
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
+	struct rp_flow *f;
+	__u32 idx;
 
-	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
+		return -1;
+	}
+	/* A refresh on another CPU may be newer than our clock reading. */
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (age > idle) {
+		fp->state = RP_FLOW_IDLE;
+		return -1;
+	}
+	idx = f->member;
+	/* The incarnation tells the member's socket from a socket that took
+	 * its index later (and RP_NO_INCARNATION an index of no member). */
+	fp->state = RP_FLOW_GONE;
+	if (idx >= RP_MAX_MEMBERS || f->incarnation == RP_NO_INCARNATION ||
+	    f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
+		return -1;
+	/* Fails when the socket closed: the kernel emptied its entry. */
+	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
+		return -1;
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
+	rp_count_member(g, idx, RP_FLOW, fp);
+	return 0;
 }
 
 /* The NIC's Toeplitz hash of in[0..len-1], from the per-byte table the
@@ -157,6 +258,34 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 	return 0;
 }
 
+/* A QUIC packet its server id sent to member idx: its 4-tuple is a flow
+ * of idx from now on, so that the member's live flows (what a drain waits
+ * for) count its connections, on every path they use (a migrated
+ * connection's new 4-tuple too).  A fresh entry of idx is refreshed like
+ * in step 0; any other makes fp say what rp_count_member remembers. */
+static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					 struct rp_flow_pick *fp, __u32 idx)
+{
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
+	struct rp_flow *f;
+
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
+		return;
+	}
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)]) {
+		fp->state = RP_FLOW_GONE;
+		return;
+	}
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
+	fp->state = age > idle ? RP_FLOW_IDLE : RP_FLOW_NONE;
+}
+
 /* QUIC (RFC 9000, 17.2; RFC 9369 for version 2).  Bytes of the UDP payload
  * the program reads: a long header's first byte, version and DCID length,
  * then the connection id's first octet and at most RP_QUIC_MAX_SID_LEN
@@ -214,7 +343,8 @@ static __always_inline int rp_quic_member(struct rp_gen *g, __u32 sid, __u32 *id
  * the 4-tuple, not the id.  Initial and 0-RTT packets carry an id the
  * client made up, and other versions are unknown: the flow table and
  * weights place them.  Returns 0 when it took the datagram. */
-static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g)
+static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					  struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	__u8 b[RP_QUIC_PEEK];
@@ -239,7 +369,9 @@ static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_
 	}
 	if (rp_quic_member(g, sid, &idx) == 0 &&
 	    bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-		rp_count_member(idx, RP_QUIC_ROUTED);
+		if (ctl->flags & RP_CTL_FLOWS)
+			rp_flow_keep(md, ctl, g, fp, idx);
+		rp_count_member(g, idx, RP_QUIC_ROUTED, fp);
 		return 0;
 	}
 	/* No member has this id, or its socket closed. */
@@ -252,7 +384,7 @@ static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_
 /* Pinned modes: select the member of this CPU or queue.  Returns 0 when
  * it took the connection; otherwise the weighted table decides, and the
  * group counter names why. */
-static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g)
+static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	__u32 key, idx;
@@ -278,7 +410,7 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
 	 * never selected, a gone one's entry is empty; both fall back. */
 	if (!(idx & RP_PIN_UNAVAILABLE) && bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-		rp_count_member(idx, RP_PINNED);
+		rp_count_member(g, idx, RP_PINNED, fp);
 		return 0;
 	}
 	gs = rp_group_stats();
@@ -289,12 +421,14 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 
 int rp_select(struct sk_reuseport_md *md)
 {
+	struct rp_flow_pick fp;
 	struct rp_group_stats *gs;
 	struct rp_ctl *ctl;
 	struct rp_gen *g;
 	__u32 zero = 0, gen, idx, n, start, i, j;
 	int migrating = 0;
 
+	fp.state = RP_FLOW_NONE;
 	/* Element 0 of an array always exists: these checks only satisfy
 	 * the verifier.  SK_PASS without a choice lets the kernel select. */
 	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
@@ -310,13 +444,19 @@ int rp_select(struct sk_reuseport_md *md)
 	migrating = md->migrating_sk != 0;
 #endif
 
-	/* TCP groups pay one test of a field of ctl, read anyway. */
-	if (ctl->flags & RP_CTL_QUIC && !migrating && rp_select_quic(md, ctl, g) == 0)
+	/* TCP's cost of flow affinity: this test of a field of the ctl
+	 * element it has read anyway, and a test of fp.state in a register
+	 * after the selection (migrating requests are TCP's: never here). */
+	/* QUIC groups: a server-chosen connection id names its member. */
+	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
+		return SK_PASS;
+
+	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
 		return SK_PASS;
 
 	/* The weighted path's only cost of the pinned modes: this test of a
 	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
 		return SK_PASS;
 
 	/* Weighted table of the live generation: one byte in the element
@@ -325,7 +465,7 @@ int rp_select(struct sk_reuseport_md *md)
 	if (n) {
 		idx = g->slots[md->hash & RP_SLOT_MASK];
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(idx, migrating ? RP_MIGRATED : RP_SELECTED);
+			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
 			return SK_PASS;
 		}
 		/* Slot's socket closed (or being migrated away from). */
@@ -353,7 +493,7 @@ int rp_select(struct sk_reuseport_md *md)
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, migrating ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_FALLBACK, &fp);
 				return SK_PASS;
 			}
 		}

@@ -24,11 +24,12 @@ from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 
+from rpctl.controller.abi import SELECTION_COUNTERS
 from rpctl.controller.views import STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, pct, pin_text
+from .text import STATE_STYLE, counter_texts, flow_table_text, mode_text, pct, pin_text
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -84,7 +85,7 @@ EVENT_STYLE = {
 
 def member_total(m: MemberView) -> int:
     """Every connection (datagram) the program placed on the member, however it chose it."""
-    return m.selected + m.fallback + m.migrated + m.pinned + m.quic_routed
+    return sum(getattr(m, name) for name in SELECTION_COUNTERS)
 
 
 class _Series:
@@ -278,8 +279,9 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
                     ev(name, "drain", f"{mname} drain started (queue {_opt(m.queue)})", mname)
                 if p.draining and not m.draining:
                     ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
-                if m.draining and m.queue == 0 and (not p.draining or p.queue != 0 or p.gone):
-                    ev(name, "drained", f"{mname} drained (queue empty)", mname)
+                if m.state == "drained" and p.state != "drained":
+                    why = "queue empty" if m.flows is None else "queue empty, no live flow"
+                    ev(name, "drained", f"{mname} drained ({why})", mname)
             if p.weight != m.weight:
                 weights.append(f"{mname} {p.weight}->{m.weight}")
         if weights:
@@ -328,10 +330,10 @@ def _cut(s: str, width: int) -> str:
 
 
 # Columns in the order they are shown; DROP_ORDER says which go first when space runs out.
-COLUMNS = ("name", "pid", "state", "weight", "target", "observed", "rate", "spark", "queue", "migrated",
+COLUMNS = ("name", "pid", "state", "weight", "target", "observed", "rate", "spark", "queue", "flows", "migrated",
            "fallback", "pin")
-DROP_ORDER = ("pid", "pin", "fallback", "migrated", "spark", "queue", "target", "weight", "rate", "observed")
-RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "migrated", "fallback"}
+DROP_ORDER = ("pid", "pin", "fallback", "migrated", "spark", "queue", "flows", "target", "weight", "rate", "observed")
+RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "flows", "migrated", "fallback"}
 
 
 def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[str, Optional[float]]) -> dict:
@@ -344,6 +346,7 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "observed": pct(shares.get(m.name)),
         "rate": _rate(history.rate(g.name, m)),
         "queue": _opt(m.queue),
+        "flows": _opt(m.flows),
         "migrated": _count(m.migrated),
         "fallback": _count(m.fallback),
         "pin": pin_text(g, m),
@@ -354,7 +357,7 @@ def _headers(g: GroupView, spark_width: int) -> dict[str, str]:
     return {
         "name": "member", "pid": "pid", "state": "state", "weight": "weight", "target": "target",
         "observed": "observed", "rate": _unit(g), "spark": f"last {spark_width}s", "queue": "queue",
-        "migrated": "migrated", "fallback": "fallback", "pin": "pin",
+        "flows": "flows", "migrated": "migrated", "fallback": "fallback", "pin": "pin",
     }
 
 
@@ -398,6 +401,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
         Text(f"fallback {_count(fallback)}"),
         # The group's counters under their one name; the pin ones in pinned modes only.
         *(Text(text) for text in counter_texts(g, _count)),
+        *([Text(flow_table_text(g) or "")] if g.flow_table is not None else []),
         Text(f"{len(g.members)} members" + (f" ({states})" if states else "")),
     ]
     lines: list[Text] = []
@@ -446,7 +450,10 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     shown = g.members if len(g.members) <= rows else pick_rows(g.members, max(0, rows - 1))
     cells = [_member_cells(g, m, history, shares) for m in shown]
     heads = _headers(g, SPARK_MAX)
-    widths = column_widths({c: heads[c] for c in COLUMNS if c != "spark"}, cells)
+    # The flows column only for a group with a flow table (UDP with flow affinity).
+    widths = column_widths(
+        {c: heads[c] for c in COLUMNS if c != "spark" and (c != "flows" or g.flow_table is not None)}, cells
+    )
     columns, spark = choose_columns(widths, width)
     heads = _headers(g, spark)
     if spark:

@@ -27,6 +27,10 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "fallback": m.fallback,
         "migrated": m.migrated,
         "pinned": m.pinned,
+        "flow_datagrams": m.flow_datagrams,
+        "flows_created": m.flows_created,
+        "flows_reassigned": m.flows_reassigned,
+        "flows": m.flows,
         "quic_routed": m.quic_routed,
         "quic_server_id": m.quic_server_id,
         "pins": list(m.pins),
@@ -49,6 +53,12 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "generation": g.gen,
         "published_ns": g.published_ns,
         "counters": g.counters,
+        "flow_table": None if g.flow_table is None else {
+            "size": g.flow_table.size,
+            "entries": g.flow_table.entries,
+            "evictions": g.flow_table.evictions,
+            "idle_timeout": g.flow_idle_timeout,
+        },
         "members": [member_json(m) for m in g.members],
     }
 

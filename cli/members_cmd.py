@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from rpctl.controller.errors import ExitStatus
 
-from .common import Environment, add_command, group_option, quic_options, quic_options_arguments
+from .common import Environment, add_command, group_option, group_options, group_options_of
 
 
 def cmd_register(env: Environment, args) -> ExitStatus:
     from rpctl.controller import group
 
     r = group.register(args.name, args.pid, args.fd, group=args.group, weight=args.weight, replace=args.replace,
-                       quic_server_id=args.quic_server_id, quic_options=quic_options(args))
+                       options=group_options_of(args), quic_server_id=args.quic_server_id)
     verb = "replaced the socket of" if r.replaced else "registered"
     created = f" (created group {r.group})" if r.created else ""
     sid = f" with QUIC server id {r.quic_server_id}" if r.quic_server_id is not None else ""
@@ -52,8 +52,12 @@ def add_commands(sub) -> None:
         "register",
         cmd_register,
         "make a worker's SO_REUSEPORT socket a member (the first member creates the group)",
-        ["rpctl register worker-1 --pid 4242 --fd 3", "rpctl register canary --pid 4343 --fd 5 --weight 0 -g web",
-         "rpctl register quic-1 --pid 4444 --fd 3 --quic --quic-server-id 0a"],
+        [
+            "rpctl register worker-1 --pid 4242 --fd 3",
+            "rpctl register canary --pid 4343 --fd 5 --weight 0 -g web",
+            "rpctl register dns-1 --pid 4444 --fd 3 --flow-idle-timeout 10",
+            "rpctl register quic-1 --pid 4545 --fd 3 --quic --quic-server-id 0a",
+        ],
     )
     p.add_argument("name", help="member name, unique in the group")
     p.add_argument("--pid", type=int, required=True, help="process holding the socket")
@@ -62,8 +66,8 @@ def add_commands(sub) -> None:
     p.add_argument("--replace", action="store_true", help="swap the socket of an existing member of that name")
     p.add_argument("--quic-server-id", metavar="HEX",
                    help="QUIC groups: the member's QUIC-LB server id (default: its own on --replace, else the lowest free)")
-    quic_options_arguments(p)
     group_option(p)
+    group_options(p)
 
     p = add_command(sub, "unregister", cmd_unregister, "remove a member from its group",
                     ["rpctl unregister worker-3", "rpctl unregister worker-3 --group web"])

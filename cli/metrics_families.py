@@ -60,6 +60,20 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     queued_bytes = GaugeMetricFamily(
         "rpctl_member_queued_bytes", "Bytes waiting in a UDP member's receive queue", labels=MEMBER
     )
+    # UDP groups with flow affinity: what the flow table holds (walked at each scrape).
+    member_flows = GaugeMetricFamily(
+        "rpctl_member_flows", "Live UDP flows the flow table still sends to the member", labels=MEMBER
+    )
+    flow_entries = GaugeMetricFamily(
+        "rpctl_group_flow_table_entries", "Entries in the group's UDP flow table, live or idle", labels=GROUP
+    )
+    flow_size = GaugeMetricFamily(
+        "rpctl_group_flow_table_size", "Entries the group's UDP flow table can hold", labels=GROUP
+    )
+    flow_evictions = GaugeMetricFamily(
+        "rpctl_group_flow_evictions",
+        "Flows the full UDP flow table evicted so far (flow_inserts minus entries; only grows)", labels=GROUP,
+    )
 
     for g in views:
         info.add_metric(
@@ -74,6 +88,10 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         )
         for family, name in group_counters:
             family.add_metric([g.name], getattr(g, name))
+        if g.flow_table is not None:
+            flow_entries.add_metric([g.name], g.flow_table.entries)
+            flow_size.add_metric([g.name], g.flow_table.size)
+            flow_evictions.add_metric([g.name], g.flow_table.evictions)
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
@@ -85,6 +103,8 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 state.add_metric(labels + [s], 1 if s == current else 0)
             if m.queue is not None:  # None: sock_diag did not find the socket (it closed)
                 queued.add_metric(labels, m.queue)
+            if m.flows is not None:
+                member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, queued_connections, queued_bytes]
+            weight, state, queued_connections, queued_bytes, member_flows, flow_entries, flow_size, flow_evictions]

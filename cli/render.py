@@ -16,7 +16,7 @@ from rpctl.controller.views import GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text
+from .text import STATE_STYLE, counter_texts, flow_table_text, mode_text, opt, pct, pin_text
 
 
 def state_text(m: MemberView) -> Text:
@@ -24,7 +24,9 @@ def state_text(m: MemberView) -> Text:
 
 
 def group_title(g: GroupView) -> str:
-    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g)])
+    flows = flow_table_text(g)
+    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g),
+                      *([flows] if flows else [])])
 
 
 def _titled(title: str, lines: list[Text]) -> RenderGroup:
@@ -49,6 +51,8 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
         ("selected", True, lambda m: str(m.selected)),
         ("fallback", True, lambda m: str(m.fallback), wide or not pinned),
         ("queue", True, lambda m: opt(m.queue)),
+        # UDP groups with flow affinity: the live flows that still go to each member.
+        ("flows", True, lambda m: opt(m.flows), g.flow_table is not None),
         ("pin", False, lambda m: pin_text(g, m), pinned),
         ("pinned", True, lambda m: str(m.pinned), pinned),
         ("quic id", False, lambda m: m.quic_server_id or "-", quic),

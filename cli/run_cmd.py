@@ -6,7 +6,7 @@ import argparse
 
 from rpctl.controller.errors import ExitStatus
 
-from .common import Environment, add_command, group_option, quic_options, quic_options_arguments
+from .common import Environment, add_command, group_option, group_options, group_options_of
 
 DESCRIPTION = """\
 Start N copies of CMD, each with its own SO_REUSEPORT socket on HOST:PORT,
@@ -48,7 +48,7 @@ def cmd_run(env: Environment, args) -> ExitStatus:
         listen=args.listen,
         proto=args.proto,
         weight=args.weight,
-        quic=quic_options(args),
+        options=group_options_of(args),
     )
     return ExitStatus(launcher.run())
 
@@ -82,5 +82,5 @@ def add_commands(sub) -> None:
                    help=f"address to listen on, [V6]:PORT for IPv6 (default {DEFAULT_LISTEN})")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp", help="protocol (default tcp)")
     p.add_argument("--weight", type=int, default=1, help="weight of every member (default 1, range 0..10000)")
-    quic_options_arguments(p)
+    group_options(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command each child runs")

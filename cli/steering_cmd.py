@@ -39,13 +39,14 @@ def cmd_drain(env: Environment, args) -> ExitStatus:
     name = group.set_draining(args.name, True, force=args.force, group=args.group)
     env.out(f"draining {args.name} in group {name}: it takes no new connection")
     if args.wait:
-        drain.wait_drained(
+        member = drain.wait_drained(
             args.name,
             args.timeout,
             group=name,
-            progress=lambda q, h: env.err(f"{args.name}: {drain_progress(q, h)}"),
+            progress=lambda q, h, f: env.err(f"{args.name}: {drain_progress(q, h, f)}"),
         )
-        env.out(f"{args.name} drained: its queue is empty")
+        flows = "" if member.flows is None else " and it holds no live flow"
+        env.out(f"{args.name} drained: its queue is empty{flows}")
     return ExitStatus.OK
 
 

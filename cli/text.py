@@ -14,14 +14,26 @@ STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"
 
 # Group counters that only mean something in some modes: name -> the modes that show it.
 _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
+# Group counters of the flow table: shown for groups that have one.
+_FLOW_COUNTERS = {"flow_inserts"}
 # Group counters that only QUIC groups show.
-_QUIC_COUNTERS = ("quic_unknown_server_id",)
+_QUIC_COUNTERS = {"quic_unknown_server_id"}
 
 
 def shown_counters(g: GroupView) -> list[Counter]:
-    """The group counters a screen shows for g's mode (JSON and metrics always have every one)."""
-    return [c for c in GROUP_COUNTERS if g.mode in _COUNTER_MODES.get(c.name, (g.mode,))
-            and (g.quic_server_id_length or c.name not in _QUIC_COUNTERS)]
+    """The group counters a screen shows for g's mode and flow table (JSON and metrics
+    always have every one)."""
+    return [
+        c for c in GROUP_COUNTERS
+        if g.mode in _COUNTER_MODES.get(c.name, (g.mode,)) and (c.name not in _FLOW_COUNTERS or g.flow_table)
+        and (c.name not in _QUIC_COUNTERS or g.quic_server_id_length)
+    ]
+
+
+def flow_table_text(g: GroupView) -> Optional[str]:
+    """"flows 312/65536 evicted 0": the flow table's entries, size and evictions; None without one."""
+    t = g.flow_table
+    return None if t is None else f"flows {t.entries}/{t.size} evicted {t.evictions}"
 
 
 def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:

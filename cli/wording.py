@@ -43,12 +43,18 @@ FLAGS: Mapping[Union[str, tuple[str, str]], str] = {
     "addr": "--addr",
     "batch": "--batch",
     "dev": "--dev",
+    "flow_affinity": "--flow-affinity",
+    "flow_idle_timeout": "--flow-idle-timeout",
+    "flow_table_size": "--flow-table-size",
     "force": "--force",
     "group": "--group",
     "listen": "--listen",
     "mapping": "--map",
     "name_format": "--name-format",
     "proto": "--proto",
+    "quic": "--quic",
+    "quic_server_id": "--quic-server-id",
+    "quic_server_id_length": "--quic-server-id-length",
     "replace": "--replace",
 }
 

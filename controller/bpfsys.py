@@ -21,6 +21,7 @@ __all__ = [
     "map_update",
     "map_delete",
     "map_lookup_batch",
+    "hash_lookup_batch",
     "map_update_batch",
     "obj_pin",
     "obj_get",
@@ -47,6 +48,7 @@ BPF_ENABLE_STATS = 32
 # Map types (enum bpf_map_type).
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_REUSEPORT_SOCKARRAY = 20
 
 # Update flags.
@@ -299,6 +301,34 @@ def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch l
         if e.errno != errno.ENOENT:
             raise
     return attr.count
+
+
+def hash_lookup_batch(fd: int, keys, values, count: int, token: int | None,
+                      what: str = "map batch lookup") -> tuple[int, int | None]:
+    """Read up to `count` elements of a hash map; returns (how many, token).
+
+    Start with token None and call again with the token returned until it
+    is None (the whole map read).  For hash maps the kernel's token is the
+    next bucket, a u32.
+    """
+    prev = ctypes.c_uint32(token or 0)
+    out = ctypes.c_uint32(0)
+    attr = _BatchAttr(
+        in_batch=ctypes.addressof(prev) if token is not None else 0,
+        out_batch=ctypes.addressof(out),
+        keys=_addr(keys),
+        values=_addr(values),
+        count=count,
+        map_fd=fd,
+    )
+    try:
+        _bpf(BPF_MAP_LOOKUP_BATCH, attr, what)
+    except BpfError as e:
+        # ENOENT marks the end of the map: the elements reported were read.
+        if e.errno != errno.ENOENT:
+            raise
+        return attr.count, None
+    return attr.count, out.value
 
 
 def obj_pin(fd: int, path: str) -> None:

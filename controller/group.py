@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
+from .options import GroupOptions
 from .refs import Call, Param
 from .state import Layout, check_group_name
 
@@ -113,6 +114,13 @@ class Group:
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
                 f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
             )
+        entries = bpfsys.map_info(maps["flows"].fd).max_entries
+        if ctl.flags & abi.RP_CTL_FLOWS and entries != ctl.flow_table_size:
+            group.close()
+            raise StateError(
+                f"group {name!r}: its flow table holds {entries} entries, its ctl says {ctl.flow_table_size}; "
+                "run ", Call("unload", group=name),
+            )
         return group
 
     def close(self) -> None:
@@ -132,6 +140,10 @@ class Group:
         if value is None:
             raise StateError(f"group {self.name!r}: ctl map has no element 0")
         return value
+
+    def options(self) -> GroupOptions:
+        """The creation options the group was made with."""
+        return GroupOptions.of_ctl(self.ctl())
 
     def members(self) -> list[abi.RpMember]:
         return self.maps["members"].read_structs(abi.RpMember, abi.RP_MAX_MEMBERS)
@@ -209,6 +221,11 @@ class Group:
         gen.slots[:] = table if weights else bytes(abi.RP_SLOTS)
         for i, idx in enumerate(sorted(weights)):
             gen.live[i] = idx
+        # Flows remember the incarnation of their member's socket: an index
+        # that is no member, or holds another socket now, loses its flows.
+        for idx in range(abi.RP_MAX_MEMBERS):
+            present = final.get(idx) is not None
+            gen.incarnation[idx] = members[idx].incarnation if present else abi.RP_NO_INCARNATION
         # A pinned member takes connections exactly when the table would give it some.
         pin_table.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
         # Every present member keeps its QUIC packets, draining or not.
@@ -221,7 +238,7 @@ class Group:
         for idx, pol in final.items():
             m = members[idx]
             m.policy[nxt] = pol if pol is not None else abi.RpPolicy(0, 0)
-            m.base_selections[nxt] = sum(totals[idx].values())
+            m.base_selections[nxt] = abi.selections(totals[idx])
             self.maps["members"].put(idx, m)
 
         _failpoint("before-flip")
@@ -232,7 +249,9 @@ class Group:
         for idx, pol in final.items():
             if pol is None:
                 self.maps["socks"].delete(idx)
-                self.maps["members"].put(idx, abi.RpMember())
+                # The freed entry keeps its incarnation: the next socket at
+                # this index gets a new one, and the old flows do not follow it.
+                self.maps["members"].put(idx, abi.RpMember(incarnation=members[idx].incarnation))
 
     def live_weights(
         self, members: list[abi.RpMember], policies: Mapping[int, Optional[abi.RpPolicy]]
@@ -347,16 +366,9 @@ def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) ->
     return None
 
 
-def group_quic_options(ctl: abi.RpCtl) -> quic.QuicOptions:
-    """The QUIC routing a group was created with."""
-    if not ctl.flags & abi.RP_CTL_QUIC:
-        return quic.QuicOptions()
-    return quic.QuicOptions(True, ctl.quic_sid_len)
-
-
-def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: quic.QuicOptions) -> None:
+def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: GroupOptions) -> None:
     """Create and pin a group's maps and program under a temporary name,
-    then rename the folder into place: all or nothing."""
+    then rename the folder into place: all or nothing.  `options` are resolved."""
     from . import loader
 
     tmp = layout.temp_dir(name)
@@ -365,7 +377,9 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: quic.Q
     prog_fd = -1
     try:
         for spec in abi.GROUP_MAPS:
-            maps[spec.name] = Map.create(spec)
+            # A group without flow affinity keeps a one-entry table: the
+            # program is the same for every group and names the map.
+            maps[spec.name] = Map.create(spec, max_entries=options.flow_table_size or 1)
         ctl = abi.RpCtl(
             abi_version=abi.RP_ABI_VERSION,
             gen=0,
@@ -377,9 +391,7 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: quic.Q
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
-        if options.enabled:
-            ctl.flags |= abi.RP_CTL_QUIC
-            ctl.quic_sid_len = options.server_id_length
+        options.write_ctl(ctl)
         maps["ctl"].put(0, ctl)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():
@@ -419,25 +431,24 @@ def register(
     replace: bool = False,
     layout: Optional[Layout] = None,
     attach: bool = True,
+    options: Optional[GroupOptions] = None,
     quic_server_id: Optional[str] = None,
-    quic_options: Optional[quic.QuicOptions] = None,
 ) -> Registration:
     """Make fd `fd` of process `pid` a member named `name`.
 
     The first member of a port creates the group: maps, program, pins, and
-    the program attached to the reuseport group.  attach=False leaves the
+    the program attached to the reuseport group, with `options` (defaults
+    for those not given); options given for an existing group must be its
+    own.  attach=False leaves the
     attaching to a later call (adopting several listeners registers them
     all first, so that none of them takes every connection meanwhile).
-    quic_options (None: as the group has them, or none for a new group)
-    are fixed at creation; in a QUIC group every member has a server id,
-    quic_server_id (hex) or else the member's own on a replace, or else the
-    lowest free one.
+    In a QUIC group every member has a server id: quic_server_id (hex),
+    else the member's own on a replace, else the lowest free one.
     """
+    options = (options or GroupOptions()).check()
     what = f"register {name}"
     check_member_name(name)
     check_weight(name, weight)
-    if quic_options is not None and quic_options.enabled:
-        quic.check_length(quic_options.server_id_length)
     probe.require_kernel()
     probe.require_bpf_privileges(what)
     if group is not None:
@@ -451,24 +462,23 @@ def register(
             if group is None:
                 group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
-                options = quic_options or quic.QuicOptions()
-                if options.enabled and info.proto_name != "udp":
-                    raise InvalidInput(f"{what}: QUIC routing needs a UDP group; {info.endpoint} is not UDP")
-                _create(layout, group, info, options)
+                _create(layout, group, info, options.resolved(info.proto))
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
-                    options = quic_options_of(g, quic_options, what)
+                    own = g.options()
+                    if not created:
+                        options.check_against(group, own)
                     sid = None
                     if quic_server_id is not None:
-                        if not options.enabled:
+                        if not own.quic:
                             raise InvalidInput(f"{what}: group {g.name!r} does not route QUIC by server id")
-                        sid = quic.parse_server_id(quic_server_id, options.server_id_length)
+                        sid = quic.parse_server_id(quic_server_id, own.quic_server_id_length)
                     index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach,
-                                                       options, sid)
+                                                       own, sid)
                     migration = bool(g.ctl().flags & abi.RP_CTL_MIGRATE)
                     m = g.members()[index]
-                    sid_text = (quic.format_server_id(m.quic_server_id, options.server_id_length)
+                    sid_text = (quic.format_server_id(m.quic_server_id, own.quic_server_id_length)
                                 if m.flags & abi.RP_MEMBER_QUIC else None)
             except BaseException:
                 if created:
@@ -482,20 +492,6 @@ def register(
         sock.close()
 
 
-def quic_options_of(g: Group, wanted: Optional[quic.QuicOptions], what: str) -> quic.QuicOptions:
-    """The group's QUIC routing; refuses `wanted` options that differ from it."""
-    options = group_quic_options(g.ctl())
-    if wanted is not None and wanted != options:
-        def words(o: quic.QuicOptions) -> str:
-            return f"QUIC routing with {o.server_id_length}-byte server ids" if o.enabled else "no QUIC routing"
-
-        raise InvalidInput(
-            f"{what}: group {g.name!r} was created with {words(options)}, not {words(wanted)}; "
-            "such options are fixed when a group is created"
-        )
-    return options
-
-
 def _register_locked(
     g: Group,
     name: str,
@@ -507,7 +503,7 @@ def _register_locked(
     replace: bool,
     what: str,
     attach: bool,
-    options: quic.QuicOptions,
+    options: GroupOptions,
     sid: Optional[int],
 ) -> tuple[int, bool]:
     ctl = g.ctl()
@@ -527,8 +523,8 @@ def _register_locked(
             " to swap its socket)",
         )
 
-    if options.enabled:
-        sid = _quic_server_id(g, members, live, existing, sid, options, what)
+    if options.quic:
+        sid = _quic_server_id(g, members, live, existing, sid, options.quic_server_id_length, what)
 
     if existing is not None:
         index = existing
@@ -545,7 +541,8 @@ def _register_locked(
     # (EBUSY), even to its own slot: replacing a member's socket by the very
     # same one (`rpctl run` registering the socket a restarted child
     # inherited) only changes the pid and fd on record.
-    if existing is None or g.socket_cookie(index) != info.cookie:
+    new_socket = existing is None or g.socket_cookie(index) != info.cookie
+    if new_socket:
         try:
             # The kernel checks here that the socket is in a reuseport group.
             g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
@@ -553,6 +550,7 @@ def _register_locked(
             raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
 
     m = members[index]
+    incarnation = m.incarnation  # kept by a freed index too
     active = ctl.gen & 1
     if existing is None:
         m = abi.RpMember()
@@ -567,6 +565,9 @@ def _register_locked(
         m.flags |= abi.RP_MEMBER_QUIC
         m.quic_server_id = sid
     m.registered_ns = _now_ns()
+    if new_socket:
+        # Never RP_NO_INCARNATION: 1, 2, ... 2**32 - 1, 1, ...
+        m.incarnation = incarnation % 0xFFFFFFFF + 1
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
@@ -580,7 +581,7 @@ def _quic_server_id(
     live: Mapping[int, abi.RpPolicy],
     existing: Optional[int],
     sid: Optional[int],
-    options: quic.QuicOptions,
+    length: int,
     what: str,
 ) -> int:
     """The server id a member of a QUIC group gets: the one asked for (no
@@ -592,11 +593,11 @@ def _quic_server_id(
         old = members[existing] if existing is not None else None
         if old is not None and old.flags & abi.RP_MEMBER_QUIC:
             return old.quic_server_id
-        return quic.assign(others.values(), options.server_id_length)
+        return quic.assign(others.values(), length)
     for idx, other in others.items():
         if other == sid:
             raise InvalidInput(
-                f"{what}: QUIC server id {quic.format_server_id(sid, options.server_id_length)} is "
+                f"{what}: QUIC server id {quic.format_server_id(sid, length)} is "
                 f"member {_name_of(members[idx])!r}'s in group {g.name!r}"
             )
     return sid

@@ -20,7 +20,6 @@ program's lookup.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 from . import abi
@@ -35,14 +34,6 @@ MAX_CID_LENGTH = 20           # RFC 9000
 
 # The environment variable that hands a launched child its server id (hex).
 SERVER_ID_VAR = "RPCTL_QUIC_SERVER_ID"
-
-
-@dataclass(frozen=True)
-class QuicOptions:
-    """A group's QUIC routing, fixed when the group is created."""
-
-    enabled: bool = False
-    server_id_length: int = DEFAULT_SERVER_ID_LENGTH
 
 
 def check_length(length: object) -> int:

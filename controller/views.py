@@ -21,6 +21,7 @@ from typing import Optional
 
 from . import abi, pin_table, quic, sockets
 from .errors import NotFound
+from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
 
@@ -49,6 +50,7 @@ GROUP_COUNTERS = (
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+    Counter("flow_inserts", "UDP: flows added to the flow table (its evictions are these minus its entries)"),
     Counter("quic_unknown_server_id", "QUIC packets whose server id named no live member (weights chose)"),
 )
 
@@ -58,6 +60,9 @@ MEMBER_COUNTERS = (
     Counter("fallback", "New connections or datagrams given to the member by the fallback over live members"),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
+    Counter("flow_datagrams", "UDP: datagrams sent to the member by their flow in the flow table"),
+    Counter("flows_created", "UDP: new flows (or flows idle past the timeout) placed on the member"),
+    Counter("flows_reassigned", "UDP: flows placed on the member because their member's socket was gone"),
     Counter("quic_routed", "QUIC packets sent to the member by the server id of their connection id"),
 )
 
@@ -84,6 +89,10 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+    flow_datagrams: int = 0
+    flows_created: int = 0
+    flows_reassigned: int = 0
+    flows: Optional[int] = None  # live UDP flows it holds; None: the group has no flow table
     quic_routed: int = 0
     quic_server_id: Optional[str] = None  # hex, in a QUIC group
 
@@ -92,7 +101,8 @@ class MemberView:
         if self.gone:
             return GONE
         if self.draining:
-            return DRAINED if self.queue == 0 else DRAINING
+            # A UDP member's live flows keep coming to it while it drains.
+            return DRAINED if self.queue == 0 and not self.flows else DRAINING
         return ACTIVE
 
     @property
@@ -120,6 +130,9 @@ class GroupView:
     pin_fallbacks: int = 0
     pin_unassigned: int = 0
     rss_unhashed: int = 0
+    flow_inserts: int = 0
+    flow_table: Optional[FlowTable] = None  # UDP groups with flow affinity
+    flow_idle_timeout: float = 0.0          # seconds, of the flow table
     quic_unknown_server_id: int = 0
     quic_server_id_length: int = 0  # 0: no QUIC routing
 
@@ -185,7 +198,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
             gone=g.socket_cookie(idx) != m.cookie,
             pins=pins.get(idx, []),
-            since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
+            since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
             quic_server_id=(quic.format_server_id(m.quic_server_id, view.quic_server_id_length)
@@ -195,6 +208,11 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         view.members.append(member)
         if not member.draining and not member.gone and member.weight > 0:
             live_weights[idx] = member.weight
+    if ctl.flags & abi.RP_CTL_FLOWS and gen_info is not None:
+        view.flow_table = read_flows(g, ctl, gen_info, group_totals["flow_inserts"])
+        view.flow_idle_timeout = ctl.flow_idle_ms / 1000
+        for member in view.members:
+            member.flows = view.flow_table.live.get(member.index, 0)
     weight_sum = sum(live_weights.values())
     since_sum = sum(m.since_publish for m in view.members)
     for member in view.members:

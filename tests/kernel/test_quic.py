@@ -33,7 +33,9 @@ def servers(launch, rpctl, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])
 
     def start(quic: bool = True) -> dict:
-        args = ["--group", "q", "-n", 4, "--proto", "udp", "--listen", f"127.0.0.1:{PORT}"]
+        # A short idle timeout: a drained server's flows (its connections'
+        # 4-tuples) go idle a second after its connections end.
+        args = ["--group", "q", "-n", 4, "--proto", "udp", "--listen", f"127.0.0.1:{PORT}", "--flow-idle-timeout", 1]
         run = launch(args + (["--quic"] if quic else []), server_command(cert, key))
         return run.wait_members(rpctl, NAMES, group="q")
 

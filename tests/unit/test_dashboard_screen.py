@@ -318,3 +318,22 @@ def test_a_group_without_listener_migration_says_so():
     snap.groups[0].migration = False
     text = frame(snap, history, 160, 48)
     assert "no migration" in text and "migrated 66" not in text
+
+
+def test_a_udp_group_with_flows_shows_live_flows_and_stays_draining_while_it_has_some():
+    from rpctl.controller.flows import FlowTable
+
+    def make(t):
+        members = [moving_member(0, "dns-1", flow_datagrams=int(30 * t), flows=250),
+                   moving_member(1, "dns-2", draining=True, queue=0, flow_datagrams=int(10 * t), flows=9)]
+        return [moving_group(members, name="dns", proto="udp", flow_table=FlowTable(65536, 300, 0, {0: 250, 1: 9}))]
+
+    history, snap = history_of(make, seconds=2)
+    text = frame(snap, history, 120, 24)
+    assert "flows" in column_heads(text)
+    assert re.search(r"dns-2 .*draining.* 9\b", text), text
+    # Datagrams that followed their flow count in the rate.
+    assert "40 dgram/s" in text, text
+    assert "flows 300/65536 evicted 0" in text
+    plain, last = history_of(lambda t: [moving_group([moving_member(0, "a")])], seconds=1)
+    assert "flows" not in column_heads(frame(last, plain, 120, 24))

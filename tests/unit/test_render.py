@@ -8,7 +8,8 @@ import socket
 
 from rich.console import Console
 from rpctl.cli import render
-from tests.support.views import STATES, group_view
+from rpctl.controller.flows import FlowTable
+from tests.support.views import STATES, group_view, member
 
 
 def _render(table, width: int) -> str:
@@ -42,3 +43,27 @@ def test_ipv6_endpoint_is_bracketed():
     view = group_view(family=socket.AF_INET6, addr="::1", proto="udp", port=53)
     assert view.endpoint == "udp:[::1]:53"
     assert "udp:[::1]:53" in _render(render.weights_table(view), 80)
+
+
+def _udp_flows_view():
+    members = [member(0, "dns-1", flows=1234), member(1, "dns-2", draining=True, queue=0, flows=17),
+               member(2, "dns-3", draining=True, queue=0, flows=0)]
+    return group_view(members, name="udp-53", proto="udp", flow_table=FlowTable(65536, 1300, 42, {0: 1234, 1: 17}))
+
+
+def test_status_table_of_a_udp_group_with_flows_has_a_flows_column():
+    for width in (80, 120):
+        text = _render(render.status_table(_udp_flows_view()), width)
+        lines = text.splitlines()
+        header = next(line for line in lines if line.lstrip().startswith("member"))
+        assert "flows" in header.split(), text
+        assert re.search(r"\bdns-1\b.*\bactive\b.*\b1234\b", text), text
+        # Live flows keep a draining member draining though its queue is empty.
+        assert re.search(r"\bdns-2\b.*\bdraining\b.*\b17\b", text), text
+        assert re.search(r"\bdns-3\b.*\bdrained\b", text), text
+        assert "flows 1300/65536 evicted 42" in " ".join(text.split()), text
+
+
+def test_status_table_without_a_flow_table_has_no_flows_column():
+    text = _render(render.status_table(group_view()), 120)
+    assert "flows" not in text

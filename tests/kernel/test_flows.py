@@ -1,0 +1,178 @@
+"""UDP flow affinity on the real kernel: the flow table keeps every flow on
+its member through drains, weight changes and the closing of another
+member's socket; only new flows follow the weights."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.support.traffic import UdpFlows, moved, shares, udp_datagrams
+
+pytestmark = pytest.mark.kernel
+
+
+def _group(rpctl) -> dict:
+    (group,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+    return group
+
+
+def _members(rpctl) -> dict[str, dict]:
+    return {m["name"]: m for m in _group(rpctl)["members"]}
+
+
+@pytest.fixture
+def flows(make_members):
+    made = []
+
+    def make(members, count, seed=1):
+        f = UdpFlows(members, count, seed)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def _register(rpctl, members, count, *options):
+    for i in range(count):
+        rpctl.ok(*members.register_args(f"w{i}", members.add()), *options)
+
+
+def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    _register(rpctl, members, 4, "--flow-idle-timeout", "4")
+    clients = flows(members, 400)
+    first = clients.placements()
+    per_member = [list(first.values()).count(i) for i in range(4)]
+    assert min(per_member) >= 60, f"400 flows over 4 members: {per_member}"
+
+    rpctl.ok("drain", "w0")
+    assert moved(first, clients.placements()) == 0, "a drain moved live flows"
+    fresh = udp_datagrams(members, 2000, seed=7)
+    assert sum(fresh.values()) == 2000 and fresh[0] == 0, f"new flows reached the drained member: {dict(fresh)}"
+
+    rpctl.ok("weights", "w1=2")
+    assert moved(first, clients.placements()) == 0, "a weight change moved live flows"
+    n = 8000
+    counts = udp_datagrams(members, n, seed=8)
+    assert sum(counts.values()) == n
+    for i, (share, target) in enumerate(zip(shares(counts, 4), [0, 0.5, 0.25, 0.25])):
+        assert abs(share - target) <= 0.015, f"w{i}: {share:.4f} vs {target} ({dict(counts)})"
+    assert moved(first, clients.placements()) == 0
+
+    w0 = _members(rpctl)["w0"]
+    assert w0["state"] == "draining" and w0["flows"] == per_member[0], w0
+    # Its flows go quiet: the drained member is drained once they are idle.
+    started = time.monotonic()
+    code, out, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
+    assert code == 0, err
+    assert time.monotonic() - started >= 2, "returned while w0 still had live flows"
+    assert f"{per_member[0]} live flows" in err, err
+    assert _members(rpctl)["w0"]["state"] == "drained"
+
+
+def test_a_member_closing_its_socket_has_its_flows_placed_again(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    _register(rpctl, members, 4)
+    clients = flows(members, 400, seed=2)
+    first = clients.placements()
+    orphans = [flow for flow, i in first.items() if i == 3]
+    members.socks[3].close()
+    second = clients.placements()
+    assert moved(first, second) == len(orphans), "only the closed member's flows move"
+    assert all(second[flow] != 3 for flow in orphans)
+    by_name = _members(rpctl)
+    assert by_name["w3"]["state"] == "gone"
+    assert sum(m["flows_reassigned"] for m in by_name.values()) == len(orphans)
+    # Placed again once: from then on they stay where they went.
+    assert moved(second, clients.placements()) == 0
+    assert sum(m["flows_reassigned"] for m in _members(rpctl).values()) == len(orphans)
+
+
+def test_a_new_socket_at_a_freed_index_does_not_inherit_flows(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    _register(rpctl, members, 2)
+    clients = flows(members, 200, seed=3)
+    first = clients.placements()
+    old = [flow for flow, i in first.items() if i == 1]
+    rpctl.ok("unregister", "w1")
+    # Before any of w1's flows sends again, a new socket takes index 1.
+    rpctl.ok(*members.register_args("w2", members.add()))
+    assert _members(rpctl)["w2"]["index"] == 1
+    second = clients.placements()
+    assert all(second[flow] == 0 for flow, i in first.items() if i == 0), "w0's flows stay"
+    # w1's flows are placed again by the weights (some land on index 1 again,
+    # now w2's socket), none follows its old entry.
+    by_name = _members(rpctl)
+    assert by_name["w2"]["flow_datagrams"] == 0
+    assert sum(m["flows_reassigned"] for m in by_name.values()) == len(old) > 0
+    assert moved(second, clients.placements()) == 0
+
+
+def test_ipv6_flows_stay_through_a_drain(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp", family=socket.AF_INET6)
+    _register(rpctl, members, 3)
+    clients = flows(members, 300, seed=4)
+    first = clients.placements()
+    assert len(set(first.values())) == 3
+    rpctl.ok("drain", "w1")
+    assert moved(first, clients.placements()) == 0
+    fresh = udp_datagrams(members, 1000, seed=9)
+    assert sum(fresh.values()) == 1000 and fresh[1] == 0
+    w1 = _members(rpctl)["w1"]
+    assert w1["state"] == "draining" and w1["flows"] == list(first.values()).count(1)
+
+
+def test_a_full_flow_table_still_places_by_weights_and_counts_evictions(netns, rpctl, make_members):
+    members = make_members(proto="udp")
+    for i in range(4):
+        rpctl.ok(*members.register_args(f"w{i}", members.add(), weight=i + 1), "--flow-table-size", "256")
+    n = 8000
+    counts = udp_datagrams(members, n, seed=10)
+    assert sum(counts.values()) == n, "a datagram was dropped"
+    for i, (share, target) in enumerate(zip(shares(counts, 4), [0.1, 0.2, 0.3, 0.4])):
+        assert abs(share - target) <= 0.015, f"w{i}: {share:.4f} vs {target} ({dict(counts)})"
+    group = _group(rpctl)
+    table = group["flow_table"]
+    by_name = {m["name"]: m for m in group["members"]}
+    inserts = group["counters"]["flow_inserts"]
+    # Every datagram was a new flow: inserted, or (a hash shared with a
+    # remembered flow) sent along that flow.  Nothing else touched the table.
+    hits = sum(m["flow_datagrams"] for m in by_name.values())
+    assert inserts + hits == n and hits < n // 100, (inserts, hits)
+    assert sum(m["flows_created"] for m in by_name.values()) == inserts
+    assert table["size"] == 256 and 0 < table["entries"] <= 256
+    assert table["evictions"] == inserts - table["entries"] >= n - 256 - hits
+
+
+def test_group_options_are_fixed_at_creation(netns, rpctl, make_members):
+    members = make_members(proto="udp")
+    rpctl.ok(*members.register_args("w0", members.add()), "--flow-table-size", "1024", "--flow-idle-timeout", "5")
+    group = _group(rpctl)
+    assert group["flow_table"]["size"] == 1024 and group["flow_table"]["idle_timeout"] == 5
+    # The same options again, or none: accepted.
+    rpctl.ok(*members.register_args("w1", members.add()), "--flow-table-size", "1024")
+    rpctl.ok(*members.register_args("w2", members.add()))
+    code, _, err = rpctl(*members.register_args("w3", members.add()), "--no-flow-affinity")
+    assert code == 7 and "--flow-affinity=off differs" in err and len(err.splitlines()) == 1, err
+    assert "w3" not in _members(rpctl)
+
+    tcp = make_members(port=7001)
+    code, _, err = rpctl(*tcp.register_args("t0", tcp.add()), "--flow-table-size", "1024")
+    assert code == 4 and "for UDP groups" in err, err
+
+
+def test_a_group_without_flow_affinity_moves_flows_as_before(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    _register(rpctl, members, 4, "--no-flow-affinity")
+    assert _group(rpctl)["flow_table"] is None
+    clients = flows(members, 400, seed=5)
+    first = clients.placements()
+    rpctl.ok("drain", "w0")
+    assert moved(first, clients.placements()) == list(first.values()).count(0)
+    assert all(m["flows"] is None for m in _members(rpctl).values())
