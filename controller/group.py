@@ -597,8 +597,8 @@ def _quic_server_id(
     for idx, other in others.items():
         if other == sid:
             raise InvalidInput(
-                f"{what}: QUIC server id {quic.format_server_id(sid, length)} is "
-                f"member {_name_of(members[idx])!r}'s in group {g.name!r}"
+                f"{what}: QUIC server id {quic.format_server_id(sid, length)} is already the id of "
+                f"member {_name_of(members[idx])!r} in group {g.name!r}"
             )
     return sid
 
