@@ -100,6 +100,10 @@ class Clients:
     def migrate(self) -> int:
         return self.command("migrate")["migrated"]
 
+    def bound(self, lifetime: float) -> None:
+        """Every connection, open ones too, closes after 50-100 % of `lifetime` and another opens."""
+        self.command(f"lifetime {lifetime}")
+
     def stop(self, timeout: float = 30.0) -> dict:
         final = self.command("stop", timeout)
         self.proc.wait(timeout=10)

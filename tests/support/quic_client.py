@@ -17,6 +17,7 @@ Commands on stdin, one a line; each answer is one JSON line on stdout:
   report      the counters
   migrate     every open connection moves to a new UDP socket (a new
               source port) and to a new connection id of its server
+  lifetime S  --lifetime from now on, open connections included
   stop        every connection closes cleanly; the counters; exit
 Counters: established, completed (closed at the end of their lifetime),
 broken, handshake_failures, exchanges, migrated, open, servers (the server
@@ -55,6 +56,7 @@ class Connection:
         self.protocol: QuicConnectionProtocol | None = None
         self.transport = None
         self.server = ""
+        self.end: float | None = None  # loop time its lifetime ends; None: never
 
     def _socket(self) -> socket.socket:
         sock = socket.socket(self.clients.family, socket.SOCK_DGRAM)
@@ -159,8 +161,7 @@ class Clients:
                 continue
             self.counts["established"] += 1
             self.open.add(conn)
-            lifetime = self.args.lifetime * random.uniform(0.5, 1.0) if self.args.lifetime else None
-            end = self.loop.time() + lifetime if lifetime else None
+            self.bound(conn)
             try:
                 await conn.exchange(0)
                 self.servers[conn.server] += 1
@@ -168,7 +169,7 @@ class Clients:
                     first = False
                     self._first_done()
                 seq = 1
-                while not self.stopping and (end is None or self.loop.time() < end):
+                while not self.stopping and (conn.end is None or self.loop.time() < conn.end):
                     await asyncio.sleep(self.args.interval * random.uniform(0.5, 1.5))
                     if self.stopping:
                         break
@@ -187,6 +188,11 @@ class Clients:
             self.open.discard(conn)
             await conn.close()
             self.counts["completed"] += 1
+
+    def bound(self, conn: Connection) -> None:
+        """A lifetime of 50 to 100 % of --lifetime from now, or none."""
+        life = self.args.lifetime
+        conn.end = self.loop.time() + life * random.uniform(0.5, 1.0) if life else None
 
     async def migrate(self) -> int:
         moved = list(self.open)
@@ -211,6 +217,11 @@ async def main_async(args: argparse.Namespace) -> None:
         line = (await reader.readline()).decode().strip()
         if line == "migrate":
             answer = {"migrated": await clients.migrate()}
+        elif line.startswith("lifetime "):
+            clients.args.lifetime = float(line.split()[1])
+            for conn in clients.open:
+                clients.bound(conn)
+            answer = {"lifetime": clients.args.lifetime}
         elif line == "report":
             answer = clients.report()
         elif line in ("stop", ""):
