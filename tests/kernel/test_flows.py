@@ -43,12 +43,22 @@ def _register(rpctl, members, count, *options):
         rpctl.ok(*members.register_args(f"w{i}", members.add()), *options)
 
 
+def _flows_placed(rpctl, members, flows, count, n_flows, seed, *options):
+    """`count` members w0.. registered with `options`, then `n_flows` fixed
+    flows each sending once: the flows and where each went."""
+    _register(rpctl, members, count, *options)
+    clients = flows(members, n_flows, seed)
+    return clients, clients.placements()
+
+
+def _on(placed: dict, member: int) -> list:
+    return [flow for flow, i in placed.items() if i == member]
+
+
 def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows):
     members = make_members(proto="udp")
-    _register(rpctl, members, 4, "--flow-idle-timeout", "4")
-    clients = flows(members, 400)
-    first = clients.placements()
-    per_member = [list(first.values()).count(i) for i in range(4)]
+    clients, first = _flows_placed(rpctl, members, flows, 4, 400, 1, "--flow-idle-timeout", "4")
+    per_member = [len(_on(first, i)) for i in range(4)]
     assert min(per_member) >= 60, f"400 flows over 4 members: {per_member}"
 
     rpctl.ok("drain", "w0")
@@ -67,6 +77,9 @@ def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows)
 
     w0 = _members(rpctl)["w0"]
     assert w0["state"] == "draining" and w0["flows"] == per_member[0], w0
+    # A wait shorter than the flows' idle timeout: exit 8, saying what is left.
+    code, _, err = rpctl("drain", "w0", "--wait", "--timeout", "0.5")
+    assert code == 8 and f"{per_member[0]} live flows after 0.5s" in err, err
     # Its flows go quiet: the drained member is drained once they are idle.
     started = time.monotonic()
     code, out, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
@@ -78,10 +91,8 @@ def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows)
 
 def test_a_member_closing_its_socket_has_its_flows_placed_again(netns, rpctl, make_members, flows):
     members = make_members(proto="udp")
-    _register(rpctl, members, 4)
-    clients = flows(members, 400, seed=2)
-    first = clients.placements()
-    orphans = [flow for flow, i in first.items() if i == 3]
+    clients, first = _flows_placed(rpctl, members, flows, 4, 400, 2)
+    orphans = _on(first, 3)
     members.socks[3].close()
     second = clients.placements()
     assert moved(first, second) == len(orphans), "only the closed member's flows move"
@@ -96,16 +107,14 @@ def test_a_member_closing_its_socket_has_its_flows_placed_again(netns, rpctl, ma
 
 def test_a_new_socket_at_a_freed_index_does_not_inherit_flows(netns, rpctl, make_members, flows):
     members = make_members(proto="udp")
-    _register(rpctl, members, 2)
-    clients = flows(members, 200, seed=3)
-    first = clients.placements()
-    old = [flow for flow, i in first.items() if i == 1]
+    clients, first = _flows_placed(rpctl, members, flows, 2, 200, 3)
+    old = _on(first, 1)
     rpctl.ok("unregister", "w1")
     # Before any of w1's flows sends again, a new socket takes index 1.
     rpctl.ok(*members.register_args("w2", members.add()))
     assert _members(rpctl)["w2"]["index"] == 1
     second = clients.placements()
-    assert all(second[flow] == 0 for flow, i in first.items() if i == 0), "w0's flows stay"
+    assert all(second[flow] == 0 for flow in _on(first, 0)), "w0's flows stay"
     # w1's flows are placed again by the weights (some land on index 1 again,
     # now w2's socket), none follows its old entry.
     by_name = _members(rpctl)
@@ -116,16 +125,14 @@ def test_a_new_socket_at_a_freed_index_does_not_inherit_flows(netns, rpctl, make
 
 def test_ipv6_flows_stay_through_a_drain(netns, rpctl, make_members, flows):
     members = make_members(proto="udp", family=socket.AF_INET6)
-    _register(rpctl, members, 3)
-    clients = flows(members, 300, seed=4)
-    first = clients.placements()
+    clients, first = _flows_placed(rpctl, members, flows, 3, 300, 4)
     assert len(set(first.values())) == 3
     rpctl.ok("drain", "w1")
     assert moved(first, clients.placements()) == 0
     fresh = udp_datagrams(members, 1000, seed=9)
     assert sum(fresh.values()) == 1000 and fresh[1] == 0
     w1 = _members(rpctl)["w1"]
-    assert w1["state"] == "draining" and w1["flows"] == list(first.values()).count(1)
+    assert w1["state"] == "draining" and w1["flows"] == len(_on(first, 1))
 
 
 def test_a_full_flow_table_still_places_by_weights_and_counts_evictions(netns, rpctl, make_members):
@@ -169,10 +176,8 @@ def test_group_options_are_fixed_at_creation(netns, rpctl, make_members):
 
 def test_a_group_without_flow_affinity_moves_flows_as_before(netns, rpctl, make_members, flows):
     members = make_members(proto="udp")
-    _register(rpctl, members, 4, "--no-flow-affinity")
+    clients, first = _flows_placed(rpctl, members, flows, 4, 400, 5, "--no-flow-affinity")
     assert _group(rpctl)["flow_table"] is None
-    clients = flows(members, 400, seed=5)
-    first = clients.placements()
     rpctl.ok("drain", "w0")
-    assert moved(first, clients.placements()) == list(first.values()).count(0)
+    assert moved(first, clients.placements()) == len(_on(first, 0))
     assert all(m["flows"] is None for m in _members(rpctl).values())

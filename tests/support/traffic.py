@@ -96,10 +96,11 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 
 def tcp_connections(
-    members: Members, count: int, seed: int = 1, batch: int = 500, peers: list | None = None
+    members: Members, count: int, seed: int = 1, batch: int = 500, peers: list | None = None, accept: bool = True
 ) -> tuple[collections.Counter, int]:
     """Open `count` connections; returns (accepted per member position, failures).
-    `peers` gets (member position, client address) of each accepted one."""
+    `peers` gets (member position, client address) of each accepted one.
+    accept=False leaves the accepting to the members' own workers (counts stay empty)."""
     rng = random.Random(seed)
     counts: collections.Counter = collections.Counter()
     failures = 0
@@ -120,10 +121,12 @@ def tcp_connections(
                 continue
             clients.append(c)
         done += min(batch, count - done)
-        members.drain_queues(counts, peers)
+        if accept:
+            members.drain_queues(counts, peers)
         for c in clients:
             c.close()
-    members.drain_queues(counts, peers)
+    if accept:
+        members.drain_queues(counts, peers)
     return counts, failures
 
 
