@@ -10,6 +10,7 @@ for 1- and 4-byte server ids.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import socket
 import time
@@ -54,10 +55,13 @@ def quic_members(make_members, rpctl):
     return make
 
 
-def send_fresh(m, payload: bytes, count: int = FRESH) -> collections.Counter:
-    """`count` datagrams, each from a new source port; which member got each."""
-    for _ in range(count):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+def send_fresh(m, payload: bytes, count: int = FRESH, keep: contextlib.ExitStack | None = None) -> collections.Counter:
+    """`count` datagrams, each from a new source port; which member got each.
+    The sockets stay open until all are sent (until `keep` closes, if given):
+    no two share a port, so no two share a flow."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(count):
+            c = (keep or stack).enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             c.sendto(payload, ("127.0.0.1", PORT))
     got: collections.Counter = collections.Counter()
     deadline = time.monotonic() + 5
@@ -82,9 +86,10 @@ def test_server_chosen_ids_name_their_member_whatever_the_source_port(quic_membe
     assert g["quic_server_id_length"] == length
     assert [x["quic_server_id"] for x in g["members"]] == SIDS[length]
 
-    assert send_fresh(m, short_header(sids[1])) == {1: FRESH}
-    assert send_fresh(m, long_header(2, V1, sids[2])) == {2: FRESH}
-    assert send_fresh(m, long_header(3, V2, sids[3])) == {3: FRESH}
+    with contextlib.ExitStack() as keep:
+        assert send_fresh(m, short_header(sids[1]), keep=keep) == {1: FRESH}
+        assert send_fresh(m, long_header(2, V1, sids[2]), keep=keep) == {2: FRESH}
+        assert send_fresh(m, long_header(3, V2, sids[3]), keep=keep) == {3: FRESH}
     assert counters(rpctl)[1] == {"w0": 0, "w1": FRESH, "w2": FRESH, "w3": FRESH}
     # Each routed packet's 4-tuple became a flow of its member: what a drain waits for.
     (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
