@@ -350,10 +350,19 @@ static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_
 	__u8 b[RP_QUIC_PEEK];
 	__u32 version, type, sid, idx, len = ctl->quic_sid_len;
 
-	/* A helper, not direct access: the payload may sit past the skb's
-	 * linear part.  Too short for a server-chosen id: not one. */
-	if (bpf_skb_load_bytes(md, RP_UDP_HEADER, b, RP_QUIC_PEEK))
+	const __u8 *data = md->data, *end = md->data_end;
+	__u32 i;
+
+	/* In place when the skb's linear part holds the bytes (a helper call
+	 * less on every datagram); else through the helper, which also reads
+	 * paged data.  Too short for a server-chosen id: not one. */
+	if (data + RP_UDP_HEADER + RP_QUIC_PEEK <= end) {
+#pragma unroll
+		for (i = 0; i < RP_QUIC_PEEK; i++)
+			b[i] = data[RP_UDP_HEADER + i];
+	} else if (bpf_skb_load_bytes(md, RP_UDP_HEADER, b, RP_QUIC_PEEK)) {
 		return -1;
+	}
 	if (b[0] & RP_QUIC_LONG_HEADER) {
 		version = (__u32)b[1] << 24 | (__u32)b[2] << 16 | (__u32)b[3] << 8 | b[4];
 		type = (b[0] >> 4) & 3;
