@@ -4,7 +4,7 @@ plain UDP members of a `--quic` group, from fresh source ports (fresh flows).
 Which packets a server id routes (Handshake of versions 1 and 2, short headers),
 which it does not (Initial: the client chose the id; unroutable config rotation;
 too short to be QUIC), a draining member keeping its packets, unknown ids counted;
-for 1- and 4-byte server ids.
+for 1- and 4-byte server ids, over IPv4 and IPv6.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def sid_bytes(text: str) -> bytes:
 
 @pytest.fixture
 def quic_members(make_members, rpctl):
-    def make(length: int):
-        m = make_members(proto="udp", port=PORT)
+    def make(length: int, family: int = socket.AF_INET):
+        m = make_members(proto="udp", port=PORT, family=family)
         for i, sid in enumerate(SIDS[length]):
             sock = m.add()
             argv = m.register_args(f"w{i}", sock) + ["--quic", "--quic-server-id", sid, "--group", "q"]
@@ -61,8 +61,8 @@ def send_fresh(m, payload: bytes, count: int = FRESH, keep: contextlib.ExitStack
     no two share a port, so no two share a flow."""
     with contextlib.ExitStack() as stack:
         for _ in range(count):
-            c = (keep or stack).enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            c.sendto(payload, ("127.0.0.1", PORT))
+            c = (keep or stack).enter_context(socket.socket(m.family, socket.SOCK_DGRAM))
+            c.sendto(payload, (m.host, PORT))
     got: collections.Counter = collections.Counter()
     deadline = time.monotonic() + 5
     while sum(got.values()) < count and time.monotonic() < deadline:
@@ -78,9 +78,9 @@ def counters(rpctl) -> tuple[int, dict]:
     return g["counters"]["quic_unknown_server_id"], {m["name"]: m["quic_routed"] for m in g["members"]}
 
 
-@pytest.mark.parametrize("length", [1, 4])
-def test_server_chosen_ids_name_their_member_whatever_the_source_port(quic_members, rpctl, length):
-    m = quic_members(length)
+@pytest.mark.parametrize("length, family", [(1, socket.AF_INET), (4, socket.AF_INET6)])
+def test_server_chosen_ids_name_their_member_whatever_the_source_port(quic_members, rpctl, length, family):
+    m = quic_members(length, family)
     sids = [sid_bytes(s) for s in SIDS[length]]
     (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
     assert g["quic_server_id_length"] == length
