@@ -71,7 +71,7 @@ class Variant:
     group: Optional[str] = None     # rpctl variants: the group, to read its counters back
     # traffic(variant, count, seed) -> how many connections or datagrams the
     # members took: one program run each.
-    traffic: Optional[Callable[["Variant", int, int], int]] = None
+    traffic: Optional[Callable[[Variant, int, int], int]] = None
 
     def run_stats(self) -> tuple[int, int]:
         from rpctl.controller import bpfsys

@@ -13,7 +13,7 @@
  *   0. UDP groups with flow affinity (RP_CTL_FLOWS): a datagram of a flow
  *      in the flow table, fresh, whose member's socket lives (the same
  *      socket: same incarnation) goes to that member, even a draining or
- *      weightless one.  Other datagrams go on, and whatever steps 2-4
+ *      weightless one.  Other datagrams go on, and whatever steps 2-5
  *      choose is remembered for their flow (rp_flow_follow and
  *      rp_flow_remember);
  *   1. a request migrating from a closing listener goes to step 3: it has
@@ -26,11 +26,15 @@
  *      member is draining or gone, or that has none, goes on to step 3 and
  *      is counted;
  *   3. the member named by the live weighted slot table at hash & mask;
- *   4. if that socket is gone (closed: the kernel emptied its array entry),
- *      the first member that takes it, walking at most RP_FALLBACK_TRIES
- *      entries of the live list from hash % n_live: deterministic for a
- *      flow, never a draining member;
- *   5. if no member is live, SK_PASS without a choice: the kernel's own
+ *   4. if that socket is gone (closed since the last publish: the kernel
+ *      emptied its array entry), the same table again at up to
+ *      RP_REHASH_TRIES re-mixed hashes of the flow: the dead member's share
+ *      spreads over the live members in proportion to their weights
+ *      (docs/decisions/0009), deterministic for a flow;
+ *   5. if every re-hash met a gone socket too, the first member that takes
+ *      it, walking at most RP_FALLBACK_TRIES entries of the live list from
+ *      hash % n_live: deterministic for a flow, never a draining member;
+ *   6. if no member is live, SK_PASS without a choice: the kernel's own
  *      hash selection takes over (and the group counter says so).
  * Unregistered sockets of the port are never in the array, so while any
  * member is live they get nothing (hijack protection).
@@ -48,6 +52,13 @@
 #endif
 
 #define RP_MAP(fd) ((void *)bpf_pseudo_fd(1, (fd)))
+
+/* Re-hashes into the weighted table when a slot's socket is gone.  Each
+ * meets a gone member with the probability p of the gone members' share of
+ * the slots, so the live-list walk below takes p^8 of their traffic: 0.4 %
+ * when half the members are gone, under 0.002 % when a quarter are.  Each
+ * try is one helper call, like a step of the walk. */
+#define RP_REHASH_TRIES 8
 
 /* The fallback walk is bounded so the verifier can follow it: each try is
  * a helper call whose result forks the verifier's state.  A walk only
@@ -68,7 +79,7 @@ enum rp_outcome {
 };
 
 /* What the flow table knew of a datagram's flow (step 0), and so what
- * must be remembered once steps 2-4 have chosen. */
+ * must be remembered once steps 2-5 have chosen. */
 enum rp_flow_state {
 	RP_FLOW_NONE,      /* TCP, or a group without flow affinity */
 	RP_FLOW_NEW,       /* not in the table */
@@ -145,7 +156,7 @@ static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp
 
 /* Step 0: the member that the flow of this datagram was placed on.
  * Returns 0 when it took the datagram; otherwise fp->state says what the
- * table knew, and steps 2-4 place the datagram.  The entry's last-seen
+ * table knew, and steps 2-5 place the datagram.  The entry's last-seen
  * time is refreshed in place, and only once a quarter of the idle timeout
  * has passed: a busy flow does not write its shared entry on every
  * datagram. */
@@ -183,6 +194,21 @@ static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_
 		f->seen_ns = fp->now;
 	rp_count_member(g, idx, RP_FLOW, fp);
 	return 0;
+}
+
+/* The slot of re-hash number `attempt` of a flow's hash: murmur3's
+ * finalizer over the hash offset by a multiple of the golden ratio, so each
+ * try lands on a slot unrelated to the flow's first slot and to the other
+ * tries (a slot is the low bits, which the plain hash would repeat). */
+static __always_inline __u32 rp_rehash_slot(__u32 h, __u32 attempt)
+{
+	h += (attempt + 1) * 0x9e3779b9u;
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h & RP_SLOT_MASK;
 }
 
 /* The NIC's Toeplitz hash of in[0..len-1], from the per-byte table the
@@ -428,62 +454,46 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	return -1;
 }
 
-int rp_select(struct sk_reuseport_md *md)
+/* Whether the program runs for a request migrating from a closing listener. */
+static __always_inline int rp_migrating(struct sk_reuseport_md *md)
 {
-	struct rp_flow_pick fp;
-	struct rp_group_stats *gs;
-	struct rp_ctl *ctl;
-	struct rp_gen *g;
-	__u32 zero = 0, gen, idx, n, start, i, j;
-	int migrating = 0;
-
-	fp.state = RP_FLOW_NONE;
-	/* Element 0 of an array always exists: these checks only satisfy
-	 * the verifier.  SK_PASS without a choice lets the kernel select. */
-	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
-	if (!ctl)
-		return SK_PASS;
-	gen = ctl->gen & 1;
-	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
-	if (!g)
-		return SK_PASS;
-
 #ifdef RP_HAVE_MIGRATE
-	/* A closing listener hands over a queued or half-open request. */
-	migrating = md->migrating_sk != 0;
+	return md->migrating_sk != 0;
+#else
+	return 0;
 #endif
+}
 
-	/* TCP's cost of flow affinity: this test of a field of the ctl
-	 * element it has read anyway, and a test of fp.state in a register
-	 * after the selection (migrating requests are TCP's: never here). */
-	/* QUIC groups: a server-chosen connection id names its member. */
-	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
-		return SK_PASS;
+/* Steps 4 to 6: the slot's socket is gone, or no member is live.  It reads
+ * n_live and md's fields again rather than take them from rp_select: a
+ * value kept across its helper calls would have clang spill registers on
+ * rp_select's common path too (a call may change md and g, so these are
+ * loads after the first select, never copies). */
+static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
+{
+	struct rp_group_stats *gs;
+	__u32 n = g->n_live, idx, start, i, j;
 
-	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
-		return SK_PASS;
-
-	/* The weighted path's only cost of the pinned modes: this test of a
-	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
-		return SK_PASS;
-
-	/* Weighted table of the live generation: one byte in the element
-	 * already looked up, so no further lookup and a warm cache line. */
-	n = g->n_live;
 	if (n) {
-		idx = g->slots[md->hash & RP_SLOT_MASK];
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
-			return SK_PASS;
-		}
 		/* Slot's socket closed (or being migrated away from). */
 		gs = rp_group_stats();
 		if (gs)
 			gs->slot_misses++;
+		/* Re-hash into the same table: proportional to the weights.
+		 * Unrolled, and each try's failure falls through to the next,
+		 * so the verifier walks straight-line code. */
+#pragma unroll
+		for (i = 0; i < RP_REHASH_TRIES; i++) {
+			idx = g->slots[rp_rehash_slot(md->hash, i)];
+			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
+				return SK_PASS;
+			}
+		}
 	}
 
-	/* Deterministic fallback over the live list. */
+	/* Last resort: deterministic walk over the live list. */
+	n = g->n_live;
 	if (n > RP_MAX_MEMBERS)
 		n = RP_MAX_MEMBERS;
 	if (n) {
@@ -502,7 +512,7 @@ int rp_select(struct sk_reuseport_md *md)
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_FALLBACK, &fp);
+				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
 				return SK_PASS;
 			}
 		}
@@ -513,4 +523,53 @@ int rp_select(struct sk_reuseport_md *md)
 	if (gs)
 		gs->no_live_member++;
 	return SK_PASS;
+}
+
+int rp_select(struct sk_reuseport_md *md)
+{
+	struct rp_flow_pick fp;
+	struct rp_ctl *ctl;
+	struct rp_gen *g;
+	__u32 zero = 0, gen, idx;
+	int migrating;
+
+	fp.state = RP_FLOW_NONE;
+	/* Element 0 of an array always exists: these checks only satisfy
+	 * the verifier.  SK_PASS without a choice lets the kernel select. */
+	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	if (!ctl)
+		return SK_PASS;
+	gen = ctl->gen & 1;
+	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
+	if (!g)
+		return SK_PASS;
+
+	/* A closing listener hands over a queued or half-open request. */
+	migrating = rp_migrating(md);
+
+	/* QUIC groups: a server-chosen connection id names its member. */
+	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
+		return SK_PASS;
+
+	/* TCP's cost of flow affinity: this test of a field of the ctl
+	 * element it has read anyway, and a test of fp.state after the
+	 * selection (migrating requests are TCP's: never here). */
+	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
+		return SK_PASS;
+
+	/* The weighted path's only cost of the pinned modes: this test of a
+	 * field of the generation it has looked up anyway. */
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
+		return SK_PASS;
+
+	/* Weighted table of the live generation: one byte in the element
+	 * already looked up, so no further lookup and a warm cache line. */
+	if (g->n_live) {
+		idx = g->slots[md->hash & RP_SLOT_MASK];
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
+			return SK_PASS;
+		}
+	}
+	return rp_fallback(md, g, &fp);
 }

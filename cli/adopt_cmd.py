@@ -64,9 +64,10 @@ def add_commands(sub) -> None:
     group_option(p, help="group to join or create (default: the port's group, or <proto>[6]-<port>)")
     p.add_argument(
         "--name-format",
-        default="{comm}-{pid}",
+        default="{comm}-{i}",
         metavar="F",
-        help="member names from {comm} (process name), {pid}, {fd}, {i} (1, 2, ...); default {comm}-{pid}",
+        help="member names from {comm} (process name), {pid}, {fd}, {i} (the lowest number from 1 no member "
+        "has); default {comm}-{i}",
     )
     p.add_argument("--proto", choices=("tcp", "udp"), help="when the port has TCP and UDP sockets: which")
     p.add_argument("--addr", metavar="A", help="when the port has sockets on several addresses: which")

@@ -29,7 +29,7 @@ from rpctl.controller.views import STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .text import STATE_STYLE, counter_texts, flow_table_text, mode_text, pct, pin_text
+from .text import STATE_STYLE, counter_texts, flow_table_text, mode_text, pct, pin_text, unmanaged_warning
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -415,6 +415,9 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
             line.append("  ")
         line.append_text(seg)
     lines.append(line)
+    warning = unmanaged_warning(g)
+    if warning:
+        lines.append(Text(warning, style="bold yellow"))
     for t in lines:
         t.no_wrap = True
         t.overflow = "ellipsis"

@@ -6,10 +6,13 @@ counters are keyed by their one name (controller/views.py's tables).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rpctl.controller.probe import Check
 from rpctl.controller.views import GroupView, MemberView
+
+if TYPE_CHECKING:
+    from rpctl.controller.reconcile import Plan
 
 
 def member_json(m: MemberView) -> dict[str, Any]:
@@ -60,6 +63,9 @@ def group_json(g: GroupView) -> dict[str, Any]:
             "idle_timeout": g.flow_idle_timeout,
         },
         "members": [member_json(m) for m in g.members],
+        "unmanaged": None if g.unmanaged is None else [
+            {"pid": u.pid, "comm": u.comm, "cookie": u.cookie, "inode": u.inode} for u in g.unmanaged
+        ],
     }
 
 
@@ -75,6 +81,28 @@ def weights_json(g: GroupView) -> dict[str, Any]:
     return {
         "group": g.name,
         "members": [{k: v for k, v in member_json(m).items() if k in WEIGHTS_KEYS} for m in g.members],
+    }
+
+
+def plan_json(p: Plan) -> dict[str, Any]:
+    """One group's plan, as `apply --json` prints it."""
+    return {
+        "group": p.group,
+        "endpoint": p.key.text,
+        "changed": not p.empty,
+        "created": p.create,
+        "kept_by_serve": p.kept_by_serve,
+        "added": [{"name": a.name, "pid": a.pid, "fd": a.fd, "comm": a.comm, "cookie": a.cookie, "weight": a.weight,
+                   "draining": a.draining} for a in p.adds],
+        "removed": [{"name": r.name, "reason": r.reason} for r in p.removes],
+        "refreshed": [{"name": r.name, "pid": r.pid, "fd": r.fd, "old_pid": r.old_pid} for r in p.refreshes],
+        "policies": [{"name": r.name, "weight": r.weight, "draining": r.draining, "old_weight": r.old_weight,
+                      "old_draining": r.old_draining} for r in p.reweighs],
+        "pin": p.pin.text if p.pin is not None else None,
+        "unmanaged": [{"pid": u.pid, "comm": u.comm, "cookie": u.cookie, "inode": u.inode, "reason": u.reason}
+                      for u in p.unmanaged],
+        "unknown_names": list(p.unknown_names),
+        "lines": p.lines(),
     }
 
 

@@ -14,6 +14,8 @@ from typing import Callable, Optional, TextIO
 
 from . import (
     adopt_cmd,
+    apply_cmd,
+    cleanup_cmd,
     dashboard_cmd,
     demo_cmd,
     discover_cmd,
@@ -36,10 +38,12 @@ COMMAND_MODULES = (
     steering_cmd,   # weights, drain, undrain
     status_cmd,     # status
     doctor_cmd,     # doctor
+    cleanup_cmd,    # cleanup
     demo_cmd,       # demo
     dashboard_cmd,  # dashboard
     discover_cmd,   # discover
     adopt_cmd,      # adopt
+    apply_cmd,      # apply
     run_cmd,        # run
     restart_cmd,    # restart, rollout
     metrics_cmd,    # metrics

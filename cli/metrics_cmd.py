@@ -33,7 +33,7 @@ command and never slows steering.
 
 metrics (labels group, member; counters restart when a member is registered again):
   rpctl_member_selected_total         steered through the member's slots
-  rpctl_member_fallback_total         given by the fallback over live members
+  rpctl_member_fallback_total         its slot's socket was gone: re-hashed onto it by weight
   rpctl_member_migrated_total         queued connections of a closing listener placed on it
   rpctl_member_pinned_total           given as the member of its CPU or queue (pin cpu, pin rss)
   rpctl_member_quic_routed_total      QUIC packets given to it by the server id of their connection id
@@ -46,7 +46,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_member_flows_reassigned_total UDP: flows placed on it because their member was gone
   rpctl_member_flows                  UDP: live flows the flow table still sends to it
   rpctl_group_info{endpoint,protocol,mode,program_id,migration}   1 per group
-  rpctl_group_slot_misses_total       slot's socket gone: the live list chose
+  rpctl_group_slot_misses_total       slot's socket gone: re-hashed into the weighted table
   rpctl_group_no_live_member_total    no live member: the kernel chose
   rpctl_group_pin_fallbacks_total     pinned member draining or gone: the weighted table chose
   rpctl_group_pin_unassigned_total    no member pinned to the CPU or queue: the weighted table chose
@@ -56,6 +56,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_group_flow_table_size         UDP: entries the flow table can hold
   rpctl_group_flow_evictions          UDP: flows the full table evicted so far
   rpctl_group_quic_unknown_server_id_total   QUIC server id of no live member: the weights chose
+  rpctl_group_unmanaged_listeners     listeners of the endpoint that are not members (get nothing)
   rpctl_up                            0 when a scrape could not read the pinned state
   process_*                           the exporter's own CPU, memory and file descriptors"""
 

@@ -74,6 +74,11 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         "rpctl_group_flow_evictions",
         "Flows the full UDP flow table evicted so far (flow_inserts minus entries; only grows)", labels=GROUP,
     )
+    unmanaged = GaugeMetricFamily(
+        "rpctl_group_unmanaged_listeners",
+        "Listeners of the group's endpoint that are not members (they get nothing while a member is live)",
+        labels=GROUP,
+    )
 
     for g in views:
         info.add_metric(
@@ -92,6 +97,8 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
             flow_entries.add_metric([g.name], g.flow_table.entries)
             flow_size.add_metric([g.name], g.flow_table.size)
             flow_evictions.add_metric([g.name], g.flow_table.evictions)
+        if g.unmanaged is not None:  # None: sock_diag was not read
+            unmanaged.add_metric([g.name], len(g.unmanaged))
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
@@ -107,4 +114,5 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, queued_connections, queued_bytes, member_flows, flow_entries, flow_size, flow_evictions]
+            weight, state, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size,
+            flow_evictions]

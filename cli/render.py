@@ -16,7 +16,7 @@ from rpctl.controller.views import GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .text import STATE_STYLE, counter_texts, flow_table_text, mode_text, opt, pct, pin_text
+from .text import STATE_STYLE, counter_texts, flow_table_text, mode_text, opt, pct, pin_text, unmanaged_warning
 
 
 def state_text(m: MemberView) -> Text:
@@ -61,6 +61,9 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
     rows = [[cell(m) for _, _, cell in shown] for m in g.members]
     lines = table_lines([c for c, _, _ in shown], rows, [r for _, r, _ in shown], width)
+    warning = unmanaged_warning(g)
+    if warning:
+        lines.append(Text(warning, style="yellow"))
     return _titled(group_title(g), lines)
 
 

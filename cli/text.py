@@ -1,13 +1,16 @@
-"""Plain-text pieces of group views: shares, states, modes, pins, counters.  Pure: no
+"""Plain-text pieces of group views: shares, states, modes, pins, counters, warnings.  Pure: no
 I/O and no rich (render.py and dashboard_screen.py draw with them), so that
 a `--json` command or the exporter does not import it."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from rpctl.controller.pin_table import format_cpus
 from rpctl.controller.views import ACTIVE, DRAINED, DRAINING, GONE, GROUP_COUNTERS, Counter, GroupView, MemberView
+
+if TYPE_CHECKING:
+    from rpctl.controller.stale_state import StaleFolder
 
 # Member state -> the rich style it is shown in (a name, not a rich object).
 STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
@@ -59,3 +62,24 @@ def pin_text(g: GroupView, m: MemberView) -> str:
 
 def mode_text(g: GroupView) -> str:
     return f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
+
+
+def folder_text(folder: StaleFolder) -> str:
+    """"netns4097 (groups web, api)": a stale state folder as cleanup and doctor name it."""
+    return f"{folder.netns} ({'groups ' + ', '.join(folder.groups) if folder.groups else 'no group'})"
+
+
+def unmanaged_warning(g: GroupView) -> Optional[str]:
+    """The line status, the dashboard and doctor write about listeners of the group's
+    endpoint that are not members; None when there is none (or they were not read)."""
+    if not g.unmanaged:
+        return None
+    n = len(g.unmanaged)
+    holders = ", ".join(f"pid {u.pid} ({u.comm})" if u.pid is not None else f"cookie {u.cookie} (no visible process)"
+                        for u in g.unmanaged)
+    what = "connection" if g.proto == "tcp" else "datagram"
+    if n == 1:
+        return (f"1 unmanaged listener on {g.endpoint}: {holders} — it gets no {what} while a member is live; "
+                "adopt it or stop it")
+    return (f"{n} unmanaged listeners on {g.endpoint}: {holders} — they get no {what} while a member is live; "
+            "adopt them or stop them")

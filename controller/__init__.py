@@ -16,11 +16,15 @@ Public modules (import them, or reach them as attributes of this package):
     restart   restart() and rollout(): restart members without losing a connection
     discover  the listeners of a port and the process that serves each one
     adopt     adopt(): register every listener of a port at once
+    config    load(): the groups of rpctl.toml (GroupSpec), checked whole
+    reconcile reconcile(): make one group what its GroupSpec says, in one publish
+    naming    member names from a format, and the stable {i}
     pin       pin connections to the member of their CPU or RSS queue, or stop
     rss       what a network device says about its RSS (queues, hash, interrupts)
     probe     what this kernel and this process can do (the checks of `rpctl doctor`)
     sockets   member sockets (take, inspect, make) and endpoints (EndpointKey, endpoint_text)
     state     where groups live in bpffs (Layout), and their locks
+    stale_state  state folders of network namespaces that no longer exist: remove_stale()
     errors    the exception tree and its exit codes
     refs      references to the library's parameters and operations inside error messages
 
@@ -39,20 +43,24 @@ from typing import TYPE_CHECKING, Any
 
 MODULES = (
     "adopt",
+    "config",
     "discover",
     "drain",
     "errors",
     "group",
     "join",
     "launcher",
+    "naming",
     "options",
     "pin",
     "probe",
     "quic",
+    "reconcile",
     "refs",
     "restart",
     "rss",
     "sockets",
+    "stale_state",
     "state",
     "views",
 )
@@ -60,10 +68,12 @@ MODULES = (
 # The main names, by the module that defines them.
 _NAMES = {
     "AdoptResult": "adopt",
+    "Config": "config",
     "EndpointKey": "sockets",
     "ExitStatus": "errors",
     "Group": "group",
     "GroupOptions": "options",
+    "GroupSpec": "config",
     "GroupView": "views",
     "InvalidInput": "errors",
     "Launcher": "launcher",
@@ -71,6 +81,7 @@ _NAMES = {
     "MemberView": "views",
     "NotFound": "errors",
     "PermissionDenied": "errors",
+    "Plan": "reconcile",
     "Registration": "group",
     "RestartOptions": "restart",
     "Restarted": "restart",
@@ -82,6 +93,7 @@ _NAMES = {
     "read_view": "views",
     "read_views": "views",
     "register": "group",
+    "remove_stale": "stale_state",
     "resolve_group": "group",
     "set_draining": "group",
     "set_weights": "group",
@@ -108,8 +120,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import adopt, discover, drain, errors, group, join, launcher, options, pin, probe, refs, restart, rss
-    from . import sockets, state, views
+    from . import config, naming, reconcile, sockets, stale_state, state, views
     from .adopt import AdoptResult
+    from .config import Config, GroupSpec
     from .drain import wait_drained
     from .errors import (
         ExitStatus,
@@ -125,7 +138,9 @@ if TYPE_CHECKING:
     from .group import Group, Registration, register, resolve_group, set_draining, set_weights, unload, unregister
     from .launcher import Launcher
     from .options import GroupOptions
+    from .reconcile import Plan
     from .restart import RestartOptions, Restarted
     from .sockets import EndpointKey
+    from .stale_state import remove_stale
     from .state import Layout
     from .views import GroupView, MemberView, read_view, read_views

@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import re
-import string
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -34,12 +32,12 @@ from . import group as group_mod
 from . import probe, sockets
 from .discover import Endpoint, Holder, Listener, _check_port, _check_proto
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .naming import DEFAULT_FORMAT, Newcomer, assign_names, format_name
 from .options import GroupOptions
 from .refs import Call, Param
 
 __all__ = ["ALREADY_MEMBER", "REGISTERED", "AdoptResult", "adopt", "format_name", "plan"]
 
-NAME_FIELDS = ("comm", "pid", "fd", "i")
 ALREADY_MEMBER = "already a member"
 REGISTERED = "registered"
 
@@ -56,26 +54,6 @@ class AdoptResult:
     index: int  # its index in the group's socket array
     endpoint: str = ""  # e.g. "tcp:127.0.0.1:8080"
     created: bool = False  # this call created the group
-
-
-def format_name(name_format: str, comm: str, pid: int, fd: int, i: int) -> str:
-    """A member name from name_format; {comm} is the process name with characters
-    other than letters, digits, '.', '_' and '-' replaced by '_'; {i} counts from 1."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(name_format) if f is not None]
-    except ValueError as e:
-        raise InvalidInput(f"name format {name_format!r}: {e}") from None
-    bad = [f for f in fields if f not in NAME_FIELDS]
-    if bad:
-        raise InvalidInput(
-            f"name format {name_format!r}: unknown field {{{bad[0]}}} (use {{comm}}, {{pid}}, {{fd}}, {{i}})"
-        )
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", comm) or "_"
-    try:
-        name = name_format.format(comm=safe, pid=pid, fd=fd, i=i)
-    except (ValueError, TypeError) as e:
-        raise InvalidInput(f"name format {name_format!r}: {e}") from None
-    return group_mod.check_member_name(name)
 
 
 def _pick_endpoint(eps: list[Endpoint], port: int, proto: Optional[str], addr: Optional[str]) -> Endpoint:
@@ -122,7 +100,7 @@ def plan(
     what = f"adopt {ep.name}"
     todo: list[_Plan] = []
     skipped: list[AdoptResult] = []
-    for i, lst in enumerate(ep.listeners, 1):
+    for lst in ep.listeners:
         if lst.cookie in members:
             name, index = members[lst.cookie]
             h = lst.server or (lst.holders[0] if lst.holders else Holder(0, -1, "?"))
@@ -143,8 +121,12 @@ def plan(
                 f"{what}: cannot tell which process serves {sock}: pids {pids} hold it and {polls} "
                 "(register it with ", Call("register", "NAME", pid="PID", fd="FD"), ")",
             )
-        h = lst.server
-        todo.append(_Plan(lst, format_name(name_format, h.comm, h.pid, h.fd, i), h))
+        todo.append(_Plan(lst, "", lst.server))
+
+    taken = names_in_use if names_in_use is not None else {name: c for c, (name, _) in members.items()}
+    names = assign_names(name_format, [Newcomer(p.holder.comm, p.holder.pid, p.holder.fd) for p in todo], taken)
+    for p, name in zip(todo, names):
+        p.name = name
 
     seen: dict[str, _Plan] = {}
     for p in todo:
@@ -155,7 +137,6 @@ def plan(
                 f"to pid {p.holder.pid} fd {p.holder.fd}: add {{fd}} or {{i}} to ", Param("name_format"),
             )
         seen[p.name] = p
-    taken = names_in_use if names_in_use is not None else {name: c for c, (name, _) in members.items()}
     for p in todo:
         if p.name in taken:
             raise InvalidInput(
@@ -211,7 +192,7 @@ def _check_socket(ep: Endpoint, p: _Plan) -> None:
 def adopt(
     port: int,
     group: Optional[str] = None,
-    name_format: str = "{comm}-{pid}",
+    name_format: str = DEFAULT_FORMAT,
     proto: Optional[str] = None,
     addr: Optional[str] = None,
     layout=None,

@@ -278,39 +278,10 @@ def map_update_batch(fd: int, keys, values, count: int, what: str = "map batch u
         raise BpfError(errno.EIO, f"{what}: wrote {attr.count} of {count} elements")
 
 
-def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup", start: int = 0) -> int:
-    """Read up to `count` elements of an array map from key `start` on; returns how many.
-
-    For arrays the kernel resumes after the key in in_batch, so reading from
-    `start` > 0 passes start - 1.
-    """
-    prev = ctypes.c_uint32(start - 1 if start > 0 else 0)
-    out = ctypes.c_uint32(0)
-    attr = _BatchAttr(
-        in_batch=ctypes.addressof(prev) if start > 0 else 0,
-        out_batch=ctypes.addressof(out),
-        keys=_addr(keys),
-        values=_addr(values),
-        count=count,
-        map_fd=fd,
-    )
-    try:
-        _bpf(BPF_MAP_LOOKUP_BATCH, attr, what)
-    except BpfError as e:
-        # ENOENT marks the end of the map: the elements reported were read.
-        if e.errno != errno.ENOENT:
-            raise
-    return attr.count
-
-
-def hash_lookup_batch(fd: int, keys, values, count: int, token: int | None,
-                      what: str = "map batch lookup") -> tuple[int, int | None]:
-    """Read up to `count` elements of a hash map; returns (how many, token).
-
-    Start with token None and call again with the token returned until it
-    is None (the whole map read).  For hash maps the kernel's token is the
-    next bucket, a u32.
-    """
+def _lookup_batch(fd: int, keys, values, count: int, token: int | None, what: str) -> tuple[int, int | None]:
+    """One BPF_MAP_LOOKUP_BATCH from `token` (None: the start); returns (how
+    many were read, the token to go on from, None at the end of the map).
+    Arrays and hash maps both take a u32 token (a key, a bucket)."""
     prev = ctypes.c_uint32(token or 0)
     out = ctypes.c_uint32(0)
     attr = _BatchAttr(
@@ -329,6 +300,26 @@ def hash_lookup_batch(fd: int, keys, values, count: int, token: int | None,
             raise
         return attr.count, None
     return attr.count, out.value
+
+
+def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup", start: int = 0) -> int:
+    """Read up to `count` elements of an array map from key `start` on; returns how many.
+
+    For arrays the kernel resumes after the key in in_batch, so reading from
+    `start` > 0 passes start - 1.
+    """
+    return _lookup_batch(fd, keys, values, count, start - 1 if start > 0 else None, what)[0]
+
+
+def hash_lookup_batch(fd: int, keys, values, count: int, token: int | None,
+                      what: str = "map batch lookup") -> tuple[int, int | None]:
+    """Read up to `count` elements of a hash map; returns (how many, token).
+
+    Start with token None and call again with the token returned until it
+    is None (the whole map read).  For hash maps the kernel's token is the
+    next bucket.
+    """
+    return _lookup_batch(fd, keys, values, count, token, what)
 
 
 def obj_pin(fd: int, path: str) -> None:

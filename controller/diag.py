@@ -18,6 +18,7 @@ calling thread is in *now*, and the kernel's error code in NLMSG_DONE is kept
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import struct
@@ -69,6 +70,11 @@ class SocketDiag:
     local_port: int
     rqueue: int  # TCP listener: accept-queue length; UDP: bytes queued for reading
     wqueue: int  # TCP listener: backlog limit; UDP: bytes queued for sending
+
+    @property
+    def address(self) -> str:
+        """local_addr as an endpoint names it: compressed, without an IPv6 zone."""
+        return ipaddress.ip_address(self.local_addr.split("%")[0]).compressed
 
 
 def _check(proto: int, port: int | None, family: int | None = None) -> None:

@@ -32,7 +32,6 @@ a holder with pidfd_getfd and closed at once (None when no holder lets us).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import socket
@@ -47,9 +46,11 @@ __all__ = [
     "Endpoint",
     "EpollTarget",
     "Holder",
+    "Identity",
     "Listener",
     "discover",
     "epoll_targets",
+    "identity",
     "parse_epoll_fdinfo",
     "serving_fds",
 ]
@@ -124,6 +125,38 @@ def _comm(pid: int) -> str:
         return "?"
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What an adopt rule matches a serving process on; None where /proc does not tell."""
+
+    comm: str
+    exe: Optional[str]     # /proc/PID/exe
+    uid: Optional[int]     # effective user id
+    cgroup: Optional[str]  # cgroup v2 path ("0::" line of /proc/PID/cgroup)
+
+
+def identity(pid: int) -> Identity:
+    base = f"/proc/{pid}"
+    try:
+        exe: Optional[str] = os.readlink(f"{base}/exe")
+    except (*_GONE, OSError):
+        exe = None
+    uid = cgroup = None
+    try:
+        with open(f"{base}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    uid = int(line.split()[2])
+                    break
+        with open(f"{base}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    cgroup = line[3:].strip()
+    except (*_GONE, OSError, ValueError, IndexError):
+        pass
+    return Identity(_comm(pid), exe, uid, cgroup)
+
+
 # Discovery ------------------------------------------------------------------------
 
 
@@ -170,6 +203,19 @@ class Endpoint:
     @property
     def name(self) -> str:
         return self.key.text
+
+
+def holders_of(inodes: Iterable[int]) -> dict[int, list[Holder]]:
+    """For each socket inode, the processes holding it (by pid, then fd), with their comm.
+    One scan of /proc/*/fd for all of them (diag.holders)."""
+    comms: dict[int, str] = {}
+    out: dict[int, list[Holder]] = {}
+    for inode, pairs in diag.holders(inodes).items():
+        for pid, _ in pairs:
+            if pid not in comms:
+                comms[pid] = _comm(pid)
+        out[inode] = [Holder(pid, fd, comms[pid]) for pid, fd in pairs]
+    return out
 
 
 def _watches(targets: list[EpollTarget], inode: int, fds: set[int]) -> bool:
@@ -244,22 +290,15 @@ def discover(
     found: list[tuple[str, diag.SocketDiag]] = []
     for name in _check_proto(proto):
         found.extend((name, d) for d in diag.listeners(sockets.proto_number(name), port).values())
-    by_inode = diag.holders(d.inode for _, d in found)
-
-    targets: dict[int, list[EpollTarget]] = {}
-    comms: dict[int, str] = {}
-    for pairs in by_inode.values():
-        for pid, _ in pairs:
-            if pid not in comms:
-                comms[pid] = _comm(pid)
-                targets[pid] = epoll_targets(pid)
+    by_inode = holders_of(d.inode for _, d in found)
+    pids = {h.pid for holders in by_inode.values() for h in holders}
+    targets = {pid: epoll_targets(pid) for pid in pids}
 
     endpoints: dict[tuple, Endpoint] = {}
     for name, d in found:
-        addr = ipaddress.ip_address(d.local_addr.split("%")[0]).compressed
-        key = (name, d.family, addr, d.local_port)
-        ep = endpoints.setdefault(key, Endpoint(name, d.family, addr, d.local_port))
-        holders = [Holder(pid, fd, comms[pid]) for pid, fd in by_inode.get(d.inode, [])]
+        key = (name, d.family, d.address, d.local_port)
+        ep = endpoints.setdefault(key, Endpoint(name, d.family, d.address, d.local_port))
+        holders = by_inode.get(d.inode, [])
         fds_of: dict[int, set[int]] = {}
         for h in holders:
             fds_of.setdefault(h.pid, set()).add(h.fd)

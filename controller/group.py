@@ -249,9 +249,7 @@ class Group:
         for idx, pol in final.items():
             if pol is None:
                 self.maps["socks"].delete(idx)
-                # The freed entry keeps its incarnation: the next socket at
-                # this index gets a new one, and the old flows do not follow it.
-                self.maps["members"].put(idx, abi.RpMember(incarnation=members[idx].incarnation))
+                self.maps["members"].put(idx, _freed(members[idx]))
 
     def live_weights(
         self, members: list[abi.RpMember], policies: Mapping[int, Optional[abi.RpPolicy]]
@@ -366,10 +364,13 @@ def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) ->
     return None
 
 
-def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: GroupOptions) -> None:
+def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optional[GroupOptions] = None) -> None:
     """Create and pin a group's maps and program under a temporary name,
-    then rename the folder into place: all or nothing.  `options` are resolved."""
+    then rename the folder into place: all or nothing.  `options`: those
+    given (None: the defaults for the socket's protocol)."""
     from . import loader
+
+    options = (options or GroupOptions()).resolved(info.proto)
 
     tmp = layout.temp_dir(name)
     os.mkdir(tmp, 0o700)
@@ -462,7 +463,7 @@ def register(
             if group is None:
                 group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
-                _create(layout, group, info, options.resolved(info.proto))
+                _create(layout, group, info, options)
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
@@ -507,16 +508,14 @@ def _register_locked(
     sid: Optional[int],
 ) -> tuple[int, bool]:
     ctl = g.ctl()
-    if ctl_endpoint(ctl) != info.key:
-        raise InvalidInput(
-            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} ({ctl_endpoint(ctl).text})"
-        )
+    _check_endpoint(g, ctl, info, what)
     members = g.members()
     live = g.live_policies(members)
+    _clear_leftovers(g, members, live)
     existing = next((idx for idx in live if _name_of(members[idx]) == name), None)
-    for idx in live:
-        if members[idx].cookie == info.cookie and g.socket_cookie(idx) == info.cookie and idx != existing:
-            raise InvalidInput(f"{what}: this socket is already member {_name_of(members[idx])!r}")
+    holder = _member_of_socket(g, members, live, info.cookie)
+    if holder is not None and holder != existing:
+        raise InvalidInput(f"{what}: this socket is already member {_name_of(members[holder])!r}")
     if existing is not None and not replace:
         raise InvalidInput(
             f"{what}: group {g.name!r} already has a member {name!r} (use ", Param("replace", flag=True),
@@ -530,10 +529,7 @@ def _register_locked(
         index = existing
         pol = live[index]
     else:
-        free = [i for i, m in enumerate(members) if not m.flags & abi.RP_MEMBER_USED]
-        if not free:
-            raise InvalidInput(f"{what}: group {g.name!r} is full ({abi.RP_MAX_MEMBERS} members)")
-        index = free[0]
+        index = _free_indexes(g, members, 1, what)[0]
         pol = abi.RpPolicy(weight, abi.RP_POLICY_PRESENT)
         g.reset_stats(index)
 
@@ -543,31 +539,15 @@ def _register_locked(
     # inherited) only changes the pid and fd on record.
     new_socket = existing is None or g.socket_cookie(index) != info.cookie
     if new_socket:
-        try:
-            # The kernel checks here that the socket is in a reuseport group.
-            g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
-        except OSError as e:
-            raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+        _put_socket(g, index, sock, what)
 
     m = members[index]
-    incarnation = m.incarnation  # kept by a freed index too
-    active = ctl.gen & 1
+    incarnation = _next_incarnation(m) if new_socket else m.incarnation
     if existing is None:
         m = abi.RpMember()
         members[index] = m
-        m.policy[active] = abi.RpPolicy(0, 0)  # not live until the flip
-    m.name = name.encode()
-    m.cookie = info.cookie
-    m.pid = pid
-    m.fd = fd
-    m.flags = abi.RP_MEMBER_USED
-    if sid is not None:
-        m.flags |= abi.RP_MEMBER_QUIC
-        m.quic_server_id = sid
-    m.registered_ns = _now_ns()
-    if new_socket:
-        # Never RP_NO_INCARNATION: 1, 2, ... 2**32 - 1, 1, ...
-        m.incarnation = incarnation % 0xFFFFFFFF + 1
+    _record(m, name, info.cookie, pid, fd, sid)
+    m.incarnation = incarnation
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
@@ -601,6 +581,159 @@ def _quic_server_id(
                 f"member {_name_of(members[idx])!r} in group {g.name!r}"
             )
     return sid
+
+
+def _clear_leftovers(g: Group, members: list[abi.RpMember], live: Mapping[int, abi.RpPolicy]) -> None:
+    """Clear the entries a writer killed before its flip left (used, not
+    live; the caller holds the group lock, so no live writer made them):
+    their sockets are still in the array, and the kernel refuses a socket
+    that is in one already (EBUSY), so the listener could not join again."""
+    for index, m in enumerate(members):
+        if m.flags & abi.RP_MEMBER_USED and index not in live:
+            g.maps["socks"].delete(index)
+            members[index] = _freed(members[index])
+            g.maps["members"].put(index, members[index])
+
+
+def _check_endpoint(g: Group, ctl: abi.RpCtl, info: sockets.SocketInfo, what: str) -> None:
+    if ctl_endpoint(ctl) != info.key:
+        raise InvalidInput(
+            f"{what}: socket {info.endpoint} does not belong to group {g.name!r} ({ctl_endpoint(ctl).text})"
+        )
+
+
+def _member_of_socket(g: Group, members: list[abi.RpMember], live: Iterable[int], cookie: int) -> Optional[int]:
+    """The index of the live member whose open socket is `cookie`, if any."""
+    return next((i for i in live if members[i].cookie == cookie and g.socket_cookie(i) == cookie), None)
+
+
+def _free_indexes(g: Group, members: list[abi.RpMember], count: int, what: str) -> list[int]:
+    free = [i for i, m in enumerate(members) if not m.flags & abi.RP_MEMBER_USED]
+    if len(free) < count:
+        raise InvalidInput(f"{what}: group {g.name!r} is full ({abi.RP_MAX_MEMBERS} members)")
+    return free[:count]
+
+
+def _put_socket(g: Group, index: int, sock: socket.socket, what: str) -> None:
+    try:
+        # The kernel checks here that the socket is in a reuseport group.
+        g.maps["socks"].put(index, ctypes.c_uint64(sock.fileno()))
+    except OSError as e:
+        raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
+
+
+def _next_incarnation(previous: abi.RpMember) -> int:
+    """The incarnation of a new socket at the index of entry `previous`:
+    1, 2, ... 2**32 - 1, 1, ..., never RP_NO_INCARNATION."""
+    return previous.incarnation % 0xFFFFFFFF + 1
+
+
+def _freed(m: abi.RpMember) -> abi.RpMember:
+    """The entry of an index whose member left: empty, but for its
+    incarnation, so that the next socket there gets a new one and the old
+    member's flows do not follow it."""
+    return abi.RpMember(incarnation=m.incarnation)
+
+
+def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int, quic_server_id: Optional[int] = None) -> None:
+    """Fill a member entry; its policies are left as they are (a new entry's
+    are absent: it is not live until the flip).  quic_server_id: its id in a
+    QUIC group."""
+    m.name = name.encode()
+    m.cookie = cookie
+    m.pid = pid
+    m.fd = fd
+    m.flags = abi.RP_MEMBER_USED
+    if quic_server_id is not None:
+        m.flags |= abi.RP_MEMBER_QUIC
+        m.quic_server_id = quic_server_id
+    m.registered_ns = _now_ns()
+
+
+@dataclass
+class Joining:
+    """A socket to make a member of an open group (see update_members)."""
+
+    name: str
+    pid: int
+    fd: int
+    sock: socket.socket  # the caller's copy, taken with sockets.take_member_socket; the caller closes it
+    info: sockets.SocketInfo
+    policy: abi.RpPolicy
+
+
+def update_members(
+    g: Group,
+    members: list[abi.RpMember],
+    joining: Iterable[Joining] = (),
+    moved: Optional[Mapping[int, tuple[int, int]]] = None,
+    policies: Optional[Mapping[int, Optional[abi.RpPolicy]]] = None,
+    pin: Optional[Callable[[dict[str, int]], Optional[pin_table.PinPlan]]] = None,
+) -> dict[str, int]:
+    """Every change of a group's membership in ONE publish (the caller holds the group lock).
+
+    `joining` sockets are put into free indexes of the socket array and their
+    member entries written (not live yet); `moved` (index -> pid, fd) records
+    the new process of a member whose socket lives on; `policies` (index ->
+    policy, None = leaves) as Group.publish takes them; `pin`, given
+    name -> index of the members after the change, returns the pin plan (None
+    keeps the live one).  Then one publish makes it all live, and the program
+    is attached through a joining socket (a restarted server makes a new
+    reuseport group that has no program).  A refusal before the publish
+    undoes the entries it wrote; a writer killed there leaves entries the next
+    publish clears.  Returns name -> index of the members after the change.
+    """
+    joining = list(joining)
+    final: dict[int, Optional[abi.RpPolicy]] = dict(policies or {})
+    ctl = g.ctl()
+    what = f"update group {g.name}"
+    live = g.live_policies(members)
+    staying = {_name_of(members[i]) for i in live if final.get(i, live[i]) is not None}
+    for j in joining:
+        check_member_name(j.name)
+        check_weight(j.name, j.policy.weight)
+        _check_endpoint(g, ctl, j.info, f"add {j.name}")
+        holder = _member_of_socket(g, members, live, j.info.cookie)
+        if holder is not None and final.get(holder, live[holder]) is not None:
+            raise InvalidInput(f"add {j.name}: this socket is already member {_name_of(members[holder])!r}")
+        if j.name in staying:
+            raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
+        staying.add(j.name)
+    _clear_leftovers(g, members, live)
+    options = g.options()
+    # In a QUIC group, each joining member takes the lowest id no staying member has.
+    quic_ids = {members[i].quic_server_id for i, pol in {**live, **final}.items()
+                if pol is not None and members[i].flags & abi.RP_MEMBER_QUIC}
+    placed: dict[int, abi.RpMember] = {}  # index -> its entry before
+    try:
+        for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
+            g.reset_stats(index)
+            _put_socket(g, index, j.sock, f"add {j.name}")
+            placed[index] = members[index]
+            m = abi.RpMember(incarnation=_next_incarnation(members[index]))
+            sid = quic.assign(quic_ids, options.quic_server_id_length) if options.quic else None
+            if sid is not None:
+                quic_ids.add(sid)
+            _record(m, j.name, j.info.cookie, j.pid, j.fd, sid)
+            members[index] = m
+            g.maps["members"].put(index, m)
+            final[index] = j.policy
+        for index, (pid, fd) in (moved or {}).items():
+            members[index].pid, members[index].fd = pid, fd  # publish writes every member's entry
+        after = {**live, **final}
+        names = {_name_of(members[i]): i for i, pol in after.items() if pol is not None}
+        plan = pin(names) if pin is not None else None
+    except BaseException:
+        for index, before in placed.items():
+            members[index] = before
+            with contextlib.suppress(OSError):
+                g.maps["socks"].delete(index)
+                g.maps["members"].put(index, before)
+        raise
+    g.publish(final, members, plan)
+    if joining and not g.attach_any(j.sock for j in joining):
+        raise RpctlError(f"{what}: the kernel refused to attach the program through the new members' sockets")
+    return names
 
 
 def _write(group: Optional[str], layout: Optional[Layout], fn: Callable[[Group, list[abi.RpMember]], object]):

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, rss
+from . import abi, rss, sockets
 from .errors import InvalidInput, NotFound, RpctlError
 from .group import Group, _write
 from .pin_table import (
@@ -29,7 +29,9 @@ from .refs import Call, Param
 from .state import Layout
 from .views import GroupView, read_group, read_view
 
-__all__ = ["ChainRow", "Explanation", "PinResult", "explain_rss", "online_cpus", "pin_cpu", "pin_off", "pin_rss"]
+__all__ = [
+    "ChainRow", "Explanation", "PinResult", "explain_rss", "online_cpus", "pin_cpu", "pin_off", "pin_rss", "plan_pins",
+]
 
 Affinity = Callable[[int], Iterable[int]]
 
@@ -48,18 +50,16 @@ def online_cpus() -> frozenset[int]:
         return parse_cpus(f.read())
 
 
-def _affinities(view: GroupView, affinity: Affinity) -> dict[str, frozenset[int]]:
-    """Each member's allowed CPUs, from its process.  A gone member (socket
-    closed) takes nothing whatever its CPUs: it is left out."""
+def _affinities(pids: Mapping[str, int], affinity: Affinity) -> dict[str, frozenset[int]]:
+    """Each member's allowed CPUs, from its process (pids: name -> pid of
+    the members that can take connections)."""
     out = {}
-    for m in view.members:
-        if m.gone:
-            continue
+    for name, pid in pids.items():
         try:
-            out[m.name] = frozenset(affinity(m.pid))
+            out[name] = frozenset(affinity(pid))
         except ProcessLookupError:
             raise InvalidInput(
-                f"pin cpu: process {m.pid} of {m.name} is gone, so its CPUs are unknown; give ", Param("mapping")
+                f"pin cpu: process {pid} of {name} is gone, so its CPUs are unknown; give ", Param("mapping")
             ) from None
     return out
 
@@ -69,11 +69,51 @@ def _cpu_assignment(
 ) -> dict[int, str]:
     if mapping:
         return assign_from_map(mapping, [m.name for m in view.members], online)
-    return assign_from_affinity(_affinities(view, affinity), online)
+    # A gone member (socket closed) takes nothing whatever its CPUs: it is left out.
+    return assign_from_affinity(_affinities({m.name: m.pid for m in view.members if not m.gone}, affinity), online)
 
 
 def _index(view: GroupView) -> dict[str, int]:
     return {m.name: m.index for m in view.members}
+
+
+def _rss_plan(info: rss.RssInfo, proto: str, family: int, cpu_members: Mapping[int, str],
+              index: Mapping[str, int]) -> tuple[PinPlan, dict[int, str], list[int]]:
+    """The RSS pin plan, its queue -> member assignment and the queues left unassigned."""
+    flags = rss.steering_flags(info, proto, family)
+    queues, unassigned = queue_assignment(info.queue_cpus(), cpu_members)
+    if not queues and "sysfs" in info.unsupported:
+        raise InvalidInput(*rss.pin_rss_what(info.dev), ": ", info.unsupported["sysfs"])
+    if not queues:
+        raise InvalidInput(
+            *rss.pin_rss_what(info.dev), ": no receive queue has its interrupt on one CPU of a member (see ",
+            Call("explain_rss", Call("read_device", info.dev)), ")",
+        )
+    plan = PinPlan(abi.RP_MODE_RSS, {q: index[n] for q, n in queues.items()}, dev=info.dev,
+                   rss_flags=flags, indir=list(info.indir), key=info.key)
+    return plan, queues, unassigned
+
+
+def plan_pins(
+    mode: str,
+    dev: str,
+    index: Mapping[str, int],
+    pids: Mapping[str, int],
+    key: sockets.EndpointKey,
+    online: Optional[frozenset[int]] = None,
+    affinity: Affinity = os.sched_getaffinity,
+) -> PinPlan:
+    """The pin plan of `mode` ("weighted", "cpu", "rss") for members named in
+    `index` (name -> index), each on the CPUs its process (`pids`: name -> pid
+    of the members that can take connections) may run on: what pin cpu / pin
+    rss publish, for a caller that publishes it with other changes."""
+    if mode == "weighted":
+        return WEIGHTED
+    online = online if online is not None else online_cpus()
+    cpu_members = assign_from_affinity(_affinities(pids, affinity), online)
+    if mode == "cpu":
+        return PinPlan(abi.RP_MODE_CPU, {cpu: index[n] for cpu, n in cpu_members.items()})
+    return _rss_plan(rss.read_device(dev), key.proto, key.family, cpu_members, index)[0]
 
 
 def pin_cpu(
@@ -113,19 +153,8 @@ def pin_rss(
 
     def apply(g: Group, members: list[abi.RpMember]) -> PinResult:
         view = read_group(g, with_queues=False)
-        flags = rss.steering_flags(info, view.proto, view.family)
         cpu_members = _cpu_assignment(view, mapping, online, affinity)
-        queues, unassigned = queue_assignment(info.queue_cpus(), cpu_members)
-        if not queues and "sysfs" in info.unsupported:
-            raise InvalidInput(*rss.pin_rss_what(info.dev), ": ", info.unsupported["sysfs"])
-        if not queues:
-            raise InvalidInput(
-                *rss.pin_rss_what(info.dev), ": no receive queue has its interrupt on one CPU of a member (see ",
-                Call("explain_rss", Call("read_device", info.dev)), ")",
-            )
-        index = _index(view)
-        plan = PinPlan(abi.RP_MODE_RSS, {q: index[n] for q, n in queues.items()}, dev=info.dev,
-                       rss_flags=flags, indir=list(info.indir), key=info.key)
+        plan, queues, unassigned = _rss_plan(info, view.proto, view.family, cpu_members, _index(view))
         g.publish({}, members, pin=plan)
         return PinResult(g.name, "rss", queues, unassigned, dev=info.dev)
 

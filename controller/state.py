@@ -22,7 +22,8 @@ import os
 import re
 import shutil
 import socket
-from typing import Iterator, Optional
+import threading
+from typing import Callable, Iterator, Optional, TypeVar
 
 from .errors import InvalidInput, NotFound, PermissionDenied, Unsupported
 from .sockets import process_exists
@@ -86,6 +87,8 @@ def bpffs_root(mount: bool = True) -> str:
 
 
 SO_NETNS_COOKIE = 71
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def netns_id() -> str:
@@ -101,6 +104,30 @@ def netns_id() -> str:
         return f"netns{cookie}"
     except OSError:
         return f"net{os.stat('/proc/self/ns/net').st_ino}"
+
+
+def in_netns(fd: int, fn: Callable[[], T]) -> T:
+    """fn() on a thread of its own that first enters the network namespace `fd` opens
+    (setns moves only the calling thread, and this one ends with fn).  Returns what
+    fn returns; raises what it raises, or OSError when the namespace cannot be entered."""
+    out: list = []
+
+    def enter() -> None:
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns: {os.strerror(err)}")
+            out.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out.append((False, e))
+
+    t = threading.Thread(target=enter, name="rpctl-netns")
+    t.start()
+    t.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
 
 
 def check_group_name(name: str) -> str:

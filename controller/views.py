@@ -16,14 +16,18 @@ generation, which a writer replaces with one map update.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import abi, pin_table, quic, sockets
 from .errors import NotFound
 from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
+
+if TYPE_CHECKING:
+    from . import diag
 
 # A member's states, in the order they are listed everywhere.
 ACTIVE, DRAINING, DRAINED, GONE = "active", "draining", "drained", "gone"
@@ -45,7 +49,7 @@ class Counter:
 
 # struct rp_group_stats, in its order.
 GROUP_COUNTERS = (
-    Counter("slot_misses", "Selections whose slot's socket was gone: fell back to the live list"),
+    Counter("slot_misses", "Selections whose slot's socket was gone: re-hashed into the weighted table"),
     Counter("no_live_member", "Selections with no live member: the kernel chose the socket"),
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
@@ -57,7 +61,7 @@ GROUP_COUNTERS = (
 # struct rp_member_stats, in its order.
 MEMBER_COUNTERS = (
     Counter("selected", "New connections or datagrams steered to the member through its slots"),
-    Counter("fallback", "New connections or datagrams given to the member by the fallback over live members"),
+    Counter("fallback", "New connections or datagrams given to the member because their slot's socket was gone"),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
     Counter("flow_datagrams", "UDP: datagrams sent to the member by their flow in the flow table"),
@@ -110,6 +114,17 @@ class MemberView:
         return {c.name: getattr(self, c.name) for c in MEMBER_COUNTERS}
 
 
+@dataclass(frozen=True)
+class UnmanagedListener:
+    """A socket of the group's endpoint (protocol, address, port, this namespace)
+    that is not a member: while a member is live it gets nothing."""
+
+    cookie: int
+    inode: int
+    pid: Optional[int]  # a process holding it (the lowest pid); None when none is visible
+    comm: str           # that process's name, "" without one
+
+
 @dataclass
 class GroupView:
     name: str
@@ -135,6 +150,8 @@ class GroupView:
     flow_idle_timeout: float = 0.0          # seconds, of the flow table
     quic_unknown_server_id: int = 0
     quic_server_id_length: int = 0  # 0: no QUIC routing
+    # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
+    unmanaged: Optional[list[UnmanagedListener]] = None
 
     @property
     def key(self) -> sockets.EndpointKey:
@@ -220,13 +237,33 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         member.observed_share = member.since_publish / since_sum if since_sum else None
     if with_queues is None:
         with_queues = any(m.draining for m in view.members)
-    if with_queues and view.members:
+    if with_queues:
         from . import diag
 
-        depths = diag.queue_depths(sockets.proto_number(view.proto), [m.cookie for m in view.members], port=view.port)
+        # One dump of the port gives both the members' queues and the listeners that are not members.
+        found = diag.listeners(sockets.proto_number(view.proto), port=view.port)
         for member in view.members:
-            member.queue = depths.get(member.cookie)
+            member.queue = found[member.cookie].rqueue if member.cookie in found else None
+        view.unmanaged = unmanaged_listeners(view, found.values())
     return view
+
+
+def unmanaged_listeners(view: GroupView, found: Iterable[diag.SocketDiag]) -> list[UnmanagedListener]:
+    """The sockets of view's endpoint among `found` (a sock_diag dump) that are not
+    members.  Their processes are looked up (a scan of /proc) only when there is one."""
+    cookies = {m.cookie for m in view.members}
+    strays = [d for d in found if d.cookie not in cookies and d.family == view.family
+              and d.local_port == view.port and d.address == view.addr]
+    if not strays:
+        return []
+    from .discover import holders_of
+
+    holders = holders_of(d.inode for d in strays)
+    out = []
+    for d in strays:
+        first = next(iter(holders.get(d.inode, [])), None)
+        out.append(UnmanagedListener(d.cookie, d.inode, first.pid if first else None, first.comm if first else ""))
+    return sorted(out, key=lambda u: (u.pid is None, u.pid or 0, u.cookie))
 
 
 def read_view(group: Optional[str] = None, layout: Optional[Layout] = None,

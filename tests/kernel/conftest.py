@@ -122,3 +122,26 @@ def launch(netns, tmp_path):
     for r in runs:
         leftovers += r.cleanup()
     assert not leftovers, f"children left behind: {leftovers}"
+
+
+@pytest.fixture
+def nginx(netns, tmp_path):
+    """start(port=P, workers=N, cpu_affinity=False): a real nginx (tests/support/nginx.py)
+    in the test's namespace, ready; stopped after the test."""
+    from tests.support.nginx import NGINX, Nginx
+
+    if not os.access(NGINX, os.X_OK):
+        pytest.fail(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")
+    made = []
+
+    def start(port: int, workers: int, **kw) -> Nginx:
+        n = Nginx(tmp_path, port=port, workers=workers, **kw)
+        made.append(n)
+        n.wait_ready()
+        return n
+
+    try:
+        yield start
+    finally:
+        for n in made:
+            n.stop()

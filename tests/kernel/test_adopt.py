@@ -20,31 +20,10 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import discover
 from rpctl.controller.state import Layout
 
-from tests.support.nginx import NGINX, Nginx
-
 pytestmark = pytest.mark.kernel
 
 PORT = 7080
 WORKERS = 3
-
-
-@pytest.fixture
-def nginx(netns, tmp_path):
-    if not os.access(NGINX, os.X_OK):
-        pytest.fail(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")
-    made = []
-
-    def start(**kw) -> Nginx:
-        n = Nginx(tmp_path, **{"port": PORT, "workers": WORKERS, **kw})
-        made.append(n)
-        n.wait_ready()
-        return n
-
-    try:
-        yield start
-    finally:
-        for n in made:
-            n.stop()
 
 
 @pytest.fixture
@@ -74,7 +53,7 @@ def _one_error(err: str) -> str:
 def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
     from rpctl.controller import group as group_mod
 
-    ngx = nginx()
+    ngx = nginx(port=PORT, workers=WORKERS)
     calls = []  # registrations and attaches, in order
     real_register, real_attach = group_mod.register, group_mod.Group.attach
 
@@ -104,10 +83,12 @@ def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
     out = rpctl.ok("adopt", "--port", PORT)
     print(out)
     # Every listener is a member before the program decides anything: no worker takes it all meanwhile.
-    assert calls == [("register", f"nginx-{s['pid']}", False) for s in servers] + [("attach",)]
+    # Named {comm}-{i}, in the order discover lists them (by serving pid).
+    names = [f"nginx-{i}" for i in range(1, WORKERS + 1)]
+    assert calls == [("register", name, False) for name in names] + [("attach",)]
     (group,) = _status(rpctl)
     members = {m["name"]: m for m in group["members"]}
-    assert set(members) == {f"nginx-{pid}" for pid in ngx.worker_pids}
+    assert {name: members[name]["pid"] for name in names} == {n: s["pid"] for n, s in zip(names, servers)}
     assert {(m["pid"], m["fd"]) for m in members.values()} == {(s["pid"], s["fd"]) for s in servers}
     assert {m["cookie"] for m in members.values()} == {lst["cookie"] for lst in ep["listeners"]}
 
@@ -117,13 +98,13 @@ def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
     assert _same_members(after, group), "adopting again must change nothing"
 
     drained = min(ngx.worker_pids)
-    rpctl.ok("drain", f"nginx-{drained}")
+    rpctl.ok("drain", "nginx-1")
     tally = loadgen.run_tcp("127.0.0.1", PORT, count=2000, concurrency=8)
     assert sum(tally.failures.values()) == 0, f"failed requests: {dict(tally.failures)}"
     assert tally.total_ok() == 2000
     assert tally.by_name[str(drained)] == 0, dict(tally.by_name)
     assert set(tally.by_name) == {str(p) for p in ngx.worker_pids - {drained}}, dict(tally.by_name)
-    print(f"after draining nginx-{drained}: replies by worker pid {dict(tally.by_name)}")
+    print(f"after draining nginx-1 (pid {drained}): replies by worker pid {dict(tally.by_name)}")
 
 
 def _same_members(a: dict, b: dict) -> bool:
@@ -233,3 +214,37 @@ def test_adopt_asks_which_when_tcp_and_udp_share_the_port(netns, rpctl, workers)
     (udp_group,) = [g for g in _status(rpctl) if g["protocol"] == "udp"]
     drained = next(udp_names[m["pid"]] for m in udp_group["members"] if m["name"] == "udp-1")
     assert set(tally.by_name) == set(udp_names.values()) - {drained}, dict(tally.by_name)
+
+
+_ONE_PROCESS_THREE_LISTENERS = """
+import socket, sys, time
+socks = []
+for _ in range(3):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(64)
+    socks.append(s)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_adopt_names_the_listeners_of_one_process_without_a_name_format(netns, rpctl):
+    """A server with one listener per thread: the default {comm}-{i} gives each its own name."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _ONE_PROCESS_THREE_LISTENERS, str(PORT)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        out = rpctl.ok("adopt", "--port", PORT)
+        (group,) = _status(rpctl)
+        comm = discover.identity(proc.pid).comm
+        assert sorted(m["name"] for m in group["members"]) == [f"{comm}-{i}" for i in (1, 2, 3)], out
+        assert {m["pid"] for m in group["members"]} == {proc.pid}
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()

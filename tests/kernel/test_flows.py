@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 
 import pytest
@@ -181,3 +182,50 @@ def test_a_group_without_flow_affinity_moves_flows_as_before(netns, rpctl, make_
     rpctl.ok("drain", "w0")
     assert moved(first, clients.placements()) == len(_on(first, 0))
     assert all(m["flows"] is None for m in _members(rpctl).values())
+
+
+def test_restart_of_a_udp_member_waits_for_its_flows_to_end(launch, rpctl):
+    from tests.support.launched import members as members_of
+    from tests.support.launched import wait_until
+
+    port = 7130
+    names = {"worker-1", "worker-2"}
+    worker = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER", "--proto", "udp"]
+    r = launch(["--group", "dns", "-n", 2, "--proto", "udp", "--listen", f"127.0.0.1:{port}",
+                "--flow-idle-timeout", "1.5"], worker)
+    r.wait_members(rpctl, names, group="dns")
+    clients = []
+    for i in range(60):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.bind((f"127.0.1.{i + 1}", 30000 + i))
+        c.settimeout(5)
+        clients.append(c)
+    try:
+        def ask() -> dict:
+            for c in clients:
+                c.sendto(b"x", ("127.0.0.1", port))
+            return {c.getsockname(): c.recv(64).decode().strip() for c in clients}
+
+        first = ask()
+        on_one = [flow for flow, name in first.items() if name == "worker-1"]
+        assert on_one and len(on_one) < len(clients), first
+        old_pid = members_of(rpctl, "dns")["worker-1"]["pid"]
+        restart = rpctl.subprocess("restart", "worker-1", "--group", "dns", "--drain-timeout", "30")
+        # While its flows keep talking, worker-1 drains but keeps them, and
+        # the restart waits.
+        wait_until("worker-1 draining", lambda: members_of(rpctl, "dns")["worker-1"]["state"] == "draining")
+        talking_until = time.monotonic() + 3
+        while time.monotonic() < talking_until:
+            assert ask() == first, "a flow moved while its member drained"
+            time.sleep(0.2)
+        assert restart.poll() is None, "the restart did not wait for worker-1's flows"
+        assert members_of(rpctl, "dns")["worker-1"]["pid"] == old_pid
+        # Once they are silent past the idle timeout, the restart goes on.
+        _, err = restart.communicate(timeout=60)
+        assert restart.returncode == 0, err
+        assert f"{len(on_one)} live flows" in err, err
+        new = members_of(rpctl, "dns")["worker-1"]
+        assert new["pid"] != old_pid and new["state"] == "active"
+    finally:
+        for c in clients:
+            c.close()

@@ -198,3 +198,20 @@ def test_cli_entry_point_runs_as_a_process(netns, rpctl, make_members):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert json.loads(out)["members"][0]["name"] == "dns-1"
+
+
+def test_a_register_killed_before_its_flip_does_not_keep_its_socket_from_joining(netns, rpctl, make_members):
+    """The killed writer left its socket in the socket array under an entry that never went
+    live; the kernel refuses a socket that is in an array already (EBUSY), so the next
+    writer clears such entries first: registering the same socket again works."""
+    members = make_members()
+    a, b = members.add(), members.add()
+    rpctl.ok(*members.register_args("a", a))
+    killed = rpctl.subprocess(*members.register_args("b", b), env={**os.environ, "RPCTL_FAILPOINT": "before-flip:exit"})
+    _, err = killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL and "failpoint before-flip reached" in err, err
+    assert set(group_members(rpctl, None)) == {"a"}
+    rpctl.ok(*members.register_args("b", b))
+    assert set(group_members(rpctl, None)) == {"a", "b"}
+    counts, failures = tcp_connections(members, 400, seed=3)
+    assert failures == 0 and counts[0] > 0 and counts[1] > 0, dict(counts)

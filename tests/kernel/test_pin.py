@@ -8,7 +8,6 @@ driven on a two-core machine.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -21,7 +20,7 @@ from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller import pin, rss, toeplitz
 
 from tests.support.rss_device import synthetic_device
-from tests.support.traffic import ExtraRuns, tcp_connections, udp_datagrams
+from tests.support.traffic import ExtraRuns, on_cpu, tcp_connections, udp_datagrams
 
 pytestmark = pytest.mark.kernel
 
@@ -32,17 +31,6 @@ def two_cpus():
     online = pin.online_cpus()
     if not {0, 1} <= online:
         pytest.fail(f"pin tests drive CPUs 0 and 1; online here: {sorted(online)}", pytrace=False)
-
-
-@contextlib.contextmanager
-def on_cpu(cpu: int):
-    """Run this thread (and the threads it starts) on `cpu` only."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def status(rpctl) -> dict:

@@ -13,11 +13,12 @@ import itertools
 import os
 import shutil
 import subprocess
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
+T = TypeVar("T")
 
 
 def _setns(fd: int) -> None:
@@ -37,6 +38,18 @@ def unload_all() -> None:
             group.unload(group=name, force=True)
         except RpctlError:
             pass
+
+
+def run_in(name: str, fn: Callable[[], T]) -> T:
+    """fn() on a thread of its own that enters namespace `name` (/run/netns/NAME) first;
+    the calling thread stays where it is."""
+    from rpctl.controller.state import in_netns
+
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        return in_netns(fd, fn)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ NGINX = "/usr/sbin/nginx"
 
 NGINX_CONF = """\
 worker_processes {workers};
+{affinity}
 daemon off;
 master_process on;
 pid {tmp}/nginx.pid;
@@ -53,20 +54,41 @@ def _children(pid: int) -> set[int]:
 
 
 class Nginx:
-    def __init__(self, tmp: Path, port: int, workers: int):
+    def __init__(self, tmp: Path, port: int, workers: int, cpu_affinity: bool = False):
         self.tmp = tmp
         self.port = port
         self.workers = workers
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=workers, tmp=tmp, port=port))
+        # `worker_cpu_affinity auto`: worker i runs on CPU i only (what `pin cpu` reads).
+        self.cpu_affinity = cpu_affinity
+        self.conf = tmp / "nginx.conf"
+        self._write_conf()
         with open(tmp / "stderr.log", "wb") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
+                [NGINX, "-p", str(tmp), "-c", str(self.conf), "-e", str(tmp / "error.log")],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         self.worker_pids: set[int] = set()
+
+    def _write_conf(self) -> None:
+        affinity = "worker_cpu_affinity auto;" if self.cpu_affinity else ""
+        self.conf.write_text(NGINX_CONF.format(workers=self.workers, affinity=affinity, tmp=self.tmp, port=self.port))
+
+    def reload(self, workers: int, timeout: float = 10.0) -> None:
+        """`nginx -s reload` to `workers` workers: new worker processes, the
+        listeners kept (one more opened, or one closed, when the count changes);
+        returns when every old worker is gone and every listener has a new one."""
+        old = _children(self.master)
+        self.workers = workers
+        self._write_conf()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while _children(self.master) & old:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx reload: old workers {sorted(old)} still there; {self.errors()}")
+            time.sleep(0.05)
+        self.wait_ready(max(0.1, deadline - time.monotonic()))
 
     @property
     def master(self) -> int:

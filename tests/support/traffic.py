@@ -7,6 +7,7 @@ for real traffic.  Counts are what the member sockets actually received.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import socket
@@ -84,6 +85,18 @@ class Members:
     def close(self) -> None:
         for s in self.socks:
             s.close()
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int):
+    """Run this thread (and the threads it starts) on `cpu` only: on loopback
+    the SYN is processed, and the program run, on the sending CPU."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _source(rng: random.Random, family: int) -> str:

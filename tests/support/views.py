@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from rpctl.controller.views import GroupView, MemberView
+from rpctl.controller.views import GroupView, MemberView, UnmanagedListener
 
 
 def member(index: int, name: str, **kw) -> MemberView:
@@ -22,7 +22,7 @@ def group_view(members=None, **kw) -> GroupView:
         "name": "tcp-18080", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
         "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 1_700_000_000_000_000_000,
         "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7,
-        "pin_unassigned": 8, "rss_unhashed": 9,
+        "pin_unassigned": 8, "rss_unhashed": 9, "unmanaged": [],
     }
     view = GroupView(**{**fields, **kw})
     view.members = members if members is not None else [
@@ -32,6 +32,12 @@ def group_view(members=None, **kw) -> GroupView:
         member(3, "worker-4", gone=True),
     ]
     return view
+
+
+def strays(*holders: tuple) -> list[UnmanagedListener]:
+    """Unmanaged listeners held by (pid, comm) each; pid None for one nobody visibly holds."""
+    return [UnmanagedListener(cookie=9000 + i, inode=7000 + i, pid=pid, comm=comm)
+            for i, (pid, comm) in enumerate(holders)]
 
 
 STATES = {"worker-1": "active", "worker-2": "draining", "worker-3": "drained", "worker-4": "gone"}

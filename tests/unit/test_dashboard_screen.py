@@ -15,7 +15,7 @@ from rich.console import Console
 from rpctl.cli import dashboard_screen
 from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
 from rpctl.controller import views as read_model
-from tests.support.views import four, moving_group, moving_member
+from tests.support.views import four, moving_group, moving_member, strays
 
 
 @pytest.fixture(autouse=True)
@@ -337,3 +337,18 @@ def test_a_udp_group_with_flows_shows_live_flows_and_stays_draining_while_it_has
     assert "flows 300/65536 evicted 0" in text
     plain, last = history_of(lambda t: [moving_group([moving_member(0, "a")])], seconds=1)
     assert "flows" not in column_heads(frame(last, plain, 120, 24))
+
+
+def test_an_unmanaged_listener_is_a_warning_line_of_its_group():
+    def make(t):
+        g = four(t)
+        g.unmanaged = strays((123, "nc"))
+        return [g]
+
+    history, snap = history_of(make, seconds=1)
+    for width, height in ((160, 48), (80, 24)):
+        text = frame(snap, history, width, height)
+        assert_fits(text, width, height)
+        assert "1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc)" in text
+    history, snap = history_of(lambda t: [four(t)], seconds=1)
+    assert "unmanaged" not in frame(snap, history, 160, 48)

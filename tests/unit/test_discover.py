@@ -18,11 +18,11 @@ import subprocess
 import sys
 
 import pytest
-from rpctl.controller.options import GroupOptions
 from rpctl.cli import main
-from rpctl.controller import adopt, discover, probe
+from rpctl.controller import adopt, discover, naming, probe
 from rpctl.controller.discover import Endpoint, EpollTarget, Holder, Listener
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
+from rpctl.controller.options import GroupOptions
 
 # The text of /proc/PID/fdinfo/<epoll fd> of an nginx worker (kernel 6.18).
 NGINX_WORKER_FDINFO = """\
@@ -274,6 +274,15 @@ def test_plan_names_members_and_skips_those_already_in():
     assert [(r.name, r.status, r.index, r.pid, r.endpoint) for r in skipped] == [
         ("web-b", "already a member", 4, 12, "tcp:127.0.0.1:8080")
     ]
+
+
+def test_plan_names_one_process_with_several_listeners_by_the_default_format():
+    one_process = _ep(_lst(1, (10, 5), server=10), _lst(2, (10, 6), server=10), _lst(3, (10, 7), server=10))
+    todo, _ = adopt.plan(one_process, naming.DEFAULT_FORMAT, {}, "g")
+    assert [p.name for p in todo] == ["srv-1", "srv-2", "srv-3"]
+    # Numbers members have are taken: a listener that joins later gets the lowest free one.
+    todo, skipped = adopt.plan(one_process, naming.DEFAULT_FORMAT, {1: ("srv-1", 0), 3: ("srv-3", 2)}, "g")
+    assert [p.name for p in todo] == ["srv-2"] and [r.name for r in skipped] == ["srv-1", "srv-3"]
 
 
 def test_plan_refuses_what_it_cannot_tell_apart():

@@ -6,12 +6,12 @@ import json
 
 from rpctl.cli import json_docs
 from rpctl.controller.flows import FlowTable
-from tests.support.views import STATES, group_view, member
+from tests.support.views import STATES, group_view, member, strays
 
 
 GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
-    "published_ns", "counters", "flow_table", "members", "quic_server_id_length",
+    "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
 }
 
 
@@ -55,7 +55,17 @@ def test_status_json_keys_and_values():
     assert (first["pid"], first["index"], first["cookie"], first["queue"]) == (4200, 0, 8193, 2)
     assert first["selected_since_change"] == 10
     assert first["observed_share"] == 0.123457
+    assert g["unmanaged"] == []
     assert json_docs.status_json([]) == {"groups": []}
+
+
+def test_status_json_lists_unmanaged_listeners_and_null_when_not_read():
+    view = group_view(unmanaged=strays((123, "nc"), (None, "")))
+    (g,) = json_docs.status_json([view])["groups"]
+    assert g["unmanaged"] == [{"pid": 123, "comm": "nc", "cookie": 9000, "inode": 7000},
+                              {"pid": None, "comm": "", "cookie": 9001, "inode": 7001}]
+    (g,) = json_docs.status_json([group_view(unmanaged=None)])["groups"]
+    assert g["unmanaged"] is None
 
 
 def test_weights_json_keys_and_values():

@@ -17,7 +17,7 @@ from rpctl.cli import metrics_cmd
 from rpctl.cli.metrics_families import STATES, families
 from tests.support.views import STATES as MEMBER_STATES
 from tests.support.metrics import by_member, samples, scrape
-from tests.support.views import group_view, member
+from tests.support.views import group_view, member, strays
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NAME_RE = re.compile(r"^rpctl_[a-z][a-z0-9_]*$")
@@ -120,3 +120,11 @@ def test_names_follow_the_conventions_and_are_documented():
 
 
 # The command ------------------------------------------------------------------------
+
+
+def test_unmanaged_listeners_is_a_gauge_per_group_left_out_when_not_read():
+    got = scrape(families([group_view(unmanaged=strays((123, "nc"), (124, "nc"))),
+                           group_view(name="quiet"), group_view(name="unread", unmanaged=None)]))
+    family = got["rpctl_group_unmanaged_listeners"]
+    assert family.type == "gauge"
+    assert samples(family) == {(("group", "tcp-18080"),): 2.0, (("group", "quiet"),): 0.0}

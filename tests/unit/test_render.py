@@ -9,7 +9,7 @@ import socket
 from rich.console import Console
 from rpctl.cli import render
 from rpctl.controller.flows import FlowTable
-from tests.support.views import STATES, group_view, member
+from tests.support.views import STATES, group_view, member, strays
 
 
 def _render(table, width: int) -> str:
@@ -83,3 +83,9 @@ def test_status_table_of_a_quic_group_has_each_members_server_id_and_packets_rou
         assert re.search(r"\bh3-2\b.*\bdraining\b.*\b0a\b\s+99\b", text), text
         assert "quic unknown server id 0" in " ".join(text.split()), text
     assert "quic" not in _render(render.status_table(group_view()), 120)
+def test_status_warns_about_an_unmanaged_listener_under_its_table():
+    text = _render(render.status_table(group_view(unmanaged=strays((123, "nc")))), 200)
+    assert ("1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc) — it gets no connection while a "
+            "member is live; adopt it or stop it") in text
+    assert text.index("worker-4") < text.index("unmanaged")
+    assert "unmanaged" not in _render(render.status_table(group_view()), 200)

@@ -1,10 +1,13 @@
-"""controller/views.py: a member's state from its flags and queue."""
+"""controller/views.py: a member's state from its flags and queue; listeners that are not members."""
 
 from __future__ import annotations
 
+import socket
 
 import pytest
-from tests.support.views import member
+from rpctl.controller import diag, discover, views
+from rpctl.controller.discover import Holder
+from tests.support.views import group_view, member
 
 
 @pytest.mark.parametrize(
@@ -23,3 +26,34 @@ from tests.support.views import member
 )
 def test_member_state(draining, gone, queue, state):
     assert member(0, "w", draining=draining, gone=gone, queue=queue).state == state
+
+
+def _listener(cookie: int, addr: str = "127.0.0.1", port: int = 18080, family: int = socket.AF_INET):
+    return diag.SocketDiag(cookie=cookie, inode=cookie + 1, uid=0, family=family, proto=socket.IPPROTO_TCP,
+                           state=10, local_addr=addr, local_port=port, rqueue=0, wqueue=128)
+
+
+def test_unmanaged_are_the_endpoints_listeners_that_are_not_members(monkeypatch):
+    looked_up = []
+
+    def holders_of(inodes):
+        inodes = list(inodes)
+        looked_up.append(inodes)
+        return {i: [Holder(pid=i * 10, fd=3, comm="nc"), Holder(pid=i * 10 + 1, fd=4, comm="sh")] for i in inodes
+                if i != 8}
+
+    monkeypatch.setattr(discover, "holders_of", holders_of)
+    view = group_view()  # members' cookies 8193..8196
+    dump = [_listener(8193), _listener(8194), _listener(5),
+            _listener(7),  # nobody visibly holds inode 8
+            _listener(11, addr="127.0.0.2"), _listener(12, port=18081), _listener(13, addr="::ffff:127.0.0.1",
+                                                                                 family=socket.AF_INET6)]
+    got = views.unmanaged_listeners(view, dump)
+    assert looked_up == [[6, 8]]
+    assert got == [views.UnmanagedListener(cookie=5, inode=6, pid=60, comm="nc"),
+                   views.UnmanagedListener(cookie=7, inode=8, pid=None, comm="")]
+
+
+def test_no_unmanaged_listener_costs_no_process_scan(monkeypatch):
+    monkeypatch.setattr(discover, "holders_of", lambda inodes: pytest.fail("scanned /proc"))
+    assert views.unmanaged_listeners(group_view(), [_listener(8193), _listener(8196)]) == []

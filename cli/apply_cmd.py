@@ -1,0 +1,77 @@
+"""`rpctl apply`: make this namespace's groups what rpctl.toml says, each group in one publish."""
+
+from __future__ import annotations
+
+import json
+
+from rpctl.controller.errors import ExitStatus
+
+from .common import Environment, add_command, json_option
+
+
+def cmd_apply(env: Environment, args) -> ExitStatus:
+    from rpctl.controller import config, reconcile
+    from rpctl.controller.group import unload
+    from rpctl.controller.state import Layout
+
+    from .json_docs import plan_json
+
+    # The whole file is checked before any group is touched.
+    cfg = config.load(args.config)
+    plans = []
+    for spec in cfg.groups:
+        p = reconcile.reconcile(spec, dry_run=args.dry_run)
+        plans.append(p)
+        if not args.json:
+            for line in p.lines():
+                env.out(line)
+    named = {spec.name for spec in cfg.groups}
+    others = [name for name in Layout().groups() if name not in named] if (args.prune or not args.json) else []
+    pruned = []
+    for name in others:
+        if not args.prune:
+            env.out(f"group {name}: not in {cfg.path}, left alone (--prune unloads it)")
+            continue
+        if not args.dry_run:
+            unload(group=name)
+        pruned.append(name)
+        if not args.json:
+            env.out(f"group {name}: {'would be ' if args.dry_run else ''}unloaded (not in {cfg.path})")
+    if args.json:
+        doc = {"config": cfg.path, "dry_run": args.dry_run, "groups": [plan_json(p) for p in plans],
+               "pruned": pruned}
+        env.out(json.dumps(doc, indent=2))
+    elif not cfg.groups and not others:
+        env.out(f"{cfg.path} names no group")
+    return ExitStatus.OK
+
+
+# controller.config.DEFAULT_PATH, spelled here so that building the parser (every
+# command does) does not import the config module; a unit test holds the two equal.
+DEFAULT_PATH = "/etc/rpctl/rpctl.toml"
+
+
+def add_commands(sub) -> None:
+    p = add_command(
+        sub,
+        "apply",
+        cmd_apply,
+        "make the groups of this network namespace what a config file says, each group in one atomic publish",
+        [
+            "rpctl apply",
+            "rpctl apply -c ./rpctl.toml --dry-run",
+            "rpctl apply --prune --json",
+        ],
+        description=(
+            "Each [[group]] adopts the listeners of its `listen` endpoint whose serving process matches its\n"
+            "`adopt` rule, named by `names` ({comm}-{i}: {i} is the lowest free number when a listener joins\n"
+            "and stays with its socket); members whose socket closed leave; weights, drains and the pin mode\n"
+            "are set by name.  A second apply with nothing changed publishes nothing.  Groups with `run` are\n"
+            "kept by `rpctl serve`.  The README's \"Groups in a file\" documents every key."
+        ),
+    )
+    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_PATH,
+                   help=f"the config file (default {DEFAULT_PATH})")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--prune", action="store_true", help="unload the groups of this namespace the file does not name")
+    json_option(p, help="print the plans as JSON")

@@ -1,0 +1,182 @@
+"""controller/config.py: rpctl.toml read and checked whole; every refusal is one line naming FILE:LINE, group, key."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from rpctl.controller import config
+from rpctl.controller.config import AdoptRule, PinSpec, RunSpec
+from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound
+from rpctl.controller.sockets import EndpointKey
+
+GOOD = """\
+# rpctl's groups
+[[group]]
+name = "web"
+listen = "tcp:127.0.0.1:8080"
+adopt = { comm = "nginx", uid = 0 }
+names = "{comm}-{i}"
+weight = 2
+weights = { "nginx-1" = 3 }
+drain = ["nginx-2"]
+pin = "cpu"
+
+[[group]]
+name = "api"
+listen = "tcp:[::1]:9090"
+run = { command = ["/srv/api", "--listen-fd", "3"], count = 4 }
+
+[[group]]
+name = "dns"
+listen = "udp:127.0.0.1:53"
+pin = "rss:eth0"
+
+[group.adopt]
+exe = "/usr/sbin/unbound"
+cgroup = "/system.slice/unbound.service"
+"""
+
+
+def test_every_key_is_read():
+    cfg = config.loads(GOOD, "rpctl.toml")
+    web, api, dns = cfg.groups
+    assert web == config.GroupSpec(
+        name="web", listen=EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080), adopt=AdoptRule(comm="nginx", uid=0),
+        names="{comm}-{i}", weights={"nginx-1": 3}, default_weight=2, drain=("nginx-2",), pin=PinSpec("cpu"), line=2,
+    )
+    assert api.listen == EndpointKey("tcp", socket.AF_INET6, "::1", 9090)
+    assert api.run == RunSpec(("/srv/api", "--listen-fd", "3"), 4) and api.adopt is None
+    assert api.names == "worker-{i}" and api.pin == PinSpec() and api.line == 12
+    assert dns.pin == PinSpec("rss", "eth0") and dns.listen.proto == "udp"
+    assert dns.adopt == AdoptRule(exe="/usr/sbin/unbound", cgroup="/system.slice/unbound.service")
+    assert cfg.group("dns") is dns
+    with pytest.raises(NotFound):
+        cfg.group("nope")
+
+
+def test_an_empty_file_has_no_groups():
+    assert config.loads("", "f.toml").groups == ()
+
+
+def _group(body: str) -> str:
+    return '[[group]]\nname = "web"\nlisten = "tcp:127.0.0.1:8080"\n' + body
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        # unknown keys: in a group, inside adopt / run, and outside every group
+        (_group('adopt = { comm = "nginx" }\nflow_affinity = true\n'),
+         ("f.toml:5: group 'web': key 'flow_affinity': unknown key (known: name, listen, adopt, run, names, weight, "
+         "weights, drain, pin)")),
+        (_group('adopt = { comm = "nginx", pid = 3 }\n'),
+         "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
+        (_group('run = { command = ["x"], count = 1, restart = "always" }\n'),
+         ("f.toml:4: group 'web': key 'run.restart': unknown key 'restart' (use command, count, backoff_initial, "
+         "backoff_max)")),
+        ('quic = true\n' + _group('adopt = { comm = "nginx" }\n'),
+         "f.toml:1: key 'quic': unknown key (the file holds [[group]] tables)"),
+        # wrong types
+        (_group('adopt = { comm = "nginx" }\nweight = "2"\n'),
+         "f.toml:5: group 'web': key 'weight': weight of every member: '2' is not a whole number"),
+        (_group('adopt = "nginx"\n'),
+         "f.toml:4: group 'web': key 'adopt': a string where a table { comm, exe, uid, cgroup } belongs"),
+        (_group('adopt = { comm = "nginx" }\ndrain = "nginx-2"\n'),
+         """f.toml:5: group 'web': key 'drain': a string where an array of member names ["nginx-2"] belongs"""),
+        (_group('\n\n[group.adopt]\ncomm = 7\n'),
+         "f.toml:7: group 'web': key 'adopt.comm': an integer where a string belongs"),
+        (_group('run = { command = "/srv/api", count = 2 }\n'),
+         "f.toml:4: group 'web': key 'run.command': command must be a non-empty array of strings"),
+        # out of range
+        (_group('adopt = { comm = "nginx" }\n[group.weights]\n"a" = 1\n"b" = 10001\n'),
+         "f.toml:7: group 'web': key 'weights.b': weight of b: 10001 is out of range 0..10000"),
+        (_group('run = { command = ["x"], count = 0 }\n'),
+         "f.toml:4: group 'web': key 'run.count': count 0 is out of range 1..256"),
+        # bad pins, names, adopt rules
+        (_group('adopt = { comm = "nginx" }\npin = "rss"\n'),
+         """f.toml:5: group 'web': key 'pin': 'rss': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),
+        (_group('adopt = { comm = "nginx" }\nnames = "{comm}-{port}"\n'),
+         ("f.toml:5: group 'web': key 'names': name format '{comm}-{port}': unknown field {port} "
+         "(use {comm}, {pid}, {fd}, {i})")),
+        (_group('run = { command = ["x"], count = 2 }\nnames = "{comm}-{i}"\n'),
+         ("f.toml:5: group 'web': key 'names': name format '{comm}-{i}': unknown field {comm} (use {i}) "
+         "(a run group's members are named before they start)")),
+        (_group('adopt = {}\n'),
+         ("f.toml:4: group 'web': key 'adopt': give at least one of comm, exe, uid, cgroup (an empty rule would "
+         "admit every process)")),
+        (_group('adopt = { comm = "a-very-long-process-name" }\n'),
+         ("f.toml:4: group 'web': key 'adopt.comm': comm 'a-very-long-process-name': the kernel keeps 1..15 bytes "
+         "of a process name")),
+        (_group('adopt = { uid = "no-such-user-here" }\n'),
+         "f.toml:4: group 'web': key 'adopt.uid': no user 'no-such-user-here' on this machine"),
+        (_group('adopt = { exe = "nginx" }\n'),
+         "f.toml:4: group 'web': key 'adopt.exe': exe 'nginx' is not an absolute path"),
+        # listen that does not parse
+        ('[[group]]\nname = "web"\nlisten = "127.0.0.1:8080"\nadopt = { comm = "nginx" }\n',
+         ("f.toml:3: group 'web': key 'listen': '127.0.0.1:8080': write PROTO:ADDRESS:PORT with tcp or udp "
+         "(tcp:127.0.0.1:8080, udp:[::1]:53)")),
+        ('[[group]]\nname = "web"\nlisten = "tcp:::1:8080"\nadopt = { comm = "nginx" }\n',
+         "f.toml:3: group 'web': key 'listen': 'tcp:::1:8080': put an IPv6 address in brackets: [::1]:8080"),
+        ('[[group]]\nname = "web"\nlisten = "tcp:localhost:8080"\nadopt = { comm = "nginx" }\n',
+         ("f.toml:3: group 'web': key 'listen': 'tcp:localhost:8080': use HOST:PORT or [V6ADDR]:PORT with a "
+         "literal address")),
+        # missing keys, adopt and run together
+        ('[[group]]\nname = "web"\nadopt = { comm = "nginx" }\n', "f.toml:1: group 'web': key 'listen': missing"),
+        (_group(''), ("f.toml:1: group 'web': key 'adopt' or 'run': give exactly one: adopt (whose listeners are "
+                     "members) or run (members rpctl launches)")),
+        (_group('adopt = { comm = "x" }\nrun = { command = ["x"], count = 1 }\n'),
+         ("f.toml:1: group 'web': key 'adopt' or 'run': give exactly one: adopt (whose listeners are members) or "
+         "run (members rpctl launches)")),
+        # duplicates
+        (_group('adopt = { comm = "a" }\n') + '\n' + _group('adopt = { comm = "b" }\n').replace("8080", "8081"),
+         "f.toml:7: group 'web': key 'name': a second group of this name (the first is at line 1)"),
+        (_group('adopt = { comm = "a" }\n') + _group('adopt = { comm = "b" }\n').replace('"web"', '"api"'),
+         "f.toml:7: group 'api': key 'listen': tcp:127.0.0.1:8080 is group 'web''s already (line 1)"),
+        ('[[group]]\nname = "no/slash"\n',
+         ("f.toml:2: group 'no/slash': key 'name': group name 'no/slash': use 1-63 letters, digits, '_' or '-', "
+         "starting with a letter or digit")),
+        # syntax errors: their own line
+        (_group('adopt = { comm = "nginx" }\n\nweights = { "a" = 1\n'), None),
+    ],
+)
+def test_each_refusal_is_one_line_with_file_line_group_and_key(text, line):
+    with pytest.raises(InvalidInput) as e:
+        config.loads(text, "f.toml")
+    msg = str(e.value)
+    assert "\n" not in msg and e.value.exit_status == ExitStatus.INVALID
+    if line is not None:
+        assert msg == line
+    else:
+        assert msg.startswith("f.toml:6: not valid TOML: "), msg
+
+
+def test_a_syntax_error_names_its_own_line():
+    with pytest.raises(InvalidInput, match=r"^f.toml:6: not valid TOML: "):
+        config.loads(_group('adopt = { comm = "nginx" }\n\nweights = { "a" = 1\n'), "f.toml")
+
+
+def test_load_reads_the_file_and_names_it(tmp_path):
+    path = tmp_path / "rpctl.toml"
+    path.write_text(GOOD)
+    assert [g.name for g in config.load(str(path)).groups] == ["web", "api", "dns"]
+    with pytest.raises(NotFound, match=r"config file .*/missing.toml: no such file"):
+        config.load(str(tmp_path / "missing.toml"))
+    path.write_bytes(b'[[group]]\nname = "\xff"\n')
+    with pytest.raises(InvalidInput, match=r"rpctl.toml:2: not valid TOML: the file is not UTF-8"):
+        config.load(str(path))
+
+
+def test_the_default_path():
+    assert config.DEFAULT_PATH == "/etc/rpctl/rpctl.toml"
+
+
+def test_adopt_rules_match_every_field_given():
+    rule = AdoptRule(comm="nginx", uid=33, cgroup="/system.slice/nginx.service")
+    assert rule.matches("nginx", "/usr/sbin/nginx", 33, "/system.slice/nginx.service")
+    assert rule.matches("nginx", None, 33, "/system.slice/nginx.service/worker")
+    assert not rule.matches("nginx", None, 33, "/system.slice/nginx.service2")
+    assert not rule.matches("nginx", None, 0, "/system.slice/nginx.service")
+    assert rule.mismatch("python3", None, 33, "/") == "comm 'python3' is not 'nginx'"
+    assert rule.mismatch("nginx", None, 33, "/") == "cgroup '/' is not '/system.slice/nginx.service'"
+    assert AdoptRule(exe="/usr/sbin/nginx").mismatch("nginx", None, 0, None) == "exe None is not '/usr/sbin/nginx'"

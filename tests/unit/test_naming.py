@@ -1,0 +1,44 @@
+"""controller/naming.py: the stable {i} rule (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from rpctl.controller.errors import InvalidInput
+from rpctl.controller.naming import Newcomer, assign_names, check_format, format_name
+
+
+def _n(pid: int, fd: int = 5, comm: str = "nginx") -> Newcomer:
+    return Newcomer(comm, pid, fd)
+
+
+def test_newcomers_take_the_lowest_free_numbers_in_order():
+    assert assign_names("{comm}-{i}", [_n(1), _n(2), _n(3)], set()) == ["nginx-1", "nginx-2", "nginx-3"]
+
+
+def test_a_fourth_listener_after_a_reload_becomes_the_fourth_name():
+    assert assign_names("{comm}-{i}", [_n(9)], {"nginx-1", "nginx-2", "nginx-3"}) == ["nginx-4"]
+
+
+def test_a_freed_number_is_taken_again_first():
+    assert assign_names("{comm}-{i}", [_n(9), _n(10)], {"nginx-1", "nginx-3"}) == ["nginx-2", "nginx-4"]
+
+
+def test_numbers_are_per_name_so_other_processes_count_apart():
+    taken = {"nginx-1", "envoy-1"}
+    assert assign_names("{comm}-{i}", [_n(1, comm="envoy"), _n(2)], taken) == ["envoy-2", "nginx-2"]
+
+
+def test_one_process_with_several_listeners_gets_several_names():
+    assert assign_names("{comm}-{i}", [_n(7, 3), _n(7, 4)], set()) == ["nginx-1", "nginx-2"]
+
+
+def test_formats_without_i_give_one_name_each_and_leave_collisions_to_the_caller():
+    assert assign_names("{comm}-{pid}", [_n(7, 3), _n(7, 4)], set()) == ["nginx-7", "nginx-7"]
+
+
+def test_bad_formats_are_refused():
+    with pytest.raises(InvalidInput, match=r"unknown field \{port\}"):
+        assign_names("{comm}-{port}", [_n(1)], set())
+    with pytest.raises(InvalidInput, match=r"unknown field \{comm\} \(use \{i\}\)"):
+        check_format("{comm}-{i}", ("i",))
+    assert format_name("{comm}:{i}", "my server", 1, 1, 2) == "my_server:2"

@@ -1,0 +1,157 @@
+"""controller/reconcile.py's plan(): what makes a group match its spec (pure, no kernel)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from rpctl.controller.config import AdoptRule, GroupSpec, PinSpec, RunSpec
+from rpctl.controller.errors import InvalidInput
+from rpctl.controller.reconcile import Add, Candidate, Current, Observed, Plan, Refresh, Remove, Reweigh, plan
+from rpctl.controller.sockets import EndpointKey
+
+KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
+
+
+def _spec(**kw) -> GroupSpec:
+    return GroupSpec(**{"name": "web", "listen": KEY, "adopt": AdoptRule(comm="nginx"), **kw})
+
+
+def _lst(cookie: int, pid: int, fd: int = 6, comm: str = "nginx") -> Candidate:
+    return Candidate(cookie, cookie + 1000, pid, fd, comm, "/usr/sbin/nginx", 33, "/", (1, pid))
+
+
+def _member(index: int, cookie: int, pid: int, weight: int = 1, draining: bool = False, open: bool = True,
+            fd: int = 6) -> Current:
+    return Current(index, f"nginx-{index + 1}", cookie, pid, fd, weight, draining, open)
+
+
+def _nginx(pids=(101, 102, 103)) -> Observed:
+    """nginx with one listener per worker (cookies 1, 2, 3), all members nginx-1..3."""
+    return Observed("web", KEY, True, tuple(_lst(i + 1, pid) for i, pid in enumerate(pids)),
+                    tuple(_member(i, i + 1, pid) for i, pid in enumerate(pids)))
+
+
+def test_nothing_to_do_is_an_empty_plan():
+    p = plan(_spec(), _nginx())
+    assert p.empty and p.lines() == ["group web: up to date"]
+
+
+def test_a_new_group_is_created_with_every_matching_listener():
+    obs = Observed("web", KEY, False, (_lst(1, 101), _lst(2, 102)))
+    p = plan(_spec(), obs)
+    assert p.create and [a.name for a in p.adds] == ["nginx-1", "nginx-2"]
+    assert p.lines() == [
+        "group web: create it for tcp:127.0.0.1:8080",
+        "group web: + nginx-1 (pid 101 nginx fd 6, weight 1)",
+        "group web: + nginx-2 (pid 102 nginx fd 6, weight 1)",
+    ]
+
+
+def test_no_listener_and_no_group_is_nothing_to_do():
+    p = plan(_spec(), Observed("web", KEY, False))
+    assert p.empty and not p.create and p.lines() == ["group web: up to date (no member yet)"]
+
+
+def test_a_reload_with_the_same_count_refreshes_pids_and_keeps_names():
+    obs = _nginx()
+    reloaded = Observed("web", KEY, True, tuple(_lst(i + 1, 201 + i) for i in range(3)), obs.members)
+    p = plan(_spec(), reloaded)
+    assert p.refreshes == tuple(Refresh(f"nginx-{i + 1}", i, 201 + i, 6, 101 + i) for i in range(3))
+    assert not p.adds and not p.removes and not p.empty
+    assert p.lines()[0] == "group web: nginx-1 pid 101 -> 201 (same socket, fd 6)"
+
+
+def test_a_reload_to_one_more_worker_adds_the_next_name():
+    obs = _nginx()
+    grown = Observed("web", KEY, True, (*obs.listeners, _lst(4, 104)), obs.members)
+    p = plan(_spec(), grown)
+    assert p.adds == (Add("nginx-4", 4, 104, 6, "nginx", 1, False),)
+    assert p.lines() == ["group web: + nginx-4 (pid 104 nginx fd 6, weight 1)"]
+
+
+def test_a_reload_to_one_less_removes_the_closed_socket_and_frees_its_name():
+    obs = _nginx()
+    closed = Observed("web", KEY, True, obs.listeners[:2],
+                      (*obs.members[:2], _member(2, 3, 103, open=False)))
+    p = plan(_spec(), closed)
+    assert p.removes == (Remove("nginx-3", 2, "socket closed"),)
+    assert p.lines() == ["group web: - nginx-3 (socket closed)"]
+    # Up to three again: the new listener takes the freed name.
+    regrown = Observed("web", KEY, True, (*obs.listeners[:2], _lst(9, 109)), obs.members[:2])
+    assert [a.name for a in plan(_spec(), regrown).adds] == ["nginx-3"]
+
+
+def test_a_process_that_no_longer_matches_the_rule_leaves_and_one_that_never_did_is_not_admitted():
+    obs = _nginx()
+    changed = Observed("web", KEY, True, (obs.listeners[0], obs.listeners[1], _lst(3, 555, comm="python3"),
+                                          _lst(4, 556, comm="python3")), obs.members)
+    p = plan(_spec(), changed)
+    assert p.removes == (Remove("nginx-3", 2, "pid 555 python3: comm 'python3' is not 'nginx'"),)
+    assert not p.adds
+    assert [(u.cookie, u.pid, u.reason) for u in p.unmanaged] == [
+        (3, 555, "comm 'python3' is not 'nginx'"), (4, 556, "comm 'python3' is not 'nginx'")]
+    assert "group web: not admitted: socket 4 of pid 556 python3 (comm 'python3' is not 'nginx')" in p.lines()
+
+
+def test_a_listener_whose_server_cannot_be_told_apart_is_not_admitted_and_a_member_keeps_its_record():
+    obs = _nginx()
+    ambiguous = Candidate(1, 1001, holders=(1, 101, 201))
+    unknown = Candidate(7, 1007, holders=(1, 201, 202))
+    p = plan(_spec(), Observed("web", KEY, True, (ambiguous, *obs.listeners[1:], unknown), obs.members))
+    assert p.empty
+    assert [u.reason for u in p.unmanaged] == ["cannot tell which of pids 1,201,202 serves it"]
+
+
+def test_weights_and_drains_apply_by_name_and_others_get_the_default():
+    spec = _spec(weights={"nginx-1": 3, "nginx-9": 2}, drain=("nginx-2",), default_weight=2)
+    p = plan(spec, _nginx())
+    assert p.reweighs == (Reweigh("nginx-1", 0, 3, False, 1, False), Reweigh("nginx-2", 1, 2, True, 1, False),
+                          Reweigh("nginx-3", 2, 2, False, 1, False))
+    assert p.unknown_names == ("nginx-9",)
+    assert p.lines() == [
+        "group web: nginx-1 weight 1 -> 3",
+        "group web: nginx-2 weight 1 -> 2",
+        "group web: drain nginx-2",
+        "group web: nginx-3 weight 1 -> 2",
+        "group web: no member named nginx-9 yet (weights and drain apply when one is)",
+    ]
+    # A member drained by hand comes back when the file does not drain it.
+    drained = Observed("web", KEY, True, _nginx().listeners, (_member(0, 1, 101, draining=True),
+                                                              *_nginx().members[1:]))
+    assert plan(_spec(), drained).lines() == ["group web: undrain nginx-1"]
+    # A newcomer gets its weight and drain flag from the file at once.
+    grown = Observed("web", KEY, True, (*_nginx().listeners, _lst(4, 104)), _nginx().members)
+    spec = _spec(weights={"nginx-4": 5}, drain=("nginx-4",))
+    assert plan(spec, grown).adds == (Add("nginx-4", 4, 104, 6, "nginx", 5, True),)
+
+
+def test_pin_mode_changes_and_is_computed_again_when_members_change():
+    p = plan(_spec(pin=PinSpec("cpu")), _nginx())
+    assert p.pin == PinSpec("cpu") and p.lines() == ["group web: pin cpu (was weighted)"]
+    pinned = Observed("web", KEY, True, _nginx().listeners, _nginx().members, PinSpec("cpu"))
+    assert plan(_spec(pin=PinSpec("cpu")), pinned).empty
+    grown = Observed("web", KEY, True, (*pinned.listeners, _lst(4, 104)), pinned.members, PinSpec("cpu"))
+    p = plan(_spec(pin=PinSpec("cpu")), grown)
+    assert p.pin == PinSpec("cpu") and p.pids == {"nginx-1": 101, "nginx-2": 102, "nginx-3": 103, "nginx-4": 104}
+    assert p.lines()[-1] == "group web: pin cpu (members changed)"
+    assert plan(_spec(), pinned).lines() == ["group web: pin weighted (was cpu)"]
+    rss = plan(_spec(pin=PinSpec("rss", "eth0")), pinned)
+    assert rss.lines() == ["group web: pin rss:eth0 (was cpu)"]
+
+
+def test_a_run_group_is_left_to_serve():
+    p = plan(_spec(adopt=None, run=RunSpec(("x",), 2)), _nginx())
+    assert p.empty and p.kept_by_serve
+    assert p.lines() == ["group web: kept by rpctl serve (its members are launched by `run`)"]
+
+
+def test_a_format_without_i_that_collides_is_refused():
+    one_process = Observed("web", KEY, False, (_lst(1, 101, fd=5), _lst(2, 101, fd=6)))
+    with pytest.raises(InvalidInput, match=r"key 'names' '\{comm\}-\{pid\}' gives 'nginx-101' to two listeners"):
+        plan(_spec(names="{comm}-{pid}"), one_process)
+    assert [a.name for a in plan(_spec(), one_process).adds] == ["nginx-1", "nginx-2"]
+
+
+def test_plan_is_a_value():
+    assert isinstance(plan(_spec(), _nginx()), Plan)

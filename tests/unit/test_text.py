@@ -1,0 +1,24 @@
+"""cli/text.py: the warning about listeners of a group's endpoint that are not members."""
+
+from __future__ import annotations
+
+from rpctl.cli.text import unmanaged_warning
+from tests.support.views import group_view, strays
+
+
+def test_one_unmanaged_listener():
+    assert unmanaged_warning(group_view(unmanaged=strays((123, "nc")))) == (
+        "1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc) — it gets no connection while a member is "
+        "live; adopt it or stop it")
+
+
+def test_several_on_udp_and_one_nobody_visibly_holds():
+    view = group_view(proto="udp", unmanaged=strays((123, "dns"), (None, "")))
+    assert unmanaged_warning(view) == (
+        "2 unmanaged listeners on udp:127.0.0.1:18080: pid 123 (dns), cookie 9001 (no visible process) — they "
+        "get no datagram while a member is live; adopt them or stop them")
+
+
+def test_none_or_not_read_is_no_warning():
+    assert unmanaged_warning(group_view()) is None
+    assert unmanaged_warning(group_view(unmanaged=None)) is None
