@@ -100,6 +100,10 @@ class Clients:
     def migrate(self) -> int:
         return self.command("migrate")["migrated"]
 
+    def patience(self, timeout: float) -> None:
+        """How long a handshake or an echo may take from now on before its connection counts as broken."""
+        self.command(f"timeout {timeout}")
+
     def bound(self, lifetime: float) -> None:
         """Every connection, open ones too, closes after 50-100 % of `lifetime` and another opens."""
         self.command(f"lifetime {lifetime}")

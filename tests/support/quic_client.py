@@ -18,6 +18,7 @@ Commands on stdin, one a line; each answer is one JSON line on stdout:
   migrate     every open connection moves to a new UDP socket (a new
               source port) and to a new connection id of its server
   lifetime S  --lifetime from now on, open connections included
+  timeout S   --timeout from now on
   stop        every connection closes cleanly; the counters; exit
 Counters: established, completed (closed at the end of their lifetime),
 broken, handshake_failures, exchanges, migrated, open, servers (the server
@@ -217,6 +218,9 @@ async def main_async(args: argparse.Namespace) -> None:
         line = (await reader.readline()).decode().strip()
         if line == "migrate":
             answer = {"migrated": await clients.migrate()}
+        elif line.startswith("timeout "):
+            clients.args.timeout = float(line.split()[1])
+            answer = {"timeout": clients.args.timeout}
         elif line.startswith("lifetime "):
             clients.args.lifetime = float(line.split()[1])
             for conn in clients.open:
