@@ -28,6 +28,10 @@ LIFETIME = 2.0     # for the rollout: connections of 1-2 s
 # its start, seconds before a loaded machine has it answering; a packet sent
 # to the wrong server is never answered, so a longer wait still finds it.
 ROLLOUT_TIMEOUT = 10.0
+# A stopped server waits this long for its connections to end: a rollout stops a
+# server once its flows are idle (its connections over), so only the teardown
+# meets connections the clients abandoned.
+GRACE = "2"
 
 
 @pytest.fixture
@@ -41,7 +45,7 @@ def servers(launch, rpctl, tmp_path, monkeypatch):
         # A short idle timeout: a drained server's flows (its connections'
         # 4-tuples) go idle a second after its connections end.
         args = ["--group", "q", "-n", 4, "--proto", "udp", "--listen", f"127.0.0.1:{PORT}", "--flow-idle-timeout", 1]
-        run = launch(args + (["--quic"] if quic else []), server_command(cert, key))
+        run = launch(args + (["--quic"] if quic else []), server_command(cert, key, "--grace", GRACE))
         return run.wait_members(rpctl, NAMES, group="q")
 
     start.cert = cert
