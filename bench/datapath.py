@@ -32,6 +32,7 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   udp rpctl, no flows   rpctl's program on a UDP group without flow affinity
   udp rpctl, known flow rpctl's program, datagrams of flows already in its table
   udp rpctl, new flows  rpctl's program, every datagram a new flow
+  ..., 16 flows         the flow tables and rpctl with 16 flows taking turns (in cache)
 The ladder programs read the live ctl and generation of the "rpctl
 weighted" group, so they walk the same table.
 
@@ -60,6 +61,7 @@ WIDE_SLOTS = 1 << 16
 # Long-lived UDP flows of the "known flow" variants: more than the caches
 # hold of a flow table's entries at once, fewer than the table holds.
 FLOWS, QUICK_FLOWS = 4096, 256
+FEW_FLOWS = 16
 WORKED = "workers: "   # the name of a variant whose listeners worker processes accept from
 
 
@@ -283,12 +285,25 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows) -> list
                options=GroupOptions(flow_affinity=False)),
         _rpctl("udp rpctl, known flow", next(ports), stack, _weighted, proto="udp"),
     ]
+    # The same with FEW_FLOWS flows taking turns: their entries stay in cache.
+    few = KnownFlows(stack, FEW_FLOWS)
+    by_hash, _, in_sets = _flow_maps(stack)
+    warm = [
+        _reference(f"udp flow by hash, {FEW_FLOWS} flows", "rp_flow_by_hash", next(ports), stack, by_hash,
+                   proto="udp"),
+        _reference(f"udp flow in 4-way sets, {FEW_FLOWS} flows", "rp_flow_in_sets", next(ports), stack, in_sets,
+                   proto="udp"),
+        _rpctl(f"udp rpctl, known flow, {FEW_FLOWS} flows", next(ports), stack, _weighted, proto="udp"),
+    ]
     for v in variants:
         v.traffic = known
         known.warm(v)
+    for v in warm:
+        v.traffic = few
+        few.warm(v)
     new = _rpctl("udp rpctl, new flows", next(ports), stack, _weighted, proto="udp")
     new.traffic = _new_flows
-    return variants + [new]
+    return variants + warm + [new]
 
 
 def _setup(stack: contextlib.ExitStack, known: KnownFlows) -> list[Variant]:
@@ -450,7 +465,12 @@ flow {round(ns["udp rpctl, new flows"] - floor_udp):+d} ns).  The flow table's k
 one inlined lookup, one line) costs {round(ns["udp flow in 4-way sets"] - floor_udp):+d} ns: with
 {len(known.clients.socks):,} flows taking turns, the flow table's entries are rarely in cache
 when their flow's next datagram comes, and what a lookup costs is the cache lines it
-misses: a hash map's bucket and element, the sets' one line.
+misses: a hash map's bucket and element, the sets' one line.  With {FEW_FLOWS} flows
+taking turns (their entries stay in cache) a known flow costs
+**{round(ns[f"udp rpctl, known flow, {FEW_FLOWS} flows"] - floor_udp):+d} ns** in rpctl, the hash map's lookup alone
+{round(ns[f"udp flow by hash, {FEW_FLOWS} flows"] - floor_udp):+d} ns and the sets'
+{round(ns[f"udp flow in 4-way sets, {FEW_FLOWS} flows"] - floor_udp):+d} ns: what is left is the hash map's own work (a
+call, hashing the key again, the bucket walk and the LRU's reference bit).
 
 Goal: weighted within 25 ns of the select-only floor.  Measured:
 **{round(ns["rpctl weighted"] - floor_sel):+d} ns** ({ns["rpctl weighted"]:.0f} against {floor_sel:.0f} ns) on idle

@@ -25,6 +25,7 @@ from . import (
     pin_cmd,
     restart_cmd,
     run_cmd,
+    serve_cmd,
     status_cmd,
     steering_cmd,
 )
@@ -47,6 +48,7 @@ COMMAND_MODULES = (
     run_cmd,        # run
     restart_cmd,    # restart, rollout
     metrics_cmd,    # metrics
+    serve_cmd,      # serve
     pin_cmd,        # pin
 )
 

@@ -97,11 +97,11 @@ class GroupCollector:
         return families(views, up=error is None)
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _serve(host: str, port: int, collector: GroupCollector):
+def start_exporter(host: str, port: int, collector: GroupCollector):
     """prometheus_client's HTTP server on (host, port) with the collector and the process metrics;
     returns (server, thread).  A refused address is one line and an exit code."""
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
@@ -109,7 +109,7 @@ def _serve(host: str, port: int, collector: GroupCollector):
     registry = CollectorRegistry()
     registry.register(collector)
     ProcessCollector(registry=registry)
-    where = f"{_url_host(host)}:{port}"
+    where = f"{url_host(host)}:{port}"
     try:
         return start_http_server(port, addr=host, registry=registry)
     except OSError as e:
@@ -133,11 +133,11 @@ def cmd_metrics(env: Environment, args) -> ExitStatus:
     # reaches sigwait() below and interrupts nothing half-way.
     saved = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        server, thread = _serve(host, port, collector)
+        server, thread = start_exporter(host, port, collector)
         try:
             bound = server.server_address[1]  # the port the kernel chose for port 0
             what = f"group {args.group}" if args.group else "every group of this network namespace"
-            env.err(f"rpctl metrics: serving {what} on http://{_url_host(host)}:{bound}/metrics "
+            env.err(f"rpctl metrics: serving {what} on http://{url_host(host)}:{bound}/metrics "
                     "(Ctrl-C or SIGTERM stops)")
             signum = signal.sigwait(STOP_SIGNALS)
         finally:

@@ -25,6 +25,9 @@ Public modules (import them, or reach them as attributes of this package):
     sockets   member sockets (take, inspect, make) and endpoints (EndpointKey, endpoint_text)
     state     where groups live in bpffs (Layout), and their locks
     stale_state  state folders of network namespaces that no longer exist: remove_stale()
+    serve     Serve: keep every group of a file true to it while servers come and go
+    watch     the cheap look at a group that tells serve when to reconcile
+    notify    sd_notify: READY, RELOADING, STOPPING for a service manager
     errors    the exception tree and its exit codes
     refs      references to the library's parameters and operations inside error messages
 
@@ -51,6 +54,7 @@ MODULES = (
     "join",
     "launcher",
     "naming",
+    "notify",
     "options",
     "pin",
     "probe",
@@ -59,10 +63,12 @@ MODULES = (
     "refs",
     "restart",
     "rss",
+    "serve",
     "sockets",
     "stale_state",
     "state",
     "views",
+    "watch",
 )
 
 # The main names, by the module that defines them.
@@ -86,6 +92,7 @@ _NAMES = {
     "RestartOptions": "restart",
     "Restarted": "restart",
     "RpctlError": "errors",
+    "Serve": "serve",
     "StateError": "errors",
     "Unsupported": "errors",
     "UsageError": "errors",
@@ -120,7 +127,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import adopt, discover, drain, errors, group, join, launcher, options, pin, probe, refs, restart, rss
-    from . import config, naming, reconcile, sockets, stale_state, state, views
+    from . import config, naming, notify, reconcile, serve, sockets, stale_state, state, views, watch
     from .adopt import AdoptResult
     from .config import Config, GroupSpec
     from .drain import wait_drained
@@ -140,6 +147,7 @@ if TYPE_CHECKING:
     from .options import GroupOptions
     from .reconcile import Plan
     from .restart import RestartOptions, Restarted
+    from .serve import Serve
     from .sockets import EndpointKey
     from .stale_state import remove_stale
     from .state import Layout

@@ -217,24 +217,71 @@ class Launcher:
         Any exception on the way (the controller refusing a registration,
         say) stops and reaps every child before it propagates.
         """
+        self.open()
+        restore = self._install_signals()
+        try:
+            try:
+                self.start()
+                while not self._stopping():
+                    self.step(self.next_due())
+            finally:
+                self.close()
+        finally:
+            restore()
+        return 0
+
+    # Driven from outside (one `rpctl serve` runs several launchers) -------------
+    # open(), start(), then step() whenever fileno() is readable or next_due()
+    # has passed, and close() in the end, which stops what start() started.
+
+    def open(self) -> None:
+        """Check the kernel and the privileges, make the selector that
+        watches the children; nothing is started yet."""
         probe.require_kernel()
         probe.require_bpf_privileges("run")
         self._wake = socks.SelfPipe()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake.reader, selectors.EVENT_READ, None)
-        restore = self._install_signals()
+
+    def start(self) -> None:
+        """Make the sockets, start and register the children, attach the program."""
+        self._start()
+
+    def fileno(self) -> int:
+        """Readable when a child exited or stop() was called: time to step()."""
+        return self._sel.fileno()
+
+    def next_due(self) -> Optional[float]:
+        """Seconds until the next restart is due; None when none is."""
+        due = [m.restart_at for m in self.members if m.restart_at is not None]
+        return max(0.0, min(due) - time.monotonic()) if due else None
+
+    def step(self, timeout: Optional[float] = 0.0) -> None:
+        """Wait up to `timeout` (None: until something happens) for a child's
+        exit, handle the exits, and restart the children whose time came."""
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:
+                self._wake.drain()
+            elif not self._stopping():
+                self._on_exit(key.data)
+        if self._stopping():
+            return
+        now = time.monotonic()
+        for m in self.members:
+            if m.restart_at is not None and m.restart_at <= now:
+                self._restart(m)
+
+    def close(self) -> None:
+        """Stop the children, unregister, unload (see _shutdown), then close the selector."""
+        if self._sel is None:
+            return
         try:
-            try:
-                self._start()
-                self._supervise()
-            finally:
-                self._shutdown()
+            self._shutdown()
         finally:
-            restore()
             self._sel.close()
+            self._sel = None
             wake, self._wake = self._wake, None
             wake.close()
-        return 0
 
     # Signals -------------------------------------------------------------------
 
@@ -388,22 +435,6 @@ class Launcher:
         return m.pidfd < 0 or pidfd_exited(m.pidfd)
 
     # Supervise ---------------------------------------------------------------------
-
-    def _supervise(self) -> None:
-        while not self._stopping():
-            due = [m.restart_at for m in self.members if m.restart_at is not None]
-            timeout = max(0.0, min(due) - time.monotonic()) if due else None
-            for key, _ in self._sel.select(timeout):
-                if key.data is None:
-                    self._wake.drain()
-                elif not self._stopping():
-                    self._on_exit(key.data)
-            if self._stopping():
-                return
-            now = time.monotonic()
-            for m in self.members:
-                if m.restart_at is not None and m.restart_at <= now:
-                    self._restart(m)
 
     def _reap(self, m: Member) -> int:
         self._sel.unregister(m.pidfd)

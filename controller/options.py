@@ -24,7 +24,7 @@ DEFAULT_FLOW_IDLE_TIMEOUT = abi.RP_FLOW_IDLE_MS_DEFAULT / 1000
 # Small tables only serve tests; an LRU table smaller than a few entries
 # per CPU evicts on every insert.
 MIN_FLOW_TABLE_SIZE = 256
-MAX_FLOW_TABLE_SIZE = 1 << 24
+MAX_FLOW_TABLE_SIZE = 1 << 22  # 4 M flows, about 370 MiB of kernel memory (88 bytes a flow)
 # The program keeps the timeout in milliseconds in a u32.
 MAX_FLOW_IDLE_TIMEOUT = 86400.0
 MIN_FLOW_IDLE_TIMEOUT = 0.1
@@ -40,7 +40,7 @@ class GroupOptions:
     quic: Optional[bool] = None                # UDP: route QUIC by the server id of connection ids
     quic_server_id_length: Optional[int] = None  # bytes of a QUIC-LB server id
 
-    def check(self) -> "GroupOptions":
+    def check(self) -> GroupOptions:
         size, idle = self.flow_table_size, self.flow_idle_timeout
         if size is not None and (
             isinstance(size, bool) or not isinstance(size, int) or not MIN_FLOW_TABLE_SIZE <= size <= MAX_FLOW_TABLE_SIZE
@@ -67,7 +67,7 @@ class GroupOptions:
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
-    def resolved(self, proto: int) -> "GroupOptions":
+    def resolved(self, proto: int) -> GroupOptions:
         """Every option set: what a new group of protocol `proto` is made with.
         Flow affinity is on by default for UDP; TCP groups have none (the
         kernel places a connection once)."""
@@ -100,7 +100,7 @@ class GroupOptions:
         ctl.quic_sid_len = self.quic_server_id_length or 0
 
     @classmethod
-    def of_ctl(cls, ctl: abi.RpCtl) -> "GroupOptions":
+    def of_ctl(cls, ctl: abi.RpCtl) -> GroupOptions:
         """The options a group was made with."""
         routed = bool(ctl.flags & abi.RP_CTL_QUIC)
         quic_options = (routed, ctl.quic_sid_len if routed else 0)
@@ -108,7 +108,7 @@ class GroupOptions:
             return cls(False, 0, 0.0, *quic_options)
         return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000, *quic_options)
 
-    def check_against(self, group: str, own: "GroupOptions") -> None:
+    def check_against(self, group: str, own: GroupOptions) -> None:
         """Refuse options that differ from those group `group` was made with."""
         self.check()
         for name, value in self.given().items():

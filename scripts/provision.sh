@@ -9,7 +9,7 @@
 #
 # Usage: scripts/provision.sh [--with-tests]
 #   --with-tests   also install what the test suite and the benchmarks need
-#                  (ruby, tmux, nginx-light, wrk; pytest and matplotlib).
+#                  (ruby, tmux, nginx-light, wrk, systemd; pytest and matplotlib).
 # May be executed or sourced (source scripts/provision.sh [--with-tests]).
 set -euo pipefail
 
@@ -84,8 +84,9 @@ provision_apt() {
                    iproute2 procps util-linux)
     if [ "$with_tests" = 1 ]; then
         # ruby: `ruby -c Vagrantfile` in the unit tests; tmux, nginx-light and
-        # wrk: the demo and end-to-end tests.
-        pkgs+=(ruby tmux nginx-light wrk)
+        # wrk: the demo and end-to-end tests; systemd: `systemd-analyze verify`
+        # of contrib/systemd/rpctl.service (container images often lack it).
+        pkgs+=(ruby tmux nginx-light wrk systemd)
     fi
 
     local -a missing=()

@@ -106,14 +106,15 @@ def make_members(netns):
 
 @pytest.fixture
 def launch(netns, tmp_path):
-    """Start `rpctl run ARGS -- CMD` subprocesses; all stopped after the test,
-    which fails if any child outlived its launcher."""
+    """Start `rpctl run ARGS -- CMD` subprocesses (or another long-running
+    command: argv=[...], with env={...}); all stopped after the test, which
+    fails if any child outlived its launcher."""
     from tests.support.launched import Run
 
     runs = []
 
-    def start(args: list, cmd: list) -> Run:
-        r = Run(tmp_path, args, cmd)
+    def start(args: list, cmd: list, **kw) -> Run:
+        r = Run(tmp_path, args, cmd, **kw)
         runs.append(r)
         return r
 

@@ -7,34 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from rpctl.controller.state import Layout
-from tests.support.netns import run_in, unload_all
-from tests.support.traffic import Members
+from tests.support.netns import drop_netns, namespace_with_a_group, run_in, unload_all
 
 pytestmark = pytest.mark.kernel
-
-
-def _namespace_with_a_group(name: str) -> str:
-    """`ip netns add NAME`, a group made there (its member's socket then closed, as
-    after its server stopped); returns the namespace's state folder."""
-    subprocess.run(["ip", "netns", "add", name], check=True)
-
-    def make() -> str:
-        members = Members()
-        members.add()
-        members.register_all()
-        members.close()
-        return Layout().ns_dir
-
-    return run_in(name, make)
-
-
-def _drop(name: str) -> None:
-    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
 def test_cleanup_removes_only_folders_of_namespaces_that_are_gone(netns, rpctl, make_members):
@@ -46,10 +25,10 @@ def test_cleanup_removes_only_folders_of_namespaces_that_are_gone(netns, rpctl, 
     folders = {}
     held_fd = None
     try:
-        folders = {ns: _namespace_with_a_group(ns) for ns in (live, gone, held)}
+        folders = {ns: namespace_with_a_group(ns) for ns in (live, gone, held)}
         held_fd = os.open(f"/run/netns/{held}", os.O_RDONLY)
-        _drop(gone)
-        _drop(held)  # its bind mount goes; this process's fd keeps it alive
+        drop_netns(gone)
+        drop_netns(held)  # its bind mount goes; this process's fd keeps it alive
         assert all(os.path.isdir(d) for d in folders.values())
 
         doc = json.loads(rpctl.ok("cleanup", "--dry-run", "--json"))
@@ -79,7 +58,7 @@ def test_cleanup_removes_only_folders_of_namespaces_that_are_gone(netns, rpctl, 
         if live in folders:
             run_in(live, unload_all)
         for ns in (live, gone, held):
-            _drop(ns)
+            drop_netns(ns)
             if ns in folders:
                 shutil.rmtree(folders[ns], ignore_errors=True)
 

@@ -10,7 +10,10 @@ import sys
 import time
 
 import pytest
+from rpctl.cli.metrics_families import families
+from rpctl.controller.views import read_views
 
+from tests.support.metrics import by_member, samples, scrape
 from tests.support.traffic import UdpFlows, moved, shares, udp_datagrams
 
 pytestmark = pytest.mark.kernel
@@ -83,7 +86,7 @@ def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows)
     assert code == 8 and f"{per_member[0]} live flows after 0.5s" in err, err
     # Its flows go quiet: the drained member is drained once they are idle.
     started = time.monotonic()
-    code, out, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
+    code, _, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
     assert code == 0, err
     assert time.monotonic() - started >= 2, "returned while w0 still had live flows"
     assert f"{per_member[0]} live flows" in err, err
@@ -134,6 +137,12 @@ def test_ipv6_flows_stay_through_a_drain(netns, rpctl, make_members, flows):
     assert sum(fresh.values()) == 1000 and fresh[1] == 0
     w1 = _members(rpctl)["w1"]
     assert w1["state"] == "draining" and w1["flows"] == len(_on(first, 1))
+    # The exporter shows what status shows (the fresh datagrams' flows are live too).
+    got = scrape(families(read_views()))
+    group = _group(rpctl)
+    assert by_member(got["rpctl_member_flows"]) == {m["name"]: m["flows"] for m in group["members"]}
+    assert list(samples(got["rpctl_group_flow_table_entries"]).values()) == [group["flow_table"]["entries"]]
+    assert 1000 < group["flow_table"]["entries"] <= 1300
 
 
 def test_a_full_flow_table_still_places_by_weights_and_counts_evictions(netns, rpctl, make_members):

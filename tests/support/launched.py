@@ -46,19 +46,32 @@ def members(rpctl, group: str | None = "web") -> dict[str, dict]:
 
 
 class Run:
-    """One `rpctl run` subprocess and what it printed."""
+    """One `rpctl run` subprocess (or another long-running rpctl command:
+    `argv`) and what it printed; its children's stdout is its own."""
 
-    def __init__(self, tmp_path, args: list, cmd: list):
+    def __init__(self, tmp_path, args: list, cmd: list, argv: list | None = None, env: dict | None = None):
         self.out_path = tmp_path / f"run-{id(self)}.out"
         self.err_path = tmp_path / f"run-{id(self)}.err"
+        argv = ["run", *args, "--", *cmd] if argv is None else argv
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rpctl.cli", "run", *map(str, args), "--", *cmd],
+                [sys.executable, "-m", "rpctl.cli", *map(str, argv)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                env=None if env is None else {**os.environ, **env},
             )
         self.seen: set[int] = set()
+
+    def wait_logged(self, text: str, timeout: float = 10.0, after: int = 0) -> str:
+        """Until `text` is in its stderr (from character `after` on); returns the stderr."""
+
+        def check():
+            err = self.stderr()
+            assert text in err[after:] or self.proc.poll() is None, f"exited {self.proc.returncode}: {err}"
+            return err if text in err[after:] else None
+
+        return wait_until(f"{text!r} on rpctl's stderr", check, timeout)
 
     def stderr(self) -> str:
         return self.err_path.read_text()

@@ -77,3 +77,26 @@ def fresh_netns(prefix: str = "rpctl-t") -> Iterator[str]:
         os.close(home)
         os.close(target)
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def namespace_with_a_group(name: str) -> str:
+    """`ip netns add NAME`, a group made there (its member's socket then closed, as
+    after its server stopped); returns the namespace's state folder."""
+    from rpctl.controller.state import Layout
+    from tests.support.traffic import Members
+
+    subprocess.run(["ip", "netns", "add", name], check=True)
+
+    def make() -> str:
+        members = Members()
+        members.add()
+        members.register_all()
+        members.close()
+        return Layout().ns_dir
+
+    return run_in(name, make)
+
+
+def drop_netns(name: str) -> None:
+    """`ip netns del NAME`, quietly (it may be gone already)."""
+    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)

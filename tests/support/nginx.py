@@ -38,6 +38,16 @@ http {{
 """
 
 
+def group_config(port: int, comm: str = "nginx") -> str:
+    """A groups' file (rpctl.toml) of one group "web" on 127.0.0.1:port that adopts the listeners of `comm`."""
+    return (
+        "[[group]]\n"
+        'name = "web"\n'
+        f'listen = "tcp:127.0.0.1:{port}"\n'
+        f'adopt = {{ comm = "{comm}" }}\n'
+    )
+
+
 def _children(pid: int) -> set[int]:
     out = set()
     for entry in os.listdir("/proc"):
@@ -79,14 +89,23 @@ class Nginx:
         """`nginx -s reload` to `workers` workers: new worker processes, the
         listeners kept (one more opened, or one closed, when the count changes);
         returns when every old worker is gone and every listener has a new one."""
+        self.wait_reloaded(self.start_reload(workers), timeout)
+
+    def start_reload(self, workers: int) -> set[int]:
+        """Send the reload and return at once, with the old workers' pids (for wait_reloaded)."""
         old = _children(self.master)
         self.workers = workers
         self._write_conf()
         self.proc.send_signal(signal.SIGHUP)
+        return old
+
+    def wait_reloaded(self, old: set[int], timeout: float = 10.0) -> None:
+        """Until every old worker is gone and every listener has a new one."""
         deadline = time.monotonic() + timeout
         while _children(self.master) & old:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nginx reload: old workers {sorted(old)} still there; {self.errors()}")
+                raise TimeoutError(f"nginx reload: old workers {sorted(_children(self.master) & old)} still there; "
+                                   f"{self.errors()}")
             time.sleep(0.05)
         self.wait_ready(max(0.1, deadline - time.monotonic()))
 
