@@ -58,10 +58,16 @@
 /* rp_flow.incarnation of no member: rp_gen.incarnation[] of an index that
  * is not a member of the generation. */
 #define RP_NO_INCARNATION 0
+/* QUIC-LB server ids (plaintext): at most 4 bytes, so that an id and a
+ * member index fit one u64 of the generation's sorted lookup table. */
+#define RP_QUIC_MAX_SID_LEN 4
+/* An unused entry of rp_gen.quic_ids: sorts after every real entry. */
+#define RP_QUIC_NO_ID 0xffffffffffffffffULL
 
 /* rp_member.flags */
 enum rp_member_flag {
 	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
+	RP_MEMBER_QUIC = 1u << 1,      /* quic_server_id is set */
 };
 
 /* rp_policy.flags: per generation, so a drain flips with its table. */
@@ -78,6 +84,9 @@ enum rp_ctl_flag {
 	/* UDP flow affinity: a datagram of a flow in the map "flows" goes to
 	 * the member the flow was placed on while that member's socket lives. */
 	RP_CTL_FLOWS = 1u << 1,
+	/* A UDP group that routes QUIC packets by the server id of their
+	 * connection id (quic_sid_len bytes after its first octet). */
+	RP_CTL_QUIC = 1u << 2,
 };
 
 /* rp_ctl.proto */
@@ -116,6 +125,8 @@ struct rp_ctl {
 	/* Creation options, fixed for the group's life. */
 	__u32 flow_table_size; /* max_entries of the map "flows" */
 	__u32 flow_idle_ms;    /* a flow unseen this long is placed as new */
+	__u32 quic_sid_len;    /* RP_CTL_QUIC: server id bytes, 1..RP_QUIC_MAX_SID_LEN */
+	__u32 _pad1;
 };
 
 _Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
@@ -155,6 +166,11 @@ struct rp_gen {
 	 * of an input is the XOR over its bytes (the hash is linear).  Built
 	 * by the controller from the device's key. */
 	__u32 rss_hash[RP_RSS_INPUT_MAX][256];
+	/* RP_CTL_QUIC: server id << 32 | member index of every member with a
+	 * server id (draining ones too), sorted, padded with RP_QUIC_NO_ID, so
+	 * the program finds an id in 8 halvings and a change of ids flips with
+	 * the generation (docs/decisions/0011). */
+	__u64 quic_ids[RP_MAX_MEMBERS];
 };
 
 /* One member's policy in one generation. */
@@ -179,6 +195,8 @@ struct rp_member {
 	/* selected + fallback counted when the live generation was published,
 	 * so that an observed share can be told since the last change. */
 	__u64 base_selections[RP_GENERATIONS];
+	__u32 quic_server_id;  /* RP_MEMBER_QUIC: its QUIC-LB server id */
+	__u32 _pad0;
 };
 
 /* Map "member_stats", per CPU, indexed like the socket array. */
@@ -190,6 +208,7 @@ struct rp_member_stats {
 	__u64 flow_datagrams;  /* UDP: sent to it by its flow in the flow table */
 	__u64 flows_created;   /* UDP: new flows (or idle ones) placed on it */
 	__u64 flows_reassigned; /* UDP: flows placed on it because their member was gone */
+	__u64 quic_routed;     /* QUIC packet sent to it by its server id */
 };
 
 /* Map "group_stats", per CPU, one element. */
@@ -204,6 +223,8 @@ struct rp_group_stats {
 	 * evicts silently and nobody else adds or deletes entries, so its
 	 * evictions are exactly flow_inserts minus the entries it holds. */
 	__u64 flow_inserts;
+	__u64 quic_unknown_server_id;  /* QUIC packet whose server id names no
+	                                * live member: flows/weights chose */
 };
 
 /* Map "flows" (LRU_HASH, rp_ctl.flow_table_size entries), UDP groups with

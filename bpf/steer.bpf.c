@@ -4,6 +4,12 @@
  *
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array:
+ *   Q. QUIC groups (RP_CTL_QUIC): a Handshake or short-header packet goes
+ *      to the member whose QUIC-LB server id its connection id carries,
+ *      whatever its 4-tuple, while that member's socket lives (draining or
+ *      not), and its 4-tuple becomes (or stays) a flow of that member.
+ *      Initial and 0-RTT packets (ids the client chose), unroutable ids,
+ *      and ids that name no live member (counted) go on (rp_select_quic);
  *   0. UDP groups with flow affinity (RP_CTL_FLOWS): a datagram of a flow
  *      in the flow table, fresh, whose member's socket lives (the same
  *      socket: same incarnation) goes to that member, even a draining or
@@ -69,6 +75,7 @@ enum rp_outcome {
 	RP_MIGRATED,
 	RP_PINNED,
 	RP_FLOW,
+	RP_QUIC_ROUTED,
 };
 
 /* What the flow table knew of a datagram's flow (step 0), and so what
@@ -134,6 +141,8 @@ static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp
 		st->migrated++;
 	else if (outcome == RP_PINNED)
 		st->pinned++;
+	else if (outcome == RP_QUIC_ROUTED)
+		st->quic_routed++;
 	else
 		st->flow_datagrams++;
 	if (fp->state == RP_FLOW_NONE || outcome == RP_FLOW)
@@ -275,6 +284,138 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 	return 0;
 }
 
+/* A QUIC packet its server id sent to member idx: its 4-tuple is a flow
+ * of idx from now on, so that the member's live flows (what a drain waits
+ * for) count its connections, on every path they use (a migrated
+ * connection's new 4-tuple too).  A fresh entry of idx is refreshed like
+ * in step 0; any other makes fp say what rp_count_member remembers. */
+static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					 struct rp_flow_pick *fp, __u32 idx)
+{
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
+	struct rp_flow *f;
+
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
+		return;
+	}
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)]) {
+		fp->state = RP_FLOW_GONE;
+		return;
+	}
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
+	fp->state = age > idle ? RP_FLOW_IDLE : RP_FLOW_NONE;
+}
+
+/* QUIC (RFC 9000, 17.2; RFC 9369 for version 2).  Bytes of the UDP payload
+ * the program reads: a long header's first byte, version and DCID length,
+ * then the connection id's first octet and at most RP_QUIC_MAX_SID_LEN
+ * server id bytes.  Every QUIC packet that carries a server-chosen id is
+ * longer (a short header adds a packet number and a 16-byte AEAD tag). */
+#define RP_QUIC_LONG_DCID 6     /* 1 + version (4) + DCID length (1) */
+#define RP_QUIC_SHORT_DCID 1
+#define RP_QUIC_PEEK (RP_QUIC_LONG_DCID + 1 + RP_QUIC_MAX_SID_LEN)
+#define RP_QUIC_LONG_HEADER 0x80
+#define RP_QUIC_V1 0x00000001
+#define RP_QUIC_V2 0x6b3343cf
+#define RP_QUIC_HANDSHAKE_V1 2  /* long packet types: bits 5-4 of byte 0 */
+#define RP_QUIC_HANDSHAKE_V2 3
+#define RP_QUIC_UNROUTABLE 7    /* config rotation bits 0b111 */
+#define RP_UDP_HEADER 8         /* md->data points at the UDP header */
+
+/* The server id after a connection id's first octet (len bytes, big
+ * endian); -1 when its config rotation bits say unroutable. */
+static __always_inline int rp_quic_sid(const __u8 *cid, __u32 len, __u32 *sid)
+{
+	__u32 v = 0, i;
+
+	if (cid[0] >> 5 == RP_QUIC_UNROUTABLE)
+		return -1;
+#pragma unroll
+	for (i = 0; i < RP_QUIC_MAX_SID_LEN; i++)
+		if (i < len)
+			v = v << 8 | cid[1 + i];
+	*sid = v;
+	return 0;
+}
+
+/* The member index of server id sid: a lower bound over the sorted
+ * quic_ids in a fixed 8 halvings (RP_MAX_MEMBERS entries), then one
+ * compare.  Returns 0 and sets *idx, or -1. */
+static __always_inline int rp_quic_member(struct rp_gen *g, __u32 sid, __u32 *idx)
+{
+	__u64 want = (__u64)sid << 32, e;
+	__u32 pos = 0, step;
+
+#pragma unroll
+	for (step = RP_MAX_MEMBERS / 2; step; step >>= 1)
+		if (g->quic_ids[(pos + step - 1) & (RP_MAX_MEMBERS - 1)] < want)
+			pos += step;
+	e = g->quic_ids[pos & (RP_MAX_MEMBERS - 1)];
+	if (e == RP_QUIC_NO_ID || e >> 32 != sid)
+		return -1;
+	*idx = (__u32)e;
+	return 0;
+}
+
+/* QUIC groups: a packet whose connection id the server chose (Handshake,
+ * short header) goes to the member its server id names, while that
+ * member's socket lives: connection migration and NAT rebinding change
+ * the 4-tuple, not the id.  Initial and 0-RTT packets carry an id the
+ * client made up, and other versions are unknown: the flow table and
+ * weights place them.  Returns 0 when it took the datagram. */
+static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					  struct rp_flow_pick *fp)
+{
+	struct rp_group_stats *gs;
+	__u8 b[RP_QUIC_PEEK];
+	__u32 version, type, sid, idx, len = ctl->quic_sid_len;
+
+	const __u8 *data = md->data, *end = md->data_end;
+	__u32 i;
+
+	/* In place when the skb's linear part holds the bytes (a helper call
+	 * less on every datagram); else through the helper, which also reads
+	 * paged data.  Too short for a server-chosen id: not one. */
+	if (data + RP_UDP_HEADER + RP_QUIC_PEEK <= end) {
+#pragma unroll
+		for (i = 0; i < RP_QUIC_PEEK; i++)
+			b[i] = data[RP_UDP_HEADER + i];
+	} else if (bpf_skb_load_bytes(md, RP_UDP_HEADER, b, RP_QUIC_PEEK)) {
+		return -1;
+	}
+	if (b[0] & RP_QUIC_LONG_HEADER) {
+		version = (__u32)b[1] << 24 | (__u32)b[2] << 16 | (__u32)b[3] << 8 | b[4];
+		type = (b[0] >> 4) & 3;
+		if (!((version == RP_QUIC_V1 && type == RP_QUIC_HANDSHAKE_V1) ||
+		      (version == RP_QUIC_V2 && type == RP_QUIC_HANDSHAKE_V2)))
+			return -1;
+		if (b[RP_QUIC_LONG_DCID - 1] < 1 + len)
+			return -1;
+		if (rp_quic_sid(b + RP_QUIC_LONG_DCID, len, &sid))
+			return -1;
+	} else if (rp_quic_sid(b + RP_QUIC_SHORT_DCID, len, &sid)) {
+		return -1;
+	}
+	if (rp_quic_member(g, sid, &idx) == 0 &&
+	    bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+		if (ctl->flags & RP_CTL_FLOWS)
+			rp_flow_keep(md, ctl, g, fp, idx);
+		rp_count_member(g, idx, RP_QUIC_ROUTED, fp);
+		return 0;
+	}
+	/* No member has this id, or its socket closed. */
+	gs = rp_group_stats();
+	if (gs)
+		gs->quic_unknown_server_id++;
+	return -1;
+}
+
 /* Pinned modes: select the member of this CPU or queue.  Returns 0 when
  * it took the connection; otherwise the weighted table decides, and the
  * group counter names why. */
@@ -405,6 +546,10 @@ int rp_select(struct sk_reuseport_md *md)
 
 	/* A closing listener hands over a queued or half-open request. */
 	migrating = rp_migrating(md);
+
+	/* QUIC groups: a server-chosen connection id names its member. */
+	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
+		return SK_PASS;
 
 	/* TCP's cost of flow affinity: this test of a field of the ctl
 	 * element it has read anyway, and a test of fp.state after the

@@ -138,13 +138,19 @@ def group_options(p: argparse.ArgumentParser) -> None:
                    help="UDP: flows the group's table remembers (default 65536; set when the group is created)")
     p.add_argument("--flow-idle-timeout", type=float, metavar="SECONDS", default=None,
                    help="UDP: a flow silent this long is placed as new (default 30; set when the group is created)")
+    p.add_argument("--quic", action="store_true", default=None,
+                   help="UDP: route QUIC packets by the QUIC-LB server id of their connection id "
+                        "(set when the group is created)")
+    p.add_argument("--quic-server-id-length", type=int, metavar="N", default=None,
+                   help="with --quic: bytes of a member's QUIC-LB server id (default 1, range 1..4)")
 
 
 def group_options_of(args):
     """The GroupOptions of parsed group_options() flags (None for those not given)."""
     from rpctl.controller.options import GroupOptions
 
-    return GroupOptions(args.flow_affinity, args.flow_table_size, args.flow_idle_timeout)
+    return GroupOptions(args.flow_affinity, args.flow_table_size, args.flow_idle_timeout, args.quic,
+                        args.quic_server_id_length)
 
 
 def port_number(text: str) -> int:

@@ -36,6 +36,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_member_fallback_total         its slot's socket was gone: re-hashed onto it by weight
   rpctl_member_migrated_total         queued connections of a closing listener placed on it
   rpctl_member_pinned_total           given as the member of its CPU or queue (pin cpu, pin rss)
+  rpctl_member_quic_routed_total      QUIC packets given to it by the server id of their connection id
   rpctl_member_weight                 weight in the live table
   rpctl_member_state{state=...}       1 for its state (active, draining, drained, gone), 0 for the others
   rpctl_member_queued_connections     TCP: connections in its accept queue
@@ -54,6 +55,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_group_flow_table_entries      UDP: entries in the flow table (its size: rpctl_group_flow_table_size)
   rpctl_group_flow_table_size         UDP: entries the flow table can hold
   rpctl_group_flow_evictions          UDP: flows the full table evicted so far
+  rpctl_group_quic_unknown_server_id_total   QUIC server id of no live member: the weights chose
   rpctl_group_unmanaged_listeners     listeners of the endpoint that are not members (get nothing)
   rpctl_up                            0 when a scrape could not read the pinned state
   process_*                           the exporter's own CPU, memory and file descriptors"""

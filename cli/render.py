@@ -39,23 +39,27 @@ def _titled(title: str, lines: list[Text]) -> RenderGroup:
 def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     """Fits 80 columns; the socket cookie joins from 100 columns on (JSON always has it).
     In a pinned mode, what each member is pinned to and how often that chose it; below
-    100 columns these take the place of idx and fallback (JSON always has them)."""
+    100 columns these take the place of idx and fallback (JSON always has them).  In a
+    QUIC group, each member's server id and the packets it got by it, in their place too."""
     pinned = g.mode != "weighted"
+    quic = bool(g.quic_server_id_length)
     wide = width >= 100
     columns = [
         ("member", False, lambda m: m.name),
         ("pid", True, lambda m: str(m.pid)),
-        ("idx", True, lambda m: str(m.index), wide or not pinned),
+        ("idx", True, lambda m: str(m.index), wide or not (pinned or quic)),
         ("cookie", True, lambda m: str(m.cookie), wide),
         ("state", False, state_text),
         ("weight", True, lambda m: str(m.weight)),
         ("selected", True, lambda m: str(m.selected)),
-        ("fallback", True, lambda m: str(m.fallback), wide or not pinned),
+        ("fallback", True, lambda m: str(m.fallback), wide or not (pinned or quic)),
         ("queue", True, lambda m: opt(m.queue)),
         # UDP groups with flow affinity: the live flows that still go to each member.
         ("flows", True, lambda m: opt(m.flows), g.flow_table is not None),
         ("pin", False, lambda m: pin_text(g, m), pinned),
         ("pinned", True, lambda m: str(m.pinned), pinned),
+        ("quic id", False, lambda m: m.quic_server_id or "-", quic),
+        ("quic routed", True, lambda m: str(m.quic_routed), quic),
     ]
     shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
     rows = [[cell(m) for _, _, cell in shown] for m in g.members]

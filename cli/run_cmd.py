@@ -26,6 +26,8 @@ Each child gets, as systemd socket activation gives:
   fd 3             its socket (TCP: listening, backlog 4096)
   LISTEN_FDS=1     LISTEN_PID=<its pid>     LISTEN_FDNAMES=<member name>
   RPCTL_MEMBER=<member name>
+  RPCTL_QUIC_SERVER_ID=<hex>  with --quic (or in a QUIC group): the member's
+                   QUIC-LB server id, the same across restarts
 $RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and ${LISTEN_FDNAMES} in CMD
 are replaced by the member name (quote them so that your shell does not);
 no other $ is touched.  CMD must serve from the process run starts (no
@@ -66,6 +68,7 @@ def add_commands(sub) -> None:
             "python3 -m rpctl.cli.demo.worker --name '$LISTEN_FDNAMES'",
             "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
             "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
+            "rpctl run -g h3 -n 4 --proto udp --quic --listen 0.0.0.0:443 -- ./h3-server   # $RPCTL_QUIC_SERVER_ID",
         ],
         description=DESCRIPTION,
         log_prefix="rpctl run",

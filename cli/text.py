@@ -22,6 +22,8 @@ UNREACHABLE = "its exporter is down or cannot read the pinned state: no figures"
 _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
 # Group counters of the flow table: shown for groups that have one.
 _FLOW_COUNTERS = {"flow_inserts"}
+# Group counters that only QUIC groups show.
+_QUIC_COUNTERS = {"quic_unknown_server_id"}
 
 
 def shown_counters(g: GroupView) -> list[Counter]:
@@ -30,6 +32,7 @@ def shown_counters(g: GroupView) -> list[Counter]:
     return [
         c for c in GROUP_COUNTERS
         if g.mode in _COUNTER_MODES.get(c.name, (g.mode,)) and (c.name not in _FLOW_COUNTERS or g.flow_table)
+        and (c.name not in _QUIC_COUNTERS or g.quic_server_id_length)
     ]
 
 

@@ -55,6 +55,9 @@ FLAGS: Mapping[Union[str, tuple[str, str]], str] = {
     "mapping": "--map",
     "name_format": "--name-format",
     "proto": "--proto",
+    "quic": "--quic",
+    "quic_server_id": "--quic-server-id",
+    "quic_server_id_length": "--quic-server-id-length",
     "replace": "--replace",
 }
 

@@ -7,7 +7,8 @@ rpctl.controller.errors, and logs to logging.getLogger("rpctl.<module>")
 Public modules (import them, or reach them as attributes of this package):
 
     group     a group and its members: register, weigh, drain, unload (the one writer)
-    options   GroupOptions: what a group is made with (UDP flow affinity, its table)
+    options   GroupOptions: what a group is made with (UDP flow affinity, its table, QUIC routing)
+    quic      QUIC-LB server ids, and the connection ids a server makes with its id (make_cid)
     views     the read model: GroupView, MemberView, member states, the counters
     drain     wait until a draining member has nothing left to serve
     join      a worker makes its own SO_REUSEPORT socket a member
@@ -57,6 +58,7 @@ MODULES = (
     "options",
     "pin",
     "probe",
+    "quic",
     "reconcile",
     "refs",
     "restart",

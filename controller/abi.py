@@ -29,13 +29,17 @@ RP_IFNAME_LEN = 16
 RP_FLOW_TABLE_DEFAULT = 65536
 RP_FLOW_IDLE_MS_DEFAULT = 30000
 RP_NO_INCARNATION = 0
+RP_QUIC_MAX_SID_LEN = 4
+RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 
 RP_MEMBER_USED = 1 << 0
+RP_MEMBER_QUIC = 1 << 1
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
 RP_CTL_MIGRATE = 1 << 0
 RP_CTL_FLOWS = 1 << 1
+RP_CTL_QUIC = 1 << 2
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -65,6 +69,8 @@ class RpCtl(ctypes.Structure):
         ("created_ns", u64),
         ("flow_table_size", u32),
         ("flow_idle_ms", u32),
+        ("quic_sid_len", u32),
+        ("_pad1", u32),
     ]
 
 
@@ -84,6 +90,7 @@ class RpGen(ctypes.Structure):
         ("pin", u32 * RP_MAX_PINS),
         ("rss_indir", u16 * RP_RSS_MAX_INDIR),
         ("rss_hash", (u32 * 256) * RP_RSS_INPUT_MAX),
+        ("quic_ids", u64 * RP_MAX_MEMBERS),
     ]
 
 
@@ -106,6 +113,8 @@ class RpMember(ctypes.Structure):
         ("registered_ns", u64),
         ("policy", RpPolicy * RP_GENERATIONS),
         ("base_selections", u64 * RP_GENERATIONS),
+        ("quic_server_id", u32),
+        ("_pad0", u32),
     ]
 
 
@@ -120,6 +129,7 @@ class RpMemberStats(ctypes.Structure):
         ("flow_datagrams", u64),
         ("flows_created", u64),
         ("flows_reassigned", u64),
+        ("quic_routed", u64),
     ]
 
 
@@ -133,6 +143,7 @@ class RpGroupStats(ctypes.Structure):
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
         ("flow_inserts", u64),
+        ("quic_unknown_server_id", u64),
     ]
 
 
@@ -145,7 +156,7 @@ class RpFlow(ctypes.Structure):
 # The counters of rp_member_stats that one selection adds one to: a
 # member's selections are their sum (flows_created and flows_reassigned
 # count flows, each also counted as a selection).
-SELECTION_COUNTERS = ("selected", "fallback", "migrated", "pinned", "flow_datagrams")
+SELECTION_COUNTERS = ("selected", "fallback", "migrated", "pinned", "flow_datagrams", "quic_routed")
 
 
 def selections(totals: dict[str, int]) -> int:

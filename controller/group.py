@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, pin_table, probe, slot_table, sockets
+from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
 from .options import GroupOptions
@@ -228,6 +228,11 @@ class Group:
             gen.incarnation[idx] = members[idx].incarnation if present else abi.RP_NO_INCARNATION
         # A pinned member takes connections exactly when the table would give it some.
         pin_table.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
+        # Every present member keeps its QUIC packets, draining or not.
+        gen.quic_ids[:] = quic.lookup_table(
+            {i: members[i].quic_server_id for i, pol in final.items()
+             if pol is not None and members[i].flags & abi.RP_MEMBER_QUIC}
+        )
         self.maps["gens"].put(nxt, gen)
 
         for idx, pol in final.items():
@@ -415,6 +420,7 @@ class Registration:
     replaced: bool
     migration: bool = True
     proto: str = "tcp"
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group
 
 
 def register(
@@ -427,6 +433,7 @@ def register(
     layout: Optional[Layout] = None,
     attach: bool = True,
     options: Optional[GroupOptions] = None,
+    quic_server_id: Optional[str] = None,
 ) -> Registration:
     """Make fd `fd` of process `pid` a member named `name`.
 
@@ -436,6 +443,8 @@ def register(
     own.  attach=False leaves the
     attaching to a later call (adopting several listeners registers them
     all first, so that none of them takes every connection meanwhile).
+    In a QUIC group every member has a server id: quic_server_id (hex),
+    else the member's own on a replace, else the lowest free one.
     """
     options = (options or GroupOptions()).check()
     what = f"register {name}"
@@ -458,15 +467,26 @@ def register(
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
+                    own = g.options()
                     if not created:
-                        options.check_against(group, g.options())
-                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach)
+                        options.check_against(group, own)
+                    sid = None
+                    if quic_server_id is not None:
+                        if not own.quic:
+                            raise InvalidInput(f"{what}: group {g.name!r} does not route QUIC by server id")
+                        sid = quic.parse_server_id(quic_server_id, own.quic_server_id_length)
+                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach,
+                                                       own, sid)
                     migration = bool(g.ctl().flags & abi.RP_CTL_MIGRATE)
+                    m = g.members()[index]
+                    sid_text = (quic.format_server_id(m.quic_server_id, own.quic_server_id_length)
+                                if m.flags & abi.RP_MEMBER_QUIC else None)
             except BaseException:
                 if created:
                     layout.remove_group_dir(group)
                 raise
-        return Registration(group, name, index, created, replaced, migration, info.proto_name)
+        return Registration(group, name, index, created, replaced, migration, info.proto_name, sid_text)
+
     finally:
         # Holding a copy would keep the listener open after its worker
         # dies: connections would queue on it with no one to accept them.
@@ -484,6 +504,8 @@ def _register_locked(
     replace: bool,
     what: str,
     attach: bool,
+    options: GroupOptions,
+    sid: Optional[int],
 ) -> tuple[int, bool]:
     ctl = g.ctl()
     _check_endpoint(g, ctl, info, what)
@@ -499,6 +521,9 @@ def _register_locked(
             f"{what}: group {g.name!r} already has a member {name!r} (use ", Param("replace", flag=True),
             " to swap its socket)",
         )
+
+    if options.quic:
+        sid = _quic_server_id(g, members, live, existing, sid, options.quic_server_id_length, what)
 
     if existing is not None:
         index = existing
@@ -521,13 +546,41 @@ def _register_locked(
     if existing is None:
         m = abi.RpMember()
         members[index] = m
-    _record(m, name, info.cookie, pid, fd)
+    _record(m, name, info.cookie, pid, fd, sid)
     m.incarnation = incarnation
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
         g.attach(sock)
     return index, existing is not None
+
+
+def _quic_server_id(
+    g: Group,
+    members: list[abi.RpMember],
+    live: Mapping[int, abi.RpPolicy],
+    existing: Optional[int],
+    sid: Optional[int],
+    length: int,
+    what: str,
+) -> int:
+    """The server id a member of a QUIC group gets: the one asked for (no
+    other member may have it), else its own when its socket is replaced,
+    else the lowest free one."""
+    others = {idx: members[idx].quic_server_id for idx in live
+              if idx != existing and members[idx].flags & abi.RP_MEMBER_QUIC}
+    if sid is None:
+        old = members[existing] if existing is not None else None
+        if old is not None and old.flags & abi.RP_MEMBER_QUIC:
+            return old.quic_server_id
+        return quic.assign(others.values(), length)
+    for idx, other in others.items():
+        if other == sid:
+            raise InvalidInput(
+                f"{what}: QUIC server id {quic.format_server_id(sid, length)} is already the id of "
+                f"member {_name_of(members[idx])!r} in group {g.name!r}"
+            )
+    return sid
 
 
 def _clear_leftovers(g: Group, members: list[abi.RpMember], live: Mapping[int, abi.RpPolicy]) -> None:
@@ -582,14 +635,18 @@ def _freed(m: abi.RpMember) -> abi.RpMember:
     return abi.RpMember(incarnation=m.incarnation)
 
 
-def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int) -> None:
+def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int, quic_server_id: Optional[int] = None) -> None:
     """Fill a member entry; its policies are left as they are (a new entry's
-    are absent: it is not live until the flip)."""
+    are absent: it is not live until the flip).  quic_server_id: its id in a
+    QUIC group."""
     m.name = name.encode()
     m.cookie = cookie
     m.pid = pid
     m.fd = fd
     m.flags = abi.RP_MEMBER_USED
+    if quic_server_id is not None:
+        m.flags |= abi.RP_MEMBER_QUIC
+        m.quic_server_id = quic_server_id
     m.registered_ns = _now_ns()
 
 
@@ -643,6 +700,10 @@ def update_members(
             raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
         staying.add(j.name)
     _clear_leftovers(g, members, live)
+    options = g.options()
+    # In a QUIC group, each joining member takes the lowest id no staying member has.
+    quic_ids = {members[i].quic_server_id for i, pol in {**live, **final}.items()
+                if pol is not None and members[i].flags & abi.RP_MEMBER_QUIC}
     placed: dict[int, abi.RpMember] = {}  # index -> its entry before
     try:
         for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
@@ -650,7 +711,10 @@ def update_members(
             _put_socket(g, index, j.sock, f"add {j.name}")
             placed[index] = members[index]
             m = abi.RpMember(incarnation=_next_incarnation(members[index]))
-            _record(m, j.name, j.info.cookie, j.pid, j.fd)
+            sid = quic.assign(quic_ids, options.quic_server_id_length) if options.quic else None
+            if sid is not None:
+                quic_ids.add(sid)
+            _record(m, j.name, j.info.cookie, j.pid, j.fd, sid)
             members[index] = m
             g.maps["members"].put(index, m)
             final[index] = j.policy

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from . import abi, probe, views
+from . import quic
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
@@ -114,6 +115,7 @@ class Member:
     registered: bool = False       # the group knows this name
     operator_drained: bool = False  # drained by someone else before its child died: stays drained
     restarts: int = 0
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group: the same for every child of the member
 
 
 class Launcher:
@@ -326,13 +328,35 @@ class Launcher:
         try:
             view = views.read_view(self.group, with_queues=False)
         except NotFound:
+            self._assign_quic_ids(self.options.resolved(info.proto), [])
             return  # a new group
+        with groups.Group.open(self.group) as g:
+            own = g.options()
+        self.options.check_against(self.group, own)
+        self._assign_quic_ids(own, view.members)
         for m in view.members:
             if m.name in self.names and not m.gone:
                 raise InvalidInput(
                     f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
                     "choose other names with ", Param("name_format", "Launcher"),
                 )
+
+    def _assign_quic_ids(self, options: GroupOptions, present: Sequence[views.MemberView]) -> None:
+        """In a QUIC group, each member's server id before its first child
+        starts (the child reads it from RPCTL_QUIC_SERVER_ID): the one a
+        member of that name has, else the lowest one free."""
+        if not options.quic:
+            return
+        length = options.quic_server_id_length
+        own = {m.name: m.quic_server_id for m in present if m.quic_server_id is not None}
+        taken = {quic.parse_server_id(sid, length) for name, sid in own.items() if name not in self.names}
+        for m in self.members:
+            if m.name in own:
+                m.quic_server_id = own[m.name]
+                continue
+            value = quic.assign(taken, length)
+            taken.add(value)
+            m.quic_server_id = quic.format_server_id(value, length)
 
     def _start(self) -> None:
         for name in self.names:
@@ -362,6 +386,8 @@ class Launcher:
 
     def _spawn(self, m: Member) -> None:
         env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
+        if m.quic_server_id is not None:
+            env[quic.SERVER_ID_VAR] = m.quic_server_id
         argv = [expand_name(a, m.name) for a in self.argv]
         wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), *argv]
         actions = [(os.POSIX_SPAWN_DUP2, m.sock.fileno(), LISTEN_FD)]
@@ -400,7 +426,8 @@ class Launcher:
             # a new group of this one member, which would then get everything.
             groups.resolve_group(self.group)
         r = groups.register(m.name, m.pid, LISTEN_FD, group=self.group, weight=self.weight,
-                            replace=replace, attach=False, options=self.options)
+                            replace=replace, attach=False, options=self.options,
+                            quic_server_id=m.quic_server_id)
         m.registered = True
         self.created = self.created or r.created
 

@@ -1,4 +1,4 @@
-"""What a group is made with: its creation options (the UDP flow table).
+"""What a group is made with: its creation options (the UDP flow table, QUIC routing).
 
 A group's options are fixed when its first member creates it and are kept
 in its ctl element, where the program reads them.  GroupOptions carries
@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from . import abi
+from .quic import DEFAULT_SERVER_ID_LENGTH, check_length
 from .errors import InvalidInput, StateError
 from .refs import Param
 
@@ -36,6 +37,8 @@ class GroupOptions:
     flow_affinity: Optional[bool] = None       # UDP: remember each flow's member
     flow_table_size: Optional[int] = None      # UDP: entries of the flow table
     flow_idle_timeout: Optional[float] = None  # UDP: seconds after which a silent flow is new
+    quic: Optional[bool] = None                # UDP: route QUIC by the server id of connection ids
+    quic_server_id_length: Optional[int] = None  # bytes of a QUIC-LB server id
 
     def check(self) -> GroupOptions:
         size, idle = self.flow_table_size, self.flow_idle_timeout
@@ -54,6 +57,11 @@ class GroupOptions:
                 f"flow idle timeout {idle!r}: use seconds in {MIN_FLOW_IDLE_TIMEOUT:g}..{MAX_FLOW_IDLE_TIMEOUT:g} (",
                 Param("flow_idle_timeout"), ")",
             )
+        length = self.quic_server_id_length
+        if length is not None:
+            if not self.quic:
+                raise InvalidInput("a QUIC server id length goes with QUIC routing (", Param("quic"), ")")
+            check_length(length)
         return self
 
     def given(self) -> dict[str, object]:
@@ -67,13 +75,18 @@ class GroupOptions:
         if proto != abi.RP_PROTO_UDP:
             if self.flow_affinity or self.flow_table_size is not None or self.flow_idle_timeout is not None:
                 raise InvalidInput("flow affinity and its table are for UDP groups; this socket is TCP")
-            return GroupOptions(False, 0, 0.0)
+            if self.quic or self.quic_server_id_length is not None:
+                raise InvalidInput("QUIC routing is for UDP groups; this socket is TCP")
+            return GroupOptions(False, 0, 0.0, False, 0)
         affinity = True if self.flow_affinity is None else self.flow_affinity
+        routed = bool(self.quic)
         return GroupOptions(
             affinity,
             self.flow_table_size or DEFAULT_FLOW_TABLE_SIZE if affinity else 0,
             (DEFAULT_FLOW_IDLE_TIMEOUT if self.flow_idle_timeout is None else self.flow_idle_timeout)
             if affinity else 0.0,
+            routed,
+            (self.quic_server_id_length or DEFAULT_SERVER_ID_LENGTH) if routed else 0,
         )
 
     def write_ctl(self, ctl: abi.RpCtl) -> None:
@@ -82,13 +95,18 @@ class GroupOptions:
             ctl.flags |= abi.RP_CTL_FLOWS
         ctl.flow_table_size = self.flow_table_size or 0
         ctl.flow_idle_ms = round((self.flow_idle_timeout or 0) * 1000)
+        if self.quic:
+            ctl.flags |= abi.RP_CTL_QUIC
+        ctl.quic_sid_len = self.quic_server_id_length or 0
 
     @classmethod
     def of_ctl(cls, ctl: abi.RpCtl) -> GroupOptions:
         """The options a group was made with."""
+        routed = bool(ctl.flags & abi.RP_CTL_QUIC)
+        quic_options = (routed, ctl.quic_sid_len if routed else 0)
         if not ctl.flags & abi.RP_CTL_FLOWS:
-            return cls(False, 0, 0.0)
-        return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000)
+            return cls(False, 0, 0.0, *quic_options)
+        return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000, *quic_options)
 
     def check_against(self, group: str, own: GroupOptions) -> None:
         """Refuse options that differ from those group `group` was made with."""
@@ -117,5 +135,9 @@ def _value(value: object) -> str:
 
 def _describe(opts: GroupOptions) -> str:
     if not opts.flow_affinity:
-        return "no flow affinity"
-    return f"flow affinity, a table of {opts.flow_table_size} flows, idle timeout {opts.flow_idle_timeout:g}s"
+        flows = "no flow affinity"
+    else:
+        flows = f"flow affinity, a table of {opts.flow_table_size} flows, idle timeout {opts.flow_idle_timeout:g}s"
+    if not opts.quic:
+        return flows
+    return f"{flows}, QUIC routing by {opts.quic_server_id_length}-byte server ids"

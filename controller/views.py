@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from . import abi, pin_table, sockets
+from . import abi, pin_table, quic, sockets
 from .errors import NotFound
 from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
@@ -55,6 +55,7 @@ GROUP_COUNTERS = (
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
     Counter("flow_inserts", "UDP: flows added to the flow table (its evictions are these minus its entries)"),
+    Counter("quic_unknown_server_id", "QUIC packets whose server id named no live member (weights chose)"),
 )
 
 # struct rp_member_stats, in its order.
@@ -66,6 +67,7 @@ MEMBER_COUNTERS = (
     Counter("flow_datagrams", "UDP: datagrams sent to the member by their flow in the flow table"),
     Counter("flows_created", "UDP: new flows (or flows idle past the timeout) placed on the member"),
     Counter("flows_reassigned", "UDP: flows placed on the member because their member's socket was gone"),
+    Counter("quic_routed", "QUIC packets sent to the member by the server id of their connection id"),
 )
 
 
@@ -95,6 +97,8 @@ class MemberView:
     flows_created: int = 0
     flows_reassigned: int = 0
     flows: Optional[int] = None  # live UDP flows it holds; None: the group has no flow table
+    quic_routed: int = 0
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group
     # New connections (datagrams) per second when the source measured it (Prometheus' rate()
     # over a window); None for a local read, whose readers measure it between polls.
     rate: Optional[float] = None
@@ -147,6 +151,8 @@ class GroupView:
     flow_inserts: int = 0
     flow_table: Optional[FlowTable] = None  # UDP groups with flow affinity
     flow_idle_timeout: float = 0.0          # seconds, of the flow table
+    quic_unknown_server_id: int = 0
+    quic_server_id_length: int = 0  # 0: no QUIC routing
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
@@ -204,6 +210,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         created_ns=ctl.created_ns,
         migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
         pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
+        quic_server_id_length=ctl.quic_sid_len if ctl.flags & abi.RP_CTL_QUIC else 0,
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
@@ -225,6 +232,8 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
+            quic_server_id=(quic.format_server_id(m.quic_server_id, view.quic_server_id_length)
+                            if m.flags & abi.RP_MEMBER_QUIC and view.quic_server_id_length else None),
             **counts,
         )
         view.members.append(member)

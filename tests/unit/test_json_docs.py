@@ -11,17 +11,18 @@ from tests.support.views import STATES, group_view, member, strays
 
 GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
-    "published_ns", "counters", "flow_table", "members", "unmanaged",
+    "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
 }
 
 
-COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "flow_inserts"}
+COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "flow_inserts",
+                "quic_unknown_server_id"}
 
 
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
     "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "flow_datagrams", "flows_created",
-    "flows_reassigned", "flows",
+    "flows_reassigned", "flows", "quic_routed", "quic_server_id",
 }
 
 
@@ -40,8 +41,8 @@ def test_status_json_keys_and_values():
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
     assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
-                             "rss_unhashed": 9, "flow_inserts": 0}
-    assert g["pin_device"] is None
+                             "rss_unhashed": 9, "flow_inserts": 0, "quic_unknown_server_id": 0}
+    assert g["pin_device"] is None and g["quic_server_id_length"] is None
     assert g["flow_table"] is None and all(m["flows"] is None for m in g["members"])
     assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
     assert (g["program_id"], g["generation"], g["mode"]) == (42, 1, "weighted")

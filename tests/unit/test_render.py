@@ -69,6 +69,20 @@ def test_status_table_without_a_flow_table_has_no_flows_column():
     assert "flows" not in text
 
 
+def test_status_table_of_a_quic_group_has_each_members_server_id_and_packets_routed_by_it():
+    members = [member(0, "h3-1", flows=12, quic_server_id="00", quic_routed=4321),
+               member(1, "h3-2", draining=True, queue=0, flows=3, quic_server_id="0a", quic_routed=99)]
+    view = group_view(members, name="h3", proto="udp", quic_server_id_length=1,
+                      flow_table=FlowTable(65536, 15, 0, {0: 12, 1: 3}))
+    for width in (80, 120):
+        text = _render(render.status_table(view), width)
+        assert max(len(line) for line in text.splitlines()) <= width, text
+        header = next(line for line in text.splitlines() if line.split()[:2] == ["member", "pid"])
+        assert "quic id" in header and "quic routed" in header, text
+        assert re.search(r"\bh3-1\b.*\bactive\b.*\b00\b\s+4321\b", text), text
+        assert re.search(r"\bh3-2\b.*\bdraining\b.*\b0a\b\s+99\b", text), text
+        assert "quic unknown server id 0" in " ".join(text.split()), text
+    assert "quic" not in _render(render.status_table(group_view()), 120)
 def test_status_warns_about_an_unmanaged_listener_under_its_table():
     text = _render(render.status_table(group_view(unmanaged=strays((123, "nc")))), 200)
     assert ("1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc) — it gets no connection while a "

@@ -48,6 +48,13 @@ def test_defaults(fake):
                   "options": GroupOptions()}
 
 
+def test_quic_options_reach_the_launcher(fake):
+    assert invoke(["run", "-n", "4", "--proto", "udp", "--quic", "--", "./srv"])[0] == 0
+    assert fake[0][3]["options"] == GroupOptions(quic=True)
+    assert invoke(["run", "-n", "4", "--proto", "udp", "--quic", "--quic-server-id-length", "3", "--", "./srv"])[0] == 0
+    assert fake[1][3]["options"] == GroupOptions(quic=True, quic_server_id_length=3)
+
+
 def test_count_is_required(fake):
     status, _, err = invoke(["run", "--", "./srv"])
     assert status == 2 and "required: -n" in assert_one_error_line(err)
