@@ -1,0 +1,118 @@
+"""Which members of an adaptive group to throttle, from their queue depths (pure).
+
+`rpctl serve` samples every live member's queue (TCP: the accept queue,
+sock_diag's idiag_rqueue; UDP: the receive queue) every `interval_ms` and
+feeds the depths to Throttle.update().  A member whose queue builds while
+another member's stays low is throttled: the program skips it like a gone
+socket, and its share spreads over the others in proportion to their
+weights.  It is released when its queue has drained (hysteresis: throttled
+at `queue`, released at `release`, so a member near the threshold does not
+flap).
+
+Two rules keep the group serving whatever the samples say:
+- never every member: a member is throttled only while another, not
+  throttled, has room (a queue of at most half the threshold to throttle,
+  under the threshold to stay throttled); when all are loaded, nobody is
+  (the plain weights spread the load as well as anything);
+- a lease: what serve publishes carries an expiry (`lease_ms` after the
+  sample); the program ignores a throttle whose lease ran out, so a serve
+  that died (SIGKILL) leaves the plain weights behind by itself.
+
+The state is keyed by member index (the socket array's); a member that is
+no longer sampled (gone, drained, weight 0) is forgotten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple, Optional
+
+__all__ = ["DEFAULT_INTERVAL_MS", "DEFAULT_QUEUE", "LEASE_MS", "Change", "Reason", "Settings", "Throttle", "Verdict"]
+
+DEFAULT_QUEUE = 8         # queued connections (datagrams) that throttle a member
+DEFAULT_INTERVAL_MS = 25  # between two samples: a building queue is seen within ~2 of them
+LEASE_MS = 500            # a published throttle outlives serve by at most this
+
+
+@dataclass(frozen=True)
+class Settings:
+    queue: int = DEFAULT_QUEUE
+    interval_ms: int = DEFAULT_INTERVAL_MS
+    lease_ms: int = LEASE_MS
+
+    @property
+    def release(self) -> int:
+        """Depth at or under which a throttled member is released (and a member counts as calm)."""
+        return self.queue // 4
+
+
+class Reason(NamedTuple):
+    """Why a member is throttled: its queue and the others' deepest, when it was throttled."""
+
+    queue: int
+    others: int
+
+    def __str__(self) -> str:
+        return f"queue {self.queue}, others <= {self.others}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """A member throttled or released at one update, with why (for logs, events and status)."""
+
+    index: int
+    throttled: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to publish after an update: the throttled members, the lease's end, and what changed."""
+
+    throttled: Mapping[int, Reason]  # member index -> why
+    lease_until_ns: int            # CLOCK_MONOTONIC (the program's bpf_ktime_get_ns); 0 when nobody is throttled
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass
+class Throttle:
+    settings: Settings = field(default_factory=Settings)
+    _throttled: dict[int, Reason] = field(default_factory=dict)
+
+    @property
+    def throttled(self) -> Mapping[int, Reason]:
+        return dict(self._throttled)
+
+    def update(self, depths: Mapping[int, int], now_ns: int) -> Verdict:
+        """Take one sample (member index -> queue depth) and say who is throttled now."""
+        s = self.settings
+        before = dict(self._throttled)
+        loaded = {i for i, d in depths.items() if d >= s.queue or (i in before and d > s.release)}
+        rest = [d for i, d in depths.items() if i not in loaded]
+        room = min(rest) if rest else None
+        after: dict[int, Reason] = {}
+        if room is not None:
+            for index in sorted(loaded):
+                # Throttled while another member has room: a new throttle
+                # needs one at half the threshold or less; keeping one, any
+                # member under the threshold (hysteresis on the others too).
+                if index in before:
+                    after[index] = before[index]
+                elif room <= s.queue // 2:
+                    after[index] = Reason(depths[index], max(rest))
+        # Otherwise every member is loaded: throttling would only move the
+        # queue around, and the plain weights spread it as well as anything.
+        self._throttled = after
+        changes = [Change(i, True, str(r)) for i, r in sorted(after.items()) if i not in before]
+        changes += [Change(i, False, _release_reason(depths.get(i), room is not None)) for i in sorted(before)
+                    if i not in after]
+        lease = now_ns + s.lease_ms * 1_000_000 if after else 0
+        return Verdict(dict(after), lease, tuple(changes))
+
+
+def _release_reason(depth: Optional[int], someone_calm: bool) -> str:
+    if depth is None:
+        return "no longer a live member"
+    if not someone_calm:
+        return f"queue {depth}, every member loaded"
+    return f"queue {depth}, drained"
