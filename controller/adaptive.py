@@ -24,8 +24,9 @@ no longer sampled (gone, drained, weight 0) is forgotten.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Optional
+from typing import NamedTuple
 
 __all__ = ["DEFAULT_INTERVAL_MS", "DEFAULT_QUEUE", "LEASE_MS", "Change", "Reason", "Settings", "Throttle", "Verdict"]
 
@@ -110,7 +111,7 @@ class Throttle:
         return Verdict(dict(after), lease, tuple(changes))
 
 
-def _release_reason(depth: Optional[int], someone_calm: bool) -> str:
+def _release_reason(depth: int | None, someone_calm: bool) -> str:
     if depth is None:
         return "no longer a live member"
     if not someone_calm:

@@ -46,8 +46,8 @@ def test_every_key_is_read():
     web, api, dns = cfg.groups
     assert web == config.GroupSpec(
         name="web", listen=EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080), adopt=AdoptRule(comm="nginx", uid=0),
-        names="{comm}-{i}", weights={"nginx-1": 3}, default_weight=2, drain=("nginx-2",), pin=PinSpec("cpu"), adaptive=True,
-        adaptive_queue=16, adaptive_interval_ms=40, line=2,
+        names="{comm}-{i}", weights={"nginx-1": 3}, default_weight=2, drain=("nginx-2",), pin=PinSpec("cpu"),
+        adaptive=True, adaptive_queue=16, adaptive_interval_ms=40, line=2,
     )
     assert api.listen == EndpointKey("tcp", socket.AF_INET6, "::1", 9090)
     assert api.run == RunSpec(("/srv/api", "--listen-fd", "3"), 4) and api.adopt is None
