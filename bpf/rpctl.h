@@ -12,7 +12,7 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 3
+#define RP_ABI_VERSION 4
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256
@@ -66,6 +66,9 @@ enum rp_ctl_flag {
 	/* Loaded as SELECT_OR_MIGRATE: the program places the requests of a
 	 * closing listener.  Without it (kernels before 5.14) they are lost. */
 	RP_CTL_MIGRATE = 1u << 0,
+	/* Adaptive (rpctl serve): the program skips the members the map
+	 * "throttle" names while its lease runs (docs/decisions/0013). */
+	RP_CTL_ADAPTIVE = 1u << 2,
 };
 
 /* rp_ctl.proto */
@@ -174,6 +177,21 @@ struct rp_group_stats {
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
 	                        * recomputed for: weighted table */
+	__u64 throttle_skips;  /* adaptive: slot's member throttled, re-hashed
+	                        * to another member */
+};
+
+/* Map "throttle", one element, adaptive groups: the members whose queue
+ * built while others' did not, written by rpctl serve at every sample.
+ * The program reads lease_ns and bits only; a lease that ran out (serve
+ * stopped or was killed) throttles nobody: plain weights again. */
+struct rp_throttle {
+	__u64 lease_ns;        /* CLOCK_MONOTONIC (bpf_ktime_get_ns): bits hold until then */
+	__u64 bits[RP_MAX_MEMBERS / 64];  /* member i throttled: bits[i / 64] >> (i % 64) & 1 */
+	/* Why, for readers: the member's queue and the others' deepest when
+	 * it was throttled. */
+	__u32 queue[RP_MAX_MEMBERS];
+	__u32 others[RP_MAX_MEMBERS];
 };
 
 #endif /* RPCTL_H */

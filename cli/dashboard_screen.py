@@ -256,7 +256,7 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
         if old is None:
             ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
             continue
-        if (old.mode, old.pin_dev) != (g.mode, g.pin_dev):
+        if (old.mode, old.pin_dev, old.adaptive) != (g.mode, g.pin_dev, g.adaptive):
             ev(name, "mode", f"mode {mode_text(old)} -> {mode_text(g)}")
         was = {m.name: m for m in old.members}
         now = {m.name: m for m in g.members}
@@ -280,6 +280,10 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
                     ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
                 if m.draining and m.queue == 0 and (not p.draining or p.queue != 0 or p.gone):
                     ev(name, "drained", f"{mname} drained (queue empty)", mname)
+                if m.throttled is not None and p.throttled is None:
+                    ev(name, "throttled", f"{mname} throttled ({m.throttled})", mname)
+                if p.throttled is not None and m.throttled is None:
+                    ev(name, "released", f"{mname} released (queue {_opt(m.queue)})", mname)
             if p.weight != m.weight:
                 weights.append(f"{mname} {p.weight}->{m.weight}")
         if weights:

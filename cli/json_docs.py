@@ -33,6 +33,7 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "pins": list(m.pins),
         "selected_since_change": m.since_publish,
         "queue": m.queue,
+        "throttled": m.throttled,
     }
 
 
@@ -46,6 +47,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "mode": g.mode,
         "pin_device": g.pin_dev or None,
         "migration": g.migration,
+        "adaptive": g.adaptive,
         "generation": g.gen,
         "published_ns": g.published_ns,
         "counters": g.counters,

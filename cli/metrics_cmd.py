@@ -37,15 +37,17 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_member_migrated_total         queued connections of a closing listener placed on it
   rpctl_member_pinned_total           given as the member of its CPU or queue (pin cpu, pin rss)
   rpctl_member_weight                 weight in the live table
-  rpctl_member_state{state=...}       1 for its state (active, draining, drained, gone), 0 for the others
+  rpctl_member_state{state=...}       1 for its state (active, throttled, draining, drained, gone), 0 for the others
+  rpctl_member_throttled              adaptive groups: 1 while serve throttles it (its queue built alone)
   rpctl_member_queued_connections     TCP: connections in its accept queue
   rpctl_member_queued_bytes           UDP: bytes in its receive queue
-  rpctl_group_info{endpoint,protocol,mode,program_id,migration}   1 per group
+  rpctl_group_info{endpoint,protocol,mode,program_id,migration,adaptive}   1 per group
   rpctl_group_slot_misses_total       slot's socket gone: re-hashed into the weighted table
   rpctl_group_no_live_member_total    no live member: the kernel chose
   rpctl_group_pin_fallbacks_total     pinned member draining or gone: the weighted table chose
   rpctl_group_pin_unassigned_total    no member pinned to the CPU or queue: the weighted table chose
   rpctl_group_rss_unhashed_total      RSS mode, NIC hash not recomputed: the weighted table chose
+  rpctl_group_throttle_skips_total    adaptive: slot's member throttled, given to another member
   rpctl_group_unmanaged_listeners     listeners of the endpoint that are not members (get nothing)
   rpctl_up                            0 when a scrape could not read the pinned state
   process_*                           the exporter's own CPU, memory and file descriptors"""

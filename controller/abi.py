@@ -13,7 +13,7 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 3
+RP_ABI_VERSION = 4
 RP_MAX_MEMBERS = 256
 RP_SLOT_BITS = 10
 RP_SLOTS = 1 << RP_SLOT_BITS
@@ -32,6 +32,7 @@ RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
 RP_CTL_MIGRATE = 1 << 0
+RP_CTL_ADAPTIVE = 1 << 2
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -117,6 +118,18 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
+        ("throttle_skips", u64),
+    ]
+
+
+class RpThrottle(ctypes.Structure):
+    """Mirrors struct rp_throttle in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("lease_ns", u64),
+        ("bits", u64 * (RP_MAX_MEMBERS // 64)),
+        ("queue", u32 * RP_MAX_MEMBERS),
+        ("others", u32 * RP_MAX_MEMBERS),
     ]
 
 
@@ -128,6 +141,7 @@ STRUCTS = {
     "rp_member": RpMember,
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
+    "rp_throttle": RpThrottle,
 }
 
 
@@ -150,5 +164,6 @@ GROUP_MAPS = (
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
+    MapSpec("throttle", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

@@ -16,11 +16,13 @@ generation, which a writer replaces with one map update.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from . import abi, pin_table, sockets
+from .adaptive import Reason
 from .errors import NotFound
 from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
@@ -29,8 +31,8 @@ if TYPE_CHECKING:
     from . import diag
 
 # A member's states, in the order they are listed everywhere.
-ACTIVE, DRAINING, DRAINED, GONE = "active", "draining", "drained", "gone"
-STATES = (ACTIVE, DRAINING, DRAINED, GONE)
+ACTIVE, THROTTLED, DRAINING, DRAINED, GONE = "active", "throttled", "draining", "drained", "gone"
+STATES = (ACTIVE, THROTTLED, DRAINING, DRAINED, GONE)
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,14 @@ GROUP_COUNTERS = (
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+    Counter("throttle_skips", "Adaptive: selections whose slot's member was throttled, given to another member"),
 )
 
 # struct rp_member_stats, in its order.
 MEMBER_COUNTERS = (
     Counter("selected", "New connections or datagrams steered to the member through its slots"),
-    Counter("fallback", "New connections or datagrams given to the member because their slot's socket was gone"),
+    Counter("fallback", ("New connections or datagrams given to the member because their slot's socket was gone "
+                         "or its member throttled")),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
 )
@@ -86,6 +90,7 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+    throttled: Optional[str] = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
 
     @property
     def state(self) -> str:
@@ -93,6 +98,8 @@ class MemberView:
             return GONE
         if self.draining:
             return DRAINED if self.queue == 0 else DRAINING
+        if self.throttled is not None:
+            return THROTTLED
         return ACTIVE
 
     @property
@@ -131,6 +138,8 @@ class GroupView:
     pin_fallbacks: int = 0
     pin_unassigned: int = 0
     rss_unhashed: int = 0
+    throttle_skips: int = 0
+    adaptive: bool = False      # serve may throttle members whose queue builds (their state says so)
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
 
@@ -175,10 +184,12 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         published_ns=gen_info.published_ns if gen_info else 0,
         created_ns=ctl.created_ns,
         migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
+        adaptive=bool(ctl.flags & abi.RP_CTL_ADAPTIVE),
         pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
+    throttled = throttle_reasons(g) if view.adaptive else {}
     live_weights: dict[int, int] = {}
     for idx, m in enumerate(g.members()):
         pol = m.policy[gen]
@@ -198,6 +209,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
+            throttled=throttled.get(idx),
             **counts,
         )
         view.members.append(member)
@@ -219,6 +231,15 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             member.queue = found[member.cookie].rqueue if member.cookie in found else None
         view.unmanaged = unmanaged_listeners(view, found.values())
     return view
+
+
+def throttle_reasons(g: Group) -> dict[int, str]:
+    """The members an adaptive group's serve throttles now (index -> why), from
+    the map "throttle": none once its lease ran out (the program ignores it then)."""
+    t = g.maps["throttle"].get(0, abi.RpThrottle)
+    if t is None or t.lease_ns <= time.monotonic_ns():
+        return {}
+    return {i: str(Reason(t.queue[i], t.others[i])) for i in range(abi.RP_MAX_MEMBERS) if t.bits[i // 64] >> (i % 64) & 1}
 
 
 def unmanaged_listeners(view: GroupView, found: Iterable[diag.SocketDiag]) -> list[UnmanagedListener]:

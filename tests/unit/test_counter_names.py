@@ -25,10 +25,10 @@ GROUP_NAMES = [c.name for c in GROUP_COUNTERS]
 MEMBER_NAMES = [c.name for c in MEMBER_COUNTERS]
 
 
-def counted_view(mode: str) -> GroupView:
+def counted_view(mode: str, adaptive: bool = False) -> GroupView:
     """Every group counter a distinct value: 101, 102, ... in table order."""
     values = {name: 101 + i for i, name in enumerate(GROUP_NAMES)}
-    return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", **values)
+    return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", adaptive=adaptive, **values)
 
 
 def _text(renderable, width: int = 200, height: int = 60) -> str:
@@ -63,13 +63,15 @@ def test_metric_names_are_the_table_names():
     assert counters == set(GROUP_NAMES), "a group counter family with a name of its own"
 
 
-@pytest.mark.parametrize("mode, shown", [
-    ("weighted", ["slot_misses", "no_live_member"]),
-    ("cpu", ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
-    ("rss", GROUP_NAMES),
+@pytest.mark.parametrize("mode, adaptive, shown", [
+    ("weighted", False, ["slot_misses", "no_live_member"]),
+    ("weighted", True, ["slot_misses", "no_live_member", "throttle_skips"]),
+    ("cpu", False, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
+    ("rss", False, [n for n in GROUP_NAMES if n != "throttle_skips"]),
+    ("rss", True, GROUP_NAMES),
 ])
-def test_the_status_table_and_the_dashboard_write_the_table_names(mode, shown):
-    view = counted_view(mode)
+def test_the_status_table_and_the_dashboard_write_the_table_names(mode, adaptive, shown):
+    view = counted_view(mode, adaptive)
     history = History()
     history.update(Snapshot(time=0.0, groups=[view]))
     screens = {

@@ -333,3 +333,17 @@ def test_an_unmanaged_listener_is_a_warning_line_of_its_group():
         assert "1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc)" in text
     history, snap = history_of(lambda t: [four(t)], seconds=1)
     assert "unmanaged" not in frame(snap, history, 160, 48)
+
+
+def test_a_member_throttled_and_released_are_events():
+    history = History()
+    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")])]))
+    new = history.update(Snapshot(1.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")], adaptive=True)]))
+    assert [e.text for e in new] == ["mode weighted -> weighted, adaptive"]
+    throttled = moving_group([moving_member(0, "a", throttled="queue 37, others <= 0", queue=37),
+                              moving_member(1, "b")], adaptive=True)
+    new = history.update(Snapshot(2.0, [throttled]))
+    assert [(e.kind, e.text, e.member) for e in new] == [("throttled", "a throttled (queue 37, others <= 0)", "a")]
+    assert history.update(Snapshot(3.0, [throttled])) == []
+    released = moving_group([moving_member(0, "a", queue=1), moving_member(1, "b")], adaptive=True)
+    assert [e.text for e in history.update(Snapshot(4.0, [released]))] == ["a released (queue 1)"]

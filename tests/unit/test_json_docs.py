@@ -9,17 +9,17 @@ from tests.support.views import STATES, group_view, strays
 
 
 GROUP_KEYS = {
-    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
+    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "generation",
     "published_ns", "counters", "members", "unmanaged",
 }
 
 
-COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed"}
+COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "throttle_skips"}
 
 
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
-    "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue",
+    "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "throttled",
 }
 
 
@@ -38,7 +38,8 @@ def test_status_json_keys_and_values():
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
     assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
-                             "rss_unhashed": 9}
+                             "rss_unhashed": 9, "throttle_skips": 10}
+    assert g["adaptive"] is False
     assert g["pin_device"] is None
     assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
     assert (g["program_id"], g["generation"], g["mode"]) == (42, 1, "weighted")
@@ -53,6 +54,16 @@ def test_status_json_keys_and_values():
     assert first["observed_share"] == 0.123457
     assert g["unmanaged"] == []
     assert json_docs.status_json([]) == {"groups": []}
+
+
+def test_status_json_says_adaptive_and_why_a_member_is_throttled():
+    view = group_view(adaptive=True)
+    view.members[0].throttled = "queue 37, others <= 2"
+    (g,) = json_docs.status_json([view])["groups"]
+    assert g["adaptive"] is True
+    first, second = g["members"][:2]
+    assert (first["state"], first["throttled"]) == ("throttled", "queue 37, others <= 2")
+    assert (second["state"], second["throttled"]) == ("draining", None)
 
 
 def test_status_json_lists_unmanaged_listeners_and_null_when_not_read():
