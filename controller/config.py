@@ -430,6 +430,10 @@ def _group(path: str, lines: _Lines, k: int, raw: object) -> GroupSpec:
     if ("adopt" in raw) == ("run" in raw):
         raise _fail(path, lines.group(k), label, "key 'adopt' or 'run'",
                     "give exactly one: adopt (whose listeners are members) or run (members rpctl launches)")
+    if values.get("adaptive") and values["listen"].proto != "tcp":
+        # A UDP member's queue is bytes of datagrams, and throttling it would
+        # move its flows (the program runs for every datagram).
+        raise _fail(path, lines.key(k, "adaptive"), label, "key 'adaptive'", "TCP groups only for now")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:

@@ -90,7 +90,7 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
-    throttled: Optional[str] = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
+    throttled: str | None = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
 
     @property
     def state(self) -> str:

@@ -106,6 +106,8 @@ def _group(body: str) -> str:
          "f.toml:5: group 'web': key 'adaptive_interval_ms': a number where a whole number of milliseconds belongs"),
         (_group('adopt = { comm = "nginx" }\nadaptive_interval_ms = 500\n'),
          "f.toml:5: group 'web': key 'adaptive_interval_ms': 500 is out of range 5..125"),
+        ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive = true\n',
+         "f.toml:5: group 'dns': key 'adaptive': TCP groups only for now"),
         # bad pins, names, adopt rules
         (_group('adopt = { comm = "nginx" }\npin = "rss"\n'),
          """f.toml:5: group 'web': key 'pin': 'rss': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),
