@@ -82,6 +82,8 @@ def test_a_stopped_worker_is_throttled_until_it_drains(nginx, launch, tmp_path):
     try:
         with PacedConnections(PORT, RATE) as load:
             time.sleep(1.0)
+            # Nobody loaded: nobody throttled, every connection where the weights put it.
+            assert group().throttle_skips == 0
             before = taken(group())
             seen = stop_one_and_watch(victim, STALL)
             after_stall = taken(group())
