@@ -164,7 +164,8 @@ struct rp_member {
 /* Map "member_stats", per CPU, indexed like the socket array. */
 struct rp_member_stats {
 	__u64 selected;        /* chosen through its slot in the table */
-	__u64 fallback;        /* chosen because the slot's socket was gone */
+	__u64 fallback;        /* chosen because the slot's socket was gone, or
+	                        * its member throttled (adaptive) */
 	__u64 migrated;        /* took a request from a closing listener */
 	__u64 pinned;          /* chosen as the member of its CPU or queue */
 };
