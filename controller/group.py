@@ -690,7 +690,10 @@ def set_draining(name: str, draining: bool, force: bool = False, group: Optional
 def set_adaptive(g: Group, on: bool) -> bool:
     """Set or clear ctl's RP_CTL_ADAPTIVE (the program reads the map "throttle"
     only while it is set), under the group's lock: a publish rewrites ctl too.
-    True when it changed."""
+    True when it changed.  Looked at without the lock first: serve asks every
+    second, and must not wait behind a writer for a flag that is set already."""
+    if bool(g.ctl().flags & abi.RP_CTL_ADAPTIVE) == on:
+        return False
     with g.layout.group_lock(g.name):
         ctl = g.ctl()
         flags = ctl.flags | abi.RP_CTL_ADAPTIVE if on else ctl.flags & ~abi.RP_CTL_ADAPTIVE
