@@ -23,6 +23,16 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   rpctl rss pin     RSS mode on a synthetic 4-queue NIC (Toeplitz over the
                     4-tuple, 128-entry indirection table)
   rpctl weighted, 64 / 256   rpctl's program on groups of 64 and 256 members
+  workers: select only / rpctl weighted   the same on listeners that
+                    worker processes accept from in a loop
+  udp select only       floor on four UDP sockets
+  udp flow by hash      a flow table keyed by md->hash (decision 0010)
+  udp flow by 4-tuple   a flow table keyed by the 4-tuple read from the packet
+  udp flow in 4-way sets  a flow table of one-cache-line sets in an array
+  udp rpctl, no flows   rpctl's program on a UDP group without flow affinity
+  udp rpctl, known flow rpctl's program, datagrams of flows already in its table
+  udp rpctl, new flows  rpctl's program, every datagram a new flow
+  ..., 16 flows         the flow tables and rpctl with 16 flows taking turns (in cache)
 The ladder programs read the live ctl and generation of the "rpctl
 weighted" group, so they walk the same table.
 
@@ -48,6 +58,11 @@ ROUNDS, QUICK_ROUNDS = 9, 1
 CONNECTIONS, QUICK_CONNECTIONS = 8000, 300
 REFERENCE = Path(__file__).resolve().parent / "datapath.bpf.c"
 WIDE_SLOTS = 1 << 16
+# Long-lived UDP flows of the "known flow" variants: more than the caches
+# hold of a flow table's entries at once, fewer than the table holds.
+FLOWS, QUICK_FLOWS = 4096, 256
+FEW_FLOWS = 16
+WORKED = "workers: "   # the name of a variant whose listeners worker processes accept from
 
 
 @dataclass
@@ -56,6 +71,9 @@ class Variant:
     members: object                 # traffic.Members
     prog_fd: int
     group: Optional[str] = None     # rpctl variants: the group, to read its counters back
+    # traffic(variant, count, seed) -> how many connections or datagrams the
+    # members took: one program run each.
+    traffic: Optional[Callable[[Variant, int, int], int]] = None
 
     def run_stats(self) -> tuple[int, int]:
         from rpctl.controller import bpfsys
@@ -64,17 +82,17 @@ class Variant:
         return info.run_time_ns, info.run_cnt
 
 
-def _members(port: int, count: int = MEMBERS):
+def _members(port: int, count: int = MEMBERS, proto: str = "tcp"):
     from tests.support.traffic import Members
 
-    members = Members(port=port)
+    members = Members(port=port, proto=proto)
     for _ in range(count):
         members.add()
     return members
 
 
 def _reference(name: str, function: str, port: int, stack: contextlib.ExitStack,
-               shared: Optional[dict] = None, count: int = MEMBERS) -> Variant:
+               shared: Optional[dict] = None, count: int = MEMBERS, proto: str = "tcp") -> Variant:
     """A reference program on its own group: the sockets in a socket array of
     its own (filled by fd), `shared` maps passed too, the program attached."""
     import ctypes
@@ -82,7 +100,7 @@ def _reference(name: str, function: str, port: int, stack: contextlib.ExitStack,
     from rpctl.controller import abi, loader, sockets
     from rpctl.controller.maps import Map
 
-    members = _members(port, count)
+    members = _members(port, count, proto)
     stack.callback(members.close)
     socks = Map.create(abi.MAP_SPECS["socks"])
     stack.callback(socks.close)
@@ -114,14 +132,14 @@ def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
 
 
 def _rpctl(name: str, port: int, stack: contextlib.ExitStack, mode: Callable[[str], object],
-           count: int = MEMBERS) -> Variant:
-    """rpctl's program on a group of `count` members, then `mode(group)`."""
+           count: int = MEMBERS, proto: str = "tcp", options=None) -> Variant:
+    """rpctl's program on a group of `count` members (created with `options`), then `mode(group)`."""
     from rpctl.controller import bpfsys, group
     from rpctl.controller.state import Layout
 
-    members = _members(port, count)
+    members = _members(port, count, proto)
     stack.callback(members.close)
-    name_of_group = members.register_all()
+    name_of_group = members.register_all(options=options)
     mode(name_of_group)
     prog_fd = bpfsys.obj_get(os.path.join(Layout().group_dir(name_of_group), group.PROG_PIN))
     stack.callback(os.close, prog_fd)
@@ -153,7 +171,142 @@ def _rss_pin(g: str) -> None:
     pin.pin_rss(info, {"w0": 0, "w1": 1}, group=g)
 
 
-def _setup(stack: contextlib.ExitStack) -> list[Variant]:
+class KnownFlows:
+    """UDP traffic of long-lived flows: FLOWS client sockets on fixed 4-tuples
+    send in turn, so that, after a first datagram each, every datagram belongs
+    to a flow the program has seen.  One set of clients serves every variant
+    (the destination port makes the flows distinct)."""
+
+    def __init__(self, stack: contextlib.ExitStack, count: int):
+        from tests.support.traffic import Members, UdpFlows
+
+        self.clients = UdpFlows(Members(proto="udp"), count, seed=11)
+        stack.callback(self.clients.close)
+
+    def __call__(self, variant: Variant, count: int, seed: int, batch: int = 200) -> int:
+        import collections
+
+        members = variant.members
+        socks = self.clients.socks
+        received: collections.Counter = collections.Counter()
+        for start in range(0, count, batch):
+            for i in range(start, min(count, start + batch)):
+                socks[i % len(socks)].sendto(b"x", (members.host, members.port))
+            members.drain_queues(received)
+        return sum(received.values())
+
+    def warm(self, variant: Variant) -> None:
+        """One datagram from every flow: each is in the variant's flow table."""
+        self(variant, len(self.clients.socks), 0)
+
+
+def _new_flows(variant: Variant, count: int, seed: int) -> int:
+    """Every datagram from a fresh source: a new flow each, inserted into the table."""
+    from tests.support.traffic import udp_datagrams
+
+    return sum(udp_datagrams(variant.members, count, seed=seed).values())
+
+
+def _tcp(variant: Variant, count: int, seed: int) -> int:
+    from tests.support.traffic import tcp_connections
+
+    counts, failures = tcp_connections(variant.members, count, seed=seed)
+    if failures:
+        raise RuntimeError(f"{variant.name}: {failures} connections failed")
+    return sum(counts.values())
+
+
+def _accept_forever(sock) -> None:
+    sock.setblocking(True)
+    while True:
+        conn, _ = sock.accept()
+        conn.close()
+
+
+def _to_workers(variant: Variant, count: int, seed: int) -> int:
+    """Connections to members whose own worker processes accept them."""
+    from tests.support.traffic import tcp_connections
+
+    _, failures = tcp_connections(variant.members, count, seed=seed, accept=False)
+    if failures:
+        raise RuntimeError(f"{variant.name}: {failures} connections failed")
+    return count
+
+
+def _with_workers(variant: Variant, stack: contextlib.ExitStack) -> Variant:
+    """Each member socket of `variant` served by a worker process accepting
+    in a loop, as a server's are: the program then runs beside busy
+    processes that share its caches.  (Blocking mode is a property of the
+    shared file description: only the workers accept on these sockets.)"""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_accept_forever, args=(s,), daemon=True) for s in variant.members.socks]
+    for p in procs:
+        p.start()
+        stack.callback(p.join, 5)
+        stack.callback(p.kill)
+    variant.name = WORKED + variant.name
+    variant.traffic = _to_workers
+    return variant
+
+
+def _flow_maps(stack: contextlib.ExitStack) -> list[dict]:
+    """The flow tables decision 0010 weighs, for rpctl's default of 65,536 flows:
+    LRU hash maps keyed by md->hash and by the 4-tuple, and 4-way sets in an array."""
+    from rpctl.controller import abi, bpfsys
+    from rpctl.controller.maps import Map
+
+    flows = abi.RP_FLOW_TABLE_DEFAULT
+    specs = (
+        abi.MapSpec("flows_by_hash", bpfsys.MAP_TYPE_LRU_HASH, 4, 16, flows),
+        abi.MapSpec("flows_by_tuple", bpfsys.MAP_TYPE_LRU_HASH, 12, 16, flows),
+        abi.MapSpec("flow_sets", bpfsys.MAP_TYPE_ARRAY, 4, 64, flows // 4),
+    )
+    out = []
+    for spec in specs:
+        m = Map.create(spec)
+        stack.callback(m.close)
+        out.append({spec.name: m})
+    return out
+
+
+def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows) -> list[Variant]:
+    """UDP groups: the floor, the two flow keys, and rpctl with and without flow affinity."""
+    from rpctl.controller.options import GroupOptions
+
+    by_hash, by_tuple, in_sets = _flow_maps(stack)
+    variants = [
+        _reference("udp select only", "rp_select_only", next(ports), stack, proto="udp"),
+        _reference("udp flow by hash", "rp_flow_by_hash", next(ports), stack, by_hash, proto="udp"),
+        _reference("udp flow by 4-tuple", "rp_flow_by_tuple", next(ports), stack, by_tuple, proto="udp"),
+        _reference("udp flow in 4-way sets", "rp_flow_in_sets", next(ports), stack, in_sets, proto="udp"),
+        _rpctl("udp rpctl, no flows", next(ports), stack, _weighted, proto="udp",
+               options=GroupOptions(flow_affinity=False)),
+        _rpctl("udp rpctl, known flow", next(ports), stack, _weighted, proto="udp"),
+    ]
+    # The same with FEW_FLOWS flows taking turns: their entries stay in cache.
+    few = KnownFlows(stack, FEW_FLOWS)
+    by_hash, _, in_sets = _flow_maps(stack)
+    warm = [
+        _reference(f"udp flow by hash, {FEW_FLOWS} flows", "rp_flow_by_hash", next(ports), stack, by_hash,
+                   proto="udp"),
+        _reference(f"udp flow in 4-way sets, {FEW_FLOWS} flows", "rp_flow_in_sets", next(ports), stack, in_sets,
+                   proto="udp"),
+        _rpctl(f"udp rpctl, known flow, {FEW_FLOWS} flows", next(ports), stack, _weighted, proto="udp"),
+    ]
+    for v in variants:
+        v.traffic = known
+        known.warm(v)
+    for v in warm:
+        v.traffic = few
+        few.warm(v)
+    new = _rpctl("udp rpctl, new flows", next(ports), stack, _weighted, proto="udp")
+    new.traffic = _new_flows
+    return variants + warm + [new]
+
+
+def _setup(stack: contextlib.ExitStack, known: KnownFlows) -> list[Variant]:
     ports = iter(range(BASE_PORT, BASE_PORT + 100))
     weighted = _rpctl("rpctl weighted", next(ports), stack, _weighted)
     shared = _ladder_maps(weighted.group, stack)
@@ -171,19 +324,20 @@ def _setup(stack: contextlib.ExitStack) -> list[Variant]:
         _rpctl("rpctl rss pin", next(ports), stack, _rss_pin),
         _rpctl("rpctl weighted, 64", next(ports), stack, _weighted, count=64),
         _rpctl("rpctl weighted, 256", next(ports), stack, _weighted, count=256),
+        _with_workers(_reference("select only", "rp_select_only", next(ports), stack), stack),
+        _with_workers(_rpctl("rpctl weighted", next(ports), stack, _weighted), stack),
+        *_udp_variants(ports, stack, known),
     ]
 
 
 def _measure(variant: Variant, connections: int, seed: int) -> dict:
-    from tests.support.traffic import tcp_connections
-
     t0, c0 = variant.run_stats()
-    counts, failures = tcp_connections(variant.members, connections, seed=seed)
+    took = (variant.traffic or _tcp)(variant, connections, seed)
     t1, c1 = variant.run_stats()
-    if failures or sum(counts.values()) != connections:
-        raise RuntimeError(f"{variant.name}: {failures} connections failed, {sum(counts.values())} accepted")
+    if took != connections:
+        raise RuntimeError(f"{variant.name}: {took} of {connections} connections or datagrams arrived")
     runs = c1 - c0
-    return {"ns": (t1 - t0) / runs if runs else float("nan"), "runs": runs, "counts": counts}
+    return {"ns": (t1 - t0) / runs if runs else float("nan"), "runs": runs}
 
 
 def _paths(variant: Variant) -> str:
@@ -196,10 +350,11 @@ def _paths(variant: Variant) -> str:
     pinned = sum(m.pinned for m in view.members)
     selected = sum(m.selected for m in view.members)
     fallback = sum(m.fallback for m in view.members)
+    followed = sum(m.flow_datagrams for m in view.members)
     drained = [m.name for m in view.members if m.draining and m.selected + m.pinned + m.fallback]
     misses = view.pin_fallbacks + view.pin_unassigned + view.rss_unhashed + view.slot_misses + view.no_live_member
-    parts = [f"{what} {n:,}" for what, n in (("table", selected), ("pinned", pinned), ("fallback", fallback),
-                                              ("misses", misses)) if n]
+    parts = [f"{what} {n:,}" for what, n in (("flow table", followed), ("table", selected), ("pinned", pinned),
+                                              ("fallback", fallback), ("misses", misses)) if n]
     if drained:
         parts.append(f"DRAINED MEMBER SELECTED: {drained}")
     return ", ".join(parts) or "-"
@@ -213,7 +368,8 @@ def run(quick: bool) -> None:
     rounds = QUICK_ROUNDS if quick else ROUNDS
     connections = QUICK_CONNECTIONS if quick else CONNECTIONS
     with fresh_netns("rpctl-bench-dp-"), contextlib.ExitStack() as stack:
-        variants = _setup(stack)
+        known = KnownFlows(stack, QUICK_FLOWS if quick else FLOWS)
+        variants = _setup(stack, known)
         stats_fd = bpfsys.enable_stats()
         stack.callback(os.close, stats_fd)
         seeds = iter(range(1, 10_000))
@@ -226,10 +382,11 @@ def run(quick: bool) -> None:
         paths = {v.name: _paths(v) for v in variants}
         sizes = {v.name: bpfsys.prog_info(v.prog_fd) for v in variants}
     for name, rs in results.items():
-        print(f"{name:>15}: " + " ".join(f"{r['ns']:.0f}" for r in rs) + f"  ({paths[name]})", flush=True)
+        print(f"{name:>22}: " + " ".join(f"{r['ns']:.0f}" for r in rs) + f"  ({paths[name]})", flush=True)
 
     ns = {name: median(r["ns"] for r in rs) for name, rs in results.items()}
     floor_ret, floor_sel = ns["return only"], ns["select only"]
+    floor_udp = ns["udp select only"]
     rows = []
     for name, rs in results.items():
         info = sizes[name]
@@ -237,15 +394,19 @@ def run(quick: bool) -> None:
             name,
             f"{ns[name]:.0f}",
             span(r["ns"] for r in rs),
-            f"{round(ns[name] - floor_sel):+d}",
+            # UDP rows against the floor on UDP sockets, measured alongside.
+            f"{round(ns[name] - (floor_udp if name.startswith('udp') else floor_sel)):+d}",
             f"{round(ns[name] - floor_ret):+d}",
             f"{info.xlated_prog_len // 8} / {info.jited_prog_len}",
             paths[name],
         ])
 
     def kind(name: str) -> str:
+        name = name.removeprefix("udp ").removeprefix(WORKED)
         if name.startswith("rpctl"):
             return "rpctl's program"
+        if name.startswith("flow "):
+            return "UDP flow table keys"
         return "floor" if name.startswith(("return", "select")) else "ladder to rpctl weighted"
 
     figure = plots.bars(
@@ -284,8 +445,40 @@ the connections.
 
 {figure}
 
+UDP rows ("udp ..."): groups of {MEMBERS} UDP sockets, in the same rounds; each round
+sends {connections} datagrams to each, and "vs select only" is against the
+select-only floor on UDP sockets ("udp select only", {floor_udp:.0f} ns).  The
+datagrams of every UDP row but "new flows" come from {len(known.clients.socks):,} client
+sockets on fixed 4-tuples, each of which sent one datagram before the first
+round: every datagram is one of a flow already in the table (path: "flow
+table").  "udp rpctl, new flows" sends each datagram from a new source: a
+lookup that misses, the weighted table, and an insert.
+
+Goal: a datagram of a known flow within 60 ns of the select-only floor.
+Measured: **{round(ns["udp rpctl, known flow"] - floor_udp):+d} ns** ({ns["udp rpctl, known flow"]:.0f}
+against {floor_udp:.0f} ns; without flow affinity {round(ns["udp rpctl, no flows"] - floor_udp):+d} ns, a new
+flow {round(ns["udp rpctl, new flows"] - floor_udp):+d} ns).  The flow table's key
+(docs/decisions/0010): the same table keyed by the kernel's hash of the 4-tuple costs
+{round(ns["udp flow by hash"] - floor_udp):+d} ns over the floor, keyed by the 4-tuple itself
+{round(ns["udp flow by 4-tuple"] - floor_udp):+d} ns (a helper call to read the addresses and a
+12-byte key to hash).  An array of 4-way sets of one cache line each (no hash map:
+one inlined lookup, one line) costs {round(ns["udp flow in 4-way sets"] - floor_udp):+d} ns: with
+{len(known.clients.socks):,} flows taking turns, the flow table's entries are rarely in cache
+when their flow's next datagram comes, and what a lookup costs is the cache lines it
+misses: a hash map's bucket and element, the sets' one line.  With {FEW_FLOWS} flows
+taking turns (their entries stay in cache) a known flow costs
+**{round(ns[f"udp rpctl, known flow, {FEW_FLOWS} flows"] - floor_udp):+d} ns** in rpctl, the hash map's lookup alone
+{round(ns[f"udp flow by hash, {FEW_FLOWS} flows"] - floor_udp):+d} ns and the sets'
+{round(ns[f"udp flow in 4-way sets, {FEW_FLOWS} flows"] - floor_udp):+d} ns: what is left is the hash map's own work (a
+call, hashing the key again, the bucket walk and the LRU's reference bit).
+
 Goal: weighted within 25 ns of the select-only floor.  Measured:
-**{round(ns["rpctl weighted"] - floor_sel):+d} ns** ({ns["rpctl weighted"]:.0f} against {floor_sel:.0f} ns).
+**{round(ns["rpctl weighted"] - floor_sel):+d} ns** ({ns["rpctl weighted"]:.0f} against {floor_sel:.0f} ns) on idle
+listeners, and **{round(ns[WORKED + "rpctl weighted"] - ns[WORKED + "select only"]):+d} ns**
+({ns[WORKED + "rpctl weighted"]:.0f} against {ns[WORKED + "select only"]:.0f} ns) on listeners whose worker processes accept
+in a loop ("accepting workers": the program then shares the caches with busy
+processes, and each line it touches (ctl, the generation's header, the slot
+byte, the per-CPU counter) is more often a miss).
 rpctl's program is {sizes["rpctl weighted"].xlated_prog_len // 8} instructions, nearly all of them the
 unrolled fallback walk and the RSS hash; a weighted selection runs a few
 dozen of them.

@@ -88,7 +88,9 @@ class Selections:
 
     def placed(self) -> int:
         """Connections rpctl's program has placed so far."""
-        return sum(sum(t.values()) for t in self.group.member_totals())
+        from rpctl.controller import abi
+
+        return sum(abi.selections(t) for t in self.group.member_totals())
 
 
 def one_round(sel: Selections, name: str, seconds: float) -> dict:

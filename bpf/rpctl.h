@@ -50,9 +50,24 @@
 #define RP_RSS_INPUT_MAX 36
 #define RP_IFNAME_LEN 16
 
+/* UDP flow affinity (map "flows"): default capacity and idle timeout of a
+ * group's flow table.  An LRU_HASH entry of a 4-byte key and a 16-byte
+ * value takes about 100 bytes of kernel memory (see decision 0010). */
+#define RP_FLOW_TABLE_DEFAULT 65536
+#define RP_FLOW_IDLE_MS_DEFAULT 30000
+/* rp_flow.incarnation of no member: rp_gen.incarnation[] of an index that
+ * is not a member of the generation. */
+#define RP_NO_INCARNATION 0
+/* QUIC-LB server ids (plaintext): at most 4 bytes, so that an id and a
+ * member index fit one u64 of the generation's sorted lookup table. */
+#define RP_QUIC_MAX_SID_LEN 4
+/* An unused entry of rp_gen.quic_ids: sorts after every real entry. */
+#define RP_QUIC_NO_ID 0xffffffffffffffffULL
+
 /* rp_member.flags */
 enum rp_member_flag {
 	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
+	RP_MEMBER_QUIC = 1u << 1,      /* quic_server_id is set */
 };
 
 /* rp_policy.flags: per generation, so a drain flips with its table. */
@@ -66,9 +81,15 @@ enum rp_ctl_flag {
 	/* Loaded as SELECT_OR_MIGRATE: the program places the requests of a
 	 * closing listener.  Without it (kernels before 5.14) they are lost. */
 	RP_CTL_MIGRATE = 1u << 0,
+	/* UDP flow affinity: a datagram of a flow in the map "flows" goes to
+	 * the member the flow was placed on while that member's socket lives. */
+	RP_CTL_FLOWS = 1u << 1,
+	/* A UDP group that routes QUIC packets by the server id of their
+	 * connection id (quic_sid_len bytes after its first octet). */
+	RP_CTL_QUIC = 1u << 2,
 	/* Adaptive (rpctl serve): the program skips the members the map
 	 * "throttle" names while its lease runs (docs/decisions/0013). */
-	RP_CTL_ADAPTIVE = 1u << 2,
+	RP_CTL_ADAPTIVE = 1u << 3,
 };
 
 /* rp_ctl.proto */
@@ -104,6 +125,11 @@ struct rp_ctl {
 	__u16 _pad0;
 	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
+	/* Creation options, fixed for the group's life. */
+	__u32 flow_table_size; /* max_entries of the map "flows" */
+	__u32 flow_idle_ms;    /* a flow unseen this long is placed as new */
+	__u32 quic_sid_len;    /* RP_CTL_QUIC: server id bytes, 1..RP_QUIC_MAX_SID_LEN */
+	__u32 _pad1;
 };
 
 _Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
@@ -125,6 +151,12 @@ struct rp_gen {
 	__u64 published_ns;    /* CLOCK_REALTIME when this generation went live */
 	__u8 slots[RP_SLOTS];  /* hash & RP_SLOT_MASK -> member index */
 	__u32 live[RP_MAX_MEMBERS];
+	/* Member index -> the incarnation of the socket it holds in this
+	 * generation (rp_member.incarnation), RP_NO_INCARNATION when the index
+	 * is no member.  A flow remembers the incarnation it was placed on, so
+	 * an index freed and taken by a new socket does not inherit the old
+	 * socket's flows. */
+	__u32 incarnation[RP_MAX_MEMBERS];
 	__u32 rss_flags;       /* enum rp_rss_flag */
 	__u32 rss_indir_size;  /* used entries of rss_indir[] */
 	char pin_dev[RP_IFNAME_LEN];  /* RSS mode: the device the tables are from */
@@ -137,6 +169,11 @@ struct rp_gen {
 	 * of an input is the XOR over its bytes (the hash is linear).  Built
 	 * by the controller from the device's key. */
 	__u32 rss_hash[RP_RSS_INPUT_MAX][256];
+	/* RP_CTL_QUIC: server id << 32 | member index of every member with a
+	 * server id (draining ones too), sorted, padded with RP_QUIC_NO_ID, so
+	 * the program finds an id in 8 halvings and a change of ids flips with
+	 * the generation (docs/decisions/0011). */
+	__u64 quic_ids[RP_MAX_MEMBERS];
 };
 
 /* One member's policy in one generation. */
@@ -153,12 +190,16 @@ struct rp_member {
 	__u32 pid;             /* process serving the socket */
 	__u32 fd;              /* its fd number in that process */
 	__u32 flags;           /* enum rp_member_flag */
-	__u32 _pad0;
+	/* Bumped (never RP_NO_INCARNATION) whenever a new socket takes this
+	 * index; published into rp_gen.incarnation[]. */
+	__u32 incarnation;
 	__u64 registered_ns;   /* CLOCK_REALTIME at registration */
 	struct rp_policy policy[RP_GENERATIONS];
 	/* selected + fallback counted when the live generation was published,
 	 * so that an observed share can be told since the last change. */
 	__u64 base_selections[RP_GENERATIONS];
+	__u32 quic_server_id;  /* RP_MEMBER_QUIC: its QUIC-LB server id */
+	__u32 _pad0;
 };
 
 /* Map "member_stats", per CPU, indexed like the socket array. */
@@ -168,6 +209,10 @@ struct rp_member_stats {
 	                        * its member throttled (adaptive) */
 	__u64 migrated;        /* took a request from a closing listener */
 	__u64 pinned;          /* chosen as the member of its CPU or queue */
+	__u64 flow_datagrams;  /* UDP: sent to it by its flow in the flow table */
+	__u64 flows_created;   /* UDP: new flows (or idle ones) placed on it */
+	__u64 flows_reassigned; /* UDP: flows placed on it because their member was gone */
+	__u64 quic_routed;     /* QUIC packet sent to it by its server id */
 };
 
 /* Map "group_stats", per CPU, one element. */
@@ -178,8 +223,23 @@ struct rp_group_stats {
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
 	                        * recomputed for: weighted table */
+	/* UDP: entries the program added to the flow table.  The table's LRU
+	 * evicts silently and nobody else adds or deletes entries, so its
+	 * evictions are exactly flow_inserts minus the entries it holds. */
+	__u64 flow_inserts;
+	__u64 quic_unknown_server_id;  /* QUIC packet whose server id names no
+	                                * live member: flows/weights chose */
 	__u64 throttle_skips;  /* adaptive: slot's member throttled, re-hashed
 	                        * to another member */
+};
+
+/* Map "flows" (LRU_HASH, rp_ctl.flow_table_size entries), UDP groups with
+ * flow affinity.  Key: the kernel's hash of the datagram's 4-tuple
+ * (md->hash, a __u32): see decision 0010. */
+struct rp_flow {
+	__u32 member;          /* index in the socket array */
+	__u32 incarnation;     /* rp_gen.incarnation[member] when placed */
+	__u64 seen_ns;         /* CLOCK_MONOTONIC (coarse) when last refreshed */
 };
 
 /* Map "throttle", one element, adaptive groups: the members whose queue

@@ -4,6 +4,18 @@
  *
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array:
+ *   Q. QUIC groups (RP_CTL_QUIC): a Handshake or short-header packet goes
+ *      to the member whose QUIC-LB server id its connection id carries,
+ *      whatever its 4-tuple, while that member's socket lives (draining or
+ *      not), and its 4-tuple becomes (or stays) a flow of that member.
+ *      Initial and 0-RTT packets (ids the client chose), unroutable ids,
+ *      and ids that name no live member (counted) go on (rp_select_quic);
+ *   0. UDP groups with flow affinity (RP_CTL_FLOWS): a datagram of a flow
+ *      in the flow table, fresh, whose member's socket lives (the same
+ *      socket: same incarnation) goes to that member, even a draining or
+ *      weightless one.  Other datagrams go on, and whatever steps 2-5
+ *      choose is remembered for their flow (rp_flow_follow and
+ *      rp_flow_remember);
  *   1. a request migrating from a closing listener goes to step 3: it has
  *      no arrival CPU or queue of its own (the program runs on the CPU that
  *      closes the listener);
@@ -69,9 +81,59 @@ enum rp_outcome {
 	RP_FALLBACK,
 	RP_MIGRATED,
 	RP_PINNED,
+	RP_FLOW,
+	RP_QUIC_ROUTED,
 };
 
-static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
+/* What the flow table knew of a datagram's flow (step 0), and so what
+ * must be remembered once steps 2-5 have chosen. */
+enum rp_flow_state {
+	RP_FLOW_NONE,      /* TCP, or a group without flow affinity */
+	RP_FLOW_NEW,       /* not in the table */
+	RP_FLOW_IDLE,      /* in the table, unseen for the idle timeout: as new */
+	RP_FLOW_GONE,      /* its member's socket closed or was replaced */
+};
+
+struct rp_flow_pick {
+	__u32 key;         /* md->hash: the flow table's key */
+	__u32 state;       /* enum rp_flow_state */
+	__u64 now;         /* bpf_ktime_get_coarse_ns() */
+};
+
+static __always_inline struct rp_group_stats *rp_group_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+}
+
+/* Step 0's second half: the flow goes to idx from now on.  A new flow is
+ * inserted only if still absent (another CPU may have placed it
+ * meanwhile), so that flow_inserts counts exactly the entries added; an
+ * idle or orphaned one is overwritten, or inserted again if the LRU
+ * evicted it since the lookup.  A failed insert (table full and every
+ * entry in use by other CPUs) still leaves the datagram placed. */
+static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
+{
+	struct rp_flow f = {
+		.member = idx,
+		.incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)],
+		.seen_ns = fp->now,
+	};
+	struct rp_group_stats *gs;
+
+	if (fp->state != RP_FLOW_NEW && bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_EXIST) == 0)
+		return;
+	if (bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_NOEXIST))
+		return;
+	gs = rp_group_stats();
+	if (gs)
+		gs->flow_inserts++;
+}
+
+/* Count a selection of member idx; with a flow to remember, remember it. */
+static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp_outcome outcome,
+					    struct rp_flow_pick *fp)
 {
 	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
 
@@ -84,15 +146,61 @@ static __always_inline void rp_count_member(__u32 idx, enum rp_outcome outcome)
 		st->fallback++;
 	else if (outcome == RP_MIGRATED)
 		st->migrated++;
-	else
+	else if (outcome == RP_PINNED)
 		st->pinned++;
+	else if (outcome == RP_QUIC_ROUTED)
+		st->quic_routed++;
+	else
+		st->flow_datagrams++;
+	if (fp->state == RP_FLOW_NONE || outcome == RP_FLOW)
+		return;
+	if (fp->state == RP_FLOW_GONE)
+		st->flows_reassigned++;
+	else
+		st->flows_created++;
+	rp_flow_remember(fp, g, idx);
 }
 
-static __always_inline struct rp_group_stats *rp_group_stats(void)
+/* Step 0: the member that the flow of this datagram was placed on.
+ * Returns 0 when it took the datagram; otherwise fp->state says what the
+ * table knew, and steps 2-5 place the datagram.  The entry's last-seen
+ * time is refreshed in place, and only once a quarter of the idle timeout
+ * has passed: a busy flow does not write its shared entry on every
+ * datagram. */
+static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					  struct rp_flow_pick *fp)
 {
-	__u32 zero = 0;
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
+	struct rp_flow *f;
+	__u32 idx;
 
-	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
+		return -1;
+	}
+	/* A refresh on another CPU may be newer than our clock reading. */
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (age > idle) {
+		fp->state = RP_FLOW_IDLE;
+		return -1;
+	}
+	idx = f->member;
+	/* The incarnation tells the member's socket from a socket that took
+	 * its index later (and RP_NO_INCARNATION an index of no member). */
+	fp->state = RP_FLOW_GONE;
+	if (idx >= RP_MAX_MEMBERS || f->incarnation == RP_NO_INCARNATION ||
+	    f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
+		return -1;
+	/* Fails when the socket closed: the kernel emptied its entry. */
+	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
+		return -1;
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
+	rp_count_member(g, idx, RP_FLOW, fp);
+	return 0;
 }
 
 /* The slot of re-hash number `attempt` of a flow's hash: murmur3's
@@ -183,10 +291,142 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 	return 0;
 }
 
+/* A QUIC packet its server id sent to member idx: its 4-tuple is a flow
+ * of idx from now on, so that the member's live flows (what a drain waits
+ * for) count its connections, on every path they use (a migrated
+ * connection's new 4-tuple too).  A fresh entry of idx is refreshed like
+ * in step 0; any other makes fp say what rp_count_member remembers. */
+static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					 struct rp_flow_pick *fp, __u32 idx)
+{
+	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
+	struct rp_flow *f;
+
+	fp->key = md->hash;
+	fp->now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
+	if (!f) {
+		fp->state = RP_FLOW_NEW;
+		return;
+	}
+	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
+	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)]) {
+		fp->state = RP_FLOW_GONE;
+		return;
+	}
+	if (age > idle >> 2)
+		f->seen_ns = fp->now;
+	fp->state = age > idle ? RP_FLOW_IDLE : RP_FLOW_NONE;
+}
+
+/* QUIC (RFC 9000, 17.2; RFC 9369 for version 2).  Bytes of the UDP payload
+ * the program reads: a long header's first byte, version and DCID length,
+ * then the connection id's first octet and at most RP_QUIC_MAX_SID_LEN
+ * server id bytes.  Every QUIC packet that carries a server-chosen id is
+ * longer (a short header adds a packet number and a 16-byte AEAD tag). */
+#define RP_QUIC_LONG_DCID 6     /* 1 + version (4) + DCID length (1) */
+#define RP_QUIC_SHORT_DCID 1
+#define RP_QUIC_PEEK (RP_QUIC_LONG_DCID + 1 + RP_QUIC_MAX_SID_LEN)
+#define RP_QUIC_LONG_HEADER 0x80
+#define RP_QUIC_V1 0x00000001
+#define RP_QUIC_V2 0x6b3343cf
+#define RP_QUIC_HANDSHAKE_V1 2  /* long packet types: bits 5-4 of byte 0 */
+#define RP_QUIC_HANDSHAKE_V2 3
+#define RP_QUIC_UNROUTABLE 7    /* config rotation bits 0b111 */
+#define RP_UDP_HEADER 8         /* md->data points at the UDP header */
+
+/* The server id after a connection id's first octet (len bytes, big
+ * endian); -1 when its config rotation bits say unroutable. */
+static __always_inline int rp_quic_sid(const __u8 *cid, __u32 len, __u32 *sid)
+{
+	__u32 v = 0, i;
+
+	if (cid[0] >> 5 == RP_QUIC_UNROUTABLE)
+		return -1;
+#pragma unroll
+	for (i = 0; i < RP_QUIC_MAX_SID_LEN; i++)
+		if (i < len)
+			v = v << 8 | cid[1 + i];
+	*sid = v;
+	return 0;
+}
+
+/* The member index of server id sid: a lower bound over the sorted
+ * quic_ids in a fixed 8 halvings (RP_MAX_MEMBERS entries), then one
+ * compare.  Returns 0 and sets *idx, or -1. */
+static __always_inline int rp_quic_member(struct rp_gen *g, __u32 sid, __u32 *idx)
+{
+	__u64 want = (__u64)sid << 32, e;
+	__u32 pos = 0, step;
+
+#pragma unroll
+	for (step = RP_MAX_MEMBERS / 2; step; step >>= 1)
+		if (g->quic_ids[(pos + step - 1) & (RP_MAX_MEMBERS - 1)] < want)
+			pos += step;
+	e = g->quic_ids[pos & (RP_MAX_MEMBERS - 1)];
+	if (e == RP_QUIC_NO_ID || e >> 32 != sid)
+		return -1;
+	*idx = (__u32)e;
+	return 0;
+}
+
+/* QUIC groups: a packet whose connection id the server chose (Handshake,
+ * short header) goes to the member its server id names, while that
+ * member's socket lives: connection migration and NAT rebinding change
+ * the 4-tuple, not the id.  Initial and 0-RTT packets carry an id the
+ * client made up, and other versions are unknown: the flow table and
+ * weights place them.  Returns 0 when it took the datagram. */
+static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					  struct rp_flow_pick *fp)
+{
+	struct rp_group_stats *gs;
+	__u8 b[RP_QUIC_PEEK];
+	__u32 version, type, sid, idx, len = ctl->quic_sid_len;
+
+	const __u8 *data = md->data, *end = md->data_end;
+	__u32 i;
+
+	/* In place when the skb's linear part holds the bytes (a helper call
+	 * less on every datagram); else through the helper, which also reads
+	 * paged data.  Too short for a server-chosen id: not one. */
+	if (data + RP_UDP_HEADER + RP_QUIC_PEEK <= end) {
+#pragma unroll
+		for (i = 0; i < RP_QUIC_PEEK; i++)
+			b[i] = data[RP_UDP_HEADER + i];
+	} else if (bpf_skb_load_bytes(md, RP_UDP_HEADER, b, RP_QUIC_PEEK)) {
+		return -1;
+	}
+	if (b[0] & RP_QUIC_LONG_HEADER) {
+		version = (__u32)b[1] << 24 | (__u32)b[2] << 16 | (__u32)b[3] << 8 | b[4];
+		type = (b[0] >> 4) & 3;
+		if (!((version == RP_QUIC_V1 && type == RP_QUIC_HANDSHAKE_V1) ||
+		      (version == RP_QUIC_V2 && type == RP_QUIC_HANDSHAKE_V2)))
+			return -1;
+		if (b[RP_QUIC_LONG_DCID - 1] < 1 + len)
+			return -1;
+		if (rp_quic_sid(b + RP_QUIC_LONG_DCID, len, &sid))
+			return -1;
+	} else if (rp_quic_sid(b + RP_QUIC_SHORT_DCID, len, &sid)) {
+		return -1;
+	}
+	if (rp_quic_member(g, sid, &idx) == 0 &&
+	    bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+		if (ctl->flags & RP_CTL_FLOWS)
+			rp_flow_keep(md, ctl, g, fp, idx);
+		rp_count_member(g, idx, RP_QUIC_ROUTED, fp);
+		return 0;
+	}
+	/* No member has this id, or its socket closed. */
+	gs = rp_group_stats();
+	if (gs)
+		gs->quic_unknown_server_id++;
+	return -1;
+}
+
 /* Pinned modes: select the member of this CPU or queue.  Returns 0 when
  * it took the connection; otherwise the weighted table decides, and the
  * group counter names why. */
-static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g)
+static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	__u32 key, idx;
@@ -212,7 +452,7 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
 	 * never selected, a gone one's entry is empty; both fall back. */
 	if (!(idx & RP_PIN_UNAVAILABLE) && bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-		rp_count_member(idx, RP_PINNED);
+		rp_count_member(g, idx, RP_PINNED, fp);
 		return 0;
 	}
 	gs = rp_group_stats();
@@ -231,7 +471,8 @@ static __always_inline int rp_throttled(struct rp_throttle *t, __u32 idx)
  * and the lease runs, select an unthrottled member of the re-hashed table
  * (as rp_fallback does for a gone one).  Returns 0 when it took the
  * connection; otherwise the slot's member is tried as in a plain group. */
-static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct rp_gen *g, __u32 first)
+static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct rp_gen *g, __u32 first,
+					      struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	struct rp_throttle *t;
@@ -253,7 +494,7 @@ static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct
 		if (rp_throttled(t, idx))
 			continue;
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(idx, RP_FALLBACK);
+			rp_count_member(g, idx, RP_FALLBACK, fp);
 			return 0;
 		}
 	}
@@ -275,7 +516,7 @@ static __always_inline int rp_migrating(struct sk_reuseport_md *md)
  * value kept across its helper calls would have clang spill registers on
  * rp_select's common path too (a call may change md and g, so these are
  * loads after the first select, never copies). */
-static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g)
+static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
 {
 	struct rp_group_stats *gs;
 	__u32 n = g->n_live, idx, start, i, j;
@@ -292,7 +533,7 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 		for (i = 0; i < RP_REHASH_TRIES; i++) {
 			idx = g->slots[rp_rehash_slot(md->hash, i)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
 				return SK_PASS;
 			}
 		}
@@ -318,7 +559,7 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
 			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
+				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
 				return SK_PASS;
 			}
 		}
@@ -333,11 +574,13 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 
 int rp_select(struct sk_reuseport_md *md)
 {
+	struct rp_flow_pick fp;
 	struct rp_ctl *ctl;
 	struct rp_gen *g;
 	__u32 zero = 0, gen, idx;
 	int migrating;
 
+	fp.state = RP_FLOW_NONE;
 	/* Element 0 of an array always exists: these checks only satisfy
 	 * the verifier.  SK_PASS without a choice lets the kernel select. */
 	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
@@ -351,9 +594,19 @@ int rp_select(struct sk_reuseport_md *md)
 	/* A closing listener hands over a queued or half-open request. */
 	migrating = rp_migrating(md);
 
+	/* QUIC groups: a server-chosen connection id names its member. */
+	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
+		return SK_PASS;
+
+	/* TCP's cost of flow affinity: this test of a field of the ctl
+	 * element it has read anyway, and a test of fp.state after the
+	 * selection (migrating requests are TCP's: never here). */
+	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
+		return SK_PASS;
+
 	/* The weighted path's only cost of the pinned modes: this test of a
 	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g) == 0)
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
 		return SK_PASS;
 
 	/* Weighted table of the live generation: one byte in the element
@@ -362,13 +615,14 @@ int rp_select(struct sk_reuseport_md *md)
 		idx = g->slots[md->hash & RP_SLOT_MASK];
 		/* A plain group's only cost of adaptive steering: this test of
 		 * a field of the ctl element it has looked up anyway.  A
-		 * migrating request is not new work: it goes where it must. */
-		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx) == 0)
+		 * migrating request is not new work: it goes where it must.
+		 * (Adaptive groups are TCP: no flow or QUIC step came first.) */
+		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, &fp) == 0)
 			return SK_PASS;
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(idx, migrating ? RP_MIGRATED : RP_SELECTED);
+			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
 			return SK_PASS;
 		}
 	}
-	return rp_fallback(md, g);
+	return rp_fallback(md, g, &fp);
 }

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from rpctl.controller.errors import ExitStatus
 
-from .common import Environment, add_command, group_option, port_number
+from .common import Environment, add_command, group_option, group_options, group_options_of, port_number
 
 if TYPE_CHECKING:
     from rpctl.controller.adopt import AdoptResult
@@ -40,7 +40,8 @@ def cmd_adopt(env: Environment, args) -> ExitStatus:
     from rpctl.controller import adopt
 
     results = adopt.adopt(
-        args.port, group=args.group, name_format=args.name_format, proto=args.proto, addr=args.addr
+        args.port, group=args.group, name_format=args.name_format, proto=args.proto, addr=args.addr,
+        options=group_options_of(args),
     )
     for line in adopt_lines(results):
         env.out(line)
@@ -70,3 +71,4 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--proto", choices=("tcp", "udp"), help="when the port has TCP and UDP sockets: which")
     p.add_argument("--addr", metavar="A", help="when the port has sockets on several addresses: which")
+    group_options(p)

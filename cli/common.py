@@ -113,6 +113,46 @@ def json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
     p.add_argument("--json", action="store_true", help=help)
 
 
+def prometheus_options(p: argparse.ArgumentParser, window: bool = False) -> None:
+    """--prometheus URL and --match SELECTOR (and --window): read every host's groups through a
+    Prometheus server that scrapes their `rpctl metrics` instead of this host's maps."""
+    p.add_argument("--prometheus", metavar="URL",
+                   help="read the groups of every host a Prometheus server scrapes (its HTTP API) "
+                        "instead of this host's")
+    p.add_argument("--match", metavar="SELECTOR",
+                   help='with --prometheus: only these series, e.g. \'{instance=~"web-.*",group="api"}\'')
+    if window:
+        p.add_argument("--window", metavar="DURATION",
+                       help="with --prometheus: observed shares and rates over this long (default 1m; "
+                            "at least two scrape intervals)")
+
+
+def group_options(p: argparse.ArgumentParser) -> None:
+    """The options a command that may create a group takes (controller/options.py)."""
+    p.add_argument(
+        "--flow-affinity", action=argparse.BooleanOptionalAction, default=None,
+        help="UDP: keep each flow on the member it was placed on while that member's socket lives "
+             "(default: on; --no-flow-affinity when the group is created)",
+    )
+    p.add_argument("--flow-table-size", type=int, metavar="N", default=None,
+                   help="UDP: flows the group's table remembers (default 65536; set when the group is created)")
+    p.add_argument("--flow-idle-timeout", type=float, metavar="SECONDS", default=None,
+                   help="UDP: a flow silent this long is placed as new (default 30; set when the group is created)")
+    p.add_argument("--quic", action="store_true", default=None,
+                   help="UDP: route QUIC packets by the QUIC-LB server id of their connection id "
+                        "(set when the group is created)")
+    p.add_argument("--quic-server-id-length", type=int, metavar="N", default=None,
+                   help="with --quic: bytes of a member's QUIC-LB server id (default 1, range 1..4)")
+
+
+def group_options_of(args):
+    """The GroupOptions of parsed group_options() flags (None for those not given)."""
+    from rpctl.controller.options import GroupOptions
+
+    return GroupOptions(args.flow_affinity, args.flow_table_size, args.flow_idle_timeout, args.quic,
+                        args.quic_server_id_length)
+
+
 def port_number(text: str) -> int:
     """argparse type of a port: 1..65535."""
     try:
@@ -141,9 +181,13 @@ def parse_assignments(items: list[str], what: str = "weight") -> dict[str, int]:
     return out
 
 
-def drain_progress(queued: int, handshakes: Optional[int]) -> str:
+def drain_progress(queued: int, handshakes: Optional[int], flows: Optional[int] = None) -> str:
     """One progress line of a drain (`drain --wait`, restart, rollout): what is queued
-    on the member, and the port's handshakes (not the member's: sock_diag cannot tell)."""
-    if handshakes is None:
-        return f"{queued} queued"
-    return f"{queued} queued, {handshakes} in handshake on the port"
+    on the member, the port's handshakes (not the member's: sock_diag cannot tell),
+    and the live UDP flows that still go to the member (None: no flow table)."""
+    text = f"{queued} queued"
+    if flows is not None:
+        text += f", {flows} live flow{'' if flows == 1 else 's'}"
+    if handshakes is not None:
+        text += f", {handshakes} in handshake on the port"
+    return text

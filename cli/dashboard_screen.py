@@ -24,11 +24,15 @@ from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 
-from rpctl.controller.views import STATES, GroupView, MemberView
+from rpctl.controller.abi import SELECTION_COUNTERS
+from rpctl.controller.views import ACTIVE, STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, pct, pin_text, unmanaged_warning
+from .text import (
+    STATE_STYLE, UNREACHABLE, counter_texts, flow_table_text, mode_text, pct, pin_text,
+    rate_text, rate_unit, unmanaged_warning,
+)
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -84,7 +88,7 @@ EVENT_STYLE = {
 
 def member_total(m: MemberView) -> int:
     """Every connection (datagram) the program placed on the member, however it chose it."""
-    return m.selected + m.fallback + m.migrated + m.pinned
+    return sum(getattr(m, name) for name in SELECTION_COUNTERS)
 
 
 class _Series:
@@ -158,7 +162,7 @@ class History:
         seen = set()
         for g in snap.groups:
             for m in g.members:
-                k = self.key(g.name, m)
+                k = self.key(g.ref, m)
                 seen.add(k)
                 series = self.series.get(k)
                 if series is None:
@@ -190,7 +194,7 @@ class History:
 
         None for all when nothing arrived then: an idle group has no observed share.
         """
-        counts = {m.name: self.recent(g.name, m, seconds) or 0.0 for m in g.members}
+        counts = {m.name: self.recent(g.ref, m, seconds) or 0.0 for m in g.members}
         total = sum(counts.values())
         return {name: (c / total if total > 0 else None) for name, c in counts.items()}
 
@@ -198,7 +202,7 @@ class History:
         return self.shares(g, seconds).get(m.name)
 
     def group_rate(self, g: GroupView, seconds: float = RATE_WINDOW) -> Optional[float]:
-        rates = [self.rate(g.name, m, seconds) for m in g.members]
+        rates = [self.rate(g.ref, m, seconds) for m in g.members]
         known = [r for r in rates if r is not None]
         return sum(known) if known else None
 
@@ -246,8 +250,8 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
     def ev(group: str, kind: str, text: str, member: Optional[str] = None) -> None:
         out.append(Event(cur.time, cur.wall, group, kind, text, member))
 
-    before = {g.name: g for g in prev.groups}
-    after = {g.name: g for g in cur.groups}
+    before = {g.ref: g for g in prev.groups}
+    after = {g.ref: g for g in cur.groups}
     for name in before:
         if name not in after:
             ev(name, "group-", f"group {name} removed")
@@ -278,8 +282,9 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
                     ev(name, "drain", f"{mname} drain started (queue {_opt(m.queue)})", mname)
                 if p.draining and not m.draining:
                     ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
-                if m.draining and m.queue == 0 and (not p.draining or p.queue != 0 or p.gone):
-                    ev(name, "drained", f"{mname} drained (queue empty)", mname)
+                if m.state == "drained" and p.state != "drained":
+                    why = "queue empty" if m.flows is None else "queue empty, no live flow"
+                    ev(name, "drained", f"{mname} drained ({why})", mname)
                 if m.throttled is not None and p.throttled is None:
                     ev(name, "throttled", f"{mname} throttled ({m.throttled})", mname)
                 if p.throttled is not None and m.throttled is None:
@@ -308,20 +313,6 @@ def _count(n: Optional[int]) -> str:
     return f"{n / 1_000_000:.0f}M"
 
 
-def _rate(r: Optional[float]) -> str:
-    if r is None:
-        return "-"
-    if r < 10:
-        return f"{r:.1f}"
-    if r < 100_000:
-        return f"{r:.0f}"
-    return f"{r / 1000:.0f}k"
-
-
-def _unit(g: GroupView) -> str:
-    return "conn/s" if g.proto == "tcp" else "dgram/s"
-
-
 def _state_text(m: MemberView) -> Text:
     state = m.state
     return Text(f"{STATE_SYMBOL.get(state, '?')} {state}", style=STATE_STYLE.get(state, ""))
@@ -332,10 +323,10 @@ def _cut(s: str, width: int) -> str:
 
 
 # Columns in the order they are shown; DROP_ORDER says which go first when space runs out.
-COLUMNS = ("name", "pid", "state", "weight", "target", "observed", "rate", "spark", "queue", "migrated",
+COLUMNS = ("name", "pid", "state", "weight", "target", "observed", "rate", "spark", "queue", "flows", "migrated",
            "fallback", "pin")
-DROP_ORDER = ("pid", "pin", "fallback", "migrated", "spark", "queue", "target", "weight", "rate", "observed")
-RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "migrated", "fallback"}
+DROP_ORDER = ("pid", "pin", "fallback", "migrated", "spark", "queue", "flows", "target", "weight", "rate", "observed")
+RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "flows", "migrated", "fallback"}
 
 
 def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[str, Optional[float]]) -> dict:
@@ -346,8 +337,9 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "weight": str(m.weight),
         "target": pct(m.target_share),
         "observed": pct(shares.get(m.name)),
-        "rate": _rate(history.rate(g.name, m)),
+        "rate": rate_text(m.rate if m.rate is not None else history.rate(g.ref, m)),
         "queue": _opt(m.queue),
+        "flows": _opt(m.flows),
         "migrated": _count(m.migrated),
         "fallback": _count(m.fallback),
         "pin": pin_text(g, m),
@@ -357,8 +349,8 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
 def _headers(g: GroupView, spark_width: int) -> dict[str, str]:
     return {
         "name": "member", "pid": "pid", "state": "state", "weight": "weight", "target": "target",
-        "observed": "observed", "rate": _unit(g), "spark": f"last {spark_width}s", "queue": "queue",
-        "migrated": "migrated", "fallback": "fallback", "pin": "pin",
+        "observed": "observed", "rate": rate_unit(g), "spark": f"last {spark_width}s", "queue": "queue",
+        "flows": "flows", "migrated": "migrated", "fallback": "fallback", "pin": "pin",
     }
 
 
@@ -385,23 +377,25 @@ def choose_columns(widths: dict[str, int], width: int) -> tuple[list[str], int]:
 
 def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
     """Group header segments, packed greedily into lines of `width` (a segment is never split)."""
-    rate = history.group_rate(g)
+    rate = history.group_rate(g) if g.instance is None else sum(m.rate or 0.0 for m in g.members)
     migrated = sum(m.migrated for m in g.members)
     fallback = sum(m.fallback for m in g.members)
     counts = collections.Counter(m.state for m in g.members)
     states = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
     segments = [
+        *([Text(g.instance, style="bold")] if g.instance is not None else []),
         Text(g.name, style="bold reverse"),
         Text(g.endpoint, style="bold"),
         Text(f"{g.proto} {mode_text(g)}", style="bold" if g.mode != "weighted" else ""),
         Text(f"prog {g.prog_id}"),
-        Text(f"{_rate(rate)} {_unit(g)}", style="bold"),
+        Text(f"{rate_text(rate)} {rate_unit(g)}", style="bold"),
         # Without listener migration (kernel < 5.14) a closing member's queue is not placed by
         # the program: "migrated 0" would read as "nothing to migrate".
         Text(f"migrated {_count(migrated)}") if g.migration else Text("no migration", style="yellow"),
         Text(f"fallback {_count(fallback)}"),
         # The group's counters under their one name; the pin ones in pinned modes only.
         *(Text(text) for text in counter_texts(g, _count)),
+        *([Text(flow_table_text(g) or "")] if g.flow_table is not None else []),
         Text(f"{len(g.members)} members" + (f" ({states})" if states else "")),
     ]
     lines: list[Text] = []
@@ -449,16 +443,19 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     computed anyway to choose the columns, and a Table costs about ten times
     the CPU per frame, which a dashboard left running pays four times a second.
     """
-    shares = history.shares(g)
+    shares = history.shares(g) if g.instance is None else {m.name: m.observed_share for m in g.members}
     shown = g.members if len(g.members) <= rows else pick_rows(g.members, max(0, rows - 1))
     cells = [_member_cells(g, m, history, shares) for m in shown]
     heads = _headers(g, SPARK_MAX)
-    widths = column_widths({c: heads[c] for c in COLUMNS if c != "spark"}, cells)
+    # The flows column only for a group with a flow table (UDP with flow affinity).
+    widths = column_widths(
+        {c: heads[c] for c in COLUMNS if c != "spark" and (c != "flows" or g.flow_table is not None)}, cells
+    )
     columns, spark = choose_columns(widths, width)
     heads = _headers(g, spark)
     if spark:
         # One scale for the whole group: a member at half the rate of another shows half as tall.
-        rates = [history.per_second(g.name, m, spark) for m in shown]
+        rates = [history.per_second(g.ref, m, spark) for m in shown]
         top = max((v for rate in rates for v in rate if v is not None), default=0.0)
         for r, rate in zip(cells, rates):
             r["spark"] = Text(sparkline(rate, top), style="green")
@@ -470,9 +467,43 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
         picked = {id(m) for m in shown}
         rest = [m for m in g.members if id(m) not in picked]
         out.append(Text(_summary(rest), style="dim italic", no_wrap=True, overflow="ellipsis"))
-    if not g.members:
+    if g.unreachable:
+        out.append(Text(UNREACHABLE, style="bold red", no_wrap=True, overflow="ellipsis"))
+    elif not g.members:
         out.append(Text("no members", style="dim", no_wrap=True, overflow="ellipsis"))
     return out
+
+
+# A share further than this from its target needs a look (RpctlShareOffTarget's threshold).
+OFF_TARGET = 0.1
+
+
+def look_score(g: GroupView) -> tuple[bool, bool, int, int, float]:
+    """Why a group needs a look, compared most urgent first: its exporter is down, no active
+    member, members gone, unmanaged listeners, the share furthest off its target (an active
+    member's)."""
+    off = max((abs(m.observed_share - m.target_share) for m in g.members
+               if m.observed_share is not None and m.state == ACTIVE), default=0.0)
+    return (g.unreachable, not any(m.state == ACTIVE for m in g.members), sum(m.gone for m in g.members),
+            len(g.unmanaged or []), off)
+
+
+def needs_a_look(g: GroupView) -> bool:
+    unreachable, no_active, gone, unmanaged, off = look_score(g)
+    return unreachable or no_active or gone > 0 or unmanaged > 0 or off > OFF_TARGET
+
+
+def by_urgency(groups: list[GroupView]) -> list[GroupView]:
+    """The groups that most need a look first; the others keep their order."""
+    return sorted(groups, key=look_score, reverse=True)
+
+
+def _more_groups(rest: list[GroupView], fleet: bool) -> str:
+    """The line that stands for the groups that did not fit."""
+    if not fleet:
+        return f"+{len(rest)} more groups: {', '.join(g.name for g in rest)}"
+    looks = sum(needs_a_look(g) for g in rest)
+    return f"... and {len(rest)} more groups, " + (f"{looks} of them need a look" if looks else "all healthy")
 
 
 def _event_line(e: Event, now: float, width: int) -> Text:
@@ -518,6 +549,10 @@ def render(snapshot: Snapshot, history: History, width: int, height: int, hint: 
     width = max(20, width)
     height = max(3, height)
     groups = snapshot.groups
+    # Many hosts through Prometheus: what needs a look comes first, the healthy rest is summarised.
+    fleet = any(g.instance is not None for g in groups)
+    if fleet:
+        groups = by_urgency(groups)
     title = Text(no_wrap=True, overflow="ellipsis")
     title.append("rpctl dashboard", style="bold")
     title.append(f"  {len(groups)} group{'s' if len(groups) != 1 else ''}")
@@ -540,11 +575,16 @@ def render(snapshot: Snapshot, history: History, width: int, height: int, hint: 
 
     headers = [_header_lines(g, history, width) for g in groups]
     # Groups that do not get even a header, a table header and one row are summarised in one line.
+    # Across hosts a group is shown whole or not at all (the first one, cut, if nothing else fits):
+    # a host's header with its members summarised away says nothing the summary line does not.
+    least = [max(1, len(g.members)) if fleet else 1 for g in groups]
     shown_groups = len(groups)
     while shown_groups:
         chrome = sum(len(h) + 1 for h in headers[:shown_groups])
         extra = 1 if shown_groups < len(groups) else 0
-        if chrome + shown_groups + extra + footer_min <= left:
+        if chrome + sum(least[:shown_groups]) + extra + footer_min <= left:
+            break
+        if shown_groups == 1 and fleet:
             break
         shown_groups -= 1
     chrome = sum(len(h) + 1 for h in headers[:shown_groups])
@@ -557,8 +597,7 @@ def render(snapshot: Snapshot, history: History, width: int, height: int, hint: 
         parts.extend(_group_table(g, history, width, r))
         left -= len(head) + 1 + r
     if more_groups:
-        names = ", ".join(g.name for g in groups[shown_groups:])
-        parts.append(Text(f"+{more_groups} more groups: {names}", style="dim italic", no_wrap=True,
+        parts.append(Text(_more_groups(groups[shown_groups:], fleet), style="dim italic", no_wrap=True,
                           overflow="ellipsis"))
         left -= 1
 

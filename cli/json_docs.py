@@ -30,6 +30,12 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "fallback": m.fallback,
         "migrated": m.migrated,
         "pinned": m.pinned,
+        "flow_datagrams": m.flow_datagrams,
+        "flows_created": m.flows_created,
+        "flows_reassigned": m.flows_reassigned,
+        "flows": m.flows,
+        "quic_routed": m.quic_routed,
+        "quic_server_id": m.quic_server_id,
         "pins": list(m.pins),
         "selected_since_change": m.since_publish,
         "queue": m.queue,
@@ -48,9 +54,16 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "pin_device": g.pin_dev or None,
         "migration": g.migration,
         "adaptive": g.adaptive,
+        "quic_server_id_length": g.quic_server_id_length or None,
         "generation": g.gen,
         "published_ns": g.published_ns,
         "counters": g.counters,
+        "flow_table": None if g.flow_table is None else {
+            "size": g.flow_table.size,
+            "entries": g.flow_table.entries,
+            "evictions": g.flow_table.evictions,
+            "idle_timeout": g.flow_idle_timeout,
+        },
         "members": [member_json(m) for m in g.members],
         "unmanaged": None if g.unmanaged is None else [
             {"pid": u.pid, "comm": u.comm, "cookie": u.cookie, "inode": u.inode} for u in g.unmanaged
@@ -70,6 +83,35 @@ def weights_json(g: GroupView) -> dict[str, Any]:
     return {
         "group": g.name,
         "members": [{k: v for k, v in member_json(m).items() if k in WEIGHTS_KEYS} for m in g.members],
+    }
+
+
+# The keys of `rpctl status --prometheus --json`: what Prometheus knows of a group and a member.
+FLEET_GROUP_KEYS = ("name", "protocol", "address", "port", "program_id", "mode", "migration", "counters")
+FLEET_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected", "fallback", "migrated",
+              "pinned", "queue")
+
+
+def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[str, Any]:
+    """Groups read through Prometheus: each with its `instance`; each member's `rate` and
+    `observed_share` are over `window` (Prometheus' rate())."""
+    return {
+        "prometheus": source,
+        "window": window,
+        "groups": [
+            {
+                "instance": g.instance,
+                "exporter_up": not g.unreachable,
+                **{k: v for k, v in group_json(g).items() if k in FLEET_GROUP_KEYS},
+                "unmanaged_listeners": None if g.unmanaged is None else len(g.unmanaged),
+                "members": [
+                    {**{k: v for k, v in member_json(m).items() if k in FLEET_KEYS},
+                     "rate": None if m.rate is None else round(m.rate, 3)}
+                    for m in g.members
+                ],
+            }
+            for g in groups
+        ],
     }
 
 

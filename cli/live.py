@@ -1,7 +1,8 @@
 """The live view of `rpctl dashboard` and `rpctl demo`: poll, render, redraw.
 
 It only reads: the pinned maps (through controller.views.read_views) and the
-queue depths sock_diag reports.  Nothing is written and nothing is held
+queue depths sock_diag reports, or, for many hosts, a Prometheus server
+(controller.prometheus_source).  Nothing is written and nothing is held
 open between polls, so starting, stopping or killing a dashboard never
 changes how connections are steered.  Rates, recent shares and events are
 computed from successive polls (dashboard_screen.History).
@@ -29,8 +30,8 @@ MAX_INTERVAL = 60.0
 QUIT_KEYS = (b"q", b"Q", b"\x03")  # \x03: Ctrl-C, should the terminal not turn it into SIGINT
 
 
-def poll(group: Optional[str]):
-    """One Snapshot of the group asked for, or of every group.
+def local_read(group: Optional[str]) -> Callable[[], list]:
+    """What a poll reads on this host: the group asked for, or every group.
 
     A group removed while we read is not an error: the dashboard shows it
     gone (an event) and goes on.
@@ -38,13 +39,38 @@ def poll(group: Optional[str]):
     from rpctl.controller.errors import NotFound
     from rpctl.controller.views import read_views
 
+    def read() -> list:
+        try:
+            return read_views(group=group)
+        except NotFound:
+            return []
+
+    return read
+
+
+def fleet_read(read: Callable[[], list]) -> Callable[[], list]:
+    """What a poll reads through Prometheus: `read`, or the groups of the last poll that could
+    read when this one cannot (the server restarts, the network hiccups): the dashboard goes
+    on, and its events say nothing that did not happen."""
+    from rpctl.controller.errors import RpctlError
+
+    last: list = []
+
+    def poll_fleet() -> list:
+        try:
+            last[:] = read()
+        except RpctlError:
+            pass
+        return list(last)
+
+    return poll_fleet
+
+
+def poll(read: Callable[[], list]):
+    """One Snapshot of what `read` returns (local_read, fleet_read)."""
     from .dashboard_screen import Snapshot
 
-    try:
-        found = read_views(group=group)
-    except NotFound:
-        found = []
-    return Snapshot(time=time.monotonic(), groups=found, wall=time.time())
+    return Snapshot(time=time.monotonic(), groups=read(), wall=time.time())
 
 
 class _Keys:
@@ -132,21 +158,21 @@ def _stops_on(*signums: int) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def print_frames(console, history, group: Optional[str], interval: float, frames: int) -> None:
+def print_frames(console, history, read: Callable[[], list], interval: float, frames: int) -> None:
     """Without a terminal: N frames, one after another.  The first poll comes an interval
     before the first frame, so that its rates are measured, not blank."""
     from .dashboard_screen import render
 
-    history.update(poll(group))
+    history.update(poll(read))
     for _ in range(frames):
         time.sleep(interval)
-        snap = poll(group)
+        snap = poll(read)
         history.update(snap)
         width, height = console.size
         console.print(render(snap, history, width, height))
 
 
-def show_live(console, history, group: Optional[str], interval: float, frames: Optional[int],
+def show_live(console, history, read: Callable[[], list], interval: float, frames: Optional[int],
           until: Optional[Callable[[], bool]] = None, caption: Optional[Callable[[], str]] = None) -> None:
     """On a terminal: the whole screen, redrawn every interval, until q, Ctrl-C, N frames
     or until() holds (`rpctl demo` ends it when its steps are done).  caption() is shown
@@ -166,7 +192,7 @@ def show_live(console, history, group: Optional[str], interval: float, frames: O
             quit_hint = "q quits" if keys is not None else "Ctrl-C quits"
             due = time.monotonic()
             while True:
-                snap = poll(group)
+                snap = poll(read)
                 history.update(snap)
                 width, height = console.size
                 hint = f"{caption()}; {quit_hint}" if caption else quit_hint

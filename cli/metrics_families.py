@@ -64,6 +64,20 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         "rpctl_member_throttled", "1 while an adaptive group's serve throttles the member (its queue built alone)",
         labels=MEMBER,
     )
+    # UDP groups with flow affinity: what the flow table holds (walked at each scrape).
+    member_flows = GaugeMetricFamily(
+        "rpctl_member_flows", "Live UDP flows the flow table still sends to the member", labels=MEMBER
+    )
+    flow_entries = GaugeMetricFamily(
+        "rpctl_group_flow_table_entries", "Entries in the group's UDP flow table, live or idle", labels=GROUP
+    )
+    flow_size = GaugeMetricFamily(
+        "rpctl_group_flow_table_size", "Entries the group's UDP flow table can hold", labels=GROUP
+    )
+    flow_evictions = GaugeMetricFamily(
+        "rpctl_group_flow_evictions",
+        "Flows the full UDP flow table evicted so far (flow_inserts minus entries; only grows)", labels=GROUP,
+    )
     unmanaged = GaugeMetricFamily(
         "rpctl_group_unmanaged_listeners",
         "Listeners of the group's endpoint that are not members (they get nothing while a member is live)",
@@ -84,6 +98,10 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         )
         for family, name in group_counters:
             family.add_metric([g.name], getattr(g, name))
+        if g.flow_table is not None:
+            flow_entries.add_metric([g.name], g.flow_table.entries)
+            flow_size.add_metric([g.name], g.flow_table.size)
+            flow_evictions.add_metric([g.name], g.flow_table.evictions)
         if g.unmanaged is not None:  # None: sock_diag was not read
             unmanaged.add_metric([g.name], len(g.unmanaged))
         queued = queued_connections if g.proto == "tcp" else queued_bytes
@@ -99,6 +117,9 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 state.add_metric(labels + [s], 1 if s == current else 0)
             if m.queue is not None:  # None: sock_diag did not find the socket (it closed)
                 queued.add_metric(labels, m.queue)
+            if m.flows is not None:
+                member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, throttled, queued_connections, queued_bytes, unmanaged]
+            weight, state, throttled, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size,
+            flow_evictions]

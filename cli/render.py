@@ -16,7 +16,10 @@ from rpctl.controller.views import THROTTLED, GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
-from .text import STATE_STYLE, counter_texts, mode_text, opt, pct, pin_text, throttle_lines, unmanaged_warning
+from .text import (
+    STATE_STYLE, UNREACHABLE, counter_texts, flow_table_text, mode_text, opt, pct,
+    pin_text, rate_text, rate_unit, throttle_lines, unmanaged_warning,
+)
 
 
 def state_text(m: MemberView) -> Text:
@@ -24,7 +27,9 @@ def state_text(m: MemberView) -> Text:
 
 
 def group_title(g: GroupView) -> str:
-    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g)])
+    flows = flow_table_text(g)
+    return "  ".join([f"group {g.name}", g.endpoint, f"prog {g.prog_id}", f"mode {mode_text(g)}", *counter_texts(g),
+                      *([flows] if flows else [])])
 
 
 def _titled(title: str, lines: list[Text]) -> RenderGroup:
@@ -34,21 +39,27 @@ def _titled(title: str, lines: list[Text]) -> RenderGroup:
 def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     """Fits 80 columns; the socket cookie joins from 100 columns on (JSON always has it).
     In a pinned mode, what each member is pinned to and how often that chose it; below
-    100 columns these take the place of idx and fallback (JSON always has them)."""
+    100 columns these take the place of idx and fallback (JSON always has them).  In a
+    QUIC group, each member's server id and the packets it got by it, in their place too."""
     pinned = g.mode != "weighted"
+    quic = bool(g.quic_server_id_length)
     wide = width >= 100
     columns = [
         ("member", False, lambda m: m.name),
         ("pid", True, lambda m: str(m.pid)),
-        ("idx", True, lambda m: str(m.index), wide or not pinned),
+        ("idx", True, lambda m: str(m.index), wide or not (pinned or quic)),
         ("cookie", True, lambda m: str(m.cookie), wide),
         ("state", False, state_text),
         ("weight", True, lambda m: str(m.weight)),
         ("selected", True, lambda m: str(m.selected)),
-        ("fallback", True, lambda m: str(m.fallback), wide or not pinned),
+        ("fallback", True, lambda m: str(m.fallback), wide or not (pinned or quic)),
         ("queue", True, lambda m: opt(m.queue)),
+        # UDP groups with flow affinity: the live flows that still go to each member.
+        ("flows", True, lambda m: opt(m.flows), g.flow_table is not None),
         ("pin", False, lambda m: pin_text(g, m), pinned),
         ("pinned", True, lambda m: str(m.pinned), pinned),
+        ("quic id", False, lambda m: m.quic_server_id or "-", quic),
+        ("quic routed", True, lambda m: str(m.quic_routed), quic),
     ]
     shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
     rows = [[cell(m) for _, _, cell in shown] for m in g.members]
@@ -68,6 +79,23 @@ def weights_table(g: GroupView, width: int = 80) -> RenderGroup:
     lines = table_lines(["member", "state", "weight", "target", "observed", "since change"], rows,
                         [False, False, True, True, True, True], width)
     return _titled(f"group {g.name}  {g.endpoint}", lines)
+
+
+def fleet_table(g: GroupView, window: str, width: int = 80) -> RenderGroup:
+    """A group read through Prometheus: its instance in the title; observed share and rate over `window`."""
+    rows = [
+        [m.name, state_text(m), str(m.weight), pct(m.target_share), pct(m.observed_share), rate_text(m.rate),
+         opt(m.queue)]
+        for m in g.members
+    ]
+    lines = table_lines(["member", "state", "weight", "target", f"observed {window}", rate_unit(g), "queue"],
+                        rows, [False, False, True, True, True, True, True], width)
+    warning = unmanaged_warning(g)
+    if warning:
+        lines.append(Text(warning, style="yellow"))
+    if g.unreachable:
+        lines = [Text(UNREACHABLE, style="bold red")]
+    return _titled(f"{g.instance}  {group_title(g)}", lines)
 
 
 def doctor_table(checks: Iterable[Check]) -> Table:

@@ -80,7 +80,9 @@ def _report(env, args, done) -> ExitStatus:
 
 def _progress(env: Environment, command: str):
     """A draining member's queue, as `drain --wait` shows it, on the command's stderr."""
-    return lambda name, queued, handshakes: env.err(f"rpctl {command}: {name}: {drain_progress(queued, handshakes)}")
+    return lambda name, queued, handshakes, flows: env.err(
+        f"rpctl {command}: {name}: {drain_progress(queued, handshakes, flows)}"
+    )
 
 
 def cmd_restart(env: Environment, args) -> ExitStatus:

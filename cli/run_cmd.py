@@ -6,7 +6,7 @@ import argparse
 
 from rpctl.controller.errors import ExitStatus
 
-from .common import Environment, add_command, group_option
+from .common import Environment, add_command, group_option, group_options, group_options_of
 
 DESCRIPTION = """\
 Start N copies of CMD, each with its own SO_REUSEPORT socket on HOST:PORT,
@@ -26,6 +26,8 @@ Each child gets, as systemd socket activation gives:
   fd 3             its socket (TCP: listening, backlog 4096)
   LISTEN_FDS=1     LISTEN_PID=<its pid>     LISTEN_FDNAMES=<member name>
   RPCTL_MEMBER=<member name>
+  RPCTL_QUIC_SERVER_ID=<hex>  with --quic (or in a QUIC group): the member's
+                   QUIC-LB server id, the same across restarts
 $RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and ${LISTEN_FDNAMES} in CMD
 are replaced by the member name (quote them so that your shell does not);
 no other $ is touched.  CMD must serve from the process run starts (no
@@ -46,6 +48,7 @@ def cmd_run(env: Environment, args) -> ExitStatus:
         listen=args.listen,
         proto=args.proto,
         weight=args.weight,
+        options=group_options_of(args),
     )
     return ExitStatus(launcher.run())
 
@@ -65,6 +68,7 @@ def add_commands(sub) -> None:
             "python3 -m rpctl.cli.demo.worker --name '$LISTEN_FDNAMES'",
             "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
             "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
+            "rpctl run -g h3 -n 4 --proto udp --quic --listen 0.0.0.0:443 -- ./h3-server   # $RPCTL_QUIC_SERVER_ID",
         ],
         description=DESCRIPTION,
         log_prefix="rpctl run",
@@ -78,4 +82,5 @@ def add_commands(sub) -> None:
                    help=f"address to listen on, [V6]:PORT for IPv6 (default {DEFAULT_LISTEN})")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp", help="protocol (default tcp)")
     p.add_argument("--weight", type=int, default=1, help="weight of every member (default 1, range 0..10000)")
+    group_options(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command each child runs")

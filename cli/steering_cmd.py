@@ -39,13 +39,14 @@ def cmd_drain(env: Environment, args) -> ExitStatus:
     name = group.set_draining(args.name, True, force=args.force, group=args.group)
     env.out(f"draining {args.name} in group {name}: it takes no new connection")
     if args.wait:
-        drain.wait_drained(
+        member = drain.wait_drained(
             args.name,
             args.timeout,
             group=name,
-            progress=lambda q, h: env.err(f"{args.name}: {drain_progress(q, h)}"),
+            progress=lambda q, h, f: env.err(f"{args.name}: {drain_progress(q, h, f)}"),
         )
-        env.out(f"{args.name} drained: its queue is empty")
+        flows = "" if member.flows is None else " and it holds no live flow"
+        env.out(f"{args.name} drained: its queue is empty{flows}")
     return ExitStatus.OK
 
 
@@ -73,11 +74,14 @@ def add_commands(sub) -> None:
         sub,
         "drain",
         cmd_drain,
-        "stop new connections to a member at once; --wait returns when its queue is empty",
+        "stop new connections to a member at once; --wait returns when its queue is empty "
+        "(UDP: and its live flows ended)",
         ["rpctl drain worker-3", "rpctl drain worker-3 --wait --timeout 30"],
     )
     p.add_argument("name")
-    p.add_argument("--wait", action="store_true", help="wait until the member's queue is empty")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the member's queue is empty and, in a UDP group with flow affinity, "
+                        "no live flow is left (shown while waiting)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait may take (default 60; exit 8 past it)")
     p.add_argument("--force", action="store_true", help="drain even the last live member")
     group_option(p)

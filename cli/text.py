@@ -25,22 +25,55 @@ if TYPE_CHECKING:
 # Member state -> the rich style it is shown in (a name, not a rich object).
 STATE_STYLE = {ACTIVE: "green", THROTTLED: "magenta", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
 
+# What a group read through Prometheus shows when its exporter is down.
+UNREACHABLE = "its exporter is down or cannot read the pinned state: no figures"
+
 # Group counters that only mean something in some modes: name -> the modes that show it.
 _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
+# Group counters of the flow table: shown for groups that have one.
+_FLOW_COUNTERS = {"flow_inserts"}
+# Group counters that only QUIC groups show.
+_QUIC_COUNTERS = {"quic_unknown_server_id"}
 # ...and those only adaptive groups show.
-_ADAPTIVE_COUNTERS = ("throttle_skips",)
+_ADAPTIVE_COUNTERS = {"throttle_skips"}
 
 
 def shown_counters(g: GroupView) -> list[Counter]:
-    """The group counters a screen shows for g's mode (JSON and metrics always have every one)."""
-    return [c for c in GROUP_COUNTERS if g.mode in _COUNTER_MODES.get(c.name, (g.mode,))
-            and (g.adaptive or c.name not in _ADAPTIVE_COUNTERS)]
+    """The group counters a screen shows for g's mode and flow table (JSON and metrics
+    always have every one)."""
+    return [
+        c for c in GROUP_COUNTERS
+        if g.mode in _COUNTER_MODES.get(c.name, (g.mode,)) and (c.name not in _FLOW_COUNTERS or g.flow_table)
+        and (c.name not in _QUIC_COUNTERS or g.quic_server_id_length)
+        and (c.name not in _ADAPTIVE_COUNTERS or g.adaptive)
+    ]
+
+
+def flow_table_text(g: GroupView) -> Optional[str]:
+    """"flows 312/65536 evicted 0": the flow table's entries, size and evictions; None without one."""
+    t = g.flow_table
+    return None if t is None else f"flows {t.entries}/{t.size} evicted {t.evictions}"
 
 
 def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:
     """"slot misses 5", ...: each shown counter under its one name, as the status title and
     the dashboard write it."""
     return [f"{c.label} {count(getattr(g, c.name))}" for c in shown_counters(g)]
+
+
+def rate_text(r: Optional[float]) -> str:
+    """Connections (datagrams) per second, as short as it reads: 3.5, 120, 14k."""
+    if r is None:
+        return "-"
+    if r < 10:
+        return f"{r:.1f}"
+    if r < 100_000:
+        return f"{r:.0f}"
+    return f"{r / 1000:.0f}k"
+
+
+def rate_unit(g: GroupView) -> str:
+    return "conn/s" if g.proto == "tcp" else "dgram/s"
 
 
 def pct(x: Optional[float]) -> str:
@@ -80,9 +113,13 @@ def unmanaged_warning(g: GroupView) -> Optional[str]:
     if not g.unmanaged:
         return None
     n = len(g.unmanaged)
+    what = "connection" if g.proto == "tcp" else "datagram"
+    if g.instance is not None:  # read through Prometheus: how many, not whose
+        return (f"{n} unmanaged listener{'s' if n > 1 else ''} on {g.endpoint} at {g.instance} — "
+                f"{'they get' if n > 1 else 'it gets'} no {what} while a member is live; adopt or stop "
+                f"{'them' if n > 1 else 'it'}")
     holders = ", ".join(f"pid {u.pid} ({u.comm})" if u.pid is not None else f"cookie {u.cookie} (no visible process)"
                         for u in g.unmanaged)
-    what = "connection" if g.proto == "tcp" else "datagram"
     if n == 1:
         return (f"1 unmanaged listener on {g.endpoint}: {holders} — it gets no {what} while a member is live; "
                 "adopt it or stop it")

@@ -7,6 +7,8 @@ rpctl.controller.errors, and logs to logging.getLogger("rpctl.<module>")
 Public modules (import them, or reach them as attributes of this package):
 
     group     a group and its members: register, weigh, drain, unload (the one writer)
+    options   GroupOptions: what a group is made with (UDP flow affinity, its table, QUIC routing)
+    quic      QUIC-LB server ids, and the connection ids a server makes with its id (make_cid)
     views     the read model: GroupView, MemberView, member states, the counters
     drain     wait until a draining member has nothing left to serve
     join      a worker makes its own SO_REUSEPORT socket a member
@@ -29,8 +31,8 @@ Public modules (import them, or reach them as attributes of this package):
     errors    the exception tree and its exit codes
     refs      references to the library's parameters and operations inside error messages
 
-The other modules (abi, bpfsys, diag, headers, loader, maps, pin_table,
-process, slot_table, toeplitz) are its insides.
+The other modules (abi, bpfsys, diag, flows, headers, loader, maps,
+pin_table, process, slot_table, toeplitz) are its insides.
 
 Importing this package imports nothing: modules and names load on first
 use, so that a command pays only for what it uses (bcc alone costs 40-70 ms
@@ -53,8 +55,10 @@ MODULES = (
     "launcher",
     "naming",
     "notify",
+    "options",
     "pin",
     "probe",
+    "quic",
     "reconcile",
     "refs",
     "restart",
@@ -74,6 +78,7 @@ _NAMES = {
     "EndpointKey": "sockets",
     "ExitStatus": "errors",
     "Group": "group",
+    "GroupOptions": "options",
     "GroupSpec": "config",
     "GroupView": "views",
     "InvalidInput": "errors",
@@ -121,8 +126,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import adopt, discover, drain, errors, group, join, launcher, pin, probe, refs, restart, rss, sockets
-    from . import config, naming, notify, reconcile, serve, stale_state, state, views, watch
+    from . import adopt, discover, drain, errors, group, join, launcher, options, pin, probe, refs, restart, rss
+    from . import config, naming, notify, reconcile, serve, sockets, stale_state, state, views, watch
     from .adopt import AdoptResult
     from .config import Config, GroupSpec
     from .drain import wait_drained
@@ -139,6 +144,7 @@ if TYPE_CHECKING:
     )
     from .group import Group, Registration, register, resolve_group, set_draining, set_weights, unload, unregister
     from .launcher import Launcher
+    from .options import GroupOptions
     from .reconcile import Plan
     from .restart import RestartOptions, Restarted
     from .serve import Serve

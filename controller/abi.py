@@ -26,13 +26,21 @@ RP_PIN_UNAVAILABLE = 0x80000000
 RP_RSS_MAX_INDIR = 4096
 RP_RSS_INPUT_MAX = 36
 RP_IFNAME_LEN = 16
+RP_FLOW_TABLE_DEFAULT = 65536
+RP_FLOW_IDLE_MS_DEFAULT = 30000
+RP_NO_INCARNATION = 0
+RP_QUIC_MAX_SID_LEN = 4
+RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 
 RP_MEMBER_USED = 1 << 0
+RP_MEMBER_QUIC = 1 << 1
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
 RP_CTL_MIGRATE = 1 << 0
-RP_CTL_ADAPTIVE = 1 << 2
+RP_CTL_FLOWS = 1 << 1
+RP_CTL_QUIC = 1 << 2
+RP_CTL_ADAPTIVE = 1 << 3
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -60,6 +68,10 @@ class RpCtl(ctypes.Structure):
         ("_pad0", u16),
         ("flags", u32),
         ("created_ns", u64),
+        ("flow_table_size", u32),
+        ("flow_idle_ms", u32),
+        ("quic_sid_len", u32),
+        ("_pad1", u32),
     ]
 
 
@@ -72,12 +84,14 @@ class RpGen(ctypes.Structure):
         ("published_ns", u64),
         ("slots", u8 * RP_SLOTS),
         ("live", u32 * RP_MAX_MEMBERS),
+        ("incarnation", u32 * RP_MAX_MEMBERS),
         ("rss_flags", u32),
         ("rss_indir_size", u32),
         ("pin_dev", ctypes.c_char * RP_IFNAME_LEN),
         ("pin", u32 * RP_MAX_PINS),
         ("rss_indir", u16 * RP_RSS_MAX_INDIR),
         ("rss_hash", (u32 * 256) * RP_RSS_INPUT_MAX),
+        ("quic_ids", u64 * RP_MAX_MEMBERS),
     ]
 
 
@@ -96,17 +110,28 @@ class RpMember(ctypes.Structure):
         ("pid", u32),
         ("fd", u32),
         ("flags", u32),
-        ("_pad0", u32),
+        ("incarnation", u32),
         ("registered_ns", u64),
         ("policy", RpPolicy * RP_GENERATIONS),
         ("base_selections", u64 * RP_GENERATIONS),
+        ("quic_server_id", u32),
+        ("_pad0", u32),
     ]
 
 
 class RpMemberStats(ctypes.Structure):
     """Mirrors struct rp_member_stats in bpf/rpctl.h (one CPU's copy)."""
 
-    _fields_ = [("selected", u64), ("fallback", u64), ("migrated", u64), ("pinned", u64)]
+    _fields_ = [
+        ("selected", u64),
+        ("fallback", u64),
+        ("migrated", u64),
+        ("pinned", u64),
+        ("flow_datagrams", u64),
+        ("flows_created", u64),
+        ("flows_reassigned", u64),
+        ("quic_routed", u64),
+    ]
 
 
 class RpGroupStats(ctypes.Structure):
@@ -118,6 +143,8 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
+        ("flow_inserts", u64),
+        ("quic_unknown_server_id", u64),
         ("throttle_skips", u64),
     ]
 
@@ -133,6 +160,23 @@ class RpThrottle(ctypes.Structure):
     ]
 
 
+class RpFlow(ctypes.Structure):
+    """Mirrors struct rp_flow in bpf/rpctl.h (a value of the map "flows")."""
+
+    _fields_ = [("member", u32), ("incarnation", u32), ("seen_ns", u64)]
+
+
+# The counters of rp_member_stats that one selection adds one to: a
+# member's selections are their sum (flows_created and flows_reassigned
+# count flows, each also counted as a selection).
+SELECTION_COUNTERS = ("selected", "fallback", "migrated", "pinned", "flow_datagrams", "quic_routed")
+
+
+def selections(totals: dict[str, int]) -> int:
+    """A member's selections, from its counters (Group.member_totals' rows)."""
+    return sum(totals[name] for name in SELECTION_COUNTERS)
+
+
 # Structs the header test checks, by C name.
 STRUCTS = {
     "rp_ctl": RpCtl,
@@ -141,6 +185,7 @@ STRUCTS = {
     "rp_member": RpMember,
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
+    "rp_flow": RpFlow,
     "rp_throttle": RpThrottle,
 }
 
@@ -153,8 +198,11 @@ class MapSpec:
     map_type: int
     key_size: int
     value_size: int
-    max_entries: int
+    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size says
 
+
+# max_entries of a map whose size a group's creation options set.
+SIZED_AT_CREATION = 0
 
 # Every map of a group.  The names are an API: pins and -DRP_FD_* macros.
 GROUP_MAPS = (
@@ -164,6 +212,7 @@ GROUP_MAPS = (
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
+    MapSpec("flows", bpfsys.MAP_TYPE_LRU_HASH, 4, ctypes.sizeof(RpFlow), SIZED_AT_CREATION),
     MapSpec("throttle", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

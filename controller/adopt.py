@@ -33,6 +33,7 @@ from . import probe, sockets
 from .discover import Endpoint, Holder, Listener, _check_port, _check_proto
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
 from .naming import DEFAULT_FORMAT, Newcomer, assign_names, format_name
+from .options import GroupOptions
 from .refs import Call, Param
 
 __all__ = ["ALREADY_MEMBER", "REGISTERED", "AdoptResult", "adopt", "format_name", "plan"]
@@ -196,8 +197,10 @@ def adopt(
     addr: Optional[str] = None,
     layout=None,
     weight: int = group_mod.DEFAULT_WEIGHT,
+    options: Optional[GroupOptions] = None,
 ) -> list[AdoptResult]:
     """Register every listener of one endpoint of `port`, each under the fd its server process polls.
+    `options`: the group's creation options (when adopt creates it).
 
     All checks come first; nothing changes when one fails.  Listeners whose
     socket is a member already are reported as such and left alone.
@@ -207,6 +210,7 @@ def adopt(
     _check_port(port)
     _check_proto(proto)
     format_name(name_format, "comm", 1, 0, 1)  # a bad format is refused before anything is read
+    options = (options or GroupOptions()).check()
     what = f"adopt port {port}"
     probe.require_ptrace(what)
     probe.require_kernel()
@@ -234,7 +238,7 @@ def adopt(
             h = p.holder
             try:
                 r = group_mod.register(
-                    p.name, h.pid, h.fd, group=gname, weight=weight, layout=layout, attach=False
+                    p.name, h.pid, h.fd, group=gname, weight=weight, layout=layout, attach=False, options=options
                 )
             except InvalidInput as e:  # e.g. the process exited since the checks
                 who = "" if str(e).startswith(f"register {p.name}") else f"{p.name}: "

@@ -21,6 +21,7 @@ __all__ = [
     "map_update",
     "map_delete",
     "map_lookup_batch",
+    "hash_lookup_batch",
     "map_update_batch",
     "obj_pin",
     "obj_get",
@@ -47,6 +48,7 @@ BPF_ENABLE_STATS = 32
 # Map types (enum bpf_map_type).
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_REUSEPORT_SOCKARRAY = 20
 
 # Update flags.
@@ -276,16 +278,14 @@ def map_update_batch(fd: int, keys, values, count: int, what: str = "map batch u
         raise BpfError(errno.EIO, f"{what}: wrote {attr.count} of {count} elements")
 
 
-def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup", start: int = 0) -> int:
-    """Read up to `count` elements of an array map from key `start` on; returns how many.
-
-    For arrays the kernel resumes after the key in in_batch, so reading from
-    `start` > 0 passes start - 1.
-    """
-    prev = ctypes.c_uint32(start - 1 if start > 0 else 0)
+def _lookup_batch(fd: int, keys, values, count: int, token: int | None, what: str) -> tuple[int, int | None]:
+    """One BPF_MAP_LOOKUP_BATCH from `token` (None: the start); returns (how
+    many were read, the token to go on from, None at the end of the map).
+    Arrays and hash maps both take a u32 token (a key, a bucket)."""
+    prev = ctypes.c_uint32(token or 0)
     out = ctypes.c_uint32(0)
     attr = _BatchAttr(
-        in_batch=ctypes.addressof(prev) if start > 0 else 0,
+        in_batch=ctypes.addressof(prev) if token is not None else 0,
         out_batch=ctypes.addressof(out),
         keys=_addr(keys),
         values=_addr(values),
@@ -298,7 +298,28 @@ def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch l
         # ENOENT marks the end of the map: the elements reported were read.
         if e.errno != errno.ENOENT:
             raise
-    return attr.count
+        return attr.count, None
+    return attr.count, out.value
+
+
+def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch lookup", start: int = 0) -> int:
+    """Read up to `count` elements of an array map from key `start` on; returns how many.
+
+    For arrays the kernel resumes after the key in in_batch, so reading from
+    `start` > 0 passes start - 1.
+    """
+    return _lookup_batch(fd, keys, values, count, start - 1 if start > 0 else None, what)[0]
+
+
+def hash_lookup_batch(fd: int, keys, values, count: int, token: int | None,
+                      what: str = "map batch lookup") -> tuple[int, int | None]:
+    """Read up to `count` elements of a hash map; returns (how many, token).
+
+    Start with token None and call again with the token returned until it
+    is None (the whole map read).  For hash maps the kernel's token is the
+    next bucket.
+    """
+    return _lookup_batch(fd, keys, values, count, token, what)
 
 
 def obj_pin(fd: int, path: str) -> None:

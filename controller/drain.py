@@ -1,4 +1,5 @@
-"""Waiting for a draining member: its queue empty, or its socket gone.
+"""Waiting for a draining member: its queue empty and, in a UDP group with
+flow affinity, no live flow left on it; or its socket gone.
 
 Draining itself is a write (group.set_draining); this module only reads,
 through the read model, until the member has nothing left to serve.
@@ -14,10 +15,10 @@ from .errors import InvalidInput, WaitTimeout
 from .group import Group, resolve_group
 from .refs import Call
 from .state import Layout
-from .views import read_group
+from .views import DRAINED, GONE, MemberView, read_group
 
-# progress(queued, in_handshake): see wait_drained.
-Progress = Callable[[int, Optional[int]], None]
+# progress(queued, in_handshake, flows): see wait_drained.
+Progress = Callable[[int, Optional[int], Optional[int]], None]
 
 
 def wait_drained(
@@ -27,12 +28,15 @@ def wait_drained(
     layout: Optional[Layout] = None,
     progress: Optional[Progress] = None,
     interval: float = 0.1,
-) -> None:
-    """Return when a draining member's queue is empty; WaitTimeout otherwise.
+) -> MemberView:
+    """Return when a draining member's queue is empty and it holds no live
+    flow (state drained); WaitTimeout otherwise.
 
-    progress(queued, in_handshake) is called when either changes; in_handshake
-    counts the whole port's TCP handshakes (sock_diag cannot tell whose they
-    are; on a listener that closes the program places them), None for UDP."""
+    progress(queued, in_handshake, flows) is called when any changes;
+    in_handshake counts the whole port's TCP handshakes (sock_diag cannot
+    tell whose they are; on a listener that closes the program places
+    them), None for UDP; flows are the member's live UDP flows, None for a
+    group without a flow table."""
     layout = layout or Layout()
     group = resolve_group(group, layout)
     deadline = time.monotonic() + timeout
@@ -46,17 +50,19 @@ def wait_drained(
                 raise InvalidInput(
                     f"wait for {name}: it is not draining (run ", Call("set_draining", name, True), " first)"
                 )
-            if member.gone or member.queue == 0:
-                return
+            if member.state in (DRAINED, GONE):
+                return member
             if progress:
                 # The port's handshakes: one more dump, only for someone who shows it.
                 shaking = _handshakes(view.port) if tcp else None
-                if (member.queue, shaking) != last:
-                    progress(member.queue or 0, shaking)
-                    last = (member.queue, shaking)
+                if (member.queue, shaking, member.flows) != last:
+                    progress(member.queue or 0, shaking, member.flows)
+                    last = (member.queue, shaking, member.flows)
             if time.monotonic() >= deadline:
+                flows = f" and {member.flows} live flows" if member.flows else ""
                 raise WaitTimeout(
-                    f"drain {name}: still {member.queue} queued after {timeout:g}s; it takes no new connection"
+                    f"drain {name}: still {member.queue} queued{flows} after {timeout:g}s; "
+                    "it takes no new connection"
                 )
             time.sleep(interval)
 

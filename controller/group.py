@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, pin_table, probe, slot_table, sockets
+from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
 from .adaptive import Reason
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
+from .options import GroupOptions
 from .refs import Call, Param
 from .state import Layout, check_group_name
 
@@ -114,6 +115,13 @@ class Group:
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
                 f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
             )
+        entries = bpfsys.map_info(maps["flows"].fd).max_entries
+        if ctl.flags & abi.RP_CTL_FLOWS and entries != ctl.flow_table_size:
+            group.close()
+            raise StateError(
+                f"group {name!r}: its flow table holds {entries} entries, its ctl says {ctl.flow_table_size}; "
+                "run ", Call("unload", group=name),
+            )
         return group
 
     def close(self) -> None:
@@ -133,6 +141,10 @@ class Group:
         if value is None:
             raise StateError(f"group {self.name!r}: ctl map has no element 0")
         return value
+
+    def options(self) -> GroupOptions:
+        """The creation options the group was made with."""
+        return GroupOptions.of_ctl(self.ctl())
 
     def members(self) -> list[abi.RpMember]:
         return self.maps["members"].read_structs(abi.RpMember, abi.RP_MAX_MEMBERS)
@@ -210,14 +222,24 @@ class Group:
         gen.slots[:] = table if weights else bytes(abi.RP_SLOTS)
         for i, idx in enumerate(sorted(weights)):
             gen.live[i] = idx
+        # Flows remember the incarnation of their member's socket: an index
+        # that is no member, or holds another socket now, loses its flows.
+        for idx in range(abi.RP_MAX_MEMBERS):
+            present = final.get(idx) is not None
+            gen.incarnation[idx] = members[idx].incarnation if present else abi.RP_NO_INCARNATION
         # A pinned member takes connections exactly when the table would give it some.
         pin_table.refresh(gen, present=[i for i, pol in final.items() if pol is not None], available=weights)
+        # Every present member keeps its QUIC packets, draining or not.
+        gen.quic_ids[:] = quic.lookup_table(
+            {i: members[i].quic_server_id for i, pol in final.items()
+             if pol is not None and members[i].flags & abi.RP_MEMBER_QUIC}
+        )
         self.maps["gens"].put(nxt, gen)
 
         for idx, pol in final.items():
             m = members[idx]
             m.policy[nxt] = pol if pol is not None else abi.RpPolicy(0, 0)
-            m.base_selections[nxt] = sum(totals[idx].values())
+            m.base_selections[nxt] = abi.selections(totals[idx])
             self.maps["members"].put(idx, m)
 
         _failpoint("before-flip")
@@ -228,7 +250,7 @@ class Group:
         for idx, pol in final.items():
             if pol is None:
                 self.maps["socks"].delete(idx)
-                self.maps["members"].put(idx, abi.RpMember())
+                self.maps["members"].put(idx, _freed(members[idx]))
 
     def live_weights(
         self, members: list[abi.RpMember], policies: Mapping[int, Optional[abi.RpPolicy]]
@@ -343,10 +365,13 @@ def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) ->
     return None
 
 
-def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
+def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optional[GroupOptions] = None) -> None:
     """Create and pin a group's maps and program under a temporary name,
-    then rename the folder into place: all or nothing."""
+    then rename the folder into place: all or nothing.  `options`: those
+    given (None: the defaults for the socket's protocol)."""
     from . import loader
+
+    options = (options or GroupOptions()).resolved(info.proto)
 
     tmp = layout.temp_dir(name)
     os.mkdir(tmp, 0o700)
@@ -354,7 +379,9 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
     prog_fd = -1
     try:
         for spec in abi.GROUP_MAPS:
-            maps[spec.name] = Map.create(spec)
+            # A group without flow affinity keeps a one-entry table: the
+            # program is the same for every group and names the map.
+            maps[spec.name] = Map.create(spec, max_entries=options.flow_table_size or 1)
         ctl = abi.RpCtl(
             abi_version=abi.RP_ABI_VERSION,
             gen=0,
@@ -366,6 +393,7 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo) -> None:
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
+        options.write_ctl(ctl)
         maps["ctl"].put(0, ctl)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():
@@ -393,6 +421,7 @@ class Registration:
     replaced: bool
     migration: bool = True
     proto: str = "tcp"
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group
 
 
 def register(
@@ -404,14 +433,21 @@ def register(
     replace: bool = False,
     layout: Optional[Layout] = None,
     attach: bool = True,
+    options: Optional[GroupOptions] = None,
+    quic_server_id: Optional[str] = None,
 ) -> Registration:
     """Make fd `fd` of process `pid` a member named `name`.
 
     The first member of a port creates the group: maps, program, pins, and
-    the program attached to the reuseport group.  attach=False leaves the
+    the program attached to the reuseport group, with `options` (defaults
+    for those not given); options given for an existing group must be its
+    own.  attach=False leaves the
     attaching to a later call (adopting several listeners registers them
     all first, so that none of them takes every connection meanwhile).
+    In a QUIC group every member has a server id: quic_server_id (hex),
+    else the member's own on a replace, else the lowest free one.
     """
+    options = (options or GroupOptions()).check()
     what = f"register {name}"
     check_member_name(name)
     check_weight(name, weight)
@@ -428,17 +464,30 @@ def register(
             if group is None:
                 group = find_group_for(info.key, layout) or default_group_name(info.key)
             if not os.path.isdir(layout.group_dir(group)):
-                _create(layout, group, info)
+                _create(layout, group, info, options)
                 created = True
             try:
                 with layout.group_lock(group), Group.open(group, layout) as g:
-                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach)
+                    own = g.options()
+                    if not created:
+                        options.check_against(group, own)
+                    sid = None
+                    if quic_server_id is not None:
+                        if not own.quic:
+                            raise InvalidInput(f"{what}: group {g.name!r} does not route QUIC by server id")
+                        sid = quic.parse_server_id(quic_server_id, own.quic_server_id_length)
+                    index, replaced = _register_locked(g, name, pid, fd, sock, info, weight, replace, what, attach,
+                                                       own, sid)
                     migration = bool(g.ctl().flags & abi.RP_CTL_MIGRATE)
+                    m = g.members()[index]
+                    sid_text = (quic.format_server_id(m.quic_server_id, own.quic_server_id_length)
+                                if m.flags & abi.RP_MEMBER_QUIC else None)
             except BaseException:
                 if created:
                     layout.remove_group_dir(group)
                 raise
-        return Registration(group, name, index, created, replaced, migration, info.proto_name)
+        return Registration(group, name, index, created, replaced, migration, info.proto_name, sid_text)
+
     finally:
         # Holding a copy would keep the listener open after its worker
         # dies: connections would queue on it with no one to accept them.
@@ -456,6 +505,8 @@ def _register_locked(
     replace: bool,
     what: str,
     attach: bool,
+    options: GroupOptions,
+    sid: Optional[int],
 ) -> tuple[int, bool]:
     ctl = g.ctl()
     _check_endpoint(g, ctl, info, what)
@@ -472,6 +523,9 @@ def _register_locked(
             " to swap its socket)",
         )
 
+    if options.quic:
+        sid = _quic_server_id(g, members, live, existing, sid, options.quic_server_id_length, what)
+
     if existing is not None:
         index = existing
         pol = live[index]
@@ -484,19 +538,50 @@ def _register_locked(
     # (EBUSY), even to its own slot: replacing a member's socket by the very
     # same one (`rpctl run` registering the socket a restarted child
     # inherited) only changes the pid and fd on record.
-    if existing is None or g.socket_cookie(index) != info.cookie:
+    new_socket = existing is None or g.socket_cookie(index) != info.cookie
+    if new_socket:
         _put_socket(g, index, sock, what)
 
     m = members[index]
+    incarnation = _next_incarnation(m) if new_socket else m.incarnation
     if existing is None:
         m = abi.RpMember()
         members[index] = m
-    _record(m, name, info.cookie, pid, fd)
+    _record(m, name, info.cookie, pid, fd, sid)
+    m.incarnation = incarnation
     g.maps["members"].put(index, m)
     g.publish({index: pol}, members)
     if attach:
         g.attach(sock)
     return index, existing is not None
+
+
+def _quic_server_id(
+    g: Group,
+    members: list[abi.RpMember],
+    live: Mapping[int, abi.RpPolicy],
+    existing: Optional[int],
+    sid: Optional[int],
+    length: int,
+    what: str,
+) -> int:
+    """The server id a member of a QUIC group gets: the one asked for (no
+    other member may have it), else its own when its socket is replaced,
+    else the lowest free one."""
+    others = {idx: members[idx].quic_server_id for idx in live
+              if idx != existing and members[idx].flags & abi.RP_MEMBER_QUIC}
+    if sid is None:
+        old = members[existing] if existing is not None else None
+        if old is not None and old.flags & abi.RP_MEMBER_QUIC:
+            return old.quic_server_id
+        return quic.assign(others.values(), length)
+    for idx, other in others.items():
+        if other == sid:
+            raise InvalidInput(
+                f"{what}: QUIC server id {quic.format_server_id(sid, length)} is already the id of "
+                f"member {_name_of(members[idx])!r} in group {g.name!r}"
+            )
+    return sid
 
 
 def _clear_leftovers(g: Group, members: list[abi.RpMember], live: Mapping[int, abi.RpPolicy]) -> None:
@@ -507,7 +592,7 @@ def _clear_leftovers(g: Group, members: list[abi.RpMember], live: Mapping[int, a
     for index, m in enumerate(members):
         if m.flags & abi.RP_MEMBER_USED and index not in live:
             g.maps["socks"].delete(index)
-            members[index] = abi.RpMember()
+            members[index] = _freed(members[index])
             g.maps["members"].put(index, members[index])
 
 
@@ -538,14 +623,31 @@ def _put_socket(g: Group, index: int, sock: socket.socket, what: str) -> None:
         raise InvalidInput(f"{what}: the kernel refused the socket for the socket array: {e.strerror}") from None
 
 
-def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int) -> None:
+def _next_incarnation(previous: abi.RpMember) -> int:
+    """The incarnation of a new socket at the index of entry `previous`:
+    1, 2, ... 2**32 - 1, 1, ..., never RP_NO_INCARNATION."""
+    return previous.incarnation % 0xFFFFFFFF + 1
+
+
+def _freed(m: abi.RpMember) -> abi.RpMember:
+    """The entry of an index whose member left: empty, but for its
+    incarnation, so that the next socket there gets a new one and the old
+    member's flows do not follow it."""
+    return abi.RpMember(incarnation=m.incarnation)
+
+
+def _record(m: abi.RpMember, name: str, cookie: int, pid: int, fd: int, quic_server_id: Optional[int] = None) -> None:
     """Fill a member entry; its policies are left as they are (a new entry's
-    are absent: it is not live until the flip)."""
+    are absent: it is not live until the flip).  quic_server_id: its id in a
+    QUIC group."""
     m.name = name.encode()
     m.cookie = cookie
     m.pid = pid
     m.fd = fd
     m.flags = abi.RP_MEMBER_USED
+    if quic_server_id is not None:
+        m.flags |= abi.RP_MEMBER_QUIC
+        m.quic_server_id = quic_server_id
     m.registered_ns = _now_ns()
 
 
@@ -599,14 +701,21 @@ def update_members(
             raise InvalidInput(f"add {j.name}: group {g.name!r} already has a member {j.name!r}")
         staying.add(j.name)
     _clear_leftovers(g, members, live)
-    placed: list[int] = []
+    options = g.options()
+    # In a QUIC group, each joining member takes the lowest id no staying member has.
+    quic_ids = {members[i].quic_server_id for i, pol in {**live, **final}.items()
+                if pol is not None and members[i].flags & abi.RP_MEMBER_QUIC}
+    placed: dict[int, abi.RpMember] = {}  # index -> its entry before
     try:
         for j, index in zip(joining, _free_indexes(g, members, len(joining), what)):
             g.reset_stats(index)
             _put_socket(g, index, j.sock, f"add {j.name}")
-            placed.append(index)
-            m = abi.RpMember()
-            _record(m, j.name, j.info.cookie, j.pid, j.fd)
+            placed[index] = members[index]
+            m = abi.RpMember(incarnation=_next_incarnation(members[index]))
+            sid = quic.assign(quic_ids, options.quic_server_id_length) if options.quic else None
+            if sid is not None:
+                quic_ids.add(sid)
+            _record(m, j.name, j.info.cookie, j.pid, j.fd, sid)
             members[index] = m
             g.maps["members"].put(index, m)
             final[index] = j.policy
@@ -616,10 +725,11 @@ def update_members(
         names = {_name_of(members[i]): i for i, pol in after.items() if pol is not None}
         plan = pin(names) if pin is not None else None
     except BaseException:
-        for index in placed:
+        for index, before in placed.items():
+            members[index] = before
             with contextlib.suppress(OSError):
                 g.maps["socks"].delete(index)
-                g.maps["members"].put(index, abi.RpMember())
+                g.maps["members"].put(index, before)
         raise
     g.publish(final, members, plan)
     if joining and not g.attach_any(j.sock for j in joining):

@@ -40,9 +40,11 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from . import abi, probe, views
+from . import quic
 from . import group as groups
 from . import sockets as socks
 from .errors import InvalidInput, NotFound, RpctlError, UsageError
+from .options import GroupOptions
 from .process import describe_exit, pidfd_exited
 from .refs import Param
 from .state import check_group_name
@@ -113,6 +115,7 @@ class Member:
     registered: bool = False       # the group knows this name
     operator_drained: bool = False  # drained by someone else before its child died: stays drained
     restarts: int = 0
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group: the same for every child of the member
 
 
 class Launcher:
@@ -130,6 +133,7 @@ class Launcher:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         child_stdout: Optional[str] = None,
+        options: Optional[GroupOptions] = None,
     ):
         # Everything is checked here, before a socket or a child exists:
         # a refused command line must leave nothing behind.
@@ -161,6 +165,9 @@ class Launcher:
                 f" {name_format!r} gives every member the same name: put {{i}} in it",
             )
         groups.check_weight(names[0], weight)
+        # Creation options of the group (when run creates it), checked now.
+        self.options = (options or GroupOptions()).check()
+        self.options.resolved(socks.PROTO_NUMBERS[proto])  # flow options of a TCP run: refused now
         # Inherited activation variables would describe the launcher's own fds.
         inherited = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
         self.env = {k: v for k, v in os.environ.items() if k not in inherited}
@@ -321,13 +328,35 @@ class Launcher:
         try:
             view = views.read_view(self.group, with_queues=False)
         except NotFound:
+            self._assign_quic_ids(self.options.resolved(info.proto), [])
             return  # a new group
+        with groups.Group.open(self.group) as g:
+            own = g.options()
+        self.options.check_against(self.group, own)
+        self._assign_quic_ids(own, view.members)
         for m in view.members:
             if m.name in self.names and not m.gone:
                 raise InvalidInput(
                     f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
                     "choose other names with ", Param("name_format", "Launcher"),
                 )
+
+    def _assign_quic_ids(self, options: GroupOptions, present: Sequence[views.MemberView]) -> None:
+        """In a QUIC group, each member's server id before its first child
+        starts (the child reads it from RPCTL_QUIC_SERVER_ID): the one a
+        member of that name has, else the lowest one free."""
+        if not options.quic:
+            return
+        length = options.quic_server_id_length
+        own = {m.name: m.quic_server_id for m in present if m.quic_server_id is not None}
+        taken = {quic.parse_server_id(sid, length) for name, sid in own.items() if name not in self.names}
+        for m in self.members:
+            if m.name in own:
+                m.quic_server_id = own[m.name]
+                continue
+            value = quic.assign(taken, length)
+            taken.add(value)
+            m.quic_server_id = quic.format_server_id(value, length)
 
     def _start(self) -> None:
         for name in self.names:
@@ -357,6 +386,8 @@ class Launcher:
 
     def _spawn(self, m: Member) -> None:
         env = dict(self.env, LISTEN_FDS="1", LISTEN_FDNAMES=m.name, RPCTL_MEMBER=m.name)
+        if m.quic_server_id is not None:
+            env[quic.SERVER_ID_VAR] = m.quic_server_id
         argv = [expand_name(a, m.name) for a in self.argv]
         wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), *argv]
         actions = [(os.POSIX_SPAWN_DUP2, m.sock.fileno(), LISTEN_FD)]
@@ -395,7 +426,8 @@ class Launcher:
             # a new group of this one member, which would then get everything.
             groups.resolve_group(self.group)
         r = groups.register(m.name, m.pid, LISTEN_FD, group=self.group, weight=self.weight,
-                            replace=replace, attach=False)
+                            replace=replace, attach=False, options=self.options,
+                            quic_server_id=m.quic_server_id)
         m.registered = True
         self.created = self.created or r.created
 

@@ -35,8 +35,12 @@ class Map:
         self.spec = spec
 
     @classmethod
-    def create(cls, spec: abi.MapSpec) -> "Map":
-        fd = bpfsys.map_create(spec.map_type, spec.key_size, spec.value_size, spec.max_entries, "rp_" + spec.name)
+    def create(cls, spec: abi.MapSpec, max_entries: Optional[int] = None) -> "Map":
+        """max_entries: the size of a map sized at creation (abi.SIZED_AT_CREATION)."""
+        entries = spec.max_entries if spec.max_entries != abi.SIZED_AT_CREATION else max_entries
+        if not entries:
+            raise ValueError(f"map {spec.name}: its size is set at creation and none was given")
+        fd = bpfsys.map_create(spec.map_type, spec.key_size, spec.value_size, entries, "rp_" + spec.name)
         return cls(fd, spec)
 
     @classmethod
@@ -45,7 +49,9 @@ class Map:
         try:
             info = bpfsys.map_info(fd)
             got = (info.type, info.key_size, info.value_size, info.max_entries)
-            want = (spec.map_type, spec.key_size, spec.value_size, spec.max_entries)
+            # A map sized at creation: its group's ctl says the size (Group.open checks it).
+            entries = info.max_entries if spec.max_entries == abi.SIZED_AT_CREATION else spec.max_entries
+            want = (spec.map_type, spec.key_size, spec.value_size, entries)
             if got != want:
                 raise StateError(
                     f"open {path}: map is (type, key, value, entries) {got}, this rpctl expects {want}; "
@@ -87,6 +93,22 @@ class Map:
         if got != count:
             raise StateError(f"read {self.spec.name}: got {got} of {count} elements")
         return list(values)
+
+    def read_hash_values(self, value_type: Type[ctypes.Structure], capacity: int) -> bytes:
+        """The values of a hash map of u32 keys and at most `capacity`
+        entries, end to end, in as few system calls as the kernel allows
+        (usually one).  Callers unpack them with struct: a walk of a
+        65,536-entry table stays in milliseconds."""
+        size = ctypes.sizeof(value_type)
+        keys = (ctypes.c_uint32 * capacity)()
+        values = ctypes.create_string_buffer(size * capacity)
+        parts: list[bytes] = []
+        token: Optional[int] = None
+        while True:
+            got, token = bpfsys.hash_lookup_batch(self.fd, keys, values, capacity, token, f"read {self.spec.name}")
+            parts.append(values.raw[: got * size])
+            if token is None or not got:
+                return b"".join(parts)
 
     def write_u32s(self, start: int, data: array.array) -> None:
         """Write a run of u32 values in one system call (the data-path

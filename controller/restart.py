@@ -59,9 +59,10 @@ KILL_GRACE = 5.0  # after SIGKILL: how long a process may take to be gone
 # Each step of each member, as it happens: INFO.
 log = logging.getLogger("rpctl.restart")
 
-# progress(member, queued, in_handshake) while a drained member's queue empties:
-# what is queued on it and the port's TCP handshakes (None for UDP); see drain.wait_drained.
-Progress = Callable[[str, int, Optional[int]], None]
+# progress(member, queued, in_handshake, flows) while a drained member's queue empties
+# and its UDP flows go quiet: what is queued on it, the port's TCP handshakes (None for
+# UDP) and its live flows (None without a flow table); see drain.wait_drained.
+Progress = Callable[[str, int, Optional[int], Optional[int]], None]
 
 
 @dataclass

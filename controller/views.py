@@ -21,9 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from . import abi, pin_table, sockets
+from . import abi, pin_table, quic, sockets
 from .adaptive import Reason
 from .errors import NotFound
+from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
 from .state import Layout
 
@@ -55,6 +56,8 @@ GROUP_COUNTERS = (
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
+    Counter("flow_inserts", "UDP: flows added to the flow table (its evictions are these minus its entries)"),
+    Counter("quic_unknown_server_id", "QUIC packets whose server id named no live member (weights chose)"),
     Counter("throttle_skips", "Adaptive: selections whose slot's member was throttled, given to another member"),
 )
 
@@ -65,6 +68,10 @@ MEMBER_COUNTERS = (
                          "or its member throttled")),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
+    Counter("flow_datagrams", "UDP: datagrams sent to the member by their flow in the flow table"),
+    Counter("flows_created", "UDP: new flows (or flows idle past the timeout) placed on the member"),
+    Counter("flows_reassigned", "UDP: flows placed on the member because their member's socket was gone"),
+    Counter("quic_routed", "QUIC packets sent to the member by the server id of their connection id"),
 )
 
 
@@ -90,6 +97,15 @@ class MemberView:
     registered_ns: int = 0
     pinned: int = 0             # chosen as the member of its CPU or RSS queue
     pins: list[int] = field(default_factory=list)  # its CPUs (cpu mode) or receive queues (rss mode)
+    flow_datagrams: int = 0
+    flows_created: int = 0
+    flows_reassigned: int = 0
+    flows: Optional[int] = None  # live UDP flows it holds; None: the group has no flow table
+    quic_routed: int = 0
+    quic_server_id: Optional[str] = None  # hex, in a QUIC group
+    # New connections (datagrams) per second when the source measured it (Prometheus' rate()
+    # over a window); None for a local read, whose readers measure it between polls.
+    rate: Optional[float] = None
     throttled: str | None = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
 
     @property
@@ -97,7 +113,8 @@ class MemberView:
         if self.gone:
             return GONE
         if self.draining:
-            return DRAINED if self.queue == 0 else DRAINING
+            # A UDP member's live flows keep coming to it while it drains.
+            return DRAINED if self.queue == 0 and not self.flows else DRAINING
         if self.throttled is not None:
             return THROTTLED
         return ACTIVE
@@ -138,10 +155,27 @@ class GroupView:
     pin_fallbacks: int = 0
     pin_unassigned: int = 0
     rss_unhashed: int = 0
+    flow_inserts: int = 0
+    flow_table: Optional[FlowTable] = None  # UDP groups with flow affinity
+    flow_idle_timeout: float = 0.0          # seconds, of the flow table
+    quic_unknown_server_id: int = 0
+    quic_server_id_length: int = 0  # 0: no QUIC routing
     throttle_skips: int = 0
     adaptive: bool = False      # serve may throttle members whose queue builds (their state says so)
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
+    # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
+    # comes from; None for a group of this host.
+    instance: Optional[str] = None
+    # Read through Prometheus: its exporter was scraped within the last hour but is down now (or
+    # cannot read the pinned state), so nothing of it is known but its name and endpoint.
+    unreachable: bool = False
+
+    @property
+    def ref(self) -> str:
+        """What tells the group apart from every other one a reader shows: its name here,
+        instance/name when read through Prometheus (every host may have a group `web`)."""
+        return self.name if self.instance is None else f"{self.instance}/{self.name}"
 
     @property
     def key(self) -> sockets.EndpointKey:
@@ -186,11 +220,11 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
         adaptive=bool(ctl.flags & abi.RP_CTL_ADAPTIVE),
         pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
+        quic_server_id_length=ctl.quic_sid_len if ctl.flags & abi.RP_CTL_QUIC else 0,
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
     throttled = throttle_reasons(g) if view.adaptive else {}
-    live_weights: dict[int, int] = {}
     for idx, m in enumerate(g.members()):
         pol = m.policy[gen]
         if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
@@ -206,19 +240,23 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
             gone=g.socket_cookie(idx) != m.cookie,
             pins=pins.get(idx, []),
-            since_publish=max(0, sum(counts.values()) - m.base_selections[gen]),
+            since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
             target_share=0.0,
             registered_ns=m.registered_ns,
+            quic_server_id=(quic.format_server_id(m.quic_server_id, view.quic_server_id_length)
+                            if m.flags & abi.RP_MEMBER_QUIC and view.quic_server_id_length else None),
             throttled=throttled.get(idx),
             **counts,
         )
         view.members.append(member)
-        if not member.draining and not member.gone and member.weight > 0:
-            live_weights[idx] = member.weight
-    weight_sum = sum(live_weights.values())
+    set_target_shares(view.members)
+    if ctl.flags & abi.RP_CTL_FLOWS and gen_info is not None:
+        view.flow_table = read_flows(g, ctl, gen_info, group_totals["flow_inserts"])
+        view.flow_idle_timeout = ctl.flow_idle_ms / 1000
+        for member in view.members:
+            member.flows = view.flow_table.live.get(member.index, 0)
     since_sum = sum(m.since_publish for m in view.members)
     for member in view.members:
-        member.target_share = live_weights.get(member.index, 0) / weight_sum if weight_sum else 0.0
         member.observed_share = member.since_publish / since_sum if since_sum else None
     if with_queues is None:
         with_queues = any(m.draining for m in view.members)
@@ -233,6 +271,13 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
     return view
 
 
+def set_target_shares(members: list[MemberView]) -> None:
+    """Each member's share of the live table: its weight over the live members' (active,
+    weight above 0), 0 for the others."""
+    live = {m.index: m.weight for m in members if not m.draining and not m.gone and m.weight > 0}
+    weight_sum = sum(live.values())
+    for m in members:
+        m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0
 def throttle_reasons(g: Group) -> dict[int, str]:
     """The members an adaptive group's serve throttles now (index -> why), from
     the map "throttle": none once its lease ran out (the program ignores it then)."""

@@ -9,7 +9,8 @@
 #
 # Usage: scripts/provision.sh [--with-tests]
 #   --with-tests   also install what the test suite and the benchmarks need
-#                  (ruby, tmux, nginx-light, wrk, systemd; pytest and matplotlib).
+#                  (ruby, tmux, nginx-light, wrk, systemd, prometheus; pytest
+#                  and matplotlib).
 # May be executed or sourced (source scripts/provision.sh [--with-tests]).
 set -euo pipefail
 
@@ -85,8 +86,10 @@ provision_apt() {
     if [ "$with_tests" = 1 ]; then
         # ruby: `ruby -c Vagrantfile` in the unit tests; tmux, nginx-light and
         # wrk: the demo and end-to-end tests; systemd: `systemd-analyze verify`
-        # of contrib/systemd/rpctl.service (container images often lack it).
-        pkgs+=(ruby tmux nginx-light wrk systemd)
+        # of contrib/systemd/rpctl.service (container images often lack it);
+        # prometheus: the fleet test starts /usr/bin/prometheus itself, and
+        # promtool checks contrib/prometheus.
+        pkgs+=(ruby tmux nginx-light wrk systemd prometheus)
     fi
 
     local -a missing=()
@@ -103,6 +106,17 @@ provision_apt() {
 
     provision_log "apt: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Without systemd as PID 1 (a container), a package's maintainer scripts
+    # would start its service through its init script (prometheus, nginx) and
+    # leave it running: a policy-rc.d that refuses every start, for the
+    # install only, unless the machine already has one.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ "$(cat /proc/1/comm 2>/dev/null || true)" != systemd ] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# provision.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+        trap 'rm -f -- /usr/sbin/policy-rc.d' EXIT
+    fi
     # No standard input in CI: never let apt or dpkg wait for an answer.
     apt-get update -q </dev/null >/dev/null \
         || provision_die "apt-get update failed"
@@ -112,6 +126,10 @@ provision_apt() {
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" </dev/null >/dev/null \
         || provision_die "apt-get install ${missing[*]} failed"
+    if [ "$made_policy" = 1 ]; then
+        rm -f -- "$policy"
+        trap - EXIT
+    fi
     provision_log "apt: installed ${#missing[@]} package(s)"
 }
 

@@ -198,7 +198,7 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
     worker.start()
     try:
         if live:
-            live_view.show_live(console, History(), group_name, live_view.DEFAULT_INTERVAL, None,
+            live_view.show_live(console, History(), live_view.local_read(group_name), live_view.DEFAULT_INTERVAL, None,
                                 until=lambda: not worker.is_alive() and not args.keep, caption=lambda: current[0])
         else:
             worker.join()

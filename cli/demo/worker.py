@@ -184,7 +184,7 @@ def stop(proc: subprocess.Popen, timeout: float = 3.0) -> int:
 # --------------------------------------------------------------------------
 
 
-def _activated_socket() -> socket.socket | None:
+def activated_socket() -> socket.socket | None:
     """The socket systemd (or a test posing as it) passed as fd 3, if any.
 
     Same rule as sd_listen_fds(3): the variables count only when LISTEN_PID
@@ -489,7 +489,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        sock = _activated_socket()
+        sock = activated_socket()
     except OSError as exc:  # e.g. ENOTSOCK: fd 3 is not what LISTEN_FDS promised
         print(f"demo_worker: fd {SD_LISTEN_FDS_START} from socket activation: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import time
@@ -18,28 +17,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.launched import stderr_line
 from tests.support.traffic import ExtraRuns, tcp_connections
 
 pytestmark = pytest.mark.kernel
 
 LISTEN = "127.0.0.1:9464"  # a fresh namespace: nothing else listens there
-
-
-def _stderr_line(proc: subprocess.Popen, want: str, timeout: float) -> str:
-    """The first line of proc's stderr that contains `want`; fails with what came instead."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = proc.stderr.readline()
-        if not line:
-            break  # the process ended
-        seen.append(line)
-        if want in line:
-            return line
-    pytest.fail(f"{want!r} not seen on stderr within {timeout}s: {''.join(seen)!r} (exit {proc.poll()})")
 
 
 @pytest.fixture
@@ -51,7 +34,7 @@ def exporter(rpctl):
     def start(*args: str) -> subprocess.Popen:
         proc = rpctl.subprocess("metrics", "--listen", LISTEN, *args)
         procs.append(proc)
-        _stderr_line(proc, "serving", 30)
+        stderr_line(proc, "serving", 30)
         return proc
 
     yield start
@@ -138,7 +121,7 @@ def test_a_writer_holding_the_lock_does_not_hold_up_a_scrape(netns, rpctl, make_
     # the group's lock for as long as it lives.
     writer = rpctl.subprocess("weights", "a=5", env={**os.environ, "RPCTL_FAILPOINT": "before-flip:pause"})
     try:
-        _stderr_line(writer, "failpoint before-flip reached", 30)
+        stderr_line(writer, "failpoint before-flip reached", 30)
         started = time.monotonic()
         got = scrape()
         took = time.monotonic() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -23,6 +24,23 @@ def wait_until(what: str, check, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def stderr_line(proc: subprocess.Popen, want: str, timeout: float) -> str:
+    """The first line of proc's stderr that contains `want`; fails with what came instead."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stderr.readline()
+        if not line:
+            break  # the process ended
+        seen.append(line)
+        if want in line:
+            return line
+    raise AssertionError(f"{want!r} not seen on stderr within {timeout}s: {''.join(seen)!r} (exit {proc.poll()})")
 
 
 def alive(pid: int) -> bool:

@@ -50,15 +50,18 @@ class Members:
     def register_args(self, name: str, sock: socket.socket, weight: int = 1) -> list:
         return ["register", name, "--pid", os.getpid(), "--fd", sock.fileno(), "--weight", weight]
 
-    def register_all(self, first: int = 0, count: int | None = None, weight: int = 1, prefix: str = "w") -> str:
+    def register_all(self, first: int = 0, count: int | None = None, weight: int = 1, prefix: str = "w",
+                     options=None) -> str:
         """Register sockets first.. (count of them, default all) as PREFIX<position>
-        through the library (the test process holds them); returns the group's name."""
+        through the library (the test process holds them), a new group made with
+        `options` (a GroupOptions); returns the group's name."""
         from rpctl.controller import group
 
         name = ""
         last = len(self.socks) if count is None else first + count
         for i in range(first, last):
-            name = group.register(f"{prefix}{i}", os.getpid(), self.socks[i].fileno(), weight=weight).group
+            name = group.register(f"{prefix}{i}", os.getpid(), self.socks[i].fileno(), weight=weight,
+                                  options=options).group
         return name
 
     def drain_queues(self, counts: collections.Counter, peers: list | None = None) -> None:
@@ -107,10 +110,11 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 
 def tcp_connections(
-    members: Members, count: int, seed: int = 1, batch: int = 500, peers: list | None = None
+    members: Members, count: int, seed: int = 1, batch: int = 500, peers: list | None = None, accept: bool = True
 ) -> tuple[collections.Counter, int]:
     """Open `count` connections; returns (accepted per member position, failures).
-    `peers` gets (member position, client address) of each accepted one."""
+    `peers` gets (member position, client address) of each accepted one.
+    accept=False leaves the accepting to the members' own workers (counts stay empty)."""
     rng = random.Random(seed)
     counts: collections.Counter = collections.Counter()
     failures = 0
@@ -131,10 +135,12 @@ def tcp_connections(
                 continue
             clients.append(c)
         done += min(batch, count - done)
-        members.drain_queues(counts, peers)
+        if accept:
+            members.drain_queues(counts, peers)
         for c in clients:
             c.close()
-    members.drain_queues(counts, peers)
+    if accept:
+        members.drain_queues(counts, peers)
     return counts, failures
 
 
@@ -322,3 +328,49 @@ class ClientLoad(_Background):
         self.tally = loadgen.run_tcp("127.0.0.1", self.port, concurrency=self.concurrency, rate=self.rate,
                                      stop=self.stop)
 
+
+
+class UdpFlows:
+    """`count` UDP client sockets bound to fixed, distinct source addresses
+    and ports: the same 4-tuples every round, as long-lived flows (a game
+    session, a QUIC connection) keep them.  Closed by close()."""
+
+    def __init__(self, members: Members, count: int, seed: int = 1):
+        self.members = members
+        rng = random.Random(seed)
+        self.socks: list[socket.socket] = []
+        while len(self.socks) < count:
+            c = socket.socket(members.family, socket.SOCK_DGRAM)
+            try:
+                c.bind((_source(rng, members.family), rng.randrange(20000, 60000)))
+            except OSError:  # that source is taken (IPv6 has one address): another one
+                c.close()
+                continue
+            self.socks.append(c)
+
+    @property
+    def sources(self) -> list[tuple[str, int]]:
+        return [c.getsockname()[:2] for c in self.socks]
+
+    def placements(self, batch: int = 200) -> dict[tuple[str, int], int]:
+        """One datagram from every flow; returns the member position each reached.
+        Fails when a datagram reached no member."""
+        placed: dict[tuple[str, int], int] = {}
+        for start in range(0, len(self.socks), batch):
+            for c in self.socks[start:start + batch]:
+                c.sendto(b"x", (self.members.host, self.members.port))
+            peers: list = []
+            self.members.drain_queues(collections.Counter(), peers)
+            placed.update((peer, i) for i, peer in peers)
+        missing = set(self.sources) - set(placed)
+        assert not missing, f"{len(missing)} of {len(self.socks)} flows reached no member"
+        return placed
+
+    def close(self) -> None:
+        for c in self.socks:
+            c.close()
+
+
+def moved(before: dict, after: dict) -> int:
+    """Flows placed on another member in `after` than in `before`."""
+    return sum(1 for flow, member in before.items() if after.get(flow) != member)

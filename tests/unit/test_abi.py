@@ -32,6 +32,7 @@ MAP_STRUCTS = {
     "members": "rp_member",
     "member_stats": "rp_member_stats",
     "group_stats": "rp_group_stats",
+    "flows": "rp_flow",
 }
 
 # Maps the program never names: only user space reads them.
@@ -87,7 +88,7 @@ def _c_source(constants: list[str]) -> str:
                 f'\tprintf("fieldsize {cname}.{field} %zu\\n", sizeof(((struct {cname} *)0)->{field}));'
             )
     for name in constants:
-        lines.append(f'\tprintf("const {name} %lld\\n", (long long)({name}));')
+        lines.append(f'\tprintf("const {name} %llu\\n", (unsigned long long)({name}));')
     lines += ["\treturn 0;", "}", ""]
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 import pytest
-from rpctl.cli.common import parse_assignments
+from rpctl.cli.common import drain_progress, parse_assignments
 from rpctl.controller.errors import InvalidInput
 
 
@@ -34,3 +34,10 @@ def test_parse_assignments_refuses(items):
 def test_parse_assignments_refuses_odd_digits(value):
     with pytest.raises(InvalidInput):
         parse_assignments([f"a={value}"])
+
+
+def test_drain_progress_names_what_is_left():
+    assert drain_progress(3, 2) == "3 queued, 2 in handshake on the port"
+    assert drain_progress(0, None) == "0 queued"
+    assert drain_progress(0, None, 1) == "0 queued, 1 live flow"
+    assert drain_progress(5, None, 12) == "5 queued, 12 live flows"

@@ -15,7 +15,7 @@ from rpctl.cli.common import Environment
 from rpctl.cli.main import build_parser
 from rpctl.controller import group as groups
 from rpctl.controller import views as read_model
-from rpctl.controller.errors import InvalidInput, NotFound
+from rpctl.controller.errors import InvalidInput, NotFound, UsageError
 from tests.support.views import four
 
 
@@ -89,3 +89,28 @@ def test_a_group_unloaded_while_watched_is_shown_removed(monkeypatch):
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
     assert dashboard_cmd.cmd_dashboard(env, parse("--group", "web", "--interval", "0.05")) == 0
     assert "group web removed" in env.stdout.getvalue()
+
+
+def test_through_prometheus_one_frame_shows_every_host(monkeypatch):
+    from tests.support.prometheus import FakeApi, recorded_answers
+
+    monkeypatch.setattr(dashboard_cmd, "FLEET_MIN_INTERVAL", 0.05)
+    with FakeApi(recorded_answers()) as api:
+        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+        status = dashboard_cmd.cmd_dashboard(env, parse("--prometheus", api.url, "--interval", "0.05"))
+    out = env.stdout.getvalue()
+    assert status == 0 and env.stderr.getvalue() == ""
+    assert out.count("rpctl dashboard") == 1 and "3 groups" in out
+    assert len(re.findall(r"^127\.0\.0\.1:\d+\s+tcp-700\d", out, re.M)) == 3
+
+
+def test_through_prometheus_a_wrong_url_is_refused_before_the_screen():
+    from tests.support.prometheus import FakeApi
+
+    with FakeApi(lambda expr: (404, b"")) as api:
+        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+        with pytest.raises(InvalidInput, match="not a Prometheus server"):
+            dashboard_cmd.cmd_dashboard(env, parse("--prometheus", api.url))
+    assert env.stdout.getvalue() == ""
+    with pytest.raises(UsageError, match="need --prometheus"):
+        dashboard_cmd.cmd_dashboard(env, parse("--match", "{a=\"b\"}"))

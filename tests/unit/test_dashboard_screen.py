@@ -320,6 +320,25 @@ def test_a_group_without_listener_migration_says_so():
     assert "no migration" in text and "migrated 66" not in text
 
 
+def test_a_udp_group_with_flows_shows_live_flows_and_stays_draining_while_it_has_some():
+    from rpctl.controller.flows import FlowTable
+
+    def make(t):
+        members = [moving_member(0, "dns-1", flow_datagrams=int(30 * t), flows=250),
+                   moving_member(1, "dns-2", draining=True, queue=0, flow_datagrams=int(10 * t), flows=9)]
+        return [moving_group(members, name="dns", proto="udp", flow_table=FlowTable(65536, 300, 0, {0: 250, 1: 9}))]
+
+    history, snap = history_of(make, seconds=2)
+    text = frame(snap, history, 120, 24)
+    assert "flows" in column_heads(text)
+    assert re.search(r"dns-2 .*draining.* 9\b", text), text
+    # Datagrams that followed their flow count in the rate.
+    assert "40 dgram/s" in text, text
+    assert "flows 300/65536 evicted 0" in text
+    plain, last = history_of(lambda t: [moving_group([moving_member(0, "a")])], seconds=1)
+    assert "flows" not in column_heads(frame(last, plain, 120, 24))
+
+
 def test_an_unmanaged_listener_is_a_warning_line_of_its_group():
     def make(t):
         g = four(t)
@@ -333,6 +352,68 @@ def test_an_unmanaged_listener_is_a_warning_line_of_its_group():
         assert "1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc)" in text
     history, snap = history_of(lambda t: [four(t)], seconds=1)
     assert "unmanaged" not in frame(snap, history, 160, 48)
+
+
+def fleet(n: int):
+    """n groups read through Prometheus, on hosts web-000.. (copies of the recorded ones): healthy."""
+    import copy
+
+    from tests.support.prometheus import recorded_views
+
+    base = recorded_views()
+    out = []
+    for i in range(n):
+        g = copy.deepcopy(base[i % len(base)])
+        g.instance = f"web-{i:03d}:9464"
+        for m in g.members:
+            m.observed_share = m.target_share  # exactly on target
+        out.append(g)
+    return out
+
+
+def fleet_frame(groups, width=80, height=24) -> list[str]:
+    snap = Snapshot(time=1.0, groups=groups)
+    history = History()
+    history.update(snap)
+    console = Console(file=io.StringIO(), width=width, height=height, color_system=None)
+    console.print(render(snap, history, width, height))
+    return console.file.getvalue().splitlines()
+
+
+def test_hundreds_of_hosts_fit_80x24_and_what_needs_a_look_comes_first():
+    groups = fleet(250)
+    for m in groups[137].members:
+        m.draining = True  # no active member
+    groups[200].members[0].gone = True
+    groups[42].members[0].observed_share += 0.3  # far off target
+    groups[7].members, groups[7].unreachable = [], True  # its exporter is down
+    lines = fleet_frame(groups)
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    titles = [line.split()[0] for line in lines if line.startswith("web-")]
+    assert titles[:4] == ["web-007:9464", "web-137:9464", "web-200:9464", "web-042:9464"]
+    assert "its exporter is down or cannot read the pinned state: no figures" in lines
+    shown = len(titles)
+    assert f"... and {250 - shown} more groups, all healthy" in lines
+    # Every shown host's members are shown, not summarised away.
+    assert not any("more members" in line for line in lines)
+
+
+def test_the_summary_counts_the_hidden_hosts_that_need_a_look():
+    groups = fleet(300)
+    for i in (10, 20, 30, 40, 50, 60):
+        groups[i].unmanaged = [read_model.UnmanagedListener(0, 0, None, "")] * i  # more: more urgent
+    lines = fleet_frame(groups)
+    titles = [line.split()[0] for line in lines if line.startswith("web-")]
+    assert titles[0] == "web-060:9464" and len(titles) < 6
+    assert f"... and {300 - len(titles)} more groups, {6 - len(titles)} of them need a look" in lines
+
+
+def test_a_fleet_member_s_rate_and_share_are_prometheus_s():
+    (g,) = fleet(1)
+    g.members[0].rate = 1234.0
+    lines = fleet_frame([g], width=120)
+    row = next(line for line in lines if line.startswith(g.members[0].name + " "))
+    assert "1234" in row and f"{100 * g.members[0].observed_share:.1f}%" in row
 
 
 def test_a_member_throttled_and_released_are_events():

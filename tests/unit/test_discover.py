@@ -22,6 +22,7 @@ from rpctl.cli import main
 from rpctl.controller import adopt, discover, naming, probe
 from rpctl.controller.discover import Endpoint, EpollTarget, Holder, Listener
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
+from rpctl.controller.options import GroupOptions
 
 # The text of /proc/PID/fdinfo/<epoll fd> of an nginx worker (kernel 6.18).
 NGINX_WORKER_FDINFO = """\
@@ -434,7 +435,8 @@ def test_adopt_command_output_and_arguments(run, monkeypatch):
     monkeypatch.setattr(adopt, "adopt", fake)
     code, out, err = run("adopt", "--port", 7080, "-g", "tcp-7080", "--name-format", "n{i}", "--proto", "tcp")
     assert code == 0, err
-    assert seen == {"port": 7080, "group": "tcp-7080", "name_format": "n{i}", "proto": "tcp", "addr": None}
+    assert seen == {"port": 7080, "group": "tcp-7080", "name_format": "n{i}", "proto": "tcp", "addr": None,
+                    "options": GroupOptions()}
     assert out.splitlines() == [
         "registered nginx-11 (pid 11 nginx fd 5) in group tcp-7080 at index 0",
         "old (pid 12 nginx fd 6): already a member of group tcp-7080",

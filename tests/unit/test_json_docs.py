@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 
 from rpctl.cli import json_docs
-from tests.support.views import STATES, group_view, strays
+from rpctl.controller.flows import FlowTable
+from tests.support.views import STATES, group_view, member, strays
 
 
 GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "generation",
-    "published_ns", "counters", "members", "unmanaged",
+    "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
 }
 
 
-COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "throttle_skips"}
+COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "flow_inserts",
+                "quic_unknown_server_id", "throttle_skips"}
 
 
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
-    "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "throttled",
+    "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "flow_datagrams", "flows_created",
+    "flows_reassigned", "flows", "quic_routed", "quic_server_id", "throttled",
 }
 
 
@@ -38,9 +41,10 @@ def test_status_json_keys_and_values():
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
     assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
-                             "rss_unhashed": 9, "throttle_skips": 10}
+                             "rss_unhashed": 9, "flow_inserts": 0, "quic_unknown_server_id": 0, "throttle_skips": 10}
     assert g["adaptive"] is False
-    assert g["pin_device"] is None
+    assert g["pin_device"] is None and g["quic_server_id_length"] is None
+    assert g["flow_table"] is None and all(m["flows"] is None for m in g["members"])
     assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
     assert (g["program_id"], g["generation"], g["mode"]) == (42, 1, "weighted")
     assert g["published_ns"] == view.published_ns
@@ -87,3 +91,12 @@ def test_weights_json_keys_and_values():
         assert m["state"] == STATES[m["name"]]
     assert doc["members"][0]["target_share"] == 0.25
     assert doc["members"][3]["observed_share"] is None
+
+
+def test_status_json_of_a_udp_group_with_flows():
+    members = [member(0, "dns-1", flows=12), member(1, "dns-2", draining=True, queue=0, flows=3)]
+    view = group_view(members, proto="udp", flow_table=FlowTable(65536, 20, 5, {0: 12, 1: 3}),
+                      flow_idle_timeout=30.0)
+    (g,) = json_docs.status_json([view])["groups"]
+    assert g["flow_table"] == {"size": 65536, "entries": 20, "evictions": 5, "idle_timeout": 30.0}
+    assert [(m["flows"], m["state"]) for m in g["members"]] == [(12, "active"), (3, "draining")]

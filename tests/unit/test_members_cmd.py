@@ -9,6 +9,7 @@ import pytest
 from rpctl.controller import group
 from rpctl.controller.errors import ExitStatus, InvalidInput
 from rpctl.controller.group import Registration
+from rpctl.controller.options import GroupOptions
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")
@@ -17,15 +18,50 @@ pytestmark = pytest.mark.usefixtures("cli_without_system")
 def test_register_creates_the_group_and_says_so(monkeypatch):
     calls = []
 
-    def register(name, pid, fd, group=None, weight=1, replace=False):
-        calls.append((name, pid, fd, group, weight, replace))
+    def register(name, pid, fd, group=None, weight=1, replace=False, options=None, quic_server_id=None):
+        calls.append((name, pid, fd, group, weight, replace, options, quic_server_id))
         return Registration("web", name, 0, created=True, replaced=False)
 
     monkeypatch.setattr(group, "register", register)
     status, out, err = invoke(["register", "worker-1", "--pid", "4242", "--fd", "3", "--weight", "2", "-g", "web"])
     assert (status, err) == (0, "")
     assert out == "registered worker-1 in group web at index 0 (created group web)\n"
-    assert calls == [("worker-1", 4242, 3, "web", 2, False)]
+    assert calls == [("worker-1", 4242, 3, "web", 2, False, GroupOptions(), None)]
+
+
+def test_register_passes_the_group_options_given(monkeypatch):
+    calls = []
+    monkeypatch.setattr(group, "register", lambda name, pid, fd, options=None, **kw: calls.append(options) or
+                        Registration("udp-53", name, 0, created=True, replaced=False, proto="udp"))
+    argv = ["register", "w", "--pid", "1", "--fd", "3"]
+    assert invoke([*argv, "--no-flow-affinity"])[0] == 0
+    assert invoke([*argv, "--flow-table-size", "1024", "--flow-idle-timeout", "2.5"])[0] == 0
+    assert calls == [GroupOptions(flow_affinity=False), GroupOptions(None, 1024, 2.5)]
+
+
+def test_register_quic_options_reach_the_library_and_the_id_is_said(monkeypatch):
+    calls = []
+
+    def register(name, pid, fd, **kw):
+        calls.append(kw)
+        return Registration("udp-443", name, 1, created=True, replaced=False, proto="udp", quic_server_id="0a01")
+
+    monkeypatch.setattr(group, "register", register)
+    status, out, err = invoke(["register", "q", "--pid", "1", "--fd", "3", "--quic", "--quic-server-id-length", "2",
+                               "--quic-server-id", "0a01"])
+    assert (status, err) == (0, "")
+    assert out == "registered q in group udp-443 at index 1 with QUIC server id 0a01 (created group udp-443)\n"
+    assert calls[0]["quic_server_id"] == "0a01"
+    assert calls[0]["options"] == GroupOptions(quic=True, quic_server_id_length=2)
+    invoke(["register", "q", "--pid", "1", "--fd", "3", "--quic"])
+    assert calls[1]["options"] == GroupOptions(quic=True) and calls[1]["quic_server_id"] is None
+
+
+def test_register_quic_id_length_without_quic_is_refused_in_the_flags_words(monkeypatch):
+    """The real library refuses it before it looks at any process."""
+    status, out, err = invoke(["register", "q", "--pid", "1", "--fd", "3", "--quic-server-id-length", "2"])
+    assert status == ExitStatus.INVALID and out == ""
+    assert "a QUIC server id length goes with QUIC routing (--quic)" in assert_one_error_line(err)
 
 
 def test_register_replace_and_no_migration_warning(monkeypatch):

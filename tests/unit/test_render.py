@@ -8,7 +8,8 @@ import socket
 
 from rich.console import Console
 from rpctl.cli import render
-from tests.support.views import STATES, group_view, strays
+from rpctl.controller.flows import FlowTable
+from tests.support.views import STATES, group_view, member, strays
 
 
 def _render(table, width: int) -> str:
@@ -44,6 +45,44 @@ def test_ipv6_endpoint_is_bracketed():
     assert "udp:[::1]:53" in _render(render.weights_table(view), 80)
 
 
+def _udp_flows_view():
+    members = [member(0, "dns-1", flows=1234), member(1, "dns-2", draining=True, queue=0, flows=17),
+               member(2, "dns-3", draining=True, queue=0, flows=0)]
+    return group_view(members, name="udp-53", proto="udp", flow_table=FlowTable(65536, 1300, 42, {0: 1234, 1: 17}))
+
+
+def test_status_table_of_a_udp_group_with_flows_has_a_flows_column():
+    for width in (80, 120):
+        text = _render(render.status_table(_udp_flows_view()), width)
+        lines = text.splitlines()
+        header = next(line for line in lines if line.lstrip().startswith("member"))
+        assert "flows" in header.split(), text
+        assert re.search(r"\bdns-1\b.*\bactive\b.*\b1234\b", text), text
+        # Live flows keep a draining member draining though its queue is empty.
+        assert re.search(r"\bdns-2\b.*\bdraining\b.*\b17\b", text), text
+        assert re.search(r"\bdns-3\b.*\bdrained\b", text), text
+        assert "flows 1300/65536 evicted 42" in " ".join(text.split()), text
+
+
+def test_status_table_without_a_flow_table_has_no_flows_column():
+    text = _render(render.status_table(group_view()), 120)
+    assert "flows" not in text
+
+
+def test_status_table_of_a_quic_group_has_each_members_server_id_and_packets_routed_by_it():
+    members = [member(0, "h3-1", flows=12, quic_server_id="00", quic_routed=4321),
+               member(1, "h3-2", draining=True, queue=0, flows=3, quic_server_id="0a", quic_routed=99)]
+    view = group_view(members, name="h3", proto="udp", quic_server_id_length=1,
+                      flow_table=FlowTable(65536, 15, 0, {0: 12, 1: 3}))
+    for width in (80, 120):
+        text = _render(render.status_table(view), width)
+        assert max(len(line) for line in text.splitlines()) <= width, text
+        header = next(line for line in text.splitlines() if line.split()[:2] == ["member", "pid"])
+        assert "quic id" in header and "quic routed" in header, text
+        assert re.search(r"\bh3-1\b.*\bactive\b.*\b00\b\s+4321\b", text), text
+        assert re.search(r"\bh3-2\b.*\bdraining\b.*\b0a\b\s+99\b", text), text
+        assert "quic unknown server id 0" in " ".join(text.split()), text
+    assert "quic" not in _render(render.status_table(group_view()), 120)
 def test_status_warns_about_an_unmanaged_listener_under_its_table():
     text = _render(render.status_table(group_view(unmanaged=strays((123, "nc")))), 200)
     assert ("1 unmanaged listener on tcp:127.0.0.1:18080: pid 123 (nc) — it gets no connection while a "

@@ -1,0 +1,240 @@
+"""UDP flow affinity on the real kernel: the flow table keeps every flow on
+its member through drains, weight changes and the closing of another
+member's socket; only new flows follow the weights."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+
+import pytest
+from rpctl.cli.metrics_families import families
+from rpctl.controller.views import read_views
+
+from tests.support.metrics import by_member, samples, scrape
+from tests.support.traffic import UdpFlows, moved, shares, udp_datagrams
+
+pytestmark = pytest.mark.kernel
+
+
+def _group(rpctl) -> dict:
+    (group,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+    return group
+
+
+def _members(rpctl) -> dict[str, dict]:
+    return {m["name"]: m for m in _group(rpctl)["members"]}
+
+
+@pytest.fixture
+def flows(make_members):
+    made = []
+
+    def make(members, count, seed=1):
+        f = UdpFlows(members, count, seed)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def _register(rpctl, members, count, *options):
+    for i in range(count):
+        rpctl.ok(*members.register_args(f"w{i}", members.add()), *options)
+
+
+def _flows_placed(rpctl, members, flows, count, n_flows, seed, *options):
+    """`count` members w0.. registered with `options`, then `n_flows` fixed
+    flows each sending once: the flows and where each went."""
+    _register(rpctl, members, count, *options)
+    clients = flows(members, n_flows, seed)
+    return clients, clients.placements()
+
+
+def _on(placed: dict, member: int) -> list:
+    return [flow for flow, i in placed.items() if i == member]
+
+
+def test_drain_and_weight_change_move_no_flow(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    clients, first = _flows_placed(rpctl, members, flows, 4, 400, 1, "--flow-idle-timeout", "4")
+    per_member = [len(_on(first, i)) for i in range(4)]
+    assert min(per_member) >= 60, f"400 flows over 4 members: {per_member}"
+
+    rpctl.ok("drain", "w0")
+    assert moved(first, clients.placements()) == 0, "a drain moved live flows"
+    fresh = udp_datagrams(members, 2000, seed=7)
+    assert sum(fresh.values()) == 2000 and fresh[0] == 0, f"new flows reached the drained member: {dict(fresh)}"
+
+    rpctl.ok("weights", "w1=2")
+    assert moved(first, clients.placements()) == 0, "a weight change moved live flows"
+    n = 8000
+    counts = udp_datagrams(members, n, seed=8)
+    assert sum(counts.values()) == n
+    for i, (share, target) in enumerate(zip(shares(counts, 4), [0, 0.5, 0.25, 0.25])):
+        assert abs(share - target) <= 0.015, f"w{i}: {share:.4f} vs {target} ({dict(counts)})"
+    assert moved(first, clients.placements()) == 0
+
+    w0 = _members(rpctl)["w0"]
+    assert w0["state"] == "draining" and w0["flows"] == per_member[0], w0
+    # A wait shorter than the flows' idle timeout: exit 8, saying what is left.
+    code, _, err = rpctl("drain", "w0", "--wait", "--timeout", "0.5")
+    assert code == 8 and f"{per_member[0]} live flows after 0.5s" in err, err
+    # Its flows go quiet: the drained member is drained once they are idle.
+    started = time.monotonic()
+    code, _, err = rpctl("drain", "w0", "--wait", "--timeout", "30")
+    assert code == 0, err
+    assert time.monotonic() - started >= 2, "returned while w0 still had live flows"
+    assert f"{per_member[0]} live flows" in err, err
+    assert _members(rpctl)["w0"]["state"] == "drained"
+
+
+def test_a_member_closing_its_socket_has_its_flows_placed_again(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    clients, first = _flows_placed(rpctl, members, flows, 4, 400, 2)
+    orphans = _on(first, 3)
+    members.socks[3].close()
+    second = clients.placements()
+    assert moved(first, second) == len(orphans), "only the closed member's flows move"
+    assert all(second[flow] != 3 for flow in orphans)
+    by_name = _members(rpctl)
+    assert by_name["w3"]["state"] == "gone"
+    assert sum(m["flows_reassigned"] for m in by_name.values()) == len(orphans)
+    # Placed again once: from then on they stay where they went.
+    assert moved(second, clients.placements()) == 0
+    assert sum(m["flows_reassigned"] for m in _members(rpctl).values()) == len(orphans)
+
+
+def test_a_new_socket_at_a_freed_index_does_not_inherit_flows(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    clients, first = _flows_placed(rpctl, members, flows, 2, 200, 3)
+    old = _on(first, 1)
+    rpctl.ok("unregister", "w1")
+    # Before any of w1's flows sends again, a new socket takes index 1.
+    rpctl.ok(*members.register_args("w2", members.add()))
+    assert _members(rpctl)["w2"]["index"] == 1
+    second = clients.placements()
+    assert all(second[flow] == 0 for flow in _on(first, 0)), "w0's flows stay"
+    # w1's flows are placed again by the weights (some land on index 1 again,
+    # now w2's socket), none follows its old entry.
+    by_name = _members(rpctl)
+    assert by_name["w2"]["flow_datagrams"] == 0
+    assert sum(m["flows_reassigned"] for m in by_name.values()) == len(old) > 0
+    assert moved(second, clients.placements()) == 0
+
+
+def test_ipv6_flows_stay_through_a_drain(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp", family=socket.AF_INET6)
+    clients, first = _flows_placed(rpctl, members, flows, 3, 300, 4)
+    assert len(set(first.values())) == 3
+    rpctl.ok("drain", "w1")
+    assert moved(first, clients.placements()) == 0
+    fresh = udp_datagrams(members, 1000, seed=9)
+    assert sum(fresh.values()) == 1000 and fresh[1] == 0
+    w1 = _members(rpctl)["w1"]
+    assert w1["state"] == "draining" and w1["flows"] == len(_on(first, 1))
+    # The exporter shows what status shows (the fresh datagrams' flows are live too).
+    got = scrape(families(read_views()))
+    group = _group(rpctl)
+    assert by_member(got["rpctl_member_flows"]) == {m["name"]: m["flows"] for m in group["members"]}
+    assert list(samples(got["rpctl_group_flow_table_entries"]).values()) == [group["flow_table"]["entries"]]
+    assert 1000 < group["flow_table"]["entries"] <= 1300
+
+
+def test_a_full_flow_table_still_places_by_weights_and_counts_evictions(netns, rpctl, make_members):
+    members = make_members(proto="udp")
+    for i in range(4):
+        rpctl.ok(*members.register_args(f"w{i}", members.add(), weight=i + 1), "--flow-table-size", "256")
+    n = 8000
+    counts = udp_datagrams(members, n, seed=10)
+    assert sum(counts.values()) == n, "a datagram was dropped"
+    for i, (share, target) in enumerate(zip(shares(counts, 4), [0.1, 0.2, 0.3, 0.4])):
+        assert abs(share - target) <= 0.015, f"w{i}: {share:.4f} vs {target} ({dict(counts)})"
+    group = _group(rpctl)
+    table = group["flow_table"]
+    by_name = {m["name"]: m for m in group["members"]}
+    inserts = group["counters"]["flow_inserts"]
+    # Every datagram was a new flow: inserted, or (a hash shared with a
+    # remembered flow) sent along that flow.  Nothing else touched the table.
+    hits = sum(m["flow_datagrams"] for m in by_name.values())
+    assert inserts + hits == n and hits < n // 100, (inserts, hits)
+    assert sum(m["flows_created"] for m in by_name.values()) == inserts
+    assert table["size"] == 256 and 0 < table["entries"] <= 256
+    assert table["evictions"] == inserts - table["entries"] >= n - 256 - hits
+
+
+def test_group_options_are_fixed_at_creation(netns, rpctl, make_members):
+    members = make_members(proto="udp")
+    rpctl.ok(*members.register_args("w0", members.add()), "--flow-table-size", "1024", "--flow-idle-timeout", "5")
+    group = _group(rpctl)
+    assert group["flow_table"]["size"] == 1024 and group["flow_table"]["idle_timeout"] == 5
+    # The same options again, or none: accepted.
+    rpctl.ok(*members.register_args("w1", members.add()), "--flow-table-size", "1024")
+    rpctl.ok(*members.register_args("w2", members.add()))
+    code, _, err = rpctl(*members.register_args("w3", members.add()), "--no-flow-affinity")
+    assert code == 7 and "--flow-affinity=off differs" in err and len(err.splitlines()) == 1, err
+    assert "w3" not in _members(rpctl)
+
+    tcp = make_members(port=7001)
+    code, _, err = rpctl(*tcp.register_args("t0", tcp.add()), "--flow-table-size", "1024")
+    assert code == 4 and "for UDP groups" in err, err
+
+
+def test_a_group_without_flow_affinity_moves_flows_as_before(netns, rpctl, make_members, flows):
+    members = make_members(proto="udp")
+    clients, first = _flows_placed(rpctl, members, flows, 4, 400, 5, "--no-flow-affinity")
+    assert _group(rpctl)["flow_table"] is None
+    rpctl.ok("drain", "w0")
+    assert moved(first, clients.placements()) == len(_on(first, 0))
+    assert all(m["flows"] is None for m in _members(rpctl).values())
+
+
+def test_restart_of_a_udp_member_waits_for_its_flows_to_end(launch, rpctl):
+    from tests.support.launched import members as members_of
+    from tests.support.launched import wait_until
+
+    port = 7130
+    names = {"worker-1", "worker-2"}
+    worker = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER", "--proto", "udp"]
+    r = launch(["--group", "dns", "-n", 2, "--proto", "udp", "--listen", f"127.0.0.1:{port}",
+                "--flow-idle-timeout", "1.5"], worker)
+    r.wait_members(rpctl, names, group="dns")
+    clients = []
+    for i in range(60):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.bind((f"127.0.1.{i + 1}", 30000 + i))
+        c.settimeout(5)
+        clients.append(c)
+    try:
+        def ask() -> dict:
+            for c in clients:
+                c.sendto(b"x", ("127.0.0.1", port))
+            return {c.getsockname(): c.recv(64).decode().strip() for c in clients}
+
+        first = ask()
+        on_one = [flow for flow, name in first.items() if name == "worker-1"]
+        assert on_one and len(on_one) < len(clients), first
+        old_pid = members_of(rpctl, "dns")["worker-1"]["pid"]
+        restart = rpctl.subprocess("restart", "worker-1", "--group", "dns", "--drain-timeout", "30")
+        # While its flows keep talking, worker-1 drains but keeps them, and
+        # the restart waits.
+        wait_until("worker-1 draining", lambda: members_of(rpctl, "dns")["worker-1"]["state"] == "draining")
+        talking_until = time.monotonic() + 3
+        while time.monotonic() < talking_until:
+            assert ask() == first, "a flow moved while its member drained"
+            time.sleep(0.2)
+        assert restart.poll() is None, "the restart did not wait for worker-1's flows"
+        assert members_of(rpctl, "dns")["worker-1"]["pid"] == old_pid
+        # Once they are silent past the idle timeout, the restart goes on.
+        _, err = restart.communicate(timeout=60)
+        assert restart.returncode == 0, err
+        assert f"{len(on_one)} live flows" in err, err
+        new = members_of(rpctl, "dns")["worker-1"]
+        assert new["pid"] != old_pid and new["state"] == "active"
+    finally:
+        for c in clients:
+            c.close()

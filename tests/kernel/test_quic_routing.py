@@ -1,0 +1,147 @@
+"""The program's QUIC routing, datagram by datagram: hand-made QUIC headers to four
+plain UDP members of a `--quic` group, from fresh source ports (fresh flows).
+
+Which packets a server id routes (Handshake of versions 1 and 2, short headers),
+which it does not (Initial: the client chose the id; unroutable config rotation;
+too short to be QUIC), a draining member keeping its packets, unknown ids counted;
+for 1- and 4-byte server ids, over IPv4 and IPv6.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import socket
+import time
+
+import pytest
+from rpctl.controller import quic
+
+pytestmark = pytest.mark.kernel
+
+PORT = 7453
+SIDS = {1: ["0a", "0b", "0c", "0d"], 4: ["0a000001", "0b000002", "0c000003", "ffffffff"]}
+V1, V2 = 0x00000001, 0x6B3343CF
+FRESH = 48  # datagrams (each from its own source port) per kind
+
+
+def short_header(sid: bytes) -> bytes:
+    return bytes([0x40]) + quic.make_cid(sid, 4 + 1 + len(sid) + 3) + bytes(24)
+
+
+def long_header(kind: int, version: int, sid: bytes) -> bytes:
+    dcid, scid = quic.make_cid(sid, 4 + 1 + len(sid) + 3), bytes(8)
+    return (bytes([0xC0 | kind << 4]) + version.to_bytes(4, "big") + bytes([len(dcid)]) + dcid
+            + bytes([len(scid)]) + scid + bytes(40))
+
+
+def sid_bytes(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+@pytest.fixture
+def quic_members(make_members, rpctl):
+    def make(length: int, family: int = socket.AF_INET):
+        m = make_members(proto="udp", port=PORT, family=family)
+        for i, sid in enumerate(SIDS[length]):
+            sock = m.add()
+            argv = m.register_args(f"w{i}", sock) + ["--quic", "--quic-server-id", sid, "--group", "q"]
+            if length != 1:
+                argv += ["--quic-server-id-length", length]
+            rpctl.ok(*argv)
+        return m
+
+    return make
+
+
+def send_fresh(m, payload: bytes, count: int = FRESH, keep: contextlib.ExitStack | None = None) -> collections.Counter:
+    """`count` datagrams, each from a new source port; which member got each.
+    The sockets stay open until all are sent (until `keep` closes, if given):
+    no two share a port, so no two share a flow."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(count):
+            c = (keep or stack).enter_context(socket.socket(m.family, socket.SOCK_DGRAM))
+            c.sendto(payload, (m.host, PORT))
+    got: collections.Counter = collections.Counter()
+    deadline = time.monotonic() + 5
+    while sum(got.values()) < count and time.monotonic() < deadline:
+        m.drain_queues(got)
+        time.sleep(0.01)
+    assert sum(got.values()) == count, f"{count} sent, {dict(got)} received"
+    return got
+
+
+def counters(rpctl) -> tuple[int, dict]:
+    """The group's unknown server ids, and the packets routed by id per member."""
+    (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
+    return g["counters"]["quic_unknown_server_id"], {m["name"]: m["quic_routed"] for m in g["members"]}
+
+
+@pytest.mark.parametrize("length, family", [(1, socket.AF_INET), (4, socket.AF_INET6)])
+def test_server_chosen_ids_name_their_member_whatever_the_source_port(quic_members, rpctl, length, family):
+    m = quic_members(length, family)
+    sids = [sid_bytes(s) for s in SIDS[length]]
+    (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
+    assert g["quic_server_id_length"] == length
+    assert [x["quic_server_id"] for x in g["members"]] == SIDS[length]
+
+    with contextlib.ExitStack() as keep:
+        assert send_fresh(m, short_header(sids[1]), keep=keep) == {1: FRESH}
+        assert send_fresh(m, long_header(2, V1, sids[2]), keep=keep) == {2: FRESH}
+        assert send_fresh(m, long_header(3, V2, sids[3]), keep=keep) == {3: FRESH}
+    assert counters(rpctl)[1] == {"w0": 0, "w1": FRESH, "w2": FRESH, "w3": FRESH}
+    # Each routed packet's 4-tuple became a flow of its member: what a drain waits for.
+    (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
+    assert [x["flows"] for x in g["members"]] == [0, FRESH, FRESH, FRESH]
+
+    # A draining member keeps the packets of its connections.
+    rpctl.ok("drain", "w1", "--group", "q")
+    assert send_fresh(m, short_header(sids[1])) == {1: FRESH}
+    rpctl.ok("undrain", "w1", "--group", "q")
+
+    # Not routed by id: the weights place these (over 4 members, 48 datagrams
+    # never all land on one), and no counter moves.
+    before = counters(rpctl)
+    for payload in (
+        long_header(0, V1, sids[2]),                     # Initial: the client chose the id
+        long_header(1, V2, sids[2]),                     # Initial of version 2
+        long_header(2, 0x0A0A0A0A, sids[2]),             # Handshake of a version the program does not know
+        bytes([0xE0 | 0x07]) + sids[2] + bytes(30),      # short header, config rotation 0b111: unroutable
+        bytes([0x40, 0x07]) + sids[2][:1],               # too short to carry an id
+    ):
+        got = send_fresh(m, payload)
+        assert len(got) > 1, f"{payload[:8].hex()}: {dict(got)}"
+    assert counters(rpctl) == before
+
+    # An id of no member: the weights place it, and it is counted.
+    unknown = bytes(len(sids[0]) - 1) + b"\x55"
+    assert len(send_fresh(m, short_header(unknown))) > 1
+    assert counters(rpctl)[0] == FRESH
+
+
+def test_an_id_whose_member_closed_its_socket_falls_back_and_is_counted(quic_members, rpctl):
+    m = quic_members(1)
+    m.socks[2].close()
+    got = send_fresh(m, short_header(b"\x0c"))
+    assert 2 not in got and sum(got.values()) == FRESH
+    assert counters(rpctl)[0] == FRESH
+
+
+def test_ids_are_unique_and_fixed_by_the_group(quic_members, rpctl, make_members):
+    m = quic_members(1)
+    extra = m.add()
+    code, _, err = rpctl(*m.register_args("w9", extra), "--quic-server-id", "0b", "--group", "q")
+    assert code == 4 and "QUIC server id 0b is already the id of member 'w1' in group 'q'" in err
+    code, _, err = rpctl(*m.register_args("w9", extra), "--quic-server-id", "100", "--group", "q")
+    assert code == 4 and "longer than the group's 1-byte server ids" in err
+    code, _, err = rpctl(*m.register_args("w9", extra), "--quic", "--quic-server-id-length", "2", "--group", "q")
+    assert code == 7 and "QUIC routing by 1-byte server ids" in err
+    # No id asked for: the lowest free one; a replaced socket keeps its member's id.
+    out = rpctl.ok(*m.register_args("w9", extra), "--group", "q")
+    assert "with QUIC server id 00" in out
+    again = m.add()
+    assert "with QUIC server id 0c" in rpctl.ok(*m.register_args("w2", again), "--replace", "--group", "q")
+    plain = make_members(proto="udp", port=PORT + 1)
+    code, _, err = rpctl(*plain.register_args("p0", plain.add()), "--quic-server-id", "01")
+    assert code == 4 and "does not route QUIC by server id" in err

@@ -1,0 +1,145 @@
+"""controller/prometheus_source.py: the API's JSON -> views (answers a real Prometheus gave,
+recorded by the fleet kernel test), and the errors of a wrong URL, a bad selector, no series."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+
+import pytest
+from rpctl.controller import prometheus_source as source
+from rpctl.controller.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
+
+from tests.support.prometheus import RECORDED, FakeApi, recorded_answers, recorded_views
+
+
+def test_recorded_answers_become_one_view_per_instance_and_group():
+    views = recorded_views()
+    assert [(g.name, len(g.members)) for g in sorted(views, key=lambda g: g.name)] == [
+        ("tcp-7001", 3), ("tcp-7002", 2), ("tcp-7003", 3)]
+    assert len({g.instance for g in views}) == 3 and all(g.instance.startswith("127.0.0.1:") for g in views)
+    assert all(g.ref == f"{g.instance}/{g.name}" for g in views)
+    a = next(g for g in views if g.name == "tcp-7001")
+    assert (a.proto, a.addr, a.port, a.mode, a.migration, a.endpoint) == (
+        "tcp", "127.0.0.1", 7001, "weighted", True, "tcp:127.0.0.1:7001")
+    assert a.prog_id > 0 and a.unmanaged == [] and a.no_live_member == 0
+    assert [(m.name, m.state, m.weight, m.queue) for m in a.members] == [
+        ("a0", "active", 1, 0), ("a1", "active", 2, 0), ("a2", "active", 1, 0)]
+    assert [m.target_share for m in a.members] == [0.25, 0.5, 0.25]
+    # Shares of the rates over the window; the counters are the exporter's totals.
+    for g in views:
+        assert sum(m.observed_share for m in g.members) == pytest.approx(1.0)
+        assert all(m.rate > 0 and m.selected > 0 for m in g.members)
+        for m in g.members:
+            assert abs(m.observed_share - m.target_share) < 0.1, (g.name, m)
+
+
+def test_a_member_s_state_decides_draining_and_gone():
+    answers = json.loads(RECORDED.read_text())
+    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    states = {"a0": "drained", "a1": "gone", "a2": "draining"}
+    for s in parsed["state"]:
+        if s.labels["member"] in states:
+            s.labels["state"] = states[s.labels["member"]]
+    parsed["queue"] = [source.Sample(s.labels, 7.0 if s.labels["member"] == "a2" else s.value) for s in parsed["queue"]]
+    a = next(g for g in source.fleet_views(parsed) if g.name == "tcp-7001")
+    assert [(m.name, m.state, m.queue) for m in a.members] == [("a0", "drained", 0), ("a1", "gone", 0),
+                                                                ("a2", "draining", 7)]
+    assert [m.target_share for m in a.members] == [0.0, 0.0, 0.0]  # no active member: nothing to aim at
+
+
+def test_read_fleet_through_http():
+    with FakeApi(recorded_answers()) as api:
+        views = source.read_fleet(source.PrometheusApi(api.url))
+    assert len(views) == 3
+    assert {path for path, _ in api.seen} == {"/api/v1/query"}
+    assert len(api.seen) == len(source.queries("", "1m"))
+
+
+def test_match_and_window_go_into_every_query():
+    q = source.queries(source.parse_match('{instance="h:1", group=~"web.*"}'), "5m")
+    assert all('instance="h:1", group=~"web.*"' in expr for expr in q.values())
+    assert "[5m]" in q["rates"]
+    assert source.parse_match('instance="h:1"') == 'instance="h:1"'
+    assert source.parse_match(None) == ""
+
+
+@pytest.mark.parametrize("window", ["", "1", "5x", "1m ", "m"])
+def test_a_bad_window_is_refused(window):
+    with pytest.raises(InvalidInput, match="not a Prometheus duration"):
+        source.parse_window(window)
+
+
+def test_no_rpctl_series_is_not_found():
+    empty = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
+    with FakeApi(lambda expr: (200, empty)) as api, pytest.raises(NotFound, match="no rpctl series"):
+        source.read_fleet(source.PrometheusApi(api.url), match='{instance="nowhere:1"}')
+
+
+def test_a_bad_selector_is_invalid_input_with_prometheus_reason():
+    bad = json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error: unexpected"}).encode()
+    with FakeApi(lambda expr: (400, bad)) as api, pytest.raises(InvalidInput, match="parse error: unexpected"):
+        source.read_fleet(source.PrometheusApi(api.url), match='{instance=="x"}')
+
+
+def test_a_server_that_is_not_prometheus():
+    with FakeApi(lambda expr: (404, b"<html>not here</html>")) as api, pytest.raises(
+            InvalidInput, match="is not a Prometheus server .HTTP 404"):
+        source.read_fleet(source.PrometheusApi(api.url))
+    with FakeApi(lambda expr: (200, b"<html>a web page</html>")) as api, pytest.raises(
+            InvalidInput, match="is not a Prometheus server"):
+        source.read_fleet(source.PrometheusApi(api.url))
+
+
+def test_an_unreachable_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    with pytest.raises(RpctlError, match="cannot reach Prometheus at .*refused"):
+        source.PrometheusApi(f"http://127.0.0.1:{port}").query("up")
+
+
+def test_a_server_that_does_not_answer_in_time():
+    def opener(request, timeout):
+        raise urllib.error.URLError(socket.timeout("timed out"))
+
+    with pytest.raises(WaitTimeout, match="did not answer within 2s"):
+        source.PrometheusApi("http://prometheus:9090", timeout=2, opener=opener).query("up")
+
+
+@pytest.mark.parametrize("url", ["prometheus:9090", "ftp://x", "http://"])
+def test_a_url_that_is_not_http(url):
+    with pytest.raises(InvalidInput, match="is not the http"):
+        source.PrometheusApi(url)
+
+
+def test_a_group_whose_exporter_went_down_is_shown_unreachable():
+    answers = json.loads(RECORDED.read_text())
+    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    gone_host = parsed["info"][0].labels
+    parsed["info"] = parsed["info"][1:]  # its series went stale
+    parsed["unreachable"] = [source.Sample(dict(gone_host), 1.0)]
+    views = source.fleet_views(parsed)
+    (down,) = [g for g in views if g.unreachable]
+    assert (down.instance, down.name, down.members) == (gone_host["instance"], gone_host["group"], [])
+    assert len(views) == 3 and sum(g.unreachable for g in views) == 1
+    # A group still scraped is never unreachable, whatever the lookback says.
+    parsed["unreachable"] = [source.Sample(dict(s.labels), 1.0) for s in parsed["info"]]
+    assert not any(g.unreachable for g in source.fleet_views(parsed))
+
+
+def test_an_adaptive_group_and_a_throttled_member_come_through():
+    answers = json.loads(RECORDED.read_text())
+    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    for s in parsed["state"]:
+        if s.labels["member"] == "a1":
+            s.labels["state"] = "throttled"
+    for what in parsed:
+        for s in parsed[what]:
+            if s.labels.get("group") == "tcp-7001" and "migration" in s.labels:
+                s.labels["adaptive"] = "true"
+    a = next(g for g in source.fleet_views(parsed) if g.name == "tcp-7001")
+    assert a.adaptive
+    assert [(m.name, m.state) for m in a.members] == [("a0", "active"), ("a1", "throttled"), ("a2", "active")]
+    assert not any(g.adaptive for g in source.fleet_views(parsed) if g.name != "tcp-7001")
