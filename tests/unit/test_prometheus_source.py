@@ -135,8 +135,8 @@ def test_an_adaptive_group_and_a_throttled_member_come_through():
     for s in parsed["state"]:
         if s.labels["member"] == "a1":
             s.labels["state"] = "throttled"
-    for what in parsed:
-        for s in parsed[what]:
+    for samples in parsed.values():
+        for s in samples:
             if s.labels.get("group") == "tcp-7001" and "migration" in s.labels:
                 s.labels["adaptive"] = "true"
     a = next(g for g in source.fleet_views(parsed) if g.name == "tcp-7001")
