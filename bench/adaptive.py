@@ -48,6 +48,9 @@ DURATION, QUICK_DURATION = 20.0, 1.5
 PERIOD, STALL, FIRST_STALL = 10.0, 2.0, 4.0
 QUICK_PERIOD, QUICK_STALL, QUICK_FIRST = 10.0, 0.5, 0.5
 LONG_FRACTION = 0.1          # skew case: requests ten times longer
+# ...at a rate that keeps the workers' CPU as in the stall case (same load,
+# a skewed mix): a tenth of the requests ten times longer is 1.9x the work.
+SKEW_RATE = RATE / (1 - LONG_FRACTION + 10 * LONG_FRACTION)
 SLOW = 0.5                   # seconds: "connections over 500 ms"
 GIVE_UP = 15.0               # a connection with no reply by then counts as failed
 WORKER = [sys.executable, "-m", "bench._cpu_worker"]
@@ -257,13 +260,14 @@ def run(quick: bool) -> None:
         stack.callback(sock.close)
 
         def measure(label: str, port: int, pid: int, stall: bool, long_fraction: float = 0.0) -> None:
-            load(port, RATE, 0.2 if quick else 0.5, long_fraction, seed=99)  # warm up
+            rate = SKEW_RATE if long_fraction else RATE
+            load(port, rate, 0.2 if quick else 0.5, long_fraction, seed=99)  # warm up
             cpu = cpu_seconds(serve.proc.pid)
             if stall:
                 with stalls(pid, seconds, *timing):
-                    out = load(port, RATE, seconds, long_fraction)
+                    out = load(port, rate, seconds, long_fraction)
             else:
-                out = load(port, RATE, seconds, long_fraction)
+                out = load(port, rate, seconds, long_fraction)
             results[label] = summary(*out)
             r = results[label]
             r["serve_cpu"] = (cpu_seconds(serve.proc.pid) - cpu) / r["elapsed"]
@@ -334,7 +338,8 @@ Connections re-hashed away from a throttled member over the run
 port every 25 ms while adaptive): {100 * a['serve_cpu']:.1f} % of one CPU with adaptive on,
 {100 * results['rpctl weighted']['serve_cpu']:.1f} % with it off.
 
-Skew without stalls (a tenth of the requests {10}x longer; latencies in ms):
+Skew without stalls (a tenth of the requests {10}x longer, {SKEW_RATE:.0f} connections a
+second: the same CPU as above; latencies in ms):
 
 """ + table(["selection", "conn/s", "p99", "max", "std dev"], skew_rows) + """
 
