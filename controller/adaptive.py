@@ -10,10 +10,13 @@ at `queue`, released at `release`, so a member near the threshold does not
 flap).
 
 Two rules keep the group serving whatever the samples say:
-- never every member: a member is throttled only while another, not
-  throttled, has room (a queue of at most half the threshold to throttle,
-  under the threshold to stay throttled); when all are loaded, nobody is
-  (the plain weights spread the load as well as anything);
+- never every member, and only against one with room: a member is
+  throttled when its queue reached `queue` while another member, not
+  throttled, has at most half of that (or a quarter of this member's
+  queue: on a busy machine every queue may sit above half the threshold),
+  and stays throttled while another has clearly less (under the threshold,
+  or under half this member's queue); when all are about equally loaded,
+  nobody is (the plain weights spread the load as well as anything);
 - a lease: what serve publishes carries an expiry (`lease_ms` after the
   sample); the program ignores a throttle whose lease ran out, so a serve
   that died (SIGKILL) leaves the plain weights behind by itself.
@@ -88,32 +91,39 @@ class Throttle:
         """Take one sample (member index -> queue depth) and say who is throttled now."""
         s = self.settings
         before = dict(self._throttled)
-        loaded = {i for i, d in depths.items() if d >= s.queue or (i in before and d > s.release)}
-        rest = [d for i, d in depths.items() if i not in loaded]
-        room = min(rest) if rest else None
-        after: dict[int, Reason] = {}
-        if room is not None:
-            for index in sorted(loaded):
-                # Throttled while another member has room: a new throttle
-                # needs one at half the threshold or less; keeping one, any
-                # member under the threshold (hysteresis on the others too).
-                if index in before:
-                    after[index] = before[index]
-                elif room <= s.queue // 2:
-                    after[index] = Reason(depths[index], max(rest))
-        # Otherwise every member is loaded: throttling would only move the
-        # queue around, and the plain weights spread it as well as anything.
+        chosen: set[int] = set()
+        # Deepest first: each is judged against the members still taking work.
+        for index in sorted(depths, key=lambda i: -depths[i]):
+            depth = depths[index]
+            others = [d for i, d in depths.items() if i != index and i not in chosen]
+            if not others:
+                break  # never every member
+            room = min(others)
+            if index in before:
+                # Kept until its queue drained, while another member has
+                # clearly less (hysteresis on the others too).
+                keep = depth > s.release and room < max(s.queue, depth // 2)
+            else:
+                # A new throttle: its queue reached the threshold while another
+                # member's is at half of it, or at a quarter of this one's (a
+                # busy machine may keep every queue above half the threshold).
+                keep = depth >= s.queue and room <= max(s.queue // 2, depth // 4)
+            if keep:
+                chosen.add(index)
+        serving = [d for i, d in depths.items() if i not in chosen]
+        deepest = max(serving) if serving else 0
+        after = {i: before.get(i, Reason(depths[i], deepest)) for i in sorted(chosen)}
         self._throttled = after
-        changes = [Change(i, True, str(r)) for i, r in sorted(after.items()) if i not in before]
-        changes += [Change(i, False, _release_reason(depths.get(i), room is not None)) for i in sorted(before)
+        changes = [Change(i, True, str(r)) for i, r in after.items() if i not in before]
+        changes += [Change(i, False, _release_reason(depths.get(i), s)) for i in sorted(before)
                     if i not in after]
         lease = now_ns + s.lease_ms * 1_000_000 if after else 0
-        return Verdict(dict(after), lease, tuple(changes))
+        return Verdict(after, lease, tuple(changes))
 
 
-def _release_reason(depth: int | None, someone_calm: bool) -> str:
+def _release_reason(depth: int | None, s: Settings) -> str:
     if depth is None:
         return "no longer a live member"
-    if not someone_calm:
+    if depth > s.release:
         return f"queue {depth}, every member loaded"
     return f"queue {depth}, drained"

@@ -40,9 +40,20 @@ def test_every_member_loaded_throttles_nobody():
 
 def test_a_new_throttle_needs_another_member_with_room():
     t = Throttle(Settings(queue=8))
-    assert t.update({0: 30, 1: 5, 2: 6}, 0).throttled == {}    # the others at over half the threshold
-    assert t.update({0: 30, 1: 4, 2: 6}, 0).throttled == {0: Reason(30, 6)}
-    assert t.update({0: 30, 1: 7, 2: 7}, 0).throttled == {0: Reason(30, 6)}  # kept: they are under it
+    assert t.update({0: 12, 1: 5, 2: 6}, 0).throttled == {}    # the others at over half the threshold
+    assert t.update({0: 12, 1: 4, 2: 6}, 0).throttled == {0: Reason(12, 6)}
+    assert t.update({0: 12, 1: 7, 2: 7}, 0).throttled == {0: Reason(12, 6)}  # kept: they are under it
+
+
+def test_on_a_busy_machine_a_queue_far_deeper_than_the_others_is_throttled():
+    t = Throttle(Settings(queue=8))
+    # Every queue above half the threshold, one of them far deeper: it is the stalled one.
+    assert t.update({0: 200, 1: 9, 2: 10, 3: 9}, 0).throttled == {0: Reason(200, 10)}
+    # Kept while the others stay under half its queue, though above the threshold.
+    assert t.update({0: 150, 1: 12, 2: 20, 3: 11}, 0).throttled == {0: Reason(200, 10)}
+    # Released when the others catch up with it.
+    v = t.update({0: 40, 1: 30, 2: 35, 3: 38}, 0)
+    assert v.throttled == {} and v.changes == (Change(0, False, "queue 40, every member loaded"),)
 
 
 def test_one_member_alone_is_never_throttled():
