@@ -249,6 +249,7 @@ def run(quick: bool) -> None:
     seconds = QUICK_DURATION if quick else DURATION
     timing = (QUICK_FIRST, QUICK_PERIOD, QUICK_STALL) if quick else (FIRST_STALL, PERIOD, STALL)
     results: dict[str, dict] = {}
+    load_start = os.getloadavg()[0]  # the machine is shared: how busy it was is part of the result
     with fresh_netns("rpctl-bench-adapt-"), tempfile.TemporaryDirectory(prefix="rpctl-adaptive-") as tmp, \
             contextlib.ExitStack() as stack:
         serve = Serve(Path(tmp), stack)
@@ -288,10 +289,10 @@ def run(quick: bool) -> None:
             with shared_queue(stack) as procs:
                 measure(f"{skew}shared queue", SHARED_PORT, procs[1].pid, stall, fraction)
         skips = g.group_totals()["throttle_skips"]
-    _write(results, seconds, timing, skips, quick)
+    _write(results, seconds, timing, skips, quick, (load_start, os.getloadavg()[0]))
 
 
-def _write(results: dict, seconds: float, timing: tuple, skips: int, quick: bool) -> None:
+def _write(results: dict, seconds: float, timing: tuple, skips: int, quick: bool, load: tuple) -> None:
     first, period, stall = timing
     stalled = ["kernel default", "rpctl weighted", "rpctl adaptive", "shared queue", "rpctl adaptive, no stalls"]
     rows = [[n, f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['p999']:.1f}", f"{r['max']:.0f}",
@@ -341,18 +342,18 @@ port every 25 ms while adaptive): {100 * a['serve_cpu']:.1f} % of one CPU with a
 Skew without stalls (a tenth of the requests {10}x longer, {SKEW_RATE:.0f} connections a
 second: the same CPU as above; latencies in ms):
 
-""" + table(["selection", "conn/s", "p99", "max", "std dev"], skew_rows) + """
+""" + table(["selection", "conn/s", "p99", "max", "std dev"], skew_rows) + f"""
 
 What adaptive steering cannot avoid: the connections the stopped worker
 got before its queue reached `adaptive_queue` and serve saw it (about the
 threshold plus a sample's worth of its share) wait for the whole stall;
-they are its "over 500 ms" and its p99.9. In the skew case no queue
-reaches the default threshold of 8 (a long request holds about 1.5 new
-connections here), so adaptive steering changes nothing there: a shared
-queue is what evens that out. One run on a shared 2-CPU machine (the load
-generator, the workers and other work on the same CPUs); the lead may rerun
-it: the skew rows move a lot between runs, the stalled rows'
-counts over 500 ms do not change their order."""
+they are its "over 500 ms" and its p99.9. In the skew case a long request
+holds about one new connection here, under the default threshold of 8:
+adaptive steering is not meant to act there, and the rows differ by how
+busy the machine was while each ran. One run on a shared 2-CPU machine
+(the load generator, the workers and other work on the same CPUs); load
+average {load[0]:.1f} at the start, {load[1]:.1f} at the end: rerun before
+reading small differences."""
     if quick:
         body += "\n\n(quick mode: figures mean nothing)"
     write_section(SECTION, body)
