@@ -107,3 +107,26 @@ def lines(name: str, title: str, unit: str, xs: Sequence[int], series: Mapping[s
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     return _save(plt, fig, name, title)
+
+
+def cdf(name: str, title: str, series: Mapping[str, Sequence[float]]) -> str:
+    """Latency CDFs (seconds in, ms on a log axis), the tail stretched: the y
+    axis is the fraction of connections on a logit-like scale from 50 % up."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for i, (label, xs) in enumerate(series.items()):
+        xs = sorted(xs)
+        if not xs:
+            continue
+        n = len(xs)
+        ax.plot([x * 1000 for x in xs], [(k + 1) / n for k in range(n)], color=PALETTE[(i + 1) % len(PALETTE)],
+                label=label, linewidth=1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("logit")
+    ax.set_ylim(0.5, 0.9999)
+    ax.set_xlabel("connect-to-reply latency (ms)")
+    ax.set_ylabel("fraction of connections")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    return _save(plt, fig, name, title)

@@ -87,6 +87,9 @@ enum rp_ctl_flag {
 	/* A UDP group that routes QUIC packets by the server id of their
 	 * connection id (quic_sid_len bytes after its first octet). */
 	RP_CTL_QUIC = 1u << 2,
+	/* Adaptive (rpctl serve): the program skips the members the map
+	 * "throttle" names while its lease runs (docs/decisions/0013). */
+	RP_CTL_ADAPTIVE = 1u << 3,
 };
 
 /* rp_ctl.proto */
@@ -202,7 +205,8 @@ struct rp_member {
 /* Map "member_stats", per CPU, indexed like the socket array. */
 struct rp_member_stats {
 	__u64 selected;        /* chosen through its slot in the table */
-	__u64 fallback;        /* chosen because the slot's socket was gone */
+	__u64 fallback;        /* chosen because the slot's socket was gone, or
+	                        * its member throttled (adaptive) */
 	__u64 migrated;        /* took a request from a closing listener */
 	__u64 pinned;          /* chosen as the member of its CPU or queue */
 	__u64 flow_datagrams;  /* UDP: sent to it by its flow in the flow table */
@@ -225,6 +229,8 @@ struct rp_group_stats {
 	__u64 flow_inserts;
 	__u64 quic_unknown_server_id;  /* QUIC packet whose server id names no
 	                                * live member: flows/weights chose */
+	__u64 throttle_skips;  /* adaptive: slot's member throttled, re-hashed
+	                        * to another member */
 };
 
 /* Map "flows" (LRU_HASH, rp_ctl.flow_table_size entries), UDP groups with
@@ -234,6 +240,19 @@ struct rp_flow {
 	__u32 member;          /* index in the socket array */
 	__u32 incarnation;     /* rp_gen.incarnation[member] when placed */
 	__u64 seen_ns;         /* CLOCK_MONOTONIC (coarse) when last refreshed */
+};
+
+/* Map "throttle", one element, adaptive groups: the members whose queue
+ * built while others' did not, written by rpctl serve at every sample.
+ * The program reads lease_ns and bits only; a lease that ran out (serve
+ * stopped or was killed) throttles nobody: plain weights again. */
+struct rp_throttle {
+	__u64 lease_ns;        /* CLOCK_MONOTONIC (bpf_ktime_get_ns): bits hold until then */
+	__u64 bits[RP_MAX_MEMBERS / 64];  /* member i throttled: bits[i / 64] >> (i % 64) & 1 */
+	/* Why, for readers: the member's queue and the others' deepest when
+	 * it was throttled. */
+	__u32 queue[RP_MAX_MEMBERS];
+	__u32 others[RP_MAX_MEMBERS];
 };
 
 #endif /* RPCTL_H */

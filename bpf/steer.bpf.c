@@ -26,6 +26,13 @@
  *      member is draining or gone, or that has none, goes on to step 3 and
  *      is counted;
  *   3. the member named by the live weighted slot table at hash & mask;
+ *      in an adaptive group, if rpctl serve has throttled that member (its
+ *      queue built while others' did not) and the throttle's lease runs,
+ *      the same table at up to RP_REHASH_TRIES re-mixed hashes, skipping
+ *      throttled members: its share spreads over the others in proportion
+ *      to their weights (docs/decisions/0013); if every try meets a
+ *      throttled or gone member, the slot's member after all (a throttle
+ *      never refuses work);
  *   4. if that socket is gone (closed since the last publish: the kernel
  *      emptied its array entry), the same table again at up to
  *      RP_REHASH_TRIES re-mixed hashes of the flow: the dead member's share
@@ -454,6 +461,46 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	return -1;
 }
 
+/* Whether the throttle names member idx (its lease is checked apart). */
+static __always_inline int rp_throttled(struct rp_throttle *t, __u32 idx)
+{
+	return t->bits[(idx / 64) & (RP_MAX_MEMBERS / 64 - 1)] >> (idx % 64) & 1;
+}
+
+/* Adaptive groups, step 3: when the slot's member `first` is throttled
+ * and the lease runs, select an unthrottled member of the re-hashed table
+ * (as rp_fallback does for a gone one).  Returns 0 when it took the
+ * connection; otherwise the slot's member is tried as in a plain group. */
+static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct rp_gen *g, __u32 first,
+					      struct rp_flow_pick *fp)
+{
+	struct rp_group_stats *gs;
+	struct rp_throttle *t;
+	__u32 zero = 0, idx, i;
+
+	t = bpf_map_lookup_elem(RP_MAP(RP_FD_THROTTLE), &zero);
+	if (!t || !rp_throttled(t, first))
+		return -1;
+	/* serve renews the lease at every sample: an expired one means no
+	 * serve looks at the queues any more, so the plain weights decide. */
+	if (bpf_ktime_get_ns() > t->lease_ns)
+		return -1;
+	gs = rp_group_stats();
+	if (gs)
+		gs->throttle_skips++;
+#pragma unroll
+	for (i = 0; i < RP_REHASH_TRIES; i++) {
+		idx = g->slots[rp_rehash_slot(md->hash, i)];
+		if (rp_throttled(t, idx))
+			continue;
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+			rp_count_member(g, idx, RP_FALLBACK, fp);
+			return 0;
+		}
+	}
+	return -1;
+}
+
 /* Whether the program runs for a request migrating from a closing listener. */
 static __always_inline int rp_migrating(struct sk_reuseport_md *md)
 {
@@ -566,6 +613,12 @@ int rp_select(struct sk_reuseport_md *md)
 	 * already looked up, so no further lookup and a warm cache line. */
 	if (g->n_live) {
 		idx = g->slots[md->hash & RP_SLOT_MASK];
+		/* A plain group's only cost of adaptive steering: this test of
+		 * a field of the ctl element it has looked up anyway.  A
+		 * migrating request is not new work: it goes where it must.
+		 * (Adaptive groups are TCP: no flow or QUIC step came first.) */
+		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, &fp) == 0)
+			return SK_PASS;
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
 			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
 			return SK_PASS;

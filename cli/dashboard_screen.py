@@ -260,7 +260,7 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
         if old is None:
             ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
             continue
-        if (old.mode, old.pin_dev) != (g.mode, g.pin_dev):
+        if (old.mode, old.pin_dev, old.adaptive) != (g.mode, g.pin_dev, g.adaptive):
             ev(name, "mode", f"mode {mode_text(old)} -> {mode_text(g)}")
         was = {m.name: m for m in old.members}
         now = {m.name: m for m in g.members}
@@ -285,6 +285,10 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
                 if m.state == "drained" and p.state != "drained":
                     why = "queue empty" if m.flows is None else "queue empty, no live flow"
                     ev(name, "drained", f"{mname} drained ({why})", mname)
+                if m.throttled is not None and p.throttled is None:
+                    ev(name, "throttled", f"{mname} throttled ({m.throttled})", mname)
+                if p.throttled is not None and m.throttled is None:
+                    ev(name, "released", f"{mname} released (queue {_opt(m.queue)})", mname)
             if p.weight != m.weight:
                 weights.append(f"{mname} {p.weight}->{m.weight}")
         if weights:

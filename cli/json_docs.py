@@ -39,6 +39,7 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "pins": list(m.pins),
         "selected_since_change": m.since_publish,
         "queue": m.queue,
+        "throttled": m.throttled,
     }
 
 
@@ -52,6 +53,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "mode": g.mode,
         "pin_device": g.pin_dev or None,
         "migration": g.migration,
+        "adaptive": g.adaptive,
         "quic_server_id_length": g.quic_server_id_length or None,
         "generation": g.gen,
         "published_ns": g.published_ns,

@@ -38,19 +38,21 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_member_pinned_total           given as the member of its CPU or queue (pin cpu, pin rss)
   rpctl_member_quic_routed_total      QUIC packets given to it by the server id of their connection id
   rpctl_member_weight                 weight in the live table
-  rpctl_member_state{state=...}       1 for its state (active, draining, drained, gone), 0 for the others
+  rpctl_member_state{state=...}       1 for its state (active, throttled, draining, drained, gone), 0 for the others
+  rpctl_member_throttled              adaptive groups: 1 while serve throttles it (its queue built alone)
   rpctl_member_queued_connections     TCP: connections in its accept queue
   rpctl_member_queued_bytes           UDP: bytes in its receive queue
   rpctl_member_flow_datagrams_total   UDP: datagrams sent to it by their flow in the flow table
   rpctl_member_flows_created_total    UDP: new (or idle) flows placed on it
   rpctl_member_flows_reassigned_total UDP: flows placed on it because their member was gone
   rpctl_member_flows                  UDP: live flows the flow table still sends to it
-  rpctl_group_info{endpoint,protocol,mode,program_id,migration}   1 per group
+  rpctl_group_info{endpoint,protocol,mode,program_id,migration,adaptive}   1 per group
   rpctl_group_slot_misses_total       slot's socket gone: re-hashed into the weighted table
   rpctl_group_no_live_member_total    no live member: the kernel chose
   rpctl_group_pin_fallbacks_total     pinned member draining or gone: the weighted table chose
   rpctl_group_pin_unassigned_total    no member pinned to the CPU or queue: the weighted table chose
   rpctl_group_rss_unhashed_total      RSS mode, NIC hash not recomputed: the weighted table chose
+  rpctl_group_throttle_skips_total    adaptive: slot's member throttled, given to another member
   rpctl_group_flow_inserts_total      UDP: flows added to the flow table
   rpctl_group_flow_table_entries      UDP: entries in the flow table (its size: rpctl_group_flow_table_size)
   rpctl_group_flow_table_size         UDP: entries the flow table can hold

@@ -60,6 +60,10 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     queued_bytes = GaugeMetricFamily(
         "rpctl_member_queued_bytes", "Bytes waiting in a UDP member's receive queue", labels=MEMBER
     )
+    throttled = GaugeMetricFamily(
+        "rpctl_member_throttled", "1 while an adaptive group's serve throttles the member (its queue built alone)",
+        labels=MEMBER,
+    )
     # UDP groups with flow affinity: what the flow table holds (walked at each scrape).
     member_flows = GaugeMetricFamily(
         "rpctl_member_flows", "Live UDP flows the flow table still sends to the member", labels=MEMBER
@@ -89,6 +93,7 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 "mode": g.mode,
                 "program_id": str(g.prog_id),
                 "migration": "true" if g.migration else "false",
+                "adaptive": "true" if g.adaptive else "false",
             },
         )
         for family, name in group_counters:
@@ -105,6 +110,8 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
             for family, name in member_counters:
                 family.add_metric(labels, getattr(m, name))
             weight.add_metric(labels, m.weight)
+            if g.adaptive:
+                throttled.add_metric(labels, 0 if m.throttled is None else 1)
             current = m.state
             for s in STATES:
                 state.add_metric(labels + [s], 1 if s == current else 0)
@@ -114,5 +121,5 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size,
+            weight, state, throttled, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size,
             flow_evictions]

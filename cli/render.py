@@ -12,13 +12,13 @@ from rich.console import Group as RenderGroup
 from rich.table import Table
 from rich.text import Text
 
-from rpctl.controller.views import GroupView, MemberView
+from rpctl.controller.views import THROTTLED, GroupView, MemberView
 from rpctl.controller.probe import Check
 
 from .layout import table_lines
 from .text import (
     STATE_STYLE, UNREACHABLE, counter_texts, flow_table_text, mode_text, opt, pct,
-    pin_text, rate_text, rate_unit, unmanaged_warning,
+    pin_text, rate_text, rate_unit, throttle_lines, unmanaged_warning,
 )
 
 
@@ -64,6 +64,7 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
     rows = [[cell(m) for _, _, cell in shown] for m in g.members]
     lines = table_lines([c for c, _, _ in shown], rows, [r for _, r, _ in shown], width)
+    lines += [Text(line, style=STATE_STYLE[THROTTLED]) for line in throttle_lines(g)]
     warning = unmanaged_warning(g)
     if warning:
         lines.append(Text(warning, style="yellow"))

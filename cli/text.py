@@ -7,13 +7,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional
 
 from rpctl.controller.pin_table import format_cpus
-from rpctl.controller.views import ACTIVE, DRAINED, DRAINING, GONE, GROUP_COUNTERS, Counter, GroupView, MemberView
+from rpctl.controller.views import (
+    ACTIVE,
+    DRAINED,
+    DRAINING,
+    GONE,
+    GROUP_COUNTERS,
+    THROTTLED,
+    Counter,
+    GroupView,
+    MemberView,
+)
 
 if TYPE_CHECKING:
     from rpctl.controller.stale_state import StaleFolder
 
 # Member state -> the rich style it is shown in (a name, not a rich object).
-STATE_STYLE = {ACTIVE: "green", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
+STATE_STYLE = {ACTIVE: "green", THROTTLED: "magenta", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
 
 # What a group read through Prometheus shows when its exporter is down.
 UNREACHABLE = "its exporter is down or cannot read the pinned state: no figures"
@@ -24,6 +34,8 @@ _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rs
 _FLOW_COUNTERS = {"flow_inserts"}
 # Group counters that only QUIC groups show.
 _QUIC_COUNTERS = {"quic_unknown_server_id"}
+# ...and those only adaptive groups show.
+_ADAPTIVE_COUNTERS = {"throttle_skips"}
 
 
 def shown_counters(g: GroupView) -> list[Counter]:
@@ -33,6 +45,7 @@ def shown_counters(g: GroupView) -> list[Counter]:
         c for c in GROUP_COUNTERS
         if g.mode in _COUNTER_MODES.get(c.name, (g.mode,)) and (c.name not in _FLOW_COUNTERS or g.flow_table)
         and (c.name not in _QUIC_COUNTERS or g.quic_server_id_length)
+        and (c.name not in _ADAPTIVE_COUNTERS or g.adaptive)
     ]
 
 
@@ -79,7 +92,14 @@ def pin_text(g: GroupView, m: MemberView) -> str:
 
 
 def mode_text(g: GroupView) -> str:
-    return f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
+    """"weighted", "cpu", "rss eth0"; ", adaptive" after it when serve may throttle members."""
+    text = f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
+    return f"{text}, adaptive" if g.adaptive else text
+
+
+def throttle_lines(g: GroupView) -> list[str]:
+    """"worker-2 throttled: queue 37, others <= 2", one per throttled member."""
+    return [f"{m.name} throttled: {m.throttled}" for m in g.members if m.state == THROTTLED]
 
 
 def folder_text(folder: StaleFolder) -> str:

@@ -40,6 +40,7 @@ RP_POLICY_DRAINING = 1 << 1
 RP_CTL_MIGRATE = 1 << 0
 RP_CTL_FLOWS = 1 << 1
 RP_CTL_QUIC = 1 << 2
+RP_CTL_ADAPTIVE = 1 << 3
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -144,6 +145,18 @@ class RpGroupStats(ctypes.Structure):
         ("rss_unhashed", u64),
         ("flow_inserts", u64),
         ("quic_unknown_server_id", u64),
+        ("throttle_skips", u64),
+    ]
+
+
+class RpThrottle(ctypes.Structure):
+    """Mirrors struct rp_throttle in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("lease_ns", u64),
+        ("bits", u64 * (RP_MAX_MEMBERS // 64)),
+        ("queue", u32 * RP_MAX_MEMBERS),
+        ("others", u32 * RP_MAX_MEMBERS),
     ]
 
 
@@ -173,6 +186,7 @@ STRUCTS = {
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
     "rp_flow": RpFlow,
+    "rp_throttle": RpThrottle,
 }
 
 
@@ -199,5 +213,6 @@ GROUP_MAPS = (
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
     MapSpec("flows", bpfsys.MAP_TYPE_LRU_HASH, 4, ctypes.sizeof(RpFlow), SIZED_AT_CREATION),
+    MapSpec("throttle", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from . import sockets
+from .adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, LEASE_MS
 from .errors import InvalidInput, NotFound
 from .naming import DEFAULT_FORMAT, check_format
 
@@ -122,6 +123,9 @@ class GroupSpec:
     default_weight: int = 1
     drain: tuple[str, ...] = ()
     pin: PinSpec = WEIGHTED
+    adaptive: bool = False  # serve throttles a member whose queue builds alone (controller/adaptive.py)
+    adaptive_queue: int = DEFAULT_QUEUE
+    adaptive_interval_ms: int = DEFAULT_INTERVAL_MS
     line: int = 0  # of its [[group]] header in the file
 
 
@@ -301,6 +305,19 @@ def _pin(value: object) -> PinSpec:
     raise _Bad(f"{text!r}: use \"cpu\", \"rss:DEVICE\" (e.g. \"rss:eth0\") or \"weighted\"")
 
 
+def _bool(value: object) -> bool:
+    return _want(value, bool, "true or false")
+
+
+def _whole(low: int, high: int, unit: str) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        n = _want(value, int, f"a whole number of {unit}")
+        if not low <= n <= high:
+            raise _Bad(f"{n} is out of range {low}..{high}")
+        return n
+    return parse
+
+
 class Key(NamedTuple):
     parse: Callable[[object], Any]
     field: str  # the GroupSpec field it sets
@@ -317,6 +334,11 @@ GROUP_KEYS: Mapping[str, Key] = {
     "weights": Key(_weights, "weights"),
     "drain": Key(_drain, "drain"),
     "pin": Key(_pin, "pin"),
+    "adaptive": Key(_bool, "adaptive"),
+    # A queue of 1 would throttle at every accept's wait; past 65535 no listen backlog reaches it.
+    "adaptive_queue": Key(_whole(2, 65535, "queued connections"), "adaptive_queue"),
+    # Well under the lease, which each sample renews.
+    "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms"),
 }
 REQUIRED = ("name", "listen")
 
@@ -408,6 +430,10 @@ def _group(path: str, lines: _Lines, k: int, raw: object) -> GroupSpec:
     if ("adopt" in raw) == ("run" in raw):
         raise _fail(path, lines.group(k), label, "key 'adopt' or 'run'",
                     "give exactly one: adopt (whose listeners are members) or run (members rpctl launches)")
+    if values.get("adaptive") and values["listen"].proto != "tcp":
+        # A UDP member's queue is bytes of datagrams, and throttling it would
+        # move its flows (the program runs for every datagram).
+        raise _fail(path, lines.key(k, "adaptive"), label, "key 'adaptive'", "TCP groups only for now")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:

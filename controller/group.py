@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
 from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
+from .adaptive import Reason
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
 from .options import GroupOptions
@@ -794,6 +795,35 @@ def set_draining(name: str, draining: bool, force: bool = False, group: Optional
         return g.name
 
     return _write(group, layout, apply)
+
+
+def set_adaptive(g: Group, on: bool) -> bool:
+    """Set or clear ctl's RP_CTL_ADAPTIVE (the program reads the map "throttle"
+    only while it is set), under the group's lock: a publish rewrites ctl too.
+    True when it changed.  Looked at without the lock first: serve asks every
+    second, and must not wait behind a writer for a flag that is set already."""
+    if bool(g.ctl().flags & abi.RP_CTL_ADAPTIVE) == on:
+        return False
+    with g.layout.group_lock(g.name):
+        ctl = g.ctl()
+        flags = ctl.flags | abi.RP_CTL_ADAPTIVE if on else ctl.flags & ~abi.RP_CTL_ADAPTIVE
+        if flags == ctl.flags:
+            return False
+        ctl.flags = flags
+        g.maps["ctl"].put(0, ctl)
+        return True
+
+
+def put_throttle(g: Group, throttled: Mapping[int, Reason], lease_until_ns: int) -> None:
+    """Publish who is throttled until when (CLOCK_MONOTONIC), with why, in one
+    map update.  Only `rpctl serve` writes it, so it takes no lock; a reader
+    mid-update sees the old or the new bits of a word, each a valid throttle."""
+    t = abi.RpThrottle(lease_ns=lease_until_ns if throttled else 0)
+    for index, why in throttled.items():
+        t.bits[index // 64] |= 1 << (index % 64)
+        t.queue[index] = min(why.queue, 0xFFFFFFFF)
+        t.others[index] = min(why.others, 0xFFFFFFFF)
+    g.maps["throttle"].put(0, t)
 
 
 def group_sockets(g: Group) -> Iterable[socket.socket]:

@@ -41,6 +41,7 @@ from .views import (
     GONE,
     GROUP_COUNTERS,
     MEMBER_COUNTERS,
+    THROTTLED,
     GroupView,
     MemberView,
     UnmanagedListener,
@@ -235,6 +236,8 @@ def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
             m.draining = state in (DRAINING, DRAINED)
             if state == DRAINED:
                 m.queue = 0
+            if state == THROTTLED:
+                m.throttled = "its reason is not in the metrics"
     for s in answers["weight"]:
         m = member(s)
         if m is not None:
@@ -285,5 +288,6 @@ def _group(instance: str, name: str, labels: dict[str, str]) -> GroupView:
         prog_id = 0
     view = GroupView(name=name, proto=labels.get("protocol", proto), family=family, addr=addr, port=port,
                      prog_id=prog_id, gen=0, mode=labels.get("mode", "weighted"), published_ns=0, created_ns=0,
-                     migration=labels.get("migration", "true") == "true", instance=instance)
+                     migration=labels.get("migration", "true") == "true", instance=instance,
+                     adaptive=labels.get("adaptive", "false") == "true")
     return view

@@ -17,6 +17,14 @@ every write is one publish, and serve keeps no socket of an adopted group;
 the children of run groups die with it (as those of a SIGKILLed `rpctl
 run`), and the next serve starts new ones under the same names.
 
+Groups with `adaptive = true` get a control loop of their own (_Adaptive):
+every `adaptive_interval_ms` one sock_diag dump of the port gives every
+live member's accept queue, controller/adaptive.py decides who is
+throttled, and the map "throttle" gets the answer with a lease of
+adaptive.LEASE_MS; the program skips a throttled member while the lease
+runs, so a serve that is SIGKILLed leaves the plain weights behind within
+the lease (docs/decisions/0013).
+
 Every CLEANUP seconds (and at the start) serve also removes the state
 folders of network namespaces that no longer exist (controller/stale_state.py,
 what `rpctl cleanup` does).
@@ -36,7 +44,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
-from . import abi, config, notify, probe, reconcile, sockets, views, watch
+from . import abi, adaptive, config, diag, notify, probe, reconcile, sockets, views, watch
 from . import group as groups
 from .errors import RpctlError
 from .launcher import Launcher
@@ -50,8 +58,100 @@ RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
 SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
 CLEANUP = 300.0  # seconds between two sweeps of dead namespaces' state folders (a /proc scan)
+MEMBERS_AGE = 1.0  # an adaptive group's members (and its open maps) are read again this often
 
 log = logging.getLogger("rpctl.serve")
+
+
+class _Adaptive:
+    """The control loop of one adaptive group: sample, decide, publish the throttle."""
+
+    def __init__(self, name: str, layout: Layout):
+        self.name = name
+        self.layout = layout
+        self.throttle = adaptive.Throttle()
+        self.group: groups.Group | None = None
+        self.live: dict[int, int] = {}   # member index -> socket cookie, of the live generation
+        self.members: list[abi.RpMember] = []
+        self.read_at = -MEMBERS_AGE
+        self.next = 0.0
+        self.published_empty = False     # the map says "nobody" already: no write needed
+        self.failed: str | None = None
+
+    def step(self, now: float, settings: adaptive.Settings) -> float:
+        """One sample if it is due; returns when the next one is."""
+        if now < self.next:
+            return self.next
+        self.throttle.settings = settings
+        self.next = now + settings.interval_ms / 1000
+        try:
+            if now - self.read_at >= MEMBERS_AGE:
+                self._read_members(now)
+            g = self.group
+            ctl = g.ctl()
+            depths = diag.queue_depths(ctl.proto, self.live.values(), ctl.port)
+            by_index = {i: depths[c] for i, c in self.live.items() if c in depths}
+            verdict = self.throttle.update(by_index, time.monotonic_ns())
+            if verdict.throttled or not self.published_empty:
+                groups.put_throttle(g, verdict.throttled, verdict.lease_until_ns)
+                self.published_empty = not verdict.throttled
+        except (RpctlError, OSError) as e:
+            text = str(e)
+            if text != self.failed:
+                log.warning("group %s: adaptive steering cannot sample or publish: %s", self.name, text)
+            self.failed = text
+            self._close_group()
+            self.read_at = -MEMBERS_AGE
+            return self.next
+        self.failed = None
+        names = self._names()
+        for c in verdict.changes:
+            log.info("group %s: %s %s (%s)", self.name, names.get(c.index, f"index {c.index}"),
+                     "throttled" if c.throttled else "released", c.reason)
+        return self.next
+
+    def _read_members(self, now: float) -> None:
+        """Open the group anew (it may have been unloaded and made again), make
+        sure its program reads the throttle, and list the live members."""
+        self._close_group()
+        g = self.group = groups.Group.open(self.name, self.layout)
+        if groups.set_adaptive(g, True):
+            log.info("group %s: adaptive steering on", self.name)
+        gen = g.ctl().gen & 1
+        self.members = g.members()
+        self.live = {
+            i: m.cookie for i, m in enumerate(self.members)
+            if m.flags & abi.RP_MEMBER_USED and m.policy[gen].flags & abi.RP_POLICY_PRESENT
+            and not m.policy[gen].flags & abi.RP_POLICY_DRAINING and m.policy[gen].weight > 0
+        }
+        self.read_at = now
+
+    def _names(self) -> dict[int, str]:
+        return {i: self.members[i].name.decode(errors="replace") for i in self.live}
+
+    def stale(self) -> None:
+        """The group changed (a reconcile ran): read its members at the next sample."""
+        self.read_at = -MEMBERS_AGE
+
+    def _close_group(self) -> None:
+        if self.group is not None:
+            self.group.close()
+            self.group = None
+
+    def close(self) -> None:
+        """Adaptive off (serve stops, or the file says so): nobody throttled, flag cleared."""
+        try:
+            with groups.Group.open(self.name, self.layout) as g:
+                groups.put_throttle(g, {}, 0)
+                if groups.set_adaptive(g, False):
+                    log.info("group %s: adaptive steering off", self.name)
+        except (RpctlError, OSError) as e:
+            log.warning("group %s: cannot turn adaptive steering off (its lease ends it): %s", self.name, e)
+        self._close_group()
+
+
+def _settings(spec) -> adaptive.Settings:
+    return adaptive.Settings(queue=spec.adaptive_queue, interval_ms=spec.adaptive_interval_ms)
 
 
 class _Keeper:
@@ -67,6 +167,18 @@ class _Keeper:
         self.failed: Optional[str] = None   # the last reconcile's error, logged once
         self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
         self.soon = 0.0                     # the delay before looking again at an undecided listener
+        self.adaptive: _Adaptive | None = None
+
+    def adapt(self, now: float) -> float | None:
+        """Run the adaptive loop when the spec asks for it; when the next sample is due (None: off)."""
+        if not self.spec.adaptive:
+            if self.adaptive is not None:
+                self.adaptive.close()
+                self.adaptive = None
+            return None
+        if self.adaptive is None:
+            self.adaptive = _Adaptive(self.name, self.layout)
+        return self.adaptive.step(now, _settings(self.spec))
 
     @property
     def name(self) -> str:
@@ -109,6 +221,8 @@ class _Keeper:
         self._log_notes(plan.note_lines())
         # What this reconcile left: the listeners seen before it, the
         # members' pids after it (a pid dead already stays out of both).
+        if self.adaptive is not None:
+            self.adaptive.stale()
         self.pids = frozenset(plan.pids.values())
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
         self.next_full = time.monotonic() + (self.soon or RESYNC)
@@ -121,7 +235,9 @@ class _Keeper:
         self.notes = set(notes)
 
     def close(self) -> None:
-        pass
+        if self.adaptive is not None:
+            self.adaptive.close()
+            self.adaptive = None
 
 
 class _LaunchedKeeper(_Keeper):
@@ -160,6 +276,7 @@ class _LaunchedKeeper(_Keeper):
         return True
 
     def close(self) -> None:
+        super().close()
         self.launcher.close()
 
 
@@ -235,6 +352,8 @@ class Serve:
         self._wake: Optional[sockets.SelfPipe] = None
         self._sel: Optional[selectors.BaseSelector] = None
         self._next_cleanup = 0.0
+        self._next_look = 0.0
+        self._adapt_due: float | None = None
         self._cleanup_failed: Optional[str] = None
 
     # Requests (signal handlers, other threads) ----------------------------------
@@ -320,7 +439,10 @@ class Serve:
             self._tick()
 
     def _timeout(self) -> float:
-        due = [self.interval]
+        now = time.monotonic()
+        due = [max(0.0, self._next_look - now)]
+        if self._adapt_due is not None:
+            due.append(max(0.0, self._adapt_due - now))
         for k in self.keepers.values():
             if isinstance(k, _LaunchedKeeper):
                 d = k.launcher.next_due()
@@ -333,13 +455,24 @@ class Serve:
         if now >= self._next_cleanup:
             self._next_cleanup = now + CLEANUP
             self._cleanup()
+        # The groups are looked at every interval (or when forced); the
+        # loop also wakes for launchers' children and adaptive samples.
+        look = force or now >= self._next_look
+        if look:
+            self._next_look = now + self.interval
         for k in list(self.keepers.values()):
             if isinstance(k, _LaunchedKeeper):
                 k.launcher.step(0)
-            try:
-                k.tick(now, force)
-            except (RpctlError, OSError) as e:
-                log.warning("group %s: cannot look at it: %s", k.name, e)
+            if look:
+                try:
+                    k.tick(now, force)
+                except (RpctlError, OSError) as e:
+                    log.warning("group %s: cannot look at it: %s", k.name, e)
+        self._adapt(time.monotonic())
+
+    def _adapt(self, now: float) -> None:
+        dues = [d for d in (k.adapt(now) for k in list(self.keepers.values())) if d is not None]
+        self._adapt_due = min(dues) if dues else None
 
     def _cleanup(self) -> None:
         """Remove the state folders of network namespaces that no longer exist

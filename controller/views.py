@@ -16,11 +16,13 @@ generation, which a writer replaces with one map update.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from . import abi, pin_table, quic, sockets
+from .adaptive import Reason
 from .errors import NotFound
 from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
     from . import diag
 
 # A member's states, in the order they are listed everywhere.
-ACTIVE, DRAINING, DRAINED, GONE = "active", "draining", "drained", "gone"
-STATES = (ACTIVE, DRAINING, DRAINED, GONE)
+ACTIVE, THROTTLED, DRAINING, DRAINED, GONE = "active", "throttled", "draining", "drained", "gone"
+STATES = (ACTIVE, THROTTLED, DRAINING, DRAINED, GONE)
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,14 @@ GROUP_COUNTERS = (
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
     Counter("flow_inserts", "UDP: flows added to the flow table (its evictions are these minus its entries)"),
     Counter("quic_unknown_server_id", "QUIC packets whose server id named no live member (weights chose)"),
+    Counter("throttle_skips", "Adaptive: selections whose slot's member was throttled, given to another member"),
 )
 
 # struct rp_member_stats, in its order.
 MEMBER_COUNTERS = (
     Counter("selected", "New connections or datagrams steered to the member through its slots"),
-    Counter("fallback", "New connections or datagrams given to the member because their slot's socket was gone"),
+    Counter("fallback", ("New connections or datagrams given to the member because their slot's socket was gone "
+                         "or its member throttled")),
     Counter("migrated", "Queued connections of a closing listener placed on the member"),
     Counter("pinned", "New connections or datagrams given to the member as the one of their CPU or queue"),
     Counter("flow_datagrams", "UDP: datagrams sent to the member by their flow in the flow table"),
@@ -102,6 +106,7 @@ class MemberView:
     # New connections (datagrams) per second when the source measured it (Prometheus' rate()
     # over a window); None for a local read, whose readers measure it between polls.
     rate: Optional[float] = None
+    throttled: str | None = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
 
     @property
     def state(self) -> str:
@@ -110,6 +115,8 @@ class MemberView:
         if self.draining:
             # A UDP member's live flows keep coming to it while it drains.
             return DRAINED if self.queue == 0 and not self.flows else DRAINING
+        if self.throttled is not None:
+            return THROTTLED
         return ACTIVE
 
     @property
@@ -153,6 +160,8 @@ class GroupView:
     flow_idle_timeout: float = 0.0          # seconds, of the flow table
     quic_unknown_server_id: int = 0
     quic_server_id_length: int = 0  # 0: no QUIC routing
+    throttle_skips: int = 0
+    adaptive: bool = False      # serve may throttle members whose queue builds (their state says so)
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
@@ -209,11 +218,13 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         published_ns=gen_info.published_ns if gen_info else 0,
         created_ns=ctl.created_ns,
         migration=bool(ctl.flags & abi.RP_CTL_MIGRATE),
+        adaptive=bool(ctl.flags & abi.RP_CTL_ADAPTIVE),
         pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
         quic_server_id_length=ctl.quic_sid_len if ctl.flags & abi.RP_CTL_QUIC else 0,
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
+    throttled = throttle_reasons(g) if view.adaptive else {}
     for idx, m in enumerate(g.members()):
         pol = m.policy[gen]
         if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
@@ -234,6 +245,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             registered_ns=m.registered_ns,
             quic_server_id=(quic.format_server_id(m.quic_server_id, view.quic_server_id_length)
                             if m.flags & abi.RP_MEMBER_QUIC and view.quic_server_id_length else None),
+            throttled=throttled.get(idx),
             **counts,
         )
         view.members.append(member)
@@ -266,6 +278,13 @@ def set_target_shares(members: list[MemberView]) -> None:
     weight_sum = sum(live.values())
     for m in members:
         m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0
+def throttle_reasons(g: Group) -> dict[int, str]:
+    """The members an adaptive group's serve throttles now (index -> why), from
+    the map "throttle": none once its lease ran out (the program ignores it then)."""
+    t = g.maps["throttle"].get(0, abi.RpThrottle)
+    if t is None or t.lease_ns <= time.monotonic_ns():
+        return {}
+    return {i: str(Reason(t.queue[i], t.others[i])) for i in range(abi.RP_MAX_MEMBERS) if t.bits[i // 64] >> (i % 64) & 1}
 
 
 def unmanaged_listeners(view: GroupView, found: Iterable[diag.SocketDiag]) -> list[UnmanagedListener]:

@@ -13,6 +13,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 PORT = 7000
@@ -284,6 +285,30 @@ class LightLoad(_Background):
     @property
     def failed(self) -> int:
         return sum(f for _, f in self.batches)
+
+
+class PacedConnections(_Background):
+    """`rate` new connections a second to 127.0.0.1:port, each closed at once (it
+    waits in the chosen member's accept queue like any other), until the block ends."""
+
+    def __init__(self, port: int, rate: float):
+        super().__init__()
+        self.port, self.rate = port, rate
+        self.made = 0
+        self.failed = 0
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self.stop.is_set():
+            delay = start + self.made / self.rate - time.monotonic()
+            if delay > 0:
+                self.stop.wait(delay)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                    pass
+            except OSError:
+                self.failed += 1
+            self.made += 1
 
 
 class ClientLoad(_Background):

@@ -22,7 +22,7 @@ def group_view(members=None, **kw) -> GroupView:
         "name": "tcp-18080", "proto": "tcp", "family": socket.AF_INET, "addr": "127.0.0.1", "port": 18080,
         "prog_id": 42, "gen": 1, "mode": "weighted", "published_ns": 1_700_000_000_000_000_000,
         "created_ns": 1_600_000_000_000_000_000, "slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7,
-        "pin_unassigned": 8, "rss_unhashed": 9, "unmanaged": [],
+        "pin_unassigned": 8, "rss_unhashed": 9, "throttle_skips": 10, "unmanaged": [],
     }
     view = GroupView(**{**fields, **kw})
     view.members = members if members is not None else [

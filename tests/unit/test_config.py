@@ -21,6 +21,9 @@ weight = 2
 weights = { "nginx-1" = 3 }
 drain = ["nginx-2"]
 pin = "cpu"
+adaptive = true
+adaptive_queue = 16
+adaptive_interval_ms = 40
 
 [[group]]
 name = "api"
@@ -43,12 +46,14 @@ def test_every_key_is_read():
     web, api, dns = cfg.groups
     assert web == config.GroupSpec(
         name="web", listen=EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080), adopt=AdoptRule(comm="nginx", uid=0),
-        names="{comm}-{i}", weights={"nginx-1": 3}, default_weight=2, drain=("nginx-2",), pin=PinSpec("cpu"), line=2,
+        names="{comm}-{i}", weights={"nginx-1": 3}, default_weight=2, drain=("nginx-2",), pin=PinSpec("cpu"),
+        adaptive=True, adaptive_queue=16, adaptive_interval_ms=40, line=2,
     )
     assert api.listen == EndpointKey("tcp", socket.AF_INET6, "::1", 9090)
     assert api.run == RunSpec(("/srv/api", "--listen-fd", "3"), 4) and api.adopt is None
-    assert api.names == "worker-{i}" and api.pin == PinSpec() and api.line == 12
+    assert api.names == "worker-{i}" and api.pin == PinSpec() and api.line == 15
     assert dns.pin == PinSpec("rss", "eth0") and dns.listen.proto == "udp"
+    assert (api.adaptive, api.adaptive_queue, api.adaptive_interval_ms) == (False, 8, 25)
     assert dns.adopt == AdoptRule(exe="/usr/sbin/unbound", cgroup="/system.slice/unbound.service")
     assert cfg.group("dns") is dns
     with pytest.raises(NotFound):
@@ -69,7 +74,7 @@ def _group(body: str) -> str:
         # unknown keys: in a group, inside adopt / run, and outside every group
         (_group('adopt = { comm = "nginx" }\nflow_affinity = true\n'),
          ("f.toml:5: group 'web': key 'flow_affinity': unknown key (known: name, listen, adopt, run, names, weight, "
-         "weights, drain, pin)")),
+         "weights, drain, pin, adaptive, adaptive_queue, adaptive_interval_ms)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
         (_group('run = { command = ["x"], count = 1, restart = "always" }\n'),
@@ -93,6 +98,16 @@ def _group(body: str) -> str:
          "f.toml:7: group 'web': key 'weights.b': weight of b: 10001 is out of range 0..10000"),
         (_group('run = { command = ["x"], count = 0 }\n'),
          "f.toml:4: group 'web': key 'run.count': count 0 is out of range 1..256"),
+        (_group('adopt = { comm = "nginx" }\nadaptive = "yes"\n'),
+         "f.toml:5: group 'web': key 'adaptive': a string where true or false belongs"),
+        (_group('adopt = { comm = "nginx" }\nadaptive_queue = 1\n'),
+         "f.toml:5: group 'web': key 'adaptive_queue': 1 is out of range 2..65535"),
+        (_group('adopt = { comm = "nginx" }\nadaptive_interval_ms = 2.5\n'),
+         "f.toml:5: group 'web': key 'adaptive_interval_ms': a number where a whole number of milliseconds belongs"),
+        (_group('adopt = { comm = "nginx" }\nadaptive_interval_ms = 500\n'),
+         "f.toml:5: group 'web': key 'adaptive_interval_ms': 500 is out of range 5..125"),
+        ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive = true\n',
+         "f.toml:5: group 'dns': key 'adaptive': TCP groups only for now"),
         # bad pins, names, adopt rules
         (_group('adopt = { comm = "nginx" }\npin = "rss"\n'),
          """f.toml:5: group 'web': key 'pin': 'rss': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),

@@ -26,15 +26,15 @@ GROUP_NAMES = [c.name for c in GROUP_COUNTERS]
 MEMBER_NAMES = [c.name for c in MEMBER_COUNTERS]
 
 
-def counted_view(mode: str, flows: bool = False, quic: int = 0) -> GroupView:
+def counted_view(mode: str, flows: bool = False, quic: int = 0, adaptive: bool = False) -> GroupView:
     """Every group counter a distinct value: 101, 102, ... in table order.
-    flows: a UDP group with a flow table; quic: its QUIC server id length."""
+    flows: a UDP group with a flow table; quic: its QUIC server id length; adaptive: serve throttles."""
     values = {name: 101 + i for i, name in enumerate(GROUP_NAMES)}
     if flows:
         values.update(proto="udp", flow_table=FlowTable(1024, 900, 3, {0: 7}))
     if quic:
         values.update(proto="udp", quic_server_id_length=quic)
-    return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", **values)
+    return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", adaptive=adaptive, **values)
 
 
 def _text(renderable, width: int = 200, height: int = 60) -> str:
@@ -69,16 +69,18 @@ def test_metric_names_are_the_table_names():
     assert counters == set(GROUP_NAMES), "a group counter family with a name of its own"
 
 
-@pytest.mark.parametrize("mode, flows, quic, shown", [
-    ("weighted", False, 0, ["slot_misses", "no_live_member"]),
-    ("cpu", False, 0, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
-    ("rss", False, 0, [n for n in GROUP_NAMES if n not in ("flow_inserts", "quic_unknown_server_id")]),
-    ("rss", True, 2, GROUP_NAMES),
-    ("weighted", True, 0, ["slot_misses", "no_live_member", "flow_inserts"]),
-    ("weighted", False, 1, ["slot_misses", "no_live_member", "quic_unknown_server_id"]),
+@pytest.mark.parametrize("mode, flows, quic, adaptive, shown", [
+    ("weighted", False, 0, False, ["slot_misses", "no_live_member"]),
+    ("cpu", False, 0, False, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
+    ("rss", False, 0, False,
+     [n for n in GROUP_NAMES if n not in ("flow_inserts", "quic_unknown_server_id", "throttle_skips")]),
+    ("rss", True, 2, True, GROUP_NAMES),
+    ("weighted", True, 0, False, ["slot_misses", "no_live_member", "flow_inserts"]),
+    ("weighted", False, 1, False, ["slot_misses", "no_live_member", "quic_unknown_server_id"]),
+    ("weighted", False, 0, True, ["slot_misses", "no_live_member", "throttle_skips"]),
 ])
-def test_the_status_table_and_the_dashboard_write_the_table_names(mode, flows, quic, shown):
-    view = counted_view(mode, flows, quic)
+def test_the_status_table_and_the_dashboard_write_the_table_names(mode, flows, quic, adaptive, shown):
+    view = counted_view(mode, flows, quic, adaptive)
     history = History()
     history.update(Snapshot(time=0.0, groups=[view]))
     screens = {

@@ -414,3 +414,17 @@ def test_a_fleet_member_s_rate_and_share_are_prometheus_s():
     lines = fleet_frame([g], width=120)
     row = next(line for line in lines if line.startswith(g.members[0].name + " "))
     assert "1234" in row and f"{100 * g.members[0].observed_share:.1f}%" in row
+
+
+def test_a_member_throttled_and_released_are_events():
+    history = History()
+    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")])]))
+    new = history.update(Snapshot(1.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")], adaptive=True)]))
+    assert [e.text for e in new] == ["mode weighted -> weighted, adaptive"]
+    throttled = moving_group([moving_member(0, "a", throttled="queue 37, others <= 0", queue=37),
+                              moving_member(1, "b")], adaptive=True)
+    new = history.update(Snapshot(2.0, [throttled]))
+    assert [(e.kind, e.text, e.member) for e in new] == [("throttled", "a throttled (queue 37, others <= 0)", "a")]
+    assert history.update(Snapshot(3.0, [throttled])) == []
+    released = moving_group([moving_member(0, "a", queue=1), moving_member(1, "b")], adaptive=True)
+    assert [e.text for e in history.update(Snapshot(4.0, [released]))] == ["a released (queue 1)"]

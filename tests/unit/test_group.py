@@ -1,4 +1,4 @@
-"""controller/group.py without bpffs: the checks of member names and weights."""
+"""controller/group.py without bpffs: the checks of member names and weights; the throttle map's encoding."""
 
 from __future__ import annotations
 
@@ -30,3 +30,42 @@ def test_check_weight_accepts(weight):
 def test_check_weight_refuses(weight):
     with pytest.raises(InvalidInput, match="weight of w"):
         check_weight("w", weight)
+
+
+class _OneElement:
+    """An array map of one element, in memory: what put_throttle writes and throttle_reasons reads."""
+
+    def __init__(self):
+        self.value = None
+
+    def put(self, key, value, flags=0):
+        assert key == 0
+        self.value = bytes(value)
+
+    def get(self, key, value_type):
+        return None if self.value is None else value_type.from_buffer_copy(self.value)
+
+
+def test_the_throttle_map_says_who_until_when_and_why():
+    import time
+
+    from rpctl.controller import abi
+    from rpctl.controller.adaptive import Reason
+    from rpctl.controller.group import Group, put_throttle
+    from rpctl.controller.state import Layout
+    from rpctl.controller.views import throttle_reasons
+
+    g = Group(Layout(root="/nonexistent"), "web", {"throttle": _OneElement()})
+    lease = time.monotonic_ns() + 10**9
+    put_throttle(g, {0: Reason(9, 1), 63: Reason(40, 2), 64: Reason(8, 0), 255: Reason(2**40, 3)}, lease)
+    t = g.maps["throttle"].get(0, abi.RpThrottle)
+    assert t.lease_ns == lease
+    assert list(t.bits) == [1 | 1 << 63, 1, 0, 1 << 63]
+    assert throttle_reasons(g) == {0: "queue 9, others <= 1", 63: "queue 40, others <= 2", 64: "queue 8, others <= 0",
+                                   255: "queue 4294967295, others <= 3"}
+    # A lease that ran out throttles nobody, for readers as for the program.
+    put_throttle(g, {5: Reason(9, 0)}, time.monotonic_ns() - 1)
+    assert throttle_reasons(g) == {}
+    # Nobody throttled: no lease either.
+    put_throttle(g, {}, lease)
+    assert g.maps["throttle"].get(0, abi.RpThrottle).lease_ns == 0 and throttle_reasons(g) == {}

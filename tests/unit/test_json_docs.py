@@ -10,19 +10,19 @@ from tests.support.views import STATES, group_view, member, strays
 
 
 GROUP_KEYS = {
-    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "generation",
+    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "generation",
     "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
 }
 
 
 COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "flow_inserts",
-                "quic_unknown_server_id"}
+                "quic_unknown_server_id", "throttle_skips"}
 
 
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
     "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "flow_datagrams", "flows_created",
-    "flows_reassigned", "flows", "quic_routed", "quic_server_id",
+    "flows_reassigned", "flows", "quic_routed", "quic_server_id", "throttled",
 }
 
 
@@ -41,7 +41,8 @@ def test_status_json_keys_and_values():
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
     assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
-                             "rss_unhashed": 9, "flow_inserts": 0, "quic_unknown_server_id": 0}
+                             "rss_unhashed": 9, "flow_inserts": 0, "quic_unknown_server_id": 0, "throttle_skips": 10}
+    assert g["adaptive"] is False
     assert g["pin_device"] is None and g["quic_server_id_length"] is None
     assert g["flow_table"] is None and all(m["flows"] is None for m in g["members"])
     assert (g["name"], g["protocol"], g["address"], g["port"]) == ("tcp-18080", "tcp", "127.0.0.1", 18080)
@@ -57,6 +58,16 @@ def test_status_json_keys_and_values():
     assert first["observed_share"] == 0.123457
     assert g["unmanaged"] == []
     assert json_docs.status_json([]) == {"groups": []}
+
+
+def test_status_json_says_adaptive_and_why_a_member_is_throttled():
+    view = group_view(adaptive=True)
+    view.members[0].throttled = "queue 37, others <= 2"
+    (g,) = json_docs.status_json([view])["groups"]
+    assert g["adaptive"] is True
+    first, second = g["members"][:2]
+    assert (first["state"], first["throttled"]) == ("throttled", "queue 37, others <= 2")
+    assert (second["state"], second["throttled"]) == ("draining", None)
 
 
 def test_status_json_lists_unmanaged_listeners_and_null_when_not_read():

@@ -50,12 +50,13 @@ def test_counters_gauges_and_info_of_a_tcp_group():
     (info_labels,) = samples(got["rpctl_group_info"])
     assert dict(info_labels) == {
         "group": "tcp-18080", "endpoint": "tcp:127.0.0.1:18080", "protocol": "tcp", "mode": "weighted",
-        "program_id": "42", "migration": "true",
+        "program_id": "42", "migration": "true", "adaptive": "false",
     }
+    assert samples(got["rpctl_member_throttled"]) == {}, "a group that is not adaptive throttles nobody"
     assert samples(got["rpctl_group_info"])[info_labels] == 1.0
     for family, value in (("rpctl_group_slot_misses", 5), ("rpctl_group_no_live_member", 6),
                           ("rpctl_group_pin_fallbacks", 7), ("rpctl_group_pin_unassigned", 8),
-                          ("rpctl_group_rss_unhashed", 9)):
+                          ("rpctl_group_rss_unhashed", 9), ("rpctl_group_throttle_skips", 10)):
         assert got[family].type == "counter"
         assert samples(got[family], family + "_total") == {(("group", "tcp-18080"),): value}
 
@@ -63,12 +64,24 @@ def test_counters_gauges_and_info_of_a_tcp_group():
 def test_state_has_one_series_per_state_and_one_is_set():
     got = scrape(families([group_view()]))["rpctl_member_state"]
     assert got.type == "gauge"
-    assert set(STATES) == {"active", "draining", "drained", "gone"}
+    assert set(STATES) == {"active", "throttled", "draining", "drained", "gone"}
     series = samples(got)
     assert len(series) == 4 * len(STATES)
     for name, state in MEMBER_STATES.items():
         mine = {dict(k)["state"]: v for k, v in series.items() if dict(k)["member"] == name}
         assert mine == {s: (1.0 if s == state else 0.0) for s in STATES}, name
+
+
+def test_an_adaptive_group_says_which_member_is_throttled():
+    view = group_view(adaptive=True)
+    view.members[0].throttled = "queue 37, others <= 2"
+    got = scrape(families([view]))
+    assert got["rpctl_member_throttled"].type == "gauge"
+    assert by_member(got["rpctl_member_throttled"]) == {"worker-1": 1, "worker-2": 0, "worker-3": 0, "worker-4": 0}
+    state = {dict(k)["state"]: v for k, v in samples(got["rpctl_member_state"]).items()
+             if dict(k)["member"] == "worker-1"}
+    assert state["throttled"] == 1.0 and state["active"] == 0.0
+    assert dict(next(iter(samples(got["rpctl_group_info"]))))["adaptive"] == "true"
 
 
 def test_udp_queue_is_in_bytes_and_an_unknown_queue_is_left_out():

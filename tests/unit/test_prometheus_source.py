@@ -127,3 +127,19 @@ def test_a_group_whose_exporter_went_down_is_shown_unreachable():
     # A group still scraped is never unreachable, whatever the lookback says.
     parsed["unreachable"] = [source.Sample(dict(s.labels), 1.0) for s in parsed["info"]]
     assert not any(g.unreachable for g in source.fleet_views(parsed))
+
+
+def test_an_adaptive_group_and_a_throttled_member_come_through():
+    answers = json.loads(RECORDED.read_text())
+    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    for s in parsed["state"]:
+        if s.labels["member"] == "a1":
+            s.labels["state"] = "throttled"
+    for samples in parsed.values():
+        for s in samples:
+            if s.labels.get("group") == "tcp-7001" and "migration" in s.labels:
+                s.labels["adaptive"] = "true"
+    a = next(g for g in source.fleet_views(parsed) if g.name == "tcp-7001")
+    assert a.adaptive
+    assert [(m.name, m.state) for m in a.members] == [("a0", "active"), ("a1", "throttled"), ("a2", "active")]
+    assert not any(g.adaptive for g in source.fleet_views(parsed) if g.name != "tcp-7001")

@@ -89,3 +89,15 @@ def test_status_warns_about_an_unmanaged_listener_under_its_table():
             "member is live; adopt it or stop it") in text
     assert text.index("worker-4") < text.index("unmanaged")
     assert "unmanaged" not in _render(render.status_table(group_view()), 200)
+
+
+def test_status_says_adaptive_and_why_a_member_is_throttled():
+    view = group_view(adaptive=True)
+    view.members[0].throttled = "queue 37, others <= 2"
+    text = _render(render.status_table(view), 200)
+    assert "mode weighted, adaptive" in text and "throttle skips 10" in text
+    assert re.search(r"\bworker-1\b.*\bthrottled\b", text), text
+    assert "worker-1 throttled: queue 37, others <= 2" in text
+    assert text.index("worker-4") < text.index("worker-1 throttled")
+    plain = _render(render.status_table(group_view()), 120)
+    assert "adaptive" not in plain and "throttle" not in plain
