@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 RULE_TESTS = REPO / "contrib" / "prometheus" / "rpctl-rules.test.yml"
 
 ALERTS = {"RpctlExporterDown", "RpctlNoActiveMember", "RpctlMemberGone", "RpctlUnmanagedListener",
-          "RpctlShareOffTarget", "RpctlFlowTableEvictions"}
+          "RpctlShareOffTarget", "RpctlFlowTableEvictions", "RpctlMemberThrottled"}
 SUFFIX = {"counter": "_total", "info": "_info"}  # what a family's samples add to its name
 
 
