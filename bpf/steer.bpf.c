@@ -32,7 +32,8 @@
  *      throttled members: its share spreads over the others in proportion
  *      to their weights (docs/decisions/0013); if every try meets a
  *      throttled or gone member, the slot's member after all (a throttle
- *      never refuses work);
+ *      never refuses work).  Steps Q and 0 come first: a UDP flow the
+ *      flow table knows, or a server id's member, is never moved by it;
  *   4. if that socket is gone (closed since the last publish: the kernel
  *      emptied its array entry), the same table again at up to
  *      RP_REHASH_TRIES re-mixed hashes of the flow: the dead member's share
@@ -616,7 +617,9 @@ int rp_select(struct sk_reuseport_md *md)
 		/* A plain group's only cost of adaptive steering: this test of
 		 * a field of the ctl element it has looked up anyway.  A
 		 * migrating request is not new work: it goes where it must.
-		 * (Adaptive groups are TCP: no flow or QUIC step came first.) */
+		 * In a UDP group the QUIC and flow steps came first: a known
+		 * flow went to its member throttled or not, so only a new flow
+		 * gets here and skips a throttled member (decision 13). */
 		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, &fp) == 0)
 			return SK_PASS;
 		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {

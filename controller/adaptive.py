@@ -1,8 +1,12 @@
 """Which members of an adaptive group to throttle, from their queue depths (pure).
 
-`rpctl serve` samples every live member's queue (TCP: the accept queue,
-sock_diag's idiag_rqueue; UDP: the receive queue) every `interval_ms` and
-feeds the depths to Throttle.update().  A member whose queue builds while
+`rpctl serve` samples every live member's queue (sock_diag's idiag_rqueue:
+TCP, the accept queue in connections; UDP, the receive queue in bytes of
+memory its datagrams hold) every `interval_ms` and feeds the depths to
+Throttle.update().  The rules are the same in either unit: only the
+threshold (`queue`) and the words of a reason (`unit`) differ.
+
+A member whose queue builds while
 another member's stays low is throttled: the program skips it like a gone
 socket, and its share spreads over the others in proportion to their
 weights.  It is released when its queue has drained (hysteresis: throttled
@@ -31,9 +35,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["DEFAULT_INTERVAL_MS", "DEFAULT_QUEUE", "LEASE_MS", "Change", "Reason", "Settings", "Throttle", "Verdict"]
+__all__ = ["BYTES", "DEFAULT_INTERVAL_MS", "DEFAULT_QUEUE", "DEFAULT_QUEUE_BYTES", "LEASE_MS", "MIN_QUEUE_BYTES",
+           "Change", "Reason", "Settings", "Throttle", "Verdict"]
 
-DEFAULT_QUEUE = 8         # queued connections (datagrams) that throttle a member
+DEFAULT_QUEUE = 8         # queued connections that throttle a TCP member
+# Bytes queued (the datagrams' memory, truesize: a small datagram holds about
+# 1 KiB) that throttle a UDP member.  Under a third of Linux's default receive
+# buffer (net.core.rmem_default, 208 KiB), which caps the queue: a threshold
+# above the buffer would never be reached, the member dropping datagrams instead.
+DEFAULT_QUEUE_BYTES = 64 * 1024
+MIN_QUEUE_BYTES = 4096    # under this, one datagram of a busy worker would throttle it
+BYTES = " bytes"          # Settings.unit of UDP groups
 DEFAULT_INTERVAL_MS = 25  # between two samples: a building queue is seen within ~2 of them
 LEASE_MS = 500            # a published throttle outlives serve by at most this
 
@@ -43,6 +55,7 @@ class Settings:
     queue: int = DEFAULT_QUEUE
     interval_ms: int = DEFAULT_INTERVAL_MS
     lease_ms: int = LEASE_MS
+    unit: str = ""  # what a depth counts, for reasons: "" (connections) or " bytes" (UDP)
 
     @property
     def release(self) -> int:
@@ -55,9 +68,10 @@ class Reason(NamedTuple):
 
     queue: int
     others: int
+    unit: str = ""  # Settings.unit
 
     def __str__(self) -> str:
-        return f"queue {self.queue}, others <= {self.others}"
+        return f"queue {self.queue}{self.unit}, others <= {self.others}{self.unit}"
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,7 @@ class Throttle:
                 chosen.add(index)
         serving = [d for i, d in depths.items() if i not in chosen]
         deepest = max(serving) if serving else 0
-        after = {i: before.get(i, Reason(depths[i], deepest)) for i in sorted(chosen)}
+        after = {i: before.get(i, Reason(depths[i], deepest, s.unit)) for i in sorted(chosen)}
         self._throttled = after
         changes = [Change(i, True, str(r)) for i, r in after.items() if i not in before]
         changes += [Change(i, False, _release_reason(depths.get(i), s)) for i in sorted(before)
@@ -125,5 +139,5 @@ def _release_reason(depth: int | None, s: Settings) -> str:
     if depth is None:
         return "no longer a live member"
     if depth > s.release:
-        return f"queue {depth}, every member loaded"
-    return f"queue {depth}, drained"
+        return f"queue {depth}{s.unit}, every member loaded"
+    return f"queue {depth}{s.unit}, drained"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from . import sockets
-from .adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, LEASE_MS
+from .adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, LEASE_MS, MIN_QUEUE_BYTES
 from .errors import InvalidInput, NotFound
 from .naming import DEFAULT_FORMAT, check_format
 
@@ -124,7 +124,8 @@ class GroupSpec:
     drain: tuple[str, ...] = ()
     pin: PinSpec = WEIGHTED
     adaptive: bool = False  # serve throttles a member whose queue builds alone (controller/adaptive.py)
-    adaptive_queue: int = DEFAULT_QUEUE
+    adaptive_queue: int = DEFAULT_QUEUE  # TCP: queued connections
+    adaptive_queue_bytes: int = DEFAULT_QUEUE_BYTES  # UDP: bytes in the receive queue
     adaptive_interval_ms: int = DEFAULT_INTERVAL_MS
     line: int = 0  # of its [[group]] header in the file
 
@@ -337,6 +338,8 @@ GROUP_KEYS: Mapping[str, Key] = {
     "adaptive": Key(_bool, "adaptive"),
     # A queue of 1 would throttle at every accept's wait; past 65535 no listen backlog reaches it.
     "adaptive_queue": Key(_whole(2, 65535, "queued connections"), "adaptive_queue"),
+    # UDP: 1 GiB is past any receive buffer (SO_RCVBUF is capped by net.core.rmem_max).
+    "adaptive_queue_bytes": Key(_whole(MIN_QUEUE_BYTES, 1 << 30, "bytes"), "adaptive_queue_bytes"),
     # Well under the lease, which each sample renews.
     "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms"),
 }
@@ -430,10 +433,13 @@ def _group(path: str, lines: _Lines, k: int, raw: object) -> GroupSpec:
     if ("adopt" in raw) == ("run" in raw):
         raise _fail(path, lines.group(k), label, "key 'adopt' or 'run'",
                     "give exactly one: adopt (whose listeners are members) or run (members rpctl launches)")
-    if values.get("adaptive") and values["listen"].proto != "tcp":
-        # A UDP member's queue is bytes of datagrams, and throttling it would
-        # move its flows (the program runs for every datagram).
-        raise _fail(path, lines.key(k, "adaptive"), label, "key 'adaptive'", "TCP groups only for now")
+    # One threshold per protocol, in the unit its queue is counted in:
+    # connections (TCP's accept queue) or bytes (UDP's receive queue).
+    for key, proto, other in (("adaptive_queue", "tcp", "adaptive_queue_bytes"),
+                              ("adaptive_queue_bytes", "udp", "adaptive_queue")):
+        if key in raw and values["listen"].proto != proto:
+            raise _fail(path, lines.key(k, key), label, f"key '{key}'",
+                        f"{proto.upper()} groups only (this group's threshold is '{other}')")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:

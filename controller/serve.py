@@ -19,7 +19,8 @@ run`), and the next serve starts new ones under the same names.
 
 Groups with `adaptive = true` get a control loop of their own (_Adaptive):
 every `adaptive_interval_ms` one sock_diag dump of the port gives every
-live member's accept queue, controller/adaptive.py decides who is
+live member's queue (TCP: its accept queue; UDP: its receive queue, in
+bytes, against `adaptive_queue_bytes`), controller/adaptive.py decides who is
 throttled, and the map "throttle" gets the answer with a lease of
 adaptive.LEASE_MS; the program skips a throttled member while the lease
 runs, so a serve that is SIGKILLed leaves the plain weights behind within
@@ -151,6 +152,9 @@ class _Adaptive:
 
 
 def _settings(spec) -> adaptive.Settings:
+    if spec.listen.proto == "udp":  # its receive queue, in bytes
+        return adaptive.Settings(queue=spec.adaptive_queue_bytes, interval_ms=spec.adaptive_interval_ms,
+                                 unit=adaptive.BYTES)
     return adaptive.Settings(queue=spec.adaptive_queue, interval_ms=spec.adaptive_interval_ms)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from . import abi, pin_table, quic, sockets
-from .adaptive import Reason
+from .adaptive import BYTES, Reason
 from .errors import NotFound
 from .flows import FlowTable, read_flows
 from .group import Group, ctl_endpoint, resolve_group
@@ -224,7 +224,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
-    throttled = throttle_reasons(g) if view.adaptive else {}
+    throttled = throttle_reasons(g, view.proto) if view.adaptive else {}
     for idx, m in enumerate(g.members()):
         pol = m.policy[gen]
         if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
@@ -278,13 +278,17 @@ def set_target_shares(members: list[MemberView]) -> None:
     weight_sum = sum(live.values())
     for m in members:
         m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0
-def throttle_reasons(g: Group) -> dict[int, str]:
-    """The members an adaptive group's serve throttles now (index -> why), from
-    the map "throttle": none once its lease ran out (the program ignores it then)."""
+
+
+def throttle_reasons(g: Group, proto: str) -> dict[int, str]:
+    """The members an adaptive group's serve throttles now (index -> why, in the
+    unit of the `proto` group's queue), from the map "throttle": none once its
+    lease ran out (the program ignores it then)."""
     t = g.maps["throttle"].get(0, abi.RpThrottle)
     if t is None or t.lease_ns <= time.monotonic_ns():
         return {}
-    return {i: str(Reason(t.queue[i], t.others[i])) for i in range(abi.RP_MAX_MEMBERS) if t.bits[i // 64] >> (i % 64) & 1}
+    unit = BYTES if proto == "udp" else ""  # a UDP queue is counted in bytes
+    return {i: str(Reason(t.queue[i], t.others[i], unit)) for i in range(abi.RP_MAX_MEMBERS) if t.bits[i // 64] >> (i % 64) & 1}
 
 
 def unmanaged_listeners(view: GroupView, found: Iterable[diag.SocketDiag]) -> list[UnmanagedListener]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rpctl.controller.adaptive import LEASE_MS, Change, Reason, Settings, Throttle
+from rpctl.controller.adaptive import BYTES, DEFAULT_QUEUE_BYTES, LEASE_MS, Change, Reason, Settings, Throttle
 
 MS = 1_000_000
 
@@ -76,3 +76,24 @@ def test_the_lease_is_renewed_at_every_update_while_throttled():
     t = Throttle(Settings(lease_ms=200))
     assert t.update({0: 10, 1: 0}, 1_000 * MS).lease_until_ns == 1_200 * MS
     assert t.update({0: 10, 1: 0}, 1_025 * MS).lease_until_ns == 1_225 * MS
+
+
+def test_a_udp_member_is_judged_in_bytes_of_its_receive_queue():
+    from rpctl.controller import config, serve
+
+    (dns,) = config.loads('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\n'
+                          'adaptive = true\n', "f.toml").groups
+    s = serve._settings(dns)
+    assert (s.queue, s.release, s.unit) == (DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_BYTES // 4, BYTES)
+    t = Throttle(s)
+    # A few datagrams in flight everywhere (about 1 KiB each) are no queue building.
+    assert t.update({0: 40_000, 1: 1_280, 2: 0}, 0).throttled == {}
+    v = t.update({0: 70_000, 1: 1_280, 2: 0}, 0)
+    assert v.changes == (Change(0, True, "queue 70000 bytes, others <= 1280 bytes"),)
+    assert t.update({0: 17_000, 1: 0, 2: 0}, 0).throttled == {0: Reason(70_000, 1_280, BYTES)}
+    v = t.update({0: 16_000, 1: 0, 2: 0}, 0)
+    assert v.throttled == {} and v.changes == (Change(0, False, "queue 16000 bytes, drained"),)
+    # TCP keeps its count of connections.
+    (web,) = config.loads('[[group]]\nname = "web"\nlisten = "tcp:127.0.0.1:80"\nadopt = { comm = "x" }\n'
+                          'adaptive = true\n', "f.toml").groups
+    assert serve._settings(web) == Settings(queue=8) and str(Reason(9, 0)) == "queue 9, others <= 0"

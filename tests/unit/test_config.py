@@ -41,6 +41,14 @@ cgroup = "/system.slice/unbound.service"
 """
 
 
+def test_a_udp_group_is_adaptive_with_a_threshold_in_bytes():
+    udp = '[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive = true\n'
+    (dns,) = config.loads(udp, "f.toml").groups
+    assert (dns.adaptive, dns.adaptive_queue_bytes) == (True, 64 * 1024)
+    (dns,) = config.loads(udp + "adaptive_queue_bytes = 32768\n", "f.toml").groups
+    assert (dns.adaptive, dns.adaptive_queue_bytes) == (True, 32768)
+
+
 def test_every_key_is_read():
     cfg = config.loads(GOOD, "rpctl.toml")
     web, api, dns = cfg.groups
@@ -74,7 +82,7 @@ def _group(body: str) -> str:
         # unknown keys: in a group, inside adopt / run, and outside every group
         (_group('adopt = { comm = "nginx" }\nflow_affinity = true\n'),
          ("f.toml:5: group 'web': key 'flow_affinity': unknown key (known: name, listen, adopt, run, names, weight, "
-         "weights, drain, pin, adaptive, adaptive_queue, adaptive_interval_ms)")),
+         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
         (_group('run = { command = ["x"], count = 1, restart = "always" }\n'),
@@ -106,8 +114,17 @@ def _group(body: str) -> str:
          "f.toml:5: group 'web': key 'adaptive_interval_ms': a number where a whole number of milliseconds belongs"),
         (_group('adopt = { comm = "nginx" }\nadaptive_interval_ms = 500\n'),
          "f.toml:5: group 'web': key 'adaptive_interval_ms': 500 is out of range 5..125"),
-        ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive = true\n',
-         "f.toml:5: group 'dns': key 'adaptive': TCP groups only for now"),
+        # one threshold per protocol, in its queue's unit
+        ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive_queue = 8\n',
+         ("f.toml:5: group 'dns': key 'adaptive_queue': TCP groups only (this group's threshold is "
+         "'adaptive_queue_bytes')")),
+        (_group('adopt = { comm = "nginx" }\nadaptive_queue_bytes = 65536\n'),
+         ("f.toml:5: group 'web': key 'adaptive_queue_bytes': UDP groups only (this group's threshold is "
+         "'adaptive_queue')")),
+        ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive_queue_bytes = 1024\n',
+         "f.toml:5: group 'dns': key 'adaptive_queue_bytes': 1024 is out of range 4096..1073741824"),
+        ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive_queue_bytes = "64k"\n',
+         "f.toml:5: group 'dns': key 'adaptive_queue_bytes': a string where a whole number of bytes belongs"),
         # bad pins, names, adopt rules
         (_group('adopt = { comm = "nginx" }\npin = "rss"\n'),
          """f.toml:5: group 'web': key 'pin': 'rss': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),
