@@ -87,9 +87,10 @@ def weights_json(g: GroupView) -> dict[str, Any]:
 
 
 # The keys of `rpctl status --prometheus --json`: what Prometheus knows of a group and a member.
-FLEET_GROUP_KEYS = ("name", "protocol", "address", "port", "program_id", "mode", "migration", "counters")
+FLEET_GROUP_KEYS = ("name", "protocol", "address", "port", "program_id", "mode", "migration", "adaptive",
+                    "counters")
 FLEET_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected", "fallback", "migrated",
-              "pinned", "queue")
+              "pinned", "queue", "throttled")
 
 
 def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[str, Any]:

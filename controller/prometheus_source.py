@@ -65,6 +65,11 @@ class Sample:
     value: float
 
 
+# What `throttled` says of a member Prometheus has as throttled: the exporter publishes whether,
+# not why (a reason in a label would start a new series at every throttle).
+THROTTLED_REASON = "its reason is not in the metrics"
+
+
 def parse_window(window: str) -> str:
     """A rate() window as Prometheus writes durations ("1m", "90s"); InvalidInput otherwise."""
     if not _DURATION.fullmatch(window or ""):
@@ -170,6 +175,8 @@ def queries(match: str, window: str) -> dict[str, str]:
         "info": f"rpctl_group_info{{{match}}}",
         "state": f"rpctl_member_state{{{match}}} == 1",
         "weight": f"rpctl_member_weight{{{match}}}",
+        # Adaptive groups' members only (1 while serve throttles one); the reason stays on the host.
+        "throttled": f"rpctl_member_throttled{{{match}}}",
         "member_totals": f'{{__name__=~"rpctl_member_({member_totals})_total"{sel}}}',
         # One rate per counter, added up: rate() drops the metric's name, so one rate() of the
         # four would hold four series of the same labels, which Prometheus refuses.
@@ -237,7 +244,12 @@ def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
             if state == DRAINED:
                 m.queue = 0
             if state == THROTTLED:
-                m.throttled = "its reason is not in the metrics"
+                m.throttled = THROTTLED_REASON
+    # An exporter of before this query's time has only the state series: read above.
+    for s in answers.get("throttled", ()):
+        m = member(s)
+        if m is not None:
+            m.throttled = THROTTLED_REASON if s.value == 1 else None
     for s in answers["weight"]:
         m = member(s)
         if m is not None:

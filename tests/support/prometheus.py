@@ -146,13 +146,24 @@ class FakeApi:
 
 RECORDED = REPO / "tests" / "unit" / "data" / "prometheus_answers.json"
 
+# SYNTHETIC answers, not recorded: queries added after the recording, answered as the recorded
+# Prometheus would have.  Its groups were not adaptive, and an exporter has rpctl_member_throttled
+# for adaptive groups only: an empty vector.
+SYNTHETIC = {"throttled": {"status": "success", "data": {"resultType": "vector", "result": []}}}
 
-def recorded_answers(match: str = "", window: str = "1m"):
+
+def recorded_docs() -> dict:
+    """The API's answer documents by query name (queries()' keys): recorded, plus SYNTHETIC."""
+    return {**json.loads(json.dumps(SYNTHETIC)), **json.loads(RECORDED.read_text())}  # copies: tests change them
+
+
+def recorded_answers(match: str = "", window: str = "1m", docs: Optional[dict] = None):
     """respond() for FakeApi: the answers a real Prometheus gave to queries(match, window) while
-    it scraped three exporters of the fleet test (three groups, 8 members, after their load)."""
+    it scraped three exporters of the fleet test (three groups, 8 members, after their load), or
+    `docs` (recorded_docs() changed by a test)."""
     from rpctl.controller.prometheus_source import queries
 
-    answers = json.loads(RECORDED.read_text())
+    answers = recorded_docs() if docs is None else docs
     by_expr = {expr: answers[what] for what, expr in queries(match, window).items()}
 
     def respond(expr: str):
@@ -164,10 +175,23 @@ def recorded_answers(match: str = "", window: str = "1m"):
     return respond
 
 
+def throttling_docs(group: str, throttled: str) -> dict:
+    """recorded_docs() changed (SYNTHETIC, for tests): `group` adaptive, its member `throttled`
+    throttled (rpctl_member_throttled 1, its other members 0), as its exporter would say."""
+    docs = recorded_docs()
+    for s in docs["info"]["data"]["result"]:
+        if s["metric"]["group"] == group:
+            s["metric"]["adaptive"] = "true"
+    docs["throttled"]["data"]["result"] = [
+        {"metric": {**s["metric"], "__name__": "rpctl_member_throttled"},
+         "value": [s["value"][0], "1" if s["metric"]["member"] == throttled else "0"]}
+        for s in docs["weight"]["data"]["result"] if s["metric"]["group"] == group]
+    return docs
+
+
 def recorded_views():
     """The views of the recorded answers (three instances, one group each)."""
     from rpctl.controller import prometheus_source
 
-    answers = json.loads(RECORDED.read_text())
     return prometheus_source.fleet_views(
-        {what: prometheus_source._answer(doc, what) for what, doc in answers.items()})
+        {what: prometheus_source._answer(doc, what) for what, doc in recorded_docs().items()})

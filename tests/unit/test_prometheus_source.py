@@ -143,3 +143,22 @@ def test_an_adaptive_group_and_a_throttled_member_come_through():
     assert a.adaptive
     assert [(m.name, m.state) for m in a.members] == [("a0", "active"), ("a1", "throttled"), ("a2", "active")]
     assert not any(g.adaptive for g in source.fleet_views(parsed) if g.name != "tcp-7001")
+
+
+def test_rpctl_member_throttled_says_which_member_is_throttled():
+    from tests.support.prometheus import throttling_docs
+
+    docs = throttling_docs("tcp-7001", "a1")
+    parsed = {what: source._answer(doc, what) for what, doc in docs.items()}
+    views = source.fleet_views(parsed)
+    a = next(g for g in views if g.name == "tcp-7001")
+    assert a.adaptive and [(m.name, m.state, m.throttled) for m in a.members] == [
+        ("a0", "active", None), ("a1", "throttled", source.THROTTLED_REASON), ("a2", "active", None)]
+    assert not any(g.adaptive or any(m.throttled for m in g.members) for g in views if g.name != "tcp-7001")
+    # Released: the gauge at 0 wins over a state series of the scrape before.
+    for s in parsed["state"]:
+        if s.labels["member"] == "a1":
+            s.labels["state"] = "throttled"
+    parsed["throttled"] = [source.Sample(dict(s.labels), 0.0) for s in parsed["throttled"]]
+    a = next(g for g in source.fleet_views(parsed) if g.name == "tcp-7001")
+    assert [m.throttled for m in a.members] == [None, None, None]

@@ -80,6 +80,22 @@ def test_status_through_prometheus_json():
             assert m["state"] == "active" and m["rate"] > 0 and 0 < m["observed_share"] < 1
 
 
+def test_status_through_prometheus_json_says_adaptive_and_throttled():
+    from rpctl.controller.prometheus_source import THROTTLED_REASON
+
+    from tests.support.prometheus import FakeApi, recorded_answers, throttling_docs
+
+    with FakeApi(recorded_answers(docs=throttling_docs("tcp-7001", "a1"))) as api:
+        status, out, err = invoke(["status", "--prometheus", api.url, "--json"])
+    assert status == 0 and err == ""
+    groups = {g["name"]: g for g in json.loads(out)["groups"]}
+    assert {name: g["adaptive"] for name, g in groups.items()} == {
+        "tcp-7001": True, "tcp-7002": False, "tcp-7003": False}
+    assert [(m["name"], m["state"], m["throttled"]) for m in groups["tcp-7001"]["members"]] == [
+        ("a0", "active", None), ("a1", "throttled", THROTTLED_REASON), ("a2", "active", None)]
+    assert all(m["throttled"] is None for g in ("tcp-7002", "tcp-7003") for m in groups[g]["members"])
+
+
 def test_status_through_prometheus_fits_80_columns(monkeypatch):
     from tests.support.prometheus import FakeApi, recorded_answers
 
