@@ -3,7 +3,8 @@ plain UDP members of a `--quic` group, from fresh source ports (fresh flows).
 
 Which packets a server id routes (Handshake of versions 1 and 2, short headers),
 which it does not (Initial: the client chose the id; unroutable config rotation;
-too short to be QUIC), a draining member keeping its packets, unknown ids counted;
+too short to be QUIC), a draining member keeping its packets, unknown ids counted,
+a throttled member (adaptive) keeping its ids' packets and its flows but no new flow;
 for 1- and 4-byte server ids, over IPv4 and IPv6.
 """
 
@@ -145,3 +146,51 @@ def test_ids_are_unique_and_fixed_by_the_group(quic_members, rpctl, make_members
     plain = make_members(proto="udp", port=PORT + 1)
     code, _, err = rpctl(*plain.register_args("p0", plain.add()), "--quic-server-id", "01")
     assert code == 4 and "does not route QUIC by server id" in err
+
+
+def test_a_throttled_member_keeps_its_server_ids_and_flows_and_gets_no_new_flow(quic_members, rpctl):
+    """The program's order in an adaptive UDP group: a server id's packets and a
+    known flow's go to their member although rpctl serve throttled it; only what
+    the weights place (a new flow) skips it.  The throttle is written here as
+    serve writes it (controller/serve.py), with a lease that outlasts the test."""
+    from rpctl.controller import group as groups
+    from rpctl.controller.adaptive import BYTES, Reason
+    from rpctl.controller.state import Layout
+
+    m = quic_members(1)
+    sids = [sid_bytes(s) for s in SIDS[1]]
+    initial = long_header(0, V1, sids[2])  # the client chose its id: never routed by it
+
+    def landed(c: socket.socket, payload: bytes) -> int:
+        """Send from `c` (its flow) and say which member got it."""
+        c.sendto(payload, (m.host, PORT))
+        got: collections.Counter = collections.Counter()
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            m.drain_queues(got)
+        (member,) = got
+        return member
+
+    with contextlib.ExitStack() as keep:
+        known = keep.enter_context(socket.socket(m.family, socket.SOCK_DGRAM))
+        assert landed(known, short_header(sids[1])) == 1  # its 4-tuple is now a flow of w1
+        with groups.Group.open("q", Layout(root=None)) as g:
+            groups.set_adaptive(g, True)
+            groups.put_throttle(g, {1: Reason(99999, 0, BYTES)}, time.monotonic_ns() + 60 * 10**9)
+        (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
+        assert g["adaptive"] and [x["throttled"] for x in g["members"]] == [
+            None, "queue 99999 bytes, others <= 0 bytes", None, None]
+        # A known flow keeps its member: an Initial on it goes where the flow table says.
+        assert landed(known, initial) == 1
+        # Its server id still routes to it, from any source.
+        assert send_fresh(m, short_header(sids[1]), keep=keep) == {1: FRESH}
+        # New flows skip it: 96 of them over the other three members.
+        got = send_fresh(m, initial, count=2 * FRESH, keep=keep)
+        assert 1 not in got and len(got) == 3, dict(got)
+        (g,) = json.loads(rpctl.ok("status", "--json", "--group", "q"))["groups"]
+        assert g["counters"]["throttle_skips"] > 0
+        # Released: new flows reach it again.
+        with groups.Group.open("q", Layout(root=None)) as g:
+            groups.put_throttle(g, {}, 0)
+        got = send_fresh(m, initial, count=2 * FRESH, keep=keep)
+        assert got[1] > 0, dict(got)
