@@ -247,6 +247,7 @@ class _LaunchedKeeper(_Keeper):
 
     def __init__(self, spec, layout: Layout):
         super().__init__(spec, layout)
+        self.check_options()
         run = spec.run
         self.launcher = Launcher(
             spec.name,
@@ -257,6 +258,7 @@ class _LaunchedKeeper(_Keeper):
             proto=self.key.proto,
             backoff_initial=run.backoff_initial,
             backoff_max=run.backoff_max,
+            options=spec.options,
         )
         self.launcher.open()
         try:
@@ -265,9 +267,19 @@ class _LaunchedKeeper(_Keeper):
             self.launcher.close()
             raise
 
+    def check_options(self) -> None:
+        """StateError when the group exists and the file's creation options are not its own."""
+        if os.path.isdir(self.layout.group_dir(self.name)):
+            with groups.Group.open(self.name, self.layout) as g:
+                reconcile.check_options(self.spec, g.options())
+
     def tick(self, now: float, force: bool = False) -> bool:
         if not force:
             return False
+        try:
+            self.check_options()
+        except RpctlError as e:
+            log.warning("%s", e)  # the launcher goes on with the options the group has
         try:
             for line in _apply_policies(self.spec, self.layout, self.launcher):
                 log.info("group %s: %s", self.name, line)
