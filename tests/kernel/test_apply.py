@@ -337,3 +337,42 @@ def test_pin_cpu_from_the_file_follows_a_reload(netns, nginx, rpctl, tmp_path):
             out = rpctl.ok("apply", "-c", path)
             assert out.count("(same socket") == 2 and out.splitlines()[-1] == "group web: pin cpu (members changed)"
     assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"
+
+
+def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, rpctl, tmp_path):
+    """flow_affinity = false: a group without a flow table; flow_table_size = 1024: one of
+    that size; a file whose size differs from the live group's is refused (exit 7, one line
+    naming the option and both values) and changes nothing."""
+    from rpctl.controller import discover
+
+    procs = [demo_worker.spawn(f"u{i}", f"127.0.0.1:{PORT}", proto="udp")[0] for i in range(2)]
+    try:
+        exe = discover.identity(procs[0].pid).exe
+        dns = (f'[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:{PORT}"\n'
+               f'adopt = {{ exe = "{exe}" }}\nnames = "u-{{i}}"\n')
+
+        def flow_table():
+            (view,) = json.loads(rpctl.ok("status", "--group", "dns", "--json"))["groups"]
+            return view["flow_table"]
+
+        rpctl.ok("apply", "-c", _write(tmp_path, dns + "flow_affinity = false\n"))
+        assert flow_table() is None
+        rpctl.ok("unload", "--group", "dns")
+
+        path = _write(tmp_path, dns + "flow_table_size = 1024\n")
+        out = rpctl.ok("apply", "-c", path)
+        assert "group dns: create it for udp:127.0.0.1:7180" in out, out
+        assert flow_table()["size"] == 1024
+        assert rpctl.ok("apply", "-c", path) == "group dns: up to date\n"
+
+        before = _pinned_bytes()
+        code, out, err = rpctl("apply", "-c", _write(tmp_path, dns + "flow_table_size = 2048\n"))
+        assert code == 7 and out == "", (code, out, err)
+        assert err == ("rpctl: group dns: flow_table_size is 1024 in the kernel and 2048 in the file; a group's "
+                       "creation options are fixed (`rpctl unload --group dns` first, then apply again to make it "
+                       "anew), the group is left as it is\n"), err
+        assert _pinned_bytes() == before
+        assert flow_table()["size"] == 1024
+    finally:
+        for proc in procs:
+            demo_worker.stop(proc, timeout=1)
