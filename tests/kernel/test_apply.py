@@ -178,7 +178,8 @@ def _server(i: int) -> str:
 
 
 BAD_FILES = {
-    "unknown key": (WEB + "flow_affinity = true\n", ":5: group 'web': key 'flow_affinity': unknown key"),
+    "unknown key": (WEB + "affinity = true\n", ":5: group 'web': key 'affinity': unknown key"),
+    "UDP key on tcp": (WEB + "quic = true\n", ":5: group 'web': key 'quic': for UDP groups only"),
     "wrong type": (WEB + 'weight = "3"\n', ":5: group 'web': key 'weight': weight of every member: '3' is not"),
     "duplicate name": (WEB + WEB.replace(str(PORT), str(PORT + 1)), ":6: group 'web': key 'name': a second group"),
     "duplicate listen": (WEB + WEB.replace('"web"', '"api"'), ":7: group 'api': key 'listen': tcp:127.0.0.1:7180 is"),
