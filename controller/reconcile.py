@@ -158,7 +158,9 @@ class Plan:
 
     def change_lines(self) -> list[str]:
         g = f"group {self.group}:"
-        out = [f"{g} create it for {self.key.text}"] if self.create else []
+        given = ", ".join(f"{k} {value_text(v)}" for k, v in self.options.given().items())
+        made = f"{g} create it for {self.key.text}" + (f" with {given}" if given else "")
+        out = [made] if self.create else []
         out += [f"{g} - {r.name} ({r.reason})" for r in self.removes]
         for a in self.adds:
             drained = ", drained" if a.draining else ""

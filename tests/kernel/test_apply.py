@@ -362,7 +362,7 @@ def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, r
 
         path = _write(tmp_path, dns + "flow_table_size = 1024\n")
         out = rpctl.ok("apply", "-c", path)
-        assert "group dns: create it for udp:127.0.0.1:7180" in out, out
+        assert "group dns: create it for udp:127.0.0.1:7180 with flow_table_size 1024\n" in out, out
         assert flow_table()["size"] == 1024
         assert rpctl.ok("apply", "-c", path) == "group dns: up to date\n"
 

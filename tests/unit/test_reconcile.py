@@ -165,6 +165,7 @@ def test_a_new_group_is_created_with_the_files_options():
     spec = _spec(listen=UDP, options=GroupOptions(flow_affinity=False))
     p = plan(spec, Observed("web", UDP, False, (_lst(1, 101),)))
     assert p.create and p.options == GroupOptions(flow_affinity=False)
+    assert p.lines()[0] == "group web: create it for udp:127.0.0.1:5353 with flow_affinity off"
     assert plan(spec, Observed("web", UDP, True, (_lst(1, 101),), (_member(0, 1, 101),),
                                options=GroupOptions(False, 0, 0.0, False, 0))).empty
 
