@@ -98,7 +98,7 @@ class _Adaptive:
         except (RpctlError, OSError) as e:
             text = str(e)
             if text != self.failed:
-                log.warning("group %s: adaptive steering cannot sample or publish: %s", self.name, text)
+                log.warning("group %s: adaptive steering cannot sample or publish: %s", self.name, e)
             self.failed = text
             self._close_group()
             self.read_at = -MEMBERS_AGE
@@ -199,7 +199,7 @@ class _Keeper:
         except RpctlError as e:
             text = str(e)
             if text != self.failed:
-                log.warning("group %s: cannot reconcile (%s): %s", self.name, why, text)
+                log.warning("group %s: cannot reconcile (%s): %s", self.name, why, e)
             self.failed = text
             self.settled = signs
             self.next_full = time.monotonic() + RETRY
@@ -496,7 +496,7 @@ class Serve:
         except (RpctlError, OSError) as e:
             text = str(e)
             if text != self._cleanup_failed:
-                log.warning("cannot remove the state of dead network namespaces: %s", text)
+                log.warning("cannot remove the state of dead network namespaces: %s", e)
             self._cleanup_failed = text
             return
         self._cleanup_failed = None
