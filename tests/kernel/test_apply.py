@@ -367,12 +367,18 @@ def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, r
         assert rpctl.ok("apply", "-c", path) == "group dns: up to date\n"
 
         before = _pinned_bytes()
-        code, out, err = rpctl("apply", "-c", _write(tmp_path, dns + "flow_table_size = 2048\n"))
-        assert code == 7 and out == "", (code, out, err)
+        # A second group after the refused one is still made what the file says.
+        procs.append(demo_worker.spawn("v0", f"127.0.0.1:{PORT + 1}", proto="udp")[0])
+        other = (f'[[group]]\nname = "dns2"\nlisten = "udp:127.0.0.1:{PORT + 1}"\n'
+                 f'adopt = {{ exe = "{exe}" }}\nnames = "v-{{i}}"\n')
+        code, out, err = rpctl("apply", "-c", _write(tmp_path, dns + "flow_table_size = 2048\n" + other))
+        assert code == 7, (code, out, err)
         assert err == ("rpctl: group dns: flow_table_size is 1024 in the kernel and 2048 in the file; a group's "
                        "creation options are fixed (`rpctl unload --group dns` first, then apply again to make it "
                        "anew), the group is left as it is\n"), err
-        assert _pinned_bytes() == before
+        assert out.startswith(f"group dns2: create it for udp:127.0.0.1:{PORT + 1}"), out
+        after = _pinned_bytes()
+        assert {k: v for k, v in after.items() if not k.startswith("dns2/")} == before
         assert flow_table()["size"] == 1024
     finally:
         for proc in procs:
