@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.errors import ExitStatus, PermissionDenied, RpctlError, Unsupported
 
 from .common import Environment, add_command, json_option
+from .wording import error_line
 
 
 def cmd_apply(env: Environment, args) -> ExitStatus:
@@ -18,9 +19,23 @@ def cmd_apply(env: Environment, args) -> ExitStatus:
 
     # The whole file is checked before any group is touched.
     cfg = config.load(args.config)
-    plans = []
+    plans, failed = [], []
+    status = ExitStatus.OK
     for spec in cfg.groups:
-        p = reconcile.reconcile(spec, dry_run=args.dry_run)
+        try:
+            p = reconcile.reconcile(spec, dry_run=args.dry_run)
+        except (PermissionDenied, Unsupported):
+            raise  # the same for every group: one line, not one per group
+        except RpctlError as e:
+            # One group's trouble (its options differ, a listener vanished mid-way) leaves
+            # that group as it was; the others are still made what the file says.
+            text, code = error_line(e)
+            if not text.startswith(f"group {spec.name}"):
+                text = f"group {spec.name}: {text}"
+            env.err(f"rpctl: {text}")
+            failed.append({"group": spec.name, "error": text})
+            status = status if status != ExitStatus.OK else code
+            continue
         plans.append(p)
         if not args.json:
             for line in p.lines():
@@ -39,11 +54,11 @@ def cmd_apply(env: Environment, args) -> ExitStatus:
             env.out(f"group {name}: {'would be ' if args.dry_run else ''}unloaded (not in {cfg.path})")
     if args.json:
         doc = {"config": cfg.path, "dry_run": args.dry_run, "groups": [plan_json(p) for p in plans],
-               "pruned": pruned}
+               "failed": failed, "pruned": pruned}
         env.out(json.dumps(doc, indent=2))
     elif not cfg.groups and not others:
         env.out(f"{cfg.path} names no group")
-    return ExitStatus.OK
+    return status
 
 
 # controller.config.DEFAULT_PATH, spelled here so that building the parser (every

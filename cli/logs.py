@@ -4,7 +4,10 @@ The library logs through logging.getLogger("rpctl.<module>") and installs
 no handler.  A command that wants its progress shown runs inside
 library_log(env, prefix): every record at INFO and above becomes one line
 `<prefix>: <message>` on the Environment's stderr (`rpctl: failpoint
-before-flip reached`, `rpctl run: started worker-1 (pid 4242)`).
+before-flip reached`, `rpctl run: started worker-1 (pid 4242)`).  An rpctl
+error among a record's arguments is worded as the command line words errors
+(`rpctl unload --group web`, not the library's `unload(group=web)`), so a
+long-running command's log reads like its one-line errors.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["LIBRARY_LOGGER", "StderrHandler", "library_log"]
+from rpctl.controller.errors import RpctlError
+
+from .wording import error_text
+
+__all__ = ["LIBRARY_LOGGER", "StderrHandler", "library_log", "message"]
 
 LIBRARY_LOGGER = "rpctl"
 
@@ -29,11 +36,19 @@ class StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.env.err(f"{self.prefix}: {record.getMessage()}")
+            self.env.err(f"{self.prefix}: {message(record)}")
         except OSError:
             pass
         except Exception:
             self.handleError(record)
+
+
+def message(record: logging.LogRecord) -> str:
+    """The record's message, its rpctl errors worded for the command line."""
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(a, RpctlError) for a in args):
+        return str(record.msg) % tuple(error_text(a) if isinstance(a, RpctlError) else a for a in args)
+    return record.getMessage()
 
 
 @contextmanager

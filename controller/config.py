@@ -32,6 +32,7 @@ from . import sockets
 from .adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, LEASE_MS, MIN_QUEUE_BYTES
 from .errors import InvalidInput, NotFound
 from .naming import DEFAULT_FORMAT, check_format
+from .options import NONE_GIVEN, GroupOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,6 +128,7 @@ class GroupSpec:
     adaptive_queue: int = DEFAULT_QUEUE  # TCP: queued connections
     adaptive_queue_bytes: int = DEFAULT_QUEUE_BYTES  # UDP: bytes in the receive queue
     adaptive_interval_ms: int = DEFAULT_INTERVAL_MS
+    options: GroupOptions = NONE_GIVEN  # creation options the file gives (None: not given)
     line: int = 0  # of its [[group]] header in the file
 
 
@@ -319,6 +321,31 @@ def _whole(low: int, high: int, unit: str) -> Callable[[object], int]:
     return parse
 
 
+def _option(name: str, kind: type, what: str) -> Callable[[object], Any]:
+    """The parser of creation option `name` (a GroupOptions field), checked by GroupOptions.check()."""
+
+    def parse(value: object) -> Any:
+        _want(value, kind, what)
+        # A server id length is checked alone here; that it needs `quic` is checked with the group's keys.
+        given = {name: value, "quic": True} if name == "quic_server_id_length" else {name: value}
+        try:
+            GroupOptions(**given).check()
+        except InvalidInput as e:
+            raise _Bad(_plain(e)) from None
+        return value
+
+    return parse
+
+
+def _plain(e: InvalidInput) -> str:
+    """The message of a GroupOptions error, its trailing "(flag)" left out: the file's key is named already."""
+    return re.sub(r"\s*\([^()]*\)$", "", str(e))
+
+
+# The GroupSpec fields that are creation options: gathered into its GroupOptions.
+OPTION_FIELDS = ("flow_affinity", "flow_table_size", "flow_idle_timeout", "quic", "quic_server_id_length")
+
+
 class Key(NamedTuple):
     parse: Callable[[object], Any]
     field: str  # the GroupSpec field it sets
@@ -342,6 +369,11 @@ GROUP_KEYS: Mapping[str, Key] = {
     "adaptive_queue_bytes": Key(_whole(MIN_QUEUE_BYTES, 1 << 30, "bytes"), "adaptive_queue_bytes"),
     # Well under the lease, which each sample renews.
     "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms"),
+    "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity"),
+    "flow_table_size": Key(_option("flow_table_size", int, "a number of flows"), "flow_table_size"),
+    "flow_idle_timeout": Key(_option("flow_idle_timeout", (int, float), "seconds"), "flow_idle_timeout"),
+    "quic": Key(_option("quic", bool, "true or false"), "quic"),
+    "quic_server_id_length": Key(_option("quic_server_id_length", int, "a number of bytes"), "quic_server_id_length"),
 }
 REQUIRED = ("name", "listen")
 
@@ -435,11 +467,13 @@ def _group(path: str, lines: _Lines, k: int, raw: object) -> GroupSpec:
                     "give exactly one: adopt (whose listeners are members) or run (members rpctl launches)")
     # One threshold per protocol, in the unit its queue is counted in:
     # connections (TCP's accept queue) or bytes (UDP's receive queue).
-    for key, proto, other in (("adaptive_queue", "tcp", "adaptive_queue_bytes"),
-                              ("adaptive_queue_bytes", "udp", "adaptive_queue")):
-        if key in raw and values["listen"].proto != proto:
+    for key, proto, other in (("adaptive_queue", "tcp", "'adaptive_queue_bytes', in bytes"),
+                              ("adaptive_queue_bytes", "udp", "'adaptive_queue', in connections")):
+        listen = values["listen"]
+        if key in raw and listen.proto != proto:
             raise _fail(path, lines.key(k, key), label, f"key '{key}'",
-                        f"{proto.upper()} groups only (this group's threshold is '{other}')")
+                        f"for {proto.upper()} groups only ({listen.text} is {listen.proto.upper()}: "
+                        f"its threshold is {other})")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:
@@ -447,7 +481,29 @@ def _group(path: str, lines: _Lines, k: int, raw: object) -> GroupSpec:
         except InvalidInput as e:
             raise _fail(path, lines.key(k, "names"), label, "key 'names'",
                         f"{e} (a run group's members are named before they start)") from None
+    values["options"] = _options(path, lines, k, label, values)
     return GroupSpec(line=lines.group(k), **values)
+
+
+def _options(path: str, lines: _Lines, k: int, label: str, values: dict[str, Any]) -> GroupOptions:
+    """The group's creation options, taken out of `values`: UDP only, and checked together."""
+    given = {f: values.pop(f) for f in OPTION_FIELDS if f in values}
+    if given and values["listen"].proto != "udp":
+        key = next(iter(given))
+        raise _fail(path, lines.key(k, key), label, f"key '{key}'",
+                    f"for UDP groups only ({values['listen'].text} is TCP: the kernel places a connection once)")
+    if given.get("flow_affinity") is False:
+        for key in ("flow_table_size", "flow_idle_timeout"):
+            if key in given:
+                raise _fail(path, lines.key(k, key), label, f"key '{key}'",
+                            "a group with flow_affinity = false has no flow table (leave the key out)")
+    options = GroupOptions(**given)
+    try:
+        options.check()
+    except InvalidInput as e:
+        key = "quic_server_id_length" if "quic_server_id_length" in given else next(iter(given))
+        raise _fail(path, lines.key(k, key), label, f"key '{key}'", _plain(e) + " (add quic = true)") from None
+    return options
 
 
 def loads(text: str, path: str = DEFAULT_PATH) -> Config:

@@ -108,9 +108,9 @@ class GroupOptions:
             return cls(False, 0, 0.0, *quic_options)
         return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000, *quic_options)
 
-    def check_against(self, group: str, own: GroupOptions) -> None:
-        """Refuse options that differ from those group `group` was made with."""
-        self.check()
+    def differences(self, own: GroupOptions) -> list[tuple[str, object, object]]:
+        """(option, given value, own value) of each option given that differs from `own` (a group's options)."""
+        out = []
         for name, value in self.given().items():
             mine = getattr(own, name)
             if name == "flow_idle_timeout":
@@ -118,14 +118,25 @@ class GroupOptions:
             else:
                 differs = value != mine
             if differs:
-                raise StateError(
-                    f"group {group!r} was made with {_describe(own)}; ", Param(name),
-                    f"={_value(value)} differs (a group's options are set when it is created: "
-                    "unload it and register again to change them)",
-                )
+                out.append((name, value, mine))
+        return out
+
+    def check_against(self, group: str, own: GroupOptions) -> None:
+        """Refuse options that differ from those group `group` was made with."""
+        self.check()
+        for name, value, _mine in self.differences(own)[:1]:
+            raise StateError(
+                f"group {group!r} was made with {_describe(own)}; ", Param(name),
+                f"={value_text(value)} differs (a group's options are set when it is created: "
+                "unload it and register again to change them)",
+            )
 
 
-def _value(value: object) -> str:
+NONE_GIVEN = GroupOptions()  # every option left to the defaults (at creation) or to the group (after)
+
+
+def value_text(value: object) -> str:
+    """An option's value as messages show it: on/off, 2.5s, 1024."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):

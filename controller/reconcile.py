@@ -31,8 +31,9 @@ from . import abi, probe, sockets
 from . import group as group_mod
 from .config import WEIGHTED, GroupSpec, PinSpec
 from .discover import discover, identity
-from .errors import InvalidInput
+from .errors import InvalidInput, StateError
 from .naming import Newcomer, assign_names
+from .options import NONE_GIVEN, GroupOptions, value_text
 from .refs import Call
 from .state import Layout
 
@@ -79,6 +80,7 @@ class Observed:
     listeners: tuple[Candidate, ...] = ()
     members: tuple[Current, ...] = ()
     pin: PinSpec = WEIGHTED
+    options: GroupOptions = NONE_GIVEN  # those the group was made with (when it exists)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Plan:
     group: str
     key: sockets.EndpointKey
     create: bool = False
+    options: GroupOptions = NONE_GIVEN  # the creation options of the group, when the plan creates it
     adds: tuple[Add, ...] = ()
     removes: tuple[Remove, ...] = ()
     refreshes: tuple[Refresh, ...] = ()
@@ -155,7 +158,9 @@ class Plan:
 
     def change_lines(self) -> list[str]:
         g = f"group {self.group}:"
-        out = [f"{g} create it for {self.key.text}"] if self.create else []
+        given = ", ".join(f"{k} {value_text(v)}" for k, v in self.options.given().items())
+        made = f"{g} create it for {self.key.text}" + (f" with {given}" if given else "")
+        out = [made] if self.create else []
         out += [f"{g} - {r.name} ({r.reason})" for r in self.removes]
         for a in self.adds:
             drained = ", drained" if a.draining else ""
@@ -222,9 +227,10 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
             raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
         view = read_group(g, with_queues=False)
+        options = g.options()
     members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)
                     for m in view.members)
-    return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev))
+    return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
 
 
 # plan ---------------------------------------------------------------------------
@@ -239,11 +245,24 @@ def _mismatch(spec: GroupSpec, c: Candidate) -> str:
     return spec.adopt.mismatch(c.comm, c.exe, c.uid, c.cgroup)
 
 
+def check_options(spec: GroupSpec, own: GroupOptions) -> None:
+    """Refuse a file whose creation options differ from those the group was made with:
+    they are fixed at creation, so the group is left as it is."""
+    for name, value, mine in spec.options.differences(own)[:1]:
+        raise StateError(
+            f"group {spec.name}: {name} is {value_text(mine)} in the kernel and {value_text(value)} in the file; "
+            "a group's creation options are fixed (", Call("unload", group=spec.name),
+            " first, then apply again to make it anew), the group is left as it is",
+        )
+
+
 def plan(spec: GroupSpec, observed: Observed) -> Plan:
     """What makes the group match `spec`.  Pure."""
     base = {"group": spec.name, "key": spec.listen, "pin_was": observed.pin}
     if spec.run is not None:
         return Plan(**base, kept_by_serve=True)
+    if observed.exists:
+        check_options(spec, observed.options)
     listeners = {c.cookie: c for c in observed.listeners}
 
     removes: list[Remove] = []
@@ -300,7 +319,7 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     pids = {m.name: m.pid for m in staying}
     pids.update({r.name: r.pid for r in refreshes})
     pids.update({a.name: a.pid for a in adds})
-    return Plan(**base, create=create, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
+    return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
                 reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids)
 
 
@@ -340,7 +359,7 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
         probe.require_kernel()
     with _taken(p) as joining:
         if p.create:
-            group_mod._create(layout, p.group, joining[0].info)
+            group_mod._create(layout, p.group, joining[0].info, p.options)
         try:
             lock = contextlib.nullcontext() if group_locked else layout.group_lock(p.group)
             with lock, group_mod.Group.open(p.group, layout) as g:

@@ -99,7 +99,7 @@ class _Adaptive:
         except (RpctlError, OSError) as e:
             text = str(e)
             if text != self.failed:
-                log.warning("group %s: adaptive steering cannot sample or publish: %s", self.name, text)
+                log.warning("group %s: adaptive steering cannot sample or publish: %s", self.name, e)
             self.failed = text
             self._close_group()
             self.read_at = -MEMBERS_AGE
@@ -203,7 +203,7 @@ class _Keeper:
         except RpctlError as e:
             text = str(e)
             if text != self.failed:
-                log.warning("group %s: cannot reconcile (%s): %s", self.name, why, text)
+                log.warning("group %s: cannot reconcile (%s): %s", self.name, why, e)
             self.failed = text
             self.settled = signs
             self.next_full = time.monotonic() + RETRY
@@ -251,6 +251,7 @@ class _LaunchedKeeper(_Keeper):
 
     def __init__(self, spec, layout: Layout):
         super().__init__(spec, layout)
+        self.check_options()
         run = spec.run
         self.launcher = Launcher(
             spec.name,
@@ -261,6 +262,7 @@ class _LaunchedKeeper(_Keeper):
             proto=self.key.proto,
             backoff_initial=run.backoff_initial,
             backoff_max=run.backoff_max,
+            options=spec.options,
         )
         self.launcher.open()
         try:
@@ -269,9 +271,19 @@ class _LaunchedKeeper(_Keeper):
             self.launcher.close()
             raise
 
+    def check_options(self) -> None:
+        """StateError when the group exists and the file's creation options are not its own."""
+        if os.path.isdir(self.layout.group_dir(self.name)):
+            with groups.Group.open(self.name, self.layout) as g:
+                reconcile.check_options(self.spec, g.options())
+
     def tick(self, now: float, force: bool = False) -> bool:
         if not force:
             return False
+        try:
+            self.check_options()
+        except RpctlError as e:
+            log.warning("%s", e)  # the launcher goes on with the options the group has
         try:
             for line in _apply_policies(self.spec, self.layout, self.launcher):
                 log.info("group %s: %s", self.name, line)
@@ -488,7 +500,7 @@ class Serve:
         except (RpctlError, OSError) as e:
             text = str(e)
             if text != self._cleanup_failed:
-                log.warning("cannot remove the state of dead network namespaces: %s", text)
+                log.warning("cannot remove the state of dead network namespaces: %s", e)
             self._cleanup_failed = text
             return
         self._cleanup_failed = None

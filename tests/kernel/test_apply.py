@@ -178,7 +178,8 @@ def _server(i: int) -> str:
 
 
 BAD_FILES = {
-    "unknown key": (WEB + "flow_affinity = true\n", ":5: group 'web': key 'flow_affinity': unknown key"),
+    "unknown key": (WEB + "affinity = true\n", ":5: group 'web': key 'affinity': unknown key"),
+    "UDP key on tcp": (WEB + "quic = true\n", ":5: group 'web': key 'quic': for UDP groups only"),
     "wrong type": (WEB + 'weight = "3"\n', ":5: group 'web': key 'weight': weight of every member: '3' is not"),
     "duplicate name": (WEB + WEB.replace(str(PORT), str(PORT + 1)), ":6: group 'web': key 'name': a second group"),
     "duplicate listen": (WEB + WEB.replace('"web"', '"api"'), ":7: group 'api': key 'listen': tcp:127.0.0.1:7180 is"),
@@ -337,3 +338,48 @@ def test_pin_cpu_from_the_file_follows_a_reload(netns, nginx, rpctl, tmp_path):
             out = rpctl.ok("apply", "-c", path)
             assert out.count("(same socket") == 2 and out.splitlines()[-1] == "group web: pin cpu (members changed)"
     assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"
+
+
+def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, rpctl, tmp_path):
+    """flow_affinity = false: a group without a flow table; flow_table_size = 1024: one of
+    that size; a file whose size differs from the live group's is refused (exit 7, one line
+    naming the option and both values) and changes nothing."""
+    from rpctl.controller import discover
+
+    procs = [demo_worker.spawn(f"u{i}", f"127.0.0.1:{PORT}", proto="udp")[0] for i in range(2)]
+    try:
+        exe = discover.identity(procs[0].pid).exe
+        dns = (f'[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:{PORT}"\n'
+               f'adopt = {{ exe = "{exe}" }}\nnames = "u-{{i}}"\n')
+
+        def flow_table():
+            (view,) = json.loads(rpctl.ok("status", "--group", "dns", "--json"))["groups"]
+            return view["flow_table"]
+
+        rpctl.ok("apply", "-c", _write(tmp_path, dns + "flow_affinity = false\n"))
+        assert flow_table() is None
+        rpctl.ok("unload", "--group", "dns")
+
+        path = _write(tmp_path, dns + "flow_table_size = 1024\n")
+        out = rpctl.ok("apply", "-c", path)
+        assert "group dns: create it for udp:127.0.0.1:7180 with flow_table_size 1024\n" in out, out
+        assert flow_table()["size"] == 1024
+        assert rpctl.ok("apply", "-c", path) == "group dns: up to date\n"
+
+        before = _pinned_bytes()
+        # A second group after the refused one is still made what the file says.
+        procs.append(demo_worker.spawn("v0", f"127.0.0.1:{PORT + 1}", proto="udp")[0])
+        other = (f'[[group]]\nname = "dns2"\nlisten = "udp:127.0.0.1:{PORT + 1}"\n'
+                 f'adopt = {{ exe = "{exe}" }}\nnames = "v-{{i}}"\n')
+        code, out, err = rpctl("apply", "-c", _write(tmp_path, dns + "flow_table_size = 2048\n" + other))
+        assert code == 7, (code, out, err)
+        assert err == ("rpctl: group dns: flow_table_size is 1024 in the kernel and 2048 in the file; a group's "
+                       "creation options are fixed (`rpctl unload --group dns` first, then apply again to make it "
+                       "anew), the group is left as it is\n"), err
+        assert out.startswith(f"group dns2: create it for udp:127.0.0.1:{PORT + 1}"), out
+        after = _pinned_bytes()
+        assert {k: v for k, v in after.items() if not k.startswith("dns2/")} == before
+        assert flow_table()["size"] == 1024
+    finally:
+        for proc in procs:
+            demo_worker.stop(proc, timeout=1)

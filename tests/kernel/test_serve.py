@@ -8,6 +8,7 @@ operator would run it, its stderr (one line per change) in a file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -278,3 +279,50 @@ def test_serve_removes_the_state_of_dead_namespaces(serve, tmp_path):
         drop_netns(name)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_quic_run_group_hands_every_child_its_server_id_across_a_restart(serve, tmp_path, rpctl):
+    """`quic = true` on a run group: each child finds its member's server id in
+    RPCTL_QUIC_SERVER_ID (as status --json shows it), the same after a restart."""
+    seen = tmp_path / "children"
+    script = f'echo "$RPCTL_MEMBER $RPCTL_QUIC_SERVER_ID" >> {seen}; exec "$@"'
+    command = ", ".join(json.dumps(a) for a in ["/bin/sh", "-c", script, "sh", *WORKER, "--proto", "udp"])
+    config = tmp_path / "rpctl.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [[group]]
+        name = "q"
+        listen = "udp:127.0.0.1:{PORT}"
+        run = {{ command = [{command}], count = 2 }}
+        quic = true
+        quic_server_id_length = 2
+        """))
+    s = serve(str(config))
+
+    def active():
+        found = members(rpctl, "q")
+        return found if len(found) == 2 and all(m["state"] == "active" for m in found.values()) else None
+
+    def handed() -> list[tuple[str, str]]:
+        return [tuple(line.split()) for line in seen.read_text().splitlines()] if seen.exists() else []
+
+    found = wait_until("both children active", lambda: active() if len(handed()) == 2 else None)
+    ids = {name: m["quic_server_id"] for name, m in found.items()}
+    assert sorted(handed()) == sorted(ids.items()), (handed(), ids)
+    assert len(set(ids.values())) == 2 and all(len(sid) == 4 for sid in ids.values()), ids
+
+    victim = found["worker-1"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait_until("worker-1 restarted", lambda: len(handed()) == 3 and (active() or {}).get("worker-1", {}).get("pid")
+               not in (None, victim), timeout=10)
+    assert handed()[2] == ("worker-1", ids["worker-1"]), handed()
+    assert {n: m["quic_server_id"] for n, m in members(rpctl, "q").items()} == ids
+
+    # Options differ from the group's: logged, the group and its children go on as they are.
+    pids = {n: m["pid"] for n, m in members(rpctl, "q").items()}
+    config.write_text(config.read_text().replace("quic_server_id_length = 2", "quic_server_id_length = 1"))
+    mark = len(s.stderr())
+    s.proc.send_signal(signal.SIGHUP)
+    s.wait_logged("quic_server_id_length is 2 in the kernel and 1 in the file", after=mark)
+    assert {n: (m["pid"], m["quic_server_id"]) for n, m in members(rpctl, "q").items()} == {
+        n: (pids[n], ids[n]) for n in ids}
+    assert s.terminate() == 0

@@ -8,7 +8,8 @@ import socket
 import pytest
 from rpctl.controller import config, probe, reconcile, state
 from rpctl.controller import group as groups
-from rpctl.controller.errors import ExitStatus, PermissionDenied
+from rpctl.controller.errors import ExitStatus, PermissionDenied, StateError
+from rpctl.controller.refs import Call
 from rpctl.controller.reconcile import Add, Plan, Unmanaged
 from rpctl.controller.sockets import EndpointKey
 
@@ -70,6 +71,32 @@ def test_apply_prints_each_groups_plan_and_leaves_other_groups_alone(fake):
     assert fake["reconcile"] == [("web", False), ("api", False)] and fake["unload"] == []
 
 
+def test_a_group_that_cannot_be_applied_is_one_line_and_the_others_go_on(fake, monkeypatch):
+    applied = reconcile.reconcile
+
+    def refuse_web(spec, layout=None, dry_run=False):
+        if spec.name == "web":
+            raise StateError("its options differ (", Call("unload", group="web"), " first)")
+        return applied(spec, layout, dry_run)
+
+    monkeypatch.setattr(reconcile, "reconcile", refuse_web)
+    code, out, err = invoke(["apply", "-c", fake["path"]])
+    assert code == ExitStatus.STATE, (code, out, err)
+    assert err == "rpctl: group web: its options differ (`rpctl unload --group web` first)\n"
+    assert out.splitlines()[0] == "group api: kept by rpctl serve (its members are launched by `run`)"
+    code, out, err = invoke(["apply", "-c", fake["path"], "--json"])
+    assert code == ExitStatus.STATE and json.loads(out)["failed"] == [
+        {"group": "web", "error": "group web: its options differ (`rpctl unload --group web` first)"}
+    ]
+
+    def no_privileges(spec, layout=None, dry_run=False):
+        raise PermissionDenied("apply web: needs CAP_BPF (run as root)")
+
+    monkeypatch.setattr(reconcile, "reconcile", no_privileges)
+    code, out, err = invoke(["apply", "-c", fake["path"]])
+    assert code == ExitStatus.PERMISSION and err.count("\n") == 1 and out == "", (out, err)
+
+
 def test_dry_run_and_prune(fake):
     code, out, _ = invoke(["apply", "-c", fake["path"], "--dry-run", "--prune"])
     assert code == 0 and fake["reconcile"] == [("web", True), ("api", True)] and fake["unload"] == []
@@ -83,7 +110,8 @@ def test_json(fake):
     code, out, _ = invoke(["apply", "-c", fake["path"], "--json", "--prune"])
     assert code == 0
     doc = json.loads(out)
-    assert set(doc) == {"config", "dry_run", "groups", "pruned"} and doc["pruned"] == ["old"]
+    assert set(doc) == {"config", "dry_run", "groups", "failed", "pruned"} and doc["pruned"] == ["old"]
+    assert doc["failed"] == []
     web, api = doc["groups"]
     assert set(web) == {"group", "endpoint", "changed", "created", "kept_by_serve", "added", "removed", "refreshed",
                         "policies", "pin", "unmanaged", "unknown_names", "lines"}
@@ -104,8 +132,7 @@ def test_an_empty_file(fake, tmp_path):
 @pytest.mark.parametrize("text, status, line", [
     (None, ExitStatus.NOT_FOUND, "rpctl: config file {path}: no such file"),
     ('[[group]]\nname = "web"\nlisten = "tcp:1.2.3.4:80"\nadopt = { comm = "x" }\nwieght = 2\n', ExitStatus.INVALID,
-     ("rpctl: {path}:5: group 'web': key 'wieght': unknown key (known: name, listen, adopt, run, names, weight, "
-     "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms)")),
+     "rpctl: {path}:5: group 'web': key 'wieght': unknown key (known: " + ", ".join(config.GROUP_KEYS) + ")"),
 ])
 def test_refusals_are_one_line_and_change_nothing(fake, tmp_path, text, status, line):
     path = tmp_path / "bad.toml"

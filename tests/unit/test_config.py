@@ -8,6 +8,7 @@ import pytest
 from rpctl.controller import config
 from rpctl.controller.config import AdoptRule, PinSpec, RunSpec
 from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound
+from rpctl.controller.options import GroupOptions
 from rpctl.controller.sockets import EndpointKey
 
 GOOD = """\
@@ -68,6 +69,17 @@ def test_every_key_is_read():
         cfg.group("nope")
 
 
+def test_creation_options_are_read_into_the_groups_options():
+    dns = config.loads(_udp('flow_table_size = 1024\nflow_idle_timeout = 2.5\nquic = true\n'
+                            'quic_server_id_length = 2\n'), "f.toml").group("dns")
+    assert dns.options == GroupOptions(flow_table_size=1024, flow_idle_timeout=2.5, quic=True, quic_server_id_length=2)
+    off = config.loads(_udp('flow_affinity = false\n'), "f.toml").group("dns")
+    assert off.options == GroupOptions(flow_affinity=False)
+    assert off.options.resolved(socket.IPPROTO_UDP) == GroupOptions(False, 0, 0.0, False, 0)
+    # Not given: the defaults at creation, the group's own after.
+    assert config.loads(GOOD, "f.toml").group("dns").options == GroupOptions()
+
+
 def test_an_empty_file_has_no_groups():
     assert config.loads("", "f.toml").groups == ()
 
@@ -76,13 +88,18 @@ def _group(body: str) -> str:
     return '[[group]]\nname = "web"\nlisten = "tcp:127.0.0.1:8080"\n' + body
 
 
+def _udp(body: str) -> str:
+    return '[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "unbound" }\n' + body
+
+
 @pytest.mark.parametrize(
     "text, line",
     [
         # unknown keys: in a group, inside adopt / run, and outside every group
-        (_group('adopt = { comm = "nginx" }\nflow_affinity = true\n'),
-         ("f.toml:5: group 'web': key 'flow_affinity': unknown key (known: name, listen, adopt, run, names, weight, "
-         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms)")),
+        (_group('adopt = { comm = "nginx" }\naffinity = true\n'),
+         ("f.toml:5: group 'web': key 'affinity': unknown key (known: name, listen, adopt, run, names, weight, "
+         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms, flow_affinity, "
+         "flow_table_size, flow_idle_timeout, quic, quic_server_id_length)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
         (_group('run = { command = ["x"], count = 1, restart = "always" }\n'),
@@ -116,11 +133,11 @@ def _group(body: str) -> str:
          "f.toml:5: group 'web': key 'adaptive_interval_ms': 500 is out of range 5..125"),
         # one threshold per protocol, in its queue's unit
         ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive_queue = 8\n',
-         ("f.toml:5: group 'dns': key 'adaptive_queue': TCP groups only (this group's threshold is "
-         "'adaptive_queue_bytes')")),
+         ("f.toml:5: group 'dns': key 'adaptive_queue': for TCP groups only (udp:127.0.0.1:53 is UDP: its "
+         "threshold is 'adaptive_queue_bytes', in bytes)")),
         (_group('adopt = { comm = "nginx" }\nadaptive_queue_bytes = 65536\n'),
-         ("f.toml:5: group 'web': key 'adaptive_queue_bytes': UDP groups only (this group's threshold is "
-         "'adaptive_queue')")),
+         ("f.toml:5: group 'web': key 'adaptive_queue_bytes': for UDP groups only (tcp:127.0.0.1:8080 is TCP: "
+         "its threshold is 'adaptive_queue', in connections)")),
         ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive_queue_bytes = 1024\n',
          "f.toml:5: group 'dns': key 'adaptive_queue_bytes': 1024 is out of range 4096..1073741824"),
         ('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\nadaptive_queue_bytes = "64k"\n',
@@ -168,6 +185,33 @@ def _group(body: str) -> str:
         ('[[group]]\nname = "no/slash"\n',
          ("f.toml:2: group 'no/slash': key 'name': group name 'no/slash': use 1-63 letters, digits, '_' or '-', "
          "starting with a letter or digit")),
+        # creation options: UDP only, checked by GroupOptions.check()
+        (_group('adopt = { comm = "nginx" }\nquic = true\n'),
+         ("f.toml:5: group 'web': key 'quic': for UDP groups only (tcp:127.0.0.1:8080 is TCP: the kernel places a "
+          "connection once)")),
+        (_group('adopt = { comm = "nginx" }\nflow_affinity = false\n'),
+         ("f.toml:5: group 'web': key 'flow_affinity': for UDP groups only (tcp:127.0.0.1:8080 is TCP: the kernel "
+          "places a connection once)")),
+        (_udp('flow_table_size = 100\n'),
+         ("f.toml:5: group 'dns': key 'flow_table_size': flow table size 100: use a whole number of entries in "
+          "256..4194304")),
+        (_udp('\nflow_table_size = 1.5\n'),
+         "f.toml:6: group 'dns': key 'flow_table_size': a number where a number of flows belongs"),
+        (_udp('flow_idle_timeout = 0\n'),
+         "f.toml:5: group 'dns': key 'flow_idle_timeout': flow idle timeout 0: use seconds in 0.1..86400"),
+        (_udp('flow_idle_timeout = "30s"\n'),
+         "f.toml:5: group 'dns': key 'flow_idle_timeout': a string where seconds belongs"),
+        (_udp('flow_affinity = "no"\n'),
+         "f.toml:5: group 'dns': key 'flow_affinity': a string where true or false belongs"),
+        (_udp('flow_affinity = false\nflow_idle_timeout = 5\n'),
+         ("f.toml:6: group 'dns': key 'flow_idle_timeout': a group with flow_affinity = false has no flow table "
+          "(leave the key out)")),
+        (_udp('quic = 1\n'), "f.toml:5: group 'dns': key 'quic': an integer where true or false belongs"),
+        (_udp('quic = true\nquic_server_id_length = 9\n'),
+         "f.toml:6: group 'dns': key 'quic_server_id_length': QUIC server id length 9: use 1..4 bytes"),
+        (_udp('quic_server_id_length = 2\n'),
+         ("f.toml:5: group 'dns': key 'quic_server_id_length': a QUIC server id length goes with QUIC routing "
+          "(add quic = true)")),
         # syntax errors: their own line
         (_group('adopt = { comm = "nginx" }\n\nweights = { "a" = 1\n'), None),
     ],

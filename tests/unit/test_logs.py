@@ -10,6 +10,8 @@ import sys
 
 from rpctl.cli.logs import library_log
 from rpctl.cli.common import Environment
+from rpctl.controller.errors import StateError
+from rpctl.controller.refs import Call, Param
 
 
 def _env() -> Environment:
@@ -31,6 +33,17 @@ def test_library_records_become_prefixed_lines_while_inside():
     ]
     assert env.stdout.getvalue() == ""
     assert logging.getLogger("rpctl").handlers == []
+
+
+def test_an_rpctl_error_in_a_record_is_worded_as_the_command_line_words_errors():
+    env = _env()
+    e = StateError("options differ (", Call("unload", group="dns"), " first, or ", Param("flow_table_size"), ")")
+    with library_log(env, "rpctl serve"):
+        logging.getLogger("rpctl.serve").warning("group %s: cannot reconcile (%s): %s", "dns", "file", e)
+    assert env.stderr.getvalue().splitlines() == [
+        "rpctl serve: group dns: cannot reconcile (file): options differ "
+        "(`rpctl unload --group dns` first, or --flow-table-size)"
+    ]
 
 
 def test_a_stderr_that_went_away_does_not_stop_the_logger():

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 from rpctl.controller.config import AdoptRule, GroupSpec, PinSpec, RunSpec
-from rpctl.controller.errors import InvalidInput
+from rpctl.controller.errors import ExitStatus, InvalidInput, StateError
+from rpctl.controller.options import GroupOptions
 from rpctl.controller.reconcile import Add, Candidate, Current, Observed, Plan, Refresh, Remove, Reweigh, plan
 from rpctl.controller.sockets import EndpointKey
 
@@ -155,3 +156,29 @@ def test_a_format_without_i_that_collides_is_refused():
 
 def test_plan_is_a_value():
     assert isinstance(plan(_spec(), _nginx()), Plan)
+
+
+UDP = EndpointKey("udp", socket.AF_INET, "127.0.0.1", 5353)
+
+
+def test_a_new_group_is_created_with_the_files_options():
+    spec = _spec(listen=UDP, options=GroupOptions(flow_affinity=False))
+    p = plan(spec, Observed("web", UDP, False, (_lst(1, 101),)))
+    assert p.create and p.options == GroupOptions(flow_affinity=False)
+    assert p.lines()[0] == "group web: create it for udp:127.0.0.1:5353 with flow_affinity off"
+    assert plan(spec, Observed("web", UDP, True, (_lst(1, 101),), (_member(0, 1, 101),),
+                               options=GroupOptions(False, 0, 0.0, False, 0))).empty
+
+
+def test_options_that_differ_from_the_groups_are_refused_naming_both_values():
+    spec = _spec(listen=UDP, options=GroupOptions(flow_table_size=1024))
+    made = Observed("web", UDP, True, (_lst(1, 101),), (_member(0, 1, 101),),
+                    options=GroupOptions(True, 4096, 30.0, False, 0))
+    with pytest.raises(StateError) as e:
+        plan(spec, made)
+    assert e.value.exit_status == ExitStatus.STATE
+    assert str(e.value) == (
+        "group web: flow_table_size is 4096 in the kernel and 1024 in the file; a group's creation options are "
+        "fixed (`unload(group=web)` first, then apply again to make it anew), the group is left as it is")
+    with pytest.raises(StateError, match="quic is off in the kernel and on in the file"):
+        plan(_spec(listen=UDP, options=GroupOptions(quic=True)), made)
