@@ -468,6 +468,30 @@ static __always_inline int rp_throttled(struct rp_throttle *t, __u32 idx)
 	return t->bits[(idx / 64) & (RP_MAX_MEMBERS / 64 - 1)] >> (idx % 64) & 1;
 }
 
+/* Re-hash into the weighted table, proportional to the weights: select
+ * the member of the first re-hashed slot whose socket lives and that `t`
+ * (when given) does not throttle.  Serves both a gone slot member
+ * (rp_fallback, t NULL) and a throttled one (rp_avoid_throttled).
+ * Unrolled, and each try's failure falls through to the next, so the
+ * verifier walks straight-line code.  Returns 0 when it took it. */
+static __always_inline int rp_rehash_select(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_throttle *t,
+					    enum rp_outcome outcome, struct rp_flow_pick *fp)
+{
+	__u32 idx, i;
+
+#pragma unroll
+	for (i = 0; i < RP_REHASH_TRIES; i++) {
+		idx = g->slots[rp_rehash_slot(md->hash, i)];
+		if (t && rp_throttled(t, idx))
+			continue;
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
+			rp_count_member(g, idx, outcome, fp);
+			return 0;
+		}
+	}
+	return -1;
+}
+
 /* Adaptive groups, step 3: when the slot's member `first` is throttled
  * and the lease runs, select an unthrottled member of the re-hashed table
  * (as rp_fallback does for a gone one).  Returns 0 when it took the
@@ -477,7 +501,7 @@ static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct
 {
 	struct rp_group_stats *gs;
 	struct rp_throttle *t;
-	__u32 zero = 0, idx, i;
+	__u32 zero = 0;
 
 	t = bpf_map_lookup_elem(RP_MAP(RP_FD_THROTTLE), &zero);
 	if (!t || !rp_throttled(t, first))
@@ -489,17 +513,7 @@ static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct
 	gs = rp_group_stats();
 	if (gs)
 		gs->throttle_skips++;
-#pragma unroll
-	for (i = 0; i < RP_REHASH_TRIES; i++) {
-		idx = g->slots[rp_rehash_slot(md->hash, i)];
-		if (rp_throttled(t, idx))
-			continue;
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(g, idx, RP_FALLBACK, fp);
-			return 0;
-		}
-	}
-	return -1;
+	return rp_rehash_select(md, g, t, RP_FALLBACK, fp);
 }
 
 /* Whether the program runs for a request migrating from a closing listener. */
@@ -527,17 +541,8 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 		gs = rp_group_stats();
 		if (gs)
 			gs->slot_misses++;
-		/* Re-hash into the same table: proportional to the weights.
-		 * Unrolled, and each try's failure falls through to the next,
-		 * so the verifier walks straight-line code. */
-#pragma unroll
-		for (i = 0; i < RP_REHASH_TRIES; i++) {
-			idx = g->slots[rp_rehash_slot(md->hash, i)];
-			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
-				return SK_PASS;
-			}
-		}
+		if (rp_rehash_select(md, g, NULL, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp) == 0)
+			return SK_PASS;
 	}
 
 	/* Last resort: deterministic walk over the live list. */
