@@ -155,16 +155,16 @@ def test_a_full_flow_table_still_places_by_weights_and_counts_evictions(netns, r
     for i, (share, target) in enumerate(zip(shares(counts, 4), [0.1, 0.2, 0.3, 0.4])):
         assert abs(share - target) <= 0.015, f"w{i}: {share:.4f} vs {target} ({dict(counts)})"
     group = _group(rpctl)
-    table = group["flow_table"]
     by_name = {m["name"]: m for m in group["members"]}
-    inserts = group["counters"]["flow_inserts"]
-    # Every datagram was a new flow: inserted, or (a hash shared with a
-    # remembered flow) sent along that flow.  Nothing else touched the table.
+    # Every datagram was a new flow: remembered, or (its hash that of a
+    # remembered flow) sent along that flow.
     hits = sum(m["flow_datagrams"] for m in by_name.values())
-    assert inserts + hits == n and hits < n // 100, (inserts, hits)
-    assert sum(m["flows_created"] for m in by_name.values()) == inserts
-    assert table["size"] == 256 and 0 < table["entries"] <= 256
-    assert table["evictions"] == inserts - table["entries"] >= n - 256 - hits
+    created = sum(m["flows_created"] for m in by_name.values())
+    assert created + hits == n and hits < n // 100, (created, hits)
+    # 256 flows fill the table; every flow after them, in the 30 s its
+    # flows stay live, took the way of a live flow: one eviction each.
+    assert group["flow_table"]["size"] == 256 and group["flow_table"]["entries"] == 256
+    assert group["counters"]["flow_evictions"] == created - 256
 
 
 def test_group_options_are_fixed_at_creation(netns, rpctl, make_members):
