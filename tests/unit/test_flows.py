@@ -20,6 +20,10 @@ class _Group:
         self.maps = {"flows": _Table(sets)}
 
 
+def _way(tag: int, member: int, incarnation: int, seen: int) -> abi.RpFlow:
+    return abi.RpFlow(tag=tag, member=member, incarnation=incarnation, seen=seen)
+
+
 def test_live_flows_are_fresh_and_of_the_members_current_socket(monkeypatch):
     now = 0xFFFFFF00  # near the wrap of the 32-bit tick
     monkeypatch.setattr(flows, "now_tick", lambda: now)
@@ -29,16 +33,16 @@ def test_live_flows_are_fresh_and_of_the_members_current_socket(monkeypatch):
     gen.incarnation[0], gen.incarnation[1] = 5, 7  # index 2: no member
     sets = [
         [
-            abi.RpFlow(tag=0x11, member=0, incarnation=5, seen=now - 1000),             # live on 0
-            abi.RpFlow(tag=0x13, member=0, incarnation=5, seen=(now + 300) & 0xFFFFFFFF),  # refreshed after our clock read, past the wrap
-            abi.RpFlow(tag=0x15, member=0, incarnation=5, seen=now - idle - 1),         # idle
+            _way(0x11, 0, 5, now - 1000),             # live on 0
+            _way(0x13, 0, 5, (now + 300) & 0xFFFFFFFF),  # refreshed after our clock read, past the wrap
+            _way(0x15, 0, 5, now - idle - 1),         # idle
             abi.RpFlow(),                                   # empty
         ],
         [
-            abi.RpFlow(tag=0x21, member=1, incarnation=6, seen=now),                    # placed on index 1's previous socket
-            abi.RpFlow(tag=0x23, member=1, incarnation=7, seen=now),                    # live on 1
-            abi.RpFlow(tag=0x23, member=1, incarnation=7, seen=now),                    # the same flow written twice: counted once
-            abi.RpFlow(tag=0x25, member=2, incarnation=1, seen=now),                    # index 2 is no member now
+            _way(0x21, 1, 6, now),                    # placed on index 1's previous socket
+            _way(0x23, 1, 7, now),                    # live on 1
+            _way(0x23, 1, 7, now),                    # the same flow written twice: counted once
+            _way(0x25, 2, 1, now),                    # index 2 is no member now
         ],
     ]
     table = flows.read_flows(_Group(sets), ctl, gen)
