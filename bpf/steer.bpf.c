@@ -96,9 +96,12 @@ enum rp_flow_state {
 };
 
 struct rp_flow_pick {
-	__u32 key;         /* md->hash: the flow table's key */
+	struct rp_flow_set *set;  /* the set of the flow's hash */
+	__u32 tag;         /* md->hash | 1 */
 	__u32 state;       /* enum rp_flow_state */
-	__u64 now;         /* bpf_ktime_get_coarse_ns() */
+	__u32 way;         /* IDLE, GONE: the way that holds the flow */
+	__u32 now;         /* this tick (RP_FLOW_TICK_SHIFT) */
+	__s32 idle;        /* the idle timeout in ticks */
 };
 
 static __always_inline struct rp_group_stats *rp_group_stats(void)
@@ -108,28 +111,79 @@ static __always_inline struct rp_group_stats *rp_group_stats(void)
 	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
 }
 
-/* Step 0's second half: the flow goes to idx from now on.  A new flow is
- * inserted only if still absent (another CPU may have placed it
- * meanwhile), so that flow_inserts counts exactly the entries added; an
- * idle or orphaned one is overwritten, or inserted again if the LRU
- * evicted it since the lookup.  A failed insert (table full and every
- * entry in use by other CPUs) still leaves the datagram placed. */
+/* Ticks since way w of the pick's set was refreshed; negative when another
+ * CPU refreshed it after this program read the clock. */
+static __always_inline __s32 rp_flow_age(struct rp_flow_pick *fp, __u32 w)
+{
+	return (__s32)(fp->now - fp->set->way[w & (RP_FLOW_WAYS - 1)].seen);
+}
+
+/* The way a new flow takes in its set, by what the way holds: an empty
+ * way, else a flow idle past the timeout, else one whose member left (its
+ * incarnation differs: the flow would be placed again anyway), else the
+ * flow seen once that was seen longest ago, and only else the flow seen
+ * again that was seen longest ago.  A flow seen again is a session (a
+ * long-lived flow refreshes its time only every quarter of the timeout,
+ * so its age alone would misjudge it); one-shot flows are what fill
+ * sets.  Giving away a live flow's way is an eviction, counted. */
+enum rp_flow_victim {
+	RP_VICTIM_IDLE,
+	RP_VICTIM_ORPHAN,
+	RP_VICTIM_ONCE,
+	RP_VICTIM_AGAIN,
+	RP_VICTIM_NONE,
+};
+
+static __always_inline __u32 rp_flow_way(struct rp_flow_pick *fp, struct rp_gen *g)
+{
+	struct rp_group_stats *gs;
+	__u32 w, best = 0, kind, best_kind = RP_VICTIM_NONE;
+	__s32 age, best_age = -1;
+	struct rp_flow *f;
+
+#pragma unroll
+	for (w = 0; w < RP_FLOW_WAYS; w++) {
+		f = &fp->set->way[w];
+		if (!f->tag)
+			return w;
+		age = rp_flow_age(fp, w);
+		if (age > fp->idle)
+			kind = RP_VICTIM_IDLE;
+		else if (f->incarnation != g->incarnation[f->member & (RP_MAX_MEMBERS - 1)])
+			kind = RP_VICTIM_ORPHAN;
+		else if (!(f->flags & RP_FLOW_AGAIN))
+			kind = RP_VICTIM_ONCE;
+		else
+			kind = RP_VICTIM_AGAIN;
+		if (kind < best_kind || (kind == best_kind && age > best_age)) {
+			best = w;
+			best_kind = kind;
+			best_age = age;
+		}
+	}
+	if (best_kind >= RP_VICTIM_ONCE) {
+		gs = rp_group_stats();
+		if (gs)
+			gs->flow_evictions++;
+	}
+	return best;
+}
+
+/* Step 0's second half: the flow goes to idx from now on.  An idle or
+ * orphaned flow keeps its way; a new one takes rp_flow_way's.  The tag is
+ * written last, so that a reader on another CPU rarely sees a way half
+ * written (two CPUs writing one way at once is not excluded: the loser's
+ * flow is placed again when it sends next). */
 static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
 {
-	struct rp_flow f = {
-		.member = idx,
-		.incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)],
-		.seen_ns = fp->now,
-	};
-	struct rp_group_stats *gs;
+	__u32 w = fp->state == RP_FLOW_NEW ? rp_flow_way(fp, g) : fp->way;
+	struct rp_flow *f = &fp->set->way[w & (RP_FLOW_WAYS - 1)];
 
-	if (fp->state != RP_FLOW_NEW && bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_EXIST) == 0)
-		return;
-	if (bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_NOEXIST))
-		return;
-	gs = rp_group_stats();
-	if (gs)
-		gs->flow_inserts++;
+	f->member = idx;
+	f->flags = 0;
+	f->incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)];
+	f->seen = fp->now;
+	f->tag = fp->tag;
 }
 
 /* Count a selection of member idx; with a flow to remember, remember it. */
@@ -162,44 +216,75 @@ static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp
 	rp_flow_remember(fp, g, idx);
 }
 
+/* The way of this datagram's flow in its set: fills fp (set, tag, clock)
+ * and returns the way, with fp->state GONE for the caller to judge, or
+ * NULL with fp->state NEW (NONE: only a damaged ctl).  One array lookup
+ * and the set's two lines: its ways compared in turn. */
+static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, struct rp_ctl *ctl,
+						    struct rp_flow_pick *fp)
+{
+	__u32 set = md->hash & (ctl->flow_table_size / RP_FLOW_WAYS - 1), w;
+
+	/* Every field defined on every path: clang otherwise carries an
+	 * unset register into a shared exit, which the verifier refuses. */
+	fp->way = 0;
+	fp->tag = md->hash | 1;
+	fp->now = bpf_ktime_get_coarse_ns() >> RP_FLOW_TICK_SHIFT;
+	fp->idle = (ctl->flow_idle_ms * 1000000ull) >> RP_FLOW_TICK_SHIFT;
+	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
+	if (!fp->set)
+		return NULL;
+	fp->state = RP_FLOW_NEW;
+#pragma unroll
+	for (w = 0; w < RP_FLOW_WAYS; w++) {
+		if (fp->set->way[w].tag == fp->tag) {
+			fp->way = w;
+			fp->state = RP_FLOW_GONE;
+			return &fp->set->way[w];
+		}
+	}
+	return NULL;
+}
+
+/* A fresh flow's datagram that its member took: the way's last-seen tick
+ * is refreshed in place only once a quarter of the idle timeout has
+ * passed, and its "seen again" flag set on its second datagram, so that
+ * a busy flow does not write its shared line on every datagram. */
+static __always_inline void rp_flow_touch(struct rp_flow_pick *fp, struct rp_flow *f, __s32 age)
+{
+	if (age > fp->idle >> 2)
+		f->seen = fp->now;
+	if (!(f->flags & RP_FLOW_AGAIN))
+		f->flags = RP_FLOW_AGAIN;
+}
+
 /* Step 0: the member that the flow of this datagram was placed on.
  * Returns 0 when it took the datagram; otherwise fp->state says what the
- * table knew, and steps 2-5 place the datagram.  The entry's last-seen
- * time is refreshed in place, and only once a quarter of the idle timeout
- * has passed: a busy flow does not write its shared entry on every
- * datagram. */
+ * table knew, and steps 2-5 place the datagram. */
 static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
 					  struct rp_flow_pick *fp)
 {
-	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
-	struct rp_flow *f;
+	struct rp_flow *f = rp_flow_find(md, ctl, fp);
 	__u32 idx;
+	__s32 age;
 
-	fp->key = md->hash;
-	fp->now = bpf_ktime_get_coarse_ns();
-	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
-	if (!f) {
-		fp->state = RP_FLOW_NEW;
+	if (!f)
 		return -1;
-	}
-	/* A refresh on another CPU may be newer than our clock reading. */
-	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
-	if (age > idle) {
+	age = rp_flow_age(fp, fp->way);
+	if (age > fp->idle) {
 		fp->state = RP_FLOW_IDLE;
 		return -1;
 	}
 	idx = f->member;
 	/* The incarnation tells the member's socket from a socket that took
 	 * its index later (and RP_NO_INCARNATION an index of no member). */
-	fp->state = RP_FLOW_GONE;
 	if (idx >= RP_MAX_MEMBERS || f->incarnation == RP_NO_INCARNATION ||
 	    f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
 		return -1;
 	/* Fails when the socket closed: the kernel emptied its entry. */
 	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
 		return -1;
-	if (age > idle >> 2)
-		f->seen_ns = fp->now;
+	rp_flow_touch(fp, f, age);
 	rp_count_member(g, idx, RP_FLOW, fp);
 	return 0;
 }
@@ -300,24 +385,20 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
 					 struct rp_flow_pick *fp, __u32 idx)
 {
-	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
-	struct rp_flow *f;
+	struct rp_flow *f = rp_flow_find(md, ctl, fp);
+	__s32 age;
 
-	fp->key = md->hash;
-	fp->now = bpf_ktime_get_coarse_ns();
-	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
-	if (!f) {
-		fp->state = RP_FLOW_NEW;
+	if (!f)
+		return;
+	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
+		return;  /* GONE: remembered on idx */
+	age = rp_flow_age(fp, fp->way);
+	if (age > fp->idle) {
+		fp->state = RP_FLOW_IDLE;
 		return;
 	}
-	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
-	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)]) {
-		fp->state = RP_FLOW_GONE;
-		return;
-	}
-	if (age > idle >> 2)
-		f->seen_ns = fp->now;
-	fp->state = age > idle ? RP_FLOW_IDLE : RP_FLOW_NONE;
+	rp_flow_touch(fp, f, age);
+	fp->state = RP_FLOW_NONE;
 }
 
 /* QUIC (RFC 9000, 17.2; RFC 9369 for version 2).  Bytes of the UDP payload

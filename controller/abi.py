@@ -26,9 +26,12 @@ RP_PIN_UNAVAILABLE = 0x80000000
 RP_RSS_MAX_INDIR = 4096
 RP_RSS_INPUT_MAX = 36
 RP_IFNAME_LEN = 16
+RP_FLOW_WAYS = 8
 RP_FLOW_TABLE_DEFAULT = 65536
 RP_FLOW_IDLE_MS_DEFAULT = 30000
+RP_FLOW_TICK_SHIFT = 20
 RP_NO_INCARNATION = 0
+RP_FLOW_AGAIN = 1
 RP_QUIC_MAX_SID_LEN = 4
 RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 
@@ -143,7 +146,7 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
-        ("flow_inserts", u64),
+        ("flow_evictions", u64),
         ("quic_unknown_server_id", u64),
         ("throttle_skips", u64),
     ]
@@ -161,9 +164,15 @@ class RpThrottle(ctypes.Structure):
 
 
 class RpFlow(ctypes.Structure):
-    """Mirrors struct rp_flow in bpf/rpctl.h (a value of the map "flows")."""
+    """Mirrors struct rp_flow in bpf/rpctl.h (a way of a set of the map "flows")."""
 
-    _fields_ = [("member", u32), ("incarnation", u32), ("seen_ns", u64)]
+    _fields_ = [("tag", u32), ("member", u16), ("flags", u16), ("incarnation", u32), ("seen", u32)]
+
+
+class RpFlowSet(ctypes.Structure):
+    """Mirrors struct rp_flow_set in bpf/rpctl.h (an element of the map "flows")."""
+
+    _fields_ = [("way", RpFlow * RP_FLOW_WAYS)]
 
 
 # The counters of rp_member_stats that one selection adds one to: a
@@ -186,6 +195,7 @@ STRUCTS = {
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
     "rp_flow": RpFlow,
+    "rp_flow_set": RpFlowSet,
     "rp_throttle": RpThrottle,
 }
 
@@ -198,7 +208,7 @@ class MapSpec:
     map_type: int
     key_size: int
     value_size: int
-    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size says
+    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size / RP_FLOW_WAYS
 
 
 # max_entries of a map whose size a group's creation options set.
@@ -212,7 +222,7 @@ GROUP_MAPS = (
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
-    MapSpec("flows", bpfsys.MAP_TYPE_LRU_HASH, 4, ctypes.sizeof(RpFlow), SIZED_AT_CREATION),
+    MapSpec("flows", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpFlowSet), SIZED_AT_CREATION),
     MapSpec("throttle", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

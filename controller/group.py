@@ -115,12 +115,12 @@ class Group:
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
                 f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
             )
-        entries = bpfsys.map_info(maps["flows"].fd).max_entries
-        if ctl.flags & abi.RP_CTL_FLOWS and entries != ctl.flow_table_size:
+        sets = bpfsys.map_info(maps["flows"].fd).max_entries
+        if ctl.flags & abi.RP_CTL_FLOWS and sets * abi.RP_FLOW_WAYS != ctl.flow_table_size:
             group.close()
             raise StateError(
-                f"group {name!r}: its flow table holds {entries} entries, its ctl says {ctl.flow_table_size}; "
-                "run ", Call("unload", group=name),
+                f"group {name!r}: its flow table holds {sets * abi.RP_FLOW_WAYS} flows, its ctl says "
+                f"{ctl.flow_table_size}; run ", Call("unload", group=name),
             )
         return group
 
@@ -379,9 +379,9 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Option
     prog_fd = -1
     try:
         for spec in abi.GROUP_MAPS:
-            # A group without flow affinity keeps a one-entry table: the
+            # A group without flow affinity keeps a one-set table: the
             # program is the same for every group and names the map.
-            maps[spec.name] = Map.create(spec, max_entries=options.flow_table_size or 1)
+            maps[spec.name] = Map.create(spec, max_entries=max(1, options.flow_table_size // abi.RP_FLOW_WAYS))
         ctl = abi.RpCtl(
             abi_version=abi.RP_ABI_VERSION,
             gen=0,
