@@ -102,6 +102,8 @@ struct rp_flow_pick {
 	__u32 way;         /* IDLE, GONE: the way that holds the flow */
 	__u32 now;         /* this tick (RP_FLOW_TICK_SHIFT) */
 	__s32 idle;        /* the idle timeout in ticks */
+	__u32 idx;         /* the member a step chose (rp_took) */
+	__u32 outcome;     /* enum rp_outcome: which step chose it */
 };
 
 static __always_inline struct rp_group_stats *rp_group_stats(void)
@@ -186,10 +188,21 @@ static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_
 	f->tag = fp->tag;
 }
 
-/* Count a selection of member idx; with a flow to remember, remember it. */
-static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp_outcome outcome,
-					    struct rp_flow_pick *fp)
+/* A step selected member idx's socket.  Returns 0, the steps' "took it". */
+static __always_inline int rp_took(struct rp_flow_pick *fp, __u32 idx, enum rp_outcome outcome)
 {
+	fp->idx = idx;
+	fp->outcome = outcome;
+	return 0;
+}
+
+/* Count the selection the steps made; with a flow to remember, remember
+ * it.  rp_select's one exit after a selection calls it: the remembering
+ * (an 8-way set's victim choice) is inlined once, not at every step that
+ * selects. */
+static __always_inline void rp_count_member(struct rp_gen *g, struct rp_flow_pick *fp)
+{
+	__u32 idx = fp->idx, outcome = fp->outcome;
 	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
 
 	if (!st)
@@ -285,8 +298,7 @@ static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_
 	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
 		return -1;
 	rp_flow_touch(fp, f, age);
-	rp_count_member(g, idx, RP_FLOW, fp);
-	return 0;
+	return rp_took(fp, idx, RP_FLOW);
 }
 
 /* The slot of re-hash number `attempt` of a flow's hash: murmur3's
@@ -495,8 +507,7 @@ static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_
 	    bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
 		if (ctl->flags & RP_CTL_FLOWS)
 			rp_flow_keep(md, ctl, g, fp, idx);
-		rp_count_member(g, idx, RP_QUIC_ROUTED, fp);
-		return 0;
+		return rp_took(fp, idx, RP_QUIC_ROUTED);
 	}
 	/* No member has this id, or its socket closed. */
 	gs = rp_group_stats();
@@ -534,8 +545,7 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
 	 * never selected, a gone one's entry is empty; both fall back. */
 	if (!(idx & RP_PIN_UNAVAILABLE) && bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-		rp_count_member(g, idx, RP_PINNED, fp);
-		return 0;
+		return rp_took(fp, idx, RP_PINNED);
 	}
 	gs = rp_group_stats();
 	if (gs)
@@ -565,10 +575,8 @@ static __always_inline int rp_rehash_select(struct sk_reuseport_md *md, struct r
 		idx = g->slots[rp_rehash_slot(md->hash, i)];
 		if (t && rp_throttled(t, idx))
 			continue;
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(g, idx, outcome, fp);
-			return 0;
-		}
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+			return rp_took(fp, idx, outcome);
 	}
 	return -1;
 }
@@ -623,7 +631,7 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 		if (gs)
 			gs->slot_misses++;
 		if (rp_rehash_select(md, g, NULL, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp) == 0)
-			return SK_PASS;
+			return 0;
 	}
 
 	/* Last resort: deterministic walk over the live list. */
@@ -645,10 +653,8 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 			 * the mask; the verifier does not, and needs it. */
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
-			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
-				return SK_PASS;
-			}
+			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+				return rp_took(fp, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
 		}
 	}
 
@@ -656,45 +662,32 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 	gs = rp_group_stats();
 	if (gs)
 		gs->no_live_member++;
-	return SK_PASS;
+	return -1;
 }
 
-int rp_select(struct sk_reuseport_md *md)
+/* Steps Q to 5: returns 0 when a step selected a socket (fp->idx and
+ * fp->outcome say which and how), -1 when none did (step 6). */
+static __always_inline int rp_choose(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+				     struct rp_flow_pick *fp)
 {
-	struct rp_flow_pick fp;
-	struct rp_ctl *ctl;
-	struct rp_gen *g;
-	__u32 zero = 0, gen, idx;
-	int migrating;
-
-	fp.state = RP_FLOW_NONE;
-	/* Element 0 of an array always exists: these checks only satisfy
-	 * the verifier.  SK_PASS without a choice lets the kernel select. */
-	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
-	if (!ctl)
-		return SK_PASS;
-	gen = ctl->gen & 1;
-	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
-	if (!g)
-		return SK_PASS;
-
 	/* A closing listener hands over a queued or half-open request. */
-	migrating = rp_migrating(md);
+	int migrating = rp_migrating(md);
+	__u32 idx;
 
 	/* QUIC groups: a server-chosen connection id names its member. */
-	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
-		return SK_PASS;
+	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, fp) == 0)
+		return 0;
 
 	/* TCP's cost of flow affinity: this test of a field of the ctl
-	 * element it has read anyway, and a test of fp.state after the
+	 * element it has read anyway, and a test of fp->state after the
 	 * selection (migrating requests are TCP's: never here). */
-	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
-		return SK_PASS;
+	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0)
+		return 0;
 
 	/* The weighted path's only cost of the pinned modes: this test of a
 	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
-		return SK_PASS;
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, fp) == 0)
+		return 0;
 
 	/* Weighted table of the live generation: one byte in the element
 	 * already looked up, so no further lookup and a warm cache line. */
@@ -706,12 +699,34 @@ int rp_select(struct sk_reuseport_md *md)
 		 * In a UDP group the QUIC and flow steps came first: a known
 		 * flow went to its member throttled or not, so only a new flow
 		 * gets here and skips a throttled member (decision 13). */
-		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, &fp) == 0)
-			return SK_PASS;
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
-			return SK_PASS;
-		}
+		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, fp) == 0)
+			return 0;
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+			return rp_took(fp, idx, migrating ? RP_MIGRATED : RP_SELECTED);
 	}
-	return rp_fallback(md, g, &fp);
+	return rp_fallback(md, g, fp);
+}
+
+int rp_select(struct sk_reuseport_md *md)
+{
+	/* Every field defined before any step: clang carries the struct
+	 * into the one exit below, and the verifier refuses a read of a
+	 * field some path left unset. */
+	struct rp_flow_pick fp = {.state = RP_FLOW_NONE};
+	struct rp_ctl *ctl;
+	struct rp_gen *g;
+	__u32 zero = 0, gen;
+
+	/* Element 0 of an array always exists: these checks only satisfy
+	 * the verifier.  SK_PASS without a choice lets the kernel select. */
+	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	if (!ctl)
+		return SK_PASS;
+	gen = ctl->gen & 1;
+	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
+	if (!g)
+		return SK_PASS;
+	if (rp_choose(md, ctl, g, &fp) == 0)
+		rp_count_member(g, &fp);
+	return SK_PASS;
 }
