@@ -12,7 +12,7 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 4
+#define RP_ABI_VERSION 5
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256

@@ -13,7 +13,7 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 4
+RP_ABI_VERSION = 5
 RP_MAX_MEMBERS = 256
 RP_SLOT_BITS = 10
 RP_SLOTS = 1 << RP_SLOT_BITS
