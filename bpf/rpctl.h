@@ -57,10 +57,6 @@
 #define RP_FLOW_WAYS 8
 #define RP_FLOW_TABLE_DEFAULT 65536
 #define RP_FLOW_IDLE_MS_DEFAULT 30000
-/* rp_flow.seen counts ticks of 2^20 ns (about 1.05 ms) of
- * bpf_ktime_get_coarse_ns(), in 32 bits: ages are differences taken as
- * signed, good for 26 days. */
-#define RP_FLOW_TICK_SHIFT 20
 /* rp_flow.incarnation of no member: rp_gen.incarnation[] of an index that
  * is not a member of the generation. */
 #define RP_NO_INCARNATION 0
@@ -135,7 +131,7 @@ struct rp_ctl {
 	__u32 flow_table_size; /* flows the map "flows" holds (sets x RP_FLOW_WAYS) */
 	__u32 flow_idle_ms;    /* a flow unseen this long is placed as new */
 	__u32 quic_sid_len;    /* RP_CTL_QUIC: server id bytes, 1..RP_QUIC_MAX_SID_LEN */
-	__u32 _pad1;
+	__u32 flow_idle_ticks; /* flow_idle_ms in jiffies of this kernel (its HZ) */
 };
 
 _Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
@@ -245,7 +241,9 @@ struct rp_flow {
 	__u16 member;          /* index in the socket array */
 	__u16 flags;           /* enum rp_flow_flag */
 	__u32 incarnation;     /* rp_gen.incarnation[member] when placed */
-	__u32 seen;            /* tick (RP_FLOW_TICK_SHIFT) when last refreshed */
+	__u32 seen;            /* jiffies when last refreshed, 32 bits: ages
+	                        * are differences taken as signed, good for
+	                        * 24 days at HZ=1000 */
 };
 
 enum rp_flow_flag {

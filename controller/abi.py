@@ -29,7 +29,6 @@ RP_IFNAME_LEN = 16
 RP_FLOW_WAYS = 8
 RP_FLOW_TABLE_DEFAULT = 65536
 RP_FLOW_IDLE_MS_DEFAULT = 30000
-RP_FLOW_TICK_SHIFT = 20
 RP_NO_INCARNATION = 0
 RP_FLOW_AGAIN = 1
 RP_QUIC_MAX_SID_LEN = 4
@@ -74,7 +73,7 @@ class RpCtl(ctypes.Structure):
         ("flow_table_size", u32),
         ("flow_idle_ms", u32),
         ("quic_sid_len", u32),
-        ("_pad1", u32),
+        ("flow_idle_ticks", u32),
     ]
 
 

@@ -12,18 +12,13 @@ two ways of its set: a set's flows are counted once per tag.
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass, field
 
-from . import abi
+from . import abi, jiffies
 from .group import Group
 
 _WAY = struct.Struct("=IHHII")  # struct rp_flow: tag, member, flags, incarnation, seen
 _SET = _WAY.size * abi.RP_FLOW_WAYS
-
-# Linux's clock id (Python's time module does not name it).
-CLOCK_MONOTONIC_COARSE = 6
-
 
 @dataclass
 class FlowTable:
@@ -32,12 +27,6 @@ class FlowTable:
     size: int                   # flows it can hold
     entries: int                # flows it holds, live or idle
     live: dict[int, int] = field(default_factory=dict)  # member index -> live flows
-
-
-def now_tick() -> int:
-    """The program's clock, in its ticks: bpf_ktime_get_coarse_ns() reads
-    CLOCK_MONOTONIC_COARSE, and rp_flow.seen keeps 32 bits of ns >> RP_FLOW_TICK_SHIFT."""
-    return (time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) >> abi.RP_FLOW_TICK_SHIFT) & 0xFFFFFFFF
 
 
 def _age(now: int, seen: int) -> int:
@@ -49,8 +38,8 @@ def _age(now: int, seen: int) -> int:
 def read_flows(g: Group, ctl: abi.RpCtl, gen: abi.RpGen) -> FlowTable:
     """Read the flow table of a group with flow affinity."""
     raw = g.maps["flows"].read_bytes(abi.RpFlowSet, ctl.flow_table_size // abi.RP_FLOW_WAYS)
-    idle = (ctl.flow_idle_ms * 1_000_000) >> abi.RP_FLOW_TICK_SHIFT
-    now = now_tick()
+    idle = ctl.flow_idle_ticks
+    now = jiffies.now()
     live: dict[int, int] = {}
     entries = 0
     for start in range(0, len(raw), _SET):

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
+from . import abi, bpfsys, jiffies, pin_table, probe, quic, slot_table, sockets
 from .adaptive import Reason
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
@@ -393,7 +393,7 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Option
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
-        options.write_ctl(ctl)
+        options.write_ctl(ctl, jiffies.hz() if options.flow_affinity else 0)
         maps["ctl"].put(0, ctl)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from . import abi
+from . import abi, jiffies
 from .quic import DEFAULT_SERVER_ID_LENGTH, check_length
 from .errors import InvalidInput, StateError
 from .refs import Param
@@ -90,10 +90,12 @@ class GroupOptions:
             (self.quic_server_id_length or DEFAULT_SERVER_ID_LENGTH) if routed else 0,
         )
 
-    def write_ctl(self, ctl: abi.RpCtl) -> None:
-        """Store resolved options in a new group's ctl element."""
+    def write_ctl(self, ctl: abi.RpCtl, hz: int) -> None:
+        """Store resolved options in a new group's ctl element; `hz` is the
+        kernel's tick rate, the unit of the program's flow clock."""
         if self.flow_affinity:
             ctl.flags |= abi.RP_CTL_FLOWS
+            ctl.flow_idle_ticks = jiffies.ticks(self.flow_idle_timeout or 0, hz)
         ctl.flow_table_size = self.flow_table_size or 0
         ctl.flow_idle_ms = round((self.flow_idle_timeout or 0) * 1000)
         if self.quic:

@@ -26,9 +26,9 @@ def _way(tag: int, member: int, incarnation: int, seen: int) -> abi.RpFlow:
 
 def test_live_flows_are_fresh_and_of_the_members_current_socket(monkeypatch):
     now = 0xFFFFFF00  # near the wrap of the 32-bit tick
-    monkeypatch.setattr(flows, "now_tick", lambda: now)
-    ctl = abi.RpCtl(flow_table_size=2 * abi.RP_FLOW_WAYS, flow_idle_ms=30_000)
-    idle = (30_000 * 1_000_000) >> abi.RP_FLOW_TICK_SHIFT
+    monkeypatch.setattr(flows.jiffies, "now", lambda: now)
+    idle = 30 * 250
+    ctl = abi.RpCtl(flow_table_size=2 * abi.RP_FLOW_WAYS, flow_idle_ms=30_000, flow_idle_ticks=idle)
     gen = abi.RpGen()
     gen.incarnation[0], gen.incarnation[1] = 5, 7  # index 2: no member
     sets = [
