@@ -472,6 +472,9 @@ taking turns (their entries stay in cache) a known flow costs
 {round(ns[f"udp flow by hash, {FEW_FLOWS} flows"] - floor_udp):+d} ns and the 4-way sets'
 {round(ns[f"udp flow in 4-way sets, {FEW_FLOWS} flows"] - floor_udp):+d} ns: the hash map's own work (a call, hashing the
 key again, the bucket walk and the LRU's reference bit) is what the sets leave out.
+The program stamps flows with the kernel's jiffies, which the verifier inlines
+into one load: a clock helper call there cost about 35 ns more a datagram in a
+side-by-side run (decision 0010).
 
 Goal: weighted within 25 ns of the select-only floor.  Measured:
 **{round(ns["rpctl weighted"] - floor_sel):+d} ns** ({ns["rpctl weighted"]:.0f} against {floor_sel:.0f} ns) on idle
