@@ -26,9 +26,9 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   workers: select only / rpctl weighted   the same on listeners that
                     worker processes accept from in a loop
   udp select only       floor on four UDP sockets
-  udp flow by hash      a flow table keyed by md->hash (decision 0010)
-  udp flow by 4-tuple   a flow table keyed by the 4-tuple read from the packet
-  udp flow in 4-way sets  a flow table of one-cache-line sets in an array
+  udp flow by hash      reference: an LRU hash map keyed by md->hash
+  udp flow by 4-tuple   reference: an LRU hash map keyed by the 4-tuple read from the packet
+  udp flow in 4-way sets  reference: one-cache-line sets in an array (rpctl's are 8-way)
   udp rpctl, no flows   rpctl's program on a UDP group without flow affinity
   udp rpctl, known flow rpctl's program, datagrams of flows already in its table
   udp rpctl, new flows  rpctl's program, every datagram a new flow
@@ -457,20 +457,24 @@ lookup that misses, the weighted table, and an insert.
 Goal: a datagram of a known flow within 60 ns of the select-only floor.
 Measured: **{round(ns["udp rpctl, known flow"] - floor_udp):+d} ns** ({ns["udp rpctl, known flow"]:.0f}
 against {floor_udp:.0f} ns; without flow affinity {round(ns["udp rpctl, no flows"] - floor_udp):+d} ns, a new
-flow {round(ns["udp rpctl, new flows"] - floor_udp):+d} ns).  The flow table's key
-(docs/decisions/0010): the same table keyed by the kernel's hash of the 4-tuple costs
+flow {round(ns["udp rpctl, new flows"] - floor_udp):+d} ns).  rpctl's flow table is an array of
+8-way sets of two cache lines (docs/decisions/0010): one inlined lookup, no hash map.
+References: an LRU hash map keyed by the kernel's hash of the 4-tuple costs
 {round(ns["udp flow by hash"] - floor_udp):+d} ns over the floor, keyed by the 4-tuple itself
 {round(ns["udp flow by 4-tuple"] - floor_udp):+d} ns (a helper call to read the addresses and a
-12-byte key to hash).  An array of 4-way sets of one cache line each (no hash map:
-one inlined lookup, one line) costs {round(ns["udp flow in 4-way sets"] - floor_udp):+d} ns: with
+12-byte key to hash), an array of 4-way sets of one cache line each
+{round(ns["udp flow in 4-way sets"] - floor_udp):+d} ns: with
 {len(known.clients.socks):,} flows taking turns, the flow table's entries are rarely in cache
 when their flow's next datagram comes, and what a lookup costs is the cache lines it
-misses: a hash map's bucket and element, the sets' one line.  With {FEW_FLOWS} flows
+misses: a hash map's bucket and element, a set's one or two lines.  With {FEW_FLOWS} flows
 taking turns (their entries stay in cache) a known flow costs
 **{round(ns[f"udp rpctl, known flow, {FEW_FLOWS} flows"] - floor_udp):+d} ns** in rpctl, the hash map's lookup alone
-{round(ns[f"udp flow by hash, {FEW_FLOWS} flows"] - floor_udp):+d} ns and the sets'
-{round(ns[f"udp flow in 4-way sets, {FEW_FLOWS} flows"] - floor_udp):+d} ns: what is left is the hash map's own work (a
-call, hashing the key again, the bucket walk and the LRU's reference bit).
+{round(ns[f"udp flow by hash, {FEW_FLOWS} flows"] - floor_udp):+d} ns and the 4-way sets'
+{round(ns[f"udp flow in 4-way sets, {FEW_FLOWS} flows"] - floor_udp):+d} ns: the hash map's own work (a call, hashing the
+key again, the bucket walk and the LRU's reference bit) is what the sets leave out.
+The program stamps flows with the kernel's jiffies, which the verifier inlines
+into one load: a clock helper call there cost about 35 ns more a datagram in a
+side-by-side run (decision 0010).
 
 Goal: weighted within 25 ns of the select-only floor.  Measured:
 **{round(ns["rpctl weighted"] - floor_sel):+d} ns** ({ns["rpctl weighted"]:.0f} against {floor_sel:.0f} ns) on idle

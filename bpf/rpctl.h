@@ -12,7 +12,7 @@
 
 /* Bumped whenever a struct or a map below changes shape: a controller
  * refuses pinned state of another version instead of reading garbage. */
-#define RP_ABI_VERSION 4
+#define RP_ABI_VERSION 5
 
 /* Capacity of a group: sockarray size, members map size, live list size. */
 #define RP_MAX_MEMBERS 256
@@ -50,9 +50,11 @@
 #define RP_RSS_INPUT_MAX 36
 #define RP_IFNAME_LEN 16
 
-/* UDP flow affinity (map "flows"): default capacity and idle timeout of a
- * group's flow table.  An LRU_HASH entry of a 4-byte key and a 16-byte
- * value takes about 100 bytes of kernel memory (see decision 0010). */
+/* UDP flow affinity (map "flows"): a group's flow table holds
+ * rp_ctl.flow_table_size flows (a power of two) in sets of RP_FLOW_WAYS,
+ * two adjacent cache lines per set (decision 0010).  Default: 65,536
+ * flows, 1 MiB, forgotten after 30 s of silence. */
+#define RP_FLOW_WAYS 8
 #define RP_FLOW_TABLE_DEFAULT 65536
 #define RP_FLOW_IDLE_MS_DEFAULT 30000
 /* rp_flow.incarnation of no member: rp_gen.incarnation[] of an index that
@@ -126,10 +128,10 @@ struct rp_ctl {
 	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
 	/* Creation options, fixed for the group's life. */
-	__u32 flow_table_size; /* max_entries of the map "flows" */
+	__u32 flow_table_size; /* flows the map "flows" holds (sets x RP_FLOW_WAYS) */
 	__u32 flow_idle_ms;    /* a flow unseen this long is placed as new */
 	__u32 quic_sid_len;    /* RP_CTL_QUIC: server id bytes, 1..RP_QUIC_MAX_SID_LEN */
-	__u32 _pad1;
+	__u32 flow_idle_ticks; /* flow_idle_ms in jiffies of this kernel (its HZ) */
 };
 
 _Static_assert(RP_MAX_MEMBERS <= 256, "rp_gen.slots holds member indexes in one byte");
@@ -223,23 +225,40 @@ struct rp_group_stats {
 	__u64 pin_unassigned;  /* CPU or queue with no member: weighted table */
 	__u64 rss_unhashed;    /* RSS mode, a packet the NIC's hash cannot be
 	                        * recomputed for: weighted table */
-	/* UDP: entries the program added to the flow table.  The table's LRU
-	 * evicts silently and nobody else adds or deletes entries, so its
-	 * evictions are exactly flow_inserts minus the entries it holds. */
-	__u64 flow_inserts;
+	/* UDP: flows forgotten to make room for a new flow in a full set
+	 * (every way live): each is placed again by the weights when it
+	 * sends next, and may move. */
+	__u64 flow_evictions;
 	__u64 quic_unknown_server_id;  /* QUIC packet whose server id names no
 	                                * live member: flows/weights chose */
 	__u64 throttle_skips;  /* adaptive: slot's member throttled, re-hashed
 	                        * to another member */
 };
 
-/* Map "flows" (LRU_HASH, rp_ctl.flow_table_size entries), UDP groups with
- * flow affinity.  Key: the kernel's hash of the datagram's 4-tuple
- * (md->hash, a __u32): see decision 0010. */
+/* One remembered flow: a way of a set of the map "flows". */
 struct rp_flow {
-	__u32 member;          /* index in the socket array */
+	__u32 tag;             /* md->hash | 1 of the flow; 0: an empty way */
+	__u16 member;          /* index in the socket array */
+	__u16 flags;           /* enum rp_flow_flag */
 	__u32 incarnation;     /* rp_gen.incarnation[member] when placed */
-	__u64 seen_ns;         /* CLOCK_MONOTONIC (coarse) when last refreshed */
+	__u32 seen;            /* jiffies when last refreshed, 32 bits: ages
+	                        * are differences taken as signed, good for
+	                        * 24 days at HZ=1000 */
+};
+
+enum rp_flow_flag {
+	/* The flow sent a datagram after the one that placed it: set once,
+	 * by the program.  A full set gives a new flow's way to a flow seen
+	 * once (a DNS query, a scan) before a flow seen again. */
+	RP_FLOW_AGAIN = 1,
+};
+
+/* Map "flows" (ARRAY, flow_table_size / RP_FLOW_WAYS elements), UDP groups
+ * with flow affinity: set md->hash & (sets - 1) holds the flows of that
+ * hash.  Keyed by the kernel's hash of the 4-tuple: two flows of one hash
+ * share a member (decision 0010). */
+struct rp_flow_set {
+	struct rp_flow way[RP_FLOW_WAYS];
 };
 
 /* Map "throttle", one element, adaptive groups: the members whose queue

@@ -96,9 +96,14 @@ enum rp_flow_state {
 };
 
 struct rp_flow_pick {
-	__u32 key;         /* md->hash: the flow table's key */
+	struct rp_flow_set *set;  /* the set of the flow's hash */
+	__u32 tag;         /* md->hash | 1 */
 	__u32 state;       /* enum rp_flow_state */
-	__u64 now;         /* bpf_ktime_get_coarse_ns() */
+	__u32 way;         /* IDLE, GONE: the way that holds the flow */
+	__u32 now;         /* jiffies now (32 bits) */
+	__s32 idle;        /* the idle timeout in jiffies */
+	__u32 idx;         /* the member a step chose (rp_took) */
+	__u32 outcome;     /* enum rp_outcome: which step chose it */
 };
 
 static __always_inline struct rp_group_stats *rp_group_stats(void)
@@ -108,34 +113,96 @@ static __always_inline struct rp_group_stats *rp_group_stats(void)
 	return bpf_map_lookup_elem(RP_MAP(RP_FD_GROUP_STATS), &zero);
 }
 
-/* Step 0's second half: the flow goes to idx from now on.  A new flow is
- * inserted only if still absent (another CPU may have placed it
- * meanwhile), so that flow_inserts counts exactly the entries added; an
- * idle or orphaned one is overwritten, or inserted again if the LRU
- * evicted it since the lookup.  A failed insert (table full and every
- * entry in use by other CPUs) still leaves the datagram placed. */
-static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
+/* Ticks since way w of the pick's set was refreshed; negative when another
+ * CPU refreshed it after this program read the clock. */
+static __always_inline __s32 rp_flow_age(struct rp_flow_pick *fp, __u32 w)
 {
-	struct rp_flow f = {
-		.member = idx,
-		.incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)],
-		.seen_ns = fp->now,
-	};
-	struct rp_group_stats *gs;
-
-	if (fp->state != RP_FLOW_NEW && bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_EXIST) == 0)
-		return;
-	if (bpf_map_update_elem(RP_MAP(RP_FD_FLOWS), &fp->key, &f, BPF_NOEXIST))
-		return;
-	gs = rp_group_stats();
-	if (gs)
-		gs->flow_inserts++;
+	return (__s32)(fp->now - fp->set->way[w & (RP_FLOW_WAYS - 1)].seen);
 }
 
-/* Count a selection of member idx; with a flow to remember, remember it. */
-static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp_outcome outcome,
-					    struct rp_flow_pick *fp)
+/* The way a new flow takes in its set, by what the way holds: an empty
+ * way, else a flow idle past the timeout, else one whose member left (its
+ * incarnation differs: the flow would be placed again anyway), else the
+ * flow seen once that was seen longest ago, and only else the flow seen
+ * again that was seen longest ago.  A flow seen again is a session (a
+ * long-lived flow refreshes its time only every quarter of the timeout,
+ * so its age alone would misjudge it); one-shot flows are what fill
+ * sets.  Giving away a live flow's way is an eviction, counted. */
+enum rp_flow_victim {
+	RP_VICTIM_IDLE,
+	RP_VICTIM_ORPHAN,
+	RP_VICTIM_ONCE,
+	RP_VICTIM_AGAIN,
+	RP_VICTIM_NONE,
+};
+
+static __always_inline __u32 rp_flow_way(struct rp_flow_pick *fp, struct rp_gen *g)
 {
+	struct rp_group_stats *gs;
+	__u32 w, best = 0, kind, best_kind = RP_VICTIM_NONE;
+	__s32 age, best_age = -1;
+	struct rp_flow *f;
+
+#pragma unroll
+	for (w = 0; w < RP_FLOW_WAYS; w++) {
+		f = &fp->set->way[w];
+		if (!f->tag)
+			return w;
+		age = rp_flow_age(fp, w);
+		if (age > fp->idle)
+			kind = RP_VICTIM_IDLE;
+		else if (f->incarnation != g->incarnation[f->member & (RP_MAX_MEMBERS - 1)])
+			kind = RP_VICTIM_ORPHAN;
+		else if (!(f->flags & RP_FLOW_AGAIN))
+			kind = RP_VICTIM_ONCE;
+		else
+			kind = RP_VICTIM_AGAIN;
+		if (kind < best_kind || (kind == best_kind && age > best_age)) {
+			best = w;
+			best_kind = kind;
+			best_age = age;
+		}
+	}
+	if (best_kind >= RP_VICTIM_ONCE) {
+		gs = rp_group_stats();
+		if (gs)
+			gs->flow_evictions++;
+	}
+	return best;
+}
+
+/* Step 0's second half: the flow goes to idx from now on.  An idle or
+ * orphaned flow keeps its way; a new one takes rp_flow_way's.  The tag is
+ * written last, so that a reader on another CPU rarely sees a way half
+ * written (two CPUs writing one way at once is not excluded: the loser's
+ * flow is placed again when it sends next). */
+static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
+{
+	__u32 w = fp->state == RP_FLOW_NEW ? rp_flow_way(fp, g) : fp->way;
+	struct rp_flow *f = &fp->set->way[w & (RP_FLOW_WAYS - 1)];
+
+	f->member = idx;
+	f->flags = 0;
+	f->incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)];
+	f->seen = fp->now;
+	f->tag = fp->tag;
+}
+
+/* A step selected member idx's socket.  Returns 0, the steps' "took it". */
+static __always_inline int rp_took(struct rp_flow_pick *fp, __u32 idx, enum rp_outcome outcome)
+{
+	fp->idx = idx;
+	fp->outcome = outcome;
+	return 0;
+}
+
+/* Count the selection the steps made; with a flow to remember, remember
+ * it.  rp_select's one exit after a selection calls it: the remembering
+ * (an 8-way set's victim choice) is inlined once, not at every step that
+ * selects. */
+static __always_inline void rp_count_member(struct rp_gen *g, struct rp_flow_pick *fp)
+{
+	__u32 idx = fp->idx, outcome = fp->outcome;
 	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
 
 	if (!st)
@@ -162,46 +229,78 @@ static __always_inline void rp_count_member(struct rp_gen *g, __u32 idx, enum rp
 	rp_flow_remember(fp, g, idx);
 }
 
+/* The way of this datagram's flow in its set: fills fp (set, tag, clock)
+ * and returns the way, with fp->state GONE for the caller to judge, or
+ * NULL with fp->state NEW (NONE: only a damaged ctl).  One array lookup
+ * and the set's two lines: its ways compared in turn. */
+static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, struct rp_ctl *ctl,
+						    struct rp_flow_pick *fp)
+{
+	__u32 set = md->hash & (ctl->flow_table_size / RP_FLOW_WAYS - 1), w;
+
+	/* Every field defined on every path: clang otherwise carries an
+	 * unset register into a shared exit, which the verifier refuses. */
+	fp->way = 0;
+	fp->tag = md->hash | 1;
+	/* jiffies: the verifier inlines this helper into one load, where a
+	 * clock read cost a call (about 35 ns a datagram, decision 10). */
+	fp->now = bpf_jiffies64();
+	fp->idle = ctl->flow_idle_ticks;
+	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
+	if (!fp->set)
+		return NULL;
+	fp->state = RP_FLOW_NEW;
+#pragma unroll
+	for (w = 0; w < RP_FLOW_WAYS; w++) {
+		if (fp->set->way[w].tag == fp->tag) {
+			fp->way = w;
+			fp->state = RP_FLOW_GONE;
+			return &fp->set->way[w];
+		}
+	}
+	return NULL;
+}
+
+/* A fresh flow's datagram that its member took: the way's last-seen tick
+ * is refreshed in place only once a quarter of the idle timeout has
+ * passed, and its "seen again" flag set on its second datagram, so that
+ * a busy flow does not write its shared line on every datagram. */
+static __always_inline void rp_flow_touch(struct rp_flow_pick *fp, struct rp_flow *f, __s32 age)
+{
+	if (age > fp->idle >> 2)
+		f->seen = fp->now;
+	if (!(f->flags & RP_FLOW_AGAIN))
+		f->flags = RP_FLOW_AGAIN;
+}
+
 /* Step 0: the member that the flow of this datagram was placed on.
  * Returns 0 when it took the datagram; otherwise fp->state says what the
- * table knew, and steps 2-5 place the datagram.  The entry's last-seen
- * time is refreshed in place, and only once a quarter of the idle timeout
- * has passed: a busy flow does not write its shared entry on every
- * datagram. */
+ * table knew, and steps 2-5 place the datagram. */
 static __always_inline int rp_flow_follow(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
 					  struct rp_flow_pick *fp)
 {
-	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
-	struct rp_flow *f;
+	struct rp_flow *f = rp_flow_find(md, ctl, fp);
 	__u32 idx;
+	__s32 age;
 
-	fp->key = md->hash;
-	fp->now = bpf_ktime_get_coarse_ns();
-	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
-	if (!f) {
-		fp->state = RP_FLOW_NEW;
+	if (!f)
 		return -1;
-	}
-	/* A refresh on another CPU may be newer than our clock reading. */
-	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
-	if (age > idle) {
+	age = rp_flow_age(fp, fp->way);
+	if (age > fp->idle) {
 		fp->state = RP_FLOW_IDLE;
 		return -1;
 	}
 	idx = f->member;
 	/* The incarnation tells the member's socket from a socket that took
 	 * its index later (and RP_NO_INCARNATION an index of no member). */
-	fp->state = RP_FLOW_GONE;
 	if (idx >= RP_MAX_MEMBERS || f->incarnation == RP_NO_INCARNATION ||
 	    f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
 		return -1;
 	/* Fails when the socket closed: the kernel emptied its entry. */
 	if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
 		return -1;
-	if (age > idle >> 2)
-		f->seen_ns = fp->now;
-	rp_count_member(g, idx, RP_FLOW, fp);
-	return 0;
+	rp_flow_touch(fp, f, age);
+	return rp_took(fp, idx, RP_FLOW);
 }
 
 /* The slot of re-hash number `attempt` of a flow's hash: murmur3's
@@ -300,24 +399,20 @@ static __always_inline int rp_rss_queue(struct sk_reuseport_md *md, struct rp_ge
 static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
 					 struct rp_flow_pick *fp, __u32 idx)
 {
-	__u64 idle = ctl->flow_idle_ms * 1000000ull, age;
-	struct rp_flow *f;
+	struct rp_flow *f = rp_flow_find(md, ctl, fp);
+	__s32 age;
 
-	fp->key = md->hash;
-	fp->now = bpf_ktime_get_coarse_ns();
-	f = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &fp->key);
-	if (!f) {
-		fp->state = RP_FLOW_NEW;
+	if (!f)
+		return;
+	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
+		return;  /* GONE: remembered on idx */
+	age = rp_flow_age(fp, fp->way);
+	if (age > fp->idle) {
+		fp->state = RP_FLOW_IDLE;
 		return;
 	}
-	age = fp->now > f->seen_ns ? fp->now - f->seen_ns : 0;
-	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)]) {
-		fp->state = RP_FLOW_GONE;
-		return;
-	}
-	if (age > idle >> 2)
-		f->seen_ns = fp->now;
-	fp->state = age > idle ? RP_FLOW_IDLE : RP_FLOW_NONE;
+	rp_flow_touch(fp, f, age);
+	fp->state = RP_FLOW_NONE;
 }
 
 /* QUIC (RFC 9000, 17.2; RFC 9369 for version 2).  Bytes of the UDP payload
@@ -414,8 +509,7 @@ static __always_inline int rp_select_quic(struct sk_reuseport_md *md, struct rp_
 	    bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
 		if (ctl->flags & RP_CTL_FLOWS)
 			rp_flow_keep(md, ctl, g, fp, idx);
-		rp_count_member(g, idx, RP_QUIC_ROUTED, fp);
-		return 0;
+		return rp_took(fp, idx, RP_QUIC_ROUTED);
 	}
 	/* No member has this id, or its socket closed. */
 	gs = rp_group_stats();
@@ -453,8 +547,7 @@ static __always_inline int rp_select_pinned(struct sk_reuseport_md *md, struct r
 	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
 	 * never selected, a gone one's entry is empty; both fall back. */
 	if (!(idx & RP_PIN_UNAVAILABLE) && bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-		rp_count_member(g, idx, RP_PINNED, fp);
-		return 0;
+		return rp_took(fp, idx, RP_PINNED);
 	}
 	gs = rp_group_stats();
 	if (gs)
@@ -484,10 +577,8 @@ static __always_inline int rp_rehash_select(struct sk_reuseport_md *md, struct r
 		idx = g->slots[rp_rehash_slot(md->hash, i)];
 		if (t && rp_throttled(t, idx))
 			continue;
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(g, idx, outcome, fp);
-			return 0;
-		}
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+			return rp_took(fp, idx, outcome);
 	}
 	return -1;
 }
@@ -542,7 +633,7 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 		if (gs)
 			gs->slot_misses++;
 		if (rp_rehash_select(md, g, NULL, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp) == 0)
-			return SK_PASS;
+			return 0;
 	}
 
 	/* Last resort: deterministic walk over the live list. */
@@ -564,10 +655,8 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 			 * the mask; the verifier does not, and needs it. */
 			asm volatile("" : "+r"(j));
 			idx = g->live[j & (RP_MAX_MEMBERS - 1)];
-			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-				rp_count_member(g, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp);
-				return SK_PASS;
-			}
+			if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+				return rp_took(fp, idx, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK);
 		}
 	}
 
@@ -575,45 +664,32 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 	gs = rp_group_stats();
 	if (gs)
 		gs->no_live_member++;
-	return SK_PASS;
+	return -1;
 }
 
-int rp_select(struct sk_reuseport_md *md)
+/* Steps Q to 5: returns 0 when a step selected a socket (fp->idx and
+ * fp->outcome say which and how), -1 when none did (step 6). */
+static __always_inline int rp_choose(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+				     struct rp_flow_pick *fp)
 {
-	struct rp_flow_pick fp;
-	struct rp_ctl *ctl;
-	struct rp_gen *g;
-	__u32 zero = 0, gen, idx;
-	int migrating;
-
-	fp.state = RP_FLOW_NONE;
-	/* Element 0 of an array always exists: these checks only satisfy
-	 * the verifier.  SK_PASS without a choice lets the kernel select. */
-	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
-	if (!ctl)
-		return SK_PASS;
-	gen = ctl->gen & 1;
-	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
-	if (!g)
-		return SK_PASS;
-
 	/* A closing listener hands over a queued or half-open request. */
-	migrating = rp_migrating(md);
+	int migrating = rp_migrating(md);
+	__u32 idx;
 
 	/* QUIC groups: a server-chosen connection id names its member. */
-	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, &fp) == 0)
-		return SK_PASS;
+	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, fp) == 0)
+		return 0;
 
 	/* TCP's cost of flow affinity: this test of a field of the ctl
-	 * element it has read anyway, and a test of fp.state after the
+	 * element it has read anyway, and a test of fp->state after the
 	 * selection (migrating requests are TCP's: never here). */
-	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &fp) == 0)
-		return SK_PASS;
+	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0)
+		return 0;
 
 	/* The weighted path's only cost of the pinned modes: this test of a
 	 * field of the generation it has looked up anyway. */
-	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, &fp) == 0)
-		return SK_PASS;
+	if (g->mode != RP_MODE_WEIGHTED && !migrating && rp_select_pinned(md, g, fp) == 0)
+		return 0;
 
 	/* Weighted table of the live generation: one byte in the element
 	 * already looked up, so no further lookup and a warm cache line. */
@@ -625,12 +701,34 @@ int rp_select(struct sk_reuseport_md *md)
 		 * In a UDP group the QUIC and flow steps came first: a known
 		 * flow went to its member throttled or not, so only a new flow
 		 * gets here and skips a throttled member (decision 13). */
-		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, &fp) == 0)
-			return SK_PASS;
-		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0) {
-			rp_count_member(g, idx, migrating ? RP_MIGRATED : RP_SELECTED, &fp);
-			return SK_PASS;
-		}
+		if (ctl->flags & RP_CTL_ADAPTIVE && !migrating && rp_avoid_throttled(md, g, idx, fp) == 0)
+			return 0;
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0) == 0)
+			return rp_took(fp, idx, migrating ? RP_MIGRATED : RP_SELECTED);
 	}
-	return rp_fallback(md, g, &fp);
+	return rp_fallback(md, g, fp);
+}
+
+int rp_select(struct sk_reuseport_md *md)
+{
+	/* Every field defined before any step: clang carries the struct
+	 * into the one exit below, and the verifier refuses a read of a
+	 * field some path left unset. */
+	struct rp_flow_pick fp = {.state = RP_FLOW_NONE};
+	struct rp_ctl *ctl;
+	struct rp_gen *g;
+	__u32 zero = 0, gen;
+
+	/* Element 0 of an array always exists: these checks only satisfy
+	 * the verifier.  SK_PASS without a choice lets the kernel select. */
+	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	if (!ctl)
+		return SK_PASS;
+	gen = ctl->gen & 1;
+	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
+	if (!g)
+		return SK_PASS;
+	if (rp_choose(md, ctl, g, &fp) == 0)
+		rp_count_member(g, &fp);
+	return SK_PASS;
 }

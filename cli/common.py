@@ -135,7 +135,8 @@ def group_options(p: argparse.ArgumentParser) -> None:
              "(default: on; --no-flow-affinity when the group is created)",
     )
     p.add_argument("--flow-table-size", type=int, metavar="N", default=None,
-                   help="UDP: flows the group's table remembers (default 65536; set when the group is created)")
+                   help="UDP: flows the group's table remembers, a power of two "
+                        "(default 65536, 1 MiB; set when the group is created)")
     p.add_argument("--flow-idle-timeout", type=float, metavar="SECONDS", default=None,
                    help="UDP: a flow silent this long is placed as new (default 30; set when the group is created)")
     p.add_argument("--quic", action="store_true", default=None,

@@ -61,7 +61,6 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "flow_table": None if g.flow_table is None else {
             "size": g.flow_table.size,
             "entries": g.flow_table.entries,
-            "evictions": g.flow_table.evictions,
             "idle_timeout": g.flow_idle_timeout,
         },
         "members": [member_json(m) for m in g.members],

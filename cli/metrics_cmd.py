@@ -53,10 +53,9 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_group_pin_unassigned_total    no member pinned to the CPU or queue: the weighted table chose
   rpctl_group_rss_unhashed_total      RSS mode, NIC hash not recomputed: the weighted table chose
   rpctl_group_throttle_skips_total    adaptive: slot's member throttled, given to another member
-  rpctl_group_flow_inserts_total      UDP: flows added to the flow table
+  rpctl_group_flow_evictions_total    UDP: live flows forgotten to make room in a full flow table
   rpctl_group_flow_table_entries      UDP: entries in the flow table (its size: rpctl_group_flow_table_size)
   rpctl_group_flow_table_size         UDP: entries the flow table can hold
-  rpctl_group_flow_evictions          UDP: flows the full table evicted so far
   rpctl_group_quic_unknown_server_id_total   QUIC server id of no live member: the weights chose
   rpctl_group_unmanaged_listeners     listeners of the endpoint that are not members (get nothing)
   rpctl_up                            0 when a scrape could not read the pinned state

@@ -74,10 +74,6 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     flow_size = GaugeMetricFamily(
         "rpctl_group_flow_table_size", "Entries the group's UDP flow table can hold", labels=GROUP
     )
-    flow_evictions = GaugeMetricFamily(
-        "rpctl_group_flow_evictions",
-        "Flows the full UDP flow table evicted so far (flow_inserts minus entries; only grows)", labels=GROUP,
-    )
     unmanaged = GaugeMetricFamily(
         "rpctl_group_unmanaged_listeners",
         "Listeners of the group's endpoint that are not members (they get nothing while a member is live)",
@@ -101,7 +97,6 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
         if g.flow_table is not None:
             flow_entries.add_metric([g.name], g.flow_table.entries)
             flow_size.add_metric([g.name], g.flow_table.size)
-            flow_evictions.add_metric([g.name], g.flow_table.evictions)
         if g.unmanaged is not None:  # None: sock_diag was not read
             unmanaged.add_metric([g.name], len(g.unmanaged))
         queued = queued_connections if g.proto == "tcp" else queued_bytes
@@ -121,5 +116,4 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, throttled, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size,
-            flow_evictions]
+            weight, state, throttled, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size]

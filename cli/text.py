@@ -31,7 +31,7 @@ UNREACHABLE = "its exporter is down or cannot read the pinned state: no figures"
 # Group counters that only mean something in some modes: name -> the modes that show it.
 _COUNTER_MODES = {"pin_fallbacks": ("cpu", "rss"), "pin_unassigned": ("cpu", "rss"), "rss_unhashed": ("rss",)}
 # Group counters of the flow table: shown for groups that have one.
-_FLOW_COUNTERS = {"flow_inserts"}
+_FLOW_COUNTERS = {"flow_evictions"}
 # Group counters that only QUIC groups show.
 _QUIC_COUNTERS = {"quic_unknown_server_id"}
 # ...and those only adaptive groups show.
@@ -50,9 +50,9 @@ def shown_counters(g: GroupView) -> list[Counter]:
 
 
 def flow_table_text(g: GroupView) -> Optional[str]:
-    """"flows 312/65536 evicted 0": the flow table's entries, size and evictions; None without one."""
+    """"flows 312/65536": the flows in the flow table and its size; None without one."""
     t = g.flow_table
-    return None if t is None else f"flows {t.entries}/{t.size} evicted {t.evictions}"
+    return None if t is None else f"flows {t.entries}/{t.size}"
 
 
 def counter_texts(g: GroupView, count: Callable[[int], str] = str) -> list[str]:

@@ -13,7 +13,7 @@ from . import bpfsys
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-RP_ABI_VERSION = 4
+RP_ABI_VERSION = 5
 RP_MAX_MEMBERS = 256
 RP_SLOT_BITS = 10
 RP_SLOTS = 1 << RP_SLOT_BITS
@@ -26,9 +26,11 @@ RP_PIN_UNAVAILABLE = 0x80000000
 RP_RSS_MAX_INDIR = 4096
 RP_RSS_INPUT_MAX = 36
 RP_IFNAME_LEN = 16
+RP_FLOW_WAYS = 8
 RP_FLOW_TABLE_DEFAULT = 65536
 RP_FLOW_IDLE_MS_DEFAULT = 30000
 RP_NO_INCARNATION = 0
+RP_FLOW_AGAIN = 1
 RP_QUIC_MAX_SID_LEN = 4
 RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 
@@ -71,7 +73,7 @@ class RpCtl(ctypes.Structure):
         ("flow_table_size", u32),
         ("flow_idle_ms", u32),
         ("quic_sid_len", u32),
-        ("_pad1", u32),
+        ("flow_idle_ticks", u32),
     ]
 
 
@@ -143,7 +145,7 @@ class RpGroupStats(ctypes.Structure):
         ("pin_fallbacks", u64),
         ("pin_unassigned", u64),
         ("rss_unhashed", u64),
-        ("flow_inserts", u64),
+        ("flow_evictions", u64),
         ("quic_unknown_server_id", u64),
         ("throttle_skips", u64),
     ]
@@ -161,9 +163,15 @@ class RpThrottle(ctypes.Structure):
 
 
 class RpFlow(ctypes.Structure):
-    """Mirrors struct rp_flow in bpf/rpctl.h (a value of the map "flows")."""
+    """Mirrors struct rp_flow in bpf/rpctl.h (a way of a set of the map "flows")."""
 
-    _fields_ = [("member", u32), ("incarnation", u32), ("seen_ns", u64)]
+    _fields_ = [("tag", u32), ("member", u16), ("flags", u16), ("incarnation", u32), ("seen", u32)]
+
+
+class RpFlowSet(ctypes.Structure):
+    """Mirrors struct rp_flow_set in bpf/rpctl.h (an element of the map "flows")."""
+
+    _fields_ = [("way", RpFlow * RP_FLOW_WAYS)]
 
 
 # The counters of rp_member_stats that one selection adds one to: a
@@ -186,6 +194,7 @@ STRUCTS = {
     "rp_member_stats": RpMemberStats,
     "rp_group_stats": RpGroupStats,
     "rp_flow": RpFlow,
+    "rp_flow_set": RpFlowSet,
     "rp_throttle": RpThrottle,
 }
 
@@ -198,7 +207,7 @@ class MapSpec:
     map_type: int
     key_size: int
     value_size: int
-    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size says
+    max_entries: int   # SIZED_AT_CREATION: rp_ctl.flow_table_size / RP_FLOW_WAYS
 
 
 # max_entries of a map whose size a group's creation options set.
@@ -212,7 +221,7 @@ GROUP_MAPS = (
     MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
     MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
     MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
-    MapSpec("flows", bpfsys.MAP_TYPE_LRU_HASH, 4, ctypes.sizeof(RpFlow), SIZED_AT_CREATION),
+    MapSpec("flows", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpFlowSet), SIZED_AT_CREATION),
     MapSpec("throttle", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

@@ -21,7 +21,6 @@ __all__ = [
     "map_update",
     "map_delete",
     "map_lookup_batch",
-    "hash_lookup_batch",
     "map_update_batch",
     "obj_pin",
     "obj_get",
@@ -309,17 +308,6 @@ def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch l
     `start` > 0 passes start - 1.
     """
     return _lookup_batch(fd, keys, values, count, start - 1 if start > 0 else None, what)[0]
-
-
-def hash_lookup_batch(fd: int, keys, values, count: int, token: int | None,
-                      what: str = "map batch lookup") -> tuple[int, int | None]:
-    """Read up to `count` elements of a hash map; returns (how many, token).
-
-    Start with token None and call again with the token returned until it
-    is None (the whole map read).  For hash maps the kernel's token is the
-    next bucket.
-    """
-    return _lookup_batch(fd, keys, values, count, token, what)
 
 
 def obj_pin(fd: int, path: str) -> None:

@@ -1,60 +1,57 @@
-"""A UDP group's flow table read back: live flows per member, entries, evictions.
+"""A UDP group's flow table read back: live flows per member, entries.
 
-The program alone writes the table (map "flows"); user space only walks
-it, with batch lookups.  A flow is live when it was seen within the
-group's idle timeout and its member still holds the socket the flow was
-placed on (same incarnation in the live generation): exactly the flows
-the program would still send to that member.
+The program alone writes the table (map "flows", sets of RP_FLOW_WAYS
+flows); user space only reads it, in one batch lookup.  A flow is live
+when it was seen within the group's idle timeout and its member still
+holds the socket the flow was placed on (same incarnation in the live
+generation): exactly the flows the program would still send to that
+member.  Two CPUs that place one new flow at once may both write it, in
+two ways of its set: a set's flows are counted once per tag.
 """
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import struct
-import time
 from dataclasses import dataclass, field
 
-from . import abi
+from . import abi, jiffies
 from .group import Group
 
-_FLOW = struct.Struct("=IIQ")
-assert _FLOW.size == ctypes.sizeof(abi.RpFlow)
-
+_WAY = struct.Struct("=IHHII")  # struct rp_flow: tag, member, flags, incarnation, seen
+_SET = _WAY.size * abi.RP_FLOW_WAYS
 
 @dataclass
 class FlowTable:
     """What a group's flow table holds now."""
 
-    size: int                   # entries it can hold
-    entries: int                # entries it holds (live or not)
-    evictions: int              # entries the LRU dropped to make room
+    size: int                   # flows it can hold
+    entries: int                # flows it holds, live or idle
     live: dict[int, int] = field(default_factory=dict)  # member index -> live flows
 
 
-# Linux's clock id (Python's time module does not name it).
-CLOCK_MONOTONIC_COARSE = 6
+def _age(now: int, seen: int) -> int:
+    """now - seen in ticks, as the program takes it: 32 bits, signed."""
+    d = (now - seen) & 0xFFFFFFFF
+    return d - (1 << 32) if d & 0x80000000 else d
 
 
-def now_ns() -> int:
-    """The program's clock: bpf_ktime_get_coarse_ns() reads CLOCK_MONOTONIC_COARSE."""
-    return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
-
-
-def read_flows(g: Group, ctl: abi.RpCtl, gen: abi.RpGen, inserts: int) -> FlowTable:
-    """Walk the flow table of a group with flow affinity.  `inserts` is the
-    group's flow_inserts counter, read before the walk: entries the program
-    adds during the walk then never count as evictions."""
-    raw = g.maps["flows"].read_hash_values(abi.RpFlow, ctl.flow_table_size)
-    entries = len(raw) // _FLOW.size
-    # Fresh: seen within the idle timeout (or after this clock reading, by
-    # another CPU).  Counted by (member, incarnation) first: a table of
-    # 65,536 flows is walked in a few tens of milliseconds.
-    oldest = now_ns() - ctl.flow_idle_ms * 1_000_000
-    fresh = collections.Counter((m, i) for m, i, seen in _FLOW.iter_unpack(raw) if seen >= oldest)
-    current = list(gen.incarnation)
+def read_flows(g: Group, ctl: abi.RpCtl, gen: abi.RpGen) -> FlowTable:
+    """Read the flow table of a group with flow affinity."""
+    raw = g.maps["flows"].read_bytes(abi.RpFlowSet, ctl.flow_table_size // abi.RP_FLOW_WAYS)
+    idle = ctl.flow_idle_ticks
+    now = jiffies.now()
     live: dict[int, int] = {}
-    for (member, incarnation), n in fresh.items():
-        if member < abi.RP_MAX_MEMBERS and incarnation != abi.RP_NO_INCARNATION and current[member] == incarnation:
-            live[member] = live.get(member, 0) + n
-    return FlowTable(ctl.flow_table_size, entries, max(0, inserts - entries), live)
+    entries = 0
+    for start in range(0, len(raw), _SET):
+        seen_tags = set()
+        for tag, member, _flags, incarnation, seen in _WAY.iter_unpack(raw[start:start + _SET]):
+            if not tag or tag in seen_tags:
+                continue
+            seen_tags.add(tag)
+            entries += 1
+            if _age(now, seen) > idle or member >= abi.RP_MAX_MEMBERS:
+                continue
+            if incarnation == abi.RP_NO_INCARNATION or gen.incarnation[member] != incarnation:
+                continue
+            live[member] = live.get(member, 0) + 1
+    return FlowTable(ctl.flow_table_size, entries, live)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
-from . import abi, bpfsys, pin_table, probe, quic, slot_table, sockets
+from . import abi, bpfsys, jiffies, pin_table, probe, quic, slot_table, sockets
 from .adaptive import Reason
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
@@ -115,12 +115,12 @@ class Group:
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
                 f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
             )
-        entries = bpfsys.map_info(maps["flows"].fd).max_entries
-        if ctl.flags & abi.RP_CTL_FLOWS and entries != ctl.flow_table_size:
+        sets = bpfsys.map_info(maps["flows"].fd).max_entries
+        if ctl.flags & abi.RP_CTL_FLOWS and sets * abi.RP_FLOW_WAYS != ctl.flow_table_size:
             group.close()
             raise StateError(
-                f"group {name!r}: its flow table holds {entries} entries, its ctl says {ctl.flow_table_size}; "
-                "run ", Call("unload", group=name),
+                f"group {name!r}: its flow table holds {sets * abi.RP_FLOW_WAYS} flows, its ctl says "
+                f"{ctl.flow_table_size}; run ", Call("unload", group=name),
             )
         return group
 
@@ -379,9 +379,9 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Option
     prog_fd = -1
     try:
         for spec in abi.GROUP_MAPS:
-            # A group without flow affinity keeps a one-entry table: the
+            # A group without flow affinity keeps a one-set table: the
             # program is the same for every group and names the map.
-            maps[spec.name] = Map.create(spec, max_entries=options.flow_table_size or 1)
+            maps[spec.name] = Map.create(spec, max_entries=max(1, options.flow_table_size // abi.RP_FLOW_WAYS))
         ctl = abi.RpCtl(
             abi_version=abi.RP_ABI_VERSION,
             gen=0,
@@ -393,7 +393,7 @@ def _create(layout: Layout, name: str, info: sockets.SocketInfo, options: Option
         ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
         migrate = loader.migration_wanted()
         ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
-        options.write_ctl(ctl)
+        options.write_ctl(ctl, jiffies.hz() if options.flow_affinity else 0)
         maps["ctl"].put(0, ctl)
         prog_fd = loader.load(maps, migrate)
         for spec_name, m in maps.items():

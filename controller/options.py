@@ -14,17 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from . import abi
+from . import abi, jiffies
 from .quic import DEFAULT_SERVER_ID_LENGTH, check_length
 from .errors import InvalidInput, StateError
 from .refs import Param
 
 DEFAULT_FLOW_TABLE_SIZE = abi.RP_FLOW_TABLE_DEFAULT
 DEFAULT_FLOW_IDLE_TIMEOUT = abi.RP_FLOW_IDLE_MS_DEFAULT / 1000
-# Small tables only serve tests; an LRU table smaller than a few entries
-# per CPU evicts on every insert.
+# Small tables only serve tests.  Sizes are powers of two: the program
+# finds a flow's set with a mask.
 MIN_FLOW_TABLE_SIZE = 256
-MAX_FLOW_TABLE_SIZE = 1 << 22  # 4 M flows, about 370 MiB of kernel memory (88 bytes a flow)
+MAX_FLOW_TABLE_SIZE = 1 << 22  # 4 M flows, 64 MiB of kernel memory (16 bytes a flow)
 # The program keeps the timeout in milliseconds in a u32.
 MAX_FLOW_IDLE_TIMEOUT = 86400.0
 MIN_FLOW_IDLE_TIMEOUT = 0.1
@@ -44,9 +44,10 @@ class GroupOptions:
         size, idle = self.flow_table_size, self.flow_idle_timeout
         if size is not None and (
             isinstance(size, bool) or not isinstance(size, int) or not MIN_FLOW_TABLE_SIZE <= size <= MAX_FLOW_TABLE_SIZE
+            or size & (size - 1)
         ):
             raise InvalidInput(
-                f"flow table size {size!r}: use a whole number of entries in "
+                f"flow table size {size!r}: use a power of two of flows in "
                 f"{MIN_FLOW_TABLE_SIZE}..{MAX_FLOW_TABLE_SIZE} (", Param("flow_table_size"), ")",
             )
         if idle is not None and (
@@ -89,10 +90,12 @@ class GroupOptions:
             (self.quic_server_id_length or DEFAULT_SERVER_ID_LENGTH) if routed else 0,
         )
 
-    def write_ctl(self, ctl: abi.RpCtl) -> None:
-        """Store resolved options in a new group's ctl element."""
+    def write_ctl(self, ctl: abi.RpCtl, hz: int) -> None:
+        """Store resolved options in a new group's ctl element; `hz` is the
+        kernel's tick rate, the unit of the program's flow clock."""
         if self.flow_affinity:
             ctl.flags |= abi.RP_CTL_FLOWS
+            ctl.flow_idle_ticks = jiffies.ticks(self.flow_idle_timeout or 0, hz)
         ctl.flow_table_size = self.flow_table_size or 0
         ctl.flow_idle_ms = round((self.flow_idle_timeout or 0) * 1000)
         if self.quic:

@@ -56,7 +56,7 @@ GROUP_COUNTERS = (
     Counter("pin_fallbacks", "Pinned modes: the member of the CPU or queue was draining or gone"),
     Counter("pin_unassigned", "Pinned modes: no member pinned to the CPU or queue"),
     Counter("rss_unhashed", "RSS mode: packets whose NIC hash could not be recomputed"),
-    Counter("flow_inserts", "UDP: flows added to the flow table (its evictions are these minus its entries)"),
+    Counter("flow_evictions", "UDP: live flows forgotten to make room for new ones in a full flow table"),
     Counter("quic_unknown_server_id", "QUIC packets whose server id named no live member (weights chose)"),
     Counter("throttle_skips", "Adaptive: selections whose slot's member was throttled, given to another member"),
 )
@@ -155,7 +155,7 @@ class GroupView:
     pin_fallbacks: int = 0
     pin_unassigned: int = 0
     rss_unhashed: int = 0
-    flow_inserts: int = 0
+    flow_evictions: int = 0
     flow_table: Optional[FlowTable] = None  # UDP groups with flow affinity
     flow_idle_timeout: float = 0.0          # seconds, of the flow table
     quic_unknown_server_id: int = 0
@@ -251,7 +251,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         view.members.append(member)
     set_target_shares(view.members)
     if ctl.flags & abi.RP_CTL_FLOWS and gen_info is not None:
-        view.flow_table = read_flows(g, ctl, gen_info, group_totals["flow_inserts"])
+        view.flow_table = read_flows(g, ctl, gen_info)
         view.flow_idle_timeout = ctl.flow_idle_ms / 1000
         for member in view.members:
             member.flows = view.flow_table.live.get(member.index, 0)

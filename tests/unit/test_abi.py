@@ -32,7 +32,7 @@ MAP_STRUCTS = {
     "members": "rp_member",
     "member_stats": "rp_member_stats",
     "group_stats": "rp_group_stats",
-    "flows": "rp_flow",
+    "flows": "rp_flow_set",
 }
 
 # Maps the program never names: only user space reads them.

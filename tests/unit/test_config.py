@@ -193,7 +193,7 @@ def _udp(body: str) -> str:
          ("f.toml:5: group 'web': key 'flow_affinity': for UDP groups only (tcp:127.0.0.1:8080 is TCP: the kernel "
           "places a connection once)")),
         (_udp('flow_table_size = 100\n'),
-         ("f.toml:5: group 'dns': key 'flow_table_size': flow table size 100: use a whole number of entries in "
+         ("f.toml:5: group 'dns': key 'flow_table_size': flow table size 100: use a power of two of flows in "
           "256..4194304")),
         (_udp('\nflow_table_size = 1.5\n'),
          "f.toml:6: group 'dns': key 'flow_table_size': a number where a number of flows belongs"),

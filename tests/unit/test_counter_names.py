@@ -31,7 +31,7 @@ def counted_view(mode: str, flows: bool = False, quic: int = 0, adaptive: bool =
     flows: a UDP group with a flow table; quic: its QUIC server id length; adaptive: serve throttles."""
     values = {name: 101 + i for i, name in enumerate(GROUP_NAMES)}
     if flows:
-        values.update(proto="udp", flow_table=FlowTable(1024, 900, 3, {0: 7}))
+        values.update(proto="udp", flow_table=FlowTable(1024, 900, {0: 7}))
     if quic:
         values.update(proto="udp", quic_server_id_length=quic)
     return group_view(mode=mode, pin_dev="eth0" if mode == "rss" else "", adaptive=adaptive, **values)
@@ -73,9 +73,9 @@ def test_metric_names_are_the_table_names():
     ("weighted", False, 0, False, ["slot_misses", "no_live_member"]),
     ("cpu", False, 0, False, ["slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned"]),
     ("rss", False, 0, False,
-     [n for n in GROUP_NAMES if n not in ("flow_inserts", "quic_unknown_server_id", "throttle_skips")]),
+     [n for n in GROUP_NAMES if n not in ("flow_evictions", "quic_unknown_server_id", "throttle_skips")]),
     ("rss", True, 2, True, GROUP_NAMES),
-    ("weighted", True, 0, False, ["slot_misses", "no_live_member", "flow_inserts"]),
+    ("weighted", True, 0, False, ["slot_misses", "no_live_member", "flow_evictions"]),
     ("weighted", False, 1, False, ["slot_misses", "no_live_member", "quic_unknown_server_id"]),
     ("weighted", False, 0, True, ["slot_misses", "no_live_member", "throttle_skips"]),
 ])

@@ -15,7 +15,7 @@ GROUP_KEYS = {
 }
 
 
-COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "flow_inserts",
+COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigned", "rss_unhashed", "flow_evictions",
                 "quic_unknown_server_id", "throttle_skips"}
 
 
@@ -41,7 +41,7 @@ def test_status_json_keys_and_values():
     assert set(g) == GROUP_KEYS
     assert set(g["counters"]) == COUNTER_KEYS
     assert g["counters"] == {"slot_misses": 5, "no_live_member": 6, "pin_fallbacks": 7, "pin_unassigned": 8,
-                             "rss_unhashed": 9, "flow_inserts": 0, "quic_unknown_server_id": 0, "throttle_skips": 10}
+                             "rss_unhashed": 9, "flow_evictions": 0, "quic_unknown_server_id": 0, "throttle_skips": 10}
     assert g["adaptive"] is False
     assert g["pin_device"] is None and g["quic_server_id_length"] is None
     assert g["flow_table"] is None and all(m["flows"] is None for m in g["members"])
@@ -95,8 +95,8 @@ def test_weights_json_keys_and_values():
 
 def test_status_json_of_a_udp_group_with_flows():
     members = [member(0, "dns-1", flows=12), member(1, "dns-2", draining=True, queue=0, flows=3)]
-    view = group_view(members, proto="udp", flow_table=FlowTable(65536, 20, 5, {0: 12, 1: 3}),
+    view = group_view(members, proto="udp", flow_table=FlowTable(65536, 20, {0: 12, 1: 3}),
                       flow_idle_timeout=30.0)
     (g,) = json_docs.status_json([view])["groups"]
-    assert g["flow_table"] == {"size": 65536, "entries": 20, "evictions": 5, "idle_timeout": 30.0}
+    assert g["flow_table"] == {"size": 65536, "entries": 20, "idle_timeout": 30.0}
     assert [(m["flows"], m["state"]) for m in g["members"]] == [(12, "active"), (3, "draining")]

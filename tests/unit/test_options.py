@@ -55,8 +55,9 @@ def test_out_of_range_options_are_refused_naming_their_parameter(given, param):
 
 def test_the_ctl_element_keeps_them():
     ctl = abi.RpCtl()
-    GroupOptions(True, 2048, 12.5, True, 2).write_ctl(ctl)
+    GroupOptions(True, 2048, 12.5, True, 2).write_ctl(ctl, hz=250)
     assert ctl.flags & abi.RP_CTL_FLOWS and (ctl.flow_table_size, ctl.flow_idle_ms) == (2048, 12500)
+    assert ctl.flow_idle_ticks == 3125  # 12.5 s of 4 ms jiffies
     assert ctl.flags & abi.RP_CTL_QUIC and ctl.quic_sid_len == 2
     assert GroupOptions.of_ctl(ctl) == GroupOptions(True, 2048, 12.5, True, 2)
     assert GroupOptions.of_ctl(abi.RpCtl()) == GroupOptions(False, 0, 0.0, False, 0)
