@@ -4,7 +4,8 @@ plain UDP members of a `--quic` group, from fresh source ports (fresh flows).
 Which packets a server id routes (Handshake of versions 1 and 2, short headers),
 which it does not (Initial: the client chose the id; unroutable config rotation;
 too short to be QUIC), a draining member keeping its packets, unknown ids counted,
-a throttled member (adaptive) keeping its ids' packets and its flows but no new flow;
+a throttled member (adaptive) keeping its ids' packets and its flows but no new flow,
+ids read from page fragments (a corked datagram) as from the linear part;
 for 1- and 4-byte server ids, over IPv4 and IPv6.
 """
 
@@ -56,14 +57,18 @@ def quic_members(make_members, rpctl):
     return make
 
 
-def send_fresh(m, payload: bytes, count: int = FRESH, keep: contextlib.ExitStack | None = None) -> collections.Counter:
+def send_fresh(m, payload: bytes, count: int = FRESH, keep: contextlib.ExitStack | None = None,
+               corked: int = 0) -> collections.Counter:
     """`count` datagrams, each from a new source port; which member got each.
     The sockets stay open until all are sent (until `keep` closes, if given):
-    no two share a port, so no two share a flow."""
+    no two share a port, so no two share a flow.  `corked`: each datagram is
+    sent in two parts, its first `corked` bytes with MSG_MORE."""
     with contextlib.ExitStack() as stack:
         for _ in range(count):
             c = (keep or stack).enter_context(socket.socket(m.family, socket.SOCK_DGRAM))
-            c.sendto(payload, (m.host, PORT))
+            if corked:
+                c.sendto(payload[:corked], socket.MSG_MORE, (m.host, PORT))
+            c.sendto(payload[corked:], (m.host, PORT))
     got: collections.Counter = collections.Counter()
     deadline = time.monotonic() + 5
     while sum(got.values()) < count and time.monotonic() < deadline:
@@ -119,6 +124,25 @@ def test_server_chosen_ids_name_their_member_whatever_the_source_port(quic_membe
     unknown = bytes(len(sids[0]) - 1) + b"\x55"
     assert len(send_fresh(m, short_header(unknown))) > 1
     assert counters(rpctl)[0] == FRESH
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_ids_outside_the_linear_part_of_the_packet_are_read_too(quic_members, rpctl, family):
+    """The program reads a connection id in place when the skb's linear part
+    holds it, else through bpf_skb_load_bytes (packets a NIC or GRO left in
+    page fragments).  A corked datagram takes the second path: on loopback,
+    which does scatter-gather, ip_append_data puts the bytes of the second
+    send in a page fragment, so only the first byte of the QUIC header is
+    linear.  Without that path these packets would be "too short to carry
+    an id" and go by the weights."""
+    m = quic_members(4, family)
+    sids = [sid_bytes(s) for s in SIDS[4]]
+    with contextlib.ExitStack() as keep:
+        assert send_fresh(m, short_header(sids[1]), keep=keep, corked=1) == {1: FRESH}
+        assert send_fresh(m, long_header(2, V1, sids[2]), keep=keep, corked=1) == {2: FRESH}
+        # Split inside the connection id itself.
+        assert send_fresh(m, short_header(sids[3]), keep=keep, corked=3) == {3: FRESH}
+    assert counters(rpctl) == (0, {"w0": 0, "w1": FRESH, "w2": FRESH, "w3": FRESH})
 
 
 def test_an_id_whose_member_closed_its_socket_falls_back_and_is_counted(quic_members, rpctl):
