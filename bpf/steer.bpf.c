@@ -38,8 +38,9 @@
  *      emptied its array entry), the same table again at up to
  *      RP_REHASH_TRIES re-mixed hashes of the flow: the dead member's share
  *      spreads over the live members in proportion to their weights
- *      (docs/decisions/0009), deterministic for a flow;
- *   5. if every re-hash met a gone socket too, the first member that takes
+ *      (docs/decisions/0009), deterministic for a flow; in an adaptive
+ *      group, skipping throttled members as in step 3;
+ *   5. if every re-hash met a gone (or throttled) socket too, the first member that takes
  *      it, walking at most RP_FALLBACK_TRIES entries of the live list from
  *      hash % n_live: deterministic for a flow, never a draining member;
  *   6. if no member is live, SK_PASS without a choice: the kernel's own
@@ -561,10 +562,17 @@ static __always_inline int rp_throttled(struct rp_throttle *t, __u32 idx)
 	return t->bits[(idx / 64) & (RP_MAX_MEMBERS / 64 - 1)] >> (idx % 64) & 1;
 }
 
+/* serve renews the throttle's lease at every sample: an expired one means
+ * no serve looks at the queues any more, so the plain weights decide. */
+static __always_inline int rp_lease_over(struct rp_throttle *t)
+{
+	return bpf_ktime_get_ns() > t->lease_ns;
+}
+
 /* Re-hash into the weighted table, proportional to the weights: select
  * the member of the first re-hashed slot whose socket lives and that `t`
  * (when given) does not throttle.  Serves both a gone slot member
- * (rp_fallback, t NULL) and a throttled one (rp_avoid_throttled).
+ * (rp_fallback) and a throttled one (rp_avoid_throttled).
  * Unrolled, and each try's failure falls through to the next, so the
  * verifier walks straight-line code.  Returns 0 when it took it. */
 static __always_inline int rp_rehash_select(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_throttle *t,
@@ -595,11 +603,7 @@ static __always_inline int rp_avoid_throttled(struct sk_reuseport_md *md, struct
 	__u32 zero = 0;
 
 	t = bpf_map_lookup_elem(RP_MAP(RP_FD_THROTTLE), &zero);
-	if (!t || !rp_throttled(t, first))
-		return -1;
-	/* serve renews the lease at every sample: an expired one means no
-	 * serve looks at the queues any more, so the plain weights decide. */
-	if (bpf_ktime_get_ns() > t->lease_ns)
+	if (!t || !rp_throttled(t, first) || rp_lease_over(t))
 		return -1;
 	gs = rp_group_stats();
 	if (gs)
@@ -617,9 +621,28 @@ static __always_inline int rp_migrating(struct sk_reuseport_md *md)
 #endif
 }
 
+/* The throttle a new connection of an adaptive group must respect when
+ * its slot's socket is gone: the re-hash skips throttled members too.
+ * NULL in a plain group, for a migrating request (not new work), and once
+ * the lease is over. */
+static __always_inline struct rp_throttle *rp_throttle_in_force(struct sk_reuseport_md *md)
+{
+	struct rp_throttle *t;
+	struct rp_ctl *ctl;
+	__u32 zero = 0;
+
+	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	if (!ctl || !(ctl->flags & RP_CTL_ADAPTIVE) || rp_migrating(md))
+		return NULL;
+	t = bpf_map_lookup_elem(RP_MAP(RP_FD_THROTTLE), &zero);
+	if (!t || rp_lease_over(t))
+		return NULL;
+	return t;
+}
+
 /* Steps 4 to 6: the slot's socket is gone, or no member is live.  It reads
- * n_live and md's fields again rather than take them from rp_select: a
- * value kept across its helper calls would have clang spill registers on
+ * n_live, md's fields and ctl again rather than take them from rp_select:
+ * a value kept across its helper calls would have clang spill registers on
  * rp_select's common path too (a call may change md and g, so these are
  * loads after the first select, never copies). */
 static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_flow_pick *fp)
@@ -632,7 +655,8 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 		gs = rp_group_stats();
 		if (gs)
 			gs->slot_misses++;
-		if (rp_rehash_select(md, g, NULL, rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK, fp) == 0)
+		if (rp_rehash_select(md, g, rp_throttle_in_force(md), rp_migrating(md) ? RP_MIGRATED : RP_FALLBACK,
+				     fp) == 0)
 			return 0;
 	}
 

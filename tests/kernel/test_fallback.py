@@ -58,3 +58,36 @@ def test_gone_members_share_follows_the_survivors_weights(netns, rpctl, make_mem
     assert len(moved) <= fallbacks <= group["counters"]["slot_misses"]
     print(f"after closing w{gone} without a publish, over {N}: {report}; "
           f"{len(moved)} moved: " + ", ".join(f"w{i}={s:.4f}" for i, s in enumerate(spread)))
+
+
+def test_a_gone_members_share_skips_a_throttled_member(netns, rpctl, make_members):
+    """In an adaptive group the connections of a closed member's slots re-hash
+    over the members rpctl serve has not throttled, as the throttled member's
+    own connections do.  The throttle is written here as serve writes it
+    (controller/serve.py), with a lease that outlasts the test."""
+    import time
+
+    from rpctl.controller import group as groups
+    from rpctl.controller.adaptive import Reason
+    from rpctl.controller.state import Layout
+
+    members = make_members()
+    for i in range(6):
+        rpctl.ok(*members.register_args(f"w{i}", members.add()), "--group", "a")
+    sources = tcp_sources(6000, seed=22)
+    before = tcp_placements(members, sources)
+    with groups.Group.open("a", Layout(root=None)) as g:
+        groups.set_adaptive(g, True)
+        groups.put_throttle(g, {1: Reason(9, 0)}, time.monotonic_ns() + 60 * 10**9)
+    members.socks[0].close()  # no publish: its slots still name it
+    after = tcp_placements(members, sources)
+    assert len(after) == len(sources), "every connection reached a live member"
+
+    moved = collections.Counter(after[src] for src in sources if before[src] == 0)
+    # Only a connection whose 8 re-hashes all meet w0 or w1 ((2/6)^8, about
+    # 0.015 % of them) may still reach the throttled member, by the live-list
+    # walk or its own slot; each of the four others takes about a quarter.
+    assert 0 not in moved and moved[1] <= 1, dict(moved)
+    for i in range(2, 6):
+        assert abs(moved[i] / sum(moved.values()) - 0.25) <= 0.06, dict(moved)
+    assert sum(1 for src in sources if after[src] == 1) <= 2
