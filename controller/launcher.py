@@ -55,6 +55,8 @@ LISTEN_BACKLOG = socks.LISTEN_BACKLOG
 STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
 STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
+RETIRE_TIMEOUT = 30.0         # a member resize() removes is stopped once drained, or after this long
+RETIRE_POLL = 0.2             # how often a retiring member's state is read
 DEFAULT_LISTEN = socks.DEFAULT_LISTEN
 
 # What the launcher does and what becomes of its children: INFO; what it
@@ -100,6 +102,26 @@ def parse_listen(listen: str, *what: object) -> tuple[str, int]:
         raise InvalidInput(*(what or ("listen",)), f" {listen!r}: {e}") from None
 
 
+def member_names(name_format: str, count: int) -> list[str]:
+    """The names of members 1..count: `name_format` with {i} the number."""
+    names = []
+    for i in range(1, count + 1):
+        try:
+            name = name_format.format(i=i)
+        except (KeyError, IndexError, ValueError) as e:
+            raise InvalidInput(
+                "run: ", Param("name_format", "Launcher"), f" {name_format!r}: only {{i}} may be used ({e})"
+            ) from None
+        groups.check_member_name(name)
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise InvalidInput(
+            "run: ", Param("name_format", "Launcher"),
+            f" {name_format!r} gives every member the same name: put {{i}} in it",
+        )
+    return names
+
+
 @dataclass
 class Member:
     """One member: its name, the launcher's copy of its socket, its child."""
@@ -116,6 +138,12 @@ class Member:
     operator_drained: bool = False  # drained by someone else before its child died: stays drained
     restarts: int = 0
     quic_server_id: Optional[str] = None  # hex, in a QUIC group: the same for every child of the member
+    retire_by: Optional[float] = None  # resize() removed it: drained, stopped by then at the latest
+    stop_by: Optional[float] = None    # its child was sent SIGTERM: SIGKILL after this
+
+    @property
+    def retiring(self) -> bool:
+        return self.retire_by is not None
 
 
 class Launcher:
@@ -149,21 +177,7 @@ class Launcher:
         self.host, self.port = parse_listen(listen, "run: ", Param("listen", "Launcher"))
         if not 0 < backoff_initial <= backoff_max:
             raise InvalidInput(f"run: backoff {backoff_initial}..{backoff_max}: need 0 < initial <= max")
-        names = []
-        for i in range(1, count + 1):
-            try:
-                name = name_format.format(i=i)
-            except (KeyError, IndexError, ValueError) as e:
-                raise InvalidInput(
-                    "run: ", Param("name_format", "Launcher"), f" {name_format!r}: only {{i}} may be used ({e})"
-                ) from None
-            groups.check_member_name(name)
-            names.append(name)
-        if len(set(names)) != len(names):
-            raise InvalidInput(
-                "run: ", Param("name_format", "Launcher"),
-                f" {name_format!r} gives every member the same name: put {{i}} in it",
-            )
+        names = member_names(name_format, count)
         groups.check_weight(names[0], weight)
         # Creation options of the group (when run creates it), checked now.
         self.options = (options or GroupOptions()).check()
@@ -176,6 +190,7 @@ class Launcher:
 
         self.group = group
         self.names = names
+        self.name_format = name_format
         self.argv = argv
         self.proto = proto
         self.weight = weight
@@ -253,8 +268,10 @@ class Launcher:
 
     def next_due(self) -> Optional[float]:
         """Seconds until the next restart is due; None when none is."""
+        now = time.monotonic()
         due = [m.restart_at for m in self.members if m.restart_at is not None]
-        return max(0.0, min(due) - time.monotonic()) if due else None
+        due += [now + RETIRE_POLL for m in self.members if m.retiring]
+        return max(0.0, min(due) - now) if due else None
 
     def step(self, timeout: Optional[float] = 0.0) -> None:
         """Wait up to `timeout` (None: until something happens) for a child's
@@ -268,8 +285,46 @@ class Launcher:
             return
         now = time.monotonic()
         for m in self.members:
-            if m.restart_at is not None and m.restart_at <= now:
+            if m.restart_at is not None and m.restart_at <= now and not m.retiring:
                 self._restart(m)
+        retiring = [m for m in self.members if m.retiring]
+        if retiring:
+            self._retire(retiring, now)
+
+    def resize(self, count: int) -> list[str]:
+        """Grow or shrink a running launcher to `count` members, leaving the
+        others alone: members named for the numbers up to `count` are
+        started and registered; the members beyond it are drained, their
+        children stopped once drained (within RETIRE_TIMEOUT), then
+        unregistered, as `rpctl restart` stops one.  A member that is still
+        retiring when the count grows back keeps running, undrained.
+        Returns one line per change."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
+        wanted = member_names(self.name_format, count)
+        have = {m.name: m for m in self.members}
+        changes = []
+        for name in wanted:
+            m = have.get(name)
+            # One already stopping stays retiring: _retired starts it again.
+            if m is not None and m.retiring and m.stop_by is None:
+                m.retire_by = None
+                if m.registered and m.pid:  # a dead one is undrained by its restart
+                    groups.set_draining(name, False, group=self.group)
+                changes.append(f"{name} kept")
+        added = [name for name in wanted if name not in have]
+        if added:
+            self._check_free(added)
+        for name in added:
+            changes.append(self._add(name))
+        for m in self.members:
+            if m.name not in wanted and not m.retiring:
+                m.retire_by = time.monotonic() + RETIRE_TIMEOUT
+                if m.registered:
+                    groups.set_draining(m.name, True, force=True, group=self.group)
+                changes.append(f"{m.name} drained, to stop")
+        self.names = wanted
+        return changes
 
     def close(self) -> None:
         """Stop the children, unregister, unload (see _shutdown), then close the selector."""
@@ -341,6 +396,42 @@ class Launcher:
                     "choose other names with ", Param("name_format", "Launcher"),
                 )
 
+    def _check_free(self, names: Sequence[str]) -> None:
+        """Refuse to add members under names a live member of the group has."""
+        view = views.read_view(self.group, with_queues=False)
+        taken = [m for m in view.members if m.name in names and not m.gone]
+        if taken:
+            raise InvalidInput(
+                f"run: group {self.group!r} already has a live member {taken[0].name!r} (pid {taken[0].pid}); "
+                "choose other names with ", Param("name_format", "Launcher"),
+            )
+
+    def _add(self, name: str) -> str:
+        """Start and register one more member while running."""
+        m = self._new_member(name)
+        if self.options.quic:
+            with groups.Group.open(self.group) as g:
+                own = g.options()
+            self._assign_quic_ids(own, views.read_view(self.group, with_queues=False).members)
+        self._launch(m)
+        return f"{name} added"
+
+    def _new_member(self, name: str) -> Member:
+        sock = self._make_socket()
+        m = Member(name, sock, self.backoff_initial, cookie=socks.cookie_of(sock))
+        self.members.append(m)
+        return m
+
+    def _launch(self, m: Member) -> None:
+        """Spawn m's child and register it.  A child that exited already is
+        not an error: its exit is handled (and the restart scheduled) by step()."""
+        self._spawn(m)
+        try:
+            self._register(m, replace=True)
+        except RpctlError:
+            if not self._exited(m):
+                raise
+
     def _assign_quic_ids(self, options: GroupOptions, present: Sequence[views.MemberView]) -> None:
         """In a QUIC group, each member's server id before its first child
         starts (the child reads it from RPCTL_QUIC_SERVER_ID): the one a
@@ -349,8 +440,12 @@ class Launcher:
             return
         length = options.quic_server_id_length
         own = {m.name: m.quic_server_id for m in present if m.quic_server_id is not None}
-        taken = {quic.parse_server_id(sid, length) for name, sid in own.items() if name not in self.names}
+        mine = {m.name for m in self.members}
+        taken = {quic.parse_server_id(sid, length) for name, sid in own.items() if name not in mine}
+        taken |= {quic.parse_server_id(m.quic_server_id, length) for m in self.members if m.quic_server_id}
         for m in self.members:
+            if m.quic_server_id is not None:
+                continue
             if m.name in own:
                 m.quic_server_id = own[m.name]
                 continue
@@ -360,19 +455,12 @@ class Launcher:
 
     def _start(self) -> None:
         for name in self.names:
-            sock = self._make_socket()
-            self.members.append(Member(name, sock, self.backoff_initial, cookie=socks.cookie_of(sock)))
+            self._new_member(name)
         self._resolve_group(socks.inspect(self.members[0].sock))
         for m in self.members:
             if self._stopping():
                 return
-            self._spawn(m)
-            try:
-                self._register(m, replace=True)
-            except RpctlError:
-                if not self._exited(m):
-                    raise
-                # Its exit is handled (and the restart scheduled) by the loop.
+            self._launch(m)
         if not any(m.registered for m in self.members):
             raise RpctlError(f"run: every child of {self.argv[0]} exited before it could be registered")
         with groups.Group.open(self.group) as g:
@@ -448,6 +536,10 @@ class Launcher:
         status = self._reap(m)
         lived = time.monotonic() - m.started
         m.pid = 0
+        if m.retiring:
+            log.info("%s (pid %d) %s", m.name, pid, describe_exit(status))
+            self._retired(m)
+            return
         # First thing: no new connection for a socket no one accepts on.
         if m.registered:
             self._drain_dead(m)
@@ -503,6 +595,49 @@ class Launcher:
             log.warning("%s: could not undrain it: %s", m.name, e)
             return
         log.info("%s (pid %d) registered again and undrained", m.name, m.pid)
+
+    # Retire (resize) -----------------------------------------------------------------
+
+    def _retire(self, retiring: Sequence[Member], now: float) -> None:
+        """Stop the children of drained retiring members (or of those whose
+        time is up), and kill those that ignore SIGTERM."""
+        try:
+            states = {v.name: v.state for v in views.read_view(self.group, with_queues=True).members}
+        except RpctlError as e:
+            log.warning("could not read group %s: %s", self.group, e)
+            states = {}
+        for m in retiring:
+            if not m.pid:
+                if m.restart_at is not None:  # died while retiring, before it was stopped
+                    self._retired(m)
+                continue
+            if m.stop_by is None and (states.get(m.name) == views.DRAINED or now >= m.retire_by):
+                # Our copy first: the child's close is then the last one.
+                m.sock.close()
+                os.kill(m.pid, signal.SIGTERM)
+                m.stop_by = now + STOP_TIMEOUT
+                log.info("%s (pid %d) %s: stopping it", m.name, m.pid,
+                         "drained" if states.get(m.name) == views.DRAINED else "not drained in time")
+            elif m.stop_by is not None and now >= m.stop_by:
+                os.kill(m.pid, signal.SIGKILL)
+
+    def _retired(self, m: Member) -> None:
+        """A retiring member's child is gone: unregister it, forget it."""
+        m.sock.close()
+        self.members.remove(m)
+        try:
+            groups.unregister(m.name, group=self.group)
+        except NotFound:
+            pass
+        except RpctlError as e:
+            log.warning("%s: could not unregister it: %s", m.name, e)
+            return
+        log.info("%s unregistered", m.name)
+        if m.name in self.names:  # the count grew back while it was stopping
+            try:
+                log.info("%s", self._add(m.name))
+            except (RpctlError, OSError) as e:
+                log.warning("%s: cannot start it again: %s", m.name, e)
 
     # Stop -----------------------------------------------------------------------------
 

@@ -303,6 +303,7 @@ def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
     from .pin import plan_pins
 
     dead = {m.name for m in launcher.members if not m.pid}
+    retiring = {m.name for m in launcher.members if m.retiring}  # drained by Launcher.resize until stopped
     with layout.group_lock(spec.name), groups.Group.open(spec.name, layout) as g:
         view = views.read_group(g, with_queues=False)
         members = g.members()
@@ -311,7 +312,8 @@ def _apply_policies(spec, layout: Layout, launcher: Launcher) -> list[str]:
         for idx, pol in policies.items():
             name = members[idx].name.decode(errors="replace")
             weight = spec.weights.get(name, spec.default_weight)
-            draining = name in spec.drain or (name in dead and bool(pol.flags & abi.RP_POLICY_DRAINING))
+            draining = (name in spec.drain or name in retiring
+                        or (name in dead and bool(pol.flags & abi.RP_POLICY_DRAINING)))
             if weight != pol.weight:
                 changes.append(f"{name} weight {pol.weight} -> {weight}")
                 pol.weight = weight
@@ -339,9 +341,10 @@ def _hostport(key: sockets.EndpointKey) -> str:
 
 def _made_from(spec) -> tuple:
     """What a keeper is made from: a change of it (the endpoint; a run group's
-    command, count, names or backoff) means a new keeper, and a new launcher."""
+    command, names or backoff) means a new keeper, and a new launcher.  A run
+    group's count is not in it: the launcher grows or shrinks in place."""
     run = spec.run
-    return (spec.listen, None if run is None else (tuple(run.command), run.count, spec.names,
+    return (spec.listen, None if run is None else (tuple(run.command), spec.names,
                                                    run.backoff_initial, run.backoff_max))
 
 
@@ -442,7 +445,9 @@ class Serve:
         return restore
 
     def _loop(self) -> None:
-        done_reloads = self._requests.reload
+        # The file was read before the handlers were installed: a SIGHUP
+        # since then (one during the first apply, say) rereads it.
+        done_reloads = 0
         while not self._requests.stop:
             for key, _ in self._sel.select(self._timeout()):
                 if key.data is None:
@@ -540,9 +545,20 @@ class Serve:
                     log.warning("group %s: cannot start it: %s", name, e)
                     continue
             else:
+                if isinstance(old, _LaunchedKeeper) and old.spec.run.count != spec.run.count:
+                    self._resize(old, spec.run.count)
                 old.spec = spec
         self.config = cfg
         self._tick(force=True)
+
+    def _resize(self, k: _LaunchedKeeper, count: int) -> None:
+        """A run group's new count: its launcher grows or shrinks in place."""
+        log.info("group %s: count %d -> %d", k.name, k.spec.run.count, count)
+        try:
+            for line in k.launcher.resize(count):
+                log.info("group %s: %s", k.name, line)
+        except (RpctlError, OSError) as e:
+            log.warning("group %s: count %d not reached: %s", k.name, count, e)
 
     def _keeper(self, spec) -> _Keeper:
         if spec.run is None:

@@ -210,3 +210,47 @@ def test_launched_joined_and_registered_members_share_one_group(launch, rpctl):
     finally:
         own.close()
         demo_worker.stop(proc)
+
+
+def test_resize_grows_and_shrinks_in_place_and_takes_back_a_retiring_member(netns, rpctl):
+    """Launcher.resize, driven as rpctl serve drives a launcher (open, start,
+    step, close; no signal handlers): a member removed and wanted again
+    before its child was stopped is kept (same child, undrained); one whose
+    child was already stopping is started again once it is gone."""
+    from rpctl.controller.launcher import Launcher
+
+    worker = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"]
+    la = Launcher("web", 3, worker, listen=f"127.0.0.1:{PORT}")
+
+    def settle(what: str, check, timeout: float = 10.0):
+        def stepped():
+            la.step(0.05)
+            return check()
+        return wait_until(what, stepped, timeout)
+
+    def active(names: set) -> dict:
+        found = members(rpctl)
+        return found if set(found) == names and all(m["state"] == "active" for m in found.values()) else {}
+
+    la.open()
+    try:
+        la.start()
+        first = settle("three active", lambda: active(NAMES))
+        assert la.resize(1) == ["worker-2 drained, to stop", "worker-3 drained, to stop"]
+        assert la.resize(2) == ["worker-2 kept"]
+        kept = settle("worker-3 removed", lambda: active({"worker-1", "worker-2"}))
+        assert {n: kept[n]["pid"] for n in kept} == {n: first[n]["pid"] for n in kept}
+        assert not alive(first["worker-3"]["pid"])
+
+        assert la.resize(1) == ["worker-2 drained, to stop"]
+        retiring = next(m for m in la.members if m.name == "worker-2")
+        settle("worker-2 stopping", lambda: retiring.stop_by is not None)
+        assert la.resize(2) == []
+        again = settle("worker-2 started again", lambda: active({"worker-1", "worker-2"}))
+        assert again["worker-2"]["pid"] != first["worker-2"]["pid"]
+        assert again["worker-1"]["pid"] == first["worker-1"]["pid"]
+        with pytest.raises(InvalidInput):
+            la.resize(0)
+    finally:
+        la.close()
+    assert not any(alive(m["pid"]) for m in first.values())

@@ -264,6 +264,53 @@ def test_run_groups_are_launched_restarted_and_survive_a_broken_file(serve, tmp_
     manager.close()
 
 
+def test_a_run_groups_count_changes_in_place_under_load(serve, tmp_path, rpctl):
+    """A new count in the file grows or shrinks a run group without touching
+    the members that stay: more members are started; the ones beyond the
+    count are drained, stopped once drained, and unregistered.  Not one
+    request fails."""
+    config = tmp_path / "rpctl.toml"
+    s = serve(run_config(config, 2))
+
+    def active(names: set) -> dict:
+        if rpctl("status", "--group", "web")[0] != 0:
+            return {}  # serve has not made the group yet
+        found = members(rpctl)
+        return found if set(found) == names and all(m["state"] == "active" for m in found.values()) else {}
+
+    pids = {n: m["pid"] for n, m in wait_until("two workers", lambda: active({"worker-1", "worker-2"})).items()}
+    with ClientLoad(PORT, concurrency=4) as load:
+        run_config(config, 3)
+        s.proc.send_signal(signal.SIGHUP)
+        grown = wait_until("worker-3 active", lambda: active({"worker-1", "worker-2", "worker-3"}))
+        assert {n: grown[n]["pid"] for n in pids} == pids, "the members that stay are not restarted"
+        wait_until("worker-3 serves", lambda: members(rpctl)["worker-3"]["selected"] > 20)
+
+        run_config(config, 1)
+        s.proc.send_signal(signal.SIGHUP)
+        shrunk = wait_until("worker-2 and worker-3 removed", lambda: active({"worker-1"}), timeout=15)
+        assert shrunk["worker-1"]["pid"] == pids["worker-1"]
+        gone = [pids["worker-2"], grown["worker-3"]["pid"]]
+        wait_until("their children stopped", lambda: not any(alive(p) for p in gone))
+        time.sleep(0.5)  # load on worker-1 alone
+
+        # Down while a change is under way, then back up: whether worker-2 was
+        # still draining (kept) or already stopping (started again once gone),
+        # the group ends as the file says.
+        for count in (2, 1, 2):
+            run_config(config, count)
+            s.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        wait_until("worker-1 and worker-2 active", lambda: active({"worker-1", "worker-2"}), timeout=15)
+        assert members(rpctl)["worker-1"]["pid"] == pids["worker-1"]
+    tally = load.tally
+    print(f"load: {tally.total_ok()} requests, failures {dict(tally.failures)}")
+    assert tally.total_ok() > 0 and sum(tally.failures.values()) == 0, dict(tally.failures)
+    err = s.stderr()
+    assert "count 2 -> 3" in err and "count 3 -> 1" in err, err
+    assert s.proc.poll() is None, err
+
+
 def test_serve_removes_the_state_of_dead_namespaces(serve, tmp_path):
     name = f"rpctl-served{os.getpid()}"
     folder = None
