@@ -20,6 +20,7 @@ from .group import Group
 _WAY = struct.Struct("=IHHII")  # struct rp_flow: tag, member, flags, incarnation, seen
 _SET = _WAY.size * abi.RP_FLOW_WAYS
 
+
 @dataclass
 class FlowTable:
     """What a group's flow table holds now."""
