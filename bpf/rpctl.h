@@ -267,6 +267,9 @@ struct rp_flow_set {
  * stopped or was killed) throttles nobody: plain weights again. */
 struct rp_throttle {
 	__u64 lease_ns;        /* CLOCK_MONOTONIC (bpf_ktime_get_ns): bits hold until then */
+	__u64 sampled_ns;      /* CLOCK_MONOTONIC of serve's last sample, for readers:
+	                        * an adaptive group nobody samples (serve killed)
+	                        * says so; the program does not read it */
 	__u64 bits[RP_MAX_MEMBERS / 64];  /* member i throttled: bits[i / 64] >> (i % 64) & 1 */
 	/* Why, for readers: the member's queue and the others' deepest when
 	 * it was throttled. */

@@ -54,6 +54,8 @@ def group_json(g: GroupView) -> dict[str, Any]:
         "pin_device": g.pin_dev or None,
         "migration": g.migration,
         "adaptive": g.adaptive,
+        # true while rpctl serve samples an adaptive group's queues; null when not adaptive
+        "adaptive_sampled": (not g.adaptive_unsampled) if g.adaptive else None,
         "quic_server_id_length": g.quic_server_id_length or None,
         "generation": g.gen,
         "published_ns": g.published_ns,

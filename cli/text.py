@@ -92,9 +92,16 @@ def pin_text(g: GroupView, m: MemberView) -> str:
 
 
 def mode_text(g: GroupView) -> str:
-    """"weighted", "cpu", "rss eth0"; ", adaptive" after it when serve may throttle members."""
+    """"weighted", "cpu", "rss eth0"; ", adaptive" after it when serve may throttle
+    members, and whether no serve samples them."""
     text = f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
-    return f"{text}, adaptive" if g.adaptive else text
+    if not g.adaptive:
+        return text
+    if g.adaptive_unsampled:
+        ago = g.adaptive_sampled_ago
+        since = "" if ago == float("inf") else f" for {ago:.0f} s"
+        return f"{text}, adaptive (not sampled{since}: is rpctl serve running?)"
+    return f"{text}, adaptive"
 
 
 def throttle_lines(g: GroupView) -> list[str]:

@@ -156,6 +156,7 @@ class RpThrottle(ctypes.Structure):
 
     _fields_ = [
         ("lease_ns", u64),
+        ("sampled_ns", u64),
         ("bits", u64 * (RP_MAX_MEMBERS // 64)),
         ("queue", u32 * RP_MAX_MEMBERS),
         ("others", u32 * RP_MAX_MEMBERS),

@@ -814,11 +814,12 @@ def set_adaptive(g: Group, on: bool) -> bool:
         return True
 
 
-def put_throttle(g: Group, throttled: Mapping[int, Reason], lease_until_ns: int) -> None:
-    """Publish who is throttled until when (CLOCK_MONOTONIC), with why, in one
-    map update.  Only `rpctl serve` writes it, so it takes no lock; a reader
-    mid-update sees the old or the new bits of a word, each a valid throttle."""
-    t = abi.RpThrottle(lease_ns=lease_until_ns if throttled else 0)
+def put_throttle(g: Group, throttled: Mapping[int, Reason], lease_until_ns: int, sampled_ns: int = 0) -> None:
+    """Publish who is throttled until when (CLOCK_MONOTONIC), with why, and
+    when serve sampled (0: nobody samples), in one map update.  Only `rpctl
+    serve` writes it, so it takes no lock; a reader mid-update sees the old or
+    the new bits of a word, each a valid throttle."""
+    t = abi.RpThrottle(lease_ns=lease_until_ns if throttled else 0, sampled_ns=sampled_ns)
     for index, why in throttled.items():
         t.bits[index // 64] |= 1 << (index % 64)
         t.queue[index] = min(why.queue, 0xFFFFFFFF)

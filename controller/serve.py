@@ -60,6 +60,7 @@ SOON = 0.2       # a listener no process serves yet (mid-reload): looked at agai
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
 CLEANUP = 300.0  # seconds between two sweeps of dead namespaces' state folders (a /proc scan)
 MEMBERS_AGE = 1.0  # an adaptive group's members (and its open maps) are read again this often
+HEARTBEAT = 0.5  # with nobody throttled, the throttle map is still written this often: readers see serve sample
 
 log = logging.getLogger("rpctl.serve")
 
@@ -76,7 +77,8 @@ class _Adaptive:
         self.members: list[abi.RpMember] = []
         self.read_at = -MEMBERS_AGE
         self.next = 0.0
-        self.published_empty = False     # the map says "nobody" already: no write needed
+        self.published_empty = False     # the map says "nobody" already: only the heartbeat writes
+        self.beat_at = -HEARTBEAT        # when the map was last written
         self.failed: str | None = None
 
     def step(self, now: float, settings: adaptive.Settings) -> float:
@@ -93,9 +95,10 @@ class _Adaptive:
             depths = diag.queue_depths(ctl.proto, self.live.values(), ctl.port)
             by_index = {i: depths[c] for i, c in self.live.items() if c in depths}
             verdict = self.throttle.update(by_index, time.monotonic_ns())
-            if verdict.throttled or not self.published_empty:
-                groups.put_throttle(g, verdict.throttled, verdict.lease_until_ns)
+            if verdict.throttled or not self.published_empty or now - self.beat_at >= HEARTBEAT:
+                groups.put_throttle(g, verdict.throttled, verdict.lease_until_ns, time.monotonic_ns())
                 self.published_empty = not verdict.throttled
+                self.beat_at = now
         except (RpctlError, OSError) as e:
             text = str(e)
             if text != self.failed:

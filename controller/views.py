@@ -16,6 +16,7 @@ generation, which a writer replaces with one map update.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 # A member's states, in the order they are listed everywhere.
 ACTIVE, THROTTLED, DRAINING, DRAINED, GONE = "active", "throttled", "draining", "drained", "gone"
 STATES = (ACTIVE, THROTTLED, DRAINING, DRAINED, GONE)
+# An adaptive group whose queues serve has not sampled for this long has no serve
+# looking after it (killed, or not started): its status says so.  Serve samples
+# at least every adaptive_interval_ms (at most 125 ms) and writes the map at
+# least every 0.5 s.
+ADAPTIVE_UNSAMPLED_AFTER = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,9 @@ class GroupView:
     quic_server_id_length: int = 0  # 0: no QUIC routing
     throttle_skips: int = 0
     adaptive: bool = False      # serve may throttle members whose queue builds (their state says so)
+    # Adaptive groups read on this host: seconds since rpctl serve last sampled the queues (inf:
+    # never); None when not known (not adaptive, or read through Prometheus).
+    adaptive_sampled_ago: Optional[float] = None
     # Listeners of the endpoint that are not members; None when not read (no sock_diag dump).
     unmanaged: Optional[list[UnmanagedListener]] = None
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
@@ -188,6 +197,13 @@ class GroupView:
     @property
     def counters(self) -> dict[str, int]:
         return {c.name: getattr(self, c.name) for c in GROUP_COUNTERS}
+
+    @property
+    def adaptive_unsampled(self) -> bool:
+        """Adaptive, and no rpctl serve samples its queues: a SIGKILLed serve
+        leaves the flag set (its lease alone ended the throttle)."""
+        return self.adaptive and self.adaptive_sampled_ago is not None and \
+            self.adaptive_sampled_ago > ADAPTIVE_UNSAMPLED_AFTER
 
     def member(self, name: str) -> MemberView:
         for m in self.members:
@@ -224,7 +240,12 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)
-    throttled = throttle_reasons(g, view.proto) if view.adaptive else {}
+    throttled = {}
+    if view.adaptive:
+        t = g.maps["throttle"].get(0, abi.RpThrottle)
+        throttled = throttle_reasons(t, view.proto)
+        sampled = t.sampled_ns if t is not None else 0
+        view.adaptive_sampled_ago = max(0.0, (time.monotonic_ns() - sampled) / 1e9) if sampled else math.inf
     for idx, m in enumerate(g.members()):
         pol = m.policy[gen]
         if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
@@ -280,11 +301,10 @@ def set_target_shares(members: list[MemberView]) -> None:
         m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0
 
 
-def throttle_reasons(g: Group, proto: str) -> dict[int, str]:
+def throttle_reasons(t: Optional[abi.RpThrottle], proto: str) -> dict[int, str]:
     """The members an adaptive group's serve throttles now (index -> why, in the
-    unit of the `proto` group's queue), from the map "throttle": none once its
-    lease ran out (the program ignores it then)."""
-    t = g.maps["throttle"].get(0, abi.RpThrottle)
+    unit of the `proto` group's queue), from the element of the map "throttle":
+    none once its lease ran out (the program ignores it then)."""
     if t is None or t.lease_ns <= time.monotonic_ns():
         return {}
     unit = BYTES if proto == "udp" else ""  # a UDP queue is counted in bytes

@@ -133,7 +133,7 @@ def test_a_group_that_is_not_adaptive_is_steered_as_before(nginx, launch, tmp_pa
     assert group().throttle_skips == 0 and group().members[0].fallback == 0
 
 
-def test_a_killed_serve_leaves_the_plain_weights_within_the_lease(nginx, launch, tmp_path):
+def test_a_killed_serve_leaves_the_plain_weights_within_the_lease(nginx, launch, tmp_path, rpctl):
     _, s, found = start(nginx, launch, adaptive_config(tmp_path / "rpctl.toml"))
     victim = found["nginx-3"]
     try:
@@ -149,8 +149,12 @@ def test_a_killed_serve_leaves_the_plain_weights_within_the_lease(nginx, launch,
             wait_until("its share back", lambda: taken(group())[victim.name] > stuck + 5,
                        timeout=LEASE_MS / 1000 + 1.0)
             assert time.monotonic() - killed < LEASE_MS / 1000 + 1.0
-            # ...and status no longer shows it throttled (the flag stays: serve could not clear it).
+            # ...and status no longer shows it throttled (the flag stays: serve could not clear it),
+            # and says that nobody samples the group once serve's last sample is 2 s old.
             view = group()
             assert view.adaptive and view.member(victim.name).state == "active"
+            assert not view.adaptive_unsampled, "serve sampled well under 2 s ago"
+            wait_until("unsampled", lambda: group().adaptive_unsampled, timeout=3)
+            assert "adaptive (not sampled for" in " ".join(rpctl.ok("status", "--group", "web").split())
     finally:
         os.kill(victim.pid, signal.SIGCONT)

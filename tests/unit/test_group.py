@@ -57,17 +57,18 @@ def test_the_throttle_map_says_who_until_when_and_why():
 
     g = Group(Layout(root="/nonexistent"), "web", {"throttle": _OneElement()})
     lease = time.monotonic_ns() + 10**9
-    put_throttle(g, {0: Reason(9, 1), 63: Reason(40, 2), 64: Reason(8, 0), 255: Reason(2**40, 3)}, lease)
+    put_throttle(g, {0: Reason(9, 1), 63: Reason(40, 2), 64: Reason(8, 0), 255: Reason(2**40, 3)}, lease, 77)
     t = g.maps["throttle"].get(0, abi.RpThrottle)
-    assert t.lease_ns == lease
+    assert (t.lease_ns, t.sampled_ns) == (lease, 77)
     assert list(t.bits) == [1 | 1 << 63, 1, 0, 1 << 63]
-    assert throttle_reasons(g, "tcp") == {0: "queue 9, others <= 1", 63: "queue 40, others <= 2",
+    assert throttle_reasons(t, "tcp") == {0: "queue 9, others <= 1", 63: "queue 40, others <= 2",
                                           64: "queue 8, others <= 0", 255: "queue 4294967295, others <= 3"}
     # A UDP group's queue is its receive queue, in bytes.
-    assert throttle_reasons(g, "udp")[0] == "queue 9 bytes, others <= 1 bytes"
+    assert throttle_reasons(t, "udp")[0] == "queue 9 bytes, others <= 1 bytes"
     # A lease that ran out throttles nobody, for readers as for the program.
     put_throttle(g, {5: Reason(9, 0)}, time.monotonic_ns() - 1)
-    assert throttle_reasons(g, "tcp") == {}
+    assert throttle_reasons(g.maps["throttle"].get(0, abi.RpThrottle), "tcp") == {}
     # Nobody throttled: no lease either.
     put_throttle(g, {}, lease)
-    assert g.maps["throttle"].get(0, abi.RpThrottle).lease_ns == 0 and throttle_reasons(g, "tcp") == {}
+    t = g.maps["throttle"].get(0, abi.RpThrottle)
+    assert t.lease_ns == 0 and throttle_reasons(t, "tcp") == {}

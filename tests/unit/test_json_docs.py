@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from rpctl.cli import json_docs
 from rpctl.controller.flows import FlowTable
 from tests.support.views import STATES, group_view, member, strays
 
 
 GROUP_KEYS = {
-    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "generation",
+    "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "adaptive_sampled",
+    "generation",
     "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
 }
 
@@ -64,7 +66,7 @@ def test_status_json_says_adaptive_and_why_a_member_is_throttled():
     view = group_view(adaptive=True)
     view.members[0].throttled = "queue 37, others <= 2"
     (g,) = json_docs.status_json([view])["groups"]
-    assert g["adaptive"] is True
+    assert g["adaptive"] is True and g["adaptive_sampled"] is True
     first, second = g["members"][:2]
     assert (first["state"], first["throttled"]) == ("throttled", "queue 37, others <= 2")
     assert (second["state"], second["throttled"]) == ("draining", None)
@@ -100,3 +102,12 @@ def test_status_json_of_a_udp_group_with_flows():
     (g,) = json_docs.status_json([view])["groups"]
     assert g["flow_table"] == {"size": 65536, "entries": 20, "idle_timeout": 30.0}
     assert [(m["flows"], m["state"]) for m in g["members"]] == [(12, "active"), (3, "draining")]
+
+
+@pytest.mark.parametrize("ago, sampled", [(0.1, True), (2.5, False), (float("inf"), False), (None, True)])
+def test_status_json_says_whether_serve_samples_an_adaptive_group(ago, sampled):
+    """None: not known (read through Prometheus), so not claimed unsampled."""
+    (g,) = json_docs.status_json([group_view(adaptive=True, adaptive_sampled_ago=ago)])["groups"]
+    assert g["adaptive_sampled"] is sampled
+    (g,) = json_docs.status_json([group_view(adaptive_sampled_ago=ago)])["groups"]
+    assert g["adaptive_sampled"] is None

@@ -101,3 +101,13 @@ def test_status_says_adaptive_and_why_a_member_is_throttled():
     assert text.index("worker-4") < text.index("worker-1 throttled")
     plain = _render(render.status_table(group_view()), 120)
     assert "adaptive" not in plain and "throttle" not in plain
+
+
+def test_status_says_when_no_serve_samples_an_adaptive_group():
+    """A SIGKILLed serve leaves the adaptive flag set: the mode line says nobody samples."""
+    sampled = _render(render.status_table(group_view(adaptive=True, adaptive_sampled_ago=0.2)), 200)
+    assert "mode weighted, adaptive" in sampled and "not sampled" not in sampled
+    stale = _render(render.status_table(group_view(adaptive=True, adaptive_sampled_ago=12.4)), 200)
+    assert "adaptive (not sampled for 12 s: is rpctl serve running?)" in stale
+    never = _render(render.status_table(group_view(adaptive=True, adaptive_sampled_ago=float("inf"))), 200)
+    assert "adaptive (not sampled: is rpctl serve running?)" in never
