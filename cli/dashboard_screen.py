@@ -260,7 +260,9 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
         if old is None:
             ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
             continue
-        if (old.mode, old.pin_dev, old.adaptive) != (g.mode, g.pin_dev, g.adaptive):
+        # Not the sampling age itself: it changes every refresh while no serve samples.
+        if (old.mode, old.pin_dev, old.adaptive, old.adaptive_unsampled) != (
+                g.mode, g.pin_dev, g.adaptive, g.adaptive_unsampled):
             ev(name, "mode", f"mode {mode_text(old)} -> {mode_text(g)}")
         was = {m.name: m for m in old.members}
         now = {m.name: m for m in g.members}

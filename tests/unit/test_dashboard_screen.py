@@ -428,3 +428,13 @@ def test_a_member_throttled_and_released_are_events():
     assert history.update(Snapshot(3.0, [throttled])) == []
     released = moving_group([moving_member(0, "a", queue=1), moving_member(1, "b")], adaptive=True)
     assert [e.text for e in history.update(Snapshot(4.0, [released]))] == ["a released (queue 1)"]
+
+
+def test_no_serve_sampling_an_adaptive_group_is_one_event():
+    history = History()
+    members = [moving_member(0, "a"), moving_member(1, "b")]
+    history.update(Snapshot(0.0, [moving_group(members, adaptive=True, adaptive_sampled_ago=0.1)]))
+    new = history.update(Snapshot(1.0, [moving_group(members, adaptive=True, adaptive_sampled_ago=2.4)]))
+    assert [e.text for e in new] == [
+        "mode weighted, adaptive -> weighted, adaptive (not sampled for 2 s: is rpctl serve running?)"]
+    assert history.update(Snapshot(2.0, [moving_group(members, adaptive=True, adaptive_sampled_ago=3.4)])) == []
