@@ -102,6 +102,12 @@ def parse_listen(listen: str, *what: object) -> tuple[str, int]:
         raise InvalidInput(*(what or ("listen",)), f" {listen!r}: {e}") from None
 
 
+def check_count(count: int) -> None:
+    """A launcher's member count: an int in 1..MAX_COUNT."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
+
+
 def member_names(name_format: str, count: int) -> list[str]:
     """The names of members 1..count: `name_format` with {i} the number."""
     names = []
@@ -167,8 +173,7 @@ class Launcher:
         # a refused command line must leave nothing behind.
         if group is not None:
             check_group_name(group)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
+        check_count(count)
         argv = [str(a) for a in argv]
         if not argv or not argv[0]:
             raise UsageError("run: no command given (put it ", Param("argv", "Launcher"), ")")
@@ -299,8 +304,7 @@ class Launcher:
         unregistered, as `rpctl restart` stops one.  A member that is still
         retiring when the count grows back keeps running, undrained.
         Returns one line per change."""
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
+        check_count(count)
         wanted = member_names(self.name_format, count)
         have = {m.name: m for m in self.members}
         changes = []
@@ -314,7 +318,7 @@ class Launcher:
                 changes.append(f"{name} kept")
         added = [name for name in wanted if name not in have]
         if added:
-            self._check_free(added)
+            self._check_free(added, views.read_view(self.group, with_queues=False).members)
         for name in added:
             changes.append(self._add(name))
         for m in self.members:
@@ -389,22 +393,17 @@ class Launcher:
             own = g.options()
         self.options.check_against(self.group, own)
         self._assign_quic_ids(own, view.members)
-        for m in view.members:
-            if m.name in self.names and not m.gone:
+        self._check_free(self.names, view.members)
+
+    def _check_free(self, names: Sequence[str], present: Sequence[views.MemberView]) -> None:
+        """Refuse names a live member of the group (`present`) has: two launchers
+        must not steal each other's members.  A member whose socket is gone is taken over."""
+        for m in present:
+            if m.name in names and not m.gone:
                 raise InvalidInput(
                     f"run: group {self.group!r} already has a live member {m.name!r} (pid {m.pid}); "
                     "choose other names with ", Param("name_format", "Launcher"),
                 )
-
-    def _check_free(self, names: Sequence[str]) -> None:
-        """Refuse to add members under names a live member of the group has."""
-        view = views.read_view(self.group, with_queues=False)
-        taken = [m for m in view.members if m.name in names and not m.gone]
-        if taken:
-            raise InvalidInput(
-                f"run: group {self.group!r} already has a live member {taken[0].name!r} (pid {taken[0].pid}); "
-                "choose other names with ", Param("name_format", "Launcher"),
-            )
 
     def _add(self, name: str) -> str:
         """Start and register one more member while running."""
