@@ -192,10 +192,12 @@ def show_live(console, history, read: Callable[[], list], interval: float, frame
             quit_hint = "q quits" if keys is not None else "Ctrl-C quits"
             due = time.monotonic()
             while True:
+                # The caption before the poll: a frame never shows a caption newer
+                # than its data (the demo names a step once it has applied it).
+                hint = f"{caption()}; {quit_hint}" if caption else quit_hint
                 snap = poll(read)
                 history.update(snap)
                 width, height = console.size
-                hint = f"{caption()}; {quit_hint}" if caption else quit_hint
                 live.update(render(snap, history, width, height, hint=hint), refresh=True)
                 shown += 1
                 if (frames is not None and shown >= frames) or (until is not None and until()):
