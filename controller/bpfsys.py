@@ -50,6 +50,10 @@ MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_REUSEPORT_SOCKARRAY = 20
 
+# map_flags: an array whose values user space may mmap (Linux 5.5).  rpctl
+# sets it for what comes with it: the values then start on a page boundary.
+BPF_F_MMAPABLE = 1 << 10
+
 # Update flags.
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -228,13 +232,14 @@ class ProgInfo(ctypes.Structure):
     ]
 
 
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0) -> int:
     """Create a map and return its fd (owned by the caller)."""
     attr = _MapCreateAttr(
         map_type=map_type,
         key_size=key_size,
         value_size=value_size,
         max_entries=max_entries,
+        map_flags=flags,
         map_name=name.encode()[:15],
     )
     return _bpf(BPF_MAP_CREATE, attr, f"create map {name}")
