@@ -9,7 +9,7 @@ takes a copy whose map-fd loads (BPF_LD_IMM64 with src_reg
 BPF_PSEUDO_MAP_FD, what bpf_pseudo_fd emits) carry the real fds, as
 libbpf's map relocations do for an ELF object.
 
-Kept in this process, and in CACHE_DIR for the next ones, under a key made
+Kept in this process, and in CACHE_DIR (or $RPCTL_PROGRAM_CACHE) for the next ones, under a key made
 of everything the compile reads: the source and the headers beside it, the
 function, the macros other than fds, the kernel release, the header tree
 and bcc's version.  An entry that does not check out (truncated, another
@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from .errors import RpctlError
 
 CACHE_DIR = "/var/cache/rpctl/programs"
+CACHE_ENV = "RPCTL_PROGRAM_CACHE"  # another folder (a read-only /var, tests)
 KEEP = 32                 # entries kept on disk, most recently used first
 FORMAT = b"rpctl-bpf-1\n"  # an entry: FORMAT, sha256 of the code, the code
 
@@ -140,7 +141,7 @@ def _prune(folder: str) -> None:
 def bytecode(key: str, compile_program: Callable[[], bytes], folder: Optional[str] = None) -> bytes:
     """The program of `key`: from this process, from the folder, or from
     `compile_program()` (then kept in both)."""
-    folder = CACHE_DIR if folder is None else folder
+    folder = folder or os.environ.get(CACHE_ENV) or CACHE_DIR
     code = _memo.get(key)
     if code is not None:
         return code
