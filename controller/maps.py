@@ -35,10 +35,10 @@ def array_flags(map_type: int) -> int:
     56 bytes into a cache line, so the 64-byte ctl element and every
     128-byte set of the flow table straddle a line more than they need to:
     reading ctl's gen and flags, or a flow in a set's first way, takes two
-    lines, each a miss when the program runs cold.  A mappable array's
-    values begin on a page.  Side by side that saved about 40 ns a datagram
-    of a known flow and 60 ns a connection to accepting workers
-    (docs/decisions/0010).  A group made without it still works as it was."""
+    lines where one would do.  A mappable array's values begin on a page.
+    What that saves was below what this test machine can tell apart (the
+    datapath benchmark's "unaligned" rows, docs/benchmarks.md); it costs
+    nothing.  A group made without it still works as it was."""
     return bpfsys.BPF_F_MMAPABLE if map_type == bpfsys.MAP_TYPE_ARRAY else 0
 
 
