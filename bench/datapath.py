@@ -553,14 +553,16 @@ rpctl's program is {sizes["rpctl weighted"].xlated_prog_len // 8} instructions, 
 unrolled fallback walk and the RSS hash; a weighted selection runs a few
 dozen of them.
 
-Where a map's values start counts.  rpctl makes its array maps mappable
-(BPF_F_MMAPABLE), for the layout alone: the kernel then starts their values
-on a page, where a plain array's start 56 bytes into a cache line, so that
-the 64-byte ctl straddles two lines and a flow set's first way is split over
+Where a map's values start: rpctl makes its array maps mappable
+(BPF_F_MMAPABLE) for the layout alone.  The kernel then starts their values
+on a page; a plain array's start 56 bytes into a cache line, where the
+64-byte ctl straddles two lines and a flow set's first way is split over
 two.  The same program on plain arrays (rows "..., unaligned", same rounds)
 cost {step("udp rpctl, known flow", "udp rpctl, known flow" + UNALIGNED)} a datagram of a known flow,
 {step(WORKED + "rpctl weighted", WORKED + "rpctl weighted" + UNALIGNED)} a connection to accepting workers and
-{step("rpctl weighted", "rpctl weighted" + UNALIGNED)} one to idle listeners.
+{step("rpctl weighted", "rpctl weighted" + UNALIGNED)} one to idle listeners: compare with the
+spread between the groups of one row (last column) before reading a
+difference into it.
 
 Where the nanoseconds go, from the ladder:
 - the select itself ({step("return only", "select only")} over return only): the helper
@@ -576,9 +578,10 @@ Where the nanoseconds go, from the ladder:
 - the rest of rpctl's program ({step("+ counter", "rpctl weighted")}): the tests that pass over
   the other steps, and those steps' code between the lines this path runs.
   A one-off variant with this path's loads and tests and none of the other
-  steps' code (81 instructions) measured about the same on idle listeners
-  and about 50 ns less beside accepting workers, whose code evicts the
-  program's from the instruction cache; bcc 0.26 loads no BPF-to-BPF calls,
+  steps' code (81 instructions) came out about the same on idle listeners
+  and 40 to 90 ns cheaper beside accepting workers (whose code evicts the
+  program's from the instruction cache), in three runs of one group each:
+  within what placement alone moves.  bcc 0.26 loads no BPF-to-BPF calls,
   which would move the other steps out of line (decision 0010).
 
 The table's size is what matters most: the same program with the table
