@@ -44,9 +44,9 @@ WORK_MS = 1.0
 # 1 ms each on this machine's 2 CPUs, shared with the load generator and the
 # kernel's work, serve about 1,000 a second.
 RATE = 600
-DURATION, QUICK_DURATION = 20.0, 1.5
+DURATION, QUICK_DURATION = 20.0, 1.0
 PERIOD, STALL, FIRST_STALL = 10.0, 2.0, 4.0
-QUICK_PERIOD, QUICK_STALL, QUICK_FIRST = 10.0, 0.5, 0.5
+QUICK_PERIOD, QUICK_STALL, QUICK_FIRST = 10.0, 0.4, 0.3
 LONG_FRACTION = 0.1          # skew case: requests ten times longer
 # ...at a rate that keeps the workers' CPU as in the stall case (same load,
 # a skewed mix): a tenth of the requests ten times longer is 1.9x the work.
@@ -262,7 +262,7 @@ def run(quick: bool) -> None:
 
         def measure(label: str, port: int, pid: int, stall: bool, long_fraction: float = 0.0) -> None:
             rate = SKEW_RATE if long_fraction else RATE
-            load(port, rate, 0.2 if quick else 0.5, long_fraction, seed=99)  # warm up
+            load(port, rate, 0.1 if quick else 0.5, long_fraction, seed=99)  # warm up
             cpu = cpu_seconds(serve.proc.pid)
             if stall:
                 with stalls(pid, seconds, *timing):

@@ -7,7 +7,10 @@ for the run), the kernel adds the time of every run of a program to its
 run_time_ns and counts it in run_cnt; each round opens the same CONNECTIONS
 connections (one SYN, so one run, each; varied 127/8 sources) to every
 variant in turn, rotating the order, and takes the difference of
-run_time_ns / run_cnt over the round.
+run_time_ns / run_cnt over the round.  The variants the goals compare (the
+floors; rpctl weighted, with and without workers; rpctl's UDP rows but new
+flows) run on INSTANCES groups each, merged into one row: the same program
+on two groups of one run can differ by over 100 ns.
 
 Variants (the reference programs are in bench/datapath.bpf.c):
   return only       floor: returns SK_PASS at once
@@ -33,6 +36,8 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   udp rpctl, known flow rpctl's program, datagrams of flows already in its table
   udp rpctl, new flows  rpctl's program, every datagram a new flow
   ..., 16 flows         the flow tables and rpctl with 16 flows taking turns (in cache)
+  ..., unaligned        rpctl's program on array maps made as before rpctl
+                        made them mappable: values 56 bytes into a cache line
 The ladder programs read the live ctl and generation of the "rpctl
 weighted" group, so they walk the same table.
 
@@ -55,6 +60,12 @@ SECTION = "datapath"
 MEMBERS = 4
 BASE_PORT = 7600
 ROUNDS, QUICK_ROUNDS = 9, 1
+# Groups per compared variant (the floors, rpctl on its goals' paths).  The
+# same program on two groups of one run differed by up to 140 ns, medians of
+# 9 rounds (where the kernel happened to put each group's maps, sockets and
+# code): one group would be one sample of that placement.
+INSTANCES, QUICK_INSTANCES = 3, 1
+INSTANCE = " #"  # a variant's second and later groups: "select only #2"
 CONNECTIONS, QUICK_CONNECTIONS = 8000, 300
 REFERENCE = Path(__file__).resolve().parent / "datapath.bpf.c"
 WIDE_SLOTS = 1 << 16
@@ -63,6 +74,7 @@ WIDE_SLOTS = 1 << 16
 FLOWS, QUICK_FLOWS = 4096, 256
 FEW_FLOWS = 16
 WORKED = "workers: "   # the name of a variant whose listeners worker processes accept from
+UNALIGNED = ", unaligned"  # rpctl on array maps whose values start mid-line (_plain_arrays)
 
 
 @dataclass
@@ -131,15 +143,31 @@ def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
     return {"ctl": g.maps["ctl"], "gens": g.maps["gens"], "member_stats": counters, "wide_slots": wide}
 
 
+@contextlib.contextmanager
+def _plain_arrays():
+    """Groups created inside get array maps without BPF_F_MMAPABLE, as rpctl
+    made them before: their values start 56 bytes into a cache line
+    (maps.array_flags).  For the "unaligned" rows only."""
+    from rpctl.controller import maps
+
+    flags = maps.array_flags
+    maps.array_flags = lambda map_type: 0
+    try:
+        yield
+    finally:
+        maps.array_flags = flags
+
+
 def _rpctl(name: str, port: int, stack: contextlib.ExitStack, mode: Callable[[str], object],
-           count: int = MEMBERS, proto: str = "tcp", options=None) -> Variant:
+           count: int = MEMBERS, proto: str = "tcp", options=None, aligned: bool = True) -> Variant:
     """rpctl's program on a group of `count` members (created with `options`), then `mode(group)`."""
     from rpctl.controller import bpfsys, group
     from rpctl.controller.state import Layout
 
     members = _members(port, count, proto)
     stack.callback(members.close)
-    name_of_group = members.register_all(options=options)
+    with contextlib.nullcontext() if aligned else _plain_arrays():
+        name_of_group = members.register_all(options=options)
     mode(name_of_group)
     prog_fd = bpfsys.obj_get(os.path.join(Layout().group_dir(name_of_group), group.PROG_PIN))
     stack.callback(os.close, prog_fd)
@@ -271,19 +299,30 @@ def _flow_maps(stack: contextlib.ExitStack) -> list[dict]:
     return out
 
 
-def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows) -> list[Variant]:
+def _instances(n: int, name: str, make: Callable[[str], Variant]) -> list[Variant]:
+    """`n` groups of one variant, `make(name)` each: NAME, NAME #2, ...;
+    their rounds are merged into one row (_merged)."""
+    return [make(name if k == 0 else f"{name}{INSTANCE}{k + 1}") for k in range(n)]
+
+
+def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
     """UDP groups: the floor, the two flow keys, and rpctl with and without flow affinity."""
     from rpctl.controller.options import GroupOptions
 
+    def udp_rpctl(aligned: bool = True, options=None) -> Callable[[str], Variant]:
+        return lambda name: _rpctl(name, next(ports), stack, _weighted, proto="udp", options=options,
+                                   aligned=aligned)
+
     by_hash, by_tuple, in_sets = _flow_maps(stack)
     variants = [
-        _reference("udp select only", "rp_select_only", next(ports), stack, proto="udp"),
+        *_instances(n, "udp select only",
+                    lambda name: _reference(name, "rp_select_only", next(ports), stack, proto="udp")),
         _reference("udp flow by hash", "rp_flow_by_hash", next(ports), stack, by_hash, proto="udp"),
         _reference("udp flow by 4-tuple", "rp_flow_by_tuple", next(ports), stack, by_tuple, proto="udp"),
         _reference("udp flow in 4-way sets", "rp_flow_in_sets", next(ports), stack, in_sets, proto="udp"),
-        _rpctl("udp rpctl, no flows", next(ports), stack, _weighted, proto="udp",
-               options=GroupOptions(flow_affinity=False)),
-        _rpctl("udp rpctl, known flow", next(ports), stack, _weighted, proto="udp"),
+        *_instances(n, "udp rpctl, no flows", udp_rpctl(options=GroupOptions(flow_affinity=False))),
+        *_instances(n, "udp rpctl, known flow", udp_rpctl()),
+        *_instances(n, "udp rpctl, known flow" + UNALIGNED, udp_rpctl(aligned=False)),
     ]
     # The same with FEW_FLOWS flows taking turns: their entries stay in cache.
     few = KnownFlows(stack, FEW_FLOWS)
@@ -293,7 +332,7 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows) -> list
                    proto="udp"),
         _reference(f"udp flow in 4-way sets, {FEW_FLOWS} flows", "rp_flow_in_sets", next(ports), stack, in_sets,
                    proto="udp"),
-        _rpctl(f"udp rpctl, known flow, {FEW_FLOWS} flows", next(ports), stack, _weighted, proto="udp"),
+        *_instances(n, f"udp rpctl, known flow, {FEW_FLOWS} flows", udp_rpctl()),
     ]
     for v in variants:
         v.traffic = known
@@ -306,27 +345,41 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows) -> list
     return variants + warm + [new]
 
 
-def _setup(stack: contextlib.ExitStack, known: KnownFlows) -> list[Variant]:
+def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
+    """Every variant; those the goals compare on `n` groups each."""
     ports = iter(range(BASE_PORT, BASE_PORT + 100))
-    weighted = _rpctl("rpctl weighted", next(ports), stack, _weighted)
+
+    def tcp_rpctl(aligned: bool = True) -> Callable[[str], Variant]:
+        return lambda name: _rpctl(name, next(ports), stack, _weighted, aligned=aligned)
+
+    def select_only(name: str) -> Variant:
+        return _reference(name, "rp_select_only", next(ports), stack)
+
+    def worked(make: Callable[[str], Variant]) -> Callable[[str], Variant]:
+        return lambda name: _with_workers(make(name), stack)
+
+    weighted, *more_weighted = _instances(n, "rpctl weighted", tcp_rpctl())
     shared = _ladder_maps(weighted.group, stack)
     return [
         _reference("return only", "rp_return_only", next(ports), stack),
-        _reference("select only", "rp_select_only", next(ports), stack),
+        *_instances(n, "select only", select_only),
         _reference("select only, 256", "rp_select_only_256", next(ports), stack, count=256),
         _reference("+ lookups", "rp_lookups", next(ports), stack, shared),
         _reference("+ slot", "rp_slot", next(ports), stack, shared),
         _reference("+ counter", "rp_counted", next(ports), stack, shared),
         _reference("wide slots", "rp_wide_slots", next(ports), stack, shared),
         weighted,
+        *more_weighted,
         _rpctl("rpctl drained", next(ports), stack, _drained),
         _rpctl("rpctl cpu pin", next(ports), stack, _cpu_pin),
         _rpctl("rpctl rss pin", next(ports), stack, _rss_pin),
         _rpctl("rpctl weighted, 64", next(ports), stack, _weighted, count=64),
         _rpctl("rpctl weighted, 256", next(ports), stack, _weighted, count=256),
-        _with_workers(_reference("select only", "rp_select_only", next(ports), stack), stack),
-        _with_workers(_rpctl("rpctl weighted", next(ports), stack, _weighted), stack),
-        *_udp_variants(ports, stack, known),
+        *_instances(n, "select only", worked(select_only)),
+        *_instances(n, "rpctl weighted", worked(tcp_rpctl())),
+        *_instances(n, "rpctl weighted" + UNALIGNED, tcp_rpctl(aligned=False)),
+        *_instances(n, "rpctl weighted" + UNALIGNED, worked(tcp_rpctl(aligned=False))),
+        *_udp_variants(ports, stack, known, n),
     ]
 
 
@@ -369,7 +422,7 @@ def run(quick: bool) -> None:
     connections = QUICK_CONNECTIONS if quick else CONNECTIONS
     with fresh_netns("rpctl-bench-dp-"), contextlib.ExitStack() as stack:
         known = KnownFlows(stack, QUICK_FLOWS if quick else FLOWS)
-        variants = _setup(stack, known)
+        variants = _setup(stack, known, QUICK_INSTANCES if quick else INSTANCES)
         stats_fd = bpfsys.enable_stats()
         stack.callback(os.close, stats_fd)
         seeds = iter(range(1, 10_000))
@@ -378,13 +431,21 @@ def run(quick: bool) -> None:
             # The same sources for every variant of a round.
             return lambda: _measure(v, connections, seed=next(seeds) // len(variants))
 
-        results = alternate(rounds, {v.name: measure(v) for v in variants})
+        by_group = alternate(rounds, {v.name: measure(v) for v in variants})
         paths = {v.name: _paths(v) for v in variants}
         sizes = {v.name: bpfsys.prog_info(v.prog_fd) for v in variants}
-    for name, rs in results.items():
+    for name, rs in by_group.items():
         print(f"{name:>22}: " + " ".join(f"{r['ns']:.0f}" for r in rs) + f"  ({paths[name]})", flush=True)
 
+    # One row per variant: the rounds of all its groups; the path and size
+    # of its first group (the others run the same program on the same load).
+    results: dict[str, list[dict]] = {}
+    group_medians: dict[str, list[float]] = {}
+    for name, rs in by_group.items():
+        results.setdefault(name.split(INSTANCE)[0], []).extend(rs)
+        group_medians.setdefault(name.split(INSTANCE)[0], []).append(median(r["ns"] for r in rs))
     ns = {name: median(r["ns"] for r in rs) for name, rs in results.items()}
+    n_groups = len(group_medians["select only"])
     floor_ret, floor_sel = ns["return only"], ns["select only"]
     floor_udp = ns["udp select only"]
     rows = []
@@ -399,6 +460,7 @@ def run(quick: bool) -> None:
             f"{round(ns[name] - floor_ret):+d}",
             f"{info.xlated_prog_len // 8} / {info.jited_prog_len}",
             paths[name],
+            " / ".join(f"{m:.0f}" for m in group_medians[name]) if len(group_medians[name]) > 1 else "-",
         ])
 
     def kind(name: str) -> str:
@@ -429,7 +491,11 @@ bpf_stats (BPF_ENABLE_STATS) run_time_ns / run_cnt of each program, one
 group of {MEMBERS} TCP listeners per program, all loaded side by side in one
 network namespace; each round opens {connections} connections (one SYN, so one
 run, each) to every group in turn, from the same varied 127/8 sources, the
-order rotating; {rounds} rounds, medians.  The reference programs
+order rotating; {rounds} rounds, medians.  The rows the goals compare are
+measured on {n_groups} groups each, their rounds merged (last column: each
+group's median): the same program on two groups of one run, where the kernel
+put their maps, sockets and code apart, differed by up to 140 ns in a
+test run, so one group would be one sample of that placement.  The reference programs
 (bench/datapath.bpf.c) go through rpctl's own loader onto the same kind of
 group: "return only" is the kernel's entry into a program plus the two
 clock reads of bpf_stats; "select only" adds one bpf_sk_select_reuseport at
@@ -440,7 +506,7 @@ the connections.
 
 """ + table(
         ["program", "ns per run", "range over rounds", "vs select only", "vs return only",
-         "insns (xlated) / JIT bytes", "path"], rows
+         "insns (xlated) / JIT bytes", "path", "median of each group"], rows
     ) + f"""
 
 {figure}
@@ -487,6 +553,17 @@ rpctl's program is {sizes["rpctl weighted"].xlated_prog_len // 8} instructions, 
 unrolled fallback walk and the RSS hash; a weighted selection runs a few
 dozen of them.
 
+Where a map's values start: rpctl makes its array maps mappable
+(BPF_F_MMAPABLE) for the layout alone.  The kernel then starts their values
+on a page; a plain array's start 56 bytes into a cache line, where the
+64-byte ctl straddles two lines and a flow set's first way is split over
+two.  The same program on plain arrays (rows "..., unaligned", same rounds)
+cost {step("udp rpctl, known flow", "udp rpctl, known flow" + UNALIGNED)} a datagram of a known flow,
+{step(WORKED + "rpctl weighted", WORKED + "rpctl weighted" + UNALIGNED)} a connection to accepting workers and
+{step("rpctl weighted", "rpctl weighted" + UNALIGNED)} one to idle listeners: compare with the
+spread between the groups of one row (last column) before reading a
+difference into it.
+
 Where the nanoseconds go, from the ladder:
 - the select itself ({step("return only", "select only")} over return only): the helper
   call, the socket array lookup and its checks; every steering program pays it;
@@ -498,8 +575,14 @@ Where the nanoseconds go, from the ladder:
   minimal-disruption changes;
 - the member's counter ({step("+ slot", "+ counter")}): an inlined per-CPU lookup and an add;
   it buys selected/observed share in status, the dashboard and metrics;
-- the rest of rpctl's program ({step("+ counter", "rpctl weighted")}): the mode and migration
-  tests, never taken on this path.
+- the rest of rpctl's program ({step("+ counter", "rpctl weighted")}): the tests that pass over
+  the other steps, and those steps' code between the lines this path runs.
+  A one-off variant with this path's loads and tests and none of the other
+  steps' code (81 instructions) came out about the same on idle listeners
+  and 40 to 90 ns cheaper beside accepting workers (whose code evicts the
+  program's from the instruction cache), in three runs of one group each:
+  within what placement alone moves.  bcc 0.26 loads no BPF-to-BPF calls,
+  which would move the other steps out of line (decision 0010).
 
 The table's size is what matters most: the same program with the table
 rpctl had before (65,536 u32 slots per generation in a map of their own,

@@ -27,6 +27,7 @@ __all__ = [
     "map_info",
     "prog_info",
     "prog_get_fd_by_id",
+    "prog_load",
     "enable_stats",
     "possible_cpus",
 ]
@@ -36,6 +37,7 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_GET_FD_BY_ID = 13
@@ -49,6 +51,10 @@ MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_REUSEPORT_SOCKARRAY = 20
+
+# map_flags: an array whose values user space may mmap (Linux 5.5).  rpctl
+# sets it for what comes with it: the values then start on a page boundary.
+BPF_F_MMAPABLE = 1 << 10
 
 # Update flags.
 BPF_ANY = 0
@@ -74,6 +80,7 @@ class BpfError(OSError):
     def __init__(self, err: int, what: str):
         super().__init__(err, f"{what}: {os.strerror(err)}")
         self.what = what
+        self.log = ""  # prog_load: the verifier's log
 
 
 def _nr() -> int:
@@ -168,6 +175,23 @@ class _EnableStatsAttr(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 3)]
 
 
+class _ProgLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+    ]
+
+
 class MapInfo(ctypes.Structure):
     """The head of struct bpf_map_info (what rpctl checks)."""
 
@@ -228,16 +252,48 @@ class ProgInfo(ctypes.Structure):
     ]
 
 
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0) -> int:
     """Create a map and return its fd (owned by the caller)."""
     attr = _MapCreateAttr(
         map_type=map_type,
         key_size=key_size,
         value_size=value_size,
         max_entries=max_entries,
+        map_flags=flags,
         map_name=name.encode()[:15],
     )
     return _bpf(BPF_MAP_CREATE, attr, f"create map {name}")
+
+
+VERIFIER_LOG_SIZE = 16 << 20
+
+
+def prog_load(prog_type: int, code: bytes, attach_type: int, name: str, license: str = "GPL") -> int:
+    """Load `code` (struct bpf_insn array) and return the program's fd.
+
+    On failure the call is made again with the verifier's log, which the
+    BpfError carries as .log (its last lines say why)."""
+    insns = ctypes.create_string_buffer(code, len(code))
+    lic = ctypes.create_string_buffer(license.encode())
+    attr = _ProgLoadAttr(
+        prog_type=prog_type,
+        insn_cnt=len(code) // 8,
+        insns=ctypes.addressof(insns),
+        license=ctypes.addressof(lic),
+        prog_name=name.encode()[:15],
+        expected_attach_type=attach_type,
+    )
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, f"load program {name}")
+    except BpfError as first:
+        log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+        attr.log_level, attr.log_size, attr.log_buf = 1, VERIFIER_LOG_SIZE, ctypes.addressof(log)
+        try:
+            fd = _bpf(BPF_PROG_LOAD, attr, f"load program {name}")
+        except BpfError as again:
+            again.log = log.value.decode(errors="replace")
+            raise again from first
+        return fd  # loaded when asked to log: keep it
 
 
 def map_lookup(fd: int, key, value, what: str = "map lookup") -> bool:

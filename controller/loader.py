@@ -1,22 +1,27 @@
 """Compile and load the SK_REUSEPORT program with bcc.
 
-This is the only module that imports bcc, and only group creation calls it:
-importing bcc maps libbcc and LLVM, which every other command can do without.
+This is the only module that imports bcc, and only when group creation
+finds no compiled program kept (compiled.py): importing bcc maps libbcc and
+LLVM, which every other command can do without.
 
 bcc 0.26 cannot declare a REUSEPORT_SOCKARRAY, so the maps are created by
-the controller and handed to the C source as -DRP_FD_<NAME>=<fd>; the
-program names them with bpf_pseudo_fd(1, fd).
+the controller and handed to the C source as -DRP_FD_<NAME>=<number>; the
+program names them with bpf_pseudo_fd(1, number).  The numbers are
+placeholders, replaced by the maps' fds in the bytecode rpctl loads itself
+through bpf(2) (without bcc's BTF line info: `bpftool prog dump xlated`
+shows no C lines).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import tempfile
 from importlib import resources
 from typing import Iterator, Mapping
 
-from . import bpfsys, probe
+from . import bpfsys, compiled, probe
 from .errors import RpctlError, Unsupported
 from .headers import find_kernel_source
 from .maps import Map
@@ -29,9 +34,10 @@ def bpf_dir() -> str:
     return str(resources.files("rpctl.bpf"))
 
 
-def cflags(maps: Mapping[str, Map], migrate: bool) -> list[str]:
+def cflags(fds: Mapping[str, int], migrate: bool) -> list[str]:
+    """The compiler's flags: each map's fd (or its placeholder, compiled.py) as -DRP_FD_<NAME>."""
     flags = [f"-I{bpf_dir()}"]
-    flags += [f"-DRP_FD_{name.upper()}={m.fd}" for name, m in sorted(maps.items())]
+    flags += [f"-DRP_FD_{name.upper()}={fd}" for name, fd in sorted(fds.items())]
     if migrate:
         flags.append("-DRP_HAVE_MIGRATE")
     return flags
@@ -66,34 +72,68 @@ def load(maps: Mapping[str, Map], migrate: bool) -> int:
 
 
 def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrate: bool) -> int:
-    """Compile C file `source` with the maps' fds as RP_FD_* macros and load its
-    SK_REUSEPORT function `function` (the benchmarks load their floor programs
+    """Load SK_REUSEPORT function `function` of C file `source` against
+    `maps`, compiled once with a placeholder per map and kept (compiled.py),
+    the maps' fds set at load (the benchmarks load their floor programs
     through here too, so that they are built exactly as the steering program)."""
     source_tree = find_kernel_source()
     if source_tree:
         os.environ["BCC_KERNEL_SOURCE"] = source_tree
-    try:
-        from bcc import BPF
-    except ImportError:
-        raise Unsupported(
-            "bcc is not importable: install python3-bpfcc (apt-get install python3-bpfcc) and run rpctl "
-            "from a virtualenv made with --system-site-packages"
-        ) from None
-    with open(source) as f:
-        text = f.read()
+    holders = compiled.placeholders(list(maps))
+    flags = cflags(holders, migrate)
+    key = compiled.cache_key(source, _headers(source), function, flags, source_tree, _bcc_version())
     attach_type = bpfsys.ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE if migrate else bpfsys.ATTACH_SK_REUSEPORT_SELECT
     log = tempfile.NamedTemporaryFile(prefix="rpctl-load-", suffix=".log", delete=False)
     log.close()
     try:
-        with _stderr_to(log.name):
-            bpf = BPF(text=text.encode(), cflags=cflags(maps, migrate))
-            fn = bpf.load_func(function.encode(), bpfsys.PROG_TYPE_SK_REUSEPORT, attach_type=attach_type)
-            prog_fd = os.dup(fn.fd)
-            bpf.cleanup()
+        code = compiled.bytecode(key, lambda: _compile(source, function, flags, log.name))
+        code = compiled.with_fds(code, {holders[name]: m.fd for name, m in maps.items()})
+        prog_fd = bpfsys.prog_load(bpfsys.PROG_TYPE_SK_REUSEPORT, code, attach_type, function)
+    except bpfsys.BpfError as e:
+        with open(log.name, "a") as f:
+            f.write(e.log)
+        why = [line for line in e.log.splitlines() if line.strip()]
+        raise RpctlError(
+            f"load {os.path.basename(source)}: {e}{': ' + why[-1][:200] if why else ''} (verifier log: {log.name})"
+        ) from e
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise RpctlError(
-            f"compile and load {os.path.basename(source)}: {first} (compiler and verifier log: {log.name})"
-        ) from e
+        raise RpctlError(f"compile {os.path.basename(source)}: {first} (compiler log: {log.name})") from e
     os.unlink(log.name)
     return prog_fd
+
+
+def _headers(source: str) -> list[str]:
+    """The headers a source may include from rpctl: those beside it and in bpf/."""
+    folders = {os.path.dirname(os.path.abspath(source)), bpf_dir()}
+    return sorted({os.path.join(d, n) for d in folders for n in os.listdir(d) if n.endswith(".h")})
+
+
+def _bcc_version() -> str:
+    """bcc's version, read without importing bcc (which maps LLVM: tens of
+    milliseconds a load that the kept program does not need)."""
+    spec = importlib.util.find_spec("bcc")
+    if spec is None or spec.origin is None:
+        raise Unsupported(
+            "bcc is not importable: install python3-bpfcc (apt-get install python3-bpfcc) and run rpctl "
+            "from a virtualenv made with --system-site-packages"
+        )
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
+            return f.read().strip()
+    except OSError:
+        return spec.origin  # no version file: at least the install it comes from
+
+
+def _compile(source: str, function: str, flags: list[str], log: str) -> bytes:
+    """bcc's bytecode of `function` (compiler messages go to `log`)."""
+    from bcc import BPF
+
+    with open(source) as f:
+        text = f.read()
+    with _stderr_to(log):
+        bpf = BPF(text=text.encode(), cflags=flags)
+        try:
+            return bytes(bpf.dump_func(function.encode()))
+        finally:
+            bpf.cleanup()

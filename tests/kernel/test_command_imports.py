@@ -1,6 +1,7 @@
-"""Only the command that loads a group's program imports bcc (which maps
-libbcc and LLVM: 40-70 ms) and so only it can compile C; every other
-command reaches the pinned maps through the bpf syscall.  (`rpctl doctor`
+"""Only the command that compiles a group's program imports bcc (which maps
+libbcc and LLVM: 40-70 ms), and only when no compiled program is kept
+(controller/compiled.py); every other command, and a group made again,
+reaches the kernel through the bpf syscall.  (`rpctl doctor`
 imports bcc on purpose: whether it imports is one of its checks.)  pyroute2
 (65-90 ms to import) is not needed by any: controller/diag.py decodes
 sock_diag itself.
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 
+from rpctl.controller import compiled
 from tests.support.traffic import PORT
 
 # Runs one rpctl command line, then reports which heavy packages it imported.
@@ -32,11 +34,13 @@ def heavy_imports(*argv: object) -> set[str]:
     return set(filter(None, line[len("heavy:"):].split(",")))
 
 
-def test_only_loading_a_program_imports_bcc(netns, make_members):
+def test_only_compiling_a_program_imports_bcc(netns, make_members, tmp_path, monkeypatch):
     members = make_members(port=PORT)
     first, second = members.add(), members.add()
     pid = os.getpid()
-    # The first member creates the group: compile, load, pin.  (Also shows the probe sees bcc.)
+    # No compiled program kept: the first member creates the group, compiles,
+    # loads and pins.  (Also shows the probe sees bcc.)
+    monkeypatch.setenv(compiled.CACHE_ENV, str(tmp_path / "programs"))
     assert heavy_imports("register", "w0", "--pid", pid, "--fd", first.fileno()) == {"bcc"}
 
     for argv in [
@@ -52,5 +56,7 @@ def test_only_loading_a_program_imports_bcc(netns, make_members):
         ("discover", "--port", PORT, "--json"),
         ("unregister", "w1"),
         ("unload",),
+        # The group made again: its program is the kept one, loaded by rpctl itself.
+        ("register", "w0", "--pid", pid, "--fd", first.fileno()),
     ]:
         assert heavy_imports(*argv) == set(), argv

@@ -4,13 +4,18 @@ member's socket; only new flows follow the weights."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import socket
+import struct
 import sys
 import time
 
 import pytest
 from rpctl.cli.metrics_families import families
+from rpctl.controller import abi, bpfsys
+from rpctl.controller.group import Group
 from rpctl.controller.views import read_views
 
 from tests.support.metrics import by_member, samples, scrape
@@ -208,6 +213,29 @@ def test_group_options_are_fixed_at_creation(netns, rpctl, make_members):
     tcp = make_members(port=7001)
     code, _, err = rpctl(*tcp.register_args("t0", tcp.add()), "--flow-table-size", "1024")
     assert code == 4 and "for UDP groups" in err, err
+
+
+def test_array_maps_hold_their_values_from_a_page_boundary(netns, rpctl, make_members, flows):
+    """Every array map of a group is made mappable for the layout that comes
+    with it (maps.array_flags): its values begin on a page, so ctl is one
+    cache line and a flow set two whole ones.  Seen through the mapping: ctl's
+    first bytes are its ABI version, and the 64 flows of this test are 64
+    tags at way offsets of the flow table's sets, counted from the page."""
+    members = make_members(proto="udp")
+    clients, _ = _flows_placed(rpctl, members, flows, 2, 64, 9, "--flow-table-size", "4096")
+    group = Group.open(_group(rpctl)["name"])
+    for name, m in group.maps.items():
+        want = bpfsys.BPF_F_MMAPABLE if m.spec.map_type == bpfsys.MAP_TYPE_ARRAY else 0
+        assert bpfsys.map_info(m.fd).map_flags & bpfsys.BPF_F_MMAPABLE == want, name
+    with mmap.mmap(group.maps["ctl"].fd, mmap.PAGESIZE, prot=mmap.PROT_READ) as ctl:
+        assert struct.unpack_from("=I", ctl, 0)[0] == abi.RP_ABI_VERSION
+    table = 4096 // abi.RP_FLOW_WAYS * ctypes.sizeof(abi.RpFlowSet)
+    way = ctypes.sizeof(abi.RpFlow)
+    with mmap.mmap(group.maps["flows"].fd, table, prot=mmap.PROT_READ) as sets:
+        tags = [struct.unpack_from("=I", sets, at)[0] for at in range(0, table, way)]
+    assert sum(1 for t in tags if t) == 64
+    assert all(t & 1 for t in tags if t), "a tag is md->hash | 1: odd"
+    group.close()
 
 
 def test_a_group_without_flow_affinity_moves_flows_as_before(netns, rpctl, make_members, flows):

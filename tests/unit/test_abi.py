@@ -242,10 +242,10 @@ def test_map_names_are_valid_macro_suffixes():
 
 
 def test_loader_passes_one_macro_per_map():
-    maps = {spec.name: SimpleNamespace(fd=10 + i) for i, spec in enumerate(abi.GROUP_MAPS)}
-    flags = loader.cflags(maps, migrate=False)
+    fds = {spec.name: 10 + i for i, spec in enumerate(abi.GROUP_MAPS)}
+    flags = loader.cflags(fds, migrate=False)
     defined = {m.group(1): int(m.group(2)) for f in flags if (m := re.fullmatch(r"-DRP_FD_(\w+)=(\d+)", f))}
-    assert defined == {name.upper(): m.fd for name, m in maps.items()}
+    assert defined == {name.upper(): fd for name, fd in fds.items()}
     assert _fd_macros_in_program() <= set(defined)
 
 

@@ -1,0 +1,69 @@
+"""The compiled program kept between groups (controller/compiled.py) on the
+real kernel: compiled once, then loaded with each group's own maps."""
+
+from __future__ import annotations
+
+import pytest
+
+from rpctl.controller import compiled, loader
+from tests.support.traffic import tcp_connections
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "programs"
+    monkeypatch.setattr(compiled, "CACHE_DIR", str(folder))
+    monkeypatch.setattr(compiled, "_memo", {})
+    return folder
+
+
+def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_members, empty_cache, monkeypatch):
+    compiles = []
+    real_compile = loader._compile
+    monkeypatch.setattr(loader, "_compile", lambda *a: compiles.append(a) or real_compile(*a))
+
+    first = make_members(port=7001)
+    for i in range(2):
+        first.add()
+    first.register_all(prefix="a")
+    assert len(compiles) == 1
+    assert [p.name for p in empty_cache.iterdir()] != []
+
+    # Another process would find the entry on disk: nothing in memory, and no compiler.
+    monkeypatch.setattr(compiled, "_memo", {})
+    monkeypatch.setattr(loader, "_compile", lambda *a: pytest.fail("compiled again"))
+    second = make_members(port=7002)
+    for i in range(3):
+        second.add()
+    second.register_all(prefix="b")
+    rpctl.ok("drain", "b0", "--group", "tcp-7002")
+    rpctl.ok("weights", "b2=3", "--group", "tcp-7002")
+
+    # Each program reads its own group's tables: were the fds crossed, the
+    # second group's drain and weights would show in the first, or nowhere.
+    counts, failures = tcp_connections(second, 2000, seed=3)
+    assert failures == 0 and counts[0] == 0
+    assert 0.70 < counts[2] / (counts[1] + counts[2]) < 0.80, dict(counts)
+    counts, failures = tcp_connections(first, 2000, seed=4)
+    assert failures == 0 and min(counts[0], counts[1]) > 850, dict(counts)
+
+
+def test_a_damaged_kept_program_is_compiled_again(netns, make_members, empty_cache, monkeypatch):
+    members = make_members(port=7001)
+    members.add()
+    members.register_all(prefix="a")
+    (entry,) = empty_cache.iterdir()
+    entry.write_bytes(entry.read_bytes()[:-8])
+
+    monkeypatch.setattr(compiled, "_memo", {})
+    compiles = []
+    real_compile = loader._compile
+    monkeypatch.setattr(loader, "_compile", lambda *a: compiles.append(a) or real_compile(*a))
+    other = make_members(port=7002)
+    other.add()
+    other.register_all(prefix="b")
+    assert len(compiles) == 1
+    counts, failures = tcp_connections(other, 200, seed=5)
+    assert failures == 0 and counts[0] == 200

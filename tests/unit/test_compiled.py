@@ -1,0 +1,154 @@
+"""Kept compiled programs (controller/compiled.py): the fd patching, the key,
+and the folder's entries, without bcc or privileges."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from rpctl.controller import compiled
+from rpctl.controller.errors import RpctlError
+
+
+def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("=BBhi", op, (src << 4) | dst, off, imm)
+
+
+MOV_R0_0 = insn(0xB7)                  # r0 = 0
+EXIT = insn(0x95)
+
+
+def ld_map_fd(dst: int, fd: int) -> bytes:
+    """r<dst> = map[fd]: BPF_LD_IMM64 with src_reg BPF_PSEUDO_MAP_FD, then its second slot."""
+    return insn(compiled.LD_IMM64, dst, compiled.PSEUDO_MAP_FD, imm=fd) + insn(0)
+
+
+def test_placeholders_follow_sorted_names_above_any_fd():
+    p = compiled.placeholders(["socks", "ctl", "gens"])
+    assert list(p) == ["ctl", "gens", "socks"]
+    assert sorted(p.values()) == list(p.values()) and min(p.values()) > 1 << 20
+
+
+def test_with_fds_sets_every_map_load_and_nothing_else():
+    ctl, socks = compiled.PLACEHOLDER_BASE, compiled.PLACEHOLDER_BASE + 1
+    # An ordinary 64-bit constant whose value equals a placeholder is no map load.
+    constant = insn(compiled.LD_IMM64, 3, 0, imm=ctl) + insn(0)
+    code = ld_map_fd(1, ctl) + MOV_R0_0 + constant + ld_map_fd(2, socks) + ld_map_fd(1, ctl) + EXIT
+    out = compiled.with_fds(code, {ctl: 7, socks: 9})
+    assert len(out) == len(code)
+    loads = [struct.unpack_from("=BBhi", out, at) for at in range(0, len(out), 8)]
+    assert [(op, imm) for op, _, _, imm in loads] == [
+        (0x18, 7), (0, 0), (0xB7, 0), (0x18, ctl), (0, 0), (0x18, 9), (0, 0), (0x18, 7), (0, 0), (0x95, 0)]
+    assert code.count(struct.pack("=i", ctl)) == 3, "the input is left as it was"
+
+
+def test_with_fds_refuses_a_map_load_of_no_placeholder():
+    with pytest.raises(ValueError, match="no such placeholder"):
+        compiled.with_fds(ld_map_fd(1, 42) + EXIT, {compiled.PLACEHOLDER_BASE: 7})
+    with pytest.raises(ValueError, match="not whole instructions"):
+        compiled.with_fds(EXIT + b"\0", {})
+
+
+@pytest.fixture
+def source(tmp_path):
+    src = tmp_path / "prog.bpf.c"
+    src.write_text('#include "rpctl.h"\nint f(void *ctx) { return 1; }\n')
+    header = tmp_path / "rpctl.h"
+    header.write_text("#define X 1\n")
+    return src, header
+
+
+def key_of(src, header, **over) -> str:
+    args = dict(function="f", macros=["-DRP_FD_CTL=1"], header_tree=None, compiler="0.26.0")
+    args.update(over)
+    return compiled.cache_key(str(src), [str(header)], args["function"], args["macros"], args["header_tree"],
+                              args["compiler"])
+
+
+def test_the_key_changes_with_every_input_of_the_compile(source):
+    src, header = source
+    base = key_of(src, header)
+    assert key_of(src, header) == base
+    others = {key_of(src, header, function="g"), key_of(src, header, macros=["-DRP_FD_CTL=1", "-DRP_HAVE_MIGRATE"]),
+              key_of(src, header, header_tree="/usr/src/tree"), key_of(src, header, compiler="0.27.0")}
+    header.write_text("#define X 2\n")
+    others.add(key_of(src, header))
+    header.write_text("#define X 1\n")
+    src.write_text(src.read_text() + "\n")
+    others.add(key_of(src, header))
+    assert base not in others and len(others) == 6
+
+
+def compile_counting(code: bytes, calls: list):
+    def compile_program() -> bytes:
+        calls.append(1)
+        return code
+    return compile_program
+
+
+def test_a_program_is_compiled_once_then_read_back_from_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "_memo", {})
+    folder = tmp_path / "programs"
+    calls: list = []
+    code = MOV_R0_0 + EXIT
+    assert compiled.bytecode("k1", compile_counting(code, calls), str(folder)) == code
+    assert compiled.bytecode("k1", compile_counting(code, calls), str(folder)) == code
+    assert len(calls) == 1
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    # Another process: nothing in memory, the entry on disk.
+    monkeypatch.setattr(compiled, "_memo", {})
+    assert compiled.bytecode("k1", compile_counting(b"", calls), str(folder)) == code
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "format"])
+def test_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch, damage):
+    monkeypatch.setattr(compiled, "_memo", {})
+    folder = tmp_path / "programs"
+    code = MOV_R0_0 + EXIT
+    compiled.bytecode("k1", lambda: code, str(folder))
+    entry = folder / "k1"
+    data = bytearray(entry.read_bytes())
+    if damage == "truncate":
+        data = data[:-3]
+    elif damage == "flip":
+        data[-1] ^= 1
+    else:
+        data[:len(compiled.FORMAT)] = b"rpctl-bpf-0\n"
+    entry.write_bytes(bytes(data))
+    monkeypatch.setattr(compiled, "_memo", {})
+    calls: list = []
+    assert compiled.bytecode("k1", compile_counting(code, calls), str(folder)) == code
+    assert calls == [1]
+    assert compiled._read(str(entry)) == code, "the entry was written again, whole"
+
+
+def test_a_folder_others_can_write_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "_memo", {})
+    folder = tmp_path / "programs"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    compiled.bytecode("k1", lambda: MOV_R0_0 + EXIT, str(folder))
+    assert list(folder.iterdir()) == []
+    # Not even read: an entry planted there is not what gets loaded.
+    (folder / "k2").write_bytes(b"planted")
+    monkeypatch.setattr(compiled, "_memo", {})
+    assert compiled.bytecode("k2", lambda: EXIT, str(folder)) == EXIT
+
+
+def test_the_folder_keeps_the_most_recently_used_entries(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "_memo", {})
+    monkeypatch.setattr(compiled, "KEEP", 3)
+    folder = tmp_path / "programs"
+    for i in range(5):
+        compiled.bytecode(f"k{i}", lambda: EXIT, str(folder))
+        os.utime(folder / f"k{i}", (1000 + i, 1000 + i))
+    assert sorted(p.name for p in folder.iterdir()) == ["k2", "k3", "k4"]
+
+
+def test_what_is_not_bytecode_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "_memo", {})
+    with pytest.raises(RpctlError, match="not a program"):
+        compiled.bytecode("k1", lambda: b"\0" * 12, str(tmp_path / "programs"))
