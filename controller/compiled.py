@@ -18,6 +18,7 @@ format) is compiled again; a folder others can write is not used at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -112,7 +113,10 @@ def _read(path: str) -> Optional[bytes]:
     code = data[head:]
     if hashlib.sha256(code).digest() != data[len(FORMAT):head] or len(code) % INSN_SIZE:
         return None
-    os.utime(path)  # most recently used: kept by _prune
+    try:
+        os.utime(path)  # most recently used: kept by _prune
+    except OSError:
+        pass  # a read-only folder still serves what it holds
     return code
 
 
@@ -120,11 +124,16 @@ def _write(folder: str, key: str, code: bytes) -> None:
     """Atomically (a reader sees the whole entry or none), then prune."""
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    except OSError:
+        return  # a cache that cannot be written only costs the next compile
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(FORMAT + hashlib.sha256(code).digest() + code)
         os.replace(tmp, os.path.join(folder, key))
     except OSError:
-        return  # a cache that cannot be written only costs the next compile
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk: no partial entry left behind
+        return
     _prune(folder)
 
 
@@ -138,10 +147,23 @@ def _prune(folder: str) -> None:
         pass
 
 
+def folder_in_use() -> str:
+    return os.environ.get(CACHE_ENV) or CACHE_DIR
+
+
+def kept() -> tuple[bool, str]:
+    """For doctor: whether compiled programs can be kept, and how many are."""
+    folder = folder_in_use()
+    if not _usable_dir(folder):
+        return False, f"{folder} is not this user's alone, or cannot be made: every new group compiles (about 1 s)"
+    count = sum(1 for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+    return True, f"{count} kept in {folder}"
+
+
 def bytecode(key: str, compile_program: Callable[[], bytes], folder: Optional[str] = None) -> bytes:
     """The program of `key`: from this process, from the folder, or from
     `compile_program()` (then kept in both)."""
-    folder = folder or os.environ.get(CACHE_ENV) or CACHE_DIR
+    folder = folder or folder_in_use()
     code = _memo.get(key)
     if code is not None:
         return code

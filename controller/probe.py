@@ -148,6 +148,13 @@ def run_checks() -> list[Check]:
         )
     )
 
+    from . import compiled
+
+    usable, detail = compiled.kept()
+    checks.append(Check("compiled programs", usable, detail,
+                        f"chown root and chmod 700 {compiled.folder_in_use()}, or set {compiled.CACHE_ENV}",
+                        warning=True))
+
     def migrate_sysctl() -> str:
         with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
             value = f.read().strip()

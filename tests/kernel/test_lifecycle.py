@@ -183,7 +183,8 @@ def test_doctor_passes_on_this_machine(netns, rpctl):
     checks = json.loads(out)["checks"]
     failed = [c for c in checks if not c["ok"] and not c["warning"]]
     assert code == 0 and not failed, failed
-    assert {"kernel", "privileges", "bpffs", "kernel headers", "bcc"} <= {c["name"] for c in checks}
+    names = {c["name"] for c in checks}
+    assert {"kernel", "privileges", "bpffs", "kernel headers", "bcc", "compiled programs"} <= names
 
 
 def test_cli_entry_point_runs_as_a_process(netns, rpctl, make_members):

@@ -152,3 +152,26 @@ def test_what_is_not_bytecode_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(compiled, "_memo", {})
     with pytest.raises(RpctlError, match="not a program"):
         compiled.bytecode("k1", lambda: b"\0" * 12, str(tmp_path / "programs"))
+
+
+def test_an_entry_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "_memo", {})
+    folder = tmp_path / "programs"
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compiled.os, "replace", full_disk)
+    assert compiled.bytecode("k1", lambda: EXIT, str(folder)) == EXIT
+    assert list(folder.iterdir()) == []
+
+
+def test_doctor_says_how_many_are_kept_or_why_none_can_be(tmp_path, monkeypatch):
+    folder = tmp_path / "programs"
+    monkeypatch.setenv(compiled.CACHE_ENV, str(folder))
+    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.bytecode("k1", lambda: EXIT)
+    assert compiled.kept() == (True, f"1 kept in {folder}")
+    os.chmod(folder, 0o777)
+    usable, detail = compiled.kept()
+    assert not usable and "every new group compiles" in detail
