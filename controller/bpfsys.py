@@ -272,7 +272,8 @@ def prog_load(prog_type: int, code: bytes, attach_type: int, name: str, license:
     """Load `code` (struct bpf_insn array) and return the program's fd.
 
     On failure the call is made again with the verifier's log, which the
-    BpfError carries as .log (its last lines say why)."""
+    first call's BpfError then carries as .log (its last lines say why; the
+    second call's own errno can be ENOSPC, a log cut short)."""
     insns = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(license.encode())
     attr = _ProgLoadAttr(
@@ -290,9 +291,9 @@ def prog_load(prog_type: int, code: bytes, attach_type: int, name: str, license:
         attr.log_level, attr.log_size, attr.log_buf = 1, VERIFIER_LOG_SIZE, ctypes.addressof(log)
         try:
             fd = _bpf(BPF_PROG_LOAD, attr, f"load program {name}")
-        except BpfError as again:
-            again.log = log.value.decode(errors="replace")
-            raise again from first
+        except BpfError:
+            first.log = log.value.decode(errors="replace")
+            raise first from None
         return fd  # loaded when asked to log: keep it
 
 

@@ -92,15 +92,23 @@ def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrat
     except bpfsys.BpfError as e:
         with open(log.name, "a") as f:
             f.write(e.log)
-        why = [line for line in e.log.splitlines() if line.strip()]
+        why = verifier_reason(e.log)
         raise RpctlError(
-            f"load {os.path.basename(source)}: {e}{': ' + why[-1][:200] if why else ''} (verifier log: {log.name})"
+            f"load {os.path.basename(source)}: {e}{': ' + why[:200] if why else ''} (verifier log: {log.name})"
         ) from e
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise RpctlError(f"compile {os.path.basename(source)}: {first} (compiler log: {log.name})") from e
     os.unlink(log.name)
     return prog_fd
+
+
+def verifier_reason(log: str) -> str:
+    """The verifier's last word in `log`: its last line but the statistics
+    it prints after (processed insns, verification time, stack depth)."""
+    stats = ("processed ", "verification time", "stack depth")
+    lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith(stats)]
+    return lines[-1] if lines else ""
 
 
 def _headers(source: str) -> list[str]:

@@ -67,3 +67,18 @@ def test_a_damaged_kept_program_is_compiled_again(netns, make_members, empty_cac
     assert len(compiles) == 1
     counts, failures = tcp_connections(other, 200, seed=5)
     assert failures == 0 and counts[0] == 200
+
+
+def test_a_program_the_verifier_refuses_fails_in_one_line_naming_why(tmp_path, empty_cache):
+    from rpctl.controller.errors import RpctlError
+
+    source = tmp_path / "bad.bpf.c"
+    source.write_text("#include <uapi/linux/bpf.h>\n"
+                      "int bad(struct sk_reuseport_md *md) { return *(int *)((char *)md + 4000); }\n")
+    with pytest.raises(RpctlError) as e:
+        loader.compile_and_load(str(source), "bad", {}, migrate=False)
+    message = str(e.value)
+    assert "\n" not in message and "invalid bpf_context access" in message, message
+    log = message.rsplit("verifier log: ", 1)[1].rstrip(")")
+    with open(log) as f:
+        assert "invalid bpf_context access" in f.read()
