@@ -48,7 +48,8 @@
  * Ahead of the steps, rp_short_cut takes the two common cases in straight
  * lines of code: a plain weighted group's slot member (step 3 without
  * anything before it), and a known flow of a flow group without QUIC
- * (step 0); anything else, or a miss, goes through the steps.
+ * (step 0, which for those groups is done there: a miss goes on to step
+ * 1 with what the table knew); anything else goes through the steps.
  * Unregistered sockets of the port are never in the array, so while any
  * member is live they get nothing (hijack protection).
  *
@@ -261,8 +262,14 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 	fp->now = bpf_jiffies64();
 	fp->idle = ctl->flow_idle_ticks;
 	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
-	if (!fp->set)
+	if (!fp->set) {
+		/* Nothing to remember.  Said here, not only left so: a pick
+		 * may come here a second time (rp_flow_keep after the short
+		 * cut), and the verifier must not pair a set it has not got
+		 * with what the first lookup found. */
+		fp->state = RP_FLOW_NONE;
 		return NULL;
+	}
 	fp->state = RP_FLOW_NEW;
 #pragma unroll
 	for (w = 0; w < RP_FLOW_WAYS; w++) {
@@ -716,11 +723,12 @@ static __always_inline __u32 rp_slot(struct sk_reuseport_md *md, struct rp_gen *
  * it took the packet (counted).  The code of every other step lies beyond
  * these lines: run in the steps' order, this path jumped over them, and
  * the instruction-cache lines it met cost about 80 ns a TCP connection
- * (docs/decisions/0010).  A miss changes nothing: rp_choose goes on as
- * if this had not run. */
-static __always_inline int rp_short_cut(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g)
+ * (docs/decisions/0010).  Returns -1 otherwise, and then fp holds what
+ * the flow table knew of a flow group's datagram (step 0 done), or
+ * nothing. */
+static __always_inline int rp_short_cut(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					struct rp_flow_pick *fp)
 {
-	struct rp_flow_pick known = {.state = RP_FLOW_NONE};
 	__u32 idx;
 
 	if (!(ctl->flags & (RP_CTL_QUIC | RP_CTL_FLOWS | RP_CTL_ADAPTIVE)) && g->mode == RP_MODE_WEIGHTED &&
@@ -731,10 +739,10 @@ static __always_inline int rp_short_cut(struct sk_reuseport_md *md, struct rp_ct
 		rp_count(idx, RP_SELECTED);
 		return 0;
 	}
-	/* Its own pick: what a miss learnt is not carried into the steps,
-	 * whose one exit the verifier then follows as before. */
-	if (!(ctl->flags & RP_CTL_QUIC) && ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, &known) == 0) {
-		rp_count(known.idx, RP_FLOW);
+	/* A miss leaves in fp what the table knew, for the steps to remember
+	 * the flow's placement without a second lookup. */
+	if (!(ctl->flags & RP_CTL_QUIC) && ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0) {
+		rp_count(fp->idx, RP_FLOW);
 		return 0;
 	}
 	return -1;
@@ -753,12 +761,11 @@ static __always_inline int rp_choose(struct sk_reuseport_md *md, struct rp_ctl *
 	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, fp) == 0)
 		return 0;
 
-	/* A flow group's known flow mostly left by rp_select's short cut;
-	 * here come the rest (QUIC groups' flows, and a flow the short cut
-	 * did not find, looked up again: its set's line is in cache now, and
-	 * this lookup is the one whose result rp_count_member remembers).
-	 * Migrating requests are TCP's: never here. */
-	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0)
+	/* Step 0 of QUIC groups (after step Q).  Other flow groups looked
+	 * their flow up in rp_short_cut, and a miss left in fp what the table
+	 * knew, for rp_count_member to remember.  Migrating requests are
+	 * TCP's: never here. */
+	if (ctl->flags & RP_CTL_QUIC && ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0)
 		return 0;
 
 	/* The weighted path's only cost of the pinned modes: this test of a
@@ -803,7 +810,7 @@ int rp_select(struct sk_reuseport_md *md)
 	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
 	if (!g)
 		return SK_PASS;
-	if (rp_short_cut(md, ctl, g) == 0)
+	if (rp_short_cut(md, ctl, g, &fp) == 0)
 		return SK_PASS;
 	if (rp_choose(md, ctl, g, &fp) == 0)
 		rp_count_member(g, &fp);
