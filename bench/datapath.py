@@ -8,8 +8,8 @@ run_time_ns and counts it in run_cnt; each round opens the same CONNECTIONS
 connections (one SYN, so one run, each; varied 127/8 sources) to every
 variant in turn, rotating the order, and takes the difference of
 run_time_ns / run_cnt over the round.  The variants the goals compare (the
-floors; rpctl weighted, with and without workers; rpctl's UDP rows but new
-flows) run on INSTANCES groups each, merged into one row: the same program
+floors; rpctl weighted, with and without workers; rpctl's UDP rows) run on
+INSTANCES groups each, merged into one row: the same program
 on two groups of one run can differ by over 100 ns.
 
 Variants (the reference programs are in bench/datapath.bpf.c):
@@ -340,9 +340,10 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
     for v in warm:
         v.traffic = few
         few.warm(v)
-    new = _rpctl("udp rpctl, new flows", next(ports), stack, _weighted, proto="udp")
-    new.traffic = _new_flows
-    return variants + warm + [new]
+    new = _instances(n, "udp rpctl, new flows", udp_rpctl())
+    for v in new:
+        v.traffic = _new_flows
+    return variants + warm + new
 
 
 def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
