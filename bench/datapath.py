@@ -8,8 +8,8 @@ run_time_ns and counts it in run_cnt; each round opens the same CONNECTIONS
 connections (one SYN, so one run, each; varied 127/8 sources) to every
 variant in turn, rotating the order, and takes the difference of
 run_time_ns / run_cnt over the round.  The variants the goals compare (the
-floors; rpctl weighted, with and without workers; rpctl's UDP rows but new
-flows) run on INSTANCES groups each, merged into one row: the same program
+floors; rpctl weighted, with and without workers; rpctl's UDP rows) run on
+INSTANCES groups each, merged into one row: the same program
 on two groups of one run can differ by over 100 ns.
 
 Variants (the reference programs are in bench/datapath.bpf.c):
@@ -340,9 +340,10 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
     for v in warm:
         v.traffic = few
         few.warm(v)
-    new = _rpctl("udp rpctl, new flows", next(ports), stack, _weighted, proto="udp")
-    new.traffic = _new_flows
-    return variants + warm + [new]
+    new = _instances(n, "udp rpctl, new flows", udp_rpctl())
+    for v in new:
+        v.traffic = _new_flows
+    return variants + warm + new
 
 
 def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
@@ -575,14 +576,11 @@ Where the nanoseconds go, from the ladder:
   minimal-disruption changes;
 - the member's counter ({step("+ slot", "+ counter")}): an inlined per-CPU lookup and an add;
   it buys selected/observed share in status, the dashboard and metrics;
-- the rest of rpctl's program ({step("+ counter", "rpctl weighted")}): the tests that pass over
-  the other steps, and those steps' code between the lines this path runs.
-  A one-off variant with this path's loads and tests and none of the other
-  steps' code (81 instructions) came out about the same on idle listeners
-  and 40 to 90 ns cheaper beside accepting workers (whose code evicts the
-  program's from the instruction cache), in three runs of one group each:
-  within what placement alone moves.  bcc 0.26 loads no BPF-to-BPF calls,
-  which would move the other steps out of line (decision 0010).
+- the rest of rpctl's program ({step("+ counter", "rpctl weighted")}): the tests that send
+  this connection past the other steps.  The program takes this path (and a
+  known flow's) first, in straight lines of code (rp_short_cut): run in the
+  steps' order, it jumped over the code of every other step, and the
+  instruction-cache lines it met cost about 80 ns more (decision 0010).
 
 The table's size is what matters most: the same program with the table
 rpctl had before (65,536 u32 slots per generation in a map of their own,

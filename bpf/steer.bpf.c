@@ -45,6 +45,11 @@
  *      hash % n_live: deterministic for a flow, never a draining member;
  *   6. if no member is live, SK_PASS without a choice: the kernel's own
  *      hash selection takes over (and the group counter says so).
+ * Ahead of the steps, rp_short_cut takes the two common cases in straight
+ * lines of code: a plain weighted group's slot member (step 3 without
+ * anything before it), and a known flow of a flow group without QUIC
+ * (step 0, which for those groups is done there: a miss goes on to step
+ * 1 with what the table knew); anything else goes through the steps.
  * Unregistered sockets of the port are never in the array, so while any
  * member is live they get nothing (hijack protection).
  *
@@ -197,17 +202,15 @@ static __always_inline int rp_took(struct rp_flow_pick *fp, __u32 idx, enum rp_o
 	return 0;
 }
 
-/* Count the selection the steps made; with a flow to remember, remember
- * it.  rp_select's one exit after a selection calls it: the remembering
- * (an 8-way set's victim choice) is inlined once, not at every step that
- * selects. */
-static __always_inline void rp_count_member(struct rp_gen *g, struct rp_flow_pick *fp)
+/* Count a selection of member idx by the step `outcome` names in its
+ * per-CPU counters; returns them (NULL only for an index out of range).
+ * A constant outcome folds to one add. */
+static __always_inline struct rp_member_stats *rp_count(__u32 idx, enum rp_outcome outcome)
 {
-	__u32 idx = fp->idx, outcome = fp->outcome;
 	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
 
 	if (!st)
-		return;
+		return NULL;
 	/* Per-CPU values: no other writer on this CPU, no atomics needed. */
 	if (outcome == RP_SELECTED)
 		st->selected++;
@@ -221,13 +224,24 @@ static __always_inline void rp_count_member(struct rp_gen *g, struct rp_flow_pic
 		st->quic_routed++;
 	else
 		st->flow_datagrams++;
-	if (fp->state == RP_FLOW_NONE || outcome == RP_FLOW)
+	return st;
+}
+
+/* Count the selection the steps made; with a flow to remember, remember
+ * it.  rp_select's one exit after the steps calls it: the remembering
+ * (an 8-way set's victim choice) is inlined once, not at every step that
+ * selects. */
+static __always_inline void rp_count_member(struct rp_gen *g, struct rp_flow_pick *fp)
+{
+	struct rp_member_stats *st = rp_count(fp->idx, fp->outcome);
+
+	if (!st || fp->state == RP_FLOW_NONE || fp->outcome == RP_FLOW)
 		return;
 	if (fp->state == RP_FLOW_GONE)
 		st->flows_reassigned++;
 	else
 		st->flows_created++;
-	rp_flow_remember(fp, g, idx);
+	rp_flow_remember(fp, g, fp->idx);
 }
 
 /* The way of this datagram's flow in its set: fills fp (set, tag, clock)
@@ -248,8 +262,14 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 	fp->now = bpf_jiffies64();
 	fp->idle = ctl->flow_idle_ticks;
 	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
-	if (!fp->set)
+	if (!fp->set) {
+		/* Nothing to remember.  Said here, not only left so: a pick
+		 * may come here a second time (rp_flow_keep after the short
+		 * cut), and the verifier must not pair a set it has not got
+		 * with what the first lookup found. */
+		fp->state = RP_FLOW_NONE;
 		return NULL;
+	}
 	fp->state = RP_FLOW_NEW;
 #pragma unroll
 	for (w = 0; w < RP_FLOW_WAYS; w++) {
@@ -691,6 +711,43 @@ static __always_inline int rp_fallback(struct sk_reuseport_md *md, struct rp_gen
 	return -1;
 }
 
+/* The member of this connection's slot in the live weighted table. */
+static __always_inline __u32 rp_slot(struct sk_reuseport_md *md, struct rp_gen *g)
+{
+	return g->slots[md->hash & RP_SLOT_MASK];
+}
+
+/* The common cases, ahead of the steps in a few straight lines of code:
+ * a plain weighted group's new connection or datagram whose slot member
+ * lives, and a known flow of a flow group without QUIC.  Returns 0 when
+ * it took the packet (counted).  The code of every other step lies beyond
+ * these lines: run in the steps' order, this path jumped over them, and
+ * the instruction-cache lines it met cost about 80 ns a TCP connection
+ * (docs/decisions/0010).  Returns -1 otherwise, and then fp holds what
+ * the flow table knew of a flow group's datagram (step 0 done), or
+ * nothing. */
+static __always_inline int rp_short_cut(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
+					struct rp_flow_pick *fp)
+{
+	__u32 idx;
+
+	if (!(ctl->flags & (RP_CTL_QUIC | RP_CTL_FLOWS | RP_CTL_ADAPTIVE)) && g->mode == RP_MODE_WEIGHTED &&
+	    !rp_migrating(md) && g->n_live) {
+		idx = rp_slot(md, g);
+		if (bpf_sk_select_reuseport(md, RP_MAP(RP_FD_SOCKS), &idx, 0))
+			return -1;
+		rp_count(idx, RP_SELECTED);
+		return 0;
+	}
+	/* A miss leaves in fp what the table knew, for the steps to remember
+	 * the flow's placement without a second lookup. */
+	if (!(ctl->flags & RP_CTL_QUIC) && ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0) {
+		rp_count(fp->idx, RP_FLOW);
+		return 0;
+	}
+	return -1;
+}
+
 /* Steps Q to 5: returns 0 when a step selected a socket (fp->idx and
  * fp->outcome say which and how), -1 when none did (step 6). */
 static __always_inline int rp_choose(struct sk_reuseport_md *md, struct rp_ctl *ctl, struct rp_gen *g,
@@ -704,10 +761,11 @@ static __always_inline int rp_choose(struct sk_reuseport_md *md, struct rp_ctl *
 	if (ctl->flags & RP_CTL_QUIC && rp_select_quic(md, ctl, g, fp) == 0)
 		return 0;
 
-	/* TCP's cost of flow affinity: this test of a field of the ctl
-	 * element it has read anyway, and a test of fp->state after the
-	 * selection (migrating requests are TCP's: never here). */
-	if (ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0)
+	/* Step 0 of QUIC groups (after step Q).  Other flow groups looked
+	 * their flow up in rp_short_cut, and a miss left in fp what the table
+	 * knew, for rp_count_member to remember.  Migrating requests are
+	 * TCP's: never here. */
+	if (ctl->flags & RP_CTL_QUIC && ctl->flags & RP_CTL_FLOWS && rp_flow_follow(md, ctl, g, fp) == 0)
 		return 0;
 
 	/* The weighted path's only cost of the pinned modes: this test of a
@@ -718,7 +776,7 @@ static __always_inline int rp_choose(struct sk_reuseport_md *md, struct rp_ctl *
 	/* Weighted table of the live generation: one byte in the element
 	 * already looked up, so no further lookup and a warm cache line. */
 	if (g->n_live) {
-		idx = g->slots[md->hash & RP_SLOT_MASK];
+		idx = rp_slot(md, g);
 		/* A plain group's only cost of adaptive steering: this test of
 		 * a field of the ctl element it has looked up anyway.  A
 		 * migrating request is not new work: it goes where it must.
@@ -751,6 +809,8 @@ int rp_select(struct sk_reuseport_md *md)
 	gen = ctl->gen & 1;
 	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
 	if (!g)
+		return SK_PASS;
+	if (rp_short_cut(md, ctl, g, &fp) == 0)
 		return SK_PASS;
 	if (rp_choose(md, ctl, g, &fp) == 0)
 		rp_count_member(g, &fp);
