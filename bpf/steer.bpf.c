@@ -263,10 +263,11 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 	fp->idle = ctl->flow_idle_ticks;
 	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
 	if (!fp->set) {
-		/* Nothing to remember.  Said here, not only left so: a pick
-		 * may come here a second time (rp_flow_keep after the short
-		 * cut), and the verifier must not pair a set it has not got
-		 * with what the first lookup found. */
+		/* Nothing to remember.  Said here, not only left so: the
+		 * verifier reads ctl->flags anew at every test, so it follows
+		 * a pick here twice (the short cut's lookup, then the QUIC
+		 * step's rp_flow_keep), and must not pair a set this lookup
+		 * did not get with the state the first one left. */
 		fp->state = RP_FLOW_NONE;
 		return NULL;
 	}
