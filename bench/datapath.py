@@ -301,22 +301,31 @@ def _flow_maps(stack: contextlib.ExitStack) -> list[dict]:
 
 def _instances(n: int, name: str, make: Callable[[str], Variant]) -> list[Variant]:
     """`n` groups of one variant, `make(name)` each: NAME, NAME #2, ...;
-    their rounds are merged into one row (_merged)."""
+    run() merges their rounds into one row."""
     return [make(name if k == 0 else f"{name}{INSTANCE}{k + 1}") for k in range(n)]
+
+
+def _weighted_groups(ports, stack: contextlib.ExitStack, proto: str = "tcp", options=None,
+                     aligned: bool = True) -> Callable[[str], Variant]:
+    """make(name) for _instances: rpctl's program, equal weights, on a new group at the next port."""
+    return lambda name: _rpctl(name, next(ports), stack, _weighted, proto=proto, options=options, aligned=aligned)
+
+
+def _select_only_groups(ports, stack: contextlib.ExitStack, proto: str = "tcp") -> Callable[[str], Variant]:
+    """make(name) for _instances: the select-only floor on a new group at the next port."""
+    return lambda name: _reference(name, "rp_select_only", next(ports), stack, proto=proto)
 
 
 def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
     """UDP groups: the floor, the two flow keys, and rpctl with and without flow affinity."""
     from rpctl.controller.options import GroupOptions
 
-    def udp_rpctl(aligned: bool = True, options=None) -> Callable[[str], Variant]:
-        return lambda name: _rpctl(name, next(ports), stack, _weighted, proto="udp", options=options,
-                                   aligned=aligned)
+    def udp_rpctl(**kw) -> Callable[[str], Variant]:
+        return _weighted_groups(ports, stack, proto="udp", **kw)
 
     by_hash, by_tuple, in_sets = _flow_maps(stack)
     variants = [
-        *_instances(n, "udp select only",
-                    lambda name: _reference(name, "rp_select_only", next(ports), stack, proto="udp")),
+        *_instances(n, "udp select only", _select_only_groups(ports, stack, proto="udp")),
         _reference("udp flow by hash", "rp_flow_by_hash", next(ports), stack, by_hash, proto="udp"),
         _reference("udp flow by 4-tuple", "rp_flow_by_tuple", next(ports), stack, by_tuple, proto="udp"),
         _reference("udp flow in 4-way sets", "rp_flow_in_sets", next(ports), stack, in_sets, proto="udp"),
@@ -349,17 +358,13 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
 def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
     """Every variant; those the goals compare on `n` groups each."""
     ports = iter(range(BASE_PORT, BASE_PORT + 100))
-
-    def tcp_rpctl(aligned: bool = True) -> Callable[[str], Variant]:
-        return lambda name: _rpctl(name, next(ports), stack, _weighted, aligned=aligned)
-
-    def select_only(name: str) -> Variant:
-        return _reference(name, "rp_select_only", next(ports), stack)
+    tcp_rpctl, select_only = _weighted_groups(ports, stack), _select_only_groups(ports, stack)
+    plain = _weighted_groups(ports, stack, aligned=False)
 
     def worked(make: Callable[[str], Variant]) -> Callable[[str], Variant]:
         return lambda name: _with_workers(make(name), stack)
 
-    weighted, *more_weighted = _instances(n, "rpctl weighted", tcp_rpctl())
+    weighted, *more_weighted = _instances(n, "rpctl weighted", tcp_rpctl)
     shared = _ladder_maps(weighted.group, stack)
     return [
         _reference("return only", "rp_return_only", next(ports), stack),
@@ -377,9 +382,9 @@ def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Varia
         _rpctl("rpctl weighted, 64", next(ports), stack, _weighted, count=64),
         _rpctl("rpctl weighted, 256", next(ports), stack, _weighted, count=256),
         *_instances(n, "select only", worked(select_only)),
-        *_instances(n, "rpctl weighted", worked(tcp_rpctl())),
-        *_instances(n, "rpctl weighted" + UNALIGNED, tcp_rpctl(aligned=False)),
-        *_instances(n, "rpctl weighted" + UNALIGNED, worked(tcp_rpctl(aligned=False))),
+        *_instances(n, "rpctl weighted", worked(tcp_rpctl)),
+        *_instances(n, "rpctl weighted" + UNALIGNED, plain),
+        *_instances(n, "rpctl weighted" + UNALIGNED, worked(plain)),
         *_udp_variants(ports, stack, known, n),
     ]
 
@@ -443,8 +448,9 @@ def run(quick: bool) -> None:
     results: dict[str, list[dict]] = {}
     group_medians: dict[str, list[float]] = {}
     for name, rs in by_group.items():
-        results.setdefault(name.split(INSTANCE)[0], []).extend(rs)
-        group_medians.setdefault(name.split(INSTANCE)[0], []).append(median(r["ns"] for r in rs))
+        variant = name.split(INSTANCE)[0]
+        results.setdefault(variant, []).extend(rs)
+        group_medians.setdefault(variant, []).append(median(r["ns"] for r in rs))
     ns = {name: median(r["ns"] for r in rs) for name, rs in results.items()}
     n_groups = len(group_medians["select only"])
     floor_ret, floor_sel = ns["return only"], ns["select only"]

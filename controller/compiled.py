@@ -137,9 +137,14 @@ def _write(folder: str, key: str, code: bytes) -> None:
     _prune(folder)
 
 
+def _entries(folder: str) -> list[os.DirEntry]:
+    """The kept programs in `folder` (not a write under way: .tmp-*)."""
+    return [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+
+
 def _prune(folder: str) -> None:
     try:
-        entries = [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+        entries = _entries(folder)
         entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
         for e in entries[KEEP:]:
             os.unlink(e.path)
@@ -156,8 +161,7 @@ def kept() -> tuple[bool, str]:
     folder = folder_in_use()
     if not _usable_dir(folder):
         return False, f"{folder} is not this user's alone, or cannot be made: every new group compiles (about 1 s)"
-    count = sum(1 for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
-    return True, f"{count} kept in {folder}"
+    return True, f"{len(_entries(folder))} kept in {folder}"
 
 
 def bytecode(key: str, compile_program: Callable[[], bytes], folder: Optional[str] = None) -> bytes:

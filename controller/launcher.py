@@ -275,7 +275,8 @@ class Launcher:
         """Seconds until the next restart is due; None when none is."""
         now = time.monotonic()
         due = [m.restart_at for m in self.members if m.restart_at is not None]
-        due += [now + RETIRE_POLL for m in self.members if m.retiring]
+        if any(m.retiring for m in self.members):
+            due.append(now + RETIRE_POLL)
         return max(0.0, min(due) - now) if due else None
 
     def step(self, timeout: Optional[float] = 0.0) -> None:
