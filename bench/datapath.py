@@ -127,7 +127,7 @@ def _reference(name: str, function: str, port: int, stack: contextlib.ExitStack,
 def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
     """The live ctl and generations of rpctl group `group_name`, a scratch
     counter map, and the weighted table again as 65,536 u32 per generation."""
-    from rpctl.controller import abi, bpfsys, slot_table
+    from rpctl.controller import abi, slot_table
     from rpctl.controller.group import Group
     from rpctl.controller.maps import Map
 
@@ -135,7 +135,7 @@ def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
     stack.callback(g.close)
     counters = Map.create(abi.MAP_SPECS["member_stats"])
     stack.callback(counters.close)
-    wide = Map.create(abi.MapSpec("wide_slots", bpfsys.MAP_TYPE_ARRAY, 4, 4, 2 * WIDE_SLOTS))
+    wide = Map.create(abi.MapSpec("wide_slots", abi.MAP_TYPE_ARRAY, 4, 4, 2 * WIDE_SLOTS))
     stack.callback(wide.close)
     table = slot_table.build_table({i: 1 for i in range(MEMBERS)}, slots=WIDE_SLOTS)
     wide.write_u32s(0, table)
@@ -282,14 +282,14 @@ def _with_workers(variant: Variant, stack: contextlib.ExitStack) -> Variant:
 def _flow_maps(stack: contextlib.ExitStack) -> list[dict]:
     """The flow tables decision 0010 weighs, for rpctl's default of 65,536 flows:
     LRU hash maps keyed by md->hash and by the 4-tuple, and 4-way sets in an array."""
-    from rpctl.controller import abi, bpfsys
+    from rpctl.controller import abi
     from rpctl.controller.maps import Map
 
     flows = abi.RP_FLOW_TABLE_DEFAULT
     specs = (
-        abi.MapSpec("flows_by_hash", bpfsys.MAP_TYPE_LRU_HASH, 4, 16, flows),
-        abi.MapSpec("flows_by_tuple", bpfsys.MAP_TYPE_LRU_HASH, 12, 16, flows),
-        abi.MapSpec("flow_sets", bpfsys.MAP_TYPE_ARRAY, 4, 64, flows // 4),
+        abi.MapSpec("flows_by_hash", abi.MAP_TYPE_LRU_HASH, 4, 16, flows),
+        abi.MapSpec("flows_by_tuple", abi.MAP_TYPE_LRU_HASH, 12, 16, flows),
+        abi.MapSpec("flow_sets", abi.MAP_TYPE_ARRAY, 4, 64, flows // 4),
     )
     out = []
     for spec in specs:

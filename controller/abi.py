@@ -9,8 +9,6 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-from . import bpfsys
-
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
 RP_ABI_VERSION = 5
@@ -200,6 +198,13 @@ STRUCTS = {
 }
 
 
+# Map types, from include/uapi/linux/bpf.h (enum bpf_map_type): a group's maps are of these.
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_REUSEPORT_SOCKARRAY = 20
+
+
 @dataclass(frozen=True)
 class MapSpec:
     """What one pinned map of a group must be: checked on every open."""
@@ -216,13 +221,13 @@ SIZED_AT_CREATION = 0
 
 # Every map of a group.  The names are an API: pins and -DRP_FD_* macros.
 GROUP_MAPS = (
-    MapSpec("socks", bpfsys.MAP_TYPE_REUSEPORT_SOCKARRAY, 4, 8, RP_MAX_MEMBERS),
-    MapSpec("ctl", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpCtl), 1),
-    MapSpec("gens", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpGen), RP_GENERATIONS),
-    MapSpec("members", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
-    MapSpec("member_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
-    MapSpec("group_stats", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
-    MapSpec("flows", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpFlowSet), SIZED_AT_CREATION),
-    MapSpec("throttle", bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
+    MapSpec("socks", MAP_TYPE_REUSEPORT_SOCKARRAY, 4, 8, RP_MAX_MEMBERS),
+    MapSpec("ctl", MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpCtl), 1),
+    MapSpec("gens", MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpGen), RP_GENERATIONS),
+    MapSpec("members", MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpMember), RP_MAX_MEMBERS),
+    MapSpec("member_stats", MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpMemberStats), RP_MAX_MEMBERS),
+    MapSpec("group_stats", MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpGroupStats), 1),
+    MapSpec("flows", MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpFlowSet), SIZED_AT_CREATION),
+    MapSpec("throttle", MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}

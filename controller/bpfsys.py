@@ -46,12 +46,6 @@ BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_UPDATE_BATCH = 26
 BPF_ENABLE_STATS = 32
 
-# Map types (enum bpf_map_type).
-MAP_TYPE_ARRAY = 2
-MAP_TYPE_PERCPU_ARRAY = 6
-MAP_TYPE_LRU_HASH = 9
-MAP_TYPE_REUSEPORT_SOCKARRAY = 20
-
 # map_flags: an array whose values user space may mmap (Linux 5.5).  rpctl
 # sets it for what comes with it: the values then start on a page boundary.
 BPF_F_MMAPABLE = 1 << 10

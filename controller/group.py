@@ -25,6 +25,7 @@ from . import abi, bpfsys, jiffies, pin_table, probe, quic, slot_table, sockets
 from .adaptive import Reason
 from .errors import InvalidInput, NotFound, RpctlError, StateError, UsageError
 from .maps import Map
+from .naming import check_member_name
 from .options import GroupOptions
 from .refs import Call, Param
 from .state import Layout, check_group_name
@@ -59,15 +60,6 @@ def _failpoint(name: str) -> None:
 
 def _name_of(m: abi.RpMember) -> str:
     return m.name.decode(errors="replace")
-
-
-def check_member_name(name: str) -> str:
-    raw = name.encode()
-    if not name or len(raw) >= abi.RP_NAME_LEN or not name.isprintable() or "=" in name or name.strip() != name:
-        raise InvalidInput(
-            f"member name {name!r}: use 1-{abi.RP_NAME_LEN - 1} printable bytes, no '=' and no surrounding spaces"
-        )
-    return name
 
 
 def check_weight(name: str, weight: object) -> int:

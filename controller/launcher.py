@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import abi, probe, views
+from . import abi, naming, probe, views
 from . import quic
 from . import group as groups
 from . import sockets as socks
@@ -118,7 +118,7 @@ def member_names(name_format: str, count: int) -> list[str]:
             raise InvalidInput(
                 "run: ", Param("name_format", "Launcher"), f" {name_format!r}: only {{i}} may be used ({e})"
             ) from None
-        groups.check_member_name(name)
+        naming.check_member_name(name)
         names.append(name)
     if len(set(names)) != len(names):
         raise InvalidInput(

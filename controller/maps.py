@@ -39,7 +39,7 @@ def array_flags(map_type: int) -> int:
     What that saves was below what this test machine can tell apart (the
     datapath benchmark's "unaligned" rows, docs/benchmarks.md); it costs
     nothing.  A group made without it still works as it was."""
-    return bpfsys.BPF_F_MMAPABLE if map_type == bpfsys.MAP_TYPE_ARRAY else 0
+    return bpfsys.BPF_F_MMAPABLE if map_type == abi.MAP_TYPE_ARRAY else 0
 
 
 class Map:

@@ -15,6 +15,7 @@ import re
 import string
 from typing import Collection, Iterable, NamedTuple
 
+from . import abi
 from .errors import InvalidInput
 
 __all__ = ["DEFAULT_FORMAT", "NAME_FIELDS", "Newcomer", "assign_names", "check_format", "format_name"]
@@ -36,11 +37,18 @@ def check_format(name_format: str, allowed: Collection[str] = NAME_FIELDS) -> li
     return fields
 
 
+def check_member_name(name: str) -> str:
+    raw = name.encode()
+    if not name or len(raw) >= abi.RP_NAME_LEN or not name.isprintable() or "=" in name or name.strip() != name:
+        raise InvalidInput(
+            f"member name {name!r}: use 1-{abi.RP_NAME_LEN - 1} printable bytes, no '=' and no surrounding spaces"
+        )
+    return name
+
+
 def format_name(name_format: str, comm: str, pid: int, fd: int, i: int) -> str:
     """A member name from name_format; {comm} is the process name with characters
     other than letters, digits, '.', '_' and '-' replaced by '_'; {i} counts from 1."""
-    from .group import check_member_name
-
     check_format(name_format)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", comm) or "_"
     try:

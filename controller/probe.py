@@ -119,7 +119,7 @@ def run_checks() -> list[Check]:
     checks.append(_check("privileges", privileges, "run as root"))
 
     def bpffs() -> str:
-        from .state import bpffs_root
+        from .bpffs import bpffs_root
 
         return f"mounted at {bpffs_root(mount=False)}"
 

@@ -41,7 +41,8 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import abi, state
+from . import abi
+from .bpffs import bpffs_root
 from .errors import PermissionDenied
 from .maps import Map
 from .sockets import process_exists
@@ -197,7 +198,7 @@ def _folders(root: str) -> list[tuple[str, str]]:
 def stale_folders(root: str | None = None) -> list[StaleFolder]:
     """Folders of namespaces that no longer exist (empty when in doubt).
     PermissionDenied when this process may not see every namespace."""
-    root = root if root is not None else state.bpffs_root(mount=False)
+    root = root if root is not None else bpffs_root(mount=False)
     folders = _folders(root)  # before the scan: see the module's docstring
     if not folders:
         return []
@@ -226,7 +227,7 @@ def stale_folders(root: str | None = None) -> list[StaleFolder]:
 
 def remove_stale(dry_run: bool = False, root: str | None = None) -> list[StaleFolder]:
     """Remove (or with dry_run only list) the state folders of dead namespaces."""
-    root = root if root is not None else state.bpffs_root(mount=False)
+    root = root if root is not None else bpffs_root(mount=False)
     found = stale_folders(root)
     if dry_run:
         return found

@@ -36,7 +36,7 @@ def kernel_prerequisites():
     if problems:
         pytest.fail("cannot run kernel tests: " + "; ".join(problems), pytrace=False)
     try:
-        from rpctl.controller.state import bpffs_root
+        from rpctl.controller.bpffs import bpffs_root
 
         bpffs_root()
     except RpctlError as e:

@@ -45,7 +45,7 @@ def _pinned_bytes() -> dict[str, bytes]:
     """Every element of every pinned map of every group of this namespace, byte for byte, and the program's id."""
     import ctypes
 
-    from rpctl.controller import abi, bpfsys
+    from rpctl.controller import abi
 
     layout = Layout()
     out = {}
@@ -54,7 +54,7 @@ def _pinned_bytes() -> dict[str, bytes]:
             for spec in abi.GROUP_MAPS:
                 m, raw = g.maps[spec.name], ctypes.c_char * spec.value_size
                 for k in range(spec.max_entries):
-                    if spec.map_type == bpfsys.MAP_TYPE_PERCPU_ARRAY:
+                    if spec.map_type == abi.MAP_TYPE_PERCPU_ARRAY:
                         value = b"".join(bytes(v) for v in m.read_percpu(k, raw))
                     else:
                         got = m.get(k, raw)

@@ -225,7 +225,7 @@ def test_array_maps_hold_their_values_from_a_page_boundary(netns, rpctl, make_me
     clients, _ = _flows_placed(rpctl, members, flows, 2, 64, 9, "--flow-table-size", "4096")
     group = Group.open(_group(rpctl)["name"])
     for name, m in group.maps.items():
-        want = bpfsys.BPF_F_MMAPABLE if m.spec.map_type == bpfsys.MAP_TYPE_ARRAY else 0
+        want = bpfsys.BPF_F_MMAPABLE if m.spec.map_type == abi.MAP_TYPE_ARRAY else 0
         assert bpfsys.map_info(m.fd).map_flags & bpfsys.BPF_F_MMAPABLE == want, name
     with mmap.mmap(group.maps["ctl"].fd, mmap.PAGESIZE, prot=mmap.PROT_READ) as ctl:
         assert struct.unpack_from("=I", ctl, 0)[0] == abi.RP_ABI_VERSION

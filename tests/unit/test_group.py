@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from rpctl.controller.errors import InvalidInput
-from rpctl.controller.group import check_member_name, check_weight
+from rpctl.controller.group import check_weight
+from rpctl.controller.naming import check_member_name
 
 
 @pytest.mark.parametrize("name", ["w", "worker-1", "a" * 31, "é" * 15, "canary_2"])
