@@ -189,7 +189,7 @@ class Serve:
         )
 
     def adaptive(self, on: bool) -> None:
-        from rpctl.controller import views
+        from rpctl.controller.read import views
 
         self.write(on)
         self.proc.send_signal(signal.SIGHUP)
@@ -200,8 +200,8 @@ class Serve:
             time.sleep(0.05)
 
     def members(self):
-        from rpctl.controller import views
-        from rpctl.controller.errors import RpctlError
+        from rpctl.controller.contract.errors import RpctlError
+        from rpctl.controller.read import views
 
         deadline = time.monotonic() + 20
         while True:
@@ -241,8 +241,8 @@ def shared_queue(stack: contextlib.ExitStack):
 
 
 def run(quick: bool) -> None:
-    from rpctl.controller import group as groups
-    from rpctl.controller import sockets
+    from rpctl.controller.kernel import sockets
+    from rpctl.controller.store import group as groups
 
     from tests.support.netns import fresh_netns
 

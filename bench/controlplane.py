@@ -95,7 +95,7 @@ def _create_ms(members: Members, program_cache: str) -> tuple[str, float]:
     """Register the first member of `members` (library call), as a fresh
     process would: no program in memory, `program_cache` the folder of
     kept programs.  The group's name and the milliseconds it took."""
-    from rpctl.controller import compiled
+    from rpctl.controller.kernel import compiled
 
     compiled._memo.clear()
     os.environ[compiled.CACHE_ENV] = program_cache
@@ -111,7 +111,7 @@ def measure(n: int, rounds: int) -> tuple[dict[str, float], tuple[float, float, 
     """Medians per command; ms to create a group with no compiled program
     kept and with one, and to register each further member (library calls,
     mean); the import breakdown.  In a fresh namespace."""
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     with fresh_netns("rpctl-b"), tempfile.TemporaryDirectory(prefix="rpctl-programs-") as programs:
         members, again = Members(port=PORT), Members(port=PORT + 1)

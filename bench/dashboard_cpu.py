@@ -129,9 +129,8 @@ def frame_parts(group_name: str, calls: int) -> dict[str, float]:
     """Median ms of what one frame does, timed in this process: the poll with and without the
     queue depths (sock_diag), and laying out and printing a 160x48 frame."""
     from rich.console import Console
-
     from rpctl.cli.dashboard_screen import History, Snapshot, render
-    from rpctl.controller import views
+    from rpctl.controller.read import views
 
     def poll():
         return Snapshot(time=time.monotonic(), groups=views.read_views(group=group_name), wall=time.time())

@@ -88,7 +88,7 @@ class Variant:
     traffic: Optional[Callable[[Variant, int, int], int]] = None
 
     def run_stats(self) -> tuple[int, int]:
-        from rpctl.controller import bpfsys
+        from rpctl.controller.kernel import bpfsys
 
         info = bpfsys.prog_info(self.prog_fd)
         return info.run_time_ns, info.run_cnt
@@ -109,8 +109,9 @@ def _reference(name: str, function: str, port: int, stack: contextlib.ExitStack,
     its own (filled by fd), `shared` maps passed too, the program attached."""
     import ctypes
 
-    from rpctl.controller import abi, loader, sockets
-    from rpctl.controller.maps import Map
+    from rpctl.controller.contract import abi
+    from rpctl.controller.kernel import loader, sockets
+    from rpctl.controller.kernel.maps import Map
 
     members = _members(port, count, proto)
     stack.callback(members.close)
@@ -127,9 +128,10 @@ def _reference(name: str, function: str, port: int, stack: contextlib.ExitStack,
 def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
     """The live ctl and generations of rpctl group `group_name`, a scratch
     counter map, and the weighted table again as 65,536 u32 per generation."""
-    from rpctl.controller import abi, slot_table
-    from rpctl.controller.group import Group
-    from rpctl.controller.maps import Map
+    from rpctl.controller.contract import abi
+    from rpctl.controller.kernel.maps import Map
+    from rpctl.controller.store.group import Group
+    from rpctl.controller.tables import slot_table
 
     g = Group.open(group_name)
     stack.callback(g.close)
@@ -148,7 +150,7 @@ def _plain_arrays():
     """Groups created inside get array maps without BPF_F_MMAPABLE, as rpctl
     made them before: their values start 56 bytes into a cache line
     (maps.array_flags).  For the "unaligned" rows only."""
-    from rpctl.controller import maps
+    from rpctl.controller.kernel import maps
 
     flags = maps.array_flags
     maps.array_flags = lambda map_type: 0
@@ -161,8 +163,9 @@ def _plain_arrays():
 def _rpctl(name: str, port: int, stack: contextlib.ExitStack, mode: Callable[[str], object],
            count: int = MEMBERS, proto: str = "tcp", options=None, aligned: bool = True) -> Variant:
     """rpctl's program on a group of `count` members (created with `options`), then `mode(group)`."""
-    from rpctl.controller import bpfsys, group
-    from rpctl.controller.state import Layout
+    from rpctl.controller.kernel import bpfsys
+    from rpctl.controller.store import group
+    from rpctl.controller.store.state import Layout
 
     members = _members(port, count, proto)
     stack.callback(members.close)
@@ -179,21 +182,22 @@ def _weighted(g: str) -> None:
 
 
 def _drained(g: str) -> None:
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     group.set_draining(f"w{MEMBERS - 1}", True, group=g)
 
 
 def _cpu_pin(g: str) -> None:
-    from rpctl.controller import pin
+    from rpctl.controller.ops import pin
 
     pin.pin_cpu({"w0": 0, "w1": 1}, group=g)
 
 
 def _rss_pin(g: str) -> None:
-    from tests.support.rss_device import synthetic_device
+    from rpctl.controller.kernel import rss
+    from rpctl.controller.ops import pin
 
-    from rpctl.controller import pin, rss
+    from tests.support.rss_device import synthetic_device
 
     info = synthetic_device({"tcp4": rss.RXH_ADDRS | rss.RXH_PORTS}, queue_cpus=({0}, {1}, {0}, {1}))
     pin.pin_rss(info, {"w0": 0, "w1": 1}, group=g)
@@ -282,8 +286,8 @@ def _with_workers(variant: Variant, stack: contextlib.ExitStack) -> Variant:
 def _flow_maps(stack: contextlib.ExitStack) -> list[dict]:
     """The flow tables decision 0010 weighs, for rpctl's default of 65,536 flows:
     LRU hash maps keyed by md->hash and by the 4-tuple, and 4-way sets in an array."""
-    from rpctl.controller import abi
-    from rpctl.controller.maps import Map
+    from rpctl.controller.contract import abi
+    from rpctl.controller.kernel.maps import Map
 
     flows = abi.RP_FLOW_TABLE_DEFAULT
     specs = (
@@ -318,7 +322,7 @@ def _select_only_groups(ports, stack: contextlib.ExitStack, proto: str = "tcp") 
 
 def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Variant]:
     """UDP groups: the floor, the two flow keys, and rpctl with and without flow affinity."""
-    from rpctl.controller.options import GroupOptions
+    from rpctl.controller.store.options import GroupOptions
 
     def udp_rpctl(**kw) -> Callable[[str], Variant]:
         return _weighted_groups(ports, stack, proto="udp", **kw)
@@ -401,7 +405,7 @@ def _measure(variant: Variant, connections: int, seed: int) -> dict:
 
 def _paths(variant: Variant) -> str:
     """Which path of the program served the variant's connections, from its counters."""
-    from rpctl.controller import views
+    from rpctl.controller.read import views
 
     if not variant.group:
         return "-"
@@ -420,9 +424,9 @@ def _paths(variant: Variant) -> str:
 
 
 def run(quick: bool) -> None:
-    from tests.support.netns import fresh_netns
+    from rpctl.controller.kernel import bpfsys
 
-    from rpctl.controller import bpfsys
+    from tests.support.netns import fresh_netns
 
     rounds = QUICK_ROUNDS if quick else ROUNDS
     connections = QUICK_CONNECTIONS if quick else CONNECTIONS

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from bench import plots
-from bench.common import alternate, median, parse_wrk, span, table, wrk_command, write_section
+from bench.common import alternate, median, parse_wrk, span, table, write_section, wrk_command
 
 SECTION = "end-to-end"
 PORT = 7700
@@ -54,8 +54,9 @@ class Selections:
     """The three ways of selecting, switched on the adopted nginx listeners."""
 
     def __init__(self, group_name: str, stack: contextlib.ExitStack):
-        from rpctl.controller import abi, loader, sockets
-        from rpctl.controller import group as groups
+        from rpctl.controller.contract import abi
+        from rpctl.controller.kernel import loader, sockets
+        from rpctl.controller.store import group as groups
 
         g = groups.Group.open(group_name)
         stack.callback(g.close)
@@ -77,7 +78,7 @@ class Selections:
         stack.callback(os.close, self.floor_fd)
 
     def use(self, name: str) -> None:
-        from rpctl.controller import sockets
+        from rpctl.controller.kernel import sockets
 
         if name == "kernel default":
             sockets.detach_program(self.sock)
@@ -88,7 +89,7 @@ class Selections:
 
     def placed(self) -> int:
         """Connections rpctl's program has placed so far."""
-        from rpctl.controller import abi
+        from rpctl.controller.contract import abi
 
         return sum(abi.selections(t) for t in self.group.member_totals())
 
@@ -102,10 +103,10 @@ def one_round(sel: Selections, name: str, seconds: float) -> dict:
 
 
 def run(quick: bool) -> None:
+    from rpctl.controller.ops import adopt
+
     from tests.support.netns import fresh_netns
     from tests.support.nginx import NGINX, Nginx
-
-    from rpctl.controller import adopt
 
     if not os.access(NGINX, os.X_OK):
         raise RuntimeError(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")

@@ -153,8 +153,11 @@ def _percentile(values: list[int], q: float) -> float:
 
 def one_round(variant: str, seconds: float, seed: int) -> dict:
     """One run of `variant` in a fresh namespace."""
+    from rpctl.controller.ops import pin
+    from rpctl.controller.read import views
+    from rpctl.controller.store import group
+
     from tests.support.netns import fresh_netns
-    from rpctl.controller import group, pin, views
 
     with fresh_netns("rpctl-bench-loc-"):
         workers = [_spawn("--worker", "--cpu", str(cpu), "--port", str(PORT),

@@ -2,7 +2,7 @@
 little of the hash space a change moves.
 
 Two levels, side by side:
-- the table: controller/slot_table.py's slot table itself (pure, exact), at 4,
+- the table: controller/tables/slot_table.py's slot table itself (pure, exact), at 4,
   64 and 256 members;
 - the kernel: real TCP connections from varied loopback sources to a group
   of 4 registered members in a fresh network namespace, and the same sources
@@ -21,12 +21,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from rpctl.controller.contract import abi
+from rpctl.controller.store import group as groups
+from rpctl.controller.tables import slot_table
+
 from bench.common import alternate, table, write_section
 from tests.support.netns import fresh_netns
 from tests.support.traffic import Members, tcp_connections, tcp_placements, tcp_sources
-
-from rpctl.controller import group as groups
-from rpctl.controller import abi, slot_table
 
 SECTION = "steering-quality"
 PORT = 7400
@@ -208,7 +209,7 @@ def report(errors, moves, connections: int, rounds: int, n_sources: int) -> str:
         "```",
         "",
         "Share error: the largest |share - weight share| over the members, in percentage points.",
-        "The table column is the slot table controller/slot_table.py builds (the vector stretched to",
+        "The table column is the slot table controller/tables/slot_table.py builds (the vector stretched to",
         "n members: even; 1, 2, 3, 4 repeating; a last member at 1 %); the kernel column counts",
         f"{connections * rounds} real TCP connections from varied loopback sources per vector ({rounds} rounds, the",
         f"vectors alternating) to {KERNEL_MEMBERS} registered members (sigma: the binomial sampling error",

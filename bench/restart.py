@@ -33,12 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import alternate, median, parse_wrk, table, wrk_command, write_section
+from rpctl.cli.demo import worker as demo_worker
+from rpctl.controller.contract.errors import NotFound
+from rpctl.controller.read import views
+
+from bench.common import alternate, median, parse_wrk, table, write_section, wrk_command
 from tests.support.launched import wait_until
 from tests.support.netns import fresh_netns
-from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import views
-from rpctl.controller.errors import NotFound
 
 SECTION = "rolling-restart"
 PORT = 7400

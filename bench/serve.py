@@ -33,8 +33,8 @@ from pathlib import Path
 
 from bench.common import median, table, write_section
 from bench.dashboard_cpu import cpu_seconds, ms_per_call
-from tests.support.netns import fresh_netns
 from tests.support.launched import wait_until
+from tests.support.netns import fresh_netns
 from tests.support.nginx import Nginx, group_config
 from tests.support.traffic import ClientLoad, LightLoad, Members
 
@@ -71,8 +71,8 @@ class _Serve:
 
 
 def _member_count() -> int:
-    from rpctl.controller import views
-    from rpctl.controller.errors import RpctlError
+    from rpctl.controller.contract.errors import RpctlError
+    from rpctl.controller.read import views
 
     try:
         return sum(not m.gone for m in views.read_view("web", with_queues=False).members)
@@ -81,13 +81,13 @@ def _member_count() -> int:
 
 
 def _listeners() -> set[int]:
-    from rpctl.controller import diag
+    from rpctl.controller.kernel import diag
 
     return set(diag.listeners(socket.IPPROTO_TCP, PORT, socket.AF_INET))
 
 
 def _steered_to(cookie: int) -> int:
-    from rpctl.controller import views
+    from rpctl.controller.read import views
 
     for m in views.read_view("web", with_queues=False).members:
         if m.cookie == cookie and not m.gone:
@@ -144,8 +144,9 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
 def look_and_reconcile_ms(config: str, calls: int) -> tuple[float, float]:
     """Median ms of serve's cheap look at the group (watch.signs) and of a full
     reconcile that finds nothing to do, timed in this process."""
-    from rpctl.controller import config as configs
-    from rpctl.controller import reconcile, views, watch
+    from rpctl.controller.ops import config as configs
+    from rpctl.controller.ops import reconcile, watch
+    from rpctl.controller.read import views
 
     spec = configs.load(config).group("web")
     pids = [m.pid for m in views.read_view("web", with_queues=False).members]

@@ -74,10 +74,10 @@ class Rig:
     """The workers, the senders and the switch between the two selections."""
 
     def __init__(self, stack: contextlib.ExitStack):
-        from tests.support.traffic import Members
+        from rpctl.controller.kernel import sockets
+        from rpctl.controller.store import group as groups
 
-        from rpctl.controller import group as groups
-        from rpctl.controller import sockets
+        from tests.support.traffic import Members
 
         ctx = multiprocessing.get_context("fork")
         self.members = Members(proto="udp", port=PORT)

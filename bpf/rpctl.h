@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * rpctl.h: every struct, enum and limit shared by the SK_REUSEPORT program
- * (steer.bpf.c) and the Python controller (controller/abi.py mirrors it and
+ * (steer.bpf.c) and the Python controller (controller/contract/abi.py mirrors it and
  * tests/unit/test_abi.py holds the two to the same sizes and offsets).
  *
  * Fixed-width types only; padding is written out so that both sides agree

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, group_option, group_options, group_options_of, port_number
 
 if TYPE_CHECKING:
-    from rpctl.controller.adopt import AdoptResult
+    from rpctl.controller.ops.adopt import AdoptResult
 
 
 def adopt_lines(results: list[AdoptResult]) -> list[str]:
@@ -37,7 +37,7 @@ def adopt_lines(results: list[AdoptResult]) -> list[str]:
 
 
 def cmd_adopt(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import adopt
+    from rpctl.controller.ops import adopt
 
     results = adopt.adopt(
         args.port, group=args.group, name_format=args.name_format, proto=args.proto, addr=args.addr,

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-from rpctl.controller.errors import ExitStatus, PermissionDenied, RpctlError, Unsupported
+from rpctl.controller.contract.errors import ExitStatus, PermissionDenied, RpctlError, Unsupported
 
-from .common import Environment, add_command, json_option
+from .common import Environment, add_command, config_option, json_option
 from .wording import error_line
 
 
 def cmd_apply(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import config, reconcile
-    from rpctl.controller.group import unload
-    from rpctl.controller.state import Layout
+    from rpctl.controller.ops import config, reconcile
+    from rpctl.controller.store.group import unload
+    from rpctl.controller.store.state import Layout
 
     from .json_docs import plan_json
 
@@ -61,11 +61,6 @@ def cmd_apply(env: Environment, args) -> ExitStatus:
     return status
 
 
-# controller.config.DEFAULT_PATH, spelled here so that building the parser (every
-# command does) does not import the config module; a unit test holds the two equal.
-DEFAULT_PATH = "/etc/rpctl/rpctl.toml"
-
-
 def add_commands(sub) -> None:
     p = add_command(
         sub,
@@ -85,8 +80,7 @@ def add_commands(sub) -> None:
             "kept by `rpctl serve`.  The README's \"Groups in a file\" documents every key."
         ),
     )
-    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_PATH,
-                   help=f"the config file (default {DEFAULT_PATH})")
+    config_option(p)
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     p.add_argument("--prune", action="store_true", help="unload the groups of this namespace the file does not name")
     json_option(p, help="print the plans as JSON")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, json_option
 from .text import folder_text
 
 if TYPE_CHECKING:
-    from rpctl.controller.stale_state import StaleFolder
+    from rpctl.controller.store.stale_state import StaleFolder
 
 
 def cleanup_lines(folders: list[StaleFolder], dry_run: bool) -> list[str]:
@@ -22,7 +22,7 @@ def cleanup_lines(folders: list[StaleFolder], dry_run: bool) -> list[str]:
 
 
 def cmd_cleanup(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import stale_state
+    from rpctl.controller.store import stale_state
 
     folders = stale_state.remove_stale(dry_run=args.dry_run)
     if args.json:

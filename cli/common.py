@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
-from rpctl.controller.errors import ExitStatus, InvalidInput, UsageError
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, UsageError
 
 PROG = "rpctl"
 
@@ -109,6 +109,17 @@ def group_option(p: argparse.ArgumentParser, help: str = GROUP_HELP) -> None:
     p.add_argument("--group", "-g", metavar="G", help=help)
 
 
+# controller.ops.config.DEFAULT_PATH, spelled here so that building the parser (every
+# command does) does not import the config module; a unit test holds the two equal.
+DEFAULT_CONFIG_PATH = "/etc/rpctl/rpctl.toml"
+
+
+def config_option(p: argparse.ArgumentParser) -> None:
+    """-c/--config FILE of the commands that read rpctl.toml."""
+    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_CONFIG_PATH,
+                   help=f"the config file (default {DEFAULT_CONFIG_PATH})")
+
+
 def json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
     p.add_argument("--json", action="store_true", help=help)
 
@@ -128,7 +139,7 @@ def prometheus_options(p: argparse.ArgumentParser, window: bool = False) -> None
 
 
 def group_options(p: argparse.ArgumentParser) -> None:
-    """The options a command that may create a group takes (controller/options.py)."""
+    """The options a command that may create a group takes (controller/store/options.py)."""
     p.add_argument(
         "--flow-affinity", action=argparse.BooleanOptionalAction, default=None,
         help="UDP: keep each flow on the member it was placed on while that member's socket lives "
@@ -148,7 +159,7 @@ def group_options(p: argparse.ArgumentParser) -> None:
 
 def group_options_of(args):
     """The GroupOptions of parsed group_options() flags (None for those not given)."""
-    from rpctl.controller.options import GroupOptions
+    from rpctl.controller.store.options import GroupOptions
 
     return GroupOptions(args.flow_affinity, args.flow_table_size, args.flow_idle_timeout, args.quic,
                         args.quic_server_id_length)

@@ -8,7 +8,7 @@ shows, cli/dashboard_screen.py.
 
 from __future__ import annotations
 
-from rpctl.controller.errors import ExitStatus, InvalidInput, UsageError
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, UsageError
 
 from .common import Environment, add_command, group_option, prometheus_options
 from .live import DEFAULT_INTERVAL, MAX_INTERVAL, MIN_INTERVAL
@@ -19,7 +19,7 @@ FLEET_MIN_INTERVAL = 1.0
 
 
 def cmd_dashboard(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     from . import live
     from .dashboard_screen import History
@@ -53,7 +53,7 @@ def cmd_dashboard(env: Environment, args) -> ExitStatus:
 def _fleet_read(args):
     """The read of every poll through Prometheus; the first read is done here, so that a wrong
     URL or selector is one line and an exit code, not an empty screen."""
-    from rpctl.controller.prometheus_source import DEFAULT_WINDOW, PrometheusApi, read_fleet
+    from rpctl.controller.read.prometheus_source import DEFAULT_WINDOW, PrometheusApi, read_fleet
 
     from . import live
 

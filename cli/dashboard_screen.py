@@ -23,15 +23,21 @@ from typing import Deque, Optional
 from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
-
-from rpctl.controller.abi import SELECTION_COUNTERS
-from rpctl.controller.views import ACTIVE, STATES, GroupView, MemberView
+from rpctl.controller.read.views import ACTIVE, STATES, GroupView, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
 from .text import (
-    STATE_STYLE, UNREACHABLE, counter_texts, flow_table_text, mode_text, pct, pin_text,
-    rate_text, rate_unit, unmanaged_warning,
+    STATE_STYLE,
+    UNREACHABLE,
+    counter_texts,
+    flow_table_text,
+    mode_text,
+    pct,
+    pin_text,
+    rate_text,
+    rate_unit,
+    unmanaged_warning,
 )
 
 STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
@@ -84,11 +90,6 @@ EVENT_STYLE = {
     "group+": "bold green",
     "group-": "bold red",
 }
-
-
-def member_total(m: MemberView) -> int:
-    """Every connection (datagram) the program placed on the member, however it chose it."""
-    return sum(getattr(m, name) for name in SELECTION_COUNTERS)
 
 
 class _Series:
@@ -167,7 +168,7 @@ class History:
                 series = self.series.get(k)
                 if series is None:
                     series = self.series[k] = _Series()
-                series.add(snap.time, member_total(m))
+                series.add(snap.time, m.selections)
                 series.trim(snap.time - self.window - 1.0)
         for k in [k for k in self.series if k not in seen]:
             del self.series[k]  # unregistered or replaced: nothing shows it any more

@@ -6,7 +6,7 @@ rpctl.cli.demo; this module only puts the command on the parser.
 
 from __future__ import annotations
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command
 

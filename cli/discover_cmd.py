@@ -14,12 +14,12 @@ import json
 import socket
 from typing import TYPE_CHECKING, Any, Optional
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, json_option, port_number
 
 if TYPE_CHECKING:
-    from rpctl.controller.discover import Endpoint, Holder, Listener
+    from rpctl.controller.kernel.discover import Endpoint, Holder, Listener
 
 __all__ = ["add_commands", "cmd_discover", "endpoint_table", "endpoints_json"]
 
@@ -98,7 +98,7 @@ def endpoint_table(ep: Endpoint):
 
 
 def cmd_discover(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import discover
+    from rpctl.controller.kernel import discover
 
     eps = discover.discover(port=args.port, proto=args.proto)
     if args.json:

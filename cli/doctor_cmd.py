@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from rpctl.controller.errors import ExitStatus, RpctlError
-from rpctl.controller.probe import Check
+from rpctl.controller.contract.errors import ExitStatus, RpctlError
+from rpctl.controller.kernel.probe import Check
 
 from .common import Environment, add_command, json_option
 
@@ -16,8 +16,8 @@ def state_checks(machine: list[Check]) -> list[Check]:
     folders of namespaces that no longer exist.  Read only when bpffs is there."""
     if not any(c.name == "bpffs" and c.ok for c in machine):
         return []
-    from rpctl.controller import stale_state
-    from rpctl.controller.views import read_views
+    from rpctl.controller.read.views import read_views
+    from rpctl.controller.store import stale_state
 
     from .text import folder_text, unmanaged_warning
     from .wording import error_line
@@ -44,7 +44,7 @@ def state_checks(machine: list[Check]) -> list[Check]:
 
 
 def cmd_doctor(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import probe
+    from rpctl.controller.kernel import probe
 
     checks = probe.run_checks()
     checks += state_checks(checks)

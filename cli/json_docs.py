@@ -1,18 +1,18 @@
 """Group views -> the JSON documents of `--json`.  Pure: no I/O and no rich.
 
 The JSON keys are a stable interface (snake_case, documented in README):
-counters are keyed by their one name (controller/views.py's tables).
+counters are keyed by their one name (controller/read/views.py's tables).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from rpctl.controller.probe import Check
-from rpctl.controller.views import GroupView, MemberView
+from rpctl.controller.kernel.probe import Check
+from rpctl.controller.read.views import GroupView, MemberView
 
 if TYPE_CHECKING:
-    from rpctl.controller.reconcile import Plan
+    from rpctl.controller.ops.reconcile import Plan
 
 
 def member_json(m: MemberView) -> dict[str, Any]:

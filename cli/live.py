@@ -36,8 +36,8 @@ def local_read(group: Optional[str]) -> Callable[[], list]:
     A group removed while we read is not an error: the dashboard shows it
     gone (an event) and goes on.
     """
-    from rpctl.controller.errors import NotFound
-    from rpctl.controller.views import read_views
+    from rpctl.controller.contract.errors import NotFound
+    from rpctl.controller.read.views import read_views
 
     def read() -> list:
         try:
@@ -52,7 +52,7 @@ def fleet_read(read: Callable[[], list]) -> Callable[[], list]:
     """What a poll reads through Prometheus: `read`, or the groups of the last poll that could
     read when this one cannot (the server restarts, the network hiccups): the dashboard goes
     on, and its events say nothing that did not happen."""
-    from rpctl.controller.errors import RpctlError
+    from rpctl.controller.contract.errors import RpctlError
 
     last: list = []
 

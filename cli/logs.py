@@ -16,7 +16,7 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from rpctl.controller.errors import RpctlError
+from rpctl.controller.contract.errors import RpctlError
 
 from .wording import error_text
 

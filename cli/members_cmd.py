@@ -7,13 +7,13 @@ back to the kernel's own selection.
 
 from __future__ import annotations
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, group_option, group_options, group_options_of
 
 
 def cmd_register(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     r = group.register(args.name, args.pid, args.fd, group=args.group, weight=args.weight, replace=args.replace,
                        options=group_options_of(args), quic_server_id=args.quic_server_id)
@@ -30,7 +30,7 @@ def cmd_register(env: Environment, args) -> ExitStatus:
 
 
 def cmd_unregister(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     name = group.unregister(args.name, group=args.group)
     env.out(f"unregistered {args.name} from group {name}: its socket gets no new connection while rpctl steers")
@@ -38,7 +38,7 @@ def cmd_unregister(env: Environment, args) -> ExitStatus:
 
 
 def cmd_unload(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     name, detached = group.unload(group=args.group, force=args.force)
     how = "detached the program and " if detached else ""

@@ -6,21 +6,17 @@ takes no lock, so it runs beside any other rpctl command, a writer stuck
 holding a group's lock does not stall a scrape, and the program never waits
 for it: steering does not involve this process at all.
 
-Every command builds the parser, which imports this module: prometheus_client
-and the metric families (cli/metrics_families.py) are imported by the handler
-only, so no other command pays for them.
+The exporter itself (cli/exporter.py) is shared with `rpctl serve --metrics`.
 """
 
 from __future__ import annotations
 
-import errno
 import signal
-import threading
-from typing import Callable, Optional
 
-from rpctl.controller.errors import ExitStatus, InvalidInput, PermissionDenied, RpctlError
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, group_option
+from .exporter import GroupCollector, start_exporter, url_host
 
 # Signals that end the exporter cleanly: Ctrl-C, `kill`, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -62,66 +58,9 @@ metrics (labels group, member; counters restart when a member is registered agai
   process_*                           the exporter's own CPU, memory and file descriptors"""
 
 
-class GroupCollector:
-    """A prometheus_client collector that reads the pinned state at scrape time.
-
-    A scrape that cannot read the state (the group was unloaded, the state
-    is damaged) answers rpctl_up 0 instead of an HTTP error, so Prometheus
-    tells "rpctl says the group is gone" from "the exporter is down".  The
-    reason goes to `log` once, not once per scrape.
-    """
-
-    def __init__(self, group: Optional[str], log: Callable[[str], None]):
-        self.group = group
-        self.log = log
-        self._lock = threading.Lock()  # scrapes run in threads of their own
-        self._last_error: Optional[str] = None
-
-    def read(self):
-        """The views of this scrape; raises what reading raises."""
-        from rpctl.controller.views import read_views
-
-        return read_views(group=self.group, with_queues=True)
-
-    def collect(self):
-        from .metrics_families import families
-        from .wording import error_text
-
-        try:
-            views, error = self.read(), None
-        except (RpctlError, OSError) as e:
-            views, error = [], error_text(e) if isinstance(e, RpctlError) else str(e)
-        with self._lock:
-            if error != self._last_error:
-                self.log(f"cannot read the pinned state: {error}" if error else "reading the pinned state again")
-            self._last_error = error
-        return families(views, up=error is None)
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def start_exporter(host: str, port: int, collector: GroupCollector):
-    """prometheus_client's HTTP server on (host, port) with the collector and the process metrics;
-    returns (server, thread).  A refused address is one line and an exit code."""
-    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-
-    registry = CollectorRegistry()
-    registry.register(collector)
-    ProcessCollector(registry=registry)
-    where = f"{url_host(host)}:{port}"
-    try:
-        return start_http_server(port, addr=host, registry=registry)
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(f"metrics: listen on {where}: {e.strerror} (ports below 1024 need root)") from None
-        raise InvalidInput(f"metrics: listen on {where}: {e.strerror}") from None
-
-
 def cmd_metrics(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group as groups
-    from rpctl.controller.launcher import parse_listen
+    from rpctl.controller.ops.launcher import parse_listen
+    from rpctl.controller.store import group as groups
 
     host, port = parse_listen(args.listen, "metrics: --listen")
     if args.group is not None:

@@ -18,10 +18,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-
-from rpctl.controller.views import GroupView
-
-from rpctl.controller.views import GROUP_COUNTERS, MEMBER_COUNTERS, STATES
+from rpctl.controller.read.views import GROUP_COUNTERS, MEMBER_COUNTERS, STATES, GroupView
 
 GROUP = ["group"]
 MEMBER = ["group", "member"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from rpctl.controller.errors import ExitStatus, InvalidInput, UsageError
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, UsageError
 
 from .common import Environment, add_command, group_option, json_option, parse_assignments
 
@@ -58,7 +58,7 @@ def _check_options(args) -> None:
 
 
 def _assignment_lines(result) -> list[str]:
-    from rpctl.controller.pin_table import format_cpus
+    from rpctl.controller.tables.pin_table import format_cpus
 
     what = "CPU" if result.mode == "cpu" else "queue"
     by_member: dict[str, list[int]] = {}
@@ -113,7 +113,8 @@ def explain_text(exp) -> list[str]:
 
 
 def cmd_pin(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import pin, rss
+    from rpctl.controller.kernel import rss
+    from rpctl.controller.ops import pin
 
     _check_options(args)
     mapping = parse_map(args.map)

@@ -11,14 +11,23 @@ from typing import Iterable
 from rich.console import Group as RenderGroup
 from rich.table import Table
 from rich.text import Text
-
-from rpctl.controller.views import THROTTLED, GroupView, MemberView
-from rpctl.controller.probe import Check
+from rpctl.controller.kernel.probe import Check
+from rpctl.controller.read.views import THROTTLED, GroupView, MemberView
 
 from .layout import table_lines
 from .text import (
-    STATE_STYLE, UNREACHABLE, counter_texts, flow_table_text, mode_text, opt, pct,
-    pin_text, rate_text, rate_unit, throttle_lines, unmanaged_warning,
+    STATE_STYLE,
+    UNREACHABLE,
+    counter_texts,
+    flow_table_text,
+    mode_text,
+    opt,
+    pct,
+    pin_text,
+    rate_text,
+    rate_unit,
+    throttle_lines,
+    unmanaged_warning,
 )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-from rpctl.controller.errors import ExitStatus, InvalidInput
+
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput
 
 from .common import Environment, add_command, drain_progress, group_option, json_option
 
@@ -48,7 +49,7 @@ def _positive(option: str, value: float) -> float:
 
 
 def _options(args):
-    from rpctl.controller.restart import RestartOptions
+    from rpctl.controller.ops.restart import RestartOptions
 
     cmd = list(args.cmd)
     if args.hook and not cmd:
@@ -86,14 +87,14 @@ def _progress(env: Environment, command: str):
 
 
 def cmd_restart(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import restart
+    from rpctl.controller.ops import restart
 
     done = restart.restart(args.names, group=args.group, opts=_options(args), progress=_progress(env, "restart"))
     return _report(env, args, done)
 
 
 def cmd_rollout(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import restart
+    from rpctl.controller.ops import restart
 
     done = restart.rollout(group=args.group, batch=args.batch, opts=_options(args),
                            progress=_progress(env, "rollout"))

@@ -1,6 +1,6 @@
 """How the command line describes a network device's RSS (the head of `pin rss --explain`).
 
-The facts are the library's (rpctl.controller.rss.RssInfo, filled by
+The facts are the library's (rpctl.controller.kernel.rss.RssInfo, filled by
 read_device); the sentences are the command line's.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rpctl.controller.pin_table import format_cpus
-from rpctl.controller.rss import fields_text
+from rpctl.controller.kernel.rss import fields_text
+from rpctl.controller.tables.pin_table import format_cpus
 
 if TYPE_CHECKING:
-    from rpctl.controller.rss import RssInfo
+    from rpctl.controller.kernel.rss import RssInfo
 
 __all__ = ["describe"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, group_option, group_options, group_options_of
 
@@ -35,7 +35,7 @@ daemonizing).  Children die with run, even with a SIGKILLed run."""
 
 
 def cmd_run(env: Environment, args) -> ExitStatus:
-    from rpctl.controller.launcher import Launcher
+    from rpctl.controller.ops.launcher import Launcher
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -55,8 +55,8 @@ def cmd_run(env: Environment, args) -> ExitStatus:
 
 def add_commands(sub) -> None:
     # Not from launcher.py: every rpctl command builds this parser.
-    from rpctl.controller.abi import RP_MAX_MEMBERS as MAX_COUNT
-    from rpctl.controller.sockets import DEFAULT_LISTEN
+    from rpctl.controller.contract.abi import RP_MAX_MEMBERS as MAX_COUNT
+    from rpctl.controller.kernel.sockets import DEFAULT_LISTEN
 
     p = add_command(
         sub,

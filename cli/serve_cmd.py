@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
-from .apply_cmd import DEFAULT_PATH
-from .common import Environment, add_command
+from .common import Environment, add_command, config_option
 
 DESCRIPTION = """\
 Keep every group of FILE (the config file, see `rpctl apply`) as the file
@@ -28,14 +27,14 @@ contrib/systemd/rpctl.service."""
 
 
 def cmd_serve(env: Environment, args) -> ExitStatus:
-    from rpctl.controller.serve import Serve
+    from rpctl.controller.ops.serve import Serve
 
     serve = Serve(args.config)
     if args.metrics is None:
         return ExitStatus(serve.run())
-    from rpctl.controller.launcher import parse_listen
+    from rpctl.controller.ops.launcher import parse_listen
 
-    from .metrics_cmd import GroupCollector, start_exporter, url_host
+    from .exporter import GroupCollector, start_exporter, url_host
 
     host, port = parse_listen(args.metrics, "serve: --metrics")
     collector = GroupCollector(None, log=lambda message: env.err(f"rpctl serve: metrics: {message}"))
@@ -63,7 +62,6 @@ def add_commands(sub) -> None:
         description=DESCRIPTION,
         log_prefix="rpctl serve",
     )
-    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_PATH,
-                   help=f"the config file (default {DEFAULT_PATH})")
+    config_option(p)
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="also serve `rpctl metrics`' endpoint there ([V6]:PORT for IPv6)")

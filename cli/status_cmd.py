@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from rpctl.controller.errors import ExitStatus, UsageError
+from rpctl.controller.contract.errors import ExitStatus, UsageError
 
 from .common import Environment, add_command, group_option, json_option, prometheus_options
 
@@ -15,7 +15,7 @@ def cmd_status(env: Environment, args) -> ExitStatus:
         return _fleet_status(env, args)
     if args.match is not None or args.window is not None:
         raise UsageError("status: --match and --window need --prometheus URL")
-    from rpctl.controller.views import read_views
+    from rpctl.controller.read.views import read_views
 
     views = read_views(group=args.group)
     if args.json:
@@ -35,7 +35,7 @@ def cmd_status(env: Environment, args) -> ExitStatus:
 
 
 def _fleet_status(env: Environment, args) -> ExitStatus:
-    from rpctl.controller.prometheus_source import DEFAULT_WINDOW, PrometheusApi, read_fleet
+    from rpctl.controller.read.prometheus_source import DEFAULT_WINDOW, PrometheusApi, read_fleet
 
     if args.group is not None:
         raise UsageError('status: with --prometheus, select groups with --match \'{group="NAME"}\'')

@@ -1,21 +1,21 @@
 """`rpctl weights`, `rpctl drain`, `rpctl undrain`: how new connections are shared.
 
 Each change is one atomic publish of the group's next generation (see
-controller/group.py): the program never sees half a change.
+controller/store/group.py): the program never sees half a change.
 """
 
 from __future__ import annotations
 
 import json
 
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, drain_progress, group_option, json_option, parse_assignments
 
 
 def cmd_weights(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
-    from rpctl.controller.views import read_view
+    from rpctl.controller.read.views import read_view
+    from rpctl.controller.store import group
 
     if args.assignments:
         group.set_weights(parse_assignments(args.assignments), group=args.group)
@@ -34,7 +34,8 @@ def cmd_weights(env: Environment, args) -> ExitStatus:
 
 
 def cmd_drain(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import drain, group
+    from rpctl.controller.ops import drain
+    from rpctl.controller.store import group
 
     name = group.set_draining(args.name, True, force=args.force, group=args.group)
     env.out(f"draining {args.name} in group {name}: it takes no new connection")
@@ -51,7 +52,7 @@ def cmd_drain(env: Environment, args) -> ExitStatus:
 
 
 def cmd_undrain(env: Environment, args) -> ExitStatus:
-    from rpctl.controller import group
+    from rpctl.controller.store import group
 
     name = group.set_draining(args.name, False, group=args.group)
     env.out(f"undrained {args.name} in group {name}: back at its weight")

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
-from rpctl.controller.pin_table import format_cpus
-from rpctl.controller.views import (
+from rpctl.controller.read.views import (
     ACTIVE,
     DRAINED,
     DRAINING,
@@ -18,9 +17,10 @@ from rpctl.controller.views import (
     GroupView,
     MemberView,
 )
+from rpctl.controller.tables.pin_table import format_cpus
 
 if TYPE_CHECKING:
-    from rpctl.controller.stale_state import StaleFolder
+    from rpctl.controller.store.stale_state import StaleFolder
 
 # Member state -> the rich style it is shown in (a name, not a rich object).
 STATE_STYLE = {ACTIVE: "green", THROTTLED: "magenta", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}

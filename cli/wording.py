@@ -1,7 +1,7 @@
 """How the command line words an error: one line and an exit code.
 
 The library's errors name its own parameters and operations as references
-(rpctl.controller.refs: Param, Call) among the text of their message; here
+(rpctl.controller.contract.refs: Param, Call) among the text of their message; here
 one table words each as the command line spells it: the parameter `group`
 as `--group`, the call `unload(group=web)` as `rpctl unload --group web`.
 A reference not in the table keeps the library's wording.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import errno
 from typing import Any, Callable, Mapping, Union
 
-from rpctl.controller.errors import ExitStatus, PermissionDenied, RpctlError
-from rpctl.controller.refs import Call, Param, Ref, library_word, render
+from rpctl.controller.contract.errors import ExitStatus, PermissionDenied, RpctlError
+from rpctl.controller.contract.refs import Call, Param, Ref, library_word, render
 
 __all__ = ["COMMANDS", "FLAGS", "cli_word", "error_line", "error_text"]
 

@@ -1,7 +1,7 @@
 """rpctl's controller: the library behind the `rpctl` command line.
 
 It never prints or exits: it returns data, raises the errors of
-rpctl.controller.errors, and logs to logging.getLogger("rpctl.<module>")
+rpctl.controller.contract.errors, and logs to logging.getLogger("rpctl.<module>")
 (no handler of its own).
 
 Public modules (import them, or reach them as attributes of this package):
@@ -31,8 +31,15 @@ Public modules (import them, or reach them as attributes of this package):
     errors    the exception tree and its exit codes
     refs      references to the library's parameters and operations inside error messages
 
-The other modules (abi, bpfsys, diag, flows, headers, loader, maps,
-pin_table, process, slot_table, toeplitz) are its insides.
+The other modules (abi, bpffs, bpfsys, compiled, diag, flows, headers,
+jiffies, loader, maps, pin_table, process, slot_table, toeplitz, adaptive,
+prometheus_source) are its insides.
+
+Each module lives in the package of its layer, lowest first: contract,
+tables (pure), kernel, store, read, ops.  A module imports from its own
+layer and the layers below it, never above (tests/unit/test_import_graph.py
+holds the rule).  The names above are where the public modules are
+reached: `rpctl.controller.group` is rpctl.controller.store.group.
 
 Importing this package imports nothing: modules and names load on first
 use, so that a command pays only for what it uses (bcc alone costs 40-70 ms
@@ -44,32 +51,33 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-MODULES = (
-    "adopt",
-    "config",
-    "discover",
-    "drain",
-    "errors",
-    "group",
-    "join",
-    "launcher",
-    "naming",
-    "notify",
-    "options",
-    "pin",
-    "probe",
-    "quic",
-    "reconcile",
-    "refs",
-    "restart",
-    "rss",
-    "serve",
-    "sockets",
-    "stale_state",
-    "state",
-    "views",
-    "watch",
-)
+# Public module -> where it lives (its layer's package).
+MODULES = {
+    "adopt": "ops.adopt",
+    "config": "ops.config",
+    "discover": "kernel.discover",
+    "drain": "ops.drain",
+    "errors": "contract.errors",
+    "group": "store.group",
+    "join": "store.join",
+    "launcher": "ops.launcher",
+    "naming": "tables.naming",
+    "notify": "ops.notify",
+    "options": "store.options",
+    "pin": "ops.pin",
+    "probe": "kernel.probe",
+    "quic": "tables.quic",
+    "reconcile": "ops.reconcile",
+    "refs": "contract.refs",
+    "restart": "ops.restart",
+    "rss": "kernel.rss",
+    "serve": "ops.serve",
+    "sockets": "kernel.sockets",
+    "stale_state": "store.stale_state",
+    "state": "store.state",
+    "views": "read.views",
+    "watch": "ops.watch",
+}
 
 # The main names, by the module that defines them.
 _NAMES = {
@@ -114,11 +122,11 @@ __all__ = [*MODULES, *sorted(_NAMES)]
 
 def __getattr__(name: str) -> Any:
     if name in MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+        return importlib.import_module(f"{__name__}.{MODULES[name]}")
     module = _NAMES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(importlib.import_module(f"{__name__}.{MODULES[module]}"), name)
 
 
 def __dir__() -> list[str]:
@@ -126,12 +134,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import adopt, discover, drain, errors, group, join, launcher, options, pin, probe, refs, restart, rss
-    from . import config, naming, notify, reconcile, serve, sockets, stale_state, state, views, watch
-    from .adopt import AdoptResult
-    from .config import Config, GroupSpec
-    from .drain import wait_drained
-    from .errors import (
+    from .contract import errors, refs
+    from .contract.errors import (
         ExitStatus,
         InvalidInput,
         NotFound,
@@ -142,13 +146,21 @@ if TYPE_CHECKING:
         UsageError,
         WaitTimeout,
     )
-    from .group import Group, Registration, register, resolve_group, set_draining, set_weights, unload, unregister
-    from .launcher import Launcher
-    from .options import GroupOptions
-    from .reconcile import Plan
-    from .restart import RestartOptions, Restarted
-    from .serve import Serve
-    from .sockets import EndpointKey
-    from .stale_state import remove_stale
-    from .state import Layout
-    from .views import GroupView, MemberView, read_view, read_views
+    from .kernel import discover, probe, rss, sockets
+    from .kernel.sockets import EndpointKey
+    from .ops import adopt, config, drain, launcher, notify, pin, reconcile, restart, serve, watch
+    from .ops.adopt import AdoptResult
+    from .ops.config import Config, GroupSpec
+    from .ops.drain import wait_drained
+    from .ops.launcher import Launcher
+    from .ops.reconcile import Plan
+    from .ops.restart import Restarted, RestartOptions
+    from .ops.serve import Serve
+    from .read import views
+    from .read.views import GroupView, MemberView, read_view, read_views
+    from .store import group, join, options, stale_state, state
+    from .store.group import Group, Registration, register, resolve_group, set_draining, set_weights, unload, unregister
+    from .store.options import GroupOptions
+    from .store.stale_state import remove_stale
+    from .store.state import Layout
+    from .tables import naming, quic

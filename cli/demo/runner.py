@@ -23,17 +23,16 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from rich.table import Table
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound, RpctlError
+from rpctl.controller.kernel import probe
+from rpctl.controller.kernel.sockets import endpoint_text
+from rpctl.controller.ops.launcher import Launcher
+from rpctl.controller.read import views
+from rpctl.controller.store import group as groups
 
-from rpctl.controller import group as groups
-from rpctl.controller import views
-from rpctl.controller import probe
-from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, RpctlError
-from rpctl.controller.launcher import Launcher
-from rpctl.controller.sockets import endpoint_text
-
-from . import loadgen
 from ..render import state_text
 from ..text import pct
+from . import loadgen
 
 
 @dataclass

@@ -42,7 +42,14 @@ import sys
 import time
 from dataclasses import dataclass
 
-from rpctl.controller.sockets import PROTO_NAMES, SelfPipe, endpoint_text, family_of, parse_hostport, reuseport_socket
+from rpctl.controller.kernel.sockets import (
+    PROTO_NAMES,
+    SelfPipe,
+    endpoint_text,
+    family_of,
+    parse_hostport,
+    reuseport_socket,
+)
 
 __all__ = [
     "Ready",

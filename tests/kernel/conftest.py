@@ -16,13 +16,15 @@ import subprocess
 import sys
 
 import pytest
+
 from tests.support.netns import fresh_netns
+
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_prerequisites():
     """Fail loudly, once, when this machine cannot run kernel tests."""
-    from rpctl.controller import probe
-    from rpctl.controller.errors import RpctlError
+    from rpctl.controller.contract.errors import RpctlError
+    from rpctl.controller.kernel import probe
 
     problems = []
     if os.geteuid() != 0:
@@ -36,7 +38,7 @@ def kernel_prerequisites():
     if problems:
         pytest.fail("cannot run kernel tests: " + "; ".join(problems), pytrace=False)
     try:
-        from rpctl.controller.bpffs import bpffs_root
+        from rpctl.controller.kernel.bpffs import bpffs_root
 
         bpffs_root()
     except RpctlError as e:

@@ -16,9 +16,9 @@ import signal
 import time
 
 import pytest
-from rpctl.controller import views
-from rpctl.controller.adaptive import LEASE_MS
-from rpctl.controller.errors import RpctlError
+from rpctl.controller.contract.errors import RpctlError
+from rpctl.controller.read import views
+from rpctl.controller.tables.adaptive import LEASE_MS
 
 from tests.support.launched import wait_until
 from tests.support.nginx import group_config

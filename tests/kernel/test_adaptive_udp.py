@@ -23,8 +23,8 @@ import threading
 import time
 
 import pytest
-from rpctl.controller import views
-from rpctl.controller.errors import RpctlError
+from rpctl.controller.contract.errors import RpctlError
+from rpctl.controller.read import views
 
 from tests.support.launched import wait_until
 

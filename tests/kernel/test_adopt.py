@@ -17,8 +17,8 @@ import socket
 import pytest
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import discover
-from rpctl.controller.state import Layout
+from rpctl.controller.kernel import discover
+from rpctl.controller.store.state import Layout
 
 pytestmark = pytest.mark.kernel
 
@@ -51,7 +51,7 @@ def _one_error(err: str) -> str:
 
 
 def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
-    from rpctl.controller import group as group_mod
+    from rpctl.controller.store import group as group_mod
 
     ngx = nginx(port=PORT, workers=WORKERS)
     calls = []  # registrations and attaches, in order
@@ -145,7 +145,7 @@ def test_adopt_refuses_a_process_that_went_away(netns, rpctl, workers, monkeypat
     (Killed before adopt runs, its only listener closes with it and adopt just sees one
     listener fewer: the race needs adopt to be running.)
     """
-    from rpctl.controller import group as group_mod
+    from rpctl.controller.store import group as group_mod
 
     port = 7082
     procs = dict(workers(name, port) for name in ("a", "b"))

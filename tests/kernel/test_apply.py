@@ -1,4 +1,4 @@
-"""`rpctl apply` and controller/reconcile.py against a real nginx and real sockets, each test in its own netns.
+"""`rpctl apply` and controller/ops/reconcile.py against a real nginx and real sockets, each test in its own netns.
 
 nginx (`listen ... reuseport`, N workers) opens N listeners in its master;
 a reload keeps them (new worker processes, same sockets), opens one more
@@ -16,9 +16,9 @@ import time
 import pytest
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import config, reconcile
-from rpctl.controller.group import Group
-from rpctl.controller.state import Layout
+from rpctl.controller.ops import config, reconcile
+from rpctl.controller.store.group import Group
+from rpctl.controller.store.state import Layout
 
 pytestmark = pytest.mark.kernel
 
@@ -45,7 +45,7 @@ def _pinned_bytes() -> dict[str, bytes]:
     """Every element of every pinned map of every group of this namespace, byte for byte, and the program's id."""
     import ctypes
 
-    from rpctl.controller import abi
+    from rpctl.controller.contract import abi
 
     layout = Layout()
     out = {}
@@ -170,7 +170,7 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
 
 def _server(i: int) -> str:
     """"pid P nginx fd F" of the i-th listener discover lists on PORT (servers by pid): the one named nginx-i."""
-    from rpctl.controller import discover
+    from rpctl.controller.kernel import discover
 
     (ep,) = discover.discover(PORT, "tcp", probe_reuseport=False)
     s = ep.listeners[i - 1].server
@@ -288,7 +288,7 @@ def test_an_apply_killed_before_its_flip_disturbs_nothing_and_the_next_converges
 
 def test_udp_on_ipv6_workers_matched_by_executable(netns, rpctl, tmp_path):
     """A UDP group on [::1], its workers (demo workers, one socket each) matched by exe and uid."""
-    from rpctl.controller import discover
+    from rpctl.controller.kernel import discover
 
     procs = [demo_worker.spawn(f"u{i}", f"[::1]:{PORT}", proto="udp")[0] for i in range(2)]
     try:
@@ -311,7 +311,7 @@ def test_pin_cpu_from_the_file_follows_a_reload(netns, nginx, rpctl, tmp_path):
     """nginx with `worker_cpu_affinity auto` runs worker i on CPU i: `pin = "cpu"` sends what
     arrives on a CPU to its worker, and after a reload (new processes) the assignment is
     computed again from the new workers in the same publish."""
-    from rpctl.controller.pin import online_cpus
+    from rpctl.controller.ops.pin import online_cpus
 
     from tests.support.traffic import on_cpu
 
@@ -344,7 +344,7 @@ def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, r
     """flow_affinity = false: a group without a flow table; flow_table_size = 1024: one of
     that size; a file whose size differs from the live group's is refused (exit 7, one line
     naming the option and both values) and changes nothing."""
-    from rpctl.controller import discover
+    from rpctl.controller.kernel import discover
 
     procs = [demo_worker.spawn(f"u{i}", f"127.0.0.1:{PORT}", proto="udp")[0] for i in range(2)]
     try:

@@ -9,8 +9,8 @@ import os
 import shutil
 
 import pytest
+from rpctl.controller.store.state import Layout
 
-from rpctl.controller.state import Layout
 from tests.support.netns import drop_netns, namespace_with_a_group, run_in, unload_all
 
 pytestmark = pytest.mark.kernel
@@ -67,7 +67,7 @@ def test_a_folder_whose_group_holds_a_socket_is_kept_even_when_its_namespace_is_
         netns, make_members, monkeypatch):
     """The safety net behind every scan: a socket keeps its namespace alive, so a group
     with a member socket proves its namespace exists, whatever the scan missed."""
-    from rpctl.controller import stale_state
+    from rpctl.controller.store import stale_state
 
     members = make_members()
     members.add()

@@ -1,9 +1,9 @@
 """Only the command that compiles a group's program imports bcc (which maps
 libbcc and LLVM: 40-70 ms), and only when no compiled program is kept
-(controller/compiled.py); every other command, and a group made again,
+(controller/kernel/compiled.py); every other command, and a group made again,
 reaches the kernel through the bpf syscall.  (`rpctl doctor`
 imports bcc on purpose: whether it imports is one of its checks.)  pyroute2
-(65-90 ms to import) is not needed by any: controller/diag.py decodes
+(65-90 ms to import) is not needed by any: controller/kernel/diag.py decodes
 sock_diag itself.
 """
 
@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 
-from rpctl.controller import compiled
+from rpctl.controller.kernel import compiled
+
 from tests.support.traffic import PORT
 
 # Runs one rpctl command line, then reports which heavy packages it imported.

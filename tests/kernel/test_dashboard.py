@@ -21,8 +21,8 @@ import sys
 import time
 
 import pytest
-
 from rpctl.cli.demo import worker as demo_worker
+
 from tests.support.traffic import PORT, ClientLoad, LightLoad
 
 pytestmark = pytest.mark.kernel

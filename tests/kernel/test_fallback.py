@@ -64,12 +64,12 @@ def test_a_gone_members_share_skips_a_throttled_member(netns, rpctl, make_member
     """In an adaptive group the connections of a closed member's slots re-hash
     over the members rpctl serve has not throttled, as the throttled member's
     own connections do.  The throttle is written here as serve writes it
-    (controller/serve.py), with a lease that outlasts the test."""
+    (controller/ops/serve.py), with a lease that outlasts the test."""
     import time
 
-    from rpctl.controller import group as groups
-    from rpctl.controller.adaptive import Reason
-    from rpctl.controller.state import Layout
+    from rpctl.controller.store import group as groups
+    from rpctl.controller.store.state import Layout
+    from rpctl.controller.tables.adaptive import Reason
 
     members = make_members()
     for i in range(6):

@@ -14,9 +14,10 @@ import time
 
 import pytest
 from rpctl.cli.metrics_families import families
-from rpctl.controller import abi, bpfsys
-from rpctl.controller.group import Group
-from rpctl.controller.views import read_views
+from rpctl.controller.contract import abi
+from rpctl.controller.kernel import bpfsys
+from rpctl.controller.read.views import read_views
+from rpctl.controller.store.group import Group
 
 from tests.support.metrics import by_member, samples, scrape
 from tests.support.traffic import UdpFlows, moved, shares, udp_datagrams

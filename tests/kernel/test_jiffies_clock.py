@@ -1,4 +1,4 @@
-"""controller/jiffies.py on this kernel: the flow table's clock as user space reads it.
+"""controller/kernel/jiffies.py on this kernel: the flow table's clock as user space reads it.
 
 The program stamps flows with bpf_jiffies64(); status, the dashboard and the
 exporter judge a flow live by jiffies read from /proc/timer_list and the
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from rpctl.controller import jiffies
+from rpctl.controller.kernel import jiffies
 
 pytestmark = pytest.mark.kernel
 

@@ -18,14 +18,14 @@ import threading
 import time
 
 import pytest
-
 from rpctl.cli import main
+from rpctl.cli.common import Environment
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.cli.common import Environment
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.join import join
-from rpctl.controller.state import Layout
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.store.join import join
+from rpctl.controller.store.state import Layout
+
 from tests.support.launched import alive, members, ppid_of, wait_until
 from tests.support.traffic import tcp_connections
 
@@ -217,7 +217,7 @@ def test_resize_grows_and_shrinks_in_place_and_takes_back_a_retiring_member(netn
     step, close; no signal handlers): a member removed and wanted again
     before its child was stopped is kept (same child, undrained); one whose
     child was already stopping is started again once it is gone."""
-    from rpctl.controller.launcher import Launcher
+    from rpctl.controller.ops.launcher import Launcher
 
     worker = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"]
     la = Launcher("web", 3, worker, listen=f"127.0.0.1:{PORT}")

@@ -11,12 +11,12 @@ import threading
 import time
 
 import pytest
-
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import abi
-from rpctl.controller.group import Group
-from rpctl.controller.state import Layout
+from rpctl.controller.contract import abi
+from rpctl.controller.store.group import Group
+from rpctl.controller.store.state import Layout
+
 from tests.support.launched import members as group_members
 from tests.support.traffic import PORT, tcp_connections
 
@@ -71,7 +71,7 @@ def test_member_closing_its_socket_loses_no_connection(netns, rpctl, workers):
 
 _SETUP_AND_CHANGE = """
 import os, sys
-from rpctl.controller import group
+from rpctl.controller.store import group
 pid, fd_a, fd_b = map(int, sys.argv[1:4])
 group.register("a", pid, fd_a)
 group.register("b", pid, fd_b)

@@ -1,11 +1,11 @@
-"""The compiled program kept between groups (controller/compiled.py) on the
+"""The compiled program kept between groups (controller/kernel/compiled.py) on the
 real kernel: compiled once, then loaded with each group's own maps."""
 
 from __future__ import annotations
 
 import pytest
+from rpctl.controller.kernel import compiled, loader
 
-from rpctl.controller import compiled, loader
 from tests.support.traffic import tcp_connections
 
 pytestmark = pytest.mark.kernel
@@ -70,7 +70,7 @@ def test_a_damaged_kept_program_is_compiled_again(netns, make_members, empty_cac
 
 
 def test_a_program_the_verifier_refuses_fails_in_one_line_naming_why(tmp_path, empty_cache):
-    from rpctl.controller.errors import RpctlError
+    from rpctl.controller.contract.errors import RpctlError
 
     source = tmp_path / "bad.bpf.c"
     source.write_text("#include <uapi/linux/bpf.h>\n"

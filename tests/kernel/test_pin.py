@@ -17,7 +17,9 @@ import sys
 import pytest
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import pin, rss, toeplitz
+from rpctl.controller.kernel import rss
+from rpctl.controller.ops import pin
+from rpctl.controller.tables import toeplitz
 
 from tests.support.rss_device import synthetic_device
 from tests.support.traffic import ExtraRuns, on_cpu, tcp_connections, udp_datagrams

@@ -13,6 +13,7 @@ import json
 import time
 
 import pytest
+
 from tests.support.launched import members
 from tests.support.quic import Clients, certificate, child_env, server_command
 

@@ -18,7 +18,7 @@ import socket
 import time
 
 import pytest
-from rpctl.controller import quic
+from rpctl.controller.tables import quic
 
 pytestmark = pytest.mark.kernel
 
@@ -176,10 +176,10 @@ def test_a_throttled_member_keeps_its_server_ids_and_flows_and_gets_no_new_flow(
     """The program's order in an adaptive UDP group: a server id's packets and a
     known flow's go to their member although rpctl serve throttled it; only what
     the weights place (a new flow) skips it.  The throttle is written here as
-    serve writes it (controller/serve.py), with a lease that outlasts the test."""
-    from rpctl.controller import group as groups
-    from rpctl.controller.adaptive import BYTES, Reason
-    from rpctl.controller.state import Layout
+    serve writes it (controller/ops/serve.py), with a lease that outlasts the test."""
+    from rpctl.controller.store import group as groups
+    from rpctl.controller.store.state import Layout
+    from rpctl.controller.tables.adaptive import BYTES, Reason
 
     m = quic_members(1)
     sids = [sid_bytes(s) for s in SIDS[1]]

@@ -15,12 +15,12 @@ import socket
 import sys
 
 import pytest
+from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as demo_worker
+from rpctl.controller.kernel import diag
 
 from tests.support.launched import alive, members, wait_until
 from tests.support.traffic import ClientLoad
-from rpctl.cli.demo import loadgen
-from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import diag
 
 pytestmark = pytest.mark.kernel
 

@@ -16,11 +16,14 @@ import re
 import time
 
 import pytest
+from rpctl.controller.contract import abi
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.read import views
+from rpctl.controller.store import group
+from rpctl.controller.tables import slot_table
+
 from tests.support.netns import fresh_netns
 from tests.support.traffic import ExtraRuns, Members, tcp_connections
-
-from rpctl.controller import abi, group, slot_table, views
-from rpctl.controller.errors import InvalidInput
 
 PORT = 7500
 N = abi.RP_MAX_MEMBERS
@@ -106,7 +109,6 @@ def test_weights_and_drain_are_exact_in_the_table_and_on_connections(full, rpctl
 
 def test_dashboard_view_of_256_members(full):
     from rich.console import Console
-
     from rpctl.cli.dashboard_screen import History, Snapshot, render
 
     _, name = full

@@ -20,10 +20,10 @@ import time
 import urllib.request
 
 import pytest
-
 from rpctl.cli.demo import worker as demo_worker
-from rpctl.controller import views
-from rpctl.controller.errors import RpctlError
+from rpctl.controller.contract.errors import RpctlError
+from rpctl.controller.read import views
+
 from tests.support.launched import Run, alive, members, wait_until
 from tests.support.netns import drop_netns, namespace_with_a_group
 from tests.support.nginx import Nginx, _children, group_config

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from controller.abi import SELECTION_COUNTERS
+from rpctl.controller.contract.abi import SELECTION_COUNTERS
 from tests.support.traffic import ExtraRuns, shares, tcp_connections, udp_datagrams
 
 pytestmark = pytest.mark.kernel

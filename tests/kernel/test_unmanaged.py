@@ -11,10 +11,10 @@ import time
 
 import pytest
 from rich.console import Console
-
 from rpctl.cli.dashboard_screen import History, Snapshot, render
-from rpctl.cli.metrics_cmd import GroupCollector
-from rpctl.controller.views import read_views
+from rpctl.cli.exporter import GroupCollector
+from rpctl.controller.read.views import read_views
+
 from tests.support.metrics import samples, scrape
 from tests.support.traffic import PORT, tcp_connections
 

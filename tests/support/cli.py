@@ -6,7 +6,7 @@ import io
 
 from rpctl.cli.common import Environment
 from rpctl.cli.main import run
-from rpctl.controller import views as read_model
+from rpctl.controller.read import views as read_model
 
 
 def invoke(argv: list[str]) -> tuple[int, str, str]:

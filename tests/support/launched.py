@@ -12,7 +12,7 @@ import sys
 import time
 
 from rpctl.cli.demo.worker import parse_ready
-from rpctl.controller.state import Layout
+from rpctl.controller.store.state import Layout
 
 
 def wait_until(what: str, check, timeout: float = 10.0, interval: float = 0.05):

@@ -29,9 +29,9 @@ def _setns(fd: int) -> None:
 
 def unload_all() -> None:
     """Remove every rpctl group of the current namespace."""
-    from rpctl.controller import group
-    from rpctl.controller.errors import RpctlError
-    from rpctl.controller.state import Layout
+    from rpctl.controller.contract.errors import RpctlError
+    from rpctl.controller.store import group
+    from rpctl.controller.store.state import Layout
 
     for name in Layout().groups():
         try:
@@ -43,7 +43,7 @@ def unload_all() -> None:
 def run_in(name: str, fn: Callable[[], T]) -> T:
     """fn() on a thread of its own that enters namespace `name` (/run/netns/NAME) first;
     the calling thread stays where it is."""
-    from rpctl.controller.state import in_netns
+    from rpctl.controller.store.state import in_netns
 
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
@@ -63,7 +63,7 @@ def fresh_netns(prefix: str = "rpctl-t") -> Iterator[str]:
     try:
         _setns(target)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        from rpctl.controller.state import Layout
+        from rpctl.controller.store.state import Layout
 
         ns_dir = Layout().ns_dir
         yield name
@@ -82,7 +82,8 @@ def fresh_netns(prefix: str = "rpctl-t") -> Iterator[str]:
 def namespace_with_a_group(name: str) -> str:
     """`ip netns add NAME`, a group made there (its member's socket then closed, as
     after its server stopped); returns the namespace's state folder."""
-    from rpctl.controller.state import Layout
+    from rpctl.controller.store.state import Layout
+
     from tests.support.traffic import Members
 
     subprocess.run(["ip", "netns", "add", name], check=True)

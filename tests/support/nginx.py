@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rpctl.controller import discover
+from rpctl.controller.kernel import discover
 
 NGINX = "/usr/sbin/nginx"
 

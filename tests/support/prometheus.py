@@ -161,7 +161,7 @@ def recorded_answers(match: str = "", window: str = "1m", docs: Optional[dict] =
     """respond() for FakeApi: the answers a real Prometheus gave to queries(match, window) while
     it scraped three exporters of the fleet test (three groups, 8 members, after their load), or
     `docs` (recorded_docs() changed by a test)."""
-    from rpctl.controller.prometheus_source import queries
+    from rpctl.controller.read.prometheus_source import queries
 
     answers = recorded_docs() if docs is None else docs
     by_expr = {expr: answers[what] for what, expr in queries(match, window).items()}
@@ -191,7 +191,7 @@ def throttling_docs(group: str, throttled: str) -> dict:
 
 def recorded_views():
     """The views of the recorded answers (three instances, one group each)."""
-    from rpctl.controller import prometheus_source
+    from rpctl.controller.read import prometheus_source
 
     return prometheus_source.fleet_views(
         {what: prometheus_source._answer(doc, what) for what, doc in recorded_docs().items()})

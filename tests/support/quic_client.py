@@ -38,7 +38,8 @@ import sys
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from rpctl.controller.sockets import family_of, parse_hostport
+from rpctl.controller.kernel.sockets import family_of, parse_hostport
+
 from tests.support.quic_server import ALPN
 
 SERVER_NAME = "localhost"

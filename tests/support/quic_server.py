@@ -4,7 +4,7 @@
 
 Its UDP socket is fd 3 when started by `rpctl run` (socket activation), or
 else one it binds with SO_REUSEPORT on --listen.  Every connection id it
-issues is rpctl.controller.quic.make_cid(<$RPCTL_QUIC_SERVER_ID>): the
+issues is rpctl.controller.tables.quic.make_cid(<$RPCTL_QUIC_SERVER_ID>): the
 first one, when aioquic makes a connection, and every later one, when it
 replenishes them (a QuicConnection subclass; aioquic itself draws them from
 os.urandom).  Each stream is echoed back after this server's id and pid, so
@@ -35,8 +35,8 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from rpctl.cli.demo.worker import activated_socket
-from rpctl.controller import quic
-from rpctl.controller.sockets import parse_hostport, reuseport_socket
+from rpctl.controller.kernel.sockets import parse_hostport, reuseport_socket
+from rpctl.controller.tables import quic
 
 ALPN = "rpctl-echo"
 CID_LENGTH = 8

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Iterable, Mapping
 
-from rpctl.controller import rss
+from rpctl.controller.kernel import rss
 
 # The key of Microsoft's RSS verification suite (tests/unit/test_toeplitz.py
 # checks our hash against its published values).

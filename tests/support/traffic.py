@@ -55,7 +55,7 @@ class Members:
         """Register sockets first.. (count of them, default all) as PREFIX<position>
         through the library (the test process holds them), a new group made with
         `options` (a GroupOptions); returns the group's name."""
-        from rpctl.controller import group
+        from rpctl.controller.store import group
 
         name = ""
         last = len(self.socks) if count is None else first + count

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from rpctl.controller.views import GroupView, MemberView, UnmanagedListener
+from rpctl.controller.read.views import GroupView, MemberView, UnmanagedListener
 
 
 def member(index: int, name: str, **kw) -> MemberView:

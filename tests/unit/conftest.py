@@ -4,8 +4,8 @@ reach bpffs, capabilities, the kernel checks or another process's fds fail."""
 from __future__ import annotations
 
 import pytest
-
-from rpctl.controller import probe, sockets, state
+from rpctl.controller.kernel import probe, sockets
+from rpctl.controller.store import state
 
 
 class ReachedSystem(Exception):
@@ -35,7 +35,8 @@ def cli_without_system(refuse_system, monkeypatch):
 @pytest.fixture
 def groups_unreadable(refuse_system, monkeypatch):
     """No group can be read or resolved: a test replaces what its command may reach."""
-    from rpctl.controller import group, views
+    from rpctl.controller.read import views
+    from rpctl.controller.store import group
 
     monkeypatch.setattr(views, "read_views", refuse_system)
     monkeypatch.setattr(views, "read_view", refuse_system)

@@ -1,4 +1,4 @@
-"""Holds controller/abi.py (the ctypes mirror) to bpf/rpctl.h (the C the program is built from).
+"""Holds controller/contract/abi.py (the ctypes mirror) to bpf/rpctl.h (the C the program is built from).
 
 A C program generated from abi.STRUCTS' _fields_ and from the header's own RP_* names is
 compiled with gcc: the compiler, not a hand-written table, says what every size, offset and
@@ -15,7 +15,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from rpctl.controller import abi, loader, slot_table
+from rpctl.controller.contract import abi
+from rpctl.controller.kernel import loader
+from rpctl.controller.tables import slot_table
 
 REPO = Path(__file__).resolve().parents[2]
 BPF_DIR = REPO / "bpf"
@@ -109,7 +111,7 @@ def c_facts(tmp_path_factory) -> SimpleNamespace:
     )
     if proc.returncode != 0:
         pytest.fail(
-            "gcc could not compile the ABI check (a field of controller/abi.py missing from "
+            "gcc could not compile the ABI check (a field of controller/contract/abi.py missing from "
             f"bpf/rpctl.h?):\n{proc.stderr}\n--- generated source ---\n{src.read_text()}"
         )
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout
@@ -173,7 +175,7 @@ def test_header_constants_are_found():
 
 def test_abi_defines_every_header_constant():
     missing = [n for n in header_constant_names() if n not in HEADER_ONLY and not hasattr(abi, n)]
-    assert not missing, f"controller/abi.py lacks {missing}: mirror them, or list them in HEADER_ONLY (why)"
+    assert not missing, f"controller/contract/abi.py lacks {missing}: mirror them, or list them in HEADER_ONLY (why)"
 
 
 def test_header_only_exceptions_are_current():
@@ -194,7 +196,7 @@ def test_constant_values_match_c(c_facts):
 def test_abi_has_no_constant_the_header_lacks():
     names = set(header_constant_names())
     extra = sorted(n for n in vars(abi) if n.startswith("RP_") and n not in names)
-    assert not extra, f"controller/abi.py defines {extra}, which bpf/rpctl.h does not"
+    assert not extra, f"controller/contract/abi.py defines {extra}, which bpf/rpctl.h does not"
 
 
 # Maps -------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""controller/adaptive.py: who is throttled from synthetic queue samples (hysteresis, all loaded, lease)."""
+"""controller/tables/adaptive.py: who is throttled from synthetic queue samples (hysteresis, all loaded, lease)."""
 
 from __future__ import annotations
 
-from rpctl.controller.adaptive import BYTES, DEFAULT_QUEUE_BYTES, LEASE_MS, Change, Reason, Settings, Throttle
+from rpctl.controller.tables.adaptive import BYTES, DEFAULT_QUEUE_BYTES, LEASE_MS, Change, Reason, Settings, Throttle
 
 MS = 1_000_000
 
@@ -79,7 +79,7 @@ def test_the_lease_is_renewed_at_every_update_while_throttled():
 
 
 def test_a_udp_member_is_judged_in_bytes_of_its_receive_queue():
-    from rpctl.controller import config, serve
+    from rpctl.controller.ops import config, serve
 
     (dns,) = config.loads('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\n'
                           'adaptive = true\n', "f.toml").groups

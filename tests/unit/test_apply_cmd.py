@@ -6,12 +6,15 @@ import json
 import socket
 
 import pytest
-from rpctl.controller import config, probe, reconcile, state
-from rpctl.controller import group as groups
-from rpctl.controller.errors import ExitStatus, PermissionDenied, StateError
-from rpctl.controller.refs import Call
-from rpctl.controller.reconcile import Add, Plan, Unmanaged
-from rpctl.controller.sockets import EndpointKey
+from rpctl.cli import common
+from rpctl.controller.contract.errors import ExitStatus, PermissionDenied, StateError
+from rpctl.controller.contract.refs import Call
+from rpctl.controller.kernel import probe
+from rpctl.controller.kernel.sockets import EndpointKey
+from rpctl.controller.ops import config, reconcile
+from rpctl.controller.ops.reconcile import Add, Plan, Unmanaged
+from rpctl.controller.store import group as groups
+from rpctl.controller.store import state
 
 from tests.support.cli import assert_one_error_line, invoke
 
@@ -159,7 +162,5 @@ def test_without_privileges_exit_5(monkeypatch, refuse_system, tmp_path):
 
 
 def test_the_default_file():
-    from rpctl.cli import apply_cmd
-
     code, out, _ = invoke(["apply", "--help"])
-    assert code == 0 and config.DEFAULT_PATH in out and apply_cmd.DEFAULT_PATH == config.DEFAULT_PATH
+    assert code == 0 and config.DEFAULT_PATH in out and common.DEFAULT_CONFIG_PATH == config.DEFAULT_PATH

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from rpctl.controller import stale_state
-from rpctl.controller.errors import PermissionDenied
-from rpctl.controller.stale_state import StaleFolder
+from rpctl.controller.contract.errors import PermissionDenied
+from rpctl.controller.store import stale_state
+from rpctl.controller.store.stale_state import StaleFolder
+
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 from rpctl.cli.common import drain_progress, parse_assignments
-from rpctl.controller.errors import InvalidInput
+from rpctl.controller.contract.errors import InvalidInput
 
 
 @pytest.mark.parametrize(

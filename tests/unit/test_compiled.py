@@ -1,4 +1,4 @@
-"""Kept compiled programs (controller/compiled.py): the fd patching, the key,
+"""Kept compiled programs (controller/kernel/compiled.py): the fd patching, the key,
 and the folder's entries, without bcc or privileges."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ import os
 import struct
 
 import pytest
-
-from rpctl.controller import compiled
-from rpctl.controller.errors import RpctlError
+from rpctl.controller.contract.errors import RpctlError
+from rpctl.controller.kernel import compiled
 
 
 def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -178,7 +177,7 @@ def test_doctor_says_how_many_are_kept_or_why_none_can_be(tmp_path, monkeypatch)
 
 
 def test_a_refused_load_is_explained_by_the_verifiers_last_word():
-    from rpctl.controller.loader import verifier_reason
+    from rpctl.controller.kernel.loader import verifier_reason
 
     log = ("0: R1=ctx() R10=fp0\n0: (79) r1 = *(u64 *)(r0 +4096)\nR0 !read_ok\n"
            "processed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n")

@@ -1,15 +1,15 @@
-"""controller/config.py: rpctl.toml read and checked whole; every refusal is one line naming FILE:LINE, group, key."""
+"""controller/ops/config.py: rpctl.toml read and checked whole; every refusal is one line naming FILE:LINE, group, key."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
-from rpctl.controller import config
-from rpctl.controller.config import AdoptRule, PinSpec, RunSpec
-from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound
-from rpctl.controller.options import GroupOptions
-from rpctl.controller.sockets import EndpointKey
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound
+from rpctl.controller.kernel.sockets import EndpointKey
+from rpctl.controller.ops import config
+from rpctl.controller.ops.config import AdoptRule, PinSpec, RunSpec
+from rpctl.controller.store.options import GroupOptions
 
 GOOD = """\
 # rpctl's groups

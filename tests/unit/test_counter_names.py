@@ -1,6 +1,6 @@
 """One name per counter, from C to the screen.
 
-controller/views.py's GROUP_COUNTERS and MEMBER_COUNTERS name each counter once.  The C
+controller/read/views.py's GROUP_COUNTERS and MEMBER_COUNTERS name each counter once.  The C
 fields are held to them here through abi.py (which test_abi holds to bpf/rpctl.h field
 for field); `status --json`, the metrics, the status table and the dashboard are held to
 them by rendering one hand-built group whose every counter has a value of its own.
@@ -16,9 +16,10 @@ from rpctl.cli import json_docs, render
 from rpctl.cli.dashboard_screen import History, Snapshot
 from rpctl.cli.dashboard_screen import render as dashboard_frame
 from rpctl.cli.metrics_families import families
-from rpctl.controller import abi
-from rpctl.controller.flows import FlowTable
-from rpctl.controller.views import GROUP_COUNTERS, MEMBER_COUNTERS, GroupView
+from rpctl.controller.contract import abi
+from rpctl.controller.read.views import GROUP_COUNTERS, MEMBER_COUNTERS, GroupView
+from rpctl.controller.store.flows import FlowTable
+
 from tests.support.metrics import scrape
 from tests.support.views import group_view
 

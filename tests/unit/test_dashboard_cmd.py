@@ -13,9 +13,10 @@ import pytest
 from rpctl.cli import dashboard_cmd
 from rpctl.cli.common import Environment
 from rpctl.cli.main import build_parser
-from rpctl.controller import group as groups
-from rpctl.controller import views as read_model
-from rpctl.controller.errors import InvalidInput, NotFound, UsageError
+from rpctl.controller.contract.errors import InvalidInput, NotFound, UsageError
+from rpctl.controller.read import views as read_model
+from rpctl.controller.store import group as groups
+
 from tests.support.views import four
 
 

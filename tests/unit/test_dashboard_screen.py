@@ -14,7 +14,8 @@ import pytest
 from rich.console import Console
 from rpctl.cli import dashboard_screen
 from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
-from rpctl.controller import views as read_model
+from rpctl.controller.read import views as read_model
+
 from tests.support.views import four, moving_group, moving_member, strays
 
 
@@ -321,7 +322,7 @@ def test_a_group_without_listener_migration_says_so():
 
 
 def test_a_udp_group_with_flows_shows_live_flows_and_stays_draining_while_it_has_some():
-    from rpctl.controller.flows import FlowTable
+    from rpctl.controller.store.flows import FlowTable
 
     def make(t):
         members = [moving_member(0, "dns-1", flow_datagrams=int(30 * t), flows=250),

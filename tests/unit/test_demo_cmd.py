@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import pytest
-from rpctl.controller.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus
+
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")

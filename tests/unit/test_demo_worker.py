@@ -15,7 +15,6 @@ import sys
 import time
 
 import pytest
-
 from rpctl.cli.demo import worker as dw
 from rpctl.cli.demo.loadgen import run_tcp, run_udp
 

@@ -1,4 +1,4 @@
-"""rpctl.controller.diag against real sockets on loopback; no root needed."""
+"""rpctl.controller.kernel.diag against real sockets on loopback; no root needed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import sys
 import time
 
 import pytest
-
-from rpctl.controller import diag
+from rpctl.controller.kernel import diag
 
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
@@ -172,5 +171,5 @@ def test_bad_arguments():
 
 
 def test_import_does_not_load_pyroute2():
-    code = "import sys, rpctl.controller.diag; sys.exit('pyroute2' in sys.modules)"
+    code = "import sys, rpctl.controller.kernel.diag; sys.exit('pyroute2' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

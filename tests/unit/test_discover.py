@@ -1,4 +1,4 @@
-"""rpctl.controller.discover and .adopt, and the discover/adopt commands, without privileges.
+"""rpctl.controller.kernel.discover and .adopt, and the discover/adopt commands, without privileges.
 
 The fdinfo parser is fed text; serving_fds and discover() look at real epolls
 and real loopback listeners of this test process and of children it starts
@@ -19,10 +19,12 @@ import sys
 
 import pytest
 from rpctl.cli import main
-from rpctl.controller import adopt, discover, naming, probe
-from rpctl.controller.discover import Endpoint, EpollTarget, Holder, Listener
-from rpctl.controller.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
-from rpctl.controller.options import GroupOptions
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
+from rpctl.controller.kernel import discover, probe
+from rpctl.controller.kernel.discover import Endpoint, EpollTarget, Holder, Listener
+from rpctl.controller.ops import adopt
+from rpctl.controller.store.options import GroupOptions
+from rpctl.controller.tables import naming
 
 # The text of /proc/PID/fdinfo/<epoll fd> of an nginx worker (kernel 6.18).
 NGINX_WORKER_FDINFO = """\

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from rpctl.controller import probe
-from rpctl.controller.errors import ExitStatus
-from rpctl.controller.probe import Check
+from rpctl.controller.contract.errors import ExitStatus
+from rpctl.controller.kernel import probe
+from rpctl.controller.kernel.probe import Check
+
 from tests.support.cli import invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")
@@ -38,8 +39,10 @@ def test_warnings_alone_pass_and_json_has_every_check(monkeypatch):
 
 
 def test_state_checks_name_unmanaged_listeners_and_stale_folders(monkeypatch):
-    from rpctl.controller import stale_state, views
-    from rpctl.controller.stale_state import StaleFolder
+    from rpctl.controller.read import views
+    from rpctl.controller.store import stale_state
+    from rpctl.controller.store.stale_state import StaleFolder
+
     from tests.support.views import group_view, strays
 
     monkeypatch.setattr(probe, "run_checks", lambda: [Check("bpffs", True, "mounted at /sys/fs/bpf")])

@@ -1,8 +1,9 @@
-"""controller/flows.py: live flows per member and entries, from the flow table's sets."""
+"""controller/store/flows.py: live flows per member and entries, from the flow table's sets."""
 
 from __future__ import annotations
 
-from rpctl.controller import abi, flows
+from rpctl.controller.contract import abi
+from rpctl.controller.store import flows
 
 
 class _Table:

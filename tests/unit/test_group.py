@@ -1,12 +1,11 @@
-"""controller/group.py without bpffs: the checks of member names and weights; the throttle map's encoding."""
+"""controller/store/group.py without bpffs: the checks of member names and weights; the throttle map's encoding."""
 
 from __future__ import annotations
 
-
 import pytest
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.group import check_weight
-from rpctl.controller.naming import check_member_name
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.store.group import check_weight
+from rpctl.controller.tables.naming import check_member_name
 
 
 @pytest.mark.parametrize("name", ["w", "worker-1", "a" * 31, "é" * 15, "canary_2"])
@@ -50,11 +49,11 @@ class _OneElement:
 def test_the_throttle_map_says_who_until_when_and_why():
     import time
 
-    from rpctl.controller import abi
-    from rpctl.controller.adaptive import Reason
-    from rpctl.controller.group import Group, put_throttle
-    from rpctl.controller.state import Layout
-    from rpctl.controller.views import throttle_reasons
+    from rpctl.controller.contract import abi
+    from rpctl.controller.read.views import throttle_reasons
+    from rpctl.controller.store.group import Group, put_throttle
+    from rpctl.controller.store.state import Layout
+    from rpctl.controller.tables.adaptive import Reason
 
     g = Group(Layout(root="/nonexistent"), "web", {"throttle": _OneElement()})
     lease = time.monotonic_ns() + 10**9

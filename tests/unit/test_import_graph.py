@@ -1,6 +1,21 @@
 """The shape of the installed package, read from its source: no import cycles, a library
 that never reaches for the command line, and a library that never prints or exits.
 
+The library's layers, lowest first, each a package of rpctl.controller:
+
+    contract  errors, refs, abi: what every layer agrees on
+    tables    pure tables and decisions (no system call, no file, no clock)
+    kernel    system calls, bpffs, maps, the loader, sock_diag, sockets, processes
+    store     a group's pinned state and every write to it
+    read      the read models (this host's maps, a Prometheus server)
+    ops       what runs over time: adopt, reconcile, serve, the launcher, restarts
+
+A module imports from its own layer and the layers below it, never above, and
+never the package rpctl.controller itself (its lazy public API is for callers).
+The command line (rpctl.cli) stands above them all; it reads the read model, not
+the ABI or raw maps, and no command module imports another.  No module uses a
+private name (`_x`) of another module.
+
 Every import counts, those inside functions included: importing lazily keeps a command's
 start-up short, but a lazy cycle is still a cycle to a reader.  Run as a script,
 `python -m tests.unit.test_import_graph` prints the layers of the graph.
@@ -15,6 +30,9 @@ from pathlib import Path
 PACKAGES = ("rpctl.bpf", "rpctl.controller", "rpctl.cli")
 LIBRARY = "rpctl.controller"
 CLI = "rpctl.cli"
+LAYERS = ("contract", "tables", "kernel", "store", "read", "ops")
+# What the command line takes from the read model instead.
+BELOW_THE_CLI = ("rpctl.controller.contract.abi", "rpctl.controller.kernel.bpfsys", "rpctl.controller.kernel.maps")
 
 
 def modules() -> dict[str, Path]:
@@ -122,6 +140,70 @@ def layers(graph: dict[str, set[str]]) -> list[list[str]]:
     return [sorted(layer) for layer in out]
 
 
+def layer_of(module: str) -> str:
+    """The layer of a module of the library ("" for the package itself)."""
+    parts = module.split(".")
+    return parts[2] if module.startswith(LIBRARY + ".") and len(parts) > 2 else ""
+
+
+def against_the_rule(graph: dict[str, set[str]]) -> list[str]:
+    """Every import the layering forbids, as "a -> b (why)"."""
+    bad = []
+    for a, targets in sorted(graph.items()):
+        if a.startswith(LIBRARY + ".") and layer_of(a) not in LAYERS:
+            bad.append(f"{a} (a library module outside the layers {', '.join(LAYERS)})")
+            continue
+        for b in sorted(targets):
+            if a.startswith(LIBRARY + "."):
+                if b == LIBRARY:
+                    bad.append(f"{a} -> {b} (the lazy public API is for callers, not the library)")
+                elif b.startswith(LIBRARY + ".") and LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a)):
+                    bad.append(f"{a} -> {b} ({layer_of(a)} is below {layer_of(b)})")
+            elif a.startswith(CLI):
+                if b in BELOW_THE_CLI:
+                    bad.append(f"{a} -> {b} (the command line reads the read model)")
+                if a.endswith("_cmd") and b.endswith("_cmd"):
+                    bad.append(f"{a} -> {b} (a command module imports no other)")
+    return bad
+
+
+def private_names_used(name: str, path: Path, known: set[str]) -> list[str]:
+    """`from m import _x` and `m._x` where m is another rpctl module."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases: dict[str, str] = {}  # local name -> the rpctl module it is bound to
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            targets = _imported(name, path, node, known)
+            for alias in node.names:
+                bound = next((t for t in targets if t.endswith("." + alias.name)), None)
+                if bound:
+                    aliases[alias.asname or alias.name] = bound
+                elif alias.name.startswith("_") and not alias.name.startswith("__") and targets:
+                    bad.append(f"{name}: from {targets[0]} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in known and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            bad.append(f"{name}:{node.lineno} {aliases[node.value.id]}.{node.attr}")
+    return bad
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph folded to packages: the library's layers, rpctl.cli, rpctl.bpf."""
+    def package(m: str) -> str:
+        if m.startswith(LIBRARY + "."):
+            return f"{LIBRARY}.{layer_of(m)}"
+        return m if m in PACKAGES else ".".join(m.split(".")[:2])
+    out: dict[str, set[str]] = {}
+    for a, targets in graph.items():
+        out.setdefault(package(a), set()).update(package(b) for b in targets if package(b) != package(a))
+    return out
+
+
 def _calls_that_end_the_process_or_print(path: Path) -> list[str]:
     bad = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -142,12 +224,37 @@ def test_the_walk_sees_every_package_and_lazy_imports():
     assert len(graph) > 30
     # cli/main.py imports its command modules at the top, members_cmd imports group lazily:
     assert "rpctl.cli.members_cmd" in graph["rpctl.cli.main"]
-    assert "rpctl.controller.group" in graph["rpctl.cli.members_cmd"]
+    assert "rpctl.controller.store.group" in graph["rpctl.cli.members_cmd"]
 
 
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_no_package_cycles():
+    found = cycles(package_graph(import_graph()))
+    assert not found, "package cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# Being removed: each entry goes with the split of the module that holds it.
+NOT_YET = {
+    "rpctl.cli.run_cmd -> rpctl.controller.contract.abi (the command line reads the read model)",
+    "rpctl.controller.ops.pin: from rpctl.controller.store.group import _write",
+    "rpctl.controller.ops.reconcile:363 rpctl.controller.store.group._create",
+}
+
+
+def test_imports_follow_the_layers():
+    bad = [b for b in against_the_rule(import_graph()) if b not in NOT_YET]
+    assert not bad, "imports against the layering: " + "; ".join(bad)
+
+
+def test_no_module_uses_a_private_name_of_another():
+    mods = modules()
+    bad = [use for name, path in mods.items() for use in private_names_used(name, path, set(mods))
+           if use not in NOT_YET]
+    assert not bad, "private names used across modules: " + "; ".join(bad)
 
 
 def test_the_library_never_imports_the_command_line():
@@ -187,8 +294,32 @@ def test_the_checks_would_catch_what_they_look_for(tmp_path):
     assert [c.split()[1] for c in _calls_that_end_the_process_or_print(source)] == ["print()", "sys.exit()",
                                                                                    "os._exit()"]
     assert layers({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == [["b"], ["a"], ["c"]]
+    lib = LIBRARY
+    made_up = {
+        f"{lib}.tables.t": {f"{lib}.contract.errors"},             # down: allowed
+        f"{lib}.kernel.k": {f"{lib}.store.state"},                 # up: refused
+        f"{lib}.read.v": {lib},                                    # the facade: refused
+        f"{lib}.loose": set(),                                     # outside the layers: refused
+        f"{CLI}.a_cmd": {f"{CLI}.b_cmd", f"{lib}.contract.abi"},   # command -> command, cli -> abi: refused
+    }
+    assert [b.split(" (")[0] for b in against_the_rule(made_up)] == [
+        f"{CLI}.a_cmd -> {CLI}.b_cmd", f"{CLI}.a_cmd -> {lib}.contract.abi", f"{lib}.kernel.k -> {lib}.store.state",
+        f"{lib}.loose", f"{lib}.read.v -> {lib}"]
+    assert cycles(package_graph({f"{lib}.store.s": {f"{lib}.read.v"}, f"{lib}.read.v": {f"{lib}.store.t"},
+                                 f"{lib}.store.t": set()})) == [[f"{lib}.read", f"{lib}.store"]]
+    pkg = tmp_path / "p"
+    pkg.mkdir()
+    (pkg / "m.py").write_text("from rpctl.x import _hidden, shown\nfrom rpctl import x as y\ny._inner()\n")
+    known = {"rpctl.x"}
+    assert private_names_used("rpctl.p.m", pkg / "m.py", known) == [
+        "rpctl.p.m: from rpctl.x import _hidden", "rpctl.p.m:3 rpctl.x._inner"]
 
 
 if __name__ == "__main__":
-    for depth, layer in enumerate(layers(import_graph())):
-        print(f"layer {depth}: {', '.join(m.removeprefix('rpctl.') for m in layer)}")
+    graph = import_graph()
+    print("packages, lowest first (each imports only those on its left):")
+    for depth, layer in enumerate(layers(package_graph(graph))):
+        print(f"  floor {depth}: {', '.join(m.removeprefix('rpctl.') for m in layer)}")
+    print("modules:")
+    for depth, layer in enumerate(layers(graph)):
+        print(f"  floor {depth}: {', '.join(m.removeprefix('rpctl.') for m in layer)}")

@@ -1,10 +1,9 @@
-"""controller/jiffies.py: HZ from a build configuration or a measurement, timeouts in ticks."""
+"""controller/kernel/jiffies.py: HZ from a build configuration or a measurement, timeouts in ticks."""
 
 from __future__ import annotations
 
 import pytest
-
-from rpctl.controller import jiffies
+from rpctl.controller.kernel import jiffies
 
 
 def test_config_hz_reads_the_build_configuration():

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from rpctl.cli import json_docs
-from rpctl.controller.flows import FlowTable
-from tests.support.views import STATES, group_view, member, strays
+from rpctl.controller.store.flows import FlowTable
 
+from tests.support.views import STATES, group_view, member, strays
 
 GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "adaptive_sampled",

@@ -1,4 +1,4 @@
-"""controller/launcher.py without children: what a launcher decides before it starts any.
+"""controller/ops/launcher.py without children: what a launcher decides before it starts any.
 
 Starting, registering and restarting real children is tests/kernel/test_launcher.py
 and tests/kernel/test_quic.py.
@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 
 import pytest
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.launcher import Launcher, Member
-from rpctl.controller.options import GroupOptions
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.ops.launcher import Launcher, Member
+from rpctl.controller.store.options import GroupOptions
+
 from tests.support.views import member
 
 QUIC_GROUP = GroupOptions(True, 65536, 30.0, True, 1)

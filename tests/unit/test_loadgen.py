@@ -20,9 +20,8 @@ import threading
 import time
 
 import pytest
-
-from rpctl.cli.demo import worker as dw
 from rpctl.cli.demo import loadgen
+from rpctl.cli.demo import worker as dw
 from rpctl.cli.demo.loadgen import Tally, run_tcp, run_udp
 
 

@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 
-from rpctl.cli.logs import library_log
 from rpctl.cli.common import Environment
-from rpctl.controller.errors import StateError
-from rpctl.controller.refs import Call, Param
+from rpctl.cli.logs import library_log
+from rpctl.controller.contract.errors import StateError
+from rpctl.controller.contract.refs import Call, Param
 
 
 def _env() -> Environment:
@@ -59,7 +59,7 @@ def test_a_stderr_that_went_away_does_not_stop_the_logger():
 FAILPOINT = """
 import os
 os.environ["RPCTL_FAILPOINT"] = "before-flip:" + ACTION
-from rpctl.controller import group
+from rpctl.controller.store import group
 group._failpoint("elsewhere")
 print("passed the other point", flush=True)
 group._failpoint("before-flip")

@@ -9,9 +9,11 @@ import re
 
 import pytest
 from rpctl.cli.main import build_parser
-from rpctl.controller import errors, group
-from rpctl.controller import views as read_model
-from rpctl.controller.errors import ExitStatus, NotFound, RpctlError
+from rpctl.controller.contract import errors
+from rpctl.controller.contract.errors import ExitStatus, NotFound, RpctlError
+from rpctl.controller.read import views as read_model
+from rpctl.controller.store import group
+
 from tests.support.cli import assert_one_error_line, explode, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")

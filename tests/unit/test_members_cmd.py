@@ -6,10 +6,11 @@ The group functions are replaced here: no privileges, no bpffs, no other process
 from __future__ import annotations
 
 import pytest
-from rpctl.controller import group
-from rpctl.controller.errors import ExitStatus, InvalidInput
-from rpctl.controller.group import Registration
-from rpctl.controller.options import GroupOptions
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput
+from rpctl.controller.store import group
+from rpctl.controller.store.group import Registration
+from rpctl.controller.store.options import GroupOptions
+
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")

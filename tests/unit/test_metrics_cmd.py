@@ -16,16 +16,16 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rpctl.cli import metrics_cmd
+from rpctl.cli import exporter
 from rpctl.cli.common import Environment
 from rpctl.cli.main import run
-from rpctl.controller import group as groups
-from rpctl.controller import views as read_model
-from rpctl.controller.errors import ExitStatus, NotFound, StateError
+from rpctl.controller.contract.errors import ExitStatus, NotFound, StateError
+from rpctl.controller.read import views as read_model
+from rpctl.controller.store import group as groups
+
 from tests.support.cli import assert_one_error_line, invoke
 from tests.support.metrics import by_member, samples, scrape
 from tests.support.views import group_view
-
 
 pytestmark = pytest.mark.usefixtures("groups_unreadable")
 
@@ -44,7 +44,7 @@ def test_collector_reads_at_every_scrape_and_reports_a_failure_once(monkeypatch)
 
     monkeypatch.setattr(read_model, "read_views", views)
     log = []
-    collector = metrics_cmd.GroupCollector("web", log.append)
+    collector = exporter.GroupCollector("web", log.append)
     ups = [samples(scrape(collector.collect())["rpctl_up"])[()] for _ in answers]
     assert ups == [1.0, 0.0, 0.0, 1.0]
     assert calls == [("web", True)] * 4, "every scrape reads afresh, queue depths included"
@@ -59,7 +59,7 @@ def test_collector_reports_damaged_state_and_os_errors_as_not_up(monkeypatch):
 
         monkeypatch.setattr(read_model, "read_views", views)
         log = []
-        got = scrape(metrics_cmd.GroupCollector(None, log.append).collect())
+        got = scrape(exporter.GroupCollector(None, log.append).collect())
         assert samples(got["rpctl_up"]) == {(): 0.0}
         assert len(log) == 1 and str(exc) in log[0]
 

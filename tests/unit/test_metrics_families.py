@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from rpctl.cli import metrics_cmd
 from rpctl.cli.metrics_families import STATES, families
-from tests.support.views import STATES as MEMBER_STATES
+
 from tests.support.metrics import by_member, samples, scrape
+from tests.support.views import STATES as MEMBER_STATES
 from tests.support.views import group_view, member, strays
 
 README = Path(__file__).resolve().parents[2] / "README.md"

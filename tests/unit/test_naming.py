@@ -1,10 +1,10 @@
-"""controller/naming.py: the stable {i} rule (pure)."""
+"""controller/tables/naming.py: the stable {i} rule (pure)."""
 
 from __future__ import annotations
 
 import pytest
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.naming import Newcomer, assign_names, check_format, format_name
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.tables.naming import Newcomer, assign_names, check_format, format_name
 
 
 def _n(pid: int, fd: int = 5, comm: str = "nginx") -> Newcomer:

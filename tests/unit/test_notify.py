@@ -1,11 +1,11 @@
-"""controller/notify.py against a real AF_UNIX datagram socket, named and abstract."""
+"""controller/ops/notify.py against a real AF_UNIX datagram socket, named and abstract."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from rpctl.controller import notify
+from rpctl.controller.ops import notify
 
 
 def _receiver(address: str) -> socket.socket:

@@ -1,12 +1,12 @@
-"""controller/options.py: a group's creation options, their defaults and their checks."""
+"""controller/store/options.py: a group's creation options, their defaults and their checks."""
 
 from __future__ import annotations
 
 import pytest
-from rpctl.controller import abi
-from rpctl.controller.errors import InvalidInput, StateError
-from rpctl.controller.options import GroupOptions
-from rpctl.controller.refs import Param
+from rpctl.controller.contract import abi
+from rpctl.controller.contract.errors import InvalidInput, StateError
+from rpctl.controller.contract.refs import Param
+from rpctl.controller.store.options import GroupOptions
 
 
 def test_udp_groups_get_flow_affinity_by_default():

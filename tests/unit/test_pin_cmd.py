@@ -13,9 +13,10 @@ from rich.console import Console
 from rpctl.cli import dashboard_screen, json_docs, pin_cmd, render
 from rpctl.cli.common import Environment
 from rpctl.cli.main import run
-from rpctl.controller import pin, rss
-from rpctl.controller.errors import ExitStatus
-from rpctl.controller.views import GroupView, MemberView
+from rpctl.controller.contract.errors import ExitStatus
+from rpctl.controller.kernel import rss
+from rpctl.controller.ops import pin
+from rpctl.controller.read.views import GroupView, MemberView
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from rpctl.controller import abi, pin_table, toeplitz
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.pin_table import PinPlan
+from rpctl.controller.contract import abi
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.tables import pin_table, toeplitz
+from rpctl.controller.tables.pin_table import PinPlan
 
 ONLINE = frozenset({0, 1, 2, 3})
 

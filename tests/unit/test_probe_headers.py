@@ -7,9 +7,8 @@ import platform
 from pathlib import Path
 
 import pytest
-
-from rpctl.controller import headers, probe
-from rpctl.controller.errors import Unsupported
+from rpctl.controller.contract.errors import Unsupported
+from rpctl.controller.kernel import headers, probe
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""controller/prometheus_source.py: the API's JSON -> views (answers a real Prometheus gave,
+"""controller/read/prometheus_source.py: the API's JSON -> views (answers a real Prometheus gave,
 recorded by the fleet kernel test), and the errors of a wrong URL, a bad selector, no series."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import socket
 import urllib.error
 
 import pytest
-from rpctl.controller import prometheus_source as source
-from rpctl.controller.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
+from rpctl.controller.contract.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
+from rpctl.controller.read import prometheus_source as source
 
 from tests.support.prometheus import RECORDED, FakeApi, recorded_answers, recorded_views
 

@@ -1,12 +1,13 @@
-"""controller/quic.py: QUIC-LB server ids, connection ids, and the generation's id table."""
+"""controller/tables/quic.py: QUIC-LB server ids, connection ids, and the generation's id table."""
 
 from __future__ import annotations
 
 import bisect
 
 import pytest
-from rpctl.controller import abi, quic
-from rpctl.controller.errors import InvalidInput
+from rpctl.controller.contract import abi
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.tables import quic
 
 
 @pytest.mark.parametrize("text, length, value", [

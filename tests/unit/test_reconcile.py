@@ -1,15 +1,15 @@
-"""controller/reconcile.py's plan(): what makes a group match its spec (pure, no kernel)."""
+"""controller/ops/reconcile.py's plan(): what makes a group match its spec (pure, no kernel)."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
-from rpctl.controller.config import AdoptRule, GroupSpec, PinSpec, RunSpec
-from rpctl.controller.errors import ExitStatus, InvalidInput, StateError
-from rpctl.controller.options import GroupOptions
-from rpctl.controller.reconcile import Add, Candidate, Current, Observed, Plan, Refresh, Remove, Reweigh, plan
-from rpctl.controller.sockets import EndpointKey
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, StateError
+from rpctl.controller.kernel.sockets import EndpointKey
+from rpctl.controller.ops.config import AdoptRule, GroupSpec, PinSpec, RunSpec
+from rpctl.controller.ops.reconcile import Add, Candidate, Current, Observed, Plan, Refresh, Remove, Reweigh, plan
+from rpctl.controller.store.options import GroupOptions
 
 KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
 

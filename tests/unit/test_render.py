@@ -8,7 +8,8 @@ import socket
 
 from rich.console import Console
 from rpctl.cli import render
-from rpctl.controller.flows import FlowTable
+from rpctl.controller.store.flows import FlowTable
+
 from tests.support.views import STATES, group_view, member, strays
 
 

@@ -7,11 +7,10 @@ import io
 import signal
 
 import pytest
-
 from rpctl.cli.common import Environment
 from rpctl.cli.main import build_parser, run
 from rpctl.cli.restart_cmd import parse_signal
-from rpctl.controller.errors import InvalidInput
+from rpctl.controller.contract.errors import InvalidInput
 
 
 @pytest.mark.parametrize("text, num", [("TERM", 15), ("sigterm", 15), ("15", 15), ("QUIT", 3), ("INT", 2)])

@@ -1,11 +1,11 @@
-"""controller/restart.py without processes: environment parsing, batches and batch limits."""
+"""controller/ops/restart.py without processes: environment parsing, batches and batch limits."""
 from __future__ import annotations
+
 import os
 
 import pytest
-
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.restart import batches, check_batch, is_launched, parse_environ
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.ops.restart import batches, check_batch, is_launched, parse_environ
 
 
 def test_parse_environ():

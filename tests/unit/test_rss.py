@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from rpctl.cli import rss_text
 from rpctl.cli.wording import error_text
-from rpctl.controller import abi, rss
-from rpctl.controller.errors import InvalidInput
+from rpctl.controller.contract import abi
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.kernel import rss
 
 KEY40 = bytes(range(1, 41))
 BOTH = rss.RXH_ADDRS | rss.RXH_PORTS
@@ -183,7 +184,7 @@ def test_ethtool_layouts_match_the_system_headers(tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout.split()
     for (expr, want), value in zip(checks.items(), got):
-        assert int(value) == want, f"{expr}: C says {value}, controller/rss.py says {want}"
+        assert int(value) == want, f"{expr}: C says {value}, controller/kernel/rss.py says {want}"
 
 
 def test_describe_says_when_sysfs_is_another_namespaces():

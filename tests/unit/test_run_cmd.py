@@ -6,8 +6,9 @@ The launcher is replaced here; launching real children is tests/kernel/test_laun
 from __future__ import annotations
 
 import pytest
-from rpctl.controller import launcher
-from rpctl.controller.options import GroupOptions
+from rpctl.controller.ops import launcher
+from rpctl.controller.store.options import GroupOptions
+
 from tests.support.cli import assert_one_error_line, invoke
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")

@@ -1,4 +1,4 @@
-"""controller/serve.py's decisions about one adopted group, with the reconcile replaced:
+"""controller/ops/serve.py's decisions about one adopted group, with the reconcile replaced:
 when it looks again, and what it logs."""
 
 from __future__ import annotations
@@ -7,12 +7,11 @@ import logging
 import socket
 
 import pytest
-
-from rpctl.controller import serve, watch
-from rpctl.controller.config import GroupSpec
-from rpctl.controller.errors import InvalidInput
-from rpctl.controller.reconcile import Plan, Unmanaged
-from rpctl.controller.sockets import EndpointKey
+from rpctl.controller.contract.errors import InvalidInput
+from rpctl.controller.kernel.sockets import EndpointKey
+from rpctl.controller.ops import serve, watch
+from rpctl.controller.ops.config import GroupSpec
+from rpctl.controller.ops.reconcile import Plan, Unmanaged
 
 KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
 SPEC = GroupSpec("web", KEY)

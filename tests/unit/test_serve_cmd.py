@@ -25,7 +25,7 @@ def test_a_bad_file_names_its_line_and_exits_4(tmp_path):
 
 
 def test_a_bad_metrics_address_is_refused(tmp_path, monkeypatch):
-    from rpctl.controller import serve
+    from rpctl.controller.ops import serve
 
     monkeypatch.setattr(serve.Serve, "run", lambda self: pytest.fail("serve ran"))
     status, _, err = invoke(["serve", "-c", str(tmp_path / "x.toml"), "--metrics", "localhost:9"])

@@ -7,7 +7,7 @@ from array import array
 from fractions import Fraction
 
 import pytest
-from rpctl.controller.slot_table import (
+from rpctl.controller.tables.slot_table import (
     DEFAULT_SLOTS,
     MAX_MEMBERS,
     NO_MEMBER,

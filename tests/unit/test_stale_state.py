@@ -1,4 +1,4 @@
-"""controller/stale_state.py without the system: which folders are stale, what is removed."""
+"""controller/store/stale_state.py without the system: which folders are stale, what is removed."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import errno
 import os
 
 import pytest
-from rpctl.controller import stale_state
-from rpctl.controller.errors import PermissionDenied
+from rpctl.controller.contract.errors import PermissionDenied
+from rpctl.controller.store import stale_state
 
 MOUNTINFO = """\
 22 1 0:21 / /proc rw,nosuid - proc proc rw

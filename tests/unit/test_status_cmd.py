@@ -7,8 +7,9 @@ import re
 
 import pytest
 from rpctl.cli import json_docs
-from rpctl.controller import views as read_model
-from rpctl.controller.errors import NotFound, PermissionDenied
+from rpctl.controller.contract.errors import NotFound, PermissionDenied
+from rpctl.controller.read import views as read_model
+
 from tests.support.cli import assert_one_error_line, explode, invoke
 from tests.support.views import STATES, group_view
 
@@ -81,7 +82,7 @@ def test_status_through_prometheus_json():
 
 
 def test_status_through_prometheus_json_says_adaptive_and_throttled():
-    from rpctl.controller.prometheus_source import THROTTLED_REASON
+    from rpctl.controller.read.prometheus_source import THROTTLED_REASON
 
     from tests.support.prometheus import FakeApi, recorded_answers, throttling_docs
 

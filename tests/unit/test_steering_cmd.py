@@ -8,9 +8,11 @@ import re
 
 import pytest
 from rpctl.cli import json_docs
-from rpctl.controller import group, probe
-from rpctl.controller import views as read_model
-from rpctl.controller.errors import ExitStatus, NotFound, PermissionDenied
+from rpctl.controller.contract.errors import ExitStatus, NotFound, PermissionDenied
+from rpctl.controller.kernel import probe
+from rpctl.controller.read import views as read_model
+from rpctl.controller.store import group
+
 from tests.support.cli import assert_one_error_line, invoke
 from tests.support.views import STATES, group_view
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rpctl.cli.text import unmanaged_warning
+
 from tests.support.views import group_view, strays
 
 

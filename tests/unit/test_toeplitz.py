@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from rpctl.controller import abi, toeplitz
+from rpctl.controller.contract import abi
+from rpctl.controller.tables import toeplitz
 
 KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa")
 

@@ -1,12 +1,14 @@
-"""controller/views.py: a member's state from its flags and queue; listeners that are not members."""
+"""controller/read/views.py: a member's state from its flags and queue; listeners that are not members."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
-from rpctl.controller import diag, discover, views
-from rpctl.controller.discover import Holder
+from rpctl.controller.kernel import diag, discover
+from rpctl.controller.kernel.discover import Holder
+from rpctl.controller.read import views
+
 from tests.support.views import group_view, member
 
 

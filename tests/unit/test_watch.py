@@ -1,12 +1,13 @@
-"""controller/watch.py: when serve reconciles (pure), and the cheap look at a real socket."""
+"""controller/ops/watch.py: when serve reconciles (pure), and the cheap look at a real socket."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from rpctl.controller import sockets, watch
-from rpctl.controller.watch import Signs, difference
+from rpctl.controller.kernel import sockets
+from rpctl.controller.ops import watch
+from rpctl.controller.ops.watch import Signs, difference
 
 SETTLED = Signs(frozenset({1, 2, 3}), frozenset({100, 101, 102}))
 

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import pytest
 from rpctl.cli.wording import COMMANDS, FLAGS, cli_word, error_line, error_text
-from rpctl.controller import adopt, group, launcher, pin_table, rss
-from rpctl.controller.discover import Endpoint, Holder, Listener
-from rpctl.controller.errors import ExitStatus, InvalidInput, RpctlError, UsageError
-from rpctl.controller.refs import Call, Param
-from rpctl.controller.restart import check_batch
-from rpctl.controller.state import Layout
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, RpctlError, UsageError
+from rpctl.controller.contract.refs import Call, Param
+from rpctl.controller.kernel import rss
+from rpctl.controller.kernel.discover import Endpoint, Holder, Listener
+from rpctl.controller.ops import adopt, launcher
+from rpctl.controller.ops.restart import check_batch
+from rpctl.controller.store import group
+from rpctl.controller.store.state import Layout
+from rpctl.controller.tables import pin_table
 
-CONTROLLER = Path(group.__file__).parent
+CONTROLLER = Path(group.__file__).parents[1]  # rpctl.controller, every layer below it
 
 
 # The line and the exit code ---------------------------------------------------------------
@@ -92,7 +95,7 @@ def _refs_in_the_library() -> set[tuple[str, object]]:
     """("param", (op, name)) and ("call", op) of every Param(...) and Call(...) written in
     controller/ (a Call that is another Call's argument is that call's business)."""
     found = set()
-    for path in CONTROLLER.glob("*.py"):
+    for path in CONTROLLER.rglob("*.py"):
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Name) and n.func.id in ("Param", "Call")]
         inner = {id(a) for n in calls if n.func.id == "Call" for a in n.args}
@@ -123,7 +126,7 @@ FLAG = re.compile(r"(?<![\w`-])--[a-z][a-z-]*")
 
 def test_the_library_spells_no_flag_and_no_command():
     """What the library says is in its own terms; `rpctl run` is the launcher's name, not a command line."""
-    for path in CONTROLLER.glob("*.py"):
+    for path in CONTROLLER.rglob("*.py"):
         tree = ast.parse(path.read_text())
         docstrings = {
             id(n.body[0].value)

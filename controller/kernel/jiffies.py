@@ -1,0 +1,89 @@
+"""The kernel's tick counter (jiffies) and its rate (HZ), read from user space.
+
+The steering program stamps the flows of its flow table with
+bpf_jiffies64(), which the verifier turns into one load: the clock helper
+it replaced (bpf_ktime_get_coarse_ns) cost about 35 ns on every datagram
+of a known flow (docs/decisions/0010).  User space needs that clock to
+tell a live flow from an idle one, and HZ to turn a group's idle timeout
+into ticks when it creates the group.  The kernel shows jiffies only in
+/proc/timer_list (root), and HZ only in its build configuration; without
+one, HZ is measured from /proc/timer_list over a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import time
+
+from ..contract.errors import Unsupported
+
+TIMER_LIST = "/proc/timer_list"
+CONFIG_FILES = ("/boot/config-{release}", "/proc/config.gz")
+
+# The rates Linux can be built with (kernel/Kconfig.hz); a measurement is
+# rounded to the nearest.
+KNOWN_HZ = (100, 250, 300, 1000)
+MEASURE_S = 0.2
+
+_hz: int | None = None
+
+
+def now() -> int:
+    """The kernel's jiffies now, in the 32 bits the flow table keeps."""
+    try:
+        with open(TIMER_LIST) as f:
+            for line in f:
+                if line.startswith("jiffies:"):
+                    return int(line.split()[1]) & 0xFFFFFFFF
+    except OSError as e:
+        raise Unsupported(f"read the kernel's clock from {TIMER_LIST}: {e.strerror}") from None
+    raise Unsupported(f"{TIMER_LIST} shows no jiffies line")
+
+
+def config_hz(text: str) -> int | None:
+    """CONFIG_HZ of a kernel build configuration, or None."""
+    m = re.search(r"^CONFIG_HZ=(\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def nearest_hz(ticks: int, seconds: float) -> int:
+    """The rate of KNOWN_HZ nearest to `ticks` counted over `seconds`."""
+    rate = ticks / seconds
+    return min(KNOWN_HZ, key=lambda hz: abs(hz - rate))
+
+
+def _from_config() -> int | None:
+    for pattern in CONFIG_FILES:
+        path = pattern.format(release=os.uname().release)
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt") as f:
+                hz = config_hz(f.read())
+        except OSError:
+            continue
+        if hz:
+            return hz
+    return None
+
+
+def _measured() -> int:
+    t0, j0 = time.monotonic(), now()
+    time.sleep(MEASURE_S)
+    t1, j1 = time.monotonic(), now()
+    return nearest_hz((j1 - j0) & 0xFFFFFFFF, t1 - t0)
+
+
+def hz() -> int:
+    """The kernel's HZ: from its build configuration, else measured (once per process)."""
+    global _hz
+    if _hz is None:
+        _hz = _from_config() or _measured()
+    return _hz
+
+
+def ticks(seconds: float, rate: int) -> int:
+    """`seconds` in ticks of `rate` per second, rounded up: a flow is never
+    forgotten before its idle timeout."""
+    return max(1, -(-round(seconds * 1_000_000) * rate // 1_000_000))

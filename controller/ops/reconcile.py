@@ -1,0 +1,426 @@
+"""Make one group of the kernel what its GroupSpec (controller/ops/config.py) says.
+
+    observe(spec, layout) -> Observed   the endpoint's listeners, who serves them, the group's members
+    plan(spec, observed) -> Plan        what to add, remove, refresh, weigh, drain and pin (pure)
+    execute(plan, layout)               all of it in ONE Group.publish (one ctl.gen flip)
+    reconcile(spec, layout, dry_run)    the three under the group's lock
+
+Members are known by socket cookie.  A listener of the endpoint whose
+serving process matches the spec's adopt rule and that is not a member
+joins under a stable name (controller/tables/naming.py); a member whose socket
+closed, or whose process no longer matches, leaves; a member whose socket
+lives on in another process (nginx's workers after a reload) keeps its
+name, index and policy and only its pid and fd on record change.  Weights
+and drains apply by name; a name that no member has is not an error (its
+listener may come later), the plan only says so.  A second reconcile with
+nothing changed plans nothing and publishes nothing.
+
+`rpctl apply` calls reconcile() once per group; `rpctl serve` calls it
+whenever the endpoint changes.  Groups with `run` are launched and kept by
+`rpctl serve`: reconcile leaves them alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+from ..contract import abi
+from ..contract.errors import InvalidInput, StateError
+from ..contract.refs import Call
+from ..kernel import probe, sockets
+from ..kernel.discover import discover, identity
+from ..store import group as group_mod
+from ..store.options import NONE_GIVEN, GroupOptions, value_text
+from ..store.state import Layout
+from ..tables.naming import Newcomer, assign_names
+from .config import WEIGHTED, GroupSpec, PinSpec
+
+__all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
+           "execute", "observe", "plan", "reconcile"]
+
+SOCKET_CLOSED = "socket closed"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A listener of the endpoint and the process that serves it (pid 0: none told apart)."""
+
+    cookie: int
+    inode: int
+    pid: int = 0
+    fd: int = -1
+    comm: str = ""
+    exe: Optional[str] = None
+    uid: Optional[int] = None
+    cgroup: Optional[str] = None
+    holders: tuple[int, ...] = ()  # pids holding it
+
+
+@dataclass(frozen=True)
+class Current:
+    """A member of the group as its live generation has it."""
+
+    index: int
+    name: str
+    cookie: int
+    pid: int
+    fd: int
+    weight: int
+    draining: bool
+    open: bool  # its socket is still in the socket array
+
+
+@dataclass(frozen=True)
+class Observed:
+    group: str
+    key: sockets.EndpointKey
+    exists: bool = False
+    listeners: tuple[Candidate, ...] = ()
+    members: tuple[Current, ...] = ()
+    pin: PinSpec = WEIGHTED
+    options: GroupOptions = NONE_GIVEN  # those the group was made with (when it exists)
+
+
+@dataclass(frozen=True)
+class Add:
+    name: str
+    cookie: int
+    pid: int
+    fd: int
+    comm: str
+    weight: int
+    draining: bool
+
+
+@dataclass(frozen=True)
+class Remove:
+    name: str
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """A member whose socket lives on in another process: only its pid and fd change."""
+
+    name: str
+    index: int
+    pid: int
+    fd: int
+    old_pid: int
+
+
+@dataclass(frozen=True)
+class Reweigh:
+    """A member whose weight or drain flag changes."""
+
+    name: str
+    index: int
+    weight: int
+    draining: bool
+    old_weight: int
+    old_draining: bool
+
+
+@dataclass(frozen=True)
+class Unmanaged:
+    """A listener of the endpoint that is not admitted, and why."""
+
+    cookie: int
+    inode: int
+    pid: int
+    comm: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    group: str
+    key: sockets.EndpointKey
+    create: bool = False
+    options: GroupOptions = NONE_GIVEN  # the creation options of the group, when the plan creates it
+    adds: tuple[Add, ...] = ()
+    removes: tuple[Remove, ...] = ()
+    refreshes: tuple[Refresh, ...] = ()
+    reweighs: tuple[Reweigh, ...] = ()
+    pin: Optional[PinSpec] = None  # the pin mode to publish (again); None: the live one stays
+    pin_was: PinSpec = WEIGHTED
+    unmanaged: tuple[Unmanaged, ...] = ()
+    unknown_names: tuple[str, ...] = ()  # in weights or drain, no member's name
+    kept_by_serve: bool = False  # a `run` group: rpctl serve launches its members
+    pids: dict[str, int] = field(default_factory=dict, compare=False)  # name -> pid of the members after it
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.adds or self.removes or self.refreshes or self.reweighs or self.pin)
+
+    def change_lines(self) -> list[str]:
+        g = f"group {self.group}:"
+        given = ", ".join(f"{k} {value_text(v)}" for k, v in self.options.given().items())
+        made = f"{g} create it for {self.key.text}" + (f" with {given}" if given else "")
+        out = [made] if self.create else []
+        out += [f"{g} - {r.name} ({r.reason})" for r in self.removes]
+        for a in self.adds:
+            drained = ", drained" if a.draining else ""
+            out.append(f"{g} + {a.name} (pid {a.pid} {a.comm} fd {a.fd}, weight {a.weight}{drained})")
+        out += [f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd})" for r in self.refreshes]
+        for r in self.reweighs:
+            if r.weight != r.old_weight:
+                out.append(f"{g} {r.name} weight {r.old_weight} -> {r.weight}")
+            if r.draining != r.old_draining:
+                out.append(f"{g} {'drain' if r.draining else 'undrain'} {r.name}")
+        if self.pin is not None:
+            was = self.pin_was.text
+            out.append(f"{g} pin {self.pin.text}" + (f" (was {was})" if was != self.pin.text else " (members changed)"))
+        return out
+
+    def note_lines(self) -> list[str]:
+        g = f"group {self.group}:"
+        if self.kept_by_serve:
+            return [f"{g} kept by rpctl serve (its members are launched by `run`)"]
+        out = [f"{g} not admitted: socket {u.cookie} of pid {u.pid} {u.comm} ({u.reason})" for u in self.unmanaged]
+        if self.unknown_names:
+            out.append(f"{g} no member named {', '.join(self.unknown_names)} yet (weights and drain apply when one is)")
+        return out
+
+    def lines(self) -> list[str]:
+        """What the plan does, one human line each ("group web: up to date" when nothing), then notes."""
+        changes = self.change_lines()
+        if not changes and not self.kept_by_serve:
+            changes = [f"group {self.group}: up to date" + ("" if self.pids or self.create else " (no member yet)")]
+        return changes + self.note_lines()
+
+
+# observe ----------------------------------------------------------------------
+
+
+def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
+    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+    out = []
+    for lst in eps[0].listeners if eps else []:
+        holders = tuple(lst.holder_pids)
+        s = lst.server
+        if s is None:
+            out.append(Candidate(lst.cookie, lst.inode, holders=holders))
+            continue
+        who = identity(s.pid)
+        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders))
+    return tuple(out)
+
+
+def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
+    """The endpoint's listeners and the group's members, as they are now."""
+    from ..read.views import read_group
+
+    layout = layout or Layout()
+    steering = group_mod.find_group_for(spec.listen, layout)
+    if steering is not None and steering != spec.name:
+        raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
+                           Call("unload", group=steering), ", or give the group that name in the file)")
+    listeners = _candidates(spec.listen)
+    if not os.path.isdir(layout.group_dir(spec.name)):
+        return Observed(spec.name, spec.listen, False, listeners)
+    with group_mod.Group.open(spec.name, layout) as g:
+        if g.endpoint_key() != spec.listen:
+            raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
+                               Call("unload", group=spec.name), " first to move it)")
+        view = read_group(g, with_queues=False)
+        options = g.options()
+    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)
+                    for m in view.members)
+    return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
+
+
+# plan ---------------------------------------------------------------------------
+
+
+def _mismatch(spec: GroupSpec, c: Candidate) -> str:
+    """Why candidate `c` may not be a member ("" when it may)."""
+    if not c.pid:
+        return f"cannot tell which of pids {','.join(map(str, c.holders)) or '(none)'} serves it"
+    if spec.adopt is None:
+        return "the group has no adopt rule"
+    return spec.adopt.mismatch(c.comm, c.exe, c.uid, c.cgroup)
+
+
+def check_options(spec: GroupSpec, own: GroupOptions) -> None:
+    """Refuse a file whose creation options differ from those the group was made with:
+    they are fixed at creation, so the group is left as it is."""
+    for name, value, mine in spec.options.differences(own)[:1]:
+        raise StateError(
+            f"group {spec.name}: {name} is {value_text(mine)} in the kernel and {value_text(value)} in the file; "
+            "a group's creation options are fixed (", Call("unload", group=spec.name),
+            " first, then apply again to make it anew), the group is left as it is",
+        )
+
+
+def plan(spec: GroupSpec, observed: Observed) -> Plan:
+    """What makes the group match `spec`.  Pure."""
+    base = {"group": spec.name, "key": spec.listen, "pin_was": observed.pin}
+    if spec.run is not None:
+        return Plan(**base, kept_by_serve=True)
+    if observed.exists:
+        check_options(spec, observed.options)
+    listeners = {c.cookie: c for c in observed.listeners}
+
+    removes: list[Remove] = []
+    refreshes: list[Refresh] = []
+    staying: list[Current] = []
+    for m in observed.members:
+        c = listeners.get(m.cookie)
+        if not m.open:
+            removes.append(Remove(m.name, m.index, SOCKET_CLOSED))
+        elif c is None:
+            removes.append(Remove(m.name, m.index, "no longer a listener of the port"))
+        elif c.pid and _mismatch(spec, c):
+            removes.append(Remove(m.name, m.index, f"pid {c.pid} {c.comm}: {_mismatch(spec, c)}"))
+        else:
+            staying.append(m)
+            # No process told apart (during a reload two may poll it): keep the record until one is.
+            if c.pid and (c.pid, c.fd) != (m.pid, m.fd):
+                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid))
+
+    unmanaged: list[Unmanaged] = []
+    joining: list[Candidate] = []
+    staying_cookies = {m.cookie for m in staying}
+    for c in observed.listeners:
+        if c.cookie in staying_cookies:
+            continue
+        why = _mismatch(spec, c)
+        if why:
+            unmanaged.append(Unmanaged(c.cookie, c.inode, c.pid, c.comm, why))
+        else:
+            joining.append(c)
+    names = assign_names(spec.names, [Newcomer(c.comm, c.pid, c.fd) for c in joining], {m.name for m in staying})
+    taken = {m.name for m in staying}
+    for c, name in zip(joining, names):
+        if name in taken:
+            raise InvalidInput(f"group {spec.name}: key 'names' {spec.names!r} gives {name!r} to two listeners "
+                               "(add {i} to it)")
+        taken.add(name)
+
+    def weight(name: str) -> int:
+        return spec.weights.get(name, spec.default_weight)
+
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain) for c, n in zip(joining, names))
+    reweighs = tuple(Reweigh(m.name, m.index, weight(m.name), m.name in spec.drain, m.weight, m.draining)
+                     for m in staying if (weight(m.name), m.name in spec.drain) != (m.weight, m.draining))
+    unknown = tuple(sorted(n for n in {*spec.weights, *spec.drain} if n not in taken))
+
+    create = not observed.exists and bool(adds)
+    changed = bool(adds or removes or refreshes)
+    pin: Optional[PinSpec] = None
+    if (observed.exists or create) and spec.pin != observed.pin:
+        pin = spec.pin
+    elif spec.pin.mode != "weighted" and changed:
+        pin = spec.pin  # a new or departed member, or a new process: the assignment is computed again
+    pids = {m.name: m.pid for m in staying}
+    pids.update({r.name: r.pid for r in refreshes})
+    pids.update({a.name: a.pid for a in adds})
+    return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
+                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids)
+
+
+# execute -------------------------------------------------------------------------
+
+
+def _policy(weight: int, draining: bool) -> abi.RpPolicy:
+    return abi.RpPolicy(weight, abi.RP_POLICY_PRESENT | (abi.RP_POLICY_DRAINING if draining else 0))
+
+
+@contextlib.contextmanager
+def _taken(p: Plan) -> Iterator[list[group_mod.Joining]]:
+    """The sockets of the plan's new members, every one taken before anything
+    changes (a process gone since observe() refuses the whole plan), all
+    closed at the end: a kept copy would keep a dead worker's listener open,
+    connections queueing on it with no one to accept them."""
+    what = f"apply group {p.group}"
+    joining: list[group_mod.Joining] = []
+    try:
+        for a in p.adds:
+            sock, info = sockets.take_member_socket(a.pid, a.fd, f"{what}: {a.name}", a.cookie)
+            joining.append(group_mod.Joining(a.name, a.pid, a.fd, sock, info, _policy(a.weight, a.draining)))
+        yield joining
+    finally:
+        for j in joining:
+            j.sock.close()
+
+
+def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
+    """Carry out `p`; the caller holds the namespace's lock when p.create, and
+    the group's lock when group_locked."""
+    what = f"apply group {p.group}"
+    probe.require_bpf_privileges(what)
+    if p.adds:
+        probe.require_ptrace(what)
+    if p.create:
+        probe.require_kernel()
+    with _taken(p) as joining:
+        if p.create:
+            group_mod._create(layout, p.group, joining[0].info, p.options)
+        try:
+            lock = contextlib.nullcontext() if group_locked else layout.group_lock(p.group)
+            with lock, group_mod.Group.open(p.group, layout) as g:
+                return _write(g, p, joining)
+        except BaseException:
+            if p.create:
+                layout.remove_group_dir(p.group)
+            raise
+
+
+def _write(g: group_mod.Group, p: Plan, joining: list[group_mod.Joining]) -> dict[str, int]:
+    policies: dict[int, Optional[abi.RpPolicy]] = {r.index: None for r in p.removes}
+    policies.update({r.index: _policy(r.weight, r.draining) for r in p.reweighs})
+    pin_plan = None
+    if p.pin is not None:
+        from .pin import plan_pins
+
+        def pin_plan(index: dict[str, int]):
+            return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
+
+    return group_mod.update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies,
+                             pin_plan)
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout, group: str) -> Iterator[bool]:
+    """The group's lock (yields True); the namespace's instead when the group
+    does not exist yet (yields False: it may be created, and the group's lock
+    is taken after, in the order register takes them)."""
+    if os.path.isdir(layout.group_dir(group)):
+        with layout.group_lock(group):
+            yield True
+        return
+    with layout.ns_lock():
+        layout.sweep_temp_dirs()
+        yield False
+
+
+def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
+    """Carry out plan `p` (made by plan() from a recent observe()): all of the
+    group's changes in one publish, the group created first when `p.create`.
+    Returns name -> index in the socket array of the members after it ({}
+    for an empty plan, which changes nothing)."""
+    if p.empty:
+        return {}
+    layout = layout or Layout()
+    lock = layout.ns_lock() if p.create else contextlib.nullcontext()
+    with lock:
+        return _execute(p, layout, group_locked=False)
+
+
+def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False) -> Plan:
+    """Observe, plan and (unless dry_run or nothing to do) execute, under the
+    group's lock (the namespace's when the group may be created).  Returns the plan."""
+    if spec.run is not None:
+        return plan(spec, Observed(spec.name, spec.listen))
+    probe.require_bpf_privileges(f"apply group {spec.name}")
+    layout = layout or Layout()
+    with _locked(layout, spec.name) as group_locked:
+        p = plan(spec, observe(spec, layout))
+        if not (dry_run or p.empty):
+            _execute(p, layout, group_locked)
+    return p

@@ -1,0 +1,305 @@
+"""The read model fed by a Prometheus server instead of this host's maps.
+
+Every host runs `rpctl metrics`; Prometheus scrapes them all.  Through its
+HTTP API (instant queries, /api/v1/query) this module builds the same
+GroupView and MemberView that a local read builds, one per group and scrape
+target (`instance`), so that status, its JSON and the dashboard show a fleet
+with the code that shows one host.
+
+A group seen within the last hour whose exporter Prometheus cannot scrape
+now (or that cannot read the pinned state) is a view marked `unreachable`,
+without members: it is what most needs a look.
+
+What Prometheus cannot know is left empty: a member's pid, fd, cookie and
+index (indexes are given in name order), the generation, who holds an
+unmanaged listener (only how many there are).  What a local read computes
+since the last publish comes from rate() over a window the caller names:
+each member's connections (datagrams) per second and its observed share of
+its group's.  Target shares are computed from the weights, as locally.
+
+Only the standard library: urllib and json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..contract.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
+from ..contract.refs import Param
+from ..kernel.sockets import family_of, parse_hostport
+from .views import (
+    DRAINED,
+    DRAINING,
+    GONE,
+    GROUP_COUNTERS,
+    MEMBER_COUNTERS,
+    THROTTLED,
+    GroupView,
+    MemberView,
+    UnmanagedListener,
+    set_target_shares,
+)
+
+__all__ = ["DEFAULT_WINDOW", "PrometheusApi", "Sample", "fleet_views", "parse_match", "parse_window", "read_fleet"]
+
+DEFAULT_WINDOW = "1m"
+LOOKBACK = "1h"  # how long a group whose exporter went down is still shown as such
+
+# A Prometheus duration, as rate() takes it: 30s, 1m, 1h30m.
+_DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant vector: its labels and value."""
+
+    labels: dict[str, str]
+    value: float
+
+
+# What `throttled` says of a member Prometheus has as throttled: the exporter publishes whether,
+# not why (a reason in a label would start a new series at every throttle).
+THROTTLED_REASON = "its reason is not in the metrics"
+
+
+def parse_window(window: str) -> str:
+    """A rate() window as Prometheus writes durations ("1m", "90s"); InvalidInput otherwise."""
+    if not _DURATION.fullmatch(window or ""):
+        raise InvalidInput(Param("window", "read_fleet"),
+                           f" {window!r} is not a Prometheus duration such as 30s, 1m or 1h")
+    return window
+
+
+def parse_match(match: Optional[str]) -> str:
+    """A series selector's label matchers, `{job="rpctl",instance=~"web-.*"}` with or without its
+    braces, -> what goes between the braces of every query ("" for none).  Prometheus checks
+    the matchers themselves (a bad one is InvalidInput from the query)."""
+    text = (match or "").strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1].strip()
+    if "{" in text or "}" in text:
+        raise InvalidInput(Param("match", "read_fleet"), f" {match!r} is not label matchers such as "
+                           '{instance=~"web-.*",group="api"}')
+    return text
+
+
+class PrometheusApi:
+    """Instant queries against one Prometheus server.  `opener` stands for urllib's
+    urlopen (tests pass one that answers recorded responses)."""
+
+    def __init__(self, url: str, timeout: float = 10.0, opener: Optional[Callable] = None):
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InvalidInput(Param("url", "read_fleet"),
+                               f" {url!r} is not the http:// or https:// URL of a Prometheus server")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.opener = opener or urllib.request.urlopen
+
+    def query(self, expr: str) -> list[Sample]:
+        """The instant vector `expr` evaluates to now."""
+        where = f"{self.url}/api/v1/query"
+        request = urllib.request.Request(
+            where, data=urllib.parse.urlencode({"query": expr}).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        )
+        try:
+            with self.opener(request, timeout=self.timeout) as reply:
+                body = reply.read()
+        except urllib.error.HTTPError as e:
+            # Prometheus answers a bad query with 400 (or 422) and a JSON error; anything else is not one.
+            body = e.read()
+            doc = _json(body)
+            if doc is None or doc.get("status") != "error":
+                raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
+                                   f"(HTTP {e.code} from {where})") from None
+            return _answer(doc, expr)
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, (socket.timeout, TimeoutError)):
+                raise WaitTimeout(f"Prometheus at {self.url} did not answer within {self.timeout:g}s") from None
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise RpctlError(f"cannot reach Prometheus at {self.url}: {text}") from None
+        doc = _json(body)
+        if doc is None or "status" not in doc:
+            raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
+                               f"({where} answered no API JSON)")
+        return _answer(doc, expr)
+
+
+def _json(body: bytes) -> Optional[dict]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _answer(doc: dict, expr: str) -> list[Sample]:
+    """The samples of an API answer; a refused query is InvalidInput with Prometheus' reason."""
+    if doc.get("status") != "success":
+        reason = doc.get("error") or doc.get("errorType") or "no reason given"
+        if doc.get("errorType") == "bad_data":
+            raise InvalidInput("Prometheus refused the query: ", Param("match", "read_fleet"),
+                               f" is not a valid selector ({reason})")
+        raise RpctlError(f"Prometheus could not run {expr!r}: {reason}")
+    data = doc.get("data") or {}
+    if data.get("resultType") != "vector":
+        raise RpctlError(f"Prometheus answered {expr!r} with a {data.get('resultType')!r}, not a vector")
+    out = []
+    for item in data.get("result") or []:
+        try:
+            out.append(Sample(dict(item["metric"]), float(item["value"][1])))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise RpctlError(f"Prometheus answered {expr!r} with a sample rpctl cannot read: {item!r}") from None
+    return out
+
+
+# Queries ---------------------------------------------------------------------------------
+
+
+def queries(match: str, window: str) -> dict[str, str]:
+    """The instant queries of one read, by what they give.  `match` goes inside every selector."""
+    sel = f",{match}" if match else ""
+    member_totals = "|".join(c.name for c in MEMBER_COUNTERS)
+    group_totals = "|".join(c.name for c in GROUP_COUNTERS)
+    return {
+        "info": f"rpctl_group_info{{{match}}}",
+        "state": f"rpctl_member_state{{{match}}} == 1",
+        "weight": f"rpctl_member_weight{{{match}}}",
+        # Adaptive groups' members only (1 while serve throttles one); the reason stays on the host.
+        "throttled": f"rpctl_member_throttled{{{match}}}",
+        "member_totals": f'{{__name__=~"rpctl_member_({member_totals})_total"{sel}}}',
+        # One rate per counter, added up: rate() drops the metric's name, so one rate() of the
+        # four would hold four series of the same labels, which Prometheus refuses.
+        "rates": " + ".join(f"sum by (instance, group, member) (rate(rpctl_member_{c.name}_total{{{match}}}"
+                            f"[{window}]))" for c in MEMBER_COUNTERS),
+        "queue": f'{{__name__=~"rpctl_member_queued_(connections|bytes)"{sel}}}',
+        "group_totals": f'{{__name__=~"rpctl_group_({group_totals})_total"{sel}}}',
+        "unmanaged": f"rpctl_group_unmanaged_listeners{{{match}}}",
+        # Groups seen within LOOKBACK whose exporter cannot be scraped now, or cannot read the
+        # pinned state: their series went stale, so without this they would just vanish.
+        "unreachable": f"(last_over_time(rpctl_group_info{{{match}}}[{LOOKBACK}]) unless on (instance, group) "
+                       f"rpctl_group_info{{{match}}}) and on (instance) (up == 0 or rpctl_up == 0)",
+    }
+
+
+def read_fleet(api: PrometheusApi, match: Optional[str] = None, window: str = DEFAULT_WINDOW) -> list[GroupView]:
+    """Every group Prometheus has from rpctl exporters (those `match` selects), sorted by
+    instance and name.  NotFound when there is none."""
+    inner = parse_match(match)
+    answers = {what: api.query(expr) for what, expr in queries(inner, parse_window(window)).items()}
+    views = fleet_views(answers)
+    if not views:
+        selected = f" matching {{{inner}}}" if inner else ""
+        raise NotFound(f"Prometheus at {api.url} has no rpctl series{selected} "
+                       "(does it scrape the rpctl exporter of each host?)")
+    return views
+
+
+def _metric_kind(name: str, prefix: str, suffix: str) -> str:
+    return name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
+
+
+def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
+    """The views of the answers to queries() (pure: what a test feeds recorded responses)."""
+    groups: dict[tuple[str, str], GroupView] = {}
+    for s in answers["info"]:
+        instance, name = s.labels.get("instance", ""), s.labels.get("group", "")
+        groups[(instance, name)] = _group(instance, name, s.labels)
+
+    for s in answers.get("unreachable", []):
+        instance, name = s.labels.get("instance", ""), s.labels.get("group", "")
+        if (instance, name) not in groups:
+            groups[(instance, name)] = _group(instance, name, s.labels)
+            groups[(instance, name)].unreachable = True
+    members: dict[tuple[str, str], dict[str, MemberView]] = defaultdict(dict)
+
+    def member(s: Sample) -> Optional[MemberView]:
+        key = (s.labels.get("instance", ""), s.labels.get("group", ""))
+        if key not in groups or groups[key].unreachable or "member" not in s.labels:
+            return None  # a group whose info series is missing (a scrape in between): shown next time
+        found = members[key]
+        name = s.labels["member"]
+        if name not in found:
+            found[name] = MemberView(index=0, name=name, pid=0, fd=-1, cookie=0, weight=0, draining=False,
+                                     gone=False, selected=0, fallback=0, migrated=0, since_publish=0,
+                                     target_share=0.0)
+        return found[name]
+
+    for s in answers["state"]:
+        m = member(s)
+        if m is not None:
+            state = s.labels.get("state")
+            m.gone = state == GONE
+            m.draining = state in (DRAINING, DRAINED)
+            if state == DRAINED:
+                m.queue = 0
+            if state == THROTTLED:
+                m.throttled = THROTTLED_REASON
+    # An exporter of before this query's time has only the state series: read above.
+    for s in answers.get("throttled", ()):
+        m = member(s)
+        if m is not None:
+            m.throttled = THROTTLED_REASON if s.value == 1 else None
+    for s in answers["weight"]:
+        m = member(s)
+        if m is not None:
+            m.weight = int(s.value)
+    for s in answers["member_totals"]:
+        m = member(s)
+        if m is not None:
+            setattr(m, _metric_kind(s.labels["__name__"], "rpctl_member_", "_total"), int(s.value))
+    for s in answers["rates"]:
+        m = member(s)
+        if m is not None:
+            m.rate = (m.rate or 0.0) + s.value
+    for s in answers["queue"]:
+        m = member(s)
+        if m is not None and (m.state != DRAINED or s.value == 0):
+            m.queue = int(s.value)
+    for s in answers["group_totals"]:
+        g = groups.get((s.labels.get("instance", ""), s.labels.get("group", "")))
+        if g is not None:
+            setattr(g, _metric_kind(s.labels["__name__"], "rpctl_group_", "_total"), int(s.value))
+    for s in answers["unmanaged"]:
+        g = groups.get((s.labels.get("instance", ""), s.labels.get("group", "")))
+        if g is not None:
+            # Prometheus has how many, not whose: listeners without a cookie or a process.
+            g.unmanaged = [UnmanagedListener(cookie=0, inode=0, pid=None, comm="")] * int(s.value)
+
+    for key, g in groups.items():
+        g.members = [found for _, found in sorted(members[key].items())]
+        for i, m in enumerate(g.members):
+            m.index = i
+        set_target_shares(g.members)
+        total = sum(m.rate or 0.0 for m in g.members)
+        for m in g.members:
+            m.observed_share = (m.rate or 0.0) / total if total > 0 else None
+    return [groups[k] for k in sorted(groups)]
+
+
+def _group(instance: str, name: str, labels: dict[str, str]) -> GroupView:
+    proto, _, hostport = labels.get("endpoint", "").partition(":")
+    try:
+        addr, port = parse_hostport(hostport)
+        family = family_of(addr)
+    except ValueError:
+        addr, port, family = hostport, 0, socket.AF_INET  # an exporter of another version: shown as it says
+    try:
+        prog_id = int(labels.get("program_id", "0"))
+    except ValueError:
+        prog_id = 0
+    view = GroupView(name=name, proto=labels.get("protocol", proto), family=family, addr=addr, port=port,
+                     prog_id=prog_id, gen=0, mode=labels.get("mode", "weighted"), published_ns=0, created_ns=0,
+                     migration=labels.get("migration", "true") == "true", instance=instance,
+                     adaptive=labels.get("adaptive", "false") == "true")
+    return view
