@@ -9,7 +9,6 @@ headers or bcc fail the session with a message: never a silent skip.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -61,12 +60,9 @@ class Cli:
     """rpctl in-process: exit code, stdout and stderr of one command."""
 
     def __call__(self, *argv: str):
-        from rpctl.cli.common import Environment
-        from rpctl.cli.main import run
+        from tests.support.cli import invoke
 
-        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-        code = run([str(a) for a in argv], env)
-        return code, env.stdout.getvalue(), env.stderr.getvalue()
+        return invoke(argv)
 
     def ok(self, *argv: str) -> str:
         code, out, err = self(*argv)

@@ -9,7 +9,6 @@ pipes: a full pipe would block the launcher and its children.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -18,8 +17,6 @@ import threading
 import time
 
 import pytest
-from rpctl.cli import main
-from rpctl.cli.common import Environment
 from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as demo_worker
 from rpctl.controller.contract.errors import InvalidInput
@@ -173,10 +170,10 @@ def test_join_registers_the_callers_own_sockets(netns, rpctl, make_members):
         (["-n", "2", "--", "no-such-command-rpctl"], 4, "command not found"),
     ],
 )
-def test_run_refuses_bad_command_lines(argv, status, message):
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    assert main.run(["run", *argv], env) == status
-    lines = env.stderr.getvalue().splitlines()
+def test_run_refuses_bad_command_lines(rpctl, argv, status, message):
+    code, _, err = rpctl("run", *argv)
+    assert code == status
+    lines = err.splitlines()
     assert len(lines) == 1 and message in lines[0], lines
 
 

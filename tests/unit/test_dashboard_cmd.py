@@ -6,17 +6,16 @@ The snapshots are hand-built (test_dashboard_screen's `four`): no privileges, no
 from __future__ import annotations
 
 import argparse
-import io
 import re
 
 import pytest
 from rpctl.cli import dashboard_cmd
-from rpctl.cli.common import Environment
 from rpctl.cli.main import build_parser
-from rpctl.controller.contract.errors import InvalidInput, NotFound, UsageError
+from rpctl.controller.contract.errors import InvalidInput, NotFound, RpctlError, UsageError
 from rpctl.controller.read import views as read_model
 from rpctl.controller.store import group as groups
 
+from tests.support.cli import assert_one_error_line, invoke
 from tests.support.views import four
 
 
@@ -45,9 +44,7 @@ def test_without_a_terminal_one_frame_is_printed(monkeypatch):
         return [four(len(polls))]
 
     monkeypatch.setattr(read_model, "read_views", views)
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    status = dashboard_cmd.cmd_dashboard(env, parse("--interval", "0.05"))
-    out = env.stdout.getvalue()
+    status, out, _ = invoke(["dashboard", "--interval", "0.05"])
     assert status == 0
     assert out.count("rpctl dashboard") == 1
     assert "worker-3" in out and "drained" in out
@@ -55,25 +52,25 @@ def test_without_a_terminal_one_frame_is_printed(monkeypatch):
     # Its rate is measured (a number, not "-"): 100 connections in one interval.
     assert re.search(r"%\s+\d+\s", next(line for line in out.splitlines() if line.startswith("worker-1 ")))
 
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    dashboard_cmd.cmd_dashboard(env, parse("--interval", "0.05", "--frames", "3"))
-    assert env.stdout.getvalue().count("rpctl dashboard") == 3
+    assert invoke(["dashboard", "--interval", "0.05", "--frames", "3"]).stdout.count("rpctl dashboard") == 3
+
+
+def refused(argv: list[str], error: type[RpctlError]) -> str:
+    """`rpctl dashboard ARGV` refused with `error`'s exit status, one line and an empty screen."""
+    status, out, err = invoke(["dashboard", *argv])
+    assert (status, out) == (error.exit_status, "")
+    return assert_one_error_line(err)
 
 
 def test_bad_options_and_unknown_groups_are_refused(monkeypatch):
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    with pytest.raises(InvalidInput):
-        dashboard_cmd.cmd_dashboard(env, parse("--interval", "0"))
-    with pytest.raises(InvalidInput):
-        dashboard_cmd.cmd_dashboard(env, parse("--frames", "0"))
+    refused(["--interval", "0"], InvalidInput)
+    refused(["--frames", "0"], InvalidInput)
 
     def resolve(name, layout=None):
         raise NotFound(f"no group {name!r} in this network namespace")
 
     monkeypatch.setattr(groups, "resolve_group", resolve)
-    with pytest.raises(NotFound):
-        dashboard_cmd.cmd_dashboard(env, parse("--group", "nope"))
-    assert env.stdout.getvalue() == ""
+    refused(["--group", "nope"], NotFound)
 
 
 def test_a_group_unloaded_while_watched_is_shown_removed(monkeypatch):
@@ -87,9 +84,9 @@ def test_a_group_unloaded_while_watched_is_shown_removed(monkeypatch):
 
     monkeypatch.setattr(read_model, "read_views", views)
     monkeypatch.setattr(groups, "resolve_group", lambda name, layout=None: name)
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    assert dashboard_cmd.cmd_dashboard(env, parse("--group", "web", "--interval", "0.05")) == 0
-    assert "group web removed" in env.stdout.getvalue()
+    status, out, _ = invoke(["dashboard", "--group", "web", "--interval", "0.05"])
+    assert status == 0
+    assert "group web removed" in out
 
 
 def test_through_prometheus_one_frame_shows_every_host(monkeypatch):
@@ -97,10 +94,8 @@ def test_through_prometheus_one_frame_shows_every_host(monkeypatch):
 
     monkeypatch.setattr(dashboard_cmd, "FLEET_MIN_INTERVAL", 0.05)
     with FakeApi(recorded_answers()) as api:
-        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-        status = dashboard_cmd.cmd_dashboard(env, parse("--prometheus", api.url, "--interval", "0.05"))
-    out = env.stdout.getvalue()
-    assert status == 0 and env.stderr.getvalue() == ""
+        status, out, err = invoke(["dashboard", "--prometheus", api.url, "--interval", "0.05"])
+    assert status == 0 and err == ""
     assert out.count("rpctl dashboard") == 1 and "3 groups" in out
     assert len(re.findall(r"^127\.0\.0\.1:\d+\s+tcp-700\d", out, re.M)) == 3
 
@@ -109,9 +104,5 @@ def test_through_prometheus_a_wrong_url_is_refused_before_the_screen():
     from tests.support.prometheus import FakeApi
 
     with FakeApi(lambda expr: (404, b"")) as api:
-        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-        with pytest.raises(InvalidInput, match="not a Prometheus server"):
-            dashboard_cmd.cmd_dashboard(env, parse("--prometheus", api.url))
-    assert env.stdout.getvalue() == ""
-    with pytest.raises(UsageError, match="need --prometheus"):
-        dashboard_cmd.cmd_dashboard(env, parse("--match", "{a=\"b\"}"))
+        assert "not a Prometheus server" in refused(["--prometheus", api.url], InvalidInput)
+    assert "need --prometheus" in refused(["--match", "{a=\"b\"}"], UsageError)

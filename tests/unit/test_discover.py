@@ -9,7 +9,6 @@ reach bpffs or another user's process fails the test.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import select
@@ -18,13 +17,14 @@ import subprocess
 import sys
 
 import pytest
-from rpctl.cli import main
 from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound, PermissionDenied, UsageError
 from rpctl.controller.kernel import discover, probe
 from rpctl.controller.kernel.discover import Endpoint, EpollTarget, Holder, Listener
 from rpctl.controller.ops import adopt
 from rpctl.controller.store.options import GroupOptions
 from rpctl.controller.tables import naming
+
+from tests.support.cli import invoke
 
 # The text of /proc/PID/fdinfo/<epoll fd> of an nginx worker (kernel 6.18).
 NGINX_WORKER_FDINFO = """\
@@ -366,19 +366,6 @@ def test_adopt_refuses_bad_arguments_before_anything(nothing_read):
 # The commands --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def run(monkeypatch):
-    """rpctl's run(), in-process, with a wide terminal."""
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def invoke(*argv) -> tuple[int, str, str]:
-        env = main.Environment(stdout=io.StringIO(), stderr=io.StringIO())
-        code = main.run([str(a) for a in argv], env)
-        return code, env.stdout.getvalue(), env.stderr.getvalue()
-
-    return invoke
-
-
 def _fake_endpoints() -> list[Endpoint]:
     served = _lst(7, (10, 5), (11, 5), server=11, polled=(11,))
     served.holders = [Holder(10, 5, "nginx"), Holder(11, 5, "nginx")]
@@ -387,7 +374,7 @@ def _fake_endpoints() -> list[Endpoint]:
     return [_ep(served, unserved, port=7080)]
 
 
-def test_discover_json_keys_are_stable(run, monkeypatch):
+def test_discover_json_keys_are_stable(cli_without_system, monkeypatch):
     seen = {}
 
     def fake(port=None, proto=None):
@@ -395,7 +382,7 @@ def test_discover_json_keys_are_stable(run, monkeypatch):
         return _fake_endpoints()
 
     monkeypatch.setattr(discover, "discover", fake)
-    code, out, err = run("discover", "--port", 7080, "--json")
+    code, out, err = invoke(["discover", "--port", 7080, "--json"])
     assert (code, err) == (0, "")
     assert seen == {"port": 7080, "proto": None}
     doc = json.loads(out)
@@ -410,20 +397,20 @@ def test_discover_json_keys_are_stable(run, monkeypatch):
     assert unserved["server"] is None and unserved["epolled_by"] == []
 
 
-def test_discover_table(run, monkeypatch):
+def test_discover_table(cli_without_system, monkeypatch):
     monkeypatch.setattr(discover, "discover", lambda port=None, proto=None: _fake_endpoints())
-    code, out, err = run("discover")
+    code, out, err = invoke(["discover"])
     assert code == 0, err
     assert "tcp:127.0.0.1:7080  reuseport yes  2 sockets" in out
     assert "11 nginx" in out and "10, 11 (fd 5)" in out and "? none epolls it" in out
     monkeypatch.setattr(discover, "discover", lambda port=None, proto=None: [])
     assert (
-        run("discover", "--port", 9)[1]
+        invoke(["discover", "--port", 9])[1]
         == "no listening TCP or bound UDP socket on port 9 in this network namespace\n"
     )
 
 
-def test_adopt_command_output_and_arguments(run, monkeypatch):
+def test_adopt_command_output_and_arguments(cli_without_system, monkeypatch):
     seen = {}
     R = adopt.AdoptResult
 
@@ -435,7 +422,7 @@ def test_adopt_command_output_and_arguments(run, monkeypatch):
         ]
 
     monkeypatch.setattr(adopt, "adopt", fake)
-    code, out, err = run("adopt", "--port", 7080, "-g", "tcp-7080", "--name-format", "n{i}", "--proto", "tcp")
+    code, out, err = invoke(["adopt", "--port", 7080, "-g", "tcp-7080", "--name-format", "n{i}", "--proto", "tcp"])
     assert code == 0, err
     assert seen == {"port": 7080, "group": "tcp-7080", "name_format": "n{i}", "proto": "tcp", "addr": None,
                     "options": GroupOptions()}
@@ -457,27 +444,27 @@ def test_adopt_command_output_and_arguments(run, monkeypatch):
         (PermissionDenied("adopt port 7080: needs CAP_SYS_PTRACE"), ExitStatus.PERMISSION),
     ],
 )
-def test_adopt_refusals_are_one_line_and_an_exit_code(run, monkeypatch, error, status):
+def test_adopt_refusals_are_one_line_and_an_exit_code(cli_without_system, monkeypatch, error, status):
     def fake(port, **kw):
         raise error
 
     monkeypatch.setattr(adopt, "adopt", fake)
-    code, out, err = run("adopt", "--port", 7080)
+    code, out, err = invoke(["adopt", "--port", 7080])
     assert (code, out) == (status, "")
     assert err == f"rpctl: {error}\n"
 
 
-def test_command_lines_refused_by_the_parser(run):
+def test_command_lines_refused_by_the_parser(cli_without_system):
     for argv in (
         ["adopt"],
         ["adopt", "--port", "0"],
         ["adopt", "--port", "x"],
         ["discover", "--proto", "sctp"],
     ):
-        code, out, err = run(*argv)
+        code, out, err = invoke(argv)
         assert code == ExitStatus.USAGE, argv
         assert len(err.splitlines()) == 1
-    code, out, _ = run("adopt", "--help")
+    code, out, _ = invoke(["adopt", "--help"])
     assert code == 0 and "rpctl adopt --port 8080" in out and "{comm}" in out
-    code, out, _ = run("discover", "--help")
+    code, out, _ = invoke(["discover", "--help"])
     assert code == 0 and "rpctl discover --port 8080 --json" in out

@@ -4,7 +4,6 @@ No privileges and no bpffs: the only real thing is an HTTP server on loopback.""
 
 from __future__ import annotations
 
-import io
 import re
 import signal
 import socket
@@ -17,13 +16,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rpctl.cli import exporter
-from rpctl.cli.common import Environment
 from rpctl.cli.main import run
 from rpctl.controller.contract.errors import ExitStatus, NotFound, StateError
 from rpctl.controller.read import views as read_model
 from rpctl.controller.store import group as groups
 
-from tests.support.cli import assert_one_error_line, invoke
+from tests.support.cli import assert_one_error_line, captured, invoke
 from tests.support.metrics import by_member, samples, scrape
 from tests.support.views import group_view
 
@@ -121,7 +119,7 @@ def test_serves_until_sigterm_and_exits_0(monkeypatch):
         return [view]
 
     monkeypatch.setattr(read_model, "read_views", views)
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    env = captured()  # read while the command runs: the client waits for its address on stderr
     main_thread = threading.get_ident()
     scraped = []
 

@@ -11,12 +11,12 @@ import socket
 import pytest
 from rich.console import Console
 from rpctl.cli import dashboard_screen, json_docs, pin_cmd, render
-from rpctl.cli.common import Environment
-from rpctl.cli.main import run
 from rpctl.controller.contract.errors import ExitStatus
 from rpctl.controller.kernel import rss
 from rpctl.controller.ops import pin
 from rpctl.controller.read.views import GroupView, MemberView
+
+from tests.support.cli import assert_one_error_line, invoke
 
 
 @pytest.fixture(autouse=True)
@@ -25,18 +25,6 @@ def no_system(refuse_system, monkeypatch):
     for name in ("pin_cpu", "pin_rss", "pin_off", "explain_rss"):
         monkeypatch.setattr(pin, name, refuse_system)
     monkeypatch.setattr(rss, "read_device", refuse_system)
-
-
-def invoke(*argv: str) -> tuple[int, str, str]:
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    status = run(list(argv), env)
-    return status, env.stdout.getvalue(), env.stderr.getvalue()
-
-
-def one_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rpctl: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -52,9 +40,9 @@ def one_line(err: str) -> str:
     ],
 )
 def test_bad_command_lines_exit_2(argv, says):
-    status, out, err = invoke(*argv)
+    status, out, err = invoke(argv)
     assert status == ExitStatus.USAGE and out == ""
-    assert says in one_line(err)
+    assert says in assert_one_error_line(err)
 
 
 @pytest.mark.parametrize(
@@ -68,9 +56,9 @@ def test_bad_command_lines_exit_2(argv, says):
     ],
 )
 def test_bad_maps_exit_4_before_any_group_is_touched(value, says):
-    status, out, err = invoke("pin", "cpu", "--map", value)
+    status, out, err = invoke(["pin", "cpu", "--map", value])
     assert status == ExitStatus.INVALID and out == ""
-    assert says in one_line(err)
+    assert says in assert_one_error_line(err)
 
 
 def test_parse_map_joins_commas_and_repeats():
@@ -86,7 +74,7 @@ def test_pin_cpu_prints_the_assignment(monkeypatch):
         return pin.PinResult("web", "cpu", {0: "w1", 1: "w2", 2: "w1"}, unassigned=[3])
 
     monkeypatch.setattr(pin, "pin_cpu", pin_cpu)
-    status, out, err = invoke("pin", "cpu", "--map", "w1=0,w2=1", "-g", "web")
+    status, out, err = invoke(["pin", "cpu", "--map", "w1=0,w2=1", "-g", "web"])
     assert status == 0 and err == ""
     assert calls == [({"w1": 0, "w2": 1}, "web")]
     assert out.splitlines() == ["group web: pinned by CPU", "  CPU 0,2 -> w1", "  CPU 1 -> w2",
@@ -95,10 +83,10 @@ def test_pin_cpu_prints_the_assignment(monkeypatch):
 
 def test_pin_off_says_when_there_was_nothing_to_do(monkeypatch):
     monkeypatch.setattr(pin, "pin_off", lambda group=None: ("web", "weighted"))
-    status, out, err = invoke("pin", "off")
-    assert status == 0 and out == "" and "not pinned" in one_line(err)
+    status, out, err = invoke(["pin", "off"])
+    assert status == 0 and out == "" and "not pinned" in assert_one_error_line(err)
     monkeypatch.setattr(pin, "pin_off", lambda group=None: ("web", "cpu"))
-    status, out, _ = invoke("pin", "off")
+    status, out, _ = invoke(["pin", "off"])
     assert status == 0 and "cpu mode off, back to weighted selection" in out
 
 
@@ -115,7 +103,7 @@ def explanation(problems=()) -> pin.Explanation:
 def test_explain_prints_the_chain(monkeypatch):
     monkeypatch.setattr(rss, "read_device", lambda dev: explanation().info)
     monkeypatch.setattr(pin, "explain_rss", lambda info, mapping, group=None: explanation())
-    status, out, err = invoke("pin", "rss", "--dev", "eth0", "--explain")
+    status, out, err = invoke(["pin", "rss", "--dev", "eth0", "--explain"])
     assert status == 0 and err == ""
     assert "device eth0: 2 receive queues (ETHTOOL_GRXRINGS)" in out
     assert "tcp4 hashed over IP src + IP dst + L4 src port + L4 dst port" in out
@@ -129,9 +117,9 @@ def test_explain_with_a_problem_prints_then_exits_4(monkeypatch):
     monkeypatch.setattr(rss, "read_device", lambda dev: explanation().info)
     monkeypatch.setattr(pin, "explain_rss",
                         lambda info, mapping, group=None: explanation(["the NIC hashes with xor"]))
-    status, out, err = invoke("pin", "rss", "--dev", "eth0", "--explain", "--json")
+    status, out, err = invoke(["pin", "rss", "--dev", "eth0", "--explain", "--json"])
     doc = json.loads(out)
-    assert status == ExitStatus.INVALID and "xor" in one_line(err)
+    assert status == ExitStatus.INVALID and "xor" in assert_one_error_line(err)
     assert set(doc) == {"device", "group", "rx_queues", "indirection_size", "hash_function", "key_size",
                         "hashed_fields", "rps_queues", "chain", "problems", "notes"}
     assert doc["chain"][0] == {"queue": 0, "table_share": 0.75, "irq": 45, "irq_name": "eth0-TxRx-0",

@@ -3,14 +3,14 @@ refused before anything is touched."""
 
 from __future__ import annotations
 
-import io
 import signal
 
 import pytest
-from rpctl.cli.common import Environment
-from rpctl.cli.main import build_parser, run
+from rpctl.cli.main import build_parser
 from rpctl.cli.restart_cmd import parse_signal
 from rpctl.controller.contract.errors import InvalidInput
+
+from tests.support.cli import invoke
 
 
 @pytest.mark.parametrize("text, num", [("TERM", 15), ("sigterm", 15), ("15", 15), ("QUIT", 3), ("INT", 2)])
@@ -47,7 +47,7 @@ def test_rollout_command_line():
     (["rollout", "--stop-timeout", "-1"], "must be more than 0"),
 ])
 def test_bad_options_fail_with_one_line_before_touching_anything(argv, message):
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    assert run(argv, env) == InvalidInput.exit_status
-    lines = env.stderr.getvalue().splitlines()
+    status, _, err = invoke(argv)
+    assert status == InvalidInput.exit_status
+    lines = err.splitlines()
     assert len(lines) == 1 and message in lines[0], lines
