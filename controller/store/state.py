@@ -29,7 +29,7 @@ from ..kernel.bpffs import bpffs_root
 from ..kernel.sockets import process_exists
 
 # bpffs refuses names with a dot (reserved by the kernel).
-GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # whole names: fullmatch
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -79,7 +79,7 @@ def in_netns(fd: int, fn: Callable[[], T]) -> T:
 
 
 def check_group_name(name: str) -> str:
-    if not GROUP_NAME_RE.match(name):
+    if not GROUP_NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"group name {name!r}: use 1-63 letters, digits, '_' or '-', starting with a letter or digit"
         )
@@ -103,7 +103,7 @@ class Layout:
             names = os.listdir(self.ns_dir)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if GROUP_NAME_RE.match(n))
+        return sorted(n for n in names if GROUP_NAME_RE.fullmatch(n))
 
     def ensure_ns_dir(self) -> None:
         try:

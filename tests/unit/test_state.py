@@ -72,7 +72,6 @@ def test_bad_group_names_are_refused_with_the_rule(name):
         check_group_name(name)
 
 
-@pytest.mark.xfail(strict=True, reason="GROUP_NAME_RE ends in $, which also matches before a final newline")
 def test_a_group_name_ending_in_a_newline_is_refused():
     with pytest.raises(InvalidInput):
         check_group_name("web\n")
