@@ -23,12 +23,12 @@ from typing import Deque, Optional
 from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
-from rpctl.controller.read.views import ACTIVE, STATES, GroupView, MemberView
+from rpctl.controller.read.views import GroupView, MemberState, MemberView
 
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
+from .states import STATE_STYLE, STATE_SYMBOL, state_counts
 from .text import (
-    STATE_STYLE,
     UNREACHABLE,
     counter_texts,
     flow_table_text,
@@ -40,7 +40,6 @@ from .text import (
     unmanaged_warning,
 )
 
-STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 WINDOW = 60.0  # seconds of per-member totals kept (the sparkline's minute)
@@ -285,7 +284,7 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
                     ev(name, "drain", f"{mname} drain started (queue {_opt(m.queue)})", mname)
                 if p.draining and not m.draining:
                     ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
-                if m.state == "drained" and p.state != "drained":
+                if m.state == MemberState.DRAINED and p.state != MemberState.DRAINED:
                     why = "queue empty" if m.flows is None else "queue empty, no live flow"
                     ev(name, "drained", f"{mname} drained ({why})", mname)
                 if m.throttled is not None and p.throttled is None:
@@ -318,7 +317,7 @@ def _count(n: Optional[int]) -> str:
 
 def _state_text(m: MemberView) -> Text:
     state = m.state
-    return Text(f"{STATE_SYMBOL.get(state, '?')} {state}", style=STATE_STYLE.get(state, ""))
+    return Text(f"{STATE_SYMBOL[state]} {state}", style=STATE_STYLE[state])
 
 
 def _cut(s: str, width: int) -> str:
@@ -383,8 +382,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
     rate = history.group_rate(g) if g.instance is None else sum(m.rate or 0.0 for m in g.members)
     migrated = sum(m.migrated for m in g.members)
     fallback = sum(m.fallback for m in g.members)
-    counts = collections.Counter(m.state for m in g.members)
-    states = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
+    states = state_counts(g.members)
     segments = [
         *([Text(g.instance, style="bold")] if g.instance is not None else []),
         Text(g.name, style="bold reverse"),
@@ -424,7 +422,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
 def pick_rows(members: list[MemberView], n: int) -> list[MemberView]:
     """`n` members to show when not all fit: the ones not active first (a drain in progress or
     a gone member is what the operator is watching), then the first active ones; in index order."""
-    urgent = [m for m in members if m.state != "active"][:n]
+    urgent = [m for m in members if m.state != MemberState.ACTIVE][:n]
     chosen = {id(m) for m in urgent}
     for m in members:
         if len(chosen) >= n:
@@ -434,9 +432,7 @@ def pick_rows(members: list[MemberView], n: int) -> list[MemberView]:
 
 
 def _summary(members: list[MemberView]) -> str:
-    counts = collections.Counter(m.state for m in members)
-    detail = ", ".join(f"{counts[s]} {s}" for s in ("active", "draining", "drained", "gone") if counts[s])
-    return f"+{len(members)} more members ({detail})"
+    return f"+{len(members)} more members ({state_counts(members)})"
 
 
 def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[RenderableType]:
@@ -486,9 +482,9 @@ def look_score(g: GroupView) -> tuple[bool, bool, int, int, float]:
     member, members gone, unmanaged listeners, the share furthest off its target (an active
     member's)."""
     off = max((abs(m.observed_share - m.target_share) for m in g.members
-               if m.observed_share is not None and m.state == ACTIVE), default=0.0)
-    return (g.unreachable, not any(m.state == ACTIVE for m in g.members), sum(m.gone for m in g.members),
-            len(g.unmanaged or []), off)
+               if m.observed_share is not None and m.state == MemberState.ACTIVE), default=0.0)
+    return (g.unreachable, not any(m.state == MemberState.ACTIVE for m in g.members),
+            sum(m.gone for m in g.members), len(g.unmanaged or []), off)
 
 
 def needs_a_look(g: GroupView) -> bool:

@@ -147,6 +147,24 @@ def test_udp_groups_count_datagrams_and_empty_namespaces_say_so():
     assert "no group in this network namespace" in empty
 
 
+def test_a_throttled_member_has_its_own_symbol_and_counts_in_the_summary():
+    def make(t):
+        return [moving_group([moving_member(i, f"member-{i:02d}", selected=int(10 * t), queue=9 if i < 40 else 1,
+                                            throttled="queue 9, others <= 1" if i < 40 else None)
+                              for i in range(64)], adaptive=True)]
+
+    history, snap = history_of(make, seconds=2)
+    text = frame(snap, history, 80, 24)
+    assert_fits(text, 80, 24)
+    assert "64 members (24 active, 40 throttled)" in text
+    rows = [line for line in text.splitlines() if line.startswith("member-")]
+    assert rows and all("◕ throttled" in line for line in rows)  # not active: shown first
+    more = re.search(r"\+(\d+) more members \((\d+) active, (\d+) throttled\)", text)
+    assert more, text
+    assert int(more.group(1)) == int(more.group(2)) + int(more.group(3)) == 64 - len(rows)
+    assert int(more.group(3)) == 40 - len(rows)
+
+
 # Rates, shares, sparklines ----------------------------------------------------------------
 
 
