@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import enum
 import time as _time
 from dataclasses import dataclass, field
 from typing import Deque, Optional
@@ -67,28 +68,49 @@ class Snapshot:
     wall: Optional[float] = None
 
 
+class EventKind(str, enum.Enum):
+    """What an event is about.  A str, so that a kind compares with its value; the event's
+    text is what a screen shows, never the kind."""
+
+    REGISTERED = "registered"
+    UNREGISTERED = "unregistered"
+    DRAIN = "drain"
+    DRAINED = "drained"
+    UNDRAIN = "undrain"
+    THROTTLED = "throttled"
+    RELEASED = "released"
+    GONE = "gone"
+    WEIGHTS = "weights"
+    MODE = "mode"
+    GROUP_ADDED = "group+"
+    GROUP_REMOVED = "group-"
+
+
+# Every kind's rich style; a member entering a state is drawn in that state's style.
+EVENT_STYLE = {
+    EventKind.REGISTERED: "green",
+    EventKind.UNREGISTERED: "magenta",
+    EventKind.DRAIN: STATE_STYLE[MemberState.DRAINING],
+    EventKind.DRAINED: STATE_STYLE[MemberState.DRAINED],
+    EventKind.UNDRAIN: "green",
+    EventKind.THROTTLED: STATE_STYLE[MemberState.THROTTLED],
+    EventKind.RELEASED: "green",
+    EventKind.GONE: STATE_STYLE[MemberState.GONE],
+    EventKind.WEIGHTS: "blue",
+    EventKind.MODE: "bold blue",
+    EventKind.GROUP_ADDED: "bold green",
+    EventKind.GROUP_REMOVED: "bold red",
+}
+
+
 @dataclass
 class Event:
     time: float  # monotonic, as Snapshot.time
     wall: Optional[float]
     group: str
-    kind: str  # registered unregistered drain drained undrain gone weights mode group+ group-
+    kind: EventKind
     text: str
     member: Optional[str] = None
-
-
-EVENT_STYLE = {
-    "registered": "green",
-    "unregistered": "magenta",
-    "drain": "yellow",
-    "drained": "cyan",
-    "undrain": "green",
-    "gone": "red",
-    "weights": "blue",
-    "mode": "bold blue",
-    "group+": "bold green",
-    "group-": "bold red",
-}
 
 
 class _Series:
@@ -247,54 +269,54 @@ def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
     """What changed between two snapshots, as events stamped with the later one's time."""
     out: list[Event] = []
 
-    def ev(group: str, kind: str, text: str, member: Optional[str] = None) -> None:
+    def ev(group: str, kind: EventKind, text: str, member: Optional[str] = None) -> None:
         out.append(Event(cur.time, cur.wall, group, kind, text, member))
 
     before = {g.ref: g for g in prev.groups}
     after = {g.ref: g for g in cur.groups}
     for name in before:
         if name not in after:
-            ev(name, "group-", f"group {name} removed")
+            ev(name, EventKind.GROUP_REMOVED, f"group {name} removed")
     for name, g in after.items():
         old = before.get(name)
         if old is None:
-            ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
+            ev(name, EventKind.GROUP_ADDED, f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
             continue
         # Not the sampling age itself: it changes every refresh while no serve samples.
         if (old.mode, old.pin_dev, old.adaptive, old.adaptive_unsampled) != (
                 g.mode, g.pin_dev, g.adaptive, g.adaptive_unsampled):
-            ev(name, "mode", f"mode {mode_text(old)} -> {mode_text(g)}")
+            ev(name, EventKind.MODE, f"mode {mode_text(old)} -> {mode_text(g)}")
         was = {m.name: m for m in old.members}
         now = {m.name: m for m in g.members}
         for mname in was:
             if mname not in now:
-                ev(name, "unregistered", f"{mname} unregistered", mname)
+                ev(name, EventKind.UNREGISTERED, f"{mname} unregistered", mname)
         weights = []
         for mname, m in now.items():
             p = was.get(mname)
             if p is None:
-                ev(name, "registered", f"{mname} registered (weight {m.weight})", mname)
+                ev(name, EventKind.REGISTERED, f"{mname} registered (weight {m.weight})", mname)
                 continue
             if p.cookie != m.cookie:
-                ev(name, "registered", f"{mname} registered again (socket replaced)", mname)
+                ev(name, EventKind.REGISTERED, f"{mname} registered again (socket replaced)", mname)
             if m.gone and not p.gone:
-                ev(name, "gone", f"{mname} gone (its socket closed)", mname)
+                ev(name, EventKind.GONE, f"{mname} gone (its socket closed)", mname)
             if not m.gone:
                 if m.draining and not p.draining:
-                    ev(name, "drain", f"{mname} drain started (queue {_opt(m.queue)})", mname)
+                    ev(name, EventKind.DRAIN, f"{mname} drain started (queue {_opt(m.queue)})", mname)
                 if p.draining and not m.draining:
-                    ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
+                    ev(name, EventKind.UNDRAIN, f"{mname} undrained (weight {m.weight})", mname)
                 if m.state == MemberState.DRAINED and p.state != MemberState.DRAINED:
                     why = "queue empty" if m.flows is None else "queue empty, no live flow"
-                    ev(name, "drained", f"{mname} drained ({why})", mname)
+                    ev(name, EventKind.DRAINED, f"{mname} drained ({why})", mname)
                 if m.throttled is not None and p.throttled is None:
-                    ev(name, "throttled", f"{mname} throttled ({m.throttled})", mname)
+                    ev(name, EventKind.THROTTLED, f"{mname} throttled ({m.throttled})", mname)
                 if p.throttled is not None and m.throttled is None:
-                    ev(name, "released", f"{mname} released (queue {_opt(m.queue)})", mname)
+                    ev(name, EventKind.RELEASED, f"{mname} released (queue {_opt(m.queue)})", mname)
             if p.weight != m.weight:
                 weights.append(f"{mname} {p.weight}->{m.weight}")
         if weights:
-            ev(name, "weights", "weights changed: " + ", ".join(weights))
+            ev(name, EventKind.WEIGHTS, "weights changed: " + ", ".join(weights))
     return out
 
 
@@ -515,7 +537,7 @@ def _event_line(e: Event, now: float, width: int) -> Text:
     t.append("  ")
     t.append(e.group, style="bold")
     t.append("  ")
-    t.append(e.text, style=EVENT_STYLE.get(e.kind, ""))
+    t.append(e.text, style=EVENT_STYLE[e.kind])
     t.truncate(width, overflow="ellipsis")
     return t
 

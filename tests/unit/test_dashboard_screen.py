@@ -13,7 +13,7 @@ import re
 import pytest
 from rich.console import Console
 from rpctl.cli import dashboard_screen
-from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
+from rpctl.cli.dashboard_screen import EVENT_STYLE, EventKind, History, Snapshot, choose_columns, render, sparkline
 from rpctl.controller.read import views as read_model
 
 from tests.support.views import four, moving_group, moving_member, strays
@@ -114,7 +114,7 @@ def test_no_frame_overflows_its_terminal(size):
         seconds=3,
     )
     for e in range(30):  # plenty of events for the footer
-        history.events.append(dashboard_screen.Event(3.0, None, "web", "weights", f"weights changed #{e}"))
+        history.events.append(dashboard_screen.Event(3.0, None, "web", EventKind.WEIGHTS, f"weights changed #{e}"))
     assert_fits(frame(snap, history, width, height), width, height)
 
 
@@ -314,10 +314,17 @@ def test_groups_appearing_and_leaving_are_events():
     assert [(e.kind, e.text) for e in new] == [("group-", "group web removed")]
 
 
+def test_every_event_kind_has_a_style():
+    missing = [kind for kind in EventKind if kind not in EVENT_STYLE]
+    assert not missing, f"event kinds with no style: {missing}"
+    assert all(EVENT_STYLE[kind] for kind in EventKind)
+    assert EventKind("group+") is EventKind.GROUP_ADDED and EventKind("released") is EventKind.RELEASED
+
+
 def test_footer_shows_the_latest_events_that_fit():
     history, snap = history_of(lambda t: [four(t)], seconds=1)
     for e in range(40):
-        event = dashboard_screen.Event(float(e) / 40, None, "web", "weights", f"change number {e}")
+        event = dashboard_screen.Event(float(e) / 40, None, "web", EventKind.WEIGHTS, f"change number {e}")
         history.events.append(event)
     small = frame(snap, history, 80, 24)
     large = frame(snap, history, 160, 48)
