@@ -1,31 +1,25 @@
-"""What `rpctl dashboard` shows, computed from successive group views.  Pure: no I/O here.
-
-The BPF program keeps only running totals per member; rates, recent shares
-and the event list are differences between snapshots, so they live here
-(History) and not in the kernel or in pinned state: a dashboard that starts
-later simply has less history, and one that is killed leaves nothing behind.
-Events are derived from what changed between two snapshots, never from a
-log, so they show what any writer (another operator, a script, a member
-dying) did.
+"""A snapshot -> what `rpctl dashboard` shows.  Pure: no I/O here.
 
 render() returns a renderable that is never taller than `height` nor wider
-than `width`: columns are dropped by importance, rows are summarised.
+than `width`: columns are dropped by importance, rows are summarised.  The
+rates and shares it shows come from the History (dashboard_history.py), the
+events at its foot from dashboard_events.py, and the order of many hosts'
+groups from dashboard_triage.py.
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
-import enum
 import time as _time
-from dataclasses import dataclass, field
-from typing import Deque, Optional
+from typing import Optional
 
 from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 from rpctl.controller.read.views import GroupView, MemberState, MemberView
 
+from .dashboard_events import EVENT_STYLE, Event
+from .dashboard_history import SPARK_MAX, History, Snapshot, sparkline
+from .dashboard_triage import by_urgency, needs_a_look
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
 from .states import STATE_STYLE, STATE_SYMBOL, state_counts
@@ -34,6 +28,7 @@ from .text import (
     counter_texts,
     flow_table_text,
     mode_text,
+    opt,
     pct,
     pin_text,
     rate_text,
@@ -41,290 +36,8 @@ from .text import (
     unmanaged_warning,
 )
 
-BLOCKS = "▁▂▃▄▅▆▇█"
-
-WINDOW = 60.0  # seconds of per-member totals kept (the sparkline's minute)
-RATE_WINDOW = 1.0  # a rate is the slope over about this long
-SHARE_WINDOW = 5.0  # observed share: over about this long
-MAX_EVENTS = 200
-
 SPARK_MIN = 10  # a narrower sparkline says nothing: drop the column instead
-SPARK_MAX = int(WINDOW)
 NAME_MAX = 24  # longer member names are cut with an ellipsis
-
-Key = tuple[str, str, int]  # (group, member name, socket cookie)
-
-
-@dataclass
-class Snapshot:
-    """The groups as read at one moment.
-
-    `time` is monotonic (rates must not jump with the wall clock); `wall`
-    (epoch seconds) only labels events and may be left out.
-    """
-
-    time: float
-    groups: list[GroupView] = field(default_factory=list)
-    wall: Optional[float] = None
-
-
-class EventKind(str, enum.Enum):
-    """What an event is about.  A str, so that a kind compares with its value; the event's
-    text is what a screen shows, never the kind."""
-
-    REGISTERED = "registered"
-    UNREGISTERED = "unregistered"
-    DRAIN = "drain"
-    DRAINED = "drained"
-    UNDRAIN = "undrain"
-    THROTTLED = "throttled"
-    RELEASED = "released"
-    GONE = "gone"
-    WEIGHTS = "weights"
-    MODE = "mode"
-    GROUP_ADDED = "group+"
-    GROUP_REMOVED = "group-"
-
-
-# Every kind's rich style; a member entering a state is drawn in that state's style.
-EVENT_STYLE = {
-    EventKind.REGISTERED: "green",
-    EventKind.UNREGISTERED: "magenta",
-    EventKind.DRAIN: STATE_STYLE[MemberState.DRAINING],
-    EventKind.DRAINED: STATE_STYLE[MemberState.DRAINED],
-    EventKind.UNDRAIN: "green",
-    EventKind.THROTTLED: STATE_STYLE[MemberState.THROTTLED],
-    EventKind.RELEASED: "green",
-    EventKind.GONE: STATE_STYLE[MemberState.GONE],
-    EventKind.WEIGHTS: "blue",
-    EventKind.MODE: "bold blue",
-    EventKind.GROUP_ADDED: "bold green",
-    EventKind.GROUP_REMOVED: "bold red",
-}
-
-
-@dataclass
-class Event:
-    time: float  # monotonic, as Snapshot.time
-    wall: Optional[float]
-    group: str
-    kind: EventKind
-    text: str
-    member: Optional[str] = None
-
-
-class _Series:
-    """(time, cumulative total) samples of one member socket, oldest first."""
-
-    __slots__ = ("times", "totals")
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.totals: list[int] = []
-
-    def add(self, t: float, total: int) -> None:
-        if self.totals and total < self.totals[-1]:
-            # Counters only fall when the member's statistics were reset:
-            # the old samples would yield a negative rate.
-            self.times.clear()
-            self.totals.clear()
-        if self.times and t <= self.times[-1]:
-            self.times[-1], self.totals[-1] = t, total
-        else:
-            self.times.append(t)
-            self.totals.append(total)
-
-    def trim(self, oldest: float) -> None:
-        """Forget samples before `oldest`, keeping one at or before it for interpolation."""
-        i = bisect.bisect_right(self.times, oldest) - 1
-        if i > 0:
-            del self.times[:i]
-            del self.totals[:i]
-
-    def at(self, t: float) -> Optional[float]:
-        """Cumulative total at time t, interpolated; None before the first sample."""
-        times = self.times
-        if not times or t < times[0]:
-            return None
-        i = bisect.bisect_right(times, t)
-        if i >= len(times):
-            return float(self.totals[-1])
-        t0, t1 = times[i - 1], times[i]
-        c0, c1 = self.totals[i - 1], self.totals[i]
-        return c0 + (c1 - c0) * (t - t0) / (t1 - t0)
-
-    def delta(self, seconds: float) -> Optional[tuple[float, float]]:
-        """(count, elapsed) over the last `seconds`, or as much of it as was seen."""
-        if len(self.times) < 2:
-            return None
-        now = self.times[-1]
-        start = max(now - seconds, self.times[0])
-        if now <= start:
-            return None
-        begin = self.at(start)
-        assert begin is not None
-        return self.totals[-1] - begin, now - start
-
-
-class History:
-    """The last minute of per-member totals, and the events seen, from consecutive snapshots."""
-
-    def __init__(self, window: float = WINDOW, max_events: int = MAX_EVENTS):
-        self.window = window
-        self.series: dict[Key, _Series] = {}
-        self.events: Deque[Event] = collections.deque(maxlen=max_events)
-        self.last: Optional[Snapshot] = None
-
-    @staticmethod
-    def key(group: str, m: MemberView) -> Key:
-        return (group, m.name, m.cookie)
-
-    def update(self, snap: Snapshot) -> list[Event]:
-        """Record a snapshot; returns the events it brought (also appended to .events)."""
-        seen = set()
-        for g in snap.groups:
-            for m in g.members:
-                k = self.key(g.ref, m)
-                seen.add(k)
-                series = self.series.get(k)
-                if series is None:
-                    series = self.series[k] = _Series()
-                series.add(snap.time, m.selections)
-                series.trim(snap.time - self.window - 1.0)
-        for k in [k for k in self.series if k not in seen]:
-            del self.series[k]  # unregistered or replaced: nothing shows it any more
-        new = diff(self.last, snap) if self.last is not None else []
-        self.events.extend(new)
-        self.last = snap
-        return new
-
-    # Per member -------------------------------------------------------------------
-
-    def rate(self, group: str, m: MemberView, seconds: float = RATE_WINDOW) -> Optional[float]:
-        """New connections (datagrams) per second over the last ~`seconds`; None before two samples."""
-        series = self.series.get(self.key(group, m))
-        d = series.delta(seconds) if series else None
-        return None if d is None else d[0] / d[1]
-
-    def recent(self, group: str, m: MemberView, seconds: float) -> Optional[float]:
-        series = self.series.get(self.key(group, m))
-        d = series.delta(seconds) if series else None
-        return None if d is None else d[0]
-
-    def shares(self, g: GroupView, seconds: float = SHARE_WINDOW) -> dict[str, Optional[float]]:
-        """Each member's fraction of the group's connections over the last ~`seconds`.
-
-        None for all when nothing arrived then: an idle group has no observed share.
-        """
-        counts = {m.name: self.recent(g.ref, m, seconds) or 0.0 for m in g.members}
-        total = sum(counts.values())
-        return {name: (c / total if total > 0 else None) for name, c in counts.items()}
-
-    def share(self, g: GroupView, m: MemberView, seconds: float = SHARE_WINDOW) -> Optional[float]:
-        return self.shares(g, seconds).get(m.name)
-
-    def group_rate(self, g: GroupView, seconds: float = RATE_WINDOW) -> Optional[float]:
-        rates = [self.rate(g.ref, m, seconds) for m in g.members]
-        known = [r for r in rates if r is not None]
-        return sum(known) if known else None
-
-    def per_second(self, group: str, m: MemberView, seconds: int = SPARK_MAX) -> list[Optional[float]]:
-        """Rates of the last `seconds` whole seconds, oldest first; None where nothing was recorded."""
-        series = self.series.get(self.key(group, m))
-        if series is None or not series.times:
-            return [None] * seconds
-        now = series.times[-1]
-        edges = [series.at(now - s) for s in range(seconds, -1, -1)]
-        return [None if a is None or b is None else b - a for a, b in zip(edges, edges[1:])]
-
-    def sparkline(
-        self, group: str, m: MemberView, seconds: int = SPARK_MAX, scale: Optional[float] = None
-    ) -> str:
-        return sparkline(self.per_second(group, m, seconds), scale)
-
-
-def sparkline(values: list[Optional[float]], scale: Optional[float] = None) -> str:
-    """Per-second rates -> ▁..█ (relative to `scale`, default their maximum); blank where unknown.
-
-    Zero is ▁ and anything above zero at least ▂, so a trickle is not
-    mistaken for silence; the rest is proportional, rounded.
-    """
-    known = [v for v in values if v is not None]
-    top = scale if scale is not None else max(known, default=0.0)
-    out = []
-    for v in values:
-        if v is None:
-            out.append(" ")
-        elif v <= 0 or top <= 0:
-            out.append(BLOCKS[0])
-        else:
-            out.append(BLOCKS[max(1, min(len(BLOCKS) - 1, int(v / top * (len(BLOCKS) - 1) + 0.5)))])
-    return "".join(out)
-
-
-# Events -------------------------------------------------------------------------------
-
-
-def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
-    """What changed between two snapshots, as events stamped with the later one's time."""
-    out: list[Event] = []
-
-    def ev(group: str, kind: EventKind, text: str, member: Optional[str] = None) -> None:
-        out.append(Event(cur.time, cur.wall, group, kind, text, member))
-
-    before = {g.ref: g for g in prev.groups}
-    after = {g.ref: g for g in cur.groups}
-    for name in before:
-        if name not in after:
-            ev(name, EventKind.GROUP_REMOVED, f"group {name} removed")
-    for name, g in after.items():
-        old = before.get(name)
-        if old is None:
-            ev(name, EventKind.GROUP_ADDED, f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
-            continue
-        # Not the sampling age itself: it changes every refresh while no serve samples.
-        if (old.mode, old.pin_dev, old.adaptive, old.adaptive_unsampled) != (
-                g.mode, g.pin_dev, g.adaptive, g.adaptive_unsampled):
-            ev(name, EventKind.MODE, f"mode {mode_text(old)} -> {mode_text(g)}")
-        was = {m.name: m for m in old.members}
-        now = {m.name: m for m in g.members}
-        for mname in was:
-            if mname not in now:
-                ev(name, EventKind.UNREGISTERED, f"{mname} unregistered", mname)
-        weights = []
-        for mname, m in now.items():
-            p = was.get(mname)
-            if p is None:
-                ev(name, EventKind.REGISTERED, f"{mname} registered (weight {m.weight})", mname)
-                continue
-            if p.cookie != m.cookie:
-                ev(name, EventKind.REGISTERED, f"{mname} registered again (socket replaced)", mname)
-            if m.gone and not p.gone:
-                ev(name, EventKind.GONE, f"{mname} gone (its socket closed)", mname)
-            if not m.gone:
-                if m.draining and not p.draining:
-                    ev(name, EventKind.DRAIN, f"{mname} drain started (queue {_opt(m.queue)})", mname)
-                if p.draining and not m.draining:
-                    ev(name, EventKind.UNDRAIN, f"{mname} undrained (weight {m.weight})", mname)
-                if m.state == MemberState.DRAINED and p.state != MemberState.DRAINED:
-                    why = "queue empty" if m.flows is None else "queue empty, no live flow"
-                    ev(name, EventKind.DRAINED, f"{mname} drained ({why})", mname)
-                if m.throttled is not None and p.throttled is None:
-                    ev(name, EventKind.THROTTLED, f"{mname} throttled ({m.throttled})", mname)
-                if p.throttled is not None and m.throttled is None:
-                    ev(name, EventKind.RELEASED, f"{mname} released (queue {_opt(m.queue)})", mname)
-            if p.weight != m.weight:
-                weights.append(f"{mname} {p.weight}->{m.weight}")
-        if weights:
-            ev(name, EventKind.WEIGHTS, "weights changed: " + ", ".join(weights))
-    return out
-
-
-# Rendering ------------------------------------------------------------------------------
-
-
-def _opt(x: Optional[int]) -> str:
-    return "-" if x is None else str(x)
 
 
 def _count(n: Optional[int]) -> str:
@@ -362,8 +75,8 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "target": pct(m.target_share),
         "observed": pct(shares.get(m.name)),
         "rate": rate_text(m.rate if m.rate is not None else history.rate(g.ref, m)),
-        "queue": _opt(m.queue),
-        "flows": _opt(m.flows),
+        "queue": opt(m.queue),
+        "flows": opt(m.flows),
         "migrated": _count(m.migrated),
         "fallback": _count(m.fallback),
         "pin": pin_text(g, m),
@@ -493,30 +206,6 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     elif not g.members:
         out.append(Text("no members", style="dim", no_wrap=True, overflow="ellipsis"))
     return out
-
-
-# A share further than this from its target needs a look (RpctlShareOffTarget's threshold).
-OFF_TARGET = 0.1
-
-
-def look_score(g: GroupView) -> tuple[bool, bool, int, int, float]:
-    """Why a group needs a look, compared most urgent first: its exporter is down, no active
-    member, members gone, unmanaged listeners, the share furthest off its target (an active
-    member's)."""
-    off = max((abs(m.observed_share - m.target_share) for m in g.members
-               if m.observed_share is not None and m.state == MemberState.ACTIVE), default=0.0)
-    return (g.unreachable, not any(m.state == MemberState.ACTIVE for m in g.members),
-            sum(m.gone for m in g.members), len(g.unmanaged or []), off)
-
-
-def needs_a_look(g: GroupView) -> bool:
-    unreachable, no_active, gone, unmanaged, off = look_score(g)
-    return unreachable or no_active or gone > 0 or unmanaged > 0 or off > OFF_TARGET
-
-
-def by_urgency(groups: list[GroupView]) -> list[GroupView]:
-    """The groups that most need a look first; the others keep their order."""
-    return sorted(groups, key=look_score, reverse=True)
 
 
 def _more_groups(rest: list[GroupView], fleet: bool) -> str:
