@@ -129,7 +129,8 @@ def frame_parts(group_name: str, calls: int) -> dict[str, float]:
     """Median ms of what one frame does, timed in this process: the poll with and without the
     queue depths (sock_diag), and laying out and printing a 160x48 frame."""
     from rich.console import Console
-    from rpctl.cli.dashboard_screen import History, Snapshot, render
+    from rpctl.cli.dashboard_history import History, Snapshot
+    from rpctl.cli.dashboard_screen import render
     from rpctl.controller.read import views
 
     def poll():

@@ -22,7 +22,7 @@ def cmd_dashboard(env: Environment, args) -> ExitStatus:
     from rpctl.controller.store import group
 
     from . import live
-    from .dashboard_screen import History
+    from .dashboard_history import History
 
     interval = args.interval
     if not MIN_INTERVAL <= interval <= MAX_INTERVAL:

@@ -1,38 +1,34 @@
-"""What `rpctl dashboard` shows, computed from successive group views.  Pure: no I/O here.
-
-The BPF program keeps only running totals per member; rates, recent shares
-and the event list are differences between snapshots, so they live here
-(History) and not in the kernel or in pinned state: a dashboard that starts
-later simply has less history, and one that is killed leaves nothing behind.
-Events are derived from what changed between two snapshots, never from a
-log, so they show what any writer (another operator, a script, a member
-dying) did.
+"""A snapshot -> what `rpctl dashboard` shows.  Pure: no I/O here.
 
 render() returns a renderable that is never taller than `height` nor wider
-than `width`: columns are dropped by importance, rows are summarised.
+than `width`: columns are dropped by importance, rows are summarised.  The
+rates and shares it shows come from the History (dashboard_history.py), the
+events at its foot from dashboard_events.py, and the order of many hosts'
+groups from dashboard_triage.py.
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
 import time as _time
-from dataclasses import dataclass, field
-from typing import Deque, Optional
+from typing import Optional
 
 from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
-from rpctl.controller.read.views import ACTIVE, STATES, GroupView, MemberView
+from rpctl.controller.read.views import GroupView, MemberState, MemberView
 
+from .dashboard_events import EVENT_STYLE, Event
+from .dashboard_history import SPARK_MAX, History, Snapshot, sparkline
+from .dashboard_triage import by_urgency, needs_a_look
 from .layout import GAP, column_widths, fit
 from .layout import lines as table_lines
+from .states import STATE_STYLE, STATE_SYMBOL, state_counts
 from .text import (
-    STATE_STYLE,
     UNREACHABLE,
     counter_texts,
     flow_table_text,
     mode_text,
+    opt,
     pct,
     pin_text,
     rate_text,
@@ -40,270 +36,8 @@ from .text import (
     unmanaged_warning,
 )
 
-STATE_SYMBOL = {"active": "●", "draining": "◐", "drained": "○", "gone": "✖"}
-BLOCKS = "▁▂▃▄▅▆▇█"
-
-WINDOW = 60.0  # seconds of per-member totals kept (the sparkline's minute)
-RATE_WINDOW = 1.0  # a rate is the slope over about this long
-SHARE_WINDOW = 5.0  # observed share: over about this long
-MAX_EVENTS = 200
-
 SPARK_MIN = 10  # a narrower sparkline says nothing: drop the column instead
-SPARK_MAX = int(WINDOW)
 NAME_MAX = 24  # longer member names are cut with an ellipsis
-
-Key = tuple[str, str, int]  # (group, member name, socket cookie)
-
-
-@dataclass
-class Snapshot:
-    """The groups as read at one moment.
-
-    `time` is monotonic (rates must not jump with the wall clock); `wall`
-    (epoch seconds) only labels events and may be left out.
-    """
-
-    time: float
-    groups: list[GroupView] = field(default_factory=list)
-    wall: Optional[float] = None
-
-
-@dataclass
-class Event:
-    time: float  # monotonic, as Snapshot.time
-    wall: Optional[float]
-    group: str
-    kind: str  # registered unregistered drain drained undrain gone weights mode group+ group-
-    text: str
-    member: Optional[str] = None
-
-
-EVENT_STYLE = {
-    "registered": "green",
-    "unregistered": "magenta",
-    "drain": "yellow",
-    "drained": "cyan",
-    "undrain": "green",
-    "gone": "red",
-    "weights": "blue",
-    "mode": "bold blue",
-    "group+": "bold green",
-    "group-": "bold red",
-}
-
-
-class _Series:
-    """(time, cumulative total) samples of one member socket, oldest first."""
-
-    __slots__ = ("times", "totals")
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.totals: list[int] = []
-
-    def add(self, t: float, total: int) -> None:
-        if self.totals and total < self.totals[-1]:
-            # Counters only fall when the member's statistics were reset:
-            # the old samples would yield a negative rate.
-            self.times.clear()
-            self.totals.clear()
-        if self.times and t <= self.times[-1]:
-            self.times[-1], self.totals[-1] = t, total
-        else:
-            self.times.append(t)
-            self.totals.append(total)
-
-    def trim(self, oldest: float) -> None:
-        """Forget samples before `oldest`, keeping one at or before it for interpolation."""
-        i = bisect.bisect_right(self.times, oldest) - 1
-        if i > 0:
-            del self.times[:i]
-            del self.totals[:i]
-
-    def at(self, t: float) -> Optional[float]:
-        """Cumulative total at time t, interpolated; None before the first sample."""
-        times = self.times
-        if not times or t < times[0]:
-            return None
-        i = bisect.bisect_right(times, t)
-        if i >= len(times):
-            return float(self.totals[-1])
-        t0, t1 = times[i - 1], times[i]
-        c0, c1 = self.totals[i - 1], self.totals[i]
-        return c0 + (c1 - c0) * (t - t0) / (t1 - t0)
-
-    def delta(self, seconds: float) -> Optional[tuple[float, float]]:
-        """(count, elapsed) over the last `seconds`, or as much of it as was seen."""
-        if len(self.times) < 2:
-            return None
-        now = self.times[-1]
-        start = max(now - seconds, self.times[0])
-        if now <= start:
-            return None
-        begin = self.at(start)
-        assert begin is not None
-        return self.totals[-1] - begin, now - start
-
-
-class History:
-    """The last minute of per-member totals, and the events seen, from consecutive snapshots."""
-
-    def __init__(self, window: float = WINDOW, max_events: int = MAX_EVENTS):
-        self.window = window
-        self.series: dict[Key, _Series] = {}
-        self.events: Deque[Event] = collections.deque(maxlen=max_events)
-        self.last: Optional[Snapshot] = None
-
-    @staticmethod
-    def key(group: str, m: MemberView) -> Key:
-        return (group, m.name, m.cookie)
-
-    def update(self, snap: Snapshot) -> list[Event]:
-        """Record a snapshot; returns the events it brought (also appended to .events)."""
-        seen = set()
-        for g in snap.groups:
-            for m in g.members:
-                k = self.key(g.ref, m)
-                seen.add(k)
-                series = self.series.get(k)
-                if series is None:
-                    series = self.series[k] = _Series()
-                series.add(snap.time, m.selections)
-                series.trim(snap.time - self.window - 1.0)
-        for k in [k for k in self.series if k not in seen]:
-            del self.series[k]  # unregistered or replaced: nothing shows it any more
-        new = diff(self.last, snap) if self.last is not None else []
-        self.events.extend(new)
-        self.last = snap
-        return new
-
-    # Per member -------------------------------------------------------------------
-
-    def rate(self, group: str, m: MemberView, seconds: float = RATE_WINDOW) -> Optional[float]:
-        """New connections (datagrams) per second over the last ~`seconds`; None before two samples."""
-        series = self.series.get(self.key(group, m))
-        d = series.delta(seconds) if series else None
-        return None if d is None else d[0] / d[1]
-
-    def recent(self, group: str, m: MemberView, seconds: float) -> Optional[float]:
-        series = self.series.get(self.key(group, m))
-        d = series.delta(seconds) if series else None
-        return None if d is None else d[0]
-
-    def shares(self, g: GroupView, seconds: float = SHARE_WINDOW) -> dict[str, Optional[float]]:
-        """Each member's fraction of the group's connections over the last ~`seconds`.
-
-        None for all when nothing arrived then: an idle group has no observed share.
-        """
-        counts = {m.name: self.recent(g.ref, m, seconds) or 0.0 for m in g.members}
-        total = sum(counts.values())
-        return {name: (c / total if total > 0 else None) for name, c in counts.items()}
-
-    def share(self, g: GroupView, m: MemberView, seconds: float = SHARE_WINDOW) -> Optional[float]:
-        return self.shares(g, seconds).get(m.name)
-
-    def group_rate(self, g: GroupView, seconds: float = RATE_WINDOW) -> Optional[float]:
-        rates = [self.rate(g.ref, m, seconds) for m in g.members]
-        known = [r for r in rates if r is not None]
-        return sum(known) if known else None
-
-    def per_second(self, group: str, m: MemberView, seconds: int = SPARK_MAX) -> list[Optional[float]]:
-        """Rates of the last `seconds` whole seconds, oldest first; None where nothing was recorded."""
-        series = self.series.get(self.key(group, m))
-        if series is None or not series.times:
-            return [None] * seconds
-        now = series.times[-1]
-        edges = [series.at(now - s) for s in range(seconds, -1, -1)]
-        return [None if a is None or b is None else b - a for a, b in zip(edges, edges[1:])]
-
-    def sparkline(
-        self, group: str, m: MemberView, seconds: int = SPARK_MAX, scale: Optional[float] = None
-    ) -> str:
-        return sparkline(self.per_second(group, m, seconds), scale)
-
-
-def sparkline(values: list[Optional[float]], scale: Optional[float] = None) -> str:
-    """Per-second rates -> ▁..█ (relative to `scale`, default their maximum); blank where unknown.
-
-    Zero is ▁ and anything above zero at least ▂, so a trickle is not
-    mistaken for silence; the rest is proportional, rounded.
-    """
-    known = [v for v in values if v is not None]
-    top = scale if scale is not None else max(known, default=0.0)
-    out = []
-    for v in values:
-        if v is None:
-            out.append(" ")
-        elif v <= 0 or top <= 0:
-            out.append(BLOCKS[0])
-        else:
-            out.append(BLOCKS[max(1, min(len(BLOCKS) - 1, int(v / top * (len(BLOCKS) - 1) + 0.5)))])
-    return "".join(out)
-
-
-# Events -------------------------------------------------------------------------------
-
-
-def diff(prev: Snapshot, cur: Snapshot) -> list[Event]:
-    """What changed between two snapshots, as events stamped with the later one's time."""
-    out: list[Event] = []
-
-    def ev(group: str, kind: str, text: str, member: Optional[str] = None) -> None:
-        out.append(Event(cur.time, cur.wall, group, kind, text, member))
-
-    before = {g.ref: g for g in prev.groups}
-    after = {g.ref: g for g in cur.groups}
-    for name in before:
-        if name not in after:
-            ev(name, "group-", f"group {name} removed")
-    for name, g in after.items():
-        old = before.get(name)
-        if old is None:
-            ev(name, "group+", f"group {name} appeared ({g.endpoint}, {len(g.members)} members)")
-            continue
-        # Not the sampling age itself: it changes every refresh while no serve samples.
-        if (old.mode, old.pin_dev, old.adaptive, old.adaptive_unsampled) != (
-                g.mode, g.pin_dev, g.adaptive, g.adaptive_unsampled):
-            ev(name, "mode", f"mode {mode_text(old)} -> {mode_text(g)}")
-        was = {m.name: m for m in old.members}
-        now = {m.name: m for m in g.members}
-        for mname in was:
-            if mname not in now:
-                ev(name, "unregistered", f"{mname} unregistered", mname)
-        weights = []
-        for mname, m in now.items():
-            p = was.get(mname)
-            if p is None:
-                ev(name, "registered", f"{mname} registered (weight {m.weight})", mname)
-                continue
-            if p.cookie != m.cookie:
-                ev(name, "registered", f"{mname} registered again (socket replaced)", mname)
-            if m.gone and not p.gone:
-                ev(name, "gone", f"{mname} gone (its socket closed)", mname)
-            if not m.gone:
-                if m.draining and not p.draining:
-                    ev(name, "drain", f"{mname} drain started (queue {_opt(m.queue)})", mname)
-                if p.draining and not m.draining:
-                    ev(name, "undrain", f"{mname} undrained (weight {m.weight})", mname)
-                if m.state == "drained" and p.state != "drained":
-                    why = "queue empty" if m.flows is None else "queue empty, no live flow"
-                    ev(name, "drained", f"{mname} drained ({why})", mname)
-                if m.throttled is not None and p.throttled is None:
-                    ev(name, "throttled", f"{mname} throttled ({m.throttled})", mname)
-                if p.throttled is not None and m.throttled is None:
-                    ev(name, "released", f"{mname} released (queue {_opt(m.queue)})", mname)
-            if p.weight != m.weight:
-                weights.append(f"{mname} {p.weight}->{m.weight}")
-        if weights:
-            ev(name, "weights", "weights changed: " + ", ".join(weights))
-    return out
-
-
-# Rendering ------------------------------------------------------------------------------
-
-
-def _opt(x: Optional[int]) -> str:
-    return "-" if x is None else str(x)
 
 
 def _count(n: Optional[int]) -> str:
@@ -318,7 +52,7 @@ def _count(n: Optional[int]) -> str:
 
 def _state_text(m: MemberView) -> Text:
     state = m.state
-    return Text(f"{STATE_SYMBOL.get(state, '?')} {state}", style=STATE_STYLE.get(state, ""))
+    return Text(f"{STATE_SYMBOL[state]} {state}", style=STATE_STYLE[state])
 
 
 def _cut(s: str, width: int) -> str:
@@ -341,8 +75,8 @@ def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[st
         "target": pct(m.target_share),
         "observed": pct(shares.get(m.name)),
         "rate": rate_text(m.rate if m.rate is not None else history.rate(g.ref, m)),
-        "queue": _opt(m.queue),
-        "flows": _opt(m.flows),
+        "queue": opt(m.queue),
+        "flows": opt(m.flows),
         "migrated": _count(m.migrated),
         "fallback": _count(m.fallback),
         "pin": pin_text(g, m),
@@ -383,8 +117,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
     rate = history.group_rate(g) if g.instance is None else sum(m.rate or 0.0 for m in g.members)
     migrated = sum(m.migrated for m in g.members)
     fallback = sum(m.fallback for m in g.members)
-    counts = collections.Counter(m.state for m in g.members)
-    states = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
+    states = state_counts(g.members)
     segments = [
         *([Text(g.instance, style="bold")] if g.instance is not None else []),
         Text(g.name, style="bold reverse"),
@@ -424,7 +157,7 @@ def _header_lines(g: GroupView, history: History, width: int) -> list[Text]:
 def pick_rows(members: list[MemberView], n: int) -> list[MemberView]:
     """`n` members to show when not all fit: the ones not active first (a drain in progress or
     a gone member is what the operator is watching), then the first active ones; in index order."""
-    urgent = [m for m in members if m.state != "active"][:n]
+    urgent = [m for m in members if m.state != MemberState.ACTIVE][:n]
     chosen = {id(m) for m in urgent}
     for m in members:
         if len(chosen) >= n:
@@ -434,9 +167,7 @@ def pick_rows(members: list[MemberView], n: int) -> list[MemberView]:
 
 
 def _summary(members: list[MemberView]) -> str:
-    counts = collections.Counter(m.state for m in members)
-    detail = ", ".join(f"{counts[s]} {s}" for s in ("active", "draining", "drained", "gone") if counts[s])
-    return f"+{len(members)} more members ({detail})"
+    return f"+{len(members)} more members ({state_counts(members)})"
 
 
 def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[RenderableType]:
@@ -477,30 +208,6 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
     return out
 
 
-# A share further than this from its target needs a look (RpctlShareOffTarget's threshold).
-OFF_TARGET = 0.1
-
-
-def look_score(g: GroupView) -> tuple[bool, bool, int, int, float]:
-    """Why a group needs a look, compared most urgent first: its exporter is down, no active
-    member, members gone, unmanaged listeners, the share furthest off its target (an active
-    member's)."""
-    off = max((abs(m.observed_share - m.target_share) for m in g.members
-               if m.observed_share is not None and m.state == ACTIVE), default=0.0)
-    return (g.unreachable, not any(m.state == ACTIVE for m in g.members), sum(m.gone for m in g.members),
-            len(g.unmanaged or []), off)
-
-
-def needs_a_look(g: GroupView) -> bool:
-    unreachable, no_active, gone, unmanaged, off = look_score(g)
-    return unreachable or no_active or gone > 0 or unmanaged > 0 or off > OFF_TARGET
-
-
-def by_urgency(groups: list[GroupView]) -> list[GroupView]:
-    """The groups that most need a look first; the others keep their order."""
-    return sorted(groups, key=look_score, reverse=True)
-
-
 def _more_groups(rest: list[GroupView], fleet: bool) -> str:
     """The line that stands for the groups that did not fit."""
     if not fleet:
@@ -519,7 +226,7 @@ def _event_line(e: Event, now: float, width: int) -> Text:
     t.append("  ")
     t.append(e.group, style="bold")
     t.append("  ")
-    t.append(e.text, style=EVENT_STYLE.get(e.kind, ""))
+    t.append(e.text, style=EVENT_STYLE[e.kind])
     t.truncate(width, overflow="ellipsis")
     return t
 

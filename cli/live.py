@@ -5,7 +5,7 @@ queue depths sock_diag reports, or, for many hosts, a Prometheus server
 (controller.prometheus_source).  Nothing is written and nothing is held
 open between polls, so starting, stopping or killing a dashboard never
 changes how connections are steered.  Rates, recent shares and events are
-computed from successive polls (dashboard_screen.History).
+computed from successive polls (dashboard_history.History).
 
 On a terminal it takes the screen (rich Live) and redraws every --interval
 seconds until `q` or Ctrl-C; without one it prints one frame (or --frames
@@ -68,7 +68,7 @@ def fleet_read(read: Callable[[], list]) -> Callable[[], list]:
 
 def poll(read: Callable[[], list]):
     """One Snapshot of what `read` returns (local_read, fleet_read)."""
-    from .dashboard_screen import Snapshot
+    from .dashboard_history import Snapshot
 
     return Snapshot(time=time.monotonic(), groups=read(), wall=time.time())
 

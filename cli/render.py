@@ -12,11 +12,11 @@ from rich.console import Group as RenderGroup
 from rich.table import Table
 from rich.text import Text
 from rpctl.controller.kernel.probe import Check
-from rpctl.controller.read.views import THROTTLED, GroupView, MemberView
+from rpctl.controller.read.views import GroupView, MemberState, MemberView
 
 from .layout import table_lines
+from .states import STATE_STYLE
 from .text import (
-    STATE_STYLE,
     UNREACHABLE,
     counter_texts,
     flow_table_text,
@@ -32,7 +32,7 @@ from .text import (
 
 
 def state_text(m: MemberView) -> Text:
-    return Text(m.state, style=STATE_STYLE.get(m.state, ""))
+    return Text(m.state, style=STATE_STYLE[m.state])
 
 
 def group_title(g: GroupView) -> str:
@@ -73,7 +73,7 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
     rows = [[cell(m) for _, _, cell in shown] for m in g.members]
     lines = table_lines([c for c, _, _ in shown], rows, [r for _, r, _ in shown], width)
-    lines += [Text(line, style=STATE_STYLE[THROTTLED]) for line in throttle_lines(g)]
+    lines += [Text(line, style=STATE_STYLE[MemberState.THROTTLED]) for line in throttle_lines(g)]
     warning = unmanaged_warning(g)
     if warning:
         lines.append(Text(warning, style="yellow"))

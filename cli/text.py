@@ -1,29 +1,16 @@
-"""Plain-text pieces of group views: shares, states, modes, pins, counters, warnings.  Pure: no
+"""Plain-text pieces of group views: shares, modes, pins, counters, warnings.  Pure: no
 I/O and no rich (render.py and dashboard_screen.py draw with them), so that
-a `--json` command or the exporter does not import it."""
+a `--json` command or the exporter does not import it.  How a state looks is states.py."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
-from rpctl.controller.read.views import (
-    ACTIVE,
-    DRAINED,
-    DRAINING,
-    GONE,
-    GROUP_COUNTERS,
-    THROTTLED,
-    Counter,
-    GroupView,
-    MemberView,
-)
+from rpctl.controller.read.views import GROUP_COUNTERS, Counter, GroupView, MemberState, MemberView
 from rpctl.controller.tables.pin_table import format_cpus
 
 if TYPE_CHECKING:
     from rpctl.controller.store.stale_state import StaleFolder
-
-# Member state -> the rich style it is shown in (a name, not a rich object).
-STATE_STYLE = {ACTIVE: "green", THROTTLED: "magenta", DRAINING: "yellow", DRAINED: "cyan", GONE: "red"}
 
 # What a group read through Prometheus shows when its exporter is down.
 UNREACHABLE = "its exporter is down or cannot read the pinned state: no figures"
@@ -106,7 +93,7 @@ def mode_text(g: GroupView) -> str:
 
 def throttle_lines(g: GroupView) -> list[str]:
     """"worker-2 throttled: queue 37, others <= 2", one per throttled member."""
-    return [f"{m.name} throttled: {m.throttled}" for m in g.members if m.state == THROTTLED]
+    return [f"{m.name} throttled: {m.throttled}" for m in g.members if m.state == MemberState.THROTTLED]
 
 
 def folder_text(folder: StaleFolder) -> str:

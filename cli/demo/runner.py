@@ -167,7 +167,7 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
     terminal), so that Ctrl-C and q reach the dashboard, which restores the
     terminal; the step tables are printed once the screen is back."""
     from .. import live as live_view
-    from ..dashboard_screen import History
+    from ..dashboard_history import History
 
     stop = threading.Event()
     done: list[Table] = []

@@ -16,6 +16,7 @@ generation, which a writer replaces with one map update.
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Iterable
@@ -34,9 +35,33 @@ from ..tables.adaptive import BYTES, Reason
 if TYPE_CHECKING:
     from ..kernel import diag
 
-# A member's states, in the order they are listed everywhere.
-ACTIVE, THROTTLED, DRAINING, DRAINED, GONE = "active", "throttled", "draining", "drained", "gone"
-STATES = (ACTIVE, THROTTLED, DRAINING, DRAINED, GONE)
+
+class MemberState(str, enum.Enum):
+    """A member's state, in the order states are listed everywhere.
+
+    A str whose value is the word JSON documents, metric labels and screens
+    show: it compares and hashes as that word, and str() and format() give
+    it (not "MemberState.ACTIVE").
+    """
+
+    ACTIVE = "active"
+    THROTTLED = "throttled"
+    DRAINING = "draining"
+    DRAINED = "drained"
+    GONE = "gone"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+# The states under names of their own (the drain, the launcher and the Prometheus source
+# read these), and all of them in order.
+ACTIVE, THROTTLED, DRAINING, DRAINED, GONE = MemberState
+STATES = tuple(MemberState)
+
 # An adaptive group whose queues serve has not sampled for this long has no serve
 # looking after it (killed, or not started): its status says so.  Serve samples
 # at least every adaptive_interval_ms (at most 125 ms) and writes the map at
@@ -117,7 +142,7 @@ class MemberView:
     throttled: str | None = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
 
     @property
-    def state(self) -> str:
+    def state(self) -> MemberState:
         if self.gone:
             return GONE
         if self.draining:

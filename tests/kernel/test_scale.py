@@ -109,7 +109,8 @@ def test_weights_and_drain_are_exact_in_the_table_and_on_connections(full, rpctl
 
 def test_dashboard_view_of_256_members(full):
     from rich.console import Console
-    from rpctl.cli.dashboard_screen import History, Snapshot, render
+    from rpctl.cli.dashboard_history import History, Snapshot
+    from rpctl.cli.dashboard_screen import render
 
     _, name = full
     history = History()

@@ -11,7 +11,8 @@ import time
 
 import pytest
 from rich.console import Console
-from rpctl.cli.dashboard_screen import History, Snapshot, render
+from rpctl.cli.dashboard_history import History, Snapshot
+from rpctl.cli.dashboard_screen import render
 from rpctl.cli.exporter import GroupCollector
 from rpctl.controller.read.views import read_views
 

@@ -13,7 +13,7 @@ import io
 import pytest
 from rich.console import Console
 from rpctl.cli import json_docs, render
-from rpctl.cli.dashboard_screen import History, Snapshot
+from rpctl.cli.dashboard_history import History, Snapshot
 from rpctl.cli.dashboard_screen import render as dashboard_frame
 from rpctl.cli.metrics_families import families
 from rpctl.controller.contract import abi

@@ -1,6 +1,6 @@
 """`rpctl dashboard`: its options, its frames without a terminal, and groups that go away.
 
-The snapshots are hand-built (test_dashboard_screen's `four`): no privileges, no bpffs.
+The snapshots are hand-built (tests/support/views.py's `four`): no privileges, no bpffs.
 """
 
 from __future__ import annotations

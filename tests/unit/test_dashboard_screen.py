@@ -1,8 +1,7 @@
-"""The dashboard's maths, events and layout, from hand-built group views.
+"""cli/dashboard_screen.py: the dashboard's layout, from hand-built group views.
 
-No privileges, no bpffs: every snapshot is made here, so rates and shares
-can be checked against counters whose answer is known, and the layout at
-80x24 and 160x48 against what a terminal of that size can show.
+No privileges, no bpffs: every snapshot is made here, so the layout at
+80x24 and 160x48 can be checked against what a terminal of that size can show.
 """
 
 from __future__ import annotations
@@ -13,9 +12,12 @@ import re
 import pytest
 from rich.console import Console
 from rpctl.cli import dashboard_screen
-from rpctl.cli.dashboard_screen import History, Snapshot, choose_columns, render, sparkline
+from rpctl.cli.dashboard_events import Event, EventKind
+from rpctl.cli.dashboard_history import History, Snapshot
+from rpctl.cli.dashboard_screen import choose_columns, render
 from rpctl.controller.read import views as read_model
 
+from tests.support.dashboard import frame, history_of
 from tests.support.views import four, moving_group, moving_member, strays
 
 
@@ -24,28 +26,11 @@ def no_system(refuse_system, monkeypatch):
     monkeypatch.setattr(read_model, "read_views", refuse_system)
 
 
-def frame(snap: Snapshot, history: History, width: int, height: int) -> str:
-    console = Console(file=io.StringIO(), width=width, height=height, force_terminal=False)
-    console.print(render(snap, history, width, height))
-    return console.file.getvalue()
-
-
 def assert_fits(text: str, width: int, height: int) -> None:
     lines = text.splitlines()
     assert len(lines) <= height, f"{len(lines)} lines for a height of {height}:\n{text}"
     too_long = [line for line in lines if len(line) > width]
     assert not too_long, f"lines wider than {width}: {too_long}"
-
-
-def history_of(make, seconds: float = 10.0, step: float = 0.25) -> tuple[History, Snapshot]:
-    """Snapshots of make(t) every `step` seconds for `seconds`; returns the history and the last one."""
-    history = History()
-    snap = None
-    for i in range(int(seconds / step) + 1):
-        t = i * step
-        snap = Snapshot(time=t, groups=make(t))
-        history.update(snap)
-    return history, snap
 
 
 def column_heads(text: str) -> list[str]:
@@ -114,7 +99,7 @@ def test_no_frame_overflows_its_terminal(size):
         seconds=3,
     )
     for e in range(30):  # plenty of events for the footer
-        history.events.append(dashboard_screen.Event(3.0, None, "web", "weights", f"weights changed #{e}"))
+        history.events.append(Event(3.0, None, "web", EventKind.WEIGHTS, f"weights changed #{e}"))
     assert_fits(frame(snap, history, width, height), width, height)
 
 
@@ -147,159 +132,28 @@ def test_udp_groups_count_datagrams_and_empty_namespaces_say_so():
     assert "no group in this network namespace" in empty
 
 
-# Rates, shares, sparklines ----------------------------------------------------------------
-
-
-def two_members(a_rate, b_rate):
-    """Members a and b whose counters grow at a_rate(t) and b_rate(t) per second (1 s samples)."""
-    totals = {"a": 0.0, "b": 0.0}
-
+def test_a_throttled_member_has_its_own_symbol_and_counts_in_the_summary():
     def make(t):
-        if t > 0:
-            totals["a"] += a_rate(t)
-            totals["b"] += b_rate(t)
-        # Spread over the three counters: the dashboard counts every way a connection arrives.
-        a, b = int(totals["a"]), int(totals["b"])
-        return [moving_group([moving_member(0, "a", selected=a - a // 4, fallback=a // 8, migrated=a // 4 - a // 8),
-                            moving_member(1, "b", selected=b)])]
+        return [moving_group([moving_member(i, f"member-{i:02d}", selected=int(10 * t), queue=9 if i < 40 else 1,
+                                            throttled="queue 9, others <= 1" if i < 40 else None)
+                              for i in range(64)], adaptive=True)]
 
-    return make
-
-
-def test_rate_share_and_group_rate_from_synthetic_counters():
-    # 10 s of a=100/s, b=300/s, then 5 s of a silent and b at 300/s.
-    make = two_members(lambda t: 100 if t <= 10 else 0, lambda t: 300)
-    history = History()
-    for t in range(0, 11):
-        snap = Snapshot(float(t), make(t))
-        history.update(snap)
-    g = snap.groups[0]
-    a, b = g.members
-    assert history.rate("web", a) == pytest.approx(100)
-    assert history.rate("web", b) == pytest.approx(300)
-    assert history.group_rate(g) == pytest.approx(400)
-    assert history.share(g, a) == pytest.approx(0.25)
-    assert history.share(g, b) == pytest.approx(0.75)
-    for t in range(11, 16):
-        snap = Snapshot(float(t), make(t))
-        history.update(snap)
-    g = snap.groups[0]
-    a, b = g.members
-    # The share is over the last 5 s only: a had nothing in them.
-    assert history.rate("web", a) == pytest.approx(0)
-    assert history.share(g, a) == pytest.approx(0.0)
-    assert history.share(g, b) == pytest.approx(1.0)
-    # Over 10 s it would still remember a.
-    assert history.share(g, a, seconds=10) == pytest.approx(500 / (500 + 3000))
-    assert history.per_second("web", a, 8) == pytest.approx([100, 100, 100, 0, 0, 0, 0, 0])
-
-
-def test_rate_is_over_about_one_second_even_with_fast_polls():
-    make = two_members(lambda t: 10 if t < 5 else 90, lambda t: 0)
-    history = History()
-    for i in range(0, 41):  # 0.25 s polls over 10 s; 40/s then 360/s (10 resp. 90 per poll)
-        history.update(Snapshot(i * 0.25, make(i * 0.25)))
-    a = history.last.groups[0].members[0]
-    assert history.rate("web", a) == pytest.approx(360)
-    g = history.last.groups[0]
-    assert (history.share(g, g.members[0]), history.share(g, g.members[1])) == (1.0, 0.0)
-
-
-def test_rates_need_two_snapshots_and_survive_a_counter_reset():
-    history = History()
-    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a", selected=500)])]))
-    g = history.last.groups[0]
-    assert history.rate("web", g.members[0]) is None
-    assert history.share(g, g.members[0]) is None
-    assert history.group_rate(g) is None
-    history.update(Snapshot(1.0, [moving_group([moving_member(0, "a", selected=20)])]))  # statistics reset
-    history.update(Snapshot(2.0, [moving_group([moving_member(0, "a", selected=70)])]))
-    assert history.rate("web", history.last.groups[0].members[0]) == pytest.approx(50)
-
-
-def test_history_keeps_one_minute():
-    make = two_members(lambda t: 1, lambda t: 1)
-    history = History()
-    for t in range(0, 200):
-        history.update(Snapshot(float(t), make(t)))
-    series = next(iter(history.series.values()))
-    assert series.times[0] >= 200 - 1 - 60 - 2
-    assert len(history.per_second("web", history.last.groups[0].members[0], 60)) == 60
-
-
-def test_sparkline_maps_rates_to_blocks():
-    assert sparkline([None, 0, 1, 2, 4, 8]) == " ▁▂▃▅█"
-    assert sparkline([0, 0]) == "▁▁"
-    assert sparkline([5], scale=10) == "▅"
-    history, snap = history_of(two_members(lambda t: 10 * t, lambda t: 0), seconds=5, step=1)
-    line = history.sparkline("web", snap.groups[0].members[0], seconds=8)
-    assert line == "   ▂▄▅▇█"  # 3 unknown seconds, then 10, 20, 30, 40, 50 per second (of 50: 7 steps)
-
-
-# Events -----------------------------------------------------------------------------------
-
-
-def test_events_follow_the_snapshot_that_changed():
-    history = History()
-    base = {"worker-1": {}, "worker-2": {}, "worker-3": {}}
-    steps = [
-        ("start", base, None),
-        ("register", {**base, "worker-4": {}}, "worker-4 registered (weight 1)"),
-        ("drain", {**base, "worker-3": {"draining": True, "queue": 5}}, "worker-3 drain started (queue 5)"),
-        ("drained", {**base, "worker-3": {"draining": True, "queue": 0}}, "worker-3 drained (queue empty)"),
-        ("undrain", base, "worker-3 undrained (weight 1)"),
-        ("gone", {**base, "worker-2": {"gone": True}}, "worker-2 gone (its socket closed)"),
-        ("weights", {**base, "worker-2": {"gone": True}, "worker-1": {"weight": 3}},
-         "weights changed: worker-1 1->3"),
-        ("unregister", {"worker-1": {"weight": 3}, "worker-3": {}}, "worker-2 unregistered"),
-        ("replace", {"worker-1": {"weight": 3, "cookie": 999}, "worker-3": {}},
-         "worker-1 registered again (socket replaced)"),
-    ]
-    seen_texts = []
-    for t, (what, spec, expected) in enumerate(steps):
-        members = [moving_member(i, name, **kw) for i, (name, kw) in enumerate(sorted(spec.items()))]
-        # Indexes shift when members leave; events are by name, so that must not matter.
-        snap = Snapshot(float(t), [moving_group(members)])
-        before = frame(snap, history, 160, 48) if history.last else ""
-        if expected:
-            assert expected not in before, f"{what}: the event showed before its snapshot"
-        new = history.update(snap)
-        texts = [e.text for e in new]
-        if expected is None:
-            assert texts == [], what
-        else:
-            assert expected in texts, f"{what}: {texts}"
-            assert expected in frame(snap, history, 160, 48)
-            assert all(e.time == float(t) for e in new)
-        seen_texts.extend(texts)
-    # Nothing fired twice: a state that lasts is one event, not one per poll.
-    assert len(seen_texts) == len(set(seen_texts))
-    # The unregistered member left the history as well.
-    assert not any(k[1] == "worker-2" for k in history.series)
-
-
-def test_drain_of_an_empty_queue_is_drain_started_and_drained_at_once():
-    history = History()
-    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")])]))
-    drained_at_once = moving_group([moving_member(0, "a", draining=True, queue=0), moving_member(1, "b")])
-    new = history.update(Snapshot(1.0, [drained_at_once]))
-    assert [e.kind for e in new] == ["drain", "drained"]
-
-
-def test_groups_appearing_and_leaving_are_events():
-    history = History()
-    history.update(Snapshot(0.0, []))
-    new = history.update(Snapshot(1.0, [moving_group([moving_member(0, "a")])]))
-    assert [(e.kind, e.group) for e in new] == [("group+", "web")]
-    assert "tcp:127.0.0.1:18080" in new[0].text
-    new = history.update(Snapshot(2.0, []))
-    assert [(e.kind, e.text) for e in new] == [("group-", "group web removed")]
+    history, snap = history_of(make, seconds=2)
+    text = frame(snap, history, 80, 24)
+    assert_fits(text, 80, 24)
+    assert "64 members (24 active, 40 throttled)" in text
+    rows = [line for line in text.splitlines() if line.startswith("member-")]
+    assert rows and all("◕ throttled" in line for line in rows)  # not active: shown first
+    more = re.search(r"\+(\d+) more members \((\d+) active, (\d+) throttled\)", text)
+    assert more, text
+    assert int(more.group(1)) == int(more.group(2)) + int(more.group(3)) == 64 - len(rows)
+    assert int(more.group(3)) == 40 - len(rows)
 
 
 def test_footer_shows_the_latest_events_that_fit():
     history, snap = history_of(lambda t: [four(t)], seconds=1)
     for e in range(40):
-        event = dashboard_screen.Event(float(e) / 40, None, "web", "weights", f"change number {e}")
+        event = Event(float(e) / 40, None, "web", EventKind.WEIGHTS, f"change number {e}")
         history.events.append(event)
     small = frame(snap, history, 80, 24)
     large = frame(snap, history, 160, 48)
@@ -415,27 +269,3 @@ def test_a_fleet_member_s_rate_and_share_are_prometheus_s():
     lines = fleet_frame([g], width=120)
     row = next(line for line in lines if line.startswith(g.members[0].name + " "))
     assert "1234" in row and f"{100 * g.members[0].observed_share:.1f}%" in row
-
-
-def test_a_member_throttled_and_released_are_events():
-    history = History()
-    history.update(Snapshot(0.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")])]))
-    new = history.update(Snapshot(1.0, [moving_group([moving_member(0, "a"), moving_member(1, "b")], adaptive=True)]))
-    assert [e.text for e in new] == ["mode weighted -> weighted, adaptive"]
-    throttled = moving_group([moving_member(0, "a", throttled="queue 37, others <= 0", queue=37),
-                              moving_member(1, "b")], adaptive=True)
-    new = history.update(Snapshot(2.0, [throttled]))
-    assert [(e.kind, e.text, e.member) for e in new] == [("throttled", "a throttled (queue 37, others <= 0)", "a")]
-    assert history.update(Snapshot(3.0, [throttled])) == []
-    released = moving_group([moving_member(0, "a", queue=1), moving_member(1, "b")], adaptive=True)
-    assert [e.text for e in history.update(Snapshot(4.0, [released]))] == ["a released (queue 1)"]
-
-
-def test_no_serve_sampling_an_adaptive_group_is_one_event():
-    history = History()
-    members = [moving_member(0, "a"), moving_member(1, "b")]
-    history.update(Snapshot(0.0, [moving_group(members, adaptive=True, adaptive_sampled_ago=0.1)]))
-    new = history.update(Snapshot(1.0, [moving_group(members, adaptive=True, adaptive_sampled_ago=2.4)]))
-    assert [e.text for e in new] == [
-        "mode weighted, adaptive -> weighted, adaptive (not sampled for 2 s: is rpctl serve running?)"]
-    assert history.update(Snapshot(2.0, [moving_group(members, adaptive=True, adaptive_sampled_ago=3.4)])) == []

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 from rich.console import Console
-from rpctl.cli import dashboard_screen, json_docs, pin_cmd, render
+from rpctl.cli import dashboard_history, dashboard_screen, json_docs, pin_cmd, render
 from rpctl.controller.contract.errors import ExitStatus
 from rpctl.controller.kernel import rss
 from rpctl.controller.ops import pin
@@ -169,11 +169,11 @@ def test_status_json_in_a_pinned_mode():
 
 
 def test_dashboard_pin_column_header_and_mode_event():
-    history = dashboard_screen.History()
+    history = dashboard_history.History()
     before = pinned_view("cpu")
     before.mode, before.pin_dev = "weighted", ""
-    history.update(dashboard_screen.Snapshot(time=0.0, groups=[before]))
-    snap = dashboard_screen.Snapshot(time=1.0, groups=[pinned_view("rss")])
+    history.update(dashboard_history.Snapshot(time=0.0, groups=[before]))
+    snap = dashboard_history.Snapshot(time=1.0, groups=[pinned_view("rss")])
     events = history.update(snap)
     assert [(e.kind, e.text) for e in events] == [("mode", "mode weighted -> rss eth0")]
     text = text_of(dashboard_screen.render(snap, history, 160, 40), 160)

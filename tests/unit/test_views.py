@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -59,3 +60,22 @@ def test_unmanaged_are_the_endpoints_listeners_that_are_not_members(monkeypatch)
 def test_no_unmanaged_listener_costs_no_process_scan(monkeypatch):
     monkeypatch.setattr(discover, "holders_of", lambda inodes: pytest.fail("scanned /proc"))
     assert views.unmanaged_listeners(group_view(), [_listener(8193), _listener(8196)]) == []
+
+
+def test_a_throttled_member_is_throttled_until_it_drains_or_goes():
+    assert member(0, "w", throttled="queue 37, others <= 2").state == "throttled"
+    assert member(0, "w", throttled="queue 37, others <= 2", draining=True, queue=3).state == "draining"
+    assert member(0, "w", throttled="queue 37, others <= 2", gone=True).state == "gone"
+
+
+def test_a_state_is_its_word_in_json_metric_labels_and_text():
+    assert [s.value for s in views.MemberState] == ["active", "throttled", "draining", "drained", "gone"]
+    assert views.STATES == tuple(views.MemberState)
+    assert (views.ACTIVE, views.THROTTLED, views.DRAINING, views.DRAINED, views.GONE) == views.STATES
+    for state in views.MemberState:
+        word = state.value
+        assert state == word and views.MemberState(word) is state
+        assert hash(state) == hash(word) and {word: 1}[state] == 1  # a table keyed by the word finds it
+        assert str(state) == word and f"{state}" == word and f"{state:>10}" == f"{word:>10}"
+        assert json.dumps({state: state}) == json.dumps({word: word})
+        assert ", ".join([state, state]) == f"{word}, {word}"
