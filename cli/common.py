@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
 from rpctl.controller.contract.errors import ExitStatus, InvalidInput, UsageError
+from rpctl.controller.ops.config_defaults import DEFAULT_PATH  # not config: the parser imports no tomllib
 
 PROG = "rpctl"
 
@@ -109,15 +110,10 @@ def group_option(p: argparse.ArgumentParser, help: str = GROUP_HELP) -> None:
     p.add_argument("--group", "-g", metavar="G", help=help)
 
 
-# controller.ops.config.DEFAULT_PATH, spelled here so that building the parser (every
-# command does) does not import the config module; a unit test holds the two equal.
-DEFAULT_CONFIG_PATH = "/etc/rpctl/rpctl.toml"
-
-
 def config_option(p: argparse.ArgumentParser) -> None:
     """-c/--config FILE of the commands that read rpctl.toml."""
-    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_CONFIG_PATH,
-                   help=f"the config file (default {DEFAULT_CONFIG_PATH})")
+    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_PATH,
+                   help=f"the config file (default {DEFAULT_PATH})")
 
 
 def json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:

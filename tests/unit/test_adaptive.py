@@ -79,11 +79,11 @@ def test_the_lease_is_renewed_at_every_update_while_throttled():
 
 
 def test_a_udp_member_is_judged_in_bytes_of_its_receive_queue():
-    from rpctl.controller.ops import config, serve
+    from rpctl.controller.ops import adaptive_loop, config
 
     (dns,) = config.loads('[[group]]\nname = "dns"\nlisten = "udp:127.0.0.1:53"\nadopt = { comm = "x" }\n'
                           'adaptive = true\n', "f.toml").groups
-    s = serve._settings(dns)
+    s = adaptive_loop.settings_of(dns)
     assert (s.queue, s.release, s.unit) == (DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_BYTES // 4, BYTES)
     t = Throttle(s)
     # A few datagrams in flight everywhere (about 1 KiB each) are no queue building.
@@ -96,4 +96,4 @@ def test_a_udp_member_is_judged_in_bytes_of_its_receive_queue():
     # TCP keeps its count of connections.
     (web,) = config.loads('[[group]]\nname = "web"\nlisten = "tcp:127.0.0.1:80"\nadopt = { comm = "x" }\n'
                           'adaptive = true\n', "f.toml").groups
-    assert serve._settings(web) == Settings(queue=8) and str(Reason(9, 0)) == "queue 9, others <= 0"
+    assert adaptive_loop.settings_of(web) == Settings(queue=8) and str(Reason(9, 0)) == "queue 9, others <= 0"

@@ -1,4 +1,4 @@
-"""cli/common.py: NAME=VALUE parsing shared by `weights` and `pin --map`."""
+"""cli/common.py: NAME=VALUE parsing shared by `weights` and `pin --map`, drain progress, the config file's default."""
 
 from __future__ import annotations
 
@@ -40,3 +40,20 @@ def test_drain_progress_names_what_is_left():
     assert drain_progress(0, None) == "0 queued"
     assert drain_progress(0, None, 1) == "0 queued, 1 live flow"
     assert drain_progress(5, None, 12) == "5 queued, 12 live flows"
+
+
+def test_the_parser_names_the_default_file_without_loading_the_config_module():
+    """Every command builds the whole parser: -c/--config's default costs no tomllib, no key parser."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, rpctl.cli.main, rpctl.cli.common as c\n"
+            "ops = sorted(m for m in sys.modules if m.startswith(('tomllib', 'rpctl.controller.ops')))\n"
+            "print(json.dumps([c.DEFAULT_PATH, ops]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    path, loaded = json.loads(out)
+    assert path == "/etc/rpctl/rpctl.toml"
+    heavy = {"tomllib", "rpctl.controller.ops.config", "rpctl.controller.ops.config_keys",
+             "rpctl.controller.ops.config_spec"}
+    assert "rpctl.controller.ops.config_defaults" in loaded and not heavy & set(loaded), loaded

@@ -1,94 +1,118 @@
-"""controller/ops/serve.py's decisions about one adopted group, with the reconcile replaced:
-when it looks again, and what it logs."""
+"""controller/ops/serve.py: the loop treats every keeper alike, asking each what it needs (fds to wait
+on, a time to wake up, a new spec taken in place or a new keeper), with the keepers replaced."""
 
 from __future__ import annotations
 
-import logging
+import selectors
 import socket
 
 import pytest
-from rpctl.controller.contract.errors import InvalidInput
-from rpctl.controller.kernel.sockets import EndpointKey
-from rpctl.controller.ops import serve, watch
-from rpctl.controller.ops.config import GroupSpec
-from rpctl.controller.ops.reconcile import Plan, Unmanaged
+from rpctl.controller.ops import config, serve
 
-KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
-SPEC = GroupSpec("web", KEY)
-SIGNS = watch.Signs(frozenset({1, 2}), frozenset())
-UNDECIDED = Unmanaged(2, 22, 0, "", "cannot tell which of pids 7 serves it")
-STRANGER = Unmanaged(3, 33, 99, "intruder", "comm 'intruder' is not 'nginx'")
+FILE = """\
+[[group]]
+name = "web"
+listen = "tcp:127.0.0.1:8080"
+adopt = { comm = "nginx" }
+
+[[group]]
+name = "api"
+listen = "tcp:127.0.0.1:9090"
+run = { command = ["/srv/api"], count = COUNT }
+"""
+
+
+class FakeKeeper:
+    """A keeper that records what the loop asks of it; a run group's has an fd to wait on."""
+
+    def __init__(self, spec, layout, fd=None):
+        self.spec = spec
+        self.fd = fd
+        self.calls: list = []
+        self.due = None
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    def can_take(self, spec):
+        return spec.listen == self.spec.listen
+
+    def take(self, spec):
+        self.calls.append("take")
+        self.spec = spec
+
+    def fds(self):
+        return () if self.fd is None else (self.fd,)
+
+    def next_due(self):
+        return self.due
+
+    def supervise(self):
+        self.calls.append("supervise")
+
+    def stop_now(self):
+        self.calls.append("stop_now")
+
+    def tick(self, now, force=False):
+        self.calls.append(("tick", force))
+        return force
+
+    def adapt(self, now):
+        return None
+
+    def close(self):
+        self.calls.append("close")
 
 
 @pytest.fixture
-def plans(monkeypatch):
-    """The plans the next reconciles return, in order (an exception is raised)."""
-    queue: list = []
+def looped(monkeypatch):
+    """A Serve whose keepers are FakeKeepers; its selector and a run group's fd are real."""
+    pair = socket.socketpair()
+    made: dict[str, FakeKeeper] = {}
 
-    def fake(spec, layout):
-        item = queue.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def keeper_for(spec, layout):
+        made[spec.name] = FakeKeeper(spec, layout, pair[0].fileno() if spec.run else None)
+        return made[spec.name]
 
-    monkeypatch.setattr(serve.reconcile, "reconcile", fake)
-    return queue
-
-
-def keeper() -> serve._Keeper:
-    return serve._Keeper(SPEC, layout=None)
-
-
-def delay(k: serve._Keeper, started: float) -> float:
-    return round(k.next_full - started, 1)
+    monkeypatch.setattr(serve, "keeper_for", keeper_for)
+    s = serve.Serve("rpctl.toml", layout=object())
+    s._sel = selectors.DefaultSelector()
+    s._next_cleanup = float("inf")  # no sweep of /proc here
+    yield s, made
+    s._sel.close()
+    for sock in pair:
+        sock.close()
 
 
-def test_an_undecided_listener_is_looked_at_again_sooner_then_less_often(plans, caplog, monkeypatch):
-    clock = [1000.0]
-    monkeypatch.setattr(serve.time, "monotonic", lambda: clock[0])
-    k = keeper()
-    caplog.set_level(logging.INFO, "rpctl.serve")
-    delays = []
-    for _ in range(5):
-        plans.append(Plan("web", KEY, unmanaged=(UNDECIDED,)))
-        k.reconcile(SIGNS, "1 new listener")
-        delays.append(delay(k, clock[0]))
-    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2]
-    # Named once, when it stayed undecided long enough to be no reload half-way.
-    assert caplog.text.count("not admitted: socket 2") == 1
-    plans.append(Plan("web", KEY))
-    k.reconcile(SIGNS, "pid 7 exited")
-    assert delay(k, clock[0]) == serve.RESYNC and k.soon == 0
+def apply(s: serve.Serve, count: int, text: str = FILE) -> None:
+    s._apply(config.loads(text.replace("COUNT", str(count)), "rpctl.toml"))
 
 
-def test_a_stranger_is_named_at_once_and_once(plans, caplog):
-    k = keeper()
-    caplog.set_level(logging.INFO, "rpctl.serve")
-    for _ in range(3):
-        plans.append(Plan("web", KEY, unmanaged=(STRANGER,)))
-        k.reconcile(SIGNS, "periodic check")
-    assert caplog.text.count("not admitted: socket 3 of pid 99 intruder") == 1
-    assert k.soon == 0
+def test_the_loop_asks_every_keeper_the_same(looped):
+    s, made = looped
+    apply(s, 2)
+    web, api = made["web"], made["api"]
+    assert set(s.keepers) == {"web", "api"}
+    assert [k.data for k in s._sel.get_map().values()] == [api], "only the run group's fd is waited on"
+    assert web.calls == api.calls == ["supervise", ("tick", True)]
+    assert s._timeout() <= s.interval
+    api.due = 0.0
+    assert s._timeout() == 0.0
+    # Stopped twice: the second time every keeper kills its children at once.
+    s.stop()
+    assert "stop_now" not in web.calls + api.calls
+    s.stop()
+    assert web.calls[-1] == api.calls[-1] == "stop_now"
 
 
-def test_a_failed_reconcile_is_logged_once_and_tried_again(plans, caplog):
-    k = keeper()
-    caplog.set_level(logging.INFO, "rpctl.serve")
-    for _ in range(2):
-        plans.append(InvalidInput("add nginx-4: refused"))
-        k.reconcile(SIGNS, "1 new listener")
-    assert caplog.text.count("cannot reconcile (1 new listener): add nginx-4: refused") == 1
-    assert k.settled == SIGNS, "the same signs do not make it try again at once"
-    plans.append(Plan("web", KEY))
-    k.reconcile(SIGNS, "periodic check")
-    assert "group web: reconciled again" in caplog.text
-
-
-def test_what_a_reconcile_left_is_settled(plans):
-    k = keeper()
-    plans.append(Plan("web", KEY, pids={"nginx-1": 1, "nginx-2": 2 ** 22 + 12345}))
-    k.reconcile(SIGNS, "first look")
-    assert k.pids == {1, 2 ** 22 + 12345}
-    # pid 1 runs; the other cannot exist (above pid_max): left dead, no reason to reconcile again.
-    assert k.settled == watch.Signs(SIGNS.listeners, frozenset({1}))
-    assert watch.difference(k.settled, watch.Signs(SIGNS.listeners, watch.live_pids(k.pids))) is None
+def test_a_reread_takes_a_spec_in_place_or_makes_a_new_keeper(looped):
+    s, made = looped
+    apply(s, 2)
+    web, api = made["web"], made["api"]
+    apply(s, 3)
+    assert s.keepers["api"] is api and "take" in api.calls and api.spec.run.count == 3
+    # web moves to another port: a new keeper; api leaves the file: dropped, its fd no longer waited on.
+    apply(s, 3, FILE.replace("8080", "8081").split("\n[[group]]\nname = \"api\"")[0])
+    assert s.keepers["web"] is not web and web.calls[-1] == "close"
+    assert "api" not in s.keepers and api.calls[-1] == "close" and not s._sel.get_map()
