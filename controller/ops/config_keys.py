@@ -184,7 +184,7 @@ def _drain(value: object) -> tuple[str, ...]:
     return tuple(names)
 
 
-_DEV_RE = re.compile(r"^[^\s/:]{1,15}$")
+_DEV_RE = re.compile(r"[^\s/:]{1,15}")  # a whole device name: fullmatch
 
 
 def _pin(value: object) -> PinSpec:
@@ -192,7 +192,7 @@ def _pin(value: object) -> PinSpec:
     if text in ("cpu", "weighted"):
         return PinSpec(text)
     mode, sep, dev = text.partition(":")
-    if mode == "rss" and sep and _DEV_RE.match(dev):
+    if mode == "rss" and sep and _DEV_RE.fullmatch(dev):
         return PinSpec("rss", dev)
     raise BadValue(f"{text!r}: use \"cpu\", \"rss:DEVICE\" (e.g. \"rss:eth0\") or \"weighted\"")
 

@@ -145,6 +145,8 @@ def _udp(body: str) -> str:
         # bad pins, names, adopt rules
         (_group('adopt = { comm = "nginx" }\npin = "rss"\n'),
          """f.toml:5: group 'web': key 'pin': 'rss': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),
+        (_group('adopt = { comm = "nginx" }\npin = "rss:eth0\\n"\n'),
+         """f.toml:5: group 'web': key 'pin': 'rss:eth0\\n': use "cpu", "rss:DEVICE" (e.g. "rss:eth0") or "weighted\""""),
         (_group('adopt = { comm = "nginx" }\nnames = "{comm}-{port}"\n'),
          ("f.toml:5: group 'web': key 'names': name format '{comm}-{port}': unknown field {port} "
          "(use {comm}, {pid}, {fd}, {i})")),
