@@ -195,6 +195,54 @@ def test_adopt_refuses_a_process_that_went_away(netns, rpctl, workers, monkeypat
     print(f"{when}: {line}")
 
 
+def test_adopting_listeners_is_one_publish_all_or_nothing(netns, rpctl, workers, monkeypatch):
+    """Two more listeners adopted into a group: one refused while they are written leaves the
+    group as it was (no generation published, no entry or socket left behind); adopted again,
+    both become members in one publish."""
+    from rpctl.controller.contract import abi
+    from rpctl.controller.contract.errors import InvalidInput
+    from rpctl.controller.store import membership
+    from rpctl.controller.store.generation import Group
+
+    port = 7084
+    for name in ("a", "b"):
+        workers(name, port)
+    rpctl.ok("adopt", "--port", port, "--name-format", "w{i}")
+    (before,) = _status(rpctl)
+
+    def array_and_entries() -> tuple:
+        with Group.open(before["name"], Layout()) as g:
+            return ([g.socket_cookie(i) for i in range(abi.RP_MAX_MEMBERS)],
+                    [bytes(m) for m in g.members()], bytes(g.ctl()))
+
+    kept = array_and_entries()
+    for name in ("c", "d"):
+        workers(name, port)
+    real_entry, written = membership.entry, []
+
+    def refused_second(previous, seat, now_ns):
+        written.append(seat.joining.member.name)
+        if len(written) == 2:
+            raise InvalidInput(f"{seat.joining.member.name}: refused for the test")
+        return real_entry(previous, seat, now_ns)
+
+    monkeypatch.setattr(membership, "entry", refused_second)
+    calls = _trace_publishes_and_attaches(monkeypatch)
+    code, out, err = rpctl("adopt", "--port", port, "--name-format", "w{i}")
+    assert code == 4 and "w4: refused for the test" in _one_error(err), (code, out, err)
+    assert written == ["w3", "w4"] and calls == [], "the first was written, and undone: nothing published"
+    (after,) = _status(rpctl)
+    assert _same_members(after, before)
+    assert array_and_entries() == kept, "no socket, entry or ctl change is left behind"
+
+    monkeypatch.setattr(membership, "entry", real_entry)
+    rpctl.ok("adopt", "--port", port, "--name-format", "w{i}")
+    assert calls == [("publish", ["w3", "w4"]), ("attach",)]
+    (grown,) = _status(rpctl)
+    assert sorted(m["name"] for m in grown["members"]) == ["w1", "w2", "w3", "w4"]
+    assert grown["published_ns"] > before["published_ns"]
+
+
 def test_adopt_asks_which_when_tcp_and_udp_share_the_port(netns, rpctl, workers):
     port = 7083
     for name in ("t1", "t2"):
