@@ -112,6 +112,7 @@ def measure(n: int, rounds: int) -> tuple[dict[str, float], tuple[float, float, 
     kept and with one, and to register each further member (library calls,
     mean); the import breakdown.  In a fresh namespace."""
     from rpctl.controller.store import group
+    from rpctl.controller.store.state import Layout
 
     with fresh_netns("rpctl-b"), tempfile.TemporaryDirectory(prefix="rpctl-programs-") as programs:
         members, again = Members(port=PORT), Members(port=PORT + 1)
@@ -126,7 +127,7 @@ def measure(n: int, rounds: int) -> tuple[dict[str, float], tuple[float, float, 
             other, kept = _create_ms(again, programs)
             group.unload(other, force=True)  # the commands below see one group
             register_ms = (compiling, kept, per_member)
-            group_dir = group.Layout().group_dir(name)
+            group_dir = Layout().group_dir(name)
             warm_up = variants(group_dir)
             alternate(1, warm_up)  # page cache, bytecode cache: not what is measured
             results = alternate(rounds, variants(group_dir))

@@ -1,7 +1,7 @@
 """`rpctl weights`, `rpctl drain`, `rpctl undrain`: how new connections are shared.
 
 Each change is one atomic publish of the group's next generation (see
-controller/store/group.py): the program never sees half a change.
+controller/store/generation.py): the program never sees half a change.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ rpctl.controller.contract.errors, and logs to logging.getLogger("rpctl.<module>"
 
 Public modules (import them, or reach them as attributes of this package):
 
-    group     a group and its members: register, weigh, drain, unload (the one writer)
+    group     a group and its members: register, weigh, drain, unload (the store's public face)
     options   GroupOptions: what a group is made with (UDP flow affinity, its table, QUIC routing)
     quic      QUIC-LB server ids, and the connection ids a server makes with its id (make_cid)
     views     the read model: GroupView, MemberView, member states, the counters
@@ -41,7 +41,9 @@ Each module lives in the package of its layer, lowest first: contract,
 tables (pure), kernel, store, read, ops.  A module imports from its own
 layer and the layers below it, never above (tests/unit/test_import_graph.py
 holds the rule).  The names above are where the public modules are
-reached: `rpctl.controller.group` is rpctl.controller.store.group.
+reached: `rpctl.controller.group` is rpctl.controller.store.group, a
+facade over the store's modules (generation, lookup, lifecycle,
+membership, registration, steering, policy).
 
 Importing this package imports nothing: modules and names load on first
 use, so that a command pays only for what it uses (bcc alone costs 40-70 ms

@@ -4,19 +4,18 @@ discover() (controller/kernel/discover.py) finds the listeners of the port and t
 process that serves each one; adopt() registers them all.
 
 adopt() checks everything before it changes anything: CAP_SYS_PTRACE, one
-endpoint on the port, a told-apart server for every listener, SO_REUSEPORT
-on every socket (read from the server's own fd), names that are valid and
-collide neither with each other nor with the group's members.  It then
-registers every listener with attach=False and attaches the program once,
-at the end: attached after the first registration, the program would send
-every new connection to that first member while the others are still being
-registered (until the attach the kernel's own selection spreads connections
-over all the listeners, as before adopt).  A failure halfway (a worker
-exiting between the checks and its registration) unregisters what this call
-registered, or removes the group when this call created it.  Listeners whose
-socket is already a member are skipped, so adopting twice changes nothing;
-the program is attached again then, which changes nothing either but mends
-an adopt killed between registering and attaching.
+endpoint on the port, a told-apart server for every listener, names that are
+valid and collide neither with each other nor with the group's members, and
+every listener's socket taken from its server's own fd (still there, still
+that socket, SO_REUSEPORT).  It then registers them all in ONE publish
+(registration.register_all), and attaches the program after it: attached
+after a first member alone, the program would send it every new connection
+(until the attach the kernel's own selection spreads connections over all
+the listeners, as before adopt).  All or nothing: a listener refused leaves
+the group as it was, and no group when this call was to create it.
+Listeners whose socket is already a member are skipped, so adopting twice
+changes nothing; the program is attached again then, which changes nothing
+either but mends an adopt killed between publishing and attaching.
 """
 
 from __future__ import annotations
@@ -27,13 +26,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..contract.errors import InvalidInput, NotFound, RpctlError, UsageError
+from ..contract.errors import InvalidInput, NotFound, UsageError
 from ..contract.refs import Call, Param
 from ..kernel import discover as discovery
-from ..kernel import probe, sockets
+from ..kernel import probe
 from ..kernel.discover import Endpoint, Holder, Listener, check_port, check_proto
-from ..store import group as group_mod
+from ..store.generation import Group
+from ..store.lifecycle import group_sockets
+from ..store.lookup import default_group_name, find_group_for
+from ..store.membership import NewMember
 from ..store.options import GroupOptions
+from ..store.policy import DEFAULT_WEIGHT
+from ..store.registration import register_all
 from ..tables.naming import DEFAULT_FORMAT, Newcomer, assign_names, format_name
 
 __all__ = ["ALREADY_MEMBER", "REGISTERED", "AdoptResult", "adopt", "format_name", "plan"]
@@ -162,12 +166,12 @@ def _group_for(layout, ep: Endpoint, wanted: Optional[str]) -> _GroupState:
 
     name = wanted
     if name is None:
-        name = group_mod.find_group_for(ep.key, layout) or group_mod.default_group_name(ep.key)
+        name = find_group_for(ep.key, layout) or default_group_name(ep.key)
     check_group_name(name)
     state = _GroupState(name)
     if not os.path.isdir(layout.group_dir(name)):
         return state
-    with group_mod.Group.open(name, layout) as g:
+    with Group.open(name, layout) as g:
         steered = g.endpoint_key()
         if steered != ep.key:
             raise InvalidInput(
@@ -175,18 +179,12 @@ def _group_for(layout, ep: Endpoint, wanted: Optional[str]) -> _GroupState:
                 *(() if wanted else (": name a new group with ", Param("group"))),
             )
         members = g.members()
-        for idx in g.live_policies(members):
+        for name, idx in g.member_index(members).items():
             m = members[idx]
-            state.names[m.name.decode(errors="replace")] = m.cookie
-            if g.socket_cookie(idx) == m.cookie:
-                state.members[m.cookie] = (m.name.decode(errors="replace"), idx)
+            state.names[name] = m.cookie
+            if g.socket_open(idx, m):
+                state.members[m.cookie] = (name, idx)
     return state
-
-
-def _check_socket(ep: Endpoint, p: _Plan) -> None:
-    """Take the server's fd: the process is still there, the fd is still that socket, with SO_REUSEPORT."""
-    sock, _ = sockets.take_member_socket(p.holder.pid, p.holder.fd, f"adopt {ep.name}: {p.name}", p.listener.cookie)
-    sock.close()
 
 
 def adopt(
@@ -196,7 +194,7 @@ def adopt(
     proto: Optional[str] = None,
     addr: Optional[str] = None,
     layout=None,
-    weight: int = group_mod.DEFAULT_WEIGHT,
+    weight: int = DEFAULT_WEIGHT,
     options: Optional[GroupOptions] = None,
 ) -> list[AdoptResult]:
     """Register every listener of one endpoint of `port`, each under the fd its server process polls.
@@ -223,45 +221,17 @@ def adopt(
     state = _group_for(layout, ep, group)
     gname = state.name
     todo, skipped = plan(ep, name_format, state.members, gname, state.names)
-    for p in todo:
-        _check_socket(ep, p)
     if not todo:
         # Attaching the group's own program again changes nothing, and mends a
-        # group whose adopt was killed between registering and attaching.
+        # group whose adopt was killed between publishing and attaching.
         _attach(layout, gname, ep)
         return skipped
 
-    done: list[AdoptResult] = []
-    created = False
-    try:
-        for p in todo:
-            h = p.holder
-            try:
-                r = group_mod.register(
-                    p.name, h.pid, h.fd, group=gname, weight=weight, layout=layout, attach=False, options=options
-                )
-            except InvalidInput as e:  # e.g. the process exited since the checks
-                who = "" if str(e).startswith(f"register {p.name}") else f"{p.name}: "
-                raise e.within(f"adopt {ep.name}: {who}") from None
-            created = created or r.created
-            done.append(
-                AdoptResult(
-                    p.name,
-                    h.pid,
-                    h.fd,
-                    h.comm,
-                    p.listener.cookie,
-                    REGISTERED,
-                    gname,
-                    r.index,
-                    ep.name,
-                    created=r.created,
-                )
-            )
-        _attach(layout, gname, ep)
-    except BaseException:
-        _undo(layout, gname, created, [r.name for r in done])
-        raise
+    news = [NewMember(p.name, p.holder.pid, p.holder.fd, weight, cookie=p.listener.cookie,
+                      what=f"adopt {ep.name}: {p.name}") for p in todo]
+    regs = register_all(news, gname, layout, options=options, what=f"adopt {ep.name}")
+    done = [AdoptResult(p.name, p.holder.pid, p.holder.fd, p.holder.comm, p.listener.cookie, REGISTERED, gname,
+                        r.index, ep.name, created=r.created) for p, r in zip(todo, regs)]
     by_cookie = {r.cookie: r for r in done + skipped}
     return [by_cookie[lst.cookie] for lst in ep.listeners if lst.cookie in by_cookie]
 
@@ -270,26 +240,11 @@ def _attach(layout, gname: str, ep: Endpoint) -> None:
     """Attach the group's program through the first member socket that can
     still be taken (group_sockets checks its cookie: an fd closed and reused
     for another socket would attach the program to that socket's group)."""
-    with layout.group_lock(gname), group_mod.Group.open(gname, layout) as g:
-        with contextlib.closing(group_mod.group_sockets(g)) as socks:
+    with layout.group_lock(gname), Group.open(gname, layout) as g:
+        with contextlib.closing(group_sockets(g)) as socks:
             if g.attach_any(socks):
                 return
     raise InvalidInput(
         f"adopt {ep.name}: no member socket could be taken to attach the program (its processes exited?)"
     )
 
-
-def _undo(layout, gname: str, created: bool, names: list[str]) -> None:
-    """Best effort: leave the group as it was before this call."""
-    if created:
-        try:
-            with layout.ns_lock():
-                layout.remove_group_dir(gname)
-        except OSError:
-            pass
-        return
-    for name in names:
-        try:
-            group_mod.unregister(name, group=gname, layout=layout)
-        except (RpctlError, OSError):
-            pass

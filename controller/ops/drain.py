@@ -14,7 +14,8 @@ from ..contract import abi
 from ..contract.errors import InvalidInput, WaitTimeout
 from ..contract.refs import Call
 from ..read.views import DRAINED, GONE, MemberView, read_group
-from ..store.group import Group, resolve_group
+from ..store.generation import Group
+from ..store.lookup import resolve_group
 from ..store.state import Layout
 
 # progress(queued, in_handshake, flows): see wait_drained.

@@ -436,24 +436,18 @@ class Launcher:
 
     def _assign_quic_ids(self, options: GroupOptions, present: Sequence[views.MemberView]) -> None:
         """In a QUIC group, each member's server id before its first child
-        starts (the child reads it from RPCTL_QUIC_SERVER_ID): the one a
-        member of that name has, else the lowest one free."""
+        starts (the child reads it from RPCTL_QUIC_SERVER_ID), as the group
+        gives it (groups.quic_server_id): the one a member of that name has,
+        else the lowest one free.  Registering the child then asks for it."""
         if not options.quic:
             return
         length = options.quic_server_id_length
-        own = {m.name: m.quic_server_id for m in present if m.quic_server_id is not None}
-        mine = {m.name for m in self.members}
-        taken = {quic.parse_server_id(sid, length) for name, sid in own.items() if name not in mine}
-        taken |= {quic.parse_server_id(m.quic_server_id, length) for m in self.members if m.quic_server_id}
+        held = {m.name: quic.parse_server_id(m.quic_server_id, length) for m in [*present, *self.members]
+                if m.quic_server_id is not None}
         for m in self.members:
-            if m.quic_server_id is not None:
-                continue
-            if m.name in own:
-                m.quic_server_id = own[m.name]
-                continue
-            value = quic.assign(taken, length)
-            taken.add(value)
-            m.quic_server_id = quic.format_server_id(value, length)
+            if m.quic_server_id is None:
+                held[m.name] = groups.quic_server_id(held, m.name, None, length)
+                m.quic_server_id = quic.format_server_id(held[m.name], length)
 
     def _start(self) -> None:
         for name in self.names:
@@ -559,16 +553,11 @@ class Launcher:
 
     def _drain_dead(self, m: Member) -> None:
         try:
-            m.operator_drained = self._is_draining(m.name)
+            m.operator_drained = groups.is_draining(m.name, group=self.group)
             if not m.operator_drained:
                 groups.set_draining(m.name, True, force=True, group=self.group)
         except RpctlError as e:
             log.warning("%s: could not drain it: %s", m.name, e)
-
-    def _is_draining(self, name: str) -> bool:
-        with groups.Group.open(self.group) as g:
-            members = g.members()
-            return bool(g.live_policies(members)[g.find(members, name)].flags & abi.RP_POLICY_DRAINING)
 
     def _restart(self, m: Member) -> None:
         m.restarts += 1

@@ -18,7 +18,7 @@ from ..contract.errors import InvalidInput, NotFound, RpctlError
 from ..contract.refs import Call, Param
 from ..kernel import rss, sockets
 from ..read.views import GroupView, read_group, read_view
-from ..store.group import Group, _write
+from ..store.lookup import writing
 from ..store.state import Layout
 from ..tables.pin_table import (
     WEIGHTED,
@@ -130,14 +130,12 @@ def pin_cpu(
     """
     online = online if online is not None else online_cpus()
 
-    def apply(g: Group, members: list[abi.RpMember]) -> PinResult:
+    with writing(group, layout) as g:
         view = read_group(g, with_queues=False)
         assignment = _cpu_assignment(view, mapping, online, affinity)
         index = _index(view)
-        g.publish({}, members, pin=PinPlan(abi.RP_MODE_CPU, {cpu: index[n] for cpu, n in assignment.items()}))
+        g.publish({}, g.members(), pin=PinPlan(abi.RP_MODE_CPU, {cpu: index[n] for cpu, n in assignment.items()}))
         return PinResult(g.name, "cpu", assignment, sorted(online - set(assignment)))
-
-    return _write(group, layout, apply)
 
 
 def pin_rss(
@@ -152,26 +150,22 @@ def pin_rss(
     put it on: queue -> its interrupt's CPU -> the member of that CPU."""
     online = online if online is not None else online_cpus()
 
-    def apply(g: Group, members: list[abi.RpMember]) -> PinResult:
+    with writing(group, layout) as g:
         view = read_group(g, with_queues=False)
         cpu_members = _cpu_assignment(view, mapping, online, affinity)
         plan, queues, unassigned = _rss_plan(info, view.proto, view.family, cpu_members, _index(view))
-        g.publish({}, members, pin=plan)
+        g.publish({}, g.members(), pin=plan)
         return PinResult(g.name, "rss", queues, unassigned, dev=info.dev)
-
-    return _write(group, layout, apply)
 
 
 def pin_off(group: Optional[str] = None, layout: Optional[Layout] = None) -> tuple[str, str]:
     """Back to weighted selection; returns (group, the mode it was in)."""
 
-    def apply(g: Group, members: list[abi.RpMember]) -> tuple[str, str]:
+    with writing(group, layout) as g:
         was = read_group(g, with_queues=False).mode
         if was != "weighted":
-            g.publish({}, members, pin=WEIGHTED)
+            g.publish({}, g.members(), pin=WEIGHTED)
         return g.name, was
-
-    return _write(group, layout, apply)
 
 
 # --explain -------------------------------------------------------------------------

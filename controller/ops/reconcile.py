@@ -27,13 +27,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from ..contract import abi
 from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
 from ..kernel.discover import discover, identity
-from ..store import group as group_mod
+from ..store.generation import Group
+from ..store.lifecycle import opened_or_created
+from ..store.lookup import find_group_for
+from ..store.membership import Joining, NewMember, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
+from ..store.policy import new_policy
 from ..store.state import Layout
 from ..tables.naming import Newcomer, assign_names
 from .config import WEIGHTED, GroupSpec, PinSpec
@@ -216,14 +219,14 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
     from ..read.views import read_group
 
     layout = layout or Layout()
-    steering = group_mod.find_group_for(spec.listen, layout)
+    steering = find_group_for(spec.listen, layout)
     if steering is not None and steering != spec.name:
         raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
                            Call("unload", group=steering), ", or give the group that name in the file)")
     listeners = _candidates(spec.listen)
     if not os.path.isdir(layout.group_dir(spec.name)):
         return Observed(spec.name, spec.listen, False, listeners)
-    with group_mod.Group.open(spec.name, layout) as g:
+    with Group.open(spec.name, layout) as g:
         if g.endpoint_key() != spec.listen:
             raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
@@ -327,28 +330,6 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
 # execute -------------------------------------------------------------------------
 
 
-def _policy(weight: int, draining: bool) -> abi.RpPolicy:
-    return abi.RpPolicy(weight, abi.RP_POLICY_PRESENT | (abi.RP_POLICY_DRAINING if draining else 0))
-
-
-@contextlib.contextmanager
-def _taken(p: Plan) -> Iterator[list[group_mod.Joining]]:
-    """The sockets of the plan's new members, every one taken before anything
-    changes (a process gone since observe() refuses the whole plan), all
-    closed at the end: a kept copy would keep a dead worker's listener open,
-    connections queueing on it with no one to accept them."""
-    what = f"apply group {p.group}"
-    joining: list[group_mod.Joining] = []
-    try:
-        for a in p.adds:
-            sock, info = sockets.take_member_socket(a.pid, a.fd, f"{what}: {a.name}", a.cookie)
-            joining.append(group_mod.Joining(a.name, a.pid, a.fd, sock, info, _policy(a.weight, a.draining)))
-        yield joining
-    finally:
-        for j in joining:
-            j.sock.close()
-
-
 def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
     """Carry out `p`; the caller holds the namespace's lock when p.create, and
     the group's lock when group_locked."""
@@ -358,22 +339,18 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
         probe.require_ptrace(what)
     if p.create:
         probe.require_kernel()
-    with _taken(p) as joining:
-        if p.create:
-            group_mod._create(layout, p.group, joining[0].info, p.options)
-        try:
-            lock = contextlib.nullcontext() if group_locked else layout.group_lock(p.group)
-            with lock, group_mod.Group.open(p.group, layout) as g:
-                return _write(g, p, joining)
-        except BaseException:
-            if p.create:
-                layout.remove_group_dir(p.group)
-            raise
+    # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
+    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, what=f"{what}: {a.name}")
+            for a in p.adds]
+    with taken(news) as joining:
+        info = joining[0].info if p.create else None
+        with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):
+            return _write(g, p, joining)
 
 
-def _write(g: group_mod.Group, p: Plan, joining: list[group_mod.Joining]) -> dict[str, int]:
-    policies: dict[int, Optional[abi.RpPolicy]] = {r.index: None for r in p.removes}
-    policies.update({r.index: _policy(r.weight, r.draining) for r in p.reweighs})
+def _write(g: Group, p: Plan, joining: list[Joining]) -> dict[str, int]:
+    policies = {r.index: None for r in p.removes}
+    policies.update({r.index: new_policy(r.weight, r.draining) for r in p.reweighs})
     pin_plan = None
     if p.pin is not None:
         from .pin import plan_pins
@@ -381,8 +358,7 @@ def _write(g: group_mod.Group, p: Plan, joining: list[group_mod.Joining]) -> dic
         def pin_plan(index: dict[str, int]):
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
-    return group_mod.update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies,
-                             pin_plan)
+    return update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies, pin_plan)
 
 
 @contextlib.contextmanager

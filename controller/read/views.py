@@ -27,7 +27,9 @@ from ..contract import abi
 from ..contract.errors import NotFound
 from ..kernel import sockets
 from ..store.flows import FlowTable, read_flows
-from ..store.group import Group, ctl_endpoint, resolve_group
+from ..store.generation import Group, ctl_endpoint
+from ..store.lookup import resolve_group
+from ..store.policy import is_live
 from ..store.state import Layout
 from ..tables import pin_table, quic
 from ..tables.adaptive import BYTES, Reason
@@ -278,10 +280,9 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         throttled = throttle_reasons(t, view.proto)
         sampled = t.sampled_ns if t is not None else 0
         view.adaptive_sampled_ago = max(0.0, (time.monotonic_ns() - sampled) / 1e9) if sampled else math.inf
-    for idx, m in enumerate(g.members()):
-        pol = m.policy[gen]
-        if not (m.flags & abi.RP_MEMBER_USED and pol.flags & abi.RP_POLICY_PRESENT):
-            continue
+    members = g.members()
+    for idx, pol in g.live_policies(members, gen).items():
+        m = members[idx]
         counts = totals[idx]
         member = MemberView(
             index=idx,
@@ -291,7 +292,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             cookie=m.cookie,
             weight=pol.weight,
             draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
-            gone=g.socket_cookie(idx) != m.cookie,
+            gone=not g.socket_open(idx, m),
             pins=pins.get(idx, []),
             since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
             target_share=0.0,
@@ -325,9 +326,9 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
 
 
 def set_target_shares(members: list[MemberView]) -> None:
-    """Each member's share of the live table: its weight over the live members' (active,
-    weight above 0), 0 for the others."""
-    live = {m.index: m.weight for m in members if not m.draining and not m.gone and m.weight > 0}
+    """Each member's share of the live table: its weight over the live members'
+    (store.policy.is_live), 0 for the others."""
+    live = {m.index: m.weight for m in members if is_live(m.weight, m.draining, not m.gone)}
     weight_sum = sum(live.values())
     for m in members:
         m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0

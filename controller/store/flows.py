@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..contract import abi
 from ..kernel import jiffies
-from .group import Group
+from .generation import Group
 
 _WAY = struct.Struct("=IHHII")  # struct rp_flow: tag, member, flags, incarnation, seen
 _SET = _WAY.size * abi.RP_FLOW_WAYS

@@ -33,7 +33,8 @@ import os
 import socket
 from typing import Optional
 
-from . import group as groups
+from .policy import DEFAULT_WEIGHT
+from .registration import Registration, register
 from .state import Layout
 
 __all__ = ["join"]
@@ -43,10 +44,10 @@ def join(
     sock: socket.socket,
     name: str,
     group: Optional[str] = None,
-    weight: int = groups.DEFAULT_WEIGHT,
+    weight: int = DEFAULT_WEIGHT,
     replace: bool = False,
     layout: Optional[Layout] = None,
-) -> groups.Registration:
+) -> Registration:
     """Register `sock` (SO_REUSEPORT; TCP: listening) of this process as member `name`.
 
     The group is the one named, else the group of the socket's address,
@@ -56,7 +57,7 @@ def join(
     controller.errors exceptions: InvalidInput (bad socket, name, weight,
     duplicate name), PermissionDenied, Unsupported, NotFound, StateError.
     """
-    return groups.register(
+    return register(
         name,
         os.getpid(),
         sock.fileno(),

@@ -50,23 +50,29 @@ def _one_error(err: str) -> str:
     return lines[0]
 
 
-def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
-    from rpctl.controller.store import group as group_mod
+def _trace_publishes_and_attaches(monkeypatch) -> list[tuple]:
+    """Every publish (with the names of the members whose policy it sets) and every attach, in order."""
+    from rpctl.controller.store.generation import Group
 
-    ngx = nginx(port=PORT, workers=WORKERS)
-    calls = []  # registrations and attaches, in order
-    real_register, real_attach = group_mod.register, group_mod.Group.attach
+    calls = []
+    real_publish, real_attach = Group.publish, Group.attach
 
-    def register(name, pid, fd, **kw):
-        calls.append(("register", name, kw.get("attach", True)))
-        return real_register(name, pid, fd, **kw)
+    def publish(self, policies, members, pin=None):
+        calls.append(("publish", sorted(members[i].name.decode() for i, pol in policies.items() if pol)))
+        return real_publish(self, policies, members, pin)
 
     def attach(self, sock):
         calls.append(("attach",))
         return real_attach(self, sock)
 
-    monkeypatch.setattr(group_mod, "register", register)
-    monkeypatch.setattr(group_mod.Group, "attach", attach)
+    monkeypatch.setattr(Group, "publish", publish)
+    monkeypatch.setattr(Group, "attach", attach)
+    return calls
+
+
+def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
+    ngx = nginx(port=PORT, workers=WORKERS)
+    calls = _trace_publishes_and_attaches(monkeypatch)
     (ep,) = json.loads(rpctl.ok("discover", "--port", PORT, "--json"))["endpoints"]
     assert (ep["protocol"], ep["address"], ep["port"], ep["reuseport"]) == ("tcp", "127.0.0.1", PORT, True)
     assert len(ep["listeners"]) == WORKERS
@@ -83,9 +89,10 @@ def test_nginx_discover_adopt_drain(netns, rpctl, nginx, monkeypatch):
     out = rpctl.ok("adopt", "--port", PORT)
     print(out)
     # Every listener is a member before the program decides anything: no worker takes it all meanwhile.
+    # One publish makes them all live, then the program is attached.
     # Named {comm}-{i}, in the order discover lists them (by serving pid).
     names = [f"nginx-{i}" for i in range(1, WORKERS + 1)]
-    assert calls == [("register", name, False) for name in names] + [("attach",)]
+    assert calls == [("publish", names), ("attach",)]
     (group,) = _status(rpctl)
     members = {m["name"]: m for m in group["members"]}
     assert {name: members[name]["pid"] for name in names} == {n: s["pid"] for n, s in zip(names, servers)}
@@ -139,13 +146,13 @@ def test_adopt_refuses_a_listener_without_reuseport(netns, rpctl):
 
 @pytest.mark.parametrize("when", ["after-discovery", "during-registration"])
 def test_adopt_refuses_a_process_that_went_away(netns, rpctl, workers, monkeypatch, when):
-    """A worker killed after adopt's discovery, or after the first member's registration:
-    exit 4 naming the pid, and no group is left behind.
+    """A worker killed after adopt's discovery, or after the first member's socket was taken
+    for the registration: exit 4 naming the pid, and no group is left behind.
 
     (Killed before adopt runs, its only listener closes with it and adopt just sees one
     listener fewer: the race needs adopt to be running.)
     """
-    from rpctl.controller.store import group as group_mod
+    from rpctl.controller.kernel import sockets
 
     port = 7082
     procs = dict(workers(name, port) for name in ("a", "b"))
@@ -169,14 +176,15 @@ def test_adopt_refuses_a_process_that_went_away(netns, rpctl, workers, monkeypat
 
         monkeypatch.setattr(discover, "discover", racing_discover)
     else:
-        real_register = group_mod.register
+        real_take = sockets.take_member_socket
 
-        def racing_register(name, pid, fd, **kw):
+        def racing_take(pid, fd, *a, **kw):
+            taken = real_take(pid, fd, *a, **kw)
             if not victim:
                 kill(next(p for p in ready if p != pid))
-            return real_register(name, pid, fd, **kw)
+            return taken
 
-        monkeypatch.setattr(group_mod, "register", racing_register)
+        monkeypatch.setattr(sockets, "take_member_socket", racing_take)
 
     code, out, err = rpctl("adopt", "--port", port, "--name-format", "w-{pid}")
     assert code == 4, (code, out, err)
@@ -185,6 +193,54 @@ def test_adopt_refuses_a_process_that_went_away(netns, rpctl, workers, monkeypat
     assert Layout().groups() == [], "state must be as before adopt"
     assert _status(rpctl) == []
     print(f"{when}: {line}")
+
+
+def test_adopting_listeners_is_one_publish_all_or_nothing(netns, rpctl, workers, monkeypatch):
+    """Two more listeners adopted into a group: one refused while they are written leaves the
+    group as it was (no generation published, no entry or socket left behind); adopted again,
+    both become members in one publish."""
+    from rpctl.controller.contract import abi
+    from rpctl.controller.contract.errors import InvalidInput
+    from rpctl.controller.store import membership
+    from rpctl.controller.store.generation import Group
+
+    port = 7084
+    for name in ("a", "b"):
+        workers(name, port)
+    rpctl.ok("adopt", "--port", port, "--name-format", "w{i}")
+    (before,) = _status(rpctl)
+
+    def array_and_entries() -> tuple:
+        with Group.open(before["name"], Layout()) as g:
+            return ([g.socket_cookie(i) for i in range(abi.RP_MAX_MEMBERS)],
+                    [bytes(m) for m in g.members()], bytes(g.ctl()))
+
+    kept = array_and_entries()
+    for name in ("c", "d"):
+        workers(name, port)
+    real_entry, written = membership.entry, []
+
+    def refused_second(previous, seat, now_ns):
+        written.append(seat.joining.member.name)
+        if len(written) == 2:
+            raise InvalidInput(f"{seat.joining.member.name}: refused for the test")
+        return real_entry(previous, seat, now_ns)
+
+    monkeypatch.setattr(membership, "entry", refused_second)
+    calls = _trace_publishes_and_attaches(monkeypatch)
+    code, out, err = rpctl("adopt", "--port", port, "--name-format", "w{i}")
+    assert code == 4 and "w4: refused for the test" in _one_error(err), (code, out, err)
+    assert written == ["w3", "w4"] and calls == [], "the first was written, and undone: nothing published"
+    (after,) = _status(rpctl)
+    assert _same_members(after, before)
+    assert array_and_entries() == kept, "no socket, entry or ctl change is left behind"
+
+    monkeypatch.setattr(membership, "entry", real_entry)
+    rpctl.ok("adopt", "--port", port, "--name-format", "w{i}")
+    assert calls == [("publish", ["w3", "w4"]), ("attach",)]
+    (grown,) = _status(rpctl)
+    assert sorted(m["name"] for m in grown["members"]) == ["w1", "w2", "w3", "w4"]
+    assert grown["published_ns"] > before["published_ns"]
 
 
 def test_adopt_asks_which_when_tcp_and_udp_share_the_port(netns, rpctl, workers):

@@ -345,7 +345,7 @@ def nothing_read(monkeypatch):
 
     monkeypatch.setattr(discover, "discover", refuse)
     monkeypatch.setattr(discover.sockets, "take_socket", refuse)
-    monkeypatch.setattr(adopt.group_mod, "register", refuse)
+    monkeypatch.setattr(adopt, "register_all", refuse)
 
 
 def test_adopt_without_cap_sys_ptrace_is_refused_first(monkeypatch, nothing_read):

@@ -1,74 +1,23 @@
-"""controller/store/group.py without bpffs: the checks of member names and weights; the throttle map's encoding."""
+"""controller/store/group.py: the store's public face gathers the names of its modules."""
 
 from __future__ import annotations
 
-import pytest
-from rpctl.controller.contract.errors import InvalidInput
-from rpctl.controller.store.group import check_weight
-from rpctl.controller.tables.naming import check_member_name
+import inspect
+
+import rpctl.controller as controller
+from rpctl.controller.store import group, lifecycle, lookup, membership, registration, steering
 
 
-@pytest.mark.parametrize("name", ["w", "worker-1", "a" * 31, "é" * 15, "canary_2"])
-def test_check_member_name_accepts(name):
-    assert check_member_name(name) == name
+def test_the_public_names_are_the_store_modules_own():
+    assert group.register is registration.register is controller.register
+    assert group.unregister is registration.unregister
+    assert group.update_members is membership.update_members
+    assert (group.set_weights, group.set_draining, group.is_draining) == (
+        steering.set_weights, steering.set_draining, steering.is_draining)
+    assert (group.unload, group.resolve_group) == (lifecycle.unload, lookup.resolve_group)
+    assert all(getattr(group, name) is not None for name in group.__all__)
 
 
-@pytest.mark.parametrize(
-    "name", ["", "a" * 32, "a" * 40, "é" * 16, "a=b", "=", " a", "a ", " ", "a\tb", "a\nb"]
-)
-def test_check_member_name_refuses(name):
-    with pytest.raises(InvalidInput, match="member name"):
-        check_member_name(name)
-
-
-@pytest.mark.parametrize("weight", [0, 1, 9999, 10000])
-def test_check_weight_accepts(weight):
-    assert check_weight("w", weight) == weight
-
-
-@pytest.mark.parametrize("weight", [-1, 10001, 2**40, True, False, 1.0, 1.5, "3", None])
-def test_check_weight_refuses(weight):
-    with pytest.raises(InvalidInput, match="weight of w"):
-        check_weight("w", weight)
-
-
-class _OneElement:
-    """An array map of one element, in memory: what put_throttle writes and throttle_reasons reads."""
-
-    def __init__(self):
-        self.value = None
-
-    def put(self, key, value, flags=0):
-        assert key == 0
-        self.value = bytes(value)
-
-    def get(self, key, value_type):
-        return None if self.value is None else value_type.from_buffer_copy(self.value)
-
-
-def test_the_throttle_map_says_who_until_when_and_why():
-    import time
-
-    from rpctl.controller.contract import abi
-    from rpctl.controller.read.views import throttle_reasons
-    from rpctl.controller.store.group import Group, put_throttle
-    from rpctl.controller.store.state import Layout
-    from rpctl.controller.tables.adaptive import Reason
-
-    g = Group(Layout(root="/nonexistent"), "web", {"throttle": _OneElement()})
-    lease = time.monotonic_ns() + 10**9
-    put_throttle(g, {0: Reason(9, 1), 63: Reason(40, 2), 64: Reason(8, 0), 255: Reason(2**40, 3)}, lease, 77)
-    t = g.maps["throttle"].get(0, abi.RpThrottle)
-    assert (t.lease_ns, t.sampled_ns) == (lease, 77)
-    assert list(t.bits) == [1 | 1 << 63, 1, 0, 1 << 63]
-    assert throttle_reasons(t, "tcp") == {0: "queue 9, others <= 1", 63: "queue 40, others <= 2",
-                                          64: "queue 8, others <= 0", 255: "queue 4294967295, others <= 3"}
-    # A UDP group's queue is its receive queue, in bytes.
-    assert throttle_reasons(t, "udp")[0] == "queue 9 bytes, others <= 1 bytes"
-    # A lease that ran out throttles nobody, for readers as for the program.
-    put_throttle(g, {5: Reason(9, 0)}, time.monotonic_ns() - 1)
-    assert throttle_reasons(g.maps["throttle"].get(0, abi.RpThrottle), "tcp") == {}
-    # Nobody throttled: no lease either.
-    put_throttle(g, {}, lease)
-    t = g.maps["throttle"].get(0, abi.RpThrottle)
-    assert t.lease_ns == 0 and throttle_reasons(t, "tcp") == {}
+def test_register_keeps_its_signature():
+    assert list(inspect.signature(group.register).parameters) == [
+        "name", "pid", "fd", "group", "weight", "replace", "layout", "attach", "options", "quic_server_id"]

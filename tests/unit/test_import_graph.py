@@ -240,8 +240,6 @@ def test_no_package_cycles():
 # Being removed: each entry goes with the split of the module that holds it.
 NOT_YET = {
     "rpctl.cli.run_cmd -> rpctl.controller.contract.abi (the command line reads the read model)",
-    "rpctl.controller.ops.pin: from rpctl.controller.store.group import _write",
-    "rpctl.controller.ops.reconcile:363 rpctl.controller.store.group._create",
 }
 
 

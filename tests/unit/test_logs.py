@@ -59,10 +59,10 @@ def test_a_stderr_that_went_away_does_not_stop_the_logger():
 FAILPOINT = """
 import os
 os.environ["RPCTL_FAILPOINT"] = "before-flip:" + ACTION
-from rpctl.controller.store import group
-group._failpoint("elsewhere")
+from rpctl.controller.store import generation
+generation.failpoint("elsewhere")
 print("passed the other point", flush=True)
-group._failpoint("before-flip")
+generation.failpoint("before-flip")
 print("not reached", flush=True)
 """
 

@@ -1,10 +1,10 @@
-"""controller/tables/naming.py: the stable {i} rule (pure)."""
+"""controller/tables/naming.py: the stable {i} rule, and the member-name check (pure)."""
 
 from __future__ import annotations
 
 import pytest
 from rpctl.controller.contract.errors import InvalidInput
-from rpctl.controller.tables.naming import Newcomer, assign_names, check_format, format_name
+from rpctl.controller.tables.naming import Newcomer, assign_names, check_format, check_member_name, format_name
 
 
 def _n(pid: int, fd: int = 5, comm: str = "nginx") -> Newcomer:
@@ -42,3 +42,16 @@ def test_bad_formats_are_refused():
     with pytest.raises(InvalidInput, match=r"unknown field \{comm\} \(use \{i\}\)"):
         check_format("{comm}-{i}", ("i",))
     assert format_name("{comm}:{i}", "my server", 1, 1, 2) == "my_server:2"
+
+
+@pytest.mark.parametrize("name", ["w", "worker-1", "a" * 31, "é" * 15, "canary_2"])
+def test_check_member_name_accepts(name):
+    assert check_member_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a" * 32, "a" * 40, "é" * 16, "a=b", "=", " a", "a ", " ", "a\tb", "a\nb"]
+)
+def test_check_member_name_refuses(name):
+    with pytest.raises(InvalidInput, match="member name"):
+        check_member_name(name)
