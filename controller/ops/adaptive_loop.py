@@ -17,7 +17,8 @@ import time
 from ..contract import abi
 from ..contract.errors import RpctlError
 from ..kernel import diag
-from ..store import group as groups
+from ..store.generation import Group
+from ..store.steering import put_throttle, set_adaptive
 from ..store.state import Layout
 from ..tables import adaptive
 from .config_spec import GroupSpec
@@ -45,7 +46,7 @@ class AdaptiveLoop:
         self.name = name
         self.layout = layout
         self.throttle = adaptive.Throttle()
-        self.group: groups.Group | None = None
+        self.group: Group | None = None
         self.live: dict[int, int] = {}   # member index -> socket cookie, of the live generation
         self.members: list[abi.RpMember] = []
         self.read_at = -MEMBERS_AGE
@@ -69,7 +70,7 @@ class AdaptiveLoop:
             by_index = {i: depths[c] for i, c in self.live.items() if c in depths}
             verdict = self.throttle.update(by_index, time.monotonic_ns())
             if verdict.throttled or not self.published_empty or now - self.beat_at >= HEARTBEAT:
-                groups.put_throttle(g, verdict.throttled, verdict.lease_until_ns, time.monotonic_ns())
+                put_throttle(g, verdict.throttled, verdict.lease_until_ns, time.monotonic_ns())
                 self.published_empty = not verdict.throttled
                 self.beat_at = now
         except (RpctlError, OSError) as e:
@@ -91,16 +92,11 @@ class AdaptiveLoop:
         """Open the group anew (it may have been unloaded and made again), make
         sure its program reads the throttle, and list the live members."""
         self._close_group()
-        g = self.group = groups.Group.open(self.name, self.layout)
-        if groups.set_adaptive(g, True):
+        g = self.group = Group.open(self.name, self.layout)
+        if set_adaptive(g, True):
             log.info("group %s: adaptive steering on", self.name)
-        gen = g.ctl().gen & 1
         self.members = g.members()
-        self.live = {
-            i: m.cookie for i, m in enumerate(self.members)
-            if m.flags & abi.RP_MEMBER_USED and m.policy[gen].flags & abi.RP_POLICY_PRESENT
-            and not m.policy[gen].flags & abi.RP_POLICY_DRAINING and m.policy[gen].weight > 0
-        }
+        self.live = {i: self.members[i].cookie for i in g.live_weights(self.members)}
         self.read_at = now
 
     def _names(self) -> dict[int, str]:
@@ -118,9 +114,9 @@ class AdaptiveLoop:
     def close(self) -> None:
         """Adaptive off (serve stops, or the file says so): nobody throttled, flag cleared."""
         try:
-            with groups.Group.open(self.name, self.layout) as g:
-                groups.put_throttle(g, {}, 0)
-                if groups.set_adaptive(g, False):
+            with Group.open(self.name, self.layout) as g:
+                put_throttle(g, {}, 0)
+                if set_adaptive(g, False):
                     log.info("group %s: adaptive steering off", self.name)
         except (RpctlError, OSError) as e:
             log.warning("group %s: cannot turn adaptive steering off (its lease ends it): %s", self.name, e)

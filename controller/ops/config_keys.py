@@ -158,7 +158,7 @@ def _names(value: object) -> str:
 
 
 def _weight_of(name: str, value: object) -> int:
-    from ..store.group import check_weight
+    from ..store.policy import check_weight
 
     try:
         return check_weight(name, value)

@@ -25,11 +25,12 @@ import time
 from dataclasses import replace
 from typing import Optional
 
-from ..contract import abi
 from ..contract.errors import RpctlError
 from ..kernel import sockets
 from ..read import views
-from ..store import group as groups
+from ..store.generation import Group
+from ..store.membership import update_members
+from ..store.policy import draining_flag, new_policy
 from ..store.state import Layout
 from . import reconcile, watch
 from .adaptive_loop import AdaptiveLoop, settings_of
@@ -196,7 +197,7 @@ class LaunchedKeeper(Keeper):
     def check_options(self) -> None:
         """StateError when the group exists and the file's creation options are not its own."""
         if os.path.isdir(self.layout.group_dir(self.name)):
-            with groups.Group.open(self.name, self.layout) as g:
+            with Group.open(self.name, self.layout) as g:
                 reconcile.check_options(self.spec, g.options())
 
     def take(self, spec: GroupSpec) -> None:
@@ -252,7 +253,7 @@ def _apply_policies(spec: GroupSpec, layout: Layout, launcher: Launcher) -> list
 
     dead = {m.name for m in launcher.members if not m.pid}
     retiring = {m.name for m in launcher.members if m.retiring}  # drained by Launcher.resize until stopped
-    with layout.group_lock(spec.name), groups.Group.open(spec.name, layout) as g:
+    with layout.group_lock(spec.name), Group.open(spec.name, layout) as g:
         view = views.read_group(g, with_queues=False)
         members = g.members()
         policies = g.live_policies(members)
@@ -260,14 +261,13 @@ def _apply_policies(spec: GroupSpec, layout: Layout, launcher: Launcher) -> list
         for idx, pol in policies.items():
             name = members[idx].name.decode(errors="replace")
             weight = spec.weights.get(name, spec.default_weight)
-            draining = (name in spec.drain or name in retiring
-                        or (name in dead and bool(pol.flags & abi.RP_POLICY_DRAINING)))
+            was_draining = draining_flag(pol)
+            draining = name in spec.drain or name in retiring or (name in dead and was_draining)
             if weight != pol.weight:
                 changes.append(f"{name} weight {pol.weight} -> {weight}")
-                pol.weight = weight
-            if draining != bool(pol.flags & abi.RP_POLICY_DRAINING):
+            if draining != was_draining:
                 changes.append(f"{'drain' if draining else 'undrain'} {name}")
-                pol.flags ^= abi.RP_POLICY_DRAINING
+            policies[idx] = new_policy(weight, draining)
         live_pin = PinSpec(view.mode, view.pin_dev if view.mode == "rss" else "")
         pin = None
         if spec.pin != live_pin or (changes and spec.pin.mode != "weighted"):
@@ -279,7 +279,7 @@ def _apply_policies(spec: GroupSpec, layout: Layout, launcher: Launcher) -> list
                                  spec.listen)
 
         if changes:
-            groups.update_members(g, members, policies=policies, pin=pin)
+            update_members(g, members, policies=policies, pin=pin)
     return changes
 
 

@@ -50,7 +50,9 @@ from ..contract.refs import Call, Param
 from ..kernel import diag, discover, sockets
 from ..kernel.process import describe_exit, wait_exit
 from ..read import views
-from ..store import group as groups
+from ..store.lookup import resolve_group
+from ..store.registration import register
+from ..store.steering import set_draining
 from ..store.state import Layout
 from . import drain
 from .launcher import expand_name
@@ -221,7 +223,7 @@ class _Restart:
     def _drain(self, jobs: list[_Job]) -> None:
         for j in jobs:
             if not j.was_draining:
-                groups.set_draining(j.name, True, group=self.group, layout=self.layout)
+                set_draining(j.name, True, group=self.group, layout=self.layout)
                 j.drained_by_us = True
                 log.info("%s: draining", j.name)
 
@@ -303,7 +305,7 @@ class _Restart:
             j.new_pid = self._wait_relaunched(j, deadline)
         else:
             pid, fd = self._wait_new_listener(j, before, deadline)
-            groups.register(j.name, pid, fd, group=self.group, replace=True, layout=self.layout, attach=False)
+            register(j.name, pid, fd, group=self.group, replace=True, layout=self.layout, attach=False)
             j.new_pid = pid
         log.info("%s: pid %d registered", j.name, j.new_pid)
 
@@ -359,7 +361,7 @@ class _Restart:
             if j.was_draining:
                 log.info("%s: left drained, as it was before the restart", j.name)
                 continue
-            groups.set_draining(j.name, False, group=self.group, layout=self.layout)
+            set_draining(j.name, False, group=self.group, layout=self.layout)
             j.drained_by_us = False
             log.info("%s: undrained", j.name)
 
@@ -380,7 +382,7 @@ def restart(
     if len(set(names)) != len(names):
         raise UsageError("restart: a member is named twice")
     layout = layout or Layout()
-    gname = groups.resolve_group(group, layout)
+    gname = resolve_group(group, layout)
     r = _Restart(gname, layout, opts or RestartOptions(), progress)
     return r.run(r.plan(names))
 
@@ -395,7 +397,7 @@ def rollout(
     """Restart every member of the group, `batch` at a time, in index order;
     stop at the first failure.  Logged, and progress called, as by restart()."""
     layout = layout or Layout()
-    gname = groups.resolve_group(group, layout)
+    gname = resolve_group(group, layout)
     r = _Restart(gname, layout, opts or RestartOptions(), progress)
     view = views.read_view(gname, layout, with_queues=False)
     names = [m.name for m in view.members]

@@ -29,7 +29,7 @@ from ..kernel import sockets
 from ..store.flows import FlowTable, read_flows
 from ..store.generation import Group, ctl_endpoint
 from ..store.lookup import resolve_group
-from ..store.policy import is_live
+from ..store.policy import draining_flag, is_live
 from ..store.state import Layout
 from ..tables import pin_table, quic
 from ..tables.adaptive import BYTES, Reason
@@ -291,7 +291,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
             fd=m.fd,
             cookie=m.cookie,
             weight=pol.weight,
-            draining=bool(pol.flags & abi.RP_POLICY_DRAINING),
+            draining=draining_flag(pol),
             gone=not g.socket_open(idx, m),
             pins=pins.get(idx, []),
             since_publish=max(0, abi.selections(counts) - m.base_selections[gen]),
