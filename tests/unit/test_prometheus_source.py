@@ -1,5 +1,6 @@
 """controller/read/prometheus_source.py: the API's JSON -> views (answers a real Prometheus gave,
-recorded by the fleet kernel test), and the errors of a wrong URL, a bad selector, no series."""
+recorded by tests/kernel/test_read_many_hosts_through_prometheus.py), and the errors of a wrong
+URL, a bad selector, no series."""
 
 from __future__ import annotations
 
