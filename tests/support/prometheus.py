@@ -194,4 +194,4 @@ def recorded_views():
     from rpctl.controller.read import prometheus_source
 
     return prometheus_source.fleet_views(
-        {what: prometheus_source._answer(doc, what) for what, doc in recorded_docs().items()})
+        {what: prometheus_source.parse_answer(doc, what) for what, doc in recorded_docs().items()})
