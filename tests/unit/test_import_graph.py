@@ -14,7 +14,7 @@ A module imports from its own layer and the layers below it, never above, and
 never the package rpctl.controller itself (its lazy public API is for callers).
 The command line (rpctl.cli) stands above them all; it reads the read model, not
 the ABI or raw maps, and no command module imports another.  No module uses a
-private name (`_x`) of another module.
+private name (`_x`) of another module, and no test or benchmark one of the library.
 
 Every import counts, those inside functions included: importing lazily keeps a command's
 start-up short, but a lazy cycle is still a cycle to a reader.  Run as a script,
