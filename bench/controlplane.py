@@ -180,7 +180,7 @@ def report(by_size: dict[int, tuple[dict[str, float], float, list]], rounds: int
         "cumulative): " + ", ".join(f"{mod} {ms:.0f} ms" for mod, ms in imports) + ".",
         "No command but the first `register` of a group imports bcc or compiles C, and it only when",
         "no compiled program is kept (/var/cache/rpctl/programs; `rpctl doctor` imports bcc to check it):",
-        "tests/kernel/test_command_imports.py.",
+        "tests/kernel/test_start_commands_without_bcc.py.",
         "A write (`weights w0=2`, `drain`) reads the live generation element (its 1,024-slot",
         "table included, decision 0005) and writes the other: two map calls of about 50 KiB;",
         "the growth with members is reading every member's counters and, for the text",

@@ -87,7 +87,8 @@ provision_apt() {
         # ruby: `ruby -c Vagrantfile` in the unit tests; tmux, nginx-light and
         # wrk: the demo and end-to-end tests; systemd: `systemd-analyze verify`
         # of contrib/systemd/rpctl.service (container images often lack it);
-        # prometheus: the fleet test starts /usr/bin/prometheus itself, and
+        # prometheus: tests/kernel/test_read_many_hosts_through_prometheus.py
+        # starts /usr/bin/prometheus itself, and
         # promtool checks contrib/prometheus.
         pkgs+=(ruby tmux nginx-light wrk systemd prometheus)
     fi

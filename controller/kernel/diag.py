@@ -23,9 +23,9 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
-__all__ = ["SocketDiag", "listeners", "queue_depths", "holders", "handshakes"]
+__all__ = ["PROTOCOLS", "Protocol", "SocketDiag", "listeners", "queue_depths", "holders", "handshakes"]
 
 # include/uapi/linux/netlink.h, sock_diag.h, net/tcp_states.h
 _NLMSG_ERROR = 2
@@ -49,11 +49,19 @@ _REQ_SOCKID = struct.Struct("!HH44x")
 _MSG = struct.Struct("=BB2xH2x16s16x4xII4xIIII")
 _RECV_SIZE = 1 << 16  # above the 32 KiB the kernel fills per dump skb: no MSG_TRUNC
 
-_PROTO_NAMES = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP"}
 _FAMILY_NAMES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}
+
+
+class Protocol(NamedTuple):
+    """A protocol whose sockets inet_diag dumps here."""
+
+    name: str  # in messages: "TCP", "UDP"
+    state: int  # the state inet_diag reports a socket that receives for a port in
+
+
 # Listening TCP sockets are in LISTEN; UDP sockets that receive for a port are
 # bound and unconnected, which the kernel reports as CLOSE.
-_STATE_FOR = {socket.IPPROTO_TCP: _TCP_LISTEN, socket.IPPROTO_UDP: _TCP_CLOSE}
+PROTOCOLS = {socket.IPPROTO_TCP: Protocol("TCP", _TCP_LISTEN), socket.IPPROTO_UDP: Protocol("UDP", _TCP_CLOSE)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class SocketDiag:
 
 
 def _check(proto: int, port: int | None, family: int | None = None) -> None:
-    if proto not in _PROTO_NAMES:
+    if proto not in PROTOCOLS:
         raise ValueError(f"proto must be IPPROTO_TCP or IPPROTO_UDP, not {proto!r}")
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"port must be 1..65535, not {port!r}")
@@ -112,8 +120,8 @@ def _dump(
 ) -> list[SocketDiag]:
     """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
     sockets, or (handshaking=True, TCP) the requests still in their handshake."""
-    what = f"{_FAMILY_NAMES[family]} {_PROTO_NAMES[proto]} dump"
-    state = _TCP_SYN_RECV if handshaking else _STATE_FOR[proto]
+    what = f"{_FAMILY_NAMES[family]} {PROTOCOLS[proto].name} dump"
+    state = _TCP_SYN_RECV if handshaking else PROTOCOLS[proto].state
     states = (1 << _TCP_SYN_RECV | 1 << _TCP_NEW_SYN_RECV) if handshaking else 1 << state
     try:
         # The kernel skips other source ports itself (TCP listeners and UDP); the

@@ -54,7 +54,8 @@ def nearest_hz(ticks: int, seconds: float) -> int:
     return min(KNOWN_HZ, key=lambda hz: abs(hz - rate))
 
 
-def _from_config() -> int | None:
+def hz_from_config() -> int | None:
+    """CONFIG_HZ of the running kernel's build configuration, or None when it ships none."""
     for pattern in CONFIG_FILES:
         path = pattern.format(release=os.uname().release)
         try:
@@ -68,7 +69,9 @@ def _from_config() -> int | None:
     return None
 
 
-def _measured() -> int:
+def hz_measured() -> int:
+    """The kernel's HZ measured from /proc/timer_list over MEASURE_S (for kernels that do
+    not ship their configuration)."""
     t0, j0 = time.monotonic(), now()
     time.sleep(MEASURE_S)
     t1, j1 = time.monotonic(), now()
@@ -79,7 +82,7 @@ def hz() -> int:
     """The kernel's HZ: from its build configuration, else measured (once per process)."""
     global _hz
     if _hz is None:
-        _hz = _from_config() or _measured()
+        _hz = hz_from_config() or hz_measured()
     return _hz
 
 

@@ -48,7 +48,8 @@ from .views import (
     set_target_shares,
 )
 
-__all__ = ["DEFAULT_WINDOW", "PrometheusApi", "Sample", "fleet_views", "parse_match", "parse_window", "read_fleet"]
+__all__ = ["DEFAULT_WINDOW", "PrometheusApi", "Sample", "fleet_views", "parse_answer", "parse_match", "parse_window",
+           "read_fleet"]
 
 DEFAULT_WINDOW = "1m"
 LOOKBACK = "1h"  # how long a group whose exporter went down is still shown as such
@@ -121,7 +122,7 @@ class PrometheusApi:
             if doc is None or doc.get("status") != "error":
                 raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
                                    f"(HTTP {e.code} from {where})") from None
-            return _answer(doc, expr)
+            return parse_answer(doc, expr)
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -132,7 +133,7 @@ class PrometheusApi:
         if doc is None or "status" not in doc:
             raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
                                f"({where} answered no API JSON)")
-        return _answer(doc, expr)
+        return parse_answer(doc, expr)
 
 
 def _json(body: bytes) -> Optional[dict]:
@@ -143,8 +144,9 @@ def _json(body: bytes) -> Optional[dict]:
     return doc if isinstance(doc, dict) else None
 
 
-def _answer(doc: dict, expr: str) -> list[Sample]:
-    """The samples of an API answer; a refused query is InvalidInput with Prometheus' reason."""
+def parse_answer(doc: dict, expr: str) -> list[Sample]:
+    """The samples of an API answer (the JSON document /api/v1/query returned for `expr`); a
+    refused query is InvalidInput with Prometheus' reason."""
     if doc.get("status") != "success":
         reason = doc.get("error") or doc.get("errorType") or "no reason given"
         if doc.get("errorType") == "bad_data":

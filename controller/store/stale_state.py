@@ -68,7 +68,7 @@ class StaleFolder:
     groups: list[str]
 
 
-class _Incomplete(Exception):
+class IncompleteScan(Exception):
     """A namespace could not be identified: the scan cannot prove any folder stale."""
 
     def __init__(self, text: str, err: int):
@@ -142,7 +142,7 @@ def net_namespace_mounts(mountinfo: str) -> list[str]:
 def live_netns_ids(unreadable: set[str] | None = None) -> set[str]:
     """The folder names ("netns<cookie>" and "net<inode>") of every network
     namespace found alive; the pids whose namespaces could not be read go to
-    `unreadable`.  Raises _Incomplete when a namespace was found but could not
+    `unreadable`.  Raises IncompleteScan when a namespace was found but could not
     be entered to read its cookie."""
     unreadable = set() if unreadable is None else unreadable
     seen: set[tuple[int, int]] = set()
@@ -166,7 +166,8 @@ def live_netns_ids(unreadable: set[str] | None = None) -> set[str]:
             try:
                 names.add(in_netns(fd, netns_id))
             except OSError as e:
-                raise _Incomplete(f"enter the network namespace of {path}: {os.strerror(e.errno)}", e.errno) from None
+                raise IncompleteScan(f"enter the network namespace of {path}: {os.strerror(e.errno)}",
+                                     e.errno) from None
         finally:
             os.close(fd)
     return names
@@ -205,7 +206,7 @@ def stale_folders(root: str | None = None) -> list[StaleFolder]:
     unreadable: set[str] = set()
     try:
         live = live_netns_ids(unreadable)
-    except _Incomplete as e:
+    except IncompleteScan as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise PermissionDenied(f"tell which state folders are stale: {e} (run as root)") from None
         log.info("no state folder is called stale: %s", e)

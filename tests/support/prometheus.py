@@ -159,8 +159,8 @@ def recorded_docs() -> dict:
 
 def recorded_answers(match: str = "", window: str = "1m", docs: Optional[dict] = None):
     """respond() for FakeApi: the answers a real Prometheus gave to queries(match, window) while
-    it scraped three exporters of the fleet test (three groups, 8 members, after their load), or
-    `docs` (recorded_docs() changed by a test)."""
+    it scraped the three exporters of tests/kernel/test_read_many_hosts_through_prometheus.py
+    (three groups, 8 members, after their load), or `docs` (recorded_docs() changed by a test)."""
     from rpctl.controller.read.prometheus_source import queries
 
     answers = recorded_docs() if docs is None else docs
@@ -194,4 +194,4 @@ def recorded_views():
     from rpctl.controller.read import prometheus_source
 
     return prometheus_source.fleet_views(
-        {what: prometheus_source._answer(doc, what) for what, doc in recorded_docs().items()})
+        {what: prometheus_source.parse_answer(doc, what) for what, doc in recorded_docs().items()})

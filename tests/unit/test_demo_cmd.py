@@ -1,6 +1,6 @@
 """`rpctl demo` in-process: options out of range are refused before anything starts.
 
-(The demo itself runs on the real kernel in tests/kernel/test_demo.py.)
+(The demo itself runs on the real kernel in tests/kernel/test_run_the_demo.py.)
 """
 
 from __future__ import annotations

@@ -157,8 +157,7 @@ def test_holders_finds_own_fds(socks):
 def test_kernel_error_is_raised_not_swallowed(monkeypatch):
     # No inet_diag handler exists for protocol 253 (reserved for experiments):
     # the kernel answers the dump with ENOENT in NLMSG_DONE.
-    monkeypatch.setitem(diag._PROTO_NAMES, 253, "proto-253")
-    monkeypatch.setitem(diag._STATE_FOR, 253, 7)
+    monkeypatch.setitem(diag.PROTOCOLS, 253, diag.Protocol("proto-253", 7))
     with pytest.raises(OSError, match="read sockets through sock_diag: AF_INET proto-253 dump"):
         diag.listeners(253, family=socket.AF_INET)
 

@@ -14,7 +14,7 @@ A module imports from its own layer and the layers below it, never above, and
 never the package rpctl.controller itself (its lazy public API is for callers).
 The command line (rpctl.cli) stands above them all; it reads the read model, not
 the ABI or raw maps, and no command module imports another.  No module uses a
-private name (`_x`) of another module.
+private name (`_x`) of another module, and no test or benchmark one of the library.
 
 Every import counts, those inside functions included: importing lazily keeps a command's
 start-up short, but a lazy cycle is still a cycle to a reader.  Run as a script,
@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("rpctl.bpf", "rpctl.controller", "rpctl.cli")
 LIBRARY = "rpctl.controller"
 CLI = "rpctl.cli"
@@ -168,7 +170,8 @@ def against_the_rule(graph: dict[str, set[str]]) -> list[str]:
 
 
 def private_names_used(name: str, path: Path, known: set[str]) -> list[str]:
-    """`from m import _x` and `m._x` where m is another rpctl module."""
+    """`from m import _x`, `m._x` and `setattr(m, "_x", ...)` (getattr, monkeypatch.setattr...)
+    where m is another rpctl module."""
     tree = ast.parse(path.read_text(), str(path))
     aliases: dict[str, str] = {}  # local name -> the rpctl module it is bound to
     bad = []
@@ -187,9 +190,35 @@ def private_names_used(name: str, path: Path, known: set[str]) -> list[str]:
                     aliases[alias.asname] = alias.name
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                and node.attr.startswith("_") and not node.attr.startswith("__")):
+                and _is_private(node.attr)):
             bad.append(f"{name}:{node.lineno} {aliases[node.value.id]}.{node.attr}")
+        elif isinstance(node, ast.Call) and _is_by_name(node.func) and len(node.args) >= 2:
+            module, attr = node.args[0], node.args[1]
+            if (isinstance(module, ast.Name) and module.id in aliases and isinstance(attr, ast.Constant)
+                    and isinstance(attr.value, str) and _is_private(attr.value)):
+                bad.append(f"{name}:{node.lineno} {aliases[module.id]}.{attr.value}")
     return bad
+
+
+def _is_private(attr: str) -> bool:
+    return attr.startswith("_") and not attr.startswith("__")
+
+
+def _is_by_name(func: ast.expr) -> bool:
+    """setattr(), getattr(), delattr(), hasattr(), or a method so named (monkeypatch.setattr)."""
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return called in ("setattr", "getattr", "delattr", "hasattr")
+
+
+def private_names_used_by_tests_and_benchmarks() -> list[str]:
+    """private_names_used() over tests/ and bench/, as "tests.unit.test_x: rpctl.m._y" (no line)."""
+    known = set(modules())
+    found = set()
+    for top in ("tests", "bench"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            found.update(re.sub(r"^([\w.]+):\d* ?", r"\1: ", use) for use in private_names_used(name, path, known))
+    return sorted(found)
 
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -255,6 +284,26 @@ def test_no_module_uses_a_private_name_of_another():
     assert not bad, "private names used across modules: " + "; ".join(bad)
 
 
+# Tests and benchmarks reach the library by its public names too.  Left until the modules they
+# reach (loader, compiled, adopt, flows) are done with their changes under way.
+TESTS_NOT_YET = {
+    "bench.controlplane: rpctl.controller.kernel.compiled._memo",
+    "tests.kernel.test_create_groups_from_the_kept_program: rpctl.controller.kernel.compiled._memo",
+    "tests.kernel.test_create_groups_from_the_kept_program: rpctl.controller.kernel.loader._compile",
+    "tests.unit.test_compiled: rpctl.controller.kernel.compiled._memo",
+    "tests.unit.test_compiled: rpctl.controller.kernel.compiled._read",
+    "tests.unit.test_discover: rpctl.controller.ops.adopt._pick_endpoint",
+    "tests.unit.test_flows: rpctl.controller.store.flows._SET",
+    "tests.unit.test_flows: rpctl.controller.store.flows._WAY",
+    "tests.unit.test_wording: rpctl.controller.ops.adopt._pick_endpoint",
+}
+
+
+def test_no_test_or_benchmark_uses_a_private_name_of_the_library():
+    bad = [use for use in private_names_used_by_tests_and_benchmarks() if use not in TESTS_NOT_YET]
+    assert not bad, "private names of the library used by tests or benchmarks: " + "; ".join(bad)
+
+
 def test_the_library_never_imports_the_command_line():
     graph = import_graph()
     bad = [f"{a} -> {b}" for a, targets in graph.items() if a.startswith(LIBRARY) for b in targets
@@ -276,7 +325,7 @@ def test_the_library_never_prints_or_exits():
 
 
 def test_the_readme_layout_names_every_module():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     layout = readme.split("## Layout of the code", 1)[1].split("\n## ", 1)[0]
     missing = [f"{name} ({path.name})" for name, path in modules().items()
                if path.name not in ("__init__.py", "__main__.py") and path.name not in layout]
@@ -307,10 +356,11 @@ def test_the_checks_would_catch_what_they_look_for(tmp_path):
                                  f"{lib}.store.t": set()})) == [[f"{lib}.read", f"{lib}.store"]]
     pkg = tmp_path / "p"
     pkg.mkdir()
-    (pkg / "m.py").write_text("from rpctl.x import _hidden, shown\nfrom rpctl import x as y\ny._inner()\n")
+    (pkg / "m.py").write_text("from rpctl.x import _hidden, shown\nfrom rpctl import x as y\ny._inner()\n"
+                              "monkeypatch.setattr(y, '_patched', 1)\nsetattr(y, 'shown', 2)\ngetattr(y, '__doc__')\n")
     known = {"rpctl.x"}
-    assert private_names_used("rpctl.p.m", pkg / "m.py", known) == [
-        "rpctl.p.m: from rpctl.x import _hidden", "rpctl.p.m:3 rpctl.x._inner"]
+    assert sorted(private_names_used("rpctl.p.m", pkg / "m.py", known)) == [
+        "rpctl.p.m: from rpctl.x import _hidden", "rpctl.p.m:3 rpctl.x._inner", "rpctl.p.m:4 rpctl.x._patched"]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """controller/ops/launcher.py without children: what a launcher decides before it starts any.
 
-Starting, registering and restarting real children is tests/kernel/test_launcher.py
-and tests/kernel/test_quic.py.
+Starting, registering and restarting real children is tests/kernel/test_run_and_join_workers.py
+and tests/kernel/test_route_quic_connections.py.
 """
 
 from __future__ import annotations

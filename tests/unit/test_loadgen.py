@@ -384,6 +384,11 @@ def test_bug_in_a_thread_is_raised(monkeypatch):
     def broken(*args):
         raise KeyError("bug")
 
-    monkeypatch.setattr(loadgen, "_tcp_once", broken)
-    with pytest.raises(KeyError):
-        run_tcp("127.0.0.1", 1, count=10, concurrency=2)
+    def answer(conn, peer):
+        read_head(conn)
+        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nw1\n")
+
+    # The bug is in the attempt itself: reading the reply of a connection that was answered.
+    monkeypatch.setattr(loadgen, "parse_reply", broken)
+    with fake_server(answer) as port, pytest.raises(KeyError):
+        run_tcp("127.0.0.1", port, count=10, concurrency=2)

@@ -1,5 +1,6 @@
 """controller/read/prometheus_source.py: the API's JSON -> views (answers a real Prometheus gave,
-recorded by the fleet kernel test), and the errors of a wrong URL, a bad selector, no series."""
+recorded by tests/kernel/test_read_many_hosts_through_prometheus.py), and the errors of a wrong
+URL, a bad selector, no series."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_recorded_answers_become_one_view_per_instance_and_group():
 
 def test_a_member_s_state_decides_draining_and_gone():
     answers = json.loads(RECORDED.read_text())
-    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    parsed = {what: source.parse_answer(doc, what) for what, doc in answers.items()}
     states = {"a0": "drained", "a1": "gone", "a2": "draining"}
     for s in parsed["state"]:
         if s.labels["member"] in states:
@@ -116,7 +117,7 @@ def test_a_url_that_is_not_http(url):
 
 def test_a_group_whose_exporter_went_down_is_shown_unreachable():
     answers = json.loads(RECORDED.read_text())
-    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    parsed = {what: source.parse_answer(doc, what) for what, doc in answers.items()}
     gone_host = parsed["info"][0].labels
     parsed["info"] = parsed["info"][1:]  # its series went stale
     parsed["unreachable"] = [source.Sample(dict(gone_host), 1.0)]
@@ -131,7 +132,7 @@ def test_a_group_whose_exporter_went_down_is_shown_unreachable():
 
 def test_an_adaptive_group_and_a_throttled_member_come_through():
     answers = json.loads(RECORDED.read_text())
-    parsed = {what: source._answer(doc, what) for what, doc in answers.items()}
+    parsed = {what: source.parse_answer(doc, what) for what, doc in answers.items()}
     for s in parsed["state"]:
         if s.labels["member"] == "a1":
             s.labels["state"] = "throttled"
@@ -149,7 +150,7 @@ def test_rpctl_member_throttled_says_which_member_is_throttled():
     from tests.support.prometheus import throttling_docs
 
     docs = throttling_docs("tcp-7001", "a1")
-    parsed = {what: source._answer(doc, what) for what, doc in docs.items()}
+    parsed = {what: source.parse_answer(doc, what) for what, doc in docs.items()}
     views = source.fleet_views(parsed)
     a = next(g for g in views if g.name == "tcp-7001")
     assert a.adaptive and [(m.name, m.state, m.throttled) for m in a.members] == [

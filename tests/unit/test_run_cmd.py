@@ -1,6 +1,6 @@
 """`rpctl run` in-process: the command line reaches the launcher as given; its exit is rpctl's.
 
-The launcher is replaced here; launching real children is tests/kernel/test_launcher.py.
+The launcher is replaced here; launching real children is tests/kernel/test_run_and_join_workers.py.
 """
 
 from __future__ import annotations

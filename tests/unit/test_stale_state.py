@@ -41,7 +41,7 @@ def test_folders_of_namespaces_not_found_are_stale_and_removed(root, monkeypatch
 
 def test_a_namespace_that_cannot_be_entered_is_permission_denied(root, monkeypatch):
     def refuse(unreadable=None):
-        raise stale_state._Incomplete("enter the network namespace of /proc/9/ns/net: not permitted", errno.EPERM)
+        raise stale_state.IncompleteScan("enter the network namespace of /proc/9/ns/net: not permitted", errno.EPERM)
 
     monkeypatch.setattr(stale_state, "live_netns_ids", refuse)
     with pytest.raises(PermissionDenied):
