@@ -60,7 +60,7 @@ class AdoptResult:
     created: bool = False  # this call created the group
 
 
-def _pick_endpoint(eps: list[Endpoint], port: int, proto: Optional[str], addr: Optional[str]) -> Endpoint:
+def pick_endpoint(eps: list[Endpoint], port: int, proto: Optional[str], addr: Optional[str]) -> Endpoint:
     what = f"adopt port {port}"
     if addr is not None:
         try:
@@ -213,7 +213,7 @@ def adopt(
     probe.require_ptrace(what)
     probe.require_kernel()
     probe.require_bpf_privileges(what)
-    ep = _pick_endpoint(discovery.discover(port, proto, probe_reuseport=False), port, proto, addr)
+    ep = pick_endpoint(discovery.discover(port, proto, probe_reuseport=False), port, proto, addr)
 
     from ..store.state import Layout
 

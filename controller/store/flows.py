@@ -18,8 +18,10 @@ from ..contract import abi
 from ..kernel import jiffies
 from .generation import Group
 
-_WAY = struct.Struct("=IHHII")  # struct rp_flow: tag, member, flags, incarnation, seen
-_SET = _WAY.size * abi.RP_FLOW_WAYS
+# struct rp_flow (tag, member, flags, incarnation, seen) as struct.Struct: a whole
+# table is unpacked with iter_unpack, set by set, without a ctypes object per way.
+FLOW_WAY = struct.Struct("=IHHII")
+FLOW_SET_SIZE = FLOW_WAY.size * abi.RP_FLOW_WAYS
 
 
 @dataclass
@@ -44,9 +46,9 @@ def read_flows(g: Group, ctl: abi.RpCtl, gen: abi.RpGen) -> FlowTable:
     now = jiffies.now()
     live: dict[int, int] = {}
     entries = 0
-    for start in range(0, len(raw), _SET):
+    for start in range(0, len(raw), FLOW_SET_SIZE):
         seen_tags = set()
-        for tag, member, _flags, incarnation, seen in _WAY.iter_unpack(raw[start:start + _SET]):
+        for tag, member, _flags, incarnation, seen in FLOW_WAY.iter_unpack(raw[start:start + FLOW_SET_SIZE]):
             if not tag or tag in seen_tags:
                 continue
             seen_tags.add(tag)

@@ -321,18 +321,18 @@ def test_plan_refuses_colliding_names():
 def test_pick_endpoint():
     tcp, udp = _ep(proto="tcp"), _ep(proto="udp")
     other = _ep(addr="::1")
-    assert adopt._pick_endpoint([tcp], 8080, None, None) is tcp
+    assert adopt.pick_endpoint([tcp], 8080, None, None) is tcp
     with pytest.raises(NotFound, match="no TCP or UDP socket listens on port 8080"):
-        adopt._pick_endpoint([], 8080, None, None)
+        adopt.pick_endpoint([], 8080, None, None)
     with pytest.raises(NotFound, match="no UDP socket listens on port 8080 on 10.0.0.1"):
-        adopt._pick_endpoint([tcp], 8080, "udp", "10.0.0.1")
+        adopt.pick_endpoint([tcp], 8080, "udp", "10.0.0.1")
     with pytest.raises(
         UsageError, match=r"several endpoints use it \(tcp:127.0.0.1:8080, udp:127.0.0.1:8080\)"
     ):
-        adopt._pick_endpoint([tcp, udp], 8080, None, None)
-    assert adopt._pick_endpoint([tcp, other], 8080, None, "0:0::1") is other
+        adopt.pick_endpoint([tcp, udp], 8080, None, None)
+    assert adopt.pick_endpoint([tcp, other], 8080, None, "0:0::1") is other
     with pytest.raises(InvalidInput, match="not an IP address"):
-        adopt._pick_endpoint([tcp], 8080, None, "localhost")
+        adopt.pick_endpoint([tcp], 8080, None, "localhost")
 
 
 # adopt's checks that come before anything is read or changed ----------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 from rpctl.controller.contract import abi
 from rpctl.controller.store import flows
 
@@ -52,4 +54,5 @@ def test_live_flows_are_fresh_and_of_the_members_current_socket(monkeypatch):
 
 
 def test_the_set_layout_is_the_c_one():
-    assert flows._SET == 128 and flows._WAY.size == 16
+    assert flows.FLOW_SET_SIZE == 128 and flows.FLOW_WAY.size == 16
+    assert (flows.FLOW_WAY.size, flows.FLOW_SET_SIZE) == (ctypes.sizeof(abi.RpFlow), ctypes.sizeof(abi.RpFlowSet))

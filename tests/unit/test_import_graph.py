@@ -292,10 +292,6 @@ TESTS_NOT_YET = {
     "tests.kernel.test_create_groups_from_the_kept_program: rpctl.controller.kernel.loader._compile",
     "tests.unit.test_compiled: rpctl.controller.kernel.compiled._memo",
     "tests.unit.test_compiled: rpctl.controller.kernel.compiled._read",
-    "tests.unit.test_discover: rpctl.controller.ops.adopt._pick_endpoint",
-    "tests.unit.test_flows: rpctl.controller.store.flows._SET",
-    "tests.unit.test_flows: rpctl.controller.store.flows._WAY",
-    "tests.unit.test_wording: rpctl.controller.ops.adopt._pick_endpoint",
 }
 
 

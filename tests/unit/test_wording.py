@@ -188,7 +188,7 @@ def _endpoint(proto: str, *listeners: Listener) -> Endpoint:
 def test_adopt_refusals_name_its_flags_and_register():
     tcp, udp = _endpoint("tcp"), _endpoint("udp")
     with pytest.raises(UsageError) as e:
-        adopt._pick_endpoint([tcp, udp], 8080, None, None)
+        adopt.pick_endpoint([tcp, udp], 8080, None, None)
     assert error_text(e.value).endswith(
         "several endpoints use it (tcp:127.0.0.1:8080, udp:127.0.0.1:8080): say which with --proto and/or --addr"
     )
