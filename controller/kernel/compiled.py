@@ -10,10 +10,11 @@ BPF_PSEUDO_MAP_FD, what bpf_pseudo_fd emits) carry the real fds, as
 libbpf's map relocations do for an ELF object.
 
 Kept in this process, and in CACHE_DIR (or $RPCTL_PROGRAM_CACHE) for the next ones, under a key made
-of everything the compile reads: the source and the headers beside it, the
-function, the macros other than fds, the kernel release, the header tree
-and bcc's version.  An entry that does not check out (truncated, another
-format) is compiled again; a folder others can write is not used at all.
+of everything the compile reads: the source and every header and C file
+beside it and in bpf/ (loader.py names them), the function, the macros
+other than fds, the kernel release, the header tree and bcc's version.
+An entry that does not check out (truncated, another format) is compiled
+again; a folder others can write is not used at all.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def placeholders(names: Sequence[str]) -> dict[str, int]:
 
 def cache_key(source: str, headers: Sequence[str], function: str, macros: Sequence[str],
               header_tree: Optional[str], compiler: str) -> str:
-    """Hex digest of every input of the compile."""
+    """Hex digest of every input of the compile (`headers`: the files the
+    source may include)."""
     h = hashlib.sha256(FORMAT)
     for path in [source, *sorted(headers)]:
         with open(path, "rb") as f:

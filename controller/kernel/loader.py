@@ -81,7 +81,7 @@ def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrat
         os.environ["BCC_KERNEL_SOURCE"] = source_tree
     holders = compiled.placeholders(list(maps))
     flags = cflags(holders, migrate)
-    key = compiled.cache_key(source, _headers(source), function, flags, source_tree, _bcc_version())
+    key = compiled.cache_key(source, _included_files(source), function, flags, source_tree, _bcc_version())
     attach_type = bpfsys.ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE if migrate else bpfsys.ATTACH_SK_REUSEPORT_SELECT
     log = tempfile.NamedTemporaryFile(prefix="rpctl-load-", suffix=".log", delete=False)
     log.close()
@@ -111,10 +111,15 @@ def verifier_reason(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _headers(source: str) -> list[str]:
-    """The headers a source may include from rpctl: those beside it and in bpf/."""
-    folders = {os.path.dirname(os.path.abspath(source)), bpf_dir()}
-    return sorted({os.path.join(d, n) for d in folders for n in os.listdir(d) if n.endswith(".h")})
+def _included_files(source: str) -> list[str]:
+    """The files of rpctl a compile of `source` may include: every header and
+    C file beside it and in bpf/, the source itself left out.  All of them
+    are in the kept program's key, so that a change to any is compiled
+    anew, never served by a program kept from before it."""
+    own = os.path.abspath(source)
+    folders = {os.path.dirname(own), os.path.abspath(bpf_dir())}
+    found = {os.path.join(d, n) for d in folders for n in os.listdir(d) if n.endswith((".h", ".c"))}
+    return sorted(found - {own})
 
 
 def _bcc_version() -> str:

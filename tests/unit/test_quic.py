@@ -73,7 +73,7 @@ def test_unroutable_or_short_connection_ids_name_no_server():
 
 
 def _program_lookup(table: list[int], sid: int):
-    """What rp_quic_member in bpf/steer.bpf.c does: a lower bound in 8 fixed halvings, one compare."""
+    """What rp_quic_member in bpf/quic.h does: a lower bound in 8 fixed halvings, one compare."""
     want, pos, step = sid << 32, 0, abi.RP_MAX_MEMBERS // 2
     while step:
         if table[pos + step - 1] < want:
