@@ -97,7 +97,7 @@ def _create_ms(members: Members, program_cache: str) -> tuple[str, float]:
     kept programs.  The group's name and the milliseconds it took."""
     from rpctl.controller.kernel import compiled
 
-    compiled._memo.clear()
+    compiled.forget()
     os.environ[compiled.CACHE_ENV] = program_cache
     try:
         start = time.perf_counter()

@@ -43,7 +43,13 @@ INSN_SIZE = 8
 LD_IMM64 = 0x18           # BPF_LD | BPF_IMM | BPF_DW: two instruction slots
 PSEUDO_MAP_FD = 1
 
-_memo: dict[str, bytes] = {}
+_memo: dict[str, bytes] = {}  # key -> bytecode read or compiled by this process
+
+
+def forget() -> None:
+    """Forget the programs this process already read or compiled, as a new
+    process starts: the next bytecode() call reads the folder or compiles."""
+    _memo.clear()
 
 
 def placeholders(names: Sequence[str]) -> dict[str, int]:
@@ -103,7 +109,7 @@ def _usable_dir(path: str) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
-def _read(path: str) -> Optional[bytes]:
+def read_entry(path: str) -> Optional[bytes]:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -174,7 +180,7 @@ def bytecode(key: str, compile_program: Callable[[], bytes], folder: Optional[st
     if code is not None:
         return code
     usable = _usable_dir(folder)
-    code = _read(os.path.join(folder, key)) if usable else None
+    code = read_entry(os.path.join(folder, key)) if usable else None
     if code is None:
         code = compile_program()
         if not code or len(code) % INSN_SIZE:

@@ -81,12 +81,12 @@ def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrat
         os.environ["BCC_KERNEL_SOURCE"] = source_tree
     holders = compiled.placeholders(list(maps))
     flags = cflags(holders, migrate)
-    key = compiled.cache_key(source, _included_files(source), function, flags, source_tree, _bcc_version())
+    key = compiled.cache_key(source, included_files(source), function, flags, source_tree, _bcc_version())
     attach_type = bpfsys.ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE if migrate else bpfsys.ATTACH_SK_REUSEPORT_SELECT
     log = tempfile.NamedTemporaryFile(prefix="rpctl-load-", suffix=".log", delete=False)
     log.close()
     try:
-        code = compiled.bytecode(key, lambda: _compile(source, function, flags, log.name))
+        code = compiled.bytecode(key, lambda: compile_with_bcc(source, function, flags, log.name))
         code = compiled.with_fds(code, {holders[name]: m.fd for name, m in maps.items()})
         prog_fd = bpfsys.prog_load(bpfsys.PROG_TYPE_SK_REUSEPORT, code, attach_type, function)
     except bpfsys.BpfError as e:
@@ -111,7 +111,7 @@ def verifier_reason(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _included_files(source: str) -> list[str]:
+def included_files(source: str) -> list[str]:
     """The files of rpctl a compile of `source` may include: every header and
     C file beside it and in bpf/, the source itself left out.  All of them
     are in the kept program's key, so that a change to any is compiled
@@ -138,7 +138,7 @@ def _bcc_version() -> str:
         return spec.origin  # no version file: at least the install it comes from
 
 
-def _compile(source: str, function: str, flags: list[str], log: str) -> bytes:
+def compile_with_bcc(source: str, function: str, flags: list[str], log: str) -> bytes:
     """bcc's bytecode of `function` (compiler messages go to `log`)."""
     from bcc import BPF
 

@@ -15,14 +15,14 @@ pytestmark = pytest.mark.kernel
 def empty_cache(tmp_path, monkeypatch):
     folder = tmp_path / "programs"
     monkeypatch.setattr(compiled, "CACHE_DIR", str(folder))
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     return folder
 
 
 def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_members, empty_cache, monkeypatch):
     compiles = []
-    real_compile = loader._compile
-    monkeypatch.setattr(loader, "_compile", lambda *a: compiles.append(a) or real_compile(*a))
+    real_compile = loader.compile_with_bcc
+    monkeypatch.setattr(loader, "compile_with_bcc", lambda *a: compiles.append(a) or real_compile(*a))
 
     first = make_members(port=7001)
     for i in range(2):
@@ -32,8 +32,8 @@ def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_mem
     assert [p.name for p in empty_cache.iterdir()] != []
 
     # Another process would find the entry on disk: nothing in memory, and no compiler.
-    monkeypatch.setattr(compiled, "_memo", {})
-    monkeypatch.setattr(loader, "_compile", lambda *a: pytest.fail("compiled again"))
+    compiled.forget()
+    monkeypatch.setattr(loader, "compile_with_bcc", lambda *a: pytest.fail("compiled again"))
     second = make_members(port=7002)
     for i in range(3):
         second.add()
@@ -57,10 +57,10 @@ def test_a_damaged_kept_program_is_compiled_again(netns, make_members, empty_cac
     (entry,) = empty_cache.iterdir()
     entry.write_bytes(entry.read_bytes()[:-8])
 
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     compiles = []
-    real_compile = loader._compile
-    monkeypatch.setattr(loader, "_compile", lambda *a: compiles.append(a) or real_compile(*a))
+    real_compile = loader.compile_with_bcc
+    monkeypatch.setattr(loader, "compile_with_bcc", lambda *a: compiles.append(a) or real_compile(*a))
     other = make_members(port=7002)
     other.add()
     other.register_all(prefix="b")

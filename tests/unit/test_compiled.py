@@ -95,11 +95,11 @@ def test_the_loader_keys_a_program_by_every_file_it_may_include(tmp_path, monkey
     source = bench / "ref.bpf.c"
     source.write_text('#include "rpctl.h"\n')
     (bench / "notes.txt").write_text("not C\n")
-    inputs = loader._included_files(str(source))
+    inputs = loader.included_files(str(source))
     assert [os.path.relpath(p, tmp_path) for p in inputs] == ["bpf/flow.h", "bpf/rpctl.h", "bpf/steer.bpf.c"]
 
     def key() -> str:
-        return compiled.cache_key(str(source), loader._included_files(str(source)), "f", [], None, "0.26.0")
+        return compiled.cache_key(str(source), loader.included_files(str(source)), "f", [], None, "0.26.0")
 
     keys = {key()}
     for name in ("rpctl.h", "flow.h", "steer.bpf.c"):
@@ -112,7 +112,7 @@ def test_the_loader_keys_a_program_by_every_file_it_may_include(tmp_path, monkey
 
 def test_every_header_steer_includes_is_in_its_key():
     source = os.path.join(loader.bpf_dir(), loader.SOURCE)
-    inputs = {os.path.basename(p) for p in loader._included_files(source)}
+    inputs = {os.path.basename(p) for p in loader.included_files(source)}
     with open(source) as f:
         included = re.findall(r'^#include "([^"]+)"', f.read(), flags=re.M)
     assert included and set(included) <= inputs
@@ -125,7 +125,7 @@ def compile_counting(code: bytes, calls: list):
 
 
 def test_a_program_is_compiled_once_then_read_back_from_the_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     folder = tmp_path / "programs"
     calls: list = []
     code = MOV_R0_0 + EXIT
@@ -134,14 +134,14 @@ def test_a_program_is_compiled_once_then_read_back_from_the_folder(tmp_path, mon
     assert len(calls) == 1
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
     # Another process: nothing in memory, the entry on disk.
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     assert compiled.bytecode("k1", compile_counting(b"", calls), str(folder)) == code
     assert len(calls) == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "format"])
 def test_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch, damage):
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     folder = tmp_path / "programs"
     code = MOV_R0_0 + EXIT
     compiled.bytecode("k1", lambda: code, str(folder))
@@ -154,15 +154,15 @@ def test_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch, damage):
     else:
         data[:len(compiled.FORMAT)] = b"rpctl-bpf-0\n"
     entry.write_bytes(bytes(data))
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     calls: list = []
     assert compiled.bytecode("k1", compile_counting(code, calls), str(folder)) == code
     assert calls == [1]
-    assert compiled._read(str(entry)) == code, "the entry was written again, whole"
+    assert compiled.read_entry(str(entry)) == code, "the entry was written again, whole"
 
 
 def test_a_folder_others_can_write_is_not_used(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     folder = tmp_path / "programs"
     folder.mkdir()
     os.chmod(folder, 0o777)
@@ -170,12 +170,12 @@ def test_a_folder_others_can_write_is_not_used(tmp_path, monkeypatch):
     assert list(folder.iterdir()) == []
     # Not even read: an entry planted there is not what gets loaded.
     (folder / "k2").write_bytes(b"planted")
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     assert compiled.bytecode("k2", lambda: EXIT, str(folder)) == EXIT
 
 
 def test_the_folder_keeps_the_most_recently_used_entries(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     monkeypatch.setattr(compiled, "KEEP", 3)
     folder = tmp_path / "programs"
     for i in range(5):
@@ -185,13 +185,13 @@ def test_the_folder_keeps_the_most_recently_used_entries(tmp_path, monkeypatch):
 
 
 def test_what_is_not_bytecode_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     with pytest.raises(RpctlError, match="not a program"):
         compiled.bytecode("k1", lambda: b"\0" * 12, str(tmp_path / "programs"))
 
 
 def test_an_entry_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     folder = tmp_path / "programs"
 
     def full_disk(src, dst):
@@ -205,7 +205,7 @@ def test_an_entry_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeyp
 def test_doctor_says_how_many_are_kept_or_why_none_can_be(tmp_path, monkeypatch):
     folder = tmp_path / "programs"
     monkeypatch.setenv(compiled.CACHE_ENV, str(folder))
-    monkeypatch.setattr(compiled, "_memo", {})
+    compiled.forget()
     compiled.bytecode("k1", lambda: EXIT)
     assert compiled.kept() == (True, f"1 kept in {folder}")
     os.chmod(folder, 0o777)

@@ -284,19 +284,9 @@ def test_no_module_uses_a_private_name_of_another():
     assert not bad, "private names used across modules: " + "; ".join(bad)
 
 
-# Tests and benchmarks reach the library by its public names too.  Left until the modules they
-# reach (loader, compiled, adopt, flows) are done with their changes under way.
-TESTS_NOT_YET = {
-    "bench.controlplane: rpctl.controller.kernel.compiled._memo",
-    "tests.kernel.test_create_groups_from_the_kept_program: rpctl.controller.kernel.compiled._memo",
-    "tests.kernel.test_create_groups_from_the_kept_program: rpctl.controller.kernel.loader._compile",
-    "tests.unit.test_compiled: rpctl.controller.kernel.compiled._memo",
-    "tests.unit.test_compiled: rpctl.controller.kernel.compiled._read",
-}
-
-
+# Tests and benchmarks reach the library by its public names too.
 def test_no_test_or_benchmark_uses_a_private_name_of_the_library():
-    bad = [use for use in private_names_used_by_tests_and_benchmarks() if use not in TESTS_NOT_YET]
+    bad = private_names_used_by_tests_and_benchmarks()
     assert not bad, "private names of the library used by tests or benchmarks: " + "; ".join(bad)
 
 
