@@ -10,7 +10,8 @@ from rich.console import Console
 from rpctl.cli import render
 from rpctl.controller.store.flows import FlowTable
 
-from tests.support.views import STATES, group_view, member, strays
+from tests.support.terminal import text_of
+from tests.support.views import STATES, group_view, member, pinned_view, strays
 
 
 def _render(table, width: int) -> str:
@@ -112,3 +113,16 @@ def test_status_says_when_no_serve_samples_an_adaptive_group():
     assert "adaptive (not sampled for 12 s: is rpctl serve running?)" in stale
     never = _render(render.status_table(group_view(adaptive=True, adaptive_sampled_ago=float("inf"))), 200)
     assert "adaptive (not sampled: is rpctl serve running?)" in never
+
+
+# A pinned group ---------------------------------------------------------------------------
+
+
+def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
+    text = text_of(render.status_table(pinned_view("cpu")), 80)
+    words = " ".join(text.split())  # the title wraps at 80 columns
+    assert "mode cpu" in words and "pin fallbacks 3" in words and "pin unassigned 4" in words
+    assert "cpu 0,2" in text and "cpu 1" in text and "worker-3" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    rss_text = text_of(render.status_table(pinned_view("rss")), 80)
+    assert "mode rss eth0" in rss_text and "queue 0,2" in rss_text and "rss unhashed 5" in " ".join(rss_text.split())
