@@ -211,13 +211,3 @@ def test_doctor_says_how_many_are_kept_or_why_none_can_be(tmp_path, monkeypatch)
     os.chmod(folder, 0o777)
     usable, detail = compiled.kept()
     assert not usable and "every new group compiles" in detail
-
-
-def test_a_refused_load_is_explained_by_the_verifiers_last_word():
-    from rpctl.controller.kernel.loader import verifier_reason
-
-    log = ("0: R1=ctx() R10=fp0\n0: (79) r1 = *(u64 *)(r0 +4096)\nR0 !read_ok\n"
-           "processed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n")
-    assert verifier_reason(log) == "R0 !read_ok"
-    assert verifier_reason(log + "verification time 12 usec\nstack depth 0\n") == "R0 !read_ok"
-    assert verifier_reason("") == ""
