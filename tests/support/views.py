@@ -1,4 +1,4 @@
-"""Hand-built group views: four members, one per state, with known counters."""
+"""Hand-built group views: four members, one per state, with known counters; a pinned group."""
 
 from __future__ import annotations
 
@@ -74,3 +74,20 @@ def four(t: float, **overrides) -> GroupView:
         fields.update(overrides.get(name, {}))
         members.append(moving_member(i, name, **fields))
     return moving_group(members)
+
+
+def pinned_view(mode: str = "cpu") -> GroupView:
+    """Group web pinned in `mode` ("cpu" or "rss" on eth0): three members with pins, one draining, one with none."""
+
+    def pinned_member(i: int, name: str, pins: list[int], **kw) -> MemberView:
+        fields = dict(index=i, name=name, pid=100 + i, fd=3, cookie=9 + i, weight=1, draining=False, gone=False,
+                      selected=5, fallback=0, migrated=0, since_publish=0, target_share=0.5, queue=0,
+                      pinned=40 + i, pins=pins)
+        return MemberView(**{**fields, **kw})
+
+    view = GroupView(name="web", proto="tcp", family=socket.AF_INET, addr="127.0.0.1", port=80, prog_id=7, gen=0,
+                     mode=mode, published_ns=0, created_ns=0, pin_dev="eth0" if mode == "rss" else "",
+                     pin_fallbacks=3, pin_unassigned=4, rss_unhashed=5)
+    view.members = [pinned_member(0, "worker-1", [0, 2]), pinned_member(1, "worker-2", [1], draining=True),
+                    pinned_member(2, "worker-3", [])]
+    return view

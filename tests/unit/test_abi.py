@@ -11,18 +11,12 @@ import ctypes
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from rpctl.controller.contract import abi
-from rpctl.controller.kernel import loader
-from rpctl.controller.tables import slot_table
 
-REPO = Path(__file__).resolve().parents[2]
-BPF_DIR = REPO / "bpf"
-HEADER = BPF_DIR / "rpctl.h"
-PROGRAM = BPF_DIR / "steer.bpf.c"
+from tests.support.bpf_source import BPF_DIR, HEADER, PROGRAM, fd_macros_in_program, strip_comments
 
 # RP_* names of rpctl.h that abi.py need not define, each with the reason.  Empty today.
 HEADER_ONLY: dict[str, str] = {}
@@ -41,14 +35,9 @@ MAP_STRUCTS = {
 USER_SPACE_ONLY_MAPS = {"members"}
 
 
-def _strip_comments(text: str) -> str:
-    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
-    return re.sub(r"//[^\n]*", " ", text)
-
-
 def header_constant_names() -> list[str]:
     """Every object-like #define RP_* and every RP_* enumerator of the header, in order."""
-    text = _strip_comments(HEADER.read_text())
+    text = strip_comments(HEADER.read_text())
     names = re.findall(r"^[ \t]*#[ \t]*define[ \t]+(RP_\w+)(?![\w(])", text, flags=re.MULTILINE)
     for body in re.findall(r"\benum\s+\w*\s*\{(.*?)\}", text, flags=re.DOTALL):
         names += re.findall(r"(?:^|,)\s*(RP_\w+)\s*(?==|,|$)", body.strip())
@@ -58,7 +47,7 @@ def header_constant_names() -> list[str]:
 
 def header_structs() -> dict[str, list[str]]:
     """C struct name -> its field names in order, as the header declares them."""
-    text = _strip_comments(HEADER.read_text())
+    text = strip_comments(HEADER.read_text())
     out = {}
     for name, body in re.findall(r"\bstruct\s+(\w+)\s*\{(.*?)\}\s*;", text, flags=re.DOTALL):
         fields = []
@@ -220,32 +209,15 @@ def test_map_shapes_follow_header_limits(c_facts):
         assert specs[name].max_entries == 1, name
 
 
-def program_sources() -> list[Path]:
-    """steer.bpf.c and the headers of bpf/ it includes, directly or through another header."""
-    found: list[Path] = []
-    todo = [PROGRAM]
-    while todo:
-        path = todo.pop()
-        if path not in found:
-            found.append(path)
-            todo += [BPF_DIR / name for name in re.findall(r'^#include "([^"]+)"', path.read_text(), flags=re.M)]
-    return found
-
-
-def _fd_macros_in_program() -> set[str]:
-    text = "".join(_strip_comments(path.read_text()) for path in program_sources())
-    return set(re.findall(r"\bRP_FD_([A-Z0-9_]+)\b", text))
-
-
 def test_program_names_only_existing_maps():
-    used = _fd_macros_in_program()
+    used = fd_macros_in_program()
     assert used, f"no RP_FD_* macro found in {PROGRAM}"
     unknown = sorted(m for m in used if m.lower() not in abi.MAP_SPECS)
     assert not unknown, f"the program uses RP_FD_{unknown} with no map of that name in abi.GROUP_MAPS"
 
 
 def test_every_map_but_members_is_used_by_the_program():
-    used = {m.lower() for m in _fd_macros_in_program()}
+    used = {m.lower() for m in fd_macros_in_program()}
     unused = set(abi.MAP_SPECS) - used
     assert unused == USER_SPACE_ONLY_MAPS
 
@@ -254,20 +226,3 @@ def test_map_names_are_valid_macro_suffixes():
     # The loader turns a map name into -DRP_FD_<NAME>: it must map back to the same name.
     for spec in abi.GROUP_MAPS:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", spec.name), spec.name
-
-
-def test_loader_passes_one_macro_per_map():
-    fds = {spec.name: 10 + i for i, spec in enumerate(abi.GROUP_MAPS)}
-    flags = loader.cflags(fds, migrate=False)
-    defined = {m.group(1): int(m.group(2)) for f in flags if (m := re.fullmatch(r"-DRP_FD_(\w+)=(\d+)", f))}
-    assert defined == {name.upper(): fd for name, fd in fds.items()}
-    assert _fd_macros_in_program() <= set(defined)
-
-
-def test_slot_table_builds_tables_of_the_programs_size():
-    # The controller builds and reads tables through policy; the program masks with RP_SLOT_MASK.
-    assert slot_table.DEFAULT_SLOTS == abi.RP_SLOTS
-    assert len(slot_table.build_table({0: 1, 255: 3})) == abi.RP_SLOTS
-    # Every member index fits the one-byte slot of rp_gen.slots.
-    assert slot_table.MAX_MEMBERS == abi.RP_MAX_MEMBERS <= 256
-    assert abi.RpGen.slots.size == abi.RP_SLOTS  # bytes: one per slot

@@ -11,14 +11,15 @@ import re
 
 import pytest
 from rich.console import Console
-from rpctl.cli import dashboard_screen
+from rpctl.cli import dashboard_history, dashboard_screen
 from rpctl.cli.dashboard_events import Event, EventKind
 from rpctl.cli.dashboard_history import History, Snapshot
 from rpctl.cli.dashboard_screen import choose_columns, render
 from rpctl.controller.read import views as read_model
 
 from tests.support.dashboard import frame, history_of
-from tests.support.views import four, moving_group, moving_member, strays
+from tests.support.terminal import text_of
+from tests.support.views import four, moving_group, moving_member, pinned_view, strays
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +270,22 @@ def test_a_fleet_member_s_rate_and_share_are_prometheus_s():
     lines = fleet_frame([g], width=120)
     row = next(line for line in lines if line.startswith(g.members[0].name + " "))
     assert "1234" in row and f"{100 * g.members[0].observed_share:.1f}%" in row
+
+
+# A pinned group ---------------------------------------------------------------------------
+
+
+def test_dashboard_pin_column_header_and_mode_event():
+    history = dashboard_history.History()
+    before = pinned_view("cpu")
+    before.mode, before.pin_dev = "weighted", ""
+    history.update(dashboard_history.Snapshot(time=0.0, groups=[before]))
+    snap = dashboard_history.Snapshot(time=1.0, groups=[pinned_view("rss")])
+    events = history.update(snap)
+    assert [(e.kind, e.text) for e in events] == [("mode", "mode weighted -> rss eth0")]
+    text = text_of(dashboard_screen.render(snap, history, 160, 40), 160)
+    assert "tcp rss eth0" in text and "pin fallbacks 3" in text and "rss unhashed 5" in text
+    row = next(line for line in text.splitlines() if line.startswith("worker-1 "))
+    assert row.rstrip().endswith("queue 0,2")
+    row3 = next(line for line in text.splitlines() if line.startswith("worker-3 "))
+    assert row3.rstrip().endswith("-")

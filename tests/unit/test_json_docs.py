@@ -8,7 +8,7 @@ import pytest
 from rpctl.cli import json_docs
 from rpctl.controller.store.flows import FlowTable
 
-from tests.support.views import STATES, group_view, member, strays
+from tests.support.views import STATES, group_view, member, pinned_view, strays
 
 GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "adaptive_sampled",
@@ -111,3 +111,13 @@ def test_status_json_says_whether_serve_samples_an_adaptive_group(ago, sampled):
     assert g["adaptive_sampled"] is sampled
     (g,) = json_docs.status_json([group_view(adaptive_sampled_ago=ago)])["groups"]
     assert g["adaptive_sampled"] is None
+
+
+# A pinned group ---------------------------------------------------------------------------
+
+
+def test_status_json_in_a_pinned_mode():
+    (g,) = json_docs.status_json([pinned_view("rss")])["groups"]
+    assert (g["mode"], g["pin_device"]) == ("rss", "eth0")
+    assert g["counters"]["pin_fallbacks"] == 3 and g["counters"]["rss_unhashed"] == 5
+    assert [(m["pins"], m["pinned"]) for m in g["members"]] == [([0, 2], 40), ([1], 41), ([], 42)]

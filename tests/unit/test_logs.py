@@ -1,12 +1,9 @@
-"""The library logs and never prints or exits; the command line shows its log on stderr."""
+"""cli/logs.py: the library logs and never prints or exits; the command line shows its log on stderr."""
 
 from __future__ import annotations
 
 import io
 import logging
-import signal
-import subprocess
-import sys
 
 from rpctl.cli.common import Environment
 from rpctl.cli.logs import library_log
@@ -54,23 +51,3 @@ def test_a_stderr_that_went_away_does_not_stop_the_logger():
     env = Environment(stdout=io.StringIO(), stderr=Gone())
     with library_log(env):
         logging.getLogger("rpctl.launcher").info("unloaded group web")  # no exception
-
-
-FAILPOINT = """
-import os
-os.environ["RPCTL_FAILPOINT"] = "before-flip:" + ACTION
-from rpctl.controller.store import generation
-generation.failpoint("elsewhere")
-print("passed the other point", flush=True)
-generation.failpoint("before-flip")
-print("not reached", flush=True)
-"""
-
-
-def test_failpoint_exit_logs_then_dies_by_sigkill():
-    """No handler installed: logging's last resort puts the WARNING on stderr, as a test waits for it."""
-    proc = subprocess.run([sys.executable, "-c", "ACTION = 'exit'" + FAILPOINT], capture_output=True, text=True,
-                          timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    assert proc.stdout == "passed the other point\n"
-    assert proc.stderr.splitlines() == ["failpoint before-flip reached"]

@@ -9,12 +9,12 @@ import re
 
 import pytest
 from rpctl.cli.main import build_parser
-from rpctl.controller.contract import errors
-from rpctl.controller.contract.errors import ExitStatus, NotFound, RpctlError
+from rpctl.controller.contract.errors import ExitStatus, NotFound
 from rpctl.controller.read import views as read_model
 from rpctl.controller.store import group
 
 from tests.support.cli import assert_one_error_line, explode, invoke
+from tests.support.errors import ERROR_CLASSES
 
 pytestmark = pytest.mark.usefixtures("cli_without_system")
 
@@ -88,16 +88,6 @@ def test_bad_command_line_exits_2_with_one_line(argv, says):
     line = assert_one_error_line(err)
     assert says in line
     assert line.endswith("--help)")
-
-
-ERROR_CLASSES = [errors.RpctlError] + [
-    getattr(errors, n) for n in errors.__all__ if n not in ("ExitStatus", "RpctlError")
-]
-
-
-def test_every_error_class_is_exported():
-    assert set(RpctlError.__subclasses__()) == set(ERROR_CLASSES[1:])
-    assert sorted(int(c.exit_status) for c in ERROR_CLASSES) == sorted(int(s) for s in ExitStatus if s != 0)
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)

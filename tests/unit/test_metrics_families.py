@@ -2,8 +2,8 @@
 
 The families are read back through prometheus_client's own text format and
 parser, so what is checked is what Prometheus would store.  The group views
-are test_cli's (four members, one per state); no privileges and no bpffs:
-the only real thing is an HTTP server on loopback.
+are tests/support/views.py's (four members, one per state); no privileges and
+no bpffs.
 """
 
 from __future__ import annotations
@@ -128,12 +128,6 @@ def test_names_follow_the_conventions_and_are_documented():
         assert not (f.type != "counter" and exposed.endswith("_total")), exposed
         assert f"`{exposed}`" in readme, f"README.md does not list {exposed}"
         assert exposed in help_text, f"rpctl metrics --help does not list {exposed}"
-
-
-# The collector ----------------------------------------------------------------------
-
-
-# The command ------------------------------------------------------------------------
 
 
 def test_unmanaged_listeners_is_a_gauge_per_group_left_out_when_not_read():

@@ -55,3 +55,22 @@ def test_check_member_name_accepts(name):
 def test_check_member_name_refuses(name):
     with pytest.raises(InvalidInput, match="member name"):
         check_member_name(name)
+
+
+def test_format_name():
+    assert format_name("{comm}-{pid}", "nginx", 42, 5, 1) == "nginx-42"
+    assert format_name("w{i}-fd{fd}", "x", 42, 5, 3) == "w3-fd5"
+    assert format_name("{comm}", "my server=1", 1, 1, 1) == "my_server_1"
+    assert format_name("{pid:06d}", "x", 42, 5, 1) == "000042"
+    with pytest.raises(InvalidInput, match=r"unknown field \{port\}"):
+        format_name("{comm}-{port}", "x", 1, 1, 1)
+    with pytest.raises(InvalidInput, match=r"unknown field \{\}"):
+        format_name("w-{}", "x", 1, 1, 1)
+    with pytest.raises(InvalidInput, match="name format"):
+        format_name("w-{pid", "x", 1, 1, 1)
+    with pytest.raises(InvalidInput, match="name format"):
+        format_name("{comm:d}", "x", 1, 1, 1)
+    with pytest.raises(InvalidInput, match="member name"):
+        format_name("x" * 100 + "{i}", "x", 1, 1, 1)
+    with pytest.raises(InvalidInput, match="member name"):
+        format_name(" {i}", "x", 1, 1, 1)

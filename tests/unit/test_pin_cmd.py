@@ -1,20 +1,15 @@
-"""`rpctl pin`: options, refusals before anything is touched, output, and how status and
-the dashboard show a pinned group.  In-process, no privileges: the controller calls a
-command makes are replaced by fakes that record them."""
+"""`rpctl pin`: options, refusals before anything is touched, output.  In-process, no
+privileges: the controller calls a command makes are replaced by fakes that record them."""
 
 from __future__ import annotations
 
-import io
 import json
-import socket
 
 import pytest
-from rich.console import Console
-from rpctl.cli import dashboard_history, dashboard_screen, json_docs, pin_cmd, render
+from rpctl.cli import pin_cmd
 from rpctl.controller.contract.errors import ExitStatus
 from rpctl.controller.kernel import rss
 from rpctl.controller.ops import pin
-from rpctl.controller.read.views import GroupView, MemberView
 
 from tests.support.cli import assert_one_error_line, invoke
 
@@ -125,60 +120,3 @@ def test_explain_with_a_problem_prints_then_exits_4(monkeypatch):
     assert doc["chain"][0] == {"queue": 0, "table_share": 0.75, "irq": 45, "irq_name": "eth0-TxRx-0",
                                "irq_cpus": "0", "cpu": 0, "member": "w1"}
     assert doc["problems"] == ["the NIC hashes with xor"]
-
-
-# Status and dashboard ---------------------------------------------------------------
-
-
-def pinned_view(mode: str = "cpu") -> GroupView:
-    def member(i: int, name: str, pins: list[int], **kw) -> MemberView:
-        fields = dict(index=i, name=name, pid=100 + i, fd=3, cookie=9 + i, weight=1, draining=False, gone=False,
-                      selected=5, fallback=0, migrated=0, since_publish=0, target_share=0.5, queue=0,
-                      pinned=40 + i, pins=pins)
-        return MemberView(**{**fields, **kw})
-
-    view = GroupView(name="web", proto="tcp", family=socket.AF_INET, addr="127.0.0.1", port=80, prog_id=7, gen=0,
-                     mode=mode, published_ns=0, created_ns=0, pin_dev="eth0" if mode == "rss" else "",
-                     pin_fallbacks=3, pin_unassigned=4, rss_unhashed=5)
-    view.members = [member(0, "worker-1", [0, 2]), member(1, "worker-2", [1], draining=True),
-                    member(2, "worker-3", [])]
-    return view
-
-
-def text_of(renderable, width: int) -> str:
-    console = Console(file=io.StringIO(), width=width, force_terminal=False)
-    console.print(renderable)
-    return console.file.getvalue()
-
-
-def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
-    text = text_of(render.status_table(pinned_view("cpu")), 80)
-    words = " ".join(text.split())  # the title wraps at 80 columns
-    assert "mode cpu" in words and "pin fallbacks 3" in words and "pin unassigned 4" in words
-    assert "cpu 0,2" in text and "cpu 1" in text and "worker-3" in text
-    assert all(len(line) <= 80 for line in text.splitlines())
-    rss_text = text_of(render.status_table(pinned_view("rss")), 80)
-    assert "mode rss eth0" in rss_text and "queue 0,2" in rss_text and "rss unhashed 5" in " ".join(rss_text.split())
-
-
-def test_status_json_in_a_pinned_mode():
-    (g,) = json_docs.status_json([pinned_view("rss")])["groups"]
-    assert (g["mode"], g["pin_device"]) == ("rss", "eth0")
-    assert g["counters"]["pin_fallbacks"] == 3 and g["counters"]["rss_unhashed"] == 5
-    assert [(m["pins"], m["pinned"]) for m in g["members"]] == [([0, 2], 40), ([1], 41), ([], 42)]
-
-
-def test_dashboard_pin_column_header_and_mode_event():
-    history = dashboard_history.History()
-    before = pinned_view("cpu")
-    before.mode, before.pin_dev = "weighted", ""
-    history.update(dashboard_history.Snapshot(time=0.0, groups=[before]))
-    snap = dashboard_history.Snapshot(time=1.0, groups=[pinned_view("rss")])
-    events = history.update(snap)
-    assert [(e.kind, e.text) for e in events] == [("mode", "mode weighted -> rss eth0")]
-    text = text_of(dashboard_screen.render(snap, history, 160, 40), 160)
-    assert "tcp rss eth0" in text and "pin fallbacks 3" in text and "rss unhashed 5" in text
-    row = next(line for line in text.splitlines() if line.startswith("worker-1 "))
-    assert row.rstrip().endswith("queue 0,2")
-    row3 = next(line for line in text.splitlines() if line.startswith("worker-3 "))
-    assert row3.rstrip().endswith("-")

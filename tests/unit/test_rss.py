@@ -1,4 +1,4 @@
-"""The RSS device description: interrupt names, what the program can reproduce, and the
+"""controller/kernel/rss.py, the RSS device description: interrupt names, what the program can reproduce, and the
 ethtool layouts the reader relies on (held to the system's headers by gcc).  No privileges."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import socket
 import subprocess
 
 import pytest
-from rpctl.cli import rss_text
 from rpctl.cli.wording import error_text
 from rpctl.controller.contract import abi
 from rpctl.controller.contract.errors import InvalidInput
@@ -126,14 +125,6 @@ def test_steering_refusals_say_why(change, says):
     assert says in line and line.startswith("pin rss --dev eth0: ")
 
 
-def test_describe_a_device_without_rss():
-    info = rss.RssInfo("lo", rx_queues=1, queues_from="netlink", unsupported={"indirection": "not supported"},
-                       rps_queues=[0, 1])
-    text = "\n".join(rss_text.describe(info))
-    assert "device lo: 1 receive queue (netlink)" in text and "no RSS: not supported" in text
-    assert "RPS is set on queues 0-1" in text
-
-
 def test_read_device_refuses_a_bad_name_before_any_call():
     for name in ("", "a/b", "x" * 16, " eth0"):
         with pytest.raises(InvalidInput):
@@ -185,9 +176,3 @@ def test_ethtool_layouts_match_the_system_headers(tmp_path):
     got = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout.split()
     for (expr, want), value in zip(checks.items(), got):
         assert int(value) == want, f"{expr}: C says {value}, controller/kernel/rss.py says {want}"
-
-
-def test_describe_says_when_sysfs_is_another_namespaces():
-    info = rss.RssInfo("eth0", rx_queues=4, queues_from="GCHANNELS", unsupported={"sysfs": rss.STALE_SYSFS})
-    text = "\n".join(rss_text.describe(info))
-    assert "(ETHTOOL_GCHANNELS)" in text and "another network namespace's devices" in text

@@ -7,6 +7,8 @@ from array import array
 from fractions import Fraction
 
 import pytest
+from rpctl.controller.contract import abi
+from rpctl.controller.tables import slot_table
 from rpctl.controller.tables.slot_table import (
     DEFAULT_SLOTS,
     MAX_MEMBERS,
@@ -374,3 +376,15 @@ def test_bad_previous(previous, match):
     # Validated even when the result would be all NO_MEMBER.
     with pytest.raises(ValueError, match=match):
         build_table({}, previous)
+
+
+# Held to the program -----------------------------------------------------------------------
+
+
+def test_slot_table_builds_tables_of_the_programs_size():
+    # The controller builds and reads tables through policy; the program masks with RP_SLOT_MASK.
+    assert slot_table.DEFAULT_SLOTS == abi.RP_SLOTS
+    assert len(slot_table.build_table({0: 1, 255: 3})) == abi.RP_SLOTS
+    # Every member index fits the one-byte slot of rp_gen.slots.
+    assert slot_table.MAX_MEMBERS == abi.RP_MAX_MEMBERS <= 256
+    assert abi.RpGen.slots.size == abi.RP_SLOTS  # bytes: one per slot

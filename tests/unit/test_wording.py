@@ -15,12 +15,14 @@ from rpctl.cli.wording import COMMANDS, FLAGS, cli_word, error_line, error_text
 from rpctl.controller.contract.errors import ExitStatus, InvalidInput, RpctlError, UsageError
 from rpctl.controller.contract.refs import Call, Param
 from rpctl.controller.kernel import rss
-from rpctl.controller.kernel.discover import Endpoint, Holder, Listener
+from rpctl.controller.kernel.discover import Holder, Listener
 from rpctl.controller.ops import adopt, launcher
 from rpctl.controller.ops.restart import check_batch
 from rpctl.controller.store import group
 from rpctl.controller.store.state import Layout
 from rpctl.controller.tables import pin_table
+
+from tests.support.endpoints import endpoint
 
 CONTROLLER = Path(group.__file__).parents[1]  # rpctl.controller, every layer below it
 
@@ -181,12 +183,8 @@ def test_rollout_batch():
     assert str(e.value) == "rollout: batch 0: use a whole number of members, at least 1"
 
 
-def _endpoint(proto: str, *listeners: Listener) -> Endpoint:
-    return Endpoint(proto, socket.AF_INET, "127.0.0.1", 8080, list(listeners), True)
-
-
 def test_adopt_refusals_name_its_flags_and_register():
-    tcp, udp = _endpoint("tcp"), _endpoint("udp")
+    tcp, udp = endpoint(proto="tcp"), endpoint(proto="udp")
     with pytest.raises(UsageError) as e:
         adopt.pick_endpoint([tcp, udp], 8080, None, None)
     assert error_text(e.value).endswith(
@@ -194,11 +192,11 @@ def test_adopt_refusals_name_its_flags_and_register():
     )
     unserved = Listener(1, 1001, 0, 0, 128, [Holder(10, 5, "srv"), Holder(11, 5, "srv")], [], None)
     with pytest.raises(InvalidInput) as e:
-        adopt.plan(_endpoint("tcp", unserved), "{comm}-{pid}", {}, "g")
+        adopt.plan(endpoint(unserved, proto="tcp"), "{comm}-{pid}", {}, "g")
     assert error_text(e.value).endswith("(register it with `rpctl register NAME --pid PID --fd FD`)")
     twice = [Listener(c, c, 0, 0, 128, [Holder(10, c, "srv")], [10], Holder(10, c, "srv")) for c in (5, 6)]
     with pytest.raises(InvalidInput) as e:
-        adopt.plan(_endpoint("tcp", *twice), "{comm}-{pid}", {}, "g")
+        adopt.plan(endpoint(*twice, proto="tcp"), "{comm}-{pid}", {}, "g")
     assert error_text(e.value).endswith("add {fd} or {i} to --name-format")
 
 
