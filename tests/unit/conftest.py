@@ -26,6 +26,14 @@ def refuse_system(monkeypatch):
 
 
 @pytest.fixture
+def no_group_read(refuse_system, monkeypatch):
+    """read_views refuses too: a test of what the screen shows never reads a group."""
+    from rpctl.controller.read import views
+
+    monkeypatch.setattr(views, "read_views", refuse_system)
+
+
+@pytest.fixture
 def cli_without_system(refuse_system, monkeypatch):
     """A command run in-process (tests.support.cli.invoke) with no path to the system, and
     a console wide enough that nothing is cut."""

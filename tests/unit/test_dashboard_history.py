@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import pytest
 from rpctl.cli.dashboard_history import History, Snapshot, sparkline
-from rpctl.controller.read import views as read_model
 
 from tests.support.dashboard import history_of
 from tests.support.views import moving_group, moving_member
 
 
-@pytest.fixture(autouse=True)
-def no_system(refuse_system, monkeypatch):
-    monkeypatch.setattr(read_model, "read_views", refuse_system)
+pytestmark = pytest.mark.usefixtures("no_group_read")
 
 
 def two_members(a_rate, b_rate):

@@ -22,9 +22,7 @@ from tests.support.terminal import text_of
 from tests.support.views import four, moving_group, moving_member, pinned_view, strays
 
 
-@pytest.fixture(autouse=True)
-def no_system(refuse_system, monkeypatch):
-    monkeypatch.setattr(read_model, "read_views", refuse_system)
+pytestmark = pytest.mark.usefixtures("no_group_read")
 
 
 def assert_fits(text: str, width: int, height: int) -> None:
