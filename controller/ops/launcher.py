@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from ..contract import abi
 from ..contract.errors import InvalidInput, NotFound, RpctlError, UsageError
 from ..contract.refs import Param
 from ..kernel import probe
@@ -50,16 +49,21 @@ from ..store import group as groups
 from ..store.options import GroupOptions
 from ..store.state import check_group_name
 from ..tables import naming, quic
+from .run_defaults import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    DEFAULT_LISTEN,
+    LISTEN_BACKLOG,
+    MAX_COUNT,
+    RUN_NAMES,
+    STABLE_AFTER,
+    STOP_TIMEOUT,
+)
 
-MAX_COUNT = abi.RP_MAX_MEMBERS
 LISTEN_FD = 3                 # SD_LISTEN_FDS_START
-LISTEN_BACKLOG = socks.LISTEN_BACKLOG
-STABLE_AFTER = 10.0           # a child that lived this long resets its restart backoff
-STOP_TIMEOUT = 5.0            # SIGTERM, then SIGKILL after this long
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
 RETIRE_TIMEOUT = 30.0         # a member resize() removes is stopped once drained, or after this long
 RETIRE_POLL = 0.2             # how often a retiring member's state is read
-DEFAULT_LISTEN = socks.DEFAULT_LISTEN
 
 # What the launcher does and what becomes of its children: INFO; what it
 # failed to do (it carries on): WARNING.
@@ -162,12 +166,12 @@ class Launcher:
         group: Optional[str],
         count: int,
         argv: Sequence[str],
-        name_format: str = "worker-{i}",
+        name_format: str = RUN_NAMES,
         listen: str = DEFAULT_LISTEN,
         proto: str = "tcp",
         weight: int = groups.DEFAULT_WEIGHT,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 10.0,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
         child_stdout: Optional[str] = None,
         options: Optional[GroupOptions] = None,
     ):
