@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -48,7 +47,8 @@ from ..read import views
 from ..store import group as groups
 from ..store.options import GroupOptions
 from ..store.state import check_group_name
-from ..tables import naming, quic
+from ..tables import quic
+from ..tables.naming import expand_name, numbered_names
 from .run_defaults import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -69,12 +69,6 @@ RETIRE_POLL = 0.2             # how often a retiring member's state is read
 # failed to do (it carries on): WARNING.
 log = logging.getLogger("rpctl.launcher")
 
-# The only $VARs expanded in CMD, as systemd expands them in ExecStart=:
-# their value is the member's name in every child, so no shell is needed
-# to pass a worker its own name.
-_NAME_VARS = ("RPCTL_MEMBER", "LISTEN_FDNAMES")
-_VAR_RE = re.compile(r"\$(?:\{(%s)\}|(%s)(?![A-Za-z0-9_]))" % ("|".join(_NAME_VARS), "|".join(_NAME_VARS)))
-
 _PR_SET_PDEATHSIG = 1
 # Run as `python -I -S -c WRAPPER <launcher pid> CMD...`.  Checking the
 # parent after prctl closes the window in which the launcher died before
@@ -93,12 +87,6 @@ except OSError as e:
 """
 
 
-def expand_name(arg: str, name: str) -> str:
-    """Replace $RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and
-    ${LISTEN_FDNAMES} in one CMD argument by the member's name."""
-    return _VAR_RE.sub(lambda m: name, arg)
-
-
 def parse_listen(listen: str, *what: object) -> tuple[str, int]:
     """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput;
     `what` (message parts, "listen" when none) says whose address it is."""
@@ -114,24 +102,8 @@ def check_count(count: int) -> None:
         raise InvalidInput("run: ", Param("count", "Launcher"), f" {count!r} is out of range 1..{MAX_COUNT}")
 
 
-def member_names(name_format: str, count: int) -> list[str]:
-    """The names of members 1..count: `name_format` with {i} the number."""
-    names = []
-    for i in range(1, count + 1):
-        try:
-            name = name_format.format(i=i)
-        except (KeyError, IndexError, ValueError) as e:
-            raise InvalidInput(
-                "run: ", Param("name_format", "Launcher"), f" {name_format!r}: only {{i}} may be used ({e})"
-            ) from None
-        naming.check_member_name(name)
-        names.append(name)
-    if len(set(names)) != len(names):
-        raise InvalidInput(
-            "run: ", Param("name_format", "Launcher"),
-            f" {name_format!r} gives every member the same name: put {{i}} in it",
-        )
-    return names
+def _member_names(name_format: str, count: int) -> list[str]:
+    return numbered_names(name_format, count, "run: ", Param("name_format", "Launcher"))
 
 
 @dataclass
@@ -188,7 +160,7 @@ class Launcher:
         self.host, self.port = parse_listen(listen, "run: ", Param("listen", "Launcher"))
         if not 0 < backoff_initial <= backoff_max:
             raise InvalidInput(f"run: backoff {backoff_initial}..{backoff_max}: need 0 < initial <= max")
-        names = member_names(name_format, count)
+        names = _member_names(name_format, count)
         groups.check_weight(names[0], weight)
         # Creation options of the group (when run creates it), checked now.
         self.options = (options or GroupOptions()).check()
@@ -312,7 +284,7 @@ class Launcher:
         retiring when the count grows back keeps running, undrained.
         Returns one line per change."""
         check_count(count)
-        wanted = member_names(self.name_format, count)
+        wanted = _member_names(self.name_format, count)
         have = {m.name: m for m in self.members}
         changes = []
         for name in wanted:
