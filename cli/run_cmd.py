@@ -5,30 +5,40 @@ from __future__ import annotations
 import argparse
 
 from rpctl.controller.contract.errors import ExitStatus
+from rpctl.controller.ops.run_defaults import (  # not the launcher: every rpctl command builds this parser
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    DEFAULT_LISTEN,
+    LISTEN_BACKLOG,
+    MAX_COUNT,
+    RUN_NAMES,
+    STABLE_AFTER,
+    STOP_TIMEOUT,
+)
 
 from .common import Environment, add_command, group_option, group_options, group_options_of
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Start N copies of CMD, each with its own SO_REUSEPORT socket on HOST:PORT,
-register them as members worker-1..worker-N (see --name) of one group, and
+register them as members {RUN_NAMES.format(i=1)}..{RUN_NAMES.format(i='N')} (see --name) of one group, and
 keep them running: a child that dies is drained at once, restarted with
-exponential backoff (0.5 s doubling to 10 s, back to 0.5 s after a child
-lived 10 s), registered again under the same name and undrained.  The
+exponential backoff ({BACKOFF_INITIAL:g} s doubling to {BACKOFF_MAX:g} s, back to {BACKOFF_INITIAL:g} s after a child
+lived {STABLE_AFTER:g} s), registered again under the same name and undrained.  The
 launcher keeps its own copy of every socket, as systemd does, so the
 connections queued for a dead child wait for its replacement; only those
 the dead process had already accepted are lost.
 
-SIGTERM or SIGINT: stop the children (SIGTERM, SIGKILL after 5 s),
+SIGTERM or SIGINT: stop the children (SIGTERM, SIGKILL after {STOP_TIMEOUT:g} s),
 unregister them, and unload the group if run created it and no one else is
 in it.  Exit 0.  A second signal kills the children at once.
 
 Each child gets, as systemd socket activation gives:
-  fd 3             its socket (TCP: listening, backlog 4096)
+  fd 3             its socket (TCP: listening, backlog {LISTEN_BACKLOG})
   LISTEN_FDS=1     LISTEN_PID=<its pid>     LISTEN_FDNAMES=<member name>
   RPCTL_MEMBER=<member name>
   RPCTL_QUIC_SERVER_ID=<hex>  with --quic (or in a QUIC group): the member's
                    QUIC-LB server id, the same across restarts
-$RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and ${LISTEN_FDNAMES} in CMD
+$RPCTL_MEMBER, ${{RPCTL_MEMBER}}, $LISTEN_FDNAMES and ${{LISTEN_FDNAMES}} in CMD
 are replaced by the member name (quote them so that your shell does not);
 no other $ is touched.  CMD must serve from the process run starts (no
 daemonizing).  Children die with run, even with a SIGKILLed run."""
@@ -54,10 +64,6 @@ def cmd_run(env: Environment, args) -> ExitStatus:
 
 
 def add_commands(sub) -> None:
-    # Not from launcher.py: every rpctl command builds this parser.
-    from rpctl.controller.contract.abi import RP_MAX_MEMBERS as MAX_COUNT
-    from rpctl.controller.kernel.sockets import DEFAULT_LISTEN
-
     p = add_command(
         sub,
         "run",
@@ -76,8 +82,8 @@ def add_commands(sub) -> None:
     group_option(p, help="group name (default: the group of HOST:PORT, else tcp-PORT)")
     p.add_argument("-n", "--count", type=int, required=True, metavar="N",
                    help=f"number of children (1..{MAX_COUNT})")
-    p.add_argument("--name", default="worker-{i}", metavar="FORMAT",
-                   help="member names; {i} is 1..N (default worker-{i})")
+    p.add_argument("--name", default=RUN_NAMES, metavar="FORMAT",
+                   help=f"member names; {{i}} is 1..N (default {RUN_NAMES})")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to listen on, [V6]:PORT for IPv6 (default {DEFAULT_LISTEN})")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp", help="protocol (default tcp)")

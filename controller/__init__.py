@@ -33,9 +33,9 @@ Public modules (import them, or reach them as attributes of this package):
 
 The other modules (abi, bpffs, bpfsys, compiled, diag, flows, headers,
 jiffies, loader, maps, pin_table, process, slot_table, toeplitz, adaptive,
-prometheus_source, and the parts of config and serve: config_spec,
-config_keys, config_defaults, toml_lines, keepers, adaptive_loop) are its
-insides.
+prometheus_source, and the parts of config, serve and the launcher:
+config_spec, config_keys, config_defaults, toml_lines, keepers,
+adaptive_loop, run_defaults, supervisor, launched_group) are its insides.
 
 Each module lives in the package of its layer, lowest first: contract,
 tables (pure), kernel, store, read, ops.  A module imports from its own

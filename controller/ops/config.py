@@ -16,8 +16,9 @@ endpoints once each) is checked here.  tomllib gives values without
 positions: the line is found in the text (controller/ops/toml_lines.py).
 
 The types read (GroupSpec, Config, ...) are in controller/ops/config_spec.py,
-the defaults shared with `rpctl run` and the command line in
-controller/ops/config_defaults.py; callers find them all here.
+the file's default path in controller/ops/config_defaults.py, and a run
+group's defaults, those of `rpctl run`, in controller/ops/run_defaults.py;
+callers find them all here.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any, Mapping, Optional
 from ..contract.errors import InvalidInput, NotFound
 from ..store.options import GroupOptions
 from ..tables.naming import check_format
-from .config_defaults import BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_PATH, RUN_NAMES
+from .config_defaults import DEFAULT_PATH
 from .config_keys import COMM_LEN, GROUP_KEYS, OPTION_FIELDS, REQUIRED, BadValue, Key, option_message, parse_endpoint
 from .config_spec import WEIGHTED, AdoptRule, Config, GroupSpec, PinSpec, RunSpec
+from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, RUN_NAMES
 from .toml_lines import Lines
 
 if sys.version_info >= (3, 11):

@@ -18,8 +18,8 @@ from ..kernel import sockets
 from ..store.options import GroupOptions
 from ..tables.adaptive import LEASE_MS, MIN_QUEUE_BYTES
 from ..tables.naming import check_format
-from .config_defaults import BACKOFF_INITIAL, BACKOFF_MAX
 from .config_spec import AdoptRule, PinSpec, RunSpec
+from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, MAX_COUNT
 
 __all__ = [
     "COMM_LEN",
@@ -122,8 +122,6 @@ def _adopt(value: object) -> AdoptRule:
 
 
 def _run(value: object) -> RunSpec:
-    from .launcher import MAX_COUNT
-
     table = _want(value, dict, "a table { command, count }")
     known = ("command", "count", "backoff_initial", "backoff_max")
     for key in table:

@@ -2,8 +2,7 @@
 
 GroupSpec is one [[group]] table, Config the whole file.  A key left out of
 the file takes its field's default; those that `rpctl run` shares (a run
-group's backoff and member names) and the file's path are in
-controller/ops/config_defaults.py.
+group's backoff and member names) are in controller/ops/run_defaults.py.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from ..kernel import sockets
 from ..store.options import NONE_GIVEN, GroupOptions
 from ..tables.adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES
 from ..tables.naming import DEFAULT_FORMAT
-from .config_defaults import BACKOFF_INITIAL, BACKOFF_MAX
+from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX
 
 __all__ = ["WEIGHTED", "AdoptRule", "Config", "GroupSpec", "PinSpec", "RunSpec"]
 

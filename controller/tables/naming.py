@@ -1,4 +1,8 @@
-"""Member names from a format: {comm}, {pid}, {fd} and a stable {i}.  Pure.
+"""Member names from a format, and a member's name in its command.  Pure.
+
+adopt and apply name members from {comm}, {pid}, {fd} and a stable {i};
+`rpctl run` numbers its members with {i} alone (numbered_names), and puts
+each one's name where its command says $RPCTL_MEMBER (expand_name).
 
 {i} is the lowest number, from 1, that gives a name no current member has
 when a listener first joins; the member keeps that name for the life of its
@@ -18,10 +22,26 @@ from typing import Collection, Iterable, NamedTuple
 from ..contract import abi
 from ..contract.errors import InvalidInput
 
-__all__ = ["DEFAULT_FORMAT", "NAME_FIELDS", "Newcomer", "assign_names", "check_format", "format_name"]
+__all__ = [
+    "DEFAULT_FORMAT",
+    "NAME_FIELDS",
+    "Newcomer",
+    "assign_names",
+    "check_format",
+    "check_member_name",
+    "expand_name",
+    "format_name",
+    "numbered_names",
+]
 
 NAME_FIELDS = ("comm", "pid", "fd", "i")
 DEFAULT_FORMAT = "{comm}-{i}"
+
+# The only $VARs expanded in a command, as systemd expands them in ExecStart=:
+# their value is the member's name, so no shell is needed to pass a worker
+# its own name.
+_MEMBER_VARS = ("RPCTL_MEMBER", "LISTEN_FDNAMES")
+_VAR_RE = re.compile(r"\$(?:\{(%s)\}|(%s)(?![A-Za-z0-9_]))" % ("|".join(_MEMBER_VARS), "|".join(_MEMBER_VARS)))
 
 
 def check_format(name_format: str, allowed: Collection[str] = NAME_FIELDS) -> list[str]:
@@ -83,3 +103,27 @@ def assign_names(name_format: str, newcomers: Iterable[Newcomer], taken: Collect
         used.add(name)
         names.append(name)
     return names
+
+
+def numbered_names(name_format: str, count: int, *what: object) -> list[str]:
+    """The names of members 1..count: `name_format` with {i} the number, its
+    only field; refused (InvalidInput) when a name is not a member name or
+    two are the same.  `what` (message parts, "name format" when none) says
+    whose format it is."""
+    what = what or ("name format",)
+    names = []
+    for i in range(1, count + 1):
+        try:
+            name = name_format.format(i=i)
+        except (KeyError, IndexError, ValueError) as e:
+            raise InvalidInput(*what, f" {name_format!r}: only {{i}} may be used ({e})") from None
+        names.append(check_member_name(name))
+    if len(set(names)) != len(names):
+        raise InvalidInput(*what, f" {name_format!r} gives every member the same name: put {{i}} in it")
+    return names
+
+
+def expand_name(arg: str, name: str) -> str:
+    """Replace $RPCTL_MEMBER, ${RPCTL_MEMBER}, $LISTEN_FDNAMES and
+    ${LISTEN_FDNAMES} in one argument of a command by the member's name."""
+    return _VAR_RE.sub(lambda m: name, arg)

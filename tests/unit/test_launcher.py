@@ -26,7 +26,7 @@ def launcher(count: int = 4, **kw) -> Launcher:
 
 def test_a_new_quic_group_numbers_its_members_from_zero():
     run = launcher(options=GroupOptions(quic=True))
-    run._assign_quic_ids(QUIC_GROUP, [])
+    run.group.assign_quic_ids(run.members, QUIC_GROUP, [])
     assert [m.quic_server_id for m in run.members] == ["00", "01", "02", "03"]
 
 
@@ -36,16 +36,16 @@ def test_members_keep_their_ids_and_new_ones_take_free_ones():
     run = launcher(3)
     present = [member(0, "worker-2", quic_server_id="05"), member(1, "api-1", quic_server_id="00"),
                member(2, "api-2", quic_server_id="02")]
-    run._assign_quic_ids(QUIC_GROUP, present)
+    run.group.assign_quic_ids(run.members, QUIC_GROUP, present)
     assert [m.quic_server_id for m in run.members] == ["01", "05", "03"]
 
 
 def test_longer_ids_and_groups_without_quic():
     run = launcher(2)
-    run._assign_quic_ids(GroupOptions(True, 65536, 30.0, True, 2), [])
+    run.group.assign_quic_ids(run.members, GroupOptions(True, 65536, 30.0, True, 2), [])
     assert [m.quic_server_id for m in run.members] == ["0000", "0001"]
     run = launcher(2)
-    run._assign_quic_ids(GroupOptions(True, 65536, 30.0, False, 0), [])
+    run.group.assign_quic_ids(run.members, GroupOptions(True, 65536, 30.0, False, 0), [])
     assert [m.quic_server_id for m in run.members] == [None, None]
 
 

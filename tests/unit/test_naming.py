@@ -1,10 +1,18 @@
-"""controller/tables/naming.py: the stable {i} rule, and the member-name check (pure)."""
+"""controller/tables/naming.py: the stable {i} rule, run's numbered names, $RPCTL_MEMBER, the name check (pure)."""
 
 from __future__ import annotations
 
 import pytest
 from rpctl.controller.contract.errors import InvalidInput
-from rpctl.controller.tables.naming import Newcomer, assign_names, check_format, check_member_name, format_name
+from rpctl.controller.tables.naming import (
+    Newcomer,
+    assign_names,
+    check_format,
+    check_member_name,
+    expand_name,
+    format_name,
+    numbered_names,
+)
 
 
 def _n(pid: int, fd: int = 5, comm: str = "nginx") -> Newcomer:
@@ -74,3 +82,28 @@ def test_format_name():
         format_name("x" * 100 + "{i}", "x", 1, 1, 1)
     with pytest.raises(InvalidInput, match="member name"):
         format_name(" {i}", "x", 1, 1, 1)
+
+
+def test_numbered_names_are_the_format_with_i_from_one():
+    assert numbered_names("worker-{i}", 3) == ["worker-1", "worker-2", "worker-3"]
+    assert numbered_names("w{i:02d}", 2) == ["w01", "w02"]
+
+
+@pytest.mark.parametrize(
+    "name_format, says",
+    [
+        ("w{x}", "name format 'w{x}': only {i} may be used"),
+        ("w{}", "name format 'w{}': only {i} may be used"),
+        ("same", "name format 'same' gives every member the same name: put {i} in it"),
+        ("a=b{i}", "member name 'a=b1'"),
+    ],
+)
+def test_numbered_names_refuse(name_format, says):
+    with pytest.raises(InvalidInput) as e:
+        numbered_names(name_format, 2)
+    assert str(e.value).startswith(says), str(e.value)
+
+
+def test_expand_name_replaces_the_member_variables_only():
+    assert [expand_name(a, "w-1") for a in ("$RPCTL_MEMBER", "--id=${LISTEN_FDNAMES}", "$RPCTL_MEMBERS", "$HOME")] == [
+        "w-1", "--id=w-1", "$RPCTL_MEMBERS", "$HOME"]

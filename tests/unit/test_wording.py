@@ -139,7 +139,7 @@ def test_the_library_spells_no_flag_and_no_command():
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
                 text = node.value.replace("`rpctl run`", "")
-                if path.name == "launcher.py" and "os.execvp" in text:
+                if path.name == "supervisor.py" and "os.execvp" in text:
                     continue  # the child's wrapper, run by `python -c`
                 assert set(FLAG.findall(text)) <= OTHER_PROGRAMS_FLAGS and "`rpctl " not in text, (path.name, text)
 
