@@ -59,7 +59,7 @@ metrics (labels group, member; counters restart when a member is registered agai
 
 
 def cmd_metrics(env: Environment, args) -> ExitStatus:
-    from rpctl.controller.ops.launcher import parse_listen
+    from rpctl.controller.kernel.sockets import parse_listen
     from rpctl.controller.store import group as groups
 
     host, port = parse_listen(args.listen, "metrics: --listen")

@@ -32,7 +32,7 @@ def cmd_serve(env: Environment, args) -> ExitStatus:
     serve = Serve(args.config)
     if args.metrics is None:
         return ExitStatus(serve.run())
-    from rpctl.controller.ops.launcher import parse_listen
+    from rpctl.controller.kernel.sockets import parse_listen
 
     from .exporter import GroupCollector, start_exporter, url_host
 

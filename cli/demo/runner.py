@@ -27,8 +27,10 @@ from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound,
 from rpctl.controller.kernel import probe
 from rpctl.controller.kernel.sockets import endpoint_text
 from rpctl.controller.ops.launcher import Launcher
+from rpctl.controller.ops.run_defaults import RUN_NAMES
 from rpctl.controller.read import views
 from rpctl.controller.store import group as groups
+from rpctl.controller.tables.naming import numbered_names
 
 from ..render import state_text
 from ..text import pct
@@ -102,7 +104,7 @@ def run(env, args) -> ExitStatus:
 
     console = env.console()
     group_name = f"demo-{args.port}"
-    names = [f"worker-{i + 1}" for i in range(args.workers)]
+    names = numbered_names(RUN_NAMES, args.workers)  # as the launcher names its members
     launcher = Launcher(
         group_name,
         args.workers,

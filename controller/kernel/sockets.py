@@ -271,6 +271,15 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return addr.compressed, int(port_text)
 
 
+def parse_listen(listen: str, *what: object) -> tuple[str, int]:
+    """parse_hostport for a user's address: refused as InvalidInput, `what`
+    (message parts, "listen" when none) saying whose address it is."""
+    try:
+        return parse_hostport(listen)
+    except ValueError as e:
+        raise InvalidInput(*(what or ("listen",)), f" {listen!r}: {e}") from None
+
+
 class SelfPipe:
     """A connected socket pair, both ends non-blocking, that wakes a
     selectors loop: a signal (signal.set_wakeup_fd(writer.fileno())) or

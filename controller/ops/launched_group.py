@@ -18,7 +18,12 @@ from ..contract.errors import InvalidInput, NotFound, RpctlError
 from ..contract.refs import Param
 from ..kernel import sockets as socks
 from ..read import views
-from ..store import group as groups
+from ..store.generation import Group
+from ..store.lifecycle import unload
+from ..store.lookup import default_group_name, find_group_for, resolve_group
+from ..store.membership import quic_server_id
+from ..store.registration import register, unregister
+from ..store.steering import is_draining, set_draining
 from ..store.options import GroupOptions
 from ..tables import quic
 from .supervisor import LISTEN_FD, Child
@@ -61,13 +66,13 @@ class LaunchedGroup:
         options against its own, give the members their QUIC ids, and refuse
         names a live member already has."""
         if self.name is None:
-            self.name = groups.find_group_for(info.key) or groups.default_group_name(info.key)
+            self.name = find_group_for(info.key) or default_group_name(info.key)
         try:
             view = views.read_view(self.name, with_queues=False)
         except NotFound:
             self.assign_quic_ids(members, self.options.resolved(info.proto), [])
             return  # a new group
-        with groups.Group.open(self.name) as g:
+        with Group.open(self.name) as g:
             own = g.options()
         self.options.check_against(self.name, own)
         self.assign_quic_ids(members, own, view.members)
@@ -90,7 +95,7 @@ class LaunchedGroup:
                         present: Sequence[views.MemberView]) -> None:
         """In a QUIC group, each member's server id before its first child
         starts (the child reads it from RPCTL_QUIC_SERVER_ID), as the group
-        gives it (groups.quic_server_id): the one a member of that name has,
+        gives it (quic_server_id): the one a member of that name has,
         else the lowest one free.  Registering the child then asks for it."""
         if not options.quic:
             return
@@ -99,20 +104,20 @@ class LaunchedGroup:
                 if m.quic_server_id is not None}
         for m in members:
             if m.quic_server_id is None:
-                held[m.name] = groups.quic_server_id(held, m.name, None, length)
+                held[m.name] = quic_server_id(held, m.name, None, length)
                 m.quic_server_id = quic.format_server_id(held[m.name], length)
 
     def assign_new_quic_ids(self, members: Sequence[Member]) -> None:
         """QUIC ids for members added while running, beside the group's members of now."""
         if not self.options.quic:
             return
-        with groups.Group.open(self.name) as g:
+        with Group.open(self.name) as g:
             own = g.options()
         self.assign_quic_ids(members, own, views.read_view(self.name, with_queues=False).members)
 
     def attach(self, sockets: Iterable[socket.socket]) -> None:
         """Attach the group's program to the members' sockets (once: they share the port)."""
-        with groups.Group.open(self.name) as g:
+        with Group.open(self.name) as g:
             attached = g.attach_any(sockets)
         if not attached:
             raise RpctlError(f"run: could not attach the program of group {self.name!r}")
@@ -127,8 +132,8 @@ class LaunchedGroup:
             # Once running, a missing group means someone unloaded it: back to
             # the kernel's own selection, as they asked.  register() would make
             # a new group of this one member, which would then get everything.
-            groups.resolve_group(self.name)
-        r = groups.register(m.name, m.pid, LISTEN_FD, group=self.name, weight=self.weight,
+            resolve_group(self.name)
+        r = register(m.name, m.pid, LISTEN_FD, group=self.name, weight=self.weight,
                             replace=True, attach=False, options=self.options,
                             quic_server_id=m.quic_server_id)
         m.registered = True
@@ -138,16 +143,16 @@ class LaunchedGroup:
         """Drain the member of a child that died, unless someone else drained
         it before (m.operator_drained then says so)."""
         try:
-            m.operator_drained = groups.is_draining(m.name, group=self.name)
+            m.operator_drained = is_draining(m.name, group=self.name)
             if not m.operator_drained:
-                groups.set_draining(m.name, True, force=True, group=self.name)
+                set_draining(m.name, True, force=True, group=self.name)
         except RpctlError as e:
             log.warning("%s: could not drain it: %s", m.name, e)
 
     def undrain(self, m: Member) -> bool:
         """Undrain the member of a replacement child; False (logged) when refused."""
         try:
-            groups.set_draining(m.name, False, group=self.name)
+            set_draining(m.name, False, group=self.name)
         except RpctlError as e:
             log.warning("%s: could not undrain it: %s", m.name, e)
             return False
@@ -155,7 +160,7 @@ class LaunchedGroup:
 
     def set_draining(self, name: str, draining: bool) -> None:
         """Drain a member resize() removes (even its group's last live one), or undrain one it keeps."""
-        groups.set_draining(name, draining, force=draining, group=self.name)
+        set_draining(name, draining, force=draining, group=self.name)
 
     def states(self) -> dict[str, str]:
         """Each member's state (views.DRAINED, ...) by name; none (logged) when the group cannot be read."""
@@ -169,7 +174,7 @@ class LaunchedGroup:
         """Remove the member; True when it is gone (it may have been already),
         False (logged) when the group refused."""
         try:
-            groups.unregister(name, group=self.name)
+            unregister(name, group=self.name)
         except NotFound:
             pass
         except RpctlError as e:
@@ -188,7 +193,7 @@ class LaunchedGroup:
             if view.members:
                 log.info("left group %s in place: %d other members are in it", self.name, len(view.members))
                 return
-            groups.unload(group=self.name)
+            unload(group=self.name)
             log.info("unloaded group %s", self.name)
         except NotFound:
             pass

@@ -28,8 +28,9 @@ from ..contract.errors import InvalidInput, RpctlError, UsageError
 from ..contract.refs import Param
 from ..kernel import probe
 from ..kernel import sockets as socks
+from ..kernel.sockets import parse_listen
 from ..read import views
-from ..store import group as groups
+from ..store.policy import DEFAULT_WEIGHT, check_weight
 from ..store.options import GroupOptions
 from ..store.state import check_group_name
 from ..tables import quic
@@ -45,15 +46,6 @@ RETIRE_POLL = 0.2             # how often a retiring member's state is read
 # What the launcher does with its members: INFO; what it failed to do (it
 # carries on): WARNING.
 log = logging.getLogger("rpctl.launcher")
-
-
-def parse_listen(listen: str, *what: object) -> tuple[str, int]:
-    """HOST:PORT or [V6]:PORT -> (address, port), refused as InvalidInput;
-    `what` (message parts, "listen" when none) says whose address it is."""
-    try:
-        return socks.parse_hostport(listen)
-    except ValueError as e:
-        raise InvalidInput(*(what or ("listen",)), f" {listen!r}: {e}") from None
 
 
 def check_count(count: int) -> None:
@@ -77,7 +69,7 @@ class Launcher:
         name_format: str = RUN_NAMES,
         listen: str = DEFAULT_LISTEN,
         proto: str = "tcp",
-        weight: int = groups.DEFAULT_WEIGHT,
+        weight: int = DEFAULT_WEIGHT,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
         child_stdout: Optional[str] = None,
@@ -97,7 +89,7 @@ class Launcher:
         if not 0 < backoff_initial <= backoff_max:
             raise InvalidInput(f"run: backoff {backoff_initial}..{backoff_max}: need 0 < initial <= max")
         names = _member_names(name_format, count)
-        groups.check_weight(names[0], weight)
+        check_weight(names[0], weight)
         # Creation options of the group (when run creates it), checked now.
         options = (options or GroupOptions()).check()
         options.resolved(socks.PROTO_NUMBERS[proto])  # flow options of a TCP run: refused now

@@ -54,8 +54,8 @@ from ..store.lookup import resolve_group
 from ..store.registration import register
 from ..store.steering import set_draining
 from ..store.state import Layout
+from ..tables.naming import expand_name
 from . import drain
-from .launcher import expand_name
 
 POLL_INTERVAL = 0.05
 KILL_GRACE = 5.0  # after SIGKILL: how long a process may take to be gone

@@ -60,6 +60,15 @@ def test_parse_hostport_refuses_with_the_reason(text, says):
     assert says in str(refused.value)
 
 
+def test_parse_listen_words_a_refusal_as_invalid_input_naming_whose_address():
+    assert sockets.parse_listen("[::1]:9464", "metrics: --listen") == ("::1", 9464)
+    with pytest.raises(InvalidInput) as refused:
+        sockets.parse_listen("localhost:80", "metrics: --listen")
+    assert str(refused.value).startswith("metrics: --listen 'localhost:80': ")
+    with pytest.raises(InvalidInput, match=r"^listen '1.2.3.4': "):
+        sockets.parse_listen("1.2.3.4")
+
+
 def test_default_listen_is_a_loopback_hostport():
     assert parse_hostport(DEFAULT_LISTEN) == ("127.0.0.1", 8080)
 
