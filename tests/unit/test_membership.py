@@ -3,7 +3,8 @@
 place() decides where each joining socket goes and refuses a change whole
 before anything is written; entry() is the member entry it writes;
 quic_server_id() is the one place QUIC server ids are given.  Writing and
-publishing them is tests/kernel (test_lifecycle.py, test_adopt.py, test_apply.py).
+publishing them is tests/kernel (test_survive_crashes_and_bad_input.py,
+test_discover_and_adopt_a_running_server.py, test_apply_a_config_file.py).
 """
 
 from __future__ import annotations
