@@ -1,4 +1,4 @@
-"""Checks on the set-up files: scripts/, .ci/run, the Vagrantfile and the README.
+"""Checks on the set-up files: scripts/, .ci/run, the Vagrantfile, the README and pyproject.toml.
 
 No privileges needed: nothing here installs or runs the scripts, it only
 parses them (bash -n, ruby -c) and reads them.
@@ -127,3 +127,21 @@ def test_readme_gives_the_two_commands():
     text = README.read_text()
     for cmd in (DEMO_CMD, TEST_CMD):
         assert cmd in text, f"README.md does not give {cmd}"
+
+
+def test_pyproject_lists_every_package_of_the_tree():
+    """A package folder left out of pyproject's list would be missing from the wheel (the
+    editable install of the tests would not show it)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {folder: name for name, folder in setuptools["package-dir"].items()}
+    found = set()
+    for folder, name in folders.items():
+        for init in sorted((REPO / folder).rglob("__init__.py")):
+            parts = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join([name, *parts]))
+    assert found == set(setuptools["packages"]), (sorted(found - set(setuptools["packages"])),
+                                                  sorted(set(setuptools["packages"]) - found))
