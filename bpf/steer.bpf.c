@@ -398,13 +398,15 @@ static __always_inline enum rp_step rp_steps(struct sk_reuseport_md *md, struct 
 }
 
 /* The exit after the steps: count the choice on its member (a migrating
- * request's as migrated, whichever step chose) and, for a flow the table
- * did not know or knew on a gone member, remember it.  One exit, so the
- * remembering (an 8-way set's victim choice) is inlined once, not at
- * every step that selects. */
+ * request's as migrated, whichever step chose; step 3 never runs for one,
+ * so a pinned pick is counted without reading md: decision 0010) and,
+ * for a flow the table did not know or knew on a gone member, remember
+ * it.  One exit, so the remembering (an 8-way set's victim choice) is
+ * inlined once, not at every step that selects. */
 static __always_inline void rp_count_pick(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_pick *p)
 {
-	struct rp_member_stats *st = rp_count(p->idx, rp_migrating(md) ? RP_MIGRATED : p->outcome);
+	enum rp_outcome outcome = p->outcome != RP_PINNED && rp_migrating(md) ? RP_MIGRATED : p->outcome;
+	struct rp_member_stats *st = rp_count(p->idx, outcome);
 
 	if (!st || p->flow.state == RP_FLOW_NONE || p->outcome == RP_FLOW)
 		return;
