@@ -13,6 +13,7 @@ import threading
 from typing import Callable, Optional
 
 from rpctl.controller.contract.errors import InvalidInput, PermissionDenied, RpctlError
+from rpctl.controller.kernel.sockets import hostport_text
 
 
 class GroupCollector:
@@ -51,10 +52,6 @@ class GroupCollector:
         return families(views, up=error is None)
 
 
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def start_exporter(host: str, port: int, collector: GroupCollector):
     """prometheus_client's HTTP server on (host, port) with the collector and the process metrics;
     returns (server, thread).  A refused address is one line and an exit code."""
@@ -63,7 +60,7 @@ def start_exporter(host: str, port: int, collector: GroupCollector):
     registry = CollectorRegistry()
     registry.register(collector)
     ProcessCollector(registry=registry)
-    where = f"{url_host(host)}:{port}"
+    where = hostport_text(host, port)
     try:
         return start_http_server(port, addr=host, registry=registry)
     except OSError as e:

@@ -16,7 +16,7 @@ import signal
 from rpctl.controller.contract.errors import ExitStatus
 
 from .common import Environment, add_command, group_option
-from .exporter import GroupCollector, start_exporter, url_host
+from .exporter import GroupCollector, start_exporter
 
 # Signals that end the exporter cleanly: Ctrl-C, `kill`, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -59,7 +59,7 @@ metrics (labels group, member; counters restart when a member is registered agai
 
 
 def cmd_metrics(env: Environment, args) -> ExitStatus:
-    from rpctl.controller.kernel.sockets import parse_listen
+    from rpctl.controller.kernel.sockets import hostport_text, parse_listen
     from rpctl.controller.store import group as groups
 
     host, port = parse_listen(args.listen, "metrics: --listen")
@@ -77,7 +77,7 @@ def cmd_metrics(env: Environment, args) -> ExitStatus:
         try:
             bound = server.server_address[1]  # the port the kernel chose for port 0
             what = f"group {args.group}" if args.group else "every group of this network namespace"
-            env.err(f"rpctl metrics: serving {what} on http://{url_host(host)}:{bound}/metrics "
+            env.err(f"rpctl metrics: serving {what} on http://{hostport_text(host, bound)}/metrics "
                     "(Ctrl-C or SIGTERM stops)")
             signum = signal.sigwait(STOP_SIGNALS)
         finally:

@@ -32,15 +32,15 @@ def cmd_serve(env: Environment, args) -> ExitStatus:
     serve = Serve(args.config)
     if args.metrics is None:
         return ExitStatus(serve.run())
-    from rpctl.controller.kernel.sockets import parse_listen
+    from rpctl.controller.kernel.sockets import hostport_text, parse_listen
 
-    from .exporter import GroupCollector, start_exporter, url_host
+    from .exporter import GroupCollector, start_exporter
 
     host, port = parse_listen(args.metrics, "serve: --metrics")
     collector = GroupCollector(None, log=lambda message: env.err(f"rpctl serve: metrics: {message}"))
     server, thread = start_exporter(host, port, collector)
     try:
-        env.err(f"rpctl serve: metrics on http://{url_host(host)}:{server.server_address[1]}/metrics")
+        env.err(f"rpctl serve: metrics on http://{hostport_text(host, server.server_address[1])}/metrics")
         return ExitStatus(serve.run())
     finally:
         server.shutdown()

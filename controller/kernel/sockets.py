@@ -56,6 +56,11 @@ def family_of(addr: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
 
 
+def hostport_text(addr: str, port: int) -> str:
+    """127.0.0.1:8080, [::1]:53: an address and port as parse_hostport reads them back."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def endpoint_text(proto: str, family: int, addr: str, port: int) -> str:
     """How rpctl writes an endpoint everywhere: tcp:127.0.0.1:8080, udp:[::1]:53."""
     host = f"[{addr}]" if family == socket.AF_INET6 else addr

@@ -181,7 +181,7 @@ class LaunchedKeeper(Keeper):
             run.count,
             list(run.command),
             name_format=spec.names,
-            listen=_hostport(self.key),
+            listen=sockets.hostport_text(self.key.addr, self.key.port),
             proto=self.key.proto,
             backoff_initial=run.backoff_initial,
             backoff_max=run.backoff_max,
@@ -281,10 +281,6 @@ def _apply_policies(spec: GroupSpec, layout: Layout, launcher: Launcher) -> list
         if changes:
             update_members(g, members, policies=policies, pin=pin)
     return changes
-
-
-def _hostport(key: sockets.EndpointKey) -> str:
-    return f"[{key.addr}]:{key.port}" if ":" in key.addr else f"{key.addr}:{key.port}"
 
 
 def _made_from(spec: GroupSpec) -> tuple:

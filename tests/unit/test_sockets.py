@@ -60,6 +60,13 @@ def test_parse_hostport_refuses_with_the_reason(text, says):
     assert says in str(refused.value)
 
 
+def test_hostport_text_is_read_back_by_parse_hostport():
+    assert sockets.hostport_text("127.0.0.1", 8080) == "127.0.0.1:8080"
+    assert sockets.hostport_text("::1", 53) == "[::1]:53"
+    for addr, port in (("10.1.2.3", 1), ("fe80::1", 65535), ("::", 443)):
+        assert parse_hostport(sockets.hostport_text(addr, port)) == (addr, port)
+
+
 def test_parse_listen_words_a_refusal_as_invalid_input_naming_whose_address():
     assert sockets.parse_listen("[::1]:9464", "metrics: --listen") == ("::1", 9464)
     with pytest.raises(InvalidInput) as refused:
