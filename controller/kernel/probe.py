@@ -119,9 +119,9 @@ def run_checks() -> list[Check]:
     checks.append(_check("privileges", privileges, "run as root"))
 
     def bpffs() -> str:
-        from .bpffs import bpffs_root
+        from . import bpffs
 
-        return f"mounted at {bpffs_root(mount=False)}"
+        return f"mounted at {bpffs.bpffs_root(mount=False)}"
 
     checks.append(_check("bpffs", bpffs, "mount -t bpf bpf /sys/fs/bpf (rpctl mounts it itself when root)"))
 

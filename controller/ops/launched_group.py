@@ -134,8 +134,8 @@ class LaunchedGroup:
             # a new group of this one member, which would then get everything.
             resolve_group(self.name)
         r = register(m.name, m.pid, LISTEN_FD, group=self.name, weight=self.weight,
-                            replace=True, attach=False, options=self.options,
-                            quic_server_id=m.quic_server_id)
+                     replace=True, attach=False, options=self.options,
+                     quic_server_id=m.quic_server_id)
         m.registered = True
         self.created = self.created or r.created
 

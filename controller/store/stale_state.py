@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from ..contract import abi
 from ..contract.errors import PermissionDenied
-from ..kernel.bpffs import bpffs_root
+from ..kernel import bpffs
 from ..kernel.maps import Map
 from ..kernel.sockets import process_exists
 from .state import CLONE_NEWNET, Layout, in_netns, netns_id
@@ -199,7 +199,7 @@ def _folders(root: str) -> list[tuple[str, str]]:
 def stale_folders(root: str | None = None) -> list[StaleFolder]:
     """Folders of namespaces that no longer exist (empty when in doubt).
     PermissionDenied when this process may not see every namespace."""
-    root = root if root is not None else bpffs_root(mount=False)
+    root = root if root is not None else bpffs.bpffs_root(mount=False)
     folders = _folders(root)  # before the scan: see the module's docstring
     if not folders:
         return []
@@ -228,7 +228,7 @@ def stale_folders(root: str | None = None) -> list[StaleFolder]:
 
 def remove_stale(dry_run: bool = False, root: str | None = None) -> list[StaleFolder]:
     """Remove (or with dry_run only list) the state folders of dead namespaces."""
-    root = root if root is not None else bpffs_root(mount=False)
+    root = root if root is not None else bpffs.bpffs_root(mount=False)
     found = stale_folders(root)
     if dry_run:
         return found

@@ -25,7 +25,7 @@ import threading
 from typing import Callable, Iterator, Optional, TypeVar
 
 from ..contract.errors import InvalidInput, NotFound, PermissionDenied
-from ..kernel.bpffs import bpffs_root
+from ..kernel import bpffs
 from ..kernel.sockets import process_exists
 
 # bpffs refuses names with a dot (reserved by the kernel).
@@ -90,7 +90,7 @@ class Layout:
     """Paths of one namespace's state."""
 
     def __init__(self, root: Optional[str] = None, netns: Optional[str] = None):
-        self.bpffs = root if root is not None else bpffs_root()
+        self.bpffs = root if root is not None else bpffs.bpffs_root()
         self.netns = netns if netns is not None else netns_id()
         self.ns_dir = os.path.join(self.bpffs, "rpctl", self.netns)
 

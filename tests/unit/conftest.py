@@ -4,8 +4,7 @@ reach bpffs, capabilities, the kernel checks or another process's fds fail."""
 from __future__ import annotations
 
 import pytest
-from rpctl.controller.kernel import probe, sockets
-from rpctl.controller.store import state
+from rpctl.controller.kernel import bpffs, probe, sockets
 
 
 class ReachedSystem(Exception):
@@ -17,7 +16,7 @@ def refuse_system(monkeypatch):
     def refuse(*args, **kwargs):
         raise ReachedSystem("a unit test reached the real system")
 
-    monkeypatch.setattr(state, "bpffs_root", refuse)
+    monkeypatch.setattr(bpffs, "bpffs_root", refuse)  # state, stale_state and probe all ask it
     monkeypatch.setattr(probe, "require_bpf_privileges", refuse)
     monkeypatch.setattr(probe, "require_kernel", refuse)
     monkeypatch.setattr(probe, "run_checks", refuse)

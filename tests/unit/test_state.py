@@ -14,6 +14,7 @@ import threading
 
 import pytest
 from rpctl.controller.contract.errors import InvalidInput, NotFound, PermissionDenied
+from rpctl.controller.kernel import bpffs
 from rpctl.controller.store import state
 from rpctl.controller.store.state import Layout, check_group_name, in_netns, netns_id
 
@@ -44,7 +45,7 @@ def test_paths_of_a_given_root_and_namespace(tmp_path, layout):
 
 
 def test_without_a_root_the_bpffs_mount_is_asked_and_without_a_netns_this_one_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(state, "bpffs_root", lambda: str(tmp_path / "bpf"))
+    monkeypatch.setattr(bpffs, "bpffs_root", lambda: str(tmp_path / "bpf"))
     layout = Layout()
     assert layout.bpffs == str(tmp_path / "bpf")
     assert layout.netns == netns_id()
