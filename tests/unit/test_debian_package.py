@@ -89,7 +89,8 @@ def test_rpctl_version_says_the_package_version():
 def test_every_library_the_code_imports_is_a_debian_dependency():
     imports = _third_party_imports()
     unknown = imports - set(DEBIAN_PACKAGES)
-    assert not unknown, f"the code imports {sorted(unknown)}: which Debian package has it? (DEBIAN_PACKAGES, debian/control)"
+    assert not unknown, (f"the code imports {sorted(unknown)}: which Debian package has it? "
+                         "(DEBIAN_PACKAGES here, Depends in debian/control)")
     depends = _depends()
     for module in imports:
         package = DEBIAN_PACKAGES[module]
