@@ -122,7 +122,7 @@ static __always_inline int rp_migrating(struct sk_reuseport_md *md)
  * to one add. */
 static __always_inline struct rp_member_stats *rp_count(__u32 idx, enum rp_outcome outcome)
 {
-	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
+	struct rp_member_stats *st = rp_lookup(RP_GROUP_MAP(RP_FD_MEMBER_STATS), &idx);
 
 	if (!st)
 		return NULL;
@@ -170,7 +170,7 @@ static __always_inline struct rp_throttle *rp_throttle(struct sk_reuseport_md *m
 
 	if (!(ctl->flags & RP_CTL_ADAPTIVE) || rp_migrating(md))
 		return NULL;
-	return bpf_map_lookup_elem(RP_MAP(RP_FD_THROTTLE), &zero);
+	return rp_lookup(RP_GROUP_MAP(RP_FD_THROTTLE), &zero);
 }
 
 /* Whether the throttle names member idx. */
@@ -429,11 +429,11 @@ int rp_select(struct sk_reuseport_md *md)
 
 	/* Element 0 of an array always exists: these checks only satisfy
 	 * the verifier.  SK_PASS without a choice lets the kernel select. */
-	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	ctl = rp_lookup(RP_GROUP_MAP(RP_FD_CTL), &zero);
 	if (!ctl)
 		return SK_PASS;
 	gen = ctl->gen & 1;
-	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
+	g = rp_lookup(RP_GROUP_MAP(RP_FD_GENS), &gen);
 	if (!g)
 		return SK_PASS;
 	if (rp_short_cut(md, ctl, g, &p) == RP_TOOK)
