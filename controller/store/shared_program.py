@@ -139,9 +139,10 @@ class SharedProgram:
         return lo
 
     def take(self, flow_sets: int) -> tuple[int, dict[str, Map]]:
-        """A free slot and its maps (the caller closes them), cleared, with a
-        flow table of `flow_sets` sets.  Not yet claimed: the caller claims it
-        under the same lock, or leaves it free."""
+        """A free slot and its maps (the caller closes them), with a flow
+        table of `flow_sets` sets.  A free slot's maps are clean: new, or
+        cleared when freed.  Not yet claimed: the caller claims it under the
+        same lock, or leaves it free."""
         made = self.made()
         free = [i for i, owner in enumerate(self.owners()[:made]) if not owner]
         if not free and made:
@@ -157,12 +158,9 @@ class SharedProgram:
         slot = free[0]
         maps = self._slot_maps(slot)
         try:
-            for name, m in maps.items():
-                if name == "flows" and bpfsys.map_info(m.fd).max_entries != flow_sets:
-                    m.close()
-                    maps[name] = self._swap(slot, name, flow_sets)
-                else:
-                    m.clear(bpfsys.map_info(m.fd).max_entries)
+            if bpfsys.map_info(maps["flows"].fd).max_entries != flow_sets:
+                maps["flows"].close()
+                maps["flows"] = self._swap(slot, "flows", flow_sets)
         except BaseException:
             for m in maps.values():
                 m.close()
@@ -173,11 +171,11 @@ class SharedProgram:
         self.maps["owners"].put(slot, ctypes.c_uint32(entry_id))
 
     def release(self, slot: int, entry_id: int) -> bool:
-        """Free `slot` if the entry `entry_id` holds it; whether it did."""
+        """Free `slot` if the entry `entry_id` holds it, its maps cleared; whether it did."""
         owner = self.maps["owners"].get(slot, ctypes.c_uint32)
         if owner is None or owner.value != entry_id:
             return False
-        self.maps["owners"].put(slot, ctypes.c_uint32(0))
+        self._free(slot)
         return True
 
     def sweep(self, root: str) -> int:
@@ -186,11 +184,24 @@ class SharedProgram:
         freed = 0
         for slot, owner in enumerate(self.owners()):
             if owner and owner not in pinned:
-                self.maps["owners"].put(slot, ctypes.c_uint32(0))
+                self._free(slot)
                 freed += 1
         if freed:
             log.info("freed %d slots of groups whose state was removed without an unload", freed)
         return freed
+
+    def _free(self, slot: int) -> None:
+        """Clear the slot's maps (its sockets out of the socket array, its
+        tables and counters zero), then mark it free: a free slot is clean.
+        Killed in between, the slot stays taken until a sweep frees it."""
+        maps = self._slot_maps(slot)
+        try:
+            for m in maps.values():
+                m.clear(bpfsys.map_info(m.fd).max_entries)
+        finally:
+            for m in maps.values():
+                m.close()
+        self.maps["owners"].put(slot, ctypes.c_uint32(0))
 
     def entry(self, slot: int) -> int:
         """Load the entry program of the group at `slot`; an fd the caller owns."""
