@@ -281,4 +281,17 @@ struct rp_throttle {
 	__u32 others[RP_MAX_MEMBERS];
 };
 
+/* Map "handoff" of the shared program (PERCPU_ARRAY, one element): a
+ * group's program that did not take a selection on its short cut says
+ * here, on its CPU, whose selection it hands to the shared program and
+ * what the flow table knew of the datagram's flow, then tail-calls it
+ * (bpf/handoff.h, docs/decisions/0017).  Nothing else runs on that CPU in
+ * between; user space only creates it. */
+struct rp_handoff {
+	__u32 slot;            /* the group's slot: its maps in the arrays of maps */
+	__u32 flow_state;      /* enum rp_flow_state of the short cut's flow pick */
+	__u32 flow_way;        /* its way (IDLE, GONE) */
+	__u32 _pad0;
+};
+
 #endif /* RPCTL_H */

@@ -162,6 +162,17 @@ class RpThrottle(ctypes.Structure):
     ]
 
 
+class RpHandoff(ctypes.Structure):
+    """Mirrors struct rp_handoff in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("slot", u32),
+        ("flow_state", u32),
+        ("flow_way", u32),
+        ("_pad0", u32),
+    ]
+
+
 class RpFlow(ctypes.Structure):
     """Mirrors struct rp_flow in bpf/rpctl.h (a way of a set of the map "flows")."""
 
@@ -196,6 +207,7 @@ STRUCTS = {
     "rp_flow": RpFlow,
     "rp_flow_set": RpFlowSet,
     "rp_throttle": RpThrottle,
+    "rp_handoff": RpHandoff,
 }
 
 
@@ -241,7 +253,9 @@ MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}
 SHARED_MAPS = tuple(spec.name for spec in GROUP_MAPS if spec.name != "members")
 # Slots of the shared program: groups on one host, all namespaces together.
 SHARED_SLOTS = 4096
-# The per-CPU slot a group's entry program writes for the shared program (RP_FD_SLOT).
-SLOT_SPEC = MapSpec("slot", MAP_TYPE_PERCPU_ARRAY, 4, 4, 1)
+# Where a group's program hands a selection to the shared program (RP_FD_HANDOFF),
+# and the program array it tail-calls through (RP_FD_PROGS: the shared program at 0).
+HANDOFF_SPEC = MapSpec("handoff", MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpHandoff), 1)
+PROGS_SPEC = MapSpec("progs", MAP_TYPE_PROG_ARRAY, 4, 4, 1)
 # User space only: the entry program id of the group at each slot, 0 when free.
 OWNERS_SPEC = MapSpec("owners", MAP_TYPE_ARRAY, 4, 4, SHARED_SLOTS)

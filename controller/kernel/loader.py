@@ -67,17 +67,26 @@ def migration_wanted() -> bool:
     return probe.kernel_at_least(probe.MIGRATE_KERNEL)
 
 
-SHARED = "RP_SHARED"  # the build that serves every group through arrays of their maps
+# The builds of the steering program (docs/decisions/0017): without either
+# macro, a group's program (its short cut, then a tail call to the shared one).
+SHARED = "RP_SHARED"  # the program every group shares, through arrays of the groups' maps
+OWN = "RP_OWN"        # a group's program with every step, as before the shared one
 
 
 def load(maps: Mapping[str, Map], migrate: bool) -> int:
-    """Compile and load a group's own steering program against its `maps`; returns an fd the caller owns."""
+    """Compile and load a group's program against its `maps`, the shared
+    program's "handoff" and "progs" among them; returns an fd the caller owns."""
     return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate)
+
+
+def load_own(maps: Mapping[str, Map], migrate: bool) -> int:
+    """A group's program that runs every step itself, against the group's `maps` alone."""
+    return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate, [OWN])
 
 
 def load_shared(maps: Mapping[str, Map], migrate: bool) -> int:
     """Compile and load the program every group shares: `maps` holds an
-    array of maps for each group map it reads, and the per-CPU "slot"."""
+    array of maps for each group map it reads, and the per-CPU "handoff"."""
     return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate, [SHARED])
 
 

@@ -30,7 +30,7 @@ from .lookup import resolve_group
 from .options import GroupOptions
 from .state import Layout
 
-OWN_PROGRAM_ENV = "RPCTL_OWN_PROGRAM"  # "1": a group gets a steering program of its own
+OWN_PROGRAM_ENV = "RPCTL_OWN_PROGRAM"  # "1": a group's program runs every step itself
 
 
 def create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optional[GroupOptions] = None) -> None:
@@ -39,10 +39,10 @@ def create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optiona
     the endpoint it steers; `options`: those given (None: the defaults for
     the socket's protocol).  The caller holds the namespace's lock.
 
-    The group runs on the program this boot's groups share, through an
-    entry program of its own (shared_program.py); with RPCTL_OWN_PROGRAM=1
-    it gets a steering program of its own, as before that existed (for
-    comparison: the benchmarks measure one against the other)."""
+    The group's program holds the short cut and hands the rest to the
+    program this boot's groups share (shared_program.py, decision 0017);
+    with RPCTL_OWN_PROGRAM=1 its program runs every step itself, as before
+    (for comparison: the benchmarks measure one against the other)."""
     from ..kernel import loader
 
     options = (options or GroupOptions()).resolved(info.proto)
@@ -70,18 +70,18 @@ def create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optiona
         if os.environ.get(OWN_PROGRAM_ENV) == "1":
             maps = {spec.name: Map.create(spec, max_entries=flow_sets) for spec in abi.GROUP_MAPS}
             maps["ctl"].put(0, ctl)
-            prog_fd = loader.load(maps, migrate)
+            prog_fd = loader.load_own(maps, migrate)
             _pin(tmp, maps, prog_fd)
             os.rename(tmp, layout.group_dir(name))
             return
         with shared_program.shared_lock(layout.bpffs), shared_program.SharedProgram.opened(
-                layout.bpffs, loader.shared_digest(abi.SHARED_MAPS + ("slot",), migrate), migrate) as shared:
+                layout.bpffs, loader.shared_digest(shared_program.NAMES, migrate), migrate) as shared:
             slot, maps = shared.take(flow_sets)
             maps["members"] = Map.create(abi.MAP_SPECS["members"])
             ctl.flags |= abi.RP_CTL_SHARED
             ctl.slot = slot
             maps["ctl"].put(0, ctl)
-            prog_fd = shared.entry(slot)
+            prog_fd = loader.load({**maps, **shared.handoff_maps()}, migrate)
             shared.claim(slot, bpfsys.prog_info(prog_fd).id)
             try:
                 _pin(tmp, maps, prog_fd)
@@ -109,15 +109,15 @@ def remove(layout: Layout, name: str) -> None:
     """Unpin group `name` and free its slot of the shared program (the
     caller holds the namespace's lock)."""
     path = layout.group_dir(name)
-    entry = shared_program.entry_of(path)
+    prog = shared_program.program_of(path)
     slot = None
     with contextlib.suppress(Exception):  # noqa: BLE001 - a damaged folder is still removed
         with Group.open(name, layout) as g:
             ctl = g.ctl()
             slot = ctl.slot if ctl.flags & abi.RP_CTL_SHARED else None
     layout.remove_group_dir(name)
-    if slot is not None and entry is not None:
-        shared_program.release(layout.bpffs, slot, entry)
+    if slot is not None and prog is not None:
+        shared_program.release(layout.bpffs, slot, prog)
 
 
 @contextlib.contextmanager

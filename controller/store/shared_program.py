@@ -1,28 +1,29 @@
 """The steering program every group of this boot shares, and the slots through which it reaches each group's maps.
 
-The verifier walks the steering program for about 0.2 to 0.4 s of kernel
-CPU; once per group, a host of a few hundred ports waited minutes.  So the
-program is loaded once per boot and build (its folder is named by
-loader.shared_digest), and a group gets a slot: element `slot` of an array
-of maps for each name of abi.SHARED_MAPS holds the group's map of that
-name, and the group's own program is an entry (kernel/entry_program.py)
-that writes the slot and jumps to the shared program
-(docs/decisions/0017).
+The verifier walks the whole steering program for 0.2 to 0.4 s of kernel
+CPU; once per group, a host of a few hundred ports waited minutes.  So a
+group's own program holds only the short cut (a plain weighted group's
+slot member, a known flow: maps as constants, verified in milliseconds)
+and hands everything else to one program loaded once per boot and build
+(its folder named by loader.shared_digest): it writes its slot into the
+per-CPU "handoff" and tail-calls it through "progs" (bpf/handoff.h,
+docs/decisions/0017).  Element `slot` of an array of maps for each name of
+abi.SHARED_MAPS holds the group's map of that name.
 
 Writing an element of an array of maps from user space waits for an RCU
 grace period (so that no program still sees the map it replaces), about
 15 to 25 ms here: seven per group would cost more than the verifier did.
 So slots come with their maps, made in batches (one batch write per array,
-seven waits for up to MAX_BATCH slots), and a group takes a free slot with
-its maps cleared; only a flow table of another size than the slot's is
-swapped in (one wait).
+seven waits for up to MAX_BATCH slots); a group takes a free slot, whose
+maps are clean (new, or cleared when freed); only a flow table of another
+size than the slot's is swapped in (one wait).
 
-Folder <bpffs>/rpctl/shared-<digest>/: prog, progs (the program array an
-entry jumps through: prog at 0), slot (the per-CPU slot an entry writes),
-of_<name> for each of abi.SHARED_MAPS, owners (the entry program id of
-each slot's group, 0 when free).  Made whole in a temporary folder and
-renamed into place; removed when its last group goes.  Every change holds
-the lock of <bpffs>/rpctl, taken after any namespace's or group's lock.
+Folder <bpffs>/rpctl/shared-<digest>/: prog, progs (the program array a
+group's program jumps through: prog at 0), handoff, of_<name> for each of
+abi.SHARED_MAPS, owners (the program id of each slot's group, 0 when
+free).  Made whole in a temporary folder and renamed into place; removed
+when its last group goes.  Every change holds the lock of <bpffs>/rpctl,
+taken after any namespace's or group's lock.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Iterator, Optional
 
 from ..contract import abi
 from ..contract.errors import RpctlError
-from ..kernel import bpfsys, entry_program
+from ..kernel import bpfsys
 from ..kernel.maps import Map
 from ..kernel.sockets import process_exists
 from .state import folder_lock
@@ -46,7 +47,10 @@ log = logging.getLogger("rpctl.shared")
 
 PREFIX = "shared-"
 PROG_PIN = "prog"
-PROGS_PIN = "progs"
+PROGS_PIN = abi.PROGS_SPEC.name
+# The maps the shared program is compiled against: an array of maps for each
+# group map it reads, and the handoff.
+NAMES = abi.SHARED_MAPS + (abi.HANDOFF_SPEC.name,)
 FIRST_BATCH = 8   # slots made with the first group, doubling to MAX_BATCH
 MAX_BATCH = 64
 
@@ -70,7 +74,7 @@ def shared_lock(root: str) -> Iterator[None]:
         yield
 
 
-def _entry_ids_pinned(root: str) -> set[int]:
+def _group_programs_pinned(root: str) -> set[int]:
     """The program id of every group's pinned program, in every namespace's folder."""
     ids: set[int] = set()
     base = base_dir(root)
@@ -93,10 +97,9 @@ def _entry_ids_pinned(root: str) -> set[int]:
 class SharedProgram:
     """One shared program's pinned folder, opened: its maps by pin name."""
 
-    def __init__(self, folder: str, maps: dict[str, Map], attach_type: int):
+    def __init__(self, folder: str, maps: dict[str, Map]):
         self.folder = folder
         self.maps = maps
-        self.attach_type = attach_type
 
     # Opening ---------------------------------------------------------------
 
@@ -105,12 +108,10 @@ class SharedProgram:
         """The shared program of build `digest`, made and loaded first when this
         boot has none.  The caller holds shared_lock(root)."""
         folder = os.path.join(base_dir(root), PREFIX + digest)
-        attach_type = (bpfsys.ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE if migrate
-                       else bpfsys.ATTACH_SK_REUSEPORT_SELECT)
         if not os.path.isdir(folder):
             _sweep_temp(root)
             _create(folder, migrate)
-        return cls(folder, _open_maps(folder), attach_type)
+        return cls(folder, _open_maps(folder))
 
     def close(self) -> None:
         for m in self.maps.values():
@@ -167,20 +168,21 @@ class SharedProgram:
             raise
         return slot, maps
 
-    def claim(self, slot: int, entry_id: int) -> None:
-        self.maps["owners"].put(slot, ctypes.c_uint32(entry_id))
+    def claim(self, slot: int, prog_id: int) -> None:
+        """Record `slot` as the group's whose program is `prog_id`."""
+        self.maps["owners"].put(slot, ctypes.c_uint32(prog_id))
 
-    def release(self, slot: int, entry_id: int) -> bool:
-        """Free `slot` if the entry `entry_id` holds it, its maps cleared; whether it did."""
+    def release(self, slot: int, prog_id: int) -> bool:
+        """Free `slot` if the group whose program is `prog_id` holds it, its maps cleared; whether it did."""
         owner = self.maps["owners"].get(slot, ctypes.c_uint32)
-        if owner is None or owner.value != entry_id:
+        if owner is None or owner.value != prog_id:
             return False
         self._free(slot)
         return True
 
     def sweep(self, root: str) -> int:
-        """Free the slots whose group's program is pinned nowhere; how many."""
-        pinned = _entry_ids_pinned(root)
+        """Free the slots whose group's program is pinned in no group folder; how many."""
+        pinned = _group_programs_pinned(root)
         freed = 0
         for slot, owner in enumerate(self.owners()):
             if owner and owner not in pinned:
@@ -203,9 +205,10 @@ class SharedProgram:
                 m.close()
         self.maps["owners"].put(slot, ctypes.c_uint32(0))
 
-    def entry(self, slot: int) -> int:
-        """Load the entry program of the group at `slot`; an fd the caller owns."""
-        return entry_program.load(self.maps["slot"].fd, self.maps[PROGS_PIN].fd, slot, self.attach_type)
+    def handoff_maps(self) -> dict[str, Map]:
+        """The maps a group's program names besides its own: where it hands a
+        selection over, and the program array it jumps through."""
+        return {"handoff": self.maps["handoff"], PROGS_PIN: self.maps[PROGS_PIN]}
 
     # Maps of slots ------------------------------------------------------------
 
@@ -269,12 +272,10 @@ def _create(folder: str, migrate: bool) -> None:
             finally:
                 template.close()
             maps[name] = Map(fd, spec)
-        maps["slot"] = Map.create(abi.SLOT_SPEC)
+        maps["handoff"] = Map.create(abi.HANDOFF_SPEC)
         prog_fd = loader.load_shared(maps, migrate)
-        progs = Map(bpfsys.map_create(abi.MAP_TYPE_PROG_ARRAY, 4, 4, 1, "rp_progs"),
-                    abi.MapSpec(PROGS_PIN, abi.MAP_TYPE_PROG_ARRAY, 4, 4, 1))
-        maps[PROGS_PIN] = progs
-        progs.put(0, ctypes.c_uint32(prog_fd))
+        maps[PROGS_PIN] = Map.create(abi.PROGS_SPEC)
+        maps[PROGS_PIN].put(0, ctypes.c_uint32(prog_fd))
         maps["owners"] = Map.create(abi.OWNERS_SPEC)
         for name, m in maps.items():
             m.pin(os.path.join(tmp, m.spec.name if name in abi.SHARED_MAPS else name))
@@ -291,8 +292,7 @@ def _create(folder: str, migrate: bool) -> None:
 
 
 def _open_maps(folder: str) -> dict[str, Map]:
-    specs = [outer_spec(n) for n in abi.SHARED_MAPS] + [
-        abi.SLOT_SPEC, abi.OWNERS_SPEC, abi.MapSpec(PROGS_PIN, abi.MAP_TYPE_PROG_ARRAY, 4, 4, 1)]
+    specs = [outer_spec(n) for n in abi.SHARED_MAPS] + [abi.HANDOFF_SPEC, abi.OWNERS_SPEC, abi.PROGS_SPEC]
     maps: dict[str, Map] = {}
     try:
         for spec in specs:
@@ -314,35 +314,44 @@ def folders(root: str) -> list[str]:
     return sorted(os.path.join(base, n) for n in names if n.startswith(PREFIX))
 
 
-def release(root: str, slot: int, entry_id: int) -> None:
+def each_opened(root: str) -> Iterator[SharedProgram]:
+    """Every shared program of this boot, opened in turn (the caller holds
+    shared_lock).  A folder this rpctl cannot read (made by a version whose
+    maps differ) is left as it is: that version's unload frees its slots."""
+    for folder in folders(root):
+        try:
+            maps = _open_maps(folder)
+        except (OSError, RpctlError) as e:
+            log.info("%s left as it is: %s", folder, e)
+            continue
+        with SharedProgram(folder, maps) as sp:
+            yield sp
+
+
+def release(root: str, slot: int, prog_id: int) -> None:
     """Free the slot of a group whose folder is gone, in whichever shared
     program it is; remove that program's folder when no group is left on it."""
     with shared_lock(root):
-        for folder in folders(root):
-            with SharedProgram(folder, _open_maps(folder), 0) as sp:
-                if sp.release(slot, entry_id):
-                    remove_if_unused(sp)
-                    return
+        for sp in each_opened(root):
+            if sp.release(slot, prog_id):
+                remove_if_unused(sp)
+                return
 
 
 def sweep(root: str) -> None:
     """Free the slots of groups removed without an unload (a dead namespace's
     state), and remove the shared programs no group uses."""
     with shared_lock(root):
-        for folder in folders(root):
-            with SharedProgram(folder, _open_maps(folder), 0) as sp:
-                sp.sweep(root)
-                remove_if_unused(sp)
+        for sp in each_opened(root):
+            sp.sweep(root)
+            remove_if_unused(sp)
 
 
 def taken(root: str) -> list[tuple[str, int, int]]:
-    """(folder, slot, entry program id) of every taken slot of every shared program."""
-    out = []
+    """(folder, slot, its group's program id) of every taken slot of every shared program."""
     with shared_lock(root):
-        for folder in folders(root):
-            with SharedProgram(folder, _open_maps(folder), 0) as sp:
-                out += [(folder, slot, owner) for slot, owner in enumerate(sp.owners()) if owner]
-    return out
+        return [(sp.folder, slot, owner) for sp in each_opened(root)
+                for slot, owner in enumerate(sp.owners()) if owner]
 
 
 def remove_if_unused(sp: SharedProgram) -> bool:
@@ -365,7 +374,7 @@ def _sweep_temp(root: str) -> None:
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
-def entry_of(group_dir: str) -> Optional[int]:
+def program_of(group_dir: str) -> Optional[int]:
     """The program id pinned in a group's folder; None when it has none."""
     try:
         fd = bpfsys.obj_get(os.path.join(group_dir, PROG_PIN))

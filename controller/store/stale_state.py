@@ -244,9 +244,9 @@ def remove_stale(dry_run: bool = False, root: str | None = None) -> list[StaleFo
             raise PermissionDenied(f"remove {folder.path}: permission denied (run as root)") from None
         log.debug("removed %s (groups: %s)", folder.path, ", ".join(folder.groups) or "none")
         removed.append(folder)
-    if removed:
-        # Their groups' slots of the shared program are free again.
-        shared_program.sweep(root)
+    # Their groups' slots of the shared program are free again, and those of
+    # any group whose folder went without an unload.
+    shared_program.sweep(root)
     return removed
 
 

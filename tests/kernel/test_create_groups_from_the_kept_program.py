@@ -39,8 +39,9 @@ def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_mem
     for i in range(2):
         first.add()
     first.register_all(prefix="a")
-    assert len(compiles) == 1
-    assert [p.name for p in empty_cache.iterdir()] != []
+    # Two programs: the group's (its short cut) and the one every group shares.
+    assert len(compiles) == 2
+    assert len(list(empty_cache.iterdir())) == 2
 
     # Another process would find the entry on disk: nothing in memory, and no compiler.
     compiled.forget()
@@ -65,8 +66,8 @@ def test_a_damaged_kept_program_is_compiled_again(netns, rpctl, make_members, em
     members = make_members(port=7001)
     members.add()
     members.register_all(prefix="a")
-    (entry,) = empty_cache.iterdir()
-    entry.write_bytes(entry.read_bytes()[:-8])
+    for entry in empty_cache.iterdir():
+        entry.write_bytes(entry.read_bytes()[:-8])
     # The last group gone, the shared program goes: the next group loads it again.
     rpctl.ok("unload", "--group", "tcp-7001")
     no_shared_program()
@@ -78,7 +79,7 @@ def test_a_damaged_kept_program_is_compiled_again(netns, rpctl, make_members, em
     other = make_members(port=7002)
     other.add()
     other.register_all(prefix="b")
-    assert len(compiles) == 1
+    assert len(compiles) == 2
     counts, failures = tcp_connections(other, 200, seed=5)
     assert failures == 0 and counts[0] == 200
 

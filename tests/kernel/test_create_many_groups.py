@@ -62,7 +62,7 @@ def test_groups_share_one_program_and_each_steers_by_its_own_slot(netns, rpctl, 
     (folder,) = shared_program.folders(bpffs_root())
     slots = [slot_of(name) for name, _ in groups]
     assert len(set(slots)) == len(slots), "two groups share a slot"
-    entries = {shared_program.entry_of(Layout().group_dir(name)) for name, _ in groups}
+    entries = {shared_program.program_of(Layout().group_dir(name)) for name, _ in groups}
     assert len(entries) == len(groups) and set(owners().values()) >= entries
 
     # Drain one member of every other group: only that group's traffic moves.
