@@ -38,6 +38,10 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   ..., 16 flows         the flow tables and rpctl with 16 flows taking turns (in cache)
   ..., unaligned        rpctl's program on array maps made as before rpctl
                         made them mappable: values 56 bytes into a cache line
+                        (a group's own program: see below)
+  ..., own program      rpctl's program with every step in the group's own
+                        program, as before the shared program (decision 0017):
+                        what handing the steps to one shared program costs
 The ladder programs read the live ctl and generation of the "rpctl
 weighted" group, so they walk the same table.
 
@@ -150,7 +154,8 @@ def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
 def _plain_arrays():
     """Groups created inside get array maps without BPF_F_MMAPABLE, as rpctl
     made them before: their values start 56 bytes into a cache line
-    (maps.array_flags).  For the "unaligned" rows only."""
+    (maps.array_flags).  For the "unaligned" rows only, on groups' own
+    programs (the shared program's slots are made aligned)."""
     from rpctl.controller.kernel import maps
 
     flags = maps.array_flags
@@ -184,7 +189,9 @@ def _rpctl(name: str, port: int, stack: contextlib.ExitStack, mode: Callable[[st
 
     members = _members(port, count, proto)
     stack.callback(members.close)
-    with contextlib.nullcontext() if aligned else _plain_arrays(), _own_program() if own else contextlib.nullcontext():
+    # Unaligned maps are a group's own: the shared program's slots hold aligned ones.
+    with contextlib.nullcontext() if aligned else _plain_arrays(), \
+            _own_program() if own or not aligned else contextlib.nullcontext():
         name_of_group = members.register_all(options=options)
     mode(name_of_group)
     prog_fd = bpfsys.obj_get(os.path.join(Layout().group_dir(name_of_group), group.PROG_PIN))

@@ -151,23 +151,13 @@ def opened_or_created(
 
 
 def group_sockets(g: Group) -> Iterable[socket.socket]:
-    """Sockets of the group we can take: from the members' recorded (pid, fd),
-    then from any process sock_diag shows holding a member's socket."""
+    """Sockets of the group we can take: from the members' recorded (pid, fd)
+    first, then, only if none of those is the member's any more, from any
+    process sock_diag shows holding a member's socket (a walk of /proc)."""
     members = [m for m in g.members() if m.flags & abi.RP_MEMBER_USED]
     cookies = {m.cookie for m in members}
-    tried = set()
-    candidates = [(m.pid, m.fd) for m in members]
-    try:
-        from ..kernel import diag
-
-        ctl = g.ctl()
-        found = diag.listeners(ctl.proto, ctl.port)
-        inodes = [d.inode for c, d in found.items() if c in cookies]
-        for pairs in diag.holders(inodes).values():
-            candidates.extend(pairs)
-    except (OSError, RuntimeError):
-        pass
-    for pid, fd in candidates:
+    tried: set[tuple[int, int]] = set()
+    for pid, fd in _candidates(g, members, cookies):
         if (pid, fd) in tried:
             continue
         tried.add((pid, fd))
@@ -180,6 +170,22 @@ def group_sockets(g: Group) -> Iterable[socket.socket]:
                 yield sock
         finally:
             sock.close()
+
+
+def _candidates(g: Group, members: list, cookies: set[int]) -> Iterator[tuple[int, int]]:
+    """(pid, fd) pairs that may hold a member's socket: the recorded ones, then the holders sock_diag finds."""
+    yield from ((m.pid, m.fd) for m in members)
+    try:
+        from ..kernel import diag
+
+        ctl = g.ctl()
+        found = diag.listeners(ctl.proto, ctl.port)
+        inodes = [d.inode for c, d in found.items() if c in cookies]
+        holders = diag.holders(inodes)
+    except (OSError, RuntimeError):
+        return
+    for pairs in holders.values():
+        yield from pairs
 
 
 def unload(group: Optional[str] = None, force: bool = False, layout: Optional[Layout] = None) -> tuple[str, bool]:

@@ -28,6 +28,7 @@ taken after any namespace's or group's lock.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import logging
@@ -125,8 +126,9 @@ class SharedProgram:
 
     # Slots ------------------------------------------------------------------
 
-    def owners(self) -> list[int]:
-        return [int(v) for v in self.maps["owners"].read_structs(ctypes.c_uint32, abi.SHARED_SLOTS)]
+    def owners(self) -> array.array:
+        """The program id of each slot's group, 0 for a free slot: one read."""
+        return array.array("I", self.maps["owners"].read_bytes(ctypes.c_uint32, abi.SHARED_SLOTS))
 
     def made(self) -> int:
         """Slots whose maps exist: always the first ones (binary search on of_socks)."""
