@@ -125,6 +125,13 @@ def switched_windows(rounds: int, names: Sequence[str], use: Callable[[str], Non
     return alternate(rounds, {n: (lambda n=n: window(n)) for n in names})
 
 
+def cpu(k: int) -> int:
+    """The k-th CPU this process may run on, counting round: a benchmark that
+    pins to "CPU 0 and CPU 1" gets the first two it was given, or its one."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[k % len(allowed)]
+
+
 def net_counters(text: Mapping[str, str] | None = None) -> dict[str, int]:
     """The calling thread's network namespace's counters of /proc/net/snmp and
     /proc/net/netstat, as "Udp.InErrors", "Tcp.PassiveOpens",

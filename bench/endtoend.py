@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench import plots
-from bench.common import (Selections, describe, median, net_counters, paired_ratios, parse_wrk, span, spread,
+from bench.common import (Selections, cpu, describe, median, net_counters, paired_ratios, parse_wrk, span, spread,
                           switched_windows, table, timed_note, write_section, wrk_command)
 
 SECTION = "end-to-end"
@@ -51,15 +51,18 @@ URL = f"http://127.0.0.1:{PORT}/"
 GOAL = 0.98
 KERNEL, RPCTL = Selections.KERNEL, "rpctl weighted"
 NAMES = (KERNEL, Selections.FLOOR, RPCTL)
-# CPU of each nginx worker and of each wrk thread (None: not pinned).
-NGINX_CPUS = None
-WRK_CPUS = None
+# Two nginx workers and one wrk thread on each of two CPUs (common.cpu: the
+# first two this process may use).  With the machine shared by other busy
+# work, unpinned rounds strayed 15-25 % from the median (middle half) and
+# pinned ones 5 %: a pinned process keeps its share of its CPU, an unpinned
+# one is moved about.
+NGINX_CPUS = (0, 1, 0, 1)
+WRK_CPUS = (0, 1)
 
 
 def _pin(pids, cpus) -> None:
-    if cpus is not None:
-        for pid, cpu in zip(sorted(pids), cpus):
-            os.sched_setaffinity(pid, {cpu})
+    for pid, k in zip(sorted(pids), cpus):
+        os.sched_setaffinity(pid, {cpu(k)})
 
 
 class Wrk:
@@ -70,9 +73,19 @@ class Wrk:
         cmd = wrk_command(URL, WRK_THREADS, WRK_CONNECTIONS, math.ceil(seconds) + 60)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
-        time.sleep(0.1)  # its threads started
-        threads = {int(t) for t in os.listdir(f"/proc/{self.proc.pid}/task")} - {self.proc.pid}
-        _pin(threads, WRK_CPUS)
+        _pin(self._threads(), WRK_CPUS)
+
+    def _threads(self) -> set[int]:
+        """wrk's load threads (its main thread only waits), once it has started them."""
+        deadline = time.monotonic() + 5
+        while True:
+            self.check_alive()
+            threads = {int(t) for t in os.listdir(f"/proc/{self.proc.pid}/task")} - {self.proc.pid}
+            if len(threads) == WRK_THREADS:
+                return threads
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"wrk started {len(threads)} of its {WRK_THREADS} threads")
+            time.sleep(0.01)
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -179,8 +192,8 @@ def report(results: dict, total: dict, rounds: int, seconds: float) -> str:
 nginx (`worker_processes {WORKERS}`, `listen 127.0.0.1:{PORT} reuseport`, `return 200`
 with a few bytes, access log off) adopted by rpctl (`rpctl adopt`), and one
 `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -H 'Connection: close'` for the whole run: every request a new
-TCP connection over loopback, in a fresh network namespace.  The same nginx and
-listeners throughout; each window switches the selection with one setsockopt on
+TCP connection over loopback, in a fresh network namespace; two nginx workers and one
+wrk thread pinned to each CPU.  The same nginx and listeners throughout; each window switches the selection with one setsockopt on
 one listener, waits {SETTLE:g} s, then counts for {seconds:g} s the connections the namespace's
 TCP accepted (`PassiveOpens`); {rounds} rounds of one window per selection, in an order
 that rotates each round, after {WARM_UP:g} s of warm-up.  Each round's ratio is a

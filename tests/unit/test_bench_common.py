@@ -3,9 +3,11 @@ rounds, the kernel's network counters, windows switched under running load."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from bench.common import (Spread, describe, net_counters, paired_ratios, parse_wrk, spread, switched_windows,
+from bench.common import (Spread, cpu, describe, net_counters, paired_ratios, parse_wrk, spread, switched_windows,
                           timed_note)
 
 WITH_ERRORS = """\
@@ -126,3 +128,8 @@ def test_switched_windows_count_each_selection_in_rotating_order():
 def test_timed_note_only_when_a_window_was_timed():
     assert timed_note({"a": [{"timed": 0}], "b": [{"timed": 0}]}) == ""
     assert "In 2 windows" in timed_note({"a": [{"timed": 1}, {"timed": 0}], "b": [{"timed": 3}]})
+
+
+def test_cpu_counts_round_the_cpus_this_process_may_use():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert [cpu(k) for k in range(len(allowed) + 1)] == allowed + allowed[:1]
