@@ -77,9 +77,21 @@ def spread(values: Iterable[float]) -> Spread:
 
 
 def describe(s: Spread, fmt: str = "{:.3f}") -> str:
-    """'median M (middle half Q1-Q3, all N rounds LOW-HIGH)'."""
-    return (f"median {fmt.format(s.median)} (middle half {fmt.format(s.q1)}-{fmt.format(s.q3)}, "
-            f"all {s.rounds} rounds {fmt.format(s.low)}-{fmt.format(s.high)})")
+    """'median M, middle half Q1-Q3, all N rounds LOW-HIGH'."""
+    return (f"median {fmt.format(s.median)}, middle half {fmt.format(s.q1)}-{fmt.format(s.q3)}, "
+            f"all {s.rounds} rounds {fmt.format(s.low)}-{fmt.format(s.high)}")
+
+
+# A table's columns for a selection's per-round ratios to a reference (ratio_cells).
+RATIO_HEADER = ("vs kernel default, per round", "middle half", "all rounds")
+
+
+def ratio_cells(s: Spread | None) -> list[str]:
+    """RATIO_HEADER's cells of one row: the median, middle half and extremes
+    of its per-round ratios, or the reference's own row (None)."""
+    if s is None:
+        return ["1", "", ""]
+    return [f"{s.median:.3f}", f"{s.q1:.3f}-{s.q3:.3f}", f"{s.low:.3f}-{s.high:.3f}"]
 
 
 def paired_ratios(results: Mapping[str, Sequence[Mapping[str, float]]], name: str, reference: str,

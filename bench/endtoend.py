@@ -32,8 +32,24 @@ import time
 from pathlib import Path
 
 from bench import plots
-from bench.common import (Selections, cpu, describe, median, net_counters, paired_ratios, parse_wrk, span, spread,
-                          switched_windows, table, timed_note, write_section, wrk_command)
+from bench.common import (
+    RATIO_HEADER,
+    Selections,
+    cpu,
+    describe,
+    median,
+    net_counters,
+    paired_ratios,
+    parse_wrk,
+    ratio_cells,
+    span,
+    spread,
+    switched_windows,
+    table,
+    timed_note,
+    write_section,
+    wrk_command,
+)
 
 SECTION = "end-to-end"
 PORT = 7700
@@ -53,8 +69,8 @@ KERNEL, RPCTL = Selections.KERNEL, "rpctl weighted"
 NAMES = (KERNEL, Selections.FLOOR, RPCTL)
 # Two nginx workers and one wrk thread on each of two CPUs (common.cpu: the
 # first two this process may use).  With the machine shared by other busy
-# work, unpinned rounds strayed 15-25 % from the median (middle half) and
-# pinned ones 5 %: a pinned process keeps its share of its CPU, an unpinned
+# work, the middle half of the per-round ratios was 0.3-0.5 wide unpinned and
+# 0.08-0.14 pinned: a pinned process keeps its share of its CPU, an unpinned
 # one is moved about.
 NGINX_CPUS = (0, 1, 0, 1)
 WRK_CPUS = (0, 1)
@@ -115,6 +131,7 @@ def read() -> dict[str, int]:
 
 
 def run(quick: bool) -> None:
+    from rpctl.controller.contract import abi
     from rpctl.controller.kernel import sockets
     from rpctl.controller.ops import adopt
     from rpctl.controller.store import group as groups
@@ -137,7 +154,7 @@ def run(quick: bool) -> None:
             raise RuntimeError(f"adopted {len(adopted)} of {WORKERS} nginx workers")
         g = groups.Group.open("e2e")
         stack.callback(g.close)
-        first = next(m for m in g.members() if m.cookie)
+        first = next(m for m in g.members() if m.flags & abi.RP_MEMBER_USED)
         # One listener switches the whole reuseport group's program.
         sock = sockets.take_socket(first.pid, first.fd)
         stack.callback(sock.close)
@@ -161,14 +178,11 @@ def report(results: dict, total: dict, rounds: int, seconds: float) -> str:
     rows = []
     for n in NAMES:
         rs = results[n]
-        s = spread(ratios[n]) if n in ratios else None
         rows.append([
             n,
             f"{rate[n]:,.0f}",
             span((r["connections/s"] for r in rs), "{:,.0f}"),
-            f"{s.median:.3f}" if s else "1",
-            f"{s.q1:.3f}-{s.q3:.3f}" if s else "",
-            f"{s.low:.3f}-{s.high:.3f}" if s else "",
+            *ratio_cells(spread(ratios[n]) if n in ratios else None),
             f"{sum(r['connections'] for r in rs):,}",
             f"{sum(r['listen drops'] for r in rs):,}",
             f"{sum(r['resets sent'] for r in rs):,}",
@@ -178,7 +192,7 @@ def report(results: dict, total: dict, rounds: int, seconds: float) -> str:
     # Per round, as ratios: how far a round strays, against the goal.
     figure = plots.lines(
         "endtoend", f"New connections per second through nginx ({WORKERS} workers), against the kernel default "
-        "in the same round", "ratio to the kernel default",
+        "in the same round", "× kernel default",
         list(range(1, rounds + 1)), {n: ratios[n] for n in NAMES[1:]}, goal=GOAL,
         xlabel="round (the three selections in turn, a window each)", log2_x=False, from_zero=False,
     )
@@ -193,18 +207,18 @@ nginx (`worker_processes {WORKERS}`, `listen 127.0.0.1:{PORT} reuseport`, `retur
 with a few bytes, access log off) adopted by rpctl (`rpctl adopt`), and one
 `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -H 'Connection: close'` for the whole run: every request a new
 TCP connection over loopback, in a fresh network namespace; two nginx workers and one
-wrk thread pinned to each CPU.  The same nginx and listeners throughout; each window switches the selection with one setsockopt on
-one listener, waits {SETTLE:g} s, then counts for {seconds:g} s the connections the namespace's
-TCP accepted (`PassiveOpens`); {rounds} rounds of one window per selection, in an order
-that rotates each round, after {WARM_UP:g} s of warm-up.  Each round's ratio is a
-selection's window against the kernel default's window of the same round.  Listen
-drops (`ListenDrops`) and resets sent (`OutRsts`) are the namespace's counters during
-the windows; placed by rpctl's program: the group's own counters, in its windows
-only.  wrk over the whole run: {total['requests']:,} requests, {total['failed']:,} failed.
+wrk thread pinned to each CPU.  The same nginx and listeners throughout; each window
+switches the selection with one setsockopt on one listener, waits {SETTLE:g} s, then counts
+for {seconds:g} s the connections the namespace's TCP accepted (`PassiveOpens`); {rounds} rounds of
+one window per selection, in an order that rotates each round, after {WARM_UP:g} s of
+warm-up.  Each round's ratio is a selection's window against the kernel default's
+window of the same round.  Listen drops (`ListenDrops`) and resets sent (`OutRsts`)
+are the namespace's counters during the windows; placed by rpctl's program: the
+group's own counters, in its windows only.  wrk over the whole run (warm-up and
+switches included): {total['requests']:,} requests, {total['failed']:,} failed.
 
-""" + table(["selection", "connections/s (median)", "range over rounds", "vs kernel default, per round",
-             "middle half", "all rounds", "connections", "listen drops", "resets sent",
-             "placed by rpctl's program"], rows) + f"""
+""" + table(["selection", "connections/s (median)", "range over rounds", *RATIO_HEADER, "connections",
+             "listen drops", "resets sent", "placed by rpctl's program"], rows) + f"""
 
 {figure}
 

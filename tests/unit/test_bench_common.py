@@ -7,8 +7,19 @@ import os
 
 import pytest
 
-from bench.common import (Spread, cpu, describe, net_counters, paired_ratios, parse_wrk, spread, switched_windows,
-                          timed_note)
+from bench.common import (
+    RATIO_HEADER,
+    Spread,
+    cpu,
+    describe,
+    net_counters,
+    paired_ratios,
+    parse_wrk,
+    ratio_cells,
+    spread,
+    switched_windows,
+    timed_note,
+)
 
 WITH_ERRORS = """\
 Running 6s test @ http://127.0.0.1:7400/
@@ -56,7 +67,7 @@ def test_spread_of_rounds():
     s = spread([1.0, 0.9, 1.2, 1.1, 0.8])
     assert (s.median, s.low, s.high, s.rounds) == (1.0, 0.8, 1.2, 5)
     assert (s.q1, s.q3) == pytest.approx((0.9, 1.1))
-    assert describe(s) == "median 1.000 (middle half 0.900-1.100, all 5 rounds 0.800-1.200)"
+    assert describe(s) == "median 1.000, middle half 0.900-1.100, all 5 rounds 0.800-1.200"
 
 
 def test_spread_of_one_round_is_that_round():
@@ -133,3 +144,9 @@ def test_timed_note_only_when_a_window_was_timed():
 def test_cpu_counts_round_the_cpus_this_process_may_use():
     allowed = sorted(os.sched_getaffinity(0))
     assert [cpu(k) for k in range(len(allowed) + 1)] == allowed + allowed[:1]
+
+
+def test_ratio_cells_of_a_selection_and_of_the_reference():
+    assert ratio_cells(spread([0.99, 0.97, 1.01])) == ["0.990", "0.980-1.000", "0.970-1.010"]
+    assert ratio_cells(None) == ["1", "", ""]
+    assert len(ratio_cells(None)) == len(RATIO_HEADER)
