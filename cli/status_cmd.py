@@ -55,7 +55,7 @@ def _fleet_status(env: Environment, args) -> ExitStatus:
 
 
 def add_commands(sub) -> None:
-    p = add_command(sub, "status", cmd_status, "list groups and members",
+    p = add_command(sub, "status", cmd_status,
                     ["rpctl status", "rpctl status --group web --json",
                      "rpctl status --prometheus http://prometheus:9090 --match '{group=\"web\"}' --window 5m"])
     json_option(p)
