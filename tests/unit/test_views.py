@@ -79,3 +79,20 @@ def test_a_state_is_its_word_in_json_metric_labels_and_text():
         assert str(state) == word and f"{state}" == word and f"{state:>10}" == f"{word:>10}"
         assert json.dumps({state: state}) == json.dumps({word: word})
         assert ", ".join([state, state]) == f"{word}, {word}"
+
+
+def test_one_group_reads_its_port_many_groups_share_a_dump_per_protocol(monkeypatch):
+    dumps = []
+
+    def listeners(proto, port=None, family=None):
+        dumps.append((proto, port))
+        return {port or 0: _listener(port or 0)}
+
+    monkeypatch.setattr(diag, "listeners", listeners)
+    assert list(views.port_listeners("tcp", 18080)) == [18080]
+    assert dumps == [(socket.IPPROTO_TCP, 18080)]
+    dumps.clear()
+    shared = views.SharedDump()
+    for proto, port in [("tcp", 18080), ("tcp", 18081), ("udp", 5353), ("tcp", 18082), ("udp", 5354)]:
+        assert list(shared(proto, port)) == [0]  # every port's sockets: a group keeps those of its endpoint
+    assert dumps == [(socket.IPPROTO_TCP, None), (socket.IPPROTO_UDP, None)]
