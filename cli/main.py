@@ -12,6 +12,8 @@ the whole story); handlers never print errors or exit by themselves.
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import importlib
 import sys
 from typing import Callable, Collection, Optional, TextIO
@@ -107,7 +109,16 @@ def run(
 
 
 def main() -> None:
-    sys.exit(run())
+    """The `rpctl` process: run() with what only a process that ends after one command may do."""
+    # argparse asks gettext for each of its words ("usage: ", "options", ...) and gettext
+    # looks for a catalogue on disk at every ask (eight stats a word under LANG=C.UTF-8):
+    # 1.4 ms of every command, for an answer that cannot change while rpctl runs.
+    argparse._ = functools.lru_cache(maxsize=None)(argparse._)
+    status = run()
+    # At exit the collector walks every object of every module the command imported, only
+    # to free memory the exit frees anyway: 5-6 ms of `rpctl status`.  Frozen, it skips them.
+    gc.freeze()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,10 @@ not import rich: `--json` never pays for it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from rich.console import Group as RenderGroup
-from rich.table import Table
 from rich.text import Text
-from rpctl.controller.kernel.probe import Check
 from rpctl.controller.read.views import GroupView, MemberState, MemberView
 
 from .layout import table_lines
@@ -29,6 +27,10 @@ from .text import (
     throttle_lines,
     unmanaged_warning,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rpctl.controller.kernel.probe import Check
 
 
 def state_text(m: MemberView) -> Text:
@@ -108,6 +110,8 @@ def fleet_table(g: GroupView, window: str, width: int = 80) -> RenderGroup:
 
 
 def doctor_table(checks: Iterable[Check]) -> Table:
+    from rich.table import Table  # doctor's alone: the member tables are lines (layout.py)
+
     t = Table(title="rpctl doctor", title_justify="left")
     t.add_column("check")
     t.add_column("result")

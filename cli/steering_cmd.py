@@ -15,9 +15,10 @@ from .common import Environment, add_command, drain_progress, group_option, json
 
 def cmd_weights(env: Environment, args) -> ExitStatus:
     from rpctl.controller.read.views import read_view
-    from rpctl.controller.store import group
 
     if args.assignments:
+        from rpctl.controller.store import group  # the writer, for a write only
+
         group.set_weights(parse_assignments(args.assignments), group=args.group)
     # None: queue depths only when a member is draining (its state depends on them).
     view = read_view(args.group, with_queues=None)
