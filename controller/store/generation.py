@@ -144,7 +144,7 @@ class Group:
         """Every member counter (rp_member_stats' fields) per index, summed over CPUs.
         Given `indexes`, only theirs are summed and the other rows are left empty: summing
         all RP_MAX_MEMBERS entries was most of the time of reading a group of few members."""
-        rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS)
+        rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS, indexes)
         names = [name for name, _ in abi.RpMemberStats._fields_]
         return [{name: sum(getattr(c, name) for c in cpus) for name in names}
                 if indexes is None or i in indexes else {} for i, cpus in enumerate(rows)]

@@ -34,7 +34,7 @@ def test_failpoint_exit_logs_then_dies_by_sigkill():
 class _PerCpuStats:
     """A member_stats map of RP_MAX_MEMBERS entries on two CPUs: member i selected i + cpu."""
 
-    def read_percpu_all(self, value_type, count):
+    def read_percpu_all(self, value_type, count, indexes=None):
         return [[value_type(selected=i + cpu, migrated=1) for cpu in range(2)] for i in range(count)]
 
 
