@@ -259,17 +259,21 @@ def port_listeners(proto: str, port: int) -> dict[int, diag.SocketDiag]:
 class SharedDump:
     """The sockets of every port, dumped once per protocol and shared by the groups of one
     read: reading 256 groups takes two dumps of the namespace's listeners, not 256 walks
-    of the kernel's socket tables (one per group's port).  A ListenerSource."""
+    of the kernel's socket tables (one per group's port).  Each group gets its port's
+    sockets, as port_listeners gives them.  A ListenerSource."""
 
     def __init__(self) -> None:
-        self.by_proto: dict[str, dict[int, diag.SocketDiag]] = {}
+        self.by_proto: dict[str, dict[int, dict[int, diag.SocketDiag]]] = {}  # proto -> port -> cookie -> it
 
     def __call__(self, proto: str, port: int) -> dict[int, diag.SocketDiag]:
         if proto not in self.by_proto:
             from ..kernel import diag
 
-            self.by_proto[proto] = diag.listeners(sockets.proto_number(proto))
-        return self.by_proto[proto]
+            by_port: dict[int, dict[int, diag.SocketDiag]] = {}
+            for cookie, d in diag.listeners(sockets.proto_number(proto)).items():
+                by_port.setdefault(d.local_port, {})[cookie] = d
+            self.by_proto[proto] = by_port
+        return self.by_proto[proto].get(port, {})
 
 
 def read_group(g: Group, with_queues: Optional[bool] = True,
