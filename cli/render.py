@@ -43,6 +43,12 @@ def group_title(g: GroupView) -> str:
                       *([flows] if flows else [])])
 
 
+def stacked(tables: Iterable[RenderGroup]) -> RenderGroup:
+    """Tables one under another, for one print: printing 256 groups' tables at once takes
+    two thirds of the time of 256 prints, and reads the same."""
+    return RenderGroup(*tables)
+
+
 def _titled(title: str, lines: list[Text]) -> RenderGroup:
     return RenderGroup(Text(title, style="bold"), *lines)
 
