@@ -9,8 +9,8 @@
 #
 # Usage: scripts/provision.sh [--with-tests]
 #   --with-tests   also install what the test suite and the benchmarks need
-#                  (ruby, tmux, nginx-light, wrk, systemd, prometheus; pytest
-#                  and matplotlib).
+#                  (ruby, tmux, nginx-light, wrk, systemd, prometheus, gcc;
+#                  pytest and matplotlib).
 # May be executed or sourced (source scripts/provision.sh [--with-tests]).
 set -euo pipefail
 
@@ -89,8 +89,9 @@ provision_apt() {
         # of contrib/systemd/rpctl.service (container images often lack it);
         # prometheus: tests/kernel/test_read_many_hosts_through_prometheus.py
         # starts /usr/bin/prometheus itself, and
-        # promtool checks contrib/prometheus.
-        pkgs+=(ruby tmux nginx-light wrk systemd prometheus)
+        # promtool checks contrib/prometheus; gcc and libc6-dev: the ABI test
+        # compiles bpf/rpctl.h, the UDP rate benchmark builds its load in C.
+        pkgs+=(ruby tmux nginx-light wrk systemd prometheus gcc libc6-dev)
     fi
 
     local -a missing=()
