@@ -29,7 +29,6 @@ def add_commands(sub) -> None:
         sub,
         "demo",
         cmd_demo,
-        "run demo workers on one port under load, and drain, weigh and undrain them while showing shares",
         ["rpctl demo", "rpctl demo --port 18080 --workers 4", "rpctl demo --keep   # then `rpctl status` elsewhere"],
         log_prefix="rpctl run",
     )

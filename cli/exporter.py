@@ -1,9 +1,8 @@
 """The Prometheus exporter of `rpctl metrics` and `rpctl serve --metrics`.
 
-Every command builds the parser, which imports the command modules and so
-this one: prometheus_client and the metric families (cli/metrics_families.py)
-are imported when a scrape or the server needs them, so no other command pays
-for them.
+Both commands import this module to build their parser: prometheus_client and
+the metric families (cli/metrics_families.py) are imported when a scrape or the
+server needs them, so that `--help` and a bad command line do not pay for them.
 """
 
 from __future__ import annotations

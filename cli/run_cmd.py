@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rpctl.controller.contract.errors import ExitStatus
-from rpctl.controller.ops.run_defaults import (  # not the launcher: every rpctl command builds this parser
+from rpctl.controller.ops.run_defaults import (  # not the launcher: `rpctl run --help` builds this parser
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     DEFAULT_LISTEN,
@@ -68,7 +68,6 @@ def add_commands(sub) -> None:
         sub,
         "run",
         cmd_run,
-        "start N copies of a command on one port (socket activation on fd 3) as members, and restart them",
         [
             "rpctl run --group web -n 4 --listen 127.0.0.1:8080 -- "
             "rpctl demo-worker --name '$LISTEN_FDNAMES'",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import array
 import ctypes
 import os
-from typing import Optional, Type, TypeVar
+from typing import Collection, Optional, Type, TypeVar
 
 from ..contract import abi
 from ..contract.errors import StateError
@@ -170,8 +170,11 @@ class Map:
             return []
         return [value_type.from_buffer_copy(buf.raw, cpu * stride) for cpu in range(_ncpus())]
 
-    def read_percpu_all(self, value_type: Type[T], count: int) -> list[list[T]]:
-        """Elements 0..count-1 of a per-CPU array map, one call."""
+    def read_percpu_all(self, value_type: Type[T], count: int,
+                        indexes: Optional[Collection[int]] = None) -> list[list[T]]:
+        """Elements 0..count-1 of a per-CPU array map, one call.  Given `indexes`, only those
+        elements are decoded and the others are empty lists (a reader of a few members of
+        a 256-entry map decodes a few)."""
         stride = (ctypes.sizeof(value_type) + 7) & ~7
         ncpus = _ncpus()
         keys = (ctypes.c_uint32 * count)()
@@ -182,6 +185,7 @@ class Map:
         raw = buf.raw
         return [
             [value_type.from_buffer_copy(raw, (i * ncpus + cpu) * stride) for cpu in range(ncpus)]
+            if indexes is None or i in indexes else []
             for i in range(count)
         ]
 
