@@ -43,7 +43,6 @@ def add_commands(sub) -> None:
         sub,
         "demo-worker",
         cmd_demo_worker,
-        "serve as one demo worker: every TCP (HTTP) connection or UDP datagram answered with its name",
         [
             "rpctl demo-worker --name solo --listen 127.0.0.1:8080   # curl -s http://127.0.0.1:8080/ says solo",
             "rpctl demo-worker --name dns-1 --proto udp --listen '[::1]:5353'",
