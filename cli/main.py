@@ -9,8 +9,11 @@ the whole story); handlers never print errors or exit by themselves.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Callable, Optional, TextIO
+
+from rpctl.controller.kernel import system_log
 
 from . import (
     adopt_cmd,
@@ -110,6 +113,7 @@ def run(
     traceback_wanted = "--traceback" in argv[:first_word]
     try:
         args = parser(env.stdout).parse_args(argv)
+        system_log.set_command(shlex.join([PROG, *argv]))  # who, in the audit line of each change it makes
         with library_log(env, args.log_prefix):
             return int(args.handler(env, args))
     except SystemExit as e:  # --help and --version

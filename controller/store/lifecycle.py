@@ -24,6 +24,7 @@ from ..contract.errors import RpctlError, StateError
 from ..contract.refs import Param
 from ..kernel import bpfsys, jiffies, probe, sockets
 from ..kernel.maps import Map
+from . import audit
 from .generation import PROG_PIN, Group
 from .lookup import resolve_group
 from .options import GroupOptions
@@ -165,4 +166,5 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
                 "(members' processes gone?); use ", Param("force", flag=True), " to remove the state anyway",
             )
         layout.remove_group_dir(group)
+        audit.unloaded(group, detached, layout.netns)
         return group, detached
