@@ -249,6 +249,8 @@ class Serve:
             else:
                 old.take(spec)
         self.config = cfg
+        if not cfg.groups:  # the file as installed: every example commented out
+            log.info("%s names no group: idle until it does (then reload: SIGHUP)", self.path)
         self._tick(force=True)
 
     def _keeper(self, spec: GroupSpec) -> Keeper:

@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "contrib" / "systemd" / "rpctl.service"
-INSTALLED = "/usr/local/bin/rpctl"
+INSTALLED = "/usr/bin/rpctl"  # the Debian package's
 
 
 def _keys(text: str) -> dict[str, list[str]]:
