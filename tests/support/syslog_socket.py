@@ -15,6 +15,16 @@ DATAGRAM_RE = re.compile(r"^<(\d+)>(\w{3} [ \d]\d \d\d:\d\d:\d\d) (\S+)\[(\d+)\]
 FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
+def logfmt_fields(text: str) -> dict[str, str]:
+    """An audit line's key=value pairs, quotes and escapes undone."""
+    out = {}
+    for key, value in FIELD_RE.findall(text):
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value[1:-1])
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Entry:
     """One datagram received: its priority, identifier, pid and message."""
@@ -26,13 +36,7 @@ class Entry:
 
     @property
     def fields(self) -> dict[str, str]:
-        """The message's key=value pairs, quotes and escapes undone."""
-        out = {}
-        for key, value in FIELD_RE.findall(self.message):
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value[1:-1])
-            out[key] = value
-        return out
+        return logfmt_fields(self.message)
 
 
 class SyslogSocket:
