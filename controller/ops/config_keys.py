@@ -242,6 +242,9 @@ class Key(NamedTuple):
     doc: str    # what it is, for rpctl.toml(5) (cli/manpage.py); `x` marks a literal
 
 
+# The creation options' docs start alike: a live group keeps its own (config.py refuses others).
+FIXED = "UDP only, fixed at creation"
+
 # One entry per key of a [[group]] table.
 GROUP_KEYS: Mapping[str, Key] = {
     "name": Key(_name, "name", "the group's name: 1-63 letters, digits, `_`, `-`"),
@@ -276,31 +279,33 @@ GROUP_KEYS: Mapping[str, Key] = {
                     "default `false`"),
     # A queue of 1 would throttle at every accept's wait; past 65535 no listen backlog reaches it.
     "adaptive_queue": Key(_whole(2, 65535, "queued connections"), "adaptive_queue",
-                          f"TCP groups: the accept-queue depth (connections) that throttles a member (default {DEFAULT_QUEUE}; "
-                          "2..65535); it is released at a quarter of it"),
+                          "TCP groups: the accept-queue depth (connections) that throttles a member "
+                          f"(default {DEFAULT_QUEUE}; 2..65535); it is released at a quarter of it"),
     # UDP: 1 GiB is past any receive buffer (SO_RCVBUF is capped by net.core.rmem_max).
     "adaptive_queue_bytes": Key(_whole(MIN_QUEUE_BYTES, 1 << 30, "bytes"), "adaptive_queue_bytes",
-                                "UDP groups: the receive-queue size in bytes that throttles a member (default "
-                                f"{DEFAULT_QUEUE_BYTES}; {MIN_QUEUE_BYTES}..{1 << 30}); it is released at a quarter of it"),
+                                "UDP groups: the receive-queue size in bytes that throttles a member "
+                                f"(default {DEFAULT_QUEUE_BYTES}; {MIN_QUEUE_BYTES}..{1 << 30}); "
+                                "it is released at a quarter of it"),
     # Well under the lease, which each sample renews.
     "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms",
-                                f"how often serve samples the members' queues, in ms (default {DEFAULT_INTERVAL_MS}; 5..{LEASE_MS // 4})"),
+                                "how often serve samples the members' queues, in ms "
+                                f"(default {DEFAULT_INTERVAL_MS}; 5..{LEASE_MS // 4})"),
     "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity",
-                         "UDP only, fixed at creation: `true` (the default) keeps each flow on its member in a "
+                         f"{FIXED}: `true` (the default) keeps each flow on its member in a "
                          "flow table, `false` places every datagram by the weights"),
     "flow_table_size": Key(_option("flow_table_size", int, "a number of flows"), "flow_table_size",
-                           "UDP only, fixed at creation: flows the flow table holds, a power of two in "
+                           f"{FIXED}: flows the flow table holds, a power of two in "
                            f"{group_options.MIN_FLOW_TABLE_SIZE}..{group_options.MAX_FLOW_TABLE_SIZE} (default "
                            f"{group_options.DEFAULT_FLOW_TABLE_SIZE}, 16 bytes of kernel memory a flow)"),
     "flow_idle_timeout": Key(_option("flow_idle_timeout", (int, float), "seconds"), "flow_idle_timeout",
-                             "UDP only, fixed at creation: seconds after which a silent flow is forgotten, "
+                             f"{FIXED}: seconds after which a silent flow is forgotten, "
                              f"{group_options.MIN_FLOW_IDLE_TIMEOUT:g}..{group_options.MAX_FLOW_IDLE_TIMEOUT:g} "
                              f"(default {group_options.DEFAULT_FLOW_IDLE_TIMEOUT:g})"),
     "quic": Key(_option("quic", bool, "true or false"), "quic",
-                "UDP only, fixed at creation: `true` routes QUIC packets by the server id in their connection "
+                f"{FIXED}: `true` routes QUIC packets by the server id in their connection "
                 "id (default `false`); a `run` group's children get their member's id in RPCTL_QUIC_SERVER_ID"),
     "quic_server_id_length": Key(_option("quic_server_id_length", int, "a number of bytes"), "quic_server_id_length",
-                                 "UDP only, fixed at creation, with `quic = true`: bytes of a QUIC-LB server id, "
+                                 f"{FIXED}, with `quic = true`: bytes of a QUIC-LB server id, "
                                  f"1..{RP_QUIC_MAX_SID_LEN} (default 1)"),
 }
 REQUIRED = ("name", "listen")

@@ -95,7 +95,9 @@ class Group:
             group.close()
             raise StateError(
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
-                f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
+                f"this one speaks {abi.RP_ABI_VERSION}: it steers on as it was, and this rpctl can change "
+                "none of it; ", Call("unload", group=name, force=True),
+                " detaches its program and removes it, to be made anew",
             )
         sets = bpfsys.map_info(maps["flows"].fd).max_entries
         if ctl.flags & abi.RP_CTL_FLOWS and sets * abi.RP_FLOW_WAYS != ctl.flow_table_size:

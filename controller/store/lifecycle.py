@@ -24,7 +24,7 @@ from ..contract.errors import RpctlError, StateError
 from ..contract.refs import Param
 from ..kernel import bpfsys, jiffies, probe, sockets
 from ..kernel.maps import Map
-from . import audit
+from . import audit, foreign_state
 from .generation import PROG_PIN, Group
 from .lookup import resolve_group
 from .options import GroupOptions
@@ -160,6 +160,7 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
         except StateError:
             if not force:
                 raise
+            detached = foreign_state.detach(layout.group_dir(group))  # state of another version
         if alive and not detached and not force:
             raise RpctlError(
                 f"unload {group}: no member socket could be reached to detach the program "
