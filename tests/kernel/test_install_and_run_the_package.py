@@ -17,7 +17,6 @@ inside the machine, on its own loopback.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -102,7 +101,8 @@ def root(package) -> Path:
 @pytest.fixture
 def machine(root, package):
     """A machine booted from the root, with the .deb copied in and nginx serving PORT (2 workers)."""
-    m = container.Container(root, f"rpctl-test-{os.getpid()}")
+    container.sweep_leftovers()
+    m = container.Container(root)
     try:
         try:
             m.boot()

@@ -195,23 +195,63 @@ def _cgroup_mounts() -> list[str]:
     return out
 
 
-def _rmdir_tree(path: str) -> None:
-    """Remove a cgroup and its children, deepest first (cgroups are removed with rmdir only)."""
-    for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+def _rmdir_tree(path: str, timeout: float = 10.0) -> None:
+    """Kill whatever still runs in a cgroup (a machine whose nspawn was killed runs on:
+    its PID 1 is reparented, not killed), then remove the cgroup and its children,
+    deepest first (cgroups are removed with rmdir only), once they are empty."""
+    if os.path.exists(os.path.join(path, "cgroup.kill")):
         with contextlib.suppress(OSError):
-            os.rmdir(dirpath)
+            Path(path, "cgroup.kill").write_text("1")
+    else:
+        for procs in glob.glob(os.path.join(path, "**", "cgroup.procs"), recursive=True):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in Path(procs).read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path):
+        for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+NAME_PREFIX = "rpctl-test-"  # a machine's name: NAME_PREFIX<pid of the test process>-<n>
+SCRATCH = Path("/var/tmp")   # its overlay, bpffs and console logs: SCRATCH/<name>.<random>
+_made = iter(range(1, 1 << 30))
+
+
+def sweep_leftovers() -> None:
+    """Remove what machines of test runs that died (SIGKILL) left: their nspawn, mounts,
+    cgroups and folders.  Those of a running test process are left alone."""
+    for folder in SCRATCH.glob(f"{NAME_PREFIX}*-*.*"):
+        name = folder.name.split(".")[0]
+        pid = int(name[len(NAME_PREFIX):].split("-")[0])
+        if Path(f"/proc/{pid}").exists():
+            continue
+        for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+            with contextlib.suppress(OSError, ValueError):
+                if f"--machine={name}".encode() in Path(cmdline).read_bytes().split(b"\0"):
+                    os.kill(int(cmdline.split("/")[2]), signal.SIGKILL)
+        for mount in ("bpf", "merged"):
+            Container._umount(folder / mount)
+        for hierarchy in _cgroup_mounts():
+            _rmdir_tree(os.path.join(hierarchy, name))
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Container:
     """A Debian machine booted from `root` (read-only beneath an overlay of its own)."""
 
-    def __init__(self, root: Path, name: str):
+    def __init__(self, root: Path):
         self.root = root
-        self.name = name
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/var/tmp"))
+        self.name = f"{NAME_PREFIX}{os.getpid()}-{next(_made)}"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}.", dir=SCRATCH))
         self.merged = self.dir / "merged"
         self.bpffs = self.dir / "bpf"
-        self.cgroups = [os.path.join(m, name) for m in _cgroup_mounts()]
+        self.cgroups = [os.path.join(m, self.name) for m in _cgroup_mounts()]
         self.nspawn: Optional[subprocess.Popen] = None
         self.leader = 0
         self.boots = 0
