@@ -110,8 +110,9 @@ _rpctl_value() {
 # Group names (groups) or the member names of a group (members [GROUP]) from
 # `rpctl status --json`: the groups of this network namespace.
 _rpctl_names() {
-    local what="$1" group="$2"
-    rpctl status --json ${group:+--group "$group"} 2>/dev/null | python3 -c '
+    local what="$1" group="$2" py=/usr/bin/python3
+    [ -x "$py" ] || py=python3  # Debian's python3 starts fastest: no virtualenv or shim in front of it
+    rpctl status --json ${group:+--group "$group"} 2>/dev/null | "$py" -c '
 import json, sys
 try:
     doc = json.load(sys.stdin)
