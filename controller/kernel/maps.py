@@ -44,6 +44,17 @@ def array_flags(map_type: int) -> int:
     return bpfsys.BPF_F_MMAPABLE if map_type == abi.MAP_TYPE_ARRAY else 0
 
 
+def creation_flags(spec: abi.MapSpec) -> int:
+    """array_flags(), and BPF_F_INNER_MAP for a map sized at creation: the
+    shared program reaches every group's map of a name through one array of
+    maps, whose elements must have the flags of its template, and a size
+    other than the template's only with this flag (store/shared_program.py)."""
+    flags = array_flags(spec.map_type)
+    if spec.max_entries == abi.SIZED_AT_CREATION:
+        flags |= bpfsys.BPF_F_INNER_MAP
+    return flags
+
+
 class Map:
     """One BPF map, owned fd included."""
 
@@ -58,8 +69,13 @@ class Map:
         if not entries:
             raise ValueError(f"map {spec.name}: its size is set at creation and none was given")
         fd = bpfsys.map_create(spec.map_type, spec.key_size, spec.value_size, entries, "rp_" + spec.name,
-                               array_flags(spec.map_type))
+                               creation_flags(spec))
         return cls(fd, spec)
+
+    @classmethod
+    def open_id(cls, map_id: int, spec: abi.MapSpec) -> "Map":
+        """The map with id `map_id`, taken to be of `spec` (the caller made it so)."""
+        return cls(bpfsys.map_get_fd_by_id(map_id), spec)
 
     @classmethod
     def open_pinned(cls, path: str, spec: abi.MapSpec) -> "Map":
@@ -131,6 +147,20 @@ class Map:
         keys = (ctypes.c_uint32 * count).from_buffer(array.array("I", range(start, start + count)))
         values = (ctypes.c_uint32 * count).from_buffer_copy(data.tobytes())
         bpfsys.map_update_batch(self.fd, keys, values, count, f"write {self.spec.name}")
+
+    def clear(self, entries: int) -> None:
+        """Every element of elements 0..entries-1 back to its state at
+        creation: zeros, or no socket in a socket array (which has no batch
+        writes: one delete per element)."""
+        if self.spec.map_type == abi.MAP_TYPE_REUSEPORT_SOCKARRAY:
+            for key in range(entries):
+                self.delete(key)
+            return
+        width = (self.spec.value_size + 7) & ~7 if self.spec.map_type == abi.MAP_TYPE_PERCPU_ARRAY else 0
+        size = width * _ncpus() if width else self.spec.value_size
+        keys = (ctypes.c_uint32 * entries)(*range(entries))
+        zeros = ctypes.create_string_buffer(size * entries)
+        bpfsys.map_update_batch(self.fd, keys, zeros, entries, f"clear {self.spec.name}")
 
     def read_percpu(self, key: int, value_type: Type[T]) -> list[T]:
         """One element of a per-CPU map: a value per possible CPU."""

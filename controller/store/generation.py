@@ -314,6 +314,19 @@ def slots_of(gen: abi.RpGen) -> array.array:
     return array.array("I", gen.slots)
 
 
+def read_ctl(layout: Layout, name: str) -> Optional[abi.RpCtl]:
+    """Group `name`'s ctl element alone (one map opened, not every map as
+    Group.open does); None when it cannot be read."""
+    try:
+        m = Map.open_pinned(os.path.join(layout.group_dir(name), "ctl"), abi.MAP_SPECS["ctl"])
+    except (OSError, StateError):
+        return None
+    try:
+        return m.get(0, abi.RpCtl)
+    finally:
+        m.close()
+
+
 def ctl_endpoint(ctl: abi.RpCtl) -> sockets.EndpointKey:
     """The endpoint a group steers, from its ctl element."""
     return sockets.EndpointKey(
