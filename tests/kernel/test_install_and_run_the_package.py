@@ -168,6 +168,11 @@ def audit_lines(m: container.Container) -> list[dict[str, str]]:
     return [logfmt_fields(line) for line in m.journal("-t", "rpctl").splitlines()]
 
 
+def namespace_folders(m: container.Container) -> set[str]:
+    """The state folders of network namespaces in the machine's bpffs (netns<cookie>)."""
+    return {f for f in m.run("ls", "/sys/fs/bpf/rpctl").stdout.split() if re.fullmatch(r"net(ns)?\d+", f)}
+
+
 def run_in_the_units_sandbox(m: container.Container, *argv: str) -> tuple[int, str]:
     """ARGV as a oneshot service with rpctl.service's sandbox (its [Service] lines,
     but for how it starts, reloads and restarts): exit status and output."""
@@ -282,11 +287,9 @@ def test_every_kind_of_group_and_serves_background_work_run_in_the_sandbox(machi
     m.run("ip", "netns", "add", "short-lived")
     m.run("nsenter", "--net=/run/netns/short-lived", "python3", "/root/dead_namespace_group.py", "7000", timeout=120)
     m.run("ip", "netns", "del", "short-lived")
-    folders = set(m.run("ls", "/sys/fs/bpf/rpctl").stdout.split())
-    assert len(folders) == 2
+    assert len(namespace_folders(m)) == 2
     m.run("systemctl", "restart", "rpctl", timeout=120)
-    wait_until("the dead namespace's state removed",
-               lambda: len(m.run("ls", "/sys/fs/bpf/rpctl").stdout.split()) == 1, timeout=20)
+    wait_until("the dead namespace's state removed", lambda: len(namespace_folders(m)) == 1, timeout=20)
     assert "removed the state of dead network namespace" in m.journal("-u", "rpctl")
     assert any(a["group"] == "tcp-7000" and a["command"] == "serve" and a["change"].startswith("removed the state")
                for a in audit_lines(m))
