@@ -79,6 +79,18 @@ def test_it_installs_the_command_unit_config_man_pages_and_completion(unpacked):
     assert "ExecStart=/usr/bin/rpctl serve -c /etc/rpctl/rpctl.toml" in unit
 
 
+def test_upgrades_restart_serve_remove_stops_it_purge_removes_config_and_cache(built, tmp_path):
+    """What dh_installsystemd wrote, read back: serve is stopped on removal only (an upgrade
+    restarts it once the new files are in: steering never stops), and purge removes
+    /etc/rpctl and /var/cache/rpctl."""
+    subprocess.run(["dpkg-deb", "-e", str(DEB), str(tmp_path)], check=True)
+    prerm, postinst, postrm = ((tmp_path / name).read_text() for name in ("prerm", "postinst", "postrm"))
+    stops = [line for line in prerm.splitlines() if "deb-systemd-invoke stop" in line or "systemctl stop" in line]
+    assert stops and '[ "$1" = remove ]' in prerm.split(stops[0])[0].splitlines()[-1], prerm
+    assert "_dh_action=restart" in postinst and "deb-systemd-helper enable 'rpctl.service'" in postinst, postinst
+    assert re.search(r'if \[ "\$1" = "purge" \]; then\n\s*rm -rf /etc/rpctl /var/cache/rpctl', postrm), postrm
+
+
 def _debian_rpctl(unpacked: Path, *args: str, **kw) -> subprocess.Popen:
     """The package's /usr/bin/rpctl, run by Debian's python3 with nothing but the package added."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(unpacked / "usr/lib/python3/dist-packages")}
