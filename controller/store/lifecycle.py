@@ -118,6 +118,11 @@ def remove(layout: Layout, name: str) -> None:
     layout.remove_group_dir(name)
     if slot is not None and prog is not None:
         shared_program.release(layout.bpffs, slot, prog)
+    elif prog is not None:
+        # Unreadable state (another version's): whatever slot its program held is freed, so that
+        # its sockets leave that slot's socket array; a shared program of another build is left be.
+        with contextlib.suppress(RpctlError, OSError):
+            shared_program.sweep(layout.bpffs)
 
 
 @contextlib.contextmanager
