@@ -91,9 +91,8 @@ def package() -> Path:
 @pytest.fixture(scope="module")
 def root(package) -> Path:
     """The cached Debian root with everything the package needs (built on the first run)."""
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout
     try:
-        return container.cached_root(container.root_packages(container.package_fields(package), arch.strip()))
+        return container.cached_root(container.root_packages(container.package_fields(package)))
     except container.ContainerError as e:
         pytest.fail(str(e), pytrace=False)
 

@@ -110,10 +110,12 @@ def package_fields(deb: Path) -> dict[str, str]:
     return out
 
 
-def root_packages(fields: dict[str, str], arch: str) -> list[str]:
+def root_packages(fields: dict[str, str], arch: Optional[str] = None) -> list[str]:
     """The packages a root gets so that a .deb of these Depends and Recommends installs
     with no download: BASE_PACKAGES and, for each relation, a package that meets it
-    (one named already, else the one of this architecture, else the first)."""
+    (one named already, else the one of this (dpkg) architecture, else the first)."""
+    arch = arch or subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
     chosen = list(BASE_PACKAGES)
     groups = []
     for field in ("Depends", "Recommends"):
@@ -127,11 +129,6 @@ def root_packages(fields: dict[str, str], arch: str) -> list[str]:
             continue
         chosen.append(next((n for n in names if n.endswith(f"-{arch}")), names[0]))
     return sorted(set(chosen))
-
-
-def _arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 # The cached root ------------------------------------------------------------------
