@@ -29,6 +29,7 @@ from ..contract.refs import Call
 from ..kernel import bpfsys, sockets
 from ..kernel.maps import Map
 from ..tables import pin_table, quic, slot_table
+from . import audit
 from .policy import draining_flag, is_live
 from .state import Layout
 
@@ -242,6 +243,7 @@ class Group:
             if pol is None:
                 self.maps["socks"].delete(idx)
                 self.maps["members"].put(idx, freed(members[idx]))
+        audit.published(self.name, self.layout.netns, members, active, final, live_gen, gen, self.endpoint_key)
 
     def socket_open(self, index: int, m: abi.RpMember) -> bool:
         """Whether member entry `m` still has its socket at `index` of the

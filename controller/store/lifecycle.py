@@ -24,7 +24,7 @@ from ..contract.errors import RpctlError, StateError
 from ..contract.refs import Param
 from ..kernel import bpfsys, jiffies, probe, sockets
 from ..kernel.maps import Map
-from . import foreign_state, shared_program
+from . import audit, foreign_state, shared_program
 from .generation import PROG_PIN, Group
 from .lookup import resolve_group
 from .options import GroupOptions
@@ -221,4 +221,5 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
                 "(members' processes gone?); use ", Param("force", flag=True), " to remove the state anyway",
             )
         remove(layout, group)
+        audit.unloaded(group, detached, layout.netns)
         return group, detached
