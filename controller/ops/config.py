@@ -102,6 +102,11 @@ def _group(path: str, lines: Lines, k: int, raw: object) -> GroupSpec:
             raise _fail(path, lines.key(k, key), label, f"key '{key}'",
                         f"for {proto.upper()} groups only ({listen.text} is {listen.proto.upper()}: "
                         f"its threshold is {other})")
+    for key in ("generations", "generation_by"):
+        if key in raw and "run" in raw:
+            raise _fail(path, lines.key(k, key), label, f"key '{key}'",
+                        "for adopted groups only (a run group's members are restarted one by one: "
+                        "rpctl restart, rpctl rollout)")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:

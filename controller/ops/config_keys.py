@@ -21,6 +21,8 @@ from ..store.options import GroupOptions
 from ..store.policy import DEFAULT_WEIGHT, MAX_WEIGHT
 from ..tables.adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, LEASE_MS, MIN_QUEUE_BYTES
 from ..tables.naming import DEFAULT_FORMAT, check_format
+from ..tables.server_generations import NEWEST, Rollout
+from ..kernel.server_root import BY as GENERATION_BY
 from .config_spec import AdoptRule, PinSpec, RunSpec
 from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, MAX_COUNT, RUN_NAMES
 
@@ -198,6 +200,29 @@ def _pin(value: object) -> PinSpec:
     raise BadValue(f"{text!r}: use \"cpu\", \"rss:DEVICE\" (e.g. \"rss:eth0\") or \"weighted\"")
 
 
+def _generations(value: object) -> Rollout:
+    if value == "newest":
+        return NEWEST
+    if not isinstance(value, dict):
+        raise BadValue(f'{value!r}: use "newest" or {{ canary = PERCENT }}')
+    for key in value:
+        if key != "canary":
+            raise BadValue(f"unknown key '{key}' (use canary)", key)
+    if "canary" not in value:
+        raise BadValue("give canary = PERCENT (the newest generation's share of new work)")
+    percent = value["canary"]
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent < 100:
+        raise BadValue(f"{percent!r} is not a percent between 0 and 100 (both left out)", "canary")
+    return Rollout(float(percent))
+
+
+def _generation_by(value: object) -> str:
+    text = _string(value)
+    if text not in GENERATION_BY:
+        raise BadValue(f"{text!r}: use {' or '.join(repr(b) for b in GENERATION_BY)}")
+    return text
+
+
 def _bool(value: object) -> bool:
     return _want(value, bool, "true or false")
 
@@ -290,6 +315,15 @@ GROUP_KEYS: Mapping[str, Key] = {
     "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms",
                                 "how often serve samples the members' queues, in ms "
                                 f"(default {DEFAULT_INTERVAL_MS}; 5..{LEASE_MS // 4})"),
+    "generations": Key(_generations, "rollout",
+                       'how new work moves to a new start of the server (a generation): `"newest"` (all of it '
+                       "to the newest generation at once, the older ones drain) or `{ canary = 5 }` (the newest "
+                       "takes 5 % until `rpctl promote` gives it all or `rpctl rollback` none); adopted groups "
+                       "only; default: generations are numbered and shown, and steer nothing"),
+    "generation_by": Key(_generation_by, "generation_by",
+                         '`"process"` (the default: listeners whose serving processes share a process group, '
+                         "as a master and its workers do, are one generation; a reload keeps it) or "
+                         '`"cgroup"` (one generation per cgroup: `app@blue` and `app@green` units)'),
     "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity",
                          f"{FIXED}: `true` (the default) keeps each flow on its member in a "
                          "flow table, `false` places every datagram by the weights"),

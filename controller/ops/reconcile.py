@@ -31,17 +31,20 @@ from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
 from ..kernel.discover import discover, identity
+from ..kernel.server_root import generation_key
 from ..store.generation import Group
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
-from ..store.membership import Joining, NewMember, taken, update_members
+from ..store.membership import NO_MARK, Joining, Mark, NewMember, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
 from ..store.policy import new_policy
 from ..store.state import Layout
 from ..tables.naming import Newcomer, assign_names
+from ..tables.server_generations import Verdict
 from .config import WEIGHTED, GroupSpec, PinSpec
+from .rollout import Seatholder, steer
 
-__all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
+__all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remark", "Remove", "Reweigh", "Unmanaged",
            "execute", "observe", "plan", "reconcile"]
 
 SOCKET_CLOSED = "socket closed"
@@ -60,6 +63,7 @@ class Candidate:
     uid: Optional[int] = None
     cgroup: Optional[str] = None
     holders: tuple[int, ...] = ()  # pids holding it
+    generation_key: Optional[str] = None  # its server's (kernel/server_root.py), for a group with generations
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Current:
     weight: int
     draining: bool
     open: bool  # its socket is still in the socket array
+    mark: Mark = NO_MARK  # what its entry keeps of its server generation
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,16 @@ class Add:
     comm: str
     weight: int
     draining: bool
+    mark: Mark = NO_MARK
+
+
+@dataclass(frozen=True)
+class Remark:
+    """A member whose server generation, or the verdict on it, or its canary flag changes."""
+
+    name: str
+    index: int
+    mark: Mark
 
 
 @dataclass(frozen=True)
@@ -153,12 +168,15 @@ class Plan:
     pin_was: PinSpec = WEIGHTED
     unmanaged: tuple[Unmanaged, ...] = ()
     unknown_names: tuple[str, ...] = ()  # in weights or drain, no member's name
+    marks: tuple[Remark, ...] = ()
+    generation_lines: tuple[str, ...] = ()  # what generations do now, when that changed
     kept_by_serve: bool = False  # a `run` group: rpctl serve launches its members
     pids: dict[str, int] = field(default_factory=dict, compare=False)  # name -> pid of the members after it
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.adds or self.removes or self.refreshes or self.reweighs or self.pin)
+        return not (self.create or self.adds or self.removes or self.refreshes or self.reweighs or self.pin
+                    or self.marks)
 
     def change_lines(self) -> list[str]:
         g = f"group {self.group}:"
@@ -178,7 +196,7 @@ class Plan:
         if self.pin is not None:
             was = self.pin_was.text
             out.append(f"{g} pin {self.pin.text}" + (f" (was {was})" if was != self.pin.text else " (members changed)"))
-        return out
+        return out + list(self.generation_lines)
 
     def note_lines(self) -> list[str]:
         g = f"group {self.group}:"
@@ -200,7 +218,7 @@ class Plan:
 # observe ----------------------------------------------------------------------
 
 
-def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
+def _candidates(key: sockets.EndpointKey, generation_by: Optional[str] = None) -> tuple[Candidate, ...]:
     eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
     out = []
     for lst in eps[0].listeners if eps else []:
@@ -210,7 +228,9 @@ def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
         who = identity(s.pid)
-        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders))
+        gen_key = generation_key(s.pid, generation_by, who.cgroup) if generation_by else None
+        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
+                             gen_key))
     return tuple(out)
 
 
@@ -223,7 +243,7 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
     if steering is not None and steering != spec.name:
         raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
                            Call("unload", group=steering), ", or give the group that name in the file)")
-    listeners = _candidates(spec.listen)
+    listeners = _candidates(spec.listen, spec.generation_by if spec.rollout is not None else None)
     if not os.path.isdir(layout.group_dir(spec.name)):
         return Observed(spec.name, spec.listen, False, listeners)
     with Group.open(spec.name, layout) as g:
@@ -232,7 +252,8 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
                                Call("unload", group=spec.name), " first to move it)")
         view = read_group(g, with_queues=False)
         options = g.options()
-    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)
+    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone,
+                            Mark(m.generation, Verdict(m.verdict) if m.verdict else Verdict.NONE, m.canary))
                     for m in view.members)
     return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
 
@@ -260,8 +281,9 @@ def check_options(spec: GroupSpec, own: GroupOptions) -> None:
         )
 
 
-def plan(spec: GroupSpec, observed: Observed) -> Plan:
-    """What makes the group match `spec`.  Pure."""
+def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None) -> Plan:
+    """What makes the group match `spec` (and, with `verdict`, gives its newest
+    generation that verdict: rpctl promote, rpctl rollback).  Pure."""
     base = {"group": spec.name, "key": spec.listen, "pin_was": observed.pin}
     if spec.run is not None:
         return Plan(**base, kept_by_serve=True)
@@ -308,9 +330,21 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     def weight(name: str) -> int:
         return spec.weights.get(name, spec.default_weight)
 
-    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain) for c, n in zip(joining, names))
-    reweighs = tuple(Reweigh(m.name, m.index, weight(m.name), m.name in spec.drain, m.weight, m.draining)
-                     for m in staying if (weight(m.name), m.name in spec.drain) != (m.weight, m.draining))
+    wanted = {n: (weight(n), n in spec.drain, NO_MARK) for n in [m.name for m in staying] + names}
+    generation_lines: tuple[str, ...] = ()
+    if spec.rollout is not None:
+        gone = {r.index for r in removes}
+        steered = steer(spec.name, spec.rollout,
+                        [Seatholder(m.name, listeners[m.cookie].generation_key, m.mark, *wanted[m.name][:2])
+                         for m in staying]
+                        + [Seatholder(n, c.generation_key, NO_MARK, *wanted[n][:2]) for c, n in zip(joining, names)],
+                        [m.mark for m in observed.members if m.index in gone], verdict)
+        wanted, generation_lines = steered.members, steered.lines
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, *wanted[n]) for c, n in zip(joining, names))
+    reweighs = tuple(Reweigh(m.name, m.index, *wanted[m.name][:2], m.weight, m.draining)
+                     for m in staying if wanted[m.name][:2] != (m.weight, m.draining))
+    marks = tuple(Remark(m.name, m.index, wanted[m.name][2]) for m in staying
+                  if spec.rollout is not None and wanted[m.name][2] != m.mark)
     unknown = tuple(sorted(n for n in {*spec.weights, *spec.drain} if n not in taken))
 
     create = not observed.exists and bool(adds)
@@ -324,7 +358,8 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     pids.update({r.name: r.pid for r in refreshes})
     pids.update({a.name: a.pid for a in adds})
     return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
-                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids)
+                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids,
+                marks=marks, generation_lines=generation_lines)
 
 
 # execute -------------------------------------------------------------------------
@@ -340,8 +375,8 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
     if p.create:
         probe.require_kernel()
     # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
-    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, what=f"{what}: {a.name}")
-            for a in p.adds]
+    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, what=f"{what}: {a.name}",
+                      mark=a.mark) for a in p.adds]
     with taken(news) as joining:
         info = joining[0].info if p.create else None
         with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):
@@ -358,7 +393,8 @@ def _write(g: Group, p: Plan, joining: list[Joining]) -> dict[str, int]:
         def pin_plan(index: dict[str, int]):
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
-    return update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies, pin_plan)
+    return update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies, pin_plan,
+                          marks={r.index: r.mark for r in p.marks})
 
 
 @contextlib.contextmanager
@@ -388,15 +424,17 @@ def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
         return _execute(p, layout, group_locked=False)
 
 
-def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False) -> Plan:
+def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False,
+              verdict: Optional[Verdict] = None) -> Plan:
     """Observe, plan and (unless dry_run or nothing to do) execute, under the
-    group's lock (the namespace's when the group may be created).  Returns the plan."""
+    group's lock (the namespace's when the group may be created).  Returns the plan.
+    `verdict`: given to the newest generation in the same publish (promote, rollback)."""
     if spec.run is not None:
         return plan(spec, Observed(spec.name, spec.listen))
     probe.require_bpf_privileges(f"apply group {spec.name}")
     layout = layout or Layout()
     with _locked(layout, spec.name) as group_locked:
-        p = plan(spec, observe(spec, layout))
+        p = plan(spec, observe(spec, layout), verdict)
         if not (dry_run or p.empty):
             _execute(p, layout, group_locked)
     return p

@@ -28,10 +28,12 @@ from ..contract.errors import NotFound
 from ..kernel import sockets
 from ..store.flows import FlowTable, read_flows
 from ..store.generation import Group, ctl_endpoint
+from ..store.membership import mark_of
 from ..store.lookup import resolve_group
 from ..store.policy import draining_flag, is_live
 from ..store.state import Layout
 from ..tables import pin_table, quic
+from .generation_views import GenerationView, generation_views, verdict_text
 
 if TYPE_CHECKING:
     from ..kernel import diag
@@ -145,6 +147,9 @@ class MemberView:
     # over a window); None for a local read, whose readers measure it between polls.
     rate: Optional[float] = None
     throttled: str | None = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
+    generation: int = 0           # its server generation (decision 0021), 0 when not known
+    canary: bool = False          # its generation is a canary
+    verdict: Optional[str] = None  # on its generation: "promoted", "rolled back"; None before any
 
     @property
     def state(self) -> MemberState:
@@ -213,6 +218,8 @@ class GroupView:
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
     # comes from; None for a group of this host.
     instance: Optional[str] = None
+    # Its server generations, oldest first (controller/read/generation_views.py).
+    generations: list[GenerationView] = field(default_factory=list)
     # Read through Prometheus: its exporter was scraped within the last hour but is down now (or
     # cannot read the pinned state), so nothing of it is known but its name and endpoint.
     unreachable: bool = False
@@ -335,6 +342,8 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
             throttled=throttled.get(idx),
             **counts,
         )
+        mark = mark_of(m)
+        member.generation, member.canary, member.verdict = mark.server_gen, mark.canary, verdict_text(mark.verdict)
         view.members.append(member)
     set_target_shares(view.members)
     if ctl.flags & abi.RP_CTL_FLOWS and gen_info is not None:
@@ -353,6 +362,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
         for member in view.members:
             member.queue = found[member.cookie].rqueue if member.cookie in found else None
         view.unmanaged = unmanaged_listeners(view, found.values())
+    view.generations = generation_views(view.members)
     return view
 
 
