@@ -98,7 +98,8 @@ def _udp(body: str) -> str:
         # unknown keys: in a group, inside adopt / run, and outside every group
         (_group('adopt = { comm = "nginx" }\naffinity = true\n'),
          ("f.toml:5: group 'web': key 'affinity': unknown key (known: name, listen, adopt, run, names, weight, "
-         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms, flow_affinity, "
+         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms, generations, "
+         "generation_by, flow_affinity, "
          "flow_table_size, flow_idle_timeout, quic, quic_server_id_length)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
