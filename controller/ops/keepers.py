@@ -66,6 +66,8 @@ class Keeper:
         self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
         self.soon = 0.0                     # the delay before looking again at an undecided listener
         self.adaptive: AdaptiveLoop | None = None
+        self.draining = False               # a server generation may be draining: watched each look
+        self.drained: set[int] = set()      # generations told drained (once each)
 
     @property
     def name(self) -> str:
@@ -99,9 +101,22 @@ class Keeper:
         signs = watch.signs(self.key, self.pids)
         why = watch.difference(self.settled, signs)
         if why is None and not force and now < self.next_full:
+            self.watch_generations()
             return False
         self.reconcile(signs, why or ("file reread" if force else "periodic check"))
+        self.watch_generations()
         return True
+
+    def watch_generations(self) -> None:
+        """While a server generation drains, look at it every look; say once when it is drained."""
+        if self.spec.rollout is None or not self.draining:
+            return
+        gens = views.read_view(self.name, self.layout, with_queues=None).generations
+        drained = {g.number for g in gens if g.state == "drained"}
+        for number in sorted(drained - self.drained):
+            log.info("generation %d of %s drained: safe to stop", number, self.name)
+        self.drained = drained
+        self.draining = any(g.state == "draining" for g in gens)
 
     def reconcile(self, signs: watch.Signs, why: str) -> None:
         try:
@@ -134,6 +149,7 @@ class Keeper:
         if self.adaptive is not None:
             self.adaptive.stale()
         self.pids = frozenset(plan.pids.values())
+        self.draining = True  # looked at again: the plan may have drained a generation
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
         self.next_full = time.monotonic() + (self.soon or RESYNC)
 

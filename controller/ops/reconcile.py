@@ -221,6 +221,7 @@ class Plan:
 def _candidates(key: sockets.EndpointKey, generation_by: Optional[str] = None) -> tuple[Candidate, ...]:
     eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
     out = []
+    holding = {pid for lst in eps[0].listeners for pid in lst.holder_pids} if eps else set()
     for lst in eps[0].listeners if eps else []:
         holders = tuple(lst.holder_pids)
         s = lst.server
@@ -228,7 +229,7 @@ def _candidates(key: sockets.EndpointKey, generation_by: Optional[str] = None) -
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
         who = identity(s.pid)
-        gen_key = generation_key(s.pid, generation_by, who.cgroup) if generation_by else None
+        gen_key = generation_key(s.pid, holding, generation_by, who.cgroup) if generation_by else None
         out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
                              gen_key))
     return tuple(out)

@@ -17,7 +17,7 @@ that leave.  steer():
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..store.membership import Mark
@@ -70,7 +70,7 @@ def steer(group: str, rollout: Rollout, members: Sequence[Seatholder], leaving: 
     known = [(h.key, h.mark.server_gen) for h in members if h.mark.server_gen]
     fresh = [h for h in members if not h.mark.server_gen]
     numbers = dict(zip((h.name for h in fresh), assign(known, [h.key for h in fresh])))
-    marks = {h.name: replace(h.mark, server_gen=numbers.get(h.name, h.mark.server_gen)) for h in members}
+    marks = {h.name: Mark(numbers.get(h.name, h.mark.server_gen), *h.mark[1:]) for h in members}
     before = roles(_verdicts([h.mark for h in members if h.mark.server_gen] + list(leaving)), rollout)
     verdicts = _verdicts(list(marks.values()))
     failed = sorted({m.server_gen for m in leaving if before.get(m.server_gen) is Role.CANARY})
