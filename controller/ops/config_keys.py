@@ -318,8 +318,8 @@ GROUP_KEYS: Mapping[str, Key] = {
     "generations": Key(_generations, "rollout",
                        'how new work moves to a new start of the server (a generation): `"newest"` (all of it '
                        "to the newest generation at once, the older ones drain) or `{ canary = 5 }` (the newest "
-                       "takes 5 % until `rpctl promote` gives it all or `rpctl rollback` none); adopted groups "
-                       "only; default: generations are numbered and shown, and steer nothing"),
+                       "takes 5 % of it until promoted, then all, or rolled back, then none); adopted groups only; "
+                       "without it members have no generation"),
     "generation_by": Key(_generation_by, "generation_by",
                          '`"process"` (the default: listeners whose serving processes share a process group, '
                          "as a master and its workers do, are one generation; a reload keeps it) or "

@@ -430,6 +430,9 @@ def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = 
     """Observe, plan and (unless dry_run or nothing to do) execute, under the
     group's lock (the namespace's when the group may be created).  Returns the plan.
     `verdict`: given to the newest generation in the same publish (promote, rollback)."""
+    if verdict is not None and spec.rollout is None:
+        raise InvalidInput(f"group {spec.name}: the file gives it no generations "
+                           "(add generations = { canary = 5 } to its [[group]])")
     if spec.run is not None:
         return plan(spec, Observed(spec.name, spec.listen))
     probe.require_bpf_privileges(f"apply group {spec.name}")

@@ -18,12 +18,13 @@ that leave.  steer():
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
+from ..contract.errors import InvalidInput
 from ..store.membership import Mark
 from ..tables.server_generations import Role, Rollout, Verdict, assign, canary_weights, roles
 
-__all__ = ["Seatholder", "Steered", "newest_generation", "steer"]
+__all__ = ["Seatholder", "Steered", "check_verdict", "steer"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,6 @@ class Steered:
     lines: tuple[str, ...] = ()
 
 
-def newest_generation(marks: Sequence[Mark]) -> int:
-    """The newest generation among `marks` (0: none)."""
-    return max((m.server_gen for m in marks), default=0)
-
-
 def _verdicts(marks: Sequence[Mark]) -> dict[int, Verdict]:
     out: dict[int, Verdict] = {}
     for m in marks:
@@ -62,6 +58,22 @@ def _role_text(role: Role, rollout: Rollout) -> str:
     if role is Role.CANARY:
         return f"canary, {rollout.canary:g} % of new work"
     return "takes new work" if role is Role.SERVING else "draining (takes no new work)"
+
+
+def check_verdict(group: str, verdict: Verdict, before: Mapping[int, Role], verdicts: Mapping[int, Verdict]) -> None:
+    """InvalidInput unless `verdict` can be given to the newest generation: a
+    promote needs a canary, a rollback a generation to go back to."""
+    word = "promote" if verdict is Verdict.PROMOTED else "roll back"
+    if not verdicts:
+        raise InvalidInput(f"{word} group {group}: it has no generation yet (no member)")
+    newest = max(verdicts)
+    if verdicts[newest] is Verdict.ROLLED_BACK:
+        raise InvalidInput(f"{word} group {group}: generation {newest} is rolled back already")
+    if verdict is Verdict.PROMOTED and before.get(newest) is not Role.CANARY:
+        raise InvalidInput(f"promote group {group}: generation {newest} is no canary "
+                           f"({'it takes all new work already' if before.get(newest) is Role.SERVING else 'nothing to promote'})")
+    if verdict is Verdict.ROLLED_BACK and len(verdicts) == 1:
+        raise InvalidInput(f"roll back group {group}: generation {newest} is its only one: nothing to go back to")
 
 
 def steer(group: str, rollout: Rollout, members: Sequence[Seatholder], leaving: Sequence[Mark] = (),
@@ -77,7 +89,8 @@ def steer(group: str, rollout: Rollout, members: Sequence[Seatholder], leaving: 
     for gen in failed:
         if gen in verdicts:
             verdicts[gen] = Verdict.ROLLED_BACK
-    if verdict is not None and verdicts:
+    if verdict is not None:
+        check_verdict(group, verdict, before, verdicts)
         verdicts[max(verdicts)] = verdict
     after = roles(verdicts, rollout)
     serving = [g for g, r in after.items() if r is Role.SERVING]
