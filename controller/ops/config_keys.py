@@ -321,9 +321,10 @@ GROUP_KEYS: Mapping[str, Key] = {
                        "takes 5 % of it until promoted, then all, or rolled back, then none); adopted groups only; "
                        "without it members have no generation"),
     "generation_by": Key(_generation_by, "generation_by",
-                         '`"process"` (the default: listeners whose serving processes share a process group, '
-                         "as a master and its workers do, are one generation; a reload keeps it) or "
-                         '`"cgroup"` (one generation per cgroup: `app@blue` and `app@green` units)'),
+                         'with `generations`: `"process"` (the default: listeners whose serving processes have '
+                         "one master, the topmost process above them that holds a listener of the endpoint, "
+                         'are one generation; a reload keeps it) or `"cgroup"` (one generation per cgroup: '
+                         "`app@blue` and `app@green` units)"),
     "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity",
                          f"{FIXED}: `true` (the default) keeps each flow on its member in a "
                          "flow table, `false` places every datagram by the weights"),
