@@ -10,6 +10,9 @@ answered (tests/support/timed_requests.py).
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 
 import pytest
@@ -50,7 +53,9 @@ def serve(launch, tmp_path):
     def start(generations: str):
         path = tmp_path / "rpctl.toml"
         path.write_text(group_config(PORT) + f"generations = {generations}\n")
-        return launch([], [], argv=["serve", "-c", str(path)])
+        run = launch([], [], argv=["serve", "-c", str(path)])
+        run.config = str(path)
+        return run
 
     return start
 
@@ -85,7 +90,6 @@ def start_beside(servers, name: str, workers: int = 2) -> tuple[Nginx, float]:
     """Start nginx `name` and return it with the moment its first listener appeared."""
     before = listener_count()
     box = {}
-    import threading
 
     def watch():
         while listener_count() <= before:
@@ -119,3 +123,74 @@ def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(serve
     assert load.failed == 0, f"{load.failed} of {len(load.done)} failed"
     assert FAILED not in late
     wait_generations(s, {2: "serving"})
+
+
+CANARY_PP = 0.015     # the issue: 5 % +- 1.5 pp
+CANARY_SAMPLE = 4000  # connections counted
+KILLED_BACK_WITHIN = 1.0  # a canary whose processes die is rolled back by serve within this
+
+
+def share_of(load: TimedRequests, since: float, server: Nginx, other: Nginx, count: int) -> float:
+    """The server's share of the first `count` requests started after `since` that either answered."""
+
+    def check():
+        answered = [p for p in load.since(since) if p in server.worker_pids | other.worker_pids]
+        return answered[:count] if len(answered) >= count else None
+
+    answered = wait_until(f"{count} requests", check, timeout=60, interval=0.1)
+    return sum(p in server.worker_pids for p in answered) / count
+
+
+def kill(server: Nginx) -> None:
+    for pid in server.worker_pids | {server.master}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    server.proc.wait()
+
+
+def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(servers, serve, rpctl):
+    v1 = servers("v1")
+    s = serve("{ canary = 5 }")
+    wait_generations(s, {1: "serving"})
+    with TimedRequests(PORT, concurrency=4) as load:
+        v2, _ = start_beside(servers, "v2")
+        found = wait_generations(s, {1: "serving", 2: "canary"})
+        assert found[2].share == pytest.approx(0.05, abs=0.001)
+        share = share_of(load, time.monotonic(), v2, v1, CANARY_SAMPLE)
+        print(f"canary share {share:.4f} of {CANARY_SAMPLE}")
+        assert abs(share - 0.05) <= CANARY_PP, share
+
+        out = rpctl.ok("promote", "web", "-c", s.config)
+        assert "generation 2: takes new work" in out and "generation 1: draining" in out, out
+        promoted = time.monotonic()
+        wait_generations(s, {1: "drained", 2: "serving"})
+        assert share_of(load, promoted, v2, v1, 500) == 1.0
+
+        out = rpctl.ok("rollback", "web", "-c", s.config)
+        assert "generation 1: takes new work" in out and "generation 2: draining" in out, out
+        rolled = time.monotonic()
+        found = wait_generations(s, {1: "serving", 2: "drained"})
+        assert found[2].verdict == "rolled back"
+        assert share_of(load, rolled, v1, v2, 500) == 1.0
+        code, _, err = rpctl("promote", "web", "-c", s.config)
+        assert code == 4 and "generation 2 is rolled back already" in err, err
+
+        # A new canary (generation 3) whose processes die: serve rolls it back by itself.
+        v3, _ = start_beside(servers, "v3")
+        wait_generations(s, {1: "serving", 2: "drained", 3: "canary"})
+        v2.stop()
+        wait_generations(s, {1: "serving", 3: "canary"})
+        logged = len(s.stderr())
+        killed = time.monotonic()
+        kill(v3)
+        s.wait_logged("generation 3 (canary) lost a member: rolled back, generation 1 takes all new work again",
+                      after=logged)
+        wait_generations(s, {1: "serving"})
+        back = time.monotonic() - killed
+        print(f"canary rolled back {back:.3f}s after its processes were killed")
+        assert back <= KILLED_BACK_WITHIN
+        after = time.monotonic()
+        assert share_of(load, after, v1, v3, 300) == 1.0
+    assert load.failed == 0, f"{load.failed} of {len(load.done)} failed"
