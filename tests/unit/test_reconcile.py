@@ -182,3 +182,33 @@ def test_options_that_differ_from_the_groups_are_refused_naming_both_values():
         "fixed (`unload(group=web)` first, then apply again to make it anew), the group is left as it is")
     with pytest.raises(StateError, match="quic is off in the kernel and on in the file"):
         plan(_spec(listen=UDP, options=GroupOptions(quic=True)), made)
+
+
+# Server generations (docs/decisions/0021) ------------------------------------------
+
+
+def _gen_lst(cookie: int, pid: int, master: str) -> Candidate:
+    return Candidate(cookie, cookie + 1000, pid, 6, "nginx", "/usr/sbin/nginx", 33, "/", (1, pid), master)
+
+
+def test_a_second_server_beside_the_first_is_a_new_generation_and_the_first_drains():
+    from rpctl.controller.store.membership import Mark
+    from rpctl.controller.tables.server_generations import NEWEST
+
+    members = (Current(0, "nginx-1", 1, 101, 6, 1, False, True, Mark(1)),
+               Current(1, "nginx-2", 2, 102, 6, 1, False, True, Mark(1)))
+    listeners = (_gen_lst(1, 101, "m1"), _gen_lst(2, 102, "m1"), _gen_lst(3, 201, "m2"))
+    p = plan(_spec(rollout=NEWEST), Observed("web", KEY, True, listeners, members))
+    assert [(a.name, a.mark) for a in p.adds] == [("nginx-3", Mark(2))]
+    assert [(r.name, r.draining) for r in p.reweighs] == [("nginx-1", True), ("nginx-2", True)]
+    assert p.lines()[-2:] == ["group web: generation 1: draining (takes no new work)",
+                              "group web: generation 2: takes new work"]
+    # Once done, the same plan again is nothing to do.
+    done = (*(Current(m.index, m.name, m.cookie, m.pid, 6, 1, True, True, m.mark) for m in members),
+            Current(2, "nginx-3", 3, 201, 6, 1, False, True, Mark(2)))
+    assert plan(_spec(rollout=NEWEST), Observed("web", KEY, True, listeners, done)).empty
+
+
+def test_a_group_without_generations_marks_nothing():
+    p = plan(_spec(), Observed("web", KEY, False, (_gen_lst(1, 101, "m1"),)))
+    assert p.adds[0].mark.server_gen == 0 and not p.marks
