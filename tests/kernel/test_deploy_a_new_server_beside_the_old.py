@@ -10,6 +10,7 @@ answered (tests/support/timed_requests.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -103,16 +104,25 @@ def start_beside(servers, name: str, workers: int = 2) -> tuple[Nginx, float]:
     return n, box["t"]
 
 
-def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(servers, serve):
+def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(servers, serve, rpctl):
     v1 = servers("v1")
     s = serve('"newest"')
     wait_generations(s, {1: "serving"})
     with TimedRequests(PORT, concurrency=4) as load:
         time.sleep(0.5)
         v2, appeared = start_beside(servers, "v2")
+        wait_until("generation 2", lambda: 2 in generations())
+        out = rpctl.ok("drain", "--wait", "--group", "web", "--generation", "1", "--timeout", "10")
+        assert out.startswith("generation 1 drained (nginx-1, nginx-2): safe to stop"), out
         found = wait_generations(s, {1: "drained", 2: "serving"}, timeout=10)
         s.wait_logged("generation 1 of web drained: safe to stop")
         assert found[2].share == pytest.approx(1.0)
+        status = rpctl.ok("status", "--group", "web")
+        assert "generation 1: drained, 0.0% of new work (nginx-1, nginx-2): safe to stop" in status, status
+        (doc,) = json.loads(rpctl.ok("status", "--json", "--group", "web"))["groups"]
+        assert [(g["generation"], g["state"]) for g in doc["server_generations"]] == [(1, "drained"), (2, "serving")]
+        assert {m["name"]: m["server_generation"] for m in doc["members"]} == {
+            "nginx-1": 1, "nginx-2": 1, "nginx-3": 2, "nginx-4": 2}
         time.sleep(0.5)
         v1.stop()
         time.sleep(0.5)
