@@ -2,10 +2,11 @@
 second nginx started beside the first on the same port is a new server
 generation; the file's `generations` says how new work moves to it.
 
-Each test runs two real nginx instances (each its own master, as two
-versions of a server would be) and serve as a subprocess, in the test's
-own network namespace; requests note when they started and which worker
-answered (tests/support/timed_requests.py).
+Each TCP test runs real nginx instances (each its own master, as two
+versions of a server would be), the UDP test a master-and-workers UDP
+server of its own, and serve as a subprocess, in the test's own network
+namespace; requests note when they started and which worker answered
+(tests/support/timed_requests.py).
 """
 
 from __future__ import annotations
@@ -204,3 +205,137 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         after = time.monotonic()
         assert share_of(load, after, v1, v3, 300) == 1.0
     assert load.failed == 0, f"{load.failed} of {len(load.done)} failed"
+
+
+# A UDP server as a master and its workers: the master opens one SO_REUSEPORT
+# socket per worker and forks; each worker answers every datagram on its own
+# socket (watched by its epoll) with its pid; the master holds them all.
+UDP_SERVER = """
+import os, selectors, signal, socket, sys
+port, workers = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for _ in range(workers):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    socks.append(s)
+pids = []
+for s in socks:
+    pid = os.fork()
+    if pid == 0:
+        with open("/proc/self/comm", "w") as f:
+            f.write("udpworker")
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_READ)
+        me = str(os.getpid()).encode()
+        while True:
+            for _ in sel.select():
+                data, peer = s.recvfrom(2048)
+                s.sendto(me, peer)
+    pids.append(pid)
+print(" ".join(map(str, pids)), flush=True)
+signal.sigwait({signal.SIGTERM})
+for pid in pids:
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+class UdpServer:
+    def __init__(self, port: int, workers: int = 2):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-c", UDP_SERVER, str(port), str(workers)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.worker_pids = {int(p) for p in self.proc.stdout.readline().split()}
+        self.proc.stdout.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        for pid in self.worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Flows:
+    """UDP client sockets, each its own flow (its own source port), asked which worker answers."""
+
+    def __init__(self, port: int, count: int):
+        import socket
+
+        self.socks = []
+        for _ in range(count):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.bind(("127.0.0.1", 0))
+            c.connect(("127.0.0.1", port))
+            c.settimeout(2)
+            self.socks.append(c)
+
+    def ask(self) -> list[int]:
+        out = []
+        for c in self.socks:
+            c.send(b"who")
+            out.append(int(c.recv(64)))
+        return out
+
+    def close(self) -> None:
+        for c in self.socks:
+            c.close()
+
+
+UDP_PORT = 7331
+IDLE = 1.0  # the flow table's idle timeout in the test's file
+
+
+def test_udp_flows_of_the_old_generation_stay_on_it_until_idle_and_new_flows_go_to_the_new(netns, launch, tmp_path):
+    path = tmp_path / "rpctl.toml"
+    path.write_text("[[group]]\n"
+                    'name = "dns"\n'
+                    f'listen = "udp:127.0.0.1:{UDP_PORT}"\n'
+                    'adopt = { comm = "udpworker" }\n'
+                    'generations = "newest"\n'
+                    f"flow_idle_timeout = {IDLE}\n")
+    servers = [UdpServer(UDP_PORT)]
+    s = launch([], [], argv=["serve", "-c", str(path)])
+    flows = []
+    try:
+        v1 = servers[0]
+
+        def gens(states):
+            def check():
+                try:
+                    found = {g.number: str(g.state) for g in views.read_view("dns", with_queues=None).generations}
+                except RpctlError:
+                    return None
+                return found == states
+
+            wait_until(f"generations {states}", check, timeout=10, interval=0.02)
+
+        gens({1: "serving"})
+        old = Flows(UDP_PORT, 60)
+        flows.append(old)
+        placed = old.ask()
+        assert set(placed) <= v1.worker_pids and len(set(placed)) == 2, placed
+
+        v2 = UdpServer(UDP_PORT)
+        servers.append(v2)
+        gens({1: "draining", 2: "serving"})
+        assert old.ask() == placed, "a flow of generation 1 left its member"
+        new = Flows(UDP_PORT, 60)
+        flows.append(new)
+        assert set(new.ask()) <= v2.worker_pids
+        assert old.ask() == placed
+
+        # Once its flows are idle, generation 1 is drained; serve says so once.
+        s.wait_logged("generation 1 of dns drained: safe to stop", timeout=IDLE + 5)
+        gens({1: "drained", 2: "serving"})
+        # An idle flow that comes back is a new flow: generation 2 takes it.
+        assert set(old.ask()) <= v2.worker_pids
+    finally:
+        for f in flows:
+            f.close()
+        for server in servers:
+            server.stop()
