@@ -3,10 +3,12 @@
  * flow.h: the UDP flow table of a group with flow affinity (map "flows",
  * docs/decisions/0010).  A flow lives in set md->hash & (sets - 1),
  * tagged md->hash | 1, in one of the set's RP_FLOW_WAYS ways; only the
- * program writes the table.  A step finds a datagram's flow
- * (rp_flow_find) and refreshes a fresh one it took (rp_flow_touch); the
- * program's one exit remembers where the steps placed a flow the table
- * did not know (rp_flow_remember).
+ * program writes the table, and a set fills from its first way: a new
+ * flow takes the first empty way, a way is rewritten in place and only
+ * user space empties one (when it clears a table), so no flow lies past an
+ * empty way.  A step finds a datagram's flow (rp_flow_find) and refreshes
+ * a fresh one it took (rp_flow_touch); the steps' exit remembers where
+ * they placed a flow the table did not know (rp_flow_remember).
  */
 #ifndef RPCTL_FLOW_H
 #define RPCTL_FLOW_H
@@ -27,16 +29,15 @@ struct rp_flow_pick {
 	struct rp_flow_set *set;  /* the set of the flow's hash */
 	__u32 tag;         /* md->hash | 1 */
 	__u32 state;       /* enum rp_flow_state */
-	__u32 way;         /* IDLE, GONE: the way that holds the flow */
 	__u32 now;         /* jiffies now (32 bits) */
 	__s32 idle;        /* the idle timeout in jiffies */
 };
 
-/* Ticks since way w of the pick's set was refreshed; negative when another
- * CPU refreshed it after this program read the clock. */
-static __always_inline __s32 rp_flow_age(struct rp_flow_pick *fp, __u32 w)
+/* Ticks since flow f was refreshed; negative when another CPU refreshed it
+ * after this program read the clock. */
+static __always_inline __s32 rp_flow_age(struct rp_flow_pick *fp, struct rp_flow *f)
 {
-	return (__s32)(fp->now - fp->set->way[w & (RP_FLOW_WAYS - 1)].seen);
+	return (__s32)(fp->now - f->seen);
 }
 
 /* Whether flow f is still on the socket it was placed on: the incarnation
@@ -48,18 +49,32 @@ static __always_inline int rp_flow_on_its_socket(struct rp_flow *f, struct rp_ge
 	       f->incarnation == g->incarnation[f->member & (RP_MAX_MEMBERS - 1)];
 }
 
-/* The way of this datagram's flow in its set: fills fp (set, tag, clock)
- * and returns the way, with fp->state GONE for the caller to judge, or
- * NULL with fp->state NEW (NONE: only a damaged ctl).  One array lookup
- * and the set's two lines: its ways compared in turn. */
+/* The way of set s that holds `tag`, else the set's first empty way,
+ * else RP_FLOW_WAYS (a full set). */
+static __always_inline __u32 rp_flow_way(struct rp_flow_set *s, __u32 tag)
+{
+	__u32 w, t;
+
+#pragma unroll
+	for (w = 0; w < RP_FLOW_WAYS; w++) {
+		t = s->way[w].tag;
+		if (t == tag || !t)
+			return w;
+	}
+	return RP_FLOW_WAYS;
+}
+
+/* This datagram's flow: fills fp (set, tag, clock) and returns the flow,
+ * with fp->state GONE for the caller to judge, or NULL with fp->state NEW
+ * (NONE: only a damaged ctl).  One array lookup and the set's lines, its
+ * ways compared up to the first empty one.  Whoever remembers the flow
+ * finds its way again (rp_flow_remember): the way is not carried, so the
+ * verifier follows one path past here, not one per way. */
 static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, struct rp_ctl *ctl,
 						    struct rp_flow_pick *fp)
 {
 	__u32 set = md->hash & (ctl->flow_table_size / RP_FLOW_WAYS - 1), w;
 
-	/* Every field defined on every path: clang otherwise carries an
-	 * unset register into a shared exit, which the verifier refuses. */
-	fp->way = 0;
 	fp->tag = md->hash | 1;
 	/* jiffies, not a clock helper: the verifier inlines this one into a
 	 * load (decision 0010). */
@@ -76,15 +91,18 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 		return NULL;
 	}
 	fp->state = RP_FLOW_NEW;
-#pragma unroll
-	for (w = 0; w < RP_FLOW_WAYS; w++) {
-		if (fp->set->way[w].tag == fp->tag) {
-			fp->way = w;
-			fp->state = RP_FLOW_GONE;
-			return &fp->set->way[w];
-		}
-	}
-	return NULL;
+	w = rp_flow_way(fp->set, fp->tag);
+	if (w >= RP_FLOW_WAYS || fp->set->way[w].tag != fp->tag)
+		return NULL;
+	fp->state = RP_FLOW_GONE;
+	return &fp->set->way[w];
+}
+
+/* Whether a new flow of this pick would have to evict one: its set is full
+ * when its last way is taken (a set fills from its first). */
+static __always_inline int rp_flow_set_full(struct rp_flow_pick *fp)
+{
+	return fp->set->way[RP_FLOW_WAYS - 1].tag != 0;
 }
 
 /* A fresh flow's datagram that its member took: the way's last-seen tick
@@ -114,7 +132,7 @@ static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_c
 		return;
 	if (f->member != idx || f->incarnation != g->incarnation[idx & (RP_MAX_MEMBERS - 1)])
 		return;  /* GONE: remembered on idx */
-	age = rp_flow_age(fp, fp->way);
+	age = rp_flow_age(fp, f);
 	if (age > fp->idle) {
 		fp->state = RP_FLOW_IDLE;
 		return;
@@ -123,14 +141,18 @@ static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_c
 	fp->state = RP_FLOW_NONE;
 }
 
-/* The way a new flow takes in its set, by what the way holds: an empty
- * way, else a flow idle past the timeout, else one whose member left (its
- * incarnation differs: the flow would be placed again anyway), else the
- * flow seen once that was seen longest ago, and only else the flow seen
- * again that was seen longest ago.  A flow seen again is a session (a
- * long-lived flow refreshes its time only every quarter of the timeout,
- * so its age alone would misjudge it); one-shot flows are what fill
- * sets.  Giving away a live flow's way is an eviction, counted. */
+#ifdef RP_ALL_STEPS
+/* The way a new flow takes in a full set, by what the way holds: a flow
+ * idle past the timeout, else one whose member left (its incarnation
+ * differs: the flow would be placed again anyway), else the flow seen once
+ * that was seen longest ago, and only else the flow seen again that was
+ * seen longest ago.  A flow seen again is a session (a long-lived flow
+ * refreshes its time only every quarter of the timeout, so its age alone
+ * would misjudge it); one-shot flows are what fill sets.  Giving away a
+ * live flow's way is an eviction, counted.  Only the builds that run every
+ * step have it: a group's program hands a new flow of a full set on
+ * (steer.bpf.c's short cut), which keeps the program it verifies for each
+ * group short of these eight ways' branches. */
 enum rp_flow_victim {
 	RP_VICTIM_IDLE,
 	RP_VICTIM_ORPHAN,
@@ -139,7 +161,7 @@ enum rp_flow_victim {
 	RP_VICTIM_NONE,
 };
 
-static __always_inline __u32 rp_flow_way(struct rp_flow_pick *fp, struct rp_gen *g)
+static __always_inline __u32 rp_flow_victim(struct rp_flow_pick *fp, struct rp_gen *g)
 {
 	__u32 w, best = 0, kind, best_kind = RP_VICTIM_NONE;
 	__s32 age, best_age = -1;
@@ -148,9 +170,7 @@ static __always_inline __u32 rp_flow_way(struct rp_flow_pick *fp, struct rp_gen 
 #pragma unroll
 	for (w = 0; w < RP_FLOW_WAYS; w++) {
 		f = &fp->set->way[w];
-		if (!f->tag)
-			return w;
-		age = rp_flow_age(fp, w);
+		age = rp_flow_age(fp, f);
 		if (age > fp->idle)
 			kind = RP_VICTIM_IDLE;
 		else if (f->incarnation != g->incarnation[f->member & (RP_MAX_MEMBERS - 1)])
@@ -169,17 +189,30 @@ static __always_inline __u32 rp_flow_way(struct rp_flow_pick *fp, struct rp_gen 
 		rp_count_group(flow_evictions);
 	return best;
 }
+#endif
 
-/* The flow goes to member idx from now on.  An idle or orphaned flow
- * keeps its way; a new one takes rp_flow_way's.  The tag is written last,
- * so that a reader on another CPU rarely sees a way half written (two
- * CPUs writing one way at once is not excluded: the loser's flow is
- * placed again when it sends next). */
+/* The flow goes to member idx from now on, in its own way (IDLE, GONE),
+ * the set's first empty way, or in a full set rp_flow_victim's.  The tag
+ * is written last, so that a reader on another CPU rarely sees a way half
+ * written (two CPUs writing one way at once is not excluded: the loser's
+ * flow is placed again when it sends next, as is a flow a group's program
+ * finds no way for, the set filled since it looked). */
 static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
 {
-	__u32 w = fp->state == RP_FLOW_NEW ? rp_flow_way(fp, g) : fp->way;
-	struct rp_flow *f = &fp->set->way[w & (RP_FLOW_WAYS - 1)];
+	__u32 w = rp_flow_way(fp->set, fp->tag);
+	struct rp_flow *f;
 
+	if (w >= RP_FLOW_WAYS) {
+#ifdef RP_ALL_STEPS
+		w = rp_flow_victim(fp, g);
+#else
+		return;
+#endif
+	}
+	/* clang knows w < RP_FLOW_WAYS here and would drop the mask; the
+	 * verifier does not, and needs it. */
+	asm volatile("" : "+r"(w));
+	f = &fp->set->way[w & (RP_FLOW_WAYS - 1)];
 	f->member = idx;
 	f->flags = 0;
 	f->incarnation = g->incarnation[idx & (RP_MAX_MEMBERS - 1)];

@@ -168,8 +168,8 @@ class RpHandoff(ctypes.Structure):
     _fields_ = [
         ("slot", u32),
         ("flow_state", u32),
-        ("flow_way", u32),
         ("_pad0", u32),
+        ("_pad1", u32),
     ]
 
 

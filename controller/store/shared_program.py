@@ -2,12 +2,12 @@
 
 The verifier walks the whole steering program for 0.2 to 0.4 s of kernel
 CPU; once per group, a host of a few hundred ports waited minutes.  So a
-group's own program holds only the short cut (a plain weighted group's
-slot member, a known flow: maps as constants, verified in milliseconds)
-and hands everything else to one program loaded once per boot and build
-(its folder named by loader.shared_digest): it writes its slot into the
-per-CPU "handoff" and tail-calls it through "progs" (bpf/handoff.h,
-docs/decisions/0017).  Element `slot` of an array of maps for each name of
+group's own program holds only the short cut (the common cases: a
+weighted or CPU-pinned group's member, a known or new flow; maps as
+constants, verified in about a millisecond) and hands everything else to
+one program loaded once per boot and build (its folder named by
+loader.shared_digest): it writes its slot into the per-CPU "handoff" and
+tail-calls it through "progs" (bpf/handoff.h, docs/decisions/0017).  Element `slot` of an array of maps for each name of
 abi.SHARED_MAPS holds the group's map of that name.
 
 Writing an element of an array of maps from user space waits for an RCU
