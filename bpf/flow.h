@@ -98,13 +98,6 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 	return &fp->set->way[w];
 }
 
-/* Whether a new flow of this pick would have to evict one: its set is full
- * when its last way is taken (a set fills from its first). */
-static __always_inline int rp_flow_set_full(struct rp_flow_pick *fp)
-{
-	return fp->set->way[RP_FLOW_WAYS - 1].tag != 0;
-}
-
 /* A fresh flow's datagram that its member took: the way's last-seen tick
  * is refreshed in place only once a quarter of the idle timeout has
  * passed, and its "seen again" flag set on its second datagram, so that
@@ -141,74 +134,73 @@ static __always_inline void rp_flow_keep(struct sk_reuseport_md *md, struct rp_c
 	fp->state = RP_FLOW_NONE;
 }
 
-#ifdef RP_ALL_STEPS
+/* 1 when a < b (signed, both within 2^62 of 0), else 0: in arithmetic,
+ * not a branch (the verifier would follow each way's outcome apart, and
+ * clang turns a comparison into one). */
+static __always_inline __u64 rp_less(__s64 a, __s64 b)
+{
+	__u64 less = (__u64)(a - b);
+
+	/* Hidden from clang both times: it would turn the shift into a
+	 * comparison, and what multiplies by its 0 or 1 into a branch. */
+	asm volatile("" : "+r"(less));
+	less >>= 63;
+	asm volatile("" : "+r"(less));
+	return less;
+}
+
 /* The way a new flow takes in a full set, by what the way holds: a flow
  * idle past the timeout, else one whose member left (its incarnation
  * differs: the flow would be placed again anyway), else the flow seen once
  * that was seen longest ago, and only else the flow seen again that was
- * seen longest ago.  A flow seen again is a session (a long-lived flow
- * refreshes its time only every quarter of the timeout, so its age alone
- * would misjudge it); one-shot flows are what fill sets.  Giving away a
- * live flow's way is an eviction, counted.  Only the builds that run every
- * step have it: a group's program hands a new flow of a full set on
- * (steer.bpf.c's short cut), which keeps the program it verifies for each
- * group short of these eight ways' branches. */
-enum rp_flow_victim {
-	RP_VICTIM_IDLE,
-	RP_VICTIM_ORPHAN,
-	RP_VICTIM_ONCE,
-	RP_VICTIM_AGAIN,
-	RP_VICTIM_NONE,
-};
-
+ * seen longest ago (the first such way on a tie).  A flow seen again is a
+ * session (a long-lived flow refreshes its time only every quarter of the
+ * timeout, so its age alone would misjudge it); one-shot flows are what
+ * fill sets.  Giving away a live flow's way is an eviction, counted.
+ *
+ * Each way gets a score, larger for a better victim: its kind's rank
+ * (idle 3, orphan 2, seen once 1, seen again 0), then its age (signed,
+ * offset to sort as unsigned), then 7 - its index; the largest score names
+ * the victim.  All in arithmetic, without a branch: the verifier follows
+ * one path through the eight ways, so a group's program, verified for
+ * every group, can hold it. */
 static __always_inline __u32 rp_flow_victim(struct rp_flow_pick *fp, struct rp_gen *g)
 {
-	__u32 w, best = 0, kind, best_kind = RP_VICTIM_NONE;
-	__s32 age, best_age = -1;
+	__u64 best = 0, score, rank, orphan, d;
 	struct rp_flow *f;
+	__u32 w;
 
 #pragma unroll
 	for (w = 0; w < RP_FLOW_WAYS; w++) {
 		f = &fp->set->way[w];
-		age = rp_flow_age(fp, f);
-		if (age > fp->idle)
-			kind = RP_VICTIM_IDLE;
-		else if (f->incarnation != g->incarnation[f->member & (RP_MAX_MEMBERS - 1)])
-			kind = RP_VICTIM_ORPHAN;
-		else if (!(f->flags & RP_FLOW_AGAIN))
-			kind = RP_VICTIM_ONCE;
-		else
-			kind = RP_VICTIM_AGAIN;
-		if (kind < best_kind || (kind == best_kind && age > best_age)) {
-			best = w;
-			best_kind = kind;
-			best_age = age;
-		}
+		orphan = f->incarnation ^ g->incarnation[f->member & (RP_MAX_MEMBERS - 1)];
+		orphan = (orphan + 0xffffffffULL) >> 32;           /* incarnations differ */
+		asm volatile("" : "+r"(orphan));
+		rank = (f->flags & RP_FLOW_AGAIN) ^ 1;             /* seen once: 1 */
+		rank += orphan * (2 - rank);                       /* orphan: 2 */
+		rank += rp_less(fp->idle, rp_flow_age(fp, f)) * (3 - rank);  /* idle: 3 */
+		score = rank << 35 | (__u64)((__u32)rp_flow_age(fp, f) ^ 0x80000000u) << 3 | (RP_FLOW_WAYS - 1 - w);
+		/* best = max(best, score) */
+		d = score - best;
+		best = score - (d & -rp_less(score, best));
 	}
-	if (best_kind >= RP_VICTIM_ONCE)
+	if (best >> 35 <= 1)
 		rp_count_group(flow_evictions);
-	return best;
+	return RP_FLOW_WAYS - 1 - (best & (RP_FLOW_WAYS - 1));
 }
-#endif
 
 /* The flow goes to member idx from now on, in its own way (IDLE, GONE),
  * the set's first empty way, or in a full set rp_flow_victim's.  The tag
  * is written last, so that a reader on another CPU rarely sees a way half
  * written (two CPUs writing one way at once is not excluded: the loser's
- * flow is placed again when it sends next, as is a flow a group's program
- * finds no way for, the set filled since it looked). */
+ * flow is placed again when it sends next). */
 static __always_inline void rp_flow_remember(struct rp_flow_pick *fp, struct rp_gen *g, __u32 idx)
 {
 	__u32 w = rp_flow_way(fp->set, fp->tag);
 	struct rp_flow *f;
 
-	if (w >= RP_FLOW_WAYS) {
-#ifdef RP_ALL_STEPS
+	if (w >= RP_FLOW_WAYS)
 		w = rp_flow_victim(fp, g);
-#else
-		return;
-#endif
-	}
 	/* clang knows w < RP_FLOW_WAYS here and would drop the mask; the
 	 * verifier does not, and needs it. */
 	asm volatile("" : "+r"(w));

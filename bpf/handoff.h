@@ -5,16 +5,15 @@
  *
  * A group's program holds the short cut alone (a plain weighted group's
  * slot member; this CPU's member; an adaptive group's slot member while
- * the throttle does not name it; a known flow, and a new one with room in
- * its set), with its maps as constants of its code, so the verifier walks
- * it in about a millisecond and the common cases pay nothing for the
- * sharing.  Everything else (QUIC, RSS pins, a throttled member, a gone
- * socket's re-hashes and walk, a new flow that evicts another, migration)
- * runs in the shared program, verified once a boot: the group's program
- * writes its slot, and what the flow table knew of the datagram's flow,
- * into this CPU's handoff, and tail-calls it.  The shared program finds
- * the group's maps by the slot and goes on where the short cut stopped,
- * without judging the flow again.
+ * the throttle does not name it; a known flow, and a new one), with its
+ * maps as constants of its code, so the verifier walks it in about a
+ * millisecond and the common cases pay nothing for the sharing.
+ * Everything else (QUIC, RSS pins, a throttled member, a gone socket's
+ * re-hashes and walk, migration) runs in the shared program, verified once
+ * a boot: the group's program writes its slot, and what the flow table
+ * knew of the datagram's flow, into this CPU's handoff, and tail-calls it.
+ * The shared program finds the group's maps by the slot and goes on where
+ * the short cut stopped, without judging the flow again.
  */
 #ifndef RPCTL_HANDOFF_H
 #define RPCTL_HANDOFF_H

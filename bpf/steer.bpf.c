@@ -349,8 +349,7 @@ static __always_inline enum rp_step rp_first_choice(struct sk_reuseport_md *md, 
  * in a group without QUIC, for a request that is not migrating: a known
  * flow (step 2), and otherwise the first choice of steps 3 to 5, counted
  * and its flow remembered by the steps' exit.  A group's program holds
- * this alone (docs/decisions/0017): what it does not take, and a new flow
- * of a full set (whose victim the shared program chooses), it hands on. */
+ * this alone (docs/decisions/0017), and hands on what it does not take. */
 static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, struct rp_ctl *ctl,
 						 struct rp_gen *g, struct rp_pick *p)
 {
@@ -371,8 +370,6 @@ static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, str
 			rp_count(p, p->idx, RP_FLOW);
 			return RP_TOOK;
 		}
-		if (p->flow.state == RP_FLOW_NEW && rp_flow_set_full(&p->flow))
-			return RP_NEXT;
 	}
 	if (rp_first_choice(md, ctl, g, p) != RP_TOOK)
 		return RP_NEXT;
