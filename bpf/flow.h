@@ -49,6 +49,20 @@ static __always_inline int rp_flow_on_its_socket(struct rp_flow *f, struct rp_ge
 	       f->incarnation == g->incarnation[f->member & (RP_MAX_MEMBERS - 1)];
 }
 
+/* Set *set of the group's flow table.  The shared program finds a table of
+ * the default size in the array of maps "flows", whose lookups the verifier
+ * inlines, and one of any other size in "sized_flows" (made with
+ * BPF_F_INNER_MAP, whose lookups are calls: store/shared_program.py).  A
+ * group's program names its own table: of the default size, inlined too. */
+static __always_inline struct rp_flow_set *rp_flow_set(struct rp_ctl *ctl, __u32 *set)
+{
+#ifdef RP_SHARED
+	if (ctl->flow_table_size != RP_FLOW_TABLE_DEFAULT)
+		return rp_lookup(RP_GROUP_MAP(RP_FD_SIZED_FLOWS), set);
+#endif
+	return rp_lookup(RP_GROUP_MAP(RP_FD_FLOWS), set);
+}
+
 /* The way of set s that holds `tag`, else the set's first empty way,
  * else RP_FLOW_WAYS (a full set). */
 static __always_inline __u32 rp_flow_way(struct rp_flow_set *s, __u32 tag)
@@ -80,7 +94,7 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 	 * load (decision 0010). */
 	fp->now = bpf_jiffies64();
 	fp->idle = ctl->flow_idle_ticks;
-	fp->set = rp_lookup(RP_GROUP_MAP(RP_FD_FLOWS), &set);
+	fp->set = rp_flow_set(ctl, &set);
 	if (!fp->set) {
 		/* Nothing to remember.  Said here, not only left so: the
 		 * verifier reads ctl->flags anew at every test, so it follows

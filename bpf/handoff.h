@@ -40,7 +40,7 @@ static __always_inline void rp_resume_flow(struct sk_reuseport_md *md, struct rp
 
 	if (!h || h->flow_state == RP_FLOW_NONE)
 		return;
-	fp->set = rp_lookup(RP_GROUP_MAP(RP_FD_FLOWS), &set);
+	fp->set = rp_flow_set(ctl, &set);
 	if (!fp->set)
 		return;
 	fp->tag = hash | 1;
