@@ -35,10 +35,6 @@
  *                     inlined array lookup and one line per datagram, where
  *                     a hash map reads a bucket and an element (and calls
  *                     its lookup).  The alternative decision 0010 weighs.
- *   rp_new_flow_in_sets  the same in four times the sets ("roomy_flow_sets",
- *                     4 MiB), for datagrams of new flows: the bare cost of
- *                     placing a flow, a lookup that misses and an insert in
- *                     a set with room.
  */
 #include <uapi/linux/bpf.h>
 #include "rpctl.h"
@@ -205,8 +201,9 @@ int rp_flow_by_tuple(struct sk_reuseport_md *md)
 
 #endif /* RP_FD_FLOWS_BY_TUPLE */
 
-#if defined(RP_FD_FLOW_SETS) || defined(RP_FD_ROOMY_FLOW_SETS)
+#ifdef RP_FD_FLOW_SETS
 
+#define FLOW_SET_BITS 14       /* 16,384 sets of 4: 65,536 flows in 1 MiB */
 #define FLOW_WAYS 4
 
 struct flow_way {
@@ -219,12 +216,10 @@ struct flow_set {
 	struct flow_way way[FLOW_WAYS];
 };
 
-/* The member of the datagram's flow in `sets` (2^bits sets of 4), or a new
- * flow remembered at hash & 3. */
-static __always_inline int select_in_sets(struct sk_reuseport_md *md, void *sets, __u32 bits)
+int rp_flow_in_sets(struct sk_reuseport_md *md)
 {
-	__u32 set = md->hash & ((1u << bits) - 1), tag = md->hash | 1, idx = md->hash & 3, i;
-	struct flow_set *s = bpf_map_lookup_elem(sets, &set);
+	__u32 set = md->hash & ((1u << FLOW_SET_BITS) - 1), tag = md->hash | 1, idx = md->hash & 3, i;
+	struct flow_set *s = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOW_SETS), &set);
 
 	if (!s)
 		return SK_PASS;
@@ -235,7 +230,7 @@ static __always_inline int select_in_sets(struct sk_reuseport_md *md, void *sets
 			goto select;
 		}
 	}
-	/* A new flow takes an empty way (a set that has none forgets it). */
+	/* A new flow takes an empty way (the benchmark never fills a set). */
 #pragma unroll
 	for (i = 0; i < FLOW_WAYS; i++) {
 		if (!s->way[i].tag) {
@@ -249,22 +244,4 @@ select:
 	return SK_PASS;
 }
 
-#endif
-
-#ifdef RP_FD_FLOW_SETS
-
-int rp_flow_in_sets(struct sk_reuseport_md *md)
-{
-	return select_in_sets(md, RP_MAP(RP_FD_FLOW_SETS), 14);  /* 16,384 sets of 4: 65,536 flows in 1 MiB */
-}
-
 #endif /* RP_FD_FLOW_SETS */
-
-#ifdef RP_FD_ROOMY_FLOW_SETS
-
-int rp_new_flow_in_sets(struct sk_reuseport_md *md)
-{
-	return select_in_sets(md, RP_MAP(RP_FD_ROOMY_FLOW_SETS), 16);  /* 65,536 sets of 4: 4 MiB */
-}
-
-#endif /* RP_FD_ROOMY_FLOW_SETS */

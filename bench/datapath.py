@@ -40,10 +40,9 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   udp flow in 4-way sets  reference: one-cache-line sets in an array (rpctl's are 8-way)
   udp rpctl, no flows   rpctl's program on a UDP group without flow affinity
   udp rpctl, known flow rpctl's program, datagrams of flows already in its table
-  udp flow in 4-way sets, new flows   reference: the 4-way sets (4 MiB),
-                        every datagram a new flow inserted
-  udp rpctl, new flows  rpctl's program, every datagram a new flow, in a
-                        table with room for all (ROOMY_TABLE flows)
+  udp flow in 4-way sets, new flows   reference: the 4-way sets, every
+                        datagram a new flow inserted
+  udp rpctl, new flows  rpctl's program, every datagram a new flow
   ..., full sets        every set of a 256-flow table full: each new flow
                         evicts one
   ..., 16 flows         the flow tables and rpctl with 16 flows taking turns (in cache)
@@ -89,10 +88,8 @@ WIDE_SLOTS = 1 << 16
 # hold of a flow table's entries at once, fewer than the table holds.
 FLOWS, QUICK_FLOWS = 4096, 256
 FEW_FLOWS = 16
-# The "new flows" groups' tables: room for every flow of a run (a new flow
-# takes an empty way), and a table of 32 sets filled before the first round
-# (every new flow evicts one).
-ROOMY_TABLE = 1 << 18
+# The "new flows, full sets" groups' tables: 32 sets, filled before the first
+# round (every new flow evicts one).
 FULL_TABLE, FILL = 256, 2048
 WORKED = "workers: "   # the name of a variant whose listeners worker processes accept from
 UNALIGNED = ", unaligned"  # rpctl on array maps whose values start mid-line (_plain_arrays)
@@ -320,6 +317,32 @@ class KnownFlows:
         self(variant, len(self.clients.socks), 0)
 
 
+class NewFlows:
+    """Datagrams each from a fresh source, a new flow each, into a flow table
+    emptied before every round: a round's flows find sets with room (a
+    run's would fill the default table)."""
+
+    def __init__(self, table):
+        self.table = table  # kernel.maps.Map
+
+    def __call__(self, variant: Variant, count: int, seed: int) -> int:
+        from rpctl.controller.kernel import bpfsys
+
+        self.table.clear(bpfsys.map_info(self.table.fd).max_entries)
+        return _new_flows(variant, count, seed)
+
+
+def _flow_table(variant: Variant, stack: contextlib.ExitStack):
+    """The flow table of rpctl variant's group, opened."""
+    from rpctl.controller.contract import abi
+    from rpctl.controller.kernel.maps import Map
+    from rpctl.controller.store.state import Layout
+
+    table = Map.open_pinned(os.path.join(Layout().group_dir(variant.group), "flows"), abi.MAP_SPECS["flows"])
+    stack.callback(table.close)
+    return table
+
+
 def _new_flows(variant: Variant, count: int, seed: int) -> int:
     """Every datagram from a fresh source: a new flow each, inserted into the table."""
     from tests.support.traffic import udp_datagrams
@@ -371,34 +394,25 @@ def _with_workers(variant: Variant, stack: contextlib.ExitStack) -> Variant:
     return variant
 
 
-def _flow_maps(stack: contextlib.ExitStack) -> list[dict]:
+def _flow_maps(stack: contextlib.ExitStack, kinds: tuple[str, ...] = ("by_hash", "by_tuple", "sets")) -> list[dict]:
     """The flow tables decision 0010 weighs, for rpctl's default of 65,536 flows:
-    LRU hash maps keyed by md->hash and by the 4-tuple, and 4-way sets in an array."""
+    LRU hash maps keyed by md->hash ("by_hash") and by the 4-tuple ("by_tuple"),
+    and 4-way sets in an array ("sets"); `kinds` of them, each {name: map}."""
     from rpctl.controller.contract import abi
     from rpctl.controller.kernel.maps import Map
 
     flows = abi.RP_FLOW_TABLE_DEFAULT
-    specs = (
-        abi.MapSpec("flows_by_hash", abi.MAP_TYPE_LRU_HASH, 4, 16, flows),
-        abi.MapSpec("flows_by_tuple", abi.MAP_TYPE_LRU_HASH, 12, 16, flows),
-        abi.MapSpec("flow_sets", abi.MAP_TYPE_ARRAY, 4, 64, flows // 4),
-    )
+    specs = {
+        "by_hash": abi.MapSpec("flows_by_hash", abi.MAP_TYPE_LRU_HASH, 4, 16, flows),
+        "by_tuple": abi.MapSpec("flows_by_tuple", abi.MAP_TYPE_LRU_HASH, 12, 16, flows),
+        "sets": abi.MapSpec("flow_sets", abi.MAP_TYPE_ARRAY, 4, 64, flows // 4),
+    }
     out = []
-    for spec in specs:
-        m = Map.create(spec)
+    for kind in kinds:
+        m = Map.create(specs[kind])
         stack.callback(m.close)
-        out.append({spec.name: m})
+        out.append({m.spec.name: m})
     return out
-
-
-def _roomy_sets(stack: contextlib.ExitStack) -> dict:
-    """The 4-way sets of the new-flow reference: ROOMY_TABLE flows, as rpctl's new-flow groups hold."""
-    from rpctl.controller.contract import abi
-    from rpctl.controller.kernel.maps import Map
-
-    m = Map.create(abi.MapSpec("roomy_flow_sets", abi.MAP_TYPE_ARRAY, 4, 64, ROOMY_TABLE // 4))
-    stack.callback(m.close)
-    return {m.spec.name: m}
 
 
 def _instances(n: int, name: str, make: Callable[[str], Variant]) -> list[Variant]:
@@ -451,7 +465,7 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
     ]
     # The same with FEW_FLOWS flows taking turns: their entries stay in cache.
     few = KnownFlows(stack, FEW_FLOWS)
-    by_hash, _, in_sets = _flow_maps(stack)
+    by_hash, in_sets = _flow_maps(stack, ("by_hash", "sets"))
     warm = [
         _reference(f"udp flow by hash, {FEW_FLOWS} flows", "rp_flow_by_hash", next(ports), stack, by_hash,
                    proto="udp"),
@@ -465,16 +479,17 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
     for v in warm:
         v.traffic = few
         few.warm(v)
-    new = [
-        _reference("udp flow in 4-way sets, new flows", "rp_new_flow_in_sets", next(ports), stack,
-                   _roomy_sets(stack), proto="udp"),
-        *_and_own(n, "udp rpctl, new flows", ports, stack, proto="udp",
-                  options=GroupOptions(flow_table_size=ROOMY_TABLE)),
-        *(_fill(v) for v in _and_own(1, "udp rpctl, new flows, full sets", ports, stack, proto="udp",
-                                      options=GroupOptions(flow_table_size=FULL_TABLE))),
-    ]
-    for v in new:
+    (in_sets,) = _flow_maps(stack, ("sets",))
+    new = [_reference("udp flow in 4-way sets, new flows", "rp_flow_in_sets", next(ports), stack, in_sets,
+                      proto="udp")]
+    new[0].traffic = NewFlows(*in_sets.values())
+    for v in _and_own(n, "udp rpctl, new flows", ports, stack, proto="udp"):
+        v.traffic = NewFlows(_flow_table(v, stack))
+        new.append(v)
+    for v in _and_own(1, "udp rpctl, new flows, full sets", ports, stack, proto="udp",
+                      options=GroupOptions(flow_table_size=FULL_TABLE)):
         v.traffic = _new_flows
+        new.append(_fill(v))
     return variants + warm + new
 
 
@@ -744,22 +759,23 @@ rpctl costs {f.over(few):+d} ns, the hash map's lookup {f.over(f"udp flow by has
 bucket walk, the LRU's reference bit) is what the sets leave out.  What
 rpctl adds to the bare set lookup is the lines a weighted selection reads
 too (ctl, the generation's header and the flow's member's incarnation, the
-per-CPU counter: without flow affinity {f.over("udp rpctl, no flows"):+d} ns) and a call for
-the set's lookup: a flow table's size is set per group, so its array is
-made for an array of maps of any size (BPF_F_INNER_MAP), whose lookups the
-verifier does not inline.  Flows are stamped with the kernel's jiffies,
-one load; a clock helper call there cost about 35 ns a datagram
-(decision 0010).
+per-CPU counter: without flow affinity {f.over("udp rpctl, no flows"):+d} ns).  The set's lookup is
+inlined: a table of the default size is made without BPF_F_INNER_MAP (the
+flag that lets one array of maps hold tables of any size, and makes every
+lookup a call: about 15 ns a datagram, decision 0017); a table of another
+size pays that call.  Flows are stamped with the kernel's jiffies, one
+load; a clock helper call there cost about 35 ns a datagram (decision
+0010).
 
 **A new flow** ("udp rpctl, new flows": each datagram from a new source,
-into a table with room for every flow of the run, {ROOMY_TABLE:,} flows):
-{f.over("udp rpctl, new flows"):+d} ns over the floor, against {f.over("udp flow in 4-way sets, new flows"):+d} for the bare reference
-("udp flow in 4-way sets, new flows": a lookup that misses and an insert,
-in 4-way sets of the same 4 MiB).  Both miss the set's line, as a known
-flow of {f.flows:,} does; rpctl's own part ({f.step("udp flow in 4-way sets, new flows", "udp rpctl, new flows"):+d}) is the lines a
-weighted selection reads, the lookup call, the set's ways compared up to
-its first empty one, the counters (the selection and flows_created) and
-the flow written into that way.  The group's program places and remembers
+into a table of the default size emptied before each round, so that a
+round's {f.connections} flows find room): {f.over("udp rpctl, new flows"):+d} ns over the floor, against
+{f.over("udp flow in 4-way sets, new flows"):+d} for the bare reference ("udp flow in 4-way sets, new flows": a lookup
+that misses and an insert, in 4-way sets of the same 1 MiB, emptied
+likewise).  Both miss the set's line, as a known flow of {f.flows:,} does;
+rpctl's own part ({f.step("udp flow in 4-way sets, new flows", "udp rpctl, new flows"):+d}) is the lines a weighted selection reads, the
+set's ways compared up to its first empty one, the counters (the selection
+and flows_created) and the flow written into that way.  The group's program places and remembers
 every new flow itself ({f.shared("udp rpctl, new flows"):+d} against a group's own program): the
 eviction order of a full set is computed in arithmetic, one path for the
 verifier, so it fits the program verified for each group; it used to hand
@@ -767,7 +783,8 @@ every new flow to the shared program, which looked the flow's set up again
 through the group's slot.  "..., full sets" (a table of {FULL_TABLE} flows, every
 set full before the first round) evicts a flow with each datagram:
 {f.over("udp rpctl, new flows, full sets"):+d} ns (own program {f.over("udp rpctl, new flows, full sets" + OWN):+d}); its sets stay in cache, so it
-is the victim choice's instructions more than a line's miss.
+is the victim choice's instructions (and, a table of another size than
+the default, a call for the set's lookup) more than a line's miss.
 
 **Adaptive groups** (rpctl serve throttles a member whose queue builds;
 here the throttle is written as serve writes it): with nobody throttled
