@@ -515,7 +515,7 @@ def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Varia
         _rpctl("rpctl drained", next(ports), stack, _drained),
         *_and_own(n, "rpctl cpu pin", ports, stack, _cpu_pin),
         *_and_own(1, "rpctl rss pin", ports, stack, _rss_pin),
-        _rpctl("rpctl adaptive, none throttled", next(ports), stack, _adaptive(False, HOUR)),
+        *_instances(n, "rpctl adaptive, none throttled", _rpctl_groups(ports, stack, _adaptive(False, HOUR))),
         *_and_own(n, f"rpctl adaptive, {THROTTLED} throttled", ports, stack, _adaptive(True, HOUR)),
         *_and_own(1, "rpctl adaptive, lease over", ports, stack, _adaptive(True, -1.0)),
         _rpctl("rpctl weighted, 64", next(ports), stack, _weighted, count=64),
