@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
-import platform
 
 __all__ = [
     "BpfError",
@@ -79,8 +79,9 @@ class BpfError(OSError):
         self.log = ""  # prog_load: the verifier's log
 
 
+@functools.lru_cache(maxsize=None)  # every call of the syscall asks: a status of 256 groups makes thousands
 def _nr() -> int:
-    machine = platform.machine()
+    machine = os.uname().machine
     try:
         return _SYSCALL_NR[machine]
     except KeyError:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import array
 import ctypes
 import os
-from typing import Optional, Type, TypeVar
+from typing import Collection, Optional, Type, TypeVar
 
 from ..contract import abi
 from ..contract.errors import StateError
+from ..contract.refs import Param
 from . import bpfsys
 
 T = TypeVar("T", bound=ctypes.Structure)
@@ -91,7 +92,8 @@ class Map:
             if got != want:
                 raise StateError(
                     f"open {path}: map is (type, key, value, entries) {got}, this rpctl expects {want}; "
-                    "it was made by another rpctl version: unload the group with that version"
+                    "it was made by another rpctl version: unload its group with ", Param("force", flag=True),
+                    " (its program is detached) to make it anew",
                 )
         except BaseException:
             os.close(fd)
@@ -171,8 +173,11 @@ class Map:
             return []
         return [value_type.from_buffer_copy(buf.raw, cpu * stride) for cpu in range(_ncpus())]
 
-    def read_percpu_all(self, value_type: Type[T], count: int) -> list[list[T]]:
-        """Elements 0..count-1 of a per-CPU array map, one call."""
+    def read_percpu_all(self, value_type: Type[T], count: int,
+                        indexes: Optional[Collection[int]] = None) -> list[list[T]]:
+        """Elements 0..count-1 of a per-CPU array map, one call.  Given `indexes`, only those
+        elements are decoded and the others are empty lists (a reader of a few members of
+        a 256-entry map decodes a few)."""
         stride = (ctypes.sizeof(value_type) + 7) & ~7
         ncpus = _ncpus()
         keys = (ctypes.c_uint32 * count)()
@@ -183,6 +188,7 @@ class Map:
         raw = buf.raw
         return [
             [value_type.from_buffer_copy(raw, (i * ncpus + cpu) * stride) for cpu in range(ncpus)]
+            if indexes is None or i in indexes else []
             for i in range(count)
         ]
 

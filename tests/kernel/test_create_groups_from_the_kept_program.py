@@ -4,26 +4,19 @@ real kernel: compiled once, loaded as the program every group shares
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from rpctl.controller.kernel import compiled, loader
-from rpctl.controller.kernel.bpffs import bpffs_root
-from rpctl.controller.store import shared_program
 
 from tests.support.traffic import tcp_connections
 
 pytestmark = pytest.mark.kernel
 
 
-def no_shared_program() -> None:
-    """Compiles are counted when the shared program is loaded: when no group of
-    this build lives on the host."""
-    assert not shared_program.folders(bpffs_root()), (
-        "a shared program is loaded (a group of another test or process lives): nothing would be compiled")
-
-
 @pytest.fixture
-def empty_cache(tmp_path, monkeypatch):
-    no_shared_program()
+def empty_cache(tmp_path, monkeypatch, own_shared_program):
+    """No program kept, and a shared program of the test's own: its first group loads it."""
     folder = tmp_path / "programs"
     monkeypatch.setattr(compiled, "CACHE_DIR", str(folder))
     compiled.forget()
@@ -62,7 +55,8 @@ def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_mem
     assert failures == 0 and min(counts[0], counts[1]) > 850, dict(counts)
 
 
-def test_a_damaged_kept_program_is_compiled_again(netns, rpctl, make_members, empty_cache, monkeypatch):
+def test_a_damaged_kept_program_is_compiled_again(netns, rpctl, make_members, empty_cache, monkeypatch,
+                                                own_shared_program):
     members = make_members(port=7001)
     members.add()
     members.register_all(prefix="a")
@@ -70,7 +64,7 @@ def test_a_damaged_kept_program_is_compiled_again(netns, rpctl, make_members, em
         entry.write_bytes(entry.read_bytes()[:-8])
     # The last group gone, the shared program goes: the next group loads it again.
     rpctl.ok("unload", "--group", "tcp-7001")
-    no_shared_program()
+    assert not os.path.exists(own_shared_program)
 
     compiled.forget()
     compiles = []

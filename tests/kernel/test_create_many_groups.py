@@ -32,9 +32,9 @@ def slot_of(group: str) -> int:
     return ctl.slot
 
 
-def owners() -> dict[int, int]:
-    """Slot -> entry program id of every taken slot (one shared program: these tests' build)."""
-    return {slot: owner for _, slot, owner in shared_program.taken(bpffs_root())}
+def owners(folder: str) -> dict[int, int]:
+    """Slot -> program id of the group that holds it, of the taken slots of shared program `folder`."""
+    return {slot: owner for where, slot, owner in shared_program.taken(bpffs_root()) if where == folder}
 
 
 def gone(prog_id: int, within: float = 5.0) -> bool:
@@ -51,7 +51,7 @@ def gone(prog_id: int, within: float = 5.0) -> bool:
     return False
 
 
-def test_groups_share_one_program_and_each_steers_by_its_own_slot(netns, rpctl, make_members):
+def test_groups_share_one_program_and_each_steers_by_its_own_slot(netns, rpctl, make_members, own_shared_program):
     # More groups than the first batch of slots: slots are made again while groups live.
     groups = []
     for port in range(7100, 7100 + shared_program.FIRST_BATCH * 2 + 3):
@@ -59,11 +59,11 @@ def test_groups_share_one_program_and_each_steers_by_its_own_slot(netns, rpctl, 
         members.add()
         members.add()
         groups.append((members.register_all(prefix=f"p{port}-"), members))
-    (folder,) = shared_program.folders(bpffs_root())
+    folder = own_shared_program
     slots = [slot_of(name) for name, _ in groups]
     assert len(set(slots)) == len(slots), "two groups share a slot"
     entries = {shared_program.program_of(Layout().group_dir(name)) for name, _ in groups}
-    assert len(entries) == len(groups) and set(owners().values()) >= entries
+    assert len(entries) == len(groups) and set(owners(folder).values()) == entries
 
     # Drain one member of every other group: only that group's traffic moves.
     for i, (name, _) in enumerate(groups):
@@ -82,11 +82,11 @@ def test_groups_share_one_program_and_each_steers_by_its_own_slot(netns, rpctl, 
     os.close(fd)
     for name, _ in groups:
         rpctl.ok("unload", "--group", name)
-    assert shared_program.folders(bpffs_root()) == [], "the shared program outlived its last group"
+    assert not os.path.exists(folder), "the shared program outlived its last group"
     assert all(gone(e) for e in entries) and gone(shared_id), "a program stayed in the kernel"
 
 
-def test_a_freed_slot_serves_its_next_group_from_clean_maps(netns, rpctl, make_members):
+def test_a_freed_slot_serves_its_next_group_from_clean_maps(netns, rpctl, make_members, own_shared_program):
     first = make_members(port=7201)
     for _ in range(3):
         first.add()
@@ -99,7 +99,7 @@ def test_a_freed_slot_serves_its_next_group_from_clean_maps(netns, rpctl, make_m
     keep.add()
     keep.register_all(prefix="k")
     rpctl.ok("unload", "--group", a)
-    assert slot not in owners()
+    assert slot not in owners(own_shared_program)
 
     second = make_members(port=7203)
     second.add()
@@ -137,14 +137,14 @@ def test_a_flow_table_of_another_size_is_swapped_into_the_slot(netns, make_membe
         flows.close()
 
 
-def test_cleanup_frees_the_slots_of_a_dead_namespaces_groups(netns, rpctl, make_members):
+def test_cleanup_frees_the_slots_of_a_dead_namespaces_groups(netns, rpctl, make_members, own_shared_program):
     keep = make_members(port=7401)
     keep.add()
     keep.register_all()
     name = "rpctl-shared-gone"
     folder = namespace_with_a_group(name)
-    taken = set(owners())
+    taken = set(owners(own_shared_program))
     subprocess.run(["ip", "netns", "del", name], check=True)
     rpctl.ok("cleanup")
     assert not os.path.exists(folder)
-    assert len(owners()) == len(taken) - 1, "the dead namespace's group kept its slot"
+    assert len(owners(own_shared_program)) == len(taken) - 1, "the dead namespace's group kept its slot"
