@@ -618,7 +618,8 @@ def run(quick: bool) -> None:
     def kind(name: str) -> str:
         name = name.removeprefix("udp ").removeprefix(WORKED)
         if name.startswith("rpctl"):
-            return "rpctl's program, own (comparison)" if name.endswith(OWN) else "rpctl's program"
+            own = name.endswith((OWN, UNALIGNED))  # the unaligned rows are groups' own programs too
+            return "rpctl's program, own (comparison)" if own else "rpctl's program"
         if name.startswith("flow "):
             return "UDP flow table keys"
         return "floor" if name.startswith(("return", "select")) else "ladder to rpctl weighted"
