@@ -33,21 +33,9 @@ SWITCH_WITHIN = 1.0   # the issue: within 1 s of v2's listener every new connect
 
 
 @pytest.fixture
-def servers(netns, tmp_path):
-    """start(name, workers): a real nginx in tmp_path/name, ready; every one stopped after the test."""
-    made = []
-
-    def start(name: str, workers: int = 2) -> Nginx:
-        folder = tmp_path / name
-        folder.mkdir()
-        n = Nginx(folder, port=PORT, workers=workers)
-        made.append(n)
-        n.wait_ready()
-        return n
-
-    yield start
-    for n in made:
-        n.stop()
+def servers(nginx):
+    """start(name, workers=2): a real nginx on PORT in a folder of its own, ready; stopped after the test."""
+    return lambda name, workers=2: nginx(port=PORT, workers=workers, name=name)
 
 
 @pytest.fixture
