@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
 from rpctl.controller.contract.errors import RpctlError
-from rpctl.controller.kernel import diag, sockets
 from rpctl.controller.read import views
 
 from tests.support.launched import wait_until
 from tests.support.nginx import Nginx, group_config
-from tests.support.timed_requests import FAILED, TimedRequests
+from tests.support.timed_requests import FAILED, NewListener, TimedRequests
 
 pytestmark = pytest.mark.kernel
 
@@ -72,25 +70,11 @@ def wait_generations(s, states: dict[int, str], timeout: float = 10.0) -> dict[i
         raise AssertionError(f"{e}: {seen}; serve said: {s.stderr()}") from None
 
 
-def listener_count() -> int:
-    return len(diag.listeners(sockets.proto_number("tcp"), port=PORT))
-
-
 def start_beside(servers, name: str, workers: int = 2) -> tuple[Nginx, float]:
     """Start nginx `name` and return it with the moment its first listener appeared."""
-    before = listener_count()
-    box = {}
-
-    def watch():
-        while listener_count() <= before:
-            time.sleep(0.002)
-        box["t"] = time.monotonic()
-
-    t = threading.Thread(target=watch)
-    t.start()
-    n = servers(name, workers)
-    t.join(10)
-    return n, box["t"]
+    with NewListener(PORT) as watch:
+        n = servers(name, workers)
+    return n, watch.appeared
 
 
 def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(servers, serve, rpctl):

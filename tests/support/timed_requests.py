@@ -71,3 +71,32 @@ class TimedRequests:
     def failed(self) -> int:
         with self.lock:
             return sum(1 for _, pid in self.done if pid == FAILED)
+
+
+class NewListener:
+    """Notes the moment a TCP listener of `port` more than there are now appears
+    (sock_diag polled every 2 ms from a thread): `appeared`, monotonic, once seen."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.before = self._count()
+        self.appeared: float | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self) -> int:
+        from rpctl.controller.kernel import diag
+
+        return len(diag.listeners(socket.IPPROTO_TCP, port=self.port))
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 30
+        while self._count() <= self.before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.appeared = time.monotonic()
+
+    def __enter__(self) -> "NewListener":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.thread.join(30)
