@@ -196,6 +196,9 @@ class Plan:
         if self.pin is not None:
             was = self.pin_was.text
             out.append(f"{g} pin {self.pin.text}" + (f" (was {was})" if was != self.pin.text else " (members changed)"))
+        if self.marks and not self.generation_lines:  # nothing changed role: numbers recorded, or cleared
+            for r in self.marks:
+                out.append(f"{g} {r.name} generation {r.mark.server_gen or 'none'}")
         return out + list(self.generation_lines)
 
     def note_lines(self) -> list[str]:
@@ -344,8 +347,8 @@ def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None)
     adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, *wanted[n]) for c, n in zip(joining, names))
     reweighs = tuple(Reweigh(m.name, m.index, *wanted[m.name][:2], m.weight, m.draining)
                      for m in staying if wanted[m.name][:2] != (m.weight, m.draining))
-    marks = tuple(Remark(m.name, m.index, wanted[m.name][2]) for m in staying
-                  if spec.rollout is not None and wanted[m.name][2] != m.mark)
+    # Without `generations` in the file, members keep no generation (one the file had is cleared).
+    marks = tuple(Remark(m.name, m.index, wanted[m.name][2]) for m in staying if wanted[m.name][2] != m.mark)
     unknown = tuple(sorted(n for n in {*spec.weights, *spec.drain} if n not in taken))
 
     create = not observed.exists and bool(adds)

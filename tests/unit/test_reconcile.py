@@ -212,3 +212,22 @@ def test_a_second_server_beside_the_first_is_a_new_generation_and_the_first_drai
 def test_a_group_without_generations_marks_nothing():
     p = plan(_spec(), Observed("web", KEY, False, (_gen_lst(1, 101, "m1"),)))
     assert p.adds[0].mark.server_gen == 0 and not p.marks
+
+
+def test_a_canary_planned_again_is_nothing_to_do_and_generations_left_out_are_cleared():
+    from rpctl.controller.store.membership import NO_MARK, Mark
+    from rpctl.controller.tables.server_generations import Rollout
+
+    spec = _spec(rollout=Rollout(5))
+    listeners = (_gen_lst(1, 101, "m1"), _gen_lst(2, 201, "m2"))
+    first = plan(spec, Observed("web", KEY, True, listeners, (Current(0, "nginx-1", 1, 101, 6, 1, False, True),)))
+    (add,) = first.adds
+    (old,) = first.marks
+    assert (add.weight, add.mark) == (500, Mark(2, canary=True)) and old.mark == Mark(1)
+    applied = (Current(0, "nginx-1", 1, 101, 6, 9500, False, True, Mark(1)),
+               Current(1, "nginx-2", 2, 201, 6, 500, False, True, add.mark))
+    assert plan(spec, Observed("web", KEY, True, listeners, applied)).empty
+    cleared = plan(_spec(), Observed("web", KEY, True, listeners, applied))
+    assert {r.name: r.mark for r in cleared.marks} == {"nginx-1": NO_MARK, "nginx-2": NO_MARK}
+    assert {r.name: r.weight for r in cleared.reweighs} == {"nginx-1": 1, "nginx-2": 1}
+    assert "group web: nginx-1 generation none" in cleared.lines()
