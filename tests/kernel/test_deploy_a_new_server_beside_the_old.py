@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from rpctl.controller.contract.errors import RpctlError
@@ -213,12 +214,18 @@ for pid in pids:
 
 
 class UdpServer:
-    def __init__(self, port: int, workers: int = 2):
+    """The UDP server above; with `cgroup` (a folder of the cgroup v2 hierarchy), started inside it."""
+
+    def __init__(self, port: int, workers: int = 2, cgroup: str | None = None):
         import subprocess
         import sys
 
+        def enter() -> None:
+            with open(f"{cgroup}/cgroup.procs", "w") as f:
+                f.write("0")  # this process (the child before exec): its workers follow
+
         self.proc = subprocess.Popen([sys.executable, "-c", UDP_SERVER, str(port), str(workers)],
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, preexec_fn=enter if cgroup else None)
         self.worker_pids = {int(p) for p in self.proc.stdout.readline().split()}
         self.proc.stdout.close()
 
@@ -262,30 +269,31 @@ UDP_PORT = 7331
 IDLE = 1.0  # the flow table's idle timeout in the test's file
 
 
+def udp_config(path, *lines: str) -> str:
+    path.write_text("\n".join(["[[group]]", 'name = "dns"', f'listen = "udp:127.0.0.1:{UDP_PORT}"',
+                               'adopt = { comm = "udpworker" }', *lines, ""]))
+    return str(path)
+
+
+def udp_generations(states: dict[int, str]) -> None:
+    def check():
+        try:
+            found = {g.number: str(g.state) for g in views.read_view("dns", with_queues=None).generations}
+        except RpctlError:
+            return None
+        return found == states
+
+    wait_until(f"generations {states}", check, timeout=10, interval=0.02)
+
+
 def test_udp_flows_of_the_old_generation_stay_on_it_until_idle_and_new_flows_go_to_the_new(netns, launch, tmp_path):
-    path = tmp_path / "rpctl.toml"
-    path.write_text("[[group]]\n"
-                    'name = "dns"\n'
-                    f'listen = "udp:127.0.0.1:{UDP_PORT}"\n'
-                    'adopt = { comm = "udpworker" }\n'
-                    'generations = "newest"\n'
-                    f"flow_idle_timeout = {IDLE}\n")
+    path = udp_config(tmp_path / "rpctl.toml", 'generations = "newest"', f"flow_idle_timeout = {IDLE}")
     servers = [UdpServer(UDP_PORT)]
-    s = launch([], [], argv=["serve", "-c", str(path)])
+    s = launch([], [], argv=["serve", "-c", path])
     flows = []
     try:
         v1 = servers[0]
-
-        def gens(states):
-            def check():
-                try:
-                    found = {g.number: str(g.state) for g in views.read_view("dns", with_queues=None).generations}
-                except RpctlError:
-                    return None
-                return found == states
-
-            wait_until(f"generations {states}", check, timeout=10, interval=0.02)
-
+        gens = udp_generations
         gens({1: "serving"})
         old = Flows(UDP_PORT, 60)
         flows.append(old)
@@ -311,3 +319,30 @@ def test_udp_flows_of_the_old_generation_stay_on_it_until_idle_and_new_flows_go_
             f.close()
         for server in servers:
             server.stop()
+
+
+CGROUPS = "/sys/fs/cgroup/unified"  # this machine's cgroup v2 hierarchy (DESIGN.md)
+
+
+def test_generations_by_cgroup_make_one_of_every_server_in_a_unit(netns, launch, tmp_path):
+    """Two single-process servers per unit (app@blue, app@green): by process each is a
+    generation of its own, by cgroup each unit is one."""
+    units = {color: f"{CGROUPS}/rpctl-test-app@{color}.service" for color in ("blue", "green")}
+    for folder in units.values():
+        os.makedirs(folder, exist_ok=True)
+    path = udp_config(tmp_path / "rpctl.toml", 'generations = "newest"', 'generation_by = "cgroup"')
+    servers = []
+    try:
+        servers += [UdpServer(UDP_PORT, 1, units["blue"]) for _ in range(2)]
+        launch([], [], argv=["serve", "-c", path])
+        udp_generations({1: "serving"})
+        servers += [UdpServer(UDP_PORT, 1, units["green"]) for _ in range(2)]
+        udp_generations({1: "drained", 2: "serving"})
+        gens = {g.number: set(g.members) for g in views.read_view("dns", with_queues=None).generations}
+        assert [len(gens[1]), len(gens[2])] == [2, 2], gens
+    finally:
+        for server in servers:
+            server.stop()
+        for folder in units.values():
+            wait_until(f"{folder} empty", lambda f=folder: not Path(f, "cgroup.procs").read_text().strip(), 5)
+            os.rmdir(folder)
