@@ -34,7 +34,7 @@ from ..kernel.discover import discover, identity
 from ..store.generation import Group
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
-from ..store.membership import Joining, NewMember, taken, update_members
+from ..store.membership import Joining, Moved, NewMember, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
 from ..store.policy import new_policy
 from ..store.state import Layout
@@ -60,6 +60,12 @@ class Candidate:
     uid: Optional[int] = None
     cgroup: Optional[str] = None
     holders: tuple[int, ...] = ()  # pids holding it
+    servers: tuple[int, ...] = ()  # pids seen serving it (several: a prefork server's children share it)
+    weak: bool = False  # pid only holds it, alone, and is not seen serving it (discover.Listener.weak)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.servers) > 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Current:
     weight: int
     draining: bool
     open: bool  # its socket is still in the socket array
+    shared: bool = False  # recorded as served by several processes (RP_MEMBER_SHARED)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class Add:
     comm: str
     weight: int
     draining: bool
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class Refresh:
     pid: int
     fd: int
     old_pid: int
+    shared: bool = False  # several processes serve it: pid is the first
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,9 @@ class Plan:
     unmanaged: tuple[Unmanaged, ...] = ()
     unknown_names: tuple[str, ...] = ()  # in weights or drain, no member's name
     kept_by_serve: bool = False  # a `run` group: rpctl serve launches its members
+    # Members whose socket one process holds and none is seen serving (a prefork server's
+    # parent between two generations of children): their record stays, serve looks again soon.
+    unserved: tuple[str, ...] = ()
     pids: dict[str, int] = field(default_factory=dict, compare=False)  # name -> pid of the members after it
 
     @property
@@ -169,7 +181,9 @@ class Plan:
         for a in self.adds:
             drained = ", drained" if a.draining else ""
             out.append(f"{g} + {a.name} (pid {a.pid} {a.comm} fd {a.fd}, weight {a.weight}{drained})")
-        out += [f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd})" for r in self.refreshes]
+        for r in self.refreshes:
+            shared = ", shared with other processes" if r.shared else ""
+            out.append(f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd}{shared})")
         for r in self.reweighs:
             if r.weight != r.old_weight:
                 out.append(f"{g} {r.name} weight {r.old_weight} -> {r.weight}")
@@ -210,7 +224,9 @@ def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
         who = identity(s.pid)
-        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders))
+        servers = tuple(h.pid for h in lst.servers)
+        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
+                             servers, lst.weak))
     return tuple(out)
 
 
@@ -232,7 +248,7 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
                                Call("unload", group=spec.name), " first to move it)")
         view = read_group(g, with_queues=False)
         options = g.options()
-    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)
+    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone, m.shared)
                     for m in view.members)
     return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
 
@@ -247,6 +263,14 @@ def _mismatch(spec: GroupSpec, c: Candidate) -> str:
     if spec.adopt is None:
         return "the group has no adopt rule"
     return spec.adopt.mismatch(c.comm, c.exe, c.uid, c.cgroup)
+
+
+def _moved(m: Current, c: Candidate) -> bool:
+    """Whether member m's record (pid, fd, shared) no longer says who serves its socket
+    (c): a recorded process that still serves it stays the one on record."""
+    if c.shared:
+        return m.pid not in c.servers or not m.shared
+    return (c.pid, c.fd) != (m.pid, m.fd) or m.shared
 
 
 def check_options(spec: GroupSpec, own: GroupOptions) -> None:
@@ -278,13 +302,14 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
             removes.append(Remove(m.name, m.index, SOCKET_CLOSED))
         elif c is None:
             removes.append(Remove(m.name, m.index, "no longer a listener of the port"))
-        elif c.pid and _mismatch(spec, c):
+        elif c.pid and not c.weak and _mismatch(spec, c):
             removes.append(Remove(m.name, m.index, f"pid {c.pid} {c.comm}: {_mismatch(spec, c)}"))
         else:
             staying.append(m)
-            # No process told apart (during a reload two may poll it): keep the record until one is.
-            if c.pid and (c.pid, c.fd) != (m.pid, m.fd):
-                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid))
+            # No process told apart, or only one holding it without serving it (a prefork
+            # server's parent between two generations of children): keep the record until one is.
+            if c.pid and not c.weak and _moved(m, c):
+                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid, c.shared))
 
     unmanaged: list[Unmanaged] = []
     joining: list[Candidate] = []
@@ -308,7 +333,8 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     def weight(name: str) -> int:
         return spec.weights.get(name, spec.default_weight)
 
-    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain) for c, n in zip(joining, names))
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain, c.shared)
+                 for c, n in zip(joining, names))
     reweighs = tuple(Reweigh(m.name, m.index, weight(m.name), m.name in spec.drain, m.weight, m.draining)
                      for m in staying if (weight(m.name), m.name in spec.drain) != (m.weight, m.draining))
     unknown = tuple(sorted(n for n in {*spec.weights, *spec.drain} if n not in taken))
@@ -323,8 +349,10 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     pids = {m.name: m.pid for m in staying}
     pids.update({r.name: r.pid for r in refreshes})
     pids.update({a.name: a.pid for a in adds})
+    weak = {m.name for m in staying if listeners[m.cookie].weak} | {n for c, n in zip(joining, names) if c.weak}
     return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
-                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids)
+                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids,
+                unserved=tuple(sorted(weak)))
 
 
 # execute -------------------------------------------------------------------------
@@ -340,8 +368,8 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
     if p.create:
         probe.require_kernel()
     # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
-    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, what=f"{what}: {a.name}")
-            for a in p.adds]
+    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, shared=a.shared,
+                      what=f"{what}: {a.name}") for a in p.adds]
     with taken(news) as joining:
         info = joining[0].info if p.create else None
         with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):
@@ -358,7 +386,8 @@ def _write(g: Group, p: Plan, joining: list[Joining]) -> dict[str, int]:
         def pin_plan(index: dict[str, int]):
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
-    return update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies, pin_plan)
+    moved = {r.index: Moved(r.pid, r.fd, r.shared) for r in p.refreshes}
+    return update_members(g, g.members(), joining, moved, policies, pin_plan)
 
 
 @contextlib.contextmanager
