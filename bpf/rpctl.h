@@ -70,14 +70,17 @@
 enum rp_member_flag {
 	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
 	RP_MEMBER_QUIC = 1u << 1,      /* quic_server_id is set */
+	/* several processes serve its socket (a prefork server's children):
+	 * pid is the first of them, readers find the others */
+	RP_MEMBER_SHARED = 1u << 2,
 	/* User space only: the operator's verdict on the member's server
 	 * generation (server_gen), kept by every member of it
 	 * (docs/decisions/0021).  The program never reads them. */
-	RP_MEMBER_PROMOTED = 1u << 2,
-	RP_MEMBER_ROLLED_BACK = 1u << 3,
+	RP_MEMBER_PROMOTED = 1u << 3,
+	RP_MEMBER_ROLLED_BACK = 1u << 4,
 	/* User space only: its generation is a canary (it takes a share of new
 	 * work by its weights), as the last reconcile published it. */
-	RP_MEMBER_CANARY = 1u << 4,
+	RP_MEMBER_CANARY = 1u << 5,
 };
 
 /* rp_policy.flags: per generation, so a drain flips with its table. */

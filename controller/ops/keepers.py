@@ -139,7 +139,9 @@ class Keeper:
         # it yet): nothing else may change when the worker starts polling, so
         # it is looked at again soon, less and less often, and only named in
         # the log when it stays so.
-        undecided = any(not u.pid for u in plan.unmanaged)
+        # So is a shared listener that only its prefork server's parent holds (the old children
+        # gone, the new ones not yet polling): no pid exits when they start.
+        undecided = any(not u.pid for u in plan.unmanaged) or bool(plan.unserved)
         self.soon = (min(self.soon * 2, RESYNC) if self.soon else SOON) if undecided else 0.0
         if self.soon and self.soon < UNDECIDED_NOTE:
             plan = replace(plan, unmanaged=tuple(u for u in plan.unmanaged if u.pid))

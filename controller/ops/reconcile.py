@@ -35,7 +35,7 @@ from ..kernel.server_root import generation_key
 from ..store.generation import Group
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
-from ..store.membership import NO_MARK, Joining, Mark, NewMember, taken, update_members
+from ..store.membership import NO_MARK, Joining, Mark, Moved, NewMember, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
 from ..store.policy import new_policy
 from ..store.state import Layout
@@ -63,6 +63,12 @@ class Candidate:
     uid: Optional[int] = None
     cgroup: Optional[str] = None
     holders: tuple[int, ...] = ()  # pids holding it
+    servers: tuple[int, ...] = ()  # pids seen serving it (several: a prefork server's children share it)
+    weak: bool = False  # pid only holds it, alone, and is not seen serving it (discover.Listener.weak)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.servers) > 1
     generation_key: Optional[str] = None  # its server's (kernel/server_root.py), for a group with generations
 
 
@@ -78,6 +84,7 @@ class Current:
     weight: int
     draining: bool
     open: bool  # its socket is still in the socket array
+    shared: bool = False  # recorded as served by several processes (RP_MEMBER_SHARED)
     mark: Mark = NO_MARK  # what its entry keeps of its server generation
 
 
@@ -101,6 +108,7 @@ class Add:
     comm: str
     weight: int
     draining: bool
+    shared: bool = False
     mark: Mark = NO_MARK
 
 
@@ -129,6 +137,7 @@ class Refresh:
     pid: int
     fd: int
     old_pid: int
+    shared: bool = False  # several processes serve it: pid is the first
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,9 @@ class Plan:
     marks: tuple[Remark, ...] = ()
     generation_lines: tuple[str, ...] = ()  # what generations do now, when that changed
     kept_by_serve: bool = False  # a `run` group: rpctl serve launches its members
+    # Members whose socket one process holds and none is seen serving (a prefork server's
+    # parent between two generations of children): their record stays, serve looks again soon.
+    unserved: tuple[str, ...] = ()
     pids: dict[str, int] = field(default_factory=dict, compare=False)  # name -> pid of the members after it
 
     @property
@@ -187,7 +199,9 @@ class Plan:
         for a in self.adds:
             drained = ", drained" if a.draining else ""
             out.append(f"{g} + {a.name} (pid {a.pid} {a.comm} fd {a.fd}, weight {a.weight}{drained})")
-        out += [f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd})" for r in self.refreshes]
+        for r in self.refreshes:
+            shared = ", shared with other processes" if r.shared else ""
+            out.append(f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd}{shared})")
         for r in self.reweighs:
             if r.weight != r.old_weight:
                 out.append(f"{g} {r.name} weight {r.old_weight} -> {r.weight}")
@@ -232,9 +246,10 @@ def _candidates(key: sockets.EndpointKey, generation_by: Optional[str] = None) -
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
         who = identity(s.pid)
+        servers = tuple(h.pid for h in lst.servers)
         gen_key = generation_key(s.pid, holding, generation_by, who.cgroup) if generation_by else None
         out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
-                             gen_key))
+                             servers, lst.weak, gen_key))
     return tuple(out)
 
 
@@ -256,7 +271,7 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
                                Call("unload", group=spec.name), " first to move it)")
         view = read_group(g, with_queues=False)
         options = g.options()
-    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone,
+    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone, m.shared,
                             Mark(m.generation, Verdict(m.verdict) if m.verdict else Verdict.NONE, m.canary))
                     for m in view.members)
     return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
@@ -272,6 +287,14 @@ def _mismatch(spec: GroupSpec, c: Candidate) -> str:
     if spec.adopt is None:
         return "the group has no adopt rule"
     return spec.adopt.mismatch(c.comm, c.exe, c.uid, c.cgroup)
+
+
+def _moved(m: Current, c: Candidate) -> bool:
+    """Whether member m's record (pid, fd, shared) no longer says who serves its socket
+    (c): a recorded process that still serves it stays the one on record."""
+    if c.shared:
+        return m.pid not in c.servers or not m.shared
+    return (c.pid, c.fd) != (m.pid, m.fd) or m.shared
 
 
 def check_options(spec: GroupSpec, own: GroupOptions) -> None:
@@ -304,13 +327,14 @@ def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None)
             removes.append(Remove(m.name, m.index, SOCKET_CLOSED))
         elif c is None:
             removes.append(Remove(m.name, m.index, "no longer a listener of the port"))
-        elif c.pid and _mismatch(spec, c):
+        elif c.pid and not c.weak and _mismatch(spec, c):
             removes.append(Remove(m.name, m.index, f"pid {c.pid} {c.comm}: {_mismatch(spec, c)}"))
         else:
             staying.append(m)
-            # No process told apart (during a reload two may poll it): keep the record until one is.
-            if c.pid and (c.pid, c.fd) != (m.pid, m.fd):
-                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid))
+            # No process told apart, or only one holding it without serving it (a prefork
+            # server's parent between two generations of children): keep the record until one is.
+            if c.pid and not c.weak and _moved(m, c):
+                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid, c.shared))
 
     unmanaged: list[Unmanaged] = []
     joining: list[Candidate] = []
@@ -344,7 +368,8 @@ def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None)
                         + [Seatholder(n, c.generation_key, NO_MARK, *wanted[n][:2]) for c, n in zip(joining, names)],
                         [m.mark for m in observed.members if m.index in gone], verdict)
         wanted, generation_lines = steered.members, steered.lines
-    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, *wanted[n]) for c, n in zip(joining, names))
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, wanted[n][0], wanted[n][1], c.shared, wanted[n][2])
+                 for c, n in zip(joining, names))
     reweighs = tuple(Reweigh(m.name, m.index, *wanted[m.name][:2], m.weight, m.draining)
                      for m in staying if wanted[m.name][:2] != (m.weight, m.draining))
     # Without `generations` in the file, members keep no generation (one the file had is cleared).
@@ -361,9 +386,10 @@ def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None)
     pids = {m.name: m.pid for m in staying}
     pids.update({r.name: r.pid for r in refreshes})
     pids.update({a.name: a.pid for a in adds})
+    weak = {m.name for m in staying if listeners[m.cookie].weak} | {n for c, n in zip(joining, names) if c.weak}
     return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
                 reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids,
-                marks=marks, generation_lines=generation_lines)
+                unserved=tuple(sorted(weak)), marks=marks, generation_lines=generation_lines)
 
 
 # execute -------------------------------------------------------------------------
@@ -379,8 +405,8 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
     if p.create:
         probe.require_kernel()
     # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
-    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, what=f"{what}: {a.name}",
-                      mark=a.mark) for a in p.adds]
+    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, shared=a.shared,
+                      what=f"{what}: {a.name}", mark=a.mark) for a in p.adds]
     with taken(news) as joining:
         info = joining[0].info if p.create else None
         with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):
@@ -397,7 +423,8 @@ def _write(g: Group, p: Plan, joining: list[Joining]) -> dict[str, int]:
         def pin_plan(index: dict[str, int]):
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
-    return update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies, pin_plan,
+    moved = {r.index: Moved(r.pid, r.fd, r.shared) for r in p.refreshes}
+    return update_members(g, g.members(), joining, moved, policies, pin_plan,
                           marks={r.index: r.mark for r in p.marks})
 
 

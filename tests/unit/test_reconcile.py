@@ -188,15 +188,15 @@ def test_options_that_differ_from_the_groups_are_refused_naming_both_values():
 
 
 def _gen_lst(cookie: int, pid: int, master: str) -> Candidate:
-    return Candidate(cookie, cookie + 1000, pid, 6, "nginx", "/usr/sbin/nginx", 33, "/", (1, pid), master)
+    return Candidate(cookie, cookie + 1000, pid, 6, "nginx", "/usr/sbin/nginx", 33, "/", (1, pid), generation_key=master)
 
 
 def test_a_second_server_beside_the_first_is_a_new_generation_and_the_first_drains():
     from rpctl.controller.store.membership import Mark
     from rpctl.controller.tables.server_generations import NEWEST
 
-    members = (Current(0, "nginx-1", 1, 101, 6, 1, False, True, Mark(1)),
-               Current(1, "nginx-2", 2, 102, 6, 1, False, True, Mark(1)))
+    members = (Current(0, "nginx-1", 1, 101, 6, 1, False, True, mark=Mark(1)),
+               Current(1, "nginx-2", 2, 102, 6, 1, False, True, mark=Mark(1)))
     listeners = (_gen_lst(1, 101, "m1"), _gen_lst(2, 102, "m1"), _gen_lst(3, 201, "m2"))
     p = plan(_spec(rollout=NEWEST), Observed("web", KEY, True, listeners, members))
     assert [(a.name, a.mark) for a in p.adds] == [("nginx-3", Mark(2))]
@@ -204,8 +204,8 @@ def test_a_second_server_beside_the_first_is_a_new_generation_and_the_first_drai
     assert p.lines()[-2:] == ["group web: generation 1: draining (takes no new work)",
                               "group web: generation 2: takes new work"]
     # Once done, the same plan again is nothing to do.
-    done = (*(Current(m.index, m.name, m.cookie, m.pid, 6, 1, True, True, m.mark) for m in members),
-            Current(2, "nginx-3", 3, 201, 6, 1, False, True, Mark(2)))
+    done = (*(Current(m.index, m.name, m.cookie, m.pid, 6, 1, True, True, mark=m.mark) for m in members),
+            Current(2, "nginx-3", 3, 201, 6, 1, False, True, mark=Mark(2)))
     assert plan(_spec(rollout=NEWEST), Observed("web", KEY, True, listeners, done)).empty
 
 
@@ -224,10 +224,48 @@ def test_a_canary_planned_again_is_nothing_to_do_and_generations_left_out_are_cl
     (add,) = first.adds
     (old,) = first.marks
     assert (add.weight, add.mark) == (500, Mark(2, canary=True)) and old.mark == Mark(1)
-    applied = (Current(0, "nginx-1", 1, 101, 6, 9500, False, True, Mark(1)),
-               Current(1, "nginx-2", 2, 201, 6, 500, False, True, add.mark))
+    applied = (Current(0, "nginx-1", 1, 101, 6, 9500, False, True, mark=Mark(1)),
+               Current(1, "nginx-2", 2, 201, 6, 500, False, True, mark=add.mark))
     assert plan(spec, Observed("web", KEY, True, listeners, applied)).empty
     cleared = plan(_spec(), Observed("web", KEY, True, listeners, applied))
     assert {r.name: r.mark for r in cleared.marks} == {"nginx-1": NO_MARK, "nginx-2": NO_MARK}
     assert {r.name: r.weight for r in cleared.reweighs} == {"nginx-1": 1, "nginx-2": 1}
     assert "group web: nginx-1 generation none" in cleared.lines()
+
+
+# Shared listeners: a prefork server's children share each socket ---------------------
+
+
+def _shared(cookie: int, servers: tuple, parent: int = 1) -> Candidate:
+    return Candidate(cookie, cookie + 1000, servers[0], 6, "nginx", "/usr/sbin/nginx", 33, "/",
+                     (parent, *servers), servers)
+
+
+def _parent_only(cookie: int, parent: int = 1) -> Candidate:
+    """Only the parent holds it, not seen serving it: between two generations of children."""
+    return Candidate(cookie, cookie + 1000, parent, 6, "nginx", "/usr/sbin/nginx", 33, "/", (parent,), (), True)
+
+
+def test_a_shared_listener_is_admitted_under_its_first_server_and_recorded_shared():
+    p = plan(_spec(), Observed("web", KEY, False, (_shared(1, (101, 102)),)))
+    assert [(a.name, a.pid, a.shared) for a in p.adds] == [("nginx-1", 101, True)]
+    assert p.unmanaged == () and p.unserved == ()
+
+
+def test_a_shared_member_keeps_its_record_while_its_process_serves_and_follows_new_children():
+    shared = Current(0, "nginx-1", 1, 101, 6, 1, False, True, shared=True)
+    same = plan(_spec(), Observed("web", KEY, True, (_shared(1, (101, 102, 201)),), (shared,)))
+    assert same.empty
+    restarted = plan(_spec(), Observed("web", KEY, True, (_shared(1, (201, 202)),), (shared,)))
+    assert [(r.pid, r.old_pid, r.shared) for r in restarted.refreshes] == [(201, 101, True)]
+    assert restarted.lines() == ["group web: nginx-1 pid 101 -> 201 (same socket, fd 6, shared with other processes)"]
+
+
+def test_a_member_never_moves_to_a_parent_that_only_holds_its_socket():
+    shared = Current(0, "nginx-1", 1, 101, 6, 1, False, True, shared=True)
+    p = plan(_spec(), Observed("web", KEY, True, (_parent_only(1),), (shared,)))
+    assert p.refreshes == () and p.removes == () and p.unserved == ("nginx-1",)
+    # A process that only holds the socket is admitted (a single-process server in poll()),
+    # and looked at again soon.
+    first = plan(_spec(), Observed("web", KEY, False, (_parent_only(1),)))
+    assert [a.pid for a in first.adds] == [1] and first.unserved == ("nginx-1",)

@@ -40,3 +40,13 @@ def test_a_line_per_server_generation_and_none_without():
         "generation 2: canary, 10.0% of new work (b-1, b-2)",
     ]
     assert generation_lines(group_view()) == []
+
+
+def test_pid_text_of_a_member_and_of_shared_ones():
+    from rpctl.cli.text import pid_text
+    from tests.support.views import member
+
+    assert pid_text(member(0, "w")) == "4200"
+    assert pid_text(member(0, "w", shared=True, processes=[11, 12])) == "11,12"
+    assert pid_text(member(0, "w", shared=True, processes=[11, 12, 13, 14])) == "11,12+2"
+    assert pid_text(member(0, "w", shared=True, processes=[])) == "-"
