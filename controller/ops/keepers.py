@@ -43,6 +43,7 @@ RESYNC = 30.0    # seconds between two full reconciles of a group that looks unc
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
 SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
+DRAIN_LOOK = 0.5  # a draining server generation is looked at this often (a read of the group's view)
 
 log = logging.getLogger("rpctl.serve")  # serve's log: keepers run inside serve
 
@@ -66,7 +67,8 @@ class Keeper:
         self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
         self.soon = 0.0                     # the delay before looking again at an undecided listener
         self.adaptive: AdaptiveLoop | None = None
-        self.draining = False               # a server generation may be draining: watched each look
+        self.draining = False               # a server generation may be draining: looked at until drained
+        self.next_drain_look = 0.0
         self.drained: set[int] = set()      # generations told drained (once each)
 
     @property
@@ -101,16 +103,18 @@ class Keeper:
         signs = watch.signs(self.key, self.pids)
         why = watch.difference(self.settled, signs)
         if why is None and not force and now < self.next_full:
-            self.watch_generations()
+            self.watch_generations(now)
             return False
         self.reconcile(signs, why or ("file reread" if force else "periodic check"))
-        self.watch_generations()
+        self.watch_generations(now)
         return True
 
-    def watch_generations(self) -> None:
-        """While a server generation drains, look at it every look; say once when it is drained."""
-        if self.spec.rollout is None or not self.draining:
+    def watch_generations(self, now: float) -> None:
+        """While a server generation drains, look at it every DRAIN_LOOK (its members'
+        queues and, UDP, live flows: the flow table walked); say once when it is drained."""
+        if self.spec.rollout is None or not self.draining or now < self.next_drain_look:
             return
+        self.next_drain_look = now + DRAIN_LOOK
         gens = views.read_view(self.name, self.layout, with_queues=None).generations
         drained = {g.number for g in gens if g.state == "drained"}
         for number in sorted(drained - self.drained):
@@ -151,7 +155,7 @@ class Keeper:
         if self.adaptive is not None:
             self.adaptive.stale()
         self.pids = frozenset(plan.pids.values())
-        self.draining = True  # looked at again: the plan may have drained a generation
+        self.draining, self.next_drain_look = True, 0.0  # looked at now: the plan may have drained a generation
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
         self.next_full = time.monotonic() + (self.soon or RESYNC)
 
