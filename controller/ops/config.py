@@ -107,6 +107,9 @@ def _group(path: str, lines: Lines, k: int, raw: object) -> GroupSpec:
             raise _fail(path, lines.key(k, key), label, f"key '{key}'",
                         "for adopted groups only (a run group's members are restarted one by one: "
                         "rpctl restart, rpctl rollout)")
+    if "quic_server_ids" in raw and ("run" in raw or values.get("quic") is not True):
+        raise _fail(path, lines.key(k, "quic_server_ids"), label, "key 'quic_server_ids'",
+                    "for adopted groups with quic = true only")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:

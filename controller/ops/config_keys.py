@@ -219,8 +219,16 @@ def _generations(value: object) -> Rollout:
 def _generation_by(value: object) -> str:
     text = _string(value)
     if text not in GENERATION_BY:
-        raise BadValue(f"{text!r}: use {' or '.join(repr(b) for b in GENERATION_BY)}")
+        choices = " or ".join(f'"{b}"' for b in GENERATION_BY)
+        raise BadValue(f"{text!r}: use {choices}")
     return text
+
+
+def _quic_server_ids(value: object) -> bool:
+    text = _string(value)
+    if text not in ("assigned", "cookie"):
+        raise BadValue(f'{text!r}: use "assigned" or "cookie"')
+    return text == "cookie"
 
 
 def _bool(value: object) -> bool:
@@ -325,6 +333,11 @@ GROUP_KEYS: Mapping[str, Key] = {
                          "one master, the topmost process above them that holds a listener of the endpoint, "
                          'are one generation; a reload keeps it) or `"cgroup"` (one generation per cgroup: '
                          "`app@blue` and `app@green` units)"),
+    "quic_server_ids": Key(_quic_server_ids, "quic_ids_from_cookie",
+                           'with `quic = true`, adopted groups: `"assigned"` (the default: rpctl gives each member '
+                           'the lowest free id; a `run` group\'s children are told theirs) or `"cookie"` (each '
+                           "member's id is the low bytes of its socket's SO_COOKIE, which the server reads itself "
+                           "and puts in its connection ids; use 3 or 4 bytes of server id)"),
     "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity",
                          f"{FIXED}: `true` (the default) keeps each flow on its member in a "
                          "flow table, `false` places every datagram by the weights"),

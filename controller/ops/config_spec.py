@@ -95,6 +95,7 @@ class GroupSpec:
     options: GroupOptions = NONE_GIVEN  # creation options the file gives (None: not given)
     rollout: Optional[Rollout] = None  # `generations`: None, they steer nothing (decision 0021)
     generation_by: str = "process"     # what tells generations apart (controller/kernel/server_root.py)
+    quic_ids_from_cookie: bool = False  # QUIC server ids from the members' socket cookies (tables/quic.of_cookie)
     line: int = 0  # of its [[group]] header in the file
 
 

@@ -39,6 +39,7 @@ from ..store.membership import NO_MARK, Joining, Mark, Moved, NewMember, taken, 
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
 from ..store.policy import new_policy
 from ..store.state import Layout
+from ..tables import quic
 from ..tables.naming import Newcomer, assign_names
 from ..tables.server_generations import Verdict
 from .config import WEIGHTED, GroupSpec, PinSpec
@@ -110,6 +111,7 @@ class Add:
     draining: bool
     shared: bool = False
     mark: Mark = NO_MARK
+    quic_server_id: Optional[str] = None  # hex: the id asked for it (quic_server_ids = "cookie")
 
 
 @dataclass(frozen=True)
@@ -368,8 +370,8 @@ def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None)
                         + [Seatholder(n, c.generation_key, NO_MARK, *wanted[n][:2]) for c, n in zip(joining, names)],
                         [m.mark for m in observed.members if m.index in gone], verdict)
         wanted, generation_lines = steered.members, steered.lines
-    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, wanted[n][0], wanted[n][1], c.shared, wanted[n][2])
-                 for c, n in zip(joining, names))
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, wanted[n][0], wanted[n][1], c.shared, wanted[n][2],
+                     _asked_id(spec, observed, c.cookie)) for c, n in zip(joining, names))
     reweighs = tuple(Reweigh(m.name, m.index, *wanted[m.name][:2], m.weight, m.draining)
                      for m in staying if wanted[m.name][:2] != (m.weight, m.draining))
     # Without `generations` in the file, members keep no generation (one the file had is cleared).
@@ -392,6 +394,15 @@ def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None)
                 unserved=tuple(sorted(weak)), marks=marks, generation_lines=generation_lines)
 
 
+def _asked_id(spec: GroupSpec, observed: Observed, cookie: int) -> Optional[str]:
+    """The QUIC server id a joining socket asks for: from its cookie when the file says so."""
+    if not spec.quic_ids_from_cookie:
+        return None
+    length = (observed.options if observed.exists else spec.options).quic_server_id_length
+    length = length or quic.DEFAULT_SERVER_ID_LENGTH
+    return quic.format_server_id(quic.of_cookie(cookie, length), length)
+
+
 # execute -------------------------------------------------------------------------
 
 
@@ -406,7 +417,7 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
         probe.require_kernel()
     # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
     news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, shared=a.shared,
-                      what=f"{what}: {a.name}", mark=a.mark) for a in p.adds]
+                      what=f"{what}: {a.name}", mark=a.mark, quic_server_id=a.quic_server_id) for a in p.adds]
     with taken(news) as joining:
         info = joining[0].info if p.create else None
         with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):

@@ -269,3 +269,10 @@ def test_a_member_never_moves_to_a_parent_that_only_holds_its_socket():
     # and looked at again soon.
     first = plan(_spec(), Observed("web", KEY, False, (_parent_only(1),)))
     assert [a.pid for a in first.adds] == [1] and first.unserved == ("nginx-1",)
+
+
+def test_server_ids_from_cookies_are_asked_for_joining_sockets():
+    spec = _spec(quic_ids_from_cookie=True, options=GroupOptions(quic=True, quic_server_id_length=3))
+    p = plan(spec, Observed("web", KEY, False, (_lst(0x1234567, 101),)))
+    assert [a.quic_server_id for a in p.adds] == ["234567"]
+    assert [a.quic_server_id for a in plan(_spec(), Observed("web", KEY, False, (_lst(7, 101),))).adds] == [None]
