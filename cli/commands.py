@@ -39,6 +39,8 @@ COMMANDS = (
             "remove the state folders (in bpffs) of network namespaces that no longer exist"),
     Command("demo", "demo_cmd",
             "run demo workers on one port under load, and drain, weigh and undrain them while showing shares"),
+    Command("demo-worker", "demo_cmd",
+            "serve as one demo worker: every TCP (HTTP) connection or UDP datagram answered with its name"),
     Command("dashboard", "dashboard_cmd",
             "live view of groups and members: state, weights, shares, rates, queues and recent events (q quits)"),
     Command("discover", "discover_cmd",

@@ -15,8 +15,11 @@ import argparse
 import functools
 import gc
 import importlib
+import shlex
 import sys
 from typing import Callable, Collection, Optional, TextIO
+
+from rpctl.controller.kernel import system_log
 
 from .commands import BY_NAME, COMMANDS, MODULES, command_word
 from .common import EXIT_CODES, PROG, Environment, Parser, examples, subcommands
@@ -91,6 +94,7 @@ def run(
     traceback_wanted = "--traceback" in (argv[:argv.index(command)] if command is not None else argv)
     try:
         args = parser(env.stdout, () if command is None else (command,)).parse_args(argv)
+        system_log.set_command(shlex.join([PROG, *argv]))  # who, in the audit line of each change it makes
         with library_log(env, args.log_prefix):
             return int(args.handler(env, args))
     except SystemExit as e:  # --help and --version

@@ -70,7 +70,7 @@ def add_commands(sub) -> None:
         cmd_run,
         [
             "rpctl run --group web -n 4 --listen 127.0.0.1:8080 -- "
-            "python3 -m rpctl.cli.demo.worker --name '$LISTEN_FDNAMES'",
+            "rpctl demo-worker --name '$LISTEN_FDNAMES'",
             "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
             "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
             "rpctl run -g h3 -n 4 --proto udp --quic --listen 0.0.0.0:443 -- ./h3-server   # $RPCTL_QUIC_SERVER_ID",

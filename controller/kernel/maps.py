@@ -14,6 +14,7 @@ from typing import Collection, Optional, Type, TypeVar
 
 from ..contract import abi
 from ..contract.errors import StateError
+from ..contract.refs import Param
 from . import bpfsys
 
 T = TypeVar("T", bound=ctypes.Structure)
@@ -88,7 +89,8 @@ class Map:
             if got != want:
                 raise StateError(
                     f"open {path}: map is (type, key, value, entries) {got}, this rpctl expects {want}; "
-                    "it was made by another rpctl version: unload the group with that version"
+                    "it was made by another rpctl version: unload its group with ", Param("force", flag=True),
+                    " (its program is detached) to make it anew",
                 )
         except BaseException:
             os.close(fd)

@@ -29,6 +29,7 @@ from ..contract.refs import Call
 from ..kernel import bpfsys, sockets
 from ..kernel.maps import Map
 from ..tables import pin_table, quic, slot_table
+from . import audit
 from .policy import draining_flag, is_live
 from .state import Layout
 
@@ -96,7 +97,9 @@ class Group:
             group.close()
             raise StateError(
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
-                f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
+                f"this one speaks {abi.RP_ABI_VERSION}: it steers on as it was, and this rpctl can change "
+                "none of it; ", Call("unload", group=name, force=True),
+                " detaches its program and removes it, to be made anew",
             )
         sets = bpfsys.map_info(maps["flows"].fd).max_entries
         if ctl.flags & abi.RP_CTL_FLOWS and sets * abi.RP_FLOW_WAYS != ctl.flow_table_size:
@@ -240,6 +243,7 @@ class Group:
             if pol is None:
                 self.maps["socks"].delete(idx)
                 self.maps["members"].put(idx, freed(members[idx]))
+        audit.published(self.name, self.layout.netns, members, active, final, live_gen, gen, self.endpoint_key)
 
     def socket_open(self, index: int, m: abi.RpMember) -> bool:
         """Whether member entry `m` still has its socket at `index` of the

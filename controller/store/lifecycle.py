@@ -24,7 +24,7 @@ from ..contract.errors import RpctlError, StateError
 from ..contract.refs import Param
 from ..kernel import bpfsys, jiffies, probe, sockets
 from ..kernel.maps import Map
-from . import shared_program
+from . import audit, foreign_state, shared_program
 from .generation import PROG_PIN, Group
 from .lookup import resolve_group
 from .options import GroupOptions
@@ -118,6 +118,11 @@ def remove(layout: Layout, name: str) -> None:
     layout.remove_group_dir(name)
     if slot is not None and prog is not None:
         shared_program.release(layout.bpffs, slot, prog)
+    elif prog is not None:
+        # Unreadable state (another version's): whatever slot its program held is freed, so that
+        # its sockets leave that slot's socket array; a shared program of another build is left be.
+        with contextlib.suppress(RpctlError, OSError):
+            shared_program.sweep(layout.bpffs)
 
 
 @contextlib.contextmanager
@@ -209,10 +214,12 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
         except StateError:
             if not force:
                 raise
+            detached = foreign_state.detach(layout.group_dir(group))  # state of another version
         if alive and not detached and not force:
             raise RpctlError(
                 f"unload {group}: no member socket could be reached to detach the program "
                 "(members' processes gone?); use ", Param("force", flag=True), " to remove the state anyway",
             )
         remove(layout, group)
+        audit.unloaded(group, detached, layout.netns)
         return group, detached

@@ -168,7 +168,8 @@ def test_a_pinned_map_of_another_shape_is_refused_and_closed(bpf, changed, got):
         Map.open_pinned(path, ctl)
     assert str(refused.value) == (
         f"open {path}: map is (type, key, value, entries) {got}, this rpctl expects (2, 4, 64, 1); "
-        "it was made by another rpctl version: unload the group with that version"
+        "it was made by another rpctl version: unload its group with force=True (its program is detached) "
+        "to make it anew"
     )
     assert not is_open(bpf.opened[0])
 
