@@ -290,8 +290,8 @@ struct rp_throttle {
 struct rp_handoff {
 	__u32 slot;            /* the group's slot: its maps in the arrays of maps */
 	__u32 flow_state;      /* enum rp_flow_state of the short cut's flow pick */
-	__u32 flow_way;        /* its way (IDLE, GONE) */
 	__u32 _pad0;
+	__u32 _pad1;
 };
 
 #endif /* RPCTL_H */
