@@ -23,9 +23,10 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
-__all__ = ["PROTOCOLS", "Protocol", "SocketDiag", "listeners", "queue_depths", "holders", "handshakes"]
+__all__ = ["PROTOCOLS", "Protocol", "SocketDiag", "WireEndpoint", "handshakes", "holders", "listeners",
+           "listeners_by_endpoint", "queue_depths", "wire_endpoint"]
 
 # include/uapi/linux/netlink.h, sock_diag.h, net/tcp_states.h
 _NLMSG_ERROR = 2
@@ -47,6 +48,7 @@ _REQ_SOCKID = struct.Struct("!HH44x")
 # big-endian, src[16], dst[16], if, cookie as u32[2] low word first); expires,
 # rqueue, wqueue, uid, inode.  Ports are read native and swapped with ntohs.
 _MSG = struct.Struct("=BB2xH2x16s16x4xII4xIIII")
+_MSG_QUEUE = struct.Struct("=BB2xH2x16s16x4xII4xI")  # the same, up to rqueue: what a look at every endpoint reads
 _RECV_SIZE = 1 << 16  # above the 32 KiB the kernel fills per dump skb: no MSG_TRUNC
 
 _FAMILY_NAMES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}
@@ -115,22 +117,12 @@ def _decode(data: bytes, off: int, proto: int) -> SocketDiag:
                       local_addr=addr, local_port=socket.ntohs(sport), rqueue=rqueue, wqueue=wqueue)
 
 
-def _dump(
-    nl: socket.socket, family: int, proto: int, port: int | None, handshaking: bool = False
-) -> list[SocketDiag]:
-    """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
-    sockets, or (handshaking=True, TCP) the requests still in their handshake."""
-    what = f"{_FAMILY_NAMES[family]} {PROTOCOLS[proto].name} dump"
-    state = _TCP_SYN_RECV if handshaking else PROTOCOLS[proto].state
-    states = (1 << _TCP_SYN_RECV | 1 << _TCP_NEW_SYN_RECV) if handshaking else 1 << state
+def _messages(nl: socket.socket, what: str, request: bytes) -> Iterator[tuple[bytes, int]]:
+    """The inet_diag_msg replies of one dump: (buffer, offset of the message's netlink header)."""
     try:
-        # The kernel skips other source ports itself (TCP listeners and UDP); the
-        # check below is kept for kernels that do not.
-        nl.send(_request(family, proto, port, states))
+        nl.send(request)
     except OSError as e:
         raise _fail(f"{what}: send request", e.errno) from None
-
-    found: list[SocketDiag] = []
     while True:
         try:
             data, _, flags, _ = nl.recvmsg(_RECV_SIZE)
@@ -149,14 +141,38 @@ def _dump(
                 if err:
                     raise _fail(what, err)
                 if mtype == _NLMSG_DONE:
-                    return found
+                    return
             elif mtype == _SOCK_DIAG_BY_FAMILY:
                 if length < _NLMSG_HDR.size + _MSG.size:
                     raise RuntimeError(f"read sockets through sock_diag: {what}: short inet_diag_msg")
-                d = _decode(data, off, proto)
-                if d.state == state and (port is None or d.local_port == port):
-                    found.append(d)
+                yield data, off
             off += (length + 3) & ~3
+
+
+def _listening(family: int, proto: int, port: int | None, handshaking: bool = False) -> tuple[str, int, bytes]:
+    """What a dump of one family and protocol is called in messages, the state it
+    keeps, and its request: the listening sockets, or (handshaking=True, TCP) the
+    requests still in their handshake."""
+    what = f"{_FAMILY_NAMES[family]} {PROTOCOLS[proto].name} dump"
+    state = _TCP_SYN_RECV if handshaking else PROTOCOLS[proto].state
+    states = (1 << _TCP_SYN_RECV | 1 << _TCP_NEW_SYN_RECV) if handshaking else 1 << state
+    return what, state, _request(family, proto, port, states)
+
+
+def _dump(
+    nl: socket.socket, family: int, proto: int, port: int | None, handshaking: bool = False
+) -> list[SocketDiag]:
+    """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
+    sockets, or (handshaking=True, TCP) the requests still in their handshake."""
+    what, state, request = _listening(family, proto, port, handshaking)
+    found: list[SocketDiag] = []
+    # The kernel skips other source ports itself (TCP listeners and UDP); the
+    # check below is kept for kernels that do not.
+    for data, off in _messages(nl, what, request):
+        d = _decode(data, off, proto)
+        if d.state == state and (port is None or d.local_port == port):
+            found.append(d)
+    return found
 
 
 def _netlink() -> socket.socket:
@@ -176,6 +192,48 @@ def listeners(proto: int, port: int | None = None, family: int | None = None) ->
     families = (socket.AF_INET, socket.AF_INET6) if family is None else (family,)
     with _netlink() as nl:
         return {d.cookie: d for fam in families for d in _dump(nl, fam, proto, port)}
+
+
+class WireEndpoint(NamedTuple):
+    """An endpoint as a dump gives it, compared without decoding: the address packed (4 or 16 bytes)."""
+
+    proto: int  # socket.IPPROTO_TCP / IPPROTO_UDP
+    family: int  # socket.AF_INET / AF_INET6
+    addr: bytes  # socket.inet_pton(family, address)
+    port: int
+
+
+def wire_endpoint(proto: int, family: int, addr: str, port: int) -> WireEndpoint:
+    """The WireEndpoint of an address written as text ("127.0.0.1", "::")."""
+    return WireEndpoint(proto, family, socket.inet_pton(family, addr.split("%")[0]), port)
+
+
+def listeners_by_endpoint(kinds: Iterable[tuple[int, int]]) -> dict[WireEndpoint, dict[int, int]]:
+    """Every TCP listener, or UDP socket bound to a port, of each (proto, family)
+    of `kinds`, by endpoint: {WireEndpoint: {cookie: rqueue}}.
+
+    One dump per kind, of every port, over one netlink socket; each reply is
+    unpacked up to its queue and nothing more (no address text, no
+    SocketDiag): a look at a namespace's hundreds of listeners costs the same
+    few system calls whatever the number of endpoints asked about.
+    """
+    out: dict[WireEndpoint, dict[int, int]] = {}
+    with _netlink() as nl:
+        for proto, family in kinds:
+            _check(proto, None, family)
+            what, state, request = _listening(family, proto, None)
+            v4, ntohs, unpack = family == socket.AF_INET, socket.ntohs, _MSG_QUEUE.unpack_from
+            for data, off in _messages(nl, what, request):
+                fam, st, sport, src, lo, hi, rqueue = unpack(data, off + _NLMSG_HDR.size)
+                if st != state:
+                    continue
+                # A plain tuple: equal to the WireEndpoint callers look up, and made faster.
+                key = (proto, fam, src[:4] if v4 else src, ntohs(sport))
+                found = out.get(key)
+                if found is None:
+                    found = out[key] = {}
+                found[lo | hi << 32] = rqueue
+    return out
 
 
 def handshakes(port: int) -> int:

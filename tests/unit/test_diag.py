@@ -141,6 +141,35 @@ def test_port_filter(socks):
     assert cookie(u1) not in diag.listeners(TCP) and cookie(t1) not in diag.listeners(UDP)
 
 
+def test_listeners_by_endpoint_splits_one_dump_by_endpoint(socks):
+    # Two groups on two ports, a listener of another address on the first port,
+    # and a bound UDP socket: one dump per protocol and family, split here.
+    web, port = group(socks, 2, socket.SOCK_STREAM)
+    api, other_port = group(socks, 1, socket.SOCK_STREAM)
+    aside = socks(reuseport=True)
+    aside.bind(("127.0.0.2", port))
+    aside.listen()
+    dns, dns_port = group(socks, 1, socket.SOCK_DGRAM, addr="::1", family=socket.AF_INET6)
+    client = socks()
+    client.connect(("127.0.0.1", port))
+    web_key = diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", port)
+    got = wait_for(lambda: diag.listeners_by_endpoint([(TCP, socket.AF_INET), (UDP, socket.AF_INET6)]),
+                   lambda d: sum(d.get(web_key, {}).values()) == 1)
+    # The connection waits in one of the two listeners' accept queues.
+    assert set(got[web_key]) == {cookie(s) for s in web} and sorted(got[web_key].values()) == [0, 1]
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", other_port)]) == {cookie(api[0])}
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.2", port)]) == {cookie(aside)}
+    assert set(got[diag.wire_endpoint(UDP, socket.AF_INET6, "::1", dns_port)]) == {cookie(dns[0])}
+    # Only the kinds asked for: no UDP over IPv4, no TCP over IPv6, no connected socket.
+    assert not [k for k in got if (k[0], k[1]) not in {(TCP, socket.AF_INET), (UDP, socket.AF_INET6)}]
+
+
+def test_wire_endpoint_packs_the_address_as_the_dump_does():
+    assert diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", 80) == (TCP, socket.AF_INET, bytes([127, 0, 0, 1]), 80)
+    assert diag.wire_endpoint(UDP, socket.AF_INET6, "::", 53).addr == bytes(16)
+    assert diag.wire_endpoint(UDP, socket.AF_INET6, "fe80::1%lo", 53).addr == socket.inet_pton(socket.AF_INET6, "fe80::1")
+
+
 def test_holders_finds_own_fds(socks):
     s = socks()
     s.bind(("127.0.0.1", 0))
