@@ -1,10 +1,13 @@
 """The keepers of `rpctl serve`: one per group of the file, each keeping its group true to it.
 
-An adopted group (`adopt = {...}`) has a Keeper: several times a second one
-port-filtered sock_diag dump and a liveness check of the members' pids
-(controller/ops/watch.py); only when either differs from what the last
-reconcile left, or every RESYNC seconds, the group is reconciled
-(controller/ops/reconcile.py: one lock, one atomic publish).
+An adopted group (`adopt = {...}`) has a Keeper: several times a second its
+endpoint's listeners and its members' pids, read from serve's one look at
+the namespace (controller/ops/watch.py); only when either differs from what
+the last reconcile left the group is reconciled (controller/ops/reconcile.py:
+one lock, one atomic publish).  At least every RESYNC seconds, at the same
+moment for every group, the plan a reconcile would make is worked out from
+that look's one discover() and the group's maps, and the group is
+reconciled only when it would change something or say something new.
 
 A group with `run = {...}` has a LaunchedKeeper: a Launcher starts,
 supervises and registers its children, as `rpctl run` does; the file's
@@ -20,6 +23,7 @@ true` also runs its AdaptiveLoop (controller/ops/adaptive_loop.py).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import replace
@@ -37,14 +41,21 @@ from .adaptive_loop import AdaptiveLoop, settings_of
 from .config_spec import GroupSpec, PinSpec
 from .launcher import Launcher
 
-__all__ = ["RESYNC", "Keeper", "LaunchedKeeper", "keeper_for"]
+__all__ = ["RESYNC", "Keeper", "LaunchedKeeper", "keeper_for", "next_check"]
 
-RESYNC = 30.0    # seconds between two full reconciles of a group that looks unchanged
+RESYNC = 30.0    # a group that looks unchanged is checked at least this often (what a reconcile would do)
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
 SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
 
 log = logging.getLogger("rpctl.serve")  # serve's log: keepers run inside serve
+
+
+def next_check(now: float) -> float:
+    """When the periodic check after `now` is due: the next multiple of RESYNC
+    on the monotonic clock, the same moment for every group (one look at /proc
+    serves them all), never more than RESYNC away."""
+    return (math.floor(now / RESYNC) + 1) * RESYNC
 
 
 def keeper_for(spec: GroupSpec, layout: Layout) -> Keeper:
@@ -83,7 +94,7 @@ class Keeper:
 
     # Looks ---------------------------------------------------------------------------
 
-    def adapt(self, now: float) -> float | None:
+    def adapt(self, now: float, look: watch.Look) -> float | None:
         """Run the adaptive loop when the spec asks for it; when the next sample is due (None: off)."""
         if not self.spec.adaptive:
             if self.adaptive is not None:
@@ -91,17 +102,35 @@ class Keeper:
                 self.adaptive = None
             return None
         if self.adaptive is None:
-            self.adaptive = AdaptiveLoop(self.name, self.layout)
-        return self.adaptive.step(now, settings_of(self.spec))
+            self.adaptive = AdaptiveLoop(self.name, self.layout, self.key)
+        return self.adaptive.step(now, settings_of(self.spec), look)
 
-    def tick(self, now: float, force: bool = False) -> bool:
+    def tick(self, now: float, look: watch.Look, force: bool = False) -> bool:
         """Look at the group; reconcile it when it changed.  True when it was reconciled."""
-        signs = watch.signs(self.key, self.pids)
+        signs = look.signs(self.key, self.pids)
         why = watch.difference(self.settled, signs)
-        if why is None and not force and now < self.next_full:
-            return False
+        if why is None and not force:
+            if now < self.next_full:
+                return False
+            if self.unchanged(look):
+                self.next_full = next_check(now)
+                return False
         self.reconcile(signs, why or ("file reread" if force else "periodic check"))
         return True
+
+    def unchanged(self, look: watch.Look) -> bool:
+        """The periodic check: whether a reconcile now would change nothing and log
+        nothing new, worked out (without the group's lock) from the look's one
+        discover() and the group's maps.  A group waiting for a retry, or for an
+        undecided listener, is reconciled in full instead."""
+        if self.soon or self.failed is not None:
+            return False
+        try:
+            listeners = reconcile.candidates(look.served(self.key), look.identity)
+            plan = reconcile.plan(self.spec, reconcile.observe(self.spec, self.layout, listeners))
+        except (RpctlError, OSError):
+            return False  # the reconcile says what
+        return plan.empty and all(u.pid for u in plan.unmanaged) and set(plan.note_lines()) == self.notes
 
     def reconcile(self, signs: watch.Signs, why: str) -> None:
         try:
@@ -135,7 +164,7 @@ class Keeper:
             self.adaptive.stale()
         self.pids = frozenset(plan.pids.values())
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
-        self.next_full = time.monotonic() + (self.soon or RESYNC)
+        self.next_full = time.monotonic() + self.soon if self.soon else next_check(time.monotonic())
 
     def _log_notes(self, notes: list[str]) -> None:
         """Each note (a listener not admitted, a name no member has) once while it holds."""
@@ -214,7 +243,7 @@ class LaunchedKeeper(Keeper):
         except (RpctlError, OSError) as e:
             log.warning("group %s: count %d not reached: %s", self.name, count, e)
 
-    def tick(self, now: float, force: bool = False) -> bool:
+    def tick(self, now: float, look: watch.Look, force: bool = False) -> bool:
         if not force:
             return False
         try:

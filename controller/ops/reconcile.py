@@ -25,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
-from ..kernel.discover import discover, identity
+from ..kernel.discover import Endpoint, Identity, discover, identity
 from ..store.generation import Group
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
@@ -42,7 +42,7 @@ from ..tables.naming import Newcomer, assign_names
 from .config import WEIGHTED, GroupSpec, PinSpec
 
 __all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
-           "execute", "observe", "plan", "reconcile"]
+           "candidates", "execute", "observe", "plan", "reconcile"]
 
 SOCKET_CLOSED = "socket closed"
 
@@ -200,36 +200,52 @@ class Plan:
 # observe ----------------------------------------------------------------------
 
 
-def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
-    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity] = identity) -> tuple[Candidate, ...]:
+    """The listeners of a discovered endpoint (None: it has none) and the process serving each,
+    with what an adopt rule matches of it (`identify`: discover.identity, or a cache of it)."""
     out = []
-    for lst in eps[0].listeners if eps else []:
+    for lst in endpoint.listeners if endpoint is not None else []:
         holders = tuple(lst.holder_pids)
         s = lst.server
         if s is None:
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
-        who = identity(s.pid)
+        who = identify(s.pid)
         out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders))
     return tuple(out)
 
 
-def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
-    """The endpoint's listeners and the group's members, as they are now."""
-    from ..read.views import read_group
+def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
+    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+    return candidates(eps[0] if eps else None)
 
-    layout = layout or Layout()
+
+def _not_steered_by_another(spec: GroupSpec, layout: Layout) -> None:
     steering = find_group_for(spec.listen, layout)
     if steering is not None and steering != spec.name:
         raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
                            Call("unload", group=steering), ", or give the group that name in the file)")
-    listeners = _candidates(spec.listen)
+
+
+def observe(spec: GroupSpec, layout: Optional[Layout] = None,
+            listeners: Optional[tuple[Candidate, ...]] = None) -> Observed:
+    """The endpoint's listeners (`listeners` when the caller discovered them
+    already) and the group's members, as they are now."""
+    from ..read.views import read_group
+
+    layout = layout or Layout()
     if not os.path.isdir(layout.group_dir(spec.name)):
-        return Observed(spec.name, spec.listen, False, listeners)
+        _not_steered_by_another(spec, layout)
+        return Observed(spec.name, spec.listen, False, _candidates(spec.listen) if listeners is None else listeners)
     with Group.open(spec.name, layout) as g:
         if g.endpoint_key() != spec.listen:
+            _not_steered_by_another(spec, layout)
             raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
+        # The group steers the endpoint, so no other does (a group is made only for an
+        # endpoint no group steers): no need to open every group of the namespace to ask.
+        if listeners is None:
+            listeners = _candidates(spec.listen)
         view = read_group(g, with_queues=False)
         options = g.options()
     members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)

@@ -1,12 +1,15 @@
 """`rpctl serve`: one long-running process that keeps every group of a file true to it.
 
 The loop here looks at every group each INTERVAL through its keeper
-(controller/ops/keepers.py): an adopted group (`adopt = {...}`) is watched
-and reconciled when it changed, or every RESYNC seconds; a group with `run =
+(controller/ops/keepers.py), all of them through one look at the network
+namespace (controller/ops/watch.py: one sock_diag dump, not one per group):
+an adopted group (`adopt = {...}`) is watched and reconciled when it
+changed, and checked at least every RESYNC seconds; a group with `run =
 {...}` is launched and supervised by a Launcher, as `rpctl run` does, and
 its weights, drains and pin from the file are applied when the file is read.
 A group with `adaptive = true` also gets its sampling loop
-(controller/ops/adaptive_loop.py), which the loop wakes for.
+(controller/ops/adaptive_loop.py), which the loop wakes for; the groups
+sampled at one moment share one dump.
 
 Signals: SIGHUP rereads the file (a file that does not load is logged and
 the last good one stays in force); SIGTERM and SIGINT stop serve, which
@@ -43,6 +46,7 @@ from ..store.state import Layout
 from . import config, notify
 from .config_spec import GroupSpec
 from .keepers import RESYNC, Keeper, keeper_for
+from .watch import Look
 
 __all__ = ["INTERVAL", "RESYNC", "Serve"]
 
@@ -180,20 +184,21 @@ class Serve:
             self._cleanup()
         # The groups are looked at every interval (or when forced); the
         # loop also wakes for launchers' children and adaptive samples.
-        look = force or now >= self._next_look
-        if look:
+        looking = force or now >= self._next_look
+        if looking:
             self._next_look = now + self.interval
+        look = Look()  # one for every group: each dump, pid and discover read once
         for k in list(self.keepers.values()):
             k.supervise()
-            if look:
+            if looking:
                 try:
-                    k.tick(now, force)
+                    k.tick(now, look, force)
                 except (RpctlError, OSError) as e:
                     log.warning("group %s: cannot look at it: %s", k.name, e)
-        self._adapt(time.monotonic())
+        self._adapt(time.monotonic(), look)
 
-    def _adapt(self, now: float) -> None:
-        dues = [d for d in (k.adapt(now) for k in list(self.keepers.values())) if d is not None]
+    def _adapt(self, now: float, look: Look) -> None:
+        dues = [d for d in (k.adapt(now, look) for k in list(self.keepers.values())) if d is not None]
         self._adapt_due = min(dues) if dues else None
 
     def _cleanup(self) -> None:

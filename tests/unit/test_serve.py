@@ -54,11 +54,11 @@ class FakeKeeper:
     def stop_now(self):
         self.calls.append("stop_now")
 
-    def tick(self, now, force=False):
+    def tick(self, now, look, force=False):
         self.calls.append(("tick", force))
         return force
 
-    def adapt(self, now):
+    def adapt(self, now, look):
         return None
 
     def close(self):

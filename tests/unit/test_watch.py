@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from rpctl.controller.kernel import sockets
+import pytest
+from rpctl.controller.kernel import diag, sockets
 from rpctl.controller.ops import watch
 from rpctl.controller.ops.watch import Signs, difference
 
@@ -74,3 +75,86 @@ def test_listener_cookies_of_an_ipv6_udp_endpoint():
         v4.bind(("127.0.0.1", port))
         key = sockets.EndpointKey("udp", socket.AF_INET6, "::1", port)
         assert watch.listener_cookies(key) == {sockets.cookie_of(s)}
+
+
+def test_nothing_changed_is_said_at_once_when_pids_stay():
+    # The look every group gets several times a second: same listeners, no pid gone.
+    assert difference(SETTLED, Signs(SETTLED.listeners, SETTLED.live_pids | {103})) is None
+
+
+# One Look for every group at one moment ---------------------------------------------------
+
+KEY_A = sockets.EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
+KEY_B = sockets.EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8081)
+KEY_U = sockets.EndpointKey("udp", socket.AF_INET6, "::", 53)
+
+
+@pytest.fixture
+def dumps(monkeypatch):
+    """The dumps a Look asks for, answered from a made-up namespace: 8080 has cookies 1 and 2
+    (queues 0 and 5), 8081 cookie 3, [::]:53 over UDP cookie 4."""
+    asked = []
+    tcp = {diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8080): {1: 0, 2: 5},
+           diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8081): {3: 0}}
+    udp = {diag.wire_endpoint(17, socket.AF_INET6, "::", 53): {4: 2048}}
+
+    def fake(kinds):
+        kinds = list(kinds)
+        asked.append(kinds)
+        return {k: v for k, v in {**tcp, **udp}.items() if (k.proto, k.family) in kinds}
+
+    monkeypatch.setattr(watch.diag, "listeners_by_endpoint", fake)
+    return asked
+
+
+def test_one_dump_per_protocol_and_family_serves_every_group(dumps):
+    look = watch.Look(fresh=60.0)
+    assert look.listeners(KEY_A) == {1, 2} and look.queues(KEY_A) == {1: 0, 2: 5}
+    assert look.listeners(KEY_B) == {3}
+    assert look.listeners(KEY_A._replace(port=9999)) == frozenset()
+    assert dumps == [[(6, socket.AF_INET)]], "one dump for every TCP group over IPv4"
+    assert look.queues(KEY_U) == {4: 2048}
+    assert dumps == [[(6, socket.AF_INET)], [(17, socket.AF_INET6)]]
+
+
+def test_a_dump_older_than_fresh_is_taken_again(dumps, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(watch.time, "monotonic", lambda: clock[0])
+    look = watch.Look(fresh=0.005)
+    look.listeners(KEY_A)
+    clock[0] += 0.004
+    look.listeners(KEY_B)
+    assert len(dumps) == 1
+    clock[0] += 0.002  # a slow reconcile came in between: the next sample reads the kernel again
+    look.queues(KEY_A)
+    assert len(dumps) == 2
+
+
+def test_each_pid_is_asked_once_per_look(monkeypatch):
+    asked = []
+    monkeypatch.setattr(watch.sockets, "process_exists", lambda pid: asked.append(pid) or pid != 7)
+    look = watch.Look()
+    assert look.live_pids([5, 7, 0, -1]) == {5}
+    assert look.live_pids([5, 7, 9]) == {5, 9}
+    assert asked == [5, 7, 9]
+    assert watch.Look().signs(KEY_A, []) is not None and asked == [5, 7, 9]
+
+
+def test_one_discover_per_protocol_serves_every_groups_periodic_check(monkeypatch):
+    from rpctl.controller.kernel.discover import Endpoint
+
+    found = {"tcp": [Endpoint("tcp", socket.AF_INET, "127.0.0.1", 8080), Endpoint("tcp", socket.AF_INET, "127.0.0.1", 8081)],
+             "udp": []}
+    asked = []
+
+    def fake(port=None, proto=None, probe_reuseport=True):
+        asked.append((port, proto, probe_reuseport))
+        return found[proto]
+
+    monkeypatch.setattr(watch.discover, "discover", fake)
+    monkeypatch.setattr(watch.discover, "identity", lambda pid: asked.append(pid) or pid)
+    look = watch.Look()
+    assert look.served(KEY_A).port == 8080 and look.served(KEY_B).port == 8081
+    assert look.served(KEY_U) is None and look.served(KEY_U) is None
+    assert asked == [(None, "tcp", False), (None, "udp", False)], "every port of the protocol, once"
+    assert [look.identity(7), look.identity(7)] == [7, 7] and asked[2:] == [7]
