@@ -118,6 +118,12 @@ class Keeper:
         self.reconcile(signs, why or ("file reread" if force else "periodic check"))
         return True
 
+    def waits(self) -> watch.Wait:
+        """What would make tick() do anything: serve asks no keeper while a look finds all of it unchanged."""
+        if self.settled is None:
+            return watch.Wait(self.key, frozenset(), -math.inf)
+        return watch.Wait(self.key, self.settled.live_pids, self.next_full)
+
     def unchanged(self, look: watch.Look) -> bool:
         """The periodic check: whether a reconcile now would change nothing and log
         nothing new, worked out (without the group's lock) from the look's one
@@ -256,6 +262,9 @@ class LaunchedKeeper(Keeper):
         except RpctlError as e:
             log.warning("group %s: nothing applied of its weights, drains and pin: %s", self.name, e)
         return True
+
+    def waits(self) -> watch.Wait:
+        return watch.Wait(None, frozenset(), math.inf)  # only a reread of the file makes tick() do anything
 
     def fds(self) -> tuple[int, ...]:
         return (self.launcher.fileno(),)

@@ -46,7 +46,7 @@ from ..store.state import Layout
 from . import config, notify
 from .config_spec import GroupSpec
 from .keepers import RESYNC, Keeper, keeper_for
-from .watch import Look
+from .watch import Look, Quiet
 
 __all__ = ["INTERVAL", "RESYNC", "Serve"]
 
@@ -81,6 +81,7 @@ class Serve:
         self._next_cleanup = 0.0
         self._next_look = 0.0
         self._adapt_due: float | None = None
+        self._quiet: Optional[Quiet] = None  # what every group waits for, as the last look at all of them found it
         self._cleanup_failed: Optional[str] = None
 
     # Requests (signal handlers, other threads) ----------------------------------
@@ -188,6 +189,9 @@ class Serve:
         if looking:
             self._next_look = now + self.interval
         look = Look()  # one for every group: each dump, pid and discover read once
+        if looking and not force and self._still_quiet(look, now):
+            looking = False  # every group would find what it found last time
+        failed = False
         for k in list(self.keepers.values()):
             k.supervise()
             if looking:
@@ -195,7 +199,17 @@ class Serve:
                     k.tick(now, look, force)
                 except (RpctlError, OSError) as e:
                     log.warning("group %s: cannot look at it: %s", k.name, e)
-        self._adapt(time.monotonic(), look)
+                    failed = True
+        if looking:
+            self._quiet = None if failed else Quiet.of(look, (k.waits() for k in self.keepers.values()))
+        now = time.monotonic()
+        self._adapt(now, look if look.fresh(now) else Look())  # a sample after a slow look reads anew
+
+    def _still_quiet(self, look: Look, now: float) -> bool:
+        try:
+            return self._quiet is not None and self._quiet.holds(look, now)
+        except (RpctlError, OSError):
+            return False  # each group says what it cannot look at
 
     def _adapt(self, now: float, look: Look) -> None:
         dues = [d for d in (k.adapt(now, look) for k in list(self.keepers.values())) if d is not None]

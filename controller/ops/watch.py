@@ -21,19 +21,23 @@ group), split by endpoint here; each pid checked once however many groups
 name it; the accept queues the adaptive loops sample, from the same dump;
 and, when asked for (the periodic check), one discover() of the
 namespace's listeners and who serves them: one /proc scan for all groups.
+And when the look finds what the last one left (Quiet: the same listeners
+at every endpoint, every pid the groups wait on still running, no group's
+periodic check due), no group is asked at all.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Iterable, NamedTuple, Optional
 
 from ..kernel import diag, discover, sockets
 
-__all__ = ["FRESH", "Look", "Signs", "difference", "listener_cookies", "live_pids", "signs"]
+__all__ = ["FRESH", "Look", "Quiet", "Signs", "Wait", "difference", "listener_cookies", "live_pids", "signs"]
 
-FRESH = 0.005  # seconds a dump is used for: a sample taken after a slow reconcile gets a new one
+FRESH = 0.005  # seconds a look is used for after its first dump: an adaptive sample after a slow tick reads anew
 
 
 class Signs(NamedTuple):
@@ -70,13 +74,13 @@ def _wire(key: sockets.EndpointKey) -> diag.WireEndpoint:
 
 class Look:
     """What every group's look at one moment (a tick of serve) reads, each part
-    read once when first asked for: the listeners of every endpoint of a
-    protocol and family (one dump, used for FRESH seconds), the pids that run,
-    and who serves each listener (one discover(), for the periodic check)."""
+    read once, when first asked for: the listeners of every endpoint of a
+    protocol and family (one dump), the pids that run, and who serves each
+    listener (one discover(), for the periodic check)."""
 
-    def __init__(self, fresh: float = FRESH):
-        self.fresh = fresh
-        self._dumps: dict[tuple[int, int], tuple[float, dict]] = {}  # (proto, family) -> (when, endpoints)
+    def __init__(self):
+        self.taken: Optional[float] = None  # when the first dump was read (monotonic)
+        self._dumps: dict[tuple[int, int], dict] = {}  # (proto, family) -> its endpoints
         self._alive: dict[int, bool] = {}
         self._served: dict[str, dict[sockets.EndpointKey, discover.Endpoint]] = {}  # proto -> its endpoints
         self._identities: dict[int, discover.Identity] = {}
@@ -84,12 +88,23 @@ class Look:
     def queues(self, key: sockets.EndpointKey) -> dict[int, int]:
         """cookie -> queue (TCP: its accept queue; UDP: bytes) of every listener of endpoint `key`."""
         wire = _wire(key)
-        kind = (wire.proto, wire.family)
-        now = time.monotonic()
+        return self._dump(wire[:2]).get(wire, {})
+
+    def _dump(self, kind: tuple[int, int]) -> dict[diag.WireEndpoint, dict[int, int]]:
         dump = self._dumps.get(kind)
-        if dump is None or now - dump[0] > self.fresh:
-            dump = self._dumps[kind] = (now, diag.listeners_by_endpoint([kind]))
-        return dump[1].get(wire, {})
+        if dump is None:
+            if self.taken is None:
+                self.taken = time.monotonic()
+            dump = self._dumps[kind] = diag.listeners_by_endpoint([kind])
+        return dump
+
+    def listener_sets(self, kind: tuple[int, int]) -> dict[diag.WireEndpoint, frozenset[int]]:
+        """The cookies of the listeners of every endpoint of a (proto, family)."""
+        return {wire: frozenset(found) for wire, found in self._dump(kind).items()}
+
+    def fresh(self, now: float) -> bool:
+        """Whether the look still tells how things are at `now` (its first dump is at most FRESH old)."""
+        return self.taken is None or now - self.taken <= FRESH
 
     def listeners(self, key: sockets.EndpointKey) -> frozenset[int]:
         """Cookies of the listeners of endpoint `key`."""
@@ -126,6 +141,36 @@ class Look:
         if found is None:
             found = self._identities[pid] = discover.identity(pid)
         return found
+
+
+class Wait(NamedTuple):
+    """What would make one group's keeper do anything at a look (but a reread of the file)."""
+
+    key: Optional[sockets.EndpointKey]  # a change of this endpoint's listeners (None: none watched)
+    pids: frozenset[int]                # the exit of one of these
+    until: float                        # this moment coming (monotonic; -inf: the next look)
+
+
+class Quiet(NamedTuple):
+    """What every group waits for, as one look found it: a later look that finds
+    the same (holds()) has nothing for any group, whatever their number."""
+
+    listeners: dict[tuple[int, int], dict[diag.WireEndpoint, frozenset[int]]]  # per (proto, family) watched
+    pids: frozenset[int]
+    until: float
+
+    @classmethod
+    def of(cls, look: Look, waits: Iterable[Wait]) -> "Quiet":
+        """The quiet of `waits`, the keepers' answers right after a look at every one of them with `look`."""
+        waits = list(waits)
+        kinds = {_wire(w.key)[:2] for w in waits if w.key is not None}
+        return cls({kind: look.listener_sets(kind) for kind in kinds}, frozenset().union(*(w.pids for w in waits)),
+                   min((w.until for w in waits), default=math.inf))
+
+    def holds(self, look: Look, now: float) -> bool:
+        """Whether `look`, at `now`, finds what every group waits for unchanged."""
+        return (now < self.until and look.live_pids(self.pids) == self.pids
+                and all(look.listener_sets(kind) == sets for kind, sets in self.listeners.items()))
 
 
 def listener_cookies(key: sockets.EndpointKey) -> frozenset[int]:

@@ -3,11 +3,12 @@ on, a time to wake up, a new spec taken in place or a new keeper), with the keep
 
 from __future__ import annotations
 
+import math
 import selectors
 import socket
 
 import pytest
-from rpctl.controller.ops import config, serve
+from rpctl.controller.ops import config, serve, watch
 
 FILE = """\
 [[group]]
@@ -30,6 +31,7 @@ class FakeKeeper:
         self.fd = fd
         self.calls: list = []
         self.due = None
+        self.until = math.inf  # when it needs a look whatever it sees
 
     @property
     def name(self):
@@ -57,6 +59,9 @@ class FakeKeeper:
     def tick(self, now, look, force=False):
         self.calls.append(("tick", force))
         return force
+
+    def waits(self):
+        return watch.Wait(None, frozenset(), self.until)
 
     def adapt(self, now, look):
         return None
@@ -116,3 +121,20 @@ def test_a_reread_takes_a_spec_in_place_or_makes_a_new_keeper(looped):
     apply(s, 3, FILE.replace("8080", "8081").split("\n[[group]]\nname = \"api\"")[0])
     assert s.keepers["web"] is not web and web.calls[-1] == "close"
     assert "api" not in s.keepers and api.calls[-1] == "close" and not s._sel.get_map()
+
+
+def test_a_look_that_finds_what_every_group_waits_for_asks_no_group(looped):
+    s, made = looped
+    apply(s, 2)
+    web = made["web"]
+    ticks = web.calls.count(("tick", True))
+    s._next_look = 0.0
+    s._tick()
+    assert [c for c in web.calls if c[0] == "tick"] == [("tick", True)] * ticks, "nobody asked"
+    assert web.calls[-1] == "supervise", "children are still supervised at every wake-up"
+    # A group whose periodic check is due: every group is looked at, and the quiet is taken again.
+    web.until = 0.0
+    s._tick(force=True)
+    s._next_look = 0.0
+    s._tick()
+    assert web.calls[-1] == ("tick", False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -108,7 +109,7 @@ def dumps(monkeypatch):
 
 
 def test_one_dump_per_protocol_and_family_serves_every_group(dumps):
-    look = watch.Look(fresh=60.0)
+    look = watch.Look()
     assert look.listeners(KEY_A) == {1, 2} and look.queues(KEY_A) == {1: 0, 2: 5}
     assert look.listeners(KEY_B) == {3}
     assert look.listeners(KEY_A._replace(port=9999)) == frozenset()
@@ -117,17 +118,16 @@ def test_one_dump_per_protocol_and_family_serves_every_group(dumps):
     assert dumps == [[(6, socket.AF_INET)], [(17, socket.AF_INET6)]]
 
 
-def test_a_dump_older_than_fresh_is_taken_again(dumps, monkeypatch):
+def test_a_look_tells_how_things_are_for_fresh_seconds_after_its_first_dump(dumps, monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(watch.time, "monotonic", lambda: clock[0])
-    look = watch.Look(fresh=0.005)
+    look = watch.Look()
+    assert look.fresh(1000.0), "nothing read yet: whatever it reads will be new"
     look.listeners(KEY_A)
-    clock[0] += 0.004
+    clock[0] += 1.0
     look.listeners(KEY_B)
-    assert len(dumps) == 1
-    clock[0] += 0.002  # a slow reconcile came in between: the next sample reads the kernel again
-    look.queues(KEY_A)
-    assert len(dumps) == 2
+    assert len(dumps) == 1, "one dump for the whole look, however long its groups take"
+    assert look.fresh(100.0 + watch.FRESH) and not look.fresh(100.0 + 2 * watch.FRESH)
 
 
 def test_each_pid_is_asked_once_per_look(monkeypatch):
@@ -158,3 +158,35 @@ def test_one_discover_per_protocol_serves_every_groups_periodic_check(monkeypatc
     assert look.served(KEY_U) is None and look.served(KEY_U) is None
     assert asked == [(None, "tcp", False), (None, "udp", False)], "every port of the protocol, once"
     assert [look.identity(7), look.identity(7)] == [7, 7] and asked[2:] == [7]
+
+
+def test_quiet_holds_while_every_endpoint_and_pid_is_as_it_was(dumps, monkeypatch):
+    alive = {5, 6}
+    monkeypatch.setattr(watch.sockets, "process_exists", lambda pid: pid in alive)
+    waits = [watch.Wait(KEY_A, frozenset({5}), 130.0), watch.Wait(KEY_B, frozenset({6}), 160.0),
+             watch.Wait(None, frozenset(), math.inf)]
+    quiet = watch.Quiet.of(watch.Look(), waits)
+    assert quiet.until == 130.0 and quiet.pids == {5, 6}
+    assert list(quiet.listeners) == [(6, socket.AF_INET)], "only the kinds of the watched endpoints"
+    assert quiet.holds(watch.Look(), 129.9)
+    assert not quiet.holds(watch.Look(), 130.0), "a periodic check is due"
+    alive.discard(6)
+    assert not quiet.holds(watch.Look(), 100.0), "a pid a group waits on exited"
+
+
+def test_quiet_ends_with_a_new_listener_anywhere_or_one_moved(dumps, monkeypatch):
+    monkeypatch.setattr(watch.sockets, "process_exists", lambda pid: True)
+    quiet = watch.Quiet.of(watch.Look(), [watch.Wait(KEY_A, frozenset(), math.inf)])
+    b = diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8081)
+    real = watch.diag.listeners_by_endpoint
+    changes = {
+        "a new listener of another group": lambda found: {**found, b: {3: 0, 9: 0}},
+        "another group's listener closed": lambda found: {k: v for k, v in found.items() if k != b},
+        "a socket on another endpoint": lambda found: {**{k: v for k, v in found.items() if k != b},
+                                                      b._replace(port=8082): {3: 0}},
+    }
+    for what, change in changes.items():
+        monkeypatch.setattr(watch.diag, "listeners_by_endpoint", lambda kinds, change=change: change(real(kinds)))
+        assert not quiet.holds(watch.Look(), 0.0), what
+    monkeypatch.setattr(watch.diag, "listeners_by_endpoint", real)
+    assert quiet.holds(watch.Look(), 0.0)
