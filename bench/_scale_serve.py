@@ -49,8 +49,9 @@ WARMUP_S = 3.0
 SETUP_S_PER_GROUP = 2.0  # what `rpctl apply` may take per group before the set-up is given up
 POLL_S = 0.002           # how often the admission is polled
 SERVE_INTERVAL_S = 0.2   # serve.INTERVAL: a look at every group this often
+SAMPLE_INTERVAL_S = 0.025  # adaptive_interval_ms's default: an adaptive group sampled this often
 
-__all__ = ["admission_latency", "adaptive_cpu", "hold", "serve_idle"]
+__all__ = ["admission_latency", "adaptive_cpu", "hold", "idle_and_admission", "serve_idle"]
 
 
 # The holder: one process that holds every listener ---------------------------------------
@@ -218,26 +219,27 @@ class Served:
 # The figures ---------------------------------------------------------------------------------------
 
 
-def _cpu_figures(s: Served, seconds: float) -> dict:
+def _cpu_figures(s: Served, seconds: float, interval: float) -> dict:
+    """serve's CPU over `seconds` after a warm-up, also as ms per `interval` (a look, or a sample)."""
     time.sleep(WARMUP_S)
     cpu = s.serve.cpu_percent(seconds)
     return {
         "groups": s.groups, "members": s.groups * s.members, "seconds": seconds,
-        "cpu_percent": cpu, "ms_per_interval": cpu / 100 * SERVE_INTERVAL_S * 1e3,
+        "cpu_percent": cpu, "ms_per_interval": cpu / 100 * interval * 1e3, "interval_ms": interval * 1e3,
         "rss_mb": s.serve.rss_mb(), "apply_s": s.apply_s,
     }
 
 
-def serve_idle(groups: int, members_per_group: int = 2, seconds: float = 20.0) -> dict:
+def serve_idle(groups: int, members_per_group: int = 2, seconds: float = 60.0) -> dict:
     """serve's CPU (% of one core) and RSS at idle with `groups` groups of `members_per_group` members."""
     with Served(groups, members_per_group) as s:
-        return _cpu_figures(s, seconds)
+        return _cpu_figures(s, seconds, SERVE_INTERVAL_S)
 
 
-def adaptive_cpu(groups: int = 16, members_per_group: int = 2, seconds: float = 20.0) -> dict:
+def adaptive_cpu(groups: int = 16, members_per_group: int = 2, seconds: float = 60.0) -> dict:
     """serve's CPU with every one of `groups` groups adaptive (sampled every 25 ms), idle."""
     with Served(groups, members_per_group, adaptive=True) as s:
-        return _cpu_figures(s, seconds)
+        return _cpu_figures(s, seconds, SAMPLE_INTERVAL_S)
 
 
 def _member_cookies(g) -> set[int]:
@@ -251,39 +253,51 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def admission_latency(groups: int, trials: int = 20, members_per_group: int = 2, seed: int = 1) -> dict:
-    """ms from a new listener's listen() to its being a live member of its group, over `trials`
-    listeners opened on the groups in turn; median, p90 and max."""
+def _admissions(s: Served, trials: int, seed: int) -> dict:
     from rpctl.controller.store.generation import Group
 
     rng = random.Random(seed)
     waits = []
+    for trial in range(trials):
+        g = trial * 7919 % s.groups  # every group in turn, far apart when there are many
+        with Group.open(group_name(g)) as group:
+            time.sleep(rng.uniform(0.3, 0.3 + SERVE_INTERVAL_S))
+            cookie, opened = s.holder.open(BASE_PORT + g)
+            wait_until("the new listener a member", lambda: cookie in _member_cookies(group), 10, POLL_S)
+            waits.append((time.monotonic() - opened) * 1e3)
+            s.holder.ask(f"close {cookie}")
+            wait_until("the closed listener removed", lambda: cookie not in _member_cookies(group), 10, 0.02)
+    return {"groups": s.groups, "trials": trials, "median_ms": median(waits),
+            "p90_ms": percentile(waits, 0.9), "max_ms": max(waits)}
+
+
+def admission_latency(groups: int, trials: int = 20, members_per_group: int = 2, seed: int = 1) -> dict:
+    """ms from a new listener's listen() to its being a live member of its group, over `trials`
+    listeners opened on the groups in turn; median, p90 and max."""
     with Served(groups, members_per_group) as s:
-        for trial in range(trials):
-            g = trial * 7919 % groups  # every group in turn, far apart when there are many
-            with Group.open(group_name(g)) as group:
-                time.sleep(rng.uniform(0.3, 0.3 + SERVE_INTERVAL_S))
-                cookie, opened = s.holder.open(BASE_PORT + g)
-                wait_until("the new listener a member", lambda: cookie in _member_cookies(group), 10, POLL_S)
-                waits.append((time.monotonic() - opened) * 1e3)
-                s.holder.ask(f"close {cookie}")
-                wait_until("the closed listener removed", lambda: cookie not in _member_cookies(group), 10, 0.02)
-        return {"groups": groups, "trials": trials, "median_ms": median(waits),
-                "p90_ms": percentile(waits, 0.9), "max_ms": max(waits)}
+        return _admissions(s, trials, seed)
+
+
+def idle_and_admission(groups: int, members_per_group: int = 2, seconds: float = 60.0, trials: int = 20,
+                       seed: int = 1) -> tuple[dict, dict]:
+    """serve_idle's figures, then admission_latency's, from one set-up (making groups takes long)."""
+    with Served(groups, members_per_group) as s:
+        return _cpu_figures(s, seconds, SERVE_INTERVAL_S), _admissions(s, trials, seed)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench._scale_serve", description=__doc__.split("\n")[0])
     p.add_argument("--groups", default="1,16,64", help="group counts, comma-separated (default 1,16,64)")
     p.add_argument("--members", type=int, default=2, help="members per group (default 2)")
-    p.add_argument("--seconds", type=float, default=20.0, help="CPU window (default 20)")
+    p.add_argument("--seconds", type=float, default=60.0,
+                   help="CPU window (default 60: it holds two of serve's periodic checks)")
     p.add_argument("--trials", type=int, default=20, help="new listeners per group count (default 20)")
     p.add_argument("--adaptive-groups", type=int, default=16, help="adaptive groups (default 16; 0: skip)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
     counts = [int(c) for c in args.groups.split(",")]
-    idle = [serve_idle(n, args.members, args.seconds) for n in counts]
-    admitted = [admission_latency(n, args.trials, args.members) for n in counts]
+    figures = [idle_and_admission(n, args.members, args.seconds, args.trials) for n in counts]
+    idle, admitted = [f[0] for f in figures], [f[1] for f in figures]
     adaptive = adaptive_cpu(args.adaptive_groups, args.members, args.seconds) if args.adaptive_groups else None
     if args.json:
         print(json.dumps({"idle": idle, "admission": admitted, "adaptive": adaptive}, indent=2))
@@ -295,8 +309,9 @@ def main(argv: list[str] | None = None) -> None:
                 [(f["groups"], f"{f['median_ms']:.0f} ms", f"{f['p90_ms']:.0f} ms", f"{f['max_ms']:.0f} ms",
                   f["trials"]) for f in admitted]))
     if adaptive:
-        print(table(("adaptive groups", "serve CPU", "RSS"),
-                    [(adaptive["groups"], f"{adaptive['cpu_percent']:.2f} %", f"{adaptive['rss_mb']:.0f} MB")]))
+        print(table(("adaptive groups", "serve CPU", "per sample (25 ms)", "RSS"),
+                    [(adaptive["groups"], f"{adaptive['cpu_percent']:.2f} %", f"{adaptive['ms_per_interval']:.3f} ms",
+                      f"{adaptive['rss_mb']:.0f} MB")]))
 
 
 if __name__ == "__main__":

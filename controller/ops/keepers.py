@@ -17,7 +17,10 @@ Serve treats every keeper alike: what only a launched group does (children
 to supervise, an fd to wait on, a restart to wake up for, a count to grow
 or shrink to, children to kill at a second stop) is a method that an
 adopted group's keeper leaves empty.  A keeper of a group with `adaptive =
-true` also runs its AdaptiveLoop (controller/ops/adaptive_loop.py).
+true` also runs its AdaptiveLoop (controller/ops/adaptive_loop.py).  So
+that a wake-up costs nothing per group that has nothing to do then, serve
+asks each keeper once, when the file is read, whether it has children
+(has_children) and whether it samples (samples), and calls only those.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ class Keeper:
         self.spec = spec
 
     # Looks ---------------------------------------------------------------------------
+
+    def samples(self) -> bool:
+        """Whether adapt() has anything to do: the spec asks for adaptive steering, or its loop is to be ended."""
+        return self.spec.adaptive or self.adaptive is not None
 
     def adapt(self, now: float, look: watch.Look) -> float | None:
         """Run the adaptive loop when the spec asks for it; when the next sample is due (None: off)."""
@@ -181,6 +188,10 @@ class Keeper:
 
     # Children: an adopted group has none (serve keeps no process of its own there) --------
 
+    def has_children(self) -> bool:
+        """Whether fds(), next_due() and supervise() have anything to do (a launched group's children)."""
+        return False
+
     def fds(self) -> tuple[int, ...]:
         """The fds serve waits on for this group: readable when its children need a supervise()."""
         return ()
@@ -265,6 +276,9 @@ class LaunchedKeeper(Keeper):
 
     def waits(self) -> watch.Wait:
         return watch.Wait(None, frozenset(), math.inf)  # only a reread of the file makes tick() do anything
+
+    def has_children(self) -> bool:
+        return True
 
     def fds(self) -> tuple[int, ...]:
         return (self.launcher.fileno(),)

@@ -74,6 +74,8 @@ class Serve:
         self.interval = interval
         self.environ = environ
         self.keepers: dict[str, Keeper] = {}
+        self._parents: list[Keeper] = []   # the keepers with children to supervise (run groups)
+        self._sampling: list[Keeper] = []  # the keepers with an adaptive loop to run or to end
         self.config = None
         self._requests = _Requests()
         self._wake: Optional[sockets.SelfPipe] = None
@@ -172,7 +174,7 @@ class Serve:
         due = [max(0.0, self._next_look - now)]
         if self._adapt_due is not None:
             due.append(max(0.0, self._adapt_due - now))
-        for k in self.keepers.values():
+        for k in self._parents:
             d = k.next_due()
             if d is not None:
                 due.append(d)
@@ -191,15 +193,15 @@ class Serve:
         look = Look()  # one for every group: each dump, pid and discover read once
         if looking and not force and self._still_quiet(look, now):
             looking = False  # every group would find what it found last time
-        failed = False
-        for k in list(self.keepers.values()):
+        for k in self._parents:
             k.supervise()
-            if looking:
-                try:
-                    k.tick(now, look, force)
-                except (RpctlError, OSError) as e:
-                    log.warning("group %s: cannot look at it: %s", k.name, e)
-                    failed = True
+        failed = False
+        for k in list(self.keepers.values()) if looking else ():
+            try:
+                k.tick(now, look, force)
+            except (RpctlError, OSError) as e:
+                log.warning("group %s: cannot look at it: %s", k.name, e)
+                failed = True
         if looking:
             self._quiet = None if failed else Quiet.of(look, (k.waits() for k in self.keepers.values()))
         now = time.monotonic()
@@ -212,7 +214,7 @@ class Serve:
             return False  # each group says what it cannot look at
 
     def _adapt(self, now: float, look: Look) -> None:
-        dues = [d for d in (k.adapt(now, look) for k in list(self.keepers.values())) if d is not None]
+        dues = [d for d in (k.adapt(now, look) for k in self._sampling) if d is not None]
         self._adapt_due = min(dues) if dues else None
 
     def _cleanup(self) -> None:
@@ -267,7 +269,13 @@ class Serve:
             else:
                 old.take(spec)
         self.config = cfg
+        self._sort_keepers()
         self._tick(force=True)
+
+    def _sort_keepers(self) -> None:
+        """The keepers each kind of wake-up asks: a wake-up asks nothing of a group that has nothing to do then."""
+        self._parents = [k for k in self.keepers.values() if k.has_children()]
+        self._sampling = [k for k in self.keepers.values() if k.samples()]
 
     def _keeper(self, spec: GroupSpec) -> Keeper:
         k = keeper_for(spec, self.layout)
@@ -277,6 +285,7 @@ class Serve:
 
     def _drop(self, name: str) -> None:
         k = self.keepers.pop(name)
+        self._sort_keepers()
         for fd in k.fds():
             self._sel.unregister(fd)
         try:

@@ -223,6 +223,7 @@ def launched(monkeypatch):
 def test_an_adopted_group_has_no_children_to_wait_for():
     k = keepers.keeper_for(SPEC, None)
     assert type(k) is keepers.Keeper
+    assert not k.has_children() and not k.samples()
     assert k.fds() == () and k.next_due() is None
     k.supervise()
     k.stop_now()
@@ -237,6 +238,7 @@ def test_a_launched_group_hands_its_children_to_its_launcher(launched):
     assert isinstance(k, keepers.LaunchedKeeper)
     assert k.launcher.calls == [("made", "api", 2, ("/srv/api",), "127.0.0.1:9090"), ("open",), ("start",)]
     del k.launcher.calls[:]
+    assert k.has_children() and k.waits().key is None, "only a reread of the file makes it look"
     assert k.fds() == (42,) and k.next_due() == 1.5
     k.supervise()
     k.stop_now()
