@@ -25,8 +25,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
-__all__ = ["PROTOCOLS", "Protocol", "SocketDiag", "WireEndpoint", "handshakes", "holders", "listeners",
-           "listeners_by_endpoint", "queue_depths", "wire_endpoint"]
+__all__ = ["PROTOCOLS", "ListenerDump", "Protocol", "SocketDiag", "WireEndpoint", "handshakes", "holders",
+           "listeners", "queue_depths", "wire_endpoint"]
 
 # include/uapi/linux/netlink.h, sock_diag.h, net/tcp_states.h
 _NLMSG_ERROR = 2
@@ -49,6 +49,7 @@ _REQ_SOCKID = struct.Struct("!HH44x")
 # rqueue, wqueue, uid, inode.  Ports are read native and swapped with ntohs.
 _MSG = struct.Struct("=BB2xH2x16s16x4xII4xIIII")
 _MSG_QUEUE = struct.Struct("=BB2xH2x16s16x4xII4xI")  # the same, up to rqueue: what a look at every endpoint reads
+_ID_END = 52  # inet_diag_msg up to the end of its sockid (the cookie): a listener's identity, not its queue
 _RECV_SIZE = 1 << 16  # above the 32 KiB the kernel fills per dump skb: no MSG_TRUNC
 
 _FAMILY_NAMES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}
@@ -208,32 +209,51 @@ def wire_endpoint(proto: int, family: int, addr: str, port: int) -> WireEndpoint
     return WireEndpoint(proto, family, socket.inet_pton(family, addr.split("%")[0]), port)
 
 
-def listeners_by_endpoint(kinds: Iterable[tuple[int, int]]) -> dict[WireEndpoint, dict[int, int]]:
-    """Every TCP listener, or UDP socket bound to a port, of each (proto, family)
-    of `kinds`, by endpoint: {WireEndpoint: {cookie: rqueue}}.
+class ListenerDump:
+    """One dump of every TCP listener, or UDP socket bound to a port, of one
+    (proto, family), every port, kept as the kernel's replies; from them, each
+    only when asked: a fingerprint (bytes that change when a listener comes,
+    goes or moves, and not with its queue) and the split by endpoint,
+    {WireEndpoint: {cookie: rqueue}}.
 
-    One dump per kind, of every port, over one netlink socket; each reply is
-    unpacked up to its queue and nothing more (no address text, no
-    SocketDiag): a look at a namespace's hundreds of listeners costs the same
-    few system calls whatever the number of endpoints asked about.
+    No address text and no SocketDiag per reply: a look at a namespace's
+    hundreds of listeners costs a few system calls and a slice per reply
+    (the fingerprint), or an unpack up to its queue (by endpoint).
     """
-    out: dict[WireEndpoint, dict[int, int]] = {}
-    with _netlink() as nl:
-        for proto, family in kinds:
-            _check(proto, None, family)
-            what, state, request = _listening(family, proto, None)
-            v4, ntohs, unpack = family == socket.AF_INET, socket.ntohs, _MSG_QUEUE.unpack_from
-            for data, off in _messages(nl, what, request):
-                fam, st, sport, src, lo, hi, rqueue = unpack(data, off + _NLMSG_HDR.size)
-                if st != state:
-                    continue
-                # A plain tuple: equal to the WireEndpoint callers look up, and made faster.
-                key = (proto, fam, src[:4] if v4 else src, ntohs(sport))
-                found = out.get(key)
-                if found is None:
-                    found = out[key] = {}
-                found[lo | hi << 32] = rqueue
-    return out
+
+    def __init__(self, proto: int, family: int):
+        _check(proto, None, family)
+        self.proto, self.family = proto, family
+        what, self._state, request = _listening(family, proto, None)
+        with _netlink() as nl:
+            self._replies = list(_messages(nl, what, request))
+        self._split: dict[WireEndpoint, dict[int, int]] | None = None
+
+    def fingerprint(self) -> bytes:
+        """Each reply's family, state, timers, ports, addresses, interface and cookie, end to end."""
+        start = _NLMSG_HDR.size
+        return b"".join([data[off + start:off + start + _ID_END] for data, off in self._replies])
+
+    def by_endpoint(self) -> dict[WireEndpoint, dict[int, int]]:
+        if self._split is None:
+            self._split = self._decode()
+        return self._split
+
+    def _decode(self) -> dict[WireEndpoint, dict[int, int]]:
+        out: dict[WireEndpoint, dict[int, int]] = {}
+        proto, state, v4 = self.proto, self._state, self.family == socket.AF_INET
+        ntohs, unpack, start = socket.ntohs, _MSG_QUEUE.unpack_from, _NLMSG_HDR.size
+        for data, off in self._replies:
+            fam, st, sport, src, lo, hi, rqueue = unpack(data, off + start)
+            if st != state:
+                continue
+            # A plain tuple: equal to the WireEndpoint callers look up, and made faster.
+            key = (proto, fam, src[:4] if v4 else src, ntohs(sport))
+            found = out.get(key)
+            if found is None:
+                found = out[key] = {}
+            found[lo | hi << 32] = rqueue
+        return out
 
 
 def handshakes(port: int) -> int:

@@ -140,7 +140,14 @@ class Keeper:
             return False
         try:
             listeners = reconcile.candidates(look.served(self.key), look.identity)
-            plan = reconcile.plan(self.spec, reconcile.observe(self.spec, self.layout, listeners))
+            if not listeners and not os.path.isdir(self.layout.group_dir(self.name)):
+                # Nothing to adopt and no group: what observe() would find, without opening every
+                # group of the namespace to ask which steers the endpoint (one that did would have
+                # failed the last reconcile, and a failed group is reconciled in full).
+                observed = reconcile.Observed(self.name, self.key)
+            else:
+                observed = reconcile.observe(self.spec, self.layout, listeners)
+            plan = reconcile.plan(self.spec, observed)
         except (RpctlError, OSError):
             return False  # the reconcile says what
         return plan.empty and all(u.pid for u in plan.unmanaged) and set(plan.note_lines()) == self.notes

@@ -80,7 +80,7 @@ class Look:
 
     def __init__(self):
         self.taken: Optional[float] = None  # when the first dump was read (monotonic)
-        self._dumps: dict[tuple[int, int], dict] = {}  # (proto, family) -> its endpoints
+        self._dumps: dict[tuple[int, int], diag.ListenerDump] = {}
         self._alive: dict[int, bool] = {}
         self._served: dict[str, dict[sockets.EndpointKey, discover.Endpoint]] = {}  # proto -> its endpoints
         self._identities: dict[int, discover.Identity] = {}
@@ -88,19 +88,16 @@ class Look:
     def queues(self, key: sockets.EndpointKey) -> dict[int, int]:
         """cookie -> queue (TCP: its accept queue; UDP: bytes) of every listener of endpoint `key`."""
         wire = _wire(key)
-        return self._dump(wire[:2]).get(wire, {})
+        return self.dump(wire[:2]).by_endpoint().get(wire, {})
 
-    def _dump(self, kind: tuple[int, int]) -> dict[diag.WireEndpoint, dict[int, int]]:
+    def dump(self, kind: tuple[int, int]) -> diag.ListenerDump:
+        """The dump of every listener of a (proto, family), read when first asked for."""
         dump = self._dumps.get(kind)
         if dump is None:
             if self.taken is None:
                 self.taken = time.monotonic()
-            dump = self._dumps[kind] = diag.listeners_by_endpoint([kind])
+            dump = self._dumps[kind] = diag.ListenerDump(*kind)
         return dump
-
-    def listener_sets(self, kind: tuple[int, int]) -> dict[diag.WireEndpoint, frozenset[int]]:
-        """The cookies of the listeners of every endpoint of a (proto, family)."""
-        return {wire: frozenset(found) for wire, found in self._dump(kind).items()}
 
     def fresh(self, now: float) -> bool:
         """Whether the look still tells how things are at `now` (its first dump is at most FRESH old)."""
@@ -155,7 +152,7 @@ class Quiet(NamedTuple):
     """What every group waits for, as one look found it: a later look that finds
     the same (holds()) has nothing for any group, whatever their number."""
 
-    listeners: dict[tuple[int, int], dict[diag.WireEndpoint, frozenset[int]]]  # per (proto, family) watched
+    listeners: dict[tuple[int, int], bytes]  # per (proto, family) watched: its dump's fingerprint
     pids: frozenset[int]
     until: float
 
@@ -164,13 +161,14 @@ class Quiet(NamedTuple):
         """The quiet of `waits`, the keepers' answers right after a look at every one of them with `look`."""
         waits = list(waits)
         kinds = {_wire(w.key)[:2] for w in waits if w.key is not None}
-        return cls({kind: look.listener_sets(kind) for kind in kinds}, frozenset().union(*(w.pids for w in waits)),
-                   min((w.until for w in waits), default=math.inf))
+        return cls({kind: look.dump(kind).fingerprint() for kind in kinds},
+                   frozenset().union(*(w.pids for w in waits)), min((w.until for w in waits), default=math.inf))
 
     def holds(self, look: Look, now: float) -> bool:
-        """Whether `look`, at `now`, finds what every group waits for unchanged."""
+        """Whether `look`, at `now`, finds what every group waits for unchanged: the same
+        listeners in the same order (the same fingerprints) and every pid running."""
         return (now < self.until and look.live_pids(self.pids) == self.pids
-                and all(look.listener_sets(kind) == sets for kind, sets in self.listeners.items()))
+                and all(look.dump(kind).fingerprint() == seen for kind, seen in self.listeners.items()))
 
 
 def listener_cookies(key: sockets.EndpointKey) -> frozenset[int]:

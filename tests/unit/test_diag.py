@@ -141,7 +141,7 @@ def test_port_filter(socks):
     assert cookie(u1) not in diag.listeners(TCP) and cookie(t1) not in diag.listeners(UDP)
 
 
-def test_listeners_by_endpoint_splits_one_dump_by_endpoint(socks):
+def test_a_listener_dump_splits_by_endpoint(socks):
     # Two groups on two ports, a listener of another address on the first port,
     # and a bound UDP socket: one dump per protocol and family, split here.
     web, port = group(socks, 2, socket.SOCK_STREAM)
@@ -153,15 +153,39 @@ def test_listeners_by_endpoint_splits_one_dump_by_endpoint(socks):
     client = socks()
     client.connect(("127.0.0.1", port))
     web_key = diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", port)
-    got = wait_for(lambda: diag.listeners_by_endpoint([(TCP, socket.AF_INET), (UDP, socket.AF_INET6)]),
+    got = wait_for(lambda: diag.ListenerDump(TCP, socket.AF_INET).by_endpoint(),
                    lambda d: sum(d.get(web_key, {}).values()) == 1)
     # The connection waits in one of the two listeners' accept queues.
     assert set(got[web_key]) == {cookie(s) for s in web} and sorted(got[web_key].values()) == [0, 1]
     assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", other_port)]) == {cookie(api[0])}
     assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.2", port)]) == {cookie(aside)}
-    assert set(got[diag.wire_endpoint(UDP, socket.AF_INET6, "::1", dns_port)]) == {cookie(dns[0])}
-    # Only the kinds asked for: no UDP over IPv4, no TCP over IPv6, no connected socket.
-    assert not [k for k in got if (k[0], k[1]) not in {(TCP, socket.AF_INET), (UDP, socket.AF_INET6)}]
+    assert all(k[:2] == (TCP, socket.AF_INET) for k in got), "only TCP over IPv4: no UDP, no IPv6"
+    udp = diag.ListenerDump(UDP, socket.AF_INET6).by_endpoint()
+    assert set(udp[diag.wire_endpoint(UDP, socket.AF_INET6, "::1", dns_port)]) == {cookie(dns[0])}
+
+
+def test_a_listener_dumps_fingerprint_changes_with_listeners_not_with_queues(socks):
+    servers, port = group(socks, 2, socket.SOCK_STREAM)
+    web = diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", port)
+
+    def fingerprints_around_a_queued_connection() -> tuple[bytes, bytes]:
+        before = diag.ListenerDump(TCP, socket.AF_INET).fingerprint()
+        socks().connect(("127.0.0.1", port))
+        queued = wait_for(lambda: diag.ListenerDump(TCP, socket.AF_INET),
+                          lambda d: sum(d.by_endpoint()[web].values()) == 1)
+        for s in servers:
+            drain(s, accept=True)
+        return before, queued.fingerprint()
+
+    # The namespace is shared with whatever else runs: a listener of someone else's may come or go.
+    tries = [fingerprints_around_a_queued_connection() for _ in range(3)]
+    assert any(before == queued for before, queued in tries), "a connection waiting changes no listener"
+    before = diag.ListenerDump(TCP, socket.AF_INET).fingerprint()
+    more, _ = group(socks, 1, socket.SOCK_STREAM)
+    assert diag.ListenerDump(TCP, socket.AF_INET).fingerprint() != before
+    more[0].close()
+    servers[1].close()
+    assert diag.ListenerDump(TCP, socket.AF_INET).fingerprint() != before
 
 
 def test_wire_endpoint_packs_the_address_as_the_dump_does():

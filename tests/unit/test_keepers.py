@@ -35,8 +35,15 @@ def plans(monkeypatch):
     return queue
 
 
+class Made:
+    """A layout under which the group exists (its folder is one that does: /)."""
+
+    def group_dir(self, name):
+        return "/"
+
+
 def keeper() -> keepers.Keeper:
-    return keepers.Keeper(SPEC, layout=None)
+    return keepers.Keeper(SPEC, layout=Made())
 
 
 def delay(k: keepers.Keeper, started: float) -> float:
@@ -176,6 +183,19 @@ def test_a_group_waiting_for_a_retry_is_reconciled_in_full(plans, dry_plans, mon
     clock[0] = k.next_full
     plans.append(Plan("web", KEY))
     assert k.tick(clock[0], FakeLook()) and not dry_plans
+
+
+def test_a_group_not_made_yet_with_nothing_to_adopt_is_checked_without_asking_the_kernel(plans, monkeypatch):
+    # No folder, no listener: the plan is empty, without the search of every group that observe() makes.
+    monkeypatch.setattr(keepers.reconcile, "observe", lambda *a: pytest.fail("observed"))
+    clock = [1000.0]
+    monkeypatch.setattr(keepers.time, "monotonic", lambda: clock[0])
+    k = keepers.Keeper(SPEC, NoGroups())
+    plans.append(Plan("web", KEY))
+    assert k.tick(clock[0], FakeLook(), force=True)
+    clock[0] = k.next_full
+    assert not k.tick(clock[0], FakeLook())
+    assert k.next_full == keepers.next_check(clock[0])
 
 
 def test_every_group_is_checked_at_the_same_moment_and_never_more_than_resync_apart():

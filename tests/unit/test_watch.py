@@ -90,22 +90,35 @@ KEY_B = sockets.EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8081)
 KEY_U = sockets.EndpointKey("udp", socket.AF_INET6, "::", 53)
 
 
+class Namespace:
+    """A made-up namespace's listeners: 8080 has cookies 1 and 2 (queues 0 and 5), 8081 cookie 3,
+    [::]:53 over UDP cookie 4; and the dumps asked of it."""
+
+    def __init__(self):
+        self.found = {diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8080): {1: 0, 2: 5},
+                      diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8081): {3: 0},
+                      diag.wire_endpoint(17, socket.AF_INET6, "::", 53): {4: 2048}}
+        self.asked: list[tuple[int, int]] = []
+
+    def dump(self, proto, family):
+        self.asked.append((proto, family))
+        ns = self
+
+        class Dump:
+            def by_endpoint(self):
+                return {k: dict(v) for k, v in ns.found.items() if k[:2] == (proto, family)}
+
+            def fingerprint(self):
+                return repr(sorted((k, sorted(v)) for k, v in self.by_endpoint().items())).encode()
+
+        return Dump()
+
+
 @pytest.fixture
 def dumps(monkeypatch):
-    """The dumps a Look asks for, answered from a made-up namespace: 8080 has cookies 1 and 2
-    (queues 0 and 5), 8081 cookie 3, [::]:53 over UDP cookie 4."""
-    asked = []
-    tcp = {diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8080): {1: 0, 2: 5},
-           diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8081): {3: 0}}
-    udp = {diag.wire_endpoint(17, socket.AF_INET6, "::", 53): {4: 2048}}
-
-    def fake(kinds):
-        kinds = list(kinds)
-        asked.append(kinds)
-        return {k: v for k, v in {**tcp, **udp}.items() if (k.proto, k.family) in kinds}
-
-    monkeypatch.setattr(watch.diag, "listeners_by_endpoint", fake)
-    return asked
+    ns = Namespace()
+    monkeypatch.setattr(watch.diag, "ListenerDump", ns.dump)
+    return ns
 
 
 def test_one_dump_per_protocol_and_family_serves_every_group(dumps):
@@ -113,9 +126,9 @@ def test_one_dump_per_protocol_and_family_serves_every_group(dumps):
     assert look.listeners(KEY_A) == {1, 2} and look.queues(KEY_A) == {1: 0, 2: 5}
     assert look.listeners(KEY_B) == {3}
     assert look.listeners(KEY_A._replace(port=9999)) == frozenset()
-    assert dumps == [[(6, socket.AF_INET)]], "one dump for every TCP group over IPv4"
+    assert dumps.asked == [(6, socket.AF_INET)], "one dump for every TCP group over IPv4"
     assert look.queues(KEY_U) == {4: 2048}
-    assert dumps == [[(6, socket.AF_INET)], [(17, socket.AF_INET6)]]
+    assert dumps.asked == [(6, socket.AF_INET), (17, socket.AF_INET6)]
 
 
 def test_a_look_tells_how_things_are_for_fresh_seconds_after_its_first_dump(dumps, monkeypatch):
@@ -126,7 +139,7 @@ def test_a_look_tells_how_things_are_for_fresh_seconds_after_its_first_dump(dump
     look.listeners(KEY_A)
     clock[0] += 1.0
     look.listeners(KEY_B)
-    assert len(dumps) == 1, "one dump for the whole look, however long its groups take"
+    assert len(dumps.asked) == 1, "one dump for the whole look, however long its groups take"
     assert look.fresh(100.0 + watch.FRESH) and not look.fresh(100.0 + 2 * watch.FRESH)
 
 
@@ -178,15 +191,17 @@ def test_quiet_ends_with_a_new_listener_anywhere_or_one_moved(dumps, monkeypatch
     monkeypatch.setattr(watch.sockets, "process_exists", lambda pid: True)
     quiet = watch.Quiet.of(watch.Look(), [watch.Wait(KEY_A, frozenset(), math.inf)])
     b = diag.wire_endpoint(6, socket.AF_INET, "127.0.0.1", 8081)
-    real = watch.diag.listeners_by_endpoint
+    as_it_was = dict(dumps.found)
+    dumps.found[b] = {3: 7}
+    assert quiet.holds(watch.Look(), 0.0), "a queue is no change"
     changes = {
-        "a new listener of another group": lambda found: {**found, b: {3: 0, 9: 0}},
-        "another group's listener closed": lambda found: {k: v for k, v in found.items() if k != b},
-        "a socket on another endpoint": lambda found: {**{k: v for k, v in found.items() if k != b},
-                                                      b._replace(port=8082): {3: 0}},
+        "a new listener of another group": lambda found: found[b].update({9: 0}),
+        "another group's listener closed": lambda found: found.pop(b),
+        "a socket on another endpoint": lambda found: found.update({b._replace(port=8082): found.pop(b)}),
     }
     for what, change in changes.items():
-        monkeypatch.setattr(watch.diag, "listeners_by_endpoint", lambda kinds, change=change: change(real(kinds)))
+        dumps.found = {**as_it_was, b: {3: 0}}
+        change(dumps.found)
         assert not quiet.holds(watch.Look(), 0.0), what
-    monkeypatch.setattr(watch.diag, "listeners_by_endpoint", real)
+    dumps.found = as_it_was
     assert quiet.holds(watch.Look(), 0.0)
