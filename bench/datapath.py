@@ -38,6 +38,10 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   ..., 16 flows         the flow tables and rpctl with 16 flows taking turns (in cache)
   ..., unaligned        rpctl's program on array maps made as before rpctl
                         made them mappable: values 56 bytes into a cache line
+                        (a group's own program: see below)
+  ..., own program      rpctl's program with every step in the group's own
+                        program, as before the shared program (decision 0017):
+                        what handing the steps to one shared program costs
 The ladder programs read the live ctl and generation of the "rpctl
 weighted" group, so they walk the same table.
 
@@ -74,7 +78,8 @@ WIDE_SLOTS = 1 << 16
 FLOWS, QUICK_FLOWS = 4096, 256
 FEW_FLOWS = 16
 WORKED = "workers: "   # the name of a variant whose listeners worker processes accept from
-UNALIGNED = ", unaligned"  # rpctl on array maps whose values start mid-line (_plain_arrays)
+UNALIGNED = ", unaligned"
+OWN = ", own program"  # rpctl's program as a group's own, not shared (decision 0017)  # rpctl on array maps whose values start mid-line (_plain_arrays)
 
 
 @dataclass
@@ -149,7 +154,8 @@ def _ladder_maps(group_name: str, stack: contextlib.ExitStack) -> dict:
 def _plain_arrays():
     """Groups created inside get array maps without BPF_F_MMAPABLE, as rpctl
     made them before: their values start 56 bytes into a cache line
-    (maps.array_flags).  For the "unaligned" rows only."""
+    (maps.array_flags).  For the "unaligned" rows only, on groups' own
+    programs (the shared program's slots are made aligned)."""
     from rpctl.controller.kernel import maps
 
     flags = maps.array_flags
@@ -160,16 +166,32 @@ def _plain_arrays():
         maps.array_flags = flags
 
 
+@contextlib.contextmanager
+def _own_program():
+    """Groups created inside get a steering program of their own, as before
+    the shared program (decision 0017): for the "own program" rows only."""
+    from rpctl.controller.store import lifecycle
+
+    os.environ[lifecycle.OWN_PROGRAM_ENV] = "1"
+    try:
+        yield
+    finally:
+        del os.environ[lifecycle.OWN_PROGRAM_ENV]
+
+
 def _rpctl(name: str, port: int, stack: contextlib.ExitStack, mode: Callable[[str], object],
-           count: int = MEMBERS, proto: str = "tcp", options=None, aligned: bool = True) -> Variant:
-    """rpctl's program on a group of `count` members (created with `options`), then `mode(group)`."""
+           count: int = MEMBERS, proto: str = "tcp", options=None, aligned: bool = True, own: bool = False) -> Variant:
+    """rpctl's program on a group of `count` members (created with `options`), then `mode(group)`;
+    `own`: a program of the group's own rather than the shared one."""
     from rpctl.controller.kernel import bpfsys
     from rpctl.controller.store import group
     from rpctl.controller.store.state import Layout
 
     members = _members(port, count, proto)
     stack.callback(members.close)
-    with contextlib.nullcontext() if aligned else _plain_arrays():
+    # Unaligned maps are a group's own: the shared program's slots hold aligned ones.
+    with contextlib.nullcontext() if aligned else _plain_arrays(), \
+            _own_program() if own or not aligned else contextlib.nullcontext():
         name_of_group = members.register_all(options=options)
     mode(name_of_group)
     prog_fd = bpfsys.obj_get(os.path.join(Layout().group_dir(name_of_group), group.PROG_PIN))
@@ -310,9 +332,10 @@ def _instances(n: int, name: str, make: Callable[[str], Variant]) -> list[Varian
 
 
 def _weighted_groups(ports, stack: contextlib.ExitStack, proto: str = "tcp", options=None,
-                     aligned: bool = True) -> Callable[[str], Variant]:
+                     aligned: bool = True, own: bool = False) -> Callable[[str], Variant]:
     """make(name) for _instances: rpctl's program, equal weights, on a new group at the next port."""
-    return lambda name: _rpctl(name, next(ports), stack, _weighted, proto=proto, options=options, aligned=aligned)
+    return lambda name: _rpctl(name, next(ports), stack, _weighted, proto=proto, options=options, aligned=aligned,
+                               own=own)
 
 
 def _select_only_groups(ports, stack: contextlib.ExitStack, proto: str = "tcp") -> Callable[[str], Variant]:
@@ -336,6 +359,7 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
         *_instances(n, "udp rpctl, no flows", udp_rpctl(options=GroupOptions(flow_affinity=False))),
         *_instances(n, "udp rpctl, known flow", udp_rpctl()),
         *_instances(n, "udp rpctl, known flow" + UNALIGNED, udp_rpctl(aligned=False)),
+        *_instances(n, "udp rpctl, known flow" + OWN, udp_rpctl(own=True)),
     ]
     # The same with FEW_FLOWS flows taking turns: their entries stay in cache.
     few = KnownFlows(stack, FEW_FLOWS)
@@ -368,6 +392,7 @@ def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Varia
     def worked(make: Callable[[str], Variant]) -> Callable[[str], Variant]:
         return lambda name: _with_workers(make(name), stack)
 
+    own = _weighted_groups(ports, stack, own=True)
     weighted, *more_weighted = _instances(n, "rpctl weighted", tcp_rpctl)
     shared = _ladder_maps(weighted.group, stack)
     return [
@@ -380,6 +405,7 @@ def _setup(stack: contextlib.ExitStack, known: KnownFlows, n: int) -> list[Varia
         _reference("wide slots", "rp_wide_slots", next(ports), stack, shared),
         weighted,
         *more_weighted,
+        *_instances(n, "rpctl weighted" + OWN, own),
         _rpctl("rpctl drained", next(ports), stack, _drained),
         _rpctl("rpctl cpu pin", next(ports), stack, _cpu_pin),
         _rpctl("rpctl rss pin", next(ports), stack, _rss_pin),

@@ -94,7 +94,9 @@ def lines(name: str, title: str, unit: str, xs: Sequence[int], series: Mapping[s
         ax.axhline(goal, color="black", linestyle="--", linewidth=0.8, label=f"goal {goal:g} {unit}")
     if log2_x:
         ax.set_xscale("log", base=2)
-    ax.set_xticks(list(xs), [str(n) for n in xs])
+    # Every x labelled, up to about 20; past that every k-th (rounds of a long run).
+    step = max(1, round(len(xs) / 20))
+    ax.set_xticks(list(xs)[::step], [str(n) for n in xs][::step])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(unit)
     values = [v for vs in series.values() for v in vs] + ([goal] if goal is not None else [])

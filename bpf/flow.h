@@ -65,7 +65,7 @@ static __always_inline struct rp_flow *rp_flow_find(struct sk_reuseport_md *md, 
 	 * load (decision 0010). */
 	fp->now = bpf_jiffies64();
 	fp->idle = ctl->flow_idle_ticks;
-	fp->set = bpf_map_lookup_elem(RP_MAP(RP_FD_FLOWS), &set);
+	fp->set = rp_lookup(RP_GROUP_MAP(RP_FD_FLOWS), &set);
 	if (!fp->set) {
 		/* Nothing to remember.  Said here, not only left so: the
 		 * verifier reads ctl->flags anew at every test, so it follows

@@ -92,6 +92,10 @@ enum rp_ctl_flag {
 	/* Adaptive (rpctl serve): the program skips the members the map
 	 * "throttle" names while its lease runs (docs/decisions/0013). */
 	RP_CTL_ADAPTIVE = 1u << 3,
+	/* The group runs on the program shared by every group of this boot:
+	 * its own program is an entry that sets rp_ctl.slot and jumps there
+	 * (docs/decisions/0017).  Without it the group has a program of its own. */
+	RP_CTL_SHARED = 1u << 4,
 };
 
 /* rp_ctl.proto */
@@ -124,7 +128,7 @@ struct rp_ctl {
 	__u32 family;          /* AF_INET or AF_INET6 */
 	__u8 addr[16];         /* bound address (IPv4 in the first 4 bytes) */
 	__u16 port;            /* host byte order */
-	__u16 _pad0;
+	__u16 slot;            /* RP_CTL_SHARED: the group's slot in the shared program's maps */
 	__u32 flags;           /* enum rp_ctl_flag */
 	__u64 created_ns;      /* CLOCK_REALTIME at creation */
 	/* Creation options, fixed for the group's life. */
@@ -275,6 +279,19 @@ struct rp_throttle {
 	 * it was throttled. */
 	__u32 queue[RP_MAX_MEMBERS];
 	__u32 others[RP_MAX_MEMBERS];
+};
+
+/* Map "handoff" of the shared program (PERCPU_ARRAY, one element): a
+ * group's program that did not take a selection on its short cut says
+ * here, on its CPU, whose selection it hands to the shared program and
+ * what the flow table knew of the datagram's flow, then tail-calls it
+ * (bpf/handoff.h, docs/decisions/0017).  Nothing else runs on that CPU in
+ * between; user space only creates it. */
+struct rp_handoff {
+	__u32 slot;            /* the group's slot: its maps in the arrays of maps */
+	__u32 flow_state;      /* enum rp_flow_state of the short cut's flow pick */
+	__u32 flow_way;        /* its way (IDLE, GONE) */
+	__u32 _pad0;
 };
 
 #endif /* RPCTL_H */

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * steer.bpf.c: the SK_REUSEPORT program of one rpctl group.
+ * steer.bpf.c: the SK_REUSEPORT programs of rpctl's groups.
  *
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array.  With the
  * live ctl and generation looked up, the program runs, in this order:
  *   short cut (rp_short_cut): the two common cases in straight lines of
  *      code, step 5 of a plain weighted group and step 2 of a flow group
- *      without QUIC; whatever it does not take goes on to the steps;
+ *      without QUIC.  A group's own program holds it alone and hands
+ *      the rest to the steps of the program all groups share (handoff.h);
  *   1. QUIC groups (RP_CTL_QUIC): a Handshake or short-header packet goes
  *      to the member whose QUIC-LB server id its connection id carries,
  *      whatever its 4-tuple, while that member's socket lives (draining or
@@ -50,15 +51,18 @@
  * (rp_migrating).  Unregistered sockets of the port are never in the
  * array, so while any member is live they get nothing (hijack protection).
  *
- * Compiled by bcc at load time.  Every function is inlined: bcc 0.26 does
- * not load BPF-to-BPF calls.
+ * Compiled by bcc (every function inlined: bcc 0.26 does not load
+ * BPF-to-BPF calls) as a group's program, the shared one (-DRP_SHARED),
+ * or, for comparison, a group's program with every step (-DRP_OWN).
  */
 #include <uapi/linux/bpf.h>
 #include "rpctl.h"
 #include "maps.h"
 #include "flow.h"
+#include "pick.h"
 #include "quic.h"
 #include "rss.h"
+#include "handoff.h"
 
 /* Re-hashes into the weighted table when a slot's socket is gone.  Each
  * meets a gone member with the probability p of the gone members' share
@@ -71,75 +75,6 @@
  * a helper call whose result forks the verifier's state.  A walk only
  * meets dead entries for members that closed since the last publish. */
 #define RP_FALLBACK_TRIES 16
-
-/* What a step did with the packet. */
-enum rp_step {
-	RP_NEXT,  /* passed it on to the next step */
-	RP_TOOK,  /* a member's socket took it: the steps end */
-};
-
-/* Which step chose the member: the member counter it counts in. */
-enum rp_outcome {
-	RP_SELECTED,
-	RP_FALLBACK,
-	RP_MIGRATED,
-	RP_PINNED,
-	RP_FLOW,
-	RP_QUIC_ROUTED,
-};
-
-/* What the steps chose, and what the flow table knew of the flow. */
-struct rp_pick {
-	__u32 idx;         /* the member a step chose (rp_took) */
-	__u32 outcome;     /* enum rp_outcome: which step chose it */
-	struct rp_flow_pick flow;
-};
-
-/* A step selected member idx's socket: the pick says who and how. */
-static __always_inline enum rp_step rp_took(struct rp_pick *p, __u32 idx, enum rp_outcome outcome)
-{
-	p->idx = idx;
-	p->outcome = outcome;
-	return RP_TOOK;
-}
-
-/* Whether the program runs for a request migrating from a closing
- * listener.  It has no arrival CPU or queue of its own (the program runs
- * on the CPU that closes the listener), so pins do not apply to it, and
- * it is not new work, so the throttle does not either. */
-static __always_inline int rp_migrating(struct sk_reuseport_md *md)
-{
-#ifdef RP_HAVE_MIGRATE
-	return md->migrating_sk != 0;
-#else
-	return 0;
-#endif
-}
-
-/* Count a selection of member idx by the step `outcome` names in its
- * per-CPU counters (no other writer on this CPU: no atomics); returns
- * them (NULL only for an index out of range).  A constant outcome folds
- * to one add. */
-static __always_inline struct rp_member_stats *rp_count(__u32 idx, enum rp_outcome outcome)
-{
-	struct rp_member_stats *st = bpf_map_lookup_elem(RP_MAP(RP_FD_MEMBER_STATS), &idx);
-
-	if (!st)
-		return NULL;
-	if (outcome == RP_SELECTED)
-		st->selected++;
-	else if (outcome == RP_FALLBACK)
-		st->fallback++;
-	else if (outcome == RP_MIGRATED)
-		st->migrated++;
-	else if (outcome == RP_PINNED)
-		st->pinned++;
-	else if (outcome == RP_QUIC_ROUTED)
-		st->quic_routed++;
-	else
-		st->flow_datagrams++;
-	return st;
-}
 
 /* The member of the packet's slot in the live weighted table. */
 static __always_inline __u32 rp_slot(struct sk_reuseport_md *md, struct rp_gen *g)
@@ -170,7 +105,7 @@ static __always_inline struct rp_throttle *rp_throttle(struct sk_reuseport_md *m
 
 	if (!(ctl->flags & RP_CTL_ADAPTIVE) || rp_migrating(md))
 		return NULL;
-	return bpf_map_lookup_elem(RP_MAP(RP_FD_THROTTLE), &zero);
+	return rp_lookup(RP_GROUP_MAP(RP_FD_THROTTLE), &zero);
 }
 
 /* Whether the throttle names member idx. */
@@ -201,7 +136,7 @@ static __always_inline enum rp_step rp_rehash(struct sk_reuseport_md *md, struct
 		idx = g->slots[rp_rehash_slot(md->hash, i)];
 		if (t && rp_throttled(t, idx))
 			continue;
-		if (rp_select_member(md, &idx))
+		if (rp_select_member(md, p->maps.socks, &idx))
 			return rp_took(p, idx, RP_FALLBACK);
 	}
 	return RP_NEXT;
@@ -217,7 +152,7 @@ static __always_inline enum rp_step rp_quic_step(struct sk_reuseport_md *md, str
 
 	if (!rp_quic_server_id(md, ctl->quic_sid_len, &sid))
 		return RP_NEXT;
-	if (rp_quic_member(g, sid, &idx) && rp_select_member(md, &idx)) {
+	if (rp_quic_member(g, sid, &idx) && rp_select_member(md, p->maps.socks, &idx)) {
 		if (ctl->flags & RP_CTL_FLOWS)
 			rp_flow_keep(md, ctl, g, &p->flow, idx);
 		return rp_took(p, idx, RP_QUIC_ROUTED);
@@ -245,7 +180,7 @@ static __always_inline enum rp_step rp_flow_step(struct sk_reuseport_md *md, str
 	}
 	/* Off the socket it was placed on, or that socket closed: GONE. */
 	idx = f->member;
-	if (!rp_flow_on_its_socket(f, g) || !rp_select_member(md, &idx))
+	if (!rp_flow_on_its_socket(f, g) || !rp_select_member(md, p->maps.socks, &idx))
 		return RP_NEXT;
 	rp_flow_touch(&p->flow, f, age);
 	return rp_took(p, idx, RP_FLOW);
@@ -271,7 +206,7 @@ static __always_inline enum rp_step rp_pinned_step(struct sk_reuseport_md *md, s
 	}
 	/* RP_PIN_UNAVAILABLE makes idx an invalid key: a draining member is
 	 * never selected, a gone one's entry is empty; both fall back. */
-	if (!(idx & RP_PIN_UNAVAILABLE) && rp_select_member(md, &idx))
+	if (!(idx & RP_PIN_UNAVAILABLE) && rp_select_member(md, p->maps.socks, &idx))
 		return rp_took(p, idx, RP_PINNED);
 	rp_count_group(pin_fallbacks);
 	return RP_NEXT;
@@ -298,7 +233,7 @@ static __always_inline enum rp_step rp_slot_step(struct sk_reuseport_md *md, str
 {
 	__u32 idx = rp_slot(md, g);
 
-	if (!g->n_live || !rp_select_member(md, &idx))
+	if (!g->n_live || !rp_select_member(md, p->maps.socks, &idx))
 		return RP_NEXT;
 	return rp_took(p, idx, RP_SELECTED);
 }
@@ -342,7 +277,7 @@ static __always_inline enum rp_step rp_walk_step(struct sk_reuseport_md *md, str
 		 * mask; the verifier does not, and needs it. */
 		asm volatile("" : "+r"(j));
 		idx = g->live[j & (RP_MAX_MEMBERS - 1)];
-		if (rp_select_member(md, &idx))
+		if (rp_select_member(md, p->maps.socks, &idx))
 			return rp_took(p, idx, RP_FALLBACK);
 	}
 	return RP_NEXT;
@@ -364,13 +299,13 @@ static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, str
 	if (!(ctl->flags & (RP_CTL_QUIC | RP_CTL_FLOWS | RP_CTL_ADAPTIVE)) && g->mode == RP_MODE_WEIGHTED &&
 	    !rp_migrating(md) && g->n_live) {
 		idx = rp_slot(md, g);
-		if (!rp_select_member(md, &idx))
+		if (!rp_select_member(md, p->maps.socks, &idx))
 			return RP_NEXT;
-		rp_count(idx, RP_SELECTED);
+		rp_count(p, idx, RP_SELECTED);
 		return RP_TOOK;
 	}
 	if (!(ctl->flags & RP_CTL_QUIC) && ctl->flags & RP_CTL_FLOWS && rp_flow_step(md, ctl, g, p) == RP_TOOK) {
-		rp_count(p->idx, RP_FLOW);
+		rp_count(p, p->idx, RP_FLOW);
 		return RP_TOOK;
 	}
 	return RP_NEXT;
@@ -406,7 +341,7 @@ static __always_inline enum rp_step rp_steps(struct sk_reuseport_md *md, struct 
 static __always_inline void rp_count_pick(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_pick *p)
 {
 	enum rp_outcome outcome = p->outcome != RP_PINNED && rp_migrating(md) ? RP_MIGRATED : p->outcome;
-	struct rp_member_stats *st = rp_count(p->idx, outcome);
+	struct rp_member_stats *st = rp_count(p, p->idx, outcome);
 
 	if (!st || p->flow.state == RP_FLOW_NONE || p->outcome == RP_FLOW)
 		return;
@@ -429,15 +364,24 @@ int rp_select(struct sk_reuseport_md *md)
 
 	/* Element 0 of an array always exists: these checks only satisfy
 	 * the verifier.  SK_PASS without a choice lets the kernel select. */
-	ctl = bpf_map_lookup_elem(RP_MAP(RP_FD_CTL), &zero);
+	if (!rp_find_run_maps(&p.maps))
+		return SK_PASS;
+	ctl = bpf_map_lookup_elem(p.maps.ctl, &zero);
 	if (!ctl)
 		return SK_PASS;
 	gen = ctl->gen & 1;
-	g = bpf_map_lookup_elem(RP_MAP(RP_FD_GENS), &gen);
+	g = bpf_map_lookup_elem(p.maps.gens, &gen);
 	if (!g)
 		return SK_PASS;
+#ifdef RP_SHARED
+	rp_resume_flow(md, ctl, &p.flow);
+#else
 	if (rp_short_cut(md, ctl, g, &p) == RP_TOOK)
 		return SK_PASS;
+#endif
+#if !defined(RP_SHARED) && !defined(RP_OWN)
+	return rp_hand_off(md, ctl, &p.flow);
+#endif
 	if (rp_steps(md, ctl, g, &p) == RP_TOOK)
 		rp_count_pick(md, g, &p);
 	else

@@ -53,7 +53,6 @@ def add_commands(sub) -> None:
         sub,
         "adopt",
         cmd_adopt,
-        "register every SO_REUSEPORT listener of a port, each under the process whose epoll watches it",
         [
             "rpctl adopt --port 8080",
             "rpctl adopt --port 8080 --group web --name-format 'nginx-{i}'",

@@ -66,7 +66,6 @@ def add_commands(sub) -> None:
         sub,
         "apply",
         cmd_apply,
-        "make the groups of this network namespace what a config file says, each group in one atomic publish",
         [
             "rpctl apply",
             "rpctl apply -c ./rpctl.toml --dry-run",

@@ -40,7 +40,6 @@ def add_commands(sub) -> None:
         sub,
         "cleanup",
         cmd_cleanup,
-        "remove the state folders (in bpffs) of network namespaces that no longer exist",
         ["rpctl cleanup --dry-run", "rpctl cleanup", "rpctl cleanup --json"],
         description=(
             "A namespace is alive while a process, a bind mount (ip netns) or an open file descriptor\n"

@@ -1,11 +1,11 @@
-"""What every command module shares, and nothing that names a command.
+"""What every command module shares; it names no command (their table is commands.py).
 
 A command module (cli/*_cmd.py) exports `add_commands(sub)`, which adds its
-commands to the subparsers `sub` with add_command(), and handlers
-`cmd_<verb>(env, args) -> ExitStatus` that write through the Environment
-and never print or exit by themselves.  This module imports no command
-module and nothing heavy (rich is imported by Environment.console() only),
-because every command builds the whole parser.
+commands (those commands.py names it for) to the subparsers `sub` with
+add_command(), and handlers `cmd_<verb>(env, args) -> ExitStatus` that write
+through the Environment and never print or exit by themselves.  This module
+imports no command module and nothing heavy (rich is imported by
+Environment.console() only), because every command imports it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Callable, Optional, TextIO
 
 from rpctl.controller.contract.errors import ExitStatus, InvalidInput, UsageError
 from rpctl.controller.ops.config_defaults import DEFAULT_PATH  # not config: the parser imports no tomllib
+
+from .commands import BY_NAME
 
 PROG = "rpctl"
 
@@ -80,15 +82,15 @@ def add_command(
     sub: argparse._SubParsersAction,
     name: str,
     handler: Handler,
-    help: str,
     example_lines: list[str],
     description: Optional[str] = None,
     log_prefix: Optional[str] = None,
 ) -> argparse.ArgumentParser:
-    """Add one command: its one-line help, a longer description if any, and examples
-    (every command has some: a test holds each `--help` to it).  `log_prefix` is what
-    the library's log lines start with on stderr while it runs (default "rpctl";
-    logs.library_log)."""
+    """Add one command of the table (commands.py, where its one-line help is), a longer
+    description if any, and examples (every command has some: a test holds each `--help`
+    to it).  `log_prefix` is what the library's log lines start with on stderr while it
+    runs (default "rpctl"; logs.library_log)."""
+    help = BY_NAME[name].help
     p = sub.add_parser(
         name,
         help=help,

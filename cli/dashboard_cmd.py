@@ -70,7 +70,6 @@ def add_commands(sub) -> None:
         sub,
         "dashboard",
         cmd_dashboard,
-        "live view of groups and members: state, weights, shares, rates, queues and recent events (q quits)",
         [
             "rpctl dashboard",
             "rpctl dashboard --group web --interval 1",

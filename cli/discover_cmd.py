@@ -122,7 +122,6 @@ def add_commands(sub) -> None:
         sub,
         "discover",
         cmd_discover,
-        "list listening sockets with the processes holding each one and the one serving it",
         ["rpctl discover", "rpctl discover --port 8080", "rpctl discover --port 8080 --json"],
     )
     p.add_argument("--port", type=port_number, metavar="P", help="only this port")

@@ -65,8 +65,6 @@ def add_commands(sub) -> None:
         sub,
         "doctor",
         cmd_doctor,
-        "check kernel, privileges, bpffs, kernel headers and bcc, and say how to fix what is missing; "
-        "warn about unmanaged listeners and stale state folders",
         ["rpctl doctor", "rpctl doctor --json"],
     )
     json_option(p)

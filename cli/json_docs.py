@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from rpctl.controller.kernel.probe import Check
 from rpctl.controller.read.views import GroupView, MemberView
 
 if TYPE_CHECKING:
+    from rpctl.controller.kernel.probe import Check
     from rpctl.controller.ops.reconcile import Plan
 
 

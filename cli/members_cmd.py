@@ -51,7 +51,6 @@ def add_commands(sub) -> None:
         sub,
         "register",
         cmd_register,
-        "make a worker's SO_REUSEPORT socket a member (the first member creates the group)",
         [
             "rpctl register worker-1 --pid 4242 --fd 3",
             "rpctl register canary --pid 4343 --fd 5 --weight 0 -g web",
@@ -69,7 +68,7 @@ def add_commands(sub) -> None:
     group_option(p)
     group_options(p)
 
-    p = add_command(sub, "unregister", cmd_unregister, "remove a member from its group",
+    p = add_command(sub, "unregister", cmd_unregister,
                     ["rpctl unregister worker-3", "rpctl unregister worker-3 --group web"])
     p.add_argument("name")
     group_option(p)
@@ -78,7 +77,6 @@ def add_commands(sub) -> None:
         sub,
         "unload",
         cmd_unload,
-        "detach the program and remove the group's pinned state (sockets are left alone)",
         ["rpctl unload", "rpctl unload --group web"],
     )
     p.add_argument("--force", action="store_true", help="remove the state even when the program cannot be detached")

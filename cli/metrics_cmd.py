@@ -95,7 +95,6 @@ def add_commands(sub) -> None:
         sub,
         "metrics",
         cmd_metrics,
-        "serve member counters, weights, states and queues to Prometheus until Ctrl-C or SIGTERM",
         [
             "rpctl metrics --listen 127.0.0.1:9464",
             "rpctl metrics --listen '[::1]:9464' --group web",

@@ -154,7 +154,6 @@ def add_commands(sub) -> None:
         sub,
         "pin",
         cmd_pin,
-        "serve each connection by the member of its CPU (cpu) or RSS queue (rss), or stop (off)",
         [
             "rpctl pin cpu                            # from each member process's CPU affinity",
             "rpctl pin cpu --map worker-1=0,worker-2=1",

@@ -145,7 +145,6 @@ def add_commands(sub) -> None:
         sub,
         "restart",
         cmd_restart,
-        "restart members with no connection lost: drain, wait, stop, start, register, undrain",
         [
             "rpctl restart worker-3                       # started by rpctl run",
             "rpctl restart api-2 -- /srv/api --listen 127.0.0.1:8080",
@@ -161,7 +160,6 @@ def add_commands(sub) -> None:
         sub,
         "rollout",
         cmd_rollout,
-        "restart every member of a group, --batch at a time, stopping at the first failure",
         [
             "rpctl rollout --group web",
             "rpctl rollout --group web --batch 2 --drain-timeout 60",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rpctl.controller.contract.errors import ExitStatus
-from rpctl.controller.ops.run_defaults import (  # not the launcher: every rpctl command builds this parser
+from rpctl.controller.ops.run_defaults import (  # not the launcher: `rpctl run --help` builds this parser
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     DEFAULT_LISTEN,
@@ -68,10 +68,9 @@ def add_commands(sub) -> None:
         sub,
         "run",
         cmd_run,
-        "start N copies of a command on one port (socket activation on fd 3) as members, and restart them",
         [
             "rpctl run --group web -n 4 --listen 127.0.0.1:8080 -- "
-            "python3 -m rpctl.cli.demo.worker --name '$LISTEN_FDNAMES'",
+            "rpctl demo-worker --name '$LISTEN_FDNAMES'",
             "rpctl run --group web -n 1 --name canary --listen 127.0.0.1:8080 -- ./server-v2   # joins web",
             "rpctl run -g dns -n 8 --proto udp --listen '[::1]:5353' -- ./resolver --id '$RPCTL_MEMBER'",
             "rpctl run -g h3 -n 4 --proto udp --quic --listen 0.0.0.0:443 -- ./h3-server   # $RPCTL_QUIC_SERVER_ID",

@@ -53,7 +53,6 @@ def add_commands(sub) -> None:
         sub,
         "serve",
         cmd_serve,
-        "keep the groups of a config file true to it as servers reload (a long-running process)",
         [
             "rpctl serve                                  # /etc/rpctl/rpctl.toml",
             "rpctl serve -c ./rpctl.toml --metrics 127.0.0.1:9464",

@@ -29,8 +29,8 @@ def cmd_status(env: Environment, args) -> ExitStatus:
     from . import render
 
     console = env.console()
-    for view in views:
-        console.print(render.status_table(view, console.width))
+    width = console.width
+    console.print(render.stacked(render.status_table(view, width) for view in views))
     return ExitStatus.OK
 
 
@@ -49,13 +49,13 @@ def _fleet_status(env: Environment, args) -> ExitStatus:
     from . import render
 
     console = env.console()
-    for view in views:
-        console.print(render.fleet_table(view, window, console.width))
+    width = console.width
+    console.print(render.stacked(render.fleet_table(view, window, width) for view in views))
     return ExitStatus.OK
 
 
 def add_commands(sub) -> None:
-    p = add_command(sub, "status", cmd_status, "list groups and members",
+    p = add_command(sub, "status", cmd_status,
                     ["rpctl status", "rpctl status --group web --json",
                      "rpctl status --prometheus http://prometheus:9090 --match '{group=\"web\"}' --window 5m"])
     json_option(p)

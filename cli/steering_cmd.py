@@ -15,9 +15,10 @@ from .common import Environment, add_command, drain_progress, group_option, json
 
 def cmd_weights(env: Environment, args) -> ExitStatus:
     from rpctl.controller.read.views import read_view
-    from rpctl.controller.store import group
 
     if args.assignments:
+        from rpctl.controller.store import group  # the writer, for a write only
+
         group.set_weights(parse_assignments(args.assignments), group=args.group)
     # None: queue depths only when a member is draining (its state depends on them).
     view = read_view(args.group, with_queues=None)
@@ -64,7 +65,6 @@ def add_commands(sub) -> None:
         sub,
         "weights",
         cmd_weights,
-        "show weights and shares, or set NAME=WEIGHT for some members (the others keep theirs)",
         ["rpctl weights", "rpctl weights worker-1=3 worker-2=1", "rpctl weights --json"],
     )
     p.add_argument("assignments", nargs="*", metavar="NAME=WEIGHT")
@@ -75,8 +75,6 @@ def add_commands(sub) -> None:
         sub,
         "drain",
         cmd_drain,
-        "stop new connections to a member at once; --wait returns when its queue is empty "
-        "(UDP: and its live flows ended)",
         ["rpctl drain worker-3", "rpctl drain worker-3 --wait --timeout 30"],
     )
     p.add_argument("name")
@@ -87,7 +85,6 @@ def add_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="drain even the last live member")
     group_option(p)
 
-    p = add_command(sub, "undrain", cmd_undrain, "bring a drained member back at its weight",
-                    ["rpctl undrain worker-3", "rpctl undrain worker-3 --group web"])
+    p = add_command(sub, "undrain", cmd_undrain, ["rpctl undrain worker-3", "rpctl undrain worker-3 --group web"])
     p.add_argument("name")
     group_option(p)

@@ -65,7 +65,7 @@ COMMANDS: Mapping[str, Callable[..., str]] = {
     "register": lambda name, pid=None, fd=None, replace=False: (
         f"rpctl register {name}{_opt('--pid', pid)}{_opt('--fd', fd)}{' --replace' if replace else ''}"
     ),
-    "unload": lambda group=None: f"rpctl unload{_opt('--group', group)}",
+    "unload": lambda group=None, *, force=False: f"rpctl unload{_opt('--group', group)}{' --force' if force else ''}",
     "set_draining": lambda name, draining=True: f"rpctl {'drain' if draining else 'undrain'} {name}",
     "pin_cpu": lambda: "rpctl pin cpu",
     "explain_rss": lambda info: f"rpctl pin rss --dev {_device(info)} --explain",

@@ -33,7 +33,7 @@ Public modules (import them, or reach them as attributes of this package):
 
 The other modules (abi, bpffs, bpfsys, compiled, diag, flows, headers,
 jiffies, loader, maps, pin_table, process, slot_table, toeplitz, adaptive,
-prometheus_source, and the parts of config, serve and the launcher:
+prometheus_source, audit, system_log, and the parts of config, serve and the launcher:
 config_spec, config_keys, config_defaults, toml_lines, keepers,
 adaptive_loop, run_defaults, supervisor, launched_group) are its insides.
 

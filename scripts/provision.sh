@@ -9,8 +9,8 @@
 #
 # Usage: scripts/provision.sh [--with-tests]
 #   --with-tests   also install what the test suite and the benchmarks need
-#                  (ruby, tmux, nginx-light, wrk, systemd, prometheus; pytest
-#                  and matplotlib).
+#                  (ruby, tmux, nginx-light, wrk, systemd, prometheus, gcc,
+#                  debootstrap, systemd-container; pytest and matplotlib).
 # May be executed or sourced (source scripts/provision.sh [--with-tests]).
 set -euo pipefail
 
@@ -86,11 +86,15 @@ provision_apt() {
     if [ "$with_tests" = 1 ]; then
         # ruby: `ruby -c Vagrantfile` in the unit tests; tmux, nginx-light and
         # wrk: the demo and end-to-end tests; systemd: `systemd-analyze verify`
-        # of contrib/systemd/rpctl.service (container images often lack it);
-        # prometheus: tests/kernel/test_read_many_hosts_through_prometheus.py
+        # and `security` of contrib/systemd/rpctl.service (container images
+        # often lack it); prometheus: tests/kernel/test_read_many_hosts_through_prometheus.py
         # starts /usr/bin/prometheus itself, and
-        # promtool checks contrib/prometheus.
-        pkgs+=(ruby tmux nginx-light wrk systemd prometheus)
+        # promtool checks contrib/prometheus; gcc and libc6-dev: the ABI test
+        # compiles bpf/rpctl.h, the UDP rate benchmark builds its load in C;
+        # debootstrap and systemd-container (systemd-nspawn):
+        # tests/kernel/test_install_and_run_the_package.py builds a Debian root
+        # once and boots it with systemd as PID 1.
+        pkgs+=(ruby tmux nginx-light wrk systemd prometheus gcc libc6-dev debootstrap systemd-container)
     fi
 
     local -a missing=()

@@ -7,7 +7,8 @@ program) picked for each connection or datagram.
 
 The module is stdlib-only on purpose so that anything can exec it (systemd,
 a shell script, a test) without rpctl's dependencies being importable.  Run
-it as ``python -m rpctl.cli.demo.worker --name w1 --listen 127.0.0.1:8080``.
+it as ``rpctl demo-worker --name w1 --listen 127.0.0.1:8080`` (or ``python -m
+rpctl.cli.demo.worker ...``, which imports nothing of the command line).
 
 Protocol:
 
@@ -59,6 +60,8 @@ __all__ = [
     "wait_ready",
     "spawn",
     "stop",
+    "add_arguments",
+    "serve",
     "main",
 ]
 
@@ -461,11 +464,11 @@ class Worker:
             self._close(conn)
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m rpctl.cli.demo.worker",
-        description="Demo worker: answers every TCP (HTTP) connection or UDP datagram with its name.",
-    )
+DESCRIPTION = "Demo worker: answers every TCP (HTTP) connection or UDP datagram with its name."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The worker's options, on its own parser and on `rpctl demo-worker`'s."""
     p.add_argument("--name", required=True, help="the name every reply carries")
     p.add_argument(
         "--proto",
@@ -490,11 +493,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="on SIGTERM close the listener at once, leaving its queue unaccepted (as nginx and Go servers do)",
     )
-    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+    p = argparse.ArgumentParser(prog="python -m rpctl.cli.demo.worker", description=DESCRIPTION)
+    add_arguments(p)
+    return serve(p.parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve on the socket-activated fd 3, else on --listen, until SIGTERM; the exit code."""
     try:
         sock = activated_socket()
     except OSError as exc:  # e.g. ENOTSOCK: fd 3 is not what LISTEN_FDS promised

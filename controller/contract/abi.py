@@ -41,6 +41,7 @@ RP_CTL_MIGRATE = 1 << 0
 RP_CTL_FLOWS = 1 << 1
 RP_CTL_QUIC = 1 << 2
 RP_CTL_ADAPTIVE = 1 << 3
+RP_CTL_SHARED = 1 << 4
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -65,7 +66,7 @@ class RpCtl(ctypes.Structure):
         ("family", u32),
         ("addr", u8 * 16),
         ("port", u16),
-        ("_pad0", u16),
+        ("slot", u16),
         ("flags", u32),
         ("created_ns", u64),
         ("flow_table_size", u32),
@@ -161,6 +162,17 @@ class RpThrottle(ctypes.Structure):
     ]
 
 
+class RpHandoff(ctypes.Structure):
+    """Mirrors struct rp_handoff in bpf/rpctl.h."""
+
+    _fields_ = [
+        ("slot", u32),
+        ("flow_state", u32),
+        ("flow_way", u32),
+        ("_pad0", u32),
+    ]
+
+
 class RpFlow(ctypes.Structure):
     """Mirrors struct rp_flow in bpf/rpctl.h (a way of a set of the map "flows")."""
 
@@ -195,13 +207,16 @@ STRUCTS = {
     "rp_flow": RpFlow,
     "rp_flow_set": RpFlowSet,
     "rp_throttle": RpThrottle,
+    "rp_handoff": RpHandoff,
 }
 
 
-# Map types, from include/uapi/linux/bpf.h (enum bpf_map_type): a group's maps are of these.
+# Map types, from include/uapi/linux/bpf.h (enum bpf_map_type): a group's maps, and the shared program's.
 MAP_TYPE_ARRAY = 2
+MAP_TYPE_PROG_ARRAY = 3
 MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_ARRAY_OF_MAPS = 12
 MAP_TYPE_REUSEPORT_SOCKARRAY = 20
 
 
@@ -231,3 +246,16 @@ GROUP_MAPS = (
     MapSpec("throttle", MAP_TYPE_ARRAY, 4, ctypes.sizeof(RpThrottle), 1),
 )
 MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}
+
+# The program every group shares (store/shared_program.py) reads each map
+# of these names of a group through an array of such maps, indexed by the
+# group's slot; "members" is read by user space only.
+SHARED_MAPS = tuple(spec.name for spec in GROUP_MAPS if spec.name != "members")
+# Slots of the shared program: groups on one host, all namespaces together.
+SHARED_SLOTS = 4096
+# Where a group's program hands a selection to the shared program (RP_FD_HANDOFF),
+# and the program array it tail-calls through (RP_FD_PROGS: the shared program at 0).
+HANDOFF_SPEC = MapSpec("handoff", MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(RpHandoff), 1)
+PROGS_SPEC = MapSpec("progs", MAP_TYPE_PROG_ARRAY, 4, 4, 1)
+# User space only: the entry program id of the group at each slot, 0 when free.
+OWNERS_SPEC = MapSpec("owners", MAP_TYPE_ARRAY, 4, 4, SHARED_SLOTS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
-import platform
 
 __all__ = [
     "BpfError",
@@ -41,6 +41,7 @@ BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_GET_FD_BY_ID = 13
+BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_UPDATE_BATCH = 26
@@ -49,6 +50,7 @@ BPF_ENABLE_STATS = 32
 # map_flags: an array whose values user space may mmap (Linux 5.5).  rpctl
 # sets it for what comes with it: the values then start on a page boundary.
 BPF_F_MMAPABLE = 1 << 10
+BPF_F_INNER_MAP = 1 << 12  # an inner map whose size may differ from its outer map's template
 
 # Update flags.
 BPF_ANY = 0
@@ -77,8 +79,9 @@ class BpfError(OSError):
         self.log = ""  # prog_load: the verifier's log
 
 
+@functools.lru_cache(maxsize=None)  # every call of the syscall asks: a status of 256 groups makes thousands
 def _nr() -> int:
-    machine = platform.machine()
+    machine = os.uname().machine
     try:
         return _SYSCALL_NR[machine]
     except KeyError:
@@ -246,14 +249,17 @@ class ProgInfo(ctypes.Structure):
     ]
 
 
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0) -> int:
-    """Create a map and return its fd (owned by the caller)."""
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0,
+               inner_map_fd: int = 0) -> int:
+    """Create a map and return its fd (owned by the caller).  `inner_map_fd`:
+    for an array of maps, a map of the kind its elements are."""
     attr = _MapCreateAttr(
         map_type=map_type,
         key_size=key_size,
         value_size=value_size,
         max_entries=max_entries,
         map_flags=flags,
+        inner_map_fd=inner_map_fd,
         map_name=name.encode()[:15],
     )
     return _bpf(BPF_MAP_CREATE, attr, f"create map {name}")
@@ -389,6 +395,11 @@ def prog_info(fd: int) -> ProgInfo:
 
 def prog_get_fd_by_id(prog_id: int) -> int:
     return _bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id), f"open program id {prog_id}")
+
+
+def map_get_fd_by_id(map_id: int) -> int:
+    """An fd of the map with id `map_id` (what an element of an array of maps reads as)."""
+    return _bpf(BPF_MAP_GET_FD_BY_ID, _GetIdAttr(id=map_id), f"open map id {map_id}")
 
 
 def enable_stats() -> int:

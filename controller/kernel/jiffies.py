@@ -12,7 +12,6 @@ one, HZ is measured from /proc/timer_list over a fraction of a second.
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import time
@@ -56,6 +55,8 @@ def nearest_hz(ticks: int, seconds: float) -> int:
 
 def hz_from_config() -> int | None:
     """CONFIG_HZ of the running kernel's build configuration, or None when it ships none."""
+    import gzip  # here, not at the top: a reader of the flow table's clock needs no decompressor
+
     for pattern in CONFIG_FILES:
         path = pattern.format(release=os.uname().release)
         try:

@@ -19,7 +19,7 @@ import importlib.util
 import os
 import tempfile
 from importlib import resources
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 from ..contract.errors import RpctlError, Unsupported
 from . import bpfsys, compiled, probe
@@ -34,9 +34,10 @@ def bpf_dir() -> str:
     return str(resources.files("rpctl.bpf"))
 
 
-def cflags(fds: Mapping[str, int], migrate: bool) -> list[str]:
-    """The compiler's flags: each map's fd (or its placeholder, compiled.py) as -DRP_FD_<NAME>."""
-    flags = [f"-I{bpf_dir()}"]
+def cflags(fds: Mapping[str, int], migrate: bool, defines: Sequence[str] = ()) -> list[str]:
+    """The compiler's flags: each map's fd (or its placeholder, compiled.py) as -DRP_FD_<NAME>,
+    then -D of each of `defines`."""
+    flags = [f"-I{bpf_dir()}"] + [f"-D{d}" for d in defines]
     flags += [f"-DRP_FD_{name.upper()}={fd}" for name, fd in sorted(fds.items())]
     if migrate:
         flags.append("-DRP_HAVE_MIGRATE")
@@ -66,12 +67,41 @@ def migration_wanted() -> bool:
     return probe.kernel_at_least(probe.MIGRATE_KERNEL)
 
 
+# The builds of the steering program (docs/decisions/0017): without either
+# macro, a group's program (its short cut, then a tail call to the shared one).
+SHARED = "RP_SHARED"  # the program every group shares, through arrays of the groups' maps
+OWN = "RP_OWN"        # a group's program with every step, as before the shared one
+
+
 def load(maps: Mapping[str, Map], migrate: bool) -> int:
-    """Compile and load the steering program against `maps`; returns an fd the caller owns."""
+    """Compile and load a group's program against its `maps`, the shared
+    program's "handoff" and "progs" among them; returns an fd the caller owns."""
     return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate)
 
 
-def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrate: bool) -> int:
+def load_own(maps: Mapping[str, Map], migrate: bool) -> int:
+    """A group's program that runs every step itself, against the group's `maps` alone."""
+    return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate, [OWN])
+
+
+def load_shared(maps: Mapping[str, Map], migrate: bool) -> int:
+    """Compile and load the program every group shares: `maps` holds an
+    array of maps for each group map it reads, and the per-CPU "handoff"."""
+    return compile_and_load(os.path.join(bpf_dir(), SOURCE), PROGRAM_NAME, maps, migrate, [SHARED])
+
+
+def shared_digest(names: Sequence[str], migrate: bool) -> str:
+    """16 hex digits that name the shared program these sources build
+    with these maps and flags: a program of other sources is another
+    program, kept apart.  Neither compiles nor needs bcc."""
+    source = os.path.join(bpf_dir(), SOURCE)
+    # Not the include path: the same sources installed elsewhere build the same program.
+    flags = [f for f in cflags(compiled.placeholders(list(names)), migrate, [SHARED]) if not f.startswith("-I")]
+    return compiled.cache_key(source, included_files(source), PROGRAM_NAME, flags, None, "")[:16]
+
+
+def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrate: bool,
+                     defines: Sequence[str] = ()) -> int:
     """Load SK_REUSEPORT function `function` of C file `source` against
     `maps`, compiled once with a placeholder per map and kept (compiled.py),
     the maps' fds set at load (the benchmarks load their floor programs
@@ -80,7 +110,7 @@ def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrat
     if source_tree:
         os.environ["BCC_KERNEL_SOURCE"] = source_tree
     holders = compiled.placeholders(list(maps))
-    flags = cflags(holders, migrate)
+    flags = cflags(holders, migrate, defines)
     key = compiled.cache_key(source, included_files(source), function, flags, source_tree, _bcc_version())
     attach_type = bpfsys.ATTACH_SK_REUSEPORT_SELECT_OR_MIGRATE if migrate else bpfsys.ATTACH_SK_REUSEPORT_SELECT
     log = tempfile.NamedTemporaryFile(prefix="rpctl-load-", suffix=".log", delete=False)

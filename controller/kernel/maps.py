@@ -10,10 +10,11 @@ from __future__ import annotations
 import array
 import ctypes
 import os
-from typing import Optional, Type, TypeVar
+from typing import Collection, Optional, Type, TypeVar
 
 from ..contract import abi
 from ..contract.errors import StateError
+from ..contract.refs import Param
 from . import bpfsys
 
 T = TypeVar("T", bound=ctypes.Structure)
@@ -43,6 +44,17 @@ def array_flags(map_type: int) -> int:
     return bpfsys.BPF_F_MMAPABLE if map_type == abi.MAP_TYPE_ARRAY else 0
 
 
+def creation_flags(spec: abi.MapSpec) -> int:
+    """array_flags(), and BPF_F_INNER_MAP for a map sized at creation: the
+    shared program reaches every group's map of a name through one array of
+    maps, whose elements must have the flags of its template, and a size
+    other than the template's only with this flag (store/shared_program.py)."""
+    flags = array_flags(spec.map_type)
+    if spec.max_entries == abi.SIZED_AT_CREATION:
+        flags |= bpfsys.BPF_F_INNER_MAP
+    return flags
+
+
 class Map:
     """One BPF map, owned fd included."""
 
@@ -57,8 +69,13 @@ class Map:
         if not entries:
             raise ValueError(f"map {spec.name}: its size is set at creation and none was given")
         fd = bpfsys.map_create(spec.map_type, spec.key_size, spec.value_size, entries, "rp_" + spec.name,
-                               array_flags(spec.map_type))
+                               creation_flags(spec))
         return cls(fd, spec)
+
+    @classmethod
+    def open_id(cls, map_id: int, spec: abi.MapSpec) -> "Map":
+        """The map with id `map_id`, taken to be of `spec` (the caller made it so)."""
+        return cls(bpfsys.map_get_fd_by_id(map_id), spec)
 
     @classmethod
     def open_pinned(cls, path: str, spec: abi.MapSpec) -> "Map":
@@ -72,7 +89,8 @@ class Map:
             if got != want:
                 raise StateError(
                     f"open {path}: map is (type, key, value, entries) {got}, this rpctl expects {want}; "
-                    "it was made by another rpctl version: unload the group with that version"
+                    "it was made by another rpctl version: unload its group with ", Param("force", flag=True),
+                    " (its program is detached) to make it anew",
                 )
         except BaseException:
             os.close(fd)
@@ -130,6 +148,20 @@ class Map:
         values = (ctypes.c_uint32 * count).from_buffer_copy(data.tobytes())
         bpfsys.map_update_batch(self.fd, keys, values, count, f"write {self.spec.name}")
 
+    def clear(self, entries: int) -> None:
+        """Every element of elements 0..entries-1 back to its state at
+        creation: zeros, or no socket in a socket array (which has no batch
+        writes: one delete per element)."""
+        if self.spec.map_type == abi.MAP_TYPE_REUSEPORT_SOCKARRAY:
+            for key in range(entries):
+                self.delete(key)
+            return
+        width = (self.spec.value_size + 7) & ~7 if self.spec.map_type == abi.MAP_TYPE_PERCPU_ARRAY else 0
+        size = width * _ncpus() if width else self.spec.value_size
+        keys = (ctypes.c_uint32 * entries)(*range(entries))
+        zeros = ctypes.create_string_buffer(size * entries)
+        bpfsys.map_update_batch(self.fd, keys, zeros, entries, f"clear {self.spec.name}")
+
     def read_percpu(self, key: int, value_type: Type[T]) -> list[T]:
         """One element of a per-CPU map: a value per possible CPU."""
         stride = (ctypes.sizeof(value_type) + 7) & ~7
@@ -138,8 +170,11 @@ class Map:
             return []
         return [value_type.from_buffer_copy(buf.raw, cpu * stride) for cpu in range(_ncpus())]
 
-    def read_percpu_all(self, value_type: Type[T], count: int) -> list[list[T]]:
-        """Elements 0..count-1 of a per-CPU array map, one call."""
+    def read_percpu_all(self, value_type: Type[T], count: int,
+                        indexes: Optional[Collection[int]] = None) -> list[list[T]]:
+        """Elements 0..count-1 of a per-CPU array map, one call.  Given `indexes`, only those
+        elements are decoded and the others are empty lists (a reader of a few members of
+        a 256-entry map decodes a few)."""
         stride = (ctypes.sizeof(value_type) + 7) & ~7
         ncpus = _ncpus()
         keys = (ctypes.c_uint32 * count)()
@@ -150,6 +185,7 @@ class Map:
         raw = buf.raw
         return [
             [value_type.from_buffer_copy(raw, (i * ncpus + cpu) * stride) for cpu in range(ncpus)]
+            if indexes is None or i in indexes else []
             for i in range(count)
         ]
 

@@ -15,11 +15,14 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from ..contract.errors import InvalidInput
 from ..kernel import sockets
+from ..contract.abi import RP_QUIC_MAX_SID_LEN
+from ..store import options as group_options
 from ..store.options import GroupOptions
-from ..tables.adaptive import LEASE_MS, MIN_QUEUE_BYTES
-from ..tables.naming import check_format
+from ..store.policy import DEFAULT_WEIGHT, MAX_WEIGHT
+from ..tables.adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, LEASE_MS, MIN_QUEUE_BYTES
+from ..tables.naming import DEFAULT_FORMAT, check_format
 from .config_spec import AdoptRule, PinSpec, RunSpec
-from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, MAX_COUNT
+from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, MAX_COUNT, RUN_NAMES
 
 __all__ = [
     "COMM_LEN",
@@ -236,30 +239,73 @@ OPTION_FIELDS = ("flow_affinity", "flow_table_size", "flow_idle_timeout", "quic"
 class Key(NamedTuple):
     parse: Callable[[object], Any]
     field: str  # the GroupSpec field it sets
+    doc: str    # what it is, for rpctl.toml(5) (cli/manpage.py); `x` marks a literal
 
+
+# The creation options' docs start alike: a live group keeps its own (config.py refuses others).
+FIXED = "UDP only, fixed at creation"
 
 # One entry per key of a [[group]] table.
 GROUP_KEYS: Mapping[str, Key] = {
-    "name": Key(_name, "name"),
-    "listen": Key(_listen, "listen"),
-    "adopt": Key(_adopt, "adopt"),
-    "run": Key(_run, "run"),
-    "names": Key(_names, "names"),
-    "weight": Key(lambda v: _weight_of("every member", v), "default_weight"),
-    "weights": Key(_weights, "weights"),
-    "drain": Key(_drain, "drain"),
-    "pin": Key(_pin, "pin"),
-    "adaptive": Key(_bool, "adaptive"),
+    "name": Key(_name, "name", "the group's name: 1-63 letters, digits, `_`, `-`"),
+    "listen": Key(_listen, "listen",
+                  "the endpoint it steers, `proto:address:port`: `tcp:127.0.0.1:8080`, `udp:[::1]:53` "
+                  "(literal addresses only)"),
+    "adopt": Key(_adopt, "adopt",
+                 "which listeners of the endpoint are members: those whose serving process (the one whose "
+                 "epoll watches the socket, as discover tells it) matches every field given: `comm` "
+                 "(process name, as in /proc/PID/comm), `exe` (absolute path of its executable), `uid` "
+                 "(effective user, a number or a name), `cgroup` (its cgroup v2 path, or a parent of it: "
+                 "`/system.slice/nginx.service`)"),
+    "run": Key(_run, "run",
+               "members rpctl launches instead, as `rpctl run` does: `command` (array of strings), `count` "
+               f"(1..{MAX_COUNT}), `backoff_initial` and `backoff_max` (seconds between restarts, "
+               f"{BACKOFF_INITIAL:g} and {BACKOFF_MAX:g} by default); serve launches and keeps these groups, "
+               "apply reports them as kept by serve and leaves them alone"),
+    "names": Key(_names, "names",
+                 f"member names: `{{comm}}`, `{{pid}}`, `{{fd}}`, `{{i}}`; default `{DEFAULT_FORMAT}` (`{RUN_NAMES}` "
+                 "for a `run` group, whose names may use only `{i}`); `{i}` is the lowest number from 1 that no "
+                 "member has when a listener joins, and stays with that socket"),
+    "weight": Key(lambda v: _weight_of("every member", v), "default_weight",
+                  f"the weight of every member `weights` does not name (default {DEFAULT_WEIGHT}; 0..{MAX_WEIGHT})"),
+    "weights": Key(_weights, "weights", 'weights by member name: `{ "nginx-1" = 3 }`'),
+    "drain": Key(_drain, "drain", 'member names to drain: `["nginx-2"]`; a member not listed is undrained'),
+    "pin": Key(_pin, "pin",
+               '`"cpu"` (each connection to the member of its CPU, from the members\' affinity), `"rss:DEV"` '
+               '(each to the member of the receive queue of device DEV it arrived on, by the NIC\'s RSS hash), '
+               'or `"weighted"` (the default)'),
+    "adaptive": Key(_bool, "adaptive",
+                    "`true`: serve throttles a member whose queue builds while another's stays low; "
+                    "default `false`"),
     # A queue of 1 would throttle at every accept's wait; past 65535 no listen backlog reaches it.
-    "adaptive_queue": Key(_whole(2, 65535, "queued connections"), "adaptive_queue"),
+    "adaptive_queue": Key(_whole(2, 65535, "queued connections"), "adaptive_queue",
+                          "TCP groups: the accept-queue depth (connections) that throttles a member "
+                          f"(default {DEFAULT_QUEUE}; 2..65535); it is released at a quarter of it"),
     # UDP: 1 GiB is past any receive buffer (SO_RCVBUF is capped by net.core.rmem_max).
-    "adaptive_queue_bytes": Key(_whole(MIN_QUEUE_BYTES, 1 << 30, "bytes"), "adaptive_queue_bytes"),
+    "adaptive_queue_bytes": Key(_whole(MIN_QUEUE_BYTES, 1 << 30, "bytes"), "adaptive_queue_bytes",
+                                "UDP groups: the receive-queue size in bytes that throttles a member "
+                                f"(default {DEFAULT_QUEUE_BYTES}; {MIN_QUEUE_BYTES}..{1 << 30}); "
+                                "it is released at a quarter of it"),
     # Well under the lease, which each sample renews.
-    "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms"),
-    "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity"),
-    "flow_table_size": Key(_option("flow_table_size", int, "a number of flows"), "flow_table_size"),
-    "flow_idle_timeout": Key(_option("flow_idle_timeout", (int, float), "seconds"), "flow_idle_timeout"),
-    "quic": Key(_option("quic", bool, "true or false"), "quic"),
-    "quic_server_id_length": Key(_option("quic_server_id_length", int, "a number of bytes"), "quic_server_id_length"),
+    "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms",
+                                "how often serve samples the members' queues, in ms "
+                                f"(default {DEFAULT_INTERVAL_MS}; 5..{LEASE_MS // 4})"),
+    "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity",
+                         f"{FIXED}: `true` (the default) keeps each flow on its member in a "
+                         "flow table, `false` places every datagram by the weights"),
+    "flow_table_size": Key(_option("flow_table_size", int, "a number of flows"), "flow_table_size",
+                           f"{FIXED}: flows the flow table holds, a power of two in "
+                           f"{group_options.MIN_FLOW_TABLE_SIZE}..{group_options.MAX_FLOW_TABLE_SIZE} (default "
+                           f"{group_options.DEFAULT_FLOW_TABLE_SIZE}, 16 bytes of kernel memory a flow)"),
+    "flow_idle_timeout": Key(_option("flow_idle_timeout", (int, float), "seconds"), "flow_idle_timeout",
+                             f"{FIXED}: seconds after which a silent flow is forgotten, "
+                             f"{group_options.MIN_FLOW_IDLE_TIMEOUT:g}..{group_options.MAX_FLOW_IDLE_TIMEOUT:g} "
+                             f"(default {group_options.DEFAULT_FLOW_IDLE_TIMEOUT:g})"),
+    "quic": Key(_option("quic", bool, "true or false"), "quic",
+                f"{FIXED}: `true` routes QUIC packets by the server id in their connection "
+                "id (default `false`); a `run` group's children get their member's id in RPCTL_QUIC_SERVER_ID"),
+    "quic_server_id_length": Key(_option("quic_server_id_length", int, "a number of bytes"), "quic_server_id_length",
+                                 f"{FIXED}, with `quic = true`: bytes of a QUIC-LB server id, "
+                                 f"1..{RP_QUIC_MAX_SID_LEN} (default 1)"),
 }
 REQUIRED = ("name", "listen")

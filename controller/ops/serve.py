@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from ..contract.errors import RpctlError
-from ..kernel import probe, sockets
+from ..kernel import probe, sockets, system_log
 from ..store.state import Layout
 from . import config, notify
 from .config_spec import GroupSpec
@@ -117,6 +117,7 @@ class Serve:
         probe.require_kernel()
         probe.require_bpf_privileges("serve")
         self.layout = self.layout or Layout()
+        system_log.set_command("serve")  # the audit trail's "who" of every change serve makes
         self._wake = sockets.SelfPipe()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake.reader, selectors.EVENT_READ, None)
@@ -270,6 +271,8 @@ class Serve:
                 old.take(spec)
         self.config = cfg
         self._sort_keepers()
+        if not cfg.groups:  # the file as installed: every example commented out
+            log.info("%s names no group: idle until it does (then reload: SIGHUP)", self.path)
         self._tick(force=True)
 
     def _sort_keepers(self) -> None:

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..contract import abi
 from ..contract.errors import NotFound
@@ -32,10 +32,13 @@ from ..store.lookup import resolve_group
 from ..store.policy import draining_flag, is_live
 from ..store.state import Layout
 from ..tables import pin_table, quic
-from ..tables.adaptive import BYTES, Reason
 
 if TYPE_CHECKING:
     from ..kernel import diag
+
+    # (protocol name, port) -> {cookie: what sock_diag says of it}: where a read finds a
+    # group's listeners (port_listeners, or a SharedDump over several groups).
+    ListenerSource = Callable[[str, int], dict[int, diag.SocketDiag]]
 
 
 class MemberState(str, enum.Enum):
@@ -246,14 +249,45 @@ class GroupView:
         raise NotFound(f"no member {name!r} in group {self.name!r}")
 
 
-def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
+def port_listeners(proto: str, port: int) -> dict[int, diag.SocketDiag]:
+    """The sockets of one port: a sock_diag dump per address family, filtered by port in the kernel."""
+    from ..kernel import diag
+
+    return diag.listeners(sockets.proto_number(proto), port=port)
+
+
+class SharedDump:
+    """The sockets of every port, dumped once per protocol and shared by the groups of one
+    read: reading 256 groups takes two dumps of the namespace's listeners, not 256 walks
+    of the kernel's socket tables (one per group's port).  Each group gets its port's
+    sockets, as port_listeners gives them.  A ListenerSource."""
+
+    def __init__(self) -> None:
+        self.by_proto: dict[str, dict[int, dict[int, diag.SocketDiag]]] = {}  # proto -> port -> cookie -> it
+
+    def __call__(self, proto: str, port: int) -> dict[int, diag.SocketDiag]:
+        if proto not in self.by_proto:
+            from ..kernel import diag
+
+            by_port: dict[int, dict[int, diag.SocketDiag]] = {}
+            for cookie, d in diag.listeners(sockets.proto_number(proto)).items():
+                by_port.setdefault(d.local_port, {})[cookie] = d
+            self.by_proto[proto] = by_port
+        return self.by_proto[proto].get(port, {})
+
+
+def read_group(g: Group, with_queues: Optional[bool] = True,
+               listeners: ListenerSource = port_listeners) -> GroupView:
     """The view of an open group.  with_queues=None reads queue depths only
     when a member is draining (its state, draining or drained, depends on
-    it): a sock_diag dump per address family, which most reads can skip."""
+    it): a sock_diag dump per address family, which most reads can skip.
+    `listeners` gives the sockets of the group's port (the dump)."""
     ctl = g.ctl()
     gen = ctl.gen & 1
     gen_info = g.maps["gens"].get(gen, abi.RpGen)
-    totals = g.member_totals()
+    members = g.members()
+    policies = g.live_policies(members, gen)
+    totals = g.member_totals(policies)
     group_totals = g.group_totals()
     key = ctl_endpoint(ctl)
     view = GroupView(
@@ -280,8 +314,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
         throttled = throttle_reasons(t, view.proto)
         sampled = t.sampled_ns if t is not None else 0
         view.adaptive_sampled_ago = max(0.0, (time.monotonic_ns() - sampled) / 1e9) if sampled else math.inf
-    members = g.members()
-    for idx, pol in g.live_policies(members, gen).items():
+    for idx, pol in policies.items():
         m = members[idx]
         counts = totals[idx]
         member = MemberView(
@@ -315,10 +348,8 @@ def read_group(g: Group, with_queues: Optional[bool] = True) -> GroupView:
     if with_queues is None:
         with_queues = any(m.draining for m in view.members)
     if with_queues:
-        from ..kernel import diag
-
-        # One dump of the port gives both the members' queues and the listeners that are not members.
-        found = diag.listeners(sockets.proto_number(view.proto), port=view.port)
+        # One dump gives both the members' queues and the listeners that are not members.
+        found = listeners(view.proto, view.port)
         for member in view.members:
             member.queue = found[member.cookie].rqueue if member.cookie in found else None
         view.unmanaged = unmanaged_listeners(view, found.values())
@@ -340,6 +371,8 @@ def throttle_reasons(t: Optional[abi.RpThrottle], proto: str) -> dict[int, str]:
     none once its lease ran out (the program ignores it then)."""
     if t is None or t.lease_ns <= time.monotonic_ns():
         return {}
+    from ..tables.adaptive import BYTES, Reason  # adaptive groups only
+
     unit = BYTES if proto == "udp" else ""  # a UDP queue is counted in bytes
     return {i: str(Reason(t.queue[i], t.others[i], unit)) for i in range(abi.RP_MAX_MEMBERS) if t.bits[i // 64] >> (i % 64) & 1}
 
@@ -385,10 +418,12 @@ def read_views(
         return [read_view(group, layout, with_queues)]
     for attempt in range(3):
         try:
+            names = layout.groups()
+            listeners = SharedDump() if len(names) > 1 else port_listeners
             out = []
-            for name in layout.groups():
+            for name in names:
                 with Group.open(name, layout) as g:
-                    out.append(read_group(g, with_queues))
+                    out.append(read_group(g, with_queues, listeners))
             return out
         except NotFound:
             if attempt == 2:

@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from typing import Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Collection, Iterable, Mapping, Optional
 
 from ..contract import abi
 from ..contract.errors import NotFound, StateError
@@ -29,9 +29,12 @@ from ..contract.refs import Call
 from ..kernel import bpfsys, sockets
 from ..kernel.maps import Map
 from ..tables import pin_table, quic, slot_table
-from .options import GroupOptions
+from . import audit
 from .policy import draining_flag, is_live
 from .state import Layout
+
+if TYPE_CHECKING:
+    from .options import GroupOptions
 
 PROG_PIN = "prog"
 
@@ -94,7 +97,9 @@ class Group:
             group.close()
             raise StateError(
                 f"group {name!r} was made by an rpctl with state version {ctl.abi_version}, "
-                f"this one speaks {abi.RP_ABI_VERSION}: unload it with that version"
+                f"this one speaks {abi.RP_ABI_VERSION}: it steers on as it was, and this rpctl can change "
+                "none of it; ", Call("unload", group=name, force=True),
+                " detaches its program and removes it, to be made anew",
             )
         sets = bpfsys.map_info(maps["flows"].fd).max_entries
         if ctl.flags & abi.RP_CTL_FLOWS and sets * abi.RP_FLOW_WAYS != ctl.flow_table_size:
@@ -125,6 +130,8 @@ class Group:
 
     def options(self) -> GroupOptions:
         """The creation options the group was made with."""
+        from .options import GroupOptions  # here: a reader of the group does not need them
+
         return GroupOptions.of_ctl(self.ctl())
 
     def members(self) -> list[abi.RpMember]:
@@ -136,10 +143,14 @@ class Group:
         value = self.maps["socks"].get(index, ctypes.c_uint64)
         return None if value is None else value.value
 
-    def member_totals(self) -> list[dict[str, int]]:
-        """Every member counter (rp_member_stats' fields) per index, summed over CPUs."""
-        rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS)
-        return [{name: sum(getattr(c, name) for c in cpus) for name, _ in abi.RpMemberStats._fields_} for cpus in rows]
+    def member_totals(self, indexes: Optional[Collection[int]] = None) -> list[dict[str, int]]:
+        """Every member counter (rp_member_stats' fields) per index, summed over CPUs.
+        Given `indexes`, only theirs are summed and the other rows are left empty: summing
+        all RP_MAX_MEMBERS entries was most of the time of reading a group of few members."""
+        rows = self.maps["member_stats"].read_percpu_all(abi.RpMemberStats, abi.RP_MAX_MEMBERS, indexes)
+        names = [name for name, _ in abi.RpMemberStats._fields_]
+        return [{name: sum(getattr(c, name) for c in cpus) for name in names}
+                if indexes is None or i in indexes else {} for i, cpus in enumerate(rows)]
 
     def group_totals(self) -> dict[str, int]:
         """Every group counter (rp_group_stats' fields), summed over CPUs."""
@@ -232,6 +243,7 @@ class Group:
             if pol is None:
                 self.maps["socks"].delete(idx)
                 self.maps["members"].put(idx, freed(members[idx]))
+        audit.published(self.name, self.layout.netns, members, active, final, live_gen, gen, self.endpoint_key)
 
     def socket_open(self, index: int, m: abi.RpMember) -> bool:
         """Whether member entry `m` still has its socket at `index` of the
@@ -308,6 +320,19 @@ def slots_of(gen: abi.RpGen) -> array.array:
     if not gen.n_live:
         return slot_table.empty_table(abi.RP_SLOTS)
     return array.array("I", gen.slots)
+
+
+def read_ctl(layout: Layout, name: str) -> Optional[abi.RpCtl]:
+    """Group `name`'s ctl element alone (one map opened, not every map as
+    Group.open does); None when it cannot be read."""
+    try:
+        m = Map.open_pinned(os.path.join(layout.group_dir(name), "ctl"), abi.MAP_SPECS["ctl"])
+    except (OSError, StateError):
+        return None
+    try:
+        return m.get(0, abi.RpCtl)
+    finally:
+        m.close()
 
 
 def ctl_endpoint(ctl: abi.RpCtl) -> sockets.EndpointKey:

@@ -24,48 +24,71 @@ from ..contract.errors import RpctlError, StateError
 from ..contract.refs import Param
 from ..kernel import bpfsys, jiffies, probe, sockets
 from ..kernel.maps import Map
+from . import audit, foreign_state, shared_program
 from .generation import PROG_PIN, Group
 from .lookup import resolve_group
 from .options import GroupOptions
 from .state import Layout
+
+OWN_PROGRAM_ENV = "RPCTL_OWN_PROGRAM"  # "1": a group's program runs every step itself
 
 
 def create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optional[GroupOptions] = None) -> None:
     """Create and pin a group's maps and program under a temporary name,
     then rename the folder into place: all or nothing.  `info`: a socket of
     the endpoint it steers; `options`: those given (None: the defaults for
-    the socket's protocol).  The caller holds the namespace's lock."""
+    the socket's protocol).  The caller holds the namespace's lock.
+
+    The group's program holds the short cut and hands the rest to the
+    program this boot's groups share (shared_program.py, decision 0017);
+    with RPCTL_OWN_PROGRAM=1 its program runs every step itself, as before
+    (for comparison: the benchmarks measure one against the other)."""
     from ..kernel import loader
 
     options = (options or GroupOptions()).resolved(info.proto)
+    # A group without flow affinity keeps a one-set table: the program is
+    # the same for every group and names the map.
+    flow_sets = max(1, options.flow_table_size // abi.RP_FLOW_WAYS)
+    migrate = loader.migration_wanted()
+    ctl = abi.RpCtl(
+        abi_version=abi.RP_ABI_VERSION,
+        gen=0,
+        proto=info.proto,
+        family=info.family,
+        port=info.port,
+        created_ns=time.time_ns(),
+        flags=abi.RP_CTL_MIGRATE if migrate else 0,
+    )
+    ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
+    options.write_ctl(ctl, jiffies.hz() if options.flow_affinity else 0)
 
     tmp = layout.temp_dir(name)
     os.mkdir(tmp, 0o700)
     maps: dict[str, Map] = {}
     prog_fd = -1
     try:
-        for spec in abi.GROUP_MAPS:
-            # A group without flow affinity keeps a one-set table: the
-            # program is the same for every group and names the map.
-            maps[spec.name] = Map.create(spec, max_entries=max(1, options.flow_table_size // abi.RP_FLOW_WAYS))
-        ctl = abi.RpCtl(
-            abi_version=abi.RP_ABI_VERSION,
-            gen=0,
-            proto=info.proto,
-            family=info.family,
-            port=info.port,
-            created_ns=time.time_ns(),
-        )
-        ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
-        migrate = loader.migration_wanted()
-        ctl.flags = abi.RP_CTL_MIGRATE if migrate else 0
-        options.write_ctl(ctl, jiffies.hz() if options.flow_affinity else 0)
-        maps["ctl"].put(0, ctl)
-        prog_fd = loader.load(maps, migrate)
-        for spec_name, m in maps.items():
-            m.pin(os.path.join(tmp, spec_name))
-        bpfsys.obj_pin(prog_fd, os.path.join(tmp, PROG_PIN))
-        os.rename(tmp, layout.group_dir(name))
+        if os.environ.get(OWN_PROGRAM_ENV) == "1":
+            maps = {spec.name: Map.create(spec, max_entries=flow_sets) for spec in abi.GROUP_MAPS}
+            maps["ctl"].put(0, ctl)
+            prog_fd = loader.load_own(maps, migrate)
+            _pin(tmp, maps, prog_fd)
+            os.rename(tmp, layout.group_dir(name))
+            return
+        with shared_program.shared_lock(layout.bpffs), shared_program.SharedProgram.opened(
+                layout.bpffs, loader.shared_digest(shared_program.NAMES, migrate), migrate) as shared:
+            slot, maps = shared.take(flow_sets)
+            maps["members"] = Map.create(abi.MAP_SPECS["members"])
+            ctl.flags |= abi.RP_CTL_SHARED
+            ctl.slot = slot
+            maps["ctl"].put(0, ctl)
+            prog_fd = loader.load({**maps, **shared.handoff_maps()}, migrate)
+            shared.claim(slot, bpfsys.prog_info(prog_fd).id)
+            try:
+                _pin(tmp, maps, prog_fd)
+                os.rename(tmp, layout.group_dir(name))
+            except BaseException:
+                shared.release(slot, bpfsys.prog_info(prog_fd).id)
+                raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -74,6 +97,32 @@ def create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optiona
             m.close()
         if prog_fd >= 0:
             os.close(prog_fd)
+
+
+def _pin(folder: str, maps: dict[str, Map], prog_fd: int) -> None:
+    for spec_name, m in maps.items():
+        m.pin(os.path.join(folder, spec_name))
+    bpfsys.obj_pin(prog_fd, os.path.join(folder, PROG_PIN))
+
+
+def remove(layout: Layout, name: str) -> None:
+    """Unpin group `name` and free its slot of the shared program (the
+    caller holds the namespace's lock)."""
+    path = layout.group_dir(name)
+    prog = shared_program.program_of(path)
+    slot = None
+    with contextlib.suppress(Exception):  # noqa: BLE001 - a damaged folder is still removed
+        with Group.open(name, layout) as g:
+            ctl = g.ctl()
+            slot = ctl.slot if ctl.flags & abi.RP_CTL_SHARED else None
+    layout.remove_group_dir(name)
+    if slot is not None and prog is not None:
+        shared_program.release(layout.bpffs, slot, prog)
+    elif prog is not None:
+        # Unreadable state (another version's): whatever slot its program held is freed, so that
+        # its sockets leave that slot's socket array; a shared program of another build is left be.
+        with contextlib.suppress(RpctlError, OSError):
+            shared_program.sweep(layout.bpffs)
 
 
 @contextlib.contextmanager
@@ -102,28 +151,18 @@ def opened_or_created(
             yield g, created
     except BaseException:
         if created:
-            layout.remove_group_dir(name)
+            remove(layout, name)
         raise
 
 
 def group_sockets(g: Group) -> Iterable[socket.socket]:
-    """Sockets of the group we can take: from the members' recorded (pid, fd),
-    then from any process sock_diag shows holding a member's socket."""
+    """Sockets of the group we can take: from the members' recorded (pid, fd)
+    first, then, only if none of those is the member's any more, from any
+    process sock_diag shows holding a member's socket (a walk of /proc)."""
     members = [m for m in g.members() if m.flags & abi.RP_MEMBER_USED]
     cookies = {m.cookie for m in members}
-    tried = set()
-    candidates = [(m.pid, m.fd) for m in members]
-    try:
-        from ..kernel import diag
-
-        ctl = g.ctl()
-        found = diag.listeners(ctl.proto, ctl.port)
-        inodes = [d.inode for c, d in found.items() if c in cookies]
-        for pairs in diag.holders(inodes).values():
-            candidates.extend(pairs)
-    except (OSError, RuntimeError):
-        pass
-    for pid, fd in candidates:
+    tried: set[tuple[int, int]] = set()
+    for pid, fd in _candidates(g, members, cookies):
         if (pid, fd) in tried:
             continue
         tried.add((pid, fd))
@@ -136,6 +175,22 @@ def group_sockets(g: Group) -> Iterable[socket.socket]:
                 yield sock
         finally:
             sock.close()
+
+
+def _candidates(g: Group, members: list, cookies: set[int]) -> Iterator[tuple[int, int]]:
+    """(pid, fd) pairs that may hold a member's socket: the recorded ones, then the holders sock_diag finds."""
+    yield from ((m.pid, m.fd) for m in members)
+    try:
+        from ..kernel import diag
+
+        ctl = g.ctl()
+        found = diag.listeners(ctl.proto, ctl.port)
+        inodes = [d.inode for c, d in found.items() if c in cookies]
+        holders = diag.holders(inodes)
+    except (OSError, RuntimeError):
+        return
+    for pairs in holders.values():
+        yield from pairs
 
 
 def unload(group: Optional[str] = None, force: bool = False, layout: Optional[Layout] = None) -> tuple[str, bool]:
@@ -159,10 +214,12 @@ def unload(group: Optional[str] = None, force: bool = False, layout: Optional[La
         except StateError:
             if not force:
                 raise
+            detached = foreign_state.detach(layout.group_dir(group))  # state of another version
         if alive and not detached and not force:
             raise RpctlError(
                 f"unload {group}: no member socket could be reached to detach the program "
                 "(members' processes gone?); use ", Param("force", flag=True), " to remove the state anyway",
             )
-        layout.remove_group_dir(group)
+        remove(layout, group)
+        audit.unloaded(group, detached, layout.netns)
         return group, detached

@@ -14,10 +14,11 @@ import os
 import socket
 from typing import Iterator, Optional
 
-from ..contract.errors import NotFound, RpctlError, UsageError
+from ..contract import abi
+from ..contract.errors import NotFound, UsageError
 from ..contract.refs import Param
-from ..kernel import probe, sockets
-from .generation import Group
+from ..kernel import sockets
+from .generation import Group, ctl_endpoint, read_ctl
 from .state import Layout, check_group_name
 
 
@@ -46,19 +47,21 @@ def find_group_for(key: sockets.EndpointKey, layout: Optional[Layout] = None) ->
     """The group of this namespace that steers endpoint `key`, if any: the one
     place that answers it for register, adopt, reconcile and the launcher."""
     layout = layout or Layout()
-    for name in layout.groups():
-        try:
-            with Group.open(name, layout) as g:
-                if g.endpoint_key() == key:
-                    return name
-        except RpctlError:
-            continue
+    usual = default_group_name(key)
+    # By ctl alone, the endpoint's default name first: a host of hundreds
+    # of groups reads one small map per group at most, not every map.
+    for name in sorted(layout.groups(), key=lambda n: n != usual):
+        ctl = read_ctl(layout, name)
+        if ctl is not None and ctl.abi_version == abi.RP_ABI_VERSION and ctl_endpoint(ctl) == key:
+            return name
     return None
 
 
 @contextlib.contextmanager
 def writing(group: Optional[str], layout: Optional[Layout] = None) -> Iterator[Group]:
     """The group a write means (resolve_group), open and locked for the write."""
+    from ..kernel import probe  # here: resolving a group for a read needs no privilege check
+
     probe.require_bpf_privileges("change a group")
     layout = layout or Layout()
     group = resolve_group(group, layout)

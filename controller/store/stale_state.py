@@ -46,6 +46,7 @@ from ..contract.errors import PermissionDenied
 from ..kernel import bpffs
 from ..kernel.maps import Map
 from ..kernel.sockets import process_exists
+from . import audit, shared_program
 from .state import CLONE_NEWNET, Layout, in_netns, netns_id
 
 log = logging.getLogger("rpctl")
@@ -242,7 +243,11 @@ def remove_stale(dry_run: bool = False, root: str | None = None) -> list[StaleFo
         except PermissionError:
             raise PermissionDenied(f"remove {folder.path}: permission denied (run as root)") from None
         log.debug("removed %s (groups: %s)", folder.path, ", ".join(folder.groups) or "none")
+        audit.namespace_removed(folder.netns, folder.groups)
         removed.append(folder)
+    # Their groups' slots of the shared program are free again, and those of
+    # any group whose folder went without an unload.
+    shared_program.sweep(root)
     return removed
 
 

@@ -115,7 +115,7 @@ class Layout:
     def ns_lock(self) -> Iterator[None]:
         """Exclusive lock for creating or removing groups of this namespace."""
         self.ensure_ns_dir()
-        with _flock(self.ns_dir):
+        with folder_lock(self.ns_dir):
             yield
 
     @contextlib.contextmanager
@@ -123,7 +123,7 @@ class Layout:
         """Exclusive lock for writing one group."""
         path = self.group_dir(group)
         try:
-            with _flock(path):
+            with folder_lock(path):
                 yield
         except FileNotFoundError:
             raise NotFound(f"no group {group!r} in this network namespace") from None
@@ -151,7 +151,8 @@ class Layout:
 
 
 @contextlib.contextmanager
-def _flock(path: str) -> Iterator[None]:
+def folder_lock(path: str) -> Iterator[None]:
+    """An exclusive flock on folder `path` for the block (it dies with its process)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -15,6 +15,7 @@ from ..contract import abi
 from ..contract.errors import InvalidInput, NotFound
 from ..contract.refs import Param
 from ..tables.adaptive import Reason
+from . import audit
 from .generation import Group
 from .lookup import resolve_group, writing
 from .policy import check_weight, draining_flag
@@ -84,6 +85,7 @@ def set_adaptive(g: Group, on: bool) -> bool:
             return False
         ctl.flags = flags
         g.maps["ctl"].put(0, ctl)
+        audit.record(g.name, "adaptive off -> on" if on else "adaptive on -> off", g.layout.netns)
         return True
 
 
@@ -97,4 +99,6 @@ def put_throttle(g: Group, throttled: Mapping[int, Reason], lease_until_ns: int,
         t.bits[index // 64] |= 1 << (index % 64)
         t.queue[index] = min(why.queue, 0xFFFFFFFF)
         t.others[index] = min(why.others, 0xFFFFFFFF)
+    previous = g.maps["throttle"].get(0, abi.RpThrottle)
     g.maps["throttle"].put(0, t)
+    audit.throttled(g.name, g.layout.netns, previous, throttled, g.members)

@@ -54,7 +54,6 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
 
 __all__ = [
     "DEFAULT_SLOTS",
@@ -240,6 +239,8 @@ def min_moved_fraction(old_weights: Mapping[int, int], new_weights: Mapping[int,
     new_total = sum(new_weights.values())
     if not old_total:
         return 1.0 if new_total else 0.0
+    from fractions import Fraction  # exact shares here alone: a command that imports this table does not pay
+
     moved = Fraction(0)
     for m, w in old_weights.items():
         old_share = Fraction(w, old_total)

@@ -50,6 +50,20 @@ class Netns:
 
 
 @pytest.fixture
+def own_shared_program(monkeypatch):
+    """Groups this process makes get a shared program of their own (a name no
+    other group's has): the test loads it, and sees it go with its groups,
+    whatever other groups live on the host.  Returns its folder."""
+    from rpctl.controller.kernel import loader
+    from rpctl.controller.kernel.bpffs import bpffs_root
+    from rpctl.controller.store import shared_program
+
+    digest = f"{os.getpid():08x}{id(monkeypatch) & 0xFFFFFFFF:08x}"
+    monkeypatch.setattr(loader, "shared_digest", lambda names, migrate: digest)
+    return os.path.join(shared_program.base_dir(bpffs_root()), shared_program.PREFIX + digest)
+
+
+@pytest.fixture
 def netns():
     """A fresh network namespace with loopback up, entered for the test."""
     with fresh_netns() as name:

@@ -1,7 +1,10 @@
-"""The compiled program kept between groups (controller/kernel/compiled.py) on the
-real kernel: compiled once, then loaded with each group's own maps."""
+"""The compiled program kept between loads (controller/kernel/compiled.py) on the
+real kernel: compiled once, loaded as the program every group shares
+(store/shared_program.py), which steers each group by its own maps."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from rpctl.controller.kernel import compiled, loader
@@ -12,7 +15,8 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def empty_cache(tmp_path, monkeypatch):
+def empty_cache(tmp_path, monkeypatch, own_shared_program):
+    """No program kept, and a shared program of the test's own: its first group loads it."""
     folder = tmp_path / "programs"
     monkeypatch.setattr(compiled, "CACHE_DIR", str(folder))
     compiled.forget()
@@ -28,8 +32,9 @@ def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_mem
     for i in range(2):
         first.add()
     first.register_all(prefix="a")
-    assert len(compiles) == 1
-    assert [p.name for p in empty_cache.iterdir()] != []
+    # Two programs: the group's (its short cut) and the one every group shares.
+    assert len(compiles) == 2
+    assert len(list(empty_cache.iterdir())) == 2
 
     # Another process would find the entry on disk: nothing in memory, and no compiler.
     compiled.forget()
@@ -50,12 +55,16 @@ def test_a_kept_program_steers_each_group_by_its_own_maps(netns, rpctl, make_mem
     assert failures == 0 and min(counts[0], counts[1]) > 850, dict(counts)
 
 
-def test_a_damaged_kept_program_is_compiled_again(netns, make_members, empty_cache, monkeypatch):
+def test_a_damaged_kept_program_is_compiled_again(netns, rpctl, make_members, empty_cache, monkeypatch,
+                                                own_shared_program):
     members = make_members(port=7001)
     members.add()
     members.register_all(prefix="a")
-    (entry,) = empty_cache.iterdir()
-    entry.write_bytes(entry.read_bytes()[:-8])
+    for entry in empty_cache.iterdir():
+        entry.write_bytes(entry.read_bytes()[:-8])
+    # The last group gone, the shared program goes: the next group loads it again.
+    rpctl.ok("unload", "--group", "tcp-7001")
+    assert not os.path.exists(own_shared_program)
 
     compiled.forget()
     compiles = []
@@ -64,7 +73,7 @@ def test_a_damaged_kept_program_is_compiled_again(netns, make_members, empty_cac
     other = make_members(port=7002)
     other.add()
     other.register_all(prefix="b")
-    assert len(compiles) == 1
+    assert len(compiles) == 2
     counts, failures = tcp_connections(other, 200, seed=5)
     assert failures == 0 and counts[0] == 200
 

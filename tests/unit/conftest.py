@@ -48,3 +48,13 @@ def groups_unreadable(refuse_system, monkeypatch):
     monkeypatch.setattr(views, "read_views", refuse_system)
     monkeypatch.setattr(views, "read_view", refuse_system)
     monkeypatch.setattr(group, "resolve_group", refuse_system)
+
+
+@pytest.fixture
+def syslog(tmp_path, monkeypatch):
+    """The audit trail's lines, sent to a syslog socket the test binds instead of /dev/log."""
+    from tests.support.syslog_socket import SyslogSocket
+
+    sock = SyslogSocket.instead_of_dev_log(tmp_path, monkeypatch)
+    yield sock
+    sock.close()

@@ -43,7 +43,7 @@ def test_drain_progress_names_what_is_left():
 
 
 def test_the_parser_names_the_default_file_without_loading_the_config_module():
-    """Every command builds the whole parser: -c/--config's default costs no tomllib, no key parser."""
+    """Every command imports common: -c/--config's default costs no tomllib, no key parser."""
     import json
     import subprocess
     import sys

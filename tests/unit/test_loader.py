@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 
 from rpctl.controller.contract import abi
 from rpctl.controller.kernel import compiled, loader
+from rpctl.controller.store import shared_program
 
 from tests.support.bpf_source import fd_macros_in_program
 
 
 def test_loader_passes_one_macro_per_map():
-    fds = {spec.name: 10 + i for i, spec in enumerate(abi.GROUP_MAPS)}
-    flags = loader.cflags(fds, migrate=False)
+    # A group's program: its maps, the shared program's handoff and program array.
+    names = [spec.name for spec in abi.GROUP_MAPS] + [abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name]
+    fds = {name: 10 + i for i, name in enumerate(names)}
+    flags = loader.cflags(fds, migrate=False, defines=[loader.SHARED])
     defined = {m.group(1): int(m.group(2)) for f in flags if (m := re.fullmatch(r"-DRP_FD_(\w+)=(\d+)", f))}
     assert defined == {name.upper(): fd for name, fd in fds.items()}
     assert fd_macros_in_program() <= set(defined)
+    assert "-DRP_SHARED" in flags
+
+
+def test_the_shared_programs_name_changes_with_its_sources_and_flags(tmp_path, monkeypatch):
+    names = shared_program.NAMES
+    digest = loader.shared_digest(names, migrate=True)
+    assert digest == loader.shared_digest(names, migrate=True) and len(digest) == 16
+    assert digest != loader.shared_digest(names, migrate=False)
+    copy = tmp_path / "bpf"
+    copy.mkdir()
+    for path in os.listdir(loader.bpf_dir()):
+        if path.endswith((".c", ".h")):
+            shutil.copy(os.path.join(loader.bpf_dir(), path), copy / path)
+    monkeypatch.setattr(loader, "bpf_dir", lambda: str(copy))
+    assert loader.shared_digest(names, migrate=True) == digest
+    (copy / "maps.h").write_text((copy / "maps.h").read_text() + "\n/* changed */\n")
+    assert loader.shared_digest(names, migrate=True) != digest
 
 
 def test_a_refused_load_is_explained_by_the_verifiers_last_word():

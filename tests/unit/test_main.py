@@ -175,3 +175,13 @@ def test_every_command_that_rpctl_help_lists_answers_help_with_examples():
         assert done.returncode == 0 and done.stderr == "", (command, done.stderr)
         examples = done.stdout.rstrip("\n").split("\nexamples:\n")[1].splitlines()
         assert examples and all(e.startswith(f"  rpctl {command}") for e in examples), (command, examples)
+
+
+def test_the_command_line_is_who_the_audit_trail_names(groups_unreadable):
+    from rpctl.controller.kernel import system_log
+
+    try:
+        invoke(["weights", "web-1=3", "--group", "my web"])
+        assert system_log.actor().command == "rpctl weights web-1=3 --group 'my web'"
+    finally:
+        system_log.set_command(None)

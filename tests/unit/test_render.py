@@ -1,4 +1,4 @@
-"""cli/render.py: the status and weights tables at 80 and 120 columns."""
+"""cli/render.py: the status and weights tables at 80 and 120 columns; tables stacked for one print."""
 
 from __future__ import annotations
 
@@ -118,3 +118,10 @@ def test_status_shows_the_mode_and_each_members_pins_in_80_columns():
     assert all(len(line) <= 80 for line in text.splitlines())
     rss_text = text_of(render.status_table(pinned_view("rss")), 80)
     assert "mode rss eth0" in rss_text and "queue 0,2" in rss_text and "rss unhashed 5" in " ".join(rss_text.split())
+
+
+def test_stacked_tables_read_as_the_tables_one_after_another():
+    views = [group_view(name=f"tcp-{port}", port=port) for port in (18080, 18081, 18082)]
+    tables = [render.status_table(v, 100) for v in views]
+    assert text_of(render.stacked(tables), 100) == "".join(text_of(t, 100) for t in tables)
+    assert text_of(render.stacked([]), 100) == ""

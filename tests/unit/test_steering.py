@@ -26,8 +26,19 @@ class _OneElement:
         return None if self.value is None else value_type.from_buffer_copy(self.value)
 
 
+class _Members:
+    """The member map, in memory: named members at every index."""
+
+    def read_structs(self, struct, count):
+        return [struct(name=f"w{i}".encode(), flags=abi.RP_MEMBER_USED) for i in range(count)]
+
+
+def _group() -> Group:
+    return Group(Layout(root="/nonexistent", netns="netns1"), "web", {"throttle": _OneElement(), "members": _Members()})
+
+
 def test_the_throttle_map_says_who_until_when_and_why():
-    g = Group(Layout(root="/nonexistent"), "web", {"throttle": _OneElement()})
+    g = _group()
     lease = time.monotonic_ns() + 10**9
     put_throttle(g, {0: Reason(9, 1), 63: Reason(40, 2), 64: Reason(8, 0), 255: Reason(2**40, 3)}, lease, 77)
     t = g.maps["throttle"].get(0, abi.RpThrottle)
@@ -44,3 +55,12 @@ def test_the_throttle_map_says_who_until_when_and_why():
     put_throttle(g, {}, lease)
     t = g.maps["throttle"].get(0, abi.RpThrottle)
     assert t.lease_ns == 0 and throttle_reasons(t, "tcp") == {}
+
+
+def test_each_throttle_and_release_goes_to_the_audit_trail(syslog):
+    g = _group()
+    lease = time.monotonic_ns() + 10**9
+    put_throttle(g, {3: Reason(9, 1)}, lease)
+    put_throttle(g, {3: Reason(9, 1)}, lease)  # the same again: not a change
+    put_throttle(g, {}, 0)
+    assert syslog.changes() == [("web", "w3 throttled (queue 9, others <= 1)"), ("web", "w3 released")]

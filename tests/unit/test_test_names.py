@@ -23,6 +23,7 @@ RULE_AND_FILE_TESTS = {
     "test_contrib",         # contrib/: the Prometheus rules and the Grafana dashboard
     "test_setup_files",     # scripts/, .ci/run, the Vagrantfile, the README
     "test_systemd_unit",    # contrib/systemd/rpctl.service
+    "test_debian_package",  # debian/: the version, the dependencies, the unit and config it ships
     "test_test_names",      # this rule
 }
 

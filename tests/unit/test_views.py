@@ -79,3 +79,23 @@ def test_a_state_is_its_word_in_json_metric_labels_and_text():
         assert str(state) == word and f"{state}" == word and f"{state:>10}" == f"{word:>10}"
         assert json.dumps({state: state}) == json.dumps({word: word})
         assert ", ".join([state, state]) == f"{word}, {word}"
+
+
+def test_one_group_reads_its_port_many_groups_share_a_dump_per_protocol(monkeypatch):
+    dumps = []
+
+    def listeners(proto, port=None, family=None):
+        """Sockets 1 and 2 on port 18080, 3 on 18081, 4 on 5353 (whatever the protocol)."""
+        dumps.append((proto, port))
+        found = {1: _listener(1), 2: _listener(2), 3: _listener(3, port=18081), 4: _listener(4, port=5353)}
+        return {c: d for c, d in found.items() if port is None or d.local_port == port}
+
+    monkeypatch.setattr(diag, "listeners", listeners)
+    assert list(views.port_listeners("tcp", 18080)) == [1, 2]
+    assert dumps == [(socket.IPPROTO_TCP, 18080)]
+    dumps.clear()
+    shared = views.SharedDump()
+    for proto, port, cookies in [("tcp", 18080, [1, 2]), ("tcp", 18081, [3]), ("udp", 5353, [4]),
+                                 ("tcp", 18082, []), ("udp", 5354, [])]:
+        assert list(shared(proto, port)) == cookies, (proto, port)
+    assert dumps == [(socket.IPPROTO_TCP, None), (socket.IPPROTO_UDP, None)]

@@ -77,6 +77,8 @@ def test_the_line_is_one_line():
         (Call("set_draining", "w1", True), "`set_draining(w1, True)`", "`rpctl drain w1`"),
         (Call("set_draining", "w1", False), "`set_draining(w1, False)`", "`rpctl undrain w1`"),
         (Call("pin_cpu"), "`pin_cpu()`", "`rpctl pin cpu`"),
+        (Call("unload", group="web", force=True), "`unload(group=web, force=True)`",
+         "`rpctl unload --group web --force`"),
         (Call("explain_rss", Call("read_device", "eth0")), "`explain_rss(read_device(eth0))`",
          "`rpctl pin rss --dev eth0 --explain`"),
     ],
