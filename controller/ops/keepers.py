@@ -141,7 +141,7 @@ class Keeper:
         try:
             listeners = reconcile.candidates(look.served(self.key), look.identity)
             if not listeners and not os.path.isdir(self.layout.group_dir(self.name)):
-                # Nothing to adopt and no group: what observe() would find, without opening every
+                # Nothing to adopt and no group: what observe() would find, without reading every
                 # group of the namespace to ask which steers the endpoint (one that did would have
                 # failed the last reconcile, and a failed group is reconciled in full).
                 observed = reconcile.Observed(self.name, self.key)

@@ -244,7 +244,7 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None,
             raise InvalidInput(f"group {spec.name}: it steers {ctl_endpoint(ctl).text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
         # The group steers the endpoint, so no other does (a group is made only for an
-        # endpoint no group steers): no need to open every group of the namespace to ask.
+        # endpoint no group steers): no need to read every group of the namespace to ask.
         if listeners is None:
             listeners = _candidates(spec.listen)
         members, pin = _members(g, ctl)
