@@ -16,15 +16,19 @@ own process until the figure is taken.
   group's members until that socket is a live member: ms from listen()
   returning to membership, median and p90.  The listener is closed again
   and its removal waited for before the next trial.
-- adaptive_cpu(groups): serve's CPU with `adaptive = true` on every group
-  (each sampled every adaptive_interval_ms, 25 ms by default), idle.
+- adaptive_cpu(groups, plain_groups=0): serve's CPU with `adaptive = true`
+  on `groups` groups (each sampled every adaptive_interval_ms, 25 ms by
+  default), idle, alone or beside `plain_groups` groups that are not
+  adaptive.
+- idle_and_admission(groups, ...): the first two from one set-up.
 
 Run alone (as root, from the repository root):
 
-    .venv/bin/python -m bench._scale_serve [--groups 1,16,64] [--seconds 20] [--trials 20]
+    .venv/bin/python -m bench._scale_serve [--groups 1,16,64,256] [--seconds 60] [--trials 20]
+        [--adaptive-groups 16] [--plain-groups 240] [--json]
 
-Making a group costs up to 0.4 s of kernel CPU while every group verifies
-its own program: large counts take minutes to set up.
+The CPU window is 60 s by default: it holds two of serve's periodic
+checks (every 30 s), which a shorter one may miss.
 """
 
 from __future__ import annotations
@@ -123,12 +127,12 @@ def group_name(g: int) -> str:
     return f"g{g}"
 
 
-def groups_file(path: Path, groups: int, adaptive: bool = False) -> str:
-    """A file of `groups` groups g0.. on 127.0.0.1:BASE_PORT+g, each adopting the holder's listeners."""
-    extra = "adaptive = true\n" if adaptive else ""
+def groups_file(path: Path, groups: int, adaptive: int = 0) -> str:
+    """A file of `groups` groups g0.. on 127.0.0.1:BASE_PORT+g, each adopting the holder's
+    listeners; the first `adaptive` of them with adaptive steering."""
     path.write_text("".join(
         f'[[group]]\nname = "{group_name(g)}"\nlisten = "tcp:127.0.0.1:{BASE_PORT + g}"\n'
-        f'adopt = {{ comm = "{HOLDER_COMM}" }}\n{extra}\n'
+        f'adopt = {{ comm = "{HOLDER_COMM}" }}\n{"adaptive = true" if g < adaptive else ""}\n\n'
         for g in range(groups)))
     return str(path)
 
@@ -184,7 +188,7 @@ class ServeProcess:
 class Served:
     """A fresh namespace, the holder with its listeners, the groups applied, and serve running."""
 
-    def __init__(self, groups: int, members: int, adaptive: bool = False):
+    def __init__(self, groups: int, members: int, adaptive: int = 0):
         self.groups, self.members, self.adaptive = groups, members, adaptive
 
     def __enter__(self) -> "Served":
@@ -236,10 +240,11 @@ def serve_idle(groups: int, members_per_group: int = 2, seconds: float = 60.0) -
         return _cpu_figures(s, seconds, SERVE_INTERVAL_S)
 
 
-def adaptive_cpu(groups: int = 16, members_per_group: int = 2, seconds: float = 60.0) -> dict:
-    """serve's CPU with every one of `groups` groups adaptive (sampled every 25 ms), idle."""
-    with Served(groups, members_per_group, adaptive=True) as s:
-        return _cpu_figures(s, seconds, SAMPLE_INTERVAL_S)
+def adaptive_cpu(groups: int = 16, members_per_group: int = 2, seconds: float = 60.0, plain_groups: int = 0) -> dict:
+    """serve's CPU with `groups` adaptive groups (each sampled every 25 ms), idle; beside them
+    `plain_groups` groups that are not adaptive (their listeners in the same namespace)."""
+    with Served(groups + plain_groups, members_per_group, adaptive=groups) as s:
+        return {**_cpu_figures(s, seconds, SAMPLE_INTERVAL_S), "adaptive_groups": groups}
 
 
 def _member_cookies(g) -> set[int]:
@@ -293,12 +298,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="CPU window (default 60: it holds two of serve's periodic checks)")
     p.add_argument("--trials", type=int, default=20, help="new listeners per group count (default 20)")
     p.add_argument("--adaptive-groups", type=int, default=16, help="adaptive groups (default 16; 0: skip)")
+    p.add_argument("--plain-groups", type=int, default=240,
+                   help="adaptive groups are also measured beside this many others (default 240; 0: skip)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
     counts = [int(c) for c in args.groups.split(",")]
     figures = [idle_and_admission(n, args.members, args.seconds, args.trials) for n in counts]
     idle, admitted = [f[0] for f in figures], [f[1] for f in figures]
-    adaptive = adaptive_cpu(args.adaptive_groups, args.members, args.seconds) if args.adaptive_groups else None
+    adaptive = [adaptive_cpu(args.adaptive_groups, args.members, args.seconds, plain)
+                for plain in ([0] + ([args.plain_groups] if args.plain_groups else []))] if args.adaptive_groups else []
     if args.json:
         print(json.dumps({"idle": idle, "admission": admitted, "adaptive": adaptive}, indent=2))
         return
@@ -309,9 +317,9 @@ def main(argv: list[str] | None = None) -> None:
                 [(f["groups"], f"{f['median_ms']:.0f} ms", f"{f['p90_ms']:.0f} ms", f"{f['max_ms']:.0f} ms",
                   f["trials"]) for f in admitted]))
     if adaptive:
-        print(table(("adaptive groups", "serve CPU", "per sample (25 ms)", "RSS"),
-                    [(adaptive["groups"], f"{adaptive['cpu_percent']:.2f} %", f"{adaptive['ms_per_interval']:.3f} ms",
-                      f"{adaptive['rss_mb']:.0f} MB")]))
+        print(table(("adaptive groups", "groups", "serve CPU", "per sample (25 ms)", "RSS"),
+                    [(f["adaptive_groups"], f["groups"], f"{f['cpu_percent']:.2f} %", f"{f['ms_per_interval']:.3f} ms",
+                      f"{f['rss_mb']:.0f} MB") for f in adaptive]))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ class Serve:
         self.keepers: dict[str, Keeper] = {}
         self._parents: list[Keeper] = []   # the keepers with children to supervise (run groups)
         self._sampling: list[Keeper] = []  # the keepers with an adaptive loop to run or to end
+        self._sampled_ports: frozenset[int] = frozenset()
         self.config = None
         self._requests = _Requests()
         self._wake: Optional[sockets.SelfPipe] = None
@@ -206,7 +207,10 @@ class Serve:
         if looking:
             self._quiet = None if failed else Quiet.of(look, (k.waits() for k in self.keepers.values()))
         now = time.monotonic()
-        self._adapt(now, look if look.fresh(now) else Look())  # a sample after a slow look reads anew
+        if look.taken is None or not look.fresh(now):
+            # A sample on its own (or after a slow look) reads the sampled groups' ports alone.
+            look = Look(self._sampled_ports or None)
+        self._adapt(now, look)
 
     def _still_quiet(self, look: Look, now: float) -> bool:
         try:
@@ -279,6 +283,7 @@ class Serve:
         """The keepers each kind of wake-up asks: a wake-up asks nothing of a group that has nothing to do then."""
         self._parents = [k for k in self.keepers.values() if k.has_children()]
         self._sampling = [k for k in self.keepers.values() if k.samples()]
+        self._sampled_ports = frozenset(k.key.port for k in self._sampling)
 
     def _keeper(self, spec: GroupSpec) -> Keeper:
         k = keeper_for(spec, self.layout)

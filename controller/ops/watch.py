@@ -78,7 +78,8 @@ class Look:
     protocol and family (one dump), the pids that run, and who serves each
     listener (one discover(), for the periodic check)."""
 
-    def __init__(self):
+    def __init__(self, ports: Optional[frozenset[int]] = None):
+        self.ports = ports                  # the only ports its dumps read (None: every port)
         self.taken: Optional[float] = None  # when the first dump was read (monotonic)
         self._dumps: dict[tuple[int, int], diag.ListenerDump] = {}
         self._alive: dict[int, bool] = {}
@@ -96,7 +97,7 @@ class Look:
         if dump is None:
             if self.taken is None:
                 self.taken = time.monotonic()
-            dump = self._dumps[kind] = diag.ListenerDump(*kind)
+            dump = self._dumps[kind] = diag.ListenerDump(*kind, ports=self.ports)
         return dump
 
     def fresh(self, now: float) -> bool:

@@ -164,6 +164,24 @@ def test_a_listener_dump_splits_by_endpoint(socks):
     assert set(udp[diag.wire_endpoint(UDP, socket.AF_INET6, "::1", dns_port)]) == {cookie(dns[0])}
 
 
+def test_a_dump_of_ports_gets_their_listeners_alone_from_the_kernel(socks):
+    groups = [group(socks, 2, socket.SOCK_STREAM) for _ in range(3)]
+    (first, p1), (_, p2), (third, p3) = groups
+    got = diag.ListenerDump(TCP, socket.AF_INET, ports=[p3, p1]).by_endpoint()
+    assert {k[3] for k in got} == {p1, p3}
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", p1)]) == {cookie(s) for s in first}
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", p3)]) == {cookie(s) for s in third}
+    assert list(diag.ListenerDump(TCP, socket.AF_INET, ports=[p2]).by_endpoint()) == [
+        diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", p2)]
+    # Many ports: every jump of the filter stays within what the kernel takes.
+    many = [p1, p2, p3] + [port for port in range(1024, 1024 + diag.MAX_FILTER_PORTS - 3)]
+    assert {k[3] for k in diag.ListenerDump(TCP, socket.AF_INET, ports=many).by_endpoint()} >= {p1, p2, p3}
+    with pytest.raises(ValueError):
+        diag.ListenerDump(TCP, socket.AF_INET, ports=[])
+    with pytest.raises(ValueError):
+        diag.ListenerDump(TCP, socket.AF_INET, ports=[0])
+
+
 def test_a_listener_dumps_fingerprint_changes_with_listeners_not_with_queues(socks):
     servers, port = group(socks, 2, socket.SOCK_STREAM)
     web = diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", port)

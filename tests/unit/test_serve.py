@@ -37,6 +37,10 @@ class FakeKeeper:
     def name(self):
         return self.spec.name
 
+    @property
+    def key(self):
+        return self.spec.listen
+
     def can_take(self, spec):
         return spec.listen == self.spec.listen
 
@@ -48,7 +52,7 @@ class FakeKeeper:
         return self.fd is not None
 
     def samples(self):
-        return False
+        return self.spec.adaptive
 
     def fds(self):
         return () if self.fd is None else (self.fd,)
@@ -70,6 +74,7 @@ class FakeKeeper:
         return watch.Wait(None, frozenset(), self.until)
 
     def adapt(self, now, look):
+        self.calls.append(("adapt", look.ports))
         return None
 
     def close(self):
@@ -145,3 +150,10 @@ def test_a_look_that_finds_what_every_group_waits_for_asks_no_group(looped):
     s._next_look = 0.0
     s._tick()
     assert web.calls[-1] == ("tick", False)
+
+
+def test_a_sample_on_its_own_reads_the_ports_of_the_sampled_groups_alone(looped):
+    s, made = looped
+    apply(s, 2, FILE.replace('adopt = { comm = "nginx" }', 'adopt = { comm = "nginx" }\nadaptive = true'))
+    web, api = made["web"], made["api"]
+    assert web.calls[-1] == ("adapt", {8080}) and not [c for c in api.calls if c[0] == "adapt"]

@@ -100,13 +100,14 @@ class Namespace:
                       diag.wire_endpoint(17, socket.AF_INET6, "::", 53): {4: 2048}}
         self.asked: list[tuple[int, int]] = []
 
-    def dump(self, proto, family):
-        self.asked.append((proto, family))
+    def dump(self, proto, family, ports=None):
+        self.asked.append((proto, family) if ports is None else (proto, family, sorted(ports)))
         ns = self
 
         class Dump:
             def by_endpoint(self):
-                return {k: dict(v) for k, v in ns.found.items() if k[:2] == (proto, family)}
+                return {k: dict(v) for k, v in ns.found.items()
+                        if k[:2] == (proto, family) and (ports is None or k[3] in ports)}
 
             def fingerprint(self):
                 return repr(sorted((k, sorted(v)) for k, v in self.by_endpoint().items())).encode()
@@ -129,6 +130,12 @@ def test_one_dump_per_protocol_and_family_serves_every_group(dumps):
     assert dumps.asked == [(6, socket.AF_INET)], "one dump for every TCP group over IPv4"
     assert look.queues(KEY_U) == {4: 2048}
     assert dumps.asked == [(6, socket.AF_INET), (17, socket.AF_INET6)]
+
+
+def test_a_look_of_ports_reads_those_alone(dumps):
+    look = watch.Look(frozenset({8081}))
+    assert look.queues(KEY_B) == {3: 0} and look.queues(KEY_A) == {}
+    assert dumps.asked == [(6, socket.AF_INET, [8081])]
 
 
 def test_a_look_tells_how_things_are_for_fresh_seconds_after_its_first_dump(dumps, monkeypatch):
