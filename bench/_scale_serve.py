@@ -177,12 +177,9 @@ class ServeProcess:
         return 100 * (c1 - c0) / (t1 - t0)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        from rpctl.cli.demo.worker import stop
+
+        stop(self.proc, timeout=30)
 
 
 class Served:

@@ -18,6 +18,14 @@
 
 #define RP_MAP(fd) ((void *)bpf_pseudo_fd(1, (fd)))
 
+/* steer.bpf.c builds three ways (docs/decisions/0017): a group's program
+ * (no macro: its short cut, then a tail call to the shared program), the
+ * program every group shares (RP_SHARED) and, for comparison, a group's
+ * program with every step (RP_OWN).  The last two run steps 1 to 7. */
+#if defined(RP_SHARED) || defined(RP_OWN)
+#define RP_ALL_STEPS 1
+#endif
+
 /* The maps every selection reads, found once a run: ctl, the live
  * generation's array, the socket array and the member counters.  The other
  * maps (group counters, throttle, flows) are looked up where a step needs

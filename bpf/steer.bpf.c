@@ -5,9 +5,11 @@
  * For every new TCP connection (SYN) or UDP datagram that reaches the
  * reuseport group, pick a socket from the group's socket array.  With the
  * live ctl and generation looked up, the program runs, in this order:
- *   short cut (rp_short_cut): the two common cases in straight lines of
- *      code, step 5 of a plain weighted group and step 2 of a flow group
- *      without QUIC.  A group's own program holds it alone and hands
+ *   short cut (rp_short_cut): the common cases in straight lines of code:
+ *      step 5 of a plain weighted group; then, in a group without QUIC, a
+ *      known flow (step 2) and the first choice of steps 3 to 5 (this
+ *      CPU's member, or the slot's member unless throttled), a new flow
+ *      remembered on it.  A group's own program holds it alone and hands
  *      the rest to the steps of the program all groups share (handoff.h);
  *   1. QUIC groups (RP_CTL_QUIC): a Handshake or short-header packet goes
  *      to the member whose QUIC-LB server id its connection id carries,
@@ -122,6 +124,14 @@ static __always_inline int rp_lease_over(struct rp_throttle *t)
 	return bpf_ktime_get_ns() > t->lease_ns;
 }
 
+/* The member pinned to CPU or queue `key` in the live generation: with
+ * RP_PIN_UNAVAILABLE when it takes nothing now, RP_NO_MEMBER (which has
+ * that bit too) when nobody is pinned there. */
+static __always_inline __u32 rp_pin(struct rp_gen *g, __u32 key)
+{
+	return key < RP_MAX_PINS ? g->pin[key & (RP_MAX_PINS - 1)] : RP_NO_MEMBER;
+}
+
 /* Re-hash into the weighted table, proportional to the weights: select
  * the member of the first re-hashed slot whose socket lives and that `t`
  * (when given) does not throttle.  Unrolled, and each try's failure falls
@@ -173,7 +183,7 @@ static __always_inline enum rp_step rp_flow_step(struct sk_reuseport_md *md, str
 
 	if (!f)
 		return RP_NEXT;
-	age = rp_flow_age(&p->flow, p->flow.way);
+	age = rp_flow_age(&p->flow, f);
 	if (age > p->flow.idle) {
 		p->flow.state = RP_FLOW_IDLE;
 		return RP_NEXT;
@@ -198,7 +208,7 @@ static __always_inline enum rp_step rp_pinned_step(struct sk_reuseport_md *md, s
 		rp_count_group(rss_unhashed);
 		return RP_NEXT;
 	}
-	idx = key < RP_MAX_PINS ? g->pin[key & (RP_MAX_PINS - 1)] : RP_NO_MEMBER;
+	idx = rp_pin(g, key);
 	if (idx == RP_NO_MEMBER) {
 		/* Nobody is pinned to this CPU or queue. */
 		rp_count_group(pin_unassigned);
@@ -283,14 +293,63 @@ static __always_inline enum rp_step rp_walk_step(struct sk_reuseport_md *md, str
 	return RP_NEXT;
 }
 
+/* The exit after the steps: count the choice on its member (a migrating
+ * request's as migrated, whichever step chose; step 3 never runs for one,
+ * so a pinned pick is counted without reading md: decision 0010) and,
+ * for a flow the table did not know or knew on a gone member, remember
+ * it.  One exit, so the remembering (an 8-way set's victim choice) is
+ * inlined once, not at every step that selects. */
+static __always_inline void rp_count_pick(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_pick *p)
+{
+	enum rp_outcome outcome = p->outcome != RP_PINNED && rp_migrating(md) ? RP_MIGRATED : p->outcome;
+	struct rp_member_stats *st = rp_count(p, p->idx, outcome);
+
+	if (!st || p->flow.state == RP_FLOW_NONE || p->outcome == RP_FLOW)
+		return;
+	if (p->flow.state == RP_FLOW_GONE)
+		st->flows_reassigned++;
+	else
+		st->flows_created++;
+	rp_flow_remember(&p->flow, g, p->idx);
+}
+
+/* Steps 3 to 5 where they take the packet at once: the member of this
+ * CPU (CPU mode), or the slot's member (weighted mode) unless the throttle
+ * names it.  Not taken (nobody available on this CPU, a throttled or gone
+ * slot member, RSS mode), the steps run in full and count why; a throttle
+ * is judged there, its lease read (a helper call) only for a member it
+ * names. */
+static __always_inline enum rp_step rp_first_choice(struct sk_reuseport_md *md, struct rp_ctl *ctl,
+						    struct rp_gen *g, struct rp_pick *p)
+{
+	__u32 idx;
+
+	if (g->mode == RP_MODE_CPU) {
+		idx = rp_pin(g, bpf_get_smp_processor_id());
+		if (idx & RP_PIN_UNAVAILABLE || !rp_select_member(md, p->maps.socks, &idx))
+			return RP_NEXT;
+		return rp_took(p, idx, RP_PINNED);
+	}
+	if (g->mode != RP_MODE_WEIGHTED)
+		return RP_NEXT;
+	if (ctl->flags & RP_CTL_ADAPTIVE) {
+		struct rp_throttle *t = rp_throttle(md, ctl);
+
+		if (t && rp_throttled(t, rp_slot(md, g)))
+			return RP_NEXT;
+	}
+	return rp_slot_step(md, g, p);
+}
+
 /* The common cases ahead of the steps, in straight lines of code that
- * jump over no other step's (why: docs/decisions/0010): a plain weighted
- * group's slot member (step 5, counted at once: there is no flow to
- * remember), and a known flow of a flow group without QUIC (step 2,
- * whose miss leaves in p what the table knew, for the exit to remember
- * without a second lookup).  Step 5 is written out rather than called:
- * through rp_slot_step, clang moved the count out of line (decision
- * 0010). */
+ * jump over no other step's (why: docs/decisions/0010), first a plain
+ * weighted group's slot member (step 5, counted at once: there is no flow
+ * to remember).  Step 5 is written out there rather than called: through
+ * rp_slot_step, clang moved the count out of line (decision 0010).  Then,
+ * in a group without QUIC, for a request that is not migrating: a known
+ * flow (step 2), and otherwise the first choice of steps 3 to 5, counted
+ * and its flow remembered by the steps' exit.  A group's program holds
+ * this alone (docs/decisions/0017), and hands on what it does not take. */
 static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, struct rp_ctl *ctl,
 						 struct rp_gen *g, struct rp_pick *p)
 {
@@ -304,11 +363,18 @@ static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, str
 		rp_count(p, idx, RP_SELECTED);
 		return RP_TOOK;
 	}
-	if (!(ctl->flags & RP_CTL_QUIC) && ctl->flags & RP_CTL_FLOWS && rp_flow_step(md, ctl, g, p) == RP_TOOK) {
-		rp_count(p, p->idx, RP_FLOW);
-		return RP_TOOK;
+	if (ctl->flags & RP_CTL_QUIC || rp_migrating(md))
+		return RP_NEXT;
+	if (ctl->flags & RP_CTL_FLOWS) {
+		if (rp_flow_step(md, ctl, g, p) == RP_TOOK) {
+			rp_count(p, p->idx, RP_FLOW);
+			return RP_TOOK;
+		}
 	}
-	return RP_NEXT;
+	if (rp_first_choice(md, ctl, g, p) != RP_TOOK)
+		return RP_NEXT;
+	rp_count_pick(md, g, p);
+	return RP_TOOK;
 }
 
 /* Steps 1 to 7 in turn, each where it applies, until one takes the
@@ -330,26 +396,6 @@ static __always_inline enum rp_step rp_steps(struct sk_reuseport_md *md, struct 
 	if (rp_rehash_step(md, ctl, g, p) == RP_TOOK)
 		return RP_TOOK;
 	return rp_walk_step(md, g, p);
-}
-
-/* The exit after the steps: count the choice on its member (a migrating
- * request's as migrated, whichever step chose; step 3 never runs for one,
- * so a pinned pick is counted without reading md: decision 0010) and,
- * for a flow the table did not know or knew on a gone member, remember
- * it.  One exit, so the remembering (an 8-way set's victim choice) is
- * inlined once, not at every step that selects. */
-static __always_inline void rp_count_pick(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_pick *p)
-{
-	enum rp_outcome outcome = p->outcome != RP_PINNED && rp_migrating(md) ? RP_MIGRATED : p->outcome;
-	struct rp_member_stats *st = rp_count(p, p->idx, outcome);
-
-	if (!st || p->flow.state == RP_FLOW_NONE || p->outcome == RP_FLOW)
-		return;
-	if (p->flow.state == RP_FLOW_GONE)
-		st->flows_reassigned++;
-	else
-		st->flows_created++;
-	rp_flow_remember(&p->flow, g, p->idx);
 }
 
 int rp_select(struct sk_reuseport_md *md)
@@ -379,7 +425,7 @@ int rp_select(struct sk_reuseport_md *md)
 	if (rp_short_cut(md, ctl, g, &p) == RP_TOOK)
 		return SK_PASS;
 #endif
-#if !defined(RP_SHARED) && !defined(RP_OWN)
+#ifndef RP_ALL_STEPS
 	return rp_hand_off(md, ctl, &p.flow);
 #endif
 	if (rp_steps(md, ctl, g, &p) == RP_TOOK)

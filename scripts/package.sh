@@ -8,21 +8,37 @@
 # (its tracked and untracked, not ignored, files) to a scratch folder and
 # built there, so the clone is left as it was but for dist/.
 #
-# Usage: ./scripts/package.sh [--no-lintian]   (as root)
+# --version-suffix +LABEL builds the same tree as version <version>+LABEL
+# (e.g. 0.1.0+upgrade1): a package dpkg sees as newer, to try an upgrade
+# with.  The suffix goes into the scratch copy's pyproject.toml and
+# debian/changelog only; the tree is not edited.
+#
+# Usage: ./scripts/package.sh [--no-lintian] [--version-suffix +LABEL]   (as root)
 set -euo pipefail
 
 package_log() { printf 'package: %s\n' "$*"; }
 package_die() { printf 'package: error: %s\n' "$*" >&2; exit 1; }
 
+PACKAGE_USAGE="package.sh [--no-lintian] [--version-suffix +LABEL]"
+
 package_main() {
-    local lintian=1 arg
-    for arg in "$@"; do
-        case "$arg" in
+    local lintian=1 suffix=""
+    while [ "$#" -gt 0 ]; do
+        case "$1" in
             --no-lintian) lintian=0 ;;
-            -h|--help) printf 'usage: %s [--no-lintian]\n' "${BASH_SOURCE[0]}"; return 0 ;;
-            *) package_die "unknown argument: $arg (usage: package.sh [--no-lintian])" ;;
+            --version-suffix) [ "$#" -ge 2 ] || package_die "--version-suffix needs a value (e.g. +upgrade1)"
+                suffix="$2"; shift ;;
+            --version-suffix=*) suffix="${1#*=}" ;;
+            -h|--help) printf 'usage: %s\n' "$PACKAGE_USAGE"; return 0 ;;
+            *) package_die "unknown argument: $1 (usage: $PACKAGE_USAGE)" ;;
         esac
+        shift
     done
+    # A label both Debian (sorts after the plain version) and Python (a PEP 440
+    # local version, which --version shows) read the same way.
+    if [ -n "$suffix" ] && ! [[ "$suffix" =~ ^\+[a-z0-9]+(\.[a-z0-9]+)*$ ]]; then
+        package_die "bad --version-suffix $suffix: a + then lower-case letters and digits, dot-separated (e.g. +upgrade1)"
+    fi
     [ "$(id -u)" -eq 0 ] || package_die "must run as root: it installs build dependencies with apt (try: sudo $0)"
     command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 \
         || package_die "needs a Debian (apt-based) system"
@@ -38,7 +54,7 @@ package_main() {
 
     package_build_deps "$repo"
     local deb
-    deb="$(package_build "$repo")"
+    deb="$(package_build "$repo" "$suffix")"
     if [ "$lintian" = 1 ]; then
         package_lintian "$deb"
     fi
@@ -78,8 +94,8 @@ package_build_deps() {
 # --- build -------------------------------------------------------------------
 # Prints the path of the .deb in dist/.
 package_build() {
-    local repo="$1" version scratch src
-    version="$(cd "$repo" && dpkg-parsechangelog -S Version)"
+    local repo="$1" suffix="$2" version scratch src
+    version="$(cd "$repo" && dpkg-parsechangelog -S Version)$suffix"
     scratch="$(mktemp -d /tmp/rpctl-package.XXXXXX)"
     trap 'rm -rf -- "'"$scratch"'"' EXIT
     src="$scratch/rpctl-$version"
@@ -93,6 +109,9 @@ package_build() {
     else
         tar -C "$repo" --exclude=./.git --exclude=./.venv --exclude=./dist --exclude=__pycache__ \
             --exclude=./.pytest_cache --exclude=./.ruff_cache --exclude='*.whl' -cf - . | tar -xf - -C "$src"
+    fi
+    if [ -n "$suffix" ]; then
+        package_version_suffix "$src" "$version" "$suffix"
     fi
     package_log "building rpctl $version in $src" >&2
     local log="$scratch/build.log"
@@ -108,6 +127,24 @@ package_build() {
     mkdir -p -- "$repo/dist"
     install -m 644 -- "$deb" "$repo/dist/"
     printf '%s\n' "$repo/dist/$(basename "$deb")"
+}
+
+# The copy in SRC made version VERSION (its own version and SUFFIX):
+# pyproject's version (what `rpctl --version` says) and a changelog entry on
+# top (the package's version).
+package_version_suffix() {
+    local src="$1" version="$2" suffix="$3" maintainer distribution
+    sed -i '0,/^version = ".*"$/s//version = "'"$version"'"/' "$src/pyproject.toml"
+    grep -qx "version = \"$version\"" "$src/pyproject.toml" || package_die "no version line in pyproject.toml"
+    maintainer="$(cd "$src" && dpkg-parsechangelog -S Maintainer)"
+    distribution="$(cd "$src" && dpkg-parsechangelog -S Distribution)"
+    {
+        printf 'rpctl (%s) %s; urgency=medium\n\n' "$version" "$distribution"
+        printf '  * This tree, built with the version suffix %s.\n\n' "$suffix"
+        printf ' -- %s  %s\n\n' "$maintainer" "$(date -R)"
+        cat -- "$src/debian/changelog"
+    } >"$src/debian/changelog.new"
+    mv -- "$src/debian/changelog.new" "$src/debian/changelog"
 }
 
 # --- lintian -----------------------------------------------------------------

@@ -34,6 +34,7 @@ RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 
 RP_MEMBER_USED = 1 << 0
 RP_MEMBER_QUIC = 1 << 1
+RP_MEMBER_SHARED = 1 << 2
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
@@ -168,8 +169,8 @@ class RpHandoff(ctypes.Structure):
     _fields_ = [
         ("slot", u32),
         ("flow_state", u32),
-        ("flow_way", u32),
         ("_pad0", u32),
+        ("_pad1", u32),
     ]
 
 
@@ -251,6 +252,12 @@ MAP_SPECS = {spec.name: spec for spec in GROUP_MAPS}
 # of these names of a group through an array of such maps, indexed by the
 # group's slot; "members" is read by user space only.
 SHARED_MAPS = tuple(spec.name for spec in GROUP_MAPS if spec.name != "members")
+# Flow tables of the default size are in the array of "flows" (elements of
+# one size: the verifier inlines their lookups, in a group's program and the
+# shared one); tables of any other size in the array of SIZED_FLOWS (made
+# with BPF_F_INNER_MAP, whose lookups are calls).  docs/decisions/0017.
+FLOW_SETS_DEFAULT = RP_FLOW_TABLE_DEFAULT // RP_FLOW_WAYS
+SIZED_FLOWS = "sized_flows"
 # Slots of the shared program: groups on one host, all namespaces together.
 SHARED_SLOTS = 4096
 # Where a group's program hands a selection to the shared program (RP_FD_HANDOFF),

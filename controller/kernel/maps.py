@@ -44,13 +44,16 @@ def array_flags(map_type: int) -> int:
     return bpfsys.BPF_F_MMAPABLE if map_type == abi.MAP_TYPE_ARRAY else 0
 
 
-def creation_flags(spec: abi.MapSpec) -> int:
-    """array_flags(), and BPF_F_INNER_MAP for a map sized at creation: the
-    shared program reaches every group's map of a name through one array of
-    maps, whose elements must have the flags of its template, and a size
-    other than the template's only with this flag (store/shared_program.py)."""
+def creation_flags(spec: abi.MapSpec, entries: int) -> int:
+    """array_flags(), and BPF_F_INNER_MAP for a map sized at creation to
+    other than the default flow table's size: the shared program reaches
+    every group's map of a name through one array of maps, whose elements
+    must have the flags of its template, and a size other than the
+    template's only with this flag; a lookup in a map that has it is a call,
+    not inlined, so tables of the default size are kept apart without it
+    (store/shared_program.py)."""
     flags = array_flags(spec.map_type)
-    if spec.max_entries == abi.SIZED_AT_CREATION:
+    if spec.max_entries == abi.SIZED_AT_CREATION and entries != abi.FLOW_SETS_DEFAULT:
         flags |= bpfsys.BPF_F_INNER_MAP
     return flags
 
@@ -69,7 +72,7 @@ class Map:
         if not entries:
             raise ValueError(f"map {spec.name}: its size is set at creation and none was given")
         fd = bpfsys.map_create(spec.map_type, spec.key_size, spec.value_size, entries, "rp_" + spec.name,
-                               creation_flags(spec))
+                               creation_flags(spec, entries))
         return cls(fd, spec)
 
     @classmethod

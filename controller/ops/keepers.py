@@ -44,7 +44,7 @@ from .adaptive_loop import AdaptiveLoop, settings_of
 from .config_spec import GroupSpec, PinSpec
 from .launcher import Launcher
 
-__all__ = ["RESYNC", "Keeper", "LaunchedKeeper", "keeper_for", "next_check"]
+__all__ = ["RESYNC", "Keeper", "LaunchedKeeper", "keeper_for", "next_check", "undecided"]
 
 RESYNC = 30.0    # a group that looks unchanged is checked at least this often (what a reconcile would do)
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
@@ -59,6 +59,12 @@ def next_check(now: float) -> float:
     on the monotonic clock, the same moment for every group (one look at /proc
     serves them all), never more than RESYNC away."""
     return (math.floor(now / RESYNC) + 1) * RESYNC
+
+
+def undecided(plan: reconcile.Plan) -> bool:
+    """Whether a plan leaves a listener whose serving process is not told apart yet (pid 0), or
+    a shared member only its parent holds: what the keeper looks at again soon."""
+    return any(not u.pid for u in plan.unmanaged) or bool(plan.unserved)
 
 
 def keeper_for(spec: GroupSpec, layout: Layout) -> Keeper:
@@ -150,7 +156,7 @@ class Keeper:
             plan = reconcile.plan(self.spec, observed)
         except (RpctlError, OSError):
             return False  # the reconcile says what
-        return plan.empty and all(u.pid for u in plan.unmanaged) and set(plan.note_lines()) == self.notes
+        return plan.empty and not undecided(plan) and set(plan.note_lines()) == self.notes
 
     def reconcile(self, signs: watch.Signs, why: str) -> None:
         try:
@@ -173,8 +179,9 @@ class Keeper:
         # it yet): nothing else may change when the worker starts polling, so
         # it is looked at again soon, less and less often, and only named in
         # the log when it stays so.
-        undecided = any(not u.pid for u in plan.unmanaged)
-        self.soon = (min(self.soon * 2, RESYNC) if self.soon else SOON) if undecided else 0.0
+        # So is a shared listener that only its prefork server's parent holds (the old children
+        # gone, the new ones not yet polling): no pid exits when they start.
+        self.soon = (min(self.soon * 2, RESYNC) if self.soon else SOON) if undecided(plan) else 0.0
         if self.soon and self.soon < UNDECIDED_NOTE:
             plan = replace(plan, unmanaged=tuple(u for u in plan.unmanaged if u.pid))
         self._log_notes(plan.note_lines())

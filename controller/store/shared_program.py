@@ -2,12 +2,12 @@
 
 The verifier walks the whole steering program for 0.2 to 0.4 s of kernel
 CPU; once per group, a host of a few hundred ports waited minutes.  So a
-group's own program holds only the short cut (a plain weighted group's
-slot member, a known flow: maps as constants, verified in milliseconds)
-and hands everything else to one program loaded once per boot and build
-(its folder named by loader.shared_digest): it writes its slot into the
-per-CPU "handoff" and tail-calls it through "progs" (bpf/handoff.h,
-docs/decisions/0017).  Element `slot` of an array of maps for each name of
+group's own program holds only the short cut (the common cases: a
+weighted or CPU-pinned group's member, a known or new flow; maps as
+constants, verified in about a millisecond) and hands everything else to
+one program loaded once per boot and build (its folder named by
+loader.shared_digest): it writes its slot into the per-CPU "handoff" and
+tail-calls it through "progs" (bpf/handoff.h, docs/decisions/0017).  Element `slot` of an array of maps for each name of
 abi.SHARED_MAPS holds the group's map of that name.
 
 Writing an element of an array of maps from user space waits for an RCU
@@ -16,11 +16,15 @@ grace period (so that no program still sees the map it replaces), about
 So slots come with their maps, made in batches (one batch write per array,
 seven waits for up to MAX_BATCH slots); a group takes a free slot, whose
 maps are clean (new, or cleared when freed); only a flow table of another
-size than the slot's is swapped in (one wait).
+size than the slot's is swapped in (one wait).  A flow table of the default
+size goes into its own array, "of_flows" (no BPF_F_INNER_MAP: the verifier
+inlines its lookups), made for the first group of a slot that has one and
+kept for the next; a table of another size (the slot's one-set table of a
+group without flow affinity, from its batch) in "of_sized_flows".
 
 Folder <bpffs>/rpctl/shared-<digest>/: prog, progs (the program array a
 group's program jumps through: prog at 0), handoff, of_<name> for each of
-abi.SHARED_MAPS, owners (the program id of each slot's group, 0 when
+abi.SHARED_MAPS and abi.SIZED_FLOWS, owners (the program id of each slot's group, 0 when
 free).  Made whole in a temporary folder and renamed into place; removed
 when its last group goes.  Every change holds the lock of <bpffs>/rpctl,
 taken after any namespace's or group's lock.
@@ -50,8 +54,16 @@ PREFIX = "shared-"
 PROG_PIN = "prog"
 PROGS_PIN = abi.PROGS_SPEC.name
 # The maps the shared program is compiled against: an array of maps for each
-# group map it reads, and the handoff.
-NAMES = abi.SHARED_MAPS + (abi.HANDOFF_SPEC.name,)
+# group map it reads (flow tables: two), and the handoff.
+NAMES = abi.SHARED_MAPS + (abi.SIZED_FLOWS, abi.HANDOFF_SPEC.name)
+# The arrays of maps, by the name the program knows each by, and the size of
+# the map each holds (None: the map spec's own).
+OUTER = {**{name: None for name in abi.SHARED_MAPS}, "flows": abi.FLOW_SETS_DEFAULT, abi.SIZED_FLOWS: 1}
+
+
+def batch_array(name: str) -> str:
+    """The array of maps a slot's map `name` is made into with its batch."""
+    return abi.SIZED_FLOWS if name == "flows" else name
 FIRST_BATCH = 8   # slots made with the first group, doubling to MAX_BATCH
 MAX_BATCH = 64
 
@@ -143,9 +155,11 @@ class SharedProgram:
 
     def take(self, flow_sets: int) -> tuple[int, dict[str, Map]]:
         """A free slot and its maps (the caller closes them), with a flow
-        table of `flow_sets` sets.  A free slot's maps are clean: new, or
-        cleared when freed.  Not yet claimed: the caller claims it under the
-        same lock, or leaves it free."""
+        table of `flow_sets` sets: of the default size, the slot's own from an
+        earlier group or a new one; of another, its batch's table, or a new
+        one in its place.  A free slot's maps are clean: new, or cleared when
+        freed.  Not yet claimed: the caller claims it under the same lock, or
+        leaves it free."""
         made = self.made()
         free = [i for i, owner in enumerate(self.owners()[:made]) if not owner]
         if not free and made:
@@ -161,9 +175,14 @@ class SharedProgram:
         slot = free[0]
         maps = self._slot_maps(slot)
         try:
-            if bpfsys.map_info(maps["flows"].fd).max_entries != flow_sets:
+            table = None
+            if flow_sets == abi.FLOW_SETS_DEFAULT:
+                table = self._held(slot, "flows") or self._put_new(slot, "flows", flow_sets)
+            elif bpfsys.map_info(maps["flows"].fd).max_entries != flow_sets:
+                table = self._put_new(slot, abi.SIZED_FLOWS, flow_sets)
+            if table is not None:
                 maps["flows"].close()
-                maps["flows"] = self._swap(slot, "flows", flow_sets)
+                maps["flows"] = table
         except BaseException:
             for m in maps.values():
                 m.close()
@@ -198,12 +217,15 @@ class SharedProgram:
         """Clear the slot's maps (its sockets out of the socket array, its
         tables and counters zero), then mark it free: a free slot is clean.
         Killed in between, the slot stays taken until a sweep frees it."""
-        maps = self._slot_maps(slot)
+        maps = list(self._slot_maps(slot).values())
+        default_table = self._held(slot, "flows")
+        if default_table is not None:
+            maps.append(default_table)
         try:
-            for m in maps.values():
+            for m in maps:
                 m.clear(bpfsys.map_info(m.fd).max_entries)
         finally:
-            for m in maps.values():
+            for m in maps:
                 m.close()
         self.maps["owners"].put(slot, ctypes.c_uint32(0))
 
@@ -218,37 +240,51 @@ class SharedProgram:
         keys = (ctypes.c_uint32 * count)(*range(start, start + count))
         for name in abi.SHARED_MAPS:
             made = [Map.create(abi.MAP_SPECS[name], max_entries=1) for _ in range(count)]
+            outer = f"of_{batch_array(name)}"
             try:
                 fds = (ctypes.c_uint32 * count)(*(m.fd for m in made))
-                bpfsys.map_update_batch(self.maps[f"of_{name}"].fd, keys, fds, count, f"add {count} slots to of_{name}")
+                bpfsys.map_update_batch(self.maps[outer].fd, keys, fds, count, f"add {count} slots to {outer}")
             finally:
                 for m in made:
                     m.close()
         log.debug("made slots %d-%d of %s", start, start + count - 1, self.folder)
 
     def _slot_maps(self, slot: int) -> dict[str, Map]:
+        """The slot's maps of its batch, by group map name ("flows": its
+        table of another size than the default)."""
         maps: dict[str, Map] = {}
         try:
             for name in abi.SHARED_MAPS:
-                map_id = self.maps[f"of_{name}"].get(slot, ctypes.c_uint32)
-                if map_id is None:
+                m = self._held(slot, batch_array(name))
+                if m is None:
                     raise RpctlError(f"{self.folder}: slot {slot} has no map {name}")
-                maps[name] = Map.open_id(map_id.value, abi.MAP_SPECS[name])
+                maps[name] = m
         except BaseException:
             for m in maps.values():
                 m.close()
             raise
         return maps
 
-    def _swap(self, slot: int, name: str, entries: int) -> Map:
-        """A new map `name` of `entries` elements in place of the slot's."""
-        m = Map.create(abi.MAP_SPECS[name], max_entries=entries)
+    def _held(self, slot: int, array: str) -> Optional[Map]:
+        """The map the slot has in the array of maps `array` (a name of OUTER); None when it has none."""
+        map_id = self.maps[f"of_{array}"].get(slot, ctypes.c_uint32)
+        return None if map_id is None else Map.open_id(map_id.value, abi.MAP_SPECS[_inner(array)])
+
+    def _put_new(self, slot: int, array: str, entries: int) -> Map:
+        """A new map of `entries` elements in the array `array` at the slot,
+        in place of any there (the caller holds the lock: one wait)."""
+        m = Map.create(abi.MAP_SPECS[_inner(array)], max_entries=entries)
         try:
-            self.maps[f"of_{name}"].put(slot, ctypes.c_uint32(m.fd))
+            self.maps[f"of_{array}"].put(slot, ctypes.c_uint32(m.fd))
         except BaseException:
             m.close()
             raise
         return m
+
+
+def _inner(array: str) -> str:
+    """The group map an array of maps named `array` (a name of OUTER) holds."""
+    return "flows" if array == abi.SIZED_FLOWS else array
 
 
 def root_of(folder: str) -> str:
@@ -265,8 +301,8 @@ def _create(folder: str, migrate: bool) -> None:
     maps: dict[str, Map] = {}
     prog_fd = -1
     try:
-        for name in abi.SHARED_MAPS:
-            template = Map.create(abi.MAP_SPECS[name], max_entries=1)
+        for name, entries in OUTER.items():
+            template = Map.create(abi.MAP_SPECS[_inner(name)], max_entries=entries or 1)
             spec = outer_spec(name)
             try:
                 fd = bpfsys.map_create(spec.map_type, 4, 4, spec.max_entries, "rp_" + spec.name[:12],
@@ -279,8 +315,8 @@ def _create(folder: str, migrate: bool) -> None:
         maps[PROGS_PIN] = Map.create(abi.PROGS_SPEC)
         maps[PROGS_PIN].put(0, ctypes.c_uint32(prog_fd))
         maps["owners"] = Map.create(abi.OWNERS_SPEC)
-        for name, m in maps.items():
-            m.pin(os.path.join(tmp, m.spec.name if name in abi.SHARED_MAPS else name))
+        for m in maps.values():
+            m.pin(os.path.join(tmp, m.spec.name))
         bpfsys.obj_pin(prog_fd, os.path.join(tmp, PROG_PIN))
         os.rename(tmp, folder)
     except BaseException:
@@ -294,7 +330,7 @@ def _create(folder: str, migrate: bool) -> None:
 
 
 def _open_maps(folder: str) -> dict[str, Map]:
-    specs = [outer_spec(n) for n in abi.SHARED_MAPS] + [abi.HANDOFF_SPEC, abi.OWNERS_SPEC, abi.PROGS_SPEC]
+    specs = [outer_spec(n) for n in OUTER] + [abi.HANDOFF_SPEC, abi.OWNERS_SPEC, abi.PROGS_SPEC]
     maps: dict[str, Map] = {}
     try:
         for spec in specs:

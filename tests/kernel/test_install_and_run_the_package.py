@@ -6,8 +6,10 @@ inside, as an operator would: the service is enabled and started by the install,
 reaches ready (Type=notify), adopts nginx's listeners from /etc/rpctl/rpctl.toml,
 follows nginx's reloads and its own, leaves steering on when stopped, comes back by
 itself after a reboot, logs to the journal, writes the audit trail, and leaves only
-the pinned state behind when purged.  The second test runs every kind of group and
-every background task of serve inside the unit's sandbox.
+the pinned state behind when purged.  The second test upgrades the package under a
+steady load (a second .deb of the same tree, `package.sh --version-suffix`), then
+removes it and purges it: steering never stops.  The third runs every kind of group
+and every background task of serve inside the unit's sandbox.
 
 Each test boots its own machine (under a second) over a throwaway overlay of a root
 that is built once and cached (tests/support/container.py); connections are made
@@ -16,6 +18,7 @@ inside the machine, on its own loopback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -31,6 +34,10 @@ pytestmark = pytest.mark.kernel
 
 REPO = Path(__file__).resolve().parents[2]
 DEB = "/root/rpctl.deb"
+UPGRADE_SUFFIX = "+upgrade1"
+UPGRADE_DEB = "/root/rpctl-upgrade.deb"
+# The .deb unpacked (not installed), to read the groups with once the package is removed.
+READER = "/root/reader"
 PORT = 8080
 API_PORT = 9090
 METRICS = "127.0.0.1:9464"
@@ -45,22 +52,38 @@ name = "web"
 listen = "tcp:127.0.0.1:{PORT}"
 adopt = {{ comm = "nginx" }}
 """
+NGINX_1_AT_3 = 'weights = { "nginx-1" = 3 }\n'
 API = f"""
 [[group]]
 name = "api"
 listen = "tcp:127.0.0.1:{API_PORT}"
 run = {{ command = ["python3", "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"], count = 2 }}
 """
-# Connections from inside the machine: argv N PORT; prints {reply body: count}.
+# Connections from inside the machine: argv PORT N (N connections), or PORT --until FILE
+# PER_SECOND (a steady load until FILE exists); prints {"ok": {reply body: count},
+# "failed": {error: count}}.
 CLIENT = """
-import collections, json, socket, sys
-counts = collections.Counter()
-for _ in range(int(sys.argv[1])):
-    with socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
-        reply = b"".join(iter(lambda: s.recv(4096), b""))
-    counts[reply.split(b"\\r\\n\\r\\n", 1)[1].strip().decode()] += 1
-print(json.dumps(counts))
+import collections, json, os, socket, sys, time
+port = int(sys.argv[1])
+if sys.argv[2] == "--until":
+    stop, pause = sys.argv[3], 1 / float(sys.argv[4])
+    more = lambda made: not os.path.exists(stop)
+else:
+    pause, more = 0, lambda made: made < int(sys.argv[2])
+ok, failed = collections.Counter(), collections.Counter()
+while more(sum(ok.values()) + sum(failed.values())):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            reply = b"".join(iter(lambda: s.recv(4096), b""))
+        head, separator, body = reply.partition(b"\\r\\n\\r\\n")
+        if not separator:
+            raise ValueError(f"no reply but {reply[:60]!r}")
+        ok[body.strip().decode()] += 1
+    except (OSError, ValueError) as e:
+        failed[repr(e)] += 1
+    time.sleep(pause)
+print(json.dumps({"ok": ok, "failed": failed}))
 """
 # A group in a network namespace that then goes away: argv PORT.
 DEAD_NAMESPACE_GROUP = """
@@ -73,19 +96,36 @@ subprocess.run(["rpctl", "register", "gone-1", "--pid", str(os.getpid()), "--fd"
 """
 
 
+def build_package(*options: str) -> Path:
+    """The .deb ./scripts/package.sh OPTIONS builds of this tree (lintian is package.sh's own check)."""
+    r = subprocess.run([str(REPO / "scripts" / "package.sh"), "--no-lintian", *options], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=900)
+    built = re.findall(r"^package: built (\S+\.deb)$", r.stdout, re.M)
+    if r.returncode != 0 or not built:
+        pytest.fail(f"./scripts/package.sh {' '.join(options)} failed ({r.returncode}): "
+                    f"{(r.stdout + r.stderr)[-2000:]}", pytrace=False)
+    return Path(built[-1])
+
+
+def deb_version(deb: Path) -> str:
+    return subprocess.run(["dpkg-deb", "--field", str(deb), "Version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def package() -> Path:
-    """The .deb of this tree, built by ./scripts/package.sh (lintian is package.sh's own check)."""
+    """The .deb of this tree."""
     try:
         container.check_host()
     except container.ContainerError as e:
         pytest.fail(f"cannot boot a test machine: {e}", pytrace=False)
-    r = subprocess.run([str(REPO / "scripts" / "package.sh"), "--no-lintian"], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL, timeout=900)
-    built = re.findall(r"^package: built (\S+\.deb)$", r.stdout, re.M)
-    if r.returncode != 0 or not built:
-        pytest.fail(f"./scripts/package.sh failed ({r.returncode}): {(r.stdout + r.stderr)[-2000:]}", pytrace=False)
-    return Path(built[-1])
+    return build_package()
+
+
+@pytest.fixture(scope="module")
+def upgrade_package(package) -> Path:
+    """The .deb of this tree as a newer version (<version>+upgrade1)."""
+    return build_package("--version-suffix", UPGRADE_SUFFIX)
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +166,34 @@ def nginx_workers(m: container.Container, n: int) -> None:
     m.run("systemctl", "reload", "nginx")
 
 
-def install(m: container.Container) -> None:
-    m.run("apt-get", "install", "-y", "-q", DEB, timeout=300)
+def install(m: container.Container, deb: str = DEB) -> None:
+    m.run("apt-get", "install", "-y", "-q", deb, timeout=300)
 
 
-def members(m: container.Container, group: str = "web") -> dict[str, dict]:
+def purge(m: container.Container, *own_files: str) -> None:
+    """`apt purge rpctl`, and the test's OWN_FILES removed: nothing of rpctl is left
+    but the pinned state, which steers on."""
+    m.run("apt-get", "purge", "-y", "-q", "rpctl", timeout=120)
+    m.run("rm", "-rf", DEB, *own_files)
+    left = m.run("find", "/", "-xdev", "-name", "*rpctl*").stdout.split()
+    assert left == [], f"left behind by apt purge: {left}"
+    assert m.run("systemctl", "cat", "rpctl", check=False).returncode != 0, "the unit is gone"
+    assert m.run("sh", "-c", "ls -d /sys/fs/bpf/rpctl/*/web", check=False).returncode == 0, "the pinned state stays"
+    assert len(connect(m, 50)) >= 1
+
+
+# The installed rpctl, and one unpacked from a .deb (not installed) to look with once the package is gone.
+RPCTL = ("rpctl",)
+
+
+def unpacked_rpctl(m: container.Container, deb: str) -> tuple[str, ...]:
+    m.run("dpkg-deb", "-x", deb, READER)
+    return ("env", f"PYTHONPATH={READER}/usr/lib/python3/dist-packages", "python3", "-s", f"{READER}/usr/bin/rpctl")
+
+
+def members(m: container.Container, group: str = "web", rpctl: tuple[str, ...] = RPCTL) -> dict[str, dict]:
     """The group's members as `rpctl status --json` gives them ({} while there is no group)."""
-    r = m.run("rpctl", "status", "--group", group, "--json", check=False)
+    r = m.run(*rpctl, "status", "--group", group, "--json", check=False)
     if r.returncode != 0:
         return {}
     (view,) = json.loads(r.stdout)["groups"]
@@ -150,12 +211,41 @@ def wait_members(m: container.Container, names: set[str], group: str = "web", ti
 
 
 def connect(m: container.Container, n: int, port: int = PORT) -> dict[str, int]:
-    """N connections from inside the machine: {reply body (nginx: the worker's pid): count}."""
-    return json.loads(m.run("python3", "-c", CLIENT, str(n), str(port)).stdout)
+    """N connections from inside the machine, every one answered: {reply body (nginx: the
+    worker's pid): count}."""
+    made = json.loads(m.run("python3", "-c", CLIENT, str(port), str(n)).stdout)
+    assert not made["failed"], made
+    return made["ok"]
 
 
-def selected(m: container.Container) -> int:
-    return sum(x["selected"] for x in members(m).values())
+@contextlib.contextmanager
+def steady_load(m: container.Container, per_second: int = 200):
+    """Connections to PORT from inside the machine, about PER_SECOND, while the block runs;
+    the dict it yields then holds what CLIENT made of them ({"ok": ..., "failed": ...})."""
+    stop = "/run/load.stop"
+    m.run("rm", "-f", stop)
+    made: dict = {}
+    client = m.start("python3", "-c", CLIENT, str(PORT), "--until", stop, str(per_second))
+    try:
+        yield made
+    finally:
+        with contextlib.suppress(container.ContainerError):
+            m.run("touch", stop)
+        try:
+            out, err = client.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            out, err = client.communicate()
+    assert client.returncode == 0, f"the load client failed: {err}"
+    made.update(json.loads(out))
+
+
+def selected(m: container.Container, rpctl: tuple[str, ...] = RPCTL) -> int:
+    return sum(x["selected"] for x in members(m, rpctl=rpctl).values())
+
+
+def main_pid(m: container.Container, unit: str = "rpctl") -> int:
+    return int(m.run("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip())
 
 
 def active(m: container.Container, unit: str = "rpctl") -> bool:
@@ -213,7 +303,7 @@ def test_install_enable_reload_stop_reboot_and_purge(machine):
     wait_members(m, {"nginx-1", "nginx-2", "nginx-3"}, timeout=10)
 
     # New weights in the file, applied by a reload of the service.
-    m.write("/etc/rpctl/rpctl.toml", WEB + 'weights = { "nginx-1" = 3 }\n')
+    m.write("/etc/rpctl/rpctl.toml", WEB + NGINX_1_AT_3)
     m.run("systemctl", "reload", "rpctl")
     wait_until("nginx-1 at weight 3", lambda: members(m)["nginx-1"]["weight"] == 3, timeout=10)
 
@@ -251,13 +341,63 @@ def test_install_enable_reload_stop_reboot_and_purge(machine):
                         ("rpctl undrain nginx-2", "nginx-2 draining -> active", "0", "root")], operator
 
     # Purged: nothing of rpctl is left but the pinned state, which steers on.
-    m.run("apt-get", "purge", "-y", "-q", "rpctl", timeout=120)
-    m.run("rm", DEB)
-    left = m.run("find", "/", "-xdev", "-name", "*rpctl*").stdout.split()
-    assert left == [], f"left behind by apt purge: {left}"
-    assert m.run("systemctl", "cat", "rpctl", check=False).returncode != 0, "the unit is gone"
-    assert m.run("sh", "-c", "ls -d /sys/fs/bpf/rpctl/*/web", check=False).returncode == 0, "the pinned state stays"
-    assert len(connect(m, 50)) >= 1
+    purge(m)
+
+
+def test_upgrade_under_load_keeps_steering_then_remove_and_purge(machine, package, upgrade_package):
+    m = machine
+    newer = deb_version(upgrade_package)
+    assert newer == deb_version(package) + UPGRADE_SUFFIX
+    install(m)
+    m.write("/etc/rpctl/rpctl.toml", WEB + NGINX_1_AT_3)
+    m.run("systemctl", "reload", "rpctl")
+    wait_until("nginx-1 at weight 3 beside nginx-2", lambda: {
+        name: x["weight"] for name, x in members(m).items()} == {"nginx-1": 3, "nginx-2": 1}, timeout=60, interval=0.2)
+    m.write(UPGRADE_DEB, upgrade_package.read_bytes())
+    old_serve = main_pid(m)
+    before = {name: x["selected"] for name, x in members(m).items()}
+
+    # `apt install` of the newer package while clients connect all along.
+    with steady_load(m) as load:
+        wait_until("the load steered", lambda: selected(m) > sum(before.values()) + 20, 30, 0.2)
+        upgrading = selected(m)
+        install(m, UPGRADE_DEB)
+        upgraded = selected(m)
+        wait_until("connections steered after the upgrade", lambda: selected(m) > upgraded + 20, 30, 0.2)
+    after = {name: x["selected"] for name, x in members(m).items()}
+    steered = sum(after.values()) - sum(before.values())
+    answered = sum(load["ok"].values())
+    assert not load["failed"], f"connections failed during the upgrade: {load}"
+    assert upgraded > upgrading, "connections were steered while apt upgraded the package"
+    assert steered >= answered > 0, "the program steered every connection of the load"
+    # The file's weights held all along: nginx-1 took about 3/4 of the load.
+    assert 0.6 < (after["nginx-1"] - before["nginx-1"]) / steered < 0.9, (before, after)
+
+    # serve was restarted by the upgrade, and the new one keeps the group true to the file.
+    assert active(m) and main_pid(m) not in (0, old_serve), m.journal("-u", "rpctl")
+    assert m.run("rpctl", "--version").stdout.strip() == f"rpctl {newer}"
+    assert m.run("dpkg-query", "-W", "-f", "${Version}", "rpctl").stdout == newer
+    assert m.run("cat", "/etc/rpctl/rpctl.toml").stdout == WEB + NGINX_1_AT_3, "the upgrade kept the edited file"
+    assert members(m)["nginx-1"]["weight"] == 3
+    nginx_workers(m, 3)
+    wait_members(m, {"nginx-1", "nginx-2", "nginx-3"}, timeout=10)
+
+    # Removed: serve stopped, the file and the program cache kept, and steering goes on as it was.
+    reader = unpacked_rpctl(m, UPGRADE_DEB)
+    m.run("apt-get", "remove", "-y", "-q", "rpctl", timeout=120)
+    assert not active(m)
+    assert m.run("sh", "-c", "command -v rpctl", check=False).returncode != 0, "rpctl is removed"
+    assert m.run("dpkg-query", "-W", "-f", "${Status}", "rpctl").stdout == "deinstall ok config-files"
+    assert m.run("cat", "/etc/rpctl/rpctl.toml").stdout == WEB + NGINX_1_AT_3
+    assert m.run("ls", "/var/cache/rpctl").stdout.split(), "the program cache stays until purge"
+    still = members(m, rpctl=reader)
+    assert set(still) == {"nginx-1", "nginx-2", "nginx-3"} and still["nginx-1"]["weight"] == 3, still
+    before = selected(m, reader)
+    connect(m, 200)
+    assert selected(m, reader) - before >= 200, "the program steers with rpctl removed"
+
+    # Purged after the removal (only the purge part of the maintainer scripts runs now).
+    purge(m, UPGRADE_DEB, READER)
 
 
 def test_every_kind_of_group_and_serves_background_work_run_in_the_sandbox(machine):

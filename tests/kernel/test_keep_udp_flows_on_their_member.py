@@ -199,6 +199,65 @@ def test_a_full_set_evicts_flows_seen_once_before_flows_seen_again(netns, rpctl,
     assert (followed, created) == (48, 0)
 
 
+# Ways of one set as the test writes them: (age in ticks, seen again,
+# orphaned), and the way a new flow must take, by rp_flow_victim's order:
+# idle, else orphaned, else seen once, else seen again; the oldest of a kind,
+# the first on a tie.
+IDLE = object()  # an age past the idle timeout (more than one: older)
+VICTIMS = [
+    ("oldest of flows seen again", [(10, 1, 0), (50, 1, 0), (30, 1, 0), (70, 1, 0),
+                                    (20, 1, 0), (60, 1, 0), (40, 1, 0), (0, 1, 0)], 3),
+    ("one seen once before older ones seen again", [(10, 1, 0), (50, 1, 0), (30, 1, 0), (70, 1, 0),
+                                                    (20, 1, 0), (60, 0, 0), (40, 1, 0), (0, 0, 0)], 5),
+    ("an orphan before flows seen once", [(10, 1, 0), (50, 0, 0), (30, 1, 1), (70, 1, 0),
+                                          (20, 1, 0), (60, 0, 0), (40, 1, 0), (0, 1, 0)], 2),
+    ("an idle flow before orphans", [(10, 1, 0), (50, 0, 0), (30, 1, 1), (70, 1, 1),
+                                     (20, 1, 0), (60, 0, 0), (IDLE, 1, 0), (0, 1, 0)], 6),
+    ("the older of two idle flows", [(10, 1, 1), (IDLE, 1, 0), (30, 1, 1), (70, 0, 0),
+                                     ((IDLE, 1), 1, 0), (60, 0, 0), (40, 1, 0), (0, 1, 0)], 4),
+    ("the first of equals", [(40, 1, 0)] * 8, 0),
+    ("a flow refreshed after the program read the clock is the youngest",
+     [(-30, 0, 0), (-5, 0, 0), (-60, 0, 0), (-20, 0, 0), (-1, 0, 0), (-90, 0, 0), (-10, 0, 0), (-40, 0, 0)], 4),
+]
+
+
+def test_a_full_set_gives_a_new_flow_the_way_the_eviction_order_names(netns, rpctl, make_members, flows):
+    """The victim of a full set, way by way: a set written here with eight
+    flows of chosen ages, kinds and incarnations, then a datagram of a flow
+    it does not hold; the way that flow lands in is the one the order names,
+    and only a live flow's way given away counts as an eviction."""
+    from rpctl.controller.kernel import jiffies
+
+    members = make_members(proto="udp")
+    clients, _ = _flows_placed(rpctl, members, flows, 2, 1, 4, "--flow-table-size", "256")
+    name = _group(rpctl)["name"]
+    with Group.open(name) as g:
+        table = g.maps["flows"]
+        sets = {k: table.get(k, abi.RpFlowSet) for k in range(256 // abi.RP_FLOW_WAYS)}
+        ((k, tag),) = [(k, w.tag) for k, s in sets.items() for w in s.way if w.tag]
+        idle = g.ctl().flow_idle_ticks
+        live = g.maps["gens"].get(g.ctl().gen & 1, abi.RpGen).incarnation[0]
+        for what, ways, victim in VICTIMS:
+            now = jiffies.now()
+            written = abi.RpFlowSet()
+            for i, (age, again, orphan) in enumerate(ways):
+                if age is IDLE or isinstance(age, tuple):
+                    age = idle + 5000 * (2 if isinstance(age, tuple) else 1)
+                written.way[i] = abi.RpFlow(tag=(tag + 2 * (i + 1)) & 0xFFFFFFFF | 1, member=0,
+                                            flags=abi.RP_FLOW_AGAIN if again else 0,
+                                            incarnation=live + 1000 if orphan else live,
+                                            seen=(now - age) & 0xFFFFFFFF)
+            table.put(k, written)
+            evictions = _group(rpctl)["counters"]["flow_evictions"]
+            clients.placements()  # one datagram of the flow, new to its set now
+            got = table.get(k, abi.RpFlowSet)
+            landed = [i for i, w in enumerate(got.way) if w.tag == tag]
+            assert landed == [victim], f"{what}: the new flow took way {landed}, not {victim}"
+            live_victim = ways[victim][0] is not IDLE and not isinstance(ways[victim][0], tuple) \
+                and not ways[victim][2]
+            assert _group(rpctl)["counters"]["flow_evictions"] - evictions == int(live_victim), what
+
+
 def test_group_options_are_fixed_at_creation(netns, rpctl, make_members):
     members = make_members(proto="udp")
     rpctl.ok(*members.register_args("w0", members.add()), "--flow-table-size", "1024", "--flow-idle-timeout", "5")

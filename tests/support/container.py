@@ -354,16 +354,25 @@ class Container:
             timeout: float = 60.0) -> subprocess.CompletedProcess:
         """ARGV inside the machine (every namespace of its PID 1, a clean environment);
         with `check`, a non-zero exit raises ContainerError with its output."""
-        if not self.leader:
-            raise ContainerError(f"{self.name} is not running")
         text = not isinstance(input, bytes)
-        r = subprocess.run(["nsenter", f"--target={self.leader}", "--all", "env", "-i", *ENV, *argv],
-                           input=input, capture_output=True, text=text, timeout=timeout,
+        r = subprocess.run(self._inside(argv), input=input, capture_output=True, text=text, timeout=timeout,
                            stdin=subprocess.DEVNULL if input is None else None)
         if check and r.returncode != 0:
             out = r.stdout + r.stderr if text else (r.stdout + r.stderr).decode(errors="replace")
             raise ContainerError(f"`{' '.join(argv)}` in {self.name} exited {r.returncode}: {out.strip()[-2000:]}")
         return r
+
+    def start(self, *argv: str) -> subprocess.Popen:
+        """ARGV started inside the machine as `run` runs it, left running (a load that
+        goes on while the test acts): its output is read once it ends (communicate)."""
+        return subprocess.Popen(self._inside(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def _inside(self, argv: tuple[str, ...]) -> list[str]:
+        """The host's command line that runs ARGV inside the machine."""
+        if not self.leader:
+            raise ContainerError(f"{self.name} is not running")
+        return ["nsenter", f"--target={self.leader}", "--all", "env", "-i", *ENV, *argv]
 
     def write(self, path: str, data: bytes | str) -> None:
         """Write a file inside the machine (its folder made first)."""

@@ -212,16 +212,17 @@ def test_map_shapes_follow_header_limits(c_facts):
 def test_program_names_only_existing_maps():
     used = fd_macros_in_program()
     assert used, f"no RP_FD_* macro found in {PROGRAM}"
-    shared = {abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name}
+    shared = {abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name, abi.SIZED_FLOWS}
     unknown = sorted(m for m in used if m.lower() not in abi.MAP_SPECS and m.lower() not in shared)
     assert not unknown, f"the program uses RP_FD_{unknown} with no map of that name in abi.GROUP_MAPS"
 
 
 def test_the_programs_read_every_map_they_are_given():
     # A group's program: its maps and the shared program's handoff and program
-    # array; the shared program: an array of maps for each of SHARED_MAPS, and the handoff.
+    # array; the shared program: an array of maps for each of SHARED_MAPS (and
+    # one of flow tables of other sizes), and the handoff.
     used = {m.lower() for m in fd_macros_in_program()}
-    assert used == set(abi.SHARED_MAPS) | {abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name}
+    assert used == set(abi.SHARED_MAPS) | {abi.SIZED_FLOWS, abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name}
 
 
 def test_every_map_but_members_is_used_by_the_program():

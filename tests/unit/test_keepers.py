@@ -164,12 +164,14 @@ def test_the_periodic_check_reconciles_only_when_a_reconcile_would_change_someth
     dry_plans.append(Plan("web", KEY, reweighs=(Reweigh("nginx-1", 0, 1, False, 3, False),)))
     plans.append(Plan("web", KEY, pids={"nginx-1": 1}))
     assert k.tick(clock[0], look) and plans == [] and not dry_plans
-    # Something new to say (a stranger's listener), or one no process serves yet: reconciled too.
-    for unmanaged in (STRANGER, UNDECIDED):
+    # Something new to say (a stranger's listener), or one no process serves yet, or a shared
+    # member only its parent holds: reconciled too.
+    for dry in (Plan("web", KEY, unmanaged=(STRANGER,)), Plan("web", KEY, unmanaged=(UNDECIDED,)),
+                Plan("web", KEY, unserved=("nginx-1",))):
         clock[0] = k.next_full
-        dry_plans.append(Plan("web", KEY, unmanaged=(unmanaged,)))
+        dry_plans.append(dry)
         plans.append(Plan("web", KEY))
-        assert k.tick(clock[0], look)
+        assert k.tick(clock[0], look), dry
         k.soon = 0.0
 
 

@@ -15,7 +15,7 @@ from tests.support.bpf_source import fd_macros_in_program
 
 def test_loader_passes_one_macro_per_map():
     # A group's program: its maps, the shared program's handoff and program array.
-    names = [spec.name for spec in abi.GROUP_MAPS] + [abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name]
+    names = [spec.name for spec in abi.GROUP_MAPS] + [abi.HANDOFF_SPEC.name, abi.PROGS_SPEC.name, abi.SIZED_FLOWS]
     fds = {name: 10 + i for i, name in enumerate(names)}
     flags = loader.cflags(fds, migrate=False, defines=[loader.SHARED])
     defined = {m.group(1): int(m.group(2)) for f in flags if (m := re.fullmatch(r"-DRP_FD_(\w+)=(\d+)", f))}

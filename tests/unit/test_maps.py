@@ -136,9 +136,16 @@ def test_a_map_sized_at_creation_needs_its_size(bpf):
         Map.create(flows, max_entries=0)
     assert bpf.calls == []
     Map.create(flows, max_entries=2048)
-    # INNER_MAP: the shared program's array of flow tables holds tables of any size.
-    assert bpf.calls == [("create", flows.map_type, 4, ctypes.sizeof(abi.RpFlowSet), 2048, "rp_flows",
-                          bpfsys.BPF_F_MMAPABLE | bpfsys.BPF_F_INNER_MAP)]
+    Map.create(flows, max_entries=abi.FLOW_SETS_DEFAULT)
+    # INNER_MAP: the shared program's array of flow tables of other sizes holds
+    # tables of any size; tables of the default size go without it, so that the
+    # verifier inlines their lookups.
+    assert bpf.calls == [
+        ("create", flows.map_type, 4, ctypes.sizeof(abi.RpFlowSet), 2048, "rp_flows",
+         bpfsys.BPF_F_MMAPABLE | bpfsys.BPF_F_INNER_MAP),
+        ("create", flows.map_type, 4, ctypes.sizeof(abi.RpFlowSet), abi.FLOW_SETS_DEFAULT, "rp_flows",
+         bpfsys.BPF_F_MMAPABLE),
+    ]
 
 
 @pytest.mark.parametrize("spec", abi.GROUP_MAPS, ids=lambda s: s.name)
