@@ -65,19 +65,24 @@ def hold(groups: int, members: int, base_port: int) -> None:
     """The holder's main: `members` SO_REUSEPORT listeners on each of `groups`
     ports from base_port; then commands on stdin, one answer line each:
     `open PORT` -> "COOKIE MONOTONIC" (a new listener, and when its listen()
-    returned), `close COOKIE` -> "closed".  Exits at end of input."""
+    returned), `close COOKIE` -> "closed".  Exits at end of input.  Every
+    listener is in an epoll, as an event loop's are: discover tells by it
+    that this process serves the socket, not only holds it."""
+    import selectors
     import socket
 
     from rpctl.controller.kernel.sockets import cookie_of
 
     with open("/proc/self/comm", "w") as f:
         f.write(HOLDER_COMM)
+    polled = selectors.EpollSelector()
 
     def listener(port: int) -> socket.socket:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.bind(("127.0.0.1", port))
         s.listen(128)
+        polled.register(s, selectors.EVENT_READ)
         return s
 
     held = [listener(base_port + g) for g in range(groups) for _ in range(members)]
@@ -91,7 +96,9 @@ def hold(groups: int, members: int, base_port: int) -> None:
             extra[cookie_of(s)] = s
             print(cookie_of(s), repr(opened), flush=True)
         elif verb == "close":
-            extra.pop(int(arg)).close()
+            s = extra.pop(int(arg))
+            polled.unregister(s)
+            s.close()
             print("closed", flush=True)
 
 
