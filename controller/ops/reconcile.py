@@ -25,24 +25,26 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from ..contract import abi
 from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
-from ..kernel.discover import discover, identity
-from ..store.generation import Group
+from ..kernel.discover import Endpoint, Identity, discover, identity
+from ..store.generation import Group, ctl_endpoint, name_of
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
 from ..store.membership import Joining, Moved, NewMember, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
-from ..store.policy import new_policy
+from ..store.policy import draining_flag, new_policy
 from ..store.state import Layout
+from ..tables import pin_table
 from ..tables.naming import Newcomer, assign_names
 from .config import WEIGHTED, GroupSpec, PinSpec
 
 __all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
-           "execute", "observe", "plan", "reconcile"]
+           "candidates", "execute", "observe", "plan", "reconcile"]
 
 SOCKET_CLOSED = "socket closed"
 
@@ -214,43 +216,69 @@ class Plan:
 # observe ----------------------------------------------------------------------
 
 
-def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
-    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity] = identity) -> tuple[Candidate, ...]:
+    """The listeners of a discovered endpoint (None: it has none) and the process serving each,
+    with what an adopt rule matches of it (`identify`: discover.identity, or a cache of it)."""
     out = []
-    for lst in eps[0].listeners if eps else []:
+    for lst in endpoint.listeners if endpoint is not None else []:
         holders = tuple(lst.holder_pids)
         s = lst.server
         if s is None:
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
-        who = identity(s.pid)
+        who = identify(s.pid)
         servers = tuple(h.pid for h in lst.servers)
         out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
                              servers, lst.weak))
     return tuple(out)
 
 
-def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
-    """The endpoint's listeners and the group's members, as they are now."""
-    from ..read.views import read_group
+def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
+    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+    return candidates(eps[0] if eps else None)
 
-    layout = layout or Layout()
+
+def _not_steered_by_another(spec: GroupSpec, layout: Layout) -> None:
     steering = find_group_for(spec.listen, layout)
     if steering is not None and steering != spec.name:
         raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
                            Call("unload", group=steering), ", or give the group that name in the file)")
-    listeners = _candidates(spec.listen)
+
+
+def observe(spec: GroupSpec, layout: Optional[Layout] = None,
+            listeners: Optional[tuple[Candidate, ...]] = None) -> Observed:
+    """The endpoint's listeners (`listeners` when the caller discovered them
+    already) and the group's members, as they are now."""
+    layout = layout or Layout()
     if not os.path.isdir(layout.group_dir(spec.name)):
-        return Observed(spec.name, spec.listen, False, listeners)
+        _not_steered_by_another(spec, layout)
+        return Observed(spec.name, spec.listen, False, _candidates(spec.listen) if listeners is None else listeners)
     with Group.open(spec.name, layout) as g:
-        if g.endpoint_key() != spec.listen:
-            raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
+        ctl = g.ctl()
+        if ctl_endpoint(ctl) != spec.listen:
+            _not_steered_by_another(spec, layout)
+            raise InvalidInput(f"group {spec.name}: it steers {ctl_endpoint(ctl).text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
-        view = read_group(g, with_queues=False)
-        options = g.options()
-    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone, m.shared)
-                    for m in view.members)
-    return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
+        # The group steers the endpoint, so no other does (a group is made only for an
+        # endpoint no group steers): no need to read every group of the namespace to ask.
+        if listeners is None:
+            listeners = _candidates(spec.listen)
+        members, pin = _members(g, ctl)
+    return Observed(spec.name, spec.listen, True, listeners, members, pin, GroupOptions.of_ctl(ctl))
+
+
+def _members(g: Group, ctl: abi.RpCtl) -> tuple[tuple[Current, ...], PinSpec]:
+    """The members of the live generation and its pin mode: what a plan needs of the
+    maps, and no more (no counters: serve's periodic check reads every group)."""
+    gen = ctl.gen & 1
+    live = g.maps["gens"].get(gen, abi.RpGen)
+    members = g.members()
+    current = tuple(Current(i, name_of(m), m.cookie, m.pid, m.fd, pol.weight, draining_flag(pol), g.socket_open(i, m),
+                            bool(m.flags & abi.RP_MEMBER_SHARED))
+                    for i, pol in g.live_policies(members, gen).items() for m in (members[i],))
+    if live is None:
+        return current, WEIGHTED
+    return current, PinSpec(pin_table.mode_name(live.mode), live.pin_dev.decode(errors="replace"))
 
 
 # plan ---------------------------------------------------------------------------
