@@ -70,6 +70,9 @@
 enum rp_member_flag {
 	RP_MEMBER_USED = 1u << 0,      /* the entry describes a member */
 	RP_MEMBER_QUIC = 1u << 1,      /* quic_server_id is set */
+	/* several processes serve its socket (a prefork server's children):
+	 * pid is the first of them, readers find the others */
+	RP_MEMBER_SHARED = 1u << 2,
 };
 
 /* rp_policy.flags: per generation, so a drain flips with its table. */

@@ -30,6 +30,7 @@ from .text import (
     mode_text,
     opt,
     pct,
+    pid_text,
     pin_text,
     rate_text,
     rate_unit,
@@ -69,7 +70,7 @@ RIGHT = {"pid", "weight", "target", "observed", "rate", "queue", "flows", "migra
 def _member_cells(g: GroupView, m: MemberView, history: History, shares: dict[str, Optional[float]]) -> dict:
     return {
         "name": _cut(m.name, NAME_MAX),
-        "pid": str(m.pid),
+        "pid": pid_text(m),
         "state": _state_text(m),
         "weight": str(m.weight),
         "target": pct(m.target_share),

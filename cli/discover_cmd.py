@@ -2,9 +2,11 @@
 
 `discover --json` prints {"endpoints": [{endpoint, protocol, family, address,
 port, reuseport, listeners: [{cookie, inode, queue, backlog, server: {pid, fd,
-comm} or null, epolled_by: [pid], holders: [{pid, fd, comm}]}]}]}: snake_case
-keys, stable.  `server` is the holding process whose epoll watches the socket
-(null when that cannot be told); `reuseport` is null when it could not be read.
+comm} or null, servers: [{pid, fd, comm}], epolled_by: [pid], holders: [{pid, fd,
+comm}]}]}]}: snake_case keys, stable.  `servers` are the holding processes seen
+serving the socket (their epoll watches it, or they wait in accept() on it:
+several when a prefork server's children share it), `server` the first of them
+(the only holder when none is seen serving; null when that cannot be told); `reuseport` is null when it could not be read.
 The renderers are pure functions, like render.py's.
 """
 
@@ -38,6 +40,7 @@ def listener_json(lst: Listener) -> dict[str, Any]:
         "queue": lst.queue,
         "backlog": lst.backlog,
         "server": _holder_json(lst.server),
+        "servers": [_holder_json(h) for h in lst.servers],
         "epolled_by": list(lst.epolled_by),
         "holders": [_holder_json(h) for h in lst.holders],
     }
@@ -85,11 +88,12 @@ def endpoint_table(ep: Endpoint):
     t.add_column("holders (pids)")
     for lst in ep.listeners:
         if lst.server is not None:
-            server, fd = f"{lst.server.pid} {lst.server.comm}", str(lst.server.fd)
+            more = f" +{len(lst.servers) - 1} more" if len(lst.servers) > 1 else ""
+            server, fd = f"{lst.server.pid} {lst.server.comm}{more}", str(lst.server.fd)
         elif lst.epolled_by:
             server, fd = f"? epolled by {', '.join(map(str, lst.epolled_by))}", "-"
         else:
-            server, fd = "? none epolls it", "-"
+            server, fd = "? none is seen serving it", "-"
         t.add_row(str(lst.cookie), str(lst.queue), server, fd, _holders_cell(lst))
     return t
 

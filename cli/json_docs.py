@@ -21,6 +21,8 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "index": m.index,
         "pid": m.pid,
         "fd": m.fd,
+        "shared": m.shared,
+        "processes": list(m.processes),
         "cookie": m.cookie,
         "state": m.state,
         "weight": m.weight,
@@ -128,7 +130,8 @@ def plan_json(p: Plan) -> dict[str, Any]:
         "added": [{"name": a.name, "pid": a.pid, "fd": a.fd, "comm": a.comm, "cookie": a.cookie, "weight": a.weight,
                    "draining": a.draining} for a in p.adds],
         "removed": [{"name": r.name, "reason": r.reason} for r in p.removes],
-        "refreshed": [{"name": r.name, "pid": r.pid, "fd": r.fd, "old_pid": r.old_pid} for r in p.refreshes],
+        "refreshed": [{"name": r.name, "pid": r.pid, "fd": r.fd, "old_pid": r.old_pid, "shared": r.shared}
+                      for r in p.refreshes],
         "policies": [{"name": r.name, "weight": r.weight, "draining": r.draining, "old_weight": r.old_weight,
                       "old_draining": r.old_draining} for r in p.reweighs],
         "pin": p.pin.text if p.pin is not None else None,

@@ -21,6 +21,7 @@ from .text import (
     mode_text,
     opt,
     pct,
+    pid_text,
     pin_text,
     rate_text,
     rate_unit,
@@ -63,7 +64,7 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
     wide = width >= 100
     columns = [
         ("member", False, lambda m: m.name),
-        ("pid", True, lambda m: str(m.pid)),
+        ("pid", True, pid_text),
         ("idx", True, lambda m: str(m.index), wide or not (pinned or quic)),
         ("cookie", True, lambda m: str(m.cookie), wide),
         ("state", False, state_text),

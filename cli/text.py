@@ -25,6 +25,17 @@ _QUIC_COUNTERS = {"quic_unknown_server_id"}
 _ADAPTIVE_COUNTERS = {"throttle_skips"}
 
 
+def pid_text(m: MemberView) -> str:
+    """The processes serving a member: its pid; a shared member's (a prefork server's
+    children) "22535,22537" or "22535,22537+3", "-" when none is seen serving it."""
+    if not m.shared:
+        return str(m.pid)
+    if not m.processes:
+        return "-"
+    head = ",".join(map(str, m.processes[:2]))
+    return head + (f"+{len(m.processes) - 2}" if len(m.processes) > 2 else "")
+
+
 def shown_counters(g: GroupView) -> list[Counter]:
     """The group counters a screen shows for g's mode and flow table (JSON and metrics
     always have every one)."""

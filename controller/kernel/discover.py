@@ -15,11 +15,17 @@ yet each worker serves only its own socket and the master serves none.  What
 tells them apart is the epoll instance: each worker adds exactly its own
 listener to its epoll (/proc/PID/fdinfo/<epoll fd> lists one "tfd:" line per
 watched file, with the file's inode), the master has no epoll at all.  So the
-server of a socket is the one holding process whose epoll watches it; when a
-single process holds a socket, it is the server whatever it polls with.
-Servers that wait on their listeners with poll(), select(), io_uring or a
-blocking accept() in several processes cannot be told apart this way: adopt
-refuses them and names the pids (register those one by one).
+servers of a socket are the holding processes whose epoll watches it, and
+those with a thread blocked in accept() on it (/proc/PID/task/*/syscall names
+the call and its fd): a prefork server whose children share each listener
+has several servers per socket, its parent (which holds them all) none.
+When no holder is seen serving and a single process holds the socket, that
+one is taken as its server, whatever it polls with (Listener.weak: a process
+in poll() or select(), or a worker that is busy between two accept()s, looks
+the same as a parent that only holds the socket).  Several holders of which
+none is seen serving (poll(), select(), io_uring, or a blocking accept()
+between two calls) cannot be told apart: adopt refuses them and names the
+pids (register those one by one).
 
 Whether a port is a reuseport group
 -----------------------------------
@@ -51,7 +57,10 @@ __all__ = [
     "discover",
     "epoll_targets",
     "identity",
+    "accepting_fds",
     "parse_epoll_fdinfo",
+    "parse_syscall",
+    "servers_of",
     "serving_fds",
 ]
 
@@ -117,6 +126,45 @@ def serving_fds(pid: int) -> set[int]:
     return {t.tfd for t in epoll_targets(pid)}
 
 
+# accept() and accept4() by machine: a thread blocked in one on a listener's fd serves it.
+ACCEPT_SYSCALLS = {"x86_64": (43, 288), "aarch64": (202, 242), "riscv64": (202, 242), "i686": (),
+                   "armv7l": (285, 366), "ppc64le": (330, 344), "s390x": (), "loongarch64": (202, 242)}
+
+
+def parse_syscall(text: str) -> Optional[tuple[int, int]]:
+    """(syscall number, first argument) of the text of /proc/PID/task/TID/syscall, None
+    when the thread is not blocked in a call ("running", "-1 ...")."""
+    parts = text.split()
+    try:
+        nr = int(parts[0])
+        return (nr, int(parts[1], 16)) if nr >= 0 else None
+    except (IndexError, ValueError):
+        return None
+
+
+def accepting_fds(pid: int) -> set[int]:
+    """The fds some thread of process `pid` is blocked in accept() on now (empty when
+    gone, or on a machine whose call numbers are not known)."""
+    calls = ACCEPT_SYSCALLS.get(os.uname().machine, ())
+    if not calls:
+        return set()
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+    except _GONE:
+        return set()
+    out = set()
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/syscall") as f:
+                call = parse_syscall(f.read())
+        except (*_GONE, OSError):
+            continue
+        if call is not None and call[0] in calls:
+            out.add(call[1])
+    return out
+
+
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -178,7 +226,15 @@ class Listener:
     backlog: Optional[int]  # TCP: the accept queue's limit; UDP: None
     holders: list[Holder] = field(default_factory=list)
     epolled_by: list[int] = field(default_factory=list)  # holder pids whose epoll watches it
-    server: Optional[Holder] = None
+    server: Optional[Holder] = None  # the first of servers; the sole holder when none is seen serving
+    # Every holder seen serving it (its epoll watches it, or a thread waits in accept() on it),
+    # one per process, by pid: several for a listener that a prefork server's children share.
+    servers: list[Holder] = field(default_factory=list)
+
+    @property
+    def weak(self) -> bool:
+        """Its server is only the one process holding it, not seen serving it."""
+        return self.server is not None and not self.servers
 
     @property
     def holder_pids(self) -> list[int]:
@@ -224,19 +280,46 @@ def _watches(targets: list[EpollTarget], inode: int, fds: set[int]) -> bool:
     return any(t.ino == inode if t.ino is not None else t.tfd in fds for t in targets)
 
 
-def _server(holders: list[Holder], pollers: list[int], targets: dict[int, list[EpollTarget]], inode: int):
-    """The one holding process that serves the socket (None when it cannot be told), under the fd
-    its epoll watches when there is one: any of its fds of the socket would do, that one reads best."""
-    pids = {h.pid for h in holders}
-    if len(pids) == 1:
-        pid = next(iter(pids))
-    elif len(pollers) == 1:
-        pid = pollers[0]
-    else:
-        return None
-    mine = [h for h in holders if h.pid == pid]
-    polled = {t.tfd for t in targets.get(pid, []) if t.ino in (None, inode)}
-    return next((h for h in mine if h.fd in polled), mine[0])
+def _servers(holders: list[Holder], pollers: list[int], targets: dict[int, list[EpollTarget]],
+             inode: int) -> list[Holder]:
+    """The holders serving the socket, one per process (pollers: the pids seen serving it),
+    each under the fd its epoll watches when there is one: any of its fds of the socket
+    would do, that one reads best."""
+    out = []
+    for pid in pollers:
+        mine = [h for h in holders if h.pid == pid]
+        polled = {t.tfd for t in targets.get(pid, []) if t.ino in (None, inode)}
+        out.append(next((h for h in mine if h.fd in polled), mine[0]))
+    return out
+
+
+def _server(holders: list[Holder], servers: list[Holder]) -> Optional[Holder]:
+    """The first server; the only holding process when none is seen serving; None when
+    several hold it and none is seen serving (it cannot be told)."""
+    if servers:
+        return servers[0]
+    return holders[0] if len({h.pid for h in holders}) == 1 else None
+
+
+def _pollers(holders: list[Holder], targets: dict[int, list[EpollTarget]], accepting: dict[int, set[int]],
+             inode: int) -> tuple[list[int], list[int]]:
+    """(pids whose epoll watches the socket, pids seen serving it: those and the ones in accept() on it)."""
+    fds_of: dict[int, set[int]] = {}
+    for h in holders:
+        fds_of.setdefault(h.pid, set()).add(h.fd)
+    epolled = sorted(pid for pid, fds in fds_of.items() if _watches(targets[pid], inode, fds))
+    serving = sorted(pid for pid, fds in fds_of.items() if pid in epolled or fds & accepting[pid])
+    return epolled, serving
+
+
+def servers_of(inodes: Iterable[int]) -> dict[int, list[Holder]]:
+    """For each socket inode, the processes seen serving it (discover's rule; one scan of /proc)."""
+    by_inode = holders_of(inodes)
+    pids = {h.pid for holders in by_inode.values() for h in holders}
+    targets = {pid: epoll_targets(pid) for pid in pids}
+    accepting = {pid: accepting_fds(pid) for pid in pids}
+    return {inode: _servers(holders, _pollers(holders, targets, accepting, inode)[1], targets, inode)
+            for inode, holders in by_inode.items()}
 
 
 def _read_reuseport(holders: Iterable[Holder]) -> Optional[bool]:
@@ -293,16 +376,15 @@ def discover(
     by_inode = holders_of(d.inode for _, d in found)
     pids = {h.pid for holders in by_inode.values() for h in holders}
     targets = {pid: epoll_targets(pid) for pid in pids}
+    accepting = {pid: accepting_fds(pid) for pid in pids}
 
     endpoints: dict[tuple, Endpoint] = {}
     for name, d in found:
         key = (name, d.family, d.address, d.local_port)
         ep = endpoints.setdefault(key, Endpoint(name, d.family, d.address, d.local_port))
         holders = by_inode.get(d.inode, [])
-        fds_of: dict[int, set[int]] = {}
-        for h in holders:
-            fds_of.setdefault(h.pid, set()).add(h.fd)
-        pollers = sorted(pid for pid, fds in fds_of.items() if _watches(targets[pid], d.inode, fds))
+        epolled, serving = _pollers(holders, targets, accepting, d.inode)
+        servers = _servers(holders, serving, targets, d.inode)
         ep.listeners.append(
             Listener(
                 cookie=d.cookie,
@@ -311,8 +393,9 @@ def discover(
                 queue=d.rqueue,
                 backlog=d.wqueue if name == "tcp" else None,
                 holders=holders,
-                epolled_by=pollers,
-                server=_server(holders, pollers, targets, d.inode),
+                epolled_by=epolled,
+                server=_server(holders, servers),
+                servers=servers,
             )
         )
 

@@ -228,7 +228,7 @@ def adopt(
         return skipped
 
     news = [NewMember(p.name, p.holder.pid, p.holder.fd, weight, cookie=p.listener.cookie,
-                      what=f"adopt {ep.name}: {p.name}") for p in todo]
+                      shared=len(p.listener.servers) > 1, what=f"adopt {ep.name}: {p.name}") for p in todo]
     regs = register_all(news, gname, layout, options=options, what=f"adopt {ep.name}")
     done = [AdoptResult(p.name, p.holder.pid, p.holder.fd, p.holder.comm, p.listener.cookie, REGISTERED, gname,
                         r.index, ep.name, created=r.created) for p, r in zip(todo, regs)]

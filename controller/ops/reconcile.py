@@ -25,24 +25,26 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from ..contract import abi
 from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
-from ..kernel.discover import discover, identity
-from ..store.generation import Group
+from ..kernel.discover import Endpoint, Identity, discover, identity
+from ..store.generation import Group, ctl_endpoint, name_of
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
-from ..store.membership import Joining, NewMember, taken, update_members
+from ..store.membership import Joining, Moved, NewMember, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
-from ..store.policy import new_policy
+from ..store.policy import draining_flag, new_policy
 from ..store.state import Layout
+from ..tables import pin_table
 from ..tables.naming import Newcomer, assign_names
 from .config import WEIGHTED, GroupSpec, PinSpec
 
 __all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
-           "execute", "observe", "plan", "reconcile"]
+           "candidates", "execute", "observe", "plan", "reconcile"]
 
 SOCKET_CLOSED = "socket closed"
 
@@ -60,6 +62,12 @@ class Candidate:
     uid: Optional[int] = None
     cgroup: Optional[str] = None
     holders: tuple[int, ...] = ()  # pids holding it
+    servers: tuple[int, ...] = ()  # pids seen serving it (several: a prefork server's children share it)
+    weak: bool = False  # pid only holds it, alone, and is not seen serving it (discover.Listener.weak)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.servers) > 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class Current:
     weight: int
     draining: bool
     open: bool  # its socket is still in the socket array
+    shared: bool = False  # recorded as served by several processes (RP_MEMBER_SHARED)
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class Add:
     comm: str
     weight: int
     draining: bool
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class Refresh:
     pid: int
     fd: int
     old_pid: int
+    shared: bool = False  # several processes serve it: pid is the first
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,9 @@ class Plan:
     unmanaged: tuple[Unmanaged, ...] = ()
     unknown_names: tuple[str, ...] = ()  # in weights or drain, no member's name
     kept_by_serve: bool = False  # a `run` group: rpctl serve launches its members
+    # Members whose socket one process holds and none is seen serving (a prefork server's
+    # parent between two generations of children): their record stays, serve looks again soon.
+    unserved: tuple[str, ...] = ()
     pids: dict[str, int] = field(default_factory=dict, compare=False)  # name -> pid of the members after it
 
     @property
@@ -169,7 +183,9 @@ class Plan:
         for a in self.adds:
             drained = ", drained" if a.draining else ""
             out.append(f"{g} + {a.name} (pid {a.pid} {a.comm} fd {a.fd}, weight {a.weight}{drained})")
-        out += [f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd})" for r in self.refreshes]
+        for r in self.refreshes:
+            shared = ", shared with other processes" if r.shared else ""
+            out.append(f"{g} {r.name} pid {r.old_pid} -> {r.pid} (same socket, fd {r.fd}{shared})")
         for r in self.reweighs:
             if r.weight != r.old_weight:
                 out.append(f"{g} {r.name} weight {r.old_weight} -> {r.weight}")
@@ -200,41 +216,69 @@ class Plan:
 # observe ----------------------------------------------------------------------
 
 
-def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
-    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity] = identity) -> tuple[Candidate, ...]:
+    """The listeners of a discovered endpoint (None: it has none) and the process serving each,
+    with what an adopt rule matches of it (`identify`: discover.identity, or a cache of it)."""
     out = []
-    for lst in eps[0].listeners if eps else []:
+    for lst in endpoint.listeners if endpoint is not None else []:
         holders = tuple(lst.holder_pids)
         s = lst.server
         if s is None:
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
-        who = identity(s.pid)
-        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders))
+        who = identify(s.pid)
+        servers = tuple(h.pid for h in lst.servers)
+        out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
+                             servers, lst.weak))
     return tuple(out)
 
 
-def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
-    """The endpoint's listeners and the group's members, as they are now."""
-    from ..read.views import read_group
+def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
+    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+    return candidates(eps[0] if eps else None)
 
-    layout = layout or Layout()
+
+def _not_steered_by_another(spec: GroupSpec, layout: Layout) -> None:
     steering = find_group_for(spec.listen, layout)
     if steering is not None and steering != spec.name:
         raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
                            Call("unload", group=steering), ", or give the group that name in the file)")
-    listeners = _candidates(spec.listen)
+
+
+def observe(spec: GroupSpec, layout: Optional[Layout] = None,
+            listeners: Optional[tuple[Candidate, ...]] = None) -> Observed:
+    """The endpoint's listeners (`listeners` when the caller discovered them
+    already) and the group's members, as they are now."""
+    layout = layout or Layout()
     if not os.path.isdir(layout.group_dir(spec.name)):
-        return Observed(spec.name, spec.listen, False, listeners)
+        _not_steered_by_another(spec, layout)
+        return Observed(spec.name, spec.listen, False, _candidates(spec.listen) if listeners is None else listeners)
     with Group.open(spec.name, layout) as g:
-        if g.endpoint_key() != spec.listen:
-            raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
+        ctl = g.ctl()
+        if ctl_endpoint(ctl) != spec.listen:
+            _not_steered_by_another(spec, layout)
+            raise InvalidInput(f"group {spec.name}: it steers {ctl_endpoint(ctl).text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
-        view = read_group(g, with_queues=False)
-        options = g.options()
-    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone)
-                    for m in view.members)
-    return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
+        # The group steers the endpoint, so no other does (a group is made only for an
+        # endpoint no group steers): no need to read every group of the namespace to ask.
+        if listeners is None:
+            listeners = _candidates(spec.listen)
+        members, pin = _members(g, ctl)
+    return Observed(spec.name, spec.listen, True, listeners, members, pin, GroupOptions.of_ctl(ctl))
+
+
+def _members(g: Group, ctl: abi.RpCtl) -> tuple[tuple[Current, ...], PinSpec]:
+    """The members of the live generation and its pin mode: what a plan needs of the
+    maps, and no more (no counters: serve's periodic check reads every group)."""
+    gen = ctl.gen & 1
+    live = g.maps["gens"].get(gen, abi.RpGen)
+    members = g.members()
+    current = tuple(Current(i, name_of(m), m.cookie, m.pid, m.fd, pol.weight, draining_flag(pol), g.socket_open(i, m),
+                            bool(m.flags & abi.RP_MEMBER_SHARED))
+                    for i, pol in g.live_policies(members, gen).items() for m in (members[i],))
+    if live is None:
+        return current, WEIGHTED
+    return current, PinSpec(pin_table.mode_name(live.mode), live.pin_dev.decode(errors="replace"))
 
 
 # plan ---------------------------------------------------------------------------
@@ -247,6 +291,14 @@ def _mismatch(spec: GroupSpec, c: Candidate) -> str:
     if spec.adopt is None:
         return "the group has no adopt rule"
     return spec.adopt.mismatch(c.comm, c.exe, c.uid, c.cgroup)
+
+
+def _moved(m: Current, c: Candidate) -> bool:
+    """Whether member m's record (pid, fd, shared) no longer says who serves its socket
+    (c): a recorded process that still serves it stays the one on record."""
+    if c.shared:
+        return m.pid not in c.servers or not m.shared
+    return (c.pid, c.fd) != (m.pid, m.fd) or m.shared
 
 
 def check_options(spec: GroupSpec, own: GroupOptions) -> None:
@@ -278,13 +330,14 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
             removes.append(Remove(m.name, m.index, SOCKET_CLOSED))
         elif c is None:
             removes.append(Remove(m.name, m.index, "no longer a listener of the port"))
-        elif c.pid and _mismatch(spec, c):
+        elif c.pid and not c.weak and _mismatch(spec, c):
             removes.append(Remove(m.name, m.index, f"pid {c.pid} {c.comm}: {_mismatch(spec, c)}"))
         else:
             staying.append(m)
-            # No process told apart (during a reload two may poll it): keep the record until one is.
-            if c.pid and (c.pid, c.fd) != (m.pid, m.fd):
-                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid))
+            # No process told apart, or only one holding it without serving it (a prefork
+            # server's parent between two generations of children): keep the record until one is.
+            if c.pid and not c.weak and _moved(m, c):
+                refreshes.append(Refresh(m.name, m.index, c.pid, c.fd, m.pid, c.shared))
 
     unmanaged: list[Unmanaged] = []
     joining: list[Candidate] = []
@@ -308,7 +361,8 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     def weight(name: str) -> int:
         return spec.weights.get(name, spec.default_weight)
 
-    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain) for c, n in zip(joining, names))
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain, c.shared)
+                 for c, n in zip(joining, names))
     reweighs = tuple(Reweigh(m.name, m.index, weight(m.name), m.name in spec.drain, m.weight, m.draining)
                      for m in staying if (weight(m.name), m.name in spec.drain) != (m.weight, m.draining))
     unknown = tuple(sorted(n for n in {*spec.weights, *spec.drain} if n not in taken))
@@ -323,8 +377,10 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     pids = {m.name: m.pid for m in staying}
     pids.update({r.name: r.pid for r in refreshes})
     pids.update({a.name: a.pid for a in adds})
+    weak = {m.name for m in staying if listeners[m.cookie].weak} | {n for c, n in zip(joining, names) if c.weak}
     return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
-                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids)
+                reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids,
+                unserved=tuple(sorted(weak)))
 
 
 # execute -------------------------------------------------------------------------
@@ -340,8 +396,8 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
     if p.create:
         probe.require_kernel()
     # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
-    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, what=f"{what}: {a.name}")
-            for a in p.adds]
+    news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, shared=a.shared,
+                      what=f"{what}: {a.name}") for a in p.adds]
     with taken(news) as joining:
         info = joining[0].info if p.create else None
         with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):
@@ -358,7 +414,8 @@ def _write(g: Group, p: Plan, joining: list[Joining]) -> dict[str, int]:
         def pin_plan(index: dict[str, int]):
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
-    return update_members(g, g.members(), joining, {r.index: (r.pid, r.fd) for r in p.refreshes}, policies, pin_plan)
+    moved = {r.index: Moved(r.pid, r.fd, r.shared) for r in p.refreshes}
+    return update_members(g, g.members(), joining, moved, policies, pin_plan)
 
 
 @contextlib.contextmanager

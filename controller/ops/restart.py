@@ -30,6 +30,11 @@ How steps 3-5 happen depends on who started the member:
   that appeared on the group's endpoint meanwhile (sock_diag) and registers
   it.  $RPCTL_MEMBER in CMD is replaced by the member's name.
 
+A member whose socket several processes share (a prefork server's children,
+the parent keeping the socket) is refused: no one process is its server to
+stop and replace, and its socket never closes; the server's own graceful
+restart is how such a member restarts (serve follows the new processes).
+
 A failure at any step stops there with one line saying which member is
 left drained: the others go on serving, the group stays steerable.
 """
@@ -168,6 +173,16 @@ class _Restart:
                 raise InvalidInput(
                     f"restart {name}: its socket is gone (no process holds it); start it again and ",
                     Call("register", name, pid="PID", fd="FD", replace=True),
+                )
+            if m.shared:
+                # Restart's steps 3-5 replace a socket's one process and then register the socket the
+                # replacement opens; a prefork server's parent keeps the socket and starts children on it.
+                pids = ",".join(map(str, m.processes)) or "none now"
+                raise InvalidInput(
+                    f"restart {name}: several processes of one server share its socket (pids {pids}) and "
+                    "the process that keeps it is not one of them: rpctl cannot replace them one by one; "
+                    "restart that server gracefully (its new processes take the same socket, and a group kept "
+                    "by serve follows them), or ", Call("set_draining", name), " before a restart that closes it",
                 )
             launched = is_launched(m.pid, name)
             if not launched and not self.opts.command:

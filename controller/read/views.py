@@ -145,6 +145,11 @@ class MemberView:
     # over a window); None for a local read, whose readers measure it between polls.
     rate: Optional[float] = None
     throttled: str | None = None  # adaptive: why serve throttled it ("queue 37, others <= 2"), None when not
+    shared: bool = False  # several processes serve its socket (a prefork server's children)
+    # Every process serving its socket: [pid] for a member of one process; for a shared one, those
+    # found serving it when the view was read with queues ([] when none is: its parent only holds
+    # it, between two generations of children), else [pid].
+    processes: list[int] = field(default_factory=list)
 
     @property
     def state(self) -> MemberState:
@@ -333,6 +338,8 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
             quic_server_id=(quic.format_server_id(m.quic_server_id, view.quic_server_id_length)
                             if m.flags & abi.RP_MEMBER_QUIC and view.quic_server_id_length else None),
             throttled=throttled.get(idx),
+            shared=bool(m.flags & abi.RP_MEMBER_SHARED),
+            processes=[m.pid],
             **counts,
         )
         view.members.append(member)
@@ -353,6 +360,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
         for member in view.members:
             member.queue = found[member.cookie].rqueue if member.cookie in found else None
         view.unmanaged = unmanaged_listeners(view, found.values())
+        set_shared_processes(view.members, found)
     return view
 
 
@@ -363,6 +371,20 @@ def set_target_shares(members: list[MemberView]) -> None:
     weight_sum = sum(live.values())
     for m in members:
         m.target_share = live.get(m.index, 0) / weight_sum if weight_sum else 0.0
+
+
+def set_shared_processes(members: list[MemberView], found: dict[int, diag.SocketDiag]) -> None:
+    """The processes serving each shared member's socket (`found`: the dump by cookie), read
+    from /proc (one scan, as discover does) only when the group has a shared member."""
+    inodes = {m.index: found[m.cookie].inode for m in members if m.shared and not m.gone and m.cookie in found}
+    if not inodes:
+        return
+    from ..kernel.discover import servers_of
+
+    servers = servers_of(inodes.values())
+    for m in members:
+        if m.index in inodes:
+            m.processes = [h.pid for h in servers.get(inodes[m.index], [])]
 
 
 def throttle_reasons(t: Optional[abi.RpThrottle], proto: str) -> dict[int, str]:

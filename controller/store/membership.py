@@ -53,11 +53,21 @@ class NewMember:
     replace: bool = False
     quic_server_id: Optional[str] = None  # hex, asked for in a QUIC group
     cookie: Optional[int] = None  # of the socket found before: fd `fd` must still be it
+    shared: bool = False  # several processes serve the socket: pid is the first (RP_MEMBER_SHARED)
     what: str = ""  # what its errors start with ("add NAME" when not given)
 
     @property
     def label(self) -> str:
         return self.what or f"add {self.name}"
+
+
+@dataclass(frozen=True)
+class Moved:
+    """The process a member's socket is now served by (update_members' `moved`)."""
+
+    pid: int
+    fd: int
+    shared: bool = False  # several processes serve it: pid is the first (RP_MEMBER_SHARED)
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,7 @@ def entry(previous: abi.RpMember, seat: Seat, now_ns: int) -> abi.RpMember:
     m.cookie = j.info.cookie
     m.pid = j.member.pid
     m.fd = j.member.fd
-    m.flags = abi.RP_MEMBER_USED
+    m.flags = abi.RP_MEMBER_USED | (abi.RP_MEMBER_SHARED if j.member.shared else 0)
     if seat.quic_server_id is not None:
         m.flags |= abi.RP_MEMBER_QUIC
         m.quic_server_id = seat.quic_server_id
@@ -208,7 +218,7 @@ def update_members(
     g: Group,
     members: list[abi.RpMember],
     joining: Iterable[Joining] = (),
-    moved: Optional[Mapping[int, tuple[int, int]]] = None,
+    moved: Optional[Mapping[int, Moved]] = None,
     policies: Optional[Mapping[int, Optional[abi.RpPolicy]]] = None,
     pin: Optional[PinChooser] = None,
     attach: bool = True,
@@ -218,7 +228,7 @@ def update_members(
     (the caller holds the group lock).
 
     `joining` sockets take free indexes of the socket array (or, replacing,
-    the index of their member); `moved` (index -> pid, fd) records the new
+    the index of their member); `moved` (index -> Moved) records the new
     process of a member whose socket lives on; `policies` (index -> policy,
     None = leaves) as Group.publish takes them; `pin`, given name -> index
     of the members after the change, returns the pin plan (None keeps the
@@ -259,8 +269,10 @@ def update_members(
                 final.setdefault(s.index, live[s.index])
             else:
                 final[s.index] = new_policy(n.weight, n.draining)
-        for index, (pid, fd) in (moved or {}).items():
-            members[index].pid, members[index].fd = pid, fd  # publish writes every member's entry
+        for index, to in (moved or {}).items():
+            m = members[index]  # publish writes every member's entry
+            m.pid, m.fd = to.pid, to.fd
+            m.flags = m.flags & ~abi.RP_MEMBER_SHARED | (abi.RP_MEMBER_SHARED if to.shared else 0)
     except BaseException:
         for s in seats:
             if s.index not in written:

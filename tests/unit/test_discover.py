@@ -13,6 +13,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from rpctl.controller.contract.errors import InvalidInput
@@ -224,3 +225,45 @@ def test_discover_checks_its_arguments():
         discover.discover(port=0)
     with pytest.raises(InvalidInput, match="sctp"):
         discover.discover(proto="sctp")
+
+
+def test_parse_syscall_of_a_thread_blocked_in_accept_and_of_others():
+    # /proc/PID/task/TID/syscall of a thread in accept4(3, ...) on x86_64, and of running ones.
+    assert discover.parse_syscall("288 0x3 0x7ffc2a1b 0x7ffc2a1c 0x80000 0x0 0x0 0x7ffc2a00 0x7f00\n") == (288, 3)
+    assert discover.parse_syscall("running\n") is None
+    assert discover.parse_syscall("-1 0x7ffc2a00 0x7f00\n") is None
+    assert discover.parse_syscall("") is None
+
+
+def test_children_sharing_a_listener_are_its_servers_and_the_parent_that_holds_it_is_not():
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen()
+    kids = []
+    try:
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    lst.accept()
+                finally:
+                    os._exit(0)
+            kids.append(pid)
+        port = lst.getsockname()[1]
+
+        def servers():
+            found = discover.discover(port, "tcp")[0].listeners[0]
+            return sorted(h.pid for h in found.servers), found
+
+        deadline = time.monotonic() + 5
+        while servers()[0] != sorted(kids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids, found = servers()
+        assert pids == sorted(kids) and os.getpid() not in pids
+        assert found.server.pid == min(kids) and not found.weak
+        assert sorted(h.pid for h in discover.servers_of([found.inode])[found.inode]) == sorted(kids)
+    finally:
+        for pid in kids:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        lst.close()

@@ -35,7 +35,7 @@ def test_discover_json_keys_are_stable(cli_without_system, monkeypatch):
     assert list(ep) == ["endpoint", "protocol", "family", "address", "port", "reuseport", "listeners"]
     assert (ep["endpoint"], ep["family"], ep["reuseport"]) == ("tcp:127.0.0.1:7080", "ipv4", True)
     served, unserved = ep["listeners"]
-    assert list(served) == ["cookie", "inode", "queue", "backlog", "server", "epolled_by", "holders"]
+    assert list(served) == ["cookie", "inode", "queue", "backlog", "server", "servers", "epolled_by", "holders"]
     assert served["server"] == {"pid": 11, "fd": 5, "comm": "nginx"}
     assert served["epolled_by"] == [11]
     assert served["holders"] == [{"pid": 10, "fd": 5, "comm": "nginx"}, {"pid": 11, "fd": 5, "comm": "nginx"}]
@@ -47,7 +47,7 @@ def test_discover_table(cli_without_system, monkeypatch):
     code, out, err = invoke(["discover"])
     assert code == 0, err
     assert "tcp:127.0.0.1:7080  reuseport yes  2 sockets" in out
-    assert "11 nginx" in out and "10, 11 (fd 5)" in out and "? none epolls it" in out
+    assert "11 nginx" in out and "10, 11 (fd 5)" in out and "? none is seen serving it" in out
     monkeypatch.setattr(discover, "discover", lambda port=None, proto=None: [])
     assert (
         invoke(["discover", "--port", 9])[1]

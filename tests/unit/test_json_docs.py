@@ -22,7 +22,7 @@ COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigne
 
 
 MEMBER_KEYS = {
-    "name", "index", "pid", "fd", "cookie", "state", "weight", "target_share", "observed_share", "selected",
+    "name", "index", "pid", "fd", "shared", "processes", "cookie", "state", "weight", "target_share", "observed_share", "selected",
     "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "flow_datagrams", "flows_created",
     "flows_reassigned", "flows", "quic_routed", "quic_server_id", "throttled",
 }

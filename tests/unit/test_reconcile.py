@@ -182,3 +182,82 @@ def test_options_that_differ_from_the_groups_are_refused_naming_both_values():
         "fixed (`unload(group=web)` first, then apply again to make it anew), the group is left as it is")
     with pytest.raises(StateError, match="quic is off in the kernel and on in the file"):
         plan(_spec(listen=UDP, options=GroupOptions(quic=True)), made)
+
+
+# Shared listeners: a prefork server's children share each socket ---------------------
+
+
+def _shared(cookie: int, servers: tuple, parent: int = 1) -> Candidate:
+    return Candidate(cookie, cookie + 1000, servers[0], 6, "nginx", "/usr/sbin/nginx", 33, "/",
+                     (parent, *servers), servers)
+
+
+def _parent_only(cookie: int, parent: int = 1) -> Candidate:
+    """Only the parent holds it, not seen serving it: between two generations of children."""
+    return Candidate(cookie, cookie + 1000, parent, 6, "nginx", "/usr/sbin/nginx", 33, "/", (parent,), (), True)
+
+
+def test_a_shared_listener_is_admitted_under_its_first_server_and_recorded_shared():
+    p = plan(_spec(), Observed("web", KEY, False, (_shared(1, (101, 102)),)))
+    assert [(a.name, a.pid, a.shared) for a in p.adds] == [("nginx-1", 101, True)]
+    assert p.unmanaged == () and p.unserved == ()
+
+
+def test_a_shared_member_keeps_its_record_while_its_process_serves_and_follows_new_children():
+    shared = Current(0, "nginx-1", 1, 101, 6, 1, False, True, shared=True)
+    same = plan(_spec(), Observed("web", KEY, True, (_shared(1, (101, 102, 201)),), (shared,)))
+    assert same.empty
+    restarted = plan(_spec(), Observed("web", KEY, True, (_shared(1, (201, 202)),), (shared,)))
+    assert [(r.pid, r.old_pid, r.shared) for r in restarted.refreshes] == [(201, 101, True)]
+    assert restarted.lines() == ["group web: nginx-1 pid 101 -> 201 (same socket, fd 6, shared with other processes)"]
+
+
+def test_a_member_never_moves_to_a_parent_that_only_holds_its_socket():
+    shared = Current(0, "nginx-1", 1, 101, 6, 1, False, True, shared=True)
+    p = plan(_spec(), Observed("web", KEY, True, (_parent_only(1),), (shared,)))
+    assert p.refreshes == () and p.removes == () and p.unserved == ("nginx-1",)
+    # A process that only holds the socket is admitted (a single-process server in poll()),
+    # and looked at again soon.
+    first = plan(_spec(), Observed("web", KEY, False, (_parent_only(1),)))
+    assert [a.pid for a in first.adds] == [1] and first.unserved == ("nginx-1",)
+
+
+# candidates and observe: what plan() is given ----------------------------------------------
+
+
+def test_candidates_are_the_endpoints_listeners_with_who_serves_each():
+    from rpctl.controller.kernel.discover import Endpoint, Holder, Identity, Listener
+    from rpctl.controller.ops.reconcile import candidates
+
+    ep = Endpoint("tcp", socket.AF_INET, "127.0.0.1", 8080, [
+        Listener(1, 1001, 33, 0, 511, [Holder(7, 5, "nginx"), Holder(8, 5, "nginx")], [8], Holder(8, 5, "nginx"),
+                 [Holder(8, 5, "nginx")]),
+        Listener(2, 1002, 33, 0, 511, [Holder(7, 6, "nginx"), Holder(9, 6, "nginx")], [], None),
+    ])
+    asked = []
+
+    def identify(pid):
+        asked.append(pid)
+        return Identity("nginx", "/usr/sbin/nginx", 33, "/")
+
+    assert candidates(ep, identify) == (
+        Candidate(1, 1001, 8, 5, "nginx", "/usr/sbin/nginx", 33, "/", (7, 8), (8,)),
+        Candidate(2, 1002, holders=(7, 9)),
+    )
+    assert asked == [8], "only a serving process is identified"
+    assert candidates(None) == ()
+
+
+def test_observe_takes_the_listeners_it_is_given(monkeypatch, tmp_path):
+    import rpctl.controller.ops.reconcile as reconcile
+
+    class NoGroups:
+        def group_dir(self, name):
+            return str(tmp_path / name)
+
+        def groups(self):
+            return []
+
+    monkeypatch.setattr(reconcile, "discover", lambda *a, **kw: pytest.fail("discovered again"))
+    listeners = (_lst(1, 101),)
+    assert reconcile.observe(_spec(), NoGroups(), listeners) == Observed("web", KEY, False, listeners)

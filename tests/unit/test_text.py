@@ -23,3 +23,13 @@ def test_several_on_udp_and_one_nobody_visibly_holds():
 def test_none_or_not_read_is_no_warning():
     assert unmanaged_warning(group_view()) is None
     assert unmanaged_warning(group_view(unmanaged=None)) is None
+
+
+def test_pid_text_of_a_member_and_of_shared_ones():
+    from rpctl.cli.text import pid_text
+    from tests.support.views import member
+
+    assert pid_text(member(0, "w")) == "4200"
+    assert pid_text(member(0, "w", shared=True, processes=[11, 12])) == "11,12"
+    assert pid_text(member(0, "w", shared=True, processes=[11, 12, 13, 14])) == "11,12+2"
+    assert pid_text(member(0, "w", shared=True, processes=[])) == "-"
