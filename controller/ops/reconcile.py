@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from ..contract import abi
 from ..contract.errors import InvalidInput, StateError
@@ -42,6 +42,9 @@ from ..store.state import Layout
 from ..tables import pin_table
 from ..tables.naming import Newcomer, assign_names
 from .config import WEIGHTED, GroupSpec, PinSpec
+
+if TYPE_CHECKING:
+    from .watch import Look
 
 __all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
            "candidates", "execute", "observe", "plan", "reconcile"]
@@ -445,15 +448,20 @@ def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
         return _execute(p, layout, group_locked=False)
 
 
-def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False) -> Plan:
+def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False,
+              look: Optional[Look] = None) -> Plan:
     """Observe, plan and (unless dry_run or nothing to do) execute, under the
-    group's lock (the namespace's when the group may be created).  Returns the plan."""
+    group's lock (the namespace's when the group may be created).  `look`:
+    one look at the namespace shared by every group of a file (watch.Look:
+    one discover of each protocol, not one per group); None: a look of this
+    group's own.  Returns the plan."""
     if spec.run is not None:
         return plan(spec, Observed(spec.name, spec.listen))
     probe.require_bpf_privileges(f"apply group {spec.name}")
     layout = layout or Layout()
     with _locked(layout, spec.name) as group_locked:
-        p = plan(spec, observe(spec, layout))
+        listeners = candidates(look.served(spec.listen), look.identity) if look is not None else None
+        p = plan(spec, observe(spec, layout, listeners))
         if not (dry_run or p.empty):
             _execute(p, layout, group_locked)
     return p
