@@ -247,9 +247,11 @@ def machine() -> str:
         debian = Path("/etc/debian_version").read_text().strip()
     except OSError:
         pass
+    # The load average at the time: on a machine shared with other work, how busy it was.
     return (
         f"{os.cpu_count()} CPUs ({cpu}), {mem_gib:.0f} GiB, Debian {debian}, "
-        f"kernel {platform.release().split('-')[0]}, Python {platform.python_version()}"
+        f"kernel {platform.release().split('-')[0]}, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
     )
 
 

@@ -25,14 +25,13 @@ are noisy.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench._scale_serve import ServeProcess
 from bench.common import median, table, write_section
-from bench.dashboard_cpu import cpu_seconds, ms_per_call
+from bench.dashboard_cpu import ms_per_call
 from tests.support.launched import wait_until
 from tests.support.netns import fresh_netns
 from tests.support.nginx import Nginx, group_config
@@ -50,24 +49,6 @@ POLL_S = 0.005
 def _config(path: Path, comm: str) -> str:
     path.write_text(group_config(PORT, comm))
     return str(path)
-
-
-class _Serve:
-    def __init__(self, tmp: Path, comm: str):
-        self.err = tmp / "serve.err"
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rpctl.cli", "serve", "-c", _config(tmp / "rpctl.toml", comm)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            )
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _member_count() -> int:
@@ -95,14 +76,6 @@ def _steered_to(cookie: int) -> int:
     return 0
 
 
-def _cpu(pid: int, warmup: float, window: float) -> float:
-    time.sleep(warmup)
-    t0, c0 = time.monotonic(), cpu_seconds(pid)
-    time.sleep(window)
-    t1, c1 = time.monotonic(), cpu_seconds(pid)
-    return 100 * (c1 - c0) / (t1 - t0)
-
-
 def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[float], list[float], float]:
     """(waits from the new listener's appearance to its first connection, in ms; the same
     from the reload's SIGHUP; serve's idle CPU %)."""
@@ -113,9 +86,10 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
         serve = None
         try:
             ngx.wait_ready()
-            serve = _Serve(tmp, "nginx")
+            serve = ServeProcess(_config(tmp / "rpctl.toml", "nginx"), tmp / "serve.err", 15)
             wait_until("3 members", lambda: _member_count() == 3, 15)
-            idle = _cpu(serve.proc.pid, warmup, window)
+            time.sleep(warmup)
+            idle = serve.cpu_percent(window)
             waits, from_hup = [], []
             with ClientLoad(PORT, concurrency=4):
                 for _ in range(reloads):
@@ -133,7 +107,7 @@ def nginx_figures(reloads: int, warmup: float, window: float) -> tuple[list[floa
                     ngx.reload(3)
                     wait_until("3 members again", lambda: _member_count() == 3, 15)
             if serve.proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {serve.err.read_text()}")
+                raise RuntimeError(f"serve exited: {serve.log()}")
             return waits, from_hup, idle
         finally:
             if serve is not None:
@@ -163,10 +137,11 @@ def members_cpu(warmup: float, window: float, calls: int) -> tuple[float, float,
         try:
             for _ in range(MEMBERS):
                 members.add()
-            serve = _Serve(Path(d), comm)
+            serve = ServeProcess(_config(Path(d) / "rpctl.toml", comm), Path(d) / "serve.err", 60)
             wait_until(f"{MEMBERS} members", lambda: _member_count() == MEMBERS, 60)
             with LightLoad(members):
-                cpu = _cpu(serve.proc.pid, warmup, window)
+                time.sleep(warmup)
+                cpu = serve.cpu_percent(window)
             serve.stop()
             return (cpu, *look_and_reconcile_ms(str(Path(d) / "rpctl.toml"), calls))
         finally:

@@ -12,6 +12,7 @@ from .wording import error_line
 
 def cmd_apply(env: Environment, args) -> ExitStatus:
     from rpctl.controller.ops import config, reconcile
+    from rpctl.controller.ops.watch import Look
     from rpctl.controller.store.group import unload
     from rpctl.controller.store.state import Layout
 
@@ -21,9 +22,12 @@ def cmd_apply(env: Environment, args) -> ExitStatus:
     cfg = config.load(args.config)
     plans, failed = [], []
     status = ExitStatus.OK
+    # One discover of each protocol's listeners for every group of the file, not
+    # one (and one walk of /proc) per group: 256 groups in seconds, not tens.
+    look = Look()
     for spec in cfg.groups:
         try:
-            p = reconcile.reconcile(spec, dry_run=args.dry_run)
+            p = reconcile.reconcile(spec, dry_run=args.dry_run, look=look)
         except (PermissionDenied, Unsupported):
             raise  # the same for every group: one line, not one per group
         except RpctlError as e:

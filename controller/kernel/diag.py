@@ -23,9 +23,10 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import Collection, Iterable, Iterator, NamedTuple, Optional
 
-__all__ = ["PROTOCOLS", "Protocol", "SocketDiag", "listeners", "queue_depths", "holders", "handshakes"]
+__all__ = ["PROTOCOLS", "ListenerDump", "Protocol", "SocketDiag", "WireEndpoint", "handshakes", "holders",
+           "listeners", "queue_depths", "wire_endpoint"]
 
 # include/uapi/linux/netlink.h, sock_diag.h, net/tcp_states.h
 _NLMSG_ERROR = 2
@@ -47,6 +48,17 @@ _REQ_SOCKID = struct.Struct("!HH44x")
 # big-endian, src[16], dst[16], if, cookie as u32[2] low word first); expires,
 # rqueue, wqueue, uid, inode.  Ports are read native and swapped with ntohs.
 _MSG = struct.Struct("=BB2xH2x16s16x4xII4xIIII")
+_MSG_QUEUE = struct.Struct("=BB2xH2x16s16x4xII4xI")  # the same, up to rqueue: what a look at every endpoint reads
+# A filter of ports (include/uapi/linux/inet_diag.h): an nlattr, then struct
+# inet_diag_bc_op {code, yes, no}: yes and no are how far to jump on true and on false.
+_NLA = struct.Struct("=HH")
+_INET_DIAG_REQ_BYTECODE = 1
+_BC_OP = struct.Struct("=BBH")
+_BC_JMP = 1
+_BC_S_EQ = 11
+_BC_ENTRY = 12  # one port: S_EQ, its port, JMP
+MAX_FILTER_PORTS = 4096  # a filter's bytes fit the attribute's 16-bit length with room to spare
+_ID_END = 52  # inet_diag_msg up to the end of its sockid (the cookie): a listener's identity, not its queue
 _RECV_SIZE = 1 << 16  # above the 32 KiB the kernel fills per dump skb: no MSG_TRUNC
 
 _FAMILY_NAMES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}
@@ -101,8 +113,28 @@ def _fail(what: str, err: int) -> OSError:
     return OSError(err, f"read sockets through sock_diag: {what}: {os.strerror(err)}{hint}")
 
 
-def _request(family: int, proto: int, port: int | None, states: int) -> bytes:
+def _ports_filter(ports: Collection[int]) -> bytes:
+    """inet_diag bytecode (an INET_DIAG_REQ_BYTECODE attribute) that keeps the
+    sockets whose local port is one of `ports`, so that the kernel sends no
+    other.  Per port, 12 bytes: S_EQ (the port in a second op), true on to
+    the JMP after it, which jumps to the end (kept), false on to the next
+    port; the last one's false jump lands 4 bytes past the end (dropped).
+    Every jump is a multiple of 4 onto an op or the end, as the kernel's
+    audit of a filter (inet_diag_bc_audit) asks."""
+    end = _BC_ENTRY * len(ports)
+    ops = []
+    for i, port in enumerate(sorted(ports)):
+        at = _BC_ENTRY * i
+        ops += [_BC_OP.pack(_BC_S_EQ, 8, _BC_ENTRY if at + _BC_ENTRY < end else _BC_ENTRY + 4),
+                _BC_OP.pack(0, 0, port), _BC_OP.pack(_BC_JMP, 4, end - at - 8)]
+    code = b"".join(ops)
+    return _NLA.pack(_NLA.size + len(code), _INET_DIAG_REQ_BYTECODE) + code
+
+
+def _request(family: int, proto: int, port: int | None, states: int, ports: Collection[int] = ()) -> bytes:
     body = _REQ.pack(family, proto, 0, states) + _REQ_SOCKID.pack(port or 0, 0)
+    if ports:
+        body += _ports_filter(ports)
     header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
     return header + body
 
@@ -115,22 +147,12 @@ def _decode(data: bytes, off: int, proto: int) -> SocketDiag:
                       local_addr=addr, local_port=socket.ntohs(sport), rqueue=rqueue, wqueue=wqueue)
 
 
-def _dump(
-    nl: socket.socket, family: int, proto: int, port: int | None, handshaking: bool = False
-) -> list[SocketDiag]:
-    """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
-    sockets, or (handshaking=True, TCP) the requests still in their handshake."""
-    what = f"{_FAMILY_NAMES[family]} {PROTOCOLS[proto].name} dump"
-    state = _TCP_SYN_RECV if handshaking else PROTOCOLS[proto].state
-    states = (1 << _TCP_SYN_RECV | 1 << _TCP_NEW_SYN_RECV) if handshaking else 1 << state
+def _messages(nl: socket.socket, what: str, request: bytes) -> Iterator[tuple[bytes, int]]:
+    """The inet_diag_msg replies of one dump: (buffer, offset of the message's netlink header)."""
     try:
-        # The kernel skips other source ports itself (TCP listeners and UDP); the
-        # check below is kept for kernels that do not.
-        nl.send(_request(family, proto, port, states))
+        nl.send(request)
     except OSError as e:
         raise _fail(f"{what}: send request", e.errno) from None
-
-    found: list[SocketDiag] = []
     while True:
         try:
             data, _, flags, _ = nl.recvmsg(_RECV_SIZE)
@@ -149,14 +171,39 @@ def _dump(
                 if err:
                     raise _fail(what, err)
                 if mtype == _NLMSG_DONE:
-                    return found
+                    return
             elif mtype == _SOCK_DIAG_BY_FAMILY:
                 if length < _NLMSG_HDR.size + _MSG.size:
                     raise RuntimeError(f"read sockets through sock_diag: {what}: short inet_diag_msg")
-                d = _decode(data, off, proto)
-                if d.state == state and (port is None or d.local_port == port):
-                    found.append(d)
+                yield data, off
             off += (length + 3) & ~3
+
+
+def _listening(family: int, proto: int, port: int | None, handshaking: bool = False,
+               ports: Collection[int] = ()) -> tuple[str, int, bytes]:
+    """What a dump of one family and protocol is called in messages, the state it
+    keeps, and its request: the listening sockets (of `ports` only, when given),
+    or (handshaking=True, TCP) the requests still in their handshake."""
+    what = f"{_FAMILY_NAMES[family]} {PROTOCOLS[proto].name} dump"
+    state = _TCP_SYN_RECV if handshaking else PROTOCOLS[proto].state
+    states = (1 << _TCP_SYN_RECV | 1 << _TCP_NEW_SYN_RECV) if handshaking else 1 << state
+    return what, state, _request(family, proto, port, states, ports)
+
+
+def _dump(
+    nl: socket.socket, family: int, proto: int, port: int | None, handshaking: bool = False
+) -> list[SocketDiag]:
+    """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
+    sockets, or (handshaking=True, TCP) the requests still in their handshake."""
+    what, state, request = _listening(family, proto, port, handshaking)
+    found: list[SocketDiag] = []
+    # The kernel skips other source ports itself (TCP listeners and UDP); the
+    # check below is kept for kernels that do not.
+    for data, off in _messages(nl, what, request):
+        d = _decode(data, off, proto)
+        if d.state == state and (port is None or d.local_port == port):
+            found.append(d)
+    return found
 
 
 def _netlink() -> socket.socket:
@@ -176,6 +223,72 @@ def listeners(proto: int, port: int | None = None, family: int | None = None) ->
     families = (socket.AF_INET, socket.AF_INET6) if family is None else (family,)
     with _netlink() as nl:
         return {d.cookie: d for fam in families for d in _dump(nl, fam, proto, port)}
+
+
+class WireEndpoint(NamedTuple):
+    """An endpoint as a dump gives it, compared without decoding: the address packed (4 or 16 bytes)."""
+
+    proto: int  # socket.IPPROTO_TCP / IPPROTO_UDP
+    family: int  # socket.AF_INET / AF_INET6
+    addr: bytes  # socket.inet_pton(family, address)
+    port: int
+
+
+def wire_endpoint(proto: int, family: int, addr: str, port: int) -> WireEndpoint:
+    """The WireEndpoint of an address written as text ("127.0.0.1", "::")."""
+    return WireEndpoint(proto, family, socket.inet_pton(family, addr.split("%")[0]), port)
+
+
+class ListenerDump:
+    """One dump of every TCP listener, or UDP socket bound to a port, of one
+    (proto, family), of every port or of `ports` only (the kernel filters
+    them), kept as the kernel's replies; from them, each only when asked: a
+    fingerprint (bytes that change when a listener comes, goes or moves, and
+    not with its queue) and the split by endpoint, {WireEndpoint: {cookie:
+    rqueue}}.
+
+    No address text and no SocketDiag per reply: a look at a namespace's
+    hundreds of listeners costs a few system calls and a slice per reply
+    (the fingerprint), or an unpack up to its queue (by endpoint).
+    """
+
+    def __init__(self, proto: int, family: int, ports: Optional[Collection[int]] = None):
+        _check(proto, None, family)
+        if ports is not None and not 0 < len(ports) <= MAX_FILTER_PORTS:
+            raise ValueError(f"a dump of ports reads 1..{MAX_FILTER_PORTS} ports, not {len(ports)}")
+        for port in ports or ():
+            _check(proto, port)
+        self.proto, self.family = proto, family
+        what, self._state, request = _listening(family, proto, None, ports=ports or ())
+        with _netlink() as nl:
+            self._replies = list(_messages(nl, what, request))
+        self._split: dict[WireEndpoint, dict[int, int]] | None = None
+
+    def fingerprint(self) -> bytes:
+        """Each reply's family, state, timers, ports, addresses, interface and cookie, end to end."""
+        start = _NLMSG_HDR.size
+        return b"".join([data[off + start:off + start + _ID_END] for data, off in self._replies])
+
+    def by_endpoint(self) -> dict[WireEndpoint, dict[int, int]]:
+        if self._split is None:
+            self._split = self._decode()
+        return self._split
+
+    def _decode(self) -> dict[WireEndpoint, dict[int, int]]:
+        out: dict[WireEndpoint, dict[int, int]] = {}
+        proto, state, v4 = self.proto, self._state, self.family == socket.AF_INET
+        ntohs, unpack, start = socket.ntohs, _MSG_QUEUE.unpack_from, _NLMSG_HDR.size
+        for data, off in self._replies:
+            fam, st, sport, src, lo, hi, rqueue = unpack(data, off + start)
+            if st != state:
+                continue
+            # A plain tuple: equal to the WireEndpoint callers look up, and made faster.
+            key = (proto, fam, src[:4] if v4 else src, ntohs(sport))
+            found = out.get(key)
+            if found is None:
+                found = out[key] = {}
+            found[lo | hi << 32] = rqueue
+        return out
 
 
 def handshakes(port: int) -> int:

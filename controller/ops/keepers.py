@@ -1,10 +1,13 @@
 """The keepers of `rpctl serve`: one per group of the file, each keeping its group true to it.
 
-An adopted group (`adopt = {...}`) has a Keeper: several times a second one
-port-filtered sock_diag dump and a liveness check of the members' pids
-(controller/ops/watch.py); only when either differs from what the last
-reconcile left, or every RESYNC seconds, the group is reconciled
-(controller/ops/reconcile.py: one lock, one atomic publish).
+An adopted group (`adopt = {...}`) has a Keeper: several times a second its
+endpoint's listeners and its members' pids, read from serve's one look at
+the namespace (controller/ops/watch.py); only when either differs from what
+the last reconcile left the group is reconciled (controller/ops/reconcile.py:
+one lock, one atomic publish).  At least every RESYNC seconds, at the same
+moment for every group, the plan a reconcile would make is worked out from
+that look's one discover() and the group's maps, and the group is
+reconciled only when it would change something or say something new.
 
 A group with `run = {...}` has a LaunchedKeeper: a Launcher starts,
 supervises and registers its children, as `rpctl run` does; the file's
@@ -14,12 +17,16 @@ Serve treats every keeper alike: what only a launched group does (children
 to supervise, an fd to wait on, a restart to wake up for, a count to grow
 or shrink to, children to kill at a second stop) is a method that an
 adopted group's keeper leaves empty.  A keeper of a group with `adaptive =
-true` also runs its AdaptiveLoop (controller/ops/adaptive_loop.py).
+true` also runs its AdaptiveLoop (controller/ops/adaptive_loop.py).  So
+that a wake-up costs nothing per group that has nothing to do then, serve
+asks each keeper once, when the file is read, whether it has children
+(has_children) and whether it samples (samples), and calls only those.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import replace
@@ -37,15 +44,28 @@ from .adaptive_loop import AdaptiveLoop, settings_of
 from .config_spec import GroupSpec, PinSpec
 from .launcher import Launcher
 
-__all__ = ["RESYNC", "Keeper", "LaunchedKeeper", "keeper_for"]
+__all__ = ["RESYNC", "Keeper", "LaunchedKeeper", "keeper_for", "next_check", "undecided"]
 
-RESYNC = 30.0    # seconds between two full reconciles of a group that looks unchanged
+RESYNC = 30.0    # a group that looks unchanged is checked at least this often (what a reconcile would do)
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
 SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
 DRAIN_LOOK = 0.5  # a draining server generation is looked at this often (a read of the group's view)
 
 log = logging.getLogger("rpctl.serve")  # serve's log: keepers run inside serve
+
+
+def next_check(now: float) -> float:
+    """When the periodic check after `now` is due: the next multiple of RESYNC
+    on the monotonic clock, the same moment for every group (one look at /proc
+    serves them all), never more than RESYNC away."""
+    return (math.floor(now / RESYNC) + 1) * RESYNC
+
+
+def undecided(plan: reconcile.Plan) -> bool:
+    """Whether a plan leaves a listener whose serving process is not told apart yet (pid 0), or
+    a shared member only its parent holds: what the keeper looks at again soon."""
+    return any(not u.pid for u in plan.unmanaged) or bool(plan.unserved)
 
 
 def keeper_for(spec: GroupSpec, layout: Layout) -> Keeper:
@@ -87,7 +107,11 @@ class Keeper:
 
     # Looks ---------------------------------------------------------------------------
 
-    def adapt(self, now: float) -> float | None:
+    def samples(self) -> bool:
+        """Whether adapt() has anything to do: the spec asks for adaptive steering, or its loop is to be ended."""
+        return self.spec.adaptive or self.adaptive is not None
+
+    def adapt(self, now: float, look: watch.Look) -> float | None:
         """Run the adaptive loop when the spec asks for it; when the next sample is due (None: off)."""
         if not self.spec.adaptive:
             if self.adaptive is not None:
@@ -95,19 +119,55 @@ class Keeper:
                 self.adaptive = None
             return None
         if self.adaptive is None:
-            self.adaptive = AdaptiveLoop(self.name, self.layout)
-        return self.adaptive.step(now, settings_of(self.spec))
+            self.adaptive = AdaptiveLoop(self.name, self.layout, self.key)
+        return self.adaptive.step(now, settings_of(self.spec), look)
 
-    def tick(self, now: float, force: bool = False) -> bool:
+    def tick(self, now: float, look: watch.Look, force: bool = False) -> bool:
         """Look at the group; reconcile it when it changed.  True when it was reconciled."""
-        signs = watch.signs(self.key, self.pids)
+        signs = look.signs(self.key, self.pids)
         why = watch.difference(self.settled, signs)
-        if why is None and not force and now < self.next_full:
-            self.watch_generations(now)
-            return False
+        if why is None and not force:
+            if now < self.next_full:
+                self.watch_generations(now)
+                return False
+            if self.unchanged(look):
+                self.next_full = next_check(now)
+                self.watch_generations(now)
+                return False
         self.reconcile(signs, why or ("file reread" if force else "periodic check"))
         self.watch_generations(now)
         return True
+
+    def waits(self) -> watch.Wait:
+        """What would make tick() do anything: serve asks no keeper while a look finds all of it unchanged."""
+        if self.settled is None:
+            return watch.Wait(self.key, frozenset(), -math.inf)
+        until = self.next_full
+        if self.spec.rollout is not None and self.draining:
+            until = min(until, self.next_drain_look)  # a draining generation is looked at (watch_generations)
+        return watch.Wait(self.key, self.settled.live_pids, until)
+
+    def unchanged(self, look: watch.Look) -> bool:
+        """The periodic check: whether a reconcile now would change nothing and log
+        nothing new, worked out (without the group's lock) from the look's one
+        discover() and the group's maps.  A group waiting for a retry, or for an
+        undecided listener, is reconciled in full instead."""
+        if self.soon or self.failed is not None:
+            return False
+        try:
+            listeners = reconcile.candidates(look.served(self.key), look.identity,
+                                               reconcile.keyed_by(self.spec))
+            if not listeners and not os.path.isdir(self.layout.group_dir(self.name)):
+                # Nothing to adopt and no group: what observe() would find, without reading every
+                # group of the namespace to ask which steers the endpoint (one that did would have
+                # failed the last reconcile, and a failed group is reconciled in full).
+                observed = reconcile.Observed(self.name, self.key)
+            else:
+                observed = reconcile.observe(self.spec, self.layout, listeners)
+            plan = reconcile.plan(self.spec, observed)
+        except (RpctlError, OSError):
+            return False  # the reconcile says what
+        return plan.empty and not undecided(plan) and set(plan.note_lines()) == self.notes
 
     def watch_generations(self, now: float) -> None:
         """While a server generation drains, look at it every DRAIN_LOOK (its members'
@@ -145,8 +205,7 @@ class Keeper:
         # the log when it stays so.
         # So is a shared listener that only its prefork server's parent holds (the old children
         # gone, the new ones not yet polling): no pid exits when they start.
-        undecided = any(not u.pid for u in plan.unmanaged) or bool(plan.unserved)
-        self.soon = (min(self.soon * 2, RESYNC) if self.soon else SOON) if undecided else 0.0
+        self.soon = (min(self.soon * 2, RESYNC) if self.soon else SOON) if undecided(plan) else 0.0
         if self.soon and self.soon < UNDECIDED_NOTE:
             plan = replace(plan, unmanaged=tuple(u for u in plan.unmanaged if u.pid))
         self._log_notes(plan.note_lines())
@@ -157,7 +216,7 @@ class Keeper:
         self.pids = frozenset(plan.pids.values())
         self.draining, self.next_drain_look = True, 0.0  # looked at now: the plan may have drained a generation
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
-        self.next_full = time.monotonic() + (self.soon or RESYNC)
+        self.next_full = time.monotonic() + self.soon if self.soon else next_check(time.monotonic())
 
     def _log_notes(self, notes: list[str]) -> None:
         """Each note (a listener not admitted, a name no member has) once while it holds."""
@@ -167,6 +226,10 @@ class Keeper:
         self.notes = set(notes)
 
     # Children: an adopted group has none (serve keeps no process of its own there) --------
+
+    def has_children(self) -> bool:
+        """Whether fds(), next_due() and supervise() have anything to do (a launched group's children)."""
+        return False
 
     def fds(self) -> tuple[int, ...]:
         """The fds serve waits on for this group: readable when its children need a supervise()."""
@@ -236,7 +299,7 @@ class LaunchedKeeper(Keeper):
         except (RpctlError, OSError) as e:
             log.warning("group %s: count %d not reached: %s", self.name, count, e)
 
-    def tick(self, now: float, force: bool = False) -> bool:
+    def tick(self, now: float, look: watch.Look, force: bool = False) -> bool:
         if not force:
             return False
         try:
@@ -248,6 +311,12 @@ class LaunchedKeeper(Keeper):
                 log.info("group %s: %s", self.name, line)
         except RpctlError as e:
             log.warning("group %s: nothing applied of its weights, drains and pin: %s", self.name, e)
+        return True
+
+    def waits(self) -> watch.Wait:
+        return watch.Wait(None, frozenset(), math.inf)  # only a reread of the file makes tick() do anything
+
+    def has_children(self) -> bool:
         return True
 
     def fds(self) -> tuple[int, ...]:

@@ -25,28 +25,32 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
+from ..contract import abi
 from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
-from ..kernel.discover import discover, identity
+from ..kernel.discover import Endpoint, Identity, discover, identity
 from ..kernel.server_root import generation_key
-from ..store.generation import Group
+from ..store.generation import Group, ctl_endpoint, name_of
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
-from ..store.membership import NO_MARK, Joining, Mark, Moved, NewMember, taken, update_members
+from ..store.membership import NO_MARK, Joining, Mark, Moved, NewMember, mark_of, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
-from ..store.policy import new_policy
+from ..store.policy import draining_flag, new_policy
 from ..store.state import Layout
-from ..tables import quic
+from ..tables import pin_table, quic
 from ..tables.naming import Newcomer, assign_names
 from ..tables.server_generations import Verdict
 from .config import WEIGHTED, GroupSpec, PinSpec
 from .rollout import Seatholder, steer
 
+if TYPE_CHECKING:
+    from .watch import Look
+
 __all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remark", "Remove", "Reweigh", "Unmanaged",
-           "execute", "observe", "plan", "reconcile"]
+           "candidates", "execute", "keyed_by", "observe", "plan", "reconcile"]
 
 SOCKET_CLOSED = "socket closed"
 
@@ -237,17 +241,25 @@ class Plan:
 # observe ----------------------------------------------------------------------
 
 
-def _candidates(key: sockets.EndpointKey, generation_by: Optional[str] = None) -> tuple[Candidate, ...]:
-    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+def keyed_by(spec: GroupSpec) -> Optional[str]:
+    """What tells the group's server generations apart (kernel/server_root.py); None: it has none."""
+    return spec.generation_by if spec.rollout is not None else None
+
+
+def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity] = identity,
+               generation_by: Optional[str] = None) -> tuple[Candidate, ...]:
+    """The listeners of a discovered endpoint (None: it has none) and the process serving each,
+    with what an adopt rule matches of it (`identify`: discover.identity, or a cache of it) and,
+    with `generation_by` (keyed_by()), the key of its server generation."""
     out = []
-    holding = {pid for lst in eps[0].listeners for pid in lst.holder_pids} if eps else set()
-    for lst in eps[0].listeners if eps else []:
+    holding = {pid for lst in endpoint.listeners for pid in lst.holder_pids} if endpoint is not None else set()
+    for lst in endpoint.listeners if endpoint is not None else []:
         holders = tuple(lst.holder_pids)
         s = lst.server
         if s is None:
             out.append(Candidate(lst.cookie, lst.inode, holders=holders))
             continue
-        who = identity(s.pid)
+        who = identify(s.pid)
         servers = tuple(h.pid for h in lst.servers)
         gen_key = generation_key(s.pid, holding, generation_by, who.cgroup) if generation_by else None
         out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
@@ -255,28 +267,53 @@ def _candidates(key: sockets.EndpointKey, generation_by: Optional[str] = None) -
     return tuple(out)
 
 
-def observe(spec: GroupSpec, layout: Optional[Layout] = None) -> Observed:
-    """The endpoint's listeners and the group's members, as they are now."""
-    from ..read.views import read_group
+def _candidates(spec: GroupSpec) -> tuple[Candidate, ...]:
+    key = spec.listen
+    eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
+    return candidates(eps[0] if eps else None, generation_by=keyed_by(spec))
 
-    layout = layout or Layout()
+
+def _not_steered_by_another(spec: GroupSpec, layout: Layout) -> None:
     steering = find_group_for(spec.listen, layout)
     if steering is not None and steering != spec.name:
         raise InvalidInput(f"group {spec.name}: {spec.listen.text} is steered by group {steering!r} already (",
                            Call("unload", group=steering), ", or give the group that name in the file)")
-    listeners = _candidates(spec.listen, spec.generation_by if spec.rollout is not None else None)
+
+
+def observe(spec: GroupSpec, layout: Optional[Layout] = None,
+            listeners: Optional[tuple[Candidate, ...]] = None) -> Observed:
+    """The endpoint's listeners (`listeners` when the caller discovered them
+    already) and the group's members, as they are now."""
+    layout = layout or Layout()
     if not os.path.isdir(layout.group_dir(spec.name)):
-        return Observed(spec.name, spec.listen, False, listeners)
+        _not_steered_by_another(spec, layout)
+        return Observed(spec.name, spec.listen, False, _candidates(spec) if listeners is None else listeners)
     with Group.open(spec.name, layout) as g:
-        if g.endpoint_key() != spec.listen:
-            raise InvalidInput(f"group {spec.name}: it steers {g.endpoint_key().text}, not {spec.listen.text} (",
+        ctl = g.ctl()
+        if ctl_endpoint(ctl) != spec.listen:
+            _not_steered_by_another(spec, layout)
+            raise InvalidInput(f"group {spec.name}: it steers {ctl_endpoint(ctl).text}, not {spec.listen.text} (",
                                Call("unload", group=spec.name), " first to move it)")
-        view = read_group(g, with_queues=False)
-        options = g.options()
-    members = tuple(Current(m.index, m.name, m.cookie, m.pid, m.fd, m.weight, m.draining, not m.gone, m.shared,
-                            Mark(m.generation, Verdict(m.verdict) if m.verdict else Verdict.NONE, m.canary))
-                    for m in view.members)
-    return Observed(spec.name, spec.listen, True, listeners, members, PinSpec(view.mode, view.pin_dev), options)
+        # The group steers the endpoint, so no other does (a group is made only for an
+        # endpoint no group steers): no need to read every group of the namespace to ask.
+        if listeners is None:
+            listeners = _candidates(spec)
+        members, pin = _members(g, ctl)
+    return Observed(spec.name, spec.listen, True, listeners, members, pin, GroupOptions.of_ctl(ctl))
+
+
+def _members(g: Group, ctl: abi.RpCtl) -> tuple[tuple[Current, ...], PinSpec]:
+    """The members of the live generation and its pin mode: what a plan needs of the
+    maps, and no more (no counters: serve's periodic check reads every group)."""
+    gen = ctl.gen & 1
+    live = g.maps["gens"].get(gen, abi.RpGen)
+    members = g.members()
+    current = tuple(Current(i, name_of(m), m.cookie, m.pid, m.fd, pol.weight, draining_flag(pol), g.socket_open(i, m),
+                            bool(m.flags & abi.RP_MEMBER_SHARED), mark_of(m))
+                    for i, pol in g.live_policies(members, gen).items() for m in (members[i],))
+    if live is None:
+        return current, WEIGHTED
+    return current, PinSpec(pin_table.mode_name(live.mode), live.pin_dev.decode(errors="replace"))
 
 
 # plan ---------------------------------------------------------------------------
@@ -467,10 +504,13 @@ def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
 
 
 def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False,
-              verdict: Optional[Verdict] = None) -> Plan:
+              look: Optional[Look] = None, verdict: Optional[Verdict] = None) -> Plan:
     """Observe, plan and (unless dry_run or nothing to do) execute, under the
-    group's lock (the namespace's when the group may be created).  Returns the plan.
-    `verdict`: given to the newest generation in the same publish (promote, rollback)."""
+    group's lock (the namespace's when the group may be created).  `look`:
+    one look at the namespace shared by every group of a file (watch.Look:
+    one discover of each protocol, not one per group); None: a look of this
+    group's own.  `verdict`: given to the newest generation in the same
+    publish (promote, rollback).  Returns the plan."""
     if verdict is not None and spec.rollout is None:
         raise InvalidInput(f"group {spec.name}: the file gives it no generations "
                            "(add generations = { canary = 5 } to its [[group]])")
@@ -479,7 +519,9 @@ def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = 
     probe.require_bpf_privileges(f"apply group {spec.name}")
     layout = layout or Layout()
     with _locked(layout, spec.name) as group_locked:
-        p = plan(spec, observe(spec, layout), verdict)
+        listeners = (candidates(look.served(spec.listen), look.identity, keyed_by(spec)) if look is not None
+                     else None)
+        p = plan(spec, observe(spec, layout, listeners), verdict)
         if not (dry_run or p.empty):
             _execute(p, layout, group_locked)
     return p

@@ -1,12 +1,15 @@
 """`rpctl serve`: one long-running process that keeps every group of a file true to it.
 
 The loop here looks at every group each INTERVAL through its keeper
-(controller/ops/keepers.py): an adopted group (`adopt = {...}`) is watched
-and reconciled when it changed, or every RESYNC seconds; a group with `run =
+(controller/ops/keepers.py), all of them through one look at the network
+namespace (controller/ops/watch.py: one sock_diag dump, not one per group):
+an adopted group (`adopt = {...}`) is watched and reconciled when it
+changed, and checked at least every RESYNC seconds; a group with `run =
 {...}` is launched and supervised by a Launcher, as `rpctl run` does, and
 its weights, drains and pin from the file are applied when the file is read.
 A group with `adaptive = true` also gets its sampling loop
-(controller/ops/adaptive_loop.py), which the loop wakes for.
+(controller/ops/adaptive_loop.py), which the loop wakes for; the groups
+sampled at one moment share one dump.
 
 Signals: SIGHUP rereads the file (a file that does not load is logged and
 the last good one stays in force); SIGTERM and SIGINT stop serve, which
@@ -43,6 +46,7 @@ from ..store.state import Layout
 from . import config, notify
 from .config_spec import GroupSpec
 from .keepers import RESYNC, Keeper, keeper_for
+from .watch import Look, Quiet
 
 __all__ = ["INTERVAL", "RESYNC", "Serve"]
 
@@ -70,6 +74,9 @@ class Serve:
         self.interval = interval
         self.environ = environ
         self.keepers: dict[str, Keeper] = {}
+        self._parents: list[Keeper] = []   # the keepers with children to supervise (run groups)
+        self._sampling: list[Keeper] = []  # the keepers with an adaptive loop to run or to end
+        self._sampled_ports: frozenset[int] = frozenset()
         self.config = None
         self._requests = _Requests()
         self._wake: Optional[sockets.SelfPipe] = None
@@ -77,6 +84,7 @@ class Serve:
         self._next_cleanup = 0.0
         self._next_look = 0.0
         self._adapt_due: float | None = None
+        self._quiet: Optional[Quiet] = None  # what every group waits for, as the last look at all of them found it
         self._cleanup_failed: Optional[str] = None
 
     # Requests (signal handlers, other threads) ----------------------------------
@@ -168,7 +176,7 @@ class Serve:
         due = [max(0.0, self._next_look - now)]
         if self._adapt_due is not None:
             due.append(max(0.0, self._adapt_due - now))
-        for k in self.keepers.values():
+        for k in self._parents:
             d = k.next_due()
             if d is not None:
                 due.append(d)
@@ -181,20 +189,37 @@ class Serve:
             self._cleanup()
         # The groups are looked at every interval (or when forced); the
         # loop also wakes for launchers' children and adaptive samples.
-        look = force or now >= self._next_look
-        if look:
+        looking = force or now >= self._next_look
+        if looking:
             self._next_look = now + self.interval
-        for k in list(self.keepers.values()):
+        look = Look()  # one for every group: each dump, pid and discover read once
+        if looking and not force and self._still_quiet(look, now):
+            looking = False  # every group would find what it found last time
+        for k in self._parents:
             k.supervise()
-            if look:
-                try:
-                    k.tick(now, force)
-                except (RpctlError, OSError) as e:
-                    log.warning("group %s: cannot look at it: %s", k.name, e)
-        self._adapt(time.monotonic())
+        failed = False
+        for k in list(self.keepers.values()) if looking else ():
+            try:
+                k.tick(now, look, force)
+            except (RpctlError, OSError) as e:
+                log.warning("group %s: cannot look at it: %s", k.name, e)
+                failed = True
+        if looking:
+            self._quiet = None if failed else Quiet.of(look, (k.waits() for k in self.keepers.values()))
+        now = time.monotonic()
+        if look.taken is None or not look.fresh(now):
+            # A sample on its own (or after a slow look) reads the sampled groups' ports alone.
+            look = Look(self._sampled_ports or None)
+        self._adapt(now, look)
 
-    def _adapt(self, now: float) -> None:
-        dues = [d for d in (k.adapt(now) for k in list(self.keepers.values())) if d is not None]
+    def _still_quiet(self, look: Look, now: float) -> bool:
+        try:
+            return self._quiet is not None and self._quiet.holds(look, now)
+        except (RpctlError, OSError):
+            return False  # each group says what it cannot look at
+
+    def _adapt(self, now: float, look: Look) -> None:
+        dues = [d for d in (k.adapt(now, look) for k in self._sampling) if d is not None]
         self._adapt_due = min(dues) if dues else None
 
     def _cleanup(self) -> None:
@@ -249,9 +274,16 @@ class Serve:
             else:
                 old.take(spec)
         self.config = cfg
+        self._sort_keepers()
         if not cfg.groups:  # the file as installed: every example commented out
             log.info("%s names no group: idle until it does (then reload: SIGHUP)", self.path)
         self._tick(force=True)
+
+    def _sort_keepers(self) -> None:
+        """The keepers each kind of wake-up asks: a wake-up asks nothing of a group that has nothing to do then."""
+        self._parents = [k for k in self.keepers.values() if k.has_children()]
+        self._sampling = [k for k in self.keepers.values() if k.samples()]
+        self._sampled_ports = frozenset(k.key.port for k in self._sampling)
 
     def _keeper(self, spec: GroupSpec) -> Keeper:
         k = keeper_for(spec, self.layout)
@@ -261,6 +293,7 @@ class Serve:
 
     def _drop(self, name: str) -> None:
         k = self.keepers.pop(name)
+        self._sort_keepers()
         for fd in k.fds():
             self._sel.unregister(fd)
         try:

@@ -48,7 +48,7 @@ def fake(monkeypatch, refuse_system, tmp_path):
     web = Plan("web", KEY, adds=(Add("nginx-1", 1, 101, 6, "nginx", 1, False),),
                unmanaged=(Unmanaged(9, 1009, 555, "python3", "comm 'python3' is not 'nginx'"),))
 
-    def fake_reconcile(spec, layout=None, dry_run=False):
+    def fake_reconcile(spec, layout=None, dry_run=False, look=None):
         seen["reconcile"].append((spec.name, dry_run))
         if spec.run is not None:
             return reconcile.plan(spec, reconcile.Observed(spec.name, spec.listen))
@@ -76,7 +76,7 @@ def test_apply_prints_each_groups_plan_and_leaves_other_groups_alone(fake):
 def test_a_group_that_cannot_be_applied_is_one_line_and_the_others_go_on(fake, monkeypatch):
     applied = reconcile.reconcile
 
-    def refuse_web(spec, layout=None, dry_run=False):
+    def refuse_web(spec, layout=None, dry_run=False, look=None):
         if spec.name == "web":
             raise StateError("its options differ (", Call("unload", group="web"), " first)")
         return applied(spec, layout, dry_run)
@@ -91,7 +91,7 @@ def test_a_group_that_cannot_be_applied_is_one_line_and_the_others_go_on(fake, m
         {"group": "web", "error": "group web: its options differ (`rpctl unload --group web` first)"}
     ]
 
-    def no_privileges(spec, layout=None, dry_run=False):
+    def no_privileges(spec, layout=None, dry_run=False, look=None):
         raise PermissionDenied("apply web: needs CAP_BPF (run as root)")
 
     monkeypatch.setattr(reconcile, "reconcile", no_privileges)

@@ -141,6 +141,77 @@ def test_port_filter(socks):
     assert cookie(u1) not in diag.listeners(TCP) and cookie(t1) not in diag.listeners(UDP)
 
 
+def test_a_listener_dump_splits_by_endpoint(socks):
+    # Two groups on two ports, a listener of another address on the first port,
+    # and a bound UDP socket: one dump per protocol and family, split here.
+    web, port = group(socks, 2, socket.SOCK_STREAM)
+    api, other_port = group(socks, 1, socket.SOCK_STREAM)
+    aside = socks(reuseport=True)
+    aside.bind(("127.0.0.2", port))
+    aside.listen()
+    dns, dns_port = group(socks, 1, socket.SOCK_DGRAM, addr="::1", family=socket.AF_INET6)
+    client = socks()
+    client.connect(("127.0.0.1", port))
+    web_key = diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", port)
+    got = wait_for(lambda: diag.ListenerDump(TCP, socket.AF_INET).by_endpoint(),
+                   lambda d: sum(d.get(web_key, {}).values()) == 1)
+    # The connection waits in one of the two listeners' accept queues.
+    assert set(got[web_key]) == {cookie(s) for s in web} and sorted(got[web_key].values()) == [0, 1]
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", other_port)]) == {cookie(api[0])}
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.2", port)]) == {cookie(aside)}
+    assert all(k[:2] == (TCP, socket.AF_INET) for k in got), "only TCP over IPv4: no UDP, no IPv6"
+    udp = diag.ListenerDump(UDP, socket.AF_INET6).by_endpoint()
+    assert set(udp[diag.wire_endpoint(UDP, socket.AF_INET6, "::1", dns_port)]) == {cookie(dns[0])}
+
+
+def test_a_dump_of_ports_gets_their_listeners_alone_from_the_kernel(socks):
+    groups = [group(socks, 2, socket.SOCK_STREAM) for _ in range(3)]
+    (first, p1), (_, p2), (third, p3) = groups
+    got = diag.ListenerDump(TCP, socket.AF_INET, ports=[p3, p1]).by_endpoint()
+    assert {k[3] for k in got} == {p1, p3}
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", p1)]) == {cookie(s) for s in first}
+    assert set(got[diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", p3)]) == {cookie(s) for s in third}
+    assert list(diag.ListenerDump(TCP, socket.AF_INET, ports=[p2]).by_endpoint()) == [
+        diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", p2)]
+    # Many ports: every jump of the filter stays within what the kernel takes.
+    many = [p1, p2, p3] + [port for port in range(1024, 1024 + diag.MAX_FILTER_PORTS - 3)]
+    assert {k[3] for k in diag.ListenerDump(TCP, socket.AF_INET, ports=many).by_endpoint()} >= {p1, p2, p3}
+    with pytest.raises(ValueError):
+        diag.ListenerDump(TCP, socket.AF_INET, ports=[])
+    with pytest.raises(ValueError):
+        diag.ListenerDump(TCP, socket.AF_INET, ports=[0])
+
+
+def test_a_listener_dumps_fingerprint_changes_with_listeners_not_with_queues(socks):
+    servers, port = group(socks, 2, socket.SOCK_STREAM)
+    web = diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", port)
+
+    def fingerprints_around_a_queued_connection() -> tuple[bytes, bytes]:
+        before = diag.ListenerDump(TCP, socket.AF_INET).fingerprint()
+        socks().connect(("127.0.0.1", port))
+        queued = wait_for(lambda: diag.ListenerDump(TCP, socket.AF_INET),
+                          lambda d: sum(d.by_endpoint()[web].values()) == 1)
+        for s in servers:
+            drain(s, accept=True)
+        return before, queued.fingerprint()
+
+    # The namespace is shared with whatever else runs: a listener of someone else's may come or go.
+    tries = [fingerprints_around_a_queued_connection() for _ in range(3)]
+    assert any(before == queued for before, queued in tries), "a connection waiting changes no listener"
+    before = diag.ListenerDump(TCP, socket.AF_INET).fingerprint()
+    more, _ = group(socks, 1, socket.SOCK_STREAM)
+    assert diag.ListenerDump(TCP, socket.AF_INET).fingerprint() != before
+    more[0].close()
+    servers[1].close()
+    assert diag.ListenerDump(TCP, socket.AF_INET).fingerprint() != before
+
+
+def test_wire_endpoint_packs_the_address_as_the_dump_does():
+    assert diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", 80) == (TCP, socket.AF_INET, bytes([127, 0, 0, 1]), 80)
+    assert diag.wire_endpoint(UDP, socket.AF_INET6, "::", 53).addr == bytes(16)
+    assert diag.wire_endpoint(UDP, socket.AF_INET6, "fe80::1%lo", 53).addr == socket.inet_pton(socket.AF_INET6, "fe80::1")
+
+
 def test_holders_finds_own_fds(socks):
     s = socks()
     s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from rpctl.controller.contract.errors import InvalidInput
 from rpctl.controller.kernel.sockets import EndpointKey
 from rpctl.controller.ops import keepers, watch
 from rpctl.controller.ops.config_spec import GroupSpec, RunSpec
-from rpctl.controller.ops.reconcile import Plan, Unmanaged
+from rpctl.controller.ops.reconcile import Plan, Reweigh, Unmanaged
 
 KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
 SPEC = GroupSpec("web", KEY)
@@ -35,8 +35,15 @@ def plans(monkeypatch):
     return queue
 
 
+class Made:
+    """A layout under which the group exists (its folder is one that does: /)."""
+
+    def group_dir(self, name):
+        return "/"
+
+
 def keeper() -> keepers.Keeper:
-    return keepers.Keeper(SPEC, layout=None)
+    return keepers.Keeper(SPEC, layout=Made())
 
 
 def delay(k: keepers.Keeper, started: float) -> float:
@@ -58,7 +65,7 @@ def test_an_undecided_listener_is_looked_at_again_sooner_then_less_often(plans, 
     assert caplog.text.count("not admitted: socket 2") == 1
     plans.append(Plan("web", KEY))
     k.reconcile(SIGNS, "pid 7 exited")
-    assert delay(k, clock[0]) == keepers.RESYNC and k.soon == 0
+    assert k.next_full == keepers.next_check(clock[0]) and k.soon == 0
 
 
 def test_a_stranger_is_named_at_once_and_once(plans, caplog):
@@ -92,6 +99,111 @@ def test_what_a_reconcile_left_is_settled(plans):
     # pid 1 runs; the other cannot exist (above pid_max): left dead, no reason to reconcile again.
     assert k.settled == watch.Signs(SIGNS.listeners, frozenset({1}))
     assert watch.difference(k.settled, watch.Signs(SIGNS.listeners, watch.live_pids(k.pids))) is None
+
+
+class FakeLook:
+    """A look that shows the group's endpoint with `listeners` and every pid alive."""
+
+    def __init__(self, listeners=frozenset({1, 2})):
+        self.listeners = frozenset(listeners)
+        self.served_asked = 0
+
+    def signs(self, key, pids):
+        return watch.Signs(self.listeners, frozenset(pids))
+
+    def served(self, key):
+        self.served_asked += 1
+        return None
+
+    def identity(self, pid):
+        raise AssertionError("no listener, no identity")
+
+
+@pytest.fixture
+def dry_plans(monkeypatch):
+    """The plans the periodic check works out, in order (observe replaced: no kernel)."""
+    queue: list = []
+    monkeypatch.setattr(keepers.reconcile, "observe", lambda spec, layout, listeners: ("observed", listeners))
+    monkeypatch.setattr(keepers.reconcile, "plan", lambda spec, observed: queue.pop(0))
+    return queue
+
+
+def settled_keeper(plans, clock) -> keepers.Keeper:
+    k = keeper()
+    plans.append(Plan("web", KEY, pids={"nginx-1": 1}))
+    assert k.tick(clock[0], FakeLook(), force=True)
+    return k
+
+
+def test_a_look_that_finds_nothing_new_reconciles_nothing_until_the_periodic_check(plans, dry_plans, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(keepers.time, "monotonic", lambda: clock[0])
+    k = settled_keeper(plans, clock)
+    assert 0 < k.next_full - clock[0] <= keepers.RESYNC
+    clock[0] = k.next_full - 0.1
+    assert not k.tick(clock[0], FakeLook()) and not dry_plans, "nothing asked of /proc or of the group"
+    # A new listener: reconciled at once, whatever the time.
+    plans.append(Plan("web", KEY, pids={"nginx-1": 1}))
+    assert k.tick(clock[0], FakeLook({1, 2, 3}))
+    assert plans == []
+
+
+def test_the_periodic_check_reconciles_only_when_a_reconcile_would_change_something(plans, dry_plans, monkeypatch,
+                                                                                    caplog):
+    clock = [1000.0]
+    monkeypatch.setattr(keepers.time, "monotonic", lambda: clock[0])
+    caplog.set_level(logging.INFO, "rpctl.serve")
+    k = settled_keeper(plans, clock)
+    clock[0] = k.next_full
+    look = FakeLook()
+    dry_plans.append(Plan("web", KEY))
+    assert not k.tick(clock[0], look), "the plan is empty: nothing to do"
+    assert look.served_asked == 1 and k.next_full == keepers.next_check(clock[0])
+    # An operator changed a weight by hand: the plan sets it back, so the group is reconciled.
+    clock[0] = k.next_full
+    dry_plans.append(Plan("web", KEY, reweighs=(Reweigh("nginx-1", 0, 1, False, 3, False),)))
+    plans.append(Plan("web", KEY, pids={"nginx-1": 1}))
+    assert k.tick(clock[0], look) and plans == [] and not dry_plans
+    # Something new to say (a stranger's listener), or one no process serves yet, or a shared
+    # member only its parent holds: reconciled too.
+    for dry in (Plan("web", KEY, unmanaged=(STRANGER,)), Plan("web", KEY, unmanaged=(UNDECIDED,)),
+                Plan("web", KEY, unserved=("nginx-1",))):
+        clock[0] = k.next_full
+        dry_plans.append(dry)
+        plans.append(Plan("web", KEY))
+        assert k.tick(clock[0], look), dry
+        k.soon = 0.0
+
+
+def test_a_group_waiting_for_a_retry_is_reconciled_in_full(plans, dry_plans, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(keepers.time, "monotonic", lambda: clock[0])
+    k = keeper()
+    plans.append(InvalidInput("add nginx-4: refused"))
+    assert k.tick(clock[0], FakeLook(), force=True)
+    assert k.next_full == clock[0] + keepers.RETRY
+    clock[0] = k.next_full
+    plans.append(Plan("web", KEY))
+    assert k.tick(clock[0], FakeLook()) and not dry_plans
+
+
+def test_a_group_not_made_yet_with_nothing_to_adopt_is_checked_without_asking_the_kernel(plans, monkeypatch):
+    # No folder, no listener: the plan is empty, without the search of every group that observe() makes.
+    monkeypatch.setattr(keepers.reconcile, "observe", lambda *a: pytest.fail("observed"))
+    clock = [1000.0]
+    monkeypatch.setattr(keepers.time, "monotonic", lambda: clock[0])
+    k = keepers.Keeper(SPEC, NoGroups())
+    plans.append(Plan("web", KEY))
+    assert k.tick(clock[0], FakeLook(), force=True)
+    clock[0] = k.next_full
+    assert not k.tick(clock[0], FakeLook())
+    assert k.next_full == keepers.next_check(clock[0])
+
+
+def test_every_group_is_checked_at_the_same_moment_and_never_more_than_resync_apart():
+    moments = {keepers.next_check(t) for t in (1000.0, 1003.7, 1019.99)}
+    assert moments == {1020.0}
+    assert keepers.next_check(1020.0) == 1020.0 + keepers.RESYNC
 
 
 # What only a launched group does: an adopted group's keeper leaves it empty ------------
@@ -133,6 +245,7 @@ def launched(monkeypatch):
 def test_an_adopted_group_has_no_children_to_wait_for():
     k = keepers.keeper_for(SPEC, None)
     assert type(k) is keepers.Keeper
+    assert not k.has_children() and not k.samples()
     assert k.fds() == () and k.next_due() is None
     k.supervise()
     k.stop_now()
@@ -147,6 +260,7 @@ def test_a_launched_group_hands_its_children_to_its_launcher(launched):
     assert isinstance(k, keepers.LaunchedKeeper)
     assert k.launcher.calls == [("made", "api", 2, ("/srv/api",), "127.0.0.1:9090"), ("open",), ("start",)]
     del k.launcher.calls[:]
+    assert k.has_children() and k.waits().key is None, "only a reread of the file makes it look"
     assert k.fds() == (42,) and k.next_due() == 1.5
     k.supervise()
     k.stop_now()
@@ -193,7 +307,9 @@ def test_a_draining_generation_is_looked_at_until_drained_and_told_once(plans, c
     k = keepers.Keeper(GroupSpec("web", KEY, rollout=NEWEST), layout=None)
     plans.append(Plan("web", KEY))
     k.reconcile(SIGNS, "1 new listener")
+    assert k.waits().until == 0.0  # serve does not leave a draining generation unlooked at
     for now in (1.0, 1.1, 1.6, 2.2, 2.8, 3.4):  # looks of serve; one read each DRAIN_LOOK at most
         k.watch_generations(now)
     assert len(reads) == 3  # 1.0, 1.6, 2.2: then drained, nothing draining is looked at no more
     assert caplog.text.count("generation 1 of web drained: safe to stop") == 1
+    assert k.waits().until == k.next_full  # nothing draining: only the periodic check

@@ -276,3 +276,44 @@ def test_server_ids_from_cookies_are_asked_for_joining_sockets():
     p = plan(spec, Observed("web", KEY, False, (_lst(0x1234567, 101),)))
     assert [a.quic_server_id for a in p.adds] == ["234567"]
     assert [a.quic_server_id for a in plan(_spec(), Observed("web", KEY, False, (_lst(7, 101),))).adds] == [None]
+
+
+# candidates and observe: what plan() is given ----------------------------------------------
+
+
+def test_candidates_are_the_endpoints_listeners_with_who_serves_each():
+    from rpctl.controller.kernel.discover import Endpoint, Holder, Identity, Listener
+    from rpctl.controller.ops.reconcile import candidates
+
+    ep = Endpoint("tcp", socket.AF_INET, "127.0.0.1", 8080, [
+        Listener(1, 1001, 33, 0, 511, [Holder(7, 5, "nginx"), Holder(8, 5, "nginx")], [8], Holder(8, 5, "nginx"),
+                 [Holder(8, 5, "nginx")]),
+        Listener(2, 1002, 33, 0, 511, [Holder(7, 6, "nginx"), Holder(9, 6, "nginx")], [], None),
+    ])
+    asked = []
+
+    def identify(pid):
+        asked.append(pid)
+        return Identity("nginx", "/usr/sbin/nginx", 33, "/")
+
+    assert candidates(ep, identify) == (
+        Candidate(1, 1001, 8, 5, "nginx", "/usr/sbin/nginx", 33, "/", (7, 8), (8,)),
+        Candidate(2, 1002, holders=(7, 9)),
+    )
+    assert asked == [8], "only a serving process is identified"
+    assert candidates(None) == ()
+
+
+def test_observe_takes_the_listeners_it_is_given(monkeypatch, tmp_path):
+    import rpctl.controller.ops.reconcile as reconcile
+
+    class NoGroups:
+        def group_dir(self, name):
+            return str(tmp_path / name)
+
+        def groups(self):
+            return []
+
+    monkeypatch.setattr(reconcile, "discover", lambda *a, **kw: pytest.fail("discovered again"))
+    listeners = (_lst(1, 101),)
+    assert reconcile.observe(_spec(), NoGroups(), listeners) == Observed("web", KEY, False, listeners)
