@@ -86,7 +86,7 @@ def test_quic_connections_of_the_old_server_last_while_the_new_one_takes_every_n
             'generations = "newest"', "quic = true", f"quic_server_id_length = {ID_LENGTH}",
             'quic_server_ids = "cookie"', "flow_idle_timeout = 1", ""]))
         launch([], [], argv=["serve", "-c", str(path)])
-        wait_states({1: "serving"})
+        wait_states({1: "serving"}, timeout=60)  # serve creates the group: a compile, when no program is kept
 
         old = Clients(f"127.0.0.1:{PORT}", cafile=cert, n=CONNECTIONS, timeout=TIMEOUT)
         made.append(old)

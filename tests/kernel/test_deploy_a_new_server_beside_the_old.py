@@ -28,7 +28,10 @@ from tests.support.timed_requests import FAILED, NewListener, TimedRequests
 pytestmark = pytest.mark.kernel
 
 PORT = 7330
-SWITCH_WITHIN = 1.0   # the issue: within 1 s of v2's listener every new connection reaches v2
+# Serve's first reconcile creates the group: bcc compiles the program when no kept one
+# fits (decision 15), which takes many seconds on a loaded machine.
+CREATE_WITHIN = 60.0
+SWITCH_WITHIN = 1.0   # the issue: within 1 s of v2's start (its listeners served) every new connection reaches v2
 
 
 @pytest.fixture
@@ -71,20 +74,22 @@ def wait_generations(s, states: dict[int, str], timeout: float = 10.0) -> dict[i
         raise AssertionError(f"{e}: {seen}; serve said: {s.stderr()}") from None
 
 
-def start_beside(servers, name: str, workers: int = 2) -> tuple[Nginx, float]:
-    """Start nginx `name` and return it with the moment its first listener appeared."""
+def start_beside(servers, name: str, workers: int = 2) -> tuple[Nginx, float, float]:
+    """Start nginx `name`; return it, the moment its first listener appeared and the moment
+    it was ready (every listener of it polled by a worker: from then on it can serve; on a
+    loaded machine nginx's workers may take seconds to start)."""
     with NewListener(PORT) as watch:
         n = servers(name, workers)
-    return n, watch.appeared
+    return n, watch.appeared, time.monotonic()
 
 
 def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(servers, serve, rpctl):
     v1 = servers("v1")
     s = serve('"newest"')
-    wait_generations(s, {1: "serving"})
+    wait_generations(s, {1: "serving"}, timeout=CREATE_WITHIN)
     with TimedRequests(PORT, concurrency=4) as load:
         time.sleep(0.5)
-        v2, appeared = start_beside(servers, "v2")
+        v2, appeared, ready = start_beside(servers, "v2")
         wait_until("generation 2", lambda: 2 in generations())
         out = rpctl.ok("drain", "--wait", "--group", "web", "--generation", "1", "--timeout", "10")
         assert out.startswith("generation 1 drained (nginx-1, nginx-2): safe to stop"), out
@@ -100,10 +105,11 @@ def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(serve
         time.sleep(0.5)
         v1.stop()
         time.sleep(0.5)
-    late = load.since(appeared + SWITCH_WITHIN)
-    assert late and set(late) <= v2.worker_pids, f"after {SWITCH_WITHIN}s: {set(late) - v2.worker_pids}"
+    late = load.since(ready + SWITCH_WITHIN)
+    assert late and set(late) <= v2.worker_pids, f"after {SWITCH_WITHIN}s: {set(late) - v2.worker_pids}: {s.stderr()}"
     first_v2 = min(start for start, pid in load.done if pid in v2.worker_pids)
-    print(f"{len(load.done)} requests; the first to v2 started {first_v2 - appeared:.3f}s after its listener")
+    print(f"{len(load.done)} requests; the first to v2 started {first_v2 - appeared:.3f}s after its first listener, "
+          f"{first_v2 - ready:.3f}s after it was ready")
     assert load.failed == 0, f"{load.failed} of {len(load.done)} failed"
     assert FAILED not in late
     wait_generations(s, {2: "serving"})
@@ -137,9 +143,9 @@ def kill(server: Nginx) -> None:
 def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(servers, serve, rpctl):
     v1 = servers("v1")
     s = serve("{ canary = 5 }")
-    wait_generations(s, {1: "serving"})
+    wait_generations(s, {1: "serving"}, timeout=CREATE_WITHIN)
     with TimedRequests(PORT, concurrency=4) as load:
-        v2, _ = start_beside(servers, "v2")
+        v2, _, _ = start_beside(servers, "v2")
         found = wait_generations(s, {1: "serving", 2: "canary"})
         assert found[2].share == pytest.approx(0.05, abs=0.001)
         share = share_of(load, time.monotonic(), v2, v1, CANARY_SAMPLE)
@@ -162,7 +168,7 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         assert code == 4 and "generation 2 is rolled back already" in err, err
 
         # A new canary (generation 3) whose processes die: serve rolls it back by itself.
-        v3, _ = start_beside(servers, "v3")
+        v3, _, _ = start_beside(servers, "v3")
         wait_generations(s, {1: "serving", 2: "drained", 3: "canary"})
         v2.stop()
         wait_generations(s, {1: "serving", 3: "canary"})
@@ -275,7 +281,7 @@ def udp_config(path, *lines: str) -> str:
     return str(path)
 
 
-def udp_generations(states: dict[int, str]) -> None:
+def udp_generations(states: dict[int, str], timeout: float = 10.0) -> None:
     def check():
         try:
             found = {g.number: str(g.state) for g in views.read_view("dns", with_queues=None).generations}
@@ -283,7 +289,7 @@ def udp_generations(states: dict[int, str]) -> None:
             return None
         return found == states
 
-    wait_until(f"generations {states}", check, timeout=10, interval=0.02)
+    wait_until(f"generations {states}", check, timeout=timeout, interval=0.02)
 
 
 def test_udp_flows_of_the_old_generation_stay_on_it_until_idle_and_new_flows_go_to_the_new(netns, launch, tmp_path):
@@ -294,7 +300,7 @@ def test_udp_flows_of_the_old_generation_stay_on_it_until_idle_and_new_flows_go_
     try:
         v1 = servers[0]
         gens = udp_generations
-        gens({1: "serving"})
+        gens({1: "serving"}, timeout=CREATE_WITHIN)
         old = Flows(UDP_PORT, 60)
         flows.append(old)
         placed = old.ask()
@@ -335,7 +341,7 @@ def test_generations_by_cgroup_make_one_of_every_server_in_a_unit(netns, launch,
     try:
         servers += [UdpServer(UDP_PORT, 1, units["blue"]) for _ in range(2)]
         launch([], [], argv=["serve", "-c", path])
-        udp_generations({1: "serving"})
+        udp_generations({1: "serving"}, timeout=CREATE_WITHIN)
         servers += [UdpServer(UDP_PORT, 1, units["green"]) for _ in range(2)]
         udp_generations({1: "drained", 2: "serving"})
         gens = {g.number: set(g.members) for g in views.read_view("dns", with_queues=None).generations}
