@@ -73,6 +73,14 @@ enum rp_member_flag {
 	/* several processes serve its socket (a prefork server's children):
 	 * pid is the first of them, readers find the others */
 	RP_MEMBER_SHARED = 1u << 2,
+	/* User space only: the operator's verdict on the member's server
+	 * generation (server_gen), kept by every member of it
+	 * (docs/decisions/0021).  The program never reads them. */
+	RP_MEMBER_PROMOTED = 1u << 3,
+	RP_MEMBER_ROLLED_BACK = 1u << 4,
+	/* User space only: its generation is a canary (it takes a share of new
+	 * work by its weights), as the last reconcile published it. */
+	RP_MEMBER_CANARY = 1u << 5,
 };
 
 /* rp_policy.flags: per generation, so a drain flips with its table. */
@@ -208,7 +216,10 @@ struct rp_member {
 	 * so that an observed share can be told since the last change. */
 	__u64 base_selections[RP_GENERATIONS];
 	__u32 quic_server_id;  /* RP_MEMBER_QUIC: its QUIC-LB server id */
-	__u32 _pad0;
+	/* User space only: the server generation its listener belongs to, 1, 2,
+	 * ... per group in order of appearance; 0 when not known (a member
+	 * registered by hand).  The program never reads it (decision 0021). */
+	__u32 server_gen;
 };
 
 /* Map "member_stats", per CPU, indexed like the socket array. */

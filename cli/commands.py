@@ -59,6 +59,10 @@ COMMANDS = (
             "serve member counters, weights, states and queues to Prometheus until Ctrl-C or SIGTERM"),
     Command("serve", "serve_cmd",
             "keep the groups of a config file true to it as servers reload (a long-running process)"),
+    Command("promote", "generations_cmd",
+            "give the canary generation of a group (generations = { canary = N }) all new work; older ones drain"),
+    Command("rollback", "generations_cmd",
+            "drain the newest generation of a group; the one before it takes all new work again"),
     Command("pin", "pin_cmd",
             "serve each connection by the member of its CPU (cpu) or RSS queue (rss), or stop (off)"),
 )

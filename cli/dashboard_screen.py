@@ -27,6 +27,7 @@ from .text import (
     UNREACHABLE,
     counter_texts,
     flow_table_text,
+    generation_lines,
     mode_text,
     opt,
     pct,
@@ -202,6 +203,8 @@ def _group_table(g: GroupView, history: History, width: int, rows: int) -> list[
         picked = {id(m) for m in shown}
         rest = [m for m in g.members if id(m) not in picked]
         out.append(Text(_summary(rest), style="dim italic", no_wrap=True, overflow="ellipsis"))
+    # A deploy in progress: each server generation's state and share (decision 0021).
+    out += [Text(line, style="cyan", no_wrap=True, overflow="ellipsis") for line in generation_lines(g)]
     if g.unreachable:
         out.append(Text(UNREACHABLE, style="bold red", no_wrap=True, overflow="ellipsis"))
     elif not g.members:

@@ -42,6 +42,7 @@ def member_json(m: MemberView) -> dict[str, Any]:
         "selected_since_change": m.since_publish,
         "queue": m.queue,
         "throttled": m.throttled,
+        "server_generation": m.generation or None,
     }
 
 
@@ -68,6 +69,8 @@ def group_json(g: GroupView) -> dict[str, Any]:
             "idle_timeout": g.flow_idle_timeout,
         },
         "members": [member_json(m) for m in g.members],
+        # Server generations (decision 0021), oldest first; [] for a group without them.
+        "server_generations": [gen.as_json for gen in g.generations],
         "unmanaged": None if g.unmanaged is None else [
             {"pid": u.pid, "comm": u.comm, "cookie": u.cookie, "inode": u.inode} for u in g.unmanaged
         ],

@@ -54,6 +54,9 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_group_flow_table_size         UDP: entries the flow table can hold
   rpctl_group_quic_unknown_server_id_total   QUIC server id of no live member: the weights chose
   rpctl_group_unmanaged_listeners     listeners of the endpoint that are not members (get nothing)
+  rpctl_member_server_generation      groups with generations: its server generation (1, 2, ...)
+  rpctl_generation_share{generation}  groups with generations: the generation's share of new work
+  rpctl_generation_state{generation,state}  1 for its state (serving, canary, draining, drained)
   rpctl_up                            0 when a scrape could not read the pinned state
   process_*                           the exporter's own CPU, memory and file descriptors"""
 

@@ -19,7 +19,9 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from rpctl.controller.read.views import GROUP_COUNTERS, MEMBER_COUNTERS, STATES, GroupView
+from rpctl.controller.tables.server_generations import State
 
+GEN_STATES = tuple(str(s) for s in State)
 GROUP = ["group"]
 MEMBER = ["group", "member"]
 
@@ -71,6 +73,18 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     flow_size = GaugeMetricFamily(
         "rpctl_group_flow_table_size", "Entries the group's UDP flow table can hold", labels=GROUP
     )
+    # Server generations (decision 0021): groups whose file says `generations`.
+    member_generation = GaugeMetricFamily(
+        "rpctl_member_server_generation", "The server generation of the member (1, 2, ... per group)", labels=MEMBER
+    )
+    generation_share = GaugeMetricFamily(
+        "rpctl_generation_share", "Share of new work the server generation's members take (0..1)",
+        labels=GROUP + ["generation"],
+    )
+    generation_state = GaugeMetricFamily(
+        "rpctl_generation_state", f"1 for the server generation's state, 0 for the others ({', '.join(GEN_STATES)})",
+        labels=GROUP + ["generation", "state"],
+    )
     unmanaged = GaugeMetricFamily(
         "rpctl_group_unmanaged_listeners",
         "Listeners of the group's endpoint that are not members (they get nothing while a member is live)",
@@ -96,12 +110,18 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
             flow_size.add_metric([g.name], g.flow_table.size)
         if g.unmanaged is not None:  # None: sock_diag was not read
             unmanaged.add_metric([g.name], len(g.unmanaged))
+        for gen in g.generations:
+            generation_share.add_metric([g.name, str(gen.number)], gen.share)
+            for s in GEN_STATES:
+                generation_state.add_metric([g.name, str(gen.number), s], 1 if s == gen.state else 0)
         queued = queued_connections if g.proto == "tcp" else queued_bytes
         for m in g.members:
             labels = [g.name, m.name]
             for family, name in member_counters:
                 family.add_metric(labels, getattr(m, name))
             weight.add_metric(labels, m.weight)
+            if m.generation:
+                member_generation.add_metric(labels, m.generation)
             if g.adaptive:
                 throttled.add_metric(labels, 0 if m.throttled is None else 1)
             current = m.state
@@ -113,4 +133,5 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 member_flows.add_metric(labels, m.flows)
 
     return [up_family, info, *(family for family, _ in group_counters), *(family for family, _ in member_counters),
-            weight, state, throttled, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size]
+            weight, state, throttled, queued_connections, queued_bytes, unmanaged, member_flows, flow_entries, flow_size,
+            member_generation, generation_share, generation_state]

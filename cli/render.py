@@ -18,6 +18,7 @@ from .text import (
     UNREACHABLE,
     counter_texts,
     flow_table_text,
+    generation_lines,
     mode_text,
     opt,
     pct,
@@ -78,11 +79,14 @@ def status_table(g: GroupView, width: int = 80) -> RenderGroup:
         ("pinned", True, lambda m: str(m.pinned), pinned),
         ("quic id", False, lambda m: m.quic_server_id or "-", quic),
         ("quic routed", True, lambda m: str(m.quic_routed), quic),
+        # Groups with server generations (generations in the file): each member's.
+        ("gen", True, lambda m: str(m.generation or "-"), bool(g.generations)),
     ]
     shown = [(col, right, cell) for col, right, cell, *keep in columns if not keep or keep[0]]
     rows = [[cell(m) for _, _, cell in shown] for m in g.members]
     lines = table_lines([c for c, _, _ in shown], rows, [r for _, r, _ in shown], width)
     lines += [Text(line, style=STATE_STYLE[MemberState.THROTTLED]) for line in throttle_lines(g)]
+    lines += [Text(line) for line in generation_lines(g)]
     warning = unmanaged_warning(g)
     if warning:
         lines.append(Text(warning, style="yellow"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from rpctl.controller.contract.errors import ExitStatus
+from rpctl.controller.contract.errors import ExitStatus, UsageError
 
 from .common import Environment, add_command, drain_progress, group_option, json_option, parse_assignments
 
@@ -38,6 +38,10 @@ def cmd_drain(env: Environment, args) -> ExitStatus:
     from rpctl.controller.ops import drain
     from rpctl.controller.store import group
 
+    if args.generation is not None:
+        return _wait_generation(env, args)
+    if args.name is None:
+        raise UsageError("drain: give a member's NAME, or --generation N")
     name = group.set_draining(args.name, True, force=args.force, group=args.group)
     env.out(f"draining {args.name} in group {name}: it takes no new connection")
     if args.wait:
@@ -49,6 +53,21 @@ def cmd_drain(env: Environment, args) -> ExitStatus:
         )
         flows = "" if member.flows is None else " and it holds no live flow"
         env.out(f"{args.name} drained: its queue is empty{flows}")
+    return ExitStatus.OK
+
+
+def _wait_generation(env: Environment, args) -> ExitStatus:
+    """--generation: serve drains a server generation (the file's `generations`); this waits for it."""
+    from rpctl.controller.ops import drain
+
+    if args.name is not None:
+        raise UsageError("drain: give a member's NAME or --generation N, not both")
+    label = f"generation {args.generation}"
+    gen = drain.wait_generation_drained(
+        args.generation, args.timeout, group=args.group,
+        progress=lambda q, f: env.err(f"{label}: {q} queued" + ("" if f is None else f", {f} live flows")),
+    )
+    env.out(f"{label} drained ({', '.join(gen.members)}): safe to stop")
     return ExitStatus.OK
 
 
@@ -75,14 +94,18 @@ def add_commands(sub) -> None:
         sub,
         "drain",
         cmd_drain,
-        ["rpctl drain worker-3", "rpctl drain worker-3 --wait --timeout 30"],
+        ["rpctl drain worker-3", "rpctl drain worker-3 --wait --timeout 30",
+         "rpctl drain --wait --group web --generation 1"],
     )
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", help="the member to drain (not with --generation)")
     p.add_argument("--wait", action="store_true",
                    help="wait until the member's queue is empty and, in a UDP group with flow affinity, "
                         "no live flow is left (shown while waiting)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait may take (default 60; exit 8 past it)")
     p.add_argument("--force", action="store_true", help="drain even the last live member")
+    p.add_argument("--generation", type=int, metavar="N",
+                   help="wait (whatever --wait says) until server generation N, which rpctl serve drains, "
+                        "is drained; changes nothing")
     group_option(p)
 
     p = add_command(sub, "undrain", cmd_undrain, ["rpctl undrain worker-3", "rpctl undrain worker-3 --group web"])

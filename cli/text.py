@@ -107,6 +107,18 @@ def throttle_lines(g: GroupView) -> list[str]:
     return [f"{m.name} throttled: {m.throttled}" for m in g.members if m.state == MemberState.THROTTLED]
 
 
+def generation_lines(g: GroupView) -> list[str]:
+    """One line per server generation (decision 0021): "generation 1: drained, 0.0% of new
+    work (nginx-1, nginx-2): safe to stop"; none for a group without generations."""
+    out = []
+    for gen in g.generations:
+        verdict = f", {gen.verdict}" if gen.verdict else ""
+        safe = ": safe to stop" if gen.state == "drained" else ""
+        out.append(f"generation {gen.number}: {gen.state}{verdict}, {pct(gen.share)} of new work "
+                   f"({', '.join(gen.members)}){safe}")
+    return out
+
+
 def folder_text(folder: StaleFolder) -> str:
     """"netns4097 (groups web, api)": a stale state folder as cleanup and doctor name it."""
     return f"{folder.netns} ({'groups ' + ', '.join(folder.groups) if folder.groups else 'no group'})"

@@ -35,6 +35,9 @@ RP_QUIC_NO_ID = 0xFFFFFFFFFFFFFFFF
 RP_MEMBER_USED = 1 << 0
 RP_MEMBER_QUIC = 1 << 1
 RP_MEMBER_SHARED = 1 << 2
+RP_MEMBER_PROMOTED = 1 << 3
+RP_MEMBER_ROLLED_BACK = 1 << 4
+RP_MEMBER_CANARY = 1 << 5
 RP_POLICY_PRESENT = 1 << 0
 RP_POLICY_DRAINING = 1 << 1
 
@@ -117,7 +120,7 @@ class RpMember(ctypes.Structure):
         ("policy", RpPolicy * RP_GENERATIONS),
         ("base_selections", u64 * RP_GENERATIONS),
         ("quic_server_id", u32),
-        ("_pad0", u32),
+        ("server_gen", u32),
     ]
 
 

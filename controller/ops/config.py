@@ -102,6 +102,14 @@ def _group(path: str, lines: Lines, k: int, raw: object) -> GroupSpec:
             raise _fail(path, lines.key(k, key), label, f"key '{key}'",
                         f"for {proto.upper()} groups only ({listen.text} is {listen.proto.upper()}: "
                         f"its threshold is {other})")
+    for key in ("generations", "generation_by"):
+        if key in raw and "run" in raw:
+            raise _fail(path, lines.key(k, key), label, f"key '{key}'",
+                        "for adopted groups only (a run group's members are restarted one by one: "
+                        "rpctl restart, rpctl rollout)")
+    if "quic_server_ids" in raw and ("run" in raw or values.get("quic") is not True):
+        raise _fail(path, lines.key(k, "quic_server_ids"), label, "key 'quic_server_ids'",
+                    "for adopted groups with quic = true only")
     if "run" in raw:
         values.setdefault("names", RUN_NAMES)
         try:

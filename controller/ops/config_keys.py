@@ -21,6 +21,8 @@ from ..store.options import GroupOptions
 from ..store.policy import DEFAULT_WEIGHT, MAX_WEIGHT
 from ..tables.adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, LEASE_MS, MIN_QUEUE_BYTES
 from ..tables.naming import DEFAULT_FORMAT, check_format
+from ..tables.server_generations import NEWEST, Rollout
+from ..kernel.server_root import BY as GENERATION_BY
 from .config_spec import AdoptRule, PinSpec, RunSpec
 from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, MAX_COUNT, RUN_NAMES
 
@@ -198,6 +200,37 @@ def _pin(value: object) -> PinSpec:
     raise BadValue(f"{text!r}: use \"cpu\", \"rss:DEVICE\" (e.g. \"rss:eth0\") or \"weighted\"")
 
 
+def _generations(value: object) -> Rollout:
+    if value == "newest":
+        return NEWEST
+    if not isinstance(value, dict):
+        raise BadValue(f'{value!r}: use "newest" or {{ canary = PERCENT }}')
+    for key in value:
+        if key != "canary":
+            raise BadValue(f"unknown key '{key}' (use canary)", key)
+    if "canary" not in value:
+        raise BadValue("give canary = PERCENT (the newest generation's share of new work)")
+    percent = value["canary"]
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent < 100:
+        raise BadValue(f"{percent!r} is not a percent between 0 and 100 (both left out)", "canary")
+    return Rollout(float(percent))
+
+
+def _generation_by(value: object) -> str:
+    text = _string(value)
+    if text not in GENERATION_BY:
+        choices = " or ".join(f'"{b}"' for b in GENERATION_BY)
+        raise BadValue(f"{text!r}: use {choices}")
+    return text
+
+
+def _quic_server_ids(value: object) -> bool:
+    text = _string(value)
+    if text not in ("assigned", "cookie"):
+        raise BadValue(f'{text!r}: use "assigned" or "cookie"')
+    return text == "cookie"
+
+
 def _bool(value: object) -> bool:
     return _want(value, bool, "true or false")
 
@@ -290,6 +323,21 @@ GROUP_KEYS: Mapping[str, Key] = {
     "adaptive_interval_ms": Key(_whole(5, LEASE_MS // 4, "milliseconds"), "adaptive_interval_ms",
                                 "how often serve samples the members' queues, in ms "
                                 f"(default {DEFAULT_INTERVAL_MS}; 5..{LEASE_MS // 4})"),
+    "generations": Key(_generations, "rollout",
+                       'how new work moves to a new start of the server (a generation): `"newest"` (all of it '
+                       "to the newest generation at once, the older ones drain) or `{ canary = 5 }` (the newest "
+                       "takes 5 % of it until promoted, then all, or rolled back, then none); adopted groups only; "
+                       "without it members have no generation"),
+    "generation_by": Key(_generation_by, "generation_by",
+                         'with `generations`: `"process"` (the default: listeners whose serving processes have '
+                         "one master, the topmost process above them that holds a listener of the endpoint, "
+                         'are one generation; a reload keeps it) or `"cgroup"` (one generation per cgroup: '
+                         "`app@blue` and `app@green` units)"),
+    "quic_server_ids": Key(_quic_server_ids, "quic_ids_from_cookie",
+                           'with `quic = true`, adopted groups: `"assigned"` (the default: rpctl gives each member '
+                           'the lowest free id; a `run` group\'s children are told theirs) or `"cookie"` (each '
+                           "member's id is the low bytes of its socket's SO_COOKIE, which the server reads itself "
+                           "and puts in its connection ids; use 3 or 4 bytes of server id)"),
     "flow_affinity": Key(_option("flow_affinity", bool, "true or false"), "flow_affinity",
                          f"{FIXED}: `true` (the default) keeps each flow on its member in a "
                          "flow table, `false` places every datagram by the weights"),

@@ -15,6 +15,7 @@ from ..kernel import sockets
 from ..store.options import NONE_GIVEN, GroupOptions
 from ..tables.adaptive import DEFAULT_INTERVAL_MS, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES
 from ..tables.naming import DEFAULT_FORMAT
+from ..tables.server_generations import Rollout
 from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX
 
 __all__ = ["WEIGHTED", "AdoptRule", "Config", "GroupSpec", "PinSpec", "RunSpec"]
@@ -92,6 +93,9 @@ class GroupSpec:
     adaptive_queue_bytes: int = DEFAULT_QUEUE_BYTES  # UDP: bytes in the receive queue
     adaptive_interval_ms: int = DEFAULT_INTERVAL_MS
     options: GroupOptions = NONE_GIVEN  # creation options the file gives (None: not given)
+    rollout: Optional[Rollout] = None  # `generations`: None, they steer nothing (decision 0021)
+    generation_by: str = "process"     # what tells generations apart (controller/kernel/server_root.py)
+    quic_ids_from_cookie: bool = False  # QUIC server ids from the members' socket cookies (tables/quic.of_cookie)
     line: int = 0  # of its [[group]] header in the file
 
 

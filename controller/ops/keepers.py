@@ -50,6 +50,7 @@ RESYNC = 30.0    # a group that looks unchanged is checked at least this often (
 RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
 SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
+DRAIN_LOOK = 0.5  # a draining server generation is looked at this often (a read of the group's view)
 
 log = logging.getLogger("rpctl.serve")  # serve's log: keepers run inside serve
 
@@ -86,6 +87,9 @@ class Keeper:
         self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
         self.soon = 0.0                     # the delay before looking again at an undecided listener
         self.adaptive: AdaptiveLoop | None = None
+        self.draining = False               # a server generation may be draining: looked at until drained
+        self.next_drain_look = 0.0
+        self.drained: set[int] = set()      # generations told drained (once each)
 
     @property
     def name(self) -> str:
@@ -124,18 +128,24 @@ class Keeper:
         why = watch.difference(self.settled, signs)
         if why is None and not force:
             if now < self.next_full:
+                self.watch_generations(now)
                 return False
             if self.unchanged(look):
                 self.next_full = next_check(now)
+                self.watch_generations(now)
                 return False
         self.reconcile(signs, why or ("file reread" if force else "periodic check"))
+        self.watch_generations(now)
         return True
 
     def waits(self) -> watch.Wait:
         """What would make tick() do anything: serve asks no keeper while a look finds all of it unchanged."""
         if self.settled is None:
             return watch.Wait(self.key, frozenset(), -math.inf)
-        return watch.Wait(self.key, self.settled.live_pids, self.next_full)
+        until = self.next_full
+        if self.spec.rollout is not None and self.draining:
+            until = min(until, self.next_drain_look)  # a draining generation is looked at (watch_generations)
+        return watch.Wait(self.key, self.settled.live_pids, until)
 
     def unchanged(self, look: watch.Look) -> bool:
         """The periodic check: whether a reconcile now would change nothing and log
@@ -145,7 +155,8 @@ class Keeper:
         if self.soon or self.failed is not None:
             return False
         try:
-            listeners = reconcile.candidates(look.served(self.key), look.identity)
+            listeners = reconcile.candidates(look.served(self.key), look.identity,
+                                               reconcile.keyed_by(self.spec))
             if not listeners and not os.path.isdir(self.layout.group_dir(self.name)):
                 # Nothing to adopt and no group: what observe() would find, without reading every
                 # group of the namespace to ask which steers the endpoint (one that did would have
@@ -157,6 +168,19 @@ class Keeper:
         except (RpctlError, OSError):
             return False  # the reconcile says what
         return plan.empty and not undecided(plan) and set(plan.note_lines()) == self.notes
+
+    def watch_generations(self, now: float) -> None:
+        """While a server generation drains, look at it every DRAIN_LOOK (its members'
+        queues and, UDP, live flows: the flow table walked); say once when it is drained."""
+        if self.spec.rollout is None or not self.draining or now < self.next_drain_look:
+            return
+        self.next_drain_look = now + DRAIN_LOOK
+        gens = views.read_view(self.name, self.layout, with_queues=None).generations
+        drained = {g.number for g in gens if g.state == "drained"}
+        for number in sorted(drained - self.drained):
+            log.info("generation %d of %s drained: safe to stop", number, self.name)
+        self.drained = drained
+        self.draining = any(g.state == "draining" for g in gens)
 
     def reconcile(self, signs: watch.Signs, why: str) -> None:
         try:
@@ -190,6 +214,7 @@ class Keeper:
         if self.adaptive is not None:
             self.adaptive.stale()
         self.pids = frozenset(plan.pids.values())
+        self.draining, self.next_drain_look = True, 0.0  # looked at now: the plan may have drained a generation
         self.settled = watch.Signs(signs.listeners, watch.live_pids(self.pids))
         self.next_full = time.monotonic() + self.soon if self.soon else next_check(time.monotonic())
 

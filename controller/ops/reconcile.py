@@ -32,22 +32,25 @@ from ..contract.errors import InvalidInput, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
 from ..kernel.discover import Endpoint, Identity, discover, identity
+from ..kernel.server_root import generation_key
 from ..store.generation import Group, ctl_endpoint, name_of
 from ..store.lifecycle import opened_or_created
 from ..store.lookup import find_group_for
-from ..store.membership import Joining, Moved, NewMember, taken, update_members
+from ..store.membership import NO_MARK, Joining, Mark, Moved, NewMember, mark_of, taken, update_members
 from ..store.options import NONE_GIVEN, GroupOptions, value_text
 from ..store.policy import draining_flag, new_policy
 from ..store.state import Layout
-from ..tables import pin_table
+from ..tables import pin_table, quic
 from ..tables.naming import Newcomer, assign_names
+from ..tables.server_generations import Verdict
 from .config import WEIGHTED, GroupSpec, PinSpec
+from .rollout import Seatholder, steer
 
 if TYPE_CHECKING:
     from .watch import Look
 
-__all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remove", "Reweigh", "Unmanaged",
-           "candidates", "execute", "observe", "plan", "reconcile"]
+__all__ = ["Add", "Candidate", "Current", "Observed", "Plan", "Refresh", "Remark", "Remove", "Reweigh", "Unmanaged",
+           "candidates", "execute", "keyed_by", "observe", "plan", "reconcile"]
 
 SOCKET_CLOSED = "socket closed"
 
@@ -71,6 +74,7 @@ class Candidate:
     @property
     def shared(self) -> bool:
         return len(self.servers) > 1
+    generation_key: Optional[str] = None  # its server's (kernel/server_root.py), for a group with generations
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Current:
     draining: bool
     open: bool  # its socket is still in the socket array
     shared: bool = False  # recorded as served by several processes (RP_MEMBER_SHARED)
+    mark: Mark = NO_MARK  # what its entry keeps of its server generation
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,17 @@ class Add:
     weight: int
     draining: bool
     shared: bool = False
+    mark: Mark = NO_MARK
+    quic_server_id: Optional[str] = None  # hex: the id asked for it (quic_server_ids = "cookie")
+
+
+@dataclass(frozen=True)
+class Remark:
+    """A member whose server generation, or the verdict on it, or its canary flag changes."""
+
+    name: str
+    index: int
+    mark: Mark
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,8 @@ class Plan:
     pin_was: PinSpec = WEIGHTED
     unmanaged: tuple[Unmanaged, ...] = ()
     unknown_names: tuple[str, ...] = ()  # in weights or drain, no member's name
+    marks: tuple[Remark, ...] = ()
+    generation_lines: tuple[str, ...] = ()  # what generations do now, when that changed
     kept_by_serve: bool = False  # a `run` group: rpctl serve launches its members
     # Members whose socket one process holds and none is seen serving (a prefork server's
     # parent between two generations of children): their record stays, serve looks again soon.
@@ -175,7 +193,8 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.adds or self.removes or self.refreshes or self.reweighs or self.pin)
+        return not (self.create or self.adds or self.removes or self.refreshes or self.reweighs or self.pin
+                    or self.marks)
 
     def change_lines(self) -> list[str]:
         g = f"group {self.group}:"
@@ -197,7 +216,10 @@ class Plan:
         if self.pin is not None:
             was = self.pin_was.text
             out.append(f"{g} pin {self.pin.text}" + (f" (was {was})" if was != self.pin.text else " (members changed)"))
-        return out
+        if self.marks and not self.generation_lines:  # nothing changed role: numbers recorded, or cleared
+            for r in self.marks:
+                out.append(f"{g} {r.name} generation {r.mark.server_gen or 'none'}")
+        return out + list(self.generation_lines)
 
     def note_lines(self) -> list[str]:
         g = f"group {self.group}:"
@@ -219,10 +241,18 @@ class Plan:
 # observe ----------------------------------------------------------------------
 
 
-def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity] = identity) -> tuple[Candidate, ...]:
+def keyed_by(spec: GroupSpec) -> Optional[str]:
+    """What tells the group's server generations apart (kernel/server_root.py); None: it has none."""
+    return spec.generation_by if spec.rollout is not None else None
+
+
+def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity] = identity,
+               generation_by: Optional[str] = None) -> tuple[Candidate, ...]:
     """The listeners of a discovered endpoint (None: it has none) and the process serving each,
-    with what an adopt rule matches of it (`identify`: discover.identity, or a cache of it)."""
+    with what an adopt rule matches of it (`identify`: discover.identity, or a cache of it) and,
+    with `generation_by` (keyed_by()), the key of its server generation."""
     out = []
+    holding = {pid for lst in endpoint.listeners for pid in lst.holder_pids} if endpoint is not None else set()
     for lst in endpoint.listeners if endpoint is not None else []:
         holders = tuple(lst.holder_pids)
         s = lst.server
@@ -231,14 +261,16 @@ def candidates(endpoint: Optional[Endpoint], identify: Callable[[int], Identity]
             continue
         who = identify(s.pid)
         servers = tuple(h.pid for h in lst.servers)
+        gen_key = generation_key(s.pid, holding, generation_by, who.cgroup) if generation_by else None
         out.append(Candidate(lst.cookie, lst.inode, s.pid, s.fd, s.comm, who.exe, who.uid, who.cgroup, holders,
-                             servers, lst.weak))
+                             servers, lst.weak, gen_key))
     return tuple(out)
 
 
-def _candidates(key: sockets.EndpointKey) -> tuple[Candidate, ...]:
+def _candidates(spec: GroupSpec) -> tuple[Candidate, ...]:
+    key = spec.listen
     eps = [e for e in discover(key.port, key.proto, probe_reuseport=False) if e.key == key]
-    return candidates(eps[0] if eps else None)
+    return candidates(eps[0] if eps else None, generation_by=keyed_by(spec))
 
 
 def _not_steered_by_another(spec: GroupSpec, layout: Layout) -> None:
@@ -255,7 +287,7 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None,
     layout = layout or Layout()
     if not os.path.isdir(layout.group_dir(spec.name)):
         _not_steered_by_another(spec, layout)
-        return Observed(spec.name, spec.listen, False, _candidates(spec.listen) if listeners is None else listeners)
+        return Observed(spec.name, spec.listen, False, _candidates(spec) if listeners is None else listeners)
     with Group.open(spec.name, layout) as g:
         ctl = g.ctl()
         if ctl_endpoint(ctl) != spec.listen:
@@ -265,7 +297,7 @@ def observe(spec: GroupSpec, layout: Optional[Layout] = None,
         # The group steers the endpoint, so no other does (a group is made only for an
         # endpoint no group steers): no need to read every group of the namespace to ask.
         if listeners is None:
-            listeners = _candidates(spec.listen)
+            listeners = _candidates(spec)
         members, pin = _members(g, ctl)
     return Observed(spec.name, spec.listen, True, listeners, members, pin, GroupOptions.of_ctl(ctl))
 
@@ -277,7 +309,7 @@ def _members(g: Group, ctl: abi.RpCtl) -> tuple[tuple[Current, ...], PinSpec]:
     live = g.maps["gens"].get(gen, abi.RpGen)
     members = g.members()
     current = tuple(Current(i, name_of(m), m.cookie, m.pid, m.fd, pol.weight, draining_flag(pol), g.socket_open(i, m),
-                            bool(m.flags & abi.RP_MEMBER_SHARED))
+                            bool(m.flags & abi.RP_MEMBER_SHARED), mark_of(m))
                     for i, pol in g.live_policies(members, gen).items() for m in (members[i],))
     if live is None:
         return current, WEIGHTED
@@ -315,8 +347,9 @@ def check_options(spec: GroupSpec, own: GroupOptions) -> None:
         )
 
 
-def plan(spec: GroupSpec, observed: Observed) -> Plan:
-    """What makes the group match `spec`.  Pure."""
+def plan(spec: GroupSpec, observed: Observed, verdict: Optional[Verdict] = None) -> Plan:
+    """What makes the group match `spec` (and, with `verdict`, gives its newest
+    generation that verdict: rpctl promote, rpctl rollback).  Pure."""
     base = {"group": spec.name, "key": spec.listen, "pin_was": observed.pin}
     if spec.run is not None:
         return Plan(**base, kept_by_serve=True)
@@ -364,10 +397,22 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     def weight(name: str) -> int:
         return spec.weights.get(name, spec.default_weight)
 
-    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, weight(n), n in spec.drain, c.shared)
-                 for c, n in zip(joining, names))
-    reweighs = tuple(Reweigh(m.name, m.index, weight(m.name), m.name in spec.drain, m.weight, m.draining)
-                     for m in staying if (weight(m.name), m.name in spec.drain) != (m.weight, m.draining))
+    wanted = {n: (weight(n), n in spec.drain, NO_MARK) for n in [m.name for m in staying] + names}
+    generation_lines: tuple[str, ...] = ()
+    if spec.rollout is not None:
+        gone = {r.index for r in removes}
+        steered = steer(spec.name, spec.rollout,
+                        [Seatholder(m.name, listeners[m.cookie].generation_key, m.mark, *wanted[m.name][:2])
+                         for m in staying]
+                        + [Seatholder(n, c.generation_key, NO_MARK, *wanted[n][:2]) for c, n in zip(joining, names)],
+                        [m.mark for m in observed.members if m.index in gone], verdict)
+        wanted, generation_lines = steered.members, steered.lines
+    adds = tuple(Add(n, c.cookie, c.pid, c.fd, c.comm, wanted[n][0], wanted[n][1], c.shared, wanted[n][2],
+                     _asked_id(spec, observed, c.cookie)) for c, n in zip(joining, names))
+    reweighs = tuple(Reweigh(m.name, m.index, *wanted[m.name][:2], m.weight, m.draining)
+                     for m in staying if wanted[m.name][:2] != (m.weight, m.draining))
+    # Without `generations` in the file, members keep no generation (one the file had is cleared).
+    marks = tuple(Remark(m.name, m.index, wanted[m.name][2]) for m in staying if wanted[m.name][2] != m.mark)
     unknown = tuple(sorted(n for n in {*spec.weights, *spec.drain} if n not in taken))
 
     create = not observed.exists and bool(adds)
@@ -383,7 +428,16 @@ def plan(spec: GroupSpec, observed: Observed) -> Plan:
     weak = {m.name for m in staying if listeners[m.cookie].weak} | {n for c, n in zip(joining, names) if c.weak}
     return Plan(**base, create=create, options=spec.options if create else NONE_GIVEN, adds=adds, removes=tuple(removes), refreshes=tuple(refreshes),
                 reweighs=reweighs, pin=pin, unmanaged=tuple(unmanaged), unknown_names=unknown, pids=pids,
-                unserved=tuple(sorted(weak)))
+                unserved=tuple(sorted(weak)), marks=marks, generation_lines=generation_lines)
+
+
+def _asked_id(spec: GroupSpec, observed: Observed, cookie: int) -> Optional[str]:
+    """The QUIC server id a joining socket asks for: from its cookie when the file says so."""
+    if not spec.quic_ids_from_cookie:
+        return None
+    length = (observed.options if observed.exists else spec.options).quic_server_id_length
+    length = length or quic.DEFAULT_SERVER_ID_LENGTH
+    return quic.format_server_id(quic.of_cookie(cookie, length), length)
 
 
 # execute -------------------------------------------------------------------------
@@ -400,7 +454,7 @@ def _execute(p: Plan, layout: Layout, group_locked: bool) -> dict[str, int]:
         probe.require_kernel()
     # Every new member's socket is taken before anything changes: a process gone since observe() refuses the plan.
     news = [NewMember(a.name, a.pid, a.fd, a.weight, a.draining, cookie=a.cookie, shared=a.shared,
-                      what=f"{what}: {a.name}") for a in p.adds]
+                      what=f"{what}: {a.name}", mark=a.mark, quic_server_id=a.quic_server_id) for a in p.adds]
     with taken(news) as joining:
         info = joining[0].info if p.create else None
         with opened_or_created(layout, p.group, info, p.options, locked=group_locked) as (g, _):
@@ -418,7 +472,8 @@ def _write(g: Group, p: Plan, joining: list[Joining]) -> dict[str, int]:
             return plan_pins(p.pin.mode, p.pin.dev, index, {n: p.pids[n] for n in index if n in p.pids}, p.key)
 
     moved = {r.index: Moved(r.pid, r.fd, r.shared) for r in p.refreshes}
-    return update_members(g, g.members(), joining, moved, policies, pin_plan)
+    return update_members(g, g.members(), joining, moved, policies, pin_plan,
+                          marks={r.index: r.mark for r in p.marks})
 
 
 @contextlib.contextmanager
@@ -449,19 +504,24 @@ def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
 
 
 def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False,
-              look: Optional[Look] = None) -> Plan:
+              look: Optional[Look] = None, verdict: Optional[Verdict] = None) -> Plan:
     """Observe, plan and (unless dry_run or nothing to do) execute, under the
     group's lock (the namespace's when the group may be created).  `look`:
     one look at the namespace shared by every group of a file (watch.Look:
     one discover of each protocol, not one per group); None: a look of this
-    group's own.  Returns the plan."""
+    group's own.  `verdict`: given to the newest generation in the same
+    publish (promote, rollback).  Returns the plan."""
+    if verdict is not None and spec.rollout is None:
+        raise InvalidInput(f"group {spec.name}: the file gives it no generations "
+                           "(add generations = { canary = 5 } to its [[group]])")
     if spec.run is not None:
         return plan(spec, Observed(spec.name, spec.listen))
     probe.require_bpf_privileges(f"apply group {spec.name}")
     layout = layout or Layout()
     with _locked(layout, spec.name) as group_locked:
-        listeners = candidates(look.served(spec.listen), look.identity) if look is not None else None
-        p = plan(spec, observe(spec, layout, listeners))
+        listeners = (candidates(look.served(spec.listen), look.identity, keyed_by(spec)) if look is not None
+                     else None)
+        p = plan(spec, observe(spec, layout, listeners), verdict)
         if not (dry_run or p.empty):
             _execute(p, layout, group_locked)
     return p

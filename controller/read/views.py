@@ -28,10 +28,12 @@ from ..contract.errors import NotFound
 from ..kernel import sockets
 from ..store.flows import FlowTable, read_flows
 from ..store.generation import Group, ctl_endpoint
+from ..store.membership import mark_of
 from ..store.lookup import resolve_group
 from ..store.policy import draining_flag, is_live
 from ..store.state import Layout
 from ..tables import pin_table, quic
+from .generation_views import GenerationView, generation_views, verdict_text
 
 if TYPE_CHECKING:
     from ..kernel import diag
@@ -150,6 +152,9 @@ class MemberView:
     # found serving it when the view was read with queues ([] when none is: its parent only holds
     # it, between two generations of children), else [pid].
     processes: list[int] = field(default_factory=list)
+    generation: int = 0           # its server generation (decision 0021), 0 when not known
+    canary: bool = False          # its generation is a canary
+    verdict: Optional[str] = None  # on its generation: "promoted", "rolled back"; None before any
 
     @property
     def state(self) -> MemberState:
@@ -218,6 +223,8 @@ class GroupView:
     # The Prometheus scrape target (host:port of an exporter) a group read through Prometheus
     # comes from; None for a group of this host.
     instance: Optional[str] = None
+    # Its server generations, oldest first (controller/read/generation_views.py).
+    generations: list[GenerationView] = field(default_factory=list)
     # Read through Prometheus: its exporter was scraped within the last hour but is down now (or
     # cannot read the pinned state), so nothing of it is known but its name and endpoint.
     unreachable: bool = False
@@ -342,6 +349,8 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
             processes=[m.pid],
             **counts,
         )
+        mark = mark_of(m)
+        member.generation, member.canary, member.verdict = mark.server_gen, mark.canary, verdict_text(mark.verdict)
         view.members.append(member)
     set_target_shares(view.members)
     if ctl.flags & abi.RP_CTL_FLOWS and gen_info is not None:
@@ -361,6 +370,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
             member.queue = found[member.cookie].rqueue if member.cookie in found else None
         view.unmanaged = unmanaged_listeners(view, found.values())
         set_shared_processes(view.members, found)
+    view.generations = generation_views(view.members)
     return view
 
 

@@ -10,6 +10,10 @@ writer killed halfway leaves entries that are not live, which the next
 write clears.  register, unregister, adopt, join, the launcher
 (registration.py), reconcile and serve all change members through it.
 
+A member's server generation (its number and the verdict on it,
+docs/decisions/0021) is written here too: a new member's from its
+NewMember, a member's new one through `marks`; a replacement keeps its own.
+
 QUIC server ids are given here alone (quic_server_id()): each member of
 a QUIC group has one, the one asked for, else its own when its socket is
 replaced, else the lowest one free.  The launcher asks for its children's
@@ -23,7 +27,7 @@ import ctypes
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 from ..contract import abi
 from ..contract.errors import InvalidInput, RpctlError
@@ -31,9 +35,41 @@ from ..contract.refs import Param
 from ..kernel import sockets
 from ..tables import pin_table, quic
 from ..tables.naming import check_member_name
+from ..tables.server_generations import Verdict
 from .generation import Group, freed, name_of
 from .options import GroupOptions
 from .policy import DEFAULT_WEIGHT, check_weight, new_policy
+
+# The member flags that hold the verdict on its server generation, and what each means.
+VERDICT_FLAGS = {Verdict.PROMOTED: abi.RP_MEMBER_PROMOTED, Verdict.ROLLED_BACK: abi.RP_MEMBER_ROLLED_BACK}
+MARK_FLAGS = abi.RP_MEMBER_PROMOTED | abi.RP_MEMBER_ROLLED_BACK | abi.RP_MEMBER_CANARY
+
+
+class Mark(NamedTuple):
+    """What a member entry keeps of its server generation: its number (0: not
+    known), the verdict on it, and whether it is a canary now."""
+
+    server_gen: int = 0
+    verdict: Verdict = Verdict.NONE
+    canary: bool = False
+
+
+NO_MARK = Mark()
+
+
+def mark_of(m: abi.RpMember) -> Mark:
+    """What member entry `m` keeps of its server generation."""
+    verdict = next((v for v, bit in VERDICT_FLAGS.items() if m.flags & bit), Verdict.NONE)
+    return Mark(m.server_gen, verdict, bool(m.flags & abi.RP_MEMBER_CANARY))
+
+
+def marked(m: abi.RpMember, mark: Mark) -> abi.RpMember:
+    """Entry `m` (changed in place, and returned) with `mark`."""
+    m.server_gen = mark.server_gen
+    m.flags = (m.flags & ~MARK_FLAGS | VERDICT_FLAGS.get(mark.verdict, 0)
+               | (abi.RP_MEMBER_CANARY if mark.canary else 0))
+    return m
+
 
 # Given the members after a change (name -> index), the pin plan to publish with it (None: the live one).
 PinChooser = Callable[[dict[str, int]], Optional[pin_table.PinPlan]]
@@ -55,6 +91,7 @@ class NewMember:
     cookie: Optional[int] = None  # of the socket found before: fd `fd` must still be it
     shared: bool = False  # several processes serve the socket: pid is the first (RP_MEMBER_SHARED)
     what: str = ""  # what its errors start with ("add NAME" when not given)
+    mark: Mark = NO_MARK  # its server generation; a replacement keeps its own
 
     @property
     def label(self) -> str:
@@ -200,7 +237,10 @@ def entry(previous: abi.RpMember, seat: Seat, now_ns: int) -> abi.RpMember:
     m.cookie = j.info.cookie
     m.pid = j.member.pid
     m.fd = j.member.fd
-    m.flags = abi.RP_MEMBER_USED | (abi.RP_MEMBER_SHARED if j.member.shared else 0)
+    m.flags = (abi.RP_MEMBER_USED | (abi.RP_MEMBER_SHARED if j.member.shared else 0)
+               | (previous.flags & MARK_FLAGS if seat.replaces else 0))
+    if not seat.replaces:
+        marked(m, j.member.mark)
     if seat.quic_server_id is not None:
         m.flags |= abi.RP_MEMBER_QUIC
         m.quic_server_id = seat.quic_server_id
@@ -223,6 +263,7 @@ def update_members(
     pin: Optional[PinChooser] = None,
     attach: bool = True,
     what: Optional[str] = None,
+    marks: Optional[Mapping[int, Mark]] = None,
 ) -> dict[str, int]:
     """Every change of a group's membership in ONE publish, all or nothing
     (the caller holds the group lock).
@@ -232,7 +273,8 @@ def update_members(
     process of a member whose socket lives on; `policies` (index -> policy,
     None = leaves) as Group.publish takes them; `pin`, given name -> index
     of the members after the change, returns the pin plan (None keeps the
-    live one).  Everything is checked before anything is written; then one
+    live one); `marks` (index -> Mark) what present members keep of
+    their server generation from now on.  Everything is checked before anything is written; then one
     publish makes it all live, and with `attach` the program is attached
     through a joining socket (a restarted server makes a new reuseport group
     that has no program).  A refusal while writing undoes the entries
@@ -273,6 +315,8 @@ def update_members(
             m = members[index]  # publish writes every member's entry
             m.pid, m.fd = to.pid, to.fd
             m.flags = m.flags & ~abi.RP_MEMBER_SHARED | (abi.RP_MEMBER_SHARED if to.shared else 0)
+        for index, mark in (marks or {}).items():
+            marked(members[index], mark)
     except BaseException:
         for s in seats:
             if s.index not in written:

@@ -68,6 +68,15 @@ def assign(taken: Iterable[int], length: int) -> int:
     raise InvalidInput(f"every {length}-byte QUIC server id is taken")
 
 
+def of_cookie(cookie: int, length: int) -> int:
+    """The server id a socket of this cookie (SO_COOKIE) has when a group takes its
+    members' ids from their sockets: its low `length` bytes.  A server reads its
+    own socket's cookie and knows its id without being told (nginx puts its
+    listener's cookie in its connection ids likewise); cookies count up, so the
+    ids of two sockets differ unless 2**(8*length) sockets were made between them."""
+    return cookie & ((1 << (8 * length)) - 1)
+
+
 def make_cid(server_id: bytes, cid_length: int, rotation: int = 0) -> bytes:
     """A plaintext QUIC-LB connection id of `cid_length` bytes carrying `server_id`:
     the first octet's low 5 bits say the length that follows it, the nonce is random."""

@@ -139,16 +139,19 @@ def launch(netns, tmp_path):
 
 @pytest.fixture
 def nginx(netns, tmp_path):
-    """start(port=P, workers=N, cpu_affinity=False): a real nginx (tests/support/nginx.py)
-    in the test's namespace, ready; stopped after the test."""
+    """start(port=P, workers=N, cpu_affinity=False, name=""): a real nginx (tests/support/nginx.py)
+    in the test's namespace, ready; stopped after the test.  A name gives it a folder of its
+    own (tmp_path/name), for a second nginx beside the first."""
     from tests.support.nginx import NGINX, Nginx
 
     if not os.access(NGINX, os.X_OK):
         pytest.fail(f"{NGINX} is missing: apt-get install nginx-light (scripts/provision.sh --with-tests)")
     made = []
 
-    def start(port: int, workers: int, **kw) -> Nginx:
-        n = Nginx(tmp_path, port=port, workers=workers, **kw)
+    def start(port: int, workers: int, name: str = "", **kw) -> Nginx:
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        n = Nginx(folder, port=port, workers=workers, **kw)
         made.append(n)
         n.wait_ready()
         return n

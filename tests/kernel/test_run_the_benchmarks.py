@@ -35,6 +35,7 @@ def test_quick_suite_runs_every_benchmark(netns):
     assert done == started, proc.stdout + proc.stderr
     drawn = re.findall(r"^figure: (.*)$", proc.stdout, re.M)
     assert {Path(p).name for p in drawn} == {
-        "bench-datapath.png", "bench-endtoend.png", "bench-controlplane.png", "bench-adaptive.png", "bench-scale.png"}
+        "bench-datapath.png", "bench-endtoend.png", "bench-controlplane.png", "bench-adaptive.png", "bench-scale.png",
+        "bench-deploy.png"}
     assert all(Path(p).parent != DOC.parent for p in drawn), "quick figures went over the published ones"
     assert published() == before

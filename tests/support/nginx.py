@@ -121,11 +121,12 @@ class Nginx:
                 raise RuntimeError(f"nginx exited {self.proc.returncode}: {self.errors()}")
             eps = discover.discover(port=self.port, proto="tcp", probe_reuseport=False)
             self.worker_pids = _children(self.master)
+            # Its own listeners (those its master holds): another nginx may listen beside it.
+            own = [lst for lst in eps[0].listeners if any(h.pid == self.master for h in lst.holders)] if eps else []
             if (
-                eps
-                and len(eps[0].listeners) == self.workers
+                len(own) == self.workers
                 and len(self.worker_pids) == self.workers
-                and all(lst.server and lst.server.pid in self.worker_pids for lst in eps[0].listeners)
+                and all(lst.server and lst.server.pid in self.worker_pids for lst in own)
             ):
                 return
             if time.monotonic() > deadline:

@@ -35,7 +35,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from rpctl.cli.demo.worker import activated_socket
-from rpctl.controller.kernel.sockets import parse_hostport, reuseport_socket
+from rpctl.controller.kernel.sockets import cookie_of, parse_hostport, reuseport_socket
 from rpctl.controller.tables import quic
 
 ALPN = "rpctl-echo"
@@ -159,7 +159,13 @@ async def serve(args: argparse.Namespace) -> dict:
                                       idle_timeout=args.idle_timeout)
     configuration.load_cert_chain(args.cert, args.key)
     loop = asyncio.get_running_loop()
-    server = Server(configuration, server_id_from_env())
+    if args.server_id_from_cookie:
+        # An adopted server in a group with quic_server_ids = "cookie": its id is its socket's.
+        length = args.server_id_from_cookie
+        server_id = quic.of_cookie(cookie_of(sock), length).to_bytes(length, "big")
+    else:
+        server_id = server_id_from_env()
+    server = Server(configuration, server_id)
     transport, _ = await loop.create_datagram_endpoint(lambda: server, sock=sock)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -187,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:4433", help="without socket activation")
     p.add_argument("--grace", type=float, default=30.0, help="after SIGTERM, wait this long for connections to end")
     p.add_argument("--idle-timeout", type=float, default=20.0)
+    p.add_argument("--server-id-from-cookie", type=int, metavar="LENGTH", default=0,
+                   help="the server id is the low LENGTH bytes of its socket's SO_COOKIE")
     args = p.parse_args(argv)
     stats = asyncio.run(serve(args))
     sys.stdout.write(f"stats {json.dumps(stats)}\n")

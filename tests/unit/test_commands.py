@@ -33,7 +33,7 @@ READS = [
 NOT_READS = {
     "register": "writes", "unregister": "writes", "unload": "writes", "drain": "writes", "undrain": "writes",
     "adopt": "writes", "apply": "writes", "run": "writes", "restart": "writes", "rollout": "writes",
-    "pin": "writes", "cleanup": "writes", "serve": "writes", "demo": "writes (its own group)",
+    "pin": "writes", "promote": "writes", "rollback": "writes", "cleanup": "writes", "serve": "writes", "demo": "writes (its own group)",
     "demo-worker": "reads nothing: a server of its own, until a signal",
     "doctor": "reads, and imports bcc on purpose: whether bcc imports is one of its checks",
     "metrics": "reads, but serves until a signal: its scrapes are test_exporter's",

@@ -98,7 +98,8 @@ def _udp(body: str) -> str:
         # unknown keys: in a group, inside adopt / run, and outside every group
         (_group('adopt = { comm = "nginx" }\naffinity = true\n'),
          ("f.toml:5: group 'web': key 'affinity': unknown key (known: name, listen, adopt, run, names, weight, "
-         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms, flow_affinity, "
+         "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms, generations, "
+         "generation_by, quic_server_ids, flow_affinity, "
          "flow_table_size, flow_idle_timeout, quic, quic_server_id_length)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
@@ -214,6 +215,19 @@ def _udp(body: str) -> str:
         (_udp('quic_server_id_length = 2\n'),
          ("f.toml:5: group 'dns': key 'quic_server_id_length': a QUIC server id length goes with QUIC routing "
           "(add quic = true)")),
+        (_udp('quic_server_ids = "cookie"\n'),
+         "f.toml:5: group 'dns': key 'quic_server_ids': for adopted groups with quic = true only"),
+        (_udp('quic = true\nquic_server_ids = "mine"\n'),
+         "f.toml:6: group 'dns': key 'quic_server_ids': 'mine': use \"assigned\" or \"cookie\""),
+        (_group('adopt = { comm = "nginx" }\ngenerations = "oldest"\n'),
+         "f.toml:5: group 'web': key 'generations': 'oldest': use \"newest\" or { canary = PERCENT }"),
+        (_group('adopt = { comm = "nginx" }\ngenerations = { canary = 100 }\n'),
+         "f.toml:5: group 'web': key 'generations.canary': 100 is not a percent between 0 and 100 (both left out)"),
+        (_group('adopt = { comm = "nginx" }\ngeneration_by = "unit"\n'),
+         "f.toml:5: group 'web': key 'generation_by': 'unit': use \"process\" or \"cgroup\""),
+        (_group('run = { command = ["x"], count = 2 }\ngenerations = "newest"\n'),
+         ("f.toml:5: group 'web': key 'generations': for adopted groups only (a run group's members are "
+          "restarted one by one: rpctl restart, rpctl rollout)")),
         # syntax errors: their own line
         (_group('adopt = { comm = "nginx" }\n\nweights = { "a" = 1\n'), None),
     ],
@@ -258,3 +272,13 @@ def test_adopt_rules_match_every_field_given():
     assert rule.mismatch("python3", None, 33, "/") == "comm 'python3' is not 'nginx'"
     assert rule.mismatch("nginx", None, 33, "/") == "cgroup '/' is not '/system.slice/nginx.service'"
     assert AdoptRule(exe="/usr/sbin/nginx").mismatch("nginx", None, 0, None) == "exe None is not '/usr/sbin/nginx'"
+
+
+def test_generations_read_from_the_file():
+    from rpctl.controller.tables.server_generations import NEWEST, Rollout
+
+    spec = config.loads(_group('adopt = { comm = "nginx" }\ngenerations = { canary = 2.5 }\n'
+                               'generation_by = "cgroup"\n')).groups[0]
+    assert (spec.rollout, spec.generation_by) == (Rollout(2.5), "cgroup")
+    assert config.loads(_group('adopt = { comm = "nginx" }\ngenerations = "newest"\n')).groups[0].rollout == NEWEST
+    assert config.loads(_group('adopt = { comm = "nginx" }\n')).groups[0].rollout is None

@@ -287,3 +287,19 @@ def test_dashboard_pin_column_header_and_mode_event():
     assert row.rstrip().endswith("queue 0,2")
     row3 = next(line for line in text.splitlines() if line.startswith("worker-3 "))
     assert row3.rstrip().endswith("-")
+
+
+def test_a_group_with_server_generations_shows_a_line_for_each():
+    from rpctl.controller.read.generation_views import generation_views
+
+    def make(t):
+        g = moving_group([moving_member(0, "nginx-1", generation=1, draining=True, queue=0, selected=int(100 * t)),
+                          moving_member(1, "nginx-2", generation=2, selected=int(300 * t))])
+        g.generations = generation_views(g.members)
+        return [g]
+
+    history, snap = history_of(make)
+    text = frame(snap, history, 100, 24)
+    assert "generation 1: drained" in text and "safe to stop" in text
+    assert "generation 2: serving" in text
+    assert_fits(text, 100, 24)

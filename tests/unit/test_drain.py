@@ -240,3 +240,38 @@ def test_the_group_is_resolved_before_it_is_opened(layout, clock, script):
     assert script.opened == [] and script.reads == 0
     assert drain.wait_drained("w1", timeout=10, group="api", layout=layout).state == DRAINED
     assert script.opened == ["api"]
+
+
+# A server generation (wait_generation_drained) ---------------------------------------------------
+
+
+def _generation_view(*queues, draining=True, flows=None):
+    from rpctl.controller.read.generation_views import generation_views
+
+    members = [member(i, f"a-{i + 1}", generation=1, draining=draining, queue=q, flows=flows)
+               for i, q in enumerate(queues)] + [member(9, "b-1", generation=2)]
+    view = group_view(members, name="web", port=8080)
+    view.generations = generation_views(view.members)
+    return view
+
+
+def test_a_generation_is_drained_once_every_member_of_it_is(layout, clock, script):
+    script.views += [_generation_view(2, 1), _generation_view(0, 1), _generation_view(0, 0)]
+    told = []
+    gen = drain.wait_generation_drained(1, 10, group="web", layout=layout, progress=lambda q, f: told.append((q, f)))
+    assert (gen.number, str(gen.state), gen.members) == (1, "drained", ("a-1", "a-2"))
+    assert told == [(3, None), (1, None)] and script.reads == 3
+
+
+def test_waiting_for_a_generation_that_serves_or_is_not_there_is_refused(layout, clock, script):
+    script.views.append(_generation_view(0, draining=False))
+    with pytest.raises(InvalidInput, match="it is serving, not draining"):
+        drain.wait_generation_drained(1, 10, group="web", layout=layout)
+    with pytest.raises(NotFound, match=r"has no such generation \(it has: 1, 2\)"):
+        drain.wait_generation_drained(3, 10, group="web", layout=layout)
+
+
+def test_a_generation_that_never_drains_times_out(layout, clock, script):
+    script.views.append(_generation_view(4, flows=2))
+    with pytest.raises(WaitTimeout, match="generation 1 of web: still 4 queued after 1s"):
+        drain.wait_generation_drained(1, 1, group="web", layout=layout)

@@ -14,6 +14,7 @@ GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "adaptive_sampled",
     "generation",
     "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
+    "server_generations",
 }
 
 
@@ -24,7 +25,7 @@ COUNTER_KEYS = {"slot_misses", "no_live_member", "pin_fallbacks", "pin_unassigne
 MEMBER_KEYS = {
     "name", "index", "pid", "fd", "shared", "processes", "cookie", "state", "weight", "target_share", "observed_share", "selected",
     "fallback", "migrated", "pinned", "pins", "selected_since_change", "queue", "flow_datagrams", "flows_created",
-    "flows_reassigned", "flows", "quic_routed", "quic_server_id", "throttled",
+    "flows_reassigned", "flows", "quic_routed", "quic_server_id", "throttled", "server_generation",
 }
 
 

@@ -287,3 +287,29 @@ def test_a_launched_group_takes_a_new_count_in_place(launched, caplog):
     assert not k.can_take(replace(RUN, run=RunSpec(("/srv/api2",), 3)))
     assert not k.can_take(replace(RUN, names="api-{i}"))
     assert not k.can_take(replace(RUN, run=RunSpec(("/srv/api",), 3, backoff_max=20.0)))
+
+
+def test_a_draining_generation_is_looked_at_until_drained_and_told_once(plans, caplog, monkeypatch):
+    from types import SimpleNamespace
+
+    from rpctl.controller.tables.server_generations import NEWEST
+
+    states = [["draining", "serving"], ["draining", "serving"], ["drained", "serving"]]
+    reads = []
+
+    def read_view(name, layout, with_queues):
+        reads.append(name)
+        now = states[min(len(reads), len(states)) - 1]
+        return SimpleNamespace(generations=[SimpleNamespace(number=i + 1, state=s) for i, s in enumerate(now)])
+
+    monkeypatch.setattr(keepers.views, "read_view", read_view)
+    caplog.set_level(logging.INFO, "rpctl.serve")
+    k = keepers.Keeper(GroupSpec("web", KEY, rollout=NEWEST), layout=None)
+    plans.append(Plan("web", KEY))
+    k.reconcile(SIGNS, "1 new listener")
+    assert k.waits().until == 0.0  # serve does not leave a draining generation unlooked at
+    for now in (1.0, 1.1, 1.6, 2.2, 2.8, 3.4):  # looks of serve; one read each DRAIN_LOOK at most
+        k.watch_generations(now)
+    assert len(reads) == 3  # 1.0, 1.6, 2.2: then drained, nothing draining is looked at no more
+    assert caplog.text.count("generation 1 of web drained: safe to stop") == 1
+    assert k.waits().until == k.next_full  # nothing draining: only the periodic check

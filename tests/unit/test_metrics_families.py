@@ -136,3 +136,17 @@ def test_unmanaged_listeners_is_a_gauge_per_group_left_out_when_not_read():
     family = got["rpctl_group_unmanaged_listeners"]
     assert family.type == "gauge"
     assert samples(family) == {(("group", "tcp-18080"),): 2.0, (("group", "quiet"),): 0.0}
+
+
+def test_server_generations_have_a_share_and_a_state_each():
+    from rpctl.controller.read.generation_views import generation_views
+
+    view = group_view([member(0, "a-1", generation=1, draining=True, queue=0, target_share=0.0),
+                       member(1, "b-1", generation=2, target_share=1.0)], name="web")
+    view.generations = generation_views(view.members)
+    fams = {f.name: f for f in families([view])}
+    assert {tuple(s.labels.values()): s.value for s in fams["rpctl_member_server_generation"].samples} == {
+        ("web", "a-1"): 1, ("web", "b-1"): 2}
+    assert {s.labels["generation"]: s.value for s in fams["rpctl_generation_share"].samples} == {"1": 0.0, "2": 1.0}
+    states = {(s.labels["generation"], s.labels["state"]) for s in fams["rpctl_generation_state"].samples if s.value}
+    assert states == {("1", "drained"), ("2", "serving")}

@@ -102,3 +102,11 @@ def test_a_full_table_finds_every_id():
     for idx, sid in ids.items():
         assert _program_lookup(table, sid) == idx
         assert bisect.bisect_left(table, sid << 32) == sid
+
+
+def test_a_server_id_from_a_cookie_is_its_low_bytes():
+    from rpctl.controller.tables.quic import of_cookie
+
+    assert of_cookie(0x0123456789, 3) == 0x456789
+    assert of_cookie(0x0123456789, 1) == 0x89
+    assert of_cookie(0x0123456789, 4) == 0x23456789

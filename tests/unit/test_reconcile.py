@@ -184,6 +184,55 @@ def test_options_that_differ_from_the_groups_are_refused_naming_both_values():
         plan(_spec(listen=UDP, options=GroupOptions(quic=True)), made)
 
 
+# Server generations (docs/decisions/0021) ------------------------------------------
+
+
+def _gen_lst(cookie: int, pid: int, master: str) -> Candidate:
+    return Candidate(cookie, cookie + 1000, pid, 6, "nginx", "/usr/sbin/nginx", 33, "/", (1, pid), generation_key=master)
+
+
+def test_a_second_server_beside_the_first_is_a_new_generation_and_the_first_drains():
+    from rpctl.controller.store.membership import Mark
+    from rpctl.controller.tables.server_generations import NEWEST
+
+    members = (Current(0, "nginx-1", 1, 101, 6, 1, False, True, mark=Mark(1)),
+               Current(1, "nginx-2", 2, 102, 6, 1, False, True, mark=Mark(1)))
+    listeners = (_gen_lst(1, 101, "m1"), _gen_lst(2, 102, "m1"), _gen_lst(3, 201, "m2"))
+    p = plan(_spec(rollout=NEWEST), Observed("web", KEY, True, listeners, members))
+    assert [(a.name, a.mark) for a in p.adds] == [("nginx-3", Mark(2))]
+    assert [(r.name, r.draining) for r in p.reweighs] == [("nginx-1", True), ("nginx-2", True)]
+    assert p.lines()[-2:] == ["group web: generation 1: draining (takes no new work)",
+                              "group web: generation 2: takes new work"]
+    # Once done, the same plan again is nothing to do.
+    done = (*(Current(m.index, m.name, m.cookie, m.pid, 6, 1, True, True, mark=m.mark) for m in members),
+            Current(2, "nginx-3", 3, 201, 6, 1, False, True, mark=Mark(2)))
+    assert plan(_spec(rollout=NEWEST), Observed("web", KEY, True, listeners, done)).empty
+
+
+def test_a_group_without_generations_marks_nothing():
+    p = plan(_spec(), Observed("web", KEY, False, (_gen_lst(1, 101, "m1"),)))
+    assert p.adds[0].mark.server_gen == 0 and not p.marks
+
+
+def test_a_canary_planned_again_is_nothing_to_do_and_generations_left_out_are_cleared():
+    from rpctl.controller.store.membership import NO_MARK, Mark
+    from rpctl.controller.tables.server_generations import Rollout
+
+    spec = _spec(rollout=Rollout(5))
+    listeners = (_gen_lst(1, 101, "m1"), _gen_lst(2, 201, "m2"))
+    first = plan(spec, Observed("web", KEY, True, listeners, (Current(0, "nginx-1", 1, 101, 6, 1, False, True),)))
+    (add,) = first.adds
+    (old,) = first.marks
+    assert (add.weight, add.mark) == (500, Mark(2, canary=True)) and old.mark == Mark(1)
+    applied = (Current(0, "nginx-1", 1, 101, 6, 9500, False, True, mark=Mark(1)),
+               Current(1, "nginx-2", 2, 201, 6, 500, False, True, mark=add.mark))
+    assert plan(spec, Observed("web", KEY, True, listeners, applied)).empty
+    cleared = plan(_spec(), Observed("web", KEY, True, listeners, applied))
+    assert {r.name: r.mark for r in cleared.marks} == {"nginx-1": NO_MARK, "nginx-2": NO_MARK}
+    assert {r.name: r.weight for r in cleared.reweighs} == {"nginx-1": 1, "nginx-2": 1}
+    assert "group web: nginx-1 generation none" in cleared.lines()
+
+
 # Shared listeners: a prefork server's children share each socket ---------------------
 
 
@@ -220,6 +269,13 @@ def test_a_member_never_moves_to_a_parent_that_only_holds_its_socket():
     # and looked at again soon.
     first = plan(_spec(), Observed("web", KEY, False, (_parent_only(1),)))
     assert [a.pid for a in first.adds] == [1] and first.unserved == ("nginx-1",)
+
+
+def test_server_ids_from_cookies_are_asked_for_joining_sockets():
+    spec = _spec(quic_ids_from_cookie=True, options=GroupOptions(quic=True, quic_server_id_length=3))
+    p = plan(spec, Observed("web", KEY, False, (_lst(0x1234567, 101),)))
+    assert [a.quic_server_id for a in p.adds] == ["234567"]
+    assert [a.quic_server_id for a in plan(_spec(), Observed("web", KEY, False, (_lst(7, 101),))).adds] == [None]
 
 
 # candidates and observe: what plan() is given ----------------------------------------------

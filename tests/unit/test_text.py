@@ -25,6 +25,23 @@ def test_none_or_not_read_is_no_warning():
     assert unmanaged_warning(group_view(unmanaged=None)) is None
 
 
+def test_a_line_per_server_generation_and_none_without():
+    from rpctl.cli.text import generation_lines
+    from rpctl.controller.read.generation_views import generation_views
+
+    from tests.support.views import member
+
+    view = group_view([member(0, "a-1", generation=1, draining=True, queue=0, target_share=0.0),
+                       member(1, "b-1", generation=2, canary=True, target_share=0.05),
+                       member(2, "b-2", generation=2, target_share=0.05, verdict=None)])
+    view.generations = generation_views(view.members)
+    assert generation_lines(view) == [
+        "generation 1: drained, 0.0% of new work (a-1): safe to stop",
+        "generation 2: canary, 10.0% of new work (b-1, b-2)",
+    ]
+    assert generation_lines(group_view()) == []
+
+
 def test_pid_text_of_a_member_and_of_shared_ones():
     from rpctl.cli.text import pid_text
     from tests.support.views import member
