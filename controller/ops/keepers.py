@@ -91,7 +91,7 @@ class Keeper:
         self.draining = False               # a server generation may be draining: looked at until drained
         self.next_drain_look = 0.0
         self.next_glance = 0.0
-        self.published: Optional[int] = None  # ctl.gen at the last glance: a change is someone's publish
+        self.published: Optional[int] = None  # when the live table was published, at the last glance
         self.drained: set[int] = set()      # generations told drained (once each)
 
     @property
@@ -178,8 +178,8 @@ class Keeper:
         if self.spec.rollout is None:
             return
         if not self.draining:
-            # rpctl promote and rpctl rollback publish without serve: a glance at the
-            # generation number of the group's steering tells serve to look again.
+            # rpctl promote and rpctl rollback publish without serve: a glance at when
+            # the group's live table was published tells serve to look again.
             if now < self.next_glance:
                 return
             self.next_glance = now + GLANCE
@@ -352,10 +352,14 @@ class LaunchedKeeper(Keeper):
 
 
 def _published(name: str, layout: Layout) -> Optional[int]:
-    """The group's live table generation (ctl.gen: every publish bumps it); None when it cannot be read."""
+    """When the group's live table was published (CLOCK_REALTIME ns: every publish
+    writes it); None when it cannot be read."""
+    from ..contract import abi
+
     try:
         with Group.open(name, layout) as g:
-            return g.ctl().gen
+            live = g.maps["gens"].get(g.ctl().gen & 1, abi.RpGen)
+            return None if live is None else live.published_ns
     except (RpctlError, OSError):
         return None
 

@@ -182,15 +182,21 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         logged = len(s.stderr())
         killed = time.monotonic()
         kill(v3)
-        s.wait_logged("generation 3 (canary) lost a member: rolled back, generation 1 takes all new work again",
-                      after=logged)
+        try:
+            s.wait_logged("generation 3 (canary) lost a member: rolled back, generation 1 takes all new work again",
+                          after=logged)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: serve said after the kill: {s.stderr()[logged:]}") from None
         wait_generations(s, {1: "serving"})
         back = time.monotonic() - killed
         print(f"canary rolled back {back:.3f}s after its processes were killed")
         assert back <= KILLED_BACK_WITHIN
         after = time.monotonic()
         assert share_of(load, after, v1, v3, 300) == 1.0
-    assert load.failed == 0, f"{load.failed} of {len(load.done)} failed"
+    # Requests the canary had accepted when it was SIGKILLed die with it (no balancer saves
+    # those); every other one, before the kill and after the rollback, was answered.
+    failed = [start for start, pid in load.done if pid == FAILED and not killed - 1 <= start < after]
+    assert not failed, f"{len(failed)} of {len(load.done)} failed outside the kill"
 
 
 # A UDP server as a master and its workers: the master opens one SO_REUSEPORT
@@ -351,7 +357,12 @@ def test_generations_by_cgroup_make_one_of_every_server_in_a_unit(netns, launch,
         udp_generations({1: "serving"}, timeout=CREATE_WITHIN)
         servers += [UdpServer(UDP_PORT, 1, units["green"]) for _ in range(2)]
         udp_generations({1: "drained", 2: "serving"})
-        gens = {g.number: set(g.members) for g in views.read_view("dns", with_queues=None).generations}
+
+        def members_of_each():  # the second green server may join at serve's next look
+            gens = {g.number: set(g.members) for g in views.read_view("dns", with_queues=None).generations}
+            return gens if sum(map(len, gens.values())) == 4 else None
+
+        gens = wait_until("four members", members_of_each)
         assert [len(gens[1]), len(gens[2])] == [2, 2], gens
     finally:
         for server in servers:

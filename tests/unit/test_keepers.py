@@ -325,7 +325,8 @@ def test_a_publish_by_another_command_makes_a_group_with_generations_looked_at_a
 
     class Opened:
         def __enter__(self):
-            return SimpleNamespace(ctl=lambda: SimpleNamespace(gen=gen[0]))
+            return SimpleNamespace(ctl=lambda: SimpleNamespace(gen=gen[0]),
+                                   maps={"gens": SimpleNamespace(get=lambda i, t: SimpleNamespace(published_ns=gen[0]))})
 
         def __exit__(self, *exc):
             return False
