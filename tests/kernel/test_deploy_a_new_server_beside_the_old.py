@@ -173,6 +173,11 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         v2.stop()
         wait_generations(s, {1: "serving", 3: "canary"})
         logged = len(s.stderr())
+        # Up to here nothing may fail.  A SIGKILLed server loses the connections it
+        # had accepted and not answered yet (at most one a client thread); those
+        # queued on its listeners are migrated, not lost.
+        failed_before_kill = load.failed
+        assert failed_before_kill == 0, f"{failed_before_kill} of {len(load.done)} failed before the kill"
         killed = time.monotonic()
         kill(v3)
         s.wait_logged("generation 3 (canary) lost a member: rolled back, generation 1 takes all new work again",
@@ -183,7 +188,7 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         assert back <= KILLED_BACK_WITHIN
         after = time.monotonic()
         assert share_of(load, after, v1, v3, 300) == 1.0
-    assert load.failed == 0, f"{load.failed} of {len(load.done)} failed"
+    assert load.failed - failed_before_kill <= load.concurrency, f"{load.failed} of {len(load.done)} failed"
 
 
 # A UDP server as a master and its workers: the master opens one SO_REUSEPORT
