@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import shutil
 import socket
 import time
 from typing import Iterable, Iterator, Optional
@@ -28,7 +27,7 @@ from . import audit, foreign_state, shared_program
 from .generation import PROG_PIN, Group
 from .lookup import resolve_group
 from .options import GroupOptions
-from .state import Layout
+from .state import FolderMade, Layout
 
 OWN_PROGRAM_ENV = "RPCTL_OWN_PROGRAM"  # "1": a group's program runs every step itself
 
@@ -62,47 +61,27 @@ def create(layout: Layout, name: str, info: sockets.SocketInfo, options: Optiona
     ctypes.memmove(ctl.addr, sockets.addr_bytes(info), 16)
     options.write_ctl(ctl, jiffies.hz() if options.flow_affinity else 0)
 
-    tmp = layout.temp_dir(name)
-    os.mkdir(tmp, 0o700)
-    maps: dict[str, Map] = {}
-    prog_fd = -1
-    try:
+    with FolderMade(layout.temp_dir(name), layout.group_dir(name), PROG_PIN) as made:
         if os.environ.get(OWN_PROGRAM_ENV) == "1":
-            maps = {spec.name: Map.create(spec, max_entries=flow_sets) for spec in abi.GROUP_MAPS}
-            maps["ctl"].put(0, ctl)
-            prog_fd = loader.load_own(maps, migrate)
-            _pin(tmp, maps, prog_fd)
-            os.rename(tmp, layout.group_dir(name))
+            made.maps = {spec.name: Map.create(spec, max_entries=flow_sets) for spec in abi.GROUP_MAPS}
+            made.maps["ctl"].put(0, ctl)
+            made.prog_fd = loader.load_own(made.maps, migrate)
+            made.done()
             return
         with shared_program.shared_lock(layout.bpffs), shared_program.SharedProgram.opened(
                 layout.bpffs, loader.shared_digest(shared_program.NAMES, migrate), migrate) as shared:
-            slot, maps = shared.take(flow_sets)
-            maps["members"] = Map.create(abi.MAP_SPECS["members"])
+            slot, made.maps = shared.take(flow_sets)
+            made.maps["members"] = Map.create(abi.MAP_SPECS["members"])
             ctl.flags |= abi.RP_CTL_SHARED
             ctl.slot = slot
-            maps["ctl"].put(0, ctl)
-            prog_fd = loader.load({**maps, **shared.handoff_maps()}, migrate)
-            shared.claim(slot, bpfsys.prog_info(prog_fd).id)
+            made.maps["ctl"].put(0, ctl)
+            made.prog_fd = loader.load({**made.maps, **shared.handoff_maps()}, migrate)
+            shared.claim(slot, bpfsys.prog_info(made.prog_fd).id)
             try:
-                _pin(tmp, maps, prog_fd)
-                os.rename(tmp, layout.group_dir(name))
+                made.done()
             except BaseException:
-                shared.release(slot, bpfsys.prog_info(prog_fd).id)
+                shared.release(slot, bpfsys.prog_info(made.prog_fd).id)
                 raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        for m in maps.values():
-            m.close()
-        if prog_fd >= 0:
-            os.close(prog_fd)
-
-
-def _pin(folder: str, maps: dict[str, Map], prog_fd: int) -> None:
-    for spec_name, m in maps.items():
-        m.pin(os.path.join(folder, spec_name))
-    bpfsys.obj_pin(prog_fd, os.path.join(folder, PROG_PIN))
 
 
 def remove(layout: Layout, name: str) -> None:

@@ -46,7 +46,7 @@ from ..contract.errors import RpctlError
 from ..kernel import bpfsys
 from ..kernel.maps import Map
 from ..kernel.sockets import process_exists
-from .state import folder_lock
+from .state import FolderMade, folder_lock
 
 log = logging.getLogger("rpctl.shared")
 
@@ -297,10 +297,7 @@ def _create(folder: str, migrate: bool) -> None:
     from ..kernel import loader
 
     tmp = os.path.join(os.path.dirname(folder), f"_tmp-{os.path.basename(folder)}-{os.getpid()}")
-    os.mkdir(tmp, 0o700)
-    maps: dict[str, Map] = {}
-    prog_fd = -1
-    try:
+    with FolderMade(tmp, folder, PROG_PIN) as made:
         for name, entries in OUTER.items():
             template = Map.create(abi.MAP_SPECS[_inner(name)], max_entries=entries or 1)
             spec = outer_spec(name)
@@ -309,24 +306,13 @@ def _create(folder: str, migrate: bool) -> None:
                                        inner_map_fd=template.fd)
             finally:
                 template.close()
-            maps[name] = Map(fd, spec)
-        maps["handoff"] = Map.create(abi.HANDOFF_SPEC)
-        prog_fd = loader.load_shared(maps, migrate)
-        maps[PROGS_PIN] = Map.create(abi.PROGS_SPEC)
-        maps[PROGS_PIN].put(0, ctypes.c_uint32(prog_fd))
-        maps["owners"] = Map.create(abi.OWNERS_SPEC)
-        for m in maps.values():
-            m.pin(os.path.join(tmp, m.spec.name))
-        bpfsys.obj_pin(prog_fd, os.path.join(tmp, PROG_PIN))
-        os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        for m in maps.values():
-            m.close()
-        if prog_fd >= 0:
-            os.close(prog_fd)
+            made.maps[name] = Map(fd, spec)
+        made.maps["handoff"] = Map.create(abi.HANDOFF_SPEC)
+        made.prog_fd = loader.load_shared(made.maps, migrate)
+        made.maps[PROGS_PIN] = Map.create(abi.PROGS_SPEC)
+        made.maps[PROGS_PIN].put(0, ctypes.c_uint32(made.prog_fd))
+        made.maps["owners"] = Map.create(abi.OWNERS_SPEC)
+        made.done()
 
 
 def _open_maps(folder: str) -> dict[str, Map]:

@@ -150,6 +150,39 @@ class Layout:
                 shutil.rmtree(os.path.join(self.ns_dir, name), ignore_errors=True)
 
 
+class FolderMade:
+    """A bpffs folder made whole or not at all: its maps (`maps`) and program
+    (`prog_fd`), set in the block, pinned under a temporary name and renamed
+    into place by done(); if the block fails, the temporary folder goes.
+    Either way the maps and program are closed (their pins hold them)."""
+
+    def __init__(self, tmp: str, final: str, prog_pin: str):
+        self.tmp, self.final, self.prog_pin = tmp, final, prog_pin
+        self.maps: dict = {}
+        self.prog_fd = -1
+
+    def __enter__(self) -> "FolderMade":
+        os.mkdir(self.tmp, 0o700)
+        return self
+
+    def done(self) -> None:
+        """Pin every map by its spec's name and the program, then rename the folder into place."""
+        from ..kernel import bpfsys
+
+        for m in self.maps.values():
+            m.pin(os.path.join(self.tmp, m.spec.name))
+        bpfsys.obj_pin(self.prog_fd, os.path.join(self.tmp, self.prog_pin))
+        os.rename(self.tmp, self.final)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        for m in self.maps.values():
+            m.close()
+        if self.prog_fd >= 0:
+            os.close(self.prog_fd)
+
+
 @contextlib.contextmanager
 def folder_lock(path: str) -> Iterator[None]:
     """An exclusive flock on folder `path` for the block (it dies with its process)."""

@@ -180,6 +180,11 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         v2.stop()
         wait_generations(s, {1: "serving", 3: "canary"})
         logged = len(s.stderr())
+        # Up to here nothing may fail.  A SIGKILLed server loses the connections it
+        # had accepted and not answered yet (at most one a client thread); those
+        # queued on its listeners are migrated, not lost.
+        failed_before_kill = load.failed
+        assert failed_before_kill == 0, f"{failed_before_kill} of {len(load.done)} failed before the kill"
         killed = time.monotonic()
         kill(v3)
         try:
@@ -193,10 +198,7 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         assert back <= KILLED_BACK_WITHIN
         after = time.monotonic()
         assert share_of(load, after, v1, v3, 300) == 1.0
-    # Requests the canary had accepted when it was SIGKILLed die with it (no balancer saves
-    # those); every other one, before the kill and after the rollback, was answered.
-    failed = [start for start, pid in load.done if pid == FAILED and not killed - 1 <= start < after]
-    assert not failed, f"{len(failed)} of {len(load.done)} failed outside the kill"
+    assert load.failed - failed_before_kill <= load.concurrency, f"{load.failed} of {len(load.done)} failed"
 
 
 # A UDP server as a master and its workers: the master opens one SO_REUSEPORT

@@ -75,7 +75,11 @@ def test_sender_and_sink_count_into_their_slots(exe, tmp_path):
         while counters.slot(0)[0] < 10_000 and time.monotonic() < deadline:
             assert all(p.poll() is None for p in procs)
             time.sleep(0.05)
-        sink, sender = counters.slot(0), counters.slot(1)
+        sink = counters.slot(0)
+        # The sender counts a batch once its sendmmsg returned: the sink may have read it first.
+        while counters.slot(1)[0] < sink[0] and time.monotonic() < deadline + 2:
+            time.sleep(0.01)
+        sender = counters.slot(1)
     finally:
         for p in procs:
             p.kill()
