@@ -51,6 +51,7 @@ RETRY = 2.0      # after a reconcile failed, the next full one comes this soon
 SOON = 0.2       # a listener no process serves yet (mid-reload): looked at again this soon, then 2x, 4x...
 UNDECIDED_NOTE = 1.6  # ...and logged as not admitted once it stayed so this long
 DRAIN_LOOK = 0.5  # a draining server generation is looked at this often (a read of the group's view)
+GLANCE = 1.0      # a group with generations: how often serve checks whether another command published
 
 log = logging.getLogger("rpctl.serve")  # serve's log: keepers run inside serve
 
@@ -89,6 +90,8 @@ class Keeper:
         self.adaptive: AdaptiveLoop | None = None
         self.draining = False               # a server generation may be draining: looked at until drained
         self.next_drain_look = 0.0
+        self.next_glance = 0.0
+        self.published: Optional[int] = None  # when the live table was published, at the last glance
         self.drained: set[int] = set()      # generations told drained (once each)
 
     @property
@@ -143,8 +146,8 @@ class Keeper:
         if self.settled is None:
             return watch.Wait(self.key, frozenset(), -math.inf)
         until = self.next_full
-        if self.spec.rollout is not None and self.draining:
-            until = min(until, self.next_drain_look)  # a draining generation is looked at (watch_generations)
+        if self.spec.rollout is not None:  # watch_generations: a draining generation, or a glance
+            until = min(until, self.next_drain_look if self.draining else self.next_glance)
         return watch.Wait(self.key, self.settled.live_pids, until)
 
     def unchanged(self, look: watch.Look) -> bool:
@@ -172,7 +175,19 @@ class Keeper:
     def watch_generations(self, now: float) -> None:
         """While a server generation drains, look at it every DRAIN_LOOK (its members'
         queues and, UDP, live flows: the flow table walked); say once when it is drained."""
-        if self.spec.rollout is None or not self.draining or now < self.next_drain_look:
+        if self.spec.rollout is None:
+            return
+        if not self.draining:
+            # rpctl promote and rpctl rollback publish without serve: a glance at when
+            # the group's live table was published tells serve to look again.
+            if now < self.next_glance:
+                return
+            self.next_glance = now + GLANCE
+            published = _published(self.name, self.layout)
+            if published == self.published:
+                return
+            self.published, self.draining, self.next_drain_look = published, True, 0.0
+        if now < self.next_drain_look:
             return
         self.next_drain_look = now + DRAIN_LOOK
         gens = views.read_view(self.name, self.layout, with_queues=None).generations
@@ -334,6 +349,19 @@ class LaunchedKeeper(Keeper):
     def close(self) -> None:
         super().close()
         self.launcher.close()
+
+
+def _published(name: str, layout: Layout) -> Optional[int]:
+    """When the group's live table was published (CLOCK_REALTIME ns: every publish
+    writes it); None when it cannot be read."""
+    from ..contract import abi
+
+    try:
+        with Group.open(name, layout) as g:
+            live = g.maps["gens"].get(g.ctl().gen & 1, abi.RpGen)
+            return None if live is None else live.published_ns
+    except (RpctlError, OSError):
+        return None
 
 
 def _apply_policies(spec: GroupSpec, layout: Layout, launcher: Launcher) -> list[str]:

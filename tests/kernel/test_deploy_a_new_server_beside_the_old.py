@@ -98,7 +98,12 @@ def test_blue_green_moves_new_connections_to_the_new_server_and_loses_none(serve
         assert found[2].share == pytest.approx(1.0)
         status = rpctl.ok("status", "--group", "web")
         assert "generation 1: drained, 0.0% of new work (nginx-1, nginx-2): safe to stop" in status, status
-        (doc,) = json.loads(rpctl.ok("status", "--json", "--group", "web"))["groups"]
+
+        def both_of_v2():  # v2's second listener may join at serve's next look
+            (doc,) = json.loads(rpctl.ok("status", "--json", "--group", "web"))["groups"]
+            return doc if len(doc["members"]) == 4 else None
+
+        doc = wait_until("v2's two members", both_of_v2)
         assert [(g["generation"], g["state"]) for g in doc["server_generations"]] == [(1, "drained"), (2, "serving")]
         assert {m["name"]: m["server_generation"] for m in doc["members"]} == {
             "nginx-1": 1, "nginx-2": 1, "nginx-3": 2, "nginx-4": 2}
@@ -156,6 +161,7 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         assert "generation 2: takes new work" in out and "generation 1: draining" in out, out
         promoted = time.monotonic()
         wait_generations(s, {1: "drained", 2: "serving"})
+        s.wait_logged("generation 1 of web drained: safe to stop")  # serve saw the promote's publish
         assert share_of(load, promoted, v2, v1, 500) == 1.0
 
         out = rpctl.ok("rollback", "web", "-c", s.config)
@@ -163,6 +169,7 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         rolled = time.monotonic()
         found = wait_generations(s, {1: "serving", 2: "drained"})
         assert found[2].verdict == "rolled back"
+        s.wait_logged("generation 2 of web drained: safe to stop")
         assert share_of(load, rolled, v1, v2, 500) == 1.0
         code, _, err = rpctl("promote", "web", "-c", s.config)
         assert code == 4 and "generation 2 is rolled back already" in err, err
@@ -180,8 +187,11 @@ def test_a_canary_takes_its_percent_until_promoted_or_rolled_back_and_dies_back(
         assert failed_before_kill == 0, f"{failed_before_kill} of {len(load.done)} failed before the kill"
         killed = time.monotonic()
         kill(v3)
-        s.wait_logged("generation 3 (canary) lost a member: rolled back, generation 1 takes all new work again",
-                      after=logged)
+        try:
+            s.wait_logged("generation 3 (canary) lost a member: rolled back, generation 1 takes all new work again",
+                          after=logged)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: serve said after the kill: {s.stderr()[logged:]}") from None
         wait_generations(s, {1: "serving"})
         back = time.monotonic() - killed
         print(f"canary rolled back {back:.3f}s after its processes were killed")
@@ -349,7 +359,12 @@ def test_generations_by_cgroup_make_one_of_every_server_in_a_unit(netns, launch,
         udp_generations({1: "serving"}, timeout=CREATE_WITHIN)
         servers += [UdpServer(UDP_PORT, 1, units["green"]) for _ in range(2)]
         udp_generations({1: "drained", 2: "serving"})
-        gens = {g.number: set(g.members) for g in views.read_view("dns", with_queues=None).generations}
+
+        def members_of_each():  # the second green server may join at serve's next look
+            gens = {g.number: set(g.members) for g in views.read_view("dns", with_queues=None).generations}
+            return gens if sum(map(len, gens.values())) == 4 else None
+
+        gens = wait_until("four members", members_of_each)
         assert [len(gens[1]), len(gens[2])] == [2, 2], gens
     finally:
         for server in servers:

@@ -312,4 +312,38 @@ def test_a_draining_generation_is_looked_at_until_drained_and_told_once(plans, c
         k.watch_generations(now)
     assert len(reads) == 3  # 1.0, 1.6, 2.2: then drained, nothing draining is looked at no more
     assert caplog.text.count("generation 1 of web drained: safe to stop") == 1
-    assert k.waits().until == k.next_full  # nothing draining: only the periodic check
+    assert k.waits().until == k.next_glance  # nothing draining: a glance for another command's publish
+
+
+def test_a_publish_by_another_command_makes_a_group_with_generations_looked_at_again(caplog, monkeypatch):
+    from types import SimpleNamespace
+
+    from rpctl.controller.tables.server_generations import NEWEST
+
+    gen = [7]
+    reads = []
+
+    class Opened:
+        def __enter__(self):
+            return SimpleNamespace(ctl=lambda: SimpleNamespace(gen=gen[0]),
+                                   maps={"gens": SimpleNamespace(get=lambda i, t: SimpleNamespace(published_ns=gen[0]))})
+
+        def __exit__(self, *exc):
+            return False
+
+    def read_view(name, layout, with_queues):
+        reads.append(name)
+        return SimpleNamespace(generations=[SimpleNamespace(number=1, state="drained"),
+                                            SimpleNamespace(number=2, state="serving")])
+
+    monkeypatch.setattr(keepers, "Group", SimpleNamespace(open=lambda name, layout: Opened()))
+    monkeypatch.setattr(keepers.views, "read_view", read_view)
+    caplog.set_level(logging.INFO, "rpctl.serve")
+    k = keepers.Keeper(GroupSpec("web", KEY, rollout=NEWEST), layout=None)
+    k.watch_generations(1.0)   # the first glance: generation 7 is news, looked at
+    k.watch_generations(2.5)   # the same generation: nothing read
+    gen[0] = 8                 # rpctl promote published
+    k.watch_generations(3.0)   # not yet: a glance a second
+    k.watch_generations(3.6)
+    assert len(reads) == 2
+    assert caplog.text.count("generation 1 of web drained: safe to stop") == 1
