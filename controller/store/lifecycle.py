@@ -24,7 +24,7 @@ from ..contract.refs import Param
 from ..kernel import bpfsys, jiffies, probe, sockets
 from ..kernel.maps import Map
 from . import audit, foreign_state, shared_program
-from .generation import PROG_PIN, Group
+from .generation import PROG_PIN, Group, read_ctl
 from .lookup import resolve_group
 from .options import GroupOptions
 from .state import FolderMade, Layout
@@ -89,11 +89,10 @@ def remove(layout: Layout, name: str) -> None:
     caller holds the namespace's lock)."""
     path = layout.group_dir(name)
     prog = shared_program.program_of(path)
-    slot = None
-    with contextlib.suppress(Exception):  # noqa: BLE001 - a damaged folder is still removed
-        with Group.open(name, layout) as g:
-            ctl = g.ctl()
-            slot = ctl.slot if ctl.flags & abi.RP_CTL_SHARED else None
+    # ctl alone (a damaged or foreign folder is still removed: no slot then).
+    ctl = read_ctl(layout, name)
+    shared = ctl is not None and ctl.abi_version == abi.RP_ABI_VERSION and ctl.flags & abi.RP_CTL_SHARED
+    slot = ctl.slot if shared else None
     layout.remove_group_dir(name)
     if slot is not None and prog is not None:
         shared_program.release(layout.bpffs, slot, prog)
