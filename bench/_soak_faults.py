@@ -24,6 +24,8 @@ from typing import Callable, Optional
 from bench._soak_world import DEMO, RUN_GROUPS, SOLO, World, rpctl_argv
 
 MIN_WORKERS, MAX_WORKERS = 2, 4
+# What rpctl rightly refuses (exit 4) when the file has drained the other member of app.
+UNSAFE = ("no other live member would serve", "is the last live member")
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Fault:
     detail: str = ""
     took: float = 0.0
     error: str = ""             # what did not work (a finding to look at), "" if all did
+    refused: str = ""           # what rpctl refused as unsafe, as it should (the last live member, ...)
     lossy: dict = field(default_factory=dict)   # group -> why its failures in this window are by definition
 
 
@@ -246,10 +249,18 @@ class Faults:
 
     # The CLI -----------------------------------------------------------------------------
 
-    def _cli(self, f: Fault, *args: object) -> None:
+    def _cli(self, f: Fault, *args: object) -> bool:
+        """rpctl ARGS; a refusal to leave a group with no live member is right (noted in f.refused),
+        any other failure a finding (f.error).  Whether it did it."""
         out = rpctl(*args, env=self.world.env)
-        if out.returncode != 0:
-            f.error = f"rpctl {' '.join(map(str, args))} exited {out.returncode}: {out.stderr.strip()}"
+        if out.returncode == 0:
+            return True
+        text = f"rpctl {' '.join(map(str, args))} exited {out.returncode}: {out.stderr.strip()}"
+        if out.returncode == 4 and any(why in out.stderr for why in UNSAFE):
+            f.refused = text
+        else:
+            f.error = text
+        return False
 
     def cli_weights(self, f: Fault) -> None:
         group = self.rng.choice(["web", "app"])
@@ -261,9 +272,9 @@ class Faults:
         group = self.rng.choice(["web", "app"])
         name = self.rng.choice(self._names(group))
         f.detail = f"{group} drain {name}, undrain after 1 s"
-        self._cli(f, "drain", name, "--group", group)
-        time.sleep(1)
-        self._cli(f, "undrain", name, "--group", group)
+        if self._cli(f, "drain", name, "--group", group):
+            time.sleep(1)
+            self._cli(f, "undrain", name, "--group", group)
 
     def cli_pin(self, f: Fault) -> None:
         mode = status(self.world)["app"]["mode"]
@@ -277,7 +288,8 @@ class Faults:
     def rolling_restart(self, f: Fault) -> None:
         f.detail = "app worker-1 then worker-2"
         for name in ("worker-1", "worker-2"):
-            self._cli(f, "restart", name, "--group", "app")
+            if not self._cli(f, "restart", name, "--group", "app"):
+                return
 
     def cache_removed(self, f: Fault) -> None:
         f.detail = str(self.world.cache)

@@ -81,6 +81,7 @@ class TcpLoad:
         self.proc.terminate()
         self.proc.wait(10)
         self.reader.join(10)
+        self.proc.stdout.close()
 
 
 def _source(rng: random.Random) -> str:

@@ -36,6 +36,7 @@ class Row:
 
     count: int = 0
     errors: list = field(default_factory=list)                 # its own steps that did not work
+    refused: int = 0                                           # what rpctl refused as unsafe, rightly
     failed: collections.Counter = field(default_factory=collections.Counter)      # (group, what) -> n
     by_definition: collections.Counter = field(default_factory=collections.Counter)
 
@@ -48,11 +49,18 @@ def attribute(faults: list, failures: list[Failure]) -> dict[str, Row]:
         rows[f.kind].count += 1
         if f.error:
             rows[f.kind].errors.append(f"{f.detail}: {f.error}")
+        rows[f.kind].refused += bool(f.refused)
     for failure in failures:
-        i = bisect.bisect_right(times, started(failure)) - 1
-        fault = faults[i] if i >= 0 else None
-        row = rows[fault.kind if fault else STEADY]
         key = (failure.where, failure.what)
+        # A failure that lasted (a timeout, a QUIC echo waited for) is caused by definition by a
+        # fault that loses work of its group while it lasted; else by the last fault before it began.
+        lo, hi = bisect.bisect_right(times, started(failure)), bisect.bisect_right(times, failure.t)
+        lossy = [f for f in faults[lo:hi] if failure.where in f.lossy]
+        if lossy:
+            rows[lossy[0].kind].by_definition[key] += 1
+            continue
+        fault = faults[lo - 1] if lo > 0 else None
+        row = rows[fault.kind if fault else STEADY]
         if fault and failure.where in fault.lossy:
             row.by_definition[key] += 1
         else:

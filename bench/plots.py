@@ -20,6 +20,7 @@ from bench import common
 # One colour per kind of row, in order of first appearance.
 PALETTE = ("#9e9e9e", "#7fa7d6", "#1f4e9c", "#d9534f", "#5cb85c", "#f0ad4e")
 REFERENCE_STYLES = ("--", ":", "-.")
+MARK_COLOURS = ("#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")  # events across a time series
 
 
 class Bar(NamedTuple):
@@ -149,11 +150,11 @@ def timeline(name: str, title: str, panels: Sequence[Panel], marks: Mapping[str,
     vertical line across all panels, one colour per kind of mark."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels) + 0.6), sharex=True, squeeze=False)
-    mark_colour = {k: PALETTE[(i + 2) % len(PALETTE)] for i, k in enumerate(marks)}
+    mark_colour = {k: MARK_COLOURS[i % len(MARK_COLOURS)] for i, k in enumerate(marks)}
     for ax, panel in zip(axes[:, 0], panels):
         for kind, xs in marks.items():
             for j, x in enumerate(xs):
-                ax.axvline(x, color=mark_colour[kind], linewidth=0.5, alpha=0.5, label=kind if j == 0 else None)
+                ax.axvline(x, color=mark_colour[kind], linewidth=0.9, alpha=0.7, label=kind if j == 0 else None)
         for i, (label, (xs, ys)) in enumerate(panel.series.items()):
             ax.plot(xs, ys, color=PALETTE[(i + 1) % len(PALETTE)], linewidth=1.0, label=label)
         ax.set_ylabel(panel.ylabel)

@@ -50,6 +50,7 @@ DNS_FLOWS, QUIC_CONNECTIONS = 200, 50
 READ_EVERY, SAMPLE_EVERY = 2.0, 5.0
 WARMUP = 300.0        # the last serve's RSS and fds are compared after this (a sixth of shorter runs)
 SETTLE = 10.0         # after the last fault: a stopped worker continued, broken QUIC connections seen
+MARKED = ("SIGKILL serve", "SIGKILL worker", "nginx restart")   # the faults the figure marks (the others: every 2-5 s)
 READS = (("status",), ("status", "--json"), ("dashboard", "--frames", "1"), "metrics")
 
 
@@ -243,7 +244,7 @@ def _cell(counter: collections.Counter) -> str:
 
 def fault_rows(result: Result) -> list[tuple]:
     order = sorted(result.rows, key=lambda k: (k == STEADY, -result.rows[k].count, k))
-    return [(kind, r.count, _cell(r.failed), _cell(r.by_definition), len(r.errors)) for kind, r in
+    return [(kind, r.count, _cell(r.failed), _cell(r.by_definition), len(r.errors), r.refused) for kind, r in
             ((k, result.rows[k]) for k in order)]
 
 
@@ -271,16 +272,22 @@ def picture(result: Result) -> str:
     xs = [(s["t"] - t0) / 60 for s in samples]
     marks: dict[str, list] = collections.defaultdict(list)
     for f in result.faults:
-        kind = f.kind if f.kind in ("SIGKILL serve", "SIGKILL worker", "SIGSTOP worker") else "other faults"
-        marks[kind].append((f.t - t0) / 60)
+        if f.kind in MARKED:
+            marks[f.kind].append((f.t - t0) / 60)
     panels = [
         plots.Panel("new TCP connections/s", rates),
         plots.Panel("failures/s (all, by definition too)", failures or {"none": ([0], [0])}),
         plots.Panel("serve's RSS (MiB)", {"RSS": (xs, [s["rss_kib"] / 1024 for s in samples])},
                     "open fds", {"fds": (xs, [s["fds"] for s in samples])}),
     ]
-    return plots.timeline("soak", f"{result.minutes:g}-minute soak, seed {result.seed}: a fault every 2 to 5 s",
+    return plots.timeline("soak", f"{result.minutes:g}-minute soak, seed {result.seed}: a fault every 2 to 5 s "
+                          f"({', '.join(MARKED)} marked)",
                           panels, dict(marks))
+
+
+def errors_text(result: Result) -> str:
+    lines = [f"- {kind}: {e}" for kind, r in sorted(result.rows.items()) for e in r.errors]
+    return ("\n\nFaults whose own steps did not work:\n\n" + "\n".join(lines)) if lines else ""
 
 
 def body(result: Result) -> str:
@@ -311,7 +318,11 @@ its flows, QUIC: its connections); a SIGKILLed serve's `run` groups, whose worke
 
 Faults, and what each caused:
 
-{table(("fault", "times", "failed", "by definition", "own steps that did not work"), fault_rows(result))}
+{table(("fault", "times", "failed", "by definition", "own steps that did not work", "refused as unsafe"),
+       fault_rows(result))}
+
+"Refused as unsafe": `rpctl restart` or `drain` of app's one member the file had not drained (exit 4,
+"no other live member would serve meanwhile"), as it should.{errors_text(result)}
 
 TCP connections by outcome:
 
