@@ -39,20 +39,6 @@ class Fault:
     lossy: dict = field(default_factory=dict)   # group -> why its failures in this window are by definition
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is pid."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (OSError, ValueError):
-                pass
-    return out
-
-
 def rpctl(*args: object, timeout: float = 60.0, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     return subprocess.run(rpctl_argv(*args), capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -172,7 +158,7 @@ class Faults:
         group, member = self._victim(f)
         pid = member["pid"]
         if group == "web":
-            pid = self.rng.choice(children(self.world.nginx.master))  # a member's pid may lag a reload
+            pid = self.rng.choice(self.world.nginx.workers_now())  # a member's pid may lag a reload
             f.detail = f"web nginx worker pid {pid}"
         f.lossy = {group: "a killed worker's accepted connections (UDP: flows, QUIC: connections) die with it"}
         os.kill(pid, signal.SIGKILL)
@@ -181,7 +167,7 @@ class Faults:
         group, member = self._victim(f)
         pid = member["pid"]
         if group == "web":
-            pid = self.rng.choice(children(self.world.nginx.master))
+            pid = self.rng.choice(self.world.nginx.workers_now())
             f.detail = f"web nginx worker pid {pid}"
         seconds = self.rng.uniform(1.0, 3.0)
         f.detail += f" for {seconds:.1f} s"
