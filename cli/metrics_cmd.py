@@ -25,7 +25,10 @@ DESCRIPTION = """\
 Serve the groups of this network namespace to Prometheus (text format, any
 path, e.g. /metrics) until Ctrl-C or SIGTERM.  Every scrape reads the
 pinned state afresh and takes no lock: it runs beside any other rpctl
-command and never slows steering.
+command and never slows steering.  It answers GET and HEAD alone (405 to
+other methods); a client has 5 s for its request's head, and no slow or
+silent client holds up another's scrape.  No authentication: bind to
+loopback or a management address.
 
 metrics (labels group, member; counters restart when a member is registered again):
   rpctl_member_selected_total         steered through the member's slots
