@@ -60,6 +60,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         # true while rpctl serve samples an adaptive group's queues; null when not adaptive
         "adaptive_sampled": (not g.adaptive_unsampled) if g.adaptive else None,
         "quic_server_id_length": g.quic_server_id_length or None,
+        "balance": g.balance,
         "generation": g.gen,
         "published_ns": g.published_ns,
         "counters": g.counters,

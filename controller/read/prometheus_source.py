@@ -35,6 +35,7 @@ from typing import Callable, Optional
 from ..contract.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
 from ..contract.refs import Param
 from ..kernel.sockets import family_of, parse_hostport
+from ..store.options import HASH
 from .views import (
     DRAINED,
     DRAINING,
@@ -303,5 +304,5 @@ def _group(instance: str, name: str, labels: dict[str, str]) -> GroupView:
     view = GroupView(name=name, proto=labels.get("protocol", proto), family=family, addr=addr, port=port,
                      prog_id=prog_id, gen=0, mode=labels.get("mode", "weighted"), published_ns=0, created_ns=0,
                      migration=labels.get("migration", "true") == "true", instance=instance,
-                     adaptive=labels.get("adaptive", "false") == "true")
+                     adaptive=labels.get("adaptive", "false") == "true", balance=labels.get("balance", HASH))
     return view
