@@ -95,9 +95,9 @@ def weights_json(g: GroupView) -> dict[str, Any]:
 
 # The keys of `rpctl status --prometheus --json`: what Prometheus knows of a group and a member.
 FLEET_GROUP_KEYS = ("name", "protocol", "address", "port", "program_id", "mode", "migration", "adaptive",
-                    "counters")
+                    "balance", "counters", "server_generations")
 FLEET_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected", "fallback", "migrated",
-              "pinned", "queue", "throttled")
+              "pinned", "queue", "throttled", "server_generation")
 
 
 def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[str, Any]:
