@@ -303,14 +303,13 @@ struct rp_throttle {
 /* Map "handoff" of the shared program (PERCPU_ARRAY, one element): a
  * group's program that did not take a selection on its short cut says
  * here, on its CPU, whose selection it hands to the shared program, the
- * hash it places by and what the flow table knew of the datagram's flow,
- * then tail-calls it
- * (bpf/handoff.h, docs/decisions/0017).  Nothing else runs on that CPU in
- * between; user space only creates it. */
+ * draw it places by (datagram balance) and what the flow table knew of the
+ * datagram's flow, then tail-calls it (bpf/handoff.h, docs/decisions/0017).
+ * Nothing else runs on that CPU in between; user space only creates it. */
 struct rp_handoff {
 	__u32 slot;            /* the group's slot: its maps in the arrays of maps */
 	__u32 flow_state;      /* enum rp_flow_state of the short cut's flow pick */
-	__u32 hash;            /* what the run places by: md->hash, or its draw (RP_CTL_DATAGRAM) */
+	__u32 hash;            /* RP_CTL_DATAGRAM: the run's random draw, which it places by */
 	__u32 _pad1;
 };
 
