@@ -131,7 +131,8 @@ def test_server_generations_through_prometheus(netns, rpctl, tmp_path):
     """A group whose file says `generations = "newest"`: a second server started beside the
     first is generation 2 and takes all new work, the first drains.  Read through a real
     Prometheus, `rpctl status --prometheus` shows each member's generation and each
-    generation's state and share as `rpctl status` does on the host."""
+    generation's state and share as `rpctl status` does on the host; so it does when the
+    file makes generation 2 a canary."""
     from rpctl.cli.demo import worker as demo_worker
     from rpctl.controller.kernel import discover
 
@@ -167,6 +168,20 @@ def test_server_generations_through_prometheus(netns, rpctl, tmp_path):
             text = rpctl.ok("status", "--prometheus", prom.url)
             assert "generation 1: drained, 0.0% of new work (v-1): safe to stop" in text, text
             assert "generation 2: serving, 100.0% of new work (v-2)" in text, text
+
+            # The file makes generation 2 a canary: a role the members' states do not tell.
+            path.write_text(path.read_text().replace('"newest"', "{ canary = 20 }"))
+            rpctl.ok("apply", "-c", path)
+            (local,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+            assert [(g["generation"], g["state"]) for g in local["server_generations"]] == [
+                (1, "serving"), (2, "canary")], local
+
+            def canary_read():
+                got = read()
+                return got if got and got["server_generations"] == local["server_generations"] else None
+
+            wait_until("the canary in Prometheus", canary_read, timeout=15, interval=0.2)
+            assert "generation 2: canary" in rpctl.ok("status", "--prometheus", prom.url)
     finally:
         if exporter is not None:
             exporter.kill()
