@@ -42,7 +42,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_member_flows_created_total    UDP: new (or idle) flows placed on it
   rpctl_member_flows_reassigned_total UDP: flows placed on it because their member was gone
   rpctl_member_flows                  UDP: live flows the flow table still sends to it
-  rpctl_group_info{endpoint,protocol,mode,program_id,migration,adaptive}   1 per group
+  rpctl_group_info{endpoint,protocol,mode,program_id,migration,adaptive,balance}   1 per group
   rpctl_group_slot_misses_total       slot's socket gone: re-hashed into the weighted table
   rpctl_group_no_live_member_total    no live member: the kernel chose
   rpctl_group_pin_fallbacks_total     pinned member draining or gone: the weighted table chose
