@@ -48,6 +48,7 @@ class Failure:
     where: str        # the group (TCP: by port; UDP: dns; QUIC: quic)
     what: str         # refused, reset, timeout, wrong, other; moved; broken
     detail: str = ""
+    since: float = 0.0  # when it may have begun, if before t (a moved flow: its last answer from its member)
 
 
 class TcpLoad:
@@ -155,11 +156,12 @@ class UdpFlows:
             except OSError:
                 continue  # an ICMP error queued on the socket: read past it
             self.answers += 1
-            f.answered = time.monotonic()
+            before, f.answered = f.answered, time.monotonic()
             member = data.decode(errors="replace").strip()
             if f.member and member != f.member:
+                # It moved after its last answer from its member (a stopped member answers late).
                 f.moves += 1
-                self.failures.append(Failure(f.answered, "dns", "moved", f"{f.member} -> {member}"))
+                self.failures.append(Failure(f.answered, "dns", "moved", f"{f.member} -> {member}", since=before))
             f.member = member
 
     def members(self) -> collections.Counter:

@@ -2,8 +2,8 @@
 falls in (the last fault injected before it), counted apart when that fault
 causes it by definition; serve's resources per minute; the goals, met or not.
 
-When a failure happened: a refused or reset TCP connection, a moved UDP flow
-when it ends (or is seen); a timed-out TCP connection when it started (its
+When a failure happened: a refused or reset TCP connection when it ends; a
+moved UDP flow after its last answer from its member; a timed-out TCP connection when it started (its
 end is TCP_TIMEOUT_MS later: a connection stuck behind a stopped worker
 belongs to the stop); a broken QUIC connection when the client gave it up
 (an echo it waited for in vain was sent 4 s before).
@@ -23,6 +23,8 @@ RSS_FD_GROWTH = 0.05   # the goal: under 5 % after the warm-up
 
 
 def started(f: Failure) -> float:
+    if f.since:
+        return f.since
     if f.what == "timeout":
         return f.t - TCP_TIMEOUT_MS / 1000
     if f.where == "quic" and "no echo in time" in f.detail:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
+import json
 import shutil
 import tempfile
 import threading
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from bench import plots
 from bench._soak_faults import Faults, rpctl
-from bench._soak_load import QuicLoad, TcpLoad, UdpFlows, build
+from bench._soak_load import Failure, QuicLoad, TcpLoad, UdpFlows, build
 from bench._soak_tally import STEADY, attribute, goals, growth, minutes
 from bench._soak_world import (APP, DNS, METRICS, QUIC, WEB, Logged, World, bpf_ids, program_maps, resources,
                                rpctl_argv, shared_holdings)
@@ -49,6 +51,7 @@ TCP_RATE_GOAL = 3_000_000 / 1800     # the issue's 3,000,000 connections in 30 m
 DNS_FLOWS, QUIC_CONNECTIONS = 200, 50
 READ_EVERY, SAMPLE_EVERY = 2.0, 5.0
 WARMUP = 300.0        # the last serve's RSS and fds are compared after this (a sixth of shorter runs)
+FREED_WITHIN = 10.0   # seconds the kernel is given to free what the removed groups held
 SETTLE = 10.0         # after the last fault: a stopped worker continued, broken QUIC connections seen
 MARKED = ("SIGKILL serve", "SIGKILL worker", "nginx restart")   # the faults the figure marks (the others: every 2-5 s)
 READS = (("status",), ("status", "--json"), ("dashboard", "--frames", "1"), "metrics")
@@ -94,8 +97,6 @@ class Watchers:
                 self.result.samples.append({"t": time.monotonic(), "serve": len(self.world.serves), **r})
 
     def _read(self) -> None:
-        from bench._soak_load import Failure
-
         i = 0
         while not self.stopping.wait(READ_EVERY):
             what = READS[i % len(READS)]
@@ -111,8 +112,6 @@ class Watchers:
         if out.returncode != 0 or "Traceback" in out.stderr:
             return f"exit {out.returncode}: {out.stderr.strip()[-300:]}"
         if args == ("status", "--json"):
-            import json
-
             self.programs |= {g["program_id"] for g in json.loads(out.stdout)["groups"] if g.get("program_id")}
         return ""
 
@@ -204,18 +203,28 @@ def soak(minutes: float, seed: int = 1, log=print, keep: Path | None = None) -> 
             for g in result.leftover_groups:
                 rpctl("unload", "--group", g, "--force", env=world.env)
             ns_dir = Path(Layout().ns_dir)
-            end = inventory()
-            result.inventory["end"] = end
-            result.inventory["left"] = {
-                "programs": sorted(programs & (end["programs"] | end["slot programs"])),
-                "maps": sorted(maps & end["maps"] - end["held maps"]),
-                "state folders": sorted(p.name for p in ns_dir.iterdir()) if ns_dir.exists() else [],
-            }
+            # The kernel frees a program and its maps a moment after the last reference goes.
+            deadline = time.monotonic() + FREED_WITHIN
+            while True:
+                end = inventory()
+                left = {
+                    "programs": sorted(programs & (end["programs"] | end["slot programs"])),
+                    "maps": sorted(maps & end["maps"] - end["held maps"]),
+                    "state folders": sorted(p.name for p in ns_dir.iterdir()) if ns_dir.exists() else [],
+                }
+                if not any(left.values()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            result.inventory["end"], result.inventory["left"] = end, left
             result.inventory["ours"] = {"programs": len(programs), "maps": len(maps)}
             if keep:
                 keep.mkdir(parents=True, exist_ok=True)
                 for log_file in tmp.glob("*.log"):
                     shutil.copy(log_file, keep / log_file.name)
+                (keep / "events.json").write_text(json.dumps({
+                    "began": result.began,
+                    "faults": [dataclasses.asdict(f) for f in result.faults],
+                    "failures": [dataclasses.asdict(f) for f in result.failures]}, indent=1))
     return result
 
 
