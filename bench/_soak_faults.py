@@ -283,7 +283,7 @@ class Faults:
 
     # rpctl run and rpctl demo, beside serve ----------------------------------------------------
 
-    def _signal_again(self, f: Fault, what: str, current, start, port: int, group: str) -> None:
+    def _signal_again(self, f: Fault, what: str, current, start, port: int) -> None:
         sig = self.rng.choice([signal.SIGHUP, signal.SIGTERM, signal.SIGKILL])
         f.detail = f"{what}: {sig.name}, then a new one on port {port}"
         if current is not None:
@@ -301,10 +301,10 @@ class Faults:
                 f"a new {what} on port {port} after {sig.name} did not serve: {new.text()[-400:]!r}"
 
     def signal_solo(self, f: Fault) -> None:
-        self._signal_again(f, "rpctl run", self.world.solo, self.world.start_solo, SOLO, "solo")
+        self._signal_again(f, "rpctl run", self.world.solo, self.world.start_solo, SOLO)
 
     def signal_demo(self, f: Fault) -> None:
-        self._signal_again(f, "rpctl demo", self.world.demo, self.world.start_demo, DEMO, f"demo-{DEMO}")
+        self._signal_again(f, "rpctl demo", self.world.demo, self.world.start_demo, DEMO)
 
 
 def _cont(pid: int) -> None:

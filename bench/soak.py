@@ -14,8 +14,9 @@ must not break and move to new source ports every 10 s.  A fault every 2 to
 5 s from a seeded mix (bench/_soak_faults.py); `rpctl status`, `status
 --json`, `dashboard --frames 1` and a scrape of `rpctl metrics` in turn,
 every READ_EVERY seconds all along; serve's RSS, fds, threads and CPU every
-SAMPLE_EVERY seconds.  Every failure is given to the last fault before it,
-and counted apart where that fault loses work by definition
+SAMPLE_EVERY seconds (SIGKILLs of serve only in the first half, so that the
+last serve shows whether they grow).  Every failure is given to the last
+fault before it, and counted apart where a fault loses work by definition
 (bench/_soak_tally.py).  At the end the groups are removed and what is left
 in the kernel and bpffs is counted.
 """
