@@ -94,12 +94,20 @@ quic = true
 """
 
 
-class Logged:
-    """A long-running process whose stdout and stderr go to one file, appended across starts."""
+# Starts argv[1:] with SIGHUP at its default, as in a terminal's session: a soak started under
+# nohup ignores SIGHUP, and rpctl run and rpctl demo rightly keep a SIGHUP ignored at their start.
+HUP_AT_DEFAULT = [sys.executable, "-c",
+                  "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"]
 
-    def __init__(self, argv: list[str], log: Path, env: Optional[dict] = None):
+
+class Logged:
+    """A long-running process whose stdout and stderr go to one file, appended across starts;
+    with hup_at_default, SIGHUP is at its default when it starts (HUP_AT_DEFAULT)."""
+
+    def __init__(self, argv: list[str], log: Path, env: Optional[dict] = None, hup_at_default: bool = False):
         self.log = log
         self.offset = log.stat().st_size if log.exists() else 0
+        argv = HUP_AT_DEFAULT + argv if hup_at_default else argv
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True)
@@ -194,12 +202,12 @@ class World:
 
     def start_solo(self) -> Logged:
         self.solo = Logged(rpctl_argv("run", "--group", "solo", "-n", 2, "--listen", f"127.0.0.1:{SOLO}", "--",
-                                      *WORKER), self.tmp / "solo.log", self.env)
+                                      *WORKER), self.tmp / "solo.log", self.env, hup_at_default=True)
         return self.solo
 
     def start_demo(self) -> Logged:
         self.demo = Logged(rpctl_argv("demo", "--keep", "--port", DEMO, "--workers", 2, "--step-seconds", 1),
-                           self.tmp / "demo.log", self.env)
+                           self.tmp / "demo.log", self.env, hup_at_default=True)
         return self.demo
 
     def stop(self) -> None:
