@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 from rpctl.controller.kernel import bpffs, probe, sockets
 
+from tests.support.hostile import register_profiles
+
+register_profiles()
+
 
 class ReachedSystem(Exception):
     """A unit test got as far as bpffs, capabilities or another process's fds."""
