@@ -17,6 +17,7 @@ import re
 import time
 
 from ..contract.errors import Unsupported
+from .proc_files import read_text
 
 TIMER_LIST = "/proc/timer_list"
 CONFIG_FILES = ("/boot/config-{release}", "/proc/config.gz")
@@ -24,27 +25,48 @@ CONFIG_FILES = ("/boot/config-{release}", "/proc/config.gz")
 # The rates Linux can be built with (kernel/Kconfig.hz); a measurement is
 # rounded to the nearest.
 KNOWN_HZ = (100, 250, 300, 1000)
+MAX_HZ = 10_000  # a configuration past it is damaged
 MEASURE_S = 0.2
 
 _hz: int | None = None
 
 
+def parse_jiffies(text: str) -> int | None:
+    """The first "jiffies: N" of the text of /proc/timer_list, in the 32 bits the flow table keeps; None
+    when there is none."""
+    m = re.search(r"^jiffies:\s*([0-9]{1,20})\s*$", text, re.M | re.A)
+    return int(m.group(1)) & 0xFFFFFFFF if m else None
+
+
 def now() -> int:
     """The kernel's jiffies now, in the 32 bits the flow table keeps."""
     try:
-        with open(TIMER_LIST) as f:
-            for line in f:
-                if line.startswith("jiffies:"):
-                    return int(line.split()[1]) & 0xFFFFFFFF
+        jiffies = parse_jiffies(read_text(TIMER_LIST))
     except OSError as e:
         raise Unsupported(f"read the kernel's clock from {TIMER_LIST}: {e.strerror}") from None
-    raise Unsupported(f"{TIMER_LIST} shows no jiffies line")
+    if jiffies is None:
+        raise Unsupported(f"{TIMER_LIST} shows no jiffies line")
+    return jiffies
 
 
 def config_hz(text: str) -> int | None:
-    """CONFIG_HZ of a kernel build configuration, or None."""
-    m = re.search(r"^CONFIG_HZ=(\d+)$", text, re.M)
-    return int(m.group(1)) if m else None
+    """CONFIG_HZ of a kernel build configuration, or None (also for a rate no kernel ticks at)."""
+    m = re.search(r"^CONFIG_HZ=([0-9]{1,6})$", text, re.M | re.A)
+    return int(m.group(1)) if m and 0 < int(m.group(1)) <= MAX_HZ else None
+
+
+def hz_of_config(raw: bytes, compressed: bool) -> int | None:
+    """config_hz() of the bytes of a build configuration file (gzip'ed: /proc/config.gz); None
+    when they do not read."""
+    if compressed:
+        import gzip  # here, not at the top: a reader of the flow table's clock needs no decompressor
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            return None
+    return config_hz(raw.decode("utf-8", "replace"))
 
 
 def nearest_hz(ticks: int, seconds: float) -> int:
@@ -55,14 +77,11 @@ def nearest_hz(ticks: int, seconds: float) -> int:
 
 def hz_from_config() -> int | None:
     """CONFIG_HZ of the running kernel's build configuration, or None when it ships none."""
-    import gzip  # here, not at the top: a reader of the flow table's clock needs no decompressor
-
     for pattern in CONFIG_FILES:
         path = pattern.format(release=os.uname().release)
         try:
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:
-                hz = config_hz(f.read())
+            with open(path, "rb") as f:
+                hz = hz_of_config(f.read(), path.endswith(".gz"))
         except OSError:
             continue
         if hz:

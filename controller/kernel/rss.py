@@ -32,6 +32,7 @@ from ..contract import abi
 from ..contract.errors import InvalidInput, NotFound, PermissionDenied
 from ..contract.refs import Call, Param
 from ..tables.pin_table import parse_cpus
+from .proc_files import read_text
 
 __all__ = [
     "FLOWS",
@@ -42,6 +43,7 @@ __all__ = [
     "pin_rss_what",
     "queue_irqs",
     "read_device",
+    "rps_set",
     "rss_flags",
     "steering_flags",
 ]
@@ -195,7 +197,7 @@ def parse_interrupts(text: str) -> dict[int, str]:
     out = {}
     for line in lines[1:]:
         head, sep, rest = line.partition(":")
-        if not sep or not head.strip().isdigit():
+        if not sep or not head.strip().isascii() or not head.strip().isdigit():
             continue
         words = rest.split()
         # Counts per CPU, then the chip, the hardware IRQ and its trigger,
@@ -231,8 +233,7 @@ def queue_irqs(dev: str, names: dict[int, str], ids: set[str], msi: set[int]) ->
 
 def _read(path: str) -> Optional[str]:
     try:
-        with open(path) as f:
-            return f.read()
+        return read_text(path)
     except OSError:
         return None
 
@@ -275,11 +276,17 @@ def _rps_queues(dev: str) -> list[int]:
     except OSError:
         return out
     for entry in entries:
-        if entry.startswith("rx-") and entry[3:].isdigit():
-            mask = (_read(os.path.join(base, entry, "rps_cpus")) or "0").strip().replace(",", "")
-            if mask and int(mask, 16):
+        if entry.startswith("rx-") and entry[3:].isascii() and entry[3:].isdigit():
+            if rps_set(_read(os.path.join(base, entry, "rps_cpus")) or ""):
                 out.append(int(entry[3:]))
     return sorted(out)
+
+
+def rps_set(text: str) -> bool:
+    """Whether the text of a queue's rps_cpus (a hex CPU mask, 32 bits a word, comma between
+    words: "00000000,00000003") names any CPU."""
+    mask = text.strip().replace(",", "")
+    return bool(re.fullmatch(r"[0-9a-fA-F]+", mask)) and int(mask, 16) != 0
 
 
 def _netlink_links() -> dict[str, tuple[int, int]]:

@@ -264,14 +264,16 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f"put an IPv6 address in brackets: [{host}]:{port_text}")
+        fixed = f"[{host}]:{port_text}"
+        # Quoted when it holds what a message of one line cannot show (a newline).
+        raise ValueError(f"put an IPv6 address in brackets: {fixed if fixed.isprintable() else repr(fixed)}")
     try:
         addr = ipaddress.ip_address(host) if sep else None
     except ValueError:
         addr = None
     if addr is None:
         raise ValueError("use HOST:PORT or [V6ADDR]:PORT with a literal address")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not port_text.isascii() or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} is not a number in 0..65535")
     return addr.compressed, int(port_text)
 

@@ -147,3 +147,14 @@ def _same_type(value: Any) -> st.SearchStrategy:
     if isinstance(value, list):
         return st.lists(st.sampled_from(value) | values, max_size=5) if value else st.lists(values, max_size=3)
     return st.dictionaries(st.sampled_from(sorted(value)) | text, values, min_size=0, max_size=len(value) + 1)
+
+
+# Text of /proc and /sys ------------------------------------------------------------------------
+
+
+def proc_text(*seeds: str) -> st.SearchStrategy[str]:
+    """Text of a /proc file: a sample with one change, the sample's words shuffled into other
+    lines, or anything (digits of other scripts, control characters, no newline at all)."""
+    words = sorted({w for seed in seeds for w in seed.split()} | {"-1", "0x", "²", "18446744073709551616", ":", ")"})
+    lines = st.lists(st.lists(st.sampled_from(words) | text, max_size=8).map(" ".join), max_size=12).map("\n".join)
+    return st.one_of(*(mutated_text(seed) for seed in seeds), lines, st.text(max_size=200))

@@ -8,10 +8,13 @@ import socket
 import subprocess
 
 import pytest
+from hypothesis import example, given
 from rpctl.cli.wording import error_text
 from rpctl.controller.contract import abi
 from rpctl.controller.contract.errors import InvalidInput
 from rpctl.controller.kernel import rss
+
+from tests.support import hostile
 
 KEY40 = bytes(range(1, 41))
 BOTH = rss.RXH_ADDRS | rss.RXH_PORTS
@@ -176,3 +179,26 @@ def test_ethtool_layouts_match_the_system_headers(tmp_path):
     got = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout.split()
     for (expr, want), value in zip(checks.items(), got):
         assert int(value) == want, f"{expr}: C says {value}, controller/kernel/rss.py says {want}"
+
+
+# Hostile /proc and /sys text ------------------------------------------------------------------
+
+
+@given(hostile.proc_text(INTERRUPTS))
+@example("\r²:")  # found by the fuzz profile: "²".isdigit() holds, and int() refuses it
+def test_any_interrupts_text_gives_numbered_names_and_queues(text):
+    names = rss.parse_interrupts(text)
+    assert all(isinstance(k, int) and isinstance(v, str) for k, v in names.items())
+    for dev, ids in (("eth0", {"eth0", "virtio2"}), ("eth1", {"eth1"}), ("ens1", {"0000:3b:00.0"})):
+        queues = rss.queue_irqs(dev, names, ids, set())
+        assert all(q >= 0 and irq in names for q, irq in queues.items())
+
+
+@given(hostile.proc_text("00000000,00000003\n", "0\n", "ff\n"))
+def test_any_rps_cpus_text_says_whether_a_cpu_is_set(text):
+    assert rss.rps_set(text) in (True, False)
+
+
+def test_rps_cpus_of_a_queue():
+    assert rss.rps_set("00000000,00000003\n") and not rss.rps_set("00000000,00000000\n")
+    assert not rss.rps_set("") and not rss.rps_set("0x3\n") and not rss.rps_set("zz\n")
