@@ -158,3 +158,20 @@ def proc_text(*seeds: str) -> st.SearchStrategy[str]:
     words = sorted({w for seed in seeds for w in seed.split()} | {"-1", "0x", "²", "18446744073709551616", ":", ")"})
     lines = st.lists(st.lists(st.sampled_from(words) | text, max_size=8).map(" ".join), max_size=12).map("\n".join)
     return st.one_of(*(mutated_text(seed) for seed in seeds), lines, st.text(max_size=200))
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | text,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+                           max_leaves=12)
+
+
+@st.composite
+def changed_json(draw, doc: Any) -> Any:
+    """`doc` (a JSON value) with one value somewhere in it replaced by another, of any type."""
+    if isinstance(doc, dict) and doc and draw(st.integers(0, 3)):
+        key = draw(st.sampled_from(sorted(doc)))
+        return {**doc, key: draw(changed_json(doc[key]))}
+    if isinstance(doc, list) and doc and draw(st.integers(0, 3)):
+        i = draw(st.integers(0, len(doc) - 1))
+        return [*doc[:i], draw(changed_json(doc[i])), *doc[i + 1:]]
+    return draw(json_values | st.sampled_from(["NaN", "+Inf", "-1", "1e400", "rpctl_member_name_total"]))
