@@ -233,7 +233,12 @@ def detach_program(sock: socket.socket) -> bool:
     return True
 
 
+PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h: no pid is above it
+
+
 def process_exists(pid: int) -> bool:
+    if not 0 < pid <= PID_MAX_LIMIT:
+        return False  # os.kill(0) would signal our own process group; past the limit it overflows
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
