@@ -327,6 +327,7 @@ def test_a_generated_document_is_read_or_refused_in_one_line(doc):
 
 @given(hostile.changed_document(RICH, list(config.GROUP_KEYS)))
 @example({"group": [{**RICH["group"][1], "listen": "tcp:\n[::1]:9090"}]})  # found by the fuzz profile
+@example({"group": [{**RICH["group"][0], "weights": {"a\nb": -1}}]})  # a member name with a newline
 def test_a_valid_file_with_one_key_type_or_value_changed_is_read_or_refused_in_one_line(doc):
     _refused_in_one_line(lambda text: config.loads(text, "f.toml"), hostile.toml_groups(doc))
 
