@@ -3,14 +3,15 @@ mutations of valid input (a byte flipped, set, dropped or added, a cut, a slice 
 key renamed, retyped, revalued or dropped).
 
 Two profiles: "ci" (the default: a few hundred examples each, no example database, the same
-examples at every run) and "fuzz" (10,000 examples each, random: `./scripts/bench.sh fuzz`,
-which runs pytest with `--hypothesis-profile=fuzz`).
+examples at every run) and "fuzz" (10,000 examples each, or $RPCTL_FUZZ_EXAMPLES, random:
+`./scripts/bench.sh fuzz`, which runs pytest with `--hypothesis-profile=fuzz`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -25,7 +26,8 @@ def register_profiles() -> None:
     common = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.data_too_large])
     settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=True, print_blob=True, **common)
-    settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES, print_blob=True, **common)
+    examples = int(os.environ.get("RPCTL_FUZZ_EXAMPLES", FUZZ_EXAMPLES))
+    settings.register_profile("fuzz", max_examples=examples, print_blob=True, **common)
     settings.load_profile("ci")
 
 
