@@ -71,7 +71,7 @@ def detach(group_dir: str) -> bool:
         return False
     try:
         found = diag.listeners(sockets.proto_number(ep.proto), ep.port, ep.family)
-    except (OSError, RuntimeError, ValueError):
+    except (OSError, ValueError):
         return False
     inodes = [d.inode for d in found.values() if d.address == ep.addr]
     for pairs in diag.holders(inodes).values():
