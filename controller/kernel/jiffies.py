@@ -17,7 +17,6 @@ import re
 import time
 
 from ..contract.errors import Unsupported
-from .proc_files import read_text
 
 TIMER_LIST = "/proc/timer_list"
 CONFIG_FILES = ("/boot/config-{release}", "/proc/config.gz")
@@ -41,9 +40,13 @@ def parse_jiffies(text: str) -> int | None:
 def now() -> int:
     """The kernel's jiffies now, in the 32 bits the flow table keeps."""
     try:
-        jiffies = parse_jiffies(read_text(TIMER_LIST))
+        # Line by line, to the first jiffies line: the kernel writes the rest (every CPU's
+        # timers) only when it is read.
+        with open(TIMER_LIST, "rb") as f:
+            line = next((raw for raw in f if raw.startswith(b"jiffies:")), b"")
     except OSError as e:
         raise Unsupported(f"read the kernel's clock from {TIMER_LIST}: {e.strerror}") from None
+    jiffies = parse_jiffies(line.decode("ascii", "replace"))
     if jiffies is None:
         raise Unsupported(f"{TIMER_LIST} shows no jiffies line")
     return jiffies
