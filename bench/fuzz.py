@@ -86,7 +86,9 @@ def failures(junit: Path) -> dict[str, str]:
         example = re.search(r"Fail\w+ (?:test case|example): (.*?)\)\n", failed.text or "", re.S)
         found = text.splitlines()[0] if text else "failed"
         if example:
-            found += " -- " + " ".join(example.group(1).split())[:300] + ")"
+            # pytest writes the report's lines behind "E   ": the example without them.
+            lines = [re.sub(r"^E\s+", "", line) for line in example.group(1).splitlines()]
+            found += " -- " + " ".join(" ".join(lines).split())[:300] + ")"
         out[f"{path}::{case.get('name')}"] = found
     return out
 

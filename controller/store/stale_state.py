@@ -131,7 +131,8 @@ def net_namespace_mounts(mountinfo: str) -> list[str]:
         fields = line.split()
         # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
         try:
-            fstype = fields[fields.index("-") + 1]
+            dash = fields.index("-", 6)  # after the six fields every line has
+            fstype = fields[dash + 1]
         except (ValueError, IndexError):
             continue
         if fstype == "nsfs" and _NET_LINK_RE.match(fields[3]):
