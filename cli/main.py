@@ -93,16 +93,23 @@ def run(
     # --traceback is an option of rpctl itself: it stands before the command.
     traceback_wanted = "--traceback" in (argv[:argv.index(command)] if command is not None else argv)
     try:
-        args = parser(env.stdout, () if command is None else (command,)).parse_args(argv)
-        system_log.set_command(shlex.join([PROG, *argv]))  # who, in the audit line of each change it makes
-        with library_log(env, args.log_prefix):
-            return int(args.handler(env, args))
-    except SystemExit as e:  # --help and --version
-        return int(e.code or 0)
+        try:
+            args = parser(env.stdout, () if command is None else (command,)).parse_args(argv)
+            system_log.set_command(shlex.join([PROG, *argv]))  # who, in the audit line of each change it makes
+            with library_log(env, args.log_prefix):
+                status = int(args.handler(env, args))
+        except SystemExit as e:  # --help and --version
+            status = int(e.code or 0)
+        env.stdout.flush()  # a reader gone away shows here, not in the interpreter's flush at exit
+        return status
     except KeyboardInterrupt:
         env.err(f"{PROG}: interrupted")
         return 130
     except BaseException as e:
+        if isinstance(e, BrokenPipeError) and _reader_gone(env.stdout):
+            # `rpctl status --json | head`: the reader has what it wanted.  Quiet, with
+            # the status of a process that SIGPIPE ended, as a C tool would have.
+            return READER_GONE
         message, status = error_line(e)
         if traceback_wanted:
             import traceback
@@ -110,6 +117,30 @@ def run(
             traceback.print_exc(file=env.stderr)
         env.err(f"{PROG}: {message}")
         return int(status)
+
+
+READER_GONE = 128 + 13  # 128 + SIGPIPE
+
+
+def _reader_gone(out: TextIO) -> bool:
+    """Whether `out` is a pipe whose reader has exited (poll says POLLERR on the write end
+    of such a pipe).  Its descriptor is then pointed at /dev/null, so that the interpreter's
+    flush at exit of what is still buffered does not fail a second time."""
+    import os
+    import select
+
+    try:
+        fd = out.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):
+            return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        return True
+    except (OSError, ValueError, AttributeError):  # not a file descriptor (a test's StringIO)
+        return False
 
 
 def main() -> None:

@@ -185,3 +185,38 @@ def test_the_command_line_is_who_the_audit_trail_names(groups_unreadable):
         assert system_log.actor().command == "rpctl weights web-1=3 --group 'my web'"
     finally:
         system_log.set_command(None)
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly():
+    """`rpctl status --json | head`: the pipe's reader exits before rpctl has written all;
+    rpctl stops with SIGPIPE's status and no error line (a C tool would die of SIGPIPE)."""
+    import io
+    import os
+
+    from rpctl.cli.common import Environment
+    from rpctl.cli.main import READER_GONE, run
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stderr = io.StringIO()
+    with os.fdopen(write_end, "w") as stdout:
+        assert run(["--help"], Environment(stdout=stdout, stderr=stderr)) == READER_GONE
+        stdout.write("what is still buffered goes nowhere\n")
+    assert stderr.getvalue() == ""
+
+
+def test_a_broken_pipe_elsewhere_is_an_error_line():
+    """A broken pipe that is not stdout's (a socket rpctl talks to) stays an error."""
+    import io
+
+    from rpctl.cli.common import Environment
+    from rpctl.cli.main import run
+
+    def parser(out, full):
+        p = argparse.ArgumentParser()
+        p.set_defaults(handler=lambda env, args: explode(BrokenPipeError(errno.EPIPE, "Broken pipe")), log_prefix=None)
+        return p
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert run([], Environment(stdout=stdout, stderr=stderr), parser=parser) == 1
+    assert_one_error_line(stderr.getvalue())
