@@ -39,6 +39,8 @@ Variants (the reference programs are in bench/datapath.bpf.c):
   udp flow by 4-tuple   reference: an LRU hash map keyed by the 4-tuple read from the packet
   udp flow in 4-way sets  reference: one-cache-line sets in an array (rpctl's are 8-way)
   udp rpctl, no flows   rpctl's program on a UDP group without flow affinity
+  udp rpctl, datagram balance   the same with balance = "datagram": each
+                        datagram placed at a random draw (bpf_get_prandom_u32)
   udp rpctl, known flow rpctl's program, datagrams of flows already in its table
   udp flow in 4-way sets, new flows   reference: the 4-way sets, every
                         datagram a new flow inserted
@@ -95,6 +97,7 @@ WORKED = "workers: "   # the name of a variant whose listeners worker processes 
 UNALIGNED = ", unaligned"  # rpctl on array maps whose values start mid-line (_plain_arrays)
 OWN = ", own program"  # rpctl's program as a group's own, not shared (decision 0017)
 THROTTLED = "w3"       # the member the adaptive variants' throttle names
+DATAGRAM_BALANCE = "udp rpctl, datagram balance"
 
 
 @dataclass
@@ -460,6 +463,8 @@ def _udp_variants(ports, stack: contextlib.ExitStack, known: KnownFlows, n: int)
         _reference("udp flow in 4-way sets", "rp_flow_in_sets", next(ports), stack, in_sets, proto="udp"),
         *_instances(n, "udp rpctl, no flows",
                     _rpctl_groups(ports, stack, proto="udp", options=GroupOptions(flow_affinity=False))),
+        *_instances(n, DATAGRAM_BALANCE,
+                    _rpctl_groups(ports, stack, proto="udp", options=GroupOptions(balance="datagram"))),
         *_and_own(n, "udp rpctl, known flow", ports, stack, proto="udp"),
         *_instances(n, "udp rpctl, known flow" + UNALIGNED, _rpctl_groups(ports, stack, proto="udp", aligned=False)),
     ]
@@ -786,6 +791,16 @@ set full before the first round) evicts a flow with each datagram:
 {f.over("udp rpctl, new flows, full sets"):+d} ns (own program {f.over("udp rpctl, new flows, full sets" + OWN):+d}); its sets stay in cache, so it
 is the victim choice's instructions (and, a table of another size than
 the default, a call for the set's lookup) more than a line's miss.
+
+**Datagram balance** ("{DATAGRAM_BALANCE}": a group without flow affinity
+made with `balance = "datagram"`, each datagram placed at a random draw
+rather than at the kernel's hash): {f.over(DATAGRAM_BALANCE):+d} ns over the floor, against
+{f.over("udp rpctl, no flows"):+d} for the same group placing by the hash
+({f.step("udp rpctl, no flows", DATAGRAM_BALANCE):+d}): the draw (a helper call), this CPU's handoff element
+where the draw waits for the shared program (a lookup and a store), and the
+short cut's first choice with its exit instead of the plain weighted lines.
+Groups that place by the hash test one flag more, on the paths past the
+plain weighted one only (docs/decisions/0022).
 
 **Adaptive groups** (rpctl serve throttles a member whose queue builds;
 here the throttle is written as serve writes it): with nobody throttled

@@ -10,8 +10,9 @@
  * millisecond and the common cases pay nothing for the sharing.
  * Everything else (QUIC, RSS pins, a throttled member, a gone socket's
  * re-hashes and walk, migration) runs in the shared program, verified once
- * a boot: the group's program writes its slot, and what the flow table
- * knew of the datagram's flow, into this CPU's handoff, and tail-calls it.
+ * a boot: the group's program writes its slot, the draw the run places by
+ * (datagram balance) and what the flow table knew of the datagram's flow
+ * into this CPU's handoff, and tail-calls it.
  * The shared program finds the group's maps by the slot and goes on where
  * the short cut stopped, without judging the flow again.
  */
@@ -63,5 +64,42 @@ static __always_inline int rp_hand_off(struct sk_reuseport_md *md, struct rp_ctl
 	return SK_PASS;
 }
 #endif
+
+/* A random draw for a group that balances datagram by datagram: the
+ * group's program draws and leaves it in the handoff, where the shared
+ * program finds it, so that both place by one value (a second draw would
+ * judge another slot than the one the short cut found gone or throttled). */
+static __always_inline __u32 rp_draw(void)
+{
+#ifdef RP_OWN
+	return bpf_get_prandom_u32();
+#else
+	struct rp_handoff *h = rp_handoff();
+	__u32 r;
+
+	if (!h)
+		return 0;
+#ifdef RP_SHARED
+	return h->hash;
+#else
+	r = bpf_get_prandom_u32();
+	h->hash = r;
+	return r;
+#endif
+#endif
+}
+
+/* What the run's slot, re-hashes and walk place by, fixed once a run: the
+ * kernel's hash of the 4-tuple (a flow's datagrams keep their member), or,
+ * in a group that balances datagram by datagram (RP_CTL_DATAGRAM), a
+ * random draw (one source's datagrams spread by the weights).  A group's
+ * program takes it only past its plain weighted lines and a known flow,
+ * and the draw waits in the handoff rather than in a value kept across
+ * the short cut's select for the tail call: either way, clang spilled
+ * registers on the paths that do not need it (docs/decisions/0022). */
+static __always_inline __u32 rp_run_hash(struct sk_reuseport_md *md, struct rp_ctl *ctl)
+{
+	return ctl->flags & RP_CTL_DATAGRAM ? rp_draw() : md->hash;
+}
 
 #endif /* RPCTL_HANDOFF_H */

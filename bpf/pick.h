@@ -31,6 +31,7 @@ enum rp_outcome {
 struct rp_pick {
 	__u32 idx;         /* the member a step chose (rp_took) */
 	__u32 outcome;     /* enum rp_outcome: which step chose it */
+	__u32 hash;        /* what the slot, re-hashes and walk place by (rp_run_hash) */
 	struct rp_flow_pick flow;
 	struct rp_run_maps maps;
 };

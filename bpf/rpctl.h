@@ -107,6 +107,11 @@ enum rp_ctl_flag {
 	 * its own program is an entry that sets rp_ctl.slot and jumps there
 	 * (docs/decisions/0017).  Without it the group has a program of its own. */
 	RP_CTL_SHARED = 1u << 4,
+	/* balance = "datagram": a UDP group without flow affinity or QUIC
+	 * places each datagram by the weights at a random draw of its own
+	 * (bpf_get_prandom_u32) instead of the kernel's hash of its 4-tuple,
+	 * so one source's datagrams spread over the members. */
+	RP_CTL_DATAGRAM = 1u << 5,
 };
 
 /* rp_ctl.proto */
@@ -297,14 +302,14 @@ struct rp_throttle {
 
 /* Map "handoff" of the shared program (PERCPU_ARRAY, one element): a
  * group's program that did not take a selection on its short cut says
- * here, on its CPU, whose selection it hands to the shared program and
- * what the flow table knew of the datagram's flow, then tail-calls it
- * (bpf/handoff.h, docs/decisions/0017).  Nothing else runs on that CPU in
- * between; user space only creates it. */
+ * here, on its CPU, whose selection it hands to the shared program, the
+ * draw it places by (datagram balance) and what the flow table knew of the
+ * datagram's flow, then tail-calls it (bpf/handoff.h, docs/decisions/0017).
+ * Nothing else runs on that CPU in between; user space only creates it. */
 struct rp_handoff {
 	__u32 slot;            /* the group's slot: its maps in the arrays of maps */
 	__u32 flow_state;      /* enum rp_flow_state of the short cut's flow pick */
-	__u32 _pad0;
+	__u32 hash;            /* RP_CTL_DATAGRAM: the run's random draw, which it places by */
 	__u32 _pad1;
 };
 

@@ -47,6 +47,9 @@
  *      the packet (no member is live), SK_PASS without a choice: the
  *      kernel's own hash selection takes over, and the group counter says
  *      so.
+ * "hash" in steps 5 to 7 is the run's (rp_run_hash): the kernel's hash of
+ * the 4-tuple, or one random draw in a group that balances datagram by
+ * datagram (RP_CTL_DATAGRAM), so that one source's datagrams spread.
  * A step either takes the packet (RP_TOOK: a member's socket is selected,
  * the steps end) or passes it on (RP_NEXT).  A request migrating from a
  * closing listener skips steps 3 and 4 and counts as migrated
@@ -78,10 +81,10 @@
  * meets dead entries for members that closed since the last publish. */
 #define RP_FALLBACK_TRIES 16
 
-/* The member of the packet's slot in the live weighted table. */
-static __always_inline __u32 rp_slot(struct sk_reuseport_md *md, struct rp_gen *g)
+/* The member of the run's slot in the live weighted table. */
+static __always_inline __u32 rp_slot(struct rp_pick *p, struct rp_gen *g)
 {
-	return g->slots[md->hash & RP_SLOT_MASK];
+	return g->slots[p->hash & RP_SLOT_MASK];
 }
 
 /* The slot of re-hash number `attempt` of a flow's hash: murmur3's
@@ -143,7 +146,7 @@ static __always_inline enum rp_step rp_rehash(struct sk_reuseport_md *md, struct
 
 #pragma unroll
 	for (i = 0; i < RP_REHASH_TRIES; i++) {
-		idx = g->slots[rp_rehash_slot(md->hash, i)];
+		idx = g->slots[rp_rehash_slot(p->hash, i)];
 		if (t && rp_throttled(t, idx))
 			continue;
 		if (rp_select_member(md, p->maps.socks, &idx))
@@ -231,7 +234,7 @@ static __always_inline enum rp_step rp_throttle_step(struct sk_reuseport_md *md,
 {
 	struct rp_throttle *t = rp_throttle(md, ctl);
 
-	if (!t || !g->n_live || !rp_throttled(t, rp_slot(md, g)) || rp_lease_over(t))
+	if (!t || !g->n_live || !rp_throttled(t, rp_slot(p, g)) || rp_lease_over(t))
 		return RP_NEXT;
 	rp_count_group(throttle_skips);
 	return rp_rehash(md, g, t, p);
@@ -241,7 +244,7 @@ static __always_inline enum rp_step rp_throttle_step(struct sk_reuseport_md *md,
  * live). */
 static __always_inline enum rp_step rp_slot_step(struct sk_reuseport_md *md, struct rp_gen *g, struct rp_pick *p)
 {
-	__u32 idx = rp_slot(md, g);
+	__u32 idx = rp_slot(p, g);
 
 	if (!g->n_live || !rp_select_member(md, p->maps.socks, &idx))
 		return RP_NEXT;
@@ -273,7 +276,7 @@ static __always_inline enum rp_step rp_walk_step(struct sk_reuseport_md *md, str
 		n = RP_MAX_MEMBERS;
 	if (!n)
 		return RP_NEXT;
-	start = md->hash % n;
+	start = p->hash % n;
 	/* A constant trip count with no other exit, so clang unrolls it and
 	 * the verifier walks straight-line code.  With fewer than
 	 * RP_FALLBACK_TRIES live members, entries are tried again: harmless
@@ -335,7 +338,7 @@ static __always_inline enum rp_step rp_first_choice(struct sk_reuseport_md *md, 
 	if (ctl->flags & RP_CTL_ADAPTIVE) {
 		struct rp_throttle *t = rp_throttle(md, ctl);
 
-		if (t && rp_throttled(t, rp_slot(md, g)))
+		if (t && rp_throttled(t, rp_slot(p, g)))
 			return RP_NEXT;
 	}
 	return rp_slot_step(md, g, p);
@@ -343,21 +346,22 @@ static __always_inline enum rp_step rp_first_choice(struct sk_reuseport_md *md, 
 
 /* The common cases ahead of the steps, in straight lines of code that
  * jump over no other step's (why: docs/decisions/0010), first a plain
- * weighted group's slot member (step 5, counted at once: there is no flow
- * to remember).  Step 5 is written out there rather than called: through
- * rp_slot_step, clang moved the count out of line (decision 0010).  Then,
- * in a group without QUIC, for a request that is not migrating: a known
- * flow (step 2), and otherwise the first choice of steps 3 to 5, counted
- * and its flow remembered by the steps' exit.  A group's program holds
- * this alone (docs/decisions/0017), and hands on what it does not take. */
+ * weighted group's slot member (step 5 by md->hash, counted at once: no
+ * flow to remember).  Step 5 is written out there rather than called:
+ * through rp_slot_step, clang moved the count out of line (decision 0010).
+ * Then, in a group without QUIC, for a request that is not migrating: a
+ * known flow (step 2), and otherwise the first choice of steps 3 to 5 by
+ * the run's hash, taken only there (taken first, it cost the paths above
+ * a spill), counted and its flow remembered by the steps' exit.  A group's
+ * program holds this alone (docs/decisions/0017), and hands on the rest. */
 static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, struct rp_ctl *ctl,
 						 struct rp_gen *g, struct rp_pick *p)
 {
 	__u32 idx;
 
-	if (!(ctl->flags & (RP_CTL_QUIC | RP_CTL_FLOWS | RP_CTL_ADAPTIVE)) && g->mode == RP_MODE_WEIGHTED &&
-	    !rp_migrating(md) && g->n_live) {
-		idx = rp_slot(md, g);
+	if (!(ctl->flags & (RP_CTL_QUIC | RP_CTL_FLOWS | RP_CTL_ADAPTIVE | RP_CTL_DATAGRAM)) &&
+	    g->mode == RP_MODE_WEIGHTED && !rp_migrating(md) && g->n_live) {
+		idx = g->slots[md->hash & RP_SLOT_MASK];
 		if (!rp_select_member(md, p->maps.socks, &idx))
 			return RP_NEXT;
 		rp_count(p, idx, RP_SELECTED);
@@ -371,6 +375,7 @@ static __always_inline enum rp_step rp_short_cut(struct sk_reuseport_md *md, str
 			return RP_TOOK;
 		}
 	}
+	p->hash = rp_run_hash(md, ctl);
 	if (rp_first_choice(md, ctl, g, p) != RP_TOOK)
 		return RP_NEXT;
 	rp_count_pick(md, g, p);
@@ -420,6 +425,7 @@ int rp_select(struct sk_reuseport_md *md)
 	if (!g)
 		return SK_PASS;
 #ifdef RP_SHARED
+	p.hash = rp_run_hash(md, ctl);
 	rp_resume_flow(md, ctl, &p.flow);
 #else
 	if (rp_short_cut(md, ctl, g, &p) == RP_TOOK)
@@ -427,6 +433,11 @@ int rp_select(struct sk_reuseport_md *md)
 #endif
 #ifndef RP_ALL_STEPS
 	return rp_hand_off(md, ctl, &p.flow);
+#endif
+#ifdef RP_OWN
+	/* A datagram group's draw is the short cut's (it always gets there). */
+	if (!(ctl->flags & RP_CTL_DATAGRAM))
+		p.hash = md->hash;
 #endif
 	if (rp_steps(md, ctl, g, &p) == RP_TOOK)
 		rp_count_pick(md, g, &p);

@@ -154,6 +154,10 @@ def group_options(p: argparse.ArgumentParser) -> None:
                         "(set when the group is created)")
     p.add_argument("--quic-server-id-length", type=int, metavar="N", default=None,
                    help="with --quic: bytes of a member's QUIC-LB server id (default 1, range 1..4)")
+    p.add_argument("--balance", choices=("hash", "datagram"), default=None,
+                   help="UDP: place by the hash of each flow's addresses and ports (hash, the default) or each "
+                        "datagram at random by the weights (datagram: one sender's datagrams spread over the "
+                        "members; no flow affinity or QUIC routing; set when the group is created)")
 
 
 def group_options_of(args):
@@ -161,7 +165,7 @@ def group_options_of(args):
     from rpctl.controller.store.options import GroupOptions
 
     return GroupOptions(args.flow_affinity, args.flow_table_size, args.flow_idle_timeout, args.quic,
-                        args.quic_server_id_length)
+                        args.quic_server_id_length, args.balance)
 
 
 def port_number(text: str) -> int:

@@ -60,6 +60,7 @@ def group_json(g: GroupView) -> dict[str, Any]:
         # true while rpctl serve samples an adaptive group's queues; null when not adaptive
         "adaptive_sampled": (not g.adaptive_unsampled) if g.adaptive else None,
         "quic_server_id_length": g.quic_server_id_length or None,
+        "balance": g.balance,
         "generation": g.gen,
         "published_ns": g.published_ns,
         "counters": g.counters,
@@ -94,9 +95,9 @@ def weights_json(g: GroupView) -> dict[str, Any]:
 
 # The keys of `rpctl status --prometheus --json`: what Prometheus knows of a group and a member.
 FLEET_GROUP_KEYS = ("name", "protocol", "address", "port", "program_id", "mode", "migration", "adaptive",
-                    "counters")
+                    "balance", "counters", "server_generations")
 FLEET_KEYS = ("name", "state", "weight", "target_share", "observed_share", "selected", "fallback", "migrated",
-              "pinned", "queue", "throttled")
+              "pinned", "queue", "throttled", "server_generation")
 
 
 def fleet_json(groups: Iterable[GroupView], source: str, window: str) -> dict[str, Any]:

@@ -137,25 +137,21 @@ def _keys() -> Iterator[Optional[_Keys]]:
 
 
 @contextlib.contextmanager
-def _stops_on(*signums: int) -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt for the duration, so that `kill` or a
-    closed terminal also goes through the finally blocks that restore the terminal."""
-    import signal
+def interrupted_by_stop_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, as Ctrl-C is, for the duration, so that
+    `kill` or a closed terminal also goes through the finally blocks that restore the terminal
+    (the dashboard) or stop the workers (the demo).  A signal ignored when rpctl started (nohup)
+    stays ignored; on another thread than the main one nothing changes."""
+    from rpctl.controller.kernel.process import on_signals, stop_signals
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    saved = {}
-    try:
-        for signum in signums:
-            saved[signum] = signal.signal(signum, stop)
-    except ValueError:
-        pass  # not the main thread (an embedding program): its signals are its own business
+    restore = on_signals(stop, stop_signals())
     try:
         yield
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+        restore()
 
 
 def print_frames(console, history, read: Callable[[], list], interval: float, frames: int) -> None:
@@ -177,15 +173,13 @@ def show_live(console, history, read: Callable[[], list], interval: float, frame
     """On a terminal: the whole screen, redrawn every interval, until q, Ctrl-C, N frames
     or until() holds (`rpctl demo` ends it when its steps are done).  caption() is shown
     on the title line before the key hint (the demo's current step)."""
-    import signal
-
     from rich.live import Live
 
     from .dashboard_screen import render
 
     shown = 0
     try:
-        with _stops_on(signal.SIGTERM, signal.SIGHUP), _keys() as keys, Live(
+        with interrupted_by_stop_signals(), _keys() as keys, Live(
             console=console, screen=True, auto_refresh=False, transient=True,
             redirect_stdout=False, redirect_stderr=False,
         ) as live:

@@ -18,14 +18,14 @@ from rpctl.controller.contract.errors import ExitStatus
 from .common import Environment, add_command, group_option
 from .exporter import GroupCollector, start_exporter
 
-# Signals that end the exporter cleanly: Ctrl-C, `kill`, a closed terminal.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
 DESCRIPTION = """\
 Serve the groups of this network namespace to Prometheus (text format, any
 path, e.g. /metrics) until Ctrl-C or SIGTERM.  Every scrape reads the
 pinned state afresh and takes no lock: it runs beside any other rpctl
-command and never slows steering.
+command and never slows steering.  It answers GET and HEAD alone (405 to
+other methods); a client has 5 s for its request's head, and no slow or
+silent client holds up another's scrape.  No authentication: bind to
+loopback or a management address.
 
 metrics (labels group, member; counters restart when a member is registered again):
   rpctl_member_selected_total         steered through the member's slots
@@ -42,7 +42,7 @@ metrics (labels group, member; counters restart when a member is registered agai
   rpctl_member_flows_created_total    UDP: new (or idle) flows placed on it
   rpctl_member_flows_reassigned_total UDP: flows placed on it because their member was gone
   rpctl_member_flows                  UDP: live flows the flow table still sends to it
-  rpctl_group_info{endpoint,protocol,mode,program_id,migration,adaptive}   1 per group
+  rpctl_group_info{endpoint,protocol,mode,program_id,migration,adaptive,balance}   1 per group
   rpctl_group_slot_misses_total       slot's socket gone: re-hashed into the weighted table
   rpctl_group_no_live_member_total    no live member: the kernel chose
   rpctl_group_pin_fallbacks_total     pinned member draining or gone: the weighted table chose
@@ -62,6 +62,7 @@ metrics (labels group, member; counters restart when a member is registered agai
 
 
 def cmd_metrics(env: Environment, args) -> ExitStatus:
+    from rpctl.controller.kernel.process import stop_signals
     from rpctl.controller.kernel.sockets import hostport_text, parse_listen
     from rpctl.controller.store import group as groups
 
@@ -71,10 +72,11 @@ def cmd_metrics(env: Environment, args) -> ExitStatus:
     collector = GroupCollector(args.group, log=lambda message: env.err(f"rpctl metrics: {message}"))
     collector.read()  # missing privileges or damaged state: say so and exit, before listening
 
-    # The signals are blocked before the server's thread starts, so that it
-    # and the threads of its requests inherit the mask: a stop signal
-    # reaches sigwait() below and interrupts nothing half-way.
-    saved = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # The stop signals (Ctrl-C, `kill`, a closed terminal; not one nohup ignores) are blocked
+    # before the server's thread starts, so that it and the threads of its requests inherit
+    # the mask: a stop signal reaches sigwait() below and interrupts nothing half-way.
+    stops = stop_signals()
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
         server, thread = start_exporter(host, port, collector)
         try:
@@ -82,7 +84,7 @@ def cmd_metrics(env: Environment, args) -> ExitStatus:
             what = f"group {args.group}" if args.group else "every group of this network namespace"
             env.err(f"rpctl metrics: serving {what} on http://{hostport_text(host, bound)}/metrics "
                     "(Ctrl-C or SIGTERM stops)")
-            signum = signal.sigwait(STOP_SIGNALS)
+            signum = signal.sigwait(stops)
         finally:
             server.shutdown()
             server.server_close()

@@ -38,7 +38,8 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
     up_family.add_metric([], 1 if up else 0)
 
     info = InfoMetricFamily(
-        "rpctl_group", "A group: its endpoint, protocol, steering mode, program id and listener migration",
+        "rpctl_group", "A group: its endpoint, protocol, steering mode, program id, listener migration, "
+        "adaptive steering and balance (hash or datagram)",
         labels=GROUP,
     )
     # One family per counter of the one table, named after it.
@@ -101,6 +102,7 @@ def families(views: Iterable[GroupView], up: bool = True) -> list[Metric]:
                 "program_id": str(g.prog_id),
                 "migration": "true" if g.migration else "false",
                 "adaptive": "true" if g.adaptive else "false",
+                "balance": g.balance,
             },
         )
         for family, name in group_counters:

@@ -104,14 +104,18 @@ def weights_table(g: GroupView, width: int = 80) -> RenderGroup:
 
 
 def fleet_table(g: GroupView, window: str, width: int = 80) -> RenderGroup:
-    """A group read through Prometheus: its instance in the title; observed share and rate over `window`."""
+    """A group read through Prometheus: its instance in the title; observed share and rate over `window`;
+    server generations as status shows them."""
+    gens = bool(g.generations)
     rows = [
         [m.name, state_text(m), str(m.weight), pct(m.target_share), pct(m.observed_share), rate_text(m.rate),
-         opt(m.queue)]
+         opt(m.queue), *([str(m.generation or "-")] if gens else [])]
         for m in g.members
     ]
-    lines = table_lines(["member", "state", "weight", "target", f"observed {window}", rate_unit(g), "queue"],
-                        rows, [False, False, True, True, True, True, True], width)
+    lines = table_lines(["member", "state", "weight", "target", f"observed {window}", rate_unit(g), "queue",
+                         *(["gen"] if gens else [])],
+                        rows, [False, False, True, True, True, True, True, True], width)
+    lines += [Text(line) for line in generation_lines(g)]
     warning = unmanaged_warning(g)
     if warning:
         lines.append(Text(warning, style="yellow"))

@@ -28,9 +28,13 @@ launcher keeps its own copy of every socket, as systemd does, so the
 connections queued for a dead child wait for its replacement; only those
 the dead process had already accepted are lost.
 
-SIGTERM or SIGINT: stop the children (SIGTERM, SIGKILL after {STOP_TIMEOUT:g} s),
-unregister them, and unload the group if run created it and no one else is
-in it.  Exit 0.  A second signal kills the children at once.
+SIGTERM, SIGINT or SIGHUP (its terminal closed): stop the children
+(SIGTERM, SIGKILL after {STOP_TIMEOUT:g} s), unregister them, and unload the group
+if run created it (or took it over) and no one else is in it.  Exit 0.  A
+second signal kills the children at once.  Under nohup, SIGHUP stays ignored.
+A SIGKILLed run cleans nothing up: its children die with it and its group
+stays with every member gone, until the next run of that group takes the
+group over (and so unloads it when it stops in turn).
 
 Each child gets, as systemd socket activation gives:
   fd 3             its socket (TCP: listening, backlog {LISTEN_BACKLOG})

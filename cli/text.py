@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional
 
 from rpctl.controller.read.views import GROUP_COUNTERS, Counter, GroupView, MemberState, MemberView
+from rpctl.controller.store.options import HASH
 from rpctl.controller.tables.pin_table import format_cpus
 
 if TYPE_CHECKING:
@@ -90,9 +91,12 @@ def pin_text(g: GroupView, m: MemberView) -> str:
 
 
 def mode_text(g: GroupView) -> str:
-    """"weighted", "cpu", "rss eth0"; ", adaptive" after it when serve may throttle
-    members, and whether no serve samples them."""
+    """"weighted", "cpu", "rss eth0"; ", datagram balance" after it when each datagram is
+    placed at random by the weights; ", adaptive" when serve may throttle members, and
+    whether no serve samples them."""
     text = f"rss {g.pin_dev}" if g.mode == "rss" else g.mode
+    if g.balance != HASH:
+        text += f", {g.balance} balance"
     if not g.adaptive:
         return text
     if g.adaptive_unsampled:

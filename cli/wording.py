@@ -44,6 +44,7 @@ FLAGS: Mapping[Union[str, tuple[str, str]], str] = {
     ("read_fleet", "match"): "--match",
     ("read_fleet", "window"): "--window",
     "addr": "--addr",
+    "balance": "--balance",
     "batch": "--batch",
     "dev": "--dev",
     "flow_affinity": "--flow-affinity",

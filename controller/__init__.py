@@ -7,7 +7,7 @@ rpctl.controller.contract.errors, and logs to logging.getLogger("rpctl.<module>"
 Public modules (import them, or reach them as attributes of this package):
 
     group     a group and its members: register, weigh, drain, unload (the store's public face)
-    options   GroupOptions: what a group is made with (UDP flow affinity, its table, QUIC routing)
+    options   GroupOptions: what a group is made with (UDP flow affinity, its table, QUIC routing, balance)
     quic      QUIC-LB server ids, and the connection ids a server makes with its id (make_cid)
     views     the read model: GroupView, MemberView, member states, the counters
     drain     wait until a draining member has nothing left to serve

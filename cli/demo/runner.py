@@ -32,6 +32,7 @@ from rpctl.controller.read import views
 from rpctl.controller.store import group as groups
 from rpctl.controller.tables.naming import numbered_names
 
+from ..live import interrupted_by_stop_signals
 from ..render import state_text
 from ..text import pct
 from . import loadgen
@@ -78,9 +79,13 @@ def step_table(title: str, view: views.GroupView, tally: loadgen.Tally, elapsed:
 
 
 def _check_port_free(port: int) -> None:
-    """Workers with SO_REUSEPORT would silently join someone else's group."""
+    """Workers with SO_REUSEPORT would silently join someone else's group: refuse a port
+    something listens on.  SO_REUSEADDR lets the bind pass over the TIME_WAIT connections a
+    demo that just ended leaves on its port (its workers close first), never over a listener.
+    A demo group left behind by a killed demo is no listener: the launcher takes it over."""
     s = socket.socket()
     try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
@@ -113,18 +118,50 @@ def run(env, args) -> ExitStatus:
         # Each worker's "ready" line is for a controller, not for the demo's reader.
         child_stdout=os.devnull,
     )
-    failure: list[BaseException] = []
+    launched = _LauncherThread(launcher)
+    # The launcher runs on a thread, where it cannot take signals: here SIGTERM and SIGHUP
+    # (a closed terminal) end the demo as Ctrl-C does, through the finally of _show.
+    with interrupted_by_stop_signals():
+        return _show(console, launched, group_name, names, args)
 
-    def supervise() -> None:
+
+class _LauncherThread:
+    """The demo's launcher on a thread of its own, and whether it is done.
+
+    The main thread waits on an Event, never in Thread.join: Python 3.11's join, interrupted
+    by KeyboardInterrupt (Ctrl-C, or SIGTERM and SIGHUP here), can mark a thread that still
+    runs as stopped, and the demo would then exit before its launcher removed its group."""
+
+    def __init__(self, launcher: Launcher):
+        self.launcher = launcher
+        self.done = threading.Event()
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._supervise, name="rpctl-demo-launcher")
+
+    def _supervise(self) -> None:
         try:
-            launcher.run()
+            self.launcher.run()
         except BaseException as e:  # reported by the main thread
-            failure.append(e)
+            self.failure.append(e)
+        finally:
+            self.done.set()
 
-    thread = threading.Thread(target=supervise, name="rpctl-demo-launcher")
-    thread.start()
+    def stop(self) -> None:
+        """Stop the launcher and wait until it has removed its group; asked again while
+        waiting, the launcher kills the workers at once."""
+        self.launcher.stop()
+        while not self.done.is_set():
+            try:
+                self.done.wait()
+            except KeyboardInterrupt:
+                self.launcher.stop()
+
+
+def _show(console, launched: _LauncherThread, group_name: str, names: list[str], args) -> ExitStatus:
+    """Start the launcher's thread and show the demo's steps; the launcher is stopped in the end, whatever happens."""
     try:
-        _wait_for_members(group_name, set(names), thread, failure)
+        launched.thread.start()
+        _wait_for_members(group_name, set(names), launched)
         where = endpoint_text("tcp", socket.AF_INET, "127.0.0.1", args.port)
         console.print(
             f"[bold]rpctl demo[/]: {args.workers} workers on {where}, group {group_name}; "
@@ -135,21 +172,19 @@ def run(env, args) -> ExitStatus:
         console.print(f"[bold]done[/]: {verdict}")
         if args.keep and not console.is_terminal:
             console.print(f"group {group_name} keeps running until Ctrl-C (--keep): try `rpctl status` elsewhere")
-            while thread.is_alive():
-                thread.join(0.5)
+            launched.done.wait()
         return ExitStatus.OK if failed_total == 0 else ExitStatus.ERROR
     finally:
         # The launcher stops the workers, unregisters them and unloads the group.
-        launcher.stop()
-        thread.join()
+        launched.stop()
 
 
-def _wait_for_members(group_name: str, names: set, thread: threading.Thread, failure: list, timeout: float = 20.0):
+def _wait_for_members(group_name: str, names: set, launched: _LauncherThread, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while True:
-        if failure:
-            raise failure[0]
-        if not thread.is_alive():
+        if launched.failure:
+            raise launched.failure[0]
+        if launched.done.is_set():
             raise RpctlError("demo: the launcher stopped before its workers were registered")
         try:
             view = views.read_view(group_name, with_queues=False)
@@ -172,6 +207,7 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
     from ..dashboard_history import History
 
     stop = threading.Event()
+    finished = threading.Event()  # waited on, not joined: see _LauncherThread
     done: list[Table] = []
     failed = [0]
     current = [""]
@@ -194,19 +230,20 @@ def _run_steps(console, group_name: str, names: list[str], args) -> int:
             current[0] = "demo steps done" + ("; the group keeps running (--keep)" if args.keep else "")
         except BaseException as e:  # re-raised on the main thread
             errors.append(e)
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=run_all, name="rpctl-demo-steps", daemon=True)
-    worker.start()
+    threading.Thread(target=run_all, name="rpctl-demo-steps", daemon=True).start()
     try:
         if live:
             live_view.show_live(console, History(), live_view.local_read(group_name), live_view.DEFAULT_INTERVAL, None,
-                                until=lambda: not worker.is_alive() and not args.keep, caption=lambda: current[0])
+                                until=lambda: finished.is_set() and not args.keep, caption=lambda: current[0])
         else:
-            worker.join()
+            finished.wait()
     finally:
         # Leaving the dashboard early (q, Ctrl-C) ends the steps too.
         stop.set()
-        worker.join()
+        finished.wait()
     if errors:
         raise errors[0]
     if live:

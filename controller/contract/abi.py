@@ -46,6 +46,7 @@ RP_CTL_FLOWS = 1 << 1
 RP_CTL_QUIC = 1 << 2
 RP_CTL_ADAPTIVE = 1 << 3
 RP_CTL_SHARED = 1 << 4
+RP_CTL_DATAGRAM = 1 << 5
 
 RP_PROTO_TCP = 6
 RP_PROTO_UDP = 17
@@ -172,7 +173,7 @@ class RpHandoff(ctypes.Structure):
     _fields_ = [
         ("slot", u32),
         ("flow_state", u32),
-        ("_pad0", u32),
+        ("hash", u32),
         ("_pad1", u32),
     ]
 

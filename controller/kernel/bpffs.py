@@ -1,12 +1,14 @@
-"""The bpffs mount rpctl keeps its state in: found, or mounted when allowed."""
+"""The bpffs mount rpctl keeps its state in: found, or mounted when allowed; and the
+folders of its own in it, which no other user may enter."""
 
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+import stat
 
-from ..contract.errors import PermissionDenied, Unsupported
+from ..contract.errors import PermissionDenied, StateError, Unsupported
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -15,6 +17,11 @@ BPFFS_MOUNT = "/sys/fs/bpf"
 # the host's bpffs stays reachable through PID 1's root.
 HOST_BPFFS = "/proc/1/root/sys/fs/bpf"
 BPF_FS_MAGIC = 0xCAFE4A11
+# rpctl's folders and pins: its user's alone.  The kernel pins with 0600 less the umask
+# (BPF_OBJ_PIN); a bpffs mounted by hand (`mount -t bpf bpf /sys/fs/bpf`) is 1777, so
+# anyone may make folders in it, and one made before rpctl's would be theirs.
+FOLDER_MODE = 0o700
+PIN_MODE = 0o600
 
 
 class _Statfs(ctypes.Structure):
@@ -61,3 +68,25 @@ def bpffs_root(mount: bool = True) -> str:
             )
         raise Unsupported(f"mount bpffs at {BPFFS_MOUNT}: {os.strerror(err)}")
     return BPFFS_MOUNT
+
+
+def private_folder(path: str) -> None:
+    """Make folder `path` (its parent must exist) for this user alone (FOLDER_MODE), or check
+    the one there: it must be a folder this user owns, and is made FOLDER_MODE if it was
+    more open.  Another user's folder there is refused: in a world-writable bpffs it may be
+    anyone's, made to watch or rename what rpctl pins in it."""
+    try:
+        os.mkdir(path, FOLDER_MODE)
+    except FileExistsError:
+        pass
+    except PermissionError:
+        raise PermissionDenied(f"create {path}: permission denied (run as root)") from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a folder"
+        raise StateError(
+            f"{path} is {what} of uid {st.st_uid}, not of this user ({os.geteuid()}): rpctl keeps its state "
+            "only in folders of its own; remove it (nothing of rpctl's is in it)"
+        )
+    if stat.S_IMODE(st.st_mode) != FOLDER_MODE:
+        os.chmod(path, FOLDER_MODE)

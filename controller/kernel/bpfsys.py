@@ -12,6 +12,8 @@ import errno
 import functools
 import os
 
+from .bpffs import PIN_MODE
+
 __all__ = [
     "BpfError",
     "MapInfo",
@@ -368,9 +370,12 @@ def map_lookup_batch(fd: int, keys, values, count: int, what: str = "map batch l
 
 
 def obj_pin(fd: int, path: str) -> None:
+    """Pin the object at `path`, for its owner alone: the kernel gives a pin 0600 less the
+    umask of whoever ran rpctl; PIN_MODE is set whatever it was."""
     p = ctypes.create_string_buffer(os.fsencode(path))
     attr = _ObjAttr(pathname=ctypes.addressof(p), bpf_fd=fd)
     _bpf(BPF_OBJ_PIN, attr, f"pin {path}")
+    os.chmod(path, PIN_MODE)
 
 
 def obj_get(path: str) -> int:

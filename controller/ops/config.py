@@ -29,6 +29,7 @@ import sys
 from typing import Any, Mapping, Optional
 
 from ..contract.errors import InvalidInput, NotFound
+from ..contract.refs import Param
 from ..store.options import GroupOptions
 from ..tables.naming import check_format
 from .config_defaults import DEFAULT_PATH
@@ -138,8 +139,13 @@ def _options(path: str, lines: Lines, k: int, label: str, values: dict[str, Any]
     try:
         options.check()
     except InvalidInput as e:
-        key = "quic_server_id_length" if "quic_server_id_length" in given else next(iter(given))
-        raise _fail(path, lines.key(k, key), label, f"key '{key}'", option_message(e) + " (add quic = true)") from None
+        # Each key's value was checked alone: what is left is a pair that does not go together.
+        if Param("balance") in e.args:
+            key, hint = "balance", ""
+        else:
+            key, hint = "quic_server_id_length" if "quic_server_id_length" in given else next(iter(given)), \
+                " (add quic = true)"
+        raise _fail(path, lines.key(k, key), label, f"key '{key}'", option_message(e) + hint) from None
     return options
 
 

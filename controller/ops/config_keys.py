@@ -266,7 +266,7 @@ def option_message(e: InvalidInput) -> str:
 
 
 # The GroupSpec fields that are creation options: gathered into its GroupOptions.
-OPTION_FIELDS = ("flow_affinity", "flow_table_size", "flow_idle_timeout", "quic", "quic_server_id_length")
+OPTION_FIELDS = ("flow_affinity", "flow_table_size", "flow_idle_timeout", "quic", "quic_server_id_length", "balance")
 
 
 class Key(NamedTuple):
@@ -355,5 +355,10 @@ GROUP_KEYS: Mapping[str, Key] = {
     "quic_server_id_length": Key(_option("quic_server_id_length", int, "a number of bytes"), "quic_server_id_length",
                                  f"{FIXED}, with `quic = true`: bytes of a QUIC-LB server id, "
                                  f"1..{RP_QUIC_MAX_SID_LEN} (default 1)"),
+    "balance": Key(_option("balance", str, " or ".join(f'"{b}"' for b in group_options.BALANCES)), "balance",
+                   f'{FIXED}: `"{group_options.HASH}"` (the default) places by the hash of a flow\'s addresses and '
+                   f'ports, `"{group_options.DATAGRAM}"` places each datagram at random by the weights, so that one '
+                   "sender's datagrams spread over the members (a syslog, NetFlow or DNS forwarder); without flow "
+                   "affinity (off by default then) or QUIC routing"),
 }
 REQUIRED = ("name", "listen")

@@ -56,7 +56,9 @@ class LaunchedGroup:
         self.name = name
         self.weight = weight
         self.options = options
-        self.created = False           # this launcher created the group: it unloads it when empty
+        # This launcher created the group, or took it over (every member of it was gone):
+        # it unloads the group when no live member is left in it.
+        self.created = False
         self.attached = False          # set once running: a group missing after that was unloaded
 
     # Before the first child --------------------------------------------------------------
@@ -77,6 +79,11 @@ class LaunchedGroup:
         self.options.check_against(self.name, own)
         self.assign_quic_ids(members, own, view.members)
         self.check_free([m.name for m in members], view.members)
+        if all(m.gone for m in view.members):
+            # Left by a launcher that could not clean up (SIGKILLed, or its machine's power
+            # cut): no one else is steered by it, so this launcher removes it when it is done.
+            self.created = True
+            log.info("took over group %s: every member of it was gone", self.name)
 
     def check_free(self, names: Sequence[str], present: Optional[Sequence[views.MemberView]] = None) -> None:
         """Refuse names a live member of the group (`present`, read now when
@@ -185,13 +192,15 @@ class LaunchedGroup:
     # The end -------------------------------------------------------------------------------
 
     def unload_if_created_and_empty(self) -> None:
-        """Unload the group when this launcher created it and no member is left in it."""
+        """Unload the group when this launcher created it (or took it over) and no live
+        member is left in it: a member whose socket is gone steers nothing."""
         if not self.created or self.name is None:
             return
         try:
             view = views.read_view(self.name, with_queues=False)
-            if view.members:
-                log.info("left group %s in place: %d other members are in it", self.name, len(view.members))
+            live = [m for m in view.members if not m.gone]
+            if live:
+                log.info("left group %s in place: %d other members are in it", self.name, len(live))
                 return
             unload(group=self.name)
             log.info("unloaded group %s", self.name)

@@ -116,7 +116,7 @@ class Launcher:
         self.supervisor.stop()
 
     def run(self) -> int:
-        """Start everything, supervise until SIGTERM/SIGINT or stop(), then
+        """Start everything, supervise until a stop signal (SIGTERM, SIGINT, SIGHUP) or stop(), then
         stop the children, unregister the members and unload the group if
         this launcher created it and no one else is in it.  Returns 0.
 

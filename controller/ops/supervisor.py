@@ -27,13 +27,12 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, NamedTuple, Optional, Sequence
 
 from ..kernel import sockets as socks
-from ..kernel.process import describe_exit, pidfd_exited
+from ..kernel.process import describe_exit, on_signals, pidfd_exited, stop_signals
 from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, STABLE_AFTER, STOP_TIMEOUT
 
 LISTEN_FD = 3  # SD_LISTEN_FDS_START: where a child finds its socket
@@ -161,21 +160,10 @@ class Supervisor:
         return self._stop_requests > 0
 
     def install_signals(self) -> Callable[[], None]:
-        """SIGTERM/SIGINT become stop requests; returns what restores the old
-        handlers.  Only the main thread may install handlers; elsewhere stop() is the way."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def on_signal(signum, frame):
-            self.stop()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-
-        def restore() -> None:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-
-        return restore
+        """The stop signals (SIGTERM, SIGINT, SIGHUP: a closed terminal stops the children
+        as cleanly as Ctrl-C) become stop requests; returns what restores the old handlers.
+        Only the main thread may install handlers; elsewhere stop() is the way."""
+        return on_signals(lambda signum, frame: self.stop(), stop_signals())
 
     # A child's process ------------------------------------------------------------------
 

@@ -11,8 +11,11 @@ now (or that cannot read the pinned state) is a view marked `unreachable`,
 without members: it is what most needs a look.
 
 What Prometheus cannot know is left empty: a member's pid, fd, cookie and
-index (indexes are given in name order), the generation, who holds an
-unmanaged listener (only how many there are).  What a local read computes
+index (indexes are given in name order), the view's table generation, a
+server generation's verdict (promoted, rolled back), who holds an unmanaged
+listener (only how many there are).  Server generations are built from the
+members as a local read builds them (generation_views): each member's
+generation, state and weight, and which generation is a canary.  What a local read computes
 since the last publish comes from rate() over a window the caller names:
 each member's connections (datagrams) per second and its observed share of
 its group's.  Target shares are computed from the weights, as locally.
@@ -40,7 +43,9 @@ from typing import Callable, Optional
 from ..contract.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
 from ..contract.refs import Param
 from ..kernel.sockets import family_of, parse_hostport
+from ..store.options import HASH
 from ..store.policy import MAX_WEIGHT
+from .generation_views import generation_views
 from .views import (
     DRAINED,
     DRAINING,
@@ -276,6 +281,10 @@ def queries(match: str, window: str) -> dict[str, str]:
         "queue": f'{{__name__=~"rpctl_member_queued_(connections|bytes)"{sel}}}',
         "group_totals": f'{{__name__=~"rpctl_group_({group_totals})_total"{sel}}}',
         "unmanaged": f"rpctl_group_unmanaged_listeners{{{match}}}",
+        # Server generations (decision 0021): each member's, and which generation is a canary
+        # (a role the members' states do not tell).
+        "generation": f"rpctl_member_server_generation{{{match}}}",
+        "canary": f'rpctl_generation_state{{state="canary"{sel}}} == 1',
         # Groups seen within LOOKBACK whose exporter cannot be scraped now, or cannot read the
         # pinned state: their series went stale, so without this they would just vanish.
         "unreachable": f"(last_over_time(rpctl_group_info{{{match}}}[{LOOKBACK}]) unless on (instance, group) "
@@ -299,6 +308,7 @@ def read_fleet(api: PrometheusApi, match: Optional[str] = None, window: str = DE
 MEMBER_COUNTER_NAMES = frozenset(c.name for c in MEMBER_COUNTERS)
 GROUP_COUNTER_NAMES = frozenset(c.name for c in GROUP_COUNTERS)
 MAX_COUNT = 2**64 - 1  # a counter of the maps is a u64
+MAX_GENERATION = 2**32 - 1  # a server generation's number is a u32
 MAX_UNMANAGED = 1 << 16  # listeners a view shows as not managed: a count past it is damaged
 
 
@@ -366,6 +376,13 @@ def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
         m = member(s)
         if m is not None and (m.state != DRAINED or s.value == 0) and _whole(s.value, MAX_COUNT) is not None:
             m.queue = _whole(s.value, MAX_COUNT)
+    canaries = {(s.labels.get("instance", ""), s.labels.get("group", ""), s.labels.get("generation", ""))
+                for s in answers.get("canary", ())}
+    for s in answers.get("generation", ()):
+        m = member(s)
+        if m is not None and _whole(s.value, MAX_GENERATION) is not None:
+            m.generation = _whole(s.value, MAX_GENERATION)
+            m.canary = (s.labels.get("instance", ""), s.labels.get("group", ""), str(m.generation)) in canaries
     for s in answers["group_totals"]:
         g = groups.get((s.labels.get("instance", ""), s.labels.get("group", "")))
         kind = _metric_kind(s.labels.get("__name__", ""), "rpctl_group_", "_total")
@@ -383,6 +400,7 @@ def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
         for i, m in enumerate(g.members):
             m.index = i
         set_target_shares(g.members)
+        g.generations = generation_views(g.members)
         total = sum(m.rate or 0.0 for m in g.members)
         for m in g.members:
             m.observed_share = (m.rate or 0.0) / total if total > 0 else None
@@ -403,5 +421,5 @@ def _group(instance: str, name: str, labels: dict[str, str]) -> GroupView:
     view = GroupView(name=name, proto=labels.get("protocol", proto), family=family, addr=addr, port=port,
                      prog_id=prog_id, gen=0, mode=labels.get("mode", "weighted"), published_ns=0, created_ns=0,
                      migration=labels.get("migration", "true") == "true", instance=instance,
-                     adaptive=labels.get("adaptive", "false") == "true")
+                     adaptive=labels.get("adaptive", "false") == "true", balance=labels.get("balance", HASH))
     return view

@@ -29,6 +29,7 @@ from ..kernel import sockets
 from ..store.flows import FlowTable, read_flows
 from ..store.generation import Group, ctl_endpoint
 from ..store.membership import mark_of
+from ..store.options import HASH, balance_of
 from ..store.lookup import resolve_group
 from ..store.policy import draining_flag, is_live
 from ..store.state import Layout
@@ -213,6 +214,7 @@ class GroupView:
     flow_idle_timeout: float = 0.0          # seconds, of the flow table
     quic_unknown_server_id: int = 0
     quic_server_id_length: int = 0  # 0: no QUIC routing
+    balance: str = HASH         # what the weighted table is indexed by (store/options.py: hash, datagram)
     throttle_skips: int = 0
     adaptive: bool = False      # serve may throttle members whose queue builds (their state says so)
     # Adaptive groups read on this host: seconds since rpctl serve last sampled the queues (inf:
@@ -317,6 +319,7 @@ def read_group(g: Group, with_queues: Optional[bool] = True,
         adaptive=bool(ctl.flags & abi.RP_CTL_ADAPTIVE),
         pin_dev=gen_info.pin_dev.decode(errors="replace") if gen_info else "",
         quic_server_id_length=ctl.quic_sid_len if ctl.flags & abi.RP_CTL_QUIC else 0,
+        balance=balance_of(ctl),
         **{c.name: group_totals[c.name] for c in GROUP_COUNTERS},
     )
     pins = pin_table.pins_by_member(gen_info)

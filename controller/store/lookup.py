@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 from typing import Iterator, Optional
 
 from ..contract import abi
@@ -27,7 +28,12 @@ def resolve_group(name: Optional[str], layout: Optional[Layout] = None) -> str:
     layout = layout or Layout()
     if name is not None:
         check_group_name(name)
-        if not os.path.isdir(layout.group_dir(name)):
+        try:
+            found = stat.S_ISDIR(os.stat(layout.group_dir(name)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            found = False
+        # A PermissionError goes out as it is: a user who may not look is told so, not "no group".
+        if not found:
             raise NotFound(f"no group {name!r} in this network namespace")
         return name
     groups = layout.groups()

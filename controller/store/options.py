@@ -1,4 +1,4 @@
-"""What a group is made with: its creation options (the UDP flow table, QUIC routing).
+"""What a group is made with: its creation options (the UDP flow table, QUIC routing, balance).
 
 A group's options are fixed when its first member creates it and are kept
 in its ctl element, where the program reads them.  GroupOptions carries
@@ -29,6 +29,11 @@ MAX_FLOW_TABLE_SIZE = 1 << 22  # 4 M flows, 64 MiB of kernel memory (16 bytes a 
 # The program keeps the timeout in milliseconds in a u32.
 MAX_FLOW_IDLE_TIMEOUT = 86400.0
 MIN_FLOW_IDLE_TIMEOUT = 0.1
+# What the weighted table is indexed by: the kernel's hash of the 4-tuple (a
+# flow's packets stay together), or, in UDP groups, a random draw per
+# datagram (RP_CTL_DATAGRAM: one source's datagrams spread by the weights).
+HASH, DATAGRAM = "hash", "datagram"
+BALANCES = (HASH, DATAGRAM)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class GroupOptions:
     flow_idle_timeout: Optional[float] = None  # UDP: seconds after which a silent flow is new
     quic: Optional[bool] = None                # UDP: route QUIC by the server id of connection ids
     quic_server_id_length: Optional[int] = None  # bytes of a QUIC-LB server id
+    balance: Optional[str] = None              # HASH or DATAGRAM (UDP, without flows or QUIC)
 
     def check(self) -> GroupOptions:
         size, idle = self.flow_table_size, self.flow_idle_timeout
@@ -64,7 +70,24 @@ class GroupOptions:
             if not self.quic:
                 raise InvalidInput("a QUIC server id length goes with QUIC routing (", Param("quic"), ")")
             check_length(length)
+        self._check_balance()
         return self
+
+    def _check_balance(self) -> None:
+        if self.balance is None or self.balance == HASH:
+            return
+        if self.balance != DATAGRAM:
+            raise InvalidInput(f"balance {self.balance!r}: use {' or '.join(BALANCES)} (", Param("balance"), ")")
+        if self.flow_affinity:
+            raise InvalidInput("datagram balance places every datagram anew, flow affinity keeps a flow on its "
+                               "member: choose one (", Param("balance"), ")")
+        if self.flow_table_size is not None or self.flow_idle_timeout is not None:
+            raise InvalidInput("datagram balance keeps no flows: a flow table's size and idle timeout do not "
+                               "apply (", Param("balance"), ")")
+        if self.quic:
+            # A client's Initial packets carry no server id yet: spread, its handshake breaks.
+            raise InvalidInput("datagram balance would spread a QUIC connection's first packets (before it "
+                               "has a server id) over the members: not with QUIC routing (", Param("balance"), ")")
 
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -79,8 +102,13 @@ class GroupOptions:
                 raise InvalidInput("flow affinity and its table are for UDP groups; this socket is TCP")
             if self.quic or self.quic_server_id_length is not None:
                 raise InvalidInput("QUIC routing is for UDP groups; this socket is TCP")
-            return GroupOptions(False, 0, 0.0, False, 0)
-        affinity = True if self.flow_affinity is None else self.flow_affinity
+            if self.balance == DATAGRAM:
+                raise InvalidInput("datagram balance is for UDP groups; this socket is TCP (the kernel places "
+                                   "a connection once)")
+            return GroupOptions(False, 0, 0.0, False, 0, HASH)
+        balance = self.balance or HASH
+        # Datagram balance keeps no flows: flow affinity is off unless asked for (refused above).
+        affinity = balance == HASH if self.flow_affinity is None else self.flow_affinity
         routed = bool(self.quic)
         return GroupOptions(
             affinity,
@@ -89,6 +117,7 @@ class GroupOptions:
             if affinity else 0.0,
             routed,
             (self.quic_server_id_length or DEFAULT_SERVER_ID_LENGTH) if routed else 0,
+            balance,
         )
 
     def write_ctl(self, ctl: abi.RpCtl, hz: int) -> None:
@@ -102,15 +131,17 @@ class GroupOptions:
         if self.quic:
             ctl.flags |= abi.RP_CTL_QUIC
         ctl.quic_sid_len = self.quic_server_id_length or 0
+        if self.balance == DATAGRAM:
+            ctl.flags |= abi.RP_CTL_DATAGRAM
 
     @classmethod
     def of_ctl(cls, ctl: abi.RpCtl) -> GroupOptions:
         """The options a group was made with."""
         routed = bool(ctl.flags & abi.RP_CTL_QUIC)
-        quic_options = (routed, ctl.quic_sid_len if routed else 0)
+        others = (routed, ctl.quic_sid_len if routed else 0, balance_of(ctl))
         if not ctl.flags & abi.RP_CTL_FLOWS:
-            return cls(False, 0, 0.0, *quic_options)
-        return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000, *quic_options)
+            return cls(False, 0, 0.0, *others)
+        return cls(True, ctl.flow_table_size, ctl.flow_idle_ms / 1000, *others)
 
     def differences(self, own: GroupOptions) -> list[tuple[str, object, object]]:
         """(option, given value, own value) of each option given that differs from `own` (a group's options)."""
@@ -139,6 +170,11 @@ class GroupOptions:
 NONE_GIVEN = GroupOptions()  # every option left to the defaults (at creation) or to the group (after)
 
 
+def balance_of(ctl: abi.RpCtl) -> str:
+    """What a group's weighted table is indexed by: HASH or DATAGRAM."""
+    return DATAGRAM if ctl.flags & abi.RP_CTL_DATAGRAM else HASH
+
+
 def value_text(value: object) -> str:
     """An option's value as messages show it: on/off, 2.5s, 1024."""
     if isinstance(value, bool):
@@ -149,6 +185,8 @@ def value_text(value: object) -> str:
 
 
 def _describe(opts: GroupOptions) -> str:
+    if opts.balance == DATAGRAM:
+        return "datagram balance (no flow affinity)"
     if not opts.flow_affinity:
         flows = "no flow affinity"
     else:

@@ -44,6 +44,7 @@ from typing import Iterator, Optional
 from ..contract import abi
 from ..contract.errors import RpctlError
 from ..kernel import bpfsys
+from ..kernel.bpffs import private_folder
 from ..kernel.maps import Map
 from ..kernel.sockets import process_exists
 from .state import FolderMade, folder_lock
@@ -82,7 +83,7 @@ def base_dir(root: str) -> str:
 @contextlib.contextmanager
 def shared_lock(root: str) -> Iterator[None]:
     """The lock every change of a shared program and its slots holds."""
-    os.makedirs(base_dir(root), mode=0o700, exist_ok=True)
+    private_folder(base_dir(root))
     with folder_lock(base_dir(root)):
         yield
 

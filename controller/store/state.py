@@ -24,7 +24,7 @@ import socket
 import threading
 from typing import Callable, Iterator, Optional, TypeVar
 
-from ..contract.errors import InvalidInput, NotFound, PermissionDenied
+from ..contract.errors import InvalidInput, NotFound
 from ..kernel import bpffs
 from ..kernel.sockets import process_exists
 
@@ -106,10 +106,9 @@ class Layout:
         return sorted(n for n in names if GROUP_NAME_RE.fullmatch(n))
 
     def ensure_ns_dir(self) -> None:
-        try:
-            os.makedirs(self.ns_dir, mode=0o700, exist_ok=True)
-        except PermissionError:
-            raise PermissionDenied(f"create {self.ns_dir}: permission denied (run as root)") from None
+        """Make (or check) rpctl's folder and this namespace's in it, both root's alone."""
+        bpffs.private_folder(os.path.dirname(self.ns_dir))
+        bpffs.private_folder(self.ns_dir)
 
     @contextlib.contextmanager
     def ns_lock(self) -> Iterator[None]:

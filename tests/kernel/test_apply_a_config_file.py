@@ -20,6 +20,8 @@ from rpctl.controller.ops import config, reconcile
 from rpctl.controller.store.group import Group
 from rpctl.controller.store.state import Layout
 
+from tests.support.pinned import pinned_bytes
+
 pytestmark = pytest.mark.kernel
 
 PORT = 7180
@@ -39,29 +41,6 @@ def _gen(name: str = "web") -> int:
 def _members(rpctl, group: str = "web") -> dict[str, dict]:
     (view,) = json.loads(rpctl.ok("status", "--group", group, "--json"))["groups"]
     return {m["name"]: m for m in view["members"]}
-
-
-def _pinned_bytes() -> dict[str, bytes]:
-    """Every element of every pinned map of every group of this namespace, byte for byte, and the program's id."""
-    import ctypes
-
-    from rpctl.controller.contract import abi
-
-    layout = Layout()
-    out = {}
-    for name in layout.groups():
-        with Group.open(name, layout) as g:
-            for spec in abi.GROUP_MAPS:
-                m, raw = g.maps[spec.name], ctypes.c_char * spec.value_size
-                for k in range(spec.max_entries):
-                    if spec.map_type == abi.MAP_TYPE_PERCPU_ARRAY:
-                        value = b"".join(bytes(v) for v in m.read_percpu(k, raw))
-                    else:
-                        got = m.get(k, raw)
-                        value = b"-" if got is None else bytes(got)
-                    out[f"{name}/{spec.name}[{k}]"] = value
-            out[f"{name}/prog"] = str(g.prog_id()).encode()
-    return out
 
 
 def test_reconcile_adopts_nginx_follows_reloads_and_changes_nothing_twice(netns, nginx):
@@ -133,15 +112,15 @@ def test_apply_twice_changes_nothing_the_second_time_and_dry_run_changes_nothing
     members = _members(rpctl)
     assert {n: (m["weight"], m["state"]) for n, m in members.items()} == {
         "nginx-1": (3, "active"), "nginx-2": (1, "active"), "nginx-3": (1, "drained")}
-    gen, before = _gen(), _pinned_bytes()
+    gen, before = _gen(), pinned_bytes()
     assert rpctl.ok("apply", "-c", path) == "group web: up to date\n"
-    assert _gen() == gen and _pinned_bytes() == before, "the second apply published"
+    assert _gen() == gen and pinned_bytes() == before, "the second apply published"
 
     ngx.reload(4)
-    before = _pinned_bytes()
+    before = pinned_bytes()
     out = rpctl.ok("apply", "-c", path, "--dry-run")
     assert f"group web: + nginx-4 ({_server(4)}, weight 1)" in out.splitlines(), out
-    assert _pinned_bytes() == before, "--dry-run changed the pinned state"
+    assert pinned_bytes() == before, "--dry-run changed the pinned state"
     doc = json.loads(rpctl.ok("apply", "-c", path, "--json"))
     (plan,) = doc["groups"]
     assert [a["name"] for a in plan["added"]] == ["nginx-4"] and len(plan["refreshed"]) == 3
@@ -194,7 +173,7 @@ def test_every_config_error_leaves_the_pinned_state_byte_for_byte(netns, nginx, 
     ngx = nginx(port=PORT, workers=3)
     rpctl.ok("apply", "-c", _write(tmp_path, WEB))
     ngx.reload(4)  # something an apply would change, were the file good
-    before = _pinned_bytes()
+    before = pinned_bytes()
     for what, (text, error) in BAD_FILES.items():
         path = _write(tmp_path, text)
         code, out, err = rpctl("apply", "-c", path)
@@ -202,7 +181,7 @@ def test_every_config_error_leaves_the_pinned_state_byte_for_byte(netns, nginx, 
         (line,) = err.splitlines()
         assert line.startswith(f"rpctl: {path}{error}"), f"{what}: {line}"
         assert out == ""
-        assert _pinned_bytes() == before, f"{what} changed the pinned state"
+        assert pinned_bytes() == before, f"{what} changed the pinned state"
     code, out, err = rpctl("apply", "-c", str(tmp_path / "nope.toml"))
     assert (code, err) == (3, f"rpctl: config file {tmp_path / 'nope.toml'}: no such file\n")
 
@@ -213,10 +192,10 @@ def test_a_refused_pin_leaves_the_new_listener_out_and_the_state_as_it_was(netns
     ngx = nginx(port=PORT, workers=3)
     rpctl.ok("apply", "-c", _write(tmp_path, WEB))
     ngx.reload(4)
-    before = _pinned_bytes()
+    before = pinned_bytes()
     code, _out, err = rpctl("apply", "-c", _write(tmp_path, WEB + 'pin = "cpu"\n'))
     assert code == 4 and "pin cpu" in err and len(err.splitlines()) == 1, err
-    assert _pinned_bytes() == before
+    assert pinned_bytes() == before
     assert set(_members(rpctl)) == {"nginx-1", "nginx-2", "nginx-3"}
 
 
@@ -366,7 +345,7 @@ def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, r
         assert flow_table()["size"] == 1024
         assert rpctl.ok("apply", "-c", path) == "group dns: up to date\n"
 
-        before = _pinned_bytes()
+        before = pinned_bytes()
         # A second group after the refused one is still made what the file says.
         procs.append(demo_worker.spawn("v0", f"127.0.0.1:{PORT + 1}", proto="udp")[0])
         other = (f'[[group]]\nname = "dns2"\nlisten = "udp:127.0.0.1:{PORT + 1}"\n'
@@ -377,7 +356,7 @@ def test_udp_creation_options_from_the_file_and_a_differing_one_refused(netns, r
                        "creation options are fixed (`rpctl unload --group dns` first, then apply again to make it "
                        "anew), the group is left as it is\n"), err
         assert out.startswith(f"group dns2: create it for udp:127.0.0.1:{PORT + 1}"), out
-        after = _pinned_bytes()
+        after = pinned_bytes()
         assert {k: v for k, v in after.items() if not k.startswith("dns2/")} == before
         assert flow_table()["size"] == 1024
     finally:

@@ -137,7 +137,10 @@ def share_of(load: TimedRequests, since: float, server: Nginx, other: Nginx, cou
 
 
 def kill(server: Nginx) -> None:
-    for pid in server.worker_pids | {server.master}:
+    # The master first: a worker killed before it would be replaced by a new worker on the
+    # same sockets, which outlives the master (nginx workers do not die with it), and the
+    # canary's members would not be lost at all.
+    for pid in [server.master, *server.worker_pids]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

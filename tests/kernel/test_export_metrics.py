@@ -103,7 +103,7 @@ def test_selected_counter_rises_by_exactly_what_each_member_accepted(netns, rpct
     assert after["rpctl_group_info"] == [({
         "group": "tcp-7000", "endpoint": "tcp:127.0.0.1:7000", "protocol": "tcp", "mode": "weighted",
         "program_id": str(group["program_id"]), "migration": "true" if group["migration"] else "false",
-        "adaptive": "false",
+        "adaptive": "false", "balance": "hash",
     }, 1.0)]
 
     proc.send_signal(signal.SIGTERM)

@@ -125,3 +125,66 @@ def test_three_hosts_through_prometheus(netns, rpctl, make_members, tmp_path):
             proc.kill()
             proc.communicate(timeout=10)
     assert time.monotonic() - started < 60
+
+
+def test_server_generations_through_prometheus(netns, rpctl, tmp_path):
+    """A group whose file says `generations = "newest"`: a second server started beside the
+    first is generation 2 and takes all new work, the first drains.  Read through a real
+    Prometheus, `rpctl status --prometheus` shows each member's generation and each
+    generation's state and share as `rpctl status` does on the host; so it does when the
+    file makes generation 2 a canary."""
+    from rpctl.cli.demo import worker as demo_worker
+    from rpctl.controller.kernel import discover
+
+    port = 7004
+    procs, exporter = [demo_worker.spawn("v1", f"127.0.0.1:{port}")[0]], None
+    try:
+        exe = discover.identity(procs[0].pid).exe
+        path = tmp_path / "rpctl.toml"
+        path.write_text(f'[[group]]\nname = "web"\nlisten = "tcp:127.0.0.1:{port}"\nadopt = {{ exe = "{exe}" }}\n'
+                        'names = "v-{i}"\ngenerations = "newest"\n')
+        rpctl.ok("apply", "-c", path)
+        procs.append(demo_worker.spawn("v2", f"127.0.0.1:{port}")[0])  # a second server: its own master
+        rpctl.ok("apply", "-c", path)
+        (local,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+        assert [(g["generation"], g["state"], g["share"]) for g in local["server_generations"]] == [
+            (1, "drained", 0.0), (2, "serving", 1.0)], local
+
+        listen = f"127.0.0.1:{free_port()}"
+        exporter = rpctl.subprocess("metrics", "--group", "web", "--listen", listen)
+        stderr_line(exporter, "serving", 30)
+        with Prometheus(tmp_path, [listen], interval=INTERVAL) as prom:
+            wait_until("Prometheus to scrape the exporter", lambda: prom.targets_up() == 1, timeout=15)
+
+            def read():
+                code, out, _ = rpctl("status", "--prometheus", prom.url, "--json")  # 3: not scraped yet
+                groups = json.loads(out)["groups"] if code == 0 else []
+                return groups[0] if groups and groups[0]["server_generations"] else None
+
+            group = wait_until("the generations in Prometheus", read, timeout=15, interval=0.2)
+            assert group["server_generations"] == local["server_generations"], (group, local)
+            assert {m["name"]: m["server_generation"] for m in group["members"]} == {
+                m["name"]: m["server_generation"] for m in local["members"]} == {"v-1": 1, "v-2": 2}
+            text = rpctl.ok("status", "--prometheus", prom.url)
+            assert "generation 1: drained, 0.0% of new work (v-1): safe to stop" in text, text
+            assert "generation 2: serving, 100.0% of new work (v-2)" in text, text
+
+            # The file makes generation 2 a canary: a role the members' states do not tell.
+            path.write_text(path.read_text().replace('"newest"', "{ canary = 20 }"))
+            rpctl.ok("apply", "-c", path)
+            (local,) = json.loads(rpctl.ok("status", "--json"))["groups"]
+            assert [(g["generation"], g["state"]) for g in local["server_generations"]] == [
+                (1, "serving"), (2, "canary")], local
+
+            def canary_read():
+                got = read()
+                return got if got and got["server_generations"] == local["server_generations"] else None
+
+            wait_until("the canary in Prometheus", canary_read, timeout=15, interval=0.2)
+            assert "generation 2: canary" in rpctl.ok("status", "--prometheus", prom.url)
+    finally:
+        if exporter is not None:
+            exporter.kill()
+            exporter.communicate(timeout=10)
+        for proc in procs:
+            demo_worker.stop(proc, timeout=1)

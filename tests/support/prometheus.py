@@ -147,9 +147,11 @@ class FakeApi:
 RECORDED = REPO / "tests" / "unit" / "data" / "prometheus_answers.json"
 
 # SYNTHETIC answers, not recorded: queries added after the recording, answered as the recorded
-# Prometheus would have.  Its groups were not adaptive, and an exporter has rpctl_member_throttled
-# for adaptive groups only: an empty vector.
-SYNTHETIC = {"throttled": {"status": "success", "data": {"resultType": "vector", "result": []}}}
+# Prometheus would have.  Its groups were not adaptive and had no server generations, and an
+# exporter has rpctl_member_throttled for adaptive groups only, the generation series for groups
+# with generations only: empty vectors.
+SYNTHETIC = {what: {"status": "success", "data": {"resultType": "vector", "result": []}}
+             for what in ("throttled", "generation", "canary")}
 
 
 def recorded_docs() -> dict:
@@ -186,6 +188,28 @@ def throttling_docs(group: str, throttled: str) -> dict:
         {"metric": {**s["metric"], "__name__": "rpctl_member_throttled"},
          "value": [s["value"][0], "1" if s["metric"]["member"] == throttled else "0"]}
         for s in docs["weight"]["data"]["result"] if s["metric"]["group"] == group]
+    return docs
+
+
+def generation_docs(group: str, generations: dict[str, int], canary: Optional[int] = None,
+                    states: Optional[dict[str, str]] = None) -> dict:
+    """recorded_docs() changed (SYNTHETIC, for tests): the members of `group` in server
+    generations (member name -> number), generation `canary` a canary, members in `states`
+    (member name -> state) in that state, as its exporter says."""
+    docs = recorded_docs()
+    for s in docs["state"]["data"]["result"]:
+        if s["metric"]["group"] == group and s["metric"]["member"] in (states or {}):
+            s["metric"]["state"] = states[s["metric"]["member"]]
+    members = [s for s in docs["weight"]["data"]["result"] if s["metric"]["group"] == group]
+    docs["generation"]["data"]["result"] = [
+        {"metric": {**s["metric"], "__name__": "rpctl_member_server_generation"},
+         "value": [s["value"][0], str(generations[s["metric"]["member"]])]}
+        for s in members if s["metric"]["member"] in generations]
+    if canary is not None:
+        labels = {k: v for k, v in members[0]["metric"].items() if k != "member"}
+        docs["canary"]["data"]["result"] = [{
+            "metric": {**labels, "__name__": "rpctl_generation_state", "generation": str(canary), "state": "canary"},
+            "value": [members[0]["value"][0], "1"]}]
     return docs
 
 

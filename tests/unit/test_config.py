@@ -80,7 +80,10 @@ def test_creation_options_are_read_into_the_groups_options():
     assert dns.options == GroupOptions(flow_table_size=1024, flow_idle_timeout=2.5, quic=True, quic_server_id_length=2)
     off = config.loads(_udp('flow_affinity = false\n'), "f.toml").group("dns")
     assert off.options == GroupOptions(flow_affinity=False)
-    assert off.options.resolved(socket.IPPROTO_UDP) == GroupOptions(False, 0, 0.0, False, 0)
+    assert off.options.resolved(socket.IPPROTO_UDP) == GroupOptions(False, 0, 0.0, False, 0, "hash")
+    spread = config.loads(_udp('balance = "datagram"\n'), "f.toml").group("dns")
+    assert spread.options == GroupOptions(balance="datagram")
+    assert spread.options.resolved(socket.IPPROTO_UDP) == GroupOptions(False, 0, 0.0, False, 0, "datagram")
     # Not given: the defaults at creation, the group's own after.
     assert config.loads(GOOD, "f.toml").group("dns").options == GroupOptions()
 
@@ -105,7 +108,7 @@ def _udp(body: str) -> str:
          ("f.toml:5: group 'web': key 'affinity': unknown key (known: name, listen, adopt, run, names, weight, "
          "weights, drain, pin, adaptive, adaptive_queue, adaptive_queue_bytes, adaptive_interval_ms, generations, "
          "generation_by, quic_server_ids, flow_affinity, "
-         "flow_table_size, flow_idle_timeout, quic, quic_server_id_length)")),
+         "flow_table_size, flow_idle_timeout, quic, quic_server_id_length, balance)")),
         (_group('adopt = { comm = "nginx", pid = 3 }\n'),
          "f.toml:4: group 'web': key 'adopt.pid': unknown key 'pid' (use comm, exe, uid, cgroup)"),
         (_group('run = { command = ["x"], count = 1, restart = "always" }\n'),
@@ -220,6 +223,22 @@ def _udp(body: str) -> str:
         (_udp('quic_server_id_length = 2\n'),
          ("f.toml:5: group 'dns': key 'quic_server_id_length': a QUIC server id length goes with QUIC routing "
           "(add quic = true)")),
+        (_group('adopt = { comm = "nginx" }\nbalance = "datagram"\n'),
+         ("f.toml:5: group 'web': key 'balance': for UDP groups only (tcp:127.0.0.1:8080 is TCP: the kernel "
+          "places a connection once)")),
+        (_udp('balance = "random"\n'),
+         "f.toml:5: group 'dns': key 'balance': balance 'random': use hash or datagram"),
+        (_udp('balance = 1\n'),
+         "f.toml:5: group 'dns': key 'balance': an integer where \"hash\" or \"datagram\" belongs"),
+        (_udp('flow_affinity = true\nbalance = "datagram"\n'),
+         ("f.toml:6: group 'dns': key 'balance': datagram balance places every datagram anew, flow affinity keeps "
+          "a flow on its member: choose one")),
+        (_udp('balance = "datagram"\nflow_table_size = 1024\n'),
+         ("f.toml:5: group 'dns': key 'balance': datagram balance keeps no flows: a flow table's size and idle "
+          "timeout do not apply")),
+        (_udp('quic = true\nbalance = "datagram"\n'),
+         ("f.toml:6: group 'dns': key 'balance': datagram balance would spread a QUIC connection's first packets "
+          "(before it has a server id) over the members: not with QUIC routing")),
         (_udp('quic_server_ids = "cookie"\n'),
          "f.toml:5: group 'dns': key 'quic_server_ids': for adopted groups with quic = true only"),
         (_udp('quic = true\nquic_server_ids = "mine"\n'),

@@ -14,7 +14,7 @@ GROUP_KEYS = {
     "name", "protocol", "address", "port", "program_id", "mode", "pin_device", "migration", "adaptive", "adaptive_sampled",
     "generation",
     "published_ns", "counters", "flow_table", "members", "unmanaged", "quic_server_id_length",
-    "server_generations",
+    "balance", "server_generations",
 }
 
 

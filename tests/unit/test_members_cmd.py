@@ -40,6 +40,25 @@ def test_register_passes_the_group_options_given(monkeypatch):
     assert calls == [GroupOptions(flow_affinity=False), GroupOptions(None, 1024, 2.5)]
 
 
+def test_register_balance_reaches_the_library_and_its_refusals_are_one_line(monkeypatch):
+    calls = []
+
+    def register(name, pid, fd, options=None, **kw):
+        calls.append(options.check())
+        return Registration("udp-514", name, 0, created=True, replaced=False, proto="udp")
+
+    monkeypatch.setattr(group, "register", register)
+    argv = ["register", "w", "--pid", "1", "--fd", "3"]
+    assert invoke([*argv, "--balance", "datagram"])[0] == 0
+    assert calls == [GroupOptions(balance="datagram")]
+    status, _, err = invoke([*argv, "--balance", "datagram", "--flow-affinity"])
+    assert status == ExitStatus.INVALID
+    line = assert_one_error_line(err)
+    assert "flow affinity keeps a flow on its member: choose one (--balance)" in line, line
+    status, _, err = invoke([*argv, "--balance", "random"])
+    assert status == ExitStatus.USAGE and "invalid choice: 'random'" in err, err
+
+
 def test_register_quic_options_reach_the_library_and_the_id_is_said(monkeypatch):
     calls = []
 

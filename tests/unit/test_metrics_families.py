@@ -51,7 +51,7 @@ def test_counters_gauges_and_info_of_a_tcp_group():
     (info_labels,) = samples(got["rpctl_group_info"])
     assert dict(info_labels) == {
         "group": "tcp-18080", "endpoint": "tcp:127.0.0.1:18080", "protocol": "tcp", "mode": "weighted",
-        "program_id": "42", "migration": "true", "adaptive": "false",
+        "program_id": "42", "migration": "true", "adaptive": "false", "balance": "hash",
     }
     assert samples(got["rpctl_member_throttled"]) == {}, "a group that is not adaptive throttles nobody"
     assert samples(got["rpctl_group_info"])[info_labels] == 1.0

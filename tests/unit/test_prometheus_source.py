@@ -288,3 +288,30 @@ def test_status_through_a_hostile_prometheus_says_one_line_and_its_exit_code(bod
         assert status in (1, 3, 4) and out == ""
         line = assert_one_error_line(err)
         assert "unexpected error" not in line, line
+
+
+def _views(docs: dict) -> list:
+    return source.fleet_views({what: source.parse_answer(doc, what) for what, doc in docs.items()})
+
+
+def test_server_generations_come_through_as_a_local_read_builds_them():
+    from tests.support.prometheus import generation_docs
+
+    # a0 in generation 1, drained; a1 and a2 (weights 2 and 1) in generation 2, serving.
+    docs = generation_docs("tcp-7001", {"a0": 1, "a1": 2, "a2": 2}, states={"a0": "drained"})
+    views = _views(docs)
+    a = next(g for g in views if g.name == "tcp-7001")
+    assert [(m.name, m.generation) for m in a.members] == [("a0", 1), ("a1", 2), ("a2", 2)]
+    assert [(gen.number, str(gen.state), gen.share, gen.members, gen.verdict) for gen in a.generations] == [
+        (1, "drained", 0.0, ("a0",), None), (2, "serving", 1.0, ("a1", "a2"), None)]
+    assert all(g.generations == [] for g in views if g.name != "tcp-7001")
+
+
+def test_a_canary_generation_comes_through():
+    from tests.support.prometheus import generation_docs
+
+    a = next(g for g in _views(generation_docs("tcp-7001", {"a0": 1, "a1": 2, "a2": 2}, canary=2))
+             if g.name == "tcp-7001")
+    assert [(gen.number, str(gen.state), gen.share) for gen in a.generations] == [
+        (1, "serving", 0.25), (2, "canary", 0.75)]
+    assert [m.canary for m in a.members] == [False, True, True]

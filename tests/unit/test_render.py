@@ -125,3 +125,19 @@ def test_stacked_tables_read_as_the_tables_one_after_another():
     tables = [render.status_table(v, 100) for v in views]
     assert text_of(render.stacked(tables), 100) == "".join(text_of(t, 100) for t in tables)
     assert text_of(render.stacked([]), 100) == ""
+
+
+def test_a_fleet_table_shows_server_generations_as_status_does():
+    from rpctl.controller.read import prometheus_source as source
+
+    from tests.support.prometheus import generation_docs
+
+    docs = generation_docs("tcp-7001", {"a0": 1, "a1": 2, "a2": 2}, states={"a0": "drained"})
+    views = source.fleet_views({what: source.parse_answer(doc, what) for what, doc in docs.items()})
+    a = next(g for g in views if g.name == "tcp-7001")
+    text = text_of(render.fleet_table(a, "1m"), 100)
+    assert re.search(r"^a1 .* 2$", text, re.MULTILINE) and " gen" in text, text
+    assert "generation 1: drained, 0.0% of new work (a0): safe to stop" in text, text
+    assert "generation 2: serving, 100.0% of new work (a1, a2)" in text, text
+    other = next(g for g in views if g.name == "tcp-7002")
+    assert " gen" not in text_of(render.fleet_table(other, "1m"), 100)

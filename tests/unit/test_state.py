@@ -128,22 +128,26 @@ def test_groups_of_a_namespace_never_seen_are_none(layout):
 
 
 def test_the_namespace_folder_is_made_once_for_its_owner_only(layout):
-    layout.ensure_ns_dir()
-    layout.ensure_ns_dir()
-    assert os.stat(layout.ns_dir).st_mode & 0o777 == 0o700 & ~current_umask()
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    old = os.umask(0o022)
+    try:
+        layout.ensure_ns_dir()
+        layout.ensure_ns_dir()
+    finally:
+        os.umask(old)
+    # rpctl's folder and the namespace's: 0700 whatever the umask.
+    for folder in (os.path.dirname(layout.ns_dir), layout.ns_dir):
+        assert os.stat(folder).st_mode & 0o777 == 0o700, folder
 
 
 def test_a_namespace_folder_that_cannot_be_made_is_permission_denied(layout, monkeypatch):
-    def refuse(path, mode=0o777, exist_ok=False):
-        raise PermissionError(13, "Permission denied", path)
+    real = os.mkdir
 
-    monkeypatch.setattr(state.os, "makedirs", refuse)
+    def refuse(path, mode=0o777):
+        if path == layout.ns_dir:
+            raise PermissionError(13, "Permission denied", path)
+        real(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
     with pytest.raises(PermissionDenied, match=re.escape(f"create {layout.ns_dir}: permission denied (run as root)")):
         layout.ensure_ns_dir()
 
