@@ -177,3 +177,20 @@ def changed_json(draw, doc: Any) -> Any:
         i = draw(st.integers(0, len(doc) - 1))
         return [*doc[:i], draw(changed_json(doc[i])), *doc[i + 1:]]
     return draw(json_values | st.sampled_from(["NaN", "+Inf", "-1", "1e400", "rpctl_member_name_total"]))
+
+
+# Slow peers ----------------------------------------------------------------------------------
+
+
+def trickle(sock, data: bytes, every: float, stop) -> None:
+    """Send `data` over and over on `sock`, a byte every `every` seconds, until `stop` (a
+    threading.Event) is set or the peer goes: each wait of the peer ends, the whole never does."""
+    import itertools
+
+    for byte in itertools.cycle(data):
+        if stop.wait(every):
+            return
+        try:
+            sock.send(bytes([byte]))
+        except OSError:
+            return

@@ -5,7 +5,6 @@ URL, a bad selector, no series."""
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import socket
 import threading
@@ -231,13 +230,7 @@ def trickling():
     def serve():
         conn, _ = server.accept()
         with conn:
-            for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100):
-                if stop.wait(0.1):
-                    return
-                try:
-                    conn.send(bytes([byte]))
-                except OSError:
-                    return
+            hostile.trickle(conn, b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100, 0.1, stop)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
