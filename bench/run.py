@@ -26,7 +26,8 @@ The convention every benchmark module follows (bench/<name>.py):
   import Members``), the shared pieces of bench/ from ``bench.common`` and
   ``bench.plots``; both resolve because the suite runs as
   ``python -m bench.run`` from the repository root.
-- The whole suite stays under 10 minutes, the quick mode under one minute.
+- The whole suite stays under 10 minutes, the quick mode under one minute;
+  a module of ALONE runs only when named (and in the quick mode).
 
 Modules whose name starts with ``_`` and the shared ``common`` and ``plots``
 are not benchmarks.  A failing benchmark is reported and the others still run; the
@@ -49,6 +50,9 @@ from bench import common
 BENCH = Path(__file__).resolve().parent
 
 NOT_BENCHMARKS = {"common", "plots", "run"}
+# Run when named (and in the quick mode), not by the whole suite: minutes of their own that
+# measure no time (`fuzz`: 10,000 examples of every property test).
+ALONE = {"fuzz"}
 
 
 def available() -> list[str]:
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke check: the suite runs, figures are not kept")
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(available())})")
     args = parser.parse_args(argv)
-    names = args.names or available()
+    names = args.names or [n for n in available() if args.quick or n not in ALONE]
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(available())})")
