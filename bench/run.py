@@ -26,14 +26,17 @@ The convention every benchmark module follows (bench/<name>.py):
   import Members``), the shared pieces of bench/ from ``bench.common`` and
   ``bench.plots``; both resolve because the suite runs as
   ``python -m bench.run`` from the repository root.
-- The whole suite stays under 10 minutes, the quick mode under one minute.
+- The whole suite stays under 10 minutes, the quick mode under one minute;
+  a module of ALONE runs only when named (and in the quick mode), one of
+  ONLY_WHEN_NAMED only when named.
 
 Modules whose name starts with ``_`` and the shared ``common`` and ``plots``
 are not benchmarks.  The soak (``soak``, 30 minutes by default; its 2-minute
 run is a kernel test) runs only when named, never as part of "every
 benchmark".  Options after one benchmark's name are its own
-(``soak --minutes 5 --seed 2``): its ``run`` takes them as a second argument.  A failing benchmark is reported and the others still run; the
-exit status is 1 if any failed.
+(``soak --minutes 5 --seed 2``): its ``run`` takes them as a second argument.
+A failing benchmark is reported and the others still run; the exit status
+is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ from bench import common
 BENCH = Path(__file__).resolve().parent
 
 NOT_BENCHMARKS = {"common", "plots", "run"}
+# Run when named (and in the quick mode), not by the whole suite: minutes of their own that
+# measure no time (`fuzz`: 10,000 examples of every property test).
+ALONE = {"fuzz"}
+# Run only when named, never by the whole suite nor the quick mode (the soak's 2-minute
+# run is a kernel test of its own).
 ONLY_WHEN_NAMED = {"soak"}
 
 
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                   and any(not b.startswith("-") for b in argv[:i])), len(argv))
     args = parser.parse_args(argv[:first])
     options = argv[first:]
-    names = args.names or every
+    names = args.names or [n for n in every if args.quick or n not in ALONE]
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(available())})")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
 from rpctl.controller.contract.errors import ExitStatus, InvalidInput, UsageError
+from rpctl.controller.contract.refs import shown
 from rpctl.controller.ops.config_defaults import DEFAULT_PATH  # not config: the parser imports no tomllib
 
 from .commands import BY_NAME
@@ -178,6 +179,9 @@ def port_number(text: str) -> int:
     return port
 
 
+MAX_DIGITS = 18  # a weight or a CPU number is far shorter; int() refuses more than 4,300 digits
+
+
 def parse_assignments(items: list[str], what: str = "weight") -> dict[str, int]:
     """NAME=WEIGHT arguments -> {name: weight}; refuses anything else.
     `what` names the value in messages ("CPU" for `pin cpu --map NAME=CPU`)."""
@@ -188,9 +192,11 @@ def parse_assignments(items: list[str], what: str = "weight") -> dict[str, int]:
             raise InvalidInput(f"{what}s: {item!r} is not NAME={what.upper()}")
         value = value.strip()
         if not re.fullmatch(r"-?[0-9]+", value):
-            raise InvalidInput(f"{what} of {name}: {value!r} is not a whole number")
+            raise InvalidInput(f"{what} of {shown(name)}: {value!r} is not a whole number")
+        if len(value.lstrip("-")) > MAX_DIGITS:
+            raise InvalidInput(f"{what} of {shown(name)}: a number of {len(value)} digits is out of range")
         if name in out:
-            raise InvalidInput(f"{what}s: {name} is given twice")
+            raise InvalidInput(f"{what}s: {shown(name)} is given twice")
         out[name] = int(value)
     return out
 

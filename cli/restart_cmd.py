@@ -31,7 +31,7 @@ serve) and the error says so."""
 def parse_signal(text: str) -> int:
     """TERM, SIGTERM or 15 -> signal number."""
     t = text.strip().upper()
-    if t.isdigit():
+    if t.isascii() and t.isdigit():
         num = int(t)
         if num in {int(s) for s in signal.Signals}:
             return num

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Union
 
-__all__ = ["Call", "Param", "Ref", "library_word", "render"]
+__all__ = ["Call", "Param", "Ref", "library_word", "render", "shown"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,9 @@ def library_word(ref: Ref) -> str:
 def render(parts: Iterable[object], word: Callable[[Ref], str] = library_word) -> str:
     """One message from its parts, each reference worded by `word`."""
     return "".join(word(p) if isinstance(p, (Param, Call)) else str(p) for p in parts)
+
+
+def shown(name: str) -> str:
+    """A name as a message of one line shows it: as it is, or quoted with Python's escapes
+    when it holds what a line cannot show (a newline, a control character)."""
+    return name if name.isprintable() else repr(name)

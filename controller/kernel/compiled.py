@@ -26,7 +26,7 @@ import platform
 import struct
 import sys
 import tempfile
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Collection, Mapping, Optional, Sequence
 
 from ..contract.errors import RpctlError
 
@@ -96,6 +96,16 @@ def with_fds(code: bytes, fds: Mapping[int, int]) -> bytes:
         else:
             i += INSN_SIZE
     return bytes(out)
+
+
+def fits(code: bytes, numbers: Collection[int]) -> bool:
+    """Whether `code` is whole instructions whose every map-fd load is of one of `numbers`
+    (the placeholders it was compiled against): with_fds() would take it."""
+    try:
+        with_fds(code, {n: n for n in numbers})
+    except (ValueError, struct.error):
+        return False
+    return True
 
 
 def _usable_dir(path: str) -> bool:
@@ -172,15 +182,20 @@ def kept() -> tuple[bool, str]:
     return True, f"{len(_entries(folder))} kept in {folder}"
 
 
-def bytecode(key: str, compile_program: Callable[[], bytes], folder: Optional[str] = None) -> bytes:
+def bytecode(key: str, compile_program: Callable[[], bytes], folder: Optional[str] = None,
+             check: Optional[Callable[[bytes], bool]] = None) -> bytes:
     """The program of `key`: from this process, from the folder, or from
-    `compile_program()` (then kept in both)."""
+    `compile_program()` (then kept in both).  An entry of the folder that
+    `check` refuses (its map loads are not this compile's: fits()) is
+    compiled again, as a damaged one is."""
     folder = folder or folder_in_use()
     code = _memo.get(key)
     if code is not None:
         return code
     usable = _usable_dir(folder)
     code = read_entry(os.path.join(folder, key)) if usable else None
+    if code is not None and check is not None and not check(code):
+        code = None
     if code is None:
         code = compile_program()
         if not code or len(code) % INSN_SIZE:

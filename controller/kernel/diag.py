@@ -18,6 +18,7 @@ calling thread is in *now*, and the kernel's error code in NLMSG_DONE is kept
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -25,8 +26,8 @@ import struct
 from dataclasses import dataclass
 from typing import Collection, Iterable, Iterator, NamedTuple, Optional
 
-__all__ = ["PROTOCOLS", "ListenerDump", "Protocol", "SocketDiag", "WireEndpoint", "handshakes", "holders",
-           "listeners", "queue_depths", "wire_endpoint"]
+__all__ = ["PROTOCOLS", "ListenerDump", "Protocol", "SocketDiag", "WireEndpoint", "decode_listeners", "handshakes",
+           "holders", "listeners", "parse_replies", "queue_depths", "wire_endpoint"]
 
 # include/uapi/linux/netlink.h, sock_diag.h, net/tcp_states.h
 _NLMSG_ERROR = 2
@@ -147,6 +148,32 @@ def _decode(data: bytes, off: int, proto: int) -> SocketDiag:
                       local_addr=addr, local_port=socket.ntohs(sport), rqueue=rqueue, wqueue=wqueue)
 
 
+def parse_replies(data: bytes, what: str) -> tuple[list[int], bool]:
+    """The offsets (of their netlink headers) of the inet_diag_msg replies in one buffer the
+    kernel sent for a dump, and whether the dump ended in it (NLMSG_DONE).  OSError: the
+    kernel's error, or EBADMSG for a buffer that does not parse as its replies."""
+    found: list[int] = []
+    off = 0
+    while off + _NLMSG_HDR.size <= len(data):
+        length, mtype, _, _, _ = _NLMSG_HDR.unpack_from(data, off)
+        if length < _NLMSG_HDR.size or off + length > len(data):
+            raise _fail(f"{what}: malformed reply", errno.EBADMSG)
+        if mtype in (_NLMSG_DONE, _NLMSG_ERROR):
+            # Dump errors come as a negative errno after the header of NLMSG_DONE.
+            err = -struct.unpack_from("=i", data, off + _NLMSG_HDR.size)[0] if length >= 20 else 0
+            if err:
+                # Not an errno the kernel has (a negative one, or past them all): the reply is damaged.
+                raise _fail(what, err if 0 < err < 4096 else errno.EBADMSG)
+            if mtype == _NLMSG_DONE:
+                return found, True
+        elif mtype == _SOCK_DIAG_BY_FAMILY:
+            if length < _NLMSG_HDR.size + _MSG.size:
+                raise _fail(f"{what}: short inet_diag_msg", errno.EBADMSG)
+            found.append(off)
+        off += (length + 3) & ~3
+    return found, False
+
+
 def _messages(nl: socket.socket, what: str, request: bytes) -> Iterator[tuple[bytes, int]]:
     """The inet_diag_msg replies of one dump: (buffer, offset of the message's netlink header)."""
     try:
@@ -159,24 +186,12 @@ def _messages(nl: socket.socket, what: str, request: bytes) -> Iterator[tuple[by
         except OSError as e:
             raise _fail(f"{what}: receive", e.errno) from None
         if flags & socket.MSG_TRUNC:
-            raise RuntimeError(f"read sockets through sock_diag: {what}: reply truncated")
-        off = 0
-        while off + _NLMSG_HDR.size <= len(data):
-            length, mtype, _, _, _ = _NLMSG_HDR.unpack_from(data, off)
-            if length < _NLMSG_HDR.size or off + length > len(data):
-                raise RuntimeError(f"read sockets through sock_diag: {what}: malformed reply")
-            if mtype in (_NLMSG_DONE, _NLMSG_ERROR):
-                # Dump errors come as a negative errno after the header of NLMSG_DONE.
-                err = -struct.unpack_from("=i", data, off + _NLMSG_HDR.size)[0] if length >= 20 else 0
-                if err:
-                    raise _fail(what, err)
-                if mtype == _NLMSG_DONE:
-                    return
-            elif mtype == _SOCK_DIAG_BY_FAMILY:
-                if length < _NLMSG_HDR.size + _MSG.size:
-                    raise RuntimeError(f"read sockets through sock_diag: {what}: short inet_diag_msg")
-                yield data, off
-            off += (length + 3) & ~3
+            raise _fail(f"{what}: reply truncated", errno.EMSGSIZE)
+        offsets, done = parse_replies(data, what)
+        for off in offsets:
+            yield data, off
+        if done:
+            return
 
 
 def _listening(family: int, proto: int, port: int | None, handshaking: bool = False,
@@ -190,20 +205,31 @@ def _listening(family: int, proto: int, port: int | None, handshaking: bool = Fa
     return what, state, _request(family, proto, port, states, ports)
 
 
+def decode_listeners(replies: Iterable[tuple[bytes, int]], family: int, proto: int, port: int | None,
+                     handshaking: bool = False) -> list[SocketDiag]:
+    """The sockets of a dump's replies (`replies`: buffer, offset) that a dump of one family
+    and protocol asked for: listening (or, handshaking=True, TCP requests in their
+    handshake) on `port` (None: any).  A reply of another family or state is not one of them."""
+    state = _TCP_SYN_RECV if handshaking else PROTOCOLS[proto].state
+    found: list[SocketDiag] = []
+    # The kernel skips other source ports itself (TCP listeners and UDP); the
+    # check below is kept for kernels that do not.
+    for data, off in replies:
+        if data[off + _NLMSG_HDR.size] != family:
+            continue
+        d = _decode(data, off, proto)
+        if d.state == state and (port is None or d.local_port == port):
+            found.append(d)
+    return found
+
+
 def _dump(
     nl: socket.socket, family: int, proto: int, port: int | None, handshaking: bool = False
 ) -> list[SocketDiag]:
     """One SOCK_DIAG_BY_FAMILY dump of one family and protocol: the listening
     sockets, or (handshaking=True, TCP) the requests still in their handshake."""
-    what, state, request = _listening(family, proto, port, handshaking)
-    found: list[SocketDiag] = []
-    # The kernel skips other source ports itself (TCP listeners and UDP); the
-    # check below is kept for kernels that do not.
-    for data, off in _messages(nl, what, request):
-        d = _decode(data, off, proto)
-        if d.state == state and (port is None or d.local_port == port):
-            found.append(d)
-    return found
+    what, _, request = _listening(family, proto, port, handshaking)
+    return decode_listeners(_messages(nl, what, request), family, proto, port, handshaking)
 
 
 def _netlink() -> socket.socket:
@@ -252,7 +278,9 @@ class ListenerDump:
     (the fingerprint), or an unpack up to its queue (by endpoint).
     """
 
-    def __init__(self, proto: int, family: int, ports: Optional[Collection[int]] = None):
+    def __init__(self, proto: int, family: int, ports: Optional[Collection[int]] = None,
+                 replies: Optional[list[tuple[bytes, int]]] = None):
+        """`replies`: the kernel's replies (buffer, offset) of a dump made already; None: dump now."""
         _check(proto, None, family)
         if ports is not None and not 0 < len(ports) <= MAX_FILTER_PORTS:
             raise ValueError(f"a dump of ports reads 1..{MAX_FILTER_PORTS} ports, not {len(ports)}")
@@ -260,8 +288,10 @@ class ListenerDump:
             _check(proto, port)
         self.proto, self.family = proto, family
         what, self._state, request = _listening(family, proto, None, ports=ports or ())
-        with _netlink() as nl:
-            self._replies = list(_messages(nl, what, request))
+        if replies is None:
+            with _netlink() as nl:
+                replies = list(_messages(nl, what, request))
+        self._replies = replies
         self._split: dict[WireEndpoint, dict[int, int]] | None = None
 
     def fingerprint(self) -> bytes:
@@ -280,7 +310,7 @@ class ListenerDump:
         ntohs, unpack, start = socket.ntohs, _MSG_QUEUE.unpack_from, _NLMSG_HDR.size
         for data, off in self._replies:
             fam, st, sport, src, lo, hi, rqueue = unpack(data, off + start)
-            if st != state:
+            if st != state or fam != self.family:
                 continue
             # A plain tuple: equal to the WireEndpoint callers look up, and made faster.
             key = (proto, fam, src[:4] if v4 else src, ntohs(sport))

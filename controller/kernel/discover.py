@@ -47,6 +47,7 @@ from typing import Optional
 
 from ..contract.errors import InvalidInput, RpctlError
 from . import diag, sockets
+from .proc_files import read_text
 
 __all__ = [
     "Endpoint",
@@ -58,10 +59,12 @@ __all__ = [
     "epoll_targets",
     "identity",
     "accepting_fds",
+    "cgroup_of",
     "parse_epoll_fdinfo",
     "parse_syscall",
     "servers_of",
     "serving_fds",
+    "uid_of_status",
 ]
 
 EVENTPOLL_LINK = "anon_inode:[eventpoll]"
@@ -166,11 +169,8 @@ def accepting_fds(pid: int) -> set[int]:
 
 
 def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except (*_GONE, OSError):
-        return "?"
+    text = _proc_text(f"/proc/{pid}/comm")
+    return "?" if text is None else text.strip()
 
 
 @dataclass(frozen=True)
@@ -183,26 +183,40 @@ class Identity:
     cgroup: Optional[str]  # cgroup v2 path ("0::" line of /proc/PID/cgroup)
 
 
+def uid_of_status(text: str) -> Optional[int]:
+    """The effective user id in the text of /proc/PID/status (the second number of its Uid: line)."""
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            ids = line[len("Uid:"):].split()
+            return int(ids[1]) if len(ids) > 1 and ids[1].isascii() and ids[1].isdigit() else None
+    return None
+
+
+def cgroup_of(text: str) -> Optional[str]:
+    """The cgroup v2 path in the text of /proc/PID/cgroup (its "0::" line)."""
+    found = None
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            found = line[3:].strip()
+    return found
+
+
+def _proc_text(path: str) -> Optional[str]:
+    try:
+        return read_text(path)
+    except (*_GONE, OSError):
+        return None
+
+
 def identity(pid: int) -> Identity:
     base = f"/proc/{pid}"
     try:
         exe: Optional[str] = os.readlink(f"{base}/exe")
     except (*_GONE, OSError):
         exe = None
-    uid = cgroup = None
-    try:
-        with open(f"{base}/status") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    uid = int(line.split()[2])
-                    break
-        with open(f"{base}/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    cgroup = line[3:].strip()
-    except (*_GONE, OSError, ValueError, IndexError):
-        pass
-    return Identity(_comm(pid), exe, uid, cgroup)
+    status, cgroup = _proc_text(f"{base}/status"), _proc_text(f"{base}/cgroup")
+    return Identity(_comm(pid), exe, uid_of_status(status) if status is not None else None,
+                    cgroup_of(cgroup) if cgroup is not None else None)
 
 
 # Discovery ------------------------------------------------------------------------

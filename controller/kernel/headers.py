@@ -33,7 +33,8 @@ def _usable(tree: str) -> bool:
 
 
 def _version_key(name: str) -> tuple:
-    return tuple(int(x) if x.isdigit() else x for x in re.split(r"[.-]", name))
+    # (0, number) or (1, text) for each part: "13" and "rc7" in one place of two releases must compare.
+    return tuple((0, int(x), "") if x.isascii() and x.isdigit() else (1, 0, x) for x in re.split(r"[.-]", name))
 
 
 def debian_pairs(src: str = "") -> list[tuple[str, str, str]]:

@@ -24,27 +24,52 @@ CONFIG_FILES = ("/boot/config-{release}", "/proc/config.gz")
 # The rates Linux can be built with (kernel/Kconfig.hz); a measurement is
 # rounded to the nearest.
 KNOWN_HZ = (100, 250, 300, 1000)
+MAX_HZ = 10_000  # a configuration past it is damaged
 MEASURE_S = 0.2
 
 _hz: int | None = None
 
 
+def parse_jiffies(text: str) -> int | None:
+    """The first "jiffies: N" of the text of /proc/timer_list, in the 32 bits the flow table keeps; None
+    when there is none."""
+    m = re.search(r"^jiffies:\s*([0-9]{1,20})\s*$", text, re.M | re.A)
+    return int(m.group(1)) & 0xFFFFFFFF if m else None
+
+
 def now() -> int:
     """The kernel's jiffies now, in the 32 bits the flow table keeps."""
     try:
-        with open(TIMER_LIST) as f:
-            for line in f:
-                if line.startswith("jiffies:"):
-                    return int(line.split()[1]) & 0xFFFFFFFF
+        # Line by line, to the first jiffies line: the kernel writes the rest (every CPU's
+        # timers) only when it is read.
+        with open(TIMER_LIST, "rb") as f:
+            line = next((raw for raw in f if raw.startswith(b"jiffies:")), b"")
     except OSError as e:
         raise Unsupported(f"read the kernel's clock from {TIMER_LIST}: {e.strerror}") from None
-    raise Unsupported(f"{TIMER_LIST} shows no jiffies line")
+    jiffies = parse_jiffies(line.decode("ascii", "replace"))
+    if jiffies is None:
+        raise Unsupported(f"{TIMER_LIST} shows no jiffies line")
+    return jiffies
 
 
 def config_hz(text: str) -> int | None:
-    """CONFIG_HZ of a kernel build configuration, or None."""
-    m = re.search(r"^CONFIG_HZ=(\d+)$", text, re.M)
-    return int(m.group(1)) if m else None
+    """CONFIG_HZ of a kernel build configuration, or None (also for a rate no kernel ticks at)."""
+    m = re.search(r"^CONFIG_HZ=([0-9]{1,6})$", text, re.M | re.A)
+    return int(m.group(1)) if m and 0 < int(m.group(1)) <= MAX_HZ else None
+
+
+def hz_of_config(raw: bytes, compressed: bool) -> int | None:
+    """config_hz() of the bytes of a build configuration file (gzip'ed: /proc/config.gz); None
+    when they do not read."""
+    if compressed:
+        import gzip  # here, not at the top: a reader of the flow table's clock needs no decompressor
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            return None
+    return config_hz(raw.decode("utf-8", "replace"))
 
 
 def nearest_hz(ticks: int, seconds: float) -> int:
@@ -55,14 +80,11 @@ def nearest_hz(ticks: int, seconds: float) -> int:
 
 def hz_from_config() -> int | None:
     """CONFIG_HZ of the running kernel's build configuration, or None when it ships none."""
-    import gzip  # here, not at the top: a reader of the flow table's clock needs no decompressor
-
     for pattern in CONFIG_FILES:
         path = pattern.format(release=os.uname().release)
         try:
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:
-                hz = config_hz(f.read())
+            with open(path, "rb") as f:
+                hz = hz_of_config(f.read(), path.endswith(".gz"))
         except OSError:
             continue
         if hz:

@@ -116,7 +116,8 @@ def compile_and_load(source: str, function: str, maps: Mapping[str, Map], migrat
     log = tempfile.NamedTemporaryFile(prefix="rpctl-load-", suffix=".log", delete=False)
     log.close()
     try:
-        code = compiled.bytecode(key, lambda: compile_with_bcc(source, function, flags, log.name))
+        code = compiled.bytecode(key, lambda: compile_with_bcc(source, function, flags, log.name),
+                                 check=lambda kept: compiled.fits(kept, holders.values()))
         code = compiled.with_fds(code, {holders[name]: m.fd for name, m in maps.items()})
         prog_fd = bpfsys.prog_load(bpfsys.PROG_TYPE_SK_REUSEPORT, code, attach_type, function)
     except bpfsys.BpfError as e:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..contract.errors import PermissionDenied, RpctlError, Unsupported
+from .proc_files import read_text
 
 # Batch map operations (one-call table publish) and pidfd_getfd.
 MIN_KERNEL = (5, 6)
@@ -37,12 +38,17 @@ def kernel_at_least(version: tuple[int, int]) -> bool:
     return kernel_version() >= version
 
 
-def effective_caps() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
+def caps_of_status(text: str) -> int:
+    """The effective capability mask in the text of /proc/PID/status; 0 (none) when it does not say."""
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            mask = line[len("CapEff:"):].strip()
+            return int(mask, 16) if re.fullmatch(r"[0-9a-fA-F]{1,32}", mask) else 0
     return 0
+
+
+def effective_caps() -> int:
+    return caps_of_status(read_text("/proc/self/status"))
 
 
 def has_cap(cap: int, caps: Optional[int] = None) -> bool:

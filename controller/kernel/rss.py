@@ -21,27 +21,34 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import re
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
 from ..contract import abi
-from ..contract.errors import InvalidInput, NotFound, PermissionDenied
+from ..contract.errors import InvalidInput, NotFound, PermissionDenied, RpctlError
 from ..contract.refs import Call, Param
 from ..tables.pin_table import parse_cpus
+from .proc_files import read_text
 
 __all__ = [
     "FLOWS",
+    "Ethtool",
     "Irq",
+    "NotAnswered",
     "RssInfo",
+    "ask_driver",
     "fields_text",
+    "links_of",
     "parse_interrupts",
     "pin_rss_what",
     "queue_irqs",
     "read_device",
+    "rps_set",
     "rss_flags",
     "steering_flags",
 ]
@@ -129,12 +136,22 @@ def fields_text(bits: Optional[int]) -> str:
 
 # The ioctl -------------------------------------------------------------------------
 
+# What a driver may say its RSS has; past it, the answer is damaged (drivers have tables of
+# up to a few thousand entries and keys of 40 or 52 bytes).
+MAX_INDIR = 1 << 16
+MAX_KEY = 1 << 12
 
-class _Unsupported(Exception):
-    pass
+
+class NotAnswered(Exception):
+    """The driver would not say (the ioctl failed), or said what cannot be."""
 
 
-def _ethtool(sock: socket.socket, dev: str, buf, what: str) -> None:
+# An ethtool call: fills the buffer (its command in the first u32) as the driver answers it,
+# or raises NotAnswered.  read_device makes the ioctl one; tests pass a driver of their own.
+Ethtool = Callable[[ctypes.Array, str], None]
+
+
+def _ethtool(sock: socket.socket, dev: str, buf: ctypes.Array, what: str) -> None:
     ifr = struct.pack("16sP", dev.encode(), ctypes.addressof(buf)).ljust(IFREQ_SIZE, b"\0")
     try:
         fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
@@ -143,44 +160,72 @@ def _ethtool(sock: socket.socket, dev: str, buf, what: str) -> None:
             raise NotFound(f"no network device {dev!r} in this network namespace") from None
         if e.errno in (errno.EPERM, errno.EACCES):
             raise PermissionDenied(f"read {what} of {dev}: {e.strerror} (needs CAP_NET_ADMIN)") from None
-        raise _Unsupported(f"{what}: {e.strerror}") from None
+        raise NotAnswered(f"{what}: {e.strerror}") from None
 
 
-def _rxnfc(sock: socket.socket, dev: str, cmd: int, flow_type: int, what: str) -> int:
+def _rxnfc(ethtool: Ethtool, cmd: int, flow_type: int, what: str) -> int:
     """data of struct ethtool_rxnfc after cmd (GRXRINGS: ring count; GRXFH: RXH_* bits)."""
     buf = ctypes.create_string_buffer(512)  # larger than struct ethtool_rxnfc, which the kernel copies
     struct.pack_into("=II", buf, 0, cmd, flow_type)
-    _ethtool(sock, dev, buf, what)
+    ethtool(buf, what)
     return struct.unpack_from("=Q", buf, RXNFC_DATA)[0]
 
 
-def _channels(sock: socket.socket, dev: str) -> int:
+def _channels(ethtool: Ethtool) -> int:
     buf = ctypes.create_string_buffer(CHANNELS_SIZE)
     struct.pack_into("=I", buf, 0, ETHTOOL_GCHANNELS)
-    _ethtool(sock, dev, buf, "ETHTOOL_GCHANNELS")
+    ethtool(buf, "ETHTOOL_GCHANNELS")
     rx, _tx, _other, combined = struct.unpack_from("=4I", buf, CHANNELS_RX_COUNT)
     return rx + combined
 
 
-def _rssh(sock: socket.socket, dev: str) -> tuple[list[int], bytes, int, int]:
+def _rssh(ethtool: Ethtool) -> tuple[list[int], bytes, int, int]:
     """(indirection table, key, hfunc bits, input_xfrm) through ETHTOOL_GRSSH."""
     head = ctypes.create_string_buffer(RXFH_CONFIG)
     struct.pack_into("=I", head, 0, ETHTOOL_GRSSH)
-    _ethtool(sock, dev, head, "ETHTOOL_GRSSH")
+    ethtool(head, "ETHTOOL_GRSSH")
     indir_size, key_size = struct.unpack_from("=II", head, RXFH_INDIR_SIZE)
     if not indir_size:
-        raise _Unsupported("ETHTOOL_GRSSH: the driver has no indirection table")
+        raise NotAnswered("ETHTOOL_GRSSH: the driver has no indirection table")
+    if indir_size > MAX_INDIR or key_size > MAX_KEY:
+        raise NotAnswered(f"ETHTOOL_GRSSH: the driver says its table has {indir_size} entries and its key "
+                          f"{key_size} bytes (at most {MAX_INDIR} and {MAX_KEY} make sense)")
     # Second call with the sizes: the kernel fills rss_config[] with the
     # table (u32 each), then the key, and sets hfunc and input_xfrm.
     buf = ctypes.create_string_buffer(RXFH_CONFIG + 4 * indir_size + key_size)
     struct.pack_into("=I", buf, 0, ETHTOOL_GRSSH)
     struct.pack_into("=II", buf, RXFH_INDIR_SIZE, indir_size, key_size)
-    _ethtool(sock, dev, buf, "ETHTOOL_GRSSH")
+    ethtool(buf, "ETHTOOL_GRSSH")
     hfunc, input_xfrm = struct.unpack_from("=BB", buf, RXFH_HFUNC)
     indir = list(struct.unpack_from(f"={indir_size}I", buf, RXFH_CONFIG))
     key_at = RXFH_CONFIG + 4 * indir_size
     key = bytes(buf.raw[key_at:key_at + key_size])
     return indir, key, hfunc, input_xfrm
+
+
+def ask_driver(info: RssInfo, ethtool: Ethtool, netlink_queues: int) -> None:
+    """Fill `info` with what the driver says through `ethtool` (receive queues, indirection
+    table, key, hash, hashed fields), and record what it would not say."""
+    try:
+        info.rx_queues, info.queues_from = _rxnfc(ethtool, ETHTOOL_GRXRINGS, 0, "ETHTOOL_GRXRINGS"), "GRXRINGS"
+    except NotAnswered as e:
+        info.unsupported["rings"] = str(e)
+        try:
+            info.rx_queues, info.queues_from = _channels(ethtool), "GCHANNELS"
+        except NotAnswered as e2:
+            info.unsupported["channels"] = str(e2)
+            info.rx_queues, info.queues_from = netlink_queues, "netlink"
+    try:
+        info.indir, info.key, hfunc, info.input_xfrm = _rssh(ethtool)
+        info.hfunc = next((n for bit, n in HASH_FUNCTIONS.items() if hfunc == bit), "")
+    except NotAnswered as e:
+        info.unsupported["indirection"] = str(e)
+    for flow, code in FLOWS.items():
+        try:
+            info.fields[flow] = _rxnfc(ethtool, ETHTOOL_GRXFH, code, "ETHTOOL_GRXFH")
+        except NotAnswered as e:
+            info.fields[flow] = None
+            info.unsupported.setdefault("fields", str(e))
 
 
 # Interrupts --------------------------------------------------------------------------
@@ -195,7 +240,7 @@ def parse_interrupts(text: str) -> dict[int, str]:
     out = {}
     for line in lines[1:]:
         head, sep, rest = line.partition(":")
-        if not sep or not head.strip().isdigit():
+        if not sep or not head.strip().isascii() or not head.strip().isdigit():
             continue
         words = rest.split()
         # Counts per CPU, then the chip, the hardware IRQ and its trigger,
@@ -231,8 +276,7 @@ def queue_irqs(dev: str, names: dict[int, str], ids: set[str], msi: set[int]) ->
 
 def _read(path: str) -> Optional[str]:
     try:
-        with open(path) as f:
-            return f.read()
+        return read_text(path)
     except OSError:
         return None
 
@@ -275,11 +319,17 @@ def _rps_queues(dev: str) -> list[int]:
     except OSError:
         return out
     for entry in entries:
-        if entry.startswith("rx-") and entry[3:].isdigit():
-            mask = (_read(os.path.join(base, entry, "rps_cpus")) or "0").strip().replace(",", "")
-            if mask and int(mask, 16):
+        if entry.startswith("rx-") and entry[3:].isascii() and entry[3:].isdigit():
+            if rps_set(_read(os.path.join(base, entry, "rps_cpus")) or ""):
                 out.append(int(entry[3:]))
     return sorted(out)
+
+
+def rps_set(text: str) -> bool:
+    """Whether the text of a queue's rps_cpus (a hex CPU mask, 32 bits a word, comma between
+    words: "00000000,00000003") names any CPU."""
+    mask = text.strip().replace(",", "")
+    return bool(re.fullmatch(r"[0-9a-fA-F]+", mask)) and int(mask, 16) != 0
 
 
 def _netlink_links() -> dict[str, tuple[int, int]]:
@@ -289,11 +339,31 @@ def _netlink_links() -> dict[str, tuple[int, int]]:
     Imported here: only `pin rss` pays for pyroute2."""
     from pyroute2 import IPRoute
 
-    with IPRoute() as ipr:
-        return {
-            link.get_attr("IFLA_IFNAME"): (link["index"], link.get_attr("IFLA_NUM_RX_QUEUES") or 0)
-            for link in ipr.get_links()
-        }
+    def dump():
+        with IPRoute() as ipr:
+            yield from ipr.get_links()
+
+    return links_of(dump())
+
+
+# What pyroute2 raises decoding a reply it cannot read.
+_UNREADABLE = (struct.error, KeyError, IndexError, ValueError, TypeError, AttributeError)
+
+
+def links_of(replies: Iterable) -> dict[str, tuple[int, int]]:
+    """{name: (ifindex, receive queues)} of RTM_NEWLINK replies as pyroute2 decodes them
+    (`replies`: decoded as they are iterated); a reply without a name or an index is not a
+    device, and one pyroute2 cannot decode is RpctlError."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        for link in replies:
+            name, index, queues = link.get_attr("IFLA_IFNAME"), link.get("index"), link.get_attr("IFLA_NUM_RX_QUEUES")
+            if isinstance(name, str) and isinstance(index, int) and index > 0:
+                out[name] = (index, queues if isinstance(queues, int) and queues > 0 else 0)
+    except _UNREADABLE as e:
+        raise RpctlError(f"read the network devices through rtnetlink: a reply rpctl cannot read "
+                         f"({type(e).__name__}: {e})") from None
+    return out
 
 
 def _sysfs_links() -> dict[str, int]:
@@ -325,26 +395,7 @@ def read_device(dev: str) -> RssInfo:
         raise NotFound(f"no network device {dev!r} in this network namespace")
     sysfs_ours = _sysfs_links() == {name: index for name, (index, _) in links.items()}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            info.rx_queues, info.queues_from = _rxnfc(sock, dev, ETHTOOL_GRXRINGS, 0, "ETHTOOL_GRXRINGS"), "GRXRINGS"
-        except _Unsupported as e:
-            info.unsupported["rings"] = str(e)
-            try:
-                info.rx_queues, info.queues_from = _channels(sock, dev), "GCHANNELS"
-            except _Unsupported as e2:
-                info.unsupported["channels"] = str(e2)
-                info.rx_queues, info.queues_from = links[dev][1], "netlink"
-        try:
-            info.indir, info.key, hfunc, info.input_xfrm = _rssh(sock, dev)
-            info.hfunc = next((n for bit, n in HASH_FUNCTIONS.items() if hfunc == bit), "")
-        except _Unsupported as e:
-            info.unsupported["indirection"] = str(e)
-        for flow, code in FLOWS.items():
-            try:
-                info.fields[flow] = _rxnfc(sock, dev, ETHTOOL_GRXFH, code, "ETHTOOL_GRXFH")
-            except _Unsupported as e:
-                info.fields[flow] = None
-                info.unsupported.setdefault("fields", str(e))
+        ask_driver(info, functools.partial(_ethtool, sock, dev), links[dev][1])
     if not sysfs_ours:
         # The interrupts are matched by the device's name and its sysfs folder:
         # another namespace's device of the same name would answer for it.

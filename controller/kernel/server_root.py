@@ -19,21 +19,39 @@ path, for servers run as units of one template (app@blue, app@green).
 
 from __future__ import annotations
 
-from typing import Collection, Optional
+from typing import Collection, NamedTuple, Optional
 
-__all__ = ["BY", "generation_key"]
+from .proc_files import read_text
+
+__all__ = ["BY", "ProcStat", "generation_key", "parse_stat", "read_stat"]
 
 BY = ("process", "cgroup")  # what a group's generations are told apart by
 
 
-def _stat_fields(pid: int) -> Optional[list[str]]:
-    """The fields of /proc/PID/stat after the command name (which may hold spaces); None when gone."""
+class ProcStat(NamedTuple):
+    """What rpctl reads of /proc/PID/stat."""
+
+    ppid: int  # field 4
+    start: str  # field 22: the start time in clock ticks since boot (digits)
+
+
+def parse_stat(text: str) -> Optional[ProcStat]:
+    """The parent and start time in the text of /proc/PID/stat; None when it does not read as one.
+    The command name, in parentheses, may hold spaces and parentheses: the fields follow the last ')'."""
+    _, sep, tail = text.rpartition(")")
+    fields = tail.split()
+    if not sep or len(fields) < 20 or not fields[1].isascii() or not fields[1].isdigit() \
+            or not fields[19].isascii() or not fields[19].isdigit():
+        return None
+    return ProcStat(int(fields[1]), fields[19])
+
+
+def read_stat(pid: int) -> Optional[ProcStat]:
+    """parse_stat() of process `pid`; None when it is gone (or its stat does not read)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
+        return parse_stat(read_text(f"/proc/{pid}/stat"))
     except OSError:
         return None
-    return text[text.rfind(")") + 2:].split()
 
 
 def generation_key(pid: int, holders: Collection[int] = (), by: str = "process",
@@ -43,15 +61,15 @@ def generation_key(pid: int, holders: Collection[int] = (), by: str = "process",
     it cannot be told (the process is gone, or has no cgroup v2 path)."""
     if by == "cgroup":
         return f"cgroup {cgroup}" if cgroup else None
-    fields = _stat_fields(pid)
-    if fields is None:
+    stat = read_stat(pid)
+    if stat is None:
         return None
     seen = {pid}
     while True:
-        parent = int(fields[1])  # state, ppid, ...: field 4 of stat
-        above = _stat_fields(parent) if parent in holders and parent not in seen else None
+        parent = stat.ppid
+        above = read_stat(parent) if parent in holders and parent not in seen else None
         if above is None:
-            # Field 22, the start time in clock ticks since boot, makes a reused pid another key.
-            return f"process {pid} started {fields[19]}"
-        pid, fields = parent, above
+            # The start time makes a reused pid another key.
+            return f"process {pid} started {stat.start}"
+        pid, stat = parent, above
         seen.add(pid)

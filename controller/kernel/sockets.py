@@ -233,7 +233,12 @@ def detach_program(sock: socket.socket) -> bool:
     return True
 
 
+PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h: no pid is above it
+
+
 def process_exists(pid: int) -> bool:
+    if not 0 < pid <= PID_MAX_LIMIT:
+        return False  # os.kill(0) would signal our own process group; past the limit it overflows
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -264,14 +269,16 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f"put an IPv6 address in brackets: [{host}]:{port_text}")
+        fixed = f"[{host}]:{port_text}"
+        # Quoted when it holds what a message of one line cannot show (a newline).
+        raise ValueError(f"put an IPv6 address in brackets: {fixed if fixed.isprintable() else repr(fixed)}")
     try:
         addr = ipaddress.ip_address(host) if sep else None
     except ValueError:
         addr = None
     if addr is None:
         raise ValueError("use HOST:PORT or [V6ADDR]:PORT with a literal address")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not port_text.isascii() or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} is not a number in 0..65535")
     return addr.compressed, int(port_text)
 

@@ -60,6 +60,7 @@ __all__ = [
     "PinSpec",
     "RunSpec",
     "load",
+    "loadb",
     "loads",
     "parse_endpoint",
 ]
@@ -82,11 +83,11 @@ def _group(path: str, lines: Lines, k: int, raw: object) -> GroupSpec:
     for key, value in raw.items():
         entry = GROUP_KEYS.get(key)
         if entry is None:
-            raise _fail(path, lines.key(k, key), label, f"key '{key}'", f"unknown key (known: {', '.join(GROUP_KEYS)})")
+            raise _fail(path, lines.key(k, key), label, f"key {key!r}", f"unknown key (known: {', '.join(GROUP_KEYS)})")
         try:
             values[entry.field] = entry.parse(value)
         except BadValue as e:
-            where = f"key '{key}.{e.subkey}'" if e.subkey else f"key '{key}'"
+            where = f"key {key + '.' + e.subkey if e.subkey else key!r}"
             raise _fail(path, lines.key(k, key, e.subkey), label, where, e.message) from None
     for key in REQUIRED:
         if key not in raw:
@@ -160,7 +161,7 @@ def loads(text: str, path: str = DEFAULT_PATH) -> Config:
     lines = Lines(text)
     for key in doc:
         if key != "group":
-            raise _fail(path, lines.top(key), f"key '{key}'", "unknown key (the file holds [[group]] tables)")
+            raise _fail(path, lines.top(key), f"key {key!r}", "unknown key (the file holds [[group]] tables)")
     raw_groups = doc.get("group", [])
     if not isinstance(raw_groups, list):
         raise _fail(path, lines.top("group"), "key 'group'", "write each group as a [[group]] table")
@@ -192,9 +193,14 @@ def load(path: Optional[str] = None) -> Config:
         from ..contract.errors import PermissionDenied
 
         raise PermissionDenied(f"config file {path}: permission denied") from None
+    return loadb(raw, os.fspath(path))
+
+
+def loadb(raw: bytes, path: str = DEFAULT_PATH) -> Config:
+    """The Config in the bytes of a file (read from `path`, which errors name)."""
     try:
         text = raw.decode()
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise _fail(path, line, "not valid TOML", "the file is not UTF-8") from None
-    return loads(text, os.fspath(path))
+    return loads(text, path)

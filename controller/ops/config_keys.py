@@ -111,7 +111,7 @@ def _adopt(value: object) -> AdoptRule:
     out = {}
     for key, v in table.items():
         if key not in kinds:
-            raise BadValue(f"unknown key '{key}' (use {', '.join(kinds)})", key)
+            raise BadValue(f"unknown key {key!r} (use {', '.join(kinds)})", key)
         try:
             out[key] = kinds[key](v)
         except BadValue as e:
@@ -131,7 +131,7 @@ def _run(value: object) -> RunSpec:
     known = ("command", "count", "backoff_initial", "backoff_max")
     for key in table:
         if key not in known:
-            raise BadValue(f"unknown key '{key}' (use {', '.join(known)})", key)
+            raise BadValue(f"unknown key {key!r} (use {', '.join(known)})", key)
     if "command" not in table or "count" not in table:
         raise BadValue("give both command (an array of strings) and count")
     command = table["command"]
@@ -207,7 +207,7 @@ def _generations(value: object) -> Rollout:
         raise BadValue(f'{value!r}: use "newest" or {{ canary = PERCENT }}')
     for key in value:
         if key != "canary":
-            raise BadValue(f"unknown key '{key}' (use canary)", key)
+            raise BadValue(f"unknown key {key!r} (use canary)", key)
     if "canary" not in value:
         raise BadValue("give canary = PERCENT (the newest generation's share of new work)")
     percent = value["canary"]

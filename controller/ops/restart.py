@@ -54,6 +54,7 @@ from ..contract.errors import InvalidInput, NotFound, RpctlError, UsageError, Wa
 from ..contract.refs import Call, Param
 from ..kernel import diag, discover, sockets
 from ..kernel.process import describe_exit, wait_exit
+from ..kernel.server_root import read_stat
 from ..read import views
 from ..store.lookup import resolve_group
 from ..store.registration import register
@@ -141,13 +142,10 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     while pid > 1:
         if pid == ancestor:
             return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                # The command name may hold spaces and parentheses: the ppid
-                # is the second field after the last ')'.
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+        stat = read_stat(pid)
+        if stat is None:
             return False
+        pid = stat.ppid
     return False
 
 

@@ -25,9 +25,14 @@ Only the standard library: urllib and json.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import math
 import re
 import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +44,7 @@ from ..contract.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
 from ..contract.refs import Param
 from ..kernel.sockets import family_of, parse_hostport
 from ..store.options import HASH
+from ..store.policy import MAX_WEIGHT
 from .generation_views import generation_views
 from .views import (
     DRAINED,
@@ -97,18 +103,68 @@ def parse_match(match: Optional[str]) -> str:
     return text
 
 
+MAX_ANSWER = 256 << 20  # bytes of one answer: a fleet's every series is far less
+
+
+def urlopen_within(request: urllib.request.Request, timeout: float):
+    """urllib's urlopen, whose sockets are shut down `timeout` seconds after the call: a socket's
+    timeout bounds each wait for the server, this bounds them all (a server that answers a byte
+    at a time, within each wait, does not hold rpctl).  The reply's close() ends the watch."""
+    opened: list[socket.socket] = []
+
+    def watched(base: type) -> type:
+        class Connection(base):
+            def connect(self) -> None:
+                super().connect()
+                opened.append(self.sock)
+        return Connection
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(watched(http.client.HTTPConnection), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
+
+    def shut() -> None:
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, shut)
+    timer.daemon = True
+    timer.start()
+    try:
+        reply = urllib.request.build_opener(Http, Https).open(request, timeout=timeout)
+    except BaseException:
+        timer.cancel()
+        raise
+    close = reply.close
+
+    def close_and_stop() -> None:
+        timer.cancel()
+        close()
+
+    reply.close = close_and_stop
+    return reply
+
+
 class PrometheusApi:
     """Instant queries against one Prometheus server.  `opener` stands for urllib's
-    urlopen (tests pass one that answers recorded responses)."""
+    urlopen (tests pass one that answers recorded responses); the default one gives up
+    on a query after `timeout` seconds, however the server trickles its answer."""
 
-    def __init__(self, url: str, timeout: float = 10.0, opener: Optional[Callable] = None):
+    def __init__(self, url: str, timeout: float = 10.0, opener: Optional[Callable] = None,
+                 max_answer: int = MAX_ANSWER):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise InvalidInput(Param("url", "read_fleet"),
                                f" {url!r} is not the http:// or https:// URL of a Prometheus server")
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.opener = opener or urllib.request.urlopen
+        self.opener = opener or urlopen_within
+        self.max_answer = max_answer
 
     def query(self, expr: str) -> list[Sample]:
         """The instant vector `expr` evaluates to now."""
@@ -117,34 +173,49 @@ class PrometheusApi:
             where, data=urllib.parse.urlencode({"query": expr}).encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
         )
+        start = time.monotonic()
+        late = WaitTimeout(f"Prometheus at {self.url} did not answer within {self.timeout:g}s")
         try:
             with self.opener(request, timeout=self.timeout) as reply:
-                body = reply.read()
+                body = self._whole(reply, where)
         except urllib.error.HTTPError as e:
             # Prometheus answers a bad query with 400 (or 422) and a JSON error; anything else is not one.
-            body = e.read()
-            doc = _json(body)
+            doc = _json(self._whole(e, where))
             if doc is None or doc.get("status") != "error":
                 raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
                                    f"(HTTP {e.code} from {where})") from None
             return parse_answer(doc, expr)
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                raise WaitTimeout(f"Prometheus at {self.url} did not answer within {self.timeout:g}s") from None
+            # Its sockets shut down at the deadline (urlopen_within): what follows reads as a hang-up.
+            if isinstance(reason, (socket.timeout, TimeoutError)) or time.monotonic() - start >= self.timeout:
+                raise late from None
+            if isinstance(e, http.client.HTTPException) and not isinstance(e, OSError):
+                raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
+                                   f"({where} answered no HTTP: {type(e).__name__})") from None
             text = getattr(reason, "strerror", None) or str(reason)
             raise RpctlError(f"cannot reach Prometheus at {self.url}: {text}") from None
         doc = _json(body)
         if doc is None or "status" not in doc:
+            if time.monotonic() - start >= self.timeout:
+                raise late  # an answer cut short at the deadline
             raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
                                f"({where} answered no API JSON)")
         return parse_answer(doc, expr)
+
+    def _whole(self, reply, where: str) -> bytes:
+        """The answer's body, up to max_answer bytes."""
+        body = reply.read(self.max_answer + 1)
+        if len(body) > self.max_answer:
+            raise InvalidInput(Param("url", "read_fleet"), f" {self.url} is not a Prometheus server "
+                               f"({where} answered more than {self.max_answer} bytes)")
+        return body
 
 
 def _json(body: bytes) -> Optional[dict]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: arrays nested a hundred thousand deep
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -153,21 +224,39 @@ def parse_answer(doc: dict, expr: str) -> list[Sample]:
     """The samples of an API answer (the JSON document /api/v1/query returned for `expr`); a
     refused query is InvalidInput with Prometheus' reason."""
     if doc.get("status") != "success":
-        reason = doc.get("error") or doc.get("errorType") or "no reason given"
+        reason = _said(doc.get("error") or doc.get("errorType") or "no reason given")
         if doc.get("errorType") == "bad_data":
             raise InvalidInput("Prometheus refused the query: ", Param("match", "read_fleet"),
                                f" is not a valid selector ({reason})")
         raise RpctlError(f"Prometheus could not run {expr!r}: {reason}")
     data = doc.get("data") or {}
-    if data.get("resultType") != "vector":
-        raise RpctlError(f"Prometheus answered {expr!r} with a {data.get('resultType')!r}, not a vector")
+    kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+    if kind != "vector":
+        raise RpctlError(f"Prometheus answered {expr!r} with a {_said(kind)!r}, not a vector")
+    result = data.get("result") or []
+    if not isinstance(result, list):
+        raise RpctlError(f"Prometheus answered {expr!r} with a vector whose result is {_said(result)}, not a list")
     out = []
-    for item in data.get("result") or []:
+    for item in result:
         try:
-            out.append(Sample(dict(item["metric"]), float(item["value"][1])))
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise RpctlError(f"Prometheus answered {expr!r} with a sample rpctl cannot read: {item!r}") from None
+            labels, value = item["metric"], float(item["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+            labels = value = None
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise RpctlError(f"Prometheus answered {expr!r} with a sample rpctl cannot read: {_said(item)}")
+        out.append(Sample(dict(labels), value))
     return out
+
+
+def _said(what: object) -> str:
+    """What a server said, as one line of a message, and a short one."""
+    text = " ".join((what if isinstance(what, str) else repr(what)).split())
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _whole(value: float, most: int) -> Optional[int]:
+    """A sample's value as a count or a weight: None when it is none (NaN, infinite), else within 0..most."""
+    return min(max(int(value), 0), most) if math.isfinite(value) else None
 
 
 # Queries ---------------------------------------------------------------------------------
@@ -216,6 +305,13 @@ def read_fleet(api: PrometheusApi, match: Optional[str] = None, window: str = DE
     return views
 
 
+MEMBER_COUNTER_NAMES = frozenset(c.name for c in MEMBER_COUNTERS)
+GROUP_COUNTER_NAMES = frozenset(c.name for c in GROUP_COUNTERS)
+MAX_COUNT = 2**64 - 1  # a counter of the maps is a u64
+MAX_GENERATION = 2**32 - 1  # a server generation's number is a u32
+MAX_UNMANAGED = 1 << 16  # listeners a view shows as not managed: a count past it is damaged
+
+
 def _metric_kind(name: str, prefix: str, suffix: str) -> str:
     return name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
 
@@ -261,38 +357,43 @@ def fleet_views(answers: dict[str, list[Sample]]) -> list[GroupView]:
         m = member(s)
         if m is not None:
             m.throttled = THROTTLED_REASON if s.value == 1 else None
+    # A value that is no number (NaN, infinite) says nothing; counts and weights are kept to
+    # what a group can hold.
     for s in answers["weight"]:
         m = member(s)
-        if m is not None:
-            m.weight = int(s.value)
+        if m is not None and _whole(s.value, MAX_WEIGHT) is not None:
+            m.weight = _whole(s.value, MAX_WEIGHT)
     for s in answers["member_totals"]:
         m = member(s)
-        if m is not None:
-            setattr(m, _metric_kind(s.labels["__name__"], "rpctl_member_", "_total"), int(s.value))
+        kind = _metric_kind(s.labels.get("__name__", ""), "rpctl_member_", "_total")
+        if m is not None and kind in MEMBER_COUNTER_NAMES and _whole(s.value, MAX_COUNT) is not None:
+            setattr(m, kind, _whole(s.value, MAX_COUNT))
     for s in answers["rates"]:
         m = member(s)
-        if m is not None:
+        if m is not None and math.isfinite(s.value) and s.value >= 0:
             m.rate = (m.rate or 0.0) + s.value
     for s in answers["queue"]:
         m = member(s)
-        if m is not None and (m.state != DRAINED or s.value == 0):
-            m.queue = int(s.value)
+        if m is not None and (m.state != DRAINED or s.value == 0) and _whole(s.value, MAX_COUNT) is not None:
+            m.queue = _whole(s.value, MAX_COUNT)
     canaries = {(s.labels.get("instance", ""), s.labels.get("group", ""), s.labels.get("generation", ""))
                 for s in answers.get("canary", ())}
     for s in answers.get("generation", ()):
         m = member(s)
-        if m is not None:
-            m.generation = int(s.value)
+        if m is not None and _whole(s.value, MAX_GENERATION) is not None:
+            m.generation = _whole(s.value, MAX_GENERATION)
             m.canary = (s.labels.get("instance", ""), s.labels.get("group", ""), str(m.generation)) in canaries
     for s in answers["group_totals"]:
         g = groups.get((s.labels.get("instance", ""), s.labels.get("group", "")))
-        if g is not None:
-            setattr(g, _metric_kind(s.labels["__name__"], "rpctl_group_", "_total"), int(s.value))
+        kind = _metric_kind(s.labels.get("__name__", ""), "rpctl_group_", "_total")
+        if g is not None and kind in GROUP_COUNTER_NAMES and _whole(s.value, MAX_COUNT) is not None:
+            setattr(g, kind, _whole(s.value, MAX_COUNT))
     for s in answers["unmanaged"]:
         g = groups.get((s.labels.get("instance", ""), s.labels.get("group", "")))
         if g is not None:
             # Prometheus has how many, not whose: listeners without a cookie or a process.
-            g.unmanaged = [UnmanagedListener(cookie=0, inode=0, pid=None, comm="")] * int(s.value)
+            g.unmanaged = [UnmanagedListener(cookie=0, inode=0, pid=None, comm="")] * (_whole(s.value, MAX_UNMANAGED)
+                                                                                      or 0)
 
     for key, g in groups.items():
         g.members = [found for _, found in sorted(members[key].items())]

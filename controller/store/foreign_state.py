@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 from typing import Optional
 
 from ..contract import abi
@@ -23,7 +24,7 @@ from ..contract.errors import RpctlError
 from ..kernel import bpfsys, diag, sockets
 from .generation import ctl_endpoint
 
-__all__ = ["HEAD_SIZE", "endpoint", "detach"]
+__all__ = ["HEAD_SIZE", "endpoint", "endpoint_of_ctl", "detach"]
 
 # The bytes of rp_ctl every state version has laid out alike: up to and with `port`.
 HEAD_SIZE = abi.RpCtl.port.offset + abi.RpCtl.port.size
@@ -42,12 +43,24 @@ def endpoint(group_dir: str) -> Optional[sockets.EndpointKey]:
         raw = (ctypes.c_uint8 * info.value_size)()
         if not bpfsys.map_lookup(fd, ctypes.c_uint32(0), raw, "read ctl[0]"):
             return None
-        head = bytes(raw)[:HEAD_SIZE].ljust(ctypes.sizeof(abi.RpCtl), b"\0")
-        return ctl_endpoint(abi.RpCtl.from_buffer_copy(head))
-    except (OSError, ValueError, KeyError):
+        return endpoint_of_ctl(bytes(raw))
+    except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def endpoint_of_ctl(value: bytes) -> Optional[sockets.EndpointKey]:
+    """The endpoint in the head of a ctl element of any state version; None when it names none."""
+    if len(value) < HEAD_SIZE:
+        return None
+    ctl = abi.RpCtl.from_buffer_copy(value[:HEAD_SIZE].ljust(ctypes.sizeof(abi.RpCtl), b"\0"))
+    if ctl.family not in (socket.AF_INET, socket.AF_INET6):
+        return None  # addresses of other families would read as IPv6 ones
+    try:
+        return ctl_endpoint(ctl)
+    except (ValueError, KeyError):
+        return None
 
 
 def detach(group_dir: str) -> bool:
@@ -58,7 +71,7 @@ def detach(group_dir: str) -> bool:
         return False
     try:
         found = diag.listeners(sockets.proto_number(ep.proto), ep.port, ep.family)
-    except (OSError, RuntimeError, ValueError):
+    except (OSError, ValueError):
         return False
     inodes = [d.inode for d in found.values() if d.address == ep.addr]
     for pairs in diag.holders(inodes).values():

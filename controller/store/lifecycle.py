@@ -165,7 +165,7 @@ def _candidates(g: Group, members: list, cookies: set[int]) -> Iterator[tuple[in
         found = diag.listeners(ctl.proto, ctl.port)
         inodes = [d.inode for c, d in found.items() if c in cookies]
         holders = diag.holders(inodes)
-    except (OSError, RuntimeError):
+    except OSError:
         return
     for pairs in holders.values():
         yield from pairs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..contract import abi
 from ..contract.errors import InvalidInput
+from ..contract.refs import shown
 
 MAX_WEIGHT = 10000
 DEFAULT_WEIGHT = 1
@@ -18,9 +19,9 @@ DEFAULT_WEIGHT = 1
 
 def check_weight(name: str, weight: object) -> int:
     if isinstance(weight, bool) or not isinstance(weight, int):
-        raise InvalidInput(f"weight of {name}: {weight!r} is not a whole number")
+        raise InvalidInput(f"weight of {shown(name)}: {weight!r} is not a whole number")
     if not 0 <= weight <= MAX_WEIGHT:
-        raise InvalidInput(f"weight of {name}: {weight} is out of range 0..{MAX_WEIGHT}")
+        raise InvalidInput(f"weight of {shown(name)}: {weight} is out of range 0..{MAX_WEIGHT}")
     return weight
 
 

@@ -45,6 +45,7 @@ from ..contract import abi
 from ..contract.errors import PermissionDenied
 from ..kernel import bpffs
 from ..kernel.maps import Map
+from ..kernel.proc_files import read_text
 from ..kernel.sockets import process_exists
 from . import audit, shared_program
 from .state import CLONE_NEWNET, Layout, in_netns, netns_id
@@ -118,8 +119,7 @@ def _is_nsfs_fd(path: str, nsfs_dev: int) -> bool:
 
 
 def _nsfs_mounts(pid: str) -> Iterator[str]:
-    with open(f"/proc/{pid}/mountinfo") as f:
-        text = f.read()
+    text = read_text(f"/proc/{pid}/mountinfo", paths=True)
     for mount_point in net_namespace_mounts(text):
         yield f"/proc/{pid}/root{mount_point}"
 
@@ -131,7 +131,8 @@ def net_namespace_mounts(mountinfo: str) -> list[str]:
         fields = line.split()
         # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
         try:
-            fstype = fields[fields.index("-") + 1]
+            dash = fields.index("-", 6)  # after the six fields every line has
+            fstype = fields[dash + 1]
         except (ValueError, IndexError):
             continue
         if fstype == "nsfs" and _NET_LINK_RE.match(fields[3]):

@@ -55,6 +55,13 @@ def mode_name(mode: int) -> str:
 # CPU lists ("0-3,8") --------------------------------------------------------------
 
 
+MAX_CPU = 65535  # past any kernel's NR_CPUS (8192): a list that names one is damaged
+
+
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # "²".isdigit() holds, and int() refuses it
+
+
 def parse_cpus(text: str) -> frozenset[int]:
     """A kernel CPU list (/sys/devices/system/cpu/online, smp_affinity_list) -> CPU numbers."""
     cpus: set[int] = set()
@@ -62,10 +69,10 @@ def parse_cpus(text: str) -> frozenset[int]:
         if not part:
             continue
         lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not _number(lo) or (sep and not _number(hi)):
             raise ValueError(f"not a CPU list: {text.strip()!r}")
         first, last = int(lo), int(hi) if sep else int(lo)
-        if last < first:
+        if last < first or last > MAX_CPU:
             raise ValueError(f"not a CPU list: {text.strip()!r}")
         cpus.update(range(first, last + 1))
     return frozenset(cpus)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 from rpctl.controller.kernel import bpffs, probe, sockets
 
+from tests.support.hostile import register_profiles
+
+register_profiles()
+
 
 class ReachedSystem(Exception):
     """A unit test got as far as bpffs, capabilities or another process's fds."""
@@ -58,3 +62,16 @@ def syslog(tmp_path, monkeypatch):
     sock = SyslogSocket.instead_of_dev_log(tmp_path, monkeypatch)
     yield sock
     sock.close()
+
+
+@pytest.fixture
+def own_name():
+    """own_name(b"...") names this process (its main thread: /proc/PID/comm) for the test."""
+    import ctypes
+
+    pr_set_name, pr_get_name = 15, 16
+    libc = ctypes.CDLL(None, use_errno=True)
+    was = ctypes.create_string_buffer(16)
+    libc.prctl(pr_get_name, was, 0, 0, 0)
+    yield lambda name: libc.prctl(pr_set_name, ctypes.c_char_p(name), 0, 0, 0)
+    libc.prctl(pr_set_name, was, 0, 0, 0)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.cli.common import drain_progress, parse_assignments
 from rpctl.controller.contract.errors import InvalidInput
+
+from tests.support import hostile
 
 
 @pytest.mark.parametrize(
@@ -57,3 +61,19 @@ def test_the_parser_names_the_default_file_without_loading_the_config_module():
     heavy = {"tomllib", "rpctl.controller.ops.config", "rpctl.controller.ops.config_keys",
              "rpctl.controller.ops.config_spec"}
     assert "rpctl.controller.ops.config_defaults" in loaded and not heavy & set(loaded), loaded
+
+
+# Hostile arguments: NAME=WEIGHT as anyone may type them -----------------------------------------
+
+
+@given(st.lists(hostile.text | st.tuples(hostile.text, st.integers() | st.just("9" * 5000)).map(
+    lambda t: f"{t[0]}={t[1]}"), max_size=4))
+@example(["a=" + "9" * 5000])  # past the digits int() converts
+@example(["we\nb=1x"])  # a name with a newline
+def test_any_assignments_are_weights_or_refused_in_one_line(items):
+    try:
+        out = parse_assignments(items)
+    except InvalidInput as e:
+        assert "\n" not in str(e)
+        return
+    assert all(isinstance(w, int) for w in out.values())

@@ -3,12 +3,17 @@ and the folder's entries, without bcc or privileges."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.controller.contract.errors import RpctlError
 from rpctl.controller.kernel import compiled
+
+from tests.support import hostile
 
 
 def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -174,3 +179,39 @@ def test_doctor_says_how_many_are_kept_or_why_none_can_be(tmp_path, monkeypatch)
     os.chmod(folder, 0o777)
     usable, detail = compiled.kept()
     assert not usable and "every new group compiles" in detail
+
+
+# Hostile entries: any damage to a kept program, and entries whole but not this compile's -------------
+
+PROGRAM = ld_map_fd(1, compiled.PLACEHOLDER_BASE) + MOV_R0_0 + ld_map_fd(2, compiled.PLACEHOLDER_BASE + 1) + EXIT
+HOLDERS = (compiled.PLACEHOLDER_BASE, compiled.PLACEHOLDER_BASE + 1)
+ENTRY = compiled.FORMAT + hashlib.sha256(PROGRAM).digest() + PROGRAM
+
+
+def _kept(folder, raw: bytes) -> tuple[bytes, list]:
+    """bytecode() of an entry holding `raw`, as a new process reads it, and the calls to the compiler."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    (folder / "k1").write_bytes(raw)
+    compiled.forget()
+    calls: list = []
+    code = compiled.bytecode("k1", compile_counting(PROGRAM, calls), str(folder),
+                             check=lambda kept: compiled.fits(kept, HOLDERS))
+    assert compiled.fits(code, HOLDERS) and compiled.read_entry(str(folder / "k1")) == code
+    return code, calls
+
+
+@given(hostile.mutated(ENTRY))
+def test_a_damaged_entry_is_compiled_again_whatever_the_damage(tmp_path_factory, raw):
+    code, calls = _kept(tmp_path_factory.mktemp("programs"), raw)
+    assert code == PROGRAM and calls == ([] if raw == ENTRY else [1]), "compiled again, and kept whole again"
+
+
+@given(st.lists(st.sampled_from([MOV_R0_0, EXIT]) | st.integers(0, 2**32 - 1).map(
+    lambda n: ld_map_fd(1, n - 2**31)) | st.binary(min_size=8, max_size=8), max_size=8).map(b"".join))
+@example(ld_map_fd(1, 3) + EXIT)  # a map load of fd 3: compiled by no rpctl of these placeholders
+def test_a_whole_entry_of_another_compile_is_compiled_again(tmp_path_factory, code):
+    got, calls = _kept(tmp_path_factory.mktemp("programs"), compiled.FORMAT + hashlib.sha256(code).digest() + code)
+    if code and compiled.fits(code, HOLDERS):
+        assert (got, calls) == (code, [])
+    else:
+        assert (got, calls) == (PROGRAM, [1])

@@ -5,11 +5,16 @@ from __future__ import annotations
 import socket
 
 import pytest
-from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+from rpctl.controller.contract.errors import ExitStatus, InvalidInput, NotFound, RpctlError
 from rpctl.controller.kernel.sockets import EndpointKey
 from rpctl.controller.ops import config
 from rpctl.controller.ops.config import AdoptRule, PinSpec, RunSpec
 from rpctl.controller.store.options import GroupOptions
+
+from tests.support import hostile
+from tests.support.cli import assert_one_error_line, invoke
 
 GOOD = """\
 # rpctl's groups
@@ -301,3 +306,67 @@ def test_generations_read_from_the_file():
     assert (spec.rollout, spec.generation_by) == (Rollout(2.5), "cgroup")
     assert config.loads(_group('adopt = { comm = "nginx" }\ngenerations = "newest"\n')).groups[0].rollout == NEWEST
     assert config.loads(_group('adopt = { comm = "nginx" }\n')).groups[0].rollout is None
+
+
+# Hostile files: generated documents, and valid files with one thing changed ----------------------
+
+# Every key of a [[group]] table, valid together (UDP options, QUIC, a canary rollout).
+RICH = {"group": [
+    {"name": "web", "listen": "tcp:127.0.0.1:8080", "adopt": {"comm": "nginx", "uid": 0, "cgroup": "/a"},
+     "names": "{comm}-{i}", "weight": 2, "weights": {"nginx-1": 3}, "drain": ["nginx-2"], "pin": "cpu",
+     "adaptive": True, "adaptive_queue": 16, "adaptive_interval_ms": 40, "generations": {"canary": 5},
+     "generation_by": "process"},
+    {"name": "api", "listen": "tcp:[::1]:9090",
+     "run": {"command": ["/srv/api", "3"], "count": 4, "backoff_initial": 0.5, "backoff_max": 8}},
+    {"name": "quic", "listen": "udp:127.0.0.1:443", "adopt": {"exe": "/usr/sbin/q"}, "quic": True,
+     "quic_server_id_length": 2, "quic_server_ids": "cookie", "flow_affinity": True, "flow_table_size": 1024,
+     "flow_idle_timeout": 2.5, "adaptive_queue_bytes": 32768, "pin": "rss:eth0", "generations": "newest"},
+]}
+
+
+def _refused_in_one_line(load, source) -> None:
+    """Loading `source` gives a Config or refuses with an rpctl error of one line."""
+    try:
+        load(source)
+    except RpctlError as e:
+        assert "\n" not in str(e) and str(e).startswith("f.toml:") or isinstance(e, NotFound), str(e)
+
+
+def test_the_rich_document_is_valid():
+    assert [g.name for g in config.loads(hostile.toml_groups(RICH), "f.toml").groups] == ["web", "api", "quic"]
+
+
+@given(st.dictionaries(st.sampled_from(["group"]) | hostile.text,
+                       st.lists(st.dictionaries(st.sampled_from(list(config.GROUP_KEYS)) | hostile.text,
+                                                hostile.values, max_size=8), max_size=3) | hostile.values,
+                       max_size=3))
+def test_a_generated_document_is_read_or_refused_in_one_line(doc):
+    _refused_in_one_line(lambda text: config.loads(text, "f.toml"), hostile.toml_groups(doc))
+
+
+@given(hostile.changed_document(RICH, list(config.GROUP_KEYS)))
+@example({"group": [{**RICH["group"][1], "listen": "tcp:\n[::1]:9090"}]})  # found by the fuzz profile
+@example({"group": [{**RICH["group"][0], "weights": {"a\nb": -1}}]})  # a member name with a newline
+def test_a_valid_file_with_one_key_type_or_value_changed_is_read_or_refused_in_one_line(doc):
+    _refused_in_one_line(lambda text: config.loads(text, "f.toml"), hostile.toml_groups(doc))
+
+
+@given(hostile.mutated(hostile.toml_groups(RICH).encode()) | hostile.mutated(GOOD.encode()))
+def test_a_valid_file_with_one_byte_changed_is_read_or_refused_in_one_line(raw):
+    _refused_in_one_line(lambda b: config.loadb(b, "f.toml"), raw)
+
+
+@hostile.with_fixtures
+@given(raw=hostile.mutated(hostile.toml_groups(RICH).encode()))
+def test_apply_refuses_a_damaged_file_in_one_line_and_its_exit_code(raw, cli_without_system, tmp_path_factory):
+    try:
+        config.loadb(raw, "f.toml")
+    except RpctlError as e:
+        want = e.exit_status
+    else:
+        assume(False)  # a change that leaves the file valid (a comment, a name): apply would go on
+    path = tmp_path_factory.mktemp("conf") / "rpctl.toml"
+    path.write_bytes(raw)
+    status, out, err = invoke(["apply", "-c", path, "--dry-run"])
+    assert status == want == ExitStatus.INVALID and out == ""
+    assert_one_error_line(err)

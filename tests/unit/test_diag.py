@@ -10,7 +10,11 @@ import sys
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rpctl.controller.kernel import diag
+
+from tests.support import hostile
 
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
@@ -243,3 +247,87 @@ def test_bad_arguments():
 def test_import_does_not_load_pyroute2():
     code = "import sys, rpctl.controller.kernel.diag; sys.exit('pyroute2' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# Hostile replies: generated and mutated buffers fed to the same parsing a dump runs ---------------
+
+NLMSG = struct.Struct("=IHHII")
+INET_DIAG_MSG = struct.Struct("=BBBBHH16s16sIQIIIII")  # family, state, timer, retrans, sockid, expires, queues, uid, inode
+DONE, ERROR, SOCK_DIAG_BY_FAMILY = 3, 2, 20
+
+
+def netlink(mtype: int, payload: bytes, length: int | None = None) -> bytes:
+    whole = NLMSG.size + len(payload)
+    msg = NLMSG.pack(whole if length is None else length, mtype, 2, 1, 0) + payload
+    return msg + b"\0" * (-len(msg) % 4)
+
+
+def inet_diag_msg(family=socket.AF_INET, state=10, port=8080, addr=b"\x7f\0\0\1", cookie=1, rqueue=0,
+                  inode=1) -> bytes:
+    return INET_DIAG_MSG.pack(family, state, 0, 0, socket.htons(port), 0, addr.ljust(16, b"\0"), b"\0" * 16, 0,
+                              cookie, 0, rqueue, 128, 0, inode)
+
+
+def rtattr(kind: int, value: bytes) -> bytes:
+    attr = struct.pack("=HH", 4 + len(value), kind) + value
+    return attr + b"\0" * (-len(attr) % 4)
+
+
+# Two listeners of one port, one with attributes after it (as INET_DIAG_INFO & co. come), then the end.
+VALID_REPLY = (netlink(SOCK_DIAG_BY_FAMILY, inet_diag_msg(cookie=7, rqueue=3))
+               + netlink(SOCK_DIAG_BY_FAMILY, inet_diag_msg(cookie=8, inode=2) + rtattr(1, b"\1" * 12) + rtattr(99, b""))
+               + netlink(DONE, struct.pack("=i", 0)))
+
+payloads = (st.builds(inet_diag_msg, family=st.sampled_from([socket.AF_INET, socket.AF_INET6, 0, 1, 17, 255]),
+                      state=st.sampled_from([7, 10, 3, 12]) | st.integers(0, 255), port=st.integers(0, 65535),
+                      addr=st.binary(min_size=16, max_size=16), cookie=st.integers(0, 2**64 - 1),
+                      rqueue=st.integers(0, 2**32 - 1), inode=st.integers(0, 2**32 - 1))
+            .flatmap(lambda msg: st.tuples(st.just(msg), st.lists(st.builds(rtattr, st.integers(0, 65535),
+                                                                            st.binary(max_size=12)), max_size=3))
+                     .map(lambda t: t[0] + b"".join(t[1])))
+            | st.binary(max_size=100) | st.integers(-(2**31), 2**31 - 1).map(lambda e: struct.pack("=i", e)))
+messages = st.builds(netlink, st.sampled_from([SOCK_DIAG_BY_FAMILY, DONE, ERROR, 1, 16, 0xFFFF]), payloads,
+                     st.none() | st.none() | st.integers(0, 2**32 - 1) | st.integers(0, 120))
+replies = st.lists(messages, max_size=6).map(b"".join) | hostile.mutated(VALID_REPLY)
+
+
+def test_a_valid_reply_parses_to_its_listeners():
+    offsets, done = diag.parse_replies(VALID_REPLY, "dump")
+    assert done and len(offsets) == 2
+    found = diag.decode_listeners([(VALID_REPLY, off) for off in offsets], socket.AF_INET, TCP, 8080)
+    assert [(d.cookie, d.rqueue, d.local_addr) for d in found] == [(7, 3, "127.0.0.1"), (8, 0, "127.0.0.1")]
+    dump = diag.ListenerDump(TCP, socket.AF_INET, replies=[(VALID_REPLY, off) for off in offsets])
+    assert dump.by_endpoint() == {diag.wire_endpoint(TCP, socket.AF_INET, "127.0.0.1", 8080): {7: 3, 8: 0}}
+
+
+def test_a_reply_of_another_family_is_not_a_listener_of_this_one():
+    data = netlink(SOCK_DIAG_BY_FAMILY, inet_diag_msg(family=17)) + netlink(DONE, struct.pack("=i", 0))
+    offsets, _ = diag.parse_replies(data, "dump")
+    assert diag.decode_listeners([(data, off) for off in offsets], socket.AF_INET, TCP, None) == []
+    assert diag.ListenerDump(TCP, socket.AF_INET, replies=[(data, off) for off in offsets]).by_endpoint() == {}
+
+
+@pytest.mark.parametrize("err", [-(2**31), 2**31 - 1, 1, -5000])
+def test_an_error_the_kernel_has_not_is_a_bad_message(err):
+    with pytest.raises(OSError, match="Bad message"):
+        diag.parse_replies(netlink(DONE, struct.pack("=i", err)), "dump")
+
+
+@given(replies)
+def test_any_reply_parses_to_listeners_of_the_dump_or_is_an_oserror(data):
+    """What the kernel sends back, truncated, of wrong lengths, with unknown attributes, of another
+    family: an OSError (which every reader of sock_diag handles), or listeners of the family,
+    protocol and port asked for."""
+    try:
+        offsets, _ = diag.parse_replies(data, "dump")
+    except OSError as e:
+        assert str(e).startswith("[Errno") and "\n" not in str(e)
+        return
+    assert all(0 <= off and off + NLMSG.size + INET_DIAG_MSG.size <= len(data) for off in offsets)
+    got = [(data, off) for off in offsets]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for proto in (TCP, UDP):
+            for d in diag.decode_listeners(got, family, proto, None) + diag.decode_listeners(got, family, proto, 8080):
+                assert d.family == family and 0 <= d.local_port < 65536 and d.address
+            dump = diag.ListenerDump(proto, family, replies=got)
+            assert all(key[1] == family for key in dump.by_endpoint()) and dump.fingerprint() is not None

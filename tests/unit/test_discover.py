@@ -16,10 +16,13 @@ import sys
 import time
 
 import pytest
+from hypothesis import given
 from rpctl.controller.contract.errors import InvalidInput
 from rpctl.controller.kernel import discover
 from rpctl.controller.kernel.discover import EpollTarget, Holder
 from rpctl.controller.ops import adopt
+
+from tests.support import hostile
 
 # The text of /proc/PID/fdinfo/<epoll fd> of an nginx worker (kernel 6.18).
 NGINX_WORKER_FDINFO = """\
@@ -267,3 +270,47 @@ def test_children_sharing_a_listener_are_its_servers_and_the_parent_that_holds_i
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         lst.close()
+
+
+# Hostile /proc text: what any process may make of its name, status, cgroup and fdinfo ------------
+
+STATUS = "Name:\thead\nUmask:\t0022\nState:\tR (running)\nPid:\t28469\nPPid:\t28466\nUid:\t0\t33\t0\t0\nGid:\t0\t0\t0\t0\n"
+CGROUP = "9:name=systemd:/\n4:memory:/process_api/89cd\n1:cpu:/\n0::/system.slice/nginx.service\n"
+SYSCALL = "288 0x3 0x7ffc2a1b 0x7ffc2a1c 0x80000 0x0 0x0 0x7ffc2a00 0x7f00\n"
+
+
+def test_status_and_cgroup_give_the_effective_uid_and_the_v2_path():
+    assert discover.uid_of_status(STATUS) == 33 and discover.uid_of_status("Uid:\t0\n") is None
+    assert discover.cgroup_of(CGROUP) == "/system.slice/nginx.service" and discover.cgroup_of("1:cpu:/\n") is None
+
+
+@given(hostile.proc_text(NGINX_WORKER_FDINFO))
+def test_any_fdinfo_text_gives_watched_files(text):
+    for t in discover.parse_epoll_fdinfo(text):
+        assert isinstance(t.tfd, int) and t.events >= 0 and (t.ino is None or t.ino >= 0)
+
+
+@given(hostile.proc_text(SYSCALL, "running\n"))
+def test_any_syscall_text_gives_a_call_or_none(text):
+    call = discover.parse_syscall(text)
+    assert call is None or (call[0] >= 0 and isinstance(call[1], int))
+
+
+@given(hostile.proc_text(STATUS), hostile.proc_text(CGROUP))
+def test_any_status_and_cgroup_text_give_a_uid_and_a_path_or_none(status, cgroup):
+    uid, path = discover.uid_of_status(status), discover.cgroup_of(cgroup)
+    assert uid is None or uid >= 0
+    assert path is None or "\n" not in path
+
+
+def test_a_process_whose_name_is_not_utf8_is_named_and_matched(own_name):
+    """Any process may name itself (prctl PR_SET_NAME) with bytes that are not UTF-8: discover
+    shows it with U+FFFD where its bytes do not decode, and reads the rest of it."""
+    own_name(b"\xff\xfeworker")
+    who = discover.identity(os.getpid())
+    assert who.comm == "\ufffd\ufffdworker" and who.uid == os.geteuid()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        inode = os.fstat(s.fileno()).st_ino
+        assert [h.comm for h in discover.holders_of([inode])[inode]] == ["\ufffd\ufffdworker"]

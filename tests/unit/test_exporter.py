@@ -4,7 +4,6 @@ the endpoint answers GET and HEAD alone, and no slow, silent or huge request hol
 from __future__ import annotations
 
 import contextlib
-import itertools
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from rpctl.cli import exporter
 from rpctl.controller.contract.errors import NotFound, StateError
 from rpctl.controller.read import views as read_model
 
+from tests.support import hostile
 from tests.support.metrics import samples, scrape
 from tests.support.views import group_view
 
@@ -107,16 +107,8 @@ def test_a_scrape_is_answered_while_a_silent_and_a_trickling_client_are_open(end
     trickling = socket.create_connection(("127.0.0.1", endpoint))
     stop = threading.Event()
 
-    def trickle():  # a byte every 0.2 s, the head never ends
-        for byte in itertools.cycle(b"GET /metrics HTTP/1.1\r\nX: "):
-            if stop.wait(0.2):
-                return
-            try:
-                trickling.send(bytes([byte]))
-            except OSError:
-                return
-
-    sender = threading.Thread(target=trickle)
+    # A byte every 0.2 s: the head never ends.
+    sender = threading.Thread(target=hostile.trickle, args=(trickling, b"GET /metrics HTTP/1.1\r\nX: ", 0.2, stop))
     sender.start()
     try:
         time.sleep(0.3)

@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.controller.contract.errors import Unsupported
 from rpctl.controller.kernel import headers
 
@@ -59,3 +61,21 @@ def test_bcc_kernel_source_that_is_not_a_tree_is_refused(tmp_path, monkeypatch):
     with pytest.raises(Unsupported) as e:
         headers.find_kernel_source()
     assert "BCC_KERNEL_SOURCE" in str(e.value)
+
+
+# Header folders of any release name: ordered newest first, never a crash ---------------------
+
+releases = st.lists(st.from_regex(r"[0-9a-z.+~-]{1,16}", fullmatch=True).filter(lambda r: r.strip(".") and "/" not in r)
+                    | st.sampled_from(["6.1.0-13", "6.1.0-rc7", "6.12.12+bpo", "6.1.0-²", "6.1.0-13-rt"]),
+                    min_size=2, max_size=4, unique=True)
+
+
+@given(releases)
+@example(["6.1.0-13", "6.1.0-rc7"])  # 13 against 'rc7': int and str cannot be ordered
+def test_any_installed_releases_are_ordered_newest_first(tmp_path_factory, names):
+    src = tmp_path_factory.mktemp("src")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    for release in names:
+        (src / f"linux-headers-{release}-common").mkdir()
+        (src / f"linux-headers-{release}-{arch}").mkdir()
+    assert sorted(r for r, _, _ in headers.debian_pairs(str(src))) == sorted(f"{r}-{arch}" for r in names)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
 from rpctl.controller.contract import abi
 from rpctl.controller.contract.errors import InvalidInput
 from rpctl.controller.tables import pin_table, toeplitz
 from rpctl.controller.tables.pin_table import PinPlan
+
+from tests.support import hostile
 
 ONLINE = frozenset({0, 1, 2, 3})
 
@@ -22,10 +25,20 @@ def test_parse_cpus(text, cpus):
     assert pin_table.parse_cpus(text) == cpus
 
 
-@pytest.mark.parametrize("text", ["a", "3-1", "1-", "-1", "0x1"])
+@pytest.mark.parametrize("text", ["a", "3-1", "1-", "-1", "0x1", "²", "0-99999999999"])
 def test_parse_cpus_refuses(text):
     with pytest.raises(ValueError):
         pin_table.parse_cpus(text)
+
+
+@given(hostile.proc_text("0-1,4,6-7\n", "0\n", "0-3\n"))
+@example("0-4294967295")  # four billion CPUs: a set of them would not fit in memory
+def test_any_cpu_list_is_cpus_or_a_value_error(text):
+    try:
+        cpus = pin_table.parse_cpus(text)
+    except ValueError:
+        return
+    assert all(0 <= c <= pin_table.MAX_CPU for c in cpus)
 
 
 @pytest.mark.parametrize("cpus, text", [({0}, "0"), ({0, 1, 2, 5, 7, 8}, "0-2,5,7-8"), (set(), "")])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import platform
 
 import pytest
+from hypothesis import given
 from rpctl.controller.contract.errors import Unsupported
 from rpctl.controller.kernel import probe
+
+from tests.support import hostile
 
 
 @pytest.mark.parametrize(
@@ -31,3 +34,17 @@ def test_capability_bits_are_read_from_a_mask():
     caps = (1 << probe.CAP_BPF) | (1 << probe.CAP_NET_ADMIN)
     assert probe.has_cap(probe.CAP_BPF, caps)
     assert not probe.has_cap(probe.CAP_SYS_PTRACE, caps)
+
+
+STATUS = "Name:\trpctl\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n"
+
+
+def test_capabilities_are_read_from_status():
+    assert probe.caps_of_status(STATUS) == 0x1FFFFFFFFFF
+    assert probe.caps_of_status("CapEff:\t-1\n") == 0 and probe.caps_of_status("CapEff:\n") == 0
+
+
+@given(hostile.proc_text(STATUS))
+def test_any_status_gives_a_mask_of_capabilities_none_if_unsure(text):
+    caps = probe.caps_of_status(text)
+    assert 0 <= caps < 1 << 128

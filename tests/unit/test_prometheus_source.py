@@ -4,15 +4,23 @@ URL, a bad selector, no series."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import threading
+import time
 import urllib.error
+import urllib.parse
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.controller.contract.errors import InvalidInput, NotFound, RpctlError, WaitTimeout
 from rpctl.controller.read import prometheus_source as source
 
-from tests.support.prometheus import RECORDED, FakeApi, recorded_answers, recorded_views
+from tests.support import hostile
+from tests.support.cli import assert_one_error_line, invoke
+from tests.support.prometheus import RECORDED, FakeApi, recorded_answers, recorded_docs, recorded_views
 
 
 def test_recorded_answers_become_one_view_per_instance_and_group():
@@ -163,6 +171,116 @@ def test_rpctl_member_throttled_says_which_member_is_throttled():
     parsed["throttled"] = [source.Sample(dict(s.labels), 0.0) for s in parsed["throttled"]]
     a = next(g for g in source.fleet_views(parsed) if g.name == "tcp-7001")
     assert [m.throttled for m in a.members] == [None, None, None]
+
+
+# Hostile answers: wrong JSON, wrong types, huge, slow ----------------------------------------------
+
+DOCS = recorded_docs()
+
+
+@given(st.sampled_from(sorted(DOCS)).flatmap(lambda what: st.tuples(st.just(what), hostile.changed_json(DOCS[what])
+                                                                     | hostile.json_values)))
+def test_any_answer_document_is_samples_and_views_or_refused_in_one_line(case):
+    what, doc = case
+    try:
+        samples = source.parse_answer(doc, what) if isinstance(doc, dict) else None
+    except RpctlError as e:
+        assert "\n" not in str(e) and len(str(e)) < 1000
+        return
+    answers = {w: source.parse_answer(d, w) for w, d in DOCS.items()}
+    answers[what] = samples or []
+    for g in source.fleet_views(answers):
+        assert len(g.unmanaged or []) <= source.MAX_UNMANAGED
+        for m in g.members:
+            assert 0 <= m.weight <= source.MAX_WEIGHT and 0 <= m.target_share <= 1
+            assert m.observed_share is None or 0 <= m.observed_share <= 1
+
+
+def _answering(body: bytes):
+    def opener(request, timeout):
+        return io.BytesIO(body)
+
+    return opener
+
+
+@given(hostile.mutated(json.dumps(DOCS["weight"]).encode()) | hostile.json_values.map(lambda v: json.dumps(v).encode())
+       | st.integers(1, 200_000).map(lambda n: b"[" * n + b"]" * n) | st.binary(max_size=64))
+@example(b"[" * 100_000 + b"]" * 100_000)  # nested past the JSON decoder's recursion
+def test_any_body_is_samples_or_refused_in_one_line(body):
+    try:
+        source.PrometheusApi("http://prometheus:9090", opener=_answering(body)).query("up")
+    except RpctlError as e:
+        assert "\n" not in str(e)
+
+
+def test_a_huge_answer_is_refused():
+    api = source.PrometheusApi("http://prometheus:9090", opener=_answering(b" " * (2 << 20)), max_answer=1 << 20)
+    with pytest.raises(InvalidInput, match="answered more than 1048576 bytes"):
+        api.query("up")
+
+
+@pytest.fixture
+def trickling():
+    """A server on loopback that answers a byte every 0.1 s, for ever: within any socket timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            hostile.trickle(conn, b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100, 0.1, stop)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    server.close()
+    t.join(5)
+
+
+def test_a_server_that_trickles_its_answer_times_out_in_one_line(trickling):
+    api = source.PrometheusApi(trickling, timeout=0.5)
+    outcome: list = []
+    t = threading.Thread(target=lambda: outcome.append(_raised(api.query, "up")), daemon=True)
+    start = time.monotonic()
+    t.start()
+    t.join(10)
+    assert outcome, "the query still waits after 10 s"
+    assert isinstance(outcome[0], WaitTimeout) and time.monotonic() - start < 3, outcome
+    assert str(outcome[0]) == f"Prometheus at {trickling} did not answer within 0.5s"
+
+
+def _raised(fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - what the test looks at
+        return e
+    return None
+
+
+@hostile.with_fixtures
+@given(body=hostile.mutated(json.dumps(DOCS["state"]).encode()) | hostile.changed_json(DOCS["state"]).map(
+    lambda d: json.dumps(d).encode()))
+def test_status_through_a_hostile_prometheus_says_one_line_and_its_exit_code(body, cli_without_system, monkeypatch):
+    """The command line over the answers of a Prometheus whose answer to one query is damaged
+    (in memory: the HTTP of it is the trickling server's test)."""
+    recorded = recorded_answers()
+    state = source.queries("", "1m")["state"]
+
+    def opener(request, timeout):
+        expr = urllib.parse.parse_qs(request.data.decode())["query"][0]
+        return io.BytesIO(body if expr == state else recorded(expr)[1])
+
+    monkeypatch.setattr(source, "urlopen_within", opener)
+    status, out, err = invoke(["status", "--prometheus", "http://prometheus:9090", "--json"])
+    if status == 0:
+        assert json.loads(out)
+    else:
+        assert status in (1, 3, 4) and out == ""
+        line = assert_one_error_line(err)
+        assert "unexpected error" not in line, line
 
 
 def _views(docs: dict) -> list:

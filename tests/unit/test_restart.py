@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given
 from rpctl.controller.contract.errors import InvalidInput
 from rpctl.controller.ops.restart import batches, check_batch, is_launched, parse_environ
+
+from tests.support import hostile
 
 
 def test_parse_environ():
@@ -39,3 +42,8 @@ def test_check_batch_refuses(batch, live, message):
 def test_check_batch_accepts():
     assert check_batch(3, 4) == 3
     assert check_batch(1, 2) == 1
+
+
+@given(hostile.mutated(b"PATH=/bin\0RPCTL_MEMBER=worker-2\0LISTEN_PID=42\0"))
+def test_any_environ_gives_names_and_values(raw):
+    assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in parse_environ(raw).items())

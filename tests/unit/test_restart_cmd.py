@@ -6,10 +6,13 @@ from __future__ import annotations
 import signal
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.cli.main import build_parser
 from rpctl.cli.restart_cmd import parse_signal
 from rpctl.controller.contract.errors import InvalidInput
 
+from tests.support import hostile
 from tests.support.cli import invoke
 
 
@@ -51,3 +54,12 @@ def test_bad_options_fail_with_one_line_before_touching_anything(argv, message):
     assert status == InvalidInput.exit_status
     lines = err.splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+@given(hostile.text | st.integers(-5, 70).map(str))
+@example("²")  # "²".isdigit() holds, and int() refuses it
+def test_any_signal_text_is_a_signal_or_refused_in_one_line(text):
+    try:
+        assert int(signal.Signals(parse_signal(text)))
+    except InvalidInput as e:
+        assert "\n" not in str(e).replace(repr(text), "")

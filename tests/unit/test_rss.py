@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import shutil
 import socket
+import struct
 import subprocess
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.cli.wording import error_text
 from rpctl.controller.contract import abi
 from rpctl.controller.contract.errors import InvalidInput
 from rpctl.controller.kernel import rss
+
+from tests.support import hostile
 
 KEY40 = bytes(range(1, 41))
 BOTH = rss.RXH_ADDRS | rss.RXH_PORTS
@@ -176,3 +181,106 @@ def test_ethtool_layouts_match_the_system_headers(tmp_path):
     got = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True).stdout.split()
     for (expr, want), value in zip(checks.items(), got):
         assert int(value) == want, f"{expr}: C says {value}, controller/kernel/rss.py says {want}"
+
+
+# Hostile /proc and /sys text ------------------------------------------------------------------
+
+
+@given(hostile.proc_text(INTERRUPTS))
+@example("\r²:")  # found by the fuzz profile: "²".isdigit() holds, and int() refuses it
+def test_any_interrupts_text_gives_numbered_names_and_queues(text):
+    names = rss.parse_interrupts(text)
+    assert all(isinstance(k, int) and isinstance(v, str) for k, v in names.items())
+    for dev, ids in (("eth0", {"eth0", "virtio2"}), ("eth1", {"eth1"}), ("ens1", {"0000:3b:00.0"})):
+        queues = rss.queue_irqs(dev, names, ids, set())
+        assert all(q >= 0 and irq in names for q, irq in queues.items())
+
+
+@given(hostile.proc_text("00000000,00000003\n", "0\n", "ff\n"))
+def test_any_rps_cpus_text_says_whether_a_cpu_is_set(text):
+    assert rss.rps_set(text) in (True, False)
+
+
+def test_rps_cpus_of_a_queue():
+    assert rss.rps_set("00000000,00000003\n") and not rss.rps_set("00000000,00000000\n")
+    assert not rss.rps_set("") and not rss.rps_set("0x3\n") and not rss.rps_set("zz\n")
+
+
+# Hostile driver answers: what the ethtool calls fill in, generated ------------------------------
+
+
+class Driver:
+    """A driver that answers each ethtool call with bytes drawn by the test (or refuses it)."""
+
+    def __init__(self, draw):
+        self.draw = draw
+
+    def __call__(self, buf, what):
+        if self.draw(st.integers(0, 9)) == 0:
+            raise rss.NotAnswered(f"{what}: Operation not supported")
+        cmd = bytes(buf.raw[:4])
+        if what == "ETHTOOL_GRSSH" and not int.from_bytes(bytes(buf.raw[8:16]), "little"):
+            # The first call asks the sizes: small, large, or what no driver has.
+            sizes = self.draw(st.tuples(st.sampled_from([0, 1, 4, 128, 2**16, 2**16 + 1, 2**32 - 1])
+                                        | st.integers(0, 2**32 - 1), st.sampled_from([0, 40, 52, 2**32 - 1])))
+            struct.pack_into("=II", buf, rss.RXFH_INDIR_SIZE, *sizes)
+            return
+        answer = self.draw(st.binary(max_size=len(buf) - 4))
+        buf[4:4 + len(answer)] = answer
+        assert bytes(buf.raw[:4]) == cmd
+
+
+@given(st.data())
+def test_any_driver_answer_is_a_device_or_refused_in_one_line(data):
+    info = rss.RssInfo("eth0")
+    rss.ask_driver(info, Driver(data.draw), netlink_queues=4)
+    assert len(info.indir) <= rss.MAX_INDIR and len(info.key) <= rss.MAX_KEY
+    for proto in ("tcp", "udp"):
+        for family in (socket.AF_INET, socket.AF_INET6):
+            flags, why = rss.rss_flags(info, proto, family)
+            assert flags == 0 or not why
+            try:
+                rss.steering_flags(info, proto, family)
+            except InvalidInput as e:
+                assert "\n" not in error_text(e)
+
+
+# Hostile rtnetlink replies: RTM_NEWLINK messages generated and damaged ---------------------------
+
+
+def newlink(index: int, name: str, queues: int) -> bytes:
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    msg = ifinfmsg()
+    msg["index"] = index
+    msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_NUM_RX_QUEUES", queues), ("IFLA_MTU", 1500)]
+    msg["header"].update(type=16, flags=2, sequence_number=1)
+    msg.encode()
+    return bytes(msg.data)
+
+
+LINKS = newlink(1, "lo", 1) + newlink(2, "eth0", 4)
+
+
+def parsed(data: bytes):
+    """The replies pyroute2 decodes from `data`, decoded as they are iterated (as _netlink_links' dump)."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    yield from MarshalRtnl().parse(data)
+
+
+def test_links_of_a_dump():
+    assert rss.links_of(parsed(LINKS)) == {"lo": (1, 1), "eth0": (2, 4)}
+
+
+@given(hostile.mutated(LINKS) | st.lists(st.builds(newlink, st.integers(0, 2**31 - 1), hostile.text,
+                                                    st.integers(0, 2**32 - 1)), max_size=3).map(b"".join))
+def test_any_link_dump_gives_devices_or_is_refused_in_one_line(data):
+    from rpctl.controller.contract.errors import RpctlError
+
+    try:
+        links = rss.links_of(parsed(data))
+    except RpctlError as e:
+        assert "\n" not in str(e)
+        return
+    assert all(isinstance(n, str) and i > 0 and q >= 0 for n, (i, q) in links.items())

@@ -6,8 +6,11 @@ import errno
 import os
 
 import pytest
+from hypothesis import example, given
 from rpctl.controller.contract.errors import PermissionDenied
 from rpctl.controller.store import stale_state
+
+from tests.support import hostile
 
 MOUNTINFO = """\
 22 1 0:21 / /proc rw,nosuid - proc proc rw
@@ -19,6 +22,12 @@ MOUNTINFO = """\
 
 def test_net_namespace_mounts_of_a_mountinfo():
     assert stale_state.net_namespace_mounts(MOUNTINFO) == ["/run/netns/web", "/run/netns/two words"]
+
+
+@given(hostile.proc_text(MOUNTINFO, MOUNTINFO.replace("/run/netns/web", "/run/netns/ÿ\\134þ")))
+@example("- nsfs")  # found by the fuzz profile: a line cut short before its mount point
+def test_any_mountinfo_gives_mount_points(text):
+    assert all(isinstance(p, str) for p in stale_state.net_namespace_mounts(text))
 
 
 @pytest.fixture

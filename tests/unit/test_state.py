@@ -13,10 +13,12 @@ import sys
 import threading
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rpctl.controller.contract.errors import InvalidInput, NotFound, PermissionDenied
 from rpctl.controller.kernel import bpffs
 from rpctl.controller.store import state
-from rpctl.controller.store.state import Layout, check_group_name, in_netns, netns_id
+from rpctl.controller.store.state import GROUP_NAME_RE, Layout, check_group_name, in_netns, netns_id
 
 NETNS = "netns7"
 
@@ -294,3 +296,26 @@ def test_the_lock_of_a_group_that_does_not_exist_is_not_found(layout):
     layout.ensure_ns_dir()
     with pytest.raises(NotFound, match="no group 'web' in this network namespace"), layout.group_lock("web"):
         pass
+
+
+# Hostile folders: what another rpctl (or anyone with root) left in a namespace's folder ------------
+
+folder_names = st.from_regex(r"_(tmp|del)-[a-z-]{1,8}-[0-9]{1,24}", fullmatch=True) | st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"), min_size=1, max_size=20).filter(
+    lambda n: n not in (".", ".."))
+
+
+@given(st.lists(folder_names, max_size=5, unique=True))
+@example(["_tmp-web-99999999999999999999", "_del-web-0"])  # past any pid, and pid 0: never a live writer
+def test_a_namespace_folder_of_any_names_is_listed_and_swept(tmp_path_factory, names):
+    layout = Layout(root=str(tmp_path_factory.mktemp("bpffs")), netns=NETNS)
+    layout.ensure_ns_dir()
+    for name in names:
+        os.mkdir(os.path.join(layout.ns_dir, name))
+    assert all(GROUP_NAME_RE.fullmatch(g) for g in layout.groups())
+    layout.sweep_temp_dirs()
+    left = set(os.listdir(layout.ns_dir))
+    for name in names:
+        temp = re.fullmatch(r"_(tmp|del)-.+-(\d+)", name)
+        writer = int(temp.group(2)) if temp else 0
+        assert (name in left) == (temp is None or 0 < writer <= 1 << 22 and os.path.exists(f"/proc/{writer}")), name
