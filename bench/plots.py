@@ -20,6 +20,7 @@ from bench import common
 # One colour per kind of row, in order of first appearance.
 PALETTE = ("#9e9e9e", "#7fa7d6", "#1f4e9c", "#d9534f", "#5cb85c", "#f0ad4e")
 REFERENCE_STYLES = ("--", ":", "-.")
+MARK_COLOURS = ("#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")  # events across a time series
 
 
 class Bar(NamedTuple):
@@ -131,4 +132,42 @@ def cdf(name: str, title: str, series: Mapping[str, Sequence[float]]) -> str:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, which="both")
+    return _save(plt, fig, name, title)
+
+
+class Panel(NamedTuple):
+    """One panel of a time series figure: its y label, its lines ({label: (xs, ys)}, x in
+    minutes), and lines on a second y axis at the right (another unit), if any."""
+
+    ylabel: str
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]]
+    right_label: str = ""
+    right: Mapping[str, tuple[Sequence[float], Sequence[float]]] = {}
+
+
+def timeline(name: str, title: str, panels: Sequence[Panel], marks: Mapping[str, Sequence[float]]) -> str:
+    """Panels over one time axis (minutes), stacked; every mark (an event: {kind: [minutes]}) a thin
+    vertical line across all panels, one colour per kind of mark."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels) + 0.6), sharex=True, squeeze=False)
+    mark_colour = {k: MARK_COLOURS[i % len(MARK_COLOURS)] for i, k in enumerate(marks)}
+    for ax, panel in zip(axes[:, 0], panels):
+        for kind, xs in marks.items():
+            for j, x in enumerate(xs):
+                ax.axvline(x, color=mark_colour[kind], linewidth=0.9, alpha=0.7, label=kind if j == 0 else None)
+        for i, (label, (xs, ys)) in enumerate(panel.series.items()):
+            ax.plot(xs, ys, color=PALETTE[(i + 1) % len(PALETTE)], linewidth=1.0, label=label)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if panel.right:
+            other = ax.twinx()
+            for i, (label, (xs, ys)) in enumerate(panel.right.items()):
+                other.plot(xs, ys, color=PALETTE[(i + 4) % len(PALETTE)], linewidth=1.0, linestyle="--", label=label)
+            other.set_ylabel(panel.right_label)
+            more_handles, more_labels = other.get_legend_handles_labels()
+            handles, labels = handles + more_handles, labels + more_labels
+        ax.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.08 if panel.right else 1.01, 0.5))
+    axes[-1, 0].set_xlabel("minutes")
+    axes[0, 0].set_title(title, fontsize=10)
     return _save(plt, fig, name, title)

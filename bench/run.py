@@ -27,11 +27,16 @@ The convention every benchmark module follows (bench/<name>.py):
   ``bench.plots``; both resolve because the suite runs as
   ``python -m bench.run`` from the repository root.
 - The whole suite stays under 10 minutes, the quick mode under one minute;
-  a module of ALONE runs only when named (and in the quick mode).
+  a module of ALONE runs only when named (and in the quick mode), one of
+  ONLY_WHEN_NAMED only when named.
 
 Modules whose name starts with ``_`` and the shared ``common`` and ``plots``
-are not benchmarks.  A failing benchmark is reported and the others still run; the
-exit status is 1 if any failed.
+are not benchmarks.  The soak (``soak``, 30 minutes by default; its 2-minute
+run is a kernel test) runs only when named, never as part of "every
+benchmark".  Options after one benchmark's name are its own
+(``soak --minutes 5 --seed 2``): its ``run`` takes them as a second argument.
+A failing benchmark is reported and the others still run; the exit status
+is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ NOT_BENCHMARKS = {"common", "plots", "run"}
 # Run when named (and in the quick mode), not by the whole suite: minutes of their own that
 # measure no time (`fuzz`: 10,000 examples of every property test).
 ALONE = {"fuzz"}
+# Run only when named, never by the whole suite nor the quick mode (the soak's 2-minute
+# run is a kernel test of its own).
+ONLY_WHEN_NAMED = {"soak"}
 
 
 def available() -> list[str]:
@@ -61,11 +69,12 @@ def available() -> list[str]:
     )
 
 
-def run_one(name: str, quick: bool) -> bool:
+def run_one(name: str, quick: bool, options: list[str] | None = None) -> bool:
     started = time.monotonic()
     print(f"== {name}", flush=True)
     try:
-        importlib.import_module(f"bench.{name}").run(quick)
+        module = importlib.import_module(f"bench.{name}")
+        module.run(quick, options) if options else module.run(quick)
     except Exception:  # one broken benchmark must not hide the others' results
         traceback.print_exc()
         print(f"== {name}: FAILED after {time.monotonic() - started:.1f} s", flush=True)
@@ -77,12 +86,21 @@ def run_one(name: str, quick: bool) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke check: the suite runs, figures are not kept")
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(available())})")
-    args = parser.parse_args(argv)
-    names = args.names or [n for n in available() if args.quick or n not in ALONE]
+    every = [n for n in available() if n not in ONLY_WHEN_NAMED]
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(every)}; "
+                        f"{', '.join(sorted(ONLY_WHEN_NAMED))} only when named)")
+    argv = sys.argv[1:] if argv is None else argv
+    # Options after a benchmark's name (other than --quick) are that benchmark's own.
+    first = next((i for i, a in enumerate(argv) if a.startswith("-") and a not in ("--quick", "-h", "--help")
+                  and any(not b.startswith("-") for b in argv[:i])), len(argv))
+    args = parser.parse_args(argv[:first])
+    options = argv[first:]
+    names = args.names or [n for n in every if args.quick or n not in ALONE]
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(available())})")
+    if options and len(names) != 1:
+        parser.error(f"options {' '.join(options)} are one benchmark's: name exactly one")
     scratch = None
     if args.quick:
         # Quick figures are noise: write them to a copy, keep the real document.
@@ -91,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if (common.REPO / "docs" / "benchmarks.md").exists():
             shutil.copy(common.REPO / "docs" / "benchmarks.md", common.DOC)
     try:
-        failed = [n for n in names if not run_one(n, args.quick)]
+        failed = [n for n in names if not run_one(n, args.quick, options)]
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -85,6 +85,7 @@ class Keeper:
         self.pids: frozenset[int] = frozenset()
         self.next_full = 0.0
         self.failed: Optional[str] = None   # the last reconcile's error, logged once
+        self.pin_refused = ""               # why the file's pin is not applied, logged once
         self.notes: set[str] = set()        # notes (unmanaged listeners, unknown names) logged already
         self.soon = 0.0                     # the delay before looking again at an undecided listener
         self.adaptive: AdaptiveLoop | None = None
@@ -199,7 +200,7 @@ class Keeper:
 
     def reconcile(self, signs: watch.Signs, why: str) -> None:
         try:
-            plan = reconcile.reconcile(self.spec, self.layout)
+            plan = reconcile.reconcile(self.spec, self.layout, pin_or_keep=True)
         except RpctlError as e:
             text = str(e)
             if text != self.failed:
@@ -213,6 +214,9 @@ class Keeper:
             self.failed = None
         for line in plan.change_lines():
             log.info("%s", line)
+        if plan.pin_refused and plan.pin_refused != self.pin_refused:
+            log.warning("group %s: pin %s", self.name, plan.pin_refused)
+        self.pin_refused = plan.pin_refused
         # A listener whose serving process cannot be told apart yet is what a
         # reload looks like half-way (nginx's master opened it, no worker polls
         # it yet): nothing else may change when the worker starts polling, so

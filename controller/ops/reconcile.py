@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from ..contract import abi
-from ..contract.errors import InvalidInput, StateError
+from ..contract.errors import InvalidInput, RpctlError, StateError
 from ..contract.refs import Call
 from ..kernel import probe, sockets
 from ..kernel.discover import Endpoint, Identity, discover, identity
@@ -190,6 +190,7 @@ class Plan:
     # parent between two generations of children): their record stays, serve looks again soon.
     unserved: tuple[str, ...] = ()
     pids: dict[str, int] = field(default_factory=dict, compare=False)  # name -> pid of the members after it
+    pin_refused: str = ""  # why the members after it cannot take the file's pin (without_refused_pin)
 
     @property
     def empty(self) -> bool:
@@ -504,13 +505,16 @@ def execute(p: Plan, layout: Optional[Layout] = None) -> dict[str, int]:
 
 
 def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = False,
-              look: Optional[Look] = None, verdict: Optional[Verdict] = None) -> Plan:
+              look: Optional[Look] = None, verdict: Optional[Verdict] = None,
+              pin_or_keep: bool = False) -> Plan:
     """Observe, plan and (unless dry_run or nothing to do) execute, under the
     group's lock (the namespace's when the group may be created).  `look`:
     one look at the namespace shared by every group of a file (watch.Look:
     one discover of each protocol, not one per group); None: a look of this
     group's own.  `verdict`: given to the newest generation in the same
-    publish (promote, rollback).  Returns the plan."""
+    publish (promote, rollback).  `pin_or_keep` (serve): a pin the members
+    cannot take is left out of the plan (without_refused_pin) instead of
+    refusing the whole plan.  Returns the plan."""
     if verdict is not None and spec.rollout is None:
         raise InvalidInput(f"group {spec.name}: the file gives it no generations "
                            "(add generations = { canary = 5 } to its [[group]])")
@@ -522,6 +526,27 @@ def reconcile(spec: GroupSpec, layout: Optional[Layout] = None, dry_run: bool = 
         listeners = (candidates(look.served(spec.listen), look.identity, keyed_by(spec)) if look is not None
                      else None)
         p = plan(spec, observe(spec, layout, listeners), verdict)
+        if pin_or_keep and not dry_run:
+            p = without_refused_pin(p)
         if not (dry_run or p.empty):
             _execute(p, layout, group_locked)
+    return p
+
+
+def without_refused_pin(p: Plan) -> Plan:
+    """`p`, or, when the members after it cannot take its pin (two of them
+    allowed on one CPU after a reload to more workers than CPUs, a device
+    without RSS), `p` without the pin and the reason in pin_refused: the
+    members and weights are published, the live pin mode stays as it was.
+    For serve, which must follow the listeners whatever the file's pin; apply
+    refuses the whole group instead (nothing half-applied)."""
+    if p.pin is None or p.pin.mode == WEIGHTED.mode:
+        return p
+    from .pin import plan_pins
+
+    try:
+        # The pin's feasibility depends on the members' CPUs, not on their indexes.
+        plan_pins(p.pin.mode, p.pin.dev, {n: i for i, n in enumerate(p.pids)}, p.pids, p.key)
+    except RpctlError as e:
+        return replace(p, pin=None, pin_refused=f"{p.pin.text} not applied, the live pin mode stays: {e}")
     return p

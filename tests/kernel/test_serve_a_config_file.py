@@ -143,6 +143,30 @@ def test_serve_follows_nginx_reloads_under_load(serve, nginx, tmp_path):
     assert "nginx-4" in err, err
 
 
+def test_a_pin_the_workers_cannot_take_never_stops_serve_following_them(serve, nginx, tmp_path):
+    # pin = "cpu" with one worker per CPU (worker_cpu_affinity auto) is a pin; a reload to
+    # more workers than CPUs makes it ambiguous (two workers on one CPU).  serve still admits
+    # the new listener and follows a restart, says why the pin stays as it was, and pins
+    # again once the workers allow it.
+    ncpu = len(os.sched_getaffinity(0))
+    ngx = nginx(port=PORT, workers=ncpu, cpu_affinity=True)
+    s = serve(adopt_config(tmp_path / "rpctl.toml", 'pin = "cpu"\n'))
+    wait_members(nginx_names(ncpu), ngx)
+    wait_until("pin cpu", lambda: views.read_view("web", with_queues=False).mode == "cpu")
+    ngx.reload(ncpu + 1)
+    wait_members(nginx_names(ncpu + 1), ngx)
+    err = s.wait_logged("pin cpu not applied")
+    assert "may both run on CPU" in err, err
+    assert views.read_view("web", with_queues=False).mode == "cpu"   # as it was: the live pin stays
+    ngx.stop()
+    again = nginx(port=PORT, workers=ncpu + 1, cpu_affinity=True, name="again")
+    wait_members(nginx_names(ncpu + 1), again)
+    again.reload(ncpu)
+    wait_members(nginx_names(ncpu), again)
+    wait_until("pinned again", lambda: "group web: pin cpu" in s.stderr().rsplit("pin cpu not applied", 1)[1])
+    assert s.proc.poll() is None, s.stderr()
+
+
 def test_a_listener_of_another_process_is_never_admitted(serve, nginx, tmp_path):
     ngx = nginx(port=PORT, workers=2)
     s = serve(adopt_config(tmp_path / "rpctl.toml"), "--metrics", "127.0.0.1:0")

@@ -113,6 +113,10 @@ class Nginx:
     def master(self) -> int:
         return self.proc.pid
 
+    def workers_now(self) -> list[int]:
+        """The master's worker processes at this moment (worker_pids is as of the last wait_ready)."""
+        return sorted(_children(self.master))
+
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Until every listener has a worker that epolls it."""
         deadline = time.monotonic() + timeout

@@ -22,7 +22,9 @@ Commands on stdin, one a line; each answer is one JSON line on stdout:
   stop        every connection closes cleanly; the counters; exit
 Counters: established, completed (closed at the end of their lifetime),
 broken, handshake_failures, exchanges, migrated, open, servers (the server
-ids that answered, with the connections each took), reasons (of breaks).
+ids that answered, with the connections each took), reasons (of breaks, each
+with t=: seconds since `started`, the client's start on the monotonic clock,
+the clock of time.monotonic() in any process).
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ class Connection:
             self.transport.close()
 
     def abort(self) -> None:
+        # aioquic's loss-detection timer outlives the transport and, firing on it, logs a
+        # traceback each time: enough of them fill the stderr pipe and stop the client.
+        timer = getattr(self.protocol, "_timer", None)
+        if timer is not None:
+            timer.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -141,7 +148,8 @@ class Clients:
     def report(self, **extra) -> dict:
         return {**extra, **{k: self.counts[k] for k in (
             "established", "completed", "broken", "handshake_failures", "exchanges", "migrated")},
-            "open": len(self.open), "servers": dict(self.servers), "reasons": dict(self.reasons)}
+            "open": len(self.open), "servers": dict(self.servers), "reasons": dict(self.reasons),
+            "started": self.started}
 
     def _first_done(self) -> None:
         self.first_left -= 1

@@ -25,7 +25,7 @@ def plans(monkeypatch):
     """The plans the next reconciles return, in order (an exception is raised)."""
     queue: list = []
 
-    def fake(spec, layout):
+    def fake(spec, layout, **kw):
         item = queue.pop(0)
         if isinstance(item, BaseException):
             raise item
@@ -76,6 +76,17 @@ def test_a_stranger_is_named_at_once_and_once(plans, caplog):
         k.reconcile(SIGNS, "periodic check")
     assert caplog.text.count("not admitted: socket 3 of pid 99 intruder") == 1
     assert k.soon == 0
+
+
+def test_a_pin_the_members_cannot_take_is_logged_once_until_it_is_taken(plans, caplog):
+    k = keeper()
+    caplog.set_level(logging.INFO, "rpctl.serve")
+    refused = "cpu not applied, the live pin mode stays: pin cpu: nginx-1 and nginx-3 may both run on CPU 0"
+    for p in (Plan("web", KEY, pin_refused=refused), Plan("web", KEY, pin_refused=refused), Plan("web", KEY),
+              Plan("web", KEY, pin_refused=refused)):
+        plans.append(p)
+        k.reconcile(SIGNS, "periodic check")
+    assert caplog.text.count("group web: pin cpu not applied") == 2, caplog.text
 
 
 def test_a_failed_reconcile_is_logged_once_and_tried_again(plans, caplog):

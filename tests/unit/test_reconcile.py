@@ -8,7 +8,8 @@ import pytest
 from rpctl.controller.contract.errors import ExitStatus, InvalidInput, StateError
 from rpctl.controller.kernel.sockets import EndpointKey
 from rpctl.controller.ops.config import AdoptRule, GroupSpec, PinSpec, RunSpec
-from rpctl.controller.ops.reconcile import Add, Candidate, Current, Observed, Plan, Refresh, Remove, Reweigh, plan
+from rpctl.controller.ops.reconcile import (Add, Candidate, Current, Observed, Plan, Refresh, Remove, Reweigh, plan,
+                                           without_refused_pin)
 from rpctl.controller.store.options import GroupOptions
 
 KEY = EndpointKey("tcp", socket.AF_INET, "127.0.0.1", 8080)
@@ -317,3 +318,16 @@ def test_observe_takes_the_listeners_it_is_given(monkeypatch, tmp_path):
     monkeypatch.setattr(reconcile, "discover", lambda *a, **kw: pytest.fail("discovered again"))
     listeners = (_lst(1, 101),)
     assert reconcile.observe(_spec(), NoGroups(), listeners) == Observed("web", KEY, False, listeners)
+
+
+def test_a_pin_the_members_cannot_take_is_left_out_of_the_plan_with_the_reason():
+    import os
+
+    # Two members in this process: allowed on the same CPUs, which one serves a CPU is ambiguous.
+    me = os.getpid()
+    adds = (Add("nginx-3", 1, me, 7, "nginx", 1, False),)
+    refused = without_refused_pin(Plan("web", KEY, adds=adds, pin=PinSpec("cpu"), pids={"nginx-1": me, "nginx-3": me}))
+    assert refused.pin is None and refused.adds == adds
+    assert refused.pin_refused.startswith("cpu not applied, the live pin mode stays: pin cpu: "), refused.pin_refused
+    weighted = Plan("web", KEY, adds=adds, pids={"nginx-1": me, "nginx-3": me})
+    assert without_refused_pin(weighted) is weighted
