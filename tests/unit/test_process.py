@@ -10,14 +10,21 @@ from rpctl.controller.kernel import process
 
 
 def test_every_stop_signal_is_handled_unless_it_was_ignored_at_start():
-    saved = signal.getsignal(signal.SIGHUP)
+    # The suite itself may start with a signal ignored (a background job of a script
+    # ignores SIGINT): each is set here, and put back after.
+    saved = {s: signal.getsignal(s) for s in process.STOP_SIGNALS}
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
         assert process.stop_signals() == (signal.SIGINT, signal.SIGTERM)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         assert process.stop_signals() == process.STOP_SIGNALS == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job of a script
+        assert process.stop_signals() == (signal.SIGTERM, signal.SIGHUP)
     finally:
-        signal.signal(signal.SIGHUP, saved)
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def test_handlers_are_installed_for_the_duration_and_restored():
