@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.traffic import read_request_head
+
 LISTENERS = 2
 CHILDREN = 2  # per listener
 COMM = "prefork-srv"  # the process name (comm) of parent and children, for an adopt rule
@@ -56,13 +58,8 @@ def _listener(port: int) -> socket.socket:
 
 def _answer(conn: socket.socket, index: int) -> None:
     conn.setblocking(True)
-    conn.settimeout(3.0)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(4096)
-        if not chunk:
-            return
-        data += chunk
+    if b"\r\n\r\n" not in read_request_head(conn, 3.0):
+        return  # closed before its request was whole
     body = f"l{index}\n{os.getpid()}\n".encode()
     conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
 

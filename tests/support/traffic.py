@@ -374,3 +374,15 @@ class UdpFlows:
 def moved(before: dict, after: dict) -> int:
     """Flows placed on another member in `after` than in `before`."""
     return sum(1 for flow, member in before.items() if after.get(flow) != member)
+
+
+def read_request_head(conn: socket.socket, timeout: float) -> bytes:
+    """What a client sent up to the end of its request head (less if it closed first)."""
+    conn.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data

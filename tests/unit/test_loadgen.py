@@ -24,6 +24,8 @@ from rpctl.cli.demo import loadgen
 from rpctl.cli.demo import worker as dw
 from rpctl.cli.demo.loadgen import Tally, run_tcp, run_udp
 
+from tests.support.traffic import read_request_head
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
@@ -98,14 +100,7 @@ def fake_server(handler, backlog: int = 64, accept: bool = True):
 
 
 def read_head(conn: socket.socket) -> bytes:
-    conn.settimeout(2.0)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return read_request_head(conn, 2.0)
 
 
 # ---------------------------------------------------------------- pure parts
