@@ -56,6 +56,11 @@ def family_of(addr: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
 
 
+def endpoint_key(proto: str, addr: str, port: int) -> "EndpointKey":
+    """The key of the endpoint PROTO, ADDR, PORT (ADDR a literal address; ValueError otherwise)."""
+    return EndpointKey(proto, family_of(addr), ipaddress.ip_address(addr).compressed, port)
+
+
 def hostport_text(addr: str, port: int) -> str:
     """127.0.0.1:8080, [::1]:53: an address and port as parse_hostport reads them back."""
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

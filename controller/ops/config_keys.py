@@ -8,7 +8,6 @@ understands is an unknown key here, and adding one is adding an entry.
 
 from __future__ import annotations
 
-import ipaddress
 import pwd
 import re
 from typing import Any, Callable, Mapping, NamedTuple
@@ -72,7 +71,7 @@ def parse_endpoint(text: str) -> sockets.EndpointKey:
     addr, port = sockets.parse_hostport(hostport)
     if port == 0:
         raise ValueError(f"{text!r}: port 0 is no port to steer (1..65535)")
-    return sockets.EndpointKey(proto, sockets.family_of(addr), ipaddress.ip_address(addr).compressed, port)
+    return sockets.endpoint_key(proto, addr, port)
 
 
 def _listen(value: object) -> sockets.EndpointKey:

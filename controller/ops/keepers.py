@@ -290,6 +290,7 @@ class LaunchedKeeper(Keeper):
             backoff_initial=run.backoff_initial,
             backoff_max=run.backoff_max,
             options=spec.options,
+            outlive=True,  # an OOM kill of serve must not take the servers down (decision 0025)
         )
         self.launcher.open()
         try:

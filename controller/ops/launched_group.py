@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Collection, Iterable, Optional, Sequence
 
 from ..contract.errors import InvalidInput, NotFound, RpctlError
 from ..contract.refs import Param
@@ -26,6 +26,7 @@ from ..store.registration import register, unregister
 from ..store.steering import is_draining, set_draining
 from ..store.options import GroupOptions
 from ..tables import quic
+from . import orphans
 from .supervisor import LISTEN_FD, Child
 
 # What the launcher's group becomes: INFO; what could not be done to it: WARNING.
@@ -63,10 +64,23 @@ class LaunchedGroup:
 
     # Before the first child --------------------------------------------------------------
 
-    def resolve(self, info: socks.SocketInfo, members: Sequence[Member]) -> None:
+    def orphans(self, key: socks.EndpointKey, names: Collection[str],
+                argv_of: Callable[[str], Sequence[str]]) -> dict[str, orphans.Orphan]:
+        """The live children that a launcher of this group left when it died
+        (controller/ops/orphans.py), under our `names`: ours to take back."""
+        name = self.name or find_group_for(key)
+        if name is None:
+            return {}
+        try:
+            view = views.read_view(name, with_queues=False)
+        except NotFound:
+            return {}
+        return orphans.find(view.members, names, argv_of)
+
+    def resolve(self, info: socks.SocketInfo, members: Sequence[Member], taken: Collection[str] = ()) -> None:
         """Find the group of this address (or the one named), check our
         options against its own, give the members their QUIC ids, and refuse
-        names a live member already has."""
+        names a live member already has, but for those `taken` back (orphans)."""
         if self.name is None:
             self.name = find_group_for(info.key) or default_group_name(info.key)
         try:
@@ -78,12 +92,13 @@ class LaunchedGroup:
             own = g.options()
         self.options.check_against(self.name, own)
         self.assign_quic_ids(members, own, view.members)
-        self.check_free([m.name for m in members], view.members)
-        if all(m.gone for m in view.members):
+        self.check_free([m.name for m in members if m.name not in taken], view.members)
+        if all(m.gone or m.name in taken for m in view.members):
             # Left by a launcher that could not clean up (SIGKILLed, or its machine's power
             # cut): no one else is steered by it, so this launcher removes it when it is done.
             self.created = True
-            log.info("took over group %s: every member of it was gone", self.name)
+            what = "every member of it was gone" if not taken else "its launcher had died"
+            log.info("took over group %s: %s", self.name, what)
 
     def check_free(self, names: Sequence[str], present: Optional[Sequence[views.MemberView]] = None) -> None:
         """Refuse names a live member of the group (`present`, read now when

@@ -14,12 +14,18 @@ dead child's member would keep getting connections nobody accepts, so the
 launcher drains it the moment the child is reaped and undrains it once the
 replacement holds the socket.  Only connections the dead process had
 already accepted are lost.
+
+Under `rpctl serve` the children outlive a launcher that is SIGKILLed
+(decision 0025); any launcher of the group takes such orphans back when it
+starts (controller/ops/orphans.py), so that they serve on, undisturbed.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
+import signal
 import socket
 import time
 from typing import Optional, Sequence
@@ -35,6 +41,7 @@ from ..store.options import GroupOptions
 from ..store.state import check_group_name
 from ..tables import quic
 from ..tables.naming import expand_name, numbered_names
+from . import orphans
 from .launched_group import LaunchedGroup, Member
 from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_LISTEN, LISTEN_BACKLOG, MAX_COUNT, RUN_NAMES
 from .supervisor import Supervisor
@@ -74,6 +81,7 @@ class Launcher:
         backoff_max: float = BACKOFF_MAX,
         child_stdout: Optional[str] = None,
         options: Optional[GroupOptions] = None,
+        outlive: bool = False,
     ):
         # Everything is checked here, before a socket or a child exists:
         # a refused command line must leave nothing behind.
@@ -93,7 +101,9 @@ class Launcher:
         # Creation options of the group (when run creates it), checked now.
         options = (options or GroupOptions()).check()
         options.resolved(socks.PROTO_NUMBERS[proto])  # flow options of a TCP run: refused now
-        self.supervisor = Supervisor(backoff_initial, backoff_max, child_stdout)
+        # outlive: the children go on serving when this process is SIGKILLed
+        # (serve's run groups); otherwise they die with it (`rpctl run`).
+        self.supervisor = Supervisor(backoff_initial, backoff_max, child_stdout, outlive)
         if not self.supervisor.finds(argv[0]):
             raise InvalidInput(f"run: command not found: {argv[0]}")
 
@@ -148,14 +158,20 @@ class Launcher:
         self.supervisor.open()
 
     def start(self) -> None:
-        """Make the sockets, start and register the children, attach the program."""
+        """Take back the children a dead launcher of the group left, make the
+        other sockets, start and register the children, attach the program."""
+        taken = self._take_back()
         for name in self.names:
-            self._new_member(name)
-        self.group.resolve(socks.inspect(self.members[0].sock), self.members)
+            if name in taken:
+                self.members.append(taken[name])
+            else:
+                self._new_member(name)
+        self.group.resolve(socks.inspect(self.members[0].sock), self.members, taken)
         for m in self.members:
             if self.supervisor.stopping:
                 return
-            self._launch(m)
+            if not m.pid:
+                self._launch(m)
         if not any(m.registered for m in self.members):
             raise RpctlError(f"run: every child of {self.argv[0]} exited before it could be registered")
         self.group.attach(m.sock for m in self.members)
@@ -254,6 +270,37 @@ class Launcher:
         self.members.append(m)
         return m
 
+    def _take_back(self) -> dict[str, Member]:
+        """The members whose children a launcher of the group left alive when it died
+        (controller/ops/orphans.py), by name: those running our command are watched
+        as our own; the others' sockets are kept and their processes stopped, and
+        _launch() starts our command on those sockets."""
+        if self.port == 0:
+            return {}  # a port of its own: no launcher was here before
+        key = socks.endpoint_key(self.proto, self.host, self.port)
+        taken = {}
+        for name, o in self.group.orphans(key, self.names, self._argv_of).items():
+            m = Member(name, o.sock, self.supervisor.backoff_initial, cookie=o.member.cookie,
+                       registered=True, quic_server_id=o.member.quic_server_id)
+            if o.same_command:
+                self.supervisor.adopt(m, o.pid, o.pidfd)
+                log.info("took back %s (pid %d): its launcher had died", name, o.pid)
+            else:
+                try:
+                    signal.pidfd_send_signal(o.pidfd, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                finally:
+                    os.close(o.pidfd)
+                log.info("%s (pid %d), left by a launcher that died, runs another command: stopped; "
+                         "a new child takes its socket", name, o.pid)
+            taken[name] = m
+        return taken
+
+    def _argv_of(self, name: str) -> list[str]:
+        """The command line of member `name`'s child."""
+        return [expand_name(a, name) for a in self.argv]
+
     def _add(self, name: str) -> str:
         """Start and register one more member while running."""
         m = self._new_member(name)
@@ -272,10 +319,11 @@ class Launcher:
                 raise
 
     def _spawn(self, m: Member) -> None:
-        env = {"RPCTL_MEMBER": m.name}
+        argv = self._argv_of(m.name)
+        env = orphans.child_marks(m.name, argv)
         if m.quic_server_id is not None:
             env[quic.SERVER_ID_VAR] = m.quic_server_id
-        self.supervisor.spawn(m, [expand_name(a, m.name) for a in self.argv], env)
+        self.supervisor.spawn(m, argv, env)
 
     # Supervise ---------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ leaves every adopted group steering as it is (its state is pinned) and
 stops the children of its run groups as `rpctl run` does.  A second
 SIGTERM kills those children at once.  A SIGKILLed serve changes nothing:
 every write is one publish, and serve keeps no socket of an adopted group;
-the children of run groups die with it (as those of a SIGKILLed `rpctl
-run`), and the next serve starts new ones under the same names; an
+the children of run groups go on serving (they are started to outlive serve,
+decision 0025) and the next serve takes them back (controller/ops/orphans.py)
+or, for those that died meanwhile, starts new ones under the same names; an
 adaptive group's throttle ends with its lease.
 
 Every CLEANUP seconds (and at the start) serve also removes the state

@@ -8,14 +8,23 @@ LISTEN_FDS=1, LISTEN_PID=<that process> and LISTEN_FDNAMES=<its name>.
 
 Children are started through a tiny Python wrapper (posix_spawn, then
 exec): it sets LISTEN_PID to its own pid, which the exec keeps, so that
-LISTEN_PID is the pid that runs the command; and it asks the kernel to
-SIGKILL it when the supervising process dies (PR_SET_PDEATHSIG), so that
-not even a SIGKILLed `rpctl run` leaves children behind.  Each child gets
-its own process group: a Ctrl-C in a terminal reaches the supervisor alone,
-which then stops the children in order.
+LISTEN_PID is the pid that runs the command.  What becomes of the children
+when the supervising process is SIGKILLed is the owner's choice:
+
+* `rpctl run` (outlive=False): the wrapper asks the kernel to SIGKILL the
+  child when the supervisor dies (PR_SET_PDEATHSIG), so that not even a
+  SIGKILLed run leaves children behind.  Each child gets its own process
+  group: a Ctrl-C in a terminal reaches the supervisor alone, which then
+  stops the children in order.
+* `rpctl serve` (outlive=True, decision 0025): the children go on serving
+  through the death of serve (an OOM kill) and the next serve takes them
+  back (adopt()).  Each child gets its own session, not only its own process
+  group: a process group left without its parent in the session is sent
+  SIGHUP by the kernel if a member of it is stopped (SIGSTOP) then.
 
 Exits are seen through pidfds in one selector, beside a self-pipe that
-stop() writes to, from any thread or a signal handler.
+stop() writes to, from any thread or a signal handler.  A child taken back
+is not ours to reap: its pidfd says when it exits, not how.
 """
 
 from __future__ import annotations
@@ -44,19 +53,22 @@ log = logging.getLogger("rpctl.supervisor")
 _ACTIVATION_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 _PR_SET_PDEATHSIG = 1
-# Run as `python -I -S -c WRAPPER <supervisor pid> CMD...`.  Checking the
-# parent after prctl closes the window in which the supervisor died before
-# the death signal was armed.
+_DIE_WITH_SUPERVISOR = "die"     # the wrapper's second argument: arm PR_SET_PDEATHSIG
+_OUTLIVE_SUPERVISOR = "outlive"  # ... or do not
+# Run as `python -I -S -c WRAPPER <supervisor pid> die|outlive CMD...`.
+# Checking the parent after prctl closes the window in which the supervisor
+# died before the death signal was armed.
 _EXEC_WRAPPER = f"""\
 import ctypes, os, sys
-ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
-if os.getppid() != int(sys.argv[1]):
-    os._exit(1)
+if sys.argv[2] == "{_DIE_WITH_SUPERVISOR}":
+    ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
+    if os.getppid() != int(sys.argv[1]):
+        os._exit(1)
 os.environ["LISTEN_PID"] = str(os.getpid())
 try:
-    os.execvp(sys.argv[2], sys.argv[2:])
+    os.execvp(sys.argv[3], sys.argv[3:])
 except OSError as e:
-    sys.stderr.write("rpctl run: cannot run %s: %s\\n" % (sys.argv[2], e.strerror))
+    sys.stderr.write("rpctl run: cannot run %s: %s\\n" % (sys.argv[3], e.strerror))
     os._exit(127)
 """
 
@@ -74,6 +86,7 @@ class Child:
     restart_at: Optional[float] = None
     restarts: int = 0
     stop_by: Optional[float] = None  # its process was sent SIGTERM: SIGKILL after this
+    own: bool = True               # our child (reaped with waitpid); False: taken back with adopt()
 
 
 class Exit(NamedTuple):
@@ -81,7 +94,15 @@ class Exit(NamedTuple):
 
     pid: int
     how: str                       # "exited 1", "killed by SIGTERM", ...
-    lived: float                   # seconds
+    lived: float                   # seconds (of a child taken back: since it was taken back)
+
+
+# How a child taken back ended: only its parent (init, or a subreaper) could tell.
+_UNKNOWN_EXIT = "exited (how is not known: it was taken back from a supervisor that died)"
+
+
+def _how(status: Optional[int]) -> str:
+    return _UNKNOWN_EXIT if status is None else describe_exit(status)
 
 
 class Supervisor:
@@ -92,9 +113,12 @@ class Supervisor:
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
         child_stdout: Optional[str] = None,
+        outlive: bool = False,
     ):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        # The children go on running when this process is SIGKILLed (see the module's text).
+        self.outlive = outlive
         # A file the children's stdout goes to instead of the supervisor's own.
         self.child_stdout = child_stdout
         self.env = {k: v for k, v in os.environ.items() if k not in _ACTIVATION_VARS}
@@ -171,7 +195,8 @@ class Supervisor:
         """Start `argv` as the child's process, its socket on fd 3, `env` added
         to the inherited environment; OSError when it cannot be started."""
         env = {**self.env, "LISTEN_FDS": "1", "LISTEN_FDNAMES": child.name, **env}
-        wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), *argv]
+        death = _OUTLIVE_SUPERVISOR if self.outlive else _DIE_WITH_SUPERVISOR
+        wrapper = [sys.executable, "-I", "-S", "-c", _EXEC_WRAPPER, str(os.getpid()), death, *argv]
         actions = [(os.POSIX_SPAWN_DUP2, child.sock.fileno(), LISTEN_FD)]
         if self.child_stdout is not None:
             actions.append((os.POSIX_SPAWN_OPEN, 1, self.child_stdout, os.O_WRONLY | os.O_APPEND, 0))
@@ -180,12 +205,13 @@ class Supervisor:
             wrapper,
             env,
             file_actions=actions,
-            setpgroup=0,
+            **({"setsid": True} if self.outlive else {"setpgroup": 0}),
             setsigmask=(),
             # Python ignores these; the child must start with the defaults.
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
         child.pid = pid
+        child.own = True
         child.started = time.monotonic()
         child.restart_at = None
         try:
@@ -199,6 +225,17 @@ class Supervisor:
         self._sel.register(child.pidfd, selectors.EVENT_READ, child)
         log.info("started %s (pid %d)", child.name, pid)
 
+    def adopt(self, child: Child, pid: int, pidfd: int) -> None:
+        """Watch process `pid` (through `pidfd`, which the child now owns) as the
+        child's process: one a supervisor that died had started.  It is not
+        our child: its exit is seen, not reaped."""
+        child.pid = pid
+        child.pidfd = pidfd
+        child.own = False
+        child.started = time.monotonic()
+        child.restart_at = None
+        self._sel.register(pidfd, selectors.EVENT_READ, child)
+
     def exited(self, child: Child) -> bool:
         """Whether the child's process is gone (or never ran)."""
         return child.pidfd < 0 or pidfd_exited(child.pidfd)
@@ -211,7 +248,7 @@ class Supervisor:
         lived = time.monotonic() - child.started
         if lived >= STABLE_AFTER:
             child.backoff = self.backoff_initial
-        return Exit(pid, describe_exit(status), lived)
+        return Exit(pid, _how(status), lived)
 
     def schedule_restart(self, child: Child, at_once: bool = False) -> float:
         """When the child's next process starts: at once, or after its backoff,
@@ -226,13 +263,13 @@ class Supervisor:
 
     def terminate(self, child: Child, now: float) -> None:
         """SIGTERM to the child's process; kill_overdue() sends SIGKILL STOP_TIMEOUT later."""
-        os.kill(child.pid, signal.SIGTERM)
+        _signal(child, signal.SIGTERM)
         child.stop_by = now + STOP_TIMEOUT
 
     def kill_overdue(self, child: Child, now: float) -> None:
         """SIGKILL to a terminated child's process that is still there after STOP_TIMEOUT."""
         if child.stop_by is not None and now >= child.stop_by:
-            os.kill(child.pid, signal.SIGKILL)
+            _signal(child, signal.SIGKILL)
 
     # All of them ------------------------------------------------------------------------
 
@@ -244,10 +281,7 @@ class Supervisor:
             log.info("stopping %d children", len(running))
         requests = self._stop_requests
         for c in running:
-            try:
-                os.kill(c.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _signal(c, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while any(c.pid for c in children):
             left = deadline - time.monotonic()
@@ -263,7 +297,7 @@ class Supervisor:
                     c = key.data
                     pid = c.pid
                     status = self._collect(c)
-                    log.info("%s (pid %d) %s", c.name, pid, describe_exit(status))
+                    log.info("%s (pid %d) %s", c.name, pid, _how(status))
 
     def kill_all(self, children: Sequence[Child]) -> None:
         """SIGKILL to every child still running, and reap it: none survives this."""
@@ -271,10 +305,15 @@ class Supervisor:
             if not c.pid:
                 continue
             pid = c.pid
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal(c, signal.SIGKILL)
+            status = None
+            if c.own:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            elif c.pidfd >= 0:
+                pidfd_exited(c.pidfd, STOP_TIMEOUT)  # SIGKILL is not refused: this is a moment
             if c.pidfd >= 0:
                 try:
                     self._sel.unregister(c.pidfd)
@@ -282,18 +321,27 @@ class Supervisor:
                     pass
                 os.close(c.pidfd)
                 c.pidfd = -1
-            try:
-                _, status = os.waitpid(pid, 0)
-            except ChildProcessError:
-                status = None
             c.pid = 0
             log.info("%s (pid %d) %s", c.name, pid, "killed" if status is None else describe_exit(status))
 
-    def _collect(self, child: Child) -> int:
-        """Stop watching the child's exited process and reap it: its wait status."""
+    def _collect(self, child: Child) -> Optional[int]:
+        """Stop watching the child's exited process and reap it: its wait status
+        (None for a child taken back: its parent reaps it)."""
         self._sel.unregister(child.pidfd)
         os.close(child.pidfd)
         child.pidfd = -1
-        _, status = os.waitpid(child.pid, 0)
+        status = os.waitpid(child.pid, 0)[1] if child.own else None
         child.pid = 0
         return status
+
+
+def _signal(child: Child, signum: int) -> None:
+    """Send `signum` to the child's process, through its pidfd when it has one: the
+    pid of a child taken back may be another process's once it has exited."""
+    try:
+        if child.pidfd >= 0:
+            signal.pidfd_send_signal(child.pidfd, signum)
+        else:
+            os.kill(child.pid, signum)
+    except ProcessLookupError:
+        pass

@@ -132,7 +132,9 @@ def launch(netns, tmp_path):
 
     yield start
     leftovers = []
-    for r in runs:
+    # The newest first: a serve started after another was SIGKILLed stops the
+    # children it took back from it, which the older one's cleanup then finds gone.
+    for r in reversed(runs):
         leftovers += r.cleanup()
     assert not leftovers, f"children left behind: {leftovers}"
 
