@@ -5,10 +5,10 @@ rolling restarts, the kept-program cache removed, `rpctl run` and `rpctl demo` s
 started again, a fault every 2 to 5 s, while TCP, UDP and QUIC clients count every failure.
 
 The goals are the soak's: no TCP connection failed, no UDP flow moved, no QUIC connection
-broken (apart from what a fault loses by definition: a SIGKILLed worker's own connections,
-the run groups' workers that die with a SIGKILLed serve), every fault's own steps done, every
-read answered, serve's RSS and fds flat in its last stretch, nothing left in the kernel or
-bpffs.  The rate goal is scaled for a two-minute run on a shared machine: 1,000 new TCP
+broken (apart from what a fault loses by definition: a SIGKILLed worker's own connections;
+a SIGKILLed serve loses nothing, its run groups' workers serve on and the next serve takes
+the same processes back), every fault's own steps done, every read answered, serve's RSS
+and fds flat in its last stretch, nothing left in the kernel or bpffs.  The rate goal is scaled for a two-minute run on a shared machine: 1,000 new TCP
 connections a second (the 30-minute soak's is 3,000,000 in all, 1,667 a second).
 """
 
