@@ -267,6 +267,14 @@ class Supervisor:
             os.close(child.gate)
             child.gate = -1
 
+    def forget(self, child: Child) -> None:
+        """Stop watching a child taken back with adopt(), leaving its process as it is."""
+        if child.pidfd >= 0:
+            self._sel.unregister(child.pidfd)
+            os.close(child.pidfd)
+            child.pidfd = -1
+        child.pid = 0
+
     def adopt(self, child: Child, pid: int, pidfd: int) -> None:
         """Watch process `pid` (through `pidfd`, which the child now owns) as the
         child's process: one a supervisor that died had started.  It is not
@@ -382,10 +390,18 @@ class Supervisor:
 def _signal(child: Child, signum: int) -> None:
     """Send `signum` to the child's process, through its pidfd when it has one: the
     pid of a child taken back may be another process's once it has exited."""
+    if child.pidfd >= 0:
+        send_signal(child.pidfd, signum)
+        return
     try:
-        if child.pidfd >= 0:
-            signal.pidfd_send_signal(child.pidfd, signum)
-        else:
-            os.kill(child.pid, signum)
+        os.kill(child.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def send_signal(pidfd: int, signum: int) -> None:
+    """`signum` to the process of `pidfd`; nothing when it has exited."""
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
         pass

@@ -218,8 +218,17 @@ def test_rpctl_run_of_the_group_takes_back_a_killed_serves_children(launch, serv
     assert run.terminate() == 0
     assert not any(alive(p) for p in web.values())
     assert "web" not in Layout().groups(), "run took the group over: it removes it"
+
+    # A launcher refused (options other than the group's) lets the children it took go on.
+    dns = pids(rpctl, "dns")
+    refused = launch(["--group", "dns", "-n", 3, "--proto", "udp", "--quic", "--listen", f"127.0.0.1:{UDP_PORT}"],
+                     [*WORKER, "--proto", "udp"])
+    assert refused.proc.wait(timeout=15) != 0
+    assert "took back worker-1" in refused.stderr(), refused.stderr()
+    assert all(alive(p) for p in dns.values()) and pids(rpctl, "dns") == dns
     second = serve(str(config))  # dns: taken back by the next serve, as ever
     second.wait_logged("took back worker-1", timeout=15)
+    assert pids(rpctl, "dns") == dns
     assert second.terminate() == 0
 
 
