@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import pytest
 from hypothesis import given
@@ -24,6 +25,11 @@ from tests.support.views import member
 ARGV = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
+def _environ(pid: int) -> bytes:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read()
+
+
 class Child:
     """A sleeping child with a reuseport socket on fd 3 and the given environment."""
 
@@ -31,6 +37,11 @@ class Child:
         self.sock = socks.reuseport_socket("tcp", "127.0.0.1", 0)
         self.pid = os.posix_spawn(sys.executable, ARGV, {**os.environ, **env},
                                   file_actions=[(os.POSIX_SPAWN_DUP2, self.sock.fileno(), 3)])
+        # posix_spawn returns once the exec has begun: the kernel shows the new environment
+        # a moment later (a launcher's children are looked at seconds after their start).
+        deadline = time.monotonic() + 5
+        while not _environ(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     @property
     def cookie(self) -> int:
