@@ -178,3 +178,26 @@ def test_a_live_launchers_children_are_not_taken(launch, serve, tmp_path, rpctl)
     assert "took back" not in s.stderr(), s.stderr()
     assert run.proc.poll() is None
     assert set(run.wait_members(rpctl, NAMES)) == NAMES
+
+
+def test_a_child_stopped_when_serve_is_killed_lives_on(serve, tmp_path, rpctl):
+    """A process group left without its parent in the session is sent SIGHUP by the kernel
+    when one of its members is stopped: each child has a session of its own, so a child
+    stopped (SIGSTOP, a debugger) at the moment serve dies lives on."""
+    config = tmp_path / "rpctl.toml"
+    config.write_text(config_text(WORKER))
+    first = serve(str(config))
+    web = pids(rpctl, "web")
+    os.kill(web["worker-1"], signal.SIGSTOP)
+    try:
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=5)
+        time.sleep(0.3)
+    finally:
+        os.kill(web["worker-1"], signal.SIGCONT)
+    time.sleep(0.3)
+    assert all(alive(p) for p in web.values()), {n: alive(p) for n, p in web.items()}
+    second = serve(str(config))
+    second.wait_logged("took back worker-1", timeout=15)
+    assert pids(rpctl, "web") == web
+    assert second.terminate() == 0
