@@ -317,6 +317,7 @@ class Launcher:
         except RpctlError:
             if not self.supervisor.exited(m):
                 raise
+        self.supervisor.release(m)
 
     def _spawn(self, m: Member) -> None:
         argv = self._argv_of(m.name)
@@ -358,6 +359,8 @@ class Launcher:
             # connection until someone registers it.
             log.warning("%s (pid %d): could not register it again: %s", m.name, m.pid, e)
             return
+        finally:
+            self.supervisor.release(m)
         if m.operator_drained:
             log.info("%s (pid %d) registered again; left drained as it was before", m.name, m.pid)
         elif self.group.undrain(m):

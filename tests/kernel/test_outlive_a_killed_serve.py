@@ -13,6 +13,7 @@ children are never taken from it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -200,4 +201,52 @@ def test_a_child_stopped_when_serve_is_killed_lives_on(serve, tmp_path, rpctl):
     second = serve(str(config))
     second.wait_logged("took back worker-1", timeout=15)
     assert pids(rpctl, "web") == web
+    assert second.terminate() == 0
+
+
+def test_rpctl_run_of_the_group_takes_back_a_killed_serves_children(launch, serve, tmp_path, rpctl):
+    config = tmp_path / "rpctl.toml"
+    config.write_text(config_text(WORKER))
+    first = serve(str(config))
+    web = pids(rpctl, "web")
+    pids(rpctl, "dns")
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=5)
+    run = launch(["--group", "web", "-n", 3, "--listen", f"127.0.0.1:{TCP_PORT}"], WORKER)
+    run.wait_logged("took back worker-3", timeout=15)
+    assert pids(rpctl, "web") == web
+    assert run.terminate() == 0
+    assert not any(alive(p) for p in web.values())
+    assert "web" not in Layout().groups(), "run took the group over: it removes it"
+    second = serve(str(config))  # dns: taken back by the next serve, as ever
+    second.wait_logged("took back worker-1", timeout=15)
+    assert second.terminate() == 0
+
+
+
+def test_a_child_not_registered_yet_dies_with_a_killed_serve(serve, tmp_path, rpctl):
+    """A child outlives serve only once it is registered (the next serve finds it by its
+    registration): one started but not registered yet when serve is killed dies with it.
+    The test holds the namespace's lock, so that serve's registration of a fourth member
+    waits while its child is started."""
+    config = tmp_path / "rpctl.toml"
+    config.write_text(config_text(WORKER))
+    first = serve(str(config))
+    web = pids(rpctl, "web")
+    pids(rpctl, "dns")  # serve's start is over: the lock is taken from none of its registrations
+    config.write_text(config_text(WORKER).replace("count = 3 }", "count = 4 }", 1))
+    mark = len(first.stderr())
+    with Layout().ns_lock():
+        first.proc.send_signal(signal.SIGHUP)
+        line = first.wait_logged("started worker-4", after=mark)
+        (child,) = re.findall(r"started worker-4 \(pid (\d+)\)", line[mark:])
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=5)
+    wait_until("the unregistered child gone", lambda: not alive(int(child)), timeout=3)
+    assert all(alive(p) for p in web.values()), "a registered child died with serve"
+    second = serve(str(config))
+    second.wait_logged("took back worker-3", timeout=15)
+    wait_until("four web members active", lambda: len(members(rpctl, "web")) == 4 and all(
+        m["state"] == "active" for m in members(rpctl, "web").values()))
+    assert {n: m["pid"] for n, m in members(rpctl, "web").items() if n in web} == web
     assert second.terminate() == 0
