@@ -40,7 +40,7 @@ Each child gets, as systemd socket activation gives:
   fd 3             its socket (TCP: listening, backlog {LISTEN_BACKLOG})
   LISTEN_FDS=1     LISTEN_PID=<its pid>     LISTEN_FDNAMES=<member name>
   RPCTL_MEMBER=<member name>
-  RPCTL_LAUNCHER_PID, RPCTL_COMMAND_ID: the launcher's pid and a digest of the
+  RPCTL_LAUNCHER_PID, RPCTL_COMMAND_ID: the launcher's pid and a checksum of the
                    command: a later launcher takes back (rather than refuses)
                    the children of `rpctl serve` left by a SIGKILLed serve
   RPCTL_QUIC_SERVER_ID=<hex>  with --quic (or in a QUIC group): the member's

@@ -28,11 +28,12 @@ import os
 import signal
 import socket
 import time
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from ..contract.errors import InvalidInput, RpctlError, UsageError
 from ..contract.refs import Param
 from ..kernel import probe
+from ..kernel.process import pidfd_exited
 from ..kernel import sockets as socks
 from ..kernel.sockets import parse_listen
 from ..read import views
@@ -43,8 +44,9 @@ from ..tables import quic
 from ..tables.naming import expand_name, numbered_names
 from . import orphans
 from .launched_group import LaunchedGroup, Member
-from .run_defaults import BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_LISTEN, LISTEN_BACKLOG, MAX_COUNT, RUN_NAMES
-from .supervisor import Supervisor
+from .run_defaults import (BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_LISTEN, LISTEN_BACKLOG, MAX_COUNT, RUN_NAMES,
+                           STOP_TIMEOUT)
+from .supervisor import Supervisor, send_signal
 
 PLANNED_MIN_LIFE = 1.0        # a drained child that lived this long and exits is restarted at once
 RETIRE_TIMEOUT = 30.0         # a member resize() removes is stopped once drained, or after this long
@@ -113,6 +115,9 @@ class Launcher:
         self.argv = argv
         self.proto = proto
         self.members: list[Member] = []
+        # Children of another command that a dead launcher left, taken back to be replaced:
+        # (pidfd, when) until they exit; sent SIGTERM at start, SIGKILL at `when`.
+        self._replaced: list[tuple[int, float]] = []
 
     # Public ------------------------------------------------------------------
 
@@ -161,12 +166,17 @@ class Launcher:
         """Take back the children a dead launcher of the group left, make the
         other sockets, start and register the children, attach the program."""
         taken = self._take_back()
-        for name in self.names:
-            if name in taken:
-                self.members.append(taken[name])
-            else:
-                self._new_member(name)
-        self.group.resolve(socks.inspect(self.members[0].sock), self.members, taken)
+        try:
+            for name in self.names:
+                if name in taken:
+                    self.members.append(taken[name])
+                else:
+                    self._new_member(name)
+            self.group.resolve(socks.inspect(self.members[0].sock), self.members, taken)
+        except BaseException:
+            self._let_go(taken.values())  # refused: they go on serving, unwatched, as before
+            raise
+        self._stop_replaced()
         for m in self.members:
             if self.supervisor.stopping:
                 return
@@ -187,6 +197,7 @@ class Launcher:
         """Seconds until the next restart is due; None when none is."""
         now = time.monotonic()
         due = [m.restart_at for m in self.members if m.restart_at is not None]
+        due += [kill_at for _, kill_at in self._replaced]
         if any(m.retiring for m in self.members):
             due.append(now + RETIRE_POLL)
         return max(0.0, min(due) - now) if due else None
@@ -206,6 +217,8 @@ class Launcher:
         retiring = [m for m in self.members if m.retiring]
         if retiring:
             self._retire(retiring, now)
+        if self._replaced:
+            self._end_replaced(now)
 
     def resize(self, count: int) -> list[str]:
         """Grow or shrink a running launcher to `count` members, leaving the
@@ -286,16 +299,42 @@ class Launcher:
                 self.supervisor.adopt(m, o.pid, o.pidfd)
                 log.info("took back %s (pid %d): its launcher had died", name, o.pid)
             else:
-                try:
-                    signal.pidfd_send_signal(o.pidfd, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                finally:
-                    os.close(o.pidfd)
-                log.info("%s (pid %d), left by a launcher that died, runs another command: stopped; "
+                self._replaced.append((o.pidfd, 0.0))  # stopped by _stop_replaced once start() goes on
+                log.info("%s (pid %d), left by a launcher that died, runs another command: stopping it; "
                          "a new child takes its socket", name, o.pid)
             taken[name] = m
         return taken
+
+    def _let_go(self, taken: Iterable[Member]) -> None:
+        """Give up the children taken back (start() was refused): they go on as they were."""
+        for m in taken:
+            self.supervisor.forget(m)
+            m.sock.close()
+            if m in self.members:
+                self.members.remove(m)
+        for pidfd, _ in self._replaced:
+            os.close(pidfd)
+        self._replaced = []
+
+    def _stop_replaced(self) -> None:
+        """SIGTERM to the children of another command taken back; SIGKILL STOP_TIMEOUT later."""
+        kill_at = time.monotonic() + STOP_TIMEOUT
+        for pidfd, _ in self._replaced:
+            send_signal(pidfd, signal.SIGTERM)
+        self._replaced = [(pidfd, kill_at) for pidfd, _ in self._replaced]
+
+    def _end_replaced(self, now: float, at_once: bool = False) -> None:
+        """Let go of the replaced children that exited; SIGKILL those whose time is up."""
+        left = []
+        for pidfd, kill_at in self._replaced:
+            if pidfd_exited(pidfd):
+                os.close(pidfd)
+            elif at_once or now >= kill_at:
+                send_signal(pidfd, signal.SIGKILL)  # not refused: it is gone in a moment
+                os.close(pidfd)
+            else:
+                left.append((pidfd, kill_at))
+        self._replaced = left
 
     def _argv_of(self, name: str) -> list[str]:
         """The command line of member `name`'s child."""
@@ -317,6 +356,7 @@ class Launcher:
         except RpctlError:
             if not self.supervisor.exited(m):
                 raise
+        self.supervisor.release(m)
 
     def _spawn(self, m: Member) -> None:
         argv = self._argv_of(m.name)
@@ -358,6 +398,8 @@ class Launcher:
             # connection until someone registers it.
             log.warning("%s (pid %d): could not register it again: %s", m.name, m.pid, e)
             return
+        finally:
+            self.supervisor.release(m)
         if m.operator_drained:
             log.info("%s (pid %d) registered again; left drained as it was before", m.name, m.pid)
         elif self.group.undrain(m):
@@ -410,6 +452,7 @@ class Launcher:
             self.supervisor.stop_all(self.members)
         finally:
             self.supervisor.kill_all(self.members)
+            self._end_replaced(time.monotonic(), at_once=True)
         for m in self.members:
             if m.registered and self.group.unregister(m.name):
                 m.registered = False

@@ -18,9 +18,13 @@ when the supervising process is SIGKILLed is the owner's choice:
   stops the children in order.
 * `rpctl serve` (outlive=True, decision 0025): the children go on serving
   through the death of serve (an OOM kill) and the next serve takes them
-  back (adopt()).  Each child gets its own session, not only its own process
-  group: a process group left without its parent in the session is sent
-  SIGHUP by the kernel if a member of it is stopped (SIGSTOP) then.
+  back (adopt()) by their registration.  So a child must not outlive its
+  supervisor before it is registered: the wrapper arms PR_SET_PDEATHSIG as
+  above, waits on a pipe (fd 4) until release() says the child is
+  registered, and only then disarms it and execs.  Each child gets its own
+  session, not only its own process group: a process group left without
+  its parent in the session is sent SIGHUP by the kernel if a member of it
+  is stopped (SIGSTOP) then.
 
 Exits are seen through pidfds in one selector, beside a self-pipe that
 stop() writes to, from any thread or a signal handler.  A child taken back
@@ -53,17 +57,25 @@ log = logging.getLogger("rpctl.supervisor")
 _ACTIVATION_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 _PR_SET_PDEATHSIG = 1
-_DIE_WITH_SUPERVISOR = "die"     # the wrapper's second argument: arm PR_SET_PDEATHSIG
-_OUTLIVE_SUPERVISOR = "outlive"  # ... or do not
+_DIE_WITH_SUPERVISOR = "die"     # the wrapper's second argument: die with the supervisor
+_OUTLIVE_SUPERVISOR = "outlive"  # ... or, once released through fd GATE_FD, outlive it
+GATE_FD = 4                      # where an outliving child's wrapper waits for release()
+_RELEASED = b"1"
 # Run as `python -I -S -c WRAPPER <supervisor pid> die|outlive CMD...`.
 # Checking the parent after prctl closes the window in which the supervisor
 # died before the death signal was armed.
 _EXEC_WRAPPER = f"""\
 import ctypes, os, sys
-if sys.argv[2] == "{_DIE_WITH_SUPERVISOR}":
-    ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
-    if os.getppid() != int(sys.argv[1]):
+prctl = ctypes.CDLL(None).prctl
+prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+if sys.argv[2] == "{_OUTLIVE_SUPERVISOR}":
+    released = os.read({GATE_FD}, 1) == {_RELEASED!r}
+    os.close({GATE_FD})
+    if not released:
         os._exit(1)
+    prctl({_PR_SET_PDEATHSIG}, 0, 0, 0, 0)
 os.environ["LISTEN_PID"] = str(os.getpid())
 try:
     os.execvp(sys.argv[3], sys.argv[3:])
@@ -87,6 +99,7 @@ class Child:
     restarts: int = 0
     stop_by: Optional[float] = None  # its process was sent SIGTERM: SIGKILL after this
     own: bool = True               # our child (reaped with waitpid); False: taken back with adopt()
+    gate: int = -1                 # outlive: the pipe its wrapper waits on until release()
 
 
 class Exit(NamedTuple):
@@ -200,16 +213,27 @@ class Supervisor:
         actions = [(os.POSIX_SPAWN_DUP2, child.sock.fileno(), LISTEN_FD)]
         if self.child_stdout is not None:
             actions.append((os.POSIX_SPAWN_OPEN, 1, self.child_stdout, os.O_WRONLY | os.O_APPEND, 0))
-        pid = os.posix_spawn(
-            sys.executable,
-            wrapper,
-            env,
-            file_actions=actions,
-            **({"setsid": True} if self.outlive else {"setpgroup": 0}),
-            setsigmask=(),
-            # Python ignores these; the child must start with the defaults.
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-        )
+        gate_reader = -1
+        if self.outlive:
+            gate_reader, child.gate = os.pipe()
+            actions.append((os.POSIX_SPAWN_DUP2, gate_reader, GATE_FD))
+        try:
+            pid = os.posix_spawn(
+                sys.executable,
+                wrapper,
+                env,
+                file_actions=actions,
+                **({"setsid": True} if self.outlive else {"setpgroup": 0}),
+                setsigmask=(),
+                # Python ignores these; the child must start with the defaults.
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except BaseException:
+            self._close_gate(child)
+            raise
+        finally:
+            if gate_reader >= 0:
+                os.close(gate_reader)
         child.pid = pid
         child.own = True
         child.started = time.monotonic()
@@ -224,6 +248,32 @@ class Supervisor:
             raise
         self._sel.register(child.pidfd, selectors.EVENT_READ, child)
         log.info("started %s (pid %d)", child.name, pid)
+
+    def release(self, child: Child) -> None:
+        """Let an outliving child's wrapper exec its command, no longer dying with
+        us: once it is registered, the next supervisor can take it back.  Nothing
+        for a child that dies with us, or one released already."""
+        if child.gate >= 0:
+            try:
+                os.write(child.gate, _RELEASED)
+            except BrokenPipeError:
+                pass  # it died already: its exit comes through the selector
+            self._close_gate(child)
+
+    @staticmethod
+    def _close_gate(child: Child) -> None:
+        """Close the gate unwritten (a wrapper still waiting exits 1) or written."""
+        if child.gate >= 0:
+            os.close(child.gate)
+            child.gate = -1
+
+    def forget(self, child: Child) -> None:
+        """Stop watching a child taken back with adopt(), leaving its process as it is."""
+        if child.pidfd >= 0:
+            self._sel.unregister(child.pidfd)
+            os.close(child.pidfd)
+            child.pidfd = -1
+        child.pid = 0
 
     def adopt(self, child: Child, pid: int, pidfd: int) -> None:
         """Watch process `pid` (through `pidfd`, which the child now owns) as the
@@ -306,6 +356,7 @@ class Supervisor:
                 continue
             pid = c.pid
             _signal(c, signal.SIGKILL)
+            self._close_gate(c)
             status = None
             if c.own:
                 try:
@@ -330,6 +381,7 @@ class Supervisor:
         self._sel.unregister(child.pidfd)
         os.close(child.pidfd)
         child.pidfd = -1
+        self._close_gate(child)
         status = os.waitpid(child.pid, 0)[1] if child.own else None
         child.pid = 0
         return status
@@ -338,10 +390,18 @@ class Supervisor:
 def _signal(child: Child, signum: int) -> None:
     """Send `signum` to the child's process, through its pidfd when it has one: the
     pid of a child taken back may be another process's once it has exited."""
+    if child.pidfd >= 0:
+        send_signal(child.pidfd, signum)
+        return
     try:
-        if child.pidfd >= 0:
-            signal.pidfd_send_signal(child.pidfd, signum)
-        else:
-            os.kill(child.pid, signum)
+        os.kill(child.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def send_signal(pidfd: int, signum: int) -> None:
+    """`signum` to the process of `pidfd`; nothing when it has exited."""
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
         pass

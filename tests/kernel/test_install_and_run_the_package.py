@@ -9,7 +9,9 @@ itself after a reboot, logs to the journal, writes the audit trail, and leaves o
 the pinned state behind when purged.  The second test upgrades the package under a
 steady load (a second .deb of the same tree, `package.sh --version-suffix`), then
 removes it and purges it: steering never stops.  The third runs every kind of group
-and every background task of serve inside the unit's sandbox.
+and every background task of serve inside the unit's sandbox, then SIGKILLs serve as
+an OOM kill would: its run group's workers serve on, and the serve systemd starts
+again takes them back.
 
 Each test boots its own machine (under a second) over a throwaway overlay of a root
 that is built once and cached (tests/support/container.py); connections are made
@@ -219,13 +221,13 @@ def connect(m: container.Container, n: int, port: int = PORT) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def steady_load(m: container.Container, per_second: int = 200):
+def steady_load(m: container.Container, per_second: int = 200, port: int = PORT):
     """Connections to PORT from inside the machine, about PER_SECOND, while the block runs;
     the dict it yields then holds what CLIENT made of them ({"ok": ..., "failed": ...})."""
     stop = "/run/load.stop"
     m.run("rm", "-f", stop)
     made: dict = {}
-    client = m.start("python3", "-c", CLIENT, str(PORT), "--until", stop, str(per_second))
+    client = m.start("python3", "-c", CLIENT, str(port), "--until", stop, str(per_second))
     try:
         yield made
     finally:
@@ -240,8 +242,8 @@ def steady_load(m: container.Container, per_second: int = 200):
     made.update(json.loads(out))
 
 
-def selected(m: container.Container, rpctl: tuple[str, ...] = RPCTL) -> int:
-    return sum(x["selected"] for x in members(m, rpctl=rpctl).values())
+def selected(m: container.Container, rpctl: tuple[str, ...] = RPCTL, group: str = "web") -> int:
+    return sum(x["selected"] for x in members(m, group, rpctl).values())
 
 
 def main_pid(m: container.Container, unit: str = "rpctl") -> int:
@@ -400,7 +402,7 @@ def test_upgrade_under_load_keeps_steering_then_remove_and_purge(machine, packag
     purge(m, UPGRADE_DEB, READER)
 
 
-def test_every_kind_of_group_and_serves_background_work_run_in_the_sandbox(machine):
+def test_every_kind_of_group_and_serves_background_work_run_in_the_sandbox_and_outlive_an_oom_kill(machine):
     m = machine
     install(m)
     # adopt (nginx, adaptive) and run groups, with the metrics port, from one file.
@@ -441,3 +443,26 @@ def test_every_kind_of_group_and_serves_background_work_run_in_the_sandbox(machi
     assert (status, outside.returncode) == (4, 4)
     for line in ("device lo: 1 receive queue (netlink)", "problem: the device has no RSS"):
         assert line in outside.stdout and line in inside, inside
+
+    # An OOM kill of serve (SIGKILL of the main process alone): systemd starts serve again
+    # (Restart=on-failure), and the run group's workers serve on all along (KillMode=process:
+    # systemd kills no other process of the unit's); the new serve takes them back.
+    workers = {name: x["pid"] for name, x in wait_members(m, {"worker-1", "worker-2"}, group="api").items()}
+    killed, before = main_pid(m), selected(m, group="api")
+    with steady_load(m, port=API_PORT) as load:
+        wait_until("the load answered", lambda: selected(m, group="api") > before + 20, 30, 0.2)
+        m.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "rpctl")
+        wait_until("serve started again by systemd", lambda: active(m) and main_pid(m) not in (0, killed), 30, 0.2)
+        wait_until("the new serve took back its workers", lambda: all(
+            f"took back {name} (pid {pid})" in m.journal("-u", "rpctl") for name, pid in workers.items()), 60, 0.5)
+        back = selected(m, group="api")
+        wait_until("connections steered by the taken-back workers", lambda: selected(m, group="api") > back + 20,
+                   30, 0.2)
+    print(f"through the OOM kill and the restart: {load}")
+    assert sum(load["ok"].values()) > 100 and not load["failed"], f"connections failed through the OOM kill: {load}"
+    assert {name: x["pid"] for name, x in members(m, "api").items()} == workers, "the same workers serve"
+
+    # Stopped, serve stops the workers itself (SIGTERM) before it exits: none is left.
+    m.run("systemctl", "stop", "rpctl", timeout=60)
+    left = m.run("pgrep", "-af", "rpctl.cli.demo.worker", check=False).stdout
+    assert not left, left + m.run("systemctl", "status", "rpctl", check=False).stdout

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from rpctl.controller.kernel import sockets as socks
 from rpctl.controller.ops.supervisor import Child, Supervisor
@@ -61,4 +62,32 @@ def test_stop_all_and_kill_all_reach_an_adopted_child_through_its_pidfd():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        sup.close()
+
+
+def test_an_outliving_child_runs_its_command_only_once_released(tmp_path):
+    """Until release() the wrapper waits, dying with us (PR_SET_PDEATHSIG); a gate closed
+    unreleased (the child's start failed) ends it."""
+    mark = tmp_path / "ran"
+    sup = Supervisor(outlive=True)
+    sup.open()
+    children = [Child(f"worker-{i}", socks.reuseport_socket("tcp", "127.0.0.1", 0), backoff=0.5) for i in (1, 2)]
+    try:
+        for c in children:
+            sup.spawn(c, ["/bin/sh", "-c", f'echo "$RPCTL_X" >> {mark}; exec sleep 60'], {"RPCTL_X": c.name})
+        assert sup.wait(0.5) == [] and not mark.exists(), "ran before it was released"
+        sup.release(children[0])
+        os.close(children[1].gate)  # as a start that failed leaves it
+        children[1].gate = -1
+        (ended,) = sup.wait(5)
+        assert ended is children[1] and sup.reap(ended).how == "exited with status 1"
+        deadline = time.monotonic() + 5
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.read_text() == "worker-1\n"
+        assert os.getsid(children[0].pid) == children[0].pid, "a session of its own"
+    finally:
+        sup.kill_all(children)
+        for c in children:
+            c.sock.close()
         sup.close()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpctl.controller.ops.run_defaults import STOP_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "contrib" / "systemd" / "rpctl.service"
@@ -36,6 +37,16 @@ def test_the_unit_is_a_notify_service_that_reloads_with_sighup():
     assert "network-online.target" in keys["After"][0]
     assert "CAP_BPF" in keys["CapabilityBoundingSet"][0].split()
     assert keys["WantedBy"] == ["multi-user.target"]
+
+
+def test_systemd_signals_serve_alone_so_that_run_groups_outlive_an_oom_kill():
+    """KillMode=process: when serve dies, systemd kills nothing else of the unit (mixed would
+    SIGKILL the run groups' servers before Restart= starts the serve that takes them back);
+    serve stops them itself on SIGTERM (SIGKILL STOP_TIMEOUT later), within TimeoutStopSec."""
+    keys = _keys(UNIT.read_text())
+    assert keys["KillMode"] == ["process"]
+    assert float(keys["TimeoutStopSec"][0]) > STOP_TIMEOUT
+    assert "took back" in UNIT.read_text(), "the unit's comment says what the next serve does"
 
 
 def test_systemd_analyze_verify_accepts_it(tmp_path):
