@@ -4,8 +4,11 @@ noted with when it started, what it did and whether it did it.
 A fault's `lossy` says which failures it causes by definition, so that the
 tally counts them apart and never as failures of rpctl: a SIGKILLed worker
 takes the connections it had accepted (and a UDP worker its flows: they move
-to its replacement); a SIGKILLed serve takes the children of its `run` groups
-with it (serve is their launcher: PR_SET_PDEATHSIG).
+to its replacement).  A SIGKILLed serve loses nothing by definition: the
+children of its `run` groups outlive it and the next serve takes them back,
+so every failure in its window counts, and each SIGKILL of serve notes which
+of those children it kept (the same pid before the kill and once the next
+serve is up) and which it lost.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from bench._soak_world import DEMO, RUN_GROUPS, SOLO, World, rpctl_argv
+from tests.support.launched import alive
 
 MIN_WORKERS, MAX_WORKERS = 2, 4
 # What rpctl rightly refuses (exit 4) when the file has drained the other member of app.
@@ -37,6 +41,8 @@ class Fault:
     error: str = ""             # what did not work (a finding to look at), "" if all did
     refused: str = ""           # what rpctl refused as unsafe, as it should (the last live member, ...)
     lossy: dict = field(default_factory=dict)   # group -> why its failures in this window are by definition
+    kept: int = 0               # SIGKILL serve: the run groups' workers the next serve took back (same pid)
+    lost: list = field(default_factory=list)    # SIGKILL serve: those it did not, "group name pid -> pid"
 
 
 def rpctl(*args: object, timeout: float = 60.0, env: Optional[dict] = None) -> subprocess.CompletedProcess:
@@ -53,6 +59,14 @@ def status(world: World) -> dict:
 
 def live_members(world: World, group: str) -> list[dict]:
     return [m for m in status(world)[group]["members"] if m["state"] in ("active", "throttled", "draining")]
+
+
+def run_workers(world: World) -> dict[tuple[str, str], int]:
+    """The run groups' members whose process runs now (a stopped one too), by (group, name): their pids.
+    A member whose child died and waits for its restart is left out: serve's SIGKILL did not lose it."""
+    groups = status(world)
+    return {(g, m["name"]): m["pid"] for g in RUN_GROUPS if g in groups
+            for m in groups[g]["members"] if m.get("pid") and alive(m["pid"])}
 
 
 class Faults:
@@ -139,12 +153,18 @@ class Faults:
     # serve -------------------------------------------------------------------------------
 
     def kill_serve(self, f: Fault) -> None:
+        """SIGKILL serve, start the next: the run groups' workers serve on through it (nothing
+        is lost by definition), and the next serve takes the same processes back."""
         old = self.world.serve
+        before = run_workers(self.world)
         old.signal(signal.SIGKILL)
         old.proc.wait(10)
-        f.lossy = {g: "serve launched its workers: they die with it" for g in RUN_GROUPS}
         new = self.world.start_serve()
         f.detail = f"serve {old.pid} -> {new.pid}"
+        after = run_workers(self.world)
+        f.kept = sum(after.get(k) == pid for k, pid in before.items())
+        f.lost = [f"{g} {name} pid {pid} -> {after.get((g, name), 'none')}"
+                  for (g, name), pid in sorted(before.items()) if after.get((g, name)) != pid]
 
     # Workers -----------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """The soak's accounting: every failure given to the fault whose window it
 falls in (the last fault injected before it), counted apart when that fault
-causes it by definition; serve's resources per minute; the goals, met or not.
+causes it by definition (a SIGKILLed worker's own work; a SIGKILLed serve
+loses nothing by definition); the run groups' workers each SIGKILL of serve
+kept or lost; serve's resources per minute; the goals, met or not.
 
 When a failure happened: a refused or reset TCP connection when it ends; a
 moved UDP flow after its last answer from its member; a timed-out TCP connection when it started (its
@@ -41,6 +43,8 @@ class Row:
     refused: int = 0                                           # what rpctl refused as unsafe, rightly
     failed: collections.Counter = field(default_factory=collections.Counter)      # (group, what) -> n
     by_definition: collections.Counter = field(default_factory=collections.Counter)
+    kept: int = 0                                              # run groups' workers kept through it (SIGKILL serve)
+    lost: list = field(default_factory=list)                   # and those lost, each "group name pid -> pid"
 
 
 def attribute(faults: list, failures: list[Failure]) -> dict[str, Row]:
@@ -52,6 +56,8 @@ def attribute(faults: list, failures: list[Failure]) -> dict[str, Row]:
         if f.error:
             rows[f.kind].errors.append(f"{f.detail}: {f.error}")
         rows[f.kind].refused += bool(f.refused)
+        rows[f.kind].kept += f.kept
+        rows[f.kind].lost += f.lost
     for failure in failures:
         key = (failure.where, failure.what)
         # A failure that lasted (a timeout, a QUIC echo waited for) is caused by definition by a
@@ -111,6 +117,8 @@ def goals(rows: dict[str, Row], tcp: int, tcp_goal: int, rss: tuple | None, fds:
     broken = counted(rows, ("quic",))
     errors = sum(len(r.errors) for r in rows.values())
     readers = counted(rows, ("readers",))
+    kept = sum(r.kept for r in rows.values())
+    lost = sum(len(r.lost) for r in rows.values())
     out = [
         Goal(f"at least {tcp_goal:,} TCP connections", tcp >= tcp_goal, f"{tcp:,}"),
         Goal("0 TCP connections failed (outside failures by definition)", failed == 0, str(failed)),
@@ -119,6 +127,8 @@ def goals(rows: dict[str, Row], tcp: int, tcp_goal: int, rss: tuple | None, fds:
         Goal("every fault's own steps worked (a new run or demo served, a bad file refused, ...)", errors == 0,
              str(errors)),
         Goal("every status, dashboard and metrics read answered", readers == 0, str(readers)),
+        Goal("every run group's worker kept through serve's SIGKILLs (the same pid once the next serve is up)",
+             lost == 0, f"{kept} kept, {lost} lost"),
     ]
     for key, value in (("RSS", rss), ("open fds", fds)):
         out.append(Goal(f"serve's {key} grew under {RSS_FD_GROWTH:.0%} after the warm-up",

@@ -29,7 +29,7 @@ from tests.support.nginx import Nginx
 from tests.support.quic import child_env, server_command
 
 WEB, APP, DNS, QUIC, SOLO, DEMO, METRICS = 8080, 8081, 8053, 8443, 8082, 18080, 9464
-RUN_GROUPS = ("app", "dns", "quic")  # serve launches their workers: they die with a SIGKILLed serve
+RUN_GROUPS = ("app", "dns", "quic")  # serve launches their workers; they outlive a SIGKILLed serve
 SERVED = ("web",) + RUN_GROUPS
 WORKER = [sys.executable, "-m", "rpctl.cli.demo.worker", "--name", "$RPCTL_MEMBER"]
 # dns's workers answer with their name and pid: a flow moved to the replacement of its

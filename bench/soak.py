@@ -17,7 +17,9 @@ every READ_EVERY seconds all along; serve's RSS, fds, threads and CPU every
 SAMPLE_EVERY seconds (SIGKILLs of serve only in the first half, so that the
 last serve shows whether they grow).  Every failure is given to the last
 fault before it, and counted apart where a fault loses work by definition
-(bench/_soak_tally.py).  At the end the groups are removed and what is left
+(a SIGKILLed worker's own; a SIGKILLed serve loses none: its run groups'
+workers outlive it, and each such fault notes which the next serve took
+back with the same pid) (bench/_soak_tally.py).  At the end the groups are removed and what is left
 in the kernel and bpffs is counted.
 """
 
@@ -252,10 +254,15 @@ def _cell(counter: collections.Counter) -> str:
     return ", ".join(f"{g} {what} {n}" for (g, what), n in sorted(counter.items())) or "0"
 
 
+def _workers(kind: str, row) -> str:
+    """The run groups' workers a SIGKILL of serve kept and lost ("" for the other faults)."""
+    return f"{row.kept} / {len(row.lost)}" if kind == "SIGKILL serve" else ""
+
+
 def fault_rows(result: Result) -> list[tuple]:
     order = sorted(result.rows, key=lambda k: (k == STEADY, -result.rows[k].count, k))
-    return [(kind, r.count, _cell(r.failed), _cell(r.by_definition), len(r.errors), r.refused) for kind, r in
-            ((k, result.rows[k]) for k in order)]
+    return [(kind, r.count, _cell(r.failed), _cell(r.by_definition), _workers(kind, r), len(r.errors), r.refused)
+            for kind, r in ((k, result.rows[k]) for k in order)]
 
 
 def resource_rows(result: Result) -> list[tuple]:
@@ -297,7 +304,10 @@ def picture(result: Result) -> str:
 
 def errors_text(result: Result) -> str:
     lines = [f"- {kind}: {e}" for kind, r in sorted(result.rows.items()) for e in r.errors]
-    return ("\n\nFaults whose own steps did not work:\n\n" + "\n".join(lines)) if lines else ""
+    lost = [f"- {w}" for r in result.rows.values() for w in r.lost]
+    return (("\n\nFaults whose own steps did not work:\n\n" + "\n".join(lines)) if lines else "") + \
+        (("\n\nRun groups' workers a SIGKILL of serve lost (pid before -> after the next serve was up):\n\n"
+          + "\n".join(lost)) if lost else "")
 
 
 def body(result: Result) -> str:
@@ -321,15 +331,17 @@ scrape of `rpctl metrics` in turn every {READ_EVERY:g} s ({sum(result.reads.valu
 
 A failure counts against the last fault injected before it (a timed-out connection from when it started).
 "By definition" are failures a fault causes by what it is: a SIGKILLed worker's accepted connections (UDP:
-its flows, QUIC: its connections); a SIGKILLed serve's `run` groups, whose workers die with their launcher
-(by design: PR_SET_PDEATHSIG), so their ports refuse until the new serve has started new workers.
+its flows, QUIC: its connections).  A SIGKILLed serve loses nothing by definition: its `run` groups'
+workers outlive it and the next serve takes them back, so every failure after it counts against the goals;
+"workers kept / lost" are the run groups' workers whose pid was the same before each SIGKILL of serve and
+once the next serve was up, and those whose pid was not.
 
 {table(("goal", "what", "figure"), [(a, b, c) for a, b, c in g])}
 
 Faults, and what each caused:
 
-{table(("fault", "times", "failed", "by definition", "own steps that did not work", "refused as unsafe"),
-       fault_rows(result))}
+{table(("fault", "times", "failed", "by definition", "workers kept / lost", "own steps that did not work",
+        "refused as unsafe"), fault_rows(result))}
 
 "Refused as unsafe": `rpctl restart` or `drain` of app's one member the file had not drained (exit 4,
 "no other live member would serve meanwhile"), as it should.{errors_text(result)}

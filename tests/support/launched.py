@@ -129,7 +129,7 @@ class Run:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()  # its children die with it (PR_SET_PDEATHSIG)
+                self.proc.kill()  # a run's children die with it; a serve's outlive it: killed below
                 self.proc.wait()
         self.ready_pids()
         deadline = time.monotonic() + 3
