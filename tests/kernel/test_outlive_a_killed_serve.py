@@ -60,13 +60,25 @@ def serve(launch):
     return start
 
 
+def runs_its_command(pid: int) -> bool:
+    """Whether the process has exec'd the worker: a child outlives serve from that moment on
+    (until then its wrapper dies with serve: the moments between its registration and its exec)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"rpctl.cli.demo.worker" in f.read()
+    except OSError:
+        return False
+
+
 def active(rpctl, group: str) -> dict | None:
-    """The group's members once all three are active, by name."""
+    """The group's members once all three are active and running their command, by name."""
     try:
         found = members(rpctl, group)
     except AssertionError:  # not created yet
         return None
-    return found if set(found) == NAMES and all(m["state"] == "active" for m in found.values()) else None
+    if set(found) == NAMES and all(m["state"] == "active" and runs_its_command(m["pid"]) for m in found.values()):
+        return found
+    return None
 
 
 def pids(rpctl, group: str) -> dict[str, int]:
