@@ -46,6 +46,7 @@ from tests.support.quic_server import ALPN
 
 SERVER_NAME = "localhost"
 CLOSING_PERIOD = 1.0
+PORT_REST = 10.0      # s: longer than any flow_idle_timeout the tests give a QUIC group
 
 
 class Broken(Exception):
@@ -63,9 +64,24 @@ class Connection:
         self.end: float | None = None  # loop time its lifetime ends; None: never
 
     def _socket(self) -> socket.socket:
-        sock = socket.socket(self.clients.family, socket.SOCK_DGRAM)
-        sock.bind((self.clients.host, 0))
-        return sock
+        """A socket on a source port none of our connections let go of in the last PORT_REST
+        seconds: a group with flow affinity keeps a 4-tuple's flow on its member until it
+        idles out, and a new connection from a closed one's port would follow it there."""
+        c = self.clients
+        while True:
+            sock = socket.socket(c.family, socket.SOCK_DGRAM)
+            sock.bind((c.host, 0))
+            port = sock.getsockname()[1]
+            if c.loop.time() - c.ports.get(port, -PORT_REST) >= PORT_REST:
+                return sock
+            sock.close()
+
+    def _let_go(self, transport) -> None:
+        """Close a socket of ours; its port rests PORT_REST seconds (see _socket)."""
+        name = transport.get_extra_info("sockname")
+        if name is not None:
+            self.clients.ports[name[1]] = self.clients.loop.time()
+        transport.close()
 
     async def open(self) -> None:
         c = self.clients
@@ -101,7 +117,7 @@ class Connection:
         old = self.transport
         self.transport, _ = await self.clients.loop.create_datagram_endpoint(lambda: self.protocol,
                                                                              sock=self._socket())
-        old.close()
+        self._let_go(old)
         self.protocol.change_connection_id()
 
     async def close(self) -> None:
@@ -115,7 +131,7 @@ class Connection:
         except asyncio.TimeoutError:
             pass
         finally:
-            self.transport.close()
+            self._let_go(self.transport)
 
     def abort(self) -> None:
         # aioquic's loss-detection timer outlives the transport and, firing on it, logs a
@@ -124,7 +140,7 @@ class Connection:
         if timer is not None:
             timer.cancel()
         if self.transport is not None:
-            self.transport.close()
+            self._let_go(self.transport)
 
 
 class Clients:
@@ -137,6 +153,7 @@ class Clients:
         self.addr = (remote_host, port)
         self.loop = asyncio.get_running_loop()
         self.open: set[Connection] = set()
+        self.ports: dict[int, float] = {}  # source port -> when a connection of ours let it go
         self.stopping = False
         self.counts = collections.Counter()
         self.servers = collections.Counter()
