@@ -9,7 +9,8 @@ broken (apart from what a fault loses by definition: a SIGKILLed worker's own co
 a SIGKILLed serve loses nothing, its run groups' workers serve on and the next serve takes
 the same processes back), every fault's own steps done, every read answered, serve's RSS
 and fds flat in its last stretch, nothing left in the kernel or bpffs.  The rate goal is
-scaled for a two-minute run on a shared machine: 1,000 new TCP connections a second (the 30-minute soak's is 3,000,000 in all, 1,667 a second).
+scaled for a two-minute run on a shared machine: 1,000 new TCP connections a second (the
+30-minute soak's is 3,000,000 in all, 1,667 a second).
 """
 
 from __future__ import annotations
